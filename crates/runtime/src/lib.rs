@@ -1,0 +1,14 @@
+//! Process plumbing that every Tether program shares, so that `kas`, `agentk`
+//! and the development cluster start, log and stop the same way.
+//!
+//! - [`logging::init`] installs the `tracing` subscriber once per process.
+//! - [`shutdown::Shutdown`] turns SIGINT/SIGTERM into a drain signal that every
+//!   long-running task can observe; a second signal forces the exit.
+//!
+//! Architecture invariant: this crate knows nothing of Kubernetes, git or the
+//! agent protocol.
+
+pub mod logging;
+pub mod shutdown;
+
+pub use shutdown::Shutdown;
