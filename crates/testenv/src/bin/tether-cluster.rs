@@ -1,0 +1,58 @@
+//! `tether-cluster`: the test cluster for a person (`make cluster`).
+//!
+//! Runs in the foreground, writes its kubeconfig once `/readyz` answers, and
+//! stops every process it started on Ctrl-C or SIGTERM.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tether_runtime::{Shutdown, logging};
+use tether_testenv::{Cluster, ClusterOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tether-cluster",
+    about = "Run a local Kubernetes cluster for Tether development"
+)]
+struct Cli {
+    /// Folder for the cluster's data, logs and kubeconfig; emptied at start.
+    #[arg(long, default_value = "target/cluster")]
+    dir: PathBuf,
+    /// Number of simulated (kwok) nodes.
+    #[arg(long, default_value_t = 2)]
+    nodes: usize,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    logging::init("info", logging::LogFormat::Text);
+    let mut shutdown = Shutdown::on_signal();
+    let dir = std::path::absolute(&cli.dir).context("cannot resolve --dir")?;
+    let options = ClusterOptions {
+        dir: Some(dir),
+        nodes: cli.nodes,
+        ..ClusterOptions::default()
+    };
+    let started = tokio::select! {
+        started = Cluster::start(options) => started.context("cluster failed to start")?,
+        _ = shutdown.signalled() => return Ok(()),
+    };
+    let version = started.client()?.apiserver_version().await?.git_version;
+    println!("cluster {version} ready at {}", started.server());
+    println!("  kubeconfig: {}", started.kubeconfig_path().display());
+    println!("  logs:       {}", started.dir().join("logs").display());
+    println!("  nodes:      {}", started.node_names().join(", "));
+    for p in started.processes() {
+        println!("  {:<24} pid {}", p.name, p.pid);
+    }
+    println!("press Ctrl-C to stop");
+    tokio::select! {
+        _ = shutdown.signalled() => {}
+        failed = started.process_failure() => return Err(failed).context("cluster process died"),
+    }
+    drop(started);
+    println!("cluster stopped");
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! Where the cluster's programs are.
+//!
+//! `scripts/cluster-binaries.sh` builds them from the official Go modules into
+//! a cache folder keyed by version and prints that folder; it is a no-op when
+//! they are already built. Setting `TETHER_KUBE_BIN` skips the script, for a
+//! folder built elsewhere.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use crate::{Error, Result};
+
+/// Environment variable naming a folder that already holds the binaries.
+pub const BIN_ENV: &str = "TETHER_KUBE_BIN";
+
+const BUILD_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../scripts/cluster-binaries.sh"
+);
+
+/// The folder of cluster programs, plus the kwok stage configuration that the
+/// build script assembles from the kwok module beside it.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    dir: PathBuf,
+}
+
+// === impl Binaries ===
+
+impl Binaries {
+    /// Finds the binaries, building them on first use in this process.
+    pub fn locate() -> Result<Self> {
+        static FOUND: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+        let dir = FOUND.get_or_init(|| find().map_err(|e| e.to_string()));
+        match dir {
+            Ok(dir) => Ok(Self { dir: dir.clone() }),
+            Err(e) => Err(Error::Binaries(e.clone())),
+        }
+    }
+
+    /// A folder laid out as the build script lays it out.
+    pub fn from_dir(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path(&self, program: &str) -> PathBuf {
+        self.dir.join(program)
+    }
+
+    pub fn kubectl(&self) -> PathBuf {
+        self.path("kubectl")
+    }
+
+    pub fn helm(&self) -> PathBuf {
+        self.path("helm")
+    }
+
+    /// kwok's node and pod lifecycle stages (the upstream "fast" set).
+    pub fn kwok_stages(&self) -> PathBuf {
+        self.dir.join("../share/kwok-stages.yaml")
+    }
+}
+
+fn find() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(BIN_ENV) {
+        return Ok(PathBuf::from(dir));
+    }
+    // stderr is inherited so that a person sees the (long, cold) build progress.
+    let out = Command::new("bash")
+        .arg(BUILD_SCRIPT)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(Error::io(format!("run {BUILD_SCRIPT}")))?;
+    if !out.status.success() {
+        return Err(Error::Binaries(format!(
+            "{BUILD_SCRIPT} failed with {}",
+            out.status
+        )));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let dir = stdout
+        .lines()
+        .last()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| Error::Binaries(format!("{BUILD_SCRIPT} printed no folder")))?;
+    Ok(PathBuf::from(dir))
+}
+
+/// The Kubernetes release the cluster binaries are built at, read from
+/// `scripts/versions.sh`, the single place where it is pinned.
+pub fn pinned_kube_version() -> Result<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/versions.sh");
+    let text = std::fs::read_to_string(path).map_err(Error::io(format!("read {path}")))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("KUBE_VERSION="))
+        .map(|v| v.trim().to_owned())
+        .ok_or_else(|| Error::Binaries(format!("{path} pins no KUBE_VERSION")))
+}

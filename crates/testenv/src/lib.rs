@@ -1,0 +1,63 @@
+//! A real Kubernetes cluster for Tether's tests, demo and benchmarks.
+//!
+//! The cluster is made of the official programs — etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler — built from their Go modules by
+//! `scripts/cluster-binaries.sh`, plus the kwok controller simulating nodes so
+//! that pods become Running and Deployments Available without a kubelet.
+//!
+//! - [`shared()`] starts one cluster per test process, on first use;
+//!   [`Cluster::namespace`] gives each test a namespace of its own.
+//! - [`Cluster::start`] starts a cluster owned by the caller (the
+//!   `tether-cluster` program behind `make cluster` uses it).
+//! - [`wait_until`] waits for a condition with a deadline; tests never sleep.
+//!
+//! Architecture invariant: no cluster process outlives its owner. Every child
+//! is forked by a supervisor thread with `PR_SET_PDEATHSIG`, so they die with
+//! the test process whether it returns, panics, or is killed (see
+//! [`supervisor`]).
+
+mod binaries;
+mod cluster;
+mod error;
+mod kubeconfig;
+mod namespace;
+mod pki;
+pub mod supervisor;
+mod wait;
+
+use std::sync::OnceLock;
+
+pub use binaries::{BIN_ENV, Binaries, pinned_kube_version};
+pub use cluster::{Cluster, ClusterOptions, SIMULATED_NODE_ANNOTATION};
+pub use error::{Error, Result};
+pub use namespace::{TEST_NAMESPACE_LABEL, TestNamespace};
+pub use wait::wait_until;
+
+/// The cluster shared by every test of this process, started on first use.
+///
+/// Blocking: the first caller waits for the start (about 10 s warm). It is
+/// started on a thread of its own with its own runtime, because the caller's
+/// runtime belongs to one test and ends with it.
+///
+/// # Panics
+/// If the cluster cannot start; the message carries the failing component's
+/// log. Every later caller panics with the same message.
+pub fn shared() -> &'static Cluster {
+    static SHARED: OnceLock<std::result::Result<Cluster, String>> = OnceLock::new();
+    let started = SHARED.get_or_init(|| {
+        std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot build a runtime to start the cluster: {e}"))?;
+            rt.block_on(Cluster::start(ClusterOptions::default()))
+                .map_err(|e| e.to_string())
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the cluster start-up thread panicked".into()))
+    });
+    match started {
+        Ok(cluster) => cluster,
+        Err(e) => panic!("test cluster failed to start: {e}"),
+    }
+}
