@@ -1,0 +1,37 @@
+# Every command a Tether developer needs. Each installs what it needs itself.
+.PHONY: help build test demo cluster cluster-binaries bench fmt lint ci
+
+help:
+	@echo "make demo              build everything, start a local cluster, kas and agentk; Ctrl-C stops all"
+	@echo "make test              build the cluster binaries and run the whole test suite"
+	@echo "make cluster           run only the local cluster (kubeconfig: target/cluster/kubeconfig)"
+	@echo "make bench             run the benchmarks (see BENCHMARKS.md)"
+	@echo "make fmt | make lint   format | rustfmt check and clippy -D warnings"
+	@echo "make cluster-binaries  build etcd, kube-*, kwok; install kubectl and helm (cached)"
+
+cluster-binaries:
+	@bash scripts/cluster-binaries.sh >/dev/null
+
+build:
+	cargo build --workspace --bins
+
+test:
+	bash scripts/test.sh
+
+demo:
+	bash scripts/demo.sh
+
+cluster: cluster-binaries
+	TETHER_KUBE_BIN="$$(bash scripts/cluster-binaries.sh)" cargo run -q -p tether-testenv --bin tether-cluster -- --dir target/cluster
+
+bench:
+	bash scripts/bench.sh
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+ci: lint test

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The main job for a person: builds everything, starts a local cluster, kas and
+# agentk, prints what runs, and stops all of it on Ctrl-C.
+#   scripts/demo.sh          run until Ctrl-C
+#   scripts/demo.sh --check  start, print, verify, stop (CI smoke run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+check=false
+[ "${1:-}" = "--check" ] && check=true
+
+demo=target/demo
+kas_admin=${DEMO_KAS_ADMIN:-127.0.0.1:8151}
+mkdir -p "$demo"
+
+TETHER_KUBE_BIN=$(bash scripts/cluster-binaries.sh)
+export TETHER_KUBE_BIN
+echo "demo: building Tether"
+cargo build --workspace --bins --locked
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  echo "demo: stopped"
+}
+trap stop EXIT
+trap 'exit 130' INT TERM
+
+# Polls a condition until a deadline; fails the demo with the log on timeout.
+wait_for() { # what timeout-seconds log command...
+  local what=$1 timeout=$2 log=$3; shift 3
+  local deadline=$(( $(date +%s) + timeout ))
+  until "$@" >/dev/null 2>&1; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      echo "demo: $what did not happen within ${timeout}s; end of $log:" >&2
+      tail -n 30 "$log" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+}
+
+rm -f "$demo/cluster/kubeconfig"
+target/debug/tether-cluster --dir "$demo/cluster" >"$demo/cluster.log" 2>&1 &
+pids+=($!)
+wait_for "cluster start" 180 "$demo/cluster.log" grep -q "press Ctrl-C" "$demo/cluster.log"
+kubeconfig="$demo/cluster/kubeconfig"
+
+target/debug/kas serve --admin-listen "$kas_admin" >"$demo/kas.log" 2>&1 &
+pids+=($!)
+target/debug/agentk --kubeconfig "$kubeconfig" >"$demo/agentk.log" 2>&1 &
+pids+=($!)
+wait_for "kas /readyz" 30 "$demo/kas.log" curl -sf "http://$kas_admin/readyz"
+wait_for "agentk connecting to the cluster" 30 "$demo/agentk.log" grep -q "agentk connected" "$demo/agentk.log"
+
+kubectl=("$TETHER_KUBE_BIN/kubectl" --kubeconfig "$kubeconfig")
+echo
+sed -n '1,/press Ctrl-C/p' "$demo/cluster.log" | grep -v "press Ctrl-C"
+echo "kas     pid ${pids[1]}  admin http://$kas_admin  readyz: $(curl -sf "http://$kas_admin/readyz")"
+echo "agentk  pid ${pids[2]}  $(grep -o 'server_version=[^ ]*' "$demo/agentk.log" | head -1)"
+echo
+"${kubectl[@]}" get nodes
+echo
+echo "logs: $demo/*.log; kubectl: ${kubectl[*]}"
+if $check; then
+  echo "demo: check passed"
+  exit 0
+fi
+echo "press Ctrl-C to stop"
+wait "${pids[0]}"
