@@ -51,10 +51,20 @@ impl Default for ClusterOptions {
     }
 }
 
+/// How long each phase of [`Cluster::start`] took, measured from its call.
+#[derive(Clone, Copy, Debug)]
+pub struct StartTimings {
+    /// Until kube-apiserver answered `/readyz` with ok.
+    pub apiserver_ready: std::time::Duration,
+    /// Until every simulated node was Ready: the cluster is usable.
+    pub nodes_ready: std::time::Duration,
+}
+
 /// A running cluster. Dropping it stops every process and, for a temporary
 /// folder, removes the folder.
 #[derive(Debug)]
 pub struct Cluster {
+    timings: Option<StartTimings>,
     supervisor: Supervisor,
     dir: PathBuf,
     temporary: bool,
@@ -81,6 +91,7 @@ impl Cluster {
     /// Starts a cluster and returns once its API server is ready and its
     /// simulated nodes are Ready.
     pub async fn start(options: ClusterOptions) -> Result<Self> {
+        let started = std::time::Instant::now();
         let binaries = Binaries::locate()?;
         let (dir, temporary) = match &options.dir {
             Some(dir) => {
@@ -105,7 +116,8 @@ impl Cluster {
 
         let supervisor = Supervisor::start()?;
         let admin_kubeconfig = kubeconfig::render(&server, &pki.ca_cert, &pki.admin);
-        let cluster = Cluster {
+        let mut cluster = Cluster {
+            timings: None,
             supervisor,
             kubeconfig: dir.join("kubeconfig"),
             dir,
@@ -121,6 +133,7 @@ impl Cluster {
         cluster.spawn("etcd", etcd_args(&cluster.dir, &ports))?;
         cluster.spawn("kube-apiserver", apiserver_args(&cluster.dir, &pki, &ports))?;
         cluster.wait_ready(options.start_timeout).await?;
+        let apiserver_ready = started.elapsed();
         // Published only now, so that whoever waits for the file can use it.
         kubeconfig::write_atomically(&cluster.kubeconfig, &admin_kubeconfig)?;
 
@@ -146,8 +159,17 @@ impl Cluster {
         let stages = cluster.binaries.kwok_stages();
         cluster.spawn("kwok", kwok_args(&kwok, &stages, &ports))?;
         cluster.register_nodes(options.start_timeout).await?;
+        cluster.timings = Some(StartTimings {
+            apiserver_ready,
+            nodes_ready: started.elapsed(),
+        });
         tracing::info!(server = %cluster.server, dir = %cluster.dir.display(), "test cluster ready");
         Ok(cluster)
+    }
+
+    /// How long the start took, phase by phase.
+    pub fn start_timings(&self) -> StartTimings {
+        self.timings.expect("set before start returns")
     }
 
     /// The API server's URL (`https://127.0.0.1:<port>`).

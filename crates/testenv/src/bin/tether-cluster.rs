@@ -27,7 +27,12 @@ struct Cli {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging::init("info", logging::LogFormat::Text);
+    // kube-rs logs every non-2xx answer at ERROR; while the API server starts,
+    // `/readyz` answers 500 on purpose until it is ready, which is not an error.
+    logging::init(
+        "info,kube_client::client::builder=off",
+        logging::LogFormat::Text,
+    );
     let mut shutdown = Shutdown::on_signal();
     let dir = std::path::absolute(&cli.dir).context("cannot resolve --dir")?;
     let options = ClusterOptions {
@@ -40,7 +45,13 @@ async fn main() -> anyhow::Result<()> {
         _ = shutdown.signalled() => return Ok(()),
     };
     let version = started.client()?.apiserver_version().await?.git_version;
-    println!("cluster {version} ready at {}", started.server());
+    let timings = started.start_timings();
+    println!(
+        "cluster {version} ready at {} (API server {:.1}s, nodes {:.1}s)",
+        started.server(),
+        timings.apiserver_ready.as_secs_f64(),
+        timings.nodes_ready.as_secs_f64()
+    );
     println!("  kubeconfig: {}", started.kubeconfig_path().display());
     println!("  logs:       {}", started.dir().join("logs").display());
     println!("  nodes:      {}", started.node_names().join(", "));

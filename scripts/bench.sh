@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Benchmarks whose figures go into BENCHMARKS.md.
+#   scripts/bench.sh               warm cluster-binaries run, cluster start/stop
+#   scripts/bench.sh --cold-build  also a cold build of the cluster binaries,
+#                                  with empty Go build and module caches (~10 min)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+
+if [ "${1:-}" = "--cold-build" ]; then
+  tmp=$(mktemp -d)
+  t0=$(now)
+  GOCACHE=$tmp/go-build GOMODCACHE=$tmp/go-mod TETHER_CACHE=$tmp/tether \
+    bash scripts/cluster-binaries.sh >/dev/null
+  echo "cluster binaries, cold (empty Go build and module caches, downloads included): $(secs "$t0" "$(now)") s"
+  chmod -R u+w "$tmp" && rm -rf "$tmp"
+fi
+
+bash scripts/cluster-binaries.sh >/dev/null 2>&1
+t0=$(now)
+TETHER_KUBE_BIN=$(bash scripts/cluster-binaries.sh 2>/dev/null)
+echo "cluster binaries, warm (already built): $(secs "$t0" "$(now)") s"
+export TETHER_KUBE_BIN
+
+cargo bench -q -p tether-testenv --bench cluster_start
