@@ -98,18 +98,11 @@ fn read_pids(path: &Path) -> Option<Vec<(u32, String)>> {
     Some(pids)
 }
 
-/// A pid counts as gone when /proc has no such process, or it is a zombie (it
-/// has exited and only awaits reaping), or the pid now names another program.
+/// A pid counts as gone when it names no live process, or now names another
+/// program (the pid was reused).
 fn is_running(pid: u32, name: &str) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat.rsplit(')').next().unwrap_or("").trim_start();
-    if state.starts_with('Z') || state.starts_with('X') {
-        return false;
-    }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    String::from_utf8_lossy(&cmdline).contains(name)
+    tether_testenv::supervisor::is_alive(pid) && String::from_utf8_lossy(&cmdline).contains(name)
 }
 
 fn assert_all_gone(pids: &[(u32, String)]) {
