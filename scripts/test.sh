@@ -8,7 +8,9 @@ TETHER_KUBE_BIN=$(bash scripts/cluster-binaries.sh)
 export TETHER_KUBE_BIN
 
 status=0
-cargo test --workspace --locked "$@" || status=$?
+log=$(mktemp)
+cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 # Every process of a test cluster has its temporary folder in its arguments.
 # Anything still running with one is an orphan: a harness bug, not a flake.
@@ -20,4 +22,10 @@ if [ -n "$orphans" ]; then
 else
   echo "test.sh: no cluster process outlived the tests"
 fi
+# One closing line for the whole run: cargo prints one summary per test
+# binary, and the last of them is often an empty doc-test run.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) {
+       if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+rm -f "$log"
 exit $status
