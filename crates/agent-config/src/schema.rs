@@ -1,0 +1,286 @@
+//! The config file's types, with the GitLab agent's defaults applied at parse
+//! time so that no consumer repeats them.
+//!
+//! Unknown fields are not errors (they become warnings in [`crate::parse`]),
+//! so a file written for a newer GitLab agent still loads.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole config file. Every section is optional; an empty file is valid.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AgentConfig {
+    pub gitops: Gitops,
+    pub ci_access: CiAccess,
+    pub user_access: Option<UserAccess>,
+    pub observability: Observability,
+    /// Accepted for compatibility; Tether does not act on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_scanning: Option<serde_json::Value>,
+    /// Accepted for compatibility; Tether does not act on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_development: Option<serde_json::Value>,
+    /// Accepted for compatibility; Tether does not act on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flux: Option<serde_json::Value>,
+}
+
+// --- gitops ---
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Gitops {
+    pub manifest_projects: Vec<ManifestProject>,
+}
+
+/// One git repository (and ref, and set of paths) whose manifests the agent
+/// keeps applied.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ManifestProject {
+    /// The project's id in kas; `None` means the agent's own config project.
+    pub id: Option<String>,
+    /// What to follow; `None` means the project's default branch.
+    #[serde(rename = "ref")]
+    pub git_ref: Option<GitRef>,
+    /// Namespace for namespaced objects that name none.
+    pub default_namespace: String,
+    pub paths: Vec<PathGlob>,
+    /// How long to wait for applied objects to become healthy.
+    #[serde(with = "crate::duration")]
+    pub reconcile_timeout: Duration,
+    pub dry_run_strategy: DryRunStrategy,
+    /// Delete objects that were applied before and are gone from git.
+    pub prune: bool,
+    #[serde(with = "crate::duration")]
+    pub prune_timeout: Duration,
+    pub prune_propagation_policy: PrunePropagationPolicy,
+    pub inventory_policy: InventoryPolicy,
+}
+
+/// A branch, a tag or a commit: exactly one of the three.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GitRef {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+/// A doublestar glob, relative to the repository root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathGlob {
+    pub glob: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DryRunStrategy {
+    #[default]
+    None,
+    Client,
+    Server,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrunePropagationPolicy {
+    Orphan,
+    Background,
+    #[default]
+    Foreground,
+}
+
+/// What the agent may do with objects another inventory (or none) owns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InventoryPolicy {
+    /// Only objects this inventory owns.
+    #[default]
+    MustMatch,
+    /// Also objects that no inventory owns.
+    AdoptIfNoInventory,
+    /// Any object, taking it from another inventory.
+    AdoptAll,
+}
+
+/// The GitLab agent's default glob: every manifest file in the repository.
+pub const DEFAULT_GLOB: &str = "**/*.{yaml,yml,json}";
+pub const DEFAULT_NAMESPACE: &str = "default";
+pub const DEFAULT_RECONCILE_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const DEFAULT_PRUNE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+impl Default for ManifestProject {
+    fn default() -> Self {
+        Self {
+            id: None,
+            git_ref: None,
+            default_namespace: DEFAULT_NAMESPACE.into(),
+            paths: vec![PathGlob {
+                glob: DEFAULT_GLOB.into(),
+            }],
+            reconcile_timeout: DEFAULT_RECONCILE_TIMEOUT,
+            dry_run_strategy: DryRunStrategy::default(),
+            prune: true,
+            prune_timeout: DEFAULT_PRUNE_TIMEOUT,
+            prune_propagation_policy: PrunePropagationPolicy::default(),
+            inventory_policy: InventoryPolicy::default(),
+        }
+    }
+}
+
+// --- ci_access ---
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CiAccess {
+    pub projects: Vec<CiAccessEntry>,
+    pub groups: Vec<CiAccessEntry>,
+}
+
+/// A project or group whose CI jobs may use the agent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CiAccessEntry {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_namespace: Option<String>,
+    /// Environment names or wildcards (`review/*`); empty means all.
+    pub environments: Vec<String>,
+    pub protected_branches_only: bool,
+    pub access_as: CiAccessAs,
+}
+
+/// The identity CI jobs' requests run as. Written as a one-key map, as in
+/// the GitLab agent: `agent: {}`, `impersonate: {username: …}`, `ci_job: {}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CiAccessAs {
+    /// The agent's own service account.
+    Agent {},
+    /// A fixed identity.
+    Impersonate(Impersonation),
+    /// An identity derived from the job.
+    CiJob {},
+}
+
+impl Default for CiAccessAs {
+    fn default() -> Self {
+        CiAccessAs::Agent {}
+    }
+}
+
+/// `Impersonate-*` headers the agent sets.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Impersonation {
+    pub username: String,
+    pub groups: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    pub extra: Vec<ExtraValue>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExtraValue {
+    pub key: String,
+    pub val: Vec<String>,
+}
+
+// --- user_access ---
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UserAccess {
+    pub access_as: UserAccessAs,
+    pub projects: Vec<AccessTarget>,
+    pub groups: Vec<AccessTarget>,
+}
+
+/// The identity users' requests run as: `agent: {}` or `user: {}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserAccessAs {
+    Agent {},
+    User {},
+}
+
+impl Default for UserAccessAs {
+    fn default() -> Self {
+        UserAccessAs::Agent {}
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AccessTarget {
+    pub id: String,
+}
+
+// --- observability ---
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Observability {
+    pub logging: Logging,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Logging {
+    pub level: LogLevel,
+    /// Level of the agent's transport (gRPC) logs, which are noisy below error.
+    pub grpc_level: LogLevel,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Self {
+            level: LogLevel::Info,
+            grpc_level: LogLevel::Error,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    Debug,
+    #[default]
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    /// The `tracing` filter directive for this level.
+    pub fn as_directive(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+// === impl AgentConfig ===
+
+impl AgentConfig {
+    /// Sections present in the file that Tether accepts but ignores.
+    pub fn unsupported_sections(&self) -> impl Iterator<Item = &'static str> {
+        [
+            ("container_scanning", self.container_scanning.is_some()),
+            ("remote_development", self.remote_development.is_some()),
+            ("flux", self.flux.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, present)| present.then_some(name))
+    }
+}

@@ -1,0 +1,251 @@
+//! The config file as users write it for the GitLab agent.
+
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use tether_agent_config::*;
+
+#[test]
+fn an_empty_file_is_the_empty_config() {
+    for text in ["", "\n", "# only a comment\n", "---\n"] {
+        let parsed = parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        assert_eq!(parsed.config, AgentConfig::default(), "{text:?}");
+        assert!(
+            parsed.warnings.is_empty(),
+            "{text:?}: {:?}",
+            parsed.warnings
+        );
+    }
+}
+
+#[test]
+fn parses_every_section_of_a_gitlab_agent_config() {
+    let text = r#"
+gitops:
+  manifest_projects:
+  - id: team/manifests
+    ref:
+      tag: v1.2.0
+    default_namespace: apps
+    paths:
+    - glob: 'base/**/*.yaml'
+    - glob: 'overlays/prod/*.{yaml,yml}'
+    reconcile_timeout: 10m
+    dry_run_strategy: server
+    prune: false
+    prune_timeout: 90s
+    prune_propagation_policy: background
+    inventory_policy: adopt_if_no_inventory
+  - id: team/other
+ci_access:
+  projects:
+  - id: team/app
+    default_namespace: ci
+    environments: ["review/*", production]
+    protected_branches_only: true
+    access_as:
+      impersonate:
+        username: ci-deployer
+        groups: [deployers]
+        uid: "42"
+        extra:
+        - key: scopes
+          val: [deploy]
+  groups:
+  - id: team
+    access_as:
+      ci_job: {}
+user_access:
+  access_as:
+    user: {}
+  projects:
+  - id: team/app
+observability:
+  logging:
+    level: debug
+    grpc_level: warn
+"#;
+    let Parsed { config, warnings } = parse(text).expect("valid config");
+    assert!(warnings.is_empty(), "{warnings:?}");
+
+    let first = &config.gitops.manifest_projects[0];
+    assert_eq!(first.id.as_deref(), Some("team/manifests"));
+    assert_eq!(
+        first.git_ref.as_ref().and_then(|r| r.tag.as_deref()),
+        Some("v1.2.0")
+    );
+    assert_eq!(first.default_namespace, "apps");
+    assert_eq!(first.paths.len(), 2);
+    assert_eq!(first.reconcile_timeout, Duration::from_secs(600));
+    assert_eq!(first.dry_run_strategy, DryRunStrategy::Server);
+    assert!(!first.prune);
+    assert_eq!(first.prune_timeout, Duration::from_secs(90));
+    assert_eq!(
+        first.prune_propagation_policy,
+        PrunePropagationPolicy::Background
+    );
+    assert_eq!(first.inventory_policy, InventoryPolicy::AdoptIfNoInventory);
+
+    // Everything left out takes the GitLab agent's default.
+    let second = &config.gitops.manifest_projects[1];
+    assert_eq!(second.git_ref, None);
+    assert_eq!(second.default_namespace, "default");
+    assert_eq!(
+        second.paths,
+        vec![PathGlob {
+            glob: "**/*.{yaml,yml,json}".into()
+        }]
+    );
+    assert_eq!(second.reconcile_timeout, Duration::from_secs(3600));
+    assert_eq!(second.dry_run_strategy, DryRunStrategy::None);
+    assert!(second.prune);
+    assert_eq!(
+        second.prune_propagation_policy,
+        PrunePropagationPolicy::Foreground
+    );
+    assert_eq!(second.inventory_policy, InventoryPolicy::MustMatch);
+
+    let ci = &config.ci_access.projects[0];
+    assert_eq!(ci.environments, vec!["review/*", "production"]);
+    assert!(ci.protected_branches_only);
+    match &ci.access_as {
+        CiAccessAs::Impersonate(imp) => {
+            assert_eq!(imp.username, "ci-deployer");
+            assert_eq!(imp.groups, vec!["deployers"]);
+            assert_eq!(imp.uid.as_deref(), Some("42"));
+            assert_eq!(imp.extra[0].val, vec!["deploy"]);
+        }
+        other => panic!("expected impersonate, got {other:?}"),
+    }
+    assert_eq!(config.ci_access.groups[0].access_as, CiAccessAs::CiJob {});
+    let user_access = config.user_access.expect("user_access present");
+    assert_eq!(user_access.access_as, UserAccessAs::User {});
+    assert_eq!(config.observability.logging.level, LogLevel::Debug);
+    assert_eq!(config.observability.logging.grpc_level, LogLevel::Warn);
+}
+
+#[test]
+fn ci_access_defaults_to_the_agents_identity() {
+    let parsed = parse("ci_access:\n  projects:\n  - id: team/app\n").expect("valid");
+    assert_eq!(
+        parsed.config.ci_access.projects[0].access_as,
+        CiAccessAs::Agent {}
+    );
+}
+
+#[test]
+fn unknown_fields_and_unsupported_sections_are_warnings() {
+    let text = "gitops:\n  manifest_projects:\n  - id: a/b\n    colour: blue\nflux: {}\nfuture_section: 1\n";
+    let parsed = parse(text).expect("still valid");
+    let paths: Vec<&str> = parsed.warnings.iter().map(|w| w.path.as_str()).collect();
+    assert!(paths.iter().any(|p| p.contains("colour")), "{paths:?}");
+    assert!(paths.contains(&"future_section"), "{paths:?}");
+    assert!(paths.contains(&"flux"), "{paths:?}");
+}
+
+#[test]
+fn every_invalid_value_is_reported_at_once_with_its_path() {
+    let text = r#"
+gitops:
+  manifest_projects:
+  - id: ../escape
+    ref: { branch: main, tag: v1 }
+    default_namespace: Not_A_Namespace
+    paths:
+    - glob: '../outside/*.yaml'
+    - glob: '/etc/*.yaml'
+    - glob: 'ok/**/*.yaml'
+    - glob: 'bad/[*.yaml'
+ci_access:
+  projects:
+  - id: team/app
+    access_as:
+      impersonate: { username: "" }
+"#;
+    let Err(ConfigError::Invalid(problems)) = parse(text) else {
+        panic!("expected validation problems");
+    };
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    for want in [
+        "gitops.manifest_projects[0].id",
+        "gitops.manifest_projects[0].ref",
+        "gitops.manifest_projects[0].default_namespace",
+        "gitops.manifest_projects[0].paths[0].glob",
+        "gitops.manifest_projects[0].paths[1].glob",
+        "gitops.manifest_projects[0].paths[3].glob",
+        "ci_access.projects[0].access_as.impersonate.username",
+    ] {
+        assert!(paths.contains(&want), "{want} missing from {paths:?}");
+    }
+    assert!(
+        !paths.contains(&"gitops.manifest_projects[0].paths[2].glob"),
+        "valid glob flagged"
+    );
+}
+
+#[test]
+fn a_wrong_type_names_its_line() {
+    let text = "gitops:\n  manifest_projects:\n  - id: a/b\n    prune: maybe\n";
+    let err = parse(text).expect_err("prune must be a boolean");
+    assert_eq!(err.line(), Some(4), "{err}");
+    let message = err.to_string();
+    assert!(message.starts_with("line 4 column "), "{message}");
+    assert_eq!(
+        message.matches("line 4").count(),
+        1,
+        "location said once: {message}"
+    );
+}
+
+#[test]
+fn an_unknown_enum_value_is_an_error() {
+    let err = parse("observability:\n  logging:\n    level: loud\n").expect_err("no such level");
+    assert!(err.to_string().contains("loud"), "{err}");
+}
+
+#[test]
+fn a_billion_laughs_file_fails_fast() {
+    let mut text = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..10 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
+    text.push_str("gitops: { manifest_projects: *a9 }\n");
+    let started = Instant::now();
+    let err = parse(&text).expect_err("expansion must be refused");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");
+    assert!(
+        err.to_string().contains("budget"),
+        "the error says a limit was hit: {err}"
+    );
+}
+
+#[test]
+fn a_file_over_128_kib_is_refused_before_parsing() {
+    let text = format!("# {}\n", "x".repeat(MAX_CONFIG_BYTES));
+    assert!(matches!(parse(&text), Err(ConfigError::TooLarge { .. })));
+}
+
+#[test]
+fn more_than_one_document_is_an_error() {
+    assert!(parse("gitops: {}\n---\ngitops: {}\n").is_err());
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+        let _ = parse(&text);
+    }
+
+    #[test]
+    fn arbitrary_yaml_shaped_text_never_panics(
+        text in "(gitops|ci_access|user_access|observability|[a-z]{1,5}):( |\n  )([a-z_]{1,8}: )?(\\{\\}|\\[\\]|[a-z0-9/.*]{0,10}|&a|\\*a)\n"
+    ) {
+        let _ = parse(&text);
+    }
+}
