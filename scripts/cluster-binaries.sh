@@ -40,7 +40,7 @@ build_kubernetes() {
     x+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     x+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
-  log "building Kubernetes $KUBE_VERSION and etcd $ETCD_VERSION (cold: about 15-25 min on 2 cores)"
+  log "building Kubernetes $KUBE_VERSION and etcd $ETCD_VERSION (cold: about 10 min on 2 cores)"
   local tmp; tmp=$(mktemp -d "$dir/build.XXXXXX")
   (cd "$gomods/kubernetes" && go build -ldflags "-s -w $x" -o "$tmp/" \
     k8s.io/kubernetes/cmd/kube-apiserver \

@@ -296,18 +296,27 @@ mod tests {
     #[test]
     fn a_child_that_ignores_sigterm_is_killed() {
         let mut sup = Supervisor::start().expect("starts");
-        let spec = spec("stubborn", "trap '' TERM; echo trap-set; while :; do sleep 1; done");
+        let spec = spec(
+            "stubborn",
+            "trap '' TERM; echo trap-set; while :; do sleep 1; done",
+        );
         let log = spec.log.clone();
         let pid = sup.spawn(spec).expect("spawns");
         // Stopping before the shell has installed its trap would test nothing.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !std::fs::read_to_string(&log).unwrap_or_default().contains("trap-set") {
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("trap-set")
+        {
             assert!(Instant::now() < deadline, "child never set its trap");
             std::thread::sleep(Duration::from_millis(10));
         }
         let stopping = Instant::now();
         sup.stop();
-        assert!(stopping.elapsed() >= STOP_GRACE, "SIGTERM was honoured, the kill path was not taken");
+        assert!(
+            stopping.elapsed() >= STOP_GRACE,
+            "SIGTERM was honoured, the kill path was not taken"
+        );
         assert!(!is_alive(pid), "child {pid} survived SIGKILL");
         remove_log("stubborn");
     }
