@@ -1,0 +1,14 @@
+//! Compiles proto/ with protox (pure Rust), so building needs no protoc.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["proto/tether/agent/v1/agent.proto"];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let descriptors = protox::compile(protos, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! The protocol between agentk and kas (`proto/tether/agent/v1/agent.proto`).
+//!
+//! - [`v1`]: the generated messages, the `AgentChannel` client and server.
+//! - [`PROTOCOL_VERSION`]: exchanged in `Hello`/`Welcome`, so that either side
+//!   can refuse a peer it cannot talk to instead of misreading it.
+//! - [`convert`]: the typed configuration to and from the config schema of
+//!   `tether-agent-config`, without loss.
+//!
+//! Architecture invariant: only this crate knows the wire format; kas and
+//! agentk exchange these types and convert at their edges.
+
+pub mod convert;
+
+/// Generated from `proto/tether/agent/v1/agent.proto`.
+#[allow(missing_debug_implementations, clippy::all)]
+pub mod v1 {
+    tonic::include_proto!("tether.agent.v1");
+}
+
+/// Version of the agent protocol this build speaks. Raise it on any change
+/// that an older peer would misread.
+pub const PROTOCOL_VERSION: u32 = 1;
