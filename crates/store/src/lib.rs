@@ -1,0 +1,65 @@
+//! kas's durable records — git projects, agents and their tokens — behind the
+//! [`Store`] trait, so that one kas can embed SQLite while many replicas share
+//! PostgreSQL (a later implementation of the same trait).
+//!
+//! Tokens are stored as their SHA-256 only ([`tether_credentials::TokenHash`]);
+//! nothing here ever sees a token's text. [`Store::authenticate`] says why a
+//! token is refused (unknown, revoked, expired) so kas can tell the agent.
+//!
+//! Architecture invariant: no HTTP, no git, no Kubernetes. Live state
+//! (connections, last config sent) belongs to kas's memory, not here.
+
+mod model;
+mod sqlite;
+
+pub use model::*;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use tether_credentials::TokenHash;
+
+/// Result alias of this crate.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database error")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// kas's records. Every method is one transaction.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn create_project(&self, project: NewProject) -> Result<Project>;
+    async fn list_projects(&self) -> Result<Vec<Project>>;
+    async fn get_project(&self, id: &str) -> Result<Option<Project>>;
+    /// Fails with [`StoreError::Conflict`] while an agent uses the project.
+    async fn delete_project(&self, id: &str) -> Result<()>;
+
+    async fn create_agent(
+        &self,
+        name: &str,
+        config_project: &str,
+        created_at: UnixTime,
+    ) -> Result<Agent>;
+    async fn list_agents(&self) -> Result<Vec<Agent>>;
+    async fn get_agent(&self, name: &str) -> Result<Option<Agent>>;
+    /// Deletes the agent and all its tokens.
+    async fn delete_agent(&self, name: &str) -> Result<()>;
+
+    /// Records a token by its hash; the caller shows the text once.
+    async fn create_token(&self, agent: &str, token: NewToken) -> Result<TokenRecord>;
+    async fn list_tokens(&self, agent: &str) -> Result<Vec<TokenRecord>>;
+    /// Revokes a token; revoking twice keeps the first time.
+    async fn revoke_token(&self, agent: &str, token_id: i64, now: UnixTime) -> Result<TokenRecord>;
+
+    /// The agent a token belongs to, if the token is active at `now`.
+    async fn authenticate(&self, hash: &TokenHash, now: UnixTime) -> Result<TokenStatus>;
+}

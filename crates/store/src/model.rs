@@ -1,0 +1,72 @@
+//! The records, as the REST API and the agent server see them.
+
+use tether_credentials::TokenHash;
+
+/// Seconds since the Unix epoch, UTC.
+pub type UnixTime = i64;
+
+/// A git repository kas reads, under a path-like id (`team/platform-config`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Project {
+    pub id: String,
+    /// A local path, `https://…` or `ssh://…`.
+    pub url: String,
+    /// Name of the credentials kas uses to fetch, never the credentials.
+    pub credentials_ref: Option<String>,
+    pub created_at: UnixTime,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewProject {
+    pub id: String,
+    pub url: String,
+    pub credentials_ref: Option<String>,
+    pub created_at: UnixTime,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Agent {
+    pub id: i64,
+    pub name: String,
+    /// The project holding `.gitlab/agents/<name>/config.yaml`.
+    pub config_project: String,
+    pub created_at: UnixTime,
+}
+
+/// A token to record. It carries the hash only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewToken {
+    pub name: String,
+    pub description: String,
+    pub hash: TokenHash,
+    pub created_at: UnixTime,
+    pub expires_at: Option<UnixTime>,
+}
+
+/// A token as listed: never its text, never its hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: i64,
+    pub agent_id: i64,
+    pub name: String,
+    pub description: String,
+    pub created_at: UnixTime,
+    pub expires_at: Option<UnixTime>,
+    pub revoked_at: Option<UnixTime>,
+}
+
+/// What a presented token is worth.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenStatus {
+    Active { agent: Agent, token: TokenRecord },
+    Revoked { revoked_at: UnixTime },
+    Expired { expired_at: UnixTime },
+    Unknown,
+}
+
+impl TokenRecord {
+    /// Whether the token authenticates at `now`.
+    pub fn is_active(&self, now: UnixTime) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|t| now < t)
+    }
+}

@@ -1,0 +1,461 @@
+//! The embedded store: one SQLite file, so a newcomer runs kas with nothing
+//! else installed.
+//!
+//! One connection behind a mutex, each call on tokio's blocking pool: kas's
+//! writes are rare (registering agents and tokens) and its hot read
+//! (authenticating a connecting agent) is one indexed lookup, so a pool would
+//! buy nothing but SQLite lock contention.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use tether_credentials::TokenHash;
+
+use crate::model::*;
+use crate::{Result, Store, StoreError};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how
+/// many have run. Append only: never edit one that has shipped.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE projects (
+    id              TEXT PRIMARY KEY,
+    url             TEXT NOT NULL,
+    credentials_ref TEXT,
+    created_at      INTEGER NOT NULL
+);
+CREATE TABLE agents (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    name           TEXT NOT NULL UNIQUE,
+    config_project TEXT NOT NULL REFERENCES projects(id) ON DELETE RESTRICT,
+    created_at     INTEGER NOT NULL
+);
+CREATE TABLE agent_tokens (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent_id    INTEGER NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    token_hash  TEXT NOT NULL UNIQUE,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER,
+    revoked_at  INTEGER
+);
+CREATE INDEX agent_tokens_by_agent ON agent_tokens(agent_id);
+"#];
+
+/// kas's records in one SQLite file.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+// === impl SqliteStore ===
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::init(Connection::open(path).map_err(db)?)
+    }
+
+    /// A private in-memory database, for tests.
+    pub fn open_in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory().map_err(db)?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self> {
+        // WAL lets readers proceed while a write commits; foreign keys are off
+        // by default in SQLite and the schema relies on them.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "foreign_keys", true).map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db)?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// The schema version the database is at.
+    pub async fn schema_version(&self) -> Result<usize> {
+        self.call(|c| schema_version(c)).await
+    }
+
+    async fn call<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock leaves SQLite itself consistent
+            // (the transaction rolls back), so a poisoned lock is still usable.
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Database(Box::new(e)))?
+    }
+}
+
+fn schema_version(conn: &Connection) -> Result<usize> {
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(db)?;
+    usize::try_from(v).map_err(|_| StoreError::Invalid(format!("negative schema version {v}")))
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let current = schema_version(conn)?;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Invalid(format!(
+            "the database is at schema version {current}, newer than this kas knows ({}); upgrade kas",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction().map_err(db)?;
+        tx.execute_batch(sql).map_err(db)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)
+            .map_err(db)?;
+        tx.commit().map_err(db)?;
+    }
+    Ok(())
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(Box::new(e))
+}
+
+/// Maps a UNIQUE violation to a conflict that names the thing.
+fn unique(what: String) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict(what),
+        _ => db(e),
+    }
+}
+
+fn agent_id(conn: &Connection, name: &str) -> Result<i64> {
+    conn.query_row("SELECT id FROM agents WHERE name = ?1", [name], |r| {
+        r.get(0)
+    })
+    .optional()
+    .map_err(db)?
+    .ok_or_else(|| StoreError::NotFound(format!("agent {name}")))
+}
+
+const PROJECT_COLUMNS: &str = "id, url, credentials_ref, created_at";
+const AGENT_COLUMNS: &str = "id, name, config_project, created_at";
+const TOKEN_COLUMNS: &str = "id, agent_id, name, description, created_at, expires_at, revoked_at";
+
+fn project_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Project> {
+    Ok(Project {
+        id: r.get(0)?,
+        url: r.get(1)?,
+        credentials_ref: r.get(2)?,
+        created_at: r.get(3)?,
+    })
+}
+
+fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Agent> {
+    Ok(Agent {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        config_project: r.get(2)?,
+        created_at: r.get(3)?,
+    })
+}
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: r.get(0)?,
+        agent_id: r.get(1)?,
+        name: r.get(2)?,
+        description: r.get(3)?,
+        created_at: r.get(4)?,
+        expires_at: r.get(5)?,
+        revoked_at: r.get(6)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_project(&self, p: NewProject) -> Result<Project> {
+        tether_agent_config::validate_project_id(&p.id).map_err(StoreError::Invalid)?;
+        if p.url.trim().is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "project {} needs a repository URL",
+                p.id
+            )));
+        }
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO projects (id, url, credentials_ref, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![p.id, p.url, p.credentials_ref, p.created_at],
+            )
+            .map_err(unique(format!("project {} already exists", p.id)))?;
+            Ok(Project {
+                id: p.id,
+                url: p.url,
+                credentials_ref: p.credentials_ref,
+                created_at: p.created_at,
+            })
+        })
+        .await
+    }
+
+    async fn list_projects(&self) -> Result<Vec<Project>> {
+        self.call(|c| {
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT {PROJECT_COLUMNS} FROM projects ORDER BY id"
+                ))
+                .map_err(db)?;
+            let rows = stmt.query_map([], project_row).map_err(db)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn get_project(&self, id: &str) -> Result<Option<Project>> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            c.query_row(
+                &format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE id = ?1"),
+                [id],
+                project_row,
+            )
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn delete_project(&self, id: &str) -> Result<()> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            let users: Vec<String> = c
+                .prepare("SELECT name FROM agents WHERE config_project = ?1 ORDER BY name")
+                .and_then(|mut s| s.query_map([&id], |r| r.get(0))?.collect())
+                .map_err(db)?;
+            if !users.is_empty() {
+                return Err(StoreError::Conflict(format!(
+                    "project {id} is the configuration project of agent(s) {}; delete them first",
+                    users.join(", ")
+                )));
+            }
+            match c
+                .execute("DELETE FROM projects WHERE id = ?1", [&id])
+                .map_err(db)?
+            {
+                0 => Err(StoreError::NotFound(format!("project {id}"))),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    async fn create_agent(
+        &self,
+        name: &str,
+        config_project: &str,
+        created_at: UnixTime,
+    ) -> Result<Agent> {
+        tether_agent_config::validate_agent_name(name)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let (name, project) = (name.to_owned(), config_project.to_owned());
+        self.call(move |c| {
+            let tx = c.transaction().map_err(db)?;
+            let exists: bool = tx
+                .query_row(
+                    "SELECT EXISTS(SELECT 1 FROM projects WHERE id = ?1)",
+                    [&project],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if !exists {
+                return Err(StoreError::NotFound(format!("project {project}")));
+            }
+            tx.execute(
+                "INSERT INTO agents (name, config_project, created_at) VALUES (?1, ?2, ?3)",
+                params![name, project, created_at],
+            )
+            .map_err(unique(format!("agent {name} already exists")))?;
+            let agent = Agent {
+                id: tx.last_insert_rowid(),
+                name,
+                config_project: project,
+                created_at,
+            };
+            tx.commit().map_err(db)?;
+            Ok(agent)
+        })
+        .await
+    }
+
+    async fn list_agents(&self) -> Result<Vec<Agent>> {
+        self.call(|c| {
+            let mut stmt = c
+                .prepare(&format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY name"))
+                .map_err(db)?;
+            let rows = stmt.query_map([], agent_row).map_err(db)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn get_agent(&self, name: &str) -> Result<Option<Agent>> {
+        let name = name.to_owned();
+        self.call(move |c| {
+            c.query_row(
+                &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE name = ?1"),
+                [name],
+                agent_row,
+            )
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn delete_agent(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.call(move |c| {
+            match c
+                .execute("DELETE FROM agents WHERE name = ?1", [&name])
+                .map_err(db)?
+            {
+                0 => Err(StoreError::NotFound(format!("agent {name}"))),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    async fn create_token(&self, agent: &str, t: NewToken) -> Result<TokenRecord> {
+        if t.name.trim().is_empty() {
+            return Err(StoreError::Invalid("a token needs a name".into()));
+        }
+        if t.expires_at.is_some_and(|e| e <= t.created_at) {
+            return Err(StoreError::Invalid(
+                "a token cannot expire before it is created".into(),
+            ));
+        }
+        let agent = agent.to_owned();
+        self.call(move |c| {
+            let tx = c.transaction().map_err(db)?;
+            let agent_id = agent_id(&tx, &agent)?;
+            tx.execute(
+                "INSERT INTO agent_tokens (agent_id, name, description, token_hash, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![agent_id, t.name, t.description, t.hash.to_hex(), t.created_at, t.expires_at],
+            )
+            // Two equal hashes mean the same token text: refuse, never say whose.
+            .map_err(unique("a token with this value already exists".into()))?;
+            let record = TokenRecord {
+                id: tx.last_insert_rowid(),
+                agent_id,
+                name: t.name,
+                description: t.description,
+                created_at: t.created_at,
+                expires_at: t.expires_at,
+                revoked_at: None,
+            };
+            tx.commit().map_err(db)?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn list_tokens(&self, agent: &str) -> Result<Vec<TokenRecord>> {
+        let agent = agent.to_owned();
+        self.call(move |c| {
+            let agent_id = agent_id(c, &agent)?;
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT {TOKEN_COLUMNS} FROM agent_tokens WHERE agent_id = ?1 ORDER BY id"
+                ))
+                .map_err(db)?;
+            let rows = stmt.query_map([agent_id], token_row).map_err(db)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, agent: &str, token_id: i64, now: UnixTime) -> Result<TokenRecord> {
+        let agent = agent.to_owned();
+        self.call(move |c| {
+            let tx = c.transaction().map_err(db)?;
+            let agent_id = agent_id(&tx, &agent)?;
+            tx.execute(
+                "UPDATE agent_tokens SET revoked_at = COALESCE(revoked_at, ?3) WHERE id = ?1 AND agent_id = ?2",
+                params![token_id, agent_id, now],
+            )
+            .map_err(db)?;
+            let record = tx
+                .query_row(
+                    &format!("SELECT {TOKEN_COLUMNS} FROM agent_tokens WHERE id = ?1 AND agent_id = ?2"),
+                    params![token_id, agent_id],
+                    token_row,
+                )
+                .optional()
+                .map_err(db)?
+                .ok_or_else(|| StoreError::NotFound(format!("token {token_id} of agent {agent}")))?;
+            tx.commit().map_err(db)?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn authenticate(&self, hash: &TokenHash, now: UnixTime) -> Result<TokenStatus> {
+        let presented = *hash;
+        self.call(move |c| {
+            let found = c
+                .query_row(
+                    "SELECT t.token_hash, t.id, t.agent_id, t.name, t.description, t.created_at,
+                            t.expires_at, t.revoked_at, a.id, a.name, a.config_project, a.created_at
+                     FROM agent_tokens t JOIN agents a ON a.id = t.agent_id
+                     WHERE t.token_hash = ?1",
+                    [presented.to_hex()],
+                    |r| {
+                        let token = TokenRecord {
+                            id: r.get(1)?,
+                            agent_id: r.get(2)?,
+                            name: r.get(3)?,
+                            description: r.get(4)?,
+                            created_at: r.get(5)?,
+                            expires_at: r.get(6)?,
+                            revoked_at: r.get(7)?,
+                        };
+                        let agent = Agent {
+                            id: r.get(8)?,
+                            name: r.get(9)?,
+                            config_project: r.get(10)?,
+                            created_at: r.get(11)?,
+                        };
+                        Ok((r.get::<_, String>(0)?, token, agent))
+                    },
+                )
+                .optional()
+                .map_err(db)?;
+            let Some((stored, token, agent)) = found else {
+                return Ok(TokenStatus::Unknown);
+            };
+            // The lookup matched by index; confirm in constant time, so the
+            // decision never rests on a comparison that leaks timing.
+            let matches = TokenHash::from_hex(&stored).is_ok_and(|s| s.ct_eq(&presented));
+            if !matches {
+                return Ok(TokenStatus::Unknown);
+            }
+            Ok(match (token.revoked_at, token.expires_at) {
+                (Some(revoked_at), _) => TokenStatus::Revoked { revoked_at },
+                (None, Some(expires_at)) if now >= expires_at => TokenStatus::Expired {
+                    expired_at: expires_at,
+                },
+                _ => TokenStatus::Active { agent, token },
+            })
+        })
+        .await
+    }
+}
