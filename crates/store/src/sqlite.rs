@@ -137,12 +137,32 @@ fn unique(what: String) -> impl FnOnce(rusqlite::Error) -> StoreError {
 }
 
 fn agent_id(conn: &Connection, name: &str) -> Result<i64> {
-    conn.query_row("SELECT id FROM agents WHERE name = ?1", [name], |r| {
+    query_one(conn, "SELECT id FROM agents WHERE name = ?1", [name], |r| {
         r.get(0)
-    })
-    .optional()
-    .map_err(db)?
+    })?
     .ok_or_else(|| StoreError::NotFound(format!("agent {name}")))
+}
+
+/// Every row of `sql`, mapped by `row`.
+fn query_all<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare(sql).map_err(db)?;
+    let rows = stmt.query_map(params, row).map_err(db)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(db)
+}
+
+/// The row of `sql`, if there is one, mapped by `row`.
+fn query_one<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    row: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Option<T>> {
+    conn.query_row(sql, params, row).optional().map_err(db)
 }
 
 const PROJECT_COLUMNS: &str = "id, url, credentials_ref, created_at";
@@ -207,13 +227,8 @@ impl Store for SqliteStore {
 
     async fn list_projects(&self) -> Result<Vec<Project>> {
         self.call(|c| {
-            let mut stmt = c
-                .prepare(&format!(
-                    "SELECT {PROJECT_COLUMNS} FROM projects ORDER BY id"
-                ))
-                .map_err(db)?;
-            let rows = stmt.query_map([], project_row).map_err(db)?;
-            rows.collect::<rusqlite::Result<_>>().map_err(db)
+            let sql = format!("SELECT {PROJECT_COLUMNS} FROM projects ORDER BY id");
+            query_all(c, &sql, [], project_row)
         })
         .await
     }
@@ -221,13 +236,8 @@ impl Store for SqliteStore {
     async fn get_project(&self, id: &str) -> Result<Option<Project>> {
         let id = id.to_owned();
         self.call(move |c| {
-            c.query_row(
-                &format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE id = ?1"),
-                [id],
-                project_row,
-            )
-            .optional()
-            .map_err(db)
+            let sql = format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE id = ?1");
+            query_one(c, &sql, [id], project_row)
         })
         .await
     }
@@ -235,10 +245,12 @@ impl Store for SqliteStore {
     async fn delete_project(&self, id: &str) -> Result<()> {
         let id = id.to_owned();
         self.call(move |c| {
-            let users: Vec<String> = c
-                .prepare("SELECT name FROM agents WHERE config_project = ?1 ORDER BY name")
-                .and_then(|mut s| s.query_map([&id], |r| r.get(0))?.collect())
-                .map_err(db)?;
+            let users: Vec<String> = query_all(
+                c,
+                "SELECT name FROM agents WHERE config_project = ?1 ORDER BY name",
+                [&id],
+                |r| r.get(0),
+            )?;
             if !users.is_empty() {
                 return Err(StoreError::Conflict(format!(
                     "project {id} is the configuration project of agent(s) {}; delete them first",
@@ -296,11 +308,8 @@ impl Store for SqliteStore {
 
     async fn list_agents(&self) -> Result<Vec<Agent>> {
         self.call(|c| {
-            let mut stmt = c
-                .prepare(&format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY name"))
-                .map_err(db)?;
-            let rows = stmt.query_map([], agent_row).map_err(db)?;
-            rows.collect::<rusqlite::Result<_>>().map_err(db)
+            let sql = format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY name");
+            query_all(c, &sql, [], agent_row)
         })
         .await
     }
@@ -308,13 +317,8 @@ impl Store for SqliteStore {
     async fn get_agent(&self, name: &str) -> Result<Option<Agent>> {
         let name = name.to_owned();
         self.call(move |c| {
-            c.query_row(
-                &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE name = ?1"),
-                [name],
-                agent_row,
-            )
-            .optional()
-            .map_err(db)
+            let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE name = ?1");
+            query_one(c, &sql, [name], agent_row)
         })
         .await
     }
@@ -372,13 +376,9 @@ impl Store for SqliteStore {
         let agent = agent.to_owned();
         self.call(move |c| {
             let agent_id = agent_id(c, &agent)?;
-            let mut stmt = c
-                .prepare(&format!(
-                    "SELECT {TOKEN_COLUMNS} FROM agent_tokens WHERE agent_id = ?1 ORDER BY id"
-                ))
-                .map_err(db)?;
-            let rows = stmt.query_map([agent_id], token_row).map_err(db)?;
-            rows.collect::<rusqlite::Result<_>>().map_err(db)
+            let sql =
+                format!("SELECT {TOKEN_COLUMNS} FROM agent_tokens WHERE agent_id = ?1 ORDER BY id");
+            query_all(c, &sql, [agent_id], token_row)
         })
         .await
     }
@@ -393,14 +393,8 @@ impl Store for SqliteStore {
                 params![token_id, agent_id, now],
             )
             .map_err(db)?;
-            let record = tx
-                .query_row(
-                    &format!("SELECT {TOKEN_COLUMNS} FROM agent_tokens WHERE id = ?1 AND agent_id = ?2"),
-                    params![token_id, agent_id],
-                    token_row,
-                )
-                .optional()
-                .map_err(db)?
+            let sql = format!("SELECT {TOKEN_COLUMNS} FROM agent_tokens WHERE id = ?1 AND agent_id = ?2");
+            let record = query_one(&tx, &sql, params![token_id, agent_id], token_row)?
                 .ok_or_else(|| StoreError::NotFound(format!("token {token_id} of agent {agent}")))?;
             tx.commit().map_err(db)?;
             Ok(record)
