@@ -410,20 +410,31 @@ fn apiserver_args(dir: &Path, pki: &ClusterPki, p: &Ports) -> Vec<OsString> {
     ])
 }
 
+/// Flags controller-manager and scheduler share: their identity, their own
+/// HTTPS port on loopback (the defaults would collide between clusters), and
+/// no leader election (each cluster runs one of each).
+fn control_plane_component_args(dir: &Path, kubeconfig: &Path, secure_port: u16) -> Vec<OsString> {
+    args([
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--authentication-kubeconfig={}", kubeconfig.display()),
+        format!("--authorization-kubeconfig={}", kubeconfig.display()),
+        "--bind-address=127.0.0.1".into(),
+        format!("--secure-port={secure_port}"),
+        format!("--cert-dir={}", dir.join("certs").display()),
+        "--leader-elect=false".into(),
+        "--profiling=false".into(),
+        "--v=1".into(),
+    ])
+}
+
 fn controller_manager_args(
     dir: &Path,
     pki: &ClusterPki,
     kubeconfig: &Path,
     p: &Ports,
 ) -> Vec<OsString> {
-    args([
-        format!("--kubeconfig={}", kubeconfig.display()),
-        format!("--authentication-kubeconfig={}", kubeconfig.display()),
-        format!("--authorization-kubeconfig={}", kubeconfig.display()),
-        "--bind-address=127.0.0.1".into(),
-        format!("--secure-port={}", p.controller_manager),
-        format!("--cert-dir={}", dir.join("certs").display()),
-        "--leader-elect=false".into(),
+    let mut all = control_plane_component_args(dir, kubeconfig, p.controller_manager);
+    all.extend(args([
         "--use-service-account-credentials=true".into(),
         format!(
             "--service-account-private-key-file={}",
@@ -433,23 +444,12 @@ fn controller_manager_args(
         format!("--cluster-signing-cert-file={}", pki.ca_cert.display()),
         format!("--cluster-signing-key-file={}", pki.ca_key.display()),
         format!("--service-cluster-ip-range={SERVICE_CIDR}"),
-        "--profiling=false".into(),
-        "--v=1".into(),
-    ])
+    ]));
+    all
 }
 
 fn scheduler_args(dir: &Path, kubeconfig: &Path, p: &Ports) -> Vec<OsString> {
-    args([
-        format!("--kubeconfig={}", kubeconfig.display()),
-        format!("--authentication-kubeconfig={}", kubeconfig.display()),
-        format!("--authorization-kubeconfig={}", kubeconfig.display()),
-        "--bind-address=127.0.0.1".into(),
-        format!("--secure-port={}", p.scheduler),
-        format!("--cert-dir={}", dir.join("certs").display()),
-        "--leader-elect=false".into(),
-        "--profiling=false".into(),
-        "--v=1".into(),
-    ])
+    control_plane_component_args(dir, kubeconfig, p.scheduler)
 }
 
 fn kwok_args(kubeconfig: &Path, stages: &Path, p: &Ports) -> Vec<OsString> {
