@@ -1,16 +1,18 @@
 //! `kas`, the Kubernetes Agent Server: registers agents, reads their git
 //! repositories and keeps their tunnels (see ARCHITECTURE.md).
 //!
-//! This binary only wires configuration into libraries; for now it serves the
-//! health endpoints that a deployment and the demo probe.
-
-mod admin;
+//! This binary only wires configuration into the `kas` library: the store in
+//! the data folder, the admin token, the REST API and the health listener.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use kas::{admin, admin_token, api};
 use tether_runtime::{Shutdown, logging};
+use tether_store::SqliteStore;
 
 #[derive(Debug, Parser)]
 #[command(name = "kas", version, about = "Tether's Kubernetes Agent Server")]
@@ -30,6 +32,12 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
+    /// Folder for kas's database (kas.db) and admin token file (admin-token).
+    #[arg(long, env = "KAS_DATA_DIR", default_value = "kas-data")]
+    data_dir: PathBuf,
+    /// Address of the REST API listener.
+    #[arg(long, env = "KAS_API_LISTEN", default_value = "127.0.0.1:8150")]
+    api_listen: SocketAddr,
     /// Address of the admin listener (`/healthz`, `/readyz`).
     #[arg(long, env = "KAS_ADMIN_LISTEN", default_value = "127.0.0.1:8151")]
     admin_listen: SocketAddr,
@@ -46,18 +54,55 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signal();
-    let listener = tokio::net::TcpListener::bind(args.admin_listen)
-        .await
-        .with_context(|| format!("cannot listen on admin address {}", args.admin_listen))?;
-    let local = listener
-        .local_addr()
-        .context("admin listener has no local address")?;
-    tracing::info!(admin = %local, version = env!("CARGO_PKG_VERSION"), "kas started");
-    let mut drain = shutdown.clone();
-    axum::serve(listener, admin::router())
-        .with_graceful_shutdown(async move { drain.signalled().await })
-        .await
-        .context("admin listener failed")?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data folder {}", args.data_dir.display()))?;
+    // The folder holds token hashes and the admin token: kas's user only.
+    std::fs::set_permissions(
+        &args.data_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .with_context(|| format!("cannot restrict data folder {}", args.data_dir.display()))?;
+    let db = args.data_dir.join("kas.db");
+    let store =
+        SqliteStore::open(&db).with_context(|| format!("cannot open database {}", db.display()))?;
+    let admin_token = admin_token::load_or_create(&args.data_dir.join("admin-token"))?;
+    let state = api::ApiState {
+        store: Arc::new(store),
+        admin_token: admin_token.hash(),
+    };
+    drop(admin_token);
+
+    let api = serve_router("api", args.api_listen, api::router(state), shutdown.clone());
+    let health = serve_router(
+        "admin",
+        args.admin_listen,
+        admin::router(),
+        shutdown.clone(),
+    );
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), data = %args.data_dir.display(), "kas started");
+    tokio::try_join!(api, health)?;
     tracing::info!("kas stopped");
     Ok(())
+}
+
+/// Serves `router` on `addr` until the drain signal, then lets in-flight
+/// requests finish.
+async fn serve_router(
+    name: &str,
+    addr: SocketAddr,
+    router: axum::Router,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {name} address {addr}"))?;
+    let local = listener
+        .local_addr()
+        .context("listener has no local address")?;
+    tracing::info!(listener = name, addr = %local, "listening");
+    let mut drain = shutdown;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { drain.signalled().await })
+        .await
+        .with_context(|| format!("{name} listener failed"))
 }

@@ -1,0 +1,75 @@
+//! `/api/v1/agents`: agents and the project holding their config file.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use tether_store::Agent;
+
+use super::{ApiError, ApiState};
+use crate::time_format::{now, to_rfc3339};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgent {
+    pub name: String,
+    pub config_project: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentView {
+    pub id: i64,
+    pub name: String,
+    pub config_project: String,
+    /// Where the agent's config file lives in its project.
+    pub config_path: String,
+    pub created_at: String,
+}
+
+impl From<Agent> for AgentView {
+    fn from(a: Agent) -> Self {
+        AgentView {
+            id: a.id,
+            config_path: tether_agent_config::config_path(&a.name),
+            name: a.name,
+            config_project: a.config_project,
+            created_at: to_rfc3339(a.created_at),
+        }
+    }
+}
+
+pub async fn create(
+    State(state): State<ApiState>,
+    Json(body): Json<CreateAgent>,
+) -> Result<(StatusCode, Json<AgentView>), ApiError> {
+    let agent = state
+        .store
+        .create_agent(&body.name, &body.config_project, now())
+        .await?;
+    tracing::info!(agent = %agent.name, project = %agent.config_project, "agent created");
+    Ok((StatusCode::CREATED, Json(agent.into())))
+}
+
+pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<AgentView>>, ApiError> {
+    let agents = state.store.list_agents().await?;
+    Ok(Json(agents.into_iter().map(Into::into).collect()))
+}
+
+pub async fn show(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<AgentView>, ApiError> {
+    match state.store.get_agent(&name).await? {
+        Some(a) => Ok(Json(a.into())),
+        None => Err(ApiError::NotFound(format!("agent {name} not found"))),
+    }
+}
+
+pub async fn remove(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.store.delete_agent(&name).await?;
+    tracing::info!(agent = %name, "agent deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

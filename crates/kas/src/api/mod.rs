@@ -1,0 +1,81 @@
+//! The REST API, under `/api/v1`, JSON in and out. Every route requires the
+//! admin token; handlers are thin and delegate to the [`Store`].
+//!
+//! The routes are listed in `openapi.yaml` beside this crate's Cargo.toml; a
+//! test checks that the two agree.
+
+mod agents;
+mod error;
+mod projects;
+mod tokens;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{delete, get};
+use tether_credentials::{Token, TokenHash, TokenKind};
+use tether_store::Store;
+
+pub use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    /// Hash of the admin token; the token itself is not kept.
+    pub admin_token: TokenHash,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState").finish_non_exhaustive()
+    }
+}
+
+/// The API's routes, with admin authentication in front of all of them.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/projects",
+            get(projects::list).post(projects::create),
+        )
+        .route(
+            "/api/v1/projects/{id}",
+            get(projects::show).delete(projects::remove),
+        )
+        .route("/api/v1/agents", get(agents::list).post(agents::create))
+        .route(
+            "/api/v1/agents/{name}",
+            get(agents::show).delete(agents::remove),
+        )
+        .route(
+            "/api/v1/agents/{name}/tokens",
+            get(tokens::list).post(tokens::create),
+        )
+        .route("/api/v1/agents/{name}/tokens/{id}", delete(tokens::revoke))
+        .layer(middleware::from_fn_with_state(state.clone(), require_admin))
+        .with_state(state)
+}
+
+/// Refuses a request without the admin token. The comparison is of hashes, in
+/// constant time; a wrong token and a missing one get the same answer.
+async fn require_admin(
+    State(state): State<ApiState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Token::from_bearer(v).ok())
+        .filter(|t| t.kind() == TokenKind::Admin);
+    match presented {
+        Some(token) if state.admin_token.matches(&token) => Ok(next.run(request).await),
+        _ => Err(ApiError::Unauthorized),
+    }
+}

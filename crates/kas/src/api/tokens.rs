@@ -1,0 +1,106 @@
+//! `/api/v1/agents/{name}/tokens`: an agent's tokens. The token's text is in
+//! the creation response only; kas keeps its hash.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use tether_credentials::{Token, TokenKind};
+use tether_store::{NewToken, TokenRecord};
+
+use super::{ApiError, ApiState};
+use crate::time_format::{from_rfc3339, now, to_rfc3339};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// RFC 3339; absent: the token does not expire.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenView {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+/// The answer to a creation: the only time the token's text is shown.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub record: TokenView,
+    pub token: String,
+}
+
+impl From<TokenRecord> for TokenView {
+    fn from(t: TokenRecord) -> Self {
+        TokenView {
+            id: t.id,
+            name: t.name,
+            description: t.description,
+            created_at: to_rfc3339(t.created_at),
+            expires_at: t.expires_at.map(to_rfc3339),
+            revoked_at: t.revoked_at.map(to_rfc3339),
+        }
+    }
+}
+
+pub async fn create(
+    State(state): State<ApiState>,
+    Path(agent): Path<String>,
+    Json(body): Json<CreateToken>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    let expires_at = body
+        .expires_at
+        .as_deref()
+        .map(from_rfc3339)
+        .transpose()
+        .map_err(ApiError::Invalid)?;
+    let token = Token::generate(TokenKind::Agent);
+    let record = state
+        .store
+        .create_token(
+            &agent,
+            NewToken {
+                name: body.name,
+                description: body.description,
+                hash: token.hash(),
+                created_at: now(),
+                expires_at,
+            },
+        )
+        .await?;
+    tracing::info!(agent = %agent, token_id = record.id, "agent token created");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            record: record.into(),
+            token: token.expose_secret().to_owned(),
+        }),
+    ))
+}
+
+pub async fn list(
+    State(state): State<ApiState>,
+    Path(agent): Path<String>,
+) -> Result<Json<Vec<TokenView>>, ApiError> {
+    let tokens = state.store.list_tokens(&agent).await?;
+    Ok(Json(tokens.into_iter().map(Into::into).collect()))
+}
+
+pub async fn revoke(
+    State(state): State<ApiState>,
+    Path((agent, id)): Path<(String, i64)>,
+) -> Result<Json<TokenView>, ApiError> {
+    let record = state.store.revoke_token(&agent, id, now()).await?;
+    tracing::info!(agent = %agent, token_id = id, "agent token revoked");
+    Ok(Json(record.into()))
+}

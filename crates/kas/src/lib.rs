@@ -1,0 +1,12 @@
+//! The Kubernetes Agent Server as a library, so that tests drive the same
+//! router and services that `kas serve` runs; `main.rs` only wires them.
+//!
+//! - [`api`]: the REST API (projects, agents, tokens) behind admin
+//!   authentication.
+//! - [`admin_token`]: the admin token created on first start.
+//! - [`admin`]: the health listener.
+
+pub mod admin;
+pub mod admin_token;
+pub mod api;
+mod time_format;

@@ -1,0 +1,36 @@
+//! Timestamps on the wire are RFC 3339 in UTC; the store keeps Unix seconds.
+
+use tether_store::UnixTime;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+pub fn now() -> UnixTime {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+pub fn to_rfc3339(t: UnixTime) -> String {
+    OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.format(&Rfc3339).ok())
+        .unwrap_or_else(|| t.to_string())
+}
+
+pub fn from_rfc3339(text: &str) -> Result<UnixTime, String> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map(OffsetDateTime::unix_timestamp)
+        .map_err(|_| format!("{text:?} is not an RFC 3339 time such as 2027-01-31T12:00:00Z"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_rfc3339() {
+        assert_eq!(to_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(from_rfc3339("2027-01-31T12:00:00Z"), Ok(1_801_396_800));
+        assert_eq!(from_rfc3339(&to_rfc3339(1_801_396_800)), Ok(1_801_396_800));
+        assert_eq!(from_rfc3339("2027-01-31T14:00:00+02:00"), Ok(1_801_396_800));
+        assert!(from_rfc3339("tomorrow").is_err());
+    }
+}

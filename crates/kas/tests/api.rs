@@ -1,0 +1,295 @@
+//! The REST API, driven through its router with a real (in-memory) store.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use kas::api::{ApiState, router};
+use serde_json::{Value, json};
+use tether_credentials::{Token, TokenKind};
+use tether_store::{SqliteStore, Store, TokenStatus};
+use tower::ServiceExt;
+
+struct Api {
+    router: axum::Router,
+    store: Arc<SqliteStore>,
+    admin: Token,
+}
+
+impl Api {
+    fn new() -> Self {
+        let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
+        let admin = Token::generate(TokenKind::Admin);
+        let router = router(ApiState {
+            store: store.clone(),
+            admin_token: admin.hash(),
+        });
+        Api {
+            router,
+            store,
+            admin,
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let auth = format!("Bearer {}", self.admin.expose_secret());
+        self.call_as(method, path, body, Some(&auth)).await
+    }
+
+    async fn call_as(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        auth: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(auth) = auth {
+            req = req.header("authorization", auth);
+        }
+        let req = match body {
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        }
+        .expect("valid request");
+        let res = self.router.clone().oneshot(req).await.expect("infallible");
+        let status = res.status();
+        let bytes = res.into_body().collect().await.expect("body").to_bytes();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, value)
+    }
+}
+
+#[tokio::test]
+async fn every_route_requires_the_admin_token() {
+    let api = Api::new();
+    let agent_token = Token::generate(TokenKind::Agent);
+    let other_admin = Token::generate(TokenKind::Admin);
+    for auth in [
+        None,
+        Some("Bearer nonsense".to_owned()),
+        Some(format!("Bearer {}", agent_token.expose_secret())),
+        Some(format!("Bearer {}", other_admin.expose_secret())),
+        Some(format!("Basic {}", api.admin.expose_secret())),
+    ] {
+        let (status, body) = api
+            .call_as(Method::GET, "/api/v1/agents", None, auth.as_deref())
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth:?}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("admin token"),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn projects_agents_and_tokens_through_their_lifecycle() {
+    let api = Api::new();
+    let (status, project) = api
+        .call(
+            Method::POST,
+            "/api/v1/projects",
+            Some(json!({ "id": "team/config", "url": "/srv/git/config.git" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{project}");
+    assert_eq!(project["id"], "team/config");
+    let (status, shown) = api
+        .call(Method::GET, "/api/v1/projects/team%2Fconfig", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    assert_eq!(shown, project);
+
+    let (status, agent) = api
+        .call(
+            Method::POST,
+            "/api/v1/agents",
+            Some(json!({ "name": "prod", "config_project": "team/config" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{agent}");
+    assert_eq!(agent["config_path"], ".gitlab/agents/prod/config.yaml");
+    let (status, _) = api
+        .call(
+            Method::POST,
+            "/api/v1/agents",
+            Some(json!({ "name": "prod", "config_project": "team/config" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, err) = api
+        .call(
+            Method::POST,
+            "/api/v1/agents",
+            Some(json!({ "name": "Prod_1", "config_project": "team/config" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        err["error"].as_str().unwrap_or_default().contains("Prod_1"),
+        "{err}"
+    );
+
+    let (status, created) = api
+        .call(
+            Method::POST,
+            "/api/v1/agents/prod/tokens",
+            Some(json!({ "name": "ci", "description": "pipeline", "expires_at": "2099-01-01T00:00:00Z" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let secret = created["token"]
+        .as_str()
+        .expect("token shown once")
+        .to_owned();
+    let token = Token::parse_kind(&secret, TokenKind::Agent).expect("an agent token");
+    assert_eq!(created["expires_at"], "2099-01-01T00:00:00Z");
+
+    let (status, listed) = api
+        .call(Method::GET, "/api/v1/agents/prod/tokens", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    assert!(
+        !listed.to_string().contains(&secret),
+        "listing leaks the token: {listed}"
+    );
+    assert!(listed[0].get("token").is_none());
+
+    let id = created["id"].as_i64().expect("id");
+    let (status, revoked) = api
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/agents/prod/tokens/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+    assert!(revoked["revoked_at"].is_string(), "{revoked}");
+    let status_now = api
+        .store
+        .authenticate(&token.hash(), i64::MAX - 1)
+        .await
+        .expect("lookup");
+    assert!(
+        matches!(status_now, TokenStatus::Revoked { .. }),
+        "{status_now:?}"
+    );
+
+    let (status, err) = api
+        .call(Method::DELETE, "/api/v1/projects/team%2Fconfig", None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    let (status, _) = api.call(Method::DELETE, "/api/v1/agents/prod", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = api.call(Method::GET, "/api/v1/agents/prod", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = api
+        .call(Method::DELETE, "/api/v1/projects/team%2Fconfig", None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn bad_bodies_are_refused_with_a_reason() {
+    let api = Api::new();
+    let (status, _) = api
+        .call(
+            Method::POST,
+            "/api/v1/projects",
+            Some(json!({ "id": "x", "url": "/x", "colour": "blue" })),
+        )
+        .await;
+    assert!(
+        status.is_client_error(),
+        "unknown fields are refused, got {status}"
+    );
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/api/v1/projects",
+            Some(json!({ "id": "../etc", "url": "/x" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    api.call(
+        Method::POST,
+        "/api/v1/projects",
+        Some(json!({ "id": "p", "url": "/p" })),
+    )
+    .await;
+    api.call(
+        Method::POST,
+        "/api/v1/agents",
+        Some(json!({ "name": "a", "config_project": "p" })),
+    )
+    .await;
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/api/v1/agents/a/tokens",
+            Some(json!({ "name": "t", "expires_at": "soon" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("RFC 3339"),
+        "{body}"
+    );
+}
+
+/// Every operation openapi.yaml documents reaches a handler, and a method it
+/// does not document on a documented path is refused by the router.
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml"))
+        .expect("openapi.yaml");
+    let doc: Value = serde_saphyr::from_str(&text).expect("openapi.yaml parses");
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 6, "documented paths: {}", paths.len());
+    let api = Api::new();
+    for (template, item) in paths {
+        let path = template
+            .replace("{id}", "1")
+            .replace("{name}", "no-such-agent");
+        let documented: Vec<String> = item
+            .as_object()
+            .expect("path item")
+            .keys()
+            .filter(|k| *k != "parameters")
+            .map(|k| k.to_uppercase())
+            .collect();
+        for method in ["GET", "POST", "DELETE", "PUT", "PATCH"] {
+            let body = (method == "POST").then(|| json!({}));
+            let (status, body) = api
+                .call(
+                    Method::from_bytes(method.as_bytes()).expect("method"),
+                    &path,
+                    body,
+                )
+                .await;
+            let routed = status != StatusCode::METHOD_NOT_ALLOWED
+                && !(status == StatusCode::NOT_FOUND && body.is_null());
+            let is_documented = documented.iter().any(|m| m == method);
+            assert_eq!(
+                routed, is_documented,
+                "{method} {template}: status {status}, body {body}"
+            );
+        }
+    }
+}
