@@ -9,6 +9,7 @@ check=false
 [ "${1:-}" = "--check" ] && check=true
 
 demo=target/demo
+kas_api=${DEMO_KAS_API:-127.0.0.1:8150}
 kas_admin=${DEMO_KAS_ADMIN:-127.0.0.1:8151}
 mkdir -p "$demo"
 
@@ -47,7 +48,7 @@ pids+=($!)
 wait_for "cluster start" 180 "$demo/cluster.log" grep -q "press Ctrl-C" "$demo/cluster.log"
 kubeconfig="$demo/cluster/kubeconfig"
 
-target/debug/kas serve --admin-listen "$kas_admin" >"$demo/kas.log" 2>&1 &
+target/debug/kas serve --data-dir "$demo/kas" --api-listen "$kas_api" --admin-listen "$kas_admin" >"$demo/kas.log" 2>&1 &
 pids+=($!)
 target/debug/agentk --kubeconfig "$kubeconfig" >"$demo/agentk.log" 2>&1 &
 pids+=($!)
@@ -57,7 +58,7 @@ wait_for "agentk connecting to the cluster" 30 "$demo/agentk.log" grep -q "agent
 kubectl=("$TETHER_KUBE_BIN/kubectl" --kubeconfig "$kubeconfig")
 echo
 sed -n '1,/press Ctrl-C/p' "$demo/cluster.log" | grep -v "press Ctrl-C"
-echo "kas     pid ${pids[1]}  admin http://$kas_admin  readyz: $(curl -sf "http://$kas_admin/readyz")"
+echo "kas     pid ${pids[1]}  API http://$kas_api (admin token in $demo/kas/admin-token)  readyz: $(curl -sf "http://$kas_admin/readyz")"
 echo "agentk  pid ${pids[2]}  $(grep -o 'server_version=[^ ]*' "$demo/agentk.log" | head -1)"
 echo
 "${kubectl[@]}" get nodes
