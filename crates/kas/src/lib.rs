@@ -5,8 +5,11 @@
 //!   authentication.
 //! - [`admin_token`]: the admin token created on first start.
 //! - [`admin`]: the health listener.
+//! - [`cli`] and [`client`]: the CLI's commands against a running kas.
 
 pub mod admin;
 pub mod admin_token;
 pub mod api;
+pub mod cli;
+pub mod client;
 mod time_format;

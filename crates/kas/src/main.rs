@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use kas::{admin, admin_token, api};
+use kas::{admin, admin_token, api, cli};
 use tether_runtime::{Shutdown, logging};
 use tether_store::SqliteStore;
 
@@ -20,6 +20,9 @@ struct Cli {
     /// Log level when RUST_LOG is unset.
     #[arg(long, env = "KAS_LOG_LEVEL", default_value = "info", global = true)]
     log_level: String,
+    /// Where the client commands find kas (ignored by `serve`).
+    #[command(flatten)]
+    connection: cli::Connection,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,6 +31,15 @@ struct Cli {
 enum Command {
     /// Run the server until SIGINT or SIGTERM.
     Serve(ServeArgs),
+    /// Register, list, show and delete git projects.
+    #[command(subcommand)]
+    Project(cli::ProjectCommand),
+    /// Create, list, show and delete agents.
+    #[command(subcommand)]
+    Agent(cli::AgentCommand),
+    /// Create, list and revoke agent tokens.
+    #[command(subcommand)]
+    Token(cli::TokenCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -49,6 +61,9 @@ async fn main() -> anyhow::Result<()> {
     logging::init(&cli.log_level, logging::LogFormat::Text);
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Project(c) => cli::run(&cli.connection, cli::Command::Project(c)).await,
+        Command::Agent(c) => cli::run(&cli.connection, cli::Command::Agent(c)).await,
+        Command::Token(c) => cli::run(&cli.connection, cli::Command::Token(c)).await,
     }
 }
 

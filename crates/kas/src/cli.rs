@@ -1,0 +1,377 @@
+//! The `kas` CLI's client commands: the REST API's operations for a person
+//! or a script (`kas project add`, `kas agent create`, `kas token create`, …).
+//!
+//! Where the server is and which admin token to use come from, in order:
+//! flags, environment (`KAS_SERVER`, `KAS_ADMIN_TOKEN`, `KAS_ADMIN_TOKEN_FILE`),
+//! the config file (`--config`, else `$XDG_CONFIG_HOME/tether/kas-cli.yaml`),
+//! then the defaults of a local `kas serve`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tether_credentials::{Token, TokenKind};
+
+use crate::client::{ApiClient, segment};
+
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8150";
+const DEFAULT_TOKEN_FILE: &str = "kas-data/admin-token";
+
+/// How to reach kas; shared by every client command.
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// REST API address of kas.
+    #[arg(long, env = "KAS_SERVER", global = true)]
+    server: Option<String>,
+    /// File holding the admin token (kas writes `<data-dir>/admin-token`).
+    #[arg(long, env = "KAS_ADMIN_TOKEN_FILE", global = true)]
+    admin_token_file: Option<PathBuf>,
+    /// CLI config file (YAML: `server`, `admin_token_file`).
+    #[arg(long, env = "KAS_CLI_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Text, global = true)]
+    output: Output,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CliConfig {
+    server: Option<String>,
+    admin_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// Register a git repository.
+    Add {
+        /// Path-like id, e.g. team/platform-config.
+        id: String,
+        /// A local path, https:// or ssh:// URL.
+        #[arg(long)]
+        url: String,
+        /// Name of the credentials kas fetches with.
+        #[arg(long)]
+        credentials_ref: Option<String>,
+    },
+    List,
+    Show {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Create an agent whose config file is in --project.
+    Create {
+        /// RFC 1123 label, at most 63 characters.
+        name: String,
+        /// Project holding .gitlab/agents/<name>/config.yaml.
+        #[arg(long)]
+        project: String,
+    },
+    List,
+    Show {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for an agent; it is printed once.
+    Create {
+        /// The agent's name.
+        agent: String,
+        /// A name for the token, e.g. where it is installed.
+        #[arg(long)]
+        name: String,
+        /// Free text shown when tokens are listed.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// RFC 3339, e.g. 2027-06-30T00:00:00Z.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    List {
+        agent: String,
+    },
+    Revoke {
+        agent: String,
+        id: i64,
+    },
+}
+
+/// A client command, after its connection is resolved.
+#[derive(Debug)]
+pub enum Command {
+    Project(ProjectCommand),
+    Agent(AgentCommand),
+    Token(TokenCommand),
+}
+
+/// Runs one client command and prints its result on stdout.
+pub async fn run(connection: &Connection, command: Command) -> anyhow::Result<()> {
+    let client = connect(connection)?;
+    let (result, text) = match command {
+        Command::Project(c) => project(&client, c).await?,
+        Command::Agent(c) => agent(&client, c).await?,
+        Command::Token(c) => token(&client, c).await?,
+    };
+    match connection.output {
+        Output::Json if !result.is_null() => println!("{}", serde_json::to_string_pretty(&result)?),
+        Output::Json => {}
+        Output::Text => print!("{text}"),
+    }
+    Ok(())
+}
+
+fn connect(c: &Connection) -> anyhow::Result<ApiClient> {
+    let config = load_config(c.config.as_deref())?;
+    let server = c
+        .server
+        .clone()
+        .or(config.server)
+        .unwrap_or_else(|| DEFAULT_SERVER.into());
+    let token = match std::env::var("KAS_ADMIN_TOKEN") {
+        Ok(text) if c.admin_token_file.is_none() => Token::parse_kind(&text, TokenKind::Admin)
+            .context("KAS_ADMIN_TOKEN holds no admin token")?,
+        _ => {
+            let file = c
+                .admin_token_file
+                .clone()
+                .or(config.admin_token_file)
+                .unwrap_or_else(|| DEFAULT_TOKEN_FILE.into());
+            let text = std::fs::read_to_string(&file).with_context(|| {
+                format!(
+                    "cannot read the admin token file {}; pass --admin-token-file or set KAS_ADMIN_TOKEN",
+                    file.display()
+                )
+            })?;
+            Token::parse_kind(&text, TokenKind::Admin)
+                .with_context(|| format!("{} holds no admin token", file.display()))?
+        }
+    };
+    ApiClient::new(&server, &token)
+}
+
+fn load_config(explicit: Option<&Path>) -> anyhow::Result<CliConfig> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let base = std::env::var_os("XDG_CONFIG_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+            match base {
+                Some(b) => b.join("tether/kas-cli.yaml"),
+                None => return Ok(CliConfig::default()),
+            }
+        }
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_saphyr::from_str::<Option<CliConfig>>(&text)
+            .map(Option::unwrap_or_default)
+            .with_context(|| format!("invalid CLI config {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
+            Ok(CliConfig::default())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read CLI config {}", path.display())),
+    }
+}
+
+type Printed = (Value, String);
+
+async fn project(client: &ApiClient, command: ProjectCommand) -> anyhow::Result<Printed> {
+    Ok(match command {
+        ProjectCommand::Add {
+            id,
+            url,
+            credentials_ref,
+        } => {
+            let p = client
+                .post(
+                    "/api/v1/projects",
+                    json!({ "id": id, "url": url, "credentials_ref": credentials_ref }),
+                )
+                .await?;
+            let text = format!(
+                "project {} registered ({})\n",
+                p["id"].as_str().unwrap_or_default(),
+                str(&p["url"])
+            );
+            (p, text)
+        }
+        ProjectCommand::List => {
+            let list = client.get("/api/v1/projects").await?;
+            let text = table(&list, &["id", "url", "created_at"]);
+            (list, text)
+        }
+        ProjectCommand::Show { id } => {
+            let p = client
+                .get(&format!("/api/v1/projects/{}", segment(&id)))
+                .await?;
+            let text = table(&json!([p]), &["id", "url", "credentials_ref", "created_at"]);
+            (p, text)
+        }
+        ProjectCommand::Delete { id } => {
+            client
+                .delete(&format!("/api/v1/projects/{}", segment(&id)))
+                .await?;
+            (Value::Null, format!("project {id} deleted\n"))
+        }
+    })
+}
+
+async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Printed> {
+    Ok(match command {
+        AgentCommand::Create { name, project } => {
+            let a = client
+                .post(
+                    "/api/v1/agents",
+                    json!({ "name": name, "config_project": project }),
+                )
+                .await?;
+            let text = format!(
+                "agent {name} created; its config file is {} in project {project}\n",
+                str(&a["config_path"])
+            );
+            (a, text)
+        }
+        AgentCommand::List => {
+            let list = client.get("/api/v1/agents").await?;
+            let text = table(&list, &["name", "config_project", "created_at"]);
+            (list, text)
+        }
+        AgentCommand::Show { name } => {
+            let a = client
+                .get(&format!("/api/v1/agents/{}", segment(&name)))
+                .await?;
+            let text = table(
+                &json!([a]),
+                &["name", "config_project", "config_path", "created_at"],
+            );
+            (a, text)
+        }
+        AgentCommand::Delete { name } => {
+            client
+                .delete(&format!("/api/v1/agents/{}", segment(&name)))
+                .await?;
+            (Value::Null, format!("agent {name} deleted\n"))
+        }
+    })
+}
+
+async fn token(client: &ApiClient, command: TokenCommand) -> anyhow::Result<Printed> {
+    Ok(match command {
+        TokenCommand::Create {
+            agent,
+            name,
+            description,
+            expires_at,
+        } => {
+            let body =
+                json!({ "name": name, "description": description, "expires_at": expires_at });
+            let t = client
+                .post(&format!("/api/v1/agents/{}/tokens", segment(&agent)), body)
+                .await?;
+            let text = format!(
+                "token {} created for agent {agent}; it is shown once, kas keeps only its hash:\n{}\n",
+                t["id"],
+                str(&t["token"])
+            );
+            (t, text)
+        }
+        TokenCommand::List { agent } => {
+            let list = client
+                .get(&format!("/api/v1/agents/{}/tokens", segment(&agent)))
+                .await?;
+            let text = table(
+                &list,
+                &["id", "name", "created_at", "expires_at", "revoked_at"],
+            );
+            (list, text)
+        }
+        TokenCommand::Revoke { agent, id } => {
+            let t = client
+                .delete(&format!("/api/v1/agents/{}/tokens/{id}", segment(&agent)))
+                .await?;
+            let text = format!(
+                "token {id} of agent {agent} revoked at {}\n",
+                str(&t["revoked_at"])
+            );
+            (t, text)
+        }
+    })
+}
+
+fn str(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Aligned columns with a header, one row per array item.
+fn table(list: &Value, columns: &[&str]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| columns.iter().map(|c| str(&item[*c])).collect())
+                .collect()
+        })
+        .unwrap_or_default();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([c.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(columns.iter().map(|c| c.to_uppercase()).collect());
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_their_columns() {
+        let list = json!([{ "id": "a/b", "url": "/x" }, { "id": "long/project-id", "url": null }]);
+        assert_eq!(
+            table(&list, &["id", "url"]),
+            "ID               URL\na/b              /x\nlong/project-id  -\n"
+        );
+    }
+}

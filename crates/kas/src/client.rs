@@ -1,0 +1,145 @@
+//! A client of kas's REST API, for the `kas` CLI and for tests.
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tether_credentials::Token;
+
+/// Talks to one kas with the admin token.
+#[derive(Clone)]
+pub struct ApiClient {
+    base: String,
+    authorization: String,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The authorization header holds the admin token: never print it.
+        f.debug_struct("ApiClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiClient {
+    /// `server` is the API's base URL, e.g. `http://127.0.0.1:8150`.
+    pub fn new(server: &str, admin_token: &Token) -> anyhow::Result<Self> {
+        let base = server.trim_end_matches('/').to_owned();
+        if !base.starts_with("http://") {
+            bail!(
+                "kas server address {server:?} must start with http:// (the API does not serve TLS yet)"
+            );
+        }
+        Ok(ApiClient {
+            base,
+            authorization: format!("Bearer {}", admin_token.expose_secret()),
+            http: Client::builder(TokioExecutor::new()).build_http(),
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.request(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.request(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.request(Method::DELETE, path, None).await
+    }
+
+    /// Sends one request; an answer outside 2xx becomes an error carrying the
+    /// server's own message.
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let uri = format!("{}{path}", self.base);
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(&uri)
+            .header("authorization", &self.authorization);
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Full::new(Bytes::from(v.to_string()))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let req = req
+            .body(body)
+            .with_context(|| format!("invalid request {method} {uri}"))?;
+        let res = self
+            .http
+            .request(req)
+            .await
+            .with_context(|| format!("cannot reach kas at {}", self.base))?;
+        let status = res.status();
+        let bytes = res
+            .into_body()
+            .collect()
+            .await
+            .with_context(|| format!("kas closed the connection during {method} {path}"))?
+            .to_bytes();
+        let value: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("kas answered {status} with a body that is not JSON"))?
+        };
+        if !status.is_success() {
+            let message = value["error"].as_str().unwrap_or("no message");
+            if status == StatusCode::UNAUTHORIZED {
+                bail!("kas refused the admin token ({status}): {message}");
+            }
+            bail!("kas answered {status}: {message}");
+        }
+        Ok(value)
+    }
+}
+
+/// Percent-encodes one path segment: a project id's `/` must not split it.
+pub fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_keep_slashes_inside() {
+        assert_eq!(segment("team/platform-config"), "team%2Fplatform-config");
+        assert_eq!(segment("a b?#"), "a%20b%3F%23");
+        assert_eq!(segment("plain-1.2_x~"), "plain-1.2_x~");
+    }
+
+    #[test]
+    fn debug_output_hides_the_admin_token() {
+        let token = Token::generate(tether_credentials::TokenKind::Admin);
+        let client = ApiClient::new("http://127.0.0.1:1", &token).expect("valid");
+        assert!(!format!("{client:?}").contains(token.expose_secret()));
+    }
+
+    #[test]
+    fn refuses_an_address_it_cannot_speak_to() {
+        let token = Token::generate(tether_credentials::TokenKind::Admin);
+        assert!(ApiClient::new("kas.example:8150", &token).is_err());
+    }
+}

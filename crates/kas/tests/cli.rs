@@ -1,0 +1,226 @@
+//! The `kas` CLI against a real `kas serve`: the operations a person runs,
+//! and no token in the server's log.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const KAS: &str = env!("CARGO_BIN_EXE_kas");
+
+/// A `kas serve` on free loopback ports, stopped (SIGKILL) on drop.
+struct Server {
+    child: Child,
+    api: String,
+    data: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start() -> Self {
+        let data = tempfile::tempdir().expect("tempdir");
+        let log = data.path().join("kas.log");
+        let port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+        };
+        let (api, admin) = (port(), port());
+        let child = Command::new(KAS)
+            .args(["serve", "--data-dir"])
+            .arg(data.path().join("kas"))
+            .arg(format!("--api-listen={api}"))
+            .arg(format!("--admin-listen={admin}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("kas starts");
+        let server = Server {
+            child,
+            api: format!("http://{api}"),
+            data,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !server.token_file().exists() || !server.kas(&["agent", "list"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "kas did not start: {}",
+                server.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn token_file(&self) -> PathBuf {
+        self.data.path().join("kas/admin-token")
+    }
+
+    fn kas(&self, args: &[&str]) -> Output {
+        Command::new(KAS)
+            .args(args)
+            .arg(format!("--server={}", self.api))
+            .arg("--admin-token-file")
+            .arg(self.token_file())
+            .env_remove("KAS_ADMIN_TOKEN")
+            .env("XDG_CONFIG_HOME", self.data.path())
+            .output()
+            .expect("kas CLI runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kas(args);
+        assert!(
+            out.status.success(),
+            "kas {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn token_in(text: &str) -> String {
+    text.split_whitespace()
+        .find(|w| w.starts_with("tthr_agent_"))
+        .expect("the token is printed")
+        .to_owned()
+}
+
+#[test]
+fn registers_a_project_agent_and_token_and_revokes_it() {
+    let server = Server::start();
+    assert!(
+        server
+            .ok(&[
+                "project",
+                "add",
+                "team/config",
+                "--url",
+                "/srv/git/config.git"
+            ])
+            .contains("registered")
+    );
+    let listed = server.ok(&["project", "list"]);
+    assert!(
+        listed.starts_with("ID") && listed.contains("team/config"),
+        "{listed}"
+    );
+    assert!(
+        server
+            .ok(&["project", "show", "team/config"])
+            .contains("/srv/git/config.git")
+    );
+
+    let created = server.ok(&["agent", "create", "prod", "--project", "team/config"]);
+    assert!(
+        created.contains(".gitlab/agents/prod/config.yaml"),
+        "{created}"
+    );
+    assert!(server.ok(&["agent", "list"]).contains("prod"));
+
+    let out = server.ok(&[
+        "token",
+        "create",
+        "prod",
+        "--name",
+        "first",
+        "--expires-at",
+        "2099-01-01T00:00:00Z",
+    ]);
+    let token = token_in(&out);
+    let listed = server.ok(&["token", "list", "prod"]);
+    assert!(
+        listed.contains("first") && !listed.contains(&token),
+        "{listed}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&server.ok(&["token", "list", "prod", "-o", "json"]))
+            .expect("JSON output");
+    let id = json[0]["id"].as_i64().expect("token id");
+    assert!(
+        server
+            .ok(&["token", "revoke", "prod", &id.to_string()])
+            .contains("revoked")
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&server.ok(&["token", "list", "prod", "-o", "json"]))
+            .expect("JSON output");
+    assert!(json[0]["revoked_at"].is_string(), "{json}");
+
+    // Secrets never reach the server's log.
+    let admin = std::fs::read_to_string(server.token_file()).expect("admin token");
+    let log = server.log_text();
+    assert!(log.contains("agent token created"), "{log}");
+    assert!(
+        !log.contains(&token) && !log.contains(admin.trim()),
+        "a token reached the log:\n{log}"
+    );
+}
+
+#[test]
+fn errors_carry_the_servers_reason_and_a_wrong_token_is_refused() {
+    let server = Server::start();
+    let out = server.kas(&["agent", "create", "prod", "--project", "no/such"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("404") && err.contains("no/such"), "{err}");
+
+    let other = server.data.path().join("other-token");
+    std::fs::write(&other, format!("tthr_admin_{}\n", "x".repeat(43))).expect("write");
+    let out = Command::new(KAS)
+        .args([
+            "agent",
+            "list",
+            "--server",
+            &server.api,
+            "--admin-token-file",
+        ])
+        .arg(&other)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused the admin token"));
+}
+
+#[test]
+fn reads_server_and_token_from_the_config_file() {
+    let server = Server::start();
+    let config = server.data.path().join("tether/kas-cli.yaml");
+    std::fs::create_dir_all(config.parent().expect("parent")).expect("mkdir");
+    std::fs::write(
+        &config,
+        format!(
+            "server: {}\nadmin_token_file: {}\n",
+            server.api,
+            server.token_file().display()
+        ),
+    )
+    .expect("write config");
+    let out = Command::new(KAS)
+        .args(["project", "list"])
+        .env("XDG_CONFIG_HOME", server.data.path())
+        .env_remove("KAS_SERVER")
+        .env_remove("KAS_ADMIN_TOKEN")
+        .env_remove("KAS_ADMIN_TOKEN_FILE")
+        .current_dir(Path::new("/"))
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ID"));
+}
