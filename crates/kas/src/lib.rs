@@ -4,12 +4,14 @@
 //! - [`api`]: the REST API (projects, agents, tokens) behind admin
 //!   authentication.
 //! - [`admin_token`]: the admin token created on first start.
+//! - [`channel`]: the agent endpoint (gRPC over TLS) and live connections.
 //! - [`admin`]: the health listener.
 //! - [`cli`] and [`client`]: the CLI's commands against a running kas.
 
 pub mod admin;
 pub mod admin_token;
 pub mod api;
+pub mod channel;
 pub mod cli;
 pub mod client;
 mod time_format;

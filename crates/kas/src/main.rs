@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use kas::{admin, admin_token, api, cli};
+use kas::{admin, admin_token, api, channel, cli};
 use tether_runtime::{Shutdown, logging};
 use tether_store::SqliteStore;
 
@@ -53,6 +53,19 @@ struct ServeArgs {
     /// Address of the admin listener (`/healthz`, `/readyz`).
     #[arg(long, env = "KAS_ADMIN_LISTEN", default_value = "127.0.0.1:8151")]
     admin_listen: SocketAddr,
+    /// Address of the agent endpoint (gRPC over TLS) that agentk dials.
+    #[arg(long, env = "KAS_AGENT_LISTEN", default_value = "127.0.0.1:8152")]
+    agent_listen: SocketAddr,
+    /// Certificate chain (PEM) of the agent endpoint. Without it and
+    /// --tls-key, kas generates a development certificate.
+    #[arg(long, env = "KAS_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of the agent endpoint.
+    #[arg(long, env = "KAS_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Extra names for the generated development certificate.
+    #[arg(long = "hostname", env = "KAS_HOSTNAMES", value_delimiter = ',')]
+    hostnames: Vec<String>,
 }
 
 #[tokio::main]
@@ -81,11 +94,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store =
         SqliteStore::open(&db).with_context(|| format!("cannot open database {}", db.display()))?;
     let admin_token = admin_token::load_or_create(&args.data_dir.join("admin-token"))?;
+    let store: Arc<dyn tether_store::Store> = Arc::new(store);
+    let connections = Arc::new(channel::ConnectionRegistry::default());
     let state = api::ApiState {
-        store: Arc::new(store),
+        store: store.clone(),
         admin_token: admin_token.hash(),
+        connections: connections.clone(),
     };
     drop(admin_token);
+    let identity = channel::tls::load_or_generate(
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+        &args.hostnames,
+        &args.data_dir,
+    )?;
 
     let api = serve_router("api", args.api_listen, api::router(state), shutdown.clone());
     let health = serve_router(
@@ -94,10 +116,46 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin::router(),
         shutdown.clone(),
     );
+    let agents = serve_agents(
+        args.agent_listen,
+        identity,
+        channel::AgentChannelService::new(store, connections),
+        shutdown.clone(),
+    );
     tracing::info!(version = env!("CARGO_PKG_VERSION"), data = %args.data_dir.display(), "kas started");
-    tokio::try_join!(api, health)?;
+    tokio::try_join!(api, health, agents)?;
     tracing::info!("kas stopped");
     Ok(())
+}
+
+/// Serves the agent endpoint, gRPC over TLS, until the drain signal.
+async fn serve_agents(
+    addr: SocketAddr,
+    identity: channel::tls::ServingIdentity,
+    service: channel::AgentChannelService,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    use tonic::transport::{Identity, Server, ServerTlsConfig};
+    let tls =
+        ServerTlsConfig::new().identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on agent address {addr}"))?;
+    let local = listener
+        .local_addr()
+        .context("listener has no local address")?;
+    tracing::info!(listener = "agent", addr = %local, "listening (gRPC over TLS)");
+    let mut drain = shutdown;
+    Server::builder()
+        .tls_config(tls)
+        .context("invalid TLS certificate or key for the agent endpoint")?
+        .add_service(tether_proto::v1::agent_channel_server::AgentChannelServer::new(service))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async move { drain.signalled().await },
+        )
+        .await
+        .context("agent listener failed")
 }
 
 /// Serves `router` on `addr` until the drain signal, then lets in-flight

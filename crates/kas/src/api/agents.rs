@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use tether_store::Agent;
 
 use super::{ApiError, ApiState};
+use crate::channel::ConnectionView;
 use crate::time_format::{now, to_rfc3339};
 
 #[derive(Debug, Deserialize)]
@@ -24,13 +25,16 @@ pub struct AgentView {
     /// Where the agent's config file lives in its project.
     pub config_path: String,
     pub created_at: String,
+    /// Live connections to this kas: one per connected agent pod.
+    pub connections: Vec<ConnectionView>,
 }
 
-impl From<Agent> for AgentView {
-    fn from(a: Agent) -> Self {
+impl AgentView {
+    fn new(a: Agent, state: &ApiState) -> Self {
         AgentView {
             id: a.id,
             config_path: tether_agent_config::config_path(&a.name),
+            connections: state.connections.connections(&a.name),
             name: a.name,
             config_project: a.config_project,
             created_at: to_rfc3339(a.created_at),
@@ -47,12 +51,17 @@ pub async fn create(
         .create_agent(&body.name, &body.config_project, now())
         .await?;
     tracing::info!(agent = %agent.name, project = %agent.config_project, "agent created");
-    Ok((StatusCode::CREATED, Json(agent.into())))
+    Ok((StatusCode::CREATED, Json(AgentView::new(agent, &state))))
 }
 
 pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<AgentView>>, ApiError> {
     let agents = state.store.list_agents().await?;
-    Ok(Json(agents.into_iter().map(Into::into).collect()))
+    Ok(Json(
+        agents
+            .into_iter()
+            .map(|a| AgentView::new(a, &state))
+            .collect(),
+    ))
 }
 
 pub async fn show(
@@ -60,7 +69,7 @@ pub async fn show(
     Path(name): Path<String>,
 ) -> Result<Json<AgentView>, ApiError> {
     match state.store.get_agent(&name).await? {
-        Some(a) => Ok(Json(a.into())),
+        Some(a) => Ok(Json(AgentView::new(a, &state))),
         None => Err(ApiError::NotFound(format!("agent {name} not found"))),
     }
 }
@@ -70,6 +79,9 @@ pub async fn remove(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.store.delete_agent(&name).await?;
-    tracing::info!(agent = %name, "agent deleted");
+    let closed = state
+        .connections
+        .close_agent(&name, &format!("agent {name} was deleted"));
+    tracing::info!(agent = %name, closed_connections = closed, "agent deleted");
     Ok(StatusCode::NO_CONTENT)
 }

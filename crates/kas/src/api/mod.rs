@@ -22,12 +22,16 @@ use tether_store::Store;
 
 pub use error::ApiError;
 
+use crate::channel::ConnectionRegistry;
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn Store>,
     /// Hash of the admin token; the token itself is not kept.
     pub admin_token: TokenHash,
+    /// Live agent connections, shown on agents and closed on revocation.
+    pub connections: Arc<ConnectionRegistry>,
 }
 
 impl std::fmt::Debug for ApiState {

@@ -101,6 +101,11 @@ pub async fn revoke(
     Path((agent, id)): Path<(String, i64)>,
 ) -> Result<Json<TokenView>, ApiError> {
     let record = state.store.revoke_token(&agent, id, now()).await?;
-    tracing::info!(agent = %agent, token_id = id, "agent token revoked");
+    let reason = format!(
+        "agent token was revoked at {}",
+        record.revoked_at.map(to_rfc3339).unwrap_or_default()
+    );
+    let closed = state.connections.close_token(id, &reason);
+    tracing::info!(agent = %agent, token_id = id, closed_connections = closed, "agent token revoked");
     Ok(Json(record.into()))
 }

@@ -1,0 +1,15 @@
+//! The agent endpoint: the `AgentChannel` gRPC service that agentk dials.
+//!
+//! - [`tls`]: the endpoint's certificate, generated for development when none
+//!   is configured.
+//! - [`registry`]: which agents are connected, and the handle that closes a
+//!   connection when its token is revoked or its agent deleted.
+//! - [`service`]: authentication, the Hello/Welcome handshake and the session
+//!   loop.
+
+pub mod registry;
+pub mod service;
+pub mod tls;
+
+pub use registry::{ConnectionRegistry, ConnectionView};
+pub use service::AgentChannelService;

@@ -1,0 +1,171 @@
+//! Live agent connections, in memory: who is connected, since when, with what
+//! version; and a way to close them when their token is revoked or their agent
+//! deleted.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// A connection as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionView {
+    pub pod_namespace: String,
+    pub pod_name: String,
+    pub agent_version: String,
+    pub cluster_version: String,
+    pub config_commit: String,
+    pub connected_at: String,
+    pub last_seen: String,
+}
+
+struct Entry {
+    agent: String,
+    token_id: i64,
+    view: ConnectionView,
+    close: watch::Sender<Option<String>>,
+}
+
+/// Every live connection, by connection id.
+#[derive(Default)]
+pub struct ConnectionRegistry {
+    next_id: AtomicU64,
+    entries: Mutex<HashMap<u64, Entry>>,
+}
+
+impl std::fmt::Debug for ConnectionRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionRegistry").finish_non_exhaustive()
+    }
+}
+
+/// Held by a session while it runs; dropping it unregisters the connection.
+#[derive(Debug)]
+pub struct Registration {
+    registry: Arc<ConnectionRegistry>,
+    id: u64,
+    /// Fires with the reason when the connection must close.
+    pub closed: watch::Receiver<Option<String>>,
+}
+
+impl ConnectionRegistry {
+    pub fn register(
+        self: &Arc<Self>,
+        agent: &str,
+        token_id: i64,
+        view: ConnectionView,
+    ) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (close, closed) = watch::channel(None);
+        self.lock().insert(
+            id,
+            Entry {
+                agent: agent.to_owned(),
+                token_id,
+                view,
+                close,
+            },
+        );
+        Registration {
+            registry: self.clone(),
+            id,
+            closed,
+        }
+    }
+
+    /// Live connections of `agent`, oldest first.
+    pub fn connections(&self, agent: &str) -> Vec<ConnectionView> {
+        let mut list: Vec<ConnectionView> = self
+            .lock()
+            .values()
+            .filter(|e| e.agent == agent)
+            .map(|e| e.view.clone())
+            .collect();
+        list.sort_by(|a, b| a.connected_at.cmp(&b.connected_at));
+        list
+    }
+
+    /// Closes every connection authenticated with `token_id`.
+    pub fn close_token(&self, token_id: i64, reason: &str) -> usize {
+        self.close_where(|e| e.token_id == token_id, reason)
+    }
+
+    /// Closes every connection of `agent`.
+    pub fn close_agent(&self, agent: &str, reason: &str) -> usize {
+        self.close_where(|e| e.agent == agent, reason)
+    }
+
+    fn close_where(&self, matches: impl Fn(&Entry) -> bool, reason: &str) -> usize {
+        let entries = self.lock();
+        let mut n = 0;
+        for e in entries.values().filter(|e| matches(e)) {
+            let _ = e.close.send(Some(reason.to_owned()));
+            n += 1;
+        }
+        n
+    }
+
+    fn update(&self, id: u64, f: impl FnOnce(&mut ConnectionView)) {
+        if let Some(e) = self.lock().get_mut(&id) {
+            f(&mut e.view);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
+        // The map stays consistent even if a holder panicked mid-update.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Registration {
+    pub fn touch(&self, now: &str) {
+        self.registry
+            .update(self.id, |v| v.last_seen = now.to_owned());
+    }
+
+    pub fn set_config_commit(&self, commit: &str) {
+        self.registry
+            .update(self.id, |v| v.config_commit = commit.to_owned());
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(pod: &str) -> ConnectionView {
+        ConnectionView {
+            pod_namespace: "ns".into(),
+            pod_name: pod.into(),
+            agent_version: "1".into(),
+            cluster_version: "v1.35.4".into(),
+            config_commit: String::new(),
+            connected_at: "2026-01-01T00:00:00Z".into(),
+            last_seen: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn closing_a_token_closes_only_its_connections_and_dropping_unregisters() {
+        let registry = Arc::new(ConnectionRegistry::default());
+        let a = registry.register("prod", 1, view("a"));
+        let b = registry.register("prod", 2, view("b"));
+        assert_eq!(registry.connections("prod").len(), 2);
+        assert_eq!(registry.close_token(1, "revoked"), 1);
+        assert_eq!(a.closed.borrow().as_deref(), Some("revoked"));
+        assert_eq!(*b.closed.borrow(), None);
+        drop(a);
+        assert_eq!(registry.connections("prod"), vec![view("b")]);
+        assert_eq!(registry.close_agent("prod", "deleted"), 1);
+        drop(b);
+        assert!(registry.connections("prod").is_empty());
+    }
+}
