@@ -1,0 +1,267 @@
+//! The agent's side of the channel: dial kas, authenticate, keep one session
+//! open, and reconnect with backoff whenever it ends.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tether_credentials::{Token, TokenKind};
+use tether_proto::v1::agent_channel_client::AgentChannelClient;
+use tether_proto::v1::{AgentMessage, Hello, Ping, PodIdentity, agent_message, server_message};
+use tether_proto::{PROTOCOL_VERSION, convert};
+use tether_runtime::Shutdown;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+use crate::backoff::Backoff;
+
+/// A session that lasted this long was healthy: start backing off afresh.
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+
+/// Where kas is and how to prove who we are.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    pub kas_address: KasAddress,
+    pub token: TokenSource,
+    pub ca_cert: Option<PathBuf>,
+    pub cluster_version: String,
+    pub pod: PodIdentity,
+}
+
+/// A parsed `--kas-address`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KasAddress {
+    /// `https://host:port` or `http://host:port`.
+    uri: String,
+    host: String,
+    tls: bool,
+}
+
+/// Where the token comes from; read again before every connection, so that a
+/// rotated token file takes effect without a restart.
+#[derive(Clone, Debug)]
+pub enum TokenSource {
+    File(PathBuf),
+    Env(String),
+}
+
+impl KasAddress {
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let (scheme, rest) = text
+            .split_once("://")
+            .with_context(|| format!("kas address {text:?} needs a scheme: grpcs://host:port"))?;
+        let tls = match scheme {
+            "grpcs" => true,
+            "grpc" => false,
+            "ws" | "wss" => bail!(
+                "kas address {text:?}: WebSocket transport is not supported yet; use grpcs://"
+            ),
+            other => bail!(
+                "kas address {text:?}: unknown scheme {other:?}; use grpcs:// (or grpc:// without TLS)"
+            ),
+        };
+        let authority = rest.trim_end_matches('/');
+        if authority.is_empty() || authority.contains('/') {
+            bail!("kas address {text:?} must be scheme://host:port");
+        }
+        let host = match authority.rsplit_once(':') {
+            Some((h, port)) if port.parse::<u16>().is_ok() => h.trim_matches(['[', ']']).to_owned(),
+            _ => bail!("kas address {text:?} needs a port"),
+        };
+        Ok(Self {
+            uri: format!("{}://{authority}", if tls { "https" } else { "http" }),
+            host,
+            tls,
+        })
+    }
+}
+
+impl TokenSource {
+    fn read(&self) -> anyhow::Result<Token> {
+        let (text, origin) = match self {
+            TokenSource::File(path) => (
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read token file {}", path.display()))?,
+                format!("token file {}", path.display()),
+            ),
+            TokenSource::Env(var) => (
+                std::env::var(var).with_context(|| format!("{var} is not set"))?,
+                var.clone(),
+            ),
+        };
+        Token::parse_kind(&text, TokenKind::Agent)
+            .with_context(|| format!("{origin} holds no agent token"))
+    }
+}
+
+/// How a session ended.
+enum End {
+    Shutdown,
+    /// kas refused the token; retrying soon would only be refused again.
+    Refused(String),
+    Failed(anyhow::Error),
+}
+
+/// Keeps a session with kas open until shutdown.
+pub async fn run(options: ConnectOptions, mut shutdown: Shutdown) {
+    let mut transport = Backoff::transport();
+    let mut refused = Backoff::refused();
+    loop {
+        let started = Instant::now();
+        let end = tokio::select! {
+            end = session(&options, shutdown.clone()) => end,
+            _ = shutdown.signalled() => End::Shutdown,
+        };
+        if started.elapsed() >= HEALTHY_AFTER {
+            transport.reset();
+            refused.reset();
+        }
+        let delay = match end {
+            End::Shutdown => return,
+            End::Refused(reason) => {
+                let delay = refused.next_delay();
+                tracing::error!(reason = %reason, retry_in = ?delay, "kas rejected the agent token");
+                delay
+            }
+            End::Failed(e) => {
+                let delay = transport.next_delay();
+                tracing::warn!(error = format!("{e:#}"), retry_in = ?delay, "connection to kas failed");
+                delay
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.signalled() => return,
+        }
+    }
+}
+
+async fn session(options: &ConnectOptions, mut shutdown: Shutdown) -> End {
+    match open_session(options, &mut shutdown).await {
+        Ok(end) => end,
+        Err(e) => match e.downcast_ref::<tonic::Status>() {
+            Some(status) if status.code() == tonic::Code::Unauthenticated => {
+                End::Refused(status.message().to_owned())
+            }
+            _ => End::Failed(e),
+        },
+    }
+}
+
+async fn open_session(options: &ConnectOptions, shutdown: &mut Shutdown) -> anyhow::Result<End> {
+    let token = options.token.read()?;
+    let mut endpoint = Endpoint::from_shared(options.kas_address.uri.clone())
+        .context("invalid kas address")?
+        .connect_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    if options.kas_address.tls {
+        let mut tls = ClientTlsConfig::new().domain_name(options.kas_address.host.clone());
+        tls = match &options.ca_cert {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("cannot read CA file {}", path.display()))?;
+                tls.ca_certificate(Certificate::from_pem(pem))
+            }
+            None => tls.with_webpki_roots(),
+        };
+        endpoint = endpoint.tls_config(tls).context("invalid TLS settings")?;
+    }
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to kas at {}", options.kas_address.uri))?;
+    let mut client = AgentChannelClient::new(channel);
+
+    let (tx, rx) = mpsc::channel(16);
+    let hello = AgentMessage {
+        message: Some(agent_message::Message::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            pod: Some(options.pod.clone()),
+            cluster_version: options.cluster_version.clone(),
+            config_commit: String::new(),
+        })),
+    };
+    tx.send(hello)
+        .await
+        .context("session closed before Hello")?;
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    let bearer = format!("Bearer {}", token.expose_secret())
+        .parse()
+        .context("token is not a valid header value")?;
+    request.metadata_mut().insert("authorization", bearer);
+    let mut inbound = client
+        .session(request)
+        .await
+        .map_err(anyhow::Error::new)?
+        .into_inner();
+
+    let mut ping = tokio::time::interval(Duration::from_secs(10));
+    ping.tick().await;
+    let mut sequence = 0u64;
+    loop {
+        tokio::select! {
+            _ = shutdown.signalled() => return Ok(End::Shutdown),
+            _ = ping.tick() => {
+                sequence += 1;
+                let message = AgentMessage { message: Some(agent_message::Message::Ping(Ping { sequence })) };
+                if tx.send(message).await.is_err() {
+                    bail!("session closed");
+                }
+            }
+            next = inbound.message() => match next.map_err(anyhow::Error::new)? {
+                None => bail!("kas ended the session"),
+                Some(message) => match message.message {
+                    Some(server_message::Message::Welcome(welcome)) => {
+                        if let Some(interval) = welcome.ping_interval.and_then(|d| u64::try_from(d.seconds).ok()) {
+                            ping = tokio::time::interval(Duration::from_secs(interval.max(1)));
+                            ping.tick().await;
+                        }
+                        tracing::info!(
+                            agent = %welcome.agent_name,
+                            agent_id = welcome.agent_id,
+                            kas_version = %welcome.server_version,
+                            "connected to kas"
+                        );
+                    }
+                    Some(server_message::Message::Configuration(config)) => {
+                        match convert::from_proto(&config) {
+                            Ok(_) => tracing::info!(commit = %config.commit_id, "received configuration"),
+                            Err(e) => tracing::error!(commit = %config.commit_id, error = %e, "unusable configuration"),
+                        }
+                    }
+                    Some(server_message::Message::Pong(_)) | None => {}
+                },
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kas_addresses() {
+        let a = KasAddress::parse("grpcs://kas.example.com:8152").expect("valid");
+        assert_eq!(
+            (a.uri.as_str(), a.host.as_str(), a.tls),
+            ("https://kas.example.com:8152", "kas.example.com", true)
+        );
+        let b = KasAddress::parse("grpc://127.0.0.1:8152/").expect("valid");
+        assert_eq!((b.uri.as_str(), b.tls), ("http://127.0.0.1:8152", false));
+        let v6 = KasAddress::parse("grpcs://[::1]:8152").expect("valid");
+        assert_eq!(v6.host, "::1");
+        for bad in [
+            "kas:8152",
+            "https://kas:8152",
+            "grpcs://kas",
+            "grpcs://kas:8152/path",
+            "wss://kas:443",
+        ] {
+            assert!(KasAddress::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
