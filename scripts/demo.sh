@@ -11,6 +11,7 @@ check=false
 demo=target/demo
 kas_api=${DEMO_KAS_API:-127.0.0.1:8150}
 kas_admin=${DEMO_KAS_ADMIN:-127.0.0.1:8151}
+kas_agent=${DEMO_KAS_AGENT:-127.0.0.1:8152}
 mkdir -p "$demo"
 
 TETHER_KUBE_BIN=$(bash scripts/cluster-binaries.sh)
@@ -48,18 +49,31 @@ pids+=($!)
 wait_for "cluster start" 180 "$demo/cluster.log" grep -q "press Ctrl-C" "$demo/cluster.log"
 kubeconfig="$demo/cluster/kubeconfig"
 
-target/debug/kas serve --data-dir "$demo/kas" --api-listen "$kas_api" --admin-listen "$kas_admin" >"$demo/kas.log" 2>&1 &
-pids+=($!)
-target/debug/agentk --kubeconfig "$kubeconfig" >"$demo/agentk.log" 2>&1 &
+rm -rf "$demo/kas"
+target/debug/kas serve --data-dir "$demo/kas" --api-listen "$kas_api" --admin-listen "$kas_admin" \
+  --agent-listen "$kas_agent" >"$demo/kas.log" 2>&1 &
 pids+=($!)
 wait_for "kas /readyz" 30 "$demo/kas.log" curl -sf "http://$kas_admin/readyz"
-wait_for "agentk connecting to the cluster" 30 "$demo/agentk.log" grep -q "agentk connected" "$demo/agentk.log"
+
+# Register an agent the way a person would, with the kas CLI.
+kas_cli() { target/debug/kas --server "http://$kas_api" --admin-token-file "$demo/kas/admin-token" "$@"; }
+kas_cli project add demo/config --url "$PWD" >/dev/null
+kas_cli agent create demo --project demo/config >/dev/null
+kas_cli token create demo --name demo | tail -n 1 >"$demo/agent-token"
+
+target/debug/agentk --kubeconfig "$kubeconfig" --kas-address "grpcs://$kas_agent" \
+  --token-file "$demo/agent-token" --ca-cert "$demo/kas/agent-ca.crt" >"$demo/agentk.log" 2>&1 &
+pids+=($!)
+wait_for "agentk connecting to kas" 60 "$demo/agentk.log" grep -q "connected to kas" "$demo/agentk.log"
 
 kubectl=("$TETHER_KUBE_BIN/kubectl" --kubeconfig "$kubeconfig")
 echo
 sed -n '1,/press Ctrl-C/p' "$demo/cluster.log" | grep -v "press Ctrl-C"
 echo "kas     pid ${pids[1]}  API http://$kas_api (admin token in $demo/kas/admin-token)  readyz: $(curl -sf "http://$kas_admin/readyz")"
-echo "agentk  pid ${pids[2]}  $(grep -o 'server_version=[^ ]*' "$demo/agentk.log" | head -1)"
+echo "agentk  pid ${pids[2]}  $(grep -o 'server_version=[^ ]*' "$demo/agentk.log" | head -1), connected to kas at grpcs://$kas_agent"
+echo
+echo "kas agent list:"
+kas_cli agent list
 echo
 "${kubectl[@]}" get nodes
 echo

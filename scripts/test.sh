@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 TETHER_KUBE_BIN=$(bash scripts/cluster-binaries.sh)
 export TETHER_KUBE_BIN
 
+# End-to-end tests run one package's binary from another's tests (agentk
+# from kas's), so every binary must exist first.
+cargo build --workspace --bins --locked
+
 status=0
 log=$(mktemp)
 cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?

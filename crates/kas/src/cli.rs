@@ -252,17 +252,31 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
         }
         AgentCommand::List => {
             let list = client.get("/api/v1/agents").await?;
-            let text = table(&list, &["name", "config_project", "created_at"]);
+            let text = table(
+                &with_connected(&list),
+                &["name", "config_project", "connected", "created_at"],
+            );
             (list, text)
         }
         AgentCommand::Show { name } => {
             let a = client
                 .get(&format!("/api/v1/agents/{}", segment(&name)))
                 .await?;
-            let text = table(
-                &json!([a]),
-                &["name", "config_project", "config_path", "created_at"],
+            let mut text = table(
+                &with_connected(&json!([a])),
+                &["name", "config_project", "config_path", "connected"],
             );
+            text.push_str(&table(
+                &a["connections"],
+                &[
+                    "pod_namespace",
+                    "pod_name",
+                    "agent_version",
+                    "cluster_version",
+                    "connected_at",
+                    "last_seen",
+                ],
+            ));
             (a, text)
         }
         AgentCommand::Delete { name } => {
@@ -315,6 +329,18 @@ async fn token(client: &ApiClient, command: TokenCommand) -> anyhow::Result<Prin
             (t, text)
         }
     })
+}
+
+/// Adds a `connected` column: how many pods of each agent are connected.
+fn with_connected(agents: &Value) -> Value {
+    let mut agents = agents.clone();
+    if let Some(list) = agents.as_array_mut() {
+        for agent in list {
+            let n = agent["connections"].as_array().map_or(0, Vec::len);
+            agent["connected"] = json!(n);
+        }
+    }
+    agents
 }
 
 fn str(v: &Value) -> String {

@@ -24,6 +24,7 @@ impl Api {
         let router = router(ApiState {
             store: store.clone(),
             admin_token: admin.hash(),
+            connections: Default::default(),
         });
         Api {
             router,

@@ -24,12 +24,13 @@ impl Server {
                 .and_then(|l| l.local_addr())
                 .expect("free port")
         };
-        let (api, admin) = (port(), port());
+        let (api, admin, agent) = (port(), port(), port());
         let child = Command::new(KAS)
             .args(["serve", "--data-dir"])
             .arg(data.path().join("kas"))
             .arg(format!("--api-listen={api}"))
             .arg(format!("--admin-listen={admin}"))
+            .arg(format!("--agent-listen={agent}"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()

@@ -1,0 +1,225 @@
+//! agentk and kas over the agent channel, as real processes: a connected
+//! agent shows in the API, a revoked token drops it within 2 s and its
+//! reconnects are refused with the reason, and no token reaches a log.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KAS: &str = env!("CARGO_BIN_EXE_kas");
+
+/// agentk is another package's binary: it sits beside this test's folder in
+/// the target directory (scripts/test.sh builds every binary first).
+fn agentk_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join("agentk");
+    assert!(
+        path.exists(),
+        "{} is missing: run cargo build --workspace --bins",
+        path.display()
+    );
+    path
+}
+
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, log: PathBuf) -> Self {
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("process starts");
+        Proc { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    kas: Proc,
+    api: String,
+    agent_addr: String,
+}
+
+impl Setup {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("port")
+        };
+        let (api, admin, agent) = (port(), port(), port());
+        let mut cmd = Command::new(KAS);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(dir.path().join("kas"))
+            .arg(format!("--api-listen={api}"))
+            .arg(format!("--admin-listen={admin}"))
+            .arg(format!("--agent-listen={agent}"));
+        let kas = Proc::spawn(cmd, dir.path().join("kas.log"));
+        let setup = Setup {
+            api: format!("http://{api}"),
+            agent_addr: format!("grpcs://{agent}"),
+            kas,
+            dir,
+        };
+        wait("kas to serve its API", Duration::from_secs(30), || {
+            setup.dir.path().join("kas/admin-token").exists()
+                && setup.cli(&["agent", "list"]).is_some()
+        });
+        setup
+    }
+
+    fn cli(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new(KAS)
+            .args(args)
+            .args(["--server", &self.api, "--admin-token-file"])
+            .arg(self.dir.path().join("kas/admin-token"))
+            .env_remove("KAS_ADMIN_TOKEN")
+            .output()
+            .expect("CLI runs");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn connections(&self, agent: &str) -> Vec<serde_json::Value> {
+        let text = self
+            .cli(&["agent", "show", agent, "-o", "json"])
+            .expect("agent shown");
+        let agent: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        agent["connections"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn agentk(&self, token: &str) -> Proc {
+        let token_file = self.dir.path().join("agent-token");
+        std::fs::write(&token_file, format!("{token}\n")).expect("token file");
+        let cluster = tether_testenv::shared();
+        let mut cmd = Command::new(agentk_binary());
+        cmd.arg("--kubeconfig")
+            .arg(cluster.kubeconfig_path())
+            .args(["--kas-address", &self.agent_addr, "--token-file"])
+            .arg(&token_file)
+            .arg("--ca-cert")
+            .arg(self.dir.path().join("kas/agent-ca.crt"))
+            .env("POD_NAMESPACE", "tether-test")
+            .env("POD_NAME", "agentk-0")
+            .env_remove("AGENTK_TOKEN");
+        Proc::spawn(cmd, self.dir.path().join("agentk.log"))
+    }
+}
+
+fn wait(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_connected_agent_shows_and_a_revoked_token_drops_it_within_two_seconds() {
+    let setup = Setup::start();
+    setup
+        .cli(&["project", "add", "team/config", "--url", "/srv/git/config"])
+        .expect("project");
+    setup
+        .cli(&["agent", "create", "prod", "--project", "team/config"])
+        .expect("agent");
+    let created = setup
+        .cli(&["token", "create", "prod", "--name", "first"])
+        .expect("token");
+    let token = created
+        .lines()
+        .last()
+        .expect("token line")
+        .trim()
+        .to_owned();
+
+    let agentk = setup.agentk(&token);
+    wait(
+        "the agent to show as connected",
+        Duration::from_secs(60),
+        || setup.connections("prod").len() == 1,
+    );
+    let connection = &setup.connections("prod")[0];
+    assert_eq!(connection["pod_name"], "agentk-0");
+    assert_eq!(connection["pod_namespace"], "tether-test");
+    let pinned = tether_testenv::pinned_kube_version().expect("pinned version");
+    assert_eq!(connection["cluster_version"], pinned.as_str());
+
+    setup
+        .cli(&["token", "revoke", "prod", "1"])
+        .expect("revoke");
+    let revoked_at = Instant::now();
+    wait(
+        "the revoked agent to be dropped",
+        Duration::from_secs(2),
+        || setup.connections("prod").is_empty(),
+    );
+    eprintln!("dropped {:?} after revocation", revoked_at.elapsed());
+    wait(
+        "agentk to report the rejection",
+        Duration::from_secs(10),
+        || {
+            agentk.log().contains("kas rejected the agent token")
+                && agentk.log().contains("revoked")
+        },
+    );
+    // Its reconnect (after a few seconds of backoff) is refused with the reason.
+    wait(
+        "the reconnect to be refused",
+        Duration::from_secs(20),
+        || {
+            setup.kas.log().contains("agent connection refused")
+                && setup.kas.log().contains("was revoked")
+        },
+    );
+    assert!(setup.connections("prod").is_empty());
+
+    for (name, log) in [("kas", setup.kas.log()), ("agentk", agentk.log())] {
+        assert!(
+            !log.contains(&token),
+            "the agent token reached the {name} log"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_token_is_refused_with_a_clear_message() {
+    let setup = Setup::start();
+    let stranger = tether_credentials::Token::generate(tether_credentials::TokenKind::Agent);
+    let agentk = setup.agentk(stranger.expose_secret());
+    wait(
+        "agentk to report the refusal",
+        Duration::from_secs(60),
+        || {
+            agentk.log().contains("kas rejected the agent token")
+                && agentk.log().contains("unknown agent token")
+        },
+    );
+    assert!(!agentk.log().contains(stranger.expose_secret()));
+}
