@@ -27,6 +27,8 @@ pub struct ConnectOptions {
     pub ca_cert: Option<PathBuf>,
     pub cluster_version: String,
     pub pod: PodIdentity,
+    /// Set while a session is open, for the readiness probe.
+    pub connected: crate::observability::Connected,
 }
 
 /// A parsed `--kas-address`.
@@ -113,6 +115,7 @@ pub async fn run(options: ConnectOptions, mut shutdown: Shutdown) {
             end = session(&options, shutdown.clone()) => end,
             _ = shutdown.signalled() => End::Shutdown,
         };
+        options.connected.set(false);
         if started.elapsed() >= HEALTHY_AFTER {
             transport.reset();
             refused.reset();
@@ -219,6 +222,7 @@ async fn open_session(options: &ConnectOptions, shutdown: &mut Shutdown) -> anyh
                             ping = tokio::time::interval(Duration::from_secs(interval.max(1)));
                             ping.tick().await;
                         }
+                        options.connected.set(true);
                         tracing::info!(
                             agent = %welcome.agent_name,
                             agent_id = welcome.agent_id,

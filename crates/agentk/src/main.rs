@@ -1,25 +1,42 @@
 //! `agentk`, Tether's agent: runs beside a cluster and dials out to kas (see
 //! ARCHITECTURE.md).
 //!
-//! It builds a cluster client the way it does in production (in-cluster
-//! config in a pod, a kubeconfig otherwise), reads the API server's version,
-//! then keeps a session with kas open (see `connection`) until SIGINT or
-//! SIGTERM.
+//! Without a subcommand it runs: it builds a cluster client the way it does
+//! in production (in-cluster config in a pod, a kubeconfig otherwise), reads
+//! the API server's version, serves its probes, then keeps a session with kas
+//! open (see `connection`) until SIGINT or SIGTERM. `agentk generate` prints
+//! the objects that install it.
 
 mod backoff;
 mod connection;
+mod install;
+mod observability;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
 use connection::{ConnectOptions, KasAddress, TokenSource};
 use tether_proto::v1::PodIdentity;
 use tether_runtime::{Shutdown, logging};
 
 #[derive(Debug, Parser)]
-#[command(name = "agentk", version, about = "Tether's in-cluster agent")]
+#[command(
+    name = "agentk",
+    version,
+    about = "Tether's in-cluster agent",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
     /// Kubeconfig to use outside a pod; in a pod the in-cluster config wins.
     /// Defaults to $KUBECONFIG, then ~/.kube/config.
     #[arg(long, env = "AGENTK_KUBECONFIG")]
@@ -39,22 +56,109 @@ struct Cli {
     /// writes to <data-dir>/agent-ca.crt. Default: the public web roots.
     #[arg(long, env = "AGENTK_CA_CERT")]
     ca_cert: Option<PathBuf>,
+    /// Address of the probes: /liveness, and /readiness (200 while connected
+    /// to kas).
+    #[arg(
+        long,
+        env = "AGENTK_OBSERVABILITY_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    observability_listen: SocketAddr,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the objects that install agentk, for `kubectl apply -f -`.
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct GenerateArgs {
+    /// The agent token (kas token create); it goes into a Secret.
+    #[arg(long, env = "AGENTK_TOKEN", hide_env_values = true)]
+    agent_token: String,
+    /// kas's agent endpoint as the cluster reaches it, grpcs://host:port.
+    #[arg(long)]
+    kas_address: String,
+    /// Image tag to run.
+    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+    agent_version: String,
+    /// Namespace to install into.
+    #[arg(long, default_value = "tether-agent")]
+    namespace: String,
+    /// Name of the Deployment, ServiceAccount and RBAC objects.
+    #[arg(long, default_value = "agentk")]
+    name: String,
+    /// Image repository.
+    #[arg(long, default_value = "tether/agentk")]
+    image: String,
+    /// cluster-admin (the GitLab agent's default) or namespaced.
+    #[arg(long, value_enum, default_value_t = RbacMode::ClusterAdmin)]
+    rbac: RbacMode,
+    /// With --rbac namespaced: the namespaces the agent may manage.
+    #[arg(long, value_delimiter = ',', required_if_eq("rbac", "namespaced"))]
+    namespaces: Vec<String>,
+    /// PEM of a private CA that signed kas's certificate.
+    #[arg(long)]
+    ca_cert_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum RbacMode {
+    ClusterAdmin,
+    Namespaced,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging::init(&cli.log_level, logging::LogFormat::Text);
+    match cli.command {
+        Some(Command::Generate(args)) => generate(args),
+        None => run(cli.run).await,
+    }
+}
+
+fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    KasAddress::parse(&args.kas_address)?;
+    let token = tether_credentials::Token::parse_kind(
+        &args.agent_token,
+        tether_credentials::TokenKind::Agent,
+    )
+    .context("--agent-token holds no agent token")?;
+    let ca_cert = args
+        .ca_cert_file
+        .as_deref()
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display())))
+        .transpose()?;
+    let options = install::InstallOptions {
+        name: args.name,
+        namespace: args.namespace,
+        kas_address: args.kas_address,
+        token: token.expose_secret().to_owned(),
+        image: args.image,
+        version: args.agent_version,
+        rbac: match args.rbac {
+            RbacMode::ClusterAdmin => install::Rbac::ClusterAdmin,
+            RbacMode::Namespaced => install::Rbac::Namespaced(args.namespaces),
+        },
+        ca_cert,
+    };
+    print!("{}", install::render_yaml(&install::manifests(&options))?);
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    logging::init(&args.log_level, logging::LogFormat::Text);
     let mut shutdown = Shutdown::on_signal();
     // Check the connection settings before anything else: a typo should fail
     // at start, not on the first reconnect.
-    let kas_address = cli
+    let kas_address = args
         .kas_address
         .as_deref()
         .map(KasAddress::parse)
         .transpose()?;
 
-    let client = cluster_client(cli.kubeconfig.as_deref()).await?;
+    let client = cluster_client(args.kubeconfig.as_deref()).await?;
     let version = client
         .apiserver_version()
         .await
@@ -65,17 +169,27 @@ async fn main() -> anyhow::Result<()> {
         "agentk connected to its cluster"
     );
 
+    let connected = observability::Connected::default();
+    let listener = tokio::net::TcpListener::bind(args.observability_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.observability_listen))?;
+    let mut drain = shutdown.clone();
+    let probes = axum::serve(listener, observability::router(connected.clone()))
+        .with_graceful_shutdown(async move { drain.signalled().await });
+    let probes = tokio::spawn(async move { probes.await });
+
     match kas_address {
         Some(kas_address) => {
             let options = ConnectOptions {
                 kas_address,
-                token: match cli.token_file {
+                token: match args.token_file {
                     Some(path) => TokenSource::File(path),
                     None => TokenSource::Env("AGENTK_TOKEN".into()),
                 },
-                ca_cert: cli.ca_cert,
+                ca_cert: args.ca_cert,
                 cluster_version: version.git_version,
                 pod: pod_identity(),
+                connected,
             };
             connection::run(options, shutdown).await;
         }
@@ -84,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
             shutdown.signalled().await;
         }
     }
+    let _ = probes.await;
     tracing::info!("agentk stopped");
     Ok(())
 }
