@@ -12,6 +12,7 @@ demo=target/demo
 kas_api=${DEMO_KAS_API:-127.0.0.1:8150}
 kas_admin=${DEMO_KAS_ADMIN:-127.0.0.1:8151}
 kas_agent=${DEMO_KAS_AGENT:-127.0.0.1:8152}
+agentk_probes=${DEMO_AGENTK_PROBES:-127.0.0.1:8153}
 mkdir -p "$demo"
 
 TETHER_KUBE_BIN=$(bash scripts/cluster-binaries.sh)
@@ -62,15 +63,17 @@ kas_cli agent create demo --project demo/config >/dev/null
 kas_cli token create demo --name demo | tail -n 1 >"$demo/agent-token"
 
 target/debug/agentk --kubeconfig "$kubeconfig" --kas-address "grpcs://$kas_agent" \
-  --token-file "$demo/agent-token" --ca-cert "$demo/kas/agent-ca.crt" >"$demo/agentk.log" 2>&1 &
+  --token-file "$demo/agent-token" --ca-cert "$demo/kas/agent-ca.crt" \
+  --observability-listen "$agentk_probes" >"$demo/agentk.log" 2>&1 &
 pids+=($!)
 wait_for "agentk connecting to kas" 60 "$demo/agentk.log" grep -q "connected to kas" "$demo/agentk.log"
+wait_for "agentk readiness" 10 "$demo/agentk.log" curl -sf "http://$agentk_probes/readiness"
 
 kubectl=("$TETHER_KUBE_BIN/kubectl" --kubeconfig "$kubeconfig")
 echo
 sed -n '1,/press Ctrl-C/p' "$demo/cluster.log" | grep -v "press Ctrl-C"
 echo "kas     pid ${pids[1]}  API http://$kas_api (admin token in $demo/kas/admin-token)  readyz: $(curl -sf "http://$kas_admin/readyz")"
-echo "agentk  pid ${pids[2]}  $(grep -o 'server_version=[^ ]*' "$demo/agentk.log" | head -1), connected to kas at grpcs://$kas_agent"
+echo "agentk  pid ${pids[2]}  $(grep -o 'server_version=[^ ]*' "$demo/agentk.log" | head -1), connected to kas at grpcs://$kas_agent, readiness: $(curl -sf "http://$agentk_probes/readiness")"
 echo
 echo "kas agent list:"
 kas_cli agent list

@@ -302,8 +302,10 @@ async fn token(client: &ApiClient, command: TokenCommand) -> anyhow::Result<Prin
                 .post(&format!("/api/v1/agents/{}/tokens", segment(&agent)), body)
                 .await?;
             let text = format!(
-                "token {} created for agent {agent}; it is shown once, kas keeps only its hash:\n{}\n",
+                "token {} created for agent {agent}; it is shown once, kas keeps only its hash.\n\
+                 install the agent with:\n  {}\ntoken:\n{}\n",
                 t["id"],
+                str(&t["install_command"]),
                 str(&t["token"])
             );
             (t, text)

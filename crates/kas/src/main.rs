@@ -63,6 +63,10 @@ struct ServeArgs {
     /// Private key (PEM) of the agent endpoint.
     #[arg(long, env = "KAS_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The agent endpoint as clusters reach it, for install commands.
+    /// Default: grpcs://<agent-listen>.
+    #[arg(long, env = "KAS_AGENT_EXTERNAL_ADDRESS")]
+    agent_external_address: Option<String>,
     /// Extra names for the generated development certificate.
     #[arg(long = "hostname", env = "KAS_HOSTNAMES", value_delimiter = ',')]
     hostnames: Vec<String>,
@@ -100,6 +104,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         store: store.clone(),
         admin_token: admin_token.hash(),
         connections: connections.clone(),
+        agent_external_address: args
+            .agent_external_address
+            .clone()
+            .unwrap_or_else(|| format!("grpcs://{}", args.agent_listen)),
     };
     drop(admin_token);
     let identity = channel::tls::load_or_generate(

@@ -25,6 +25,7 @@ impl Api {
             store: store.clone(),
             admin_token: admin.hash(),
             connections: Default::default(),
+            agent_external_address: "grpcs://kas.example.com:443".into(),
         });
         Api {
             router,
@@ -157,6 +158,15 @@ async fn projects_agents_and_tokens_through_their_lifecycle() {
         .to_owned();
     let token = Token::parse_kind(&secret, TokenKind::Agent).expect("an agent token");
     assert_eq!(created["expires_at"], "2099-01-01T00:00:00Z");
+    let install = created["install_command"]
+        .as_str()
+        .expect("install command");
+    assert!(
+        install.starts_with(&format!(
+            "agentk generate --agent-token={secret} --kas-address=grpcs://kas.example.com:443"
+        )),
+        "{install}"
+    );
 
     let (status, listed) = api
         .call(Method::GET, "/api/v1/agents/prod/tokens", None)

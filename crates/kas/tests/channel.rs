@@ -58,6 +58,24 @@ struct Setup {
     kas: Proc,
     api: String,
     agent_addr: String,
+    /// agentk's probe listener.
+    probes: std::net::SocketAddr,
+}
+
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+}
+
+/// The status code agentk's probe listener answers for `path`.
+fn probe(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: agentk\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
 }
 
 impl Setup {
@@ -80,6 +98,7 @@ impl Setup {
         let setup = Setup {
             api: format!("http://{api}"),
             agent_addr: format!("grpcs://{agent}"),
+            probes: free_port(),
             kas,
             dir,
         };
@@ -122,6 +141,7 @@ impl Setup {
             .arg(&token_file)
             .arg("--ca-cert")
             .arg(self.dir.path().join("kas/agent-ca.crt"))
+            .arg(format!("--observability-listen={}", self.probes))
             .env("POD_NAMESPACE", "tether-test")
             .env("POD_NAME", "agentk-0")
             .env_remove("AGENTK_TOKEN");
@@ -170,6 +190,9 @@ fn a_connected_agent_shows_and_a_revoked_token_drops_it_within_two_seconds() {
     assert_eq!(connection["pod_namespace"], "tether-test");
     let pinned = tether_testenv::pinned_kube_version().expect("pinned version");
     assert_eq!(connection["cluster_version"], pinned.as_str());
+    wait("agentk to be ready", Duration::from_secs(5), || {
+        probe(setup.probes, "/readiness") == Some(200)
+    });
 
     setup
         .cli(&["token", "revoke", "prod", "1"])
@@ -199,6 +222,12 @@ fn a_connected_agent_shows_and_a_revoked_token_drops_it_within_two_seconds() {
         },
     );
     assert!(setup.connections("prod").is_empty());
+    assert_eq!(
+        probe(setup.probes, "/readiness"),
+        Some(503),
+        "an agent cut off from kas is not ready"
+    );
+    assert_eq!(probe(setup.probes, "/liveness"), Some(200));
 
     for (name, log) in [("kas", setup.kas.log()), ("agentk", agentk.log())] {
         assert!(

@@ -32,6 +32,9 @@ pub struct ApiState {
     pub admin_token: TokenHash,
     /// Live agent connections, shown on agents and closed on revocation.
     pub connections: Arc<ConnectionRegistry>,
+    /// The agent endpoint as clusters reach it (`grpcs://kas.example.com:443`),
+    /// for the install command shown with a new token.
+    pub agent_external_address: String,
 }
 
 impl std::fmt::Debug for ApiState {

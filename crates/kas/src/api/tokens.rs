@@ -38,6 +38,8 @@ pub struct CreatedToken {
     #[serde(flatten)]
     pub record: TokenView,
     pub token: String,
+    /// Installs the agent with this token: `… | kubectl apply -f -`.
+    pub install_command: String,
 }
 
 impl From<TokenRecord> for TokenView {
@@ -83,6 +85,12 @@ pub async fn create(
         StatusCode::CREATED,
         Json(CreatedToken {
             record: record.into(),
+            install_command: format!(
+                "agentk generate --agent-token={} --kas-address={} --agent-version={} --namespace=tether-agent | kubectl apply -f -",
+                token.expose_secret(),
+                state.agent_external_address,
+                env!("CARGO_PKG_VERSION"),
+            ),
             token: token.expose_secret().to_owned(),
         }),
     ))
