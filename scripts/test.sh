@@ -16,9 +16,24 @@ log=$(mktemp)
 cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
-# Every process of a test cluster has its temporary folder in its arguments.
-# Anything still running with one is an orphan: a harness bug, not a flake.
-orphans=$(pgrep -af -- '/tether-testenv-[0-9]+-' || true)
+# Every process of a test cluster has its folder, tether-testenv-<pid>-…, in
+# its arguments, where <pid> is the test process that owns it. One whose owner
+# is gone is an orphan: a harness bug, not a flake. (A cluster whose owner
+# still runs belongs to another test run on this machine.) The kernel kills
+# children when their owner dies; give that a few seconds to land.
+find_orphans() {
+  pgrep -af -- '/tether-testenv-[0-9]+-' | while read -r pid cmd; do
+    owner=$(printf '%s' "$cmd" | grep -o 'tether-testenv-[0-9]*' | head -n 1 | cut -d- -f3)
+    [ -n "$owner" ] && [ -d "/proc/$owner" ] && continue
+    echo "$pid $cmd"
+  done
+}
+orphans=$(find_orphans)
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+  [ -z "$orphans" ] && break
+  sleep 0.5
+  orphans=$(find_orphans)
+done
 if [ -n "$orphans" ]; then
   echo "test.sh: cluster processes outlived the tests:" >&2
   echo "$orphans" >&2
