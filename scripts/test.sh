@@ -22,7 +22,7 @@ cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
 # still runs belongs to another test run on this machine.) The kernel kills
 # children when their owner dies; give that a few seconds to land.
 find_orphans() {
-  pgrep -af -- '/tether-testenv-[0-9]+-' | while read -r pid cmd; do
+  { pgrep -af -- '/tether-testenv-[0-9]+-' || true; } | while read -r pid cmd; do
     owner=$(printf '%s' "$cmd" | grep -o 'tether-testenv-[0-9]*' | head -n 1 | cut -d- -f3)
     [ -n "$owner" ] && [ -d "/proc/$owner" ] && continue
     echo "$pid $cmd"
