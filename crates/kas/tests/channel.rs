@@ -252,3 +252,47 @@ fn an_unknown_token_is_refused_with_a_clear_message() {
     );
     assert!(!agentk.log().contains(stranger.expose_secret()));
 }
+
+#[tokio::test]
+async fn repeated_bad_tokens_from_one_address_are_rate_limited() {
+    use tether_proto::v1::agent_channel_client::AgentChannelClient;
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+    let setup = Setup::start();
+    let ca = std::fs::read(setup.dir.path().join("kas/agent-ca.crt")).expect("dev CA");
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    let uri = setup.agent_addr.replace("grpcs://", "https://");
+    let channel = Endpoint::from_shared(uri)
+        .expect("uri")
+        .tls_config(tls)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("TLS connection to kas");
+    let mut client = AgentChannelClient::new(channel);
+
+    let mut codes = Vec::new();
+    for _ in 0..(kas::channel::ratelimit::MAX_FAILURES + 1) {
+        let bogus = tether_credentials::Token::generate(tether_credentials::TokenKind::Agent);
+        let mut request = tonic::Request::new(tokio_stream::iter(Vec::<
+            tether_proto::v1::AgentMessage,
+        >::new()));
+        let bearer = format!("Bearer {}", bogus.expose_secret())
+            .parse()
+            .expect("header");
+        request.metadata_mut().insert("authorization", bearer);
+        let status = client
+            .session(request)
+            .await
+            .expect_err("a bogus token is refused");
+        codes.push(status.code());
+    }
+    let (last, earlier) = codes.split_last().expect("attempts");
+    assert!(
+        earlier.iter().all(|c| *c == tonic::Code::Unauthenticated),
+        "{codes:?}"
+    );
+    assert_eq!(*last, tonic::Code::ResourceExhausted, "{codes:?}");
+}

@@ -6,7 +6,9 @@
 //!   connection when its token is revoked or its agent deleted.
 //! - [`service`]: authentication, the Hello/Welcome handshake and the session
 //!   loop.
+//! - [`ratelimit`]: the limit on failed authentications per source address.
 
+pub mod ratelimit;
 pub mod registry;
 pub mod service;
 pub mod tls;

@@ -15,6 +15,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::ratelimit::FailedAuthLimiter;
 use super::registry::{ConnectionRegistry, ConnectionView, Registration};
 use crate::time_format::{now, to_rfc3339};
 
@@ -31,6 +32,7 @@ const OUTBOUND_QUEUE: usize = 16;
 pub struct AgentChannelService {
     store: Arc<dyn Store>,
     registry: Arc<ConnectionRegistry>,
+    failures: Arc<FailedAuthLimiter>,
 }
 
 impl std::fmt::Debug for AgentChannelService {
@@ -44,7 +46,11 @@ type ServerStream = Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + S
 
 impl AgentChannelService {
     pub fn new(store: Arc<dyn Store>, registry: Arc<ConnectionRegistry>) -> Self {
-        Self { store, registry }
+        Self {
+            store,
+            registry,
+            failures: Arc::default(),
+        }
     }
 
     /// The agent and token a request is authenticated as, or why not.
@@ -95,9 +101,28 @@ impl AgentChannel for AgentChannelService {
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<ServerStream>, Status> {
         let peer = request.remote_addr();
+        let ip = peer.map(|p| p.ip());
+        if let Some(ip) = ip
+            && let Err(retry_after) = self.failures.check(ip, std::time::Instant::now())
+        {
+            return Err(Status::resource_exhausted(format!(
+                "too many failed authentications from {ip}; retry in {} s",
+                retry_after.as_secs().max(1)
+            )));
+        }
         let (agent, token_id) = match self.authenticate(&request).await {
-            Ok(ok) => ok,
+            Ok(ok) => {
+                if let Some(ip) = ip {
+                    self.failures.record_success(ip);
+                }
+                ok
+            }
             Err(status) => {
+                if let Some(ip) = ip
+                    && status.code() == tonic::Code::Unauthenticated
+                {
+                    self.failures.record_failure(ip, std::time::Instant::now());
+                }
                 tracing::info!(peer = ?peer, reason = status.message(), "agent connection refused");
                 return Err(status);
             }
