@@ -58,6 +58,8 @@ struct Setup {
     kas: Proc,
     api: String,
     agent_addr: String,
+    /// The listen addresses kas was started with, to restart it on them.
+    listen: [std::net::SocketAddr; 3],
     /// agentk's probe listener.
     probes: std::net::SocketAddr,
 }
@@ -78,35 +80,52 @@ fn probe(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
     response.split_whitespace().nth(1)?.parse().ok()
 }
 
+fn spawn_kas(
+    dir: &std::path::Path,
+    [api, admin, agent]: [std::net::SocketAddr; 3],
+    log: &str,
+) -> Proc {
+    let mut cmd = Command::new(KAS);
+    cmd.arg("serve")
+        .arg("--data-dir")
+        .arg(dir.join("kas"))
+        .arg(format!("--api-listen={api}"))
+        .arg(format!("--admin-listen={admin}"))
+        .arg(format!("--agent-listen={agent}"));
+    Proc::spawn(cmd, dir.join(log))
+}
+
 impl Setup {
     fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("port")
-        };
-        let (api, admin, agent) = (port(), port(), port());
-        let mut cmd = Command::new(KAS);
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(dir.path().join("kas"))
-            .arg(format!("--api-listen={api}"))
-            .arg(format!("--admin-listen={admin}"))
-            .arg(format!("--agent-listen={agent}"));
-        let kas = Proc::spawn(cmd, dir.path().join("kas.log"));
+        let listen = [free_port(), free_port(), free_port()];
+        let kas = spawn_kas(dir.path(), listen, "kas.log");
         let setup = Setup {
-            api: format!("http://{api}"),
-            agent_addr: format!("grpcs://{agent}"),
+            api: format!("http://{}", listen[0]),
+            agent_addr: format!("grpcs://{}", listen[2]),
+            listen,
             probes: free_port(),
             kas,
             dir,
         };
-        wait("kas to serve its API", Duration::from_secs(30), || {
-            setup.dir.path().join("kas/admin-token").exists()
-                && setup.cli(&["agent", "list"]).is_some()
-        });
+        setup.wait_for_api();
         setup
+    }
+
+    fn wait_for_api(&self) {
+        wait("kas to serve its API", Duration::from_secs(30), || {
+            self.dir.path().join("kas/admin-token").exists()
+                && self.cli(&["agent", "list"]).is_some()
+        });
+    }
+
+    /// Kills kas outright (SIGKILL: no graceful close for the agents) and
+    /// starts it again on the same data folder and addresses.
+    fn kill_and_restart_kas(&mut self) {
+        let _ = self.kas.child.kill();
+        let _ = self.kas.child.wait();
+        self.kas = spawn_kas(self.dir.path(), self.listen, "kas-restarted.log");
+        self.wait_for_api();
     }
 
     fn cli(&self, args: &[&str]) -> Option<String> {
@@ -251,6 +270,51 @@ fn an_unknown_token_is_refused_with_a_clear_message() {
         },
     );
     assert!(!agentk.log().contains(stranger.expose_secret()));
+}
+
+#[test]
+fn agents_reconnect_by_themselves_after_kas_is_killed_and_restarted() {
+    let mut setup = Setup::start();
+    setup
+        .cli(&["project", "add", "team/config", "--url", "/srv/git/config"])
+        .expect("project");
+    setup
+        .cli(&["agent", "create", "prod", "--project", "team/config"])
+        .expect("agent");
+    let created = setup
+        .cli(&["token", "create", "prod", "--name", "first"])
+        .expect("token");
+    let token = created
+        .lines()
+        .last()
+        .expect("token line")
+        .trim()
+        .to_owned();
+    let agentk = setup.agentk(&token);
+    wait("the agent to connect", Duration::from_secs(60), || {
+        setup.connections("prod").len() == 1
+    });
+
+    setup.kill_and_restart_kas();
+    wait(
+        "the agent to reconnect to the new kas",
+        Duration::from_secs(60),
+        || setup.connections("prod").len() == 1,
+    );
+    let agents: serde_json::Value =
+        serde_json::from_str(&setup.cli(&["agent", "list", "-o", "json"]).expect("list"))
+            .expect("JSON");
+    assert_eq!(
+        agents.as_array().map(Vec::len),
+        Some(1),
+        "no duplicate agent records: {agents}"
+    );
+    // kas registers a session before it sends Welcome; agentk logs on Welcome.
+    wait(
+        "agentk to log its second session",
+        Duration::from_secs(10),
+        || agentk.log().matches("connected to kas").count() == 2,
+    );
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 //! TLS for the agent endpoint. Production passes a certificate and key; with
 //! neither, kas generates a CA and a serving certificate for development,
 //! writes the CA to its data folder for agentk's `--ca-cert`, and says so
-//! loudly: such a certificate proves nothing to anyone else.
+//! loudly: such a certificate proves nothing to anyone else. The generated
+//! files are kept and reused, so agents that trust the CA reconnect after a
+//! restart; delete them to generate new ones.
 
 use std::path::{Path, PathBuf};
 
@@ -37,10 +39,20 @@ pub fn load_or_generate(
                 .with_context(|| format!("cannot read {}", key.display()))?,
         }),
         (None, None) => {
-            let (identity, ca_path) = generate(hostnames, data_dir)?;
+            let (cert, key, ca) = dev_paths(data_dir);
+            let identity = if cert.exists() && key.exists() && ca.exists() {
+                ServingIdentity {
+                    cert_pem: std::fs::read_to_string(&cert)
+                        .with_context(|| format!("cannot read {}", cert.display()))?,
+                    key_pem: std::fs::read_to_string(&key)
+                        .with_context(|| format!("cannot read {}", key.display()))?,
+                }
+            } else {
+                generate(hostnames, data_dir)?
+            };
             tracing::warn!(
-                ca = %ca_path.display(),
-                "NO TLS CERTIFICATE CONFIGURED: generated a self-signed one for development; \
+                ca = %ca.display(),
+                "NO TLS CERTIFICATE CONFIGURED: using a self-signed one for development; \
                  agents must trust this CA (agentk --ca-cert); pass --tls-cert and --tls-key in production"
             );
             Ok(identity)
@@ -49,7 +61,16 @@ pub fn load_or_generate(
     }
 }
 
-fn generate(hostnames: &[String], data_dir: &Path) -> anyhow::Result<(ServingIdentity, PathBuf)> {
+/// The development certificate, its key and its CA, in the data folder.
+fn dev_paths(data_dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        data_dir.join("agent-tls.crt"),
+        data_dir.join("agent-tls.key"),
+        data_dir.join("agent-ca.crt"),
+    )
+}
+
+fn generate(hostnames: &[String], data_dir: &Path) -> anyhow::Result<ServingIdentity> {
     let ca_key = KeyPair::generate().context("cannot generate a CA key")?;
     let mut ca = CertificateParams::default();
     ca.distinguished_name
@@ -72,14 +93,55 @@ fn generate(hostnames: &[String], data_dir: &Path) -> anyhow::Result<(ServingIde
         .signed_by(&key, &issuer)
         .context("cannot sign the serving certificate")?;
 
-    let ca_path = data_dir.join("agent-ca.crt");
+    let identity = ServingIdentity {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    };
+    let (cert_path, key_path, ca_path) = dev_paths(data_dir);
+    write_private(&key_path, &identity.key_pem)?;
+    std::fs::write(&cert_path, &identity.cert_pem)
+        .with_context(|| format!("cannot write {}", cert_path.display()))?;
+    // Written last: its presence means the set is complete.
     std::fs::write(&ca_path, ca_cert.pem())
         .with_context(|| format!("cannot write {}", ca_path.display()))?;
-    Ok((
-        ServingIdentity {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        },
-        ca_path,
-    ))
+    Ok(identity)
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(contents.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_development_identity_is_generated_once_and_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = load_or_generate(None, None, &[], dir.path()).expect("generated");
+        let ca = std::fs::read_to_string(dir.path().join("agent-ca.crt")).expect("CA written");
+        let mode = std::fs::metadata(dir.path().join("agent-tls.key"))
+            .expect("key")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let second = load_or_generate(None, None, &[], dir.path()).expect("reused");
+        assert_eq!(first.cert_pem, second.cert_pem);
+        assert_eq!(
+            ca,
+            std::fs::read_to_string(dir.path().join("agent-ca.crt")).expect("CA kept")
+        );
+    }
 }
