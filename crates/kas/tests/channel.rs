@@ -141,6 +141,24 @@ impl Setup {
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Registers a project, the agent `name` in it, and a token (token id 1
+    /// on a fresh kas), with the CLI; returns the token.
+    fn register_agent(&self, name: &str) -> String {
+        self.cli(&["project", "add", "team/config", "--url", "/srv/git/config"])
+            .expect("project");
+        self.cli(&["agent", "create", name, "--project", "team/config"])
+            .expect("agent");
+        let created = self
+            .cli(&["token", "create", name, "--name", "first"])
+            .expect("token");
+        created
+            .lines()
+            .last()
+            .expect("token line")
+            .trim()
+            .to_owned()
+    }
+
     fn connections(&self, agent: &str) -> Vec<serde_json::Value> {
         let text = self
             .cli(&["agent", "show", agent, "-o", "json"])
@@ -182,22 +200,7 @@ fn wait(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
 #[test]
 fn a_connected_agent_shows_and_a_revoked_token_drops_it_within_two_seconds() {
     let setup = Setup::start();
-    setup
-        .cli(&["project", "add", "team/config", "--url", "/srv/git/config"])
-        .expect("project");
-    setup
-        .cli(&["agent", "create", "prod", "--project", "team/config"])
-        .expect("agent");
-    let created = setup
-        .cli(&["token", "create", "prod", "--name", "first"])
-        .expect("token");
-    let token = created
-        .lines()
-        .last()
-        .expect("token line")
-        .trim()
-        .to_owned();
-
+    let token = setup.register_agent("prod");
     let agentk = setup.agentk(&token);
     wait(
         "the agent to show as connected",
@@ -275,21 +278,7 @@ fn an_unknown_token_is_refused_with_a_clear_message() {
 #[test]
 fn agents_reconnect_by_themselves_after_kas_is_killed_and_restarted() {
     let mut setup = Setup::start();
-    setup
-        .cli(&["project", "add", "team/config", "--url", "/srv/git/config"])
-        .expect("project");
-    setup
-        .cli(&["agent", "create", "prod", "--project", "team/config"])
-        .expect("agent");
-    let created = setup
-        .cli(&["token", "create", "prod", "--name", "first"])
-        .expect("token");
-    let token = created
-        .lines()
-        .last()
-        .expect("token line")
-        .trim()
-        .to_owned();
+    let token = setup.register_agent("prod");
     let agentk = setup.agentk(&token);
     wait("the agent to connect", Duration::from_secs(60), || {
         setup.connections("prod").len() == 1
