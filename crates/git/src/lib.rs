@@ -1,0 +1,164 @@
+//! Git repositories as kas reads them: resolve a ref to a commit and read
+//! files at that commit straight from the object database, never checking
+//! anything out.
+//!
+//! A project's URL is either a local path, read in place, or a remote
+//! (`https://`, `ssh://`, `git@host:path`, `file://`), kept as a bare mirror
+//! in kas's data folder. Fetching a mirror runs the `git` program, so that
+//! every credential helper, SSH config and proxy setting users already have
+//! works unchanged; reading is done in-process with gix.
+//!
+//! Every function here blocks: callers run them on a blocking thread.
+
+mod mirror;
+mod read;
+
+use std::path::{Path, PathBuf};
+
+pub use read::{CommitId, FileRead};
+
+/// Why a repository could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("cannot open git repository {location}: {message}")]
+    Open { location: String, message: String },
+    #[error("git fetch from {url} failed: {message}")]
+    Fetch { url: String, message: String },
+    #[error("ref {reference:?} not found in {location}")]
+    RefNotFound { location: String, reference: String },
+    #[error("cannot read {what} in {location}: {message}")]
+    Read {
+        location: String,
+        what: String,
+        message: String,
+    },
+    #[error("{path} at {commit} is {size} bytes, more than the limit of {limit}")]
+    TooLarge {
+        path: String,
+        commit: String,
+        size: u64,
+        limit: u64,
+    },
+}
+
+/// Where a project's objects are read from.
+#[derive(Debug, Clone)]
+pub struct Source {
+    url: String,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    /// A repository on this machine, read in place (a new commit is visible
+    /// at once, no fetch needed).
+    Local(PathBuf),
+    /// A remote, mirrored into a bare repository of kas's own.
+    Mirror(PathBuf),
+}
+
+impl Source {
+    /// The source for a project URL. Remote URLs are mirrored under
+    /// `mirrors`, one folder per URL.
+    pub fn new(url: &str, mirrors: &Path) -> Self {
+        let kind = if is_remote(url) {
+            Kind::Mirror(mirrors.join(mirror::folder_name(url)))
+        } else {
+            Kind::Local(PathBuf::from(url))
+        };
+        Source {
+            url: url.to_owned(),
+            kind,
+        }
+    }
+
+    /// The URL without any password it carries, fit for logs and errors.
+    pub fn display_url(&self) -> String {
+        redact(&self.url)
+    }
+
+    /// Brings the source up to date with its origin: a fetch for a mirror
+    /// (a clone the first time), nothing for a local repository.
+    pub fn update(&self) -> Result<(), GitError> {
+        match &self.kind {
+            Kind::Local(_) => Ok(()),
+            Kind::Mirror(dir) => mirror::update(&self.url, &self.display_url(), dir),
+        }
+    }
+
+    fn git_dir(&self) -> &Path {
+        match &self.kind {
+            Kind::Local(p) | Kind::Mirror(p) => p,
+        }
+    }
+
+    /// The commit `reference` (a branch, a tag or a full commit id) points
+    /// to, or the default branch's when `None`.
+    pub fn resolve(&self, reference: Option<&str>) -> Result<CommitId, GitError> {
+        read::resolve(self.git_dir(), &self.display_url(), reference)
+    }
+
+    /// The file at `path` in `commit`, `None` if there is none; files over
+    /// `limit` bytes are an error, found before the file is loaded.
+    pub fn read_file(
+        &self,
+        commit: &CommitId,
+        path: &str,
+        limit: u64,
+    ) -> Result<Option<FileRead>, GitError> {
+        read::read_file(self.git_dir(), &self.display_url(), commit, path, limit)
+    }
+}
+
+/// `scheme://user:password@host/...` becomes `scheme://user:***@host/...`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Whether a project URL names a remote rather than a folder on this machine.
+pub fn is_remote(url: &str) -> bool {
+    url.contains("://") || scp_like(url)
+}
+
+/// `user@host:path`, git's scp-like SSH syntax.
+fn scp_like(url: &str) -> bool {
+    match url.split_once(':') {
+        Some((host, _)) => !host.is_empty() && !host.contains('/'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_urls_are_told_from_paths() {
+        assert!(is_remote("https://example.com/a.git"));
+        assert!(is_remote("ssh://git@example.com/a.git"));
+        assert!(is_remote("git@example.com:team/a.git"));
+        assert!(is_remote("file:///srv/git/a.git"));
+        assert!(!is_remote("/srv/git/a"));
+        assert!(!is_remote("relative/repo"));
+        assert!(!is_remote("./a:b"));
+    }
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        assert_eq!(redact("https://u:pw@h/x.git"), "https://u:***@h/x.git");
+        assert_eq!(redact("https://tok@h/x@y"), "https://tok:***@h/x@y");
+        assert_eq!(redact("https://h/x.git"), "https://h/x.git");
+        assert_eq!(redact("/srv/a"), "/srv/a");
+    }
+}

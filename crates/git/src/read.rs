@@ -1,0 +1,135 @@
+//! Reading refs and blobs with gix.
+
+use std::fmt;
+use std::path::Path;
+
+use gix::ObjectId;
+
+use crate::GitError;
+
+/// A commit id, as full lowercase hex.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CommitId(ObjectId);
+
+impl CommitId {
+    pub fn parse(hex: &str) -> Option<Self> {
+        ObjectId::from_hex(hex.as_bytes()).ok().map(CommitId)
+    }
+}
+
+impl fmt::Display for CommitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A file read at a commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRead {
+    pub bytes: Vec<u8>,
+}
+
+fn open(dir: &Path, location: &str) -> Result<gix::Repository, GitError> {
+    gix::open(dir).map_err(|e| GitError::Open {
+        location: location.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+pub(crate) fn resolve(
+    dir: &Path,
+    location: &str,
+    reference: Option<&str>,
+) -> Result<CommitId, GitError> {
+    let repo = open(dir, location)?;
+    let not_found = || GitError::RefNotFound {
+        location: location.to_owned(),
+        reference: reference.unwrap_or("HEAD").to_owned(),
+    };
+    let Some(name) = reference else {
+        let id = repo.head_id().map_err(|_| not_found())?;
+        return peel_to_commit(&repo, id.detach(), location);
+    };
+    // The order git uses for a short name: branch, then tag.
+    for full in [format!("refs/heads/{name}"), format!("refs/tags/{name}")] {
+        if let Ok(mut r) = repo.find_reference(full.as_str()) {
+            let id = r.peel_to_id().map_err(|e| GitError::Read {
+                location: location.to_owned(),
+                what: full.clone(),
+                message: e.to_string(),
+            })?;
+            return peel_to_commit(&repo, id.detach(), location);
+        }
+    }
+    match ObjectId::from_hex(name.as_bytes()) {
+        Ok(id) if repo.find_header(id).is_ok() => peel_to_commit(&repo, id, location),
+        _ => Err(not_found()),
+    }
+}
+
+/// Annotated tags peel to the commit they name; anything else that is not a
+/// commit is an error.
+fn peel_to_commit(
+    repo: &gix::Repository,
+    id: ObjectId,
+    location: &str,
+) -> Result<CommitId, GitError> {
+    let object = repo.find_object(id).map_err(|e| GitError::Read {
+        location: location.to_owned(),
+        what: id.to_string(),
+        message: e.to_string(),
+    })?;
+    let commit = object.peel_to_commit().map_err(|e| GitError::Read {
+        location: location.to_owned(),
+        what: id.to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(CommitId(commit.id))
+}
+
+pub(crate) fn read_file(
+    dir: &Path,
+    location: &str,
+    commit: &CommitId,
+    path: &str,
+    limit: u64,
+) -> Result<Option<FileRead>, GitError> {
+    let repo = open(dir, location)?;
+    let read_error = |what: &str, e: &dyn std::error::Error| GitError::Read {
+        location: location.to_owned(),
+        what: what.to_owned(),
+        message: e.to_string(),
+    };
+    let tree = repo
+        .find_commit(commit.0)
+        .map_err(|e| read_error(&commit.to_string(), &e))?
+        .tree()
+        .map_err(|e| read_error(&commit.to_string(), &e))?;
+    let Some(entry) = tree
+        .lookup_entry_by_path(path)
+        .map_err(|e| read_error(path, &e))?
+    else {
+        return Ok(None);
+    };
+    if !entry.mode().is_blob() {
+        return Ok(None);
+    }
+    let size = repo
+        .find_header(entry.oid())
+        .map_err(|e| read_error(path, &e))?
+        .size();
+    if size > limit {
+        return Err(GitError::TooLarge {
+            path: path.to_owned(),
+            commit: commit.to_string(),
+            size,
+            limit,
+        });
+    }
+    let blob = repo
+        .find_object(entry.oid())
+        .map_err(|e| read_error(path, &e))?;
+    Ok(Some(FileRead {
+        bytes: blob.detach().data,
+    }))
+}
