@@ -16,6 +16,7 @@ mod names;
 mod schema;
 mod validate;
 
+pub use duration::parse as parse_duration;
 pub use error::{ConfigError, Problem, Warning};
 pub use names::{AgentNameError, config_path, validate_agent_name, validate_project_id};
 pub use schema::*;

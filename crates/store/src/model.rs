@@ -14,6 +14,8 @@ pub struct Project {
     /// Name of the credentials kas uses to fetch, never the credentials.
     pub credentials_ref: Option<String>,
     pub created_at: UnixTime,
+    /// Branch, tag or commit kas reads; `None`: the default branch.
+    pub git_ref: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +24,8 @@ pub struct NewProject {
     pub url: String,
     pub credentials_ref: Option<String>,
     pub created_at: UnixTime,
+    /// Branch, tag or commit kas reads; `None`: the default branch.
+    pub git_ref: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -18,7 +18,8 @@ use crate::{Result, Store, StoreError};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how
 /// many have run. Append only: never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE projects (
     id              TEXT PRIMARY KEY,
     url             TEXT NOT NULL,
@@ -42,7 +43,11 @@ CREATE TABLE agent_tokens (
     revoked_at  INTEGER
 );
 CREATE INDEX agent_tokens_by_agent ON agent_tokens(agent_id);
-"#];
+"#,
+    r#"
+ALTER TABLE projects ADD COLUMN git_ref TEXT;
+"#,
+];
 
 /// kas's records in one SQLite file.
 #[derive(Clone, Debug)]
@@ -165,7 +170,7 @@ fn query_one<T, P: rusqlite::Params>(
     conn.query_row(sql, params, row).optional().map_err(db)
 }
 
-const PROJECT_COLUMNS: &str = "id, url, credentials_ref, created_at";
+const PROJECT_COLUMNS: &str = "id, url, credentials_ref, created_at, git_ref";
 const AGENT_COLUMNS: &str = "id, name, config_project, created_at";
 const TOKEN_COLUMNS: &str = "id, agent_id, name, description, created_at, expires_at, revoked_at";
 
@@ -175,6 +180,7 @@ fn project_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Project> {
         url: r.get(1)?,
         credentials_ref: r.get(2)?,
         created_at: r.get(3)?,
+        git_ref: r.get(4)?,
     })
 }
 
@@ -211,8 +217,8 @@ impl Store for SqliteStore {
         }
         self.call(move |c| {
             c.execute(
-                "INSERT INTO projects (id, url, credentials_ref, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![p.id, p.url, p.credentials_ref, p.created_at],
+                "INSERT INTO projects (id, url, credentials_ref, created_at, git_ref) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![p.id, p.url, p.credentials_ref, p.created_at, p.git_ref],
             )
             .map_err(unique(format!("project {} already exists", p.id)))?;
             Ok(Project {
@@ -220,6 +226,7 @@ impl Store for SqliteStore {
                 url: p.url,
                 credentials_ref: p.credentials_ref,
                 created_at: p.created_at,
+                git_ref: p.git_ref,
             })
         })
         .await

@@ -13,6 +13,7 @@ async fn store_with_agent() -> (SqliteStore, Agent) {
             url: "/srv/git/config.git".into(),
             credentials_ref: None,
             created_at: T0,
+            git_ref: None,
         })
         .await
         .expect("project");
@@ -131,6 +132,7 @@ async fn names_are_unique_and_validated() {
         url: "x".into(),
         credentials_ref: None,
         created_at: T0,
+        git_ref: None,
     };
     assert!(matches!(
         store.create_project(dup).await,
@@ -141,6 +143,7 @@ async fn names_are_unique_and_validated() {
         url: "x".into(),
         credentials_ref: None,
         created_at: T0,
+        git_ref: None,
     };
     assert!(matches!(
         store.create_project(escape).await,
@@ -199,6 +202,7 @@ async fn records_survive_a_reopen_and_migrations_run_once() {
                 url: "/git/p".into(),
                 credentials_ref: Some("deploy-key".into()),
                 created_at: T0,
+                git_ref: Some("release".into()),
             })
             .await
             .expect("project");
@@ -209,10 +213,11 @@ async fn records_survive_a_reopen_and_migrations_run_once() {
             .expect("token");
     }
     let store = SqliteStore::open(&path).expect("reopens");
-    assert_eq!(store.schema_version().await.expect("version"), 1);
+    assert_eq!(store.schema_version().await.expect("version"), 2);
     assert_eq!(store.list_agents().await.expect("agents").len(), 1);
     let project = store.get_project("p").await.expect("get").expect("present");
     assert_eq!(project.credentials_ref.as_deref(), Some("deploy-key"));
+    assert_eq!(project.git_ref.as_deref(), Some("release"));
     assert!(matches!(
         store.authenticate(&token.hash(), T0).await.expect("lookup"),
         TokenStatus::Active { .. }
