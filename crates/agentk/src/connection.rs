@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tether_credentials::{Token, TokenKind};
+use tether_proto::PROTOCOL_VERSION;
 use tether_proto::v1::agent_channel_client::AgentChannelClient;
-use tether_proto::v1::{AgentMessage, Hello, Ping, PodIdentity, agent_message, server_message};
-use tether_proto::{PROTOCOL_VERSION, convert};
+use tether_proto::v1::{
+    AgentMessage, ConfigApplied, Hello, Ping, PodIdentity, agent_message, server_message,
+};
 use tether_runtime::Shutdown;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -29,6 +31,8 @@ pub struct ConnectOptions {
     pub pod: PodIdentity,
     /// Set while a session is open, for the readiness probe.
     pub connected: crate::observability::Connected,
+    /// The configuration last applied, kept across sessions.
+    pub config: crate::config::ConfigState,
 }
 
 /// A parsed `--kas-address`.
@@ -184,7 +188,7 @@ async fn open_session(options: &ConnectOptions, shutdown: &mut Shutdown) -> anyh
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             pod: Some(options.pod.clone()),
             cluster_version: options.cluster_version.clone(),
-            config_commit: String::new(),
+            config_commit: options.config.commit(),
         })),
     };
     tx.send(hello)
@@ -231,9 +235,18 @@ async fn open_session(options: &ConnectOptions, shutdown: &mut Shutdown) -> anyh
                         );
                     }
                     Some(server_message::Message::Configuration(config)) => {
-                        match convert::from_proto(&config) {
-                            Ok(_) => tracing::info!(commit = %config.commit_id, "received configuration"),
-                            Err(e) => tracing::error!(commit = %config.commit_id, error = %e, "unusable configuration"),
+                        match options.config.apply(&config) {
+                            Ok(()) => {
+                                let applied = AgentMessage {
+                                    message: Some(agent_message::Message::ConfigApplied(ConfigApplied {
+                                        commit_id: config.commit_id,
+                                    })),
+                                };
+                                if tx.send(applied).await.is_err() {
+                                    bail!("session closed");
+                                }
+                            }
+                            Err(e) => tracing::error!(commit = %config.commit_id, error = %e, "unusable configuration; keeping the last one"),
                         }
                     }
                     Some(server_message::Message::Pong(_)) | None => {}

@@ -8,6 +8,7 @@
 //! the objects that install it.
 
 mod backoff;
+mod config;
 mod connection;
 mod install;
 mod observability;
@@ -148,7 +149,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    logging::init(&args.log_level, logging::LogFormat::Text);
+    let log_level = logging::init(&args.log_level, logging::LogFormat::Text);
     let mut shutdown = Shutdown::on_signal();
     // Check the connection settings before anything else: a typo should fail
     // at start, not on the first reconnect.
@@ -190,6 +191,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 cluster_version: version.git_version,
                 pod: pod_identity(),
                 connected,
+                config: config::ConfigState::new(log_level),
             };
             connection::run(options, shutdown).await;
         }

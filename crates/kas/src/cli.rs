@@ -61,6 +61,14 @@ pub enum ProjectCommand {
         /// Name of the credentials kas fetches with.
         #[arg(long)]
         credentials_ref: Option<String>,
+        /// Branch, tag or commit to read (default: the default branch).
+        #[arg(long = "ref")]
+        git_ref: Option<String>,
+    },
+    /// Read the project's repository now and push what changed to its
+    /// agents (what a git hook or webhook calls).
+    Refresh {
+        id: String,
     },
     List,
     Show {
@@ -200,11 +208,12 @@ async fn project(client: &ApiClient, command: ProjectCommand) -> anyhow::Result<
             id,
             url,
             credentials_ref,
+            git_ref,
         } => {
             let p = client
                 .post(
                     "/api/v1/projects",
-                    json!({ "id": id, "url": url, "credentials_ref": credentials_ref }),
+                    json!({ "id": id, "url": url, "credentials_ref": credentials_ref, "ref": git_ref }),
                 )
                 .await?;
             let text = format!(
@@ -223,8 +232,21 @@ async fn project(client: &ApiClient, command: ProjectCommand) -> anyhow::Result<
             let p = client
                 .get(&format!("/api/v1/projects/{}", segment(&id)))
                 .await?;
-            let text = table(&json!([p]), &["id", "url", "credentials_ref", "created_at"]);
+            let text = table(
+                &json!([p]),
+                &["id", "url", "ref", "credentials_ref", "created_at"],
+            );
             (p, text)
+        }
+        ProjectCommand::Refresh { id } => {
+            let r = client
+                .post(
+                    &format!("/api/v1/projects/{}/refresh", segment(&id)),
+                    json!({}),
+                )
+                .await?;
+            let text = format!("project {id} is at commit {}\n", str(&r["commit"]));
+            (r, text)
         }
         ProjectCommand::Delete { id } => {
             client

@@ -5,6 +5,8 @@
 //!   authentication.
 //! - [`admin_token`]: the admin token created on first start.
 //! - [`channel`]: the agent endpoint (gRPC over TLS) and live connections.
+//! - [`repos`]: one git poller per project with connected agents.
+//! - [`settings`]: `kas serve`'s flags and settings file.
 //! - [`admin`]: the health listener.
 //! - [`cli`] and [`client`]: the CLI's commands against a running kas.
 
@@ -14,4 +16,6 @@ pub mod api;
 pub mod channel;
 pub mod cli;
 pub mod client;
+pub mod repos;
+pub mod settings;
 mod time_format;

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use kas::repos::Repos;
+use kas::settings::{Overrides, Settings, SettingsFile};
 use kas::{admin, admin_token, api, channel, cli};
 use tether_runtime::{Shutdown, logging};
 use tether_store::SqliteStore;
@@ -42,26 +44,34 @@ enum Command {
     Token(cli::TokenCommand),
 }
 
+/// `kas serve`'s flags. Each may also come from the settings file given
+/// with --config (key: the flag's name with `_`); a flag wins over the file.
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// Folder for kas's database (kas.db) and admin token file (admin-token).
-    #[arg(long, env = "KAS_DATA_DIR", default_value = "kas-data")]
-    data_dir: PathBuf,
-    /// Address of the REST API listener.
-    #[arg(long, env = "KAS_API_LISTEN", default_value = "127.0.0.1:8150")]
-    api_listen: SocketAddr,
-    /// Address of the admin listener (`/healthz`, `/readyz`).
-    #[arg(long, env = "KAS_ADMIN_LISTEN", default_value = "127.0.0.1:8151")]
-    admin_listen: SocketAddr,
-    /// Address of the agent endpoint (gRPC over TLS) that agentk dials.
-    #[arg(long, env = "KAS_AGENT_LISTEN", default_value = "127.0.0.1:8152")]
-    agent_listen: SocketAddr,
+    /// YAML settings file; its keys are these flags' names with `_`.
+    #[arg(long, env = "KAS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Folder for kas's database (kas.db), admin token file (admin-token)
+    /// and git mirrors. Default: kas-data.
+    #[arg(long, env = "KAS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the REST API listener. Default: 127.0.0.1:8150.
+    #[arg(long, env = "KAS_API_LISTEN")]
+    api_listen: Option<SocketAddr>,
+    /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`).
+    /// Default: 127.0.0.1:8151.
+    #[arg(long, env = "KAS_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// Address of the agent endpoint (gRPC over TLS, and over WebSocket)
+    /// that agentk dials. Default: 127.0.0.1:8152.
+    #[arg(long, env = "KAS_AGENT_LISTEN")]
+    agent_listen: Option<SocketAddr>,
     /// Certificate chain (PEM) of the agent endpoint. Without it and
     /// --tls-key, kas generates a development certificate.
-    #[arg(long, env = "KAS_TLS_CERT", requires = "tls_key")]
+    #[arg(long, env = "KAS_TLS_CERT")]
     tls_cert: Option<PathBuf>,
     /// Private key (PEM) of the agent endpoint.
-    #[arg(long, env = "KAS_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "KAS_TLS_KEY")]
     tls_key: Option<PathBuf>,
     /// The agent endpoint as clusters reach it, for install commands.
     /// Default: grpcs://<agent-listen>.
@@ -70,6 +80,33 @@ struct ServeArgs {
     /// Extra names for the generated development certificate.
     #[arg(long = "hostname", env = "KAS_HOSTNAMES", value_delimiter = ',')]
     hostnames: Vec<String>,
+    /// Time between two polls of a git project (Go duration: 10s, 1m).
+    /// Default: 10s.
+    #[arg(long, env = "KAS_POLL_INTERVAL")]
+    poll_interval: Option<String>,
+}
+
+impl ServeArgs {
+    fn settings(self) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            Some(path) => SettingsFile::load(path)?,
+            None => SettingsFile::default(),
+        };
+        Settings::resolve(
+            Overrides {
+                data_dir: self.data_dir,
+                api_listen: self.api_listen,
+                admin_listen: self.admin_listen,
+                agent_listen: self.agent_listen,
+                tls_cert: self.tls_cert,
+                tls_key: self.tls_key,
+                agent_external_address: self.agent_external_address,
+                hostnames: self.hostnames,
+                poll_interval: self.poll_interval,
+            },
+            file,
+        )
+    }
 }
 
 #[tokio::main]
@@ -85,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let args = args.settings()?;
     let shutdown = Shutdown::on_signal();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data folder {}", args.data_dir.display()))?;
@@ -100,19 +138,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let admin_token = admin_token::load_or_create(&args.data_dir.join("admin-token"))?;
     let store: Arc<dyn tether_store::Store> = Arc::new(store);
     let connections = Arc::new(channel::ConnectionRegistry::default());
+    let repos = Repos::new(
+        store.clone(),
+        args.data_dir.join("git-mirrors"),
+        args.poll_interval,
+    );
     let state = api::ApiState {
         store: store.clone(),
         admin_token: admin_token.hash(),
         connections: connections.clone(),
-        agent_external_address: args
-            .agent_external_address
-            .clone()
-            .unwrap_or_else(|| format!("grpcs://{}", args.agent_listen)),
+        agent_external_address: args.agent_external_address.clone(),
+        repos: repos.clone(),
     };
     drop(admin_token);
     let identity = channel::tls::load_or_generate(
-        args.tls_cert.as_deref(),
-        args.tls_key.as_deref(),
+        args.tls.as_ref().map(|(cert, _)| cert.as_path()),
+        args.tls.as_ref().map(|(_, key)| key.as_path()),
         &args.hostnames,
         &args.data_dir,
     )?;
@@ -127,7 +168,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let agents = serve_agents(
         args.agent_listen,
         identity,
-        channel::AgentChannelService::new(store, connections),
+        channel::AgentChannelService::new(store, connections, repos),
         shutdown.clone(),
     );
     tracing::info!(version = env!("CARGO_PKG_VERSION"), data = %args.data_dir.display(), "kas started");

@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use kas::api::{ApiState, router};
+use kas::repos::{DEFAULT_POLL_INTERVAL, Repos};
 use serde_json::{Value, json};
 use tether_credentials::{Token, TokenKind};
 use tether_store::{SqliteStore, Store, TokenStatus};
@@ -26,6 +27,11 @@ impl Api {
             admin_token: admin.hash(),
             connections: Default::default(),
             agent_external_address: "grpcs://kas.example.com:443".into(),
+            repos: Repos::new(
+                store.clone(),
+                std::env::temp_dir().join("tether-api-test-mirrors"),
+                DEFAULT_POLL_INTERVAL,
+            ),
         });
         Api {
             router,

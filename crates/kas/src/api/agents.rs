@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tether_store::Agent;
 
 use super::{ApiError, ApiState};
-use crate::channel::ConnectionView;
+use crate::channel::{ConfigStatus, ConnectionView};
 use crate::time_format::{now, to_rfc3339};
 
 #[derive(Debug, Deserialize)]
@@ -27,6 +27,9 @@ pub struct AgentView {
     pub created_at: String,
     /// Live connections to this kas: one per connected agent pod.
     pub connections: Vec<ConnectionView>,
+    /// The config commit given to the agent and, if the newest one could not
+    /// be used, why.
+    pub config: ConfigStatus,
 }
 
 impl AgentView {
@@ -35,6 +38,7 @@ impl AgentView {
             id: a.id,
             config_path: tether_agent_config::config_path(&a.name),
             connections: state.connections.connections(&a.name),
+            config: state.connections.config(&a.name),
             name: a.name,
             config_project: a.config_project,
             created_at: to_rfc3339(a.created_at),
@@ -82,6 +86,7 @@ pub async fn remove(
     let closed = state
         .connections
         .close_agent(&name, &format!("agent {name} was deleted"));
+    state.connections.forget_config(&name);
     tracing::info!(agent = %name, closed_connections = closed, "agent deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -13,6 +13,8 @@ pub enum ApiError {
     NotFound(String),
     Conflict(String),
     Invalid(String),
+    /// Something kas depends on (a git server) failed; the message says what.
+    Upstream(String),
     Internal(anyhow::Error),
 }
 
@@ -26,6 +28,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
             ApiError::Invalid(m) => (StatusCode::UNPROCESSABLE_ENTITY, m),
+            ApiError::Upstream(m) => (StatusCode::BAD_GATEWAY, m),
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "request failed");
                 (

@@ -16,13 +16,14 @@ use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use tether_credentials::{Token, TokenHash, TokenKind};
 use tether_store::Store;
 
 pub use error::ApiError;
 
 use crate::channel::ConnectionRegistry;
+use crate::repos::Repos;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -35,6 +36,8 @@ pub struct ApiState {
     /// The agent endpoint as clusters reach it (`grpcs://kas.example.com:443`),
     /// for the install command shown with a new token.
     pub agent_external_address: String,
+    /// Git pollers, woken by a project refresh.
+    pub repos: Arc<Repos>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -54,6 +57,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/projects/{id}",
             get(projects::show).delete(projects::remove),
         )
+        .route("/api/v1/projects/{id}/refresh", post(projects::refresh))
         .route("/api/v1/agents", get(agents::list).post(agents::create))
         .route(
             "/api/v1/agents/{name}",

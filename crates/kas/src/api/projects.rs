@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use tether_store::{NewProject, Project};
 
 use super::{ApiError, ApiState};
+use crate::repos::RefreshError;
 use crate::time_format::{now, to_rfc3339};
 
 #[derive(Debug, Deserialize)]
@@ -17,6 +18,9 @@ pub struct CreateProject {
     pub url: String,
     #[serde(default)]
     pub credentials_ref: Option<String>,
+    /// Branch, tag or commit to read; absent: the default branch.
+    #[serde(default, rename = "ref")]
+    pub git_ref: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -24,6 +28,8 @@ pub struct ProjectView {
     pub id: String,
     pub url: String,
     pub credentials_ref: Option<String>,
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
     pub created_at: String,
 }
 
@@ -33,6 +39,7 @@ impl From<Project> for ProjectView {
             id: p.id,
             url: p.url,
             credentials_ref: p.credentials_ref,
+            git_ref: p.git_ref,
             created_at: to_rfc3339(p.created_at),
         }
     }
@@ -49,6 +56,7 @@ pub async fn create(
             url: body.url,
             credentials_ref: body.credentials_ref,
             created_at: now(),
+            git_ref: body.git_ref.filter(|r| !r.trim().is_empty()),
         })
         .await?;
     tracing::info!(project = %project.id, "project registered");
@@ -77,4 +85,32 @@ pub async fn remove(
     state.store.delete_project(&id).await?;
     tracing::info!(project = %id, "project deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Refreshed {
+    pub project: String,
+    pub commit: String,
+}
+
+/// Polls the project now; its connected agents get any new configuration
+/// as soon as the poll finishes, before this answers.
+pub async fn refresh(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Refreshed>, ApiError> {
+    match state.repos.refresh(&id).await {
+        Ok(commit) => {
+            tracing::info!(project = %id, commit = %commit, "project refreshed");
+            Ok(Json(Refreshed {
+                project: id,
+                commit: commit.to_string(),
+            }))
+        }
+        Err(RefreshError::NotFound(_)) => {
+            Err(ApiError::NotFound(format!("project {id} not found")))
+        }
+        Err(RefreshError::Store(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::Upstream(format!("cannot read project {id}: {e}"))),
+    }
 }

@@ -6,12 +6,15 @@
 //!   connection when its token is revoked or its agent deleted.
 //! - [`service`]: authentication, the Hello/Welcome handshake and the session
 //!   loop.
+//! - [`config`]: reading and validating an agent's config file at a commit.
 //! - [`ratelimit`]: the limit on failed authentications per source address.
 
+pub mod config;
 pub mod ratelimit;
 pub mod registry;
 pub mod service;
 pub mod tls;
 
+pub use config::{ConfigProblem, ConfigStatus};
 pub use registry::{ConnectionRegistry, ConnectionView};
 pub use service::AgentChannelService;

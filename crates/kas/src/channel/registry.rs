@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::config::{ConfigProblem, ConfigStatus};
+
 /// A connection as the API shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectionView {
@@ -28,11 +30,13 @@ struct Entry {
     close: watch::Sender<Option<String>>,
 }
 
-/// Every live connection, by connection id.
+/// Every live connection, by connection id, and what kas made of each
+/// agent's config file.
 #[derive(Default)]
 pub struct ConnectionRegistry {
     next_id: AtomicU64,
     entries: Mutex<HashMap<u64, Entry>>,
+    configs: Mutex<HashMap<String, ConfigStatus>>,
 }
 
 impl std::fmt::Debug for ConnectionRegistry {
@@ -107,6 +111,37 @@ impl ConnectionRegistry {
         n
     }
 
+    /// What kas last made of `agent`'s config file (empty before any read).
+    pub fn config(&self, agent: &str) -> ConfigStatus {
+        lock(&self.configs).get(agent).cloned().unwrap_or_default()
+    }
+
+    /// Records a good config: it is the one in use, and any error is past.
+    pub fn config_accepted(&self, agent: &str, commit: &str, warnings: Vec<String>) {
+        lock(&self.configs).insert(
+            agent.to_owned(),
+            ConfigStatus {
+                commit: Some(commit.to_owned()),
+                warnings,
+                error: None,
+            },
+        );
+    }
+
+    /// Records why the newest config could not be used; the last good one
+    /// stays in use.
+    pub fn config_rejected(&self, agent: &str, problem: ConfigProblem) {
+        lock(&self.configs)
+            .entry(agent.to_owned())
+            .or_default()
+            .error = Some(problem);
+    }
+
+    /// Forgets a deleted agent's config status.
+    pub fn forget_config(&self, agent: &str) {
+        lock(&self.configs).remove(agent);
+    }
+
     fn update(&self, id: u64, f: impl FnOnce(&mut ConnectionView)) {
         if let Some(e) = self.lock().get_mut(&id) {
             f(&mut e.view);
@@ -114,9 +149,13 @@ impl ConnectionRegistry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
-        // The map stays consistent even if a holder panicked mid-update.
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.entries)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The maps stay consistent even if a holder panicked mid-update.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Registration {

@@ -6,17 +6,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tether_credentials::{Token, TokenKind};
+use tether_git::CommitId;
 use tether_proto::v1::agent_channel_server::AgentChannel;
 use tether_proto::v1::{AgentMessage, ServerMessage, Welcome, agent_message, server_message};
 use tether_proto::{PROTOCOL_VERSION, v1};
 use tether_store::{Store, TokenStatus};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
+use super::config::{self, ConfigProblem};
 use super::ratelimit::FailedAuthLimiter;
 use super::registry::{ConnectionRegistry, ConnectionView, Registration};
+use crate::repos::{Head, Repos};
 use crate::time_format::{now, to_rfc3339};
 
 /// How often agents ping; a session silent for three intervals is dropped.
@@ -26,12 +30,15 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages queued towards one agent. Bounded, so that a stalled agent slows
 /// only its own session, never kas.
 const OUTBOUND_QUEUE: usize = 16;
+/// How long a message may wait for room in a full outbound queue.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `AgentChannel` service.
 #[derive(Clone)]
 pub struct AgentChannelService {
     store: Arc<dyn Store>,
     registry: Arc<ConnectionRegistry>,
+    repos: Arc<Repos>,
     failures: Arc<FailedAuthLimiter>,
 }
 
@@ -45,10 +52,15 @@ impl std::fmt::Debug for AgentChannelService {
 type ServerStream = Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + Send>>;
 
 impl AgentChannelService {
-    pub fn new(store: Arc<dyn Store>, registry: Arc<ConnectionRegistry>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        registry: Arc<ConnectionRegistry>,
+        repos: Arc<Repos>,
+    ) -> Self {
         Self {
             store,
             registry,
+            repos,
             failures: Arc::default(),
         }
     }
@@ -181,51 +193,148 @@ impl AgentChannel for AgentChannelService {
         tx.send(Ok(welcome))
             .await
             .map_err(|_| Status::cancelled("agent left during the handshake"))?;
-        tokio::spawn(run_session(agent.name, incoming, tx, registration));
+        let session = Session {
+            head: self.repos.subscribe(&agent.config_project),
+            project: agent.config_project,
+            agent: agent.name,
+            registry: self.registry.clone(),
+            sent_commit: hello.config_commit,
+            read_commit: None,
+            tx,
+            registration,
+        };
+        let span = tracing::info_span!("session", agent = %session.agent);
+        tokio::spawn(session.run(incoming).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
-async fn run_session(
+/// A live session, after the handshake.
+struct Session {
     agent: String,
-    mut incoming: Streaming<AgentMessage>,
+    project: String,
+    registry: Arc<ConnectionRegistry>,
+    /// The head of the agent's configuration project.
+    head: watch::Receiver<Head>,
+    /// Commit of the configuration the agent has.
+    sent_commit: String,
+    /// Commit whose config file was last read for this agent.
+    read_commit: Option<CommitId>,
     tx: mpsc::Sender<Result<ServerMessage, Status>>,
     registration: Registration,
-) {
-    let mut closed = registration.closed.clone();
-    let reason = loop {
-        tokio::select! {
-            _ = closed.changed() => {
-                let reason = closed.borrow().clone().unwrap_or_else(|| "closed by kas".into());
-                // Tell the agent why, so it does not retry blindly.
-                let _ = tx.send(Err(Status::unauthenticated(reason.clone()))).await;
-                break reason;
-            }
-            _ = tx.closed() => break "agent went away".to_owned(),
-            next = tokio::time::timeout(PING_INTERVAL * 3, incoming.message()) => match next {
-                Err(_) => break "agent silent for three ping intervals".to_owned(),
-                Ok(Ok(None)) => break "agent closed the session".to_owned(),
-                Ok(Err(status)) => break format!("transport error: {}", status.message()),
-                Ok(Ok(Some(message))) => {
-                    registration.touch(&to_rfc3339(now()));
-                    match message.message {
-                        Some(agent_message::Message::Ping(ping)) => {
-                            let pong = ServerMessage {
-                                message: Some(server_message::Message::Pong(v1::Pong { sequence: ping.sequence })),
-                            };
-                            if tx.send(Ok(pong)).await.is_err() {
-                                break "agent went away".to_owned();
-                            }
-                        }
-                        Some(agent_message::Message::ConfigApplied(applied)) => {
-                            registration.set_config_commit(&applied.commit_id);
-                            tracing::info!(agent = %agent, commit = %applied.commit_id, "agent applied config");
-                        }
-                        Some(agent_message::Message::Hello(_)) | None => {}
+}
+
+impl Session {
+    async fn run(mut self, mut incoming: Streaming<AgentMessage>) {
+        let mut closed = self.registration.closed.clone();
+        let mut following = true;
+        let reason = loop {
+            tokio::select! {
+                _ = closed.changed() => {
+                    let reason = closed.borrow().clone().unwrap_or_else(|| "closed by kas".into());
+                    // Tell the agent why, so it does not retry blindly.
+                    let _ = self.tx.send(Err(Status::unauthenticated(reason.clone()))).await;
+                    break reason;
+                }
+                _ = self.tx.closed() => break "agent went away".to_owned(),
+                changed = self.head.changed(), if following => {
+                    if changed.is_err() {
+                        following = false;
+                        continue;
+                    }
+                    let head = self.head.borrow_and_update().clone();
+                    if let Err(reason) = self.deliver(head).await {
+                        break reason;
                     }
                 }
-            },
+                next = tokio::time::timeout(PING_INTERVAL * 3, incoming.message()) => match next {
+                    Err(_) => break "agent silent for three ping intervals".to_owned(),
+                    Ok(Ok(None)) => break "agent closed the session".to_owned(),
+                    Ok(Err(status)) => break format!("transport error: {}", status.message()),
+                    Ok(Ok(Some(message))) => {
+                        self.registration.touch(&to_rfc3339(now()));
+                        match message.message {
+                            Some(agent_message::Message::Ping(ping)) => {
+                                let pong = ServerMessage {
+                                    message: Some(server_message::Message::Pong(v1::Pong { sequence: ping.sequence })),
+                                };
+                                if let Err(reason) = self.send(pong).await {
+                                    break reason;
+                                }
+                            }
+                            Some(agent_message::Message::ConfigApplied(applied)) => {
+                                self.registration.set_config_commit(&applied.commit_id);
+                                tracing::info!(commit = %applied.commit_id, "agent applied config");
+                            }
+                            Some(agent_message::Message::Hello(_)) | None => {}
+                        }
+                    }
+                },
+            }
+        };
+        tracing::info!(reason = %reason, "agent disconnected");
+    }
+
+    /// Sends the agent its config from the project's new head, if that
+    /// commit's file is valid and the agent does not have it yet.
+    async fn deliver(&mut self, head: Head) -> Result<(), String> {
+        if let Some(error) = head.error {
+            self.registry.config_rejected(
+                &self.agent,
+                ConfigProblem {
+                    commit: head.commit.as_ref().map(ToString::to_string),
+                    file: None,
+                    line: None,
+                    column: None,
+                    message: error,
+                },
+            );
+            // Read the file again once the repository is back.
+            self.read_commit = None;
+            return Ok(());
         }
-    };
-    tracing::info!(agent = %agent, reason = %reason, "agent disconnected");
+        let (Some(commit), Some(source)) = (head.commit, head.source) else {
+            return Ok(());
+        };
+        if self.read_commit.as_ref() == Some(&commit) {
+            return Ok(());
+        }
+        self.read_commit = Some(commit.clone());
+        match config::load(source, commit.clone(), &self.agent, &self.project).await {
+            Ok(loaded) => {
+                let commit = commit.to_string();
+                self.registry
+                    .config_accepted(&self.agent, &commit, loaded.warnings);
+                if commit != self.sent_commit {
+                    let message = ServerMessage {
+                        message: Some(server_message::Message::Configuration(loaded.message)),
+                    };
+                    self.send(message).await?;
+                    tracing::info!(commit = %commit, "configuration sent");
+                    self.sent_commit = commit;
+                }
+            }
+            Err(problem) => {
+                tracing::warn!(
+                    commit = %commit,
+                    file = problem.file.as_deref().unwrap_or_default(),
+                    line = problem.line,
+                    error = %problem.message,
+                    "config not sent: it does not validate"
+                );
+                self.registry.config_rejected(&self.agent, problem);
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues `message` for the agent. An agent that does not read for
+    /// SEND_TIMEOUT is dropped rather than allowed to pin its session.
+    async fn send(&self, message: ServerMessage) -> Result<(), String> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.tx.send(Ok(message))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err("agent went away".to_owned()),
+            Err(_) => Err(format!("agent read nothing for {SEND_TIMEOUT:?}")),
+        }
+    }
 }

@@ -1,0 +1,97 @@
+//! An agent's config file, read from its project at a commit, parsed and
+//! validated before anything is sent: a file that fails never reaches the
+//! agent, which keeps its last good configuration, and the failure is shown
+//! on the agent in the API with the file and line to fix.
+
+use serde::{Deserialize, Serialize};
+use tether_agent_config::{ConfigError, MAX_CONFIG_BYTES, config_path};
+use tether_git::{CommitId, GitError, Source};
+use tether_proto::v1::AgentConfiguration;
+
+/// What kas last made of an agent's config file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigStatus {
+    /// Commit of the configuration the agent is given: the last good one.
+    pub commit: Option<String>,
+    /// Accepted, but worth the user's attention (unknown fields).
+    pub warnings: Vec<String>,
+    /// Why the newest commit's file, or the repository, could not be used.
+    pub error: Option<ConfigProblem>,
+}
+
+/// Why a config could not be used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigProblem {
+    /// The commit that was read, when the repository could be read at all.
+    pub commit: Option<String>,
+    /// The config file, when the problem is in it.
+    pub file: Option<String>,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+/// A config ready to send, with its warnings.
+#[derive(Debug)]
+pub struct Loaded {
+    pub message: AgentConfiguration,
+    pub warnings: Vec<String>,
+}
+
+/// Reads, parses and validates `agent`'s config file at `commit`. A missing
+/// file is the empty config, as in the GitLab agent.
+pub async fn load(
+    source: Source,
+    commit: CommitId,
+    agent: &str,
+    project: &str,
+) -> Result<Loaded, ConfigProblem> {
+    let path = config_path(agent);
+    let read = {
+        let (commit, path) = (commit.clone(), path.clone());
+        tokio::task::spawn_blocking(move || {
+            source.read_file(&commit, &path, MAX_CONFIG_BYTES as u64)
+        })
+        .await
+    };
+    let problem = |message: String| ConfigProblem {
+        commit: Some(commit.to_string()),
+        file: Some(path.clone()),
+        line: None,
+        column: None,
+        message,
+    };
+    let bytes = match read {
+        Err(e) => return Err(problem(format!("reading the file panicked: {e}"))),
+        Ok(Err(e @ GitError::TooLarge { .. })) => return Err(problem(e.to_string())),
+        Ok(Err(e)) => {
+            return Err(ConfigProblem {
+                file: None,
+                ..problem(e.to_string())
+            });
+        }
+        Ok(Ok(None)) => Vec::new(),
+        Ok(Ok(Some(file))) => file.bytes,
+    };
+    let text = String::from_utf8(bytes).map_err(|_| problem("the file is not UTF-8".into()))?;
+    match tether_agent_config::parse(&text) {
+        Ok(parsed) => Ok(Loaded {
+            message: tether_proto::convert::to_proto(&parsed.config, &commit.to_string(), project),
+            warnings: parsed
+                .warnings
+                .into_iter()
+                .map(|w| format!("{}: {}", w.path, w.message))
+                .collect(),
+        }),
+        Err(ConfigError::Syntax {
+            line,
+            column,
+            message,
+        }) => Err(ConfigProblem {
+            line,
+            column,
+            ..problem(message)
+        }),
+        Err(e) => Err(problem(e.to_string())),
+    }
+}

@@ -1,0 +1,205 @@
+//! Git projects as kas watches them: one poller per project that has
+//! connected agents, shared by all of them, so a thousand agents of one
+//! repository cost one fetch per interval, not a thousand.
+//!
+//! A poller fetches (for remotes), resolves the project's ref and publishes
+//! the [`Head`] on a watch channel that every session of the project
+//! follows. `POST /api/v1/projects/{id}/refresh` wakes the poller at once and
+//! waits for that poll to finish. A poller stops when its last subscriber is
+//! gone.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tether_git::{CommitId, Source};
+use tether_store::Store;
+use tokio::sync::{Notify, watch};
+use tracing::Instrument;
+
+/// Default time between two polls of one project.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Longest a refresh waits for its poll.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the last poll of a project found.
+#[derive(Clone, Debug, Default)]
+pub struct Head {
+    /// Number of the last poll that started; polls are numbered from 1.
+    started: u64,
+    /// Number of the last poll that finished.
+    finished: u64,
+    /// The commit the project's ref points to, once known. Kept when a later
+    /// poll fails.
+    pub commit: Option<CommitId>,
+    /// Why the last poll failed, if it did.
+    pub error: Option<String>,
+    /// Where the project's objects are read from.
+    pub source: Option<Source>,
+}
+
+/// Why a refresh could not say where the project is.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error("project {0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Git(String),
+    #[error("no answer from the git poller within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot load the project: {0}")]
+    Store(#[from] tether_store::StoreError),
+}
+
+/// All pollers of this kas.
+pub struct Repos {
+    store: Arc<dyn Store>,
+    mirrors: PathBuf,
+    poll_interval: Duration,
+    pollers: Mutex<HashMap<String, Arc<Poller>>>,
+}
+
+struct Poller {
+    wake: Notify,
+    head: watch::Sender<Head>,
+}
+
+impl std::fmt::Debug for Repos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repos")
+            .field("mirrors", &self.mirrors)
+            .field("poll_interval", &self.poll_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Repos {
+    /// Mirrors of remote projects live under `mirrors`.
+    pub fn new(store: Arc<dyn Store>, mirrors: PathBuf, poll_interval: Duration) -> Arc<Self> {
+        Arc::new(Repos {
+            store,
+            mirrors,
+            poll_interval,
+            pollers: Mutex::default(),
+        })
+    }
+
+    /// Follows `project`'s head, starting its poller if none runs. The first
+    /// value may still be empty; the receiver is marked changed so that the
+    /// caller looks at it at once.
+    pub fn subscribe(self: &Arc<Self>, project: &str) -> watch::Receiver<Head> {
+        let mut pollers = self.lock();
+        let poller = pollers.entry(project.to_owned()).or_insert_with(|| {
+            let poller = Arc::new(Poller {
+                wake: Notify::new(),
+                head: watch::Sender::new(Head::default()),
+            });
+            let span = tracing::info_span!("git_poller", project = %project);
+            tokio::spawn(
+                self.clone()
+                    .poll_loop(project.to_owned(), poller.clone())
+                    .instrument(span),
+            );
+            poller
+        });
+        let mut receiver = poller.head.subscribe();
+        receiver.mark_changed();
+        receiver
+    }
+
+    /// Polls `project` now and returns the commit its ref points to. Every
+    /// connected agent of the project is sent its configuration from that
+    /// commit as soon as the poll publishes it.
+    pub async fn refresh(self: &Arc<Self>, project: &str) -> Result<CommitId, RefreshError> {
+        if self.store.get_project(project).await?.is_none() {
+            return Err(RefreshError::NotFound(project.to_owned()));
+        }
+        let mut head = self.subscribe(project);
+        let after = head.borrow().started;
+        if let Some(poller) = self.lock().get(project) {
+            poller.wake.notify_one();
+        }
+        let head = tokio::time::timeout(REFRESH_TIMEOUT, head.wait_for(|h| h.finished > after))
+            .await
+            .map_err(|_| RefreshError::Timeout(REFRESH_TIMEOUT))?
+            .map_err(|_| RefreshError::Git("the git poller stopped".to_owned()))?
+            .clone();
+        match (head.error, head.commit) {
+            (Some(error), _) => Err(RefreshError::Git(error)),
+            (None, Some(commit)) => Ok(commit),
+            (None, None) => Err(RefreshError::Git("no commit".to_owned())),
+        }
+    }
+
+    async fn poll_loop(self: Arc<Self>, project: String, poller: Arc<Poller>) {
+        loop {
+            poller.head.send_if_modified(|h| {
+                h.started += 1;
+                false
+            });
+            match self.poll(&project).await {
+                Ok(Some((source, commit))) => poller.head.send_modify(|h| {
+                    if h.commit.as_ref() != Some(&commit) {
+                        tracing::info!(commit = %commit, "new commit");
+                    }
+                    h.finished = h.started;
+                    h.commit = Some(commit);
+                    h.error = None;
+                    h.source = Some(source);
+                }),
+                Ok(None) => {
+                    tracing::info!("project deleted; poller stops");
+                    self.lock().remove(&project);
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "cannot read the project's repository");
+                    poller.head.send_modify(|h| {
+                        h.finished = h.started;
+                        h.error = Some(error);
+                    });
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.poll_interval) => {}
+                _ = poller.wake.notified() => {}
+            }
+            // Under the lock, so that a new subscriber either finds this
+            // poller still listed and running, or starts a new one.
+            let mut pollers = self.lock();
+            if poller.head.receiver_count() == 0 {
+                pollers.remove(&project);
+                tracing::debug!("no agent follows the project; poller stops");
+                return;
+            }
+        }
+    }
+
+    /// One fetch and resolve; `Ok(None)` when the project no longer exists.
+    async fn poll(&self, project: &str) -> Result<Option<(Source, CommitId)>, String> {
+        let Some(record) = self
+            .store
+            .get_project(project)
+            .await
+            .map_err(|e| format!("cannot load project {project}: {e}"))?
+        else {
+            return Ok(None);
+        };
+        let source = Source::new(&record.url, &self.mirrors);
+        tokio::task::spawn_blocking(move || {
+            source.update()?;
+            let commit = source.resolve(record.git_ref.as_deref())?;
+            Ok((source, commit))
+        })
+        .await
+        .map_err(|e| format!("git poll panicked: {e}"))?
+        .map(Some)
+        .map_err(|e: tether_git::GitError| e.to_string())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Poller>>> {
+        self.pollers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,177 @@
+//! Config from git to a running agent, end to end: a repository made with
+//! the git CLI, kas and agentk as real processes. A new commit reaches the
+//! agent within 2 s of a refresh and within one poll interval without one; a
+//! broken config is never sent and its error, with file and line, shows on
+//! the agent in the API.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{Setup, wait};
+
+/// Short, so that the test of polling without a trigger stays quick.
+const POLL_INTERVAL: Duration = Duration::from_secs(3);
+const CONFIG: &str = ".gitlab/agents/prod/config.yaml";
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Commits `text` as the agent's config file; returns the commit id.
+fn commit_config(repo: &Path, text: &str) -> String {
+    let file = repo.join(CONFIG);
+    std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&file, text).expect("write");
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-q", "-m", "config"]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+fn applied(agentk: &support::Proc, commit: &str) -> bool {
+    agentk
+        .log()
+        .lines()
+        .any(|l| l.contains("applied configuration") && l.contains(commit))
+}
+
+fn config_follows_git(wss: bool) {
+    let setup = Setup::start_with(&["--poll-interval", "3s"]);
+    let repo = setup.dir.path().join("config-repo");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let first = commit_config(&repo, "observability:\n  logging:\n    level: info\n");
+    let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
+    let address = if wss {
+        format!("wss://{}/agent", setup.agent_endpoint)
+    } else {
+        setup.agent_addr.clone()
+    };
+    let agentk = setup.agentk_at(&token, &address);
+    wait(
+        "the first config to be applied",
+        Duration::from_secs(60),
+        || applied(&agentk, &first),
+    );
+    wait(
+        "kas to record the applied commit",
+        Duration::from_secs(5),
+        || {
+            setup
+                .connections("prod")
+                .first()
+                .map(|c| c["config_commit"].clone())
+                == Some(first.clone().into())
+        },
+    );
+    assert!(
+        !agentk.log().contains("DEBUG"),
+        "info level shows no debug lines"
+    );
+
+    // With the trigger: within 2 s, and the debug level takes effect live.
+    let second = commit_config(&repo, "observability:\n  logging:\n    level: debug\n");
+    let triggered = Instant::now();
+    let answer = setup
+        .cli(&["project", "refresh", "team/config"])
+        .expect("refresh");
+    assert!(answer.contains(&second), "{answer}");
+    wait(
+        "the refreshed config to be applied",
+        Duration::from_secs(2),
+        || applied(&agentk, &second),
+    );
+    eprintln!("refresh to applied: {:?}", triggered.elapsed());
+    assert!(
+        agentk.log().contains("DEBUG") && agentk.log().contains("log filter set"),
+        "the debug level applies at once:\n{}",
+        agentk.log()
+    );
+
+    // A broken file is never sent; the error names the file and line.
+    let broken = commit_config(&repo, "gitops:\n  manifest_projects: [\n    - id: x\n");
+    setup
+        .cli(&["project", "refresh", "team/config"])
+        .expect("refresh");
+    wait("the config error to show", Duration::from_secs(5), || {
+        setup.agent("prod")["config"]["error"]["commit"] == broken.as_str()
+    });
+    let status = setup.agent("prod")["config"].clone();
+    assert_eq!(
+        status["commit"],
+        second.as_str(),
+        "the last good config stays"
+    );
+    assert_eq!(status["error"]["file"], CONFIG);
+    assert!(status["error"]["line"].as_u64().is_some(), "{status}");
+    assert!(
+        !agentk.log().contains(&broken),
+        "a broken config is never sent"
+    );
+
+    // Without the trigger: within one poll interval (plus delivery).
+    let fixed = commit_config(&repo, "observability:\n  logging:\n    level: info\n");
+    let committed = Instant::now();
+    wait(
+        "the polled config to be applied",
+        POLL_INTERVAL + Duration::from_secs(1),
+        || applied(&agentk, &fixed),
+    );
+    eprintln!("commit to applied by polling: {:?}", committed.elapsed());
+    let status = setup.agent("prod")["config"].clone();
+    assert_eq!(status["commit"], fixed.as_str());
+    assert!(status["error"].is_null(), "{status}");
+    assert!(setup.kas.log().contains("config not sent"));
+    assert!(!setup.kas.log().contains(&token) && !agentk.log().contains(&token));
+}
+
+#[test]
+fn config_follows_git_over_grpcs() {
+    config_follows_git(false);
+}
+
+#[test]
+fn a_remote_project_is_mirrored_and_a_missing_file_is_the_empty_config() {
+    let setup = Setup::start();
+    let repo = setup.dir.path().join("upstream");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("README"), "no agent config here\n").expect("write");
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "readme"]);
+    let head = git(&repo, &["rev-parse", "HEAD"]);
+    let token = setup.register_agent_in("prod", &format!("file://{}", repo.display()));
+    let agentk = setup.agentk(&token);
+    wait(
+        "the empty config to be applied",
+        Duration::from_secs(60),
+        || applied(&agentk, &head),
+    );
+    assert!(
+        setup
+            .dir
+            .path()
+            .join("kas/git-mirrors")
+            .read_dir()
+            .expect("mirrors")
+            .count()
+            == 1
+    );
+}

@@ -1,0 +1,233 @@
+//! Helpers shared by the tests that run kas and agentk as real processes.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const KAS: &str = env!("CARGO_BIN_EXE_kas");
+
+/// agentk is another package's binary: it sits beside this test's folder in
+/// the target directory (scripts/test.sh builds every binary first).
+pub fn agentk_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join("agentk");
+    assert!(
+        path.exists(),
+        "{} is missing: run cargo build --workspace --bins",
+        path.display()
+    );
+    path
+}
+
+pub struct Proc {
+    pub child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> Self {
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("process starts");
+        Proc { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub kas: Proc,
+    pub api: String,
+    /// The agent endpoint, host and port (`127.0.0.1:8152`).
+    pub agent_endpoint: std::net::SocketAddr,
+    pub agent_addr: String,
+    /// The listen addresses kas was started with, to restart it on them.
+    listen: [std::net::SocketAddr; 3],
+    /// Extra `kas serve` flags.
+    serve_args: Vec<String>,
+    /// agentk's probe listener.
+    pub probes: std::net::SocketAddr,
+}
+
+pub fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+}
+
+/// The status code agentk's probe listener answers for `path`.
+pub fn probe(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: agentk\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn spawn_kas(
+    dir: &std::path::Path,
+    [api, admin, agent]: [std::net::SocketAddr; 3],
+    extra: &[String],
+    log: &str,
+) -> Proc {
+    let mut cmd = Command::new(KAS);
+    cmd.arg("serve")
+        .arg("--data-dir")
+        .arg(dir.join("kas"))
+        .arg(format!("--api-listen={api}"))
+        .arg(format!("--admin-listen={admin}"))
+        .arg(format!("--agent-listen={agent}"))
+        .args(extra);
+    Proc::spawn(cmd, dir.join(log))
+}
+
+impl Setup {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts kas with extra `kas serve` flags.
+    pub fn start_with(serve_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listen = [free_port(), free_port(), free_port()];
+        let serve_args: Vec<String> = serve_args.iter().map(|s| s.to_string()).collect();
+        let kas = spawn_kas(dir.path(), listen, &serve_args, "kas.log");
+        let setup = Setup {
+            api: format!("http://{}", listen[0]),
+            agent_endpoint: listen[2],
+            agent_addr: format!("grpcs://{}", listen[2]),
+            listen,
+            serve_args,
+            probes: free_port(),
+            kas,
+            dir,
+        };
+        setup.wait_for_api();
+        setup
+    }
+
+    fn wait_for_api(&self) {
+        wait("kas to serve its API", Duration::from_secs(30), || {
+            self.dir.path().join("kas/admin-token").exists()
+                && self.cli(&["agent", "list"]).is_some()
+        });
+    }
+
+    /// Kills kas outright (SIGKILL: no graceful close for the agents) and
+    /// starts it again on the same data folder and addresses.
+    pub fn kill_and_restart_kas(&mut self) {
+        let _ = self.kas.child.kill();
+        let _ = self.kas.child.wait();
+        self.kas = spawn_kas(
+            self.dir.path(),
+            self.listen,
+            &self.serve_args,
+            "kas-restarted.log",
+        );
+        self.wait_for_api();
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new(KAS)
+            .args(args)
+            .args(["--server", &self.api, "--admin-token-file"])
+            .arg(self.dir.path().join("kas/admin-token"))
+            .env_remove("KAS_ADMIN_TOKEN")
+            .output()
+            .expect("CLI runs");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Registers a project, the agent `name` in it, and a token (token id 1
+    /// on a fresh kas), with the CLI; returns the token.
+    pub fn register_agent(&self, name: &str) -> String {
+        self.register_agent_in(name, "/srv/git/config")
+    }
+
+    /// As [`Self::register_agent`], with the project at `url`.
+    pub fn register_agent_in(&self, name: &str, url: &str) -> String {
+        self.cli(&["project", "add", "team/config", "--url", url])
+            .expect("project");
+        self.cli(&["agent", "create", name, "--project", "team/config"])
+            .expect("agent");
+        let created = self
+            .cli(&["token", "create", name, "--name", "first"])
+            .expect("token");
+        created
+            .lines()
+            .last()
+            .expect("token line")
+            .trim()
+            .to_owned()
+    }
+
+    pub fn agent(&self, agent: &str) -> serde_json::Value {
+        let text = self
+            .cli(&["agent", "show", agent, "-o", "json"])
+            .expect("agent shown");
+        serde_json::from_str(&text).expect("JSON")
+    }
+
+    pub fn connections(&self, agent: &str) -> Vec<serde_json::Value> {
+        self.agent(agent)["connections"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn agentk(&self, token: &str) -> Proc {
+        self.agentk_at(token, &self.agent_addr)
+    }
+
+    /// agentk dialing `address` (`grpcs://…` or `wss://…`).
+    pub fn agentk_at(&self, token: &str, address: &str) -> Proc {
+        let token_file = self.dir.path().join("agent-token");
+        std::fs::write(&token_file, format!("{token}\n")).expect("token file");
+        let cluster = tether_testenv::shared();
+        let mut cmd = Command::new(agentk_binary());
+        cmd.arg("--kubeconfig")
+            .arg(cluster.kubeconfig_path())
+            .args(["--kas-address", address, "--token-file"])
+            .arg(&token_file)
+            .arg("--ca-cert")
+            .arg(self.dir.path().join("kas/agent-ca.crt"))
+            .arg(format!("--observability-listen={}", self.probes))
+            .env("POD_NAMESPACE", "tether-test")
+            .env("POD_NAME", "agentk-0")
+            .env_remove("AGENTK_TOKEN");
+        Proc::spawn(cmd, self.dir.path().join("agentk.log"))
+    }
+}
+
+pub fn wait(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
