@@ -14,9 +14,9 @@ use tether_proto::v1::{
 use tether_runtime::Shutdown;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 use crate::backoff::Backoff;
+use crate::transport::KasAddress;
 
 /// A session that lasted this long was healthy: start backing off afresh.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
@@ -35,52 +35,12 @@ pub struct ConnectOptions {
     pub config: crate::config::ConfigState,
 }
 
-/// A parsed `--kas-address`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KasAddress {
-    /// `https://host:port` or `http://host:port`.
-    uri: String,
-    host: String,
-    tls: bool,
-}
-
 /// Where the token comes from; read again before every connection, so that a
 /// rotated token file takes effect without a restart.
 #[derive(Clone, Debug)]
 pub enum TokenSource {
     File(PathBuf),
     Env(String),
-}
-
-impl KasAddress {
-    pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let (scheme, rest) = text
-            .split_once("://")
-            .with_context(|| format!("kas address {text:?} needs a scheme: grpcs://host:port"))?;
-        let tls = match scheme {
-            "grpcs" => true,
-            "grpc" => false,
-            "ws" | "wss" => bail!(
-                "kas address {text:?}: WebSocket transport is not supported yet; use grpcs://"
-            ),
-            other => bail!(
-                "kas address {text:?}: unknown scheme {other:?}; use grpcs:// (or grpc:// without TLS)"
-            ),
-        };
-        let authority = rest.trim_end_matches('/');
-        if authority.is_empty() || authority.contains('/') {
-            bail!("kas address {text:?} must be scheme://host:port");
-        }
-        let host = match authority.rsplit_once(':') {
-            Some((h, port)) if port.parse::<u16>().is_ok() => h.trim_matches(['[', ']']).to_owned(),
-            _ => bail!("kas address {text:?} needs a port"),
-        };
-        Ok(Self {
-            uri: format!("{}://{authority}", if tls { "https" } else { "http" }),
-            host,
-            tls,
-        })
-    }
 }
 
 impl TokenSource {
@@ -158,27 +118,10 @@ async fn session(options: &ConnectOptions, mut shutdown: Shutdown) -> End {
 
 async fn open_session(options: &ConnectOptions, shutdown: &mut Shutdown) -> anyhow::Result<End> {
     let token = options.token.read()?;
-    let mut endpoint = Endpoint::from_shared(options.kas_address.uri.clone())
-        .context("invalid kas address")?
-        .connect_timeout(Duration::from_secs(10))
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10));
-    if options.kas_address.tls {
-        let mut tls = ClientTlsConfig::new().domain_name(options.kas_address.host.clone());
-        tls = match &options.ca_cert {
-            Some(path) => {
-                let pem = std::fs::read(path)
-                    .with_context(|| format!("cannot read CA file {}", path.display()))?;
-                tls.ca_certificate(Certificate::from_pem(pem))
-            }
-            None => tls.with_webpki_roots(),
-        };
-        endpoint = endpoint.tls_config(tls).context("invalid TLS settings")?;
-    }
-    let channel = endpoint
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to kas at {}", options.kas_address.uri))?;
+    let channel = options
+        .kas_address
+        .connect(options.ca_cert.as_deref())
+        .await?;
     let mut client = AgentChannelClient::new(channel);
 
     let (tx, rx) = mpsc::channel(16);
@@ -231,6 +174,7 @@ async fn open_session(options: &ConnectOptions, shutdown: &mut Shutdown) -> anyh
                             agent = %welcome.agent_name,
                             agent_id = welcome.agent_id,
                             kas_version = %welcome.server_version,
+                            kas = options.kas_address.display(),
                             "connected to kas"
                         );
                     }
@@ -252,33 +196,6 @@ async fn open_session(options: &ConnectOptions, shutdown: &mut Shutdown) -> anyh
                     Some(server_message::Message::Pong(_)) | None => {}
                 },
             },
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_kas_addresses() {
-        let a = KasAddress::parse("grpcs://kas.example.com:8152").expect("valid");
-        assert_eq!(
-            (a.uri.as_str(), a.host.as_str(), a.tls),
-            ("https://kas.example.com:8152", "kas.example.com", true)
-        );
-        let b = KasAddress::parse("grpc://127.0.0.1:8152/").expect("valid");
-        assert_eq!((b.uri.as_str(), b.tls), ("http://127.0.0.1:8152", false));
-        let v6 = KasAddress::parse("grpcs://[::1]:8152").expect("valid");
-        assert_eq!(v6.host, "::1");
-        for bad in [
-            "kas:8152",
-            "https://kas:8152",
-            "grpcs://kas",
-            "grpcs://kas:8152/path",
-            "wss://kas:443",
-        ] {
-            assert!(KasAddress::parse(bad).is_err(), "{bad}");
         }
     }
 }

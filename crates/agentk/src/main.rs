@@ -12,15 +12,17 @@ mod config;
 mod connection;
 mod install;
 mod observability;
+mod transport;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use connection::{ConnectOptions, KasAddress, TokenSource};
+use connection::{ConnectOptions, TokenSource};
 use tether_proto::v1::PodIdentity;
 use tether_runtime::{Shutdown, logging};
+use transport::KasAddress;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,8 +47,9 @@ struct RunArgs {
     /// Log level when RUST_LOG is unset.
     #[arg(long, env = "AGENTK_LOG_LEVEL", default_value = "info")]
     log_level: String,
-    /// kas's agent endpoint: grpcs://host:port (grpc:// without TLS, for
-    /// development only). Without it agentk only checks its cluster.
+    /// kas's agent endpoint: grpcs://host:port, or wss://host[:port]/path
+    /// where only HTTP/1.1 passes proxies (grpc:// and ws:// without TLS,
+    /// for development only). Without it agentk only checks its cluster.
     #[arg(long, env = "AGENTK_KAS_ADDRESS")]
     kas_address: Option<String>,
     /// File holding the agent token; without it the token is read from the

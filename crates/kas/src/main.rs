@@ -177,30 +177,39 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves the agent endpoint, gRPC over TLS, until the drain signal.
+/// Serves the agent endpoint, gRPC over TLS and over WebSocket on the same
+/// port, until the drain signal.
 async fn serve_agents(
     addr: SocketAddr,
     identity: channel::tls::ServingIdentity,
     service: channel::AgentChannelService,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    use tonic::transport::{Identity, Server, ServerTlsConfig};
-    let tls =
-        ServerTlsConfig::new().identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem));
+    use std::time::Duration;
+    use tonic::transport::Server;
+    let acceptor = channel::listener::acceptor(&identity)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on agent address {addr}"))?;
     let local = listener
         .local_addr()
         .context("listener has no local address")?;
-    tracing::info!(listener = "agent", addr = %local, "listening (gRPC over TLS)");
+    tracing::info!(listener = "agent", addr = %local, "listening (gRPC over TLS, and over WebSocket)");
+    let mut accept_stop = shutdown.clone();
+    let incoming =
+        channel::listener::incoming(
+            listener,
+            acceptor,
+            async move { accept_stop.signalled().await },
+        );
     let mut drain = shutdown;
     Server::builder()
-        .tls_config(tls)
-        .context("invalid TLS certificate or key for the agent endpoint")?
+        // Find dead peers behind NATs and proxies that drop idle flows.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(tether_proto::v1::agent_channel_server::AgentChannelServer::new(service))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            tokio_stream::wrappers::ReceiverStream::new(incoming),
             async move { drain.signalled().await },
         )
         .await

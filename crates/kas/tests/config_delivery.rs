@@ -175,3 +175,8 @@ fn a_remote_project_is_mirrored_and_a_missing_file_is_the_empty_config() {
             == 1
     );
 }
+
+#[test]
+fn config_follows_git_over_wss() {
+    config_follows_git(true);
+}

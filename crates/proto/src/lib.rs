@@ -10,6 +10,7 @@
 //! agentk exchange these types and convert at their edges.
 
 pub mod convert;
+pub mod websocket;
 
 /// Generated from `proto/tether/agent/v1/agent.proto`.
 #[allow(missing_debug_implementations, clippy::all)]

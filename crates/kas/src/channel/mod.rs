@@ -7,9 +7,11 @@
 //! - [`service`]: authentication, the Hello/Welcome handshake and the session
 //!   loop.
 //! - [`config`]: reading and validating an agent's config file at a commit.
+//! - [`listener`]: one TLS port for gRPC and gRPC-over-WebSocket.
 //! - [`ratelimit`]: the limit on failed authentications per source address.
 
 pub mod config;
+pub mod listener;
 pub mod ratelimit;
 pub mod registry;
 pub mod service;
