@@ -3,13 +3,31 @@
 //! It is kept apart from the agent and API listeners so that a probe never
 //! waits behind agent traffic, as in linkerd's admin server.
 
+use axum::http::header::CONTENT_TYPE;
 use axum::{Router, routing::get};
 
+use crate::metrics::Metrics;
+
 /// Routes of the admin listener.
-pub fn router() -> Router {
+pub fn router(metrics: Metrics) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics.encode();
+                async move {
+                    (
+                        [(
+                            CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        )
 }
 
 #[cfg(test)]
@@ -25,12 +43,16 @@ mod tests {
         for (path, want) in [
             ("/healthz", StatusCode::OK),
             ("/readyz", StatusCode::OK),
+            ("/metrics", StatusCode::OK),
             ("/nope", StatusCode::NOT_FOUND),
         ] {
             let req = Request::get(path)
                 .body(Body::empty())
                 .expect("valid request");
-            let res = router().oneshot(req).await.expect("router is infallible");
+            let res = router(Metrics::default())
+                .oneshot(req)
+                .await
+                .expect("router is infallible");
             assert_eq!(res.status(), want, "{path}");
         }
     }

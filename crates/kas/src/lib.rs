@@ -7,7 +7,8 @@
 //! - [`channel`]: the agent endpoint (gRPC over TLS) and live connections.
 //! - [`repos`]: one git poller per project with connected agents.
 //! - [`settings`]: `kas serve`'s flags and settings file.
-//! - [`admin`]: the health listener.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`admin`]: the health listener and `/metrics`.
 //! - [`cli`] and [`client`]: the CLI's commands against a running kas.
 
 pub mod admin;
@@ -16,6 +17,7 @@ pub mod api;
 pub mod channel;
 pub mod cli;
 pub mod client;
+pub mod metrics;
 pub mod repos;
 pub mod settings;
 mod time_format;

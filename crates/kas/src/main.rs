@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use kas::metrics::Metrics;
 use kas::repos::Repos;
 use kas::settings::{Overrides, Settings, SettingsFile};
 use kas::{admin, admin_token, api, channel, cli};
@@ -137,11 +138,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         SqliteStore::open(&db).with_context(|| format!("cannot open database {}", db.display()))?;
     let admin_token = admin_token::load_or_create(&args.data_dir.join("admin-token"))?;
     let store: Arc<dyn tether_store::Store> = Arc::new(store);
-    let connections = Arc::new(channel::ConnectionRegistry::default());
+    let metrics = Metrics::default();
+    let connections = Arc::new(channel::ConnectionRegistry::with_metrics(metrics.clone()));
     let repos = Repos::new(
         store.clone(),
         args.data_dir.join("git-mirrors"),
         args.poll_interval,
+        metrics.clone(),
     );
     let state = api::ApiState {
         store: store.clone(),
@@ -162,7 +165,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let health = serve_router(
         "admin",
         args.admin_listen,
-        admin::router(),
+        admin::router(metrics),
         shutdown.clone(),
     );
     let agents = serve_agents(

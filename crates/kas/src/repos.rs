@@ -18,6 +18,8 @@ use tether_store::Store;
 use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
+use crate::metrics::{Metrics, PollResult};
+
 /// Default time between two polls of one project.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -59,6 +61,7 @@ pub struct Repos {
     mirrors: PathBuf,
     poll_interval: Duration,
     pollers: Mutex<HashMap<String, Arc<Poller>>>,
+    metrics: Metrics,
 }
 
 struct Poller {
@@ -77,12 +80,18 @@ impl std::fmt::Debug for Repos {
 
 impl Repos {
     /// Mirrors of remote projects live under `mirrors`.
-    pub fn new(store: Arc<dyn Store>, mirrors: PathBuf, poll_interval: Duration) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        mirrors: PathBuf,
+        poll_interval: Duration,
+        metrics: Metrics,
+    ) -> Arc<Self> {
         Arc::new(Repos {
             store,
             mirrors,
             poll_interval,
             pollers: Mutex::default(),
+            metrics,
         })
     }
 
@@ -139,7 +148,17 @@ impl Repos {
                 h.started += 1;
                 false
             });
-            match self.poll(&project).await {
+            let started = std::time::Instant::now();
+            let polled = self.poll(&project).await;
+            self.metrics
+                .git_poll_seconds
+                .observe(started.elapsed().as_secs_f64());
+            let result = if polled.is_ok() { "ok" } else { "error" };
+            self.metrics
+                .git_polls
+                .get_or_create(&PollResult { result })
+                .inc();
+            match polled {
                 Ok(Some((source, commit))) => poller.head.send_modify(|h| {
                     if h.commit.as_ref() != Some(&commit) {
                         tracing::info!(commit = %commit, "new commit");

@@ -31,6 +31,7 @@ impl Api {
                 store.clone(),
                 std::env::temp_dir().join("tether-api-test-mirrors"),
                 DEFAULT_POLL_INTERVAL,
+                Default::default(),
             ),
         });
         Api {
@@ -272,6 +273,70 @@ async fn bad_bodies_are_refused_with_a_reason() {
 
 /// Every operation openapi.yaml documents reaches a handler, and a method it
 /// does not document on a documented path is refused by the router.
+#[tokio::test]
+async fn refresh_answers_with_the_commit_or_says_what_is_wrong() {
+    let api = Api::new();
+    let (status, _) = api
+        .call(Method::POST, "/api/v1/projects/team%2Fnone/refresh", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let missing = "/nonexistent/tether/repo";
+    let (status, _) = api
+        .call(
+            Method::POST,
+            "/api/v1/projects",
+            Some(json!({ "id": "team/gone", "url": missing })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = api
+        .call(Method::POST, "/api/v1/projects/team%2Fgone/refresh", None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or_default().contains(missing),
+        "{body}"
+    );
+
+    let repo = tempfile::tempdir().expect("tempdir");
+    let git = |args: &[&str]| {
+        let ok = std::process::Command::new("git")
+            .arg("-C")
+            .arg(repo.path())
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .expect("git");
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        String::from_utf8_lossy(&ok.stdout).trim().to_owned()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["commit", "-q", "--allow-empty", "-m", "first"]);
+    let head = git(&["rev-parse", "HEAD"]);
+    let url = repo.path().to_str().expect("utf-8");
+    let (status, _) = api
+        .call(
+            Method::POST,
+            "/api/v1/projects",
+            Some(json!({ "id": "team/here", "url": url, "ref": "main" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = api
+        .call(Method::POST, "/api/v1/projects/team%2Fhere/refresh", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({ "project": "team/here", "commit": head }));
+}
+
 #[tokio::test]
 async fn the_openapi_document_matches_the_routes() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml"))

@@ -139,6 +139,16 @@ fn config_follows_git(wss: bool) {
     assert_eq!(status["commit"], fixed.as_str());
     assert!(status["error"].is_null(), "{status}");
     assert!(setup.kas.log().contains("config not sent"));
+    let (status, metrics) = support::http_get(setup.admin, "/metrics").expect("metrics");
+    assert_eq!(status, 200);
+    for expected in [
+        "kas_agent_sessions 1",
+        "kas_agent_configs_sent_total 3",
+        "kas_agent_configs_rejected_total 1",
+        "kas_git_polls_total{result=\"ok\"}",
+    ] {
+        assert!(metrics.contains(expected), "{expected} in\n{metrics}");
+    }
     assert!(!setup.kas.log().contains(&token) && !agentk.log().contains(&token));
 }
 

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::config::{ConfigProblem, ConfigStatus};
+use crate::metrics::Metrics;
 
 /// A connection as the API shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +38,7 @@ pub struct ConnectionRegistry {
     next_id: AtomicU64,
     entries: Mutex<HashMap<u64, Entry>>,
     configs: Mutex<HashMap<String, ConfigStatus>>,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for ConnectionRegistry {
@@ -62,6 +64,8 @@ impl ConnectionRegistry {
         view: ConnectionView,
     ) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.metrics.agent_sessions.inc();
+        self.metrics.agent_sessions_opened.inc();
         let (close, closed) = watch::channel(None);
         self.lock().insert(
             id,
@@ -77,6 +81,18 @@ impl ConnectionRegistry {
             id,
             closed,
         }
+    }
+
+    /// The registry counting sessions into `metrics`.
+    pub fn with_metrics(metrics: Metrics) -> Self {
+        ConnectionRegistry {
+            metrics,
+            ..ConnectionRegistry::default()
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Live connections of `agent`, oldest first.
@@ -172,6 +188,7 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        self.registry.metrics.agent_sessions.dec();
         self.registry.lock().remove(&self.id);
     }
 }

@@ -130,10 +130,11 @@ impl AgentChannel for AgentChannelService {
                 ok
             }
             Err(status) => {
-                if let Some(ip) = ip
-                    && status.code() == tonic::Code::Unauthenticated
-                {
-                    self.failures.record_failure(ip, std::time::Instant::now());
+                if status.code() == tonic::Code::Unauthenticated {
+                    self.registry.metrics().auth_failures.inc();
+                    if let Some(ip) = ip {
+                        self.failures.record_failure(ip, std::time::Instant::now());
+                    }
                 }
                 tracing::info!(peer = ?peer, reason = status.message(), "agent connection refused");
                 return Err(status);
@@ -310,6 +311,7 @@ impl Session {
                         message: Some(server_message::Message::Configuration(loaded.message)),
                     };
                     self.send(message).await?;
+                    self.registry.metrics().configs_sent.inc();
                     tracing::info!(commit = %commit, "configuration sent");
                     self.sent_commit = commit;
                 }
@@ -322,6 +324,7 @@ impl Session {
                     error = %problem.message,
                     "config not sent: it does not validate"
                 );
+                self.registry.metrics().configs_rejected.inc();
                 self.registry.config_rejected(&self.agent, problem);
             }
         }

@@ -62,6 +62,8 @@ pub struct Setup {
     pub agent_addr: String,
     /// The listen addresses kas was started with, to restart it on them.
     listen: [std::net::SocketAddr; 3],
+    /// kas's admin listener (`/healthz`, `/metrics`).
+    pub admin: std::net::SocketAddr,
     /// Extra `kas serve` flags.
     serve_args: Vec<String>,
     /// agentk's probe listener.
@@ -76,12 +78,19 @@ pub fn free_port() -> std::net::SocketAddr {
 
 /// The status code agentk's probe listener answers for `path`.
 pub fn probe(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
+    http_get(addr, path).map(|(status, _)| status)
+}
+
+/// A plain HTTP/1.0 GET: status and body.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: agentk\r\n\r\n").ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
-    response.split_whitespace().nth(1)?.parse().ok()
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
 }
 
 fn spawn_kas(
@@ -115,6 +124,7 @@ impl Setup {
         let setup = Setup {
             api: format!("http://{}", listen[0]),
             agent_endpoint: listen[2],
+            admin: listen[1],
             agent_addr: format!("grpcs://{}", listen[2]),
             listen,
             serve_args,
