@@ -24,3 +24,6 @@ echo "cluster binaries, warm (already built): $(secs "$t0" "$(now)") s"
 export TETHER_KUBE_BIN
 
 cargo bench -q -p tether-testenv --bench cluster_start
+
+# Agents per kas: release build of kas, N = 100, 1000, 5000.
+cargo bench -q -p kas --bench agents

@@ -58,7 +58,14 @@ wait_for "kas /readyz" 30 "$demo/kas.log" curl -sf "http://$kas_admin/readyz"
 
 # Register an agent the way a person would, with the kas CLI.
 kas_cli() { target/debug/kas --server "http://$kas_api" --admin-token-file "$demo/kas/admin-token" "$@"; }
-kas_cli project add demo/config --url "$PWD" >/dev/null
+# The agent's configuration project: a git repository with its config file.
+repo="$demo/config-repo"
+mkdir -p "$repo/.gitlab/agents/demo"
+git init -q -b main "$repo"
+printf 'observability:\n  logging:\n    level: info\n' >"$repo/.gitlab/agents/demo/config.yaml"
+git -C "$repo" add -A
+git -C "$repo" -c user.name=demo -c user.email=demo@tether.invalid commit -qm "agent config"
+kas_cli project add demo/config --url "$repo" >/dev/null
 kas_cli agent create demo --project demo/config >/dev/null
 kas_cli token create demo --name demo | tail -n 1 >"$demo/agent-token"
 
@@ -68,12 +75,14 @@ target/debug/agentk --kubeconfig "$kubeconfig" --kas-address "grpcs://$kas_agent
 pids+=($!)
 wait_for "agentk connecting to kas" 60 "$demo/agentk.log" grep -q "connected to kas" "$demo/agentk.log"
 wait_for "agentk readiness" 10 "$demo/agentk.log" curl -sf "http://$agentk_probes/readiness"
+wait_for "agentk applying its config from git" 20 "$demo/agentk.log" grep -q "applied configuration" "$demo/agentk.log"
 
 kubectl=("$TETHER_KUBE_BIN/kubectl" --kubeconfig "$kubeconfig")
 echo
 sed -n '1,/press Ctrl-C/p' "$demo/cluster.log" | grep -v "press Ctrl-C"
 echo "kas     pid ${pids[1]}  API http://$kas_api (admin token in $demo/kas/admin-token)  readyz: $(curl -sf "http://$kas_admin/readyz")"
 echo "agentk  pid ${pids[2]}  $(grep -o 'server_version=[^ ]*' "$demo/agentk.log" | head -1), connected to kas at grpcs://$kas_agent, readiness: $(curl -sf "http://$agentk_probes/readiness")"
+echo "config  $repo/.gitlab/agents/demo/config.yaml at $(git -C "$repo" rev-parse --short HEAD), applied by agentk; commit a change and run: target/debug/kas --server http://$kas_api --admin-token-file $demo/kas/admin-token project refresh demo/config"
 echo
 echo "kas agent list:"
 kas_cli agent list

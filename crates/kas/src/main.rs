@@ -125,6 +125,10 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let args = args.settings()?;
     let shutdown = Shutdown::on_signal();
+    match tether_runtime::limits::raise_open_files() {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data folder {}", args.data_dir.display()))?;
     // The folder holds token hashes and the admin token: kas's user only.

@@ -2,12 +2,15 @@
 //! and the development cluster start, log and stop the same way.
 //!
 //! - [`logging::init`] installs the `tracing` subscriber once per process.
+//! - [`limits::raise_open_files`] lets a server hold as many connections
+//!   as the system allows.
 //! - [`shutdown::Shutdown`] turns SIGINT/SIGTERM into a drain signal that every
 //!   long-running task can observe; a second signal forces the exit.
 //!
 //! Architecture invariant: this crate knows nothing of Kubernetes, git or the
 //! agent protocol.
 
+pub mod limits;
 pub mod logging;
 pub mod shutdown;
 
