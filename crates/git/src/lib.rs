@@ -15,7 +15,7 @@ mod read;
 
 use std::path::{Path, PathBuf};
 
-pub use read::{CommitId, FileRead};
+pub use read::{CommitId, FileRead, Matched, SelectLimits};
 
 /// Why a repository could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,14 @@ pub enum GitError {
         location: String,
         what: String,
         message: String,
+    },
+    #[error("glob {glob:?} is invalid: {message}")]
+    Glob { glob: String, message: String },
+    #[error("{what} at {commit}: more than the limit of {limit}")]
+    OverLimit {
+        what: String,
+        commit: String,
+        limit: u64,
     },
     #[error("{path} at {commit} is {size} bytes, more than the limit of {limit}")]
     TooLarge {
@@ -123,6 +131,20 @@ pub fn redact(url: &str) -> String {
             format!("{scheme}://{user}:***@{host}{path}")
         }
         None => url.to_owned(),
+    }
+}
+
+impl Source {
+    /// Every file at `commit` whose path matches one of `globs` (git's
+    /// path syntax: `*` stays within a folder, `**` crosses folders,
+    /// `{a,b}` alternates), read under `limits`, sorted by path.
+    pub fn select_files(
+        &self,
+        commit: &CommitId,
+        globs: &[String],
+        limits: &SelectLimits,
+    ) -> Result<Vec<Matched>, GitError> {
+        read::select_files(self.git_dir(), &self.display_url(), commit, globs, limits)
     }
 }
 

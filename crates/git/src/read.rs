@@ -133,3 +133,115 @@ pub(crate) fn read_file(
         bytes: blob.detach().data,
     }))
 }
+
+/// Bounds on what one manifest project may select, as the GitLab agent has
+/// them.
+#[derive(Clone, Debug)]
+pub struct SelectLimits {
+    pub max_file_bytes: u64,
+    pub max_total_bytes: u64,
+    pub max_files: usize,
+}
+
+impl Default for SelectLimits {
+    fn default() -> Self {
+        SelectLimits {
+            max_file_bytes: 5 << 20,
+            max_total_bytes: 20 << 20,
+            max_files: 1_000,
+        }
+    }
+}
+
+/// A file a glob selected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Matched {
+    pub path: String,
+    pub bytes: Vec<u8>,
+}
+
+pub(crate) fn select_files(
+    dir: &Path,
+    location: &str,
+    commit: &CommitId,
+    globs: &[String],
+    limits: &SelectLimits,
+) -> Result<Vec<Matched>, GitError> {
+    let mut set = globset::GlobSetBuilder::new();
+    for glob in globs {
+        let compiled = globset::GlobBuilder::new(glob)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| GitError::Glob {
+                glob: glob.clone(),
+                message: e.kind().to_string(),
+            })?;
+        set.add(compiled);
+    }
+    let set = set.build().map_err(|e| GitError::Glob {
+        glob: globs.join(", "),
+        message: e.to_string(),
+    })?;
+    let repo = open(dir, location)?;
+    let read_error = |what: &str, e: &dyn std::error::Error| GitError::Read {
+        location: location.to_owned(),
+        what: what.to_owned(),
+        message: e.to_string(),
+    };
+    let tree = repo
+        .find_commit(commit.0)
+        .map_err(|e| read_error(&commit.to_string(), &e))?
+        .tree()
+        .map_err(|e| read_error(&commit.to_string(), &e))?;
+    let mut recorder = gix::traverse::tree::Recorder::default();
+    tree.traverse()
+        .breadthfirst(&mut recorder)
+        .map_err(|e| read_error(&commit.to_string(), &e))?;
+    let mut selected: Vec<(String, ObjectId)> = recorder
+        .records
+        .into_iter()
+        .filter(|entry| entry.mode.is_blob())
+        .filter_map(|entry| {
+            let path = String::from_utf8(entry.filepath.into()).ok()?;
+            set.is_match(&path).then_some((path, entry.oid))
+        })
+        .collect();
+    selected.sort();
+    if selected.len() > limits.max_files {
+        return Err(GitError::OverLimit {
+            what: format!("{} files match", selected.len()),
+            commit: commit.to_string(),
+            limit: limits.max_files as u64,
+        });
+    }
+    let mut total = 0u64;
+    let mut files = Vec::with_capacity(selected.len());
+    for (path, oid) in selected {
+        let size = repo
+            .find_header(oid)
+            .map_err(|e| read_error(&path, &e))?
+            .size();
+        if size > limits.max_file_bytes {
+            return Err(GitError::TooLarge {
+                path,
+                commit: commit.to_string(),
+                size,
+                limit: limits.max_file_bytes,
+            });
+        }
+        total += size;
+        if total > limits.max_total_bytes {
+            return Err(GitError::OverLimit {
+                what: "the selected files' total size".to_owned(),
+                commit: commit.to_string(),
+                limit: limits.max_total_bytes,
+            });
+        }
+        let blob = repo.find_object(oid).map_err(|e| read_error(&path, &e))?;
+        files.push(Matched {
+            path,
+            bytes: blob.detach().data,
+        });
+    }
+    Ok(files)
+}

@@ -149,3 +149,65 @@ fn an_unreachable_remote_is_a_fetch_error_that_hides_credentials() {
     assert!(matches!(err, GitError::Fetch { .. }), "{text}");
     assert!(!text.contains("s3cret"), "{text}");
 }
+
+#[test]
+fn globs_select_files_inside_the_tree_under_limits() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("manifests");
+    new_repo(&repo);
+    for (path, text) in [
+        ("manifests/app/deploy.yaml", "a: 1\n"),
+        ("manifests/app/svc.yml", "b: 2\n"),
+        ("manifests/app/nested/cm.json", "{}\n"),
+        ("manifests/app/README.md", "docs\n"),
+        ("other/x.yaml", "x: 1\n"),
+    ] {
+        let file = repo.join(path);
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        std::fs::write(file, text).expect("write");
+    }
+    let commit = commit_file(&repo, "top.yaml", "t: 1\n");
+    let source = Source::new(repo.to_str().expect("utf-8"), tmp.path());
+    let commit = source.resolve(Some(&commit)).expect("resolves");
+    let limits = tether_git::SelectLimits::default();
+    let paths = |globs: &[&str]| -> Vec<String> {
+        let globs: Vec<String> = globs.iter().map(|g| g.to_string()).collect();
+        source
+            .select_files(&commit, &globs, &limits)
+            .expect("selects")
+            .into_iter()
+            .map(|m| m.path)
+            .collect()
+    };
+    assert_eq!(
+        paths(&["manifests/**/*.{yaml,yml,json}"]),
+        [
+            "manifests/app/deploy.yaml",
+            "manifests/app/nested/cm.json",
+            "manifests/app/svc.yml"
+        ]
+    );
+    assert_eq!(
+        paths(&["manifests/*/*.yaml", "*.yaml"]),
+        ["manifests/app/deploy.yaml", "top.yaml"]
+    );
+    assert!(paths(&["nothing/**"]).is_empty());
+
+    let tight = tether_git::SelectLimits {
+        max_files: 2,
+        ..Default::default()
+    };
+    let globs = vec!["**/*.yaml".to_owned()];
+    assert!(matches!(
+        source.select_files(&commit, &globs, &tight),
+        Err(GitError::OverLimit { .. })
+    ));
+    let small = tether_git::SelectLimits {
+        max_file_bytes: 3,
+        ..Default::default()
+    };
+    assert!(matches!(
+        source.select_files(&commit, &globs, &small),
+        Err(GitError::TooLarge { .. })
+    ));
+}
