@@ -1,14 +1,25 @@
 //! The GitOps sync pipeline, as agentk runs it: parse → validate → plan →
 //! apply in order → prune → wait for health → report.
 //!
-//! This first part turns the files kas sends into Kubernetes objects:
-//! [`manifest::parse`] reads every file (multi-document YAML or JSON) under
-//! hard bounds, expands `List` kinds, and checks each object's identity and
-//! that no object appears twice, reporting every problem with its file and
-//! document index. Nothing is applied unless the whole set passes.
+//! - [`manifest`]: files to objects, under hard bounds (size, depth,
+//!   aliases), with `List` expansion; every problem with its file and
+//!   document index.
+//! - [`kinds`]: each object's resource and scope by API discovery (or a CRD
+//!   in the same set), and the apply order.
+//! - [`inventory`]: what a manifest project owns, in cli-utils' format.
+//! - [`sync`]: the whole run: validate everything, record the union in the
+//!   inventory, apply with server-side apply in order, prune, record the
+//!   final set; then [`sync::wait_for_health`].
+//! - [`health`]: the kstatus rules.
+//!
+//! Nothing is applied unless the whole set passes.
 //!
 //! Architecture invariant: no global state; each manifest project's sync is
 //! a value, so several can run side by side and leader election can wrap
 //! them later.
 
+pub mod health;
+pub mod inventory;
+pub mod kinds;
 pub mod manifest;
+pub mod sync;

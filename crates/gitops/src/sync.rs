@@ -1,0 +1,553 @@
+//! One sync of one manifest project: the whole set is parsed, resolved and
+//! checked before anything changes; then the inventory records the union of
+//! old and new, objects are applied in dependency order with server-side
+//! apply, what left git is pruned, and the inventory records the final set.
+//! A crash at any point leaves an inventory that covers everything the
+//! project may own, so nothing is orphaned and nothing forgotten.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, stream};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
+use kube::discovery::{ApiResource, Discovery};
+use serde_json::Value;
+
+use crate::health::{Health, health};
+use crate::inventory::{FIELD_MANAGER, Inventory, ON_REMOVE_ANNOTATION, OWNER_ANNOTATION, ObjRef};
+use crate::kinds::{self, Resolved};
+use crate::manifest::{self, Limits, ManifestFile, Object};
+
+/// Objects applied at once within one kind.
+const APPLY_CONCURRENCY: usize = 16;
+/// How long custom resources wait for their CRD to be Established.
+const CRD_ESTABLISH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Which objects a sync may take over (the GitLab agent's `inventory_policy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InventoryPolicy {
+    /// Only objects this inventory owns.
+    MustMatch,
+    /// Also objects no inventory owns.
+    AdoptIfNoInventory,
+    /// Any object.
+    AdoptAll,
+}
+
+/// How to sync one manifest project.
+#[derive(Clone, Debug)]
+pub struct SyncOptions {
+    /// Namespace for namespaced objects that name none.
+    pub default_namespace: String,
+    pub inventory: Inventory,
+    pub inventory_policy: InventoryPolicy,
+    pub prune: bool,
+    pub prune_timeout: Duration,
+    pub prune_propagation: PropagationPolicy,
+    /// `dry_run_strategy: server`: apply with dryRun=All, prune nothing.
+    pub server_dry_run: bool,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Applied,
+    Pruned,
+    /// Left in the cluster: annotated on-remove keep, or prune is off.
+    Kept,
+    Failed,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Applied => "applied",
+            Action::Pruned => "pruned",
+            Action::Kept => "kept",
+            Action::Failed => "failed",
+        }
+    }
+}
+
+/// What happened to one object.
+#[derive(Clone, Debug)]
+pub struct ObjectOutcome {
+    pub object: ObjRef,
+    pub action: Action,
+    pub health: Option<Health>,
+    pub message: String,
+    /// How to read it back, for health.
+    resource: Option<(ApiResource, bool)>,
+}
+
+/// What a sync did.
+#[derive(Clone, Debug, Default)]
+pub struct SyncOutcome {
+    /// Why the sync failed, if it did; with file and document where the
+    /// manifests are at fault.
+    pub error: Option<String>,
+    pub objects: Vec<ObjectOutcome>,
+    pub duration: Duration,
+}
+
+impl SyncOutcome {
+    fn failed(error: String, started: Instant) -> Self {
+        SyncOutcome {
+            error: Some(error),
+            objects: Vec::new(),
+            duration: started.elapsed(),
+        }
+    }
+
+    pub fn count(&self, action: Action) -> usize {
+        self.objects.iter().filter(|o| o.action == action).count()
+    }
+}
+
+/// Brings the cluster to the state of `files`.
+pub async fn sync(
+    client: &kube::Client,
+    options: &SyncOptions,
+    files: &[ManifestFile],
+) -> SyncOutcome {
+    let started = Instant::now();
+    let objects = match manifest::parse(files, &options.limits) {
+        Ok(objects) => objects,
+        Err(problems) => return SyncOutcome::failed(join(&problems), started),
+    };
+    let discovery = match Discovery::new(client.clone()).run().await {
+        Ok(d) => d,
+        Err(e) => return SyncOutcome::failed(format!("API discovery failed: {e}"), started),
+    };
+    let planned = match plan(&discovery, objects, &options.default_namespace) {
+        Ok(planned) => planned,
+        Err(problems) => return SyncOutcome::failed(problems.join("; "), started),
+    };
+
+    let old = match options.inventory.load(client).await {
+        Ok(old) => old,
+        Err(e) => return SyncOutcome::failed(format!("cannot read the inventory: {e}"), started),
+    };
+    let mut outcome = SyncOutcome::default();
+    let mut owned = Vec::with_capacity(planned.len());
+    for (object, resolved) in planned {
+        match check_ownership(client, options, &old, &object, &resolved).await {
+            Ok(()) => owned.push((object, resolved)),
+            Err(message) => outcome.objects.push(ObjectOutcome {
+                object: ObjRef::from_key(&object.key),
+                action: Action::Failed,
+                health: None,
+                message,
+                resource: None,
+            }),
+        }
+    }
+    let new: BTreeSet<ObjRef> = owned
+        .iter()
+        .map(|(o, _)| ObjRef::from_key(&o.key))
+        .collect();
+
+    if !options.server_dry_run {
+        let union: BTreeSet<ObjRef> = old.union(&new).cloned().collect();
+        if let Err(e) = options.inventory.save(client, &union).await {
+            return SyncOutcome::failed(format!("cannot write the inventory: {e}"), started);
+        }
+    }
+
+    outcome
+        .objects
+        .extend(apply_all(client, options, owned).await);
+
+    let mut keep = new.clone();
+    let gone: Vec<ObjRef> = old.difference(&new).cloned().collect();
+    if options.server_dry_run {
+        // Nothing is pruned in a dry run.
+    } else if options.prune {
+        let pruned = prune(client, &discovery, options, gone).await;
+        for p in &pruned {
+            // An object that could not be deleted stays in the inventory,
+            // so that the next sync tries again.
+            if p.action == Action::Failed {
+                keep.insert(p.object.clone());
+            }
+        }
+        outcome.objects.extend(pruned);
+    } else {
+        keep.extend(gone);
+    }
+    if !options.server_dry_run
+        && let Err(e) = options.inventory.save(client, &keep).await
+    {
+        outcome.error = Some(format!("cannot write the inventory: {e}"));
+    }
+    if outcome.error.is_none() {
+        let failed: Vec<String> = outcome
+            .objects
+            .iter()
+            .filter(|o| o.action == Action::Failed)
+            .map(|o| format!("{}: {}", o.object, o.message))
+            .collect();
+        if !failed.is_empty() {
+            outcome.error = Some(failed.join("; "));
+        }
+    }
+    outcome.duration = started.elapsed();
+    outcome
+}
+
+/// Waits until every applied object is Current (or Failed), or `timeout`
+/// passes, updating each object's health.
+pub async fn wait_for_health(client: &kube::Client, outcome: &mut SyncOutcome, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut settled = true;
+        for o in outcome.objects.iter_mut() {
+            let Some((resource, namespaced)) = &o.resource else {
+                continue;
+            };
+            if matches!(o.health, Some(Health::Current | Health::Failed)) {
+                continue;
+            }
+            let api = api_for(client, resource, *namespaced, &o.object.namespace);
+            let current = api.get_opt(&o.object.name).await.ok().flatten();
+            let value = current.and_then(|c| serde_json::to_value(c).ok());
+            let (h, message) = health(value.as_ref());
+            o.health = Some(h);
+            o.message = message;
+            settled &= matches!(h, Health::Current | Health::Failed);
+        }
+        if settled || Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn join(problems: &[manifest::ManifestError]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Resolves every object, sets namespaces, and refuses the set if any kind
+/// is unknown or an object appears twice once namespaces are set.
+fn plan(
+    discovery: &Discovery,
+    objects: Vec<Object>,
+    default_namespace: &str,
+) -> Result<Vec<(Object, Resolved)>, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut planned = Vec::with_capacity(objects.len());
+    for object in &objects {
+        let Some(resolved) = kinds::resolve(discovery, &objects, object) else {
+            problems.push(format!(
+                "{}: unknown kind {} (apiVersion {}): not served by the API server and not defined by a CRD in these manifests",
+                object.location, object.key.kind, object.api_version
+            ));
+            continue;
+        };
+        let mut object = object.clone();
+        if resolved.namespaced {
+            if object.key.namespace.is_none() {
+                let ns = if default_namespace.is_empty() {
+                    "default"
+                } else {
+                    default_namespace
+                };
+                object.set_namespace(ns);
+            }
+        } else if object.key.namespace.is_some() {
+            object.key.namespace = None;
+            if let Some(Value::Object(meta)) = object.body.get_mut("metadata") {
+                meta.remove("namespace");
+            }
+        }
+        planned.push((object, resolved));
+    }
+    let resolved: Vec<Object> = planned.iter().map(|(o, _)| o.clone()).collect();
+    problems.extend(
+        manifest::duplicates(&resolved)
+            .iter()
+            .map(ToString::to_string),
+    );
+    if problems.is_empty() {
+        Ok(planned)
+    } else {
+        Err(problems)
+    }
+}
+
+fn api_for(
+    client: &kube::Client,
+    resource: &ApiResource,
+    namespaced: bool,
+    namespace: &str,
+) -> Api<DynamicObject> {
+    if namespaced {
+        Api::namespaced_with(client.clone(), namespace, resource)
+    } else {
+        Api::all_with(client.clone(), resource)
+    }
+}
+
+/// Whether this inventory may apply `object`, by `inventory_policy`.
+async fn check_ownership(
+    client: &kube::Client,
+    options: &SyncOptions,
+    old: &BTreeSet<ObjRef>,
+    object: &Object,
+    resolved: &Resolved,
+) -> Result<(), String> {
+    if resolved.pending_crd || old.contains(&ObjRef::from_key(&object.key)) {
+        return Ok(());
+    }
+    let api = api_for(
+        client,
+        &resolved.resource,
+        resolved.namespaced,
+        object.key.namespace.as_deref().unwrap_or_default(),
+    );
+    let existing = match api.get_metadata_opt(&object.key.name).await {
+        Ok(existing) => existing,
+        // A namespace the set creates: nothing can exist in it yet.
+        Err(kube::Error::Api(e)) if e.code == 404 => None,
+        Err(e) => return Err(format!("cannot read it: {e}")),
+    };
+    let Some(existing) = existing else {
+        return Ok(());
+    };
+    let owner = existing
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(OWNER_ANNOTATION))
+        .cloned();
+    match (owner, options.inventory_policy) {
+        (Some(id), _) if id == options.inventory.id => Ok(()),
+        (_, InventoryPolicy::AdoptAll) => Ok(()),
+        (None, InventoryPolicy::AdoptIfNoInventory) => Ok(()),
+        (Some(id), _) => Err(format!(
+            "exists and belongs to inventory {id}; not taken over (inventory_policy: adopt_all would)"
+        )),
+        (None, _) => Err(
+            "exists and no inventory owns it; not taken over (inventory_policy: adopt_if_no_inventory would)"
+                .to_owned(),
+        ),
+    }
+}
+
+/// Applies CRDs and Namespaces first (waiting for CRDs to be Established),
+/// then everything else kind by kind in the conventional order, the objects
+/// of one kind concurrently.
+async fn apply_all(
+    client: &kube::Client,
+    options: &SyncOptions,
+    mut owned: Vec<(Object, Resolved)>,
+) -> Vec<ObjectOutcome> {
+    owned.sort_by_key(|(o, _)| (kinds::stage(&o.key.kind), kinds::rank(&o.key.kind)));
+    let mut outcomes = Vec::with_capacity(owned.len());
+    let mut batch: Vec<(Object, Resolved)> = Vec::new();
+    let mut crds_pending = Vec::new();
+    let mut iter = owned.into_iter().peekable();
+    while let Some(item) = iter.next() {
+        let key = (
+            kinds::stage(&item.0.key.kind),
+            kinds::rank(&item.0.key.kind),
+        );
+        batch.push(item);
+        let next_key = iter
+            .peek()
+            .map(|(o, _)| (kinds::stage(&o.key.kind), kinds::rank(&o.key.kind)));
+        if next_key == Some(key) {
+            continue;
+        }
+        if key.0 > 0 && !crds_pending.is_empty() {
+            wait_established(client, std::mem::take(&mut crds_pending)).await;
+        }
+        let applied: Vec<ObjectOutcome> = stream::iter(std::mem::take(&mut batch))
+            .map(|(object, resolved)| apply_one(client, options, object, resolved))
+            .buffer_unordered(APPLY_CONCURRENCY)
+            .collect()
+            .await;
+        for o in &applied {
+            if o.object.kind == "CustomResourceDefinition" && o.action == Action::Applied {
+                crds_pending.push(o.object.name.clone());
+            }
+        }
+        outcomes.extend(applied);
+    }
+    outcomes
+}
+
+async fn apply_one(
+    client: &kube::Client,
+    options: &SyncOptions,
+    mut object: Object,
+    resolved: Resolved,
+) -> ObjectOutcome {
+    let reference = ObjRef::from_key(&object.key);
+    if let Some(Value::Object(meta)) = object.body.get_mut("metadata") {
+        let annotations = meta
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Value::Object(a) = annotations {
+            a.insert(
+                OWNER_ANNOTATION.into(),
+                Value::String(options.inventory.id.clone()),
+            );
+        }
+    }
+    let api = api_for(
+        client,
+        &resolved.resource,
+        resolved.namespaced,
+        &reference.namespace,
+    );
+    let mut params = PatchParams::apply(FIELD_MANAGER).force();
+    if options.server_dry_run {
+        params = params.dry_run();
+    }
+    let body = Value::Object(object.body);
+    let result = api
+        .patch(&reference.name, &params, &Patch::Apply(&body))
+        .await;
+    match result {
+        Ok(applied) => {
+            let value = serde_json::to_value(&applied).ok();
+            let (h, message) = health(value.as_ref());
+            ObjectOutcome {
+                object: reference,
+                action: Action::Applied,
+                health: Some(h),
+                message,
+                resource: Some((resolved.resource, resolved.namespaced)),
+            }
+        }
+        Err(e) => ObjectOutcome {
+            object: reference,
+            action: Action::Failed,
+            health: None,
+            message: match e {
+                kube::Error::Api(api) => api.message,
+                other => other.to_string(),
+            },
+            resource: None,
+        },
+    }
+}
+
+async fn wait_established(client: &kube::Client, names: Vec<String>) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let deadline = Instant::now() + CRD_ESTABLISH_TIMEOUT;
+    for name in names {
+        while Instant::now() < deadline {
+            let established = api.get_opt(&name).await.ok().flatten().is_some_and(|crd| {
+                crd.status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+            if established {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Deletes what left git, in reverse apply order: only objects this
+/// inventory owns, never one annotated `on-remove: keep`.
+async fn prune(
+    client: &kube::Client,
+    discovery: &Discovery,
+    options: &SyncOptions,
+    mut gone: Vec<ObjRef>,
+) -> Vec<ObjectOutcome> {
+    gone.sort_by_key(|o| std::cmp::Reverse((kinds::stage(&o.kind), kinds::rank(&o.kind))));
+    let mut outcomes = Vec::with_capacity(gone.len());
+    for object in gone {
+        let outcome = prune_one(client, discovery, options, &object).await;
+        let (action, message) = match outcome {
+            Ok(result) => result,
+            Err(message) => (Action::Failed, message),
+        };
+        outcomes.push(ObjectOutcome {
+            object,
+            action,
+            health: None,
+            message,
+            resource: None,
+        });
+    }
+    outcomes
+}
+
+async fn prune_one(
+    client: &kube::Client,
+    discovery: &Discovery,
+    options: &SyncOptions,
+    object: &ObjRef,
+) -> Result<(Action, String), String> {
+    let Some((resource, caps)) = discovery
+        .get(&object.group)
+        .and_then(|g| g.recommended_kind(&object.kind))
+    else {
+        // The kind is gone (its CRD deleted): so is the object.
+        return Ok((Action::Pruned, "its kind is no longer served".into()));
+    };
+    let namespaced = matches!(caps.scope, kube::discovery::Scope::Namespaced);
+    let api = api_for(client, &resource, namespaced, &object.namespace);
+    let Some(existing) = api
+        .get_metadata_opt(&object.name)
+        .await
+        .map_err(|e| format!("cannot read it: {e}"))?
+    else {
+        return Ok((Action::Pruned, "already gone".into()));
+    };
+    let annotations = existing.metadata.annotations.unwrap_or_default();
+    if annotations.get(ON_REMOVE_ANNOTATION).map(String::as_str) == Some("keep") {
+        return Ok((
+            Action::Kept,
+            format!("annotated {ON_REMOVE_ANNOTATION}: keep"),
+        ));
+    }
+    match annotations.get(OWNER_ANNOTATION) {
+        Some(id) if *id == options.inventory.id => {}
+        other => {
+            return Ok((
+                Action::Kept,
+                format!(
+                    "not pruned: owned by {}",
+                    other.map_or("no inventory".to_owned(), |id| format!("inventory {id}"))
+                ),
+            ));
+        }
+    }
+    let params = DeleteParams {
+        propagation_policy: Some(options.prune_propagation.clone()),
+        ..DeleteParams::default()
+    };
+    match api.delete(&object.name, &params).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok((Action::Pruned, String::new())),
+        Err(e) => return Err(format!("cannot delete it: {e}")),
+    }
+    let deadline = Instant::now() + options.prune_timeout;
+    while Instant::now() < deadline {
+        match api.get_metadata_opt(&object.name).await {
+            Ok(None) => return Ok((Action::Pruned, String::new())),
+            Ok(Some(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    Ok((
+        Action::Pruned,
+        format!(
+            "deletion requested; still present after {:?}",
+            options.prune_timeout
+        ),
+    ))
+}

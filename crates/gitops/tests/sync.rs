@@ -1,0 +1,293 @@
+//! The sync engine against the real cluster: what git holds is applied in
+//! order and becomes Current, what leaves git is pruned (unless kept), a
+//! broken set changes nothing, and the inventory policy decides take-overs.
+//! Every check reads the cluster back with the real kubectl.
+
+use std::time::Duration;
+
+use kube::api::PropagationPolicy;
+use tether_gitops::inventory::Inventory;
+use tether_gitops::manifest::{Limits, ManifestFile};
+use tether_gitops::sync::{Action, InventoryPolicy, SyncOptions, sync, wait_for_health};
+
+fn file(path: &str, text: &str) -> ManifestFile {
+    ManifestFile {
+        path: path.into(),
+        bytes: text.as_bytes().to_vec(),
+    }
+}
+
+fn options(ns: &str, project: &str) -> SyncOptions {
+    SyncOptions {
+        default_namespace: ns.to_owned(),
+        inventory: Inventory::for_project("test-agent", project, ns),
+        inventory_policy: InventoryPolicy::MustMatch,
+        prune: true,
+        prune_timeout: Duration::from_secs(30),
+        prune_propagation: PropagationPolicy::Foreground,
+        server_dry_run: false,
+        limits: Limits::default(),
+    }
+}
+
+/// `kubectl get` as JSON, or None when the object does not exist.
+fn kubectl_get(args: &[&str]) -> Option<serde_json::Value> {
+    let out = tether_testenv::shared()
+        .kubectl()
+        .arg("get")
+        .args(args)
+        .args(["-o", "json"])
+        .output()
+        .expect("kubectl runs");
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("NotFound"),
+            "kubectl get {args:?}: {stderr}"
+        );
+        return None;
+    }
+    Some(serde_json::from_slice(&out.stdout).expect("JSON"))
+}
+
+fn app(ns: &str, app_ns: &str) -> Vec<ManifestFile> {
+    vec![
+        file(
+            "manifests/namespace.yaml",
+            &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {app_ns}\n"),
+        ),
+        file(
+            "manifests/crd.yaml",
+            &format!(
+                r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets{ns}.tether.test
+spec:
+  group: tether.test
+  scope: Namespaced
+  names: {{ plural: widgets{ns}, singular: widget{ns}, kind: Widget{ns} }}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          x-kubernetes-preserve-unknown-fields: true
+---
+apiVersion: tether.test/v1
+kind: Widget{ns}
+metadata: {{ name: gear }}
+spec: {{ teeth: 12 }}
+"#,
+                ns = suffix(ns)
+            ),
+        ),
+        file(
+            "manifests/config.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: fast}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kept\n  annotations: {cli-utils.sigs.k8s.io/on-remove: keep}\n",
+        ),
+        file(
+            "manifests/web.yaml",
+            &format!(
+                r#"apiVersion: v1
+kind: Service
+metadata: {{ name: web, namespace: {app_ns} }}
+spec:
+  selector: {{ app: web }}
+  ports: [{{ port: 80 }}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{ name: web, namespace: {app_ns} }}
+spec:
+  replicas: 2
+  selector: {{ matchLabels: {{ app: web }} }}
+  template:
+    metadata: {{ labels: {{ app: web }} }}
+    spec:
+      containers: [{{ name: web, image: nginx }}]
+"#
+            ),
+        ),
+    ]
+}
+
+/// Kinds are cluster-wide: one per test namespace keeps tests apart.
+fn suffix(ns: &str) -> String {
+    ns.chars().filter(|c| c.is_ascii_alphanumeric()).collect()
+}
+
+#[tokio::test]
+async fn a_set_is_applied_in_order_becomes_current_and_what_leaves_git_is_pruned() {
+    let cluster = tether_testenv::shared();
+    let ns = cluster.namespace("gitops-sync").await.expect("namespace");
+    let ns = ns.name();
+    let app_ns = format!("{ns}-app");
+    let client = cluster.client().expect("client");
+    let opts = options(ns, "team/app");
+
+    let mut outcome = sync(&client, &opts, &app(ns, &app_ns)).await;
+    assert_eq!(outcome.error, None, "{outcome:#?}");
+    assert_eq!(outcome.count(Action::Applied), 7, "{outcome:#?}");
+    wait_for_health(&client, &mut outcome, Duration::from_secs(90)).await;
+    let unhealthy: Vec<String> = outcome
+        .objects
+        .iter()
+        .filter(|o| o.health != Some(tether_gitops::health::Health::Current))
+        .map(|o| format!("{} {:?} {}", o.object, o.health, o.message))
+        .collect();
+    assert!(unhealthy.is_empty(), "{unhealthy:?}");
+
+    let deploy = kubectl_get(&["deployment", "web", "-n", &app_ns]).expect("deployment");
+    assert_eq!(deploy["status"]["availableReplicas"], 2);
+    let cm = kubectl_get(&["configmap", "settings", "-n", ns]).expect("defaulted namespace");
+    assert_eq!(cm["data"]["mode"], "fast");
+    assert_eq!(
+        cm["metadata"]["annotations"]["config.k8s.io/owning-inventory"],
+        opts.inventory.id.as_str()
+    );
+    let widget = format!("widgets{}.tether.test", suffix(ns));
+    assert!(kubectl_get(&[&widget, "gear", "-n", ns]).is_some());
+    let inventory = kubectl_get(&["configmap", &opts.inventory.name, "-n", ns]).expect("inventory");
+    assert_eq!(
+        inventory["metadata"]["labels"]["cli-utils.sigs.k8s.io/inventory-id"],
+        opts.inventory.id.as_str()
+    );
+    assert_eq!(
+        inventory["data"].as_object().map(|d| d.len()),
+        Some(7),
+        "{inventory}"
+    );
+
+    // A broken document: nothing changes, and the error names the file.
+    let mut broken = app(ns, &app_ns);
+    broken[2] = file(
+        "manifests/config.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: [\n",
+    );
+    broken.remove(3);
+    let failed = sync(&client, &opts, &broken).await;
+    let error = failed.error.expect("a broken set fails");
+    assert!(error.contains("manifests/config.yaml"), "{error}");
+    assert!(failed.objects.is_empty(), "nothing applied or pruned");
+    assert!(kubectl_get(&["deployment", "web", "-n", &app_ns]).is_some());
+
+    // Remove the config file and the web file: the ConfigMap and web
+    // objects are pruned, the annotated one stays.
+    let mut fewer = app(ns, &app_ns);
+    fewer.truncate(2);
+    let pruned = sync(&client, &opts, &fewer).await;
+    assert_eq!(pruned.error, None, "{pruned:#?}");
+    assert_eq!(pruned.count(Action::Pruned), 3, "{pruned:#?}");
+    assert_eq!(pruned.count(Action::Kept), 1, "{pruned:#?}");
+    assert!(kubectl_get(&["configmap", "settings", "-n", ns]).is_none());
+    assert!(kubectl_get(&["service", "web", "-n", &app_ns]).is_none());
+    assert!(kubectl_get(&["deployment", "web", "-n", &app_ns]).is_none());
+    assert!(kubectl_get(&["configmap", "kept", "-n", ns]).is_some());
+    let inventory = kubectl_get(&["configmap", &opts.inventory.name, "-n", ns]).expect("inventory");
+    assert_eq!(
+        inventory["data"].as_object().map(|d| d.len()),
+        Some(3),
+        "{inventory}"
+    );
+
+    // With prune off, what leaves git stays.
+    let no_prune = SyncOptions {
+        prune: false,
+        ..options(ns, "team/app")
+    };
+    let all = sync(&client, &no_prune, &app(ns, &app_ns)).await;
+    assert_eq!(all.error, None, "{all:#?}");
+    let kept = sync(&client, &no_prune, &fewer).await;
+    assert_eq!(kept.error, None);
+    assert_eq!(kept.count(Action::Pruned), 0);
+    assert!(kubectl_get(&["configmap", "settings", "-n", ns]).is_some());
+
+    // Clean up the cluster-scoped objects.
+    let gone = sync(&client, &opts, &[]).await;
+    assert_eq!(gone.error, None, "{gone:#?}");
+}
+
+#[tokio::test]
+async fn the_inventory_policy_decides_what_may_be_taken_over() {
+    let cluster = tether_testenv::shared();
+    let ns = cluster.namespace("gitops-adopt").await.expect("namespace");
+    let ns = ns.name();
+    let client = cluster.client().expect("client");
+    let out = cluster
+        .kubectl()
+        .args([
+            "create",
+            "configmap",
+            "existing",
+            "-n",
+            ns,
+            "--from-literal=owner=someone",
+        ])
+        .output()
+        .expect("kubectl");
+    assert!(out.status.success());
+    let files = [file(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: existing}\ndata: {owner: git}\n",
+    )];
+
+    let strict = options(ns, "team/a");
+    let refused = sync(&client, &strict, &files).await;
+    let error = refused.error.expect("refused");
+    assert!(error.contains("adopt_if_no_inventory"), "{error}");
+    let cm = kubectl_get(&["configmap", "existing", "-n", ns]).expect("still there");
+    assert_eq!(cm["data"]["owner"], "someone", "not changed");
+
+    let adopting = SyncOptions {
+        inventory_policy: InventoryPolicy::AdoptIfNoInventory,
+        ..options(ns, "team/a")
+    };
+    let adopted = sync(&client, &adopting, &files).await;
+    assert_eq!(adopted.error, None, "{adopted:#?}");
+    let cm = kubectl_get(&["configmap", "existing", "-n", ns]).expect("adopted");
+    assert_eq!(cm["data"]["owner"], "git");
+
+    // Another project's inventory may not take it, even adopting unowned ones.
+    let other = SyncOptions {
+        inventory_policy: InventoryPolicy::AdoptIfNoInventory,
+        ..options(ns, "team/b")
+    };
+    let refused = sync(&client, &other, &files).await;
+    assert!(
+        refused
+            .error
+            .expect("refused")
+            .contains("belongs to inventory")
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_kind_fails_the_whole_set_before_anything_is_applied() {
+    let cluster = tether_testenv::shared();
+    let ns = cluster
+        .namespace("gitops-unknown")
+        .await
+        .expect("namespace");
+    let ns = ns.name();
+    let client = cluster.client().expect("client");
+    let files = [
+        file(
+            "a.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: first}\n",
+        ),
+        file(
+            "b.yaml",
+            "apiVersion: nowhere.test/v1\nkind: Gadget\nmetadata: {name: g}\n",
+        ),
+    ];
+    let failed = sync(&client, &options(ns, "team/x"), &files).await;
+    let error = failed.error.expect("fails");
+    assert!(
+        error.contains("b.yaml document 0: unknown kind Gadget"),
+        "{error}"
+    );
+    assert!(kubectl_get(&["configmap", "first", "-n", ns]).is_none());
+}
