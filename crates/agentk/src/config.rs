@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use tether_agent_config::AgentConfig;
+use tether_agent_config::{AgentConfig, ManifestProject};
 use tether_proto::convert;
 use tether_proto::v1::AgentConfiguration;
 use tether_runtime::logging::LogLevel;
@@ -20,7 +20,8 @@ pub struct ConfigState {
 #[derive(Clone, Debug)]
 struct Applied {
     commit: String,
-    #[allow(dead_code)] // read by the GitOps engine, next
+    /// The configuration project: manifest projects without an id are it.
+    project: String,
     config: AgentConfig,
 }
 
@@ -65,9 +66,23 @@ impl ConfigState {
         );
         *self.lock() = Some(Applied {
             commit: message.commit_id.clone(),
+            project: message.project_id.clone(),
             config,
         });
         Ok(())
+    }
+
+    /// The manifest project `project` of the applied configuration.
+    pub fn manifest_project(&self, project: &str) -> Option<ManifestProject> {
+        let applied = self.lock();
+        let applied = applied.as_ref()?;
+        applied
+            .config
+            .gitops
+            .manifest_projects
+            .iter()
+            .find(|p| p.id.as_deref().unwrap_or(&applied.project) == project)
+            .cloned()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Applied>> {

@@ -2,15 +2,16 @@
 //! open, and reconnect with backoff whenever it ends.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tether_credentials::{Token, TokenKind};
-use tether_proto::PROTOCOL_VERSION;
 use tether_proto::v1::agent_channel_client::AgentChannelClient;
 use tether_proto::v1::{
     AgentMessage, ConfigApplied, Hello, Ping, PodIdentity, agent_message, server_message,
 };
+use tether_proto::{PROTOCOL_VERSION, v1};
 use tether_runtime::Shutdown;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -33,6 +34,9 @@ pub struct ConnectOptions {
     pub connected: crate::observability::Connected,
     /// The configuration last applied, kept across sessions.
     pub config: crate::config::ConfigState,
+    /// Syncs manifests; its reports wait in `reports` for a session.
+    pub gitops: crate::gitops::GitOps,
+    pub reports: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<v1::SyncReport>>>,
 }
 
 /// Where the token comes from; read again before every connection, so that a
@@ -122,7 +126,8 @@ async fn open_session(options: &ConnectOptions, shutdown: &mut Shutdown) -> anyh
         .kas_address
         .connect(options.ca_cert.as_deref())
         .await?;
-    let mut client = AgentChannelClient::new(channel);
+    // A manifest file may be up to 5 MiB; kas sends larger files alone.
+    let mut client = AgentChannelClient::new(channel).max_decoding_message_size(16 << 20);
 
     let (tx, rx) = mpsc::channel(16);
     let hello = AgentMessage {
@@ -132,6 +137,7 @@ async fn open_session(options: &ConnectOptions, shutdown: &mut Shutdown) -> anyh
             pod: Some(options.pod.clone()),
             cluster_version: options.cluster_version.clone(),
             config_commit: options.config.commit(),
+            synced: options.gitops.synced(),
         })),
     };
     tx.send(hello)
@@ -151,9 +157,19 @@ async fn open_session(options: &ConnectOptions, shutdown: &mut Shutdown) -> anyh
     let mut ping = tokio::time::interval(Duration::from_secs(10));
     ping.tick().await;
     let mut sequence = 0u64;
+    let mut agent_name = String::new();
+    // One session at a time holds the reports; a report made while no
+    // session was open goes up with the next one.
+    let mut reports = options.reports.lock().await;
     loop {
         tokio::select! {
             _ = shutdown.signalled() => return Ok(End::Shutdown),
+            Some(report) = reports.recv() => {
+                let message = AgentMessage { message: Some(agent_message::Message::SyncReport(report)) };
+                if tx.send(message).await.is_err() {
+                    bail!("session closed");
+                }
+            }
             _ = ping.tick() => {
                 sequence += 1;
                 let message = AgentMessage { message: Some(agent_message::Message::Ping(Ping { sequence })) };
@@ -170,6 +186,7 @@ async fn open_session(options: &ConnectOptions, shutdown: &mut Shutdown) -> anyh
                             ping.tick().await;
                         }
                         options.connected.set(true);
+                        agent_name = welcome.agent_name.clone();
                         tracing::info!(
                             agent = %welcome.agent_name,
                             agent_id = welcome.agent_id,
@@ -192,6 +209,9 @@ async fn open_session(options: &ConnectOptions, shutdown: &mut Shutdown) -> anyh
                             }
                             Err(e) => tracing::error!(commit = %config.commit_id, error = %e, "unusable configuration; keeping the last one"),
                         }
+                    }
+                    Some(server_message::Message::Manifests(manifests)) => {
+                        options.gitops.receive(&agent_name, manifests);
                     }
                     Some(server_message::Message::Pong(_)) | None => {}
                 },

@@ -10,6 +10,7 @@
 mod backoff;
 mod config;
 mod connection;
+mod gitops;
 mod install;
 mod observability;
 mod transport;
@@ -184,6 +185,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     match kas_address {
         Some(kas_address) => {
+            let config = config::ConfigState::new(log_level);
+            let (reports_tx, reports) = tokio::sync::mpsc::unbounded_channel();
+            let gitops = gitops::GitOps::new(
+                client.clone(),
+                config.clone(),
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|ns| !ns.is_empty())
+                    .unwrap_or_else(|| "default".into()),
+                reports_tx,
+            );
             let options = ConnectOptions {
                 kas_address,
                 token: match args.token_file {
@@ -194,7 +206,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 cluster_version: version.git_version,
                 pod: pod_identity(),
                 connected,
-                config: config::ConfigState::new(log_level),
+                config,
+                gitops,
+                reports: std::sync::Arc::new(tokio::sync::Mutex::new(reports)),
             };
             connection::run(options, shutdown).await;
         }

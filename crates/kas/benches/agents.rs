@@ -290,6 +290,7 @@ async fn simulate_agent(
             }),
             cluster_version: "v1.35.4".into(),
             config_commit: String::new(),
+            synced: Vec::new(),
         })),
     })
     .await?;
@@ -316,7 +317,7 @@ async fn simulate_agent(
                 Some(server_message::Message::Configuration(_)) => {
                     let _ = events.send(Event::Configured);
                 }
-                Some(server_message::Message::Pong(_)) => {}
+                Some(server_message::Message::Pong(_) | server_message::Message::Manifests(_)) => {}
                 None => anyhow::bail!("kas ended the session"),
             },
         }

@@ -93,6 +93,10 @@ pub enum AgentCommand {
     Show {
         name: String,
     },
+    /// The last sync of each of the agent's manifest projects.
+    Gitops {
+        name: String,
+    },
     Delete {
         name: String,
     },
@@ -295,11 +299,45 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
                     "pod_name",
                     "agent_version",
                     "cluster_version",
+                    "config_commit",
                     "connected_at",
                     "last_seen",
                 ],
             ));
+            if let Some(error) = a["config"]["error"].as_object() {
+                text.push_str(&format!(
+                    "config error: {} line {}: {}\n",
+                    str(&Value::from(error.get("file").cloned())),
+                    str(&Value::from(error.get("line").cloned())),
+                    str(&Value::from(error.get("message").cloned())),
+                ));
+            }
             (a, text)
+        }
+        AgentCommand::Gitops { name } => {
+            let syncs = client
+                .get(&format!("/api/v1/agents/{}/gitops", segment(&name)))
+                .await?;
+            let mut text = table(
+                &syncs,
+                &[
+                    "project",
+                    "commit",
+                    "state",
+                    "applied",
+                    "pruned",
+                    "duration_ms",
+                    "error",
+                ],
+            );
+            for sync in syncs.as_array().into_iter().flatten() {
+                text.push_str(&format!("\n{}:\n", str(&sync["project"])));
+                text.push_str(&table(
+                    &sync["objects"],
+                    &["kind", "namespace", "name", "action", "health", "message"],
+                ));
+            }
+            (syncs, text)
         }
         AgentCommand::Delete { name } => {
             client

@@ -7,7 +7,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{Setup, wait};
@@ -16,33 +15,9 @@ use support::{Setup, wait};
 const POLL_INTERVAL: Duration = Duration::from_secs(3);
 const CONFIG: &str = ".gitlab/agents/prod/config.yaml";
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// Commits `text` as the agent's config file; returns the commit id.
 fn commit_config(repo: &Path, text: &str) -> String {
-    let file = repo.join(CONFIG);
-    std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
-    std::fs::write(&file, text).expect("write");
-    git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-q", "-m", "config"]);
-    git(repo, &["rev-parse", "HEAD"])
+    support::commit(repo, &[(CONFIG, Some(text))])
 }
 
 fn applied(agentk: &support::Proc, commit: &str) -> bool {
@@ -55,8 +30,7 @@ fn applied(agentk: &support::Proc, commit: &str) -> bool {
 fn config_follows_git(wss: bool) {
     let setup = Setup::start_with(&["--poll-interval", "3s"]);
     let repo = setup.dir.path().join("config-repo");
-    std::fs::create_dir_all(&repo).expect("mkdir");
-    git(&repo, &["init", "-q", "-b", "main"]);
+    support::new_repo(&repo);
     let first = commit_config(&repo, "observability:\n  logging:\n    level: info\n");
     let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
     let address = if wss {
@@ -161,12 +135,8 @@ fn config_follows_git_over_grpcs() {
 fn a_remote_project_is_mirrored_and_a_missing_file_is_the_empty_config() {
     let setup = Setup::start();
     let repo = setup.dir.path().join("upstream");
-    std::fs::create_dir_all(&repo).expect("mkdir");
-    git(&repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("README"), "no agent config here\n").expect("write");
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "readme"]);
-    let head = git(&repo, &["rev-parse", "HEAD"]);
+    support::new_repo(&repo);
+    let head = support::commit(&repo, &[("README", Some("no agent config here\n"))]);
     let token = setup.register_agent_in("prod", &format!("file://{}", repo.display()));
     let agentk = setup.agentk(&token);
     wait(

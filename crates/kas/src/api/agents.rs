@@ -90,3 +90,15 @@ pub async fn remove(
     tracing::info!(agent = %name, closed_connections = closed, "agent deleted");
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// `GET /api/v1/agents/{name}/gitops`: the last sync of each manifest
+/// project, with its objects.
+pub async fn gitops(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<crate::channel::SyncView>>, ApiError> {
+    if state.store.get_agent(&name).await?.is_none() {
+        return Err(ApiError::NotFound(format!("agent {name} not found")));
+    }
+    Ok(Json(state.connections.syncs(&name)))
+}

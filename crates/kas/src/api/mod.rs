@@ -63,6 +63,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/agents/{name}",
             get(agents::show).delete(agents::remove),
         )
+        .route("/api/v1/agents/{name}/gitops", get(agents::gitops))
         .route(
             "/api/v1/agents/{name}/tokens",
             get(tokens::list).post(tokens::create),

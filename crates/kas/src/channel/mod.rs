@@ -7,16 +7,19 @@
 //! - [`service`]: authentication, the Hello/Welcome handshake and the session
 //!   loop.
 //! - [`config`]: reading and validating an agent's config file at a commit.
+//! - [`manifests`]: following an agent's manifest projects and streaming
+//!   their files.
 //! - [`listener`]: one TLS port for gRPC and gRPC-over-WebSocket.
 //! - [`ratelimit`]: the limit on failed authentications per source address.
 
 pub mod config;
 pub mod listener;
+pub mod manifests;
 pub mod ratelimit;
 pub mod registry;
 pub mod service;
 pub mod tls;
 
 pub use config::{ConfigProblem, ConfigStatus};
-pub use registry::{ConnectionRegistry, ConnectionView};
+pub use registry::{ConnectionRegistry, ConnectionView, ObjectView, SyncView};
 pub use service::AgentChannelService;

@@ -2,7 +2,7 @@
 //! version; and a way to close them when their token is revoked or their agent
 //! deleted.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -38,7 +38,37 @@ pub struct ConnectionRegistry {
     next_id: AtomicU64,
     entries: Mutex<HashMap<u64, Entry>>,
     configs: Mutex<HashMap<String, ConfigStatus>>,
+    /// The last sync report of each manifest project, by agent.
+    syncs: Mutex<HashMap<String, BTreeMap<String, SyncView>>>,
     metrics: Metrics,
+}
+
+/// The last sync of one manifest project, as the agent reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncView {
+    pub project: String,
+    pub commit: String,
+    /// synced, failed or dry_run
+    pub state: String,
+    pub error: Option<String>,
+    pub applied: u32,
+    pub unchanged: u32,
+    pub pruned: u32,
+    pub duration_ms: u64,
+    pub reported_at: String,
+    pub objects: Vec<ObjectView>,
+}
+
+/// One object of a sync.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectView {
+    pub group: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub action: String,
+    pub health: String,
+    pub message: Option<String>,
 }
 
 impl std::fmt::Debug for ConnectionRegistry {
@@ -153,9 +183,61 @@ impl ConnectionRegistry {
             .error = Some(problem);
     }
 
-    /// Forgets a deleted agent's config status.
+    /// Forgets a deleted agent's config and sync status.
     pub fn forget_config(&self, agent: &str) {
         lock(&self.configs).remove(agent);
+        lock(&self.syncs).remove(agent);
+    }
+
+    /// Keeps `report` as the last sync of its manifest project.
+    pub fn record_sync(&self, agent: &str, report: tether_proto::v1::SyncReport) {
+        use tether_proto::v1::SyncState;
+        let non_empty = |s: String| (!s.is_empty()).then_some(s);
+        let view = SyncView {
+            state: match report.state() {
+                SyncState::Synced => "synced",
+                SyncState::Failed => "failed",
+                SyncState::DryRun => "dry_run",
+                SyncState::Unspecified => "unknown",
+            }
+            .to_owned(),
+            project: report.project_id.clone(),
+            commit: report.commit_id,
+            error: non_empty(report.error),
+            applied: report.applied,
+            unchanged: report.unchanged,
+            pruned: report.pruned,
+            duration_ms: report
+                .duration
+                .map(|d| d.seconds.max(0) as u64 * 1000 + d.nanos.max(0) as u64 / 1_000_000)
+                .unwrap_or_default(),
+            reported_at: crate::time_format::to_rfc3339(crate::time_format::now()),
+            objects: report
+                .objects
+                .into_iter()
+                .map(|o| ObjectView {
+                    group: o.group,
+                    kind: o.kind,
+                    namespace: non_empty(o.namespace),
+                    name: o.name,
+                    action: o.action,
+                    health: o.health,
+                    message: non_empty(o.message),
+                })
+                .collect(),
+        };
+        lock(&self.syncs)
+            .entry(agent.to_owned())
+            .or_default()
+            .insert(report.project_id, view);
+    }
+
+    /// The last sync of each of `agent`'s manifest projects, by project.
+    pub fn syncs(&self, agent: &str) -> Vec<SyncView> {
+        lock(&self.syncs)
+            .get(agent)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn update(&self, id: u64, f: impl FnOnce(&mut ConnectionView)) {

@@ -1,6 +1,7 @@
 //! One agent session: authenticate, handshake, then serve until the agent
 //! leaves, falls silent, or its token or agent is taken away.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::config::{self, ConfigProblem};
+use super::manifests::{self, Follower, ManifestSpec};
 use super::ratelimit::FailedAuthLimiter;
 use super::registry::{ConnectionRegistry, ConnectionView, Registration};
 use crate::repos::{Head, Repos};
@@ -196,6 +198,13 @@ impl AgentChannel for AgentChannelService {
             .map_err(|_| Status::cancelled("agent left during the handshake"))?;
         let session = Session {
             head: self.repos.subscribe(&agent.config_project),
+            repos: self.repos.clone(),
+            followers: Vec::new(),
+            synced: hello
+                .synced
+                .iter()
+                .map(|s| (s.project_id.clone(), s.commit_id.clone()))
+                .collect(),
             project: agent.config_project,
             agent: agent.name,
             registry: self.registry.clone(),
@@ -221,6 +230,11 @@ struct Session {
     sent_commit: String,
     /// Commit whose config file was last read for this agent.
     read_commit: Option<CommitId>,
+    repos: Arc<Repos>,
+    /// One per manifest project of the agent's config.
+    followers: Vec<Follower>,
+    /// Manifest commits the agent said it had synced, by project.
+    synced: HashMap<String, String>,
     tx: mpsc::Sender<Result<ServerMessage, Status>>,
     registration: Registration,
 }
@@ -267,6 +281,19 @@ impl Session {
                                 self.registration.set_config_commit(&applied.commit_id);
                                 tracing::info!(commit = %applied.commit_id, "agent applied config");
                             }
+                            Some(agent_message::Message::SyncReport(report)) => {
+                                tracing::info!(
+                                    project = %report.project_id,
+                                    commit = %report.commit_id,
+                                    state = ?report.state(),
+                                    applied = report.applied,
+                                    pruned = report.pruned,
+                                    error = %report.error,
+                                    "sync reported"
+                                );
+                                self.synced.insert(report.project_id.clone(), report.commit_id.clone());
+                                self.registry.record_sync(&self.agent, report);
+                            }
                             Some(agent_message::Message::Hello(_)) | None => {}
                         }
                     }
@@ -306,6 +333,7 @@ impl Session {
                 let commit = commit.to_string();
                 self.registry
                     .config_accepted(&self.agent, &commit, loaded.warnings);
+                let specs = ManifestSpec::from_config(&loaded.message, &self.project);
                 if commit != self.sent_commit {
                     let message = ServerMessage {
                         message: Some(server_message::Message::Configuration(loaded.message)),
@@ -315,6 +343,7 @@ impl Session {
                     tracing::info!(commit = %commit, "configuration sent");
                     self.sent_commit = commit;
                 }
+                self.follow_manifests(specs);
             }
             Err(problem) => {
                 tracing::warn!(
@@ -329,6 +358,31 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Keeps one follower per manifest project: unchanged specs keep theirs,
+    /// new or changed ones start afresh (a changed glob may select other
+    /// files at the same commit, so the agent's synced commit says nothing).
+    fn follow_manifests(&mut self, specs: Vec<ManifestSpec>) {
+        let mut old = std::mem::take(&mut self.followers);
+        for spec in specs {
+            if let Some(i) = old.iter().position(|f| f.spec == spec) {
+                self.followers.push(old.swap_remove(i));
+                continue;
+            }
+            let changed = old.iter().any(|f| f.spec.project == spec.project);
+            let synced = match changed {
+                true => None,
+                false => self.synced.get(&spec.project).cloned(),
+            };
+            self.followers.push(manifests::follow(
+                &self.repos,
+                spec,
+                synced,
+                self.tx.clone(),
+            ));
+        }
+        // What is left in `old` stops as it drops.
     }
 
     /// Queues `message` for the agent. An agent that does not read for

@@ -68,6 +68,8 @@ pub struct Setup {
     serve_args: Vec<String>,
     /// agentk's probe listener.
     pub probes: std::net::SocketAddr,
+    /// The namespace agentk says it runs in (where inventories go).
+    pub pod_namespace: String,
 }
 
 pub fn free_port() -> std::net::SocketAddr {
@@ -129,6 +131,7 @@ impl Setup {
             listen,
             serve_args,
             probes: free_port(),
+            pod_namespace: "tether-test".into(),
             kas,
             dir,
         };
@@ -224,7 +227,7 @@ impl Setup {
             .arg("--ca-cert")
             .arg(self.dir.path().join("kas/agent-ca.crt"))
             .arg(format!("--observability-listen={}", self.probes))
-            .env("POD_NAMESPACE", "tether-test")
+            .env("POD_NAMESPACE", &self.pod_namespace)
             .env("POD_NAME", "agentk-0")
             .env_remove("AGENTK_TOKEN");
         Proc::spawn(cmd, self.dir.path().join("agentk.log"))
@@ -240,4 +243,48 @@ pub fn wait(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) 
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Runs git in `dir`; returns its output.
+pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Writes (Some) or deletes (None) files in `repo` and commits; returns the
+/// commit id.
+pub fn commit(repo: &std::path::Path, changes: &[(&str, Option<&str>)]) -> String {
+    for (path, text) in changes {
+        let file = repo.join(path);
+        match text {
+            Some(text) => {
+                std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+                std::fs::write(&file, text).expect("write");
+            }
+            None => std::fs::remove_file(&file).expect("remove"),
+        }
+    }
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-q", "-m", "change"]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+/// A new repository with one branch, `main`.
+pub fn new_repo(path: &std::path::Path) {
+    std::fs::create_dir_all(path).expect("mkdir");
+    git(path, &["init", "-q", "-b", "main"]);
 }

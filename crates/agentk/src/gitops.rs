@@ -1,0 +1,243 @@
+//! agentk's side of GitOps: manifests arrive from kas in chunks; once a
+//! commit's set is complete, the manifest project's worker syncs it with
+//! `tether-gitops` and reports the result up the channel, twice: after
+//! apply and prune, and again once the objects are healthy (or the
+//! reconcile timeout passes).
+//!
+//! One worker per manifest project, each holding only the newest set: a
+//! commit that arrives while a sync runs replaces any older one waiting.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tether_agent_config as cfg;
+use tether_gitops::inventory::Inventory;
+use tether_gitops::manifest::{Limits, ManifestFile};
+use tether_gitops::sync::{self, Action, InventoryPolicy, SyncOptions, SyncOutcome};
+use tether_proto::v1;
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use crate::config::ConfigState;
+
+/// A complete set to sync.
+#[derive(Clone, Debug)]
+struct Job {
+    agent: String,
+    commit: String,
+    /// kas could not read the files; nothing is applied.
+    error: Option<String>,
+    files: Vec<ManifestFile>,
+    spec: cfg::ManifestProject,
+}
+
+/// Chunks of a set being received.
+#[derive(Debug, Default)]
+struct Pending {
+    commit: String,
+    files: Vec<ManifestFile>,
+}
+
+/// GitOps for all manifest projects of this agent.
+#[derive(Clone)]
+pub struct GitOps {
+    client: kube::Client,
+    config: ConfigState,
+    /// Where inventories live: the agent's namespace.
+    inventory_namespace: String,
+    workers: Arc<Mutex<HashMap<String, watch::Sender<Option<Job>>>>>,
+    pending: Arc<Mutex<HashMap<String, Pending>>>,
+    /// The last commit synced without error, by project, for Hello.
+    synced: Arc<Mutex<HashMap<String, String>>>,
+    reports: mpsc::UnboundedSender<v1::SyncReport>,
+}
+
+impl std::fmt::Debug for GitOps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitOps")
+            .field("inventory_namespace", &self.inventory_namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GitOps {
+    /// Reports go to `reports`, for the session to send up.
+    pub fn new(
+        client: kube::Client,
+        config: ConfigState,
+        inventory_namespace: String,
+        reports: mpsc::UnboundedSender<v1::SyncReport>,
+    ) -> Self {
+        GitOps {
+            client,
+            config,
+            inventory_namespace,
+            workers: Arc::default(),
+            pending: Arc::default(),
+            synced: Arc::default(),
+            reports,
+        }
+    }
+
+    /// What Hello tells kas: the commit synced per project.
+    pub fn synced(&self) -> Vec<v1::SyncedCommit> {
+        lock(&self.synced)
+            .iter()
+            .map(|(project, commit)| v1::SyncedCommit {
+                project_id: project.clone(),
+                commit_id: commit.clone(),
+            })
+            .collect()
+    }
+
+    /// Takes one message of a set; syncs once the set is complete.
+    pub fn receive(&self, agent: &str, message: v1::Manifests) {
+        let project = message.project_id.clone();
+        let complete = {
+            let mut pending = lock(&self.pending);
+            let entry = pending.entry(project.clone()).or_default();
+            if entry.commit != message.commit_id {
+                *entry = Pending {
+                    commit: message.commit_id.clone(),
+                    files: Vec::new(),
+                };
+            }
+            entry
+                .files
+                .extend(message.files.into_iter().map(|f| ManifestFile {
+                    path: f.path,
+                    bytes: f.content,
+                }));
+            if !message.last {
+                return;
+            }
+            pending.remove(&project).unwrap_or_default()
+        };
+        let Some(spec) = self.config.manifest_project(&project) else {
+            tracing::warn!(project = %project, "manifests for a project the configuration does not name");
+            return;
+        };
+        let job = Job {
+            agent: agent.to_owned(),
+            commit: message.commit_id,
+            error: (!message.error.is_empty()).then_some(message.error),
+            files: complete.files,
+            spec,
+        };
+        tracing::info!(project = %project, commit = %job.commit, files = job.files.len(), "manifests received");
+        let mut workers = lock(&self.workers);
+        let worker = workers.entry(project.clone()).or_insert_with(|| {
+            let (tx, rx) = watch::channel(None);
+            let span = tracing::info_span!("gitops", project = %project);
+            tokio::spawn(self.clone().work(project.clone(), rx).instrument(span));
+            tx
+        });
+        worker.send_replace(Some(job));
+    }
+
+    async fn work(self, project: String, mut jobs: watch::Receiver<Option<Job>>) {
+        while jobs.changed().await.is_ok() {
+            let Some(job) = jobs.borrow_and_update().clone() else {
+                continue;
+            };
+            self.run(&project, job).await;
+        }
+    }
+
+    async fn run(&self, project: &str, job: Job) {
+        if let Some(error) = job.error {
+            tracing::warn!(commit = %job.commit, error = %error, "kas could not read the manifests; nothing changes");
+            let outcome = SyncOutcome {
+                error: Some(error),
+                ..SyncOutcome::default()
+            };
+            self.report(project, &job.commit, &outcome, false);
+            return;
+        }
+        let spec = &job.spec;
+        let options = SyncOptions {
+            default_namespace: spec.default_namespace.clone(),
+            inventory: Inventory::for_project(&job.agent, project, &self.inventory_namespace),
+            inventory_policy: match spec.inventory_policy {
+                cfg::InventoryPolicy::MustMatch => InventoryPolicy::MustMatch,
+                cfg::InventoryPolicy::AdoptIfNoInventory => InventoryPolicy::AdoptIfNoInventory,
+                cfg::InventoryPolicy::AdoptAll => InventoryPolicy::AdoptAll,
+            },
+            prune: spec.prune,
+            prune_timeout: spec.prune_timeout,
+            prune_propagation: match spec.prune_propagation_policy {
+                cfg::PrunePropagationPolicy::Orphan => kube::api::PropagationPolicy::Orphan,
+                cfg::PrunePropagationPolicy::Background => kube::api::PropagationPolicy::Background,
+                cfg::PrunePropagationPolicy::Foreground => kube::api::PropagationPolicy::Foreground,
+            },
+            server_dry_run: spec.dry_run_strategy == cfg::DryRunStrategy::Server,
+            limits: Limits::default(),
+        };
+        let mut outcome = sync::sync(&self.client, &options, &job.files).await;
+        match &outcome.error {
+            None => tracing::info!(
+                commit = %job.commit,
+                applied = outcome.count(Action::Applied),
+                pruned = outcome.count(Action::Pruned),
+                duration = ?outcome.duration,
+                "synced"
+            ),
+            Some(e) => tracing::warn!(commit = %job.commit, error = %e, "sync failed"),
+        }
+        if outcome.error.is_none() && !options.server_dry_run {
+            lock(&self.synced).insert(project.to_owned(), job.commit.clone());
+        }
+        self.report(project, &job.commit, &outcome, options.server_dry_run);
+        if outcome.error.is_none() && !options.server_dry_run {
+            sync::wait_for_health(&self.client, &mut outcome, spec.reconcile_timeout).await;
+            self.report(project, &job.commit, &outcome, false);
+        }
+    }
+
+    fn report(&self, project: &str, commit: &str, outcome: &SyncOutcome, dry_run: bool) {
+        let state = match (&outcome.error, dry_run) {
+            (Some(_), _) => v1::SyncState::Failed,
+            (None, true) => v1::SyncState::DryRun,
+            (None, false) => v1::SyncState::Synced,
+        };
+        let report = v1::SyncReport {
+            project_id: project.to_owned(),
+            commit_id: commit.to_owned(),
+            state: state as i32,
+            error: outcome.error.clone().unwrap_or_default(),
+            applied: outcome.count(Action::Applied) as u32,
+            unchanged: 0,
+            pruned: outcome.count(Action::Pruned) as u32,
+            duration: Some(prost_duration(outcome.duration)),
+            objects: outcome
+                .objects
+                .iter()
+                .map(|o| v1::ObjectResult {
+                    group: o.object.group.clone(),
+                    kind: o.object.kind.clone(),
+                    namespace: o.object.namespace.clone(),
+                    name: o.object.name.clone(),
+                    action: o.action.as_str().to_owned(),
+                    health: o
+                        .health
+                        .map(|h| h.to_string())
+                        .unwrap_or_else(|| "Unknown".into()),
+                    message: o.message.clone(),
+                })
+                .collect(),
+        };
+        let _ = self.reports.send(report);
+    }
+}
+
+fn prost_duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,229 @@
+//! Manifests to an agent: one follower per manifest project of a connected
+//! agent. It rides on the project's shared poller (one fetch serves every
+//! agent), resolves the manifest project's own ref after each poll, and when
+//! the commit differs from what the agent has, selects the files with the
+//! globs (straight from the git tree) and streams them in bounded messages.
+
+use std::sync::Arc;
+
+use tether_git::{CommitId, SelectLimits};
+use tether_proto::v1::{self, ServerMessage, server_message};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tonic::Status;
+use tracing::Instrument;
+
+use crate::repos::Repos;
+
+/// Files go out in messages of about this size (a single larger file, up to
+/// the 5 MiB file limit, travels alone).
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// What an agent's config asks of one manifest project.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestSpec {
+    pub project: String,
+    pub git_ref: Option<String>,
+    pub globs: Vec<String>,
+}
+
+impl ManifestSpec {
+    /// The manifest projects of a configuration; an empty id means the
+    /// agent's own configuration project.
+    pub fn from_config(config: &v1::AgentConfiguration, config_project: &str) -> Vec<Self> {
+        let Some(gitops) = &config.gitops else {
+            return Vec::new();
+        };
+        gitops
+            .manifest_projects
+            .iter()
+            .map(|p| ManifestSpec {
+                project: if p.id.is_empty() {
+                    config_project.to_owned()
+                } else {
+                    p.id.clone()
+                },
+                git_ref: p.r#ref.as_ref().and_then(|r| match &r.r#ref {
+                    Some(v1::git_ref::Ref::Branch(b)) => Some(b.clone()),
+                    Some(v1::git_ref::Ref::Tag(t)) => Some(t.clone()),
+                    Some(v1::git_ref::Ref::Commit(c)) => Some(c.clone()),
+                    None => None,
+                }),
+                globs: p.path_globs.clone(),
+            })
+            .collect()
+    }
+}
+
+/// A running follower; dropping it stops it.
+#[derive(Debug)]
+pub struct Follower {
+    pub spec: ManifestSpec,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts following `spec` for an agent that has `synced` applied.
+pub fn follow(
+    repos: &Arc<Repos>,
+    spec: ManifestSpec,
+    synced: Option<String>,
+    tx: mpsc::Sender<Result<ServerMessage, Status>>,
+) -> Follower {
+    let span = tracing::info_span!("manifests", project = %spec.project);
+    let task = tokio::spawn(run(repos.clone(), spec.clone(), synced, tx).instrument(span));
+    Follower { spec, task }
+}
+
+async fn run(
+    repos: Arc<Repos>,
+    spec: ManifestSpec,
+    mut sent: Option<String>,
+    tx: mpsc::Sender<Result<ServerMessage, Status>>,
+) {
+    let mut head = repos.subscribe(&spec.project);
+    let mut last_error: Option<String> = None;
+    while head.changed().await.is_ok() {
+        let head = head.borrow_and_update().clone();
+        let Some(source) = head.source else {
+            continue;
+        };
+        let (resolve_source, git_ref) = (source.clone(), spec.git_ref.clone());
+        let resolved =
+            tokio::task::spawn_blocking(move || resolve_source.resolve(git_ref.as_deref())).await;
+        let commit: CommitId = match resolved {
+            Ok(Ok(commit)) => commit,
+            Ok(Err(e)) => {
+                let error = e.to_string();
+                if last_error.as_ref() != Some(&error) {
+                    tracing::warn!(error = %error, "cannot resolve the manifest ref");
+                    if !send(&tx, failure(&spec, "", &error)).await {
+                        return;
+                    }
+                    last_error = Some(error);
+                }
+                continue;
+            }
+            Err(_) => continue,
+        };
+        last_error = None;
+        let commit_text = commit.to_string();
+        if sent.as_deref() == Some(commit_text.as_str()) {
+            continue;
+        }
+        let (select_source, globs) = (source.clone(), spec.globs.clone());
+        let selecting = commit.clone();
+        let selected = tokio::task::spawn_blocking(move || {
+            select_source.select_files(&selecting, &globs, &SelectLimits::default())
+        })
+        .await;
+        let messages = match selected {
+            Ok(Ok(files)) => chunks(&spec.project, &commit_text, files),
+            Ok(Err(e)) => {
+                tracing::warn!(commit = %commit_text, error = %e, "manifests not sent");
+                vec![failure(&spec, &commit_text, &e.to_string())]
+            }
+            Err(_) => continue,
+        };
+        let count = messages.len();
+        for message in messages {
+            if !send(&tx, message).await {
+                return;
+            }
+        }
+        tracing::info!(commit = %commit_text, messages = count, "manifests sent");
+        sent = Some(commit_text);
+    }
+}
+
+fn failure(spec: &ManifestSpec, commit: &str, error: &str) -> v1::Manifests {
+    v1::Manifests {
+        project_id: spec.project.clone(),
+        commit_id: commit.to_owned(),
+        files: Vec::new(),
+        last: true,
+        error: error.to_owned(),
+    }
+}
+
+/// Splits the files into messages of about CHUNK_BYTES; the last is marked.
+fn chunks(project: &str, commit: &str, files: Vec<tether_git::Matched>) -> Vec<v1::Manifests> {
+    let mut messages = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for file in files {
+        if size > 0 && size + file.bytes.len() > CHUNK_BYTES {
+            messages.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += file.bytes.len();
+        current.push(v1::ManifestFile {
+            path: file.path,
+            content: file.bytes,
+        });
+    }
+    messages.push(current);
+    let last = messages.len() - 1;
+    messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, files)| v1::Manifests {
+            project_id: project.to_owned(),
+            commit_id: commit.to_owned(),
+            files,
+            last: i == last,
+            error: String::new(),
+        })
+        .collect()
+}
+
+async fn send(tx: &mpsc::Sender<Result<ServerMessage, Status>>, manifests: v1::Manifests) -> bool {
+    tx.send(Ok(ServerMessage {
+        message: Some(server_message::Message::Manifests(manifests)),
+    }))
+    .await
+    .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, size: usize) -> tether_git::Matched {
+        tether_git::Matched {
+            path: path.into(),
+            bytes: vec![b'x'; size],
+        }
+    }
+
+    #[test]
+    fn files_are_chunked_and_only_the_last_message_is_marked() {
+        let messages = chunks(
+            "p",
+            "c",
+            vec![
+                file("a", 600 << 10),
+                file("b", 600 << 10),
+                file("c", 3 << 20),
+                file("d", 1),
+            ],
+        );
+        let paths: Vec<Vec<&str>> = messages
+            .iter()
+            .map(|m| m.files.iter().map(|f| f.path.as_str()).collect())
+            .collect();
+        assert_eq!(paths, [vec!["a"], vec!["b"], vec!["c"], vec!["d"]]);
+        assert_eq!(
+            messages.iter().map(|m| m.last).collect::<Vec<_>>(),
+            [false, false, false, true]
+        );
+        let empty = chunks("p", "c", Vec::new());
+        assert_eq!(empty.len(), 1);
+        assert!(empty[0].last && empty[0].files.is_empty());
+    }
+}
