@@ -11,6 +11,8 @@
 //!   inventory, apply with server-side apply in order, prune, record the
 //!   final set; then [`sync::wait_for_health`].
 //! - [`health`]: the kstatus rules.
+//! - [`drift`]: after a sync, watch what was applied and apply it again
+//!   when someone takes over agentk's fields or deletes it.
 //!
 //! Nothing is applied unless the whole set passes.
 //!
@@ -18,6 +20,7 @@
 //! a value, so several can run side by side and leader election can wrap
 //! them later.
 
+pub mod drift;
 pub mod health;
 pub mod inventory;
 pub mod kinds;

@@ -52,6 +52,9 @@ pub struct SyncOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     Applied,
+    /// Its desired content did not change since agentk applied it, and
+    /// nobody took over any field agentk owns: not sent again.
+    Unchanged,
     Pruned,
     /// Left in the cluster: annotated on-remove keep, or prune is off.
     Kept,
@@ -62,6 +65,7 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Applied => "applied",
+            Action::Unchanged => "unchanged",
             Action::Pruned => "pruned",
             Action::Kept => "kept",
             Action::Failed => "failed",
@@ -78,6 +82,28 @@ pub struct ObjectOutcome {
     pub message: String,
     /// How to read it back, for health.
     resource: Option<(ApiResource, bool)>,
+    /// What was applied, for the next sync and for drift correction.
+    record: Option<Record>,
+}
+
+/// What agentk last applied to one object, and which fields it owned
+/// right after: if they are still agentk's and the desired content is the
+/// same, applying again would change nothing.
+#[derive(Clone, Debug)]
+pub struct Record {
+    hash: u64,
+    pub(crate) fields: Option<Value>,
+    pub resource: ApiResource,
+    pub namespaced: bool,
+    /// The applied body, to apply again when someone drifts it.
+    pub body: Value,
+}
+
+/// What a manifest project's syncs applied, kept between syncs (in memory:
+/// a restarted agent applies everything once, then skips again).
+#[derive(Clone, Debug, Default)]
+pub struct AppliedState {
+    pub records: std::collections::HashMap<ObjRef, Record>,
 }
 
 /// What a sync did.
@@ -88,14 +114,16 @@ pub struct SyncOutcome {
     pub error: Option<String>,
     pub objects: Vec<ObjectOutcome>,
     pub duration: Duration,
+    /// Corrections made after the sync (see [`crate::drift`]).
+    pub drift: Vec<crate::drift::DriftEvent>,
 }
 
 impl SyncOutcome {
     fn failed(error: String, started: Instant) -> Self {
         SyncOutcome {
             error: Some(error),
-            objects: Vec::new(),
             duration: started.elapsed(),
+            ..SyncOutcome::default()
         }
     }
 
@@ -104,11 +132,13 @@ impl SyncOutcome {
     }
 }
 
-/// Brings the cluster to the state of `files`.
+/// Brings the cluster to the state of `files`; `state` remembers what was
+/// applied, so that unchanged objects are not sent again.
 pub async fn sync(
     client: &kube::Client,
     options: &SyncOptions,
     files: &[ManifestFile],
+    state: &mut AppliedState,
 ) -> SyncOutcome {
     let started = Instant::now();
     let objects = match manifest::parse(files, &options.limits) {
@@ -139,6 +169,7 @@ pub async fn sync(
                 health: None,
                 message,
                 resource: None,
+                record: None,
             }),
         }
     }
@@ -154,9 +185,20 @@ pub async fn sync(
         }
     }
 
-    outcome
-        .objects
-        .extend(apply_all(client, options, owned).await);
+    let applied = apply_all(client, options, owned, state).await;
+    if !options.server_dry_run {
+        for o in &applied {
+            match &o.record {
+                Some(record) => {
+                    state.records.insert(o.object.clone(), record.clone());
+                }
+                None => {
+                    state.records.remove(&o.object);
+                }
+            }
+        }
+    }
+    outcome.objects.extend(applied);
 
     let mut keep = new.clone();
     let gone: Vec<ObjRef> = old.difference(&new).cloned().collect();
@@ -165,6 +207,7 @@ pub async fn sync(
     } else if options.prune {
         let pruned = prune(client, &discovery, options, gone).await;
         for p in &pruned {
+            state.records.remove(&p.object);
             // An object that could not be deleted stays in the inventory,
             // so that the next sync tries again.
             if p.action == Action::Failed {
@@ -345,6 +388,7 @@ async fn apply_all(
     client: &kube::Client,
     options: &SyncOptions,
     mut owned: Vec<(Object, Resolved)>,
+    state: &AppliedState,
 ) -> Vec<ObjectOutcome> {
     owned.sort_by_key(|(o, _)| (kinds::stage(&o.key.kind), kinds::rank(&o.key.kind)));
     let mut outcomes = Vec::with_capacity(owned.len());
@@ -367,12 +411,12 @@ async fn apply_all(
             wait_established(client, std::mem::take(&mut crds_pending)).await;
         }
         let applied: Vec<ObjectOutcome> = stream::iter(std::mem::take(&mut batch))
-            .map(|(object, resolved)| apply_one(client, options, object, resolved))
+            .map(|(object, resolved)| apply_one(client, options, object, resolved, state))
             .buffer_unordered(APPLY_CONCURRENCY)
             .collect()
             .await;
         for o in &applied {
-            if o.object.kind == "CustomResourceDefinition" && o.action == Action::Applied {
+            if o.object.kind == "CustomResourceDefinition" && o.action != Action::Failed {
                 crds_pending.push(o.object.name.clone());
             }
         }
@@ -386,6 +430,7 @@ async fn apply_one(
     options: &SyncOptions,
     mut object: Object,
     resolved: Resolved,
+    state: &AppliedState,
 ) -> ObjectOutcome {
     let reference = ObjRef::from_key(&object.key);
     if let Some(Value::Object(meta)) = object.body.get_mut("metadata") {
@@ -410,11 +455,28 @@ async fn apply_one(
         params = params.dry_run();
     }
     let body = Value::Object(object.body);
+    let hash = hash_of(&body);
+    if !options.server_dry_run
+        && let Some(record) = state.records.get(&reference)
+        && record.hash == hash
+        && let Ok(Some(current)) = api.get_metadata_opt(&reference.name).await
+        && our_fields(&current.metadata) == record.fields
+    {
+        return ObjectOutcome {
+            object: reference,
+            action: Action::Unchanged,
+            health: None,
+            message: String::new(),
+            resource: Some((resolved.resource, resolved.namespaced)),
+            record: Some(record.clone()),
+        };
+    }
     let result = api
         .patch(&reference.name, &params, &Patch::Apply(&body))
         .await;
     match result {
         Ok(applied) => {
+            let fields = our_fields(&applied.metadata);
             let value = serde_json::to_value(&applied).ok();
             let (h, message) = health(value.as_ref());
             ObjectOutcome {
@@ -422,7 +484,14 @@ async fn apply_one(
                 action: Action::Applied,
                 health: Some(h),
                 message,
-                resource: Some((resolved.resource, resolved.namespaced)),
+                resource: Some((resolved.resource.clone(), resolved.namespaced)),
+                record: Some(Record {
+                    hash,
+                    fields,
+                    resource: resolved.resource,
+                    namespaced: resolved.namespaced,
+                    body,
+                }),
             }
         }
         Err(e) => ObjectOutcome {
@@ -434,8 +503,32 @@ async fn apply_one(
                 other => other.to_string(),
             },
             resource: None,
+            record: None,
         },
     }
+}
+
+/// The fields agentk's last apply owns, from the object's managedFields.
+pub(crate) fn our_fields(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<Value> {
+    meta.managed_fields
+        .as_ref()?
+        .iter()
+        .find(|m| {
+            m.manager.as_deref() == Some(FIELD_MANAGER)
+                && m.operation.as_deref() == Some("Apply")
+                && m.subresource.as_deref().unwrap_or_default().is_empty()
+        })
+        .and_then(|m| m.fields_v1.as_ref())
+        .map(|f| f.0.clone())
+}
+
+fn hash_of(body: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    body.to_string().hash(&mut hasher);
+    hasher.finish()
 }
 
 async fn wait_established(client: &kube::Client, names: Vec<String>) {
@@ -481,6 +574,7 @@ async fn prune(
             health: None,
             message,
             resource: None,
+            record: None,
         });
     }
     outcomes

@@ -8,7 +8,9 @@ use std::time::Duration;
 use kube::api::PropagationPolicy;
 use tether_gitops::inventory::Inventory;
 use tether_gitops::manifest::{Limits, ManifestFile};
-use tether_gitops::sync::{Action, InventoryPolicy, SyncOptions, sync, wait_for_health};
+use tether_gitops::sync::{
+    Action, AppliedState, InventoryPolicy, SyncOptions, sync, wait_for_health,
+};
 
 fn file(path: &str, text: &str) -> ManifestFile {
     ManifestFile {
@@ -127,8 +129,9 @@ async fn a_set_is_applied_in_order_becomes_current_and_what_leaves_git_is_pruned
     let app_ns = format!("{ns}-app");
     let client = cluster.client().expect("client");
     let opts = options(ns, "team/app");
+    let mut state = AppliedState::default();
 
-    let mut outcome = sync(&client, &opts, &app(ns, &app_ns)).await;
+    let mut outcome = sync(&client, &opts, &app(ns, &app_ns), &mut state).await;
     assert_eq!(outcome.error, None, "{outcome:#?}");
     assert_eq!(outcome.count(Action::Applied), 7, "{outcome:#?}");
     wait_for_health(&client, &mut outcome, Duration::from_secs(90)).await;
@@ -161,6 +164,45 @@ async fn a_set_is_applied_in_order_becomes_current_and_what_leaves_git_is_pruned
         "{inventory}"
     );
 
+    // The same set again: nothing is sent. Then someone scales the
+    // Deployment, taking spec.replicas from agentk: only it is applied
+    // again, and the replicas are back to what git says.
+    let again = sync(&client, &opts, &app(ns, &app_ns), &mut state).await;
+    assert_eq!(again.error, None);
+    assert_eq!(
+        (again.count(Action::Unchanged), again.count(Action::Applied)),
+        (7, 0)
+    );
+    let out = cluster
+        .kubectl()
+        .args(["scale", "deployment", "web", "--replicas=3", "-n", &app_ns])
+        .output()
+        .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drifted = sync(&client, &opts, &app(ns, &app_ns), &mut state).await;
+    assert_eq!(
+        (
+            drifted.count(Action::Unchanged),
+            drifted.count(Action::Applied)
+        ),
+        (6, 1)
+    );
+    let deploy = kubectl_get(&["deployment", "web", "-n", &app_ns]).expect("deployment");
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    // A restarted agent has no memory: it applies everything once.
+    let fresh = sync(
+        &client,
+        &opts,
+        &app(ns, &app_ns),
+        &mut AppliedState::default(),
+    )
+    .await;
+    assert_eq!(fresh.count(Action::Applied), 7);
+
     // A broken document: nothing changes, and the error names the file.
     let mut broken = app(ns, &app_ns);
     broken[2] = file(
@@ -168,7 +210,7 @@ async fn a_set_is_applied_in_order_becomes_current_and_what_leaves_git_is_pruned
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: [\n",
     );
     broken.remove(3);
-    let failed = sync(&client, &opts, &broken).await;
+    let failed = sync(&client, &opts, &broken, &mut state).await;
     let error = failed.error.expect("a broken set fails");
     assert!(error.contains("manifests/config.yaml"), "{error}");
     assert!(failed.objects.is_empty(), "nothing applied or pruned");
@@ -178,7 +220,7 @@ async fn a_set_is_applied_in_order_becomes_current_and_what_leaves_git_is_pruned
     // objects are pruned, the annotated one stays.
     let mut fewer = app(ns, &app_ns);
     fewer.truncate(2);
-    let pruned = sync(&client, &opts, &fewer).await;
+    let pruned = sync(&client, &opts, &fewer, &mut state).await;
     assert_eq!(pruned.error, None, "{pruned:#?}");
     assert_eq!(pruned.count(Action::Pruned), 3, "{pruned:#?}");
     assert_eq!(pruned.count(Action::Kept), 1, "{pruned:#?}");
@@ -198,15 +240,15 @@ async fn a_set_is_applied_in_order_becomes_current_and_what_leaves_git_is_pruned
         prune: false,
         ..options(ns, "team/app")
     };
-    let all = sync(&client, &no_prune, &app(ns, &app_ns)).await;
+    let all = sync(&client, &no_prune, &app(ns, &app_ns), &mut state).await;
     assert_eq!(all.error, None, "{all:#?}");
-    let kept = sync(&client, &no_prune, &fewer).await;
+    let kept = sync(&client, &no_prune, &fewer, &mut state).await;
     assert_eq!(kept.error, None);
     assert_eq!(kept.count(Action::Pruned), 0);
     assert!(kubectl_get(&["configmap", "settings", "-n", ns]).is_some());
 
     // Clean up the cluster-scoped objects.
-    let gone = sync(&client, &opts, &[]).await;
+    let gone = sync(&client, &opts, &[], &mut state).await;
     assert_eq!(gone.error, None, "{gone:#?}");
 }
 
@@ -216,6 +258,7 @@ async fn the_inventory_policy_decides_what_may_be_taken_over() {
     let ns = cluster.namespace("gitops-adopt").await.expect("namespace");
     let ns = ns.name();
     let client = cluster.client().expect("client");
+    let mut state = AppliedState::default();
     let out = cluster
         .kubectl()
         .args([
@@ -235,7 +278,7 @@ async fn the_inventory_policy_decides_what_may_be_taken_over() {
     )];
 
     let strict = options(ns, "team/a");
-    let refused = sync(&client, &strict, &files).await;
+    let refused = sync(&client, &strict, &files, &mut state).await;
     let error = refused.error.expect("refused");
     assert!(error.contains("adopt_if_no_inventory"), "{error}");
     let cm = kubectl_get(&["configmap", "existing", "-n", ns]).expect("still there");
@@ -245,7 +288,7 @@ async fn the_inventory_policy_decides_what_may_be_taken_over() {
         inventory_policy: InventoryPolicy::AdoptIfNoInventory,
         ..options(ns, "team/a")
     };
-    let adopted = sync(&client, &adopting, &files).await;
+    let adopted = sync(&client, &adopting, &files, &mut state).await;
     assert_eq!(adopted.error, None, "{adopted:#?}");
     let cm = kubectl_get(&["configmap", "existing", "-n", ns]).expect("adopted");
     assert_eq!(cm["data"]["owner"], "git");
@@ -255,7 +298,7 @@ async fn the_inventory_policy_decides_what_may_be_taken_over() {
         inventory_policy: InventoryPolicy::AdoptIfNoInventory,
         ..options(ns, "team/b")
     };
-    let refused = sync(&client, &other, &files).await;
+    let refused = sync(&client, &other, &files, &mut state).await;
     assert!(
         refused
             .error
@@ -273,6 +316,7 @@ async fn an_unknown_kind_fails_the_whole_set_before_anything_is_applied() {
         .expect("namespace");
     let ns = ns.name();
     let client = cluster.client().expect("client");
+    let mut state = AppliedState::default();
     let files = [
         file(
             "a.yaml",
@@ -283,7 +327,7 @@ async fn an_unknown_kind_fails_the_whole_set_before_anything_is_applied() {
             "apiVersion: nowhere.test/v1\nkind: Gadget\nmetadata: {name: g}\n",
         ),
     ];
-    let failed = sync(&client, &options(ns, "team/x"), &files).await;
+    let failed = sync(&client, &options(ns, "team/x"), &files, &mut state).await;
     let error = failed.error.expect("fails");
     assert!(
         error.contains("b.yaml document 0: unknown kind Gadget"),
