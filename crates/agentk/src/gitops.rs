@@ -12,9 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tether_agent_config as cfg;
+use tether_gitops::drift;
 use tether_gitops::inventory::Inventory;
 use tether_gitops::manifest::{Limits, ManifestFile};
-use tether_gitops::sync::{self, Action, InventoryPolicy, SyncOptions, SyncOutcome};
+use tether_gitops::sync::{self, Action, AppliedState, InventoryPolicy, SyncOptions, SyncOutcome};
 use tether_proto::v1;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
@@ -136,24 +137,76 @@ impl GitOps {
         worker.send_replace(Some(job));
     }
 
+    /// One project's worker: runs each new set, then follows the objects'
+    /// health and corrects drift until the next set arrives.
     async fn work(self, project: String, mut jobs: watch::Receiver<Option<Job>>) {
-        while jobs.changed().await.is_ok() {
-            let Some(job) = jobs.borrow_and_update().clone() else {
-                continue;
-            };
-            self.run(&project, job).await;
+        let mut state = AppliedState::default();
+        let (drift_tx, mut drift_rx) = mpsc::unbounded_channel();
+        let (health_tx, mut health_rx) = mpsc::unbounded_channel::<(String, SyncOutcome)>();
+        // Background work of the last sync; dropped (aborted) by the next.
+        let mut followers: Vec<AbortOnDrop> = Vec::new();
+        let mut last: Option<(String, SyncOutcome)> = None;
+        loop {
+            tokio::select! {
+                changed = jobs.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let Some(job) = jobs.borrow_and_update().clone() else {
+                        continue;
+                    };
+                    followers.clear();
+                    let commit = job.commit.clone();
+                    let reconcile_timeout = job.spec.reconcile_timeout;
+                    let (outcome, dry_run) = self.run(&project, job, &mut state).await;
+                    self.report(&project, &commit, &outcome, dry_run);
+                    if outcome.error.is_none() && !dry_run {
+                        let (client, mut waiting) = (self.client.clone(), outcome.clone());
+                        let (health_tx, commit_for_health) = (health_tx.clone(), commit.clone());
+                        followers.push(AbortOnDrop(tokio::spawn(async move {
+                            sync::wait_for_health(&client, &mut waiting, reconcile_timeout).await;
+                            let _ = health_tx.send((commit_for_health, waiting));
+                        })));
+                        followers.push(AbortOnDrop(tokio::spawn(drift::watch(
+                            self.client.clone(),
+                            state.records.clone(),
+                            drift_tx.clone(),
+                        ))));
+                    }
+                    last = Some((commit, outcome));
+                }
+                Some((commit, healthy)) = health_rx.recv() => {
+                    if let Some((last_commit, outcome)) = &mut last
+                        && *last_commit == commit
+                    {
+                        let drift = std::mem::take(&mut outcome.drift);
+                        *outcome = SyncOutcome { drift, ..healthy };
+                        self.report(&project, &commit, outcome, false);
+                    }
+                }
+                Some(event) = drift_rx.recv() => {
+                    if let Some((commit, outcome)) = &mut last {
+                        outcome.drift.push(event);
+                        // Keep the report bounded: the newest corrections.
+                        if outcome.drift.len() > MAX_DRIFT_EVENTS {
+                            outcome.drift.remove(0);
+                        }
+                        self.report(&project, commit, outcome, false);
+                    }
+                }
+            }
         }
     }
 
-    async fn run(&self, project: &str, job: Job) {
+    /// Syncs one set; returns the outcome and whether it was a dry run.
+    async fn run(&self, project: &str, job: Job, state: &mut AppliedState) -> (SyncOutcome, bool) {
         if let Some(error) = job.error {
             tracing::warn!(commit = %job.commit, error = %error, "kas could not read the manifests; nothing changes");
             let outcome = SyncOutcome {
                 error: Some(error),
                 ..SyncOutcome::default()
             };
-            self.report(project, &job.commit, &outcome, false);
-            return;
+            return (outcome, false);
         }
         let spec = &job.spec;
         let options = SyncOptions {
@@ -174,11 +227,12 @@ impl GitOps {
             server_dry_run: spec.dry_run_strategy == cfg::DryRunStrategy::Server,
             limits: Limits::default(),
         };
-        let mut outcome = sync::sync(&self.client, &options, &job.files).await;
+        let outcome = sync::sync(&self.client, &options, &job.files, state).await;
         match &outcome.error {
             None => tracing::info!(
                 commit = %job.commit,
                 applied = outcome.count(Action::Applied),
+                unchanged = outcome.count(Action::Unchanged),
                 pruned = outcome.count(Action::Pruned),
                 duration = ?outcome.duration,
                 "synced"
@@ -188,11 +242,7 @@ impl GitOps {
         if outcome.error.is_none() && !options.server_dry_run {
             lock(&self.synced).insert(project.to_owned(), job.commit.clone());
         }
-        self.report(project, &job.commit, &outcome, options.server_dry_run);
-        if outcome.error.is_none() && !options.server_dry_run {
-            sync::wait_for_health(&self.client, &mut outcome, spec.reconcile_timeout).await;
-            self.report(project, &job.commit, &outcome, false);
-        }
+        (outcome, options.server_dry_run)
     }
 
     fn report(&self, project: &str, commit: &str, outcome: &SyncOutcome, dry_run: bool) {
@@ -207,7 +257,7 @@ impl GitOps {
             state: state as i32,
             error: outcome.error.clone().unwrap_or_default(),
             applied: outcome.count(Action::Applied) as u32,
-            unchanged: 0,
+            unchanged: outcome.count(Action::Unchanged) as u32,
             pruned: outcome.count(Action::Pruned) as u32,
             duration: Some(prost_duration(outcome.duration)),
             objects: outcome
@@ -226,9 +276,46 @@ impl GitOps {
                     message: o.message.clone(),
                 })
                 .collect(),
+            drift: outcome
+                .drift
+                .iter()
+                .map(|d| v1::DriftEvent {
+                    group: d.object.group.clone(),
+                    kind: d.object.kind.clone(),
+                    namespace: d.object.namespace.clone(),
+                    name: d.object.name.clone(),
+                    who: d.who.clone(),
+                    what: d.what.clone(),
+                    error: d.corrected.clone().err().unwrap_or_default(),
+                    at: rfc3339(d.at),
+                })
+                .collect(),
         };
         let _ = self.reports.send(report);
     }
+}
+
+/// Most drift corrections one report carries.
+const MAX_DRIFT_EVENTS: usize = 50;
+
+/// A task that ends when this is dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn rfc3339(at: std::time::SystemTime) -> String {
+    let seconds = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    k8s_openapi::jiff::Timestamp::from_second(seconds)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }
 
 fn prost_duration(d: Duration) -> prost_types::Duration {

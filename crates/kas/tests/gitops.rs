@@ -99,6 +99,46 @@ fn run(ns: &str) {
     let deploy = kubectl_get(&["deployment", "web", "-n", ns]).expect("applied");
     assert_eq!(deploy["status"]["availableReplicas"], 1);
 
+    // Drift: a scaled Deployment and a deleted ConfigMap are put back
+    // within 5 s, and the report says who did what.
+    let kubectl = |args: &[&str]| {
+        let out = tether_testenv::shared()
+            .kubectl()
+            .args(args)
+            .output()
+            .expect("kubectl runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    kubectl(&["scale", "deployment", "web", "--replicas=3", "-n", ns]);
+    let scaled = Instant::now();
+    wait("the scale to be reverted", Duration::from_secs(5), || {
+        kubectl_get(&["deployment", "web", "-n", ns]).is_some_and(|d| d["spec"]["replicas"] == 1)
+    });
+    eprintln!("scale reverted after {:?}", scaled.elapsed());
+    kubectl(&["delete", "configmap", "extra", "-n", ns]);
+    let deleted = Instant::now();
+    wait(
+        "the deleted ConfigMap to be recreated",
+        Duration::from_secs(5),
+        || kubectl_get(&["configmap", "extra", "-n", ns]).is_some(),
+    );
+    eprintln!("deletion reverted after {:?}", deleted.elapsed());
+    wait("the drift to be reported", Duration::from_secs(5), || {
+        sync_of(&setup, &first).is_some_and(|s| {
+            let drift = s["drift"].as_array().cloned().unwrap_or_default();
+            drift
+                .iter()
+                .any(|d| d["kind"] == "Deployment" && d["who"] == "kubectl")
+                && drift
+                    .iter()
+                    .any(|d| d["kind"] == "ConfigMap" && d["what"] == "deleted")
+        })
+    });
+
     // A file removed: its objects are pruned, within moments of the refresh.
     let second = commit(&repo, &[("manifests/config.yaml", None)]);
     let pushed = Instant::now();

@@ -57,6 +57,22 @@ pub struct SyncView {
     pub duration_ms: u64,
     pub reported_at: String,
     pub objects: Vec<ObjectView>,
+    /// Corrections since the sync: who changed what, and whether it was
+    /// put back.
+    pub drift: Vec<DriftView>,
+}
+
+/// One drift correction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftView {
+    pub group: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub who: String,
+    pub what: String,
+    pub error: Option<String>,
+    pub at: String,
 }
 
 /// One object of a sync.
@@ -223,6 +239,20 @@ impl ConnectionRegistry {
                     action: o.action,
                     health: o.health,
                     message: non_empty(o.message),
+                })
+                .collect(),
+            drift: report
+                .drift
+                .into_iter()
+                .map(|d| DriftView {
+                    group: d.group,
+                    kind: d.kind,
+                    namespace: non_empty(d.namespace),
+                    name: d.name,
+                    who: d.who,
+                    what: d.what,
+                    error: non_empty(d.error),
+                    at: d.at,
                 })
                 .collect(),
         };
