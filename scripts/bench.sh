@@ -27,3 +27,8 @@ cargo bench -q -p tether-testenv --bench cluster_start
 
 # Agents per kas: release build of kas, N = 100, 1000, 5000.
 cargo bench -q -p kas --bench agents
+
+# GitOps against kubectl on the same cluster: agentk in release, as the
+# bench starts it from target/release.
+cargo build -q --release -p agentk
+cargo bench -q -p kas --bench gitops

@@ -101,9 +101,12 @@ pub struct Record {
 
 /// What a manifest project's syncs applied, kept between syncs (in memory:
 /// a restarted agent applies everything once, then skips again).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct AppliedState {
     pub records: std::collections::HashMap<ObjRef, Record>,
+    /// API discovery from an earlier sync: run again only when a kind is
+    /// not found in it or the last sync applied CRDs.
+    discovery: Option<std::sync::Arc<Discovery>>,
 }
 
 /// What a sync did.
@@ -145,14 +148,29 @@ pub async fn sync(
         Ok(objects) => objects,
         Err(problems) => return SyncOutcome::failed(join(&problems), started),
     };
-    let discovery = match Discovery::new(client.clone()).run().await {
-        Ok(d) => d,
-        Err(e) => return SyncOutcome::failed(format!("API discovery failed: {e}"), started),
+    let mut fresh = false;
+    let discovery = loop {
+        let discovery = match state.discovery.clone() {
+            Some(cached) => cached,
+            None => match Discovery::new(client.clone()).run().await {
+                Ok(d) => {
+                    fresh = true;
+                    std::sync::Arc::new(d)
+                }
+                Err(e) => {
+                    return SyncOutcome::failed(format!("API discovery failed: {e}"), started);
+                }
+            },
+        };
+        state.discovery = Some(discovery.clone());
+        match plan(&discovery, objects.clone(), &options.default_namespace) {
+            Ok(planned) => break (discovery, planned),
+            // The kind may be new since discovery was cached.
+            Err(_) if !fresh => state.discovery = None,
+            Err(problems) => return SyncOutcome::failed(problems.join("; "), started),
+        }
     };
-    let planned = match plan(&discovery, objects, &options.default_namespace) {
-        Ok(planned) => planned,
-        Err(problems) => return SyncOutcome::failed(problems.join("; "), started),
-    };
+    let (discovery, planned) = discovery;
 
     let old = match options.inventory.load(client).await {
         Ok(old) => old,
@@ -178,14 +196,28 @@ pub async fn sync(
         .map(|(o, _)| ObjRef::from_key(&o.key))
         .collect();
 
+    // What the inventory in the cluster holds; written only when it must
+    // change, so that a sync that changes nothing writes nothing.
+    let mut stored = old.clone();
     if !options.server_dry_run {
         let union: BTreeSet<ObjRef> = old.union(&new).cloned().collect();
-        if let Err(e) = options.inventory.save(client, &union).await {
-            return SyncOutcome::failed(format!("cannot write the inventory: {e}"), started);
+        if union != stored {
+            if let Err(e) = options.inventory.save(client, &union).await {
+                return SyncOutcome::failed(format!("cannot write the inventory: {e}"), started);
+            }
+            stored = union;
         }
     }
 
-    let applied = apply_all(client, options, owned, state).await;
+    let current = current_fields(client, options, &owned, state).await;
+    let applied = apply_all(client, options, owned, state, &current).await;
+    if applied
+        .iter()
+        .any(|o| o.object.kind == "CustomResourceDefinition" && o.action == Action::Applied)
+    {
+        // New kinds may be served now.
+        state.discovery = None;
+    }
     if !options.server_dry_run {
         for o in &applied {
             match &o.record {
@@ -219,6 +251,7 @@ pub async fn sync(
         keep.extend(gone);
     }
     if !options.server_dry_run
+        && keep != stored
         && let Err(e) = options.inventory.save(client, &keep).await
     {
         outcome.error = Some(format!("cannot write the inventory: {e}"));
@@ -243,26 +276,64 @@ pub async fn sync(
 pub async fn wait_for_health(client: &kube::Client, outcome: &mut SyncOutcome, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
-        let mut settled = true;
-        for o in outcome.objects.iter_mut() {
-            let Some((resource, namespaced)) = &o.resource else {
+        // Unsettled objects, by resource and namespace: a few are read one
+        // by one, more with one LIST.
+        let mut groups: std::collections::HashMap<(String, String, String), Vec<usize>> =
+            std::collections::HashMap::new();
+        for (i, o) in outcome.objects.iter().enumerate() {
+            let Some((resource, _)) = &o.resource else {
                 continue;
             };
             if matches!(o.health, Some(Health::Current | Health::Failed)) {
                 continue;
             }
-            let api = api_for(client, resource, *namespaced, &o.object.namespace);
-            let current = api.get_opt(&o.object.name).await.ok().flatten();
-            let value = current.and_then(|c| serde_json::to_value(c).ok());
-            let (h, message) = health(value.as_ref());
-            o.health = Some(h);
-            o.message = message;
-            settled &= matches!(h, Health::Current | Health::Failed);
+            groups
+                .entry((
+                    resource.api_version.clone(),
+                    resource.plural.clone(),
+                    o.object.namespace.clone(),
+                ))
+                .or_default()
+                .push(i);
         }
-        if settled || Instant::now() >= deadline {
+        if groups.is_empty() || Instant::now() >= deadline {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        for ((_, _, namespace), members) in groups {
+            let Some((resource, namespaced)) = outcome.objects[members[0]].resource.clone() else {
+                continue;
+            };
+            let api = api_for(client, &resource, namespaced, &namespace);
+            let mut found: std::collections::HashMap<String, Value> = Default::default();
+            if members.len() > 3 {
+                let Ok(list) = api.list(&Default::default()).await else {
+                    continue;
+                };
+                for item in list.items {
+                    if let (Some(name), Ok(value)) =
+                        (item.metadata.name.clone(), serde_json::to_value(&item))
+                    {
+                        found.insert(name, value);
+                    }
+                }
+            } else {
+                for &i in &members {
+                    let name = &outcome.objects[i].object.name;
+                    if let Ok(Some(item)) = api.get_opt(name).await
+                        && let Ok(value) = serde_json::to_value(&item)
+                    {
+                        found.insert(name.clone(), value);
+                    }
+                }
+            }
+            for i in members {
+                let o = &mut outcome.objects[i];
+                let (h, message) = health(found.get(&o.object.name));
+                o.health = Some(h);
+                o.message = message;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -389,6 +460,7 @@ async fn apply_all(
     options: &SyncOptions,
     mut owned: Vec<(Object, Resolved)>,
     state: &AppliedState,
+    current: &CurrentFields,
 ) -> Vec<ObjectOutcome> {
     owned.sort_by_key(|(o, _)| (kinds::stage(&o.key.kind), kinds::rank(&o.key.kind)));
     let mut outcomes = Vec::with_capacity(owned.len());
@@ -411,7 +483,7 @@ async fn apply_all(
             wait_established(client, std::mem::take(&mut crds_pending)).await;
         }
         let applied: Vec<ObjectOutcome> = stream::iter(std::mem::take(&mut batch))
-            .map(|(object, resolved)| apply_one(client, options, object, resolved, state))
+            .map(|(object, resolved)| apply_one(client, options, object, resolved, state, current))
             .buffer_unordered(APPLY_CONCURRENCY)
             .collect()
             .await;
@@ -431,6 +503,7 @@ async fn apply_one(
     mut object: Object,
     resolved: Resolved,
     state: &AppliedState,
+    current: &CurrentFields,
 ) -> ObjectOutcome {
     let reference = ObjRef::from_key(&object.key);
     if let Some(Value::Object(meta)) = object.body.get_mut("metadata") {
@@ -459,8 +532,8 @@ async fn apply_one(
     if !options.server_dry_run
         && let Some(record) = state.records.get(&reference)
         && record.hash == hash
-        && let Ok(Some(current)) = api.get_metadata_opt(&reference.name).await
-        && our_fields(&current.metadata) == record.fields
+        && let Some(fields) = current.get(&reference)
+        && *fields == record.fields
     {
         return ObjectOutcome {
             object: reference,
@@ -506,6 +579,66 @@ async fn apply_one(
             record: None,
         },
     }
+}
+
+impl std::fmt::Debug for AppliedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppliedState")
+            .field("records", &self.records.len())
+            .field("discovery_cached", &self.discovery.is_some())
+            .finish()
+    }
+}
+
+/// For objects agentk applied before with the same content: the fields it
+/// owns in the cluster now. Absent: the object is gone, or not known.
+type CurrentFields = std::collections::HashMap<ObjRef, Option<Value>>;
+
+/// Reads what [`CurrentFields`] needs with one metadata LIST per resource
+/// and namespace, rather than one GET per object.
+async fn current_fields(
+    client: &kube::Client,
+    options: &SyncOptions,
+    owned: &[(Object, Resolved)],
+    state: &AppliedState,
+) -> CurrentFields {
+    let mut current = CurrentFields::new();
+    if options.server_dry_run {
+        return current;
+    }
+    let mut lists: std::collections::HashMap<(String, String, String), (ApiResource, bool)> =
+        std::collections::HashMap::new();
+    for (object, resolved) in owned {
+        let reference = ObjRef::from_key(&object.key);
+        if state.records.contains_key(&reference) {
+            lists
+                .entry((
+                    resolved.resource.api_version.clone(),
+                    resolved.resource.plural.clone(),
+                    reference.namespace.clone(),
+                ))
+                .or_insert_with(|| (resolved.resource.clone(), resolved.namespaced));
+        }
+    }
+    for ((_, _, namespace), (resource, namespaced)) in lists {
+        let api = api_for(client, &resource, namespaced, &namespace);
+        let Ok(list) = api.list_metadata(&Default::default()).await else {
+            continue;
+        };
+        for item in list.items {
+            let Some(name) = item.metadata.name.clone() else {
+                continue;
+            };
+            let reference = ObjRef {
+                group: resource.group.clone(),
+                kind: resource.kind.clone(),
+                namespace: namespace.clone(),
+                name,
+            };
+            current.insert(reference, our_fields(&item.metadata));
+        }
+    }
+    current
 }
 
 /// The fields agentk's last apply owns, from the object's managedFields.
