@@ -225,6 +225,7 @@ impl GitOps {
                 cfg::PrunePropagationPolicy::Foreground => kube::api::PropagationPolicy::Foreground,
             },
             server_dry_run: spec.dry_run_strategy == cfg::DryRunStrategy::Server,
+            reconcile_timeout: spec.reconcile_timeout,
             limits: Limits::default(),
         };
         let outcome = sync::sync(&self.client, &options, &job.files, state).await;

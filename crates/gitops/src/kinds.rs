@@ -14,6 +14,8 @@ pub struct Resolved {
     pub namespaced: bool,
     /// Defined by a CRD in the same set, not yet served.
     pub pending_crd: bool,
+    /// Its `depends-on` wave (see [`crate::depends`]); set when planning.
+    pub wave: usize,
 }
 
 /// Resolves `object` by discovery, else by a CRD among `objects`.
@@ -25,6 +27,7 @@ pub fn resolve(discovery: &Discovery, objects: &[Object], object: &Object) -> Op
             namespaced: scope_namespaced(&caps),
             resource,
             pending_crd: false,
+            wave: 0,
         });
     }
     objects.iter().find_map(|crd| {
@@ -55,6 +58,7 @@ pub fn resolve(discovery: &Discovery, objects: &[Object], object: &Object) -> Op
             },
             namespaced: spec.get("scope").and_then(Value::as_str) != Some("Cluster"),
             pending_crd: true,
+            wave: 0,
         })
     })
 }

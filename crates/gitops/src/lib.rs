@@ -6,6 +6,7 @@
 //!   document index.
 //! - [`kinds`]: each object's resource and scope by API discovery (or a CRD
 //!   in the same set), and the apply order.
+//! - [`depends`]: `config.kubernetes.io/depends-on` ordering, in waves.
 //! - [`inventory`]: what a manifest project owns, in cli-utils' format.
 //! - [`sync`]: the whole run: validate everything, record the union in the
 //!   inventory, apply with server-side apply in order, prune, record the
@@ -20,6 +21,7 @@
 //! a value, so several can run side by side and leader election can wrap
 //! them later.
 
+pub mod depends;
 pub mod drift;
 pub mod health;
 pub mod inventory;

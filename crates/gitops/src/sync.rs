@@ -46,6 +46,8 @@ pub struct SyncOptions {
     pub prune_propagation: PropagationPolicy,
     /// `dry_run_strategy: server`: apply with dryRun=All, prune nothing.
     pub server_dry_run: bool,
+    /// How long objects that others depend on may take to become Current.
+    pub reconcile_timeout: Duration,
     pub limits: Limits,
 }
 
@@ -386,6 +388,14 @@ fn plan(
             .iter()
             .map(ToString::to_string),
     );
+    match crate::depends::waves(&resolved) {
+        Ok(waves) => {
+            for ((_, r), wave) in planned.iter_mut().zip(waves) {
+                r.wave = wave;
+            }
+        }
+        Err(cycle) => problems.extend(cycle),
+    }
     if problems.is_empty() {
         Ok(planned)
     } else {
@@ -462,24 +472,31 @@ async fn apply_all(
     state: &AppliedState,
     current: &CurrentFields,
 ) -> Vec<ObjectOutcome> {
-    owned.sort_by_key(|(o, _)| (kinds::stage(&o.key.kind), kinds::rank(&o.key.kind)));
+    let order =
+        |(o, r): &(Object, Resolved)| (r.wave, kinds::stage(&o.key.kind), kinds::rank(&o.key.kind));
+    owned.sort_by_key(order);
     let mut outcomes = Vec::with_capacity(owned.len());
     let mut batch: Vec<(Object, Resolved)> = Vec::new();
     let mut crds_pending = Vec::new();
+    let mut wave = 0;
     let mut iter = owned.into_iter().peekable();
     while let Some(item) = iter.next() {
-        let key = (
-            kinds::stage(&item.0.key.kind),
-            kinds::rank(&item.0.key.kind),
-        );
+        let key = order(&item);
         batch.push(item);
-        let next_key = iter
-            .peek()
-            .map(|(o, _)| (kinds::stage(&o.key.kind), kinds::rank(&o.key.kind)));
-        if next_key == Some(key) {
+        if iter.peek().map(order) == Some(key) {
             continue;
         }
-        if key.0 > 0 && !crds_pending.is_empty() {
+        if key.0 > wave {
+            // A depends-on wave: what came before must be Current first.
+            wave = key.0;
+            let mut before = SyncOutcome {
+                objects: std::mem::take(&mut outcomes),
+                ..SyncOutcome::default()
+            };
+            wait_for_health(client, &mut before, options.reconcile_timeout).await;
+            outcomes = before.objects;
+        }
+        if key.1 > 0 && !crds_pending.is_empty() {
             wait_established(client, std::mem::take(&mut crds_pending)).await;
         }
         let applied: Vec<ObjectOutcome> = stream::iter(std::mem::take(&mut batch))
@@ -693,22 +710,34 @@ async fn prune(
     options: &SyncOptions,
     mut gone: Vec<ObjRef>,
 ) -> Vec<ObjectOutcome> {
-    gone.sort_by_key(|o| std::cmp::Reverse((kinds::stage(&o.kind), kinds::rank(&o.kind))));
+    let order = |o: &ObjRef| std::cmp::Reverse((kinds::stage(&o.kind), kinds::rank(&o.kind)));
+    gone.sort_by_key(order);
     let mut outcomes = Vec::with_capacity(gone.len());
-    for object in gone {
-        let outcome = prune_one(client, discovery, options, &object).await;
-        let (action, message) = match outcome {
-            Ok(result) => result,
-            Err(message) => (Action::Failed, message),
-        };
-        outcomes.push(ObjectOutcome {
-            object,
-            action,
-            health: None,
-            message,
-            resource: None,
-            record: None,
-        });
+    // Kind by kind in reverse apply order; the objects of one kind at once.
+    let mut rest = gone.as_slice();
+    while let Some(first) = rest.first() {
+        let n = rest.iter().take_while(|o| order(o) == order(first)).count();
+        let (batch, tail) = rest.split_at(n);
+        rest = tail;
+        let done: Vec<ObjectOutcome> = stream::iter(batch.iter().cloned())
+            .map(|object| async move {
+                let (action, message) = match prune_one(client, discovery, options, &object).await {
+                    Ok(result) => result,
+                    Err(message) => (Action::Failed, message),
+                };
+                ObjectOutcome {
+                    object,
+                    action,
+                    health: None,
+                    message,
+                    resource: None,
+                    record: None,
+                }
+            })
+            .buffer_unordered(APPLY_CONCURRENCY)
+            .collect()
+            .await;
+        outcomes.extend(done);
     }
     outcomes
 }

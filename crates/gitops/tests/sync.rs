@@ -28,6 +28,7 @@ fn options(ns: &str, project: &str) -> SyncOptions {
         prune_timeout: Duration::from_secs(30),
         prune_propagation: PropagationPolicy::Foreground,
         server_dry_run: false,
+        reconcile_timeout: Duration::from_secs(60),
         limits: Limits::default(),
     }
 }
@@ -334,4 +335,41 @@ async fn an_unknown_kind_fails_the_whole_set_before_anything_is_applied() {
         "{error}"
     );
     assert!(kubectl_get(&["configmap", "first", "-n", ns]).is_none());
+}
+
+#[tokio::test]
+async fn a_server_dry_run_reports_what_would_change_and_changes_nothing() {
+    let cluster = tether_testenv::shared();
+    let ns = cluster
+        .namespace("gitops-dry-run")
+        .await
+        .expect("namespace");
+    let ns = ns.name();
+    let client = cluster.client().expect("client");
+    let mut state = AppliedState::default();
+    let dry = SyncOptions {
+        server_dry_run: true,
+        ..options(ns, "team/dry")
+    };
+    let files = [file(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: would-be}\ndata: {a: b}\n",
+    )];
+    let outcome = sync(&client, &dry, &files, &mut state).await;
+    assert_eq!(outcome.error, None, "{outcome:#?}");
+    assert_eq!(
+        outcome.count(Action::Applied),
+        1,
+        "validated by the API server"
+    );
+    assert!(kubectl_get(&["configmap", "would-be", "-n", ns]).is_none());
+    assert!(kubectl_get(&["configmap", &dry.inventory.name, "-n", ns]).is_none());
+
+    // The API server's own validation still runs: an invalid object fails.
+    let invalid = [file(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Not_Valid}\n",
+    )];
+    let outcome = sync(&client, &dry, &invalid, &mut state).await;
+    assert!(outcome.error.expect("invalid").contains("Not_Valid"));
 }

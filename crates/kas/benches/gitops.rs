@@ -77,6 +77,7 @@ fn main() -> anyhow::Result<()> {
     wait("the empty sync", Duration::from_secs(120), || {
         synced(&setup, &empty).is_some()
     });
+    let baseline = rss_mib(agentk.child.id(), "VmRSS:");
 
     let files: Vec<(String, String)> = manifest_files(0)
         .into_iter()
@@ -224,23 +225,27 @@ fn main() -> anyhow::Result<()> {
     );
 
     // 4. agentk's peak RSS.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", agentk.child.id()))?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or_default()
-            / 1024.0
-    };
+    let pid = agentk.child.id();
     println!(
-        "\nagentk managing {} objects: peak RSS (VmHWM) {:.1} MiB, RSS now {:.1} MiB",
+        "\nagentk managing {} objects: peak RSS (VmHWM) {:.1} MiB, RSS now {:.1} MiB; {:.1} MiB connected and synced with no objects",
         OBJECTS + 1,
-        field("VmHWM:"),
-        field("VmRSS:")
+        rss_mib(pid, "VmHWM:"),
+        rss_mib(pid, "VmRSS:"),
+        baseline
     );
     Ok(())
+}
+
+/// A memory figure of `pid` from /proc, in MiB.
+fn rss_mib(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_default()
+        / 1024.0
 }
 
 /// The sync report of `commit`, once it says synced.

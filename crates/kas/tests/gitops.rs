@@ -215,3 +215,201 @@ fn run(ns: &str) {
     });
     assert!(!agentk.log().contains(&token) && !setup.kas.log().contains(&token));
 }
+
+/// `count` ConfigMaps named `<prefix>-<i>`, in five files under `manifests/`.
+fn config_maps(prefix: &str, count: usize) -> Vec<(String, String)> {
+    (0..5)
+        .map(|f| {
+            let text: Vec<String> = (f..count)
+                .step_by(5)
+                .map(|i| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {prefix}-{i}}}\ndata: {{i: \"{i}\"}}\n"))
+                .collect();
+            (format!("manifests/{prefix}-{f}.yaml"), text.join("---\n"))
+        })
+        .collect()
+}
+
+/// The ConfigMaps in `ns` that the test's inventory owns, by name.
+fn owned_config_maps(ns: &str) -> std::collections::BTreeSet<String> {
+    let list = kubectl_get(&["configmaps", "-n", ns]).expect("list");
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|cm| cm["metadata"]["annotations"]["config.k8s.io/owning-inventory"].is_string())
+        .filter(|cm| cm["metadata"]["labels"]["cli-utils.sigs.k8s.io/inventory-id"].is_null())
+        .filter_map(|cm| cm["metadata"]["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_killed_mid_sync_ends_in_exactly_the_git_state() {
+    let cluster = tether_testenv::shared();
+    let ns = cluster.namespace("e2e-kill").await.expect("namespace");
+    let ns = ns.name().to_owned();
+    tokio::task::spawn_blocking(move || killed_mid_sync(&ns))
+        .await
+        .expect("test body");
+}
+
+fn killed_mid_sync(ns: &str) {
+    let mut setup = Setup::start_with(&["--poll-interval", "60s"]);
+    setup.pod_namespace = ns.to_owned();
+    let repo = setup.dir.path().join("repo");
+    new_repo(&repo);
+    let config = format!(
+        "gitops:\n  manifest_projects:\n    - id: team/config\n      default_namespace: {ns}\n      paths: [{{glob: 'manifests/*.yaml'}}]\n"
+    );
+    let a = config_maps("a", 500);
+    let mut changes: Vec<(&str, Option<&str>)> = vec![(CONFIG, Some(&config))];
+    changes.extend(a.iter().map(|(p, t)| (p.as_str(), Some(t.as_str()))));
+    let first = commit(&repo, &changes);
+    let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
+    let mut agentk = setup.agentk(&token);
+    wait("the first 500 to sync", Duration::from_secs(120), || {
+        sync_of(&setup, &first).is_some_and(|s| s["state"] == "synced")
+    });
+    assert_eq!(owned_config_maps(ns).len(), 500);
+
+    // Replace all 500 with 500 others, and kill agentk as soon as the
+    // cluster shows the sync under way.
+    let b = config_maps("b", 500);
+    let mut changes: Vec<(&str, Option<&str>)> =
+        a.iter().map(|(p, _)| (p.as_str(), None)).collect();
+    changes.extend(b.iter().map(|(p, t)| (p.as_str(), Some(t.as_str()))));
+    let second = commit(&repo, &changes);
+    setup
+        .cli(&["project", "refresh", "team/config"])
+        .expect("refresh");
+    wait("the second sync to start", Duration::from_secs(60), || {
+        owned_config_maps(ns).iter().any(|n| n.starts_with("b-"))
+    });
+    let _ = agentk.child.kill();
+    let _ = agentk.child.wait();
+    let midway = owned_config_maps(ns);
+    let (a_left, b_done) = (
+        midway.iter().filter(|n| n.starts_with("a-")).count(),
+        midway.iter().filter(|n| n.starts_with("b-")).count(),
+    );
+    eprintln!("killed with {a_left} old and {b_done} new ConfigMaps in the cluster");
+    assert!(
+        a_left > 0 || b_done < 500,
+        "the kill came after the sync finished"
+    );
+
+    let _restarted = setup.agentk(&token);
+    wait(
+        "the restarted agent to sync",
+        Duration::from_secs(120),
+        || sync_of(&setup, &second).is_some_and(|s| s["state"] == "synced"),
+    );
+    let want: std::collections::BTreeSet<String> = (0..500).map(|i| format!("b-{i}")).collect();
+    wait(
+        "the cluster to hold exactly git's objects",
+        Duration::from_secs(60),
+        || owned_config_maps(ns) == want,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gives_a_clear_error_and_changes_nothing() {
+    let cluster = tether_testenv::shared();
+    let ns = cluster.namespace("e2e-bad").await.expect("namespace");
+    let ns = ns.name().to_owned();
+    tokio::task::spawn_blocking(move || bad_input(&ns))
+        .await
+        .expect("test body");
+}
+
+fn bad_input(ns: &str) {
+    let mut setup = Setup::start_with(&["--poll-interval", "60s"]);
+    setup.pod_namespace = ns.to_owned();
+    let repo = setup.dir.path().join("repo");
+    new_repo(&repo);
+    let config = format!(
+        "gitops:\n  manifest_projects:\n    - id: team/config\n      default_namespace: {ns}\n      paths: [{{glob: 'manifests/*.yaml'}}]\n"
+    );
+    let good = commit(
+        &repo,
+        &[
+            (CONFIG, Some(&config)),
+            (
+                "manifests/ok.yaml",
+                Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n"),
+            ),
+        ],
+    );
+    let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
+    let _agentk = setup.agentk(&token);
+    wait("the good sync", Duration::from_secs(60), || {
+        sync_of(&setup, &good).is_some_and(|s| s["state"] == "synced")
+    });
+    let refresh = || {
+        setup
+            .cli(&["project", "refresh", "team/config"])
+            .expect("refresh");
+    };
+    let failed_with = |commit: &str, needle: &str| {
+        wait(
+            &format!("{needle} to be reported"),
+            Duration::from_secs(30),
+            || {
+                sync_of(&setup, commit).is_some_and(|s| {
+                    s["state"] == "failed"
+                        && s["error"].as_str().unwrap_or_default().contains(needle)
+                })
+            },
+        );
+        assert!(
+            kubectl_get(&["configmap", "ok", "-n", ns]).is_some(),
+            "still there"
+        );
+    };
+
+    // A billion laughs.
+    let mut bomb = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h"]
+        .iter()
+        .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+    {
+        bomb.push_str(&format!(
+            "{name}: &{name} [{}]\n",
+            vec![format!("*{prev}"); 9].join(",")
+        ));
+    }
+    let bombed = commit(&repo, &[("manifests/bomb.yaml", Some(&bomb))]);
+    refresh();
+    failed_with(&bombed, "manifests/bomb.yaml");
+
+    // A 100 MB file: kas refuses it before reading it.
+    let big = "#".repeat(100 << 20);
+    let huge = commit(
+        &repo,
+        &[
+            ("manifests/bomb.yaml", None),
+            ("manifests/big.yaml", Some(&big)),
+        ],
+    );
+    refresh();
+    failed_with(&huge, "manifests/big.yaml");
+
+    // A glob that leaves the repository: the config is refused, the agent
+    // keeps its last good one, and the error is on the agent.
+    let escaping = config.replace("manifests/*.yaml", "../*.yaml");
+    let bad_glob = commit(
+        &repo,
+        &[("manifests/big.yaml", None), (CONFIG, Some(&escaping))],
+    );
+    refresh();
+    wait("the config error to show", Duration::from_secs(10), || {
+        setup.agent("prod")["config"]["error"]["commit"] == bad_glob.as_str()
+    });
+    let error = setup.agent("prod")["config"]["error"]["message"].to_string();
+    assert!(error.contains("'..'"), "{error}");
+    assert!(
+        kubectl_get(&["configmap", "ok", "-n", ns]).is_some(),
+        "still there"
+    );
+}
