@@ -187,6 +187,12 @@ async fn open_session(options: &ConnectOptions, shutdown: &mut Shutdown) -> anyh
                         }
                         options.connected.set(true);
                         agent_name = welcome.agent_name.clone();
+                        for report in options.gitops.last_reports() {
+                            let message = AgentMessage { message: Some(agent_message::Message::SyncReport(report)) };
+                            if tx.send(message).await.is_err() {
+                                bail!("session closed");
+                            }
+                        }
                         tracing::info!(
                             agent = %welcome.agent_name,
                             agent_id = welcome.agent_id,

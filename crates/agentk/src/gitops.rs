@@ -51,6 +51,9 @@ pub struct GitOps {
     pending: Arc<Mutex<HashMap<String, Pending>>>,
     /// The last commit synced without error, by project, for Hello.
     synced: Arc<Mutex<HashMap<String, String>>>,
+    /// The last report of each project, sent again to a new session so
+    /// that a restarted kas shows the state at once.
+    last_reports: Arc<Mutex<HashMap<String, v1::SyncReport>>>,
     reports: mpsc::UnboundedSender<v1::SyncReport>,
 }
 
@@ -77,6 +80,7 @@ impl GitOps {
             workers: Arc::default(),
             pending: Arc::default(),
             synced: Arc::default(),
+            last_reports: Arc::default(),
             reports,
         }
     }
@@ -90,6 +94,11 @@ impl GitOps {
                 commit_id: commit.clone(),
             })
             .collect()
+    }
+
+    /// The last report of every project, for a new session.
+    pub fn last_reports(&self) -> Vec<v1::SyncReport> {
+        lock(&self.last_reports).values().cloned().collect()
     }
 
     /// Takes one message of a set; syncs once the set is complete.
@@ -160,6 +169,7 @@ impl GitOps {
                     let reconcile_timeout = job.spec.reconcile_timeout;
                     let (outcome, dry_run) = self.run(&project, job, &mut state).await;
                     self.report(&project, &commit, &outcome, dry_run);
+                    release_free_memory();
                     if outcome.error.is_none() && !dry_run {
                         let (client, mut waiting) = (self.client.clone(), outcome.clone());
                         let (health_tx, commit_for_health) = (health_tx.clone(), commit.clone());
@@ -225,6 +235,7 @@ impl GitOps {
                 cfg::PrunePropagationPolicy::Foreground => kube::api::PropagationPolicy::Foreground,
             },
             server_dry_run: spec.dry_run_strategy == cfg::DryRunStrategy::Server,
+            client_dry_run: spec.dry_run_strategy == cfg::DryRunStrategy::Client,
             reconcile_timeout: spec.reconcile_timeout,
             limits: Limits::default(),
         };
@@ -240,10 +251,11 @@ impl GitOps {
             ),
             Some(e) => tracing::warn!(commit = %job.commit, error = %e, "sync failed"),
         }
-        if outcome.error.is_none() && !options.server_dry_run {
+        let dry_run = options.server_dry_run || options.client_dry_run;
+        if outcome.error.is_none() && !dry_run {
             lock(&self.synced).insert(project.to_owned(), job.commit.clone());
         }
-        (outcome, options.server_dry_run)
+        (outcome, dry_run)
     }
 
     fn report(&self, project: &str, commit: &str, outcome: &SyncOutcome, dry_run: bool) {
@@ -292,6 +304,7 @@ impl GitOps {
                 })
                 .collect(),
         };
+        lock(&self.last_reports).insert(project.to_owned(), report.clone());
         let _ = self.reports.send(report);
     }
 }
@@ -317,6 +330,16 @@ fn rfc3339(at: std::time::SystemTime) -> String {
     k8s_openapi::jiff::Timestamp::from_second(seconds)
         .map(|t| t.to_string())
         .unwrap_or_default()
+}
+
+/// Hands memory freed after a sync (parsed manifests, API responses) back
+/// to the system, so agentk's RSS reflects what it keeps.
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap pages to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn prost_duration(d: Duration) -> prost_types::Duration {

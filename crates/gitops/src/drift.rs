@@ -6,6 +6,7 @@
 //! controllers set) are not drift and are left alone.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
@@ -33,13 +34,13 @@ pub struct DriftEvent {
 /// apiVersion, plural, namespace: one watch each.
 type WatchKey = (String, String, String);
 /// The resource, whether it is namespaced, and its objects by name.
-type WatchGroup = (ApiResource, bool, HashMap<String, Record>);
+type WatchGroup = (ApiResource, bool, HashMap<String, Arc<Record>>);
 
 /// Watches every object in `records` until the task is dropped, sending a
 /// [`DriftEvent`] for each correction.
 pub async fn watch(
     client: kube::Client,
-    records: HashMap<ObjRef, Record>,
+    records: HashMap<ObjRef, Arc<Record>>,
     events: mpsc::UnboundedSender<DriftEvent>,
 ) {
     // One watch per resource and namespace.
@@ -73,10 +74,12 @@ async fn watch_one(
     api: Api<DynamicObject>,
     resource: ApiResource,
     namespace: String,
-    mut records: HashMap<String, Record>,
+    records: HashMap<String, Arc<Record>>,
     events: mpsc::UnboundedSender<DriftEvent>,
 ) {
     let params = WatchParams::default().timeout(290);
+    // The fields agentk owns now, per object, as corrections change them.
+    let mut fields: HashMap<String, Option<u64>> = HashMap::new();
     loop {
         // From "0": the current state first, so drift that happened before
         // the watch started is found too.
@@ -99,12 +102,13 @@ async fn watch_one(
             let Some(name) = object.metadata.name.clone() else {
                 continue;
             };
-            let Some(record) = records.get_mut(&name) else {
+            let Some(record) = records.get(&name) else {
                 continue;
             };
+            let owned = fields.entry(name.clone()).or_insert(record.fields);
             let (who, what) = if deleted {
                 ("unknown".to_owned(), "deleted".to_owned())
-            } else if our_fields(&object.metadata) != record.fields {
+            } else if our_fields(&object.metadata) != *owned {
                 (
                     last_other_manager(&object.metadata),
                     "changed fields agentk owns".to_owned(),
@@ -119,16 +123,23 @@ async fn watch_one(
                 name: name.clone(),
             };
             tracing::info!(object = %reference, who = %who, what = %what, "drift; applying again");
+            let body: serde_json::Value = match serde_json::from_str(&record.body) {
+                Ok(body) => body,
+                Err(e) => {
+                    tracing::error!(error = %e, "the recorded body does not parse");
+                    continue;
+                }
+            };
             let applied = api
                 .patch(
                     &name,
                     &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&record.body),
+                    &Patch::Apply(&body),
                 )
                 .await;
             let corrected = match applied {
                 Ok(applied) => {
-                    record.fields = our_fields(&applied.metadata);
+                    *owned = our_fields(&applied.metadata);
                     Ok(())
                 }
                 Err(e) => Err(e.to_string()),

@@ -6,6 +6,7 @@
 //! project may own, so nothing is orphaned and nothing forgotten.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, stream};
@@ -46,6 +47,8 @@ pub struct SyncOptions {
     pub prune_propagation: PropagationPolicy,
     /// `dry_run_strategy: server`: apply with dryRun=All, prune nothing.
     pub server_dry_run: bool,
+    /// `dry_run_strategy: client`: validate and plan only; send nothing.
+    pub client_dry_run: bool,
     /// How long objects that others depend on may take to become Current.
     pub reconcile_timeout: Duration,
     pub limits: Limits,
@@ -57,6 +60,8 @@ pub enum Action {
     /// Its desired content did not change since agentk applied it, and
     /// nobody took over any field agentk owns: not sent again.
     Unchanged,
+    /// Validated and planned by a client-side dry run; not sent.
+    Planned,
     Pruned,
     /// Left in the cluster: annotated on-remove keep, or prune is off.
     Kept,
@@ -68,6 +73,7 @@ impl Action {
         match self {
             Action::Applied => "applied",
             Action::Unchanged => "unchanged",
+            Action::Planned => "planned",
             Action::Pruned => "pruned",
             Action::Kept => "kept",
             Action::Failed => "failed",
@@ -85,27 +91,30 @@ pub struct ObjectOutcome {
     /// How to read it back, for health.
     resource: Option<(ApiResource, bool)>,
     /// What was applied, for the next sync and for drift correction.
-    record: Option<Record>,
+    record: Option<Arc<Record>>,
 }
 
 /// What agentk last applied to one object, and which fields it owned
 /// right after: if they are still agentk's and the desired content is the
-/// same, applying again would change nothing.
-#[derive(Clone, Debug)]
+/// same, applying again would change nothing. Kept small (hashes and the
+/// body as compact JSON text, shared by `Arc`): agentk holds one per managed
+/// object.
+#[derive(Debug)]
 pub struct Record {
     hash: u64,
-    pub(crate) fields: Option<Value>,
+    /// Fingerprint of the fields agentk owned after the apply.
+    pub(crate) fields: Option<u64>,
     pub resource: ApiResource,
     pub namespaced: bool,
-    /// The applied body, to apply again when someone drifts it.
-    pub body: Value,
+    /// The applied body as JSON, to apply again when someone drifts it.
+    pub body: Arc<str>,
 }
 
 /// What a manifest project's syncs applied, kept between syncs (in memory:
 /// a restarted agent applies everything once, then skips again).
 #[derive(Clone, Default)]
 pub struct AppliedState {
-    pub records: std::collections::HashMap<ObjRef, Record>,
+    pub records: std::collections::HashMap<ObjRef, Arc<Record>>,
     /// API discovery from an earlier sync: run again only when a kind is
     /// not found in it or the last sync applied CRDs.
     discovery: Option<std::sync::Arc<Discovery>>,
@@ -192,6 +201,20 @@ pub async fn sync(
                 record: None,
             }),
         }
+    }
+    if options.client_dry_run {
+        outcome
+            .objects
+            .extend(owned.iter().map(|(o, _)| ObjectOutcome {
+                object: ObjRef::from_key(&o.key),
+                action: Action::Planned,
+                health: None,
+                message: "client dry run: validated, not sent".into(),
+                resource: None,
+                record: None,
+            }));
+        outcome.duration = started.elapsed();
+        return outcome;
     }
     let new: BTreeSet<ObjRef> = owned
         .iter()
@@ -545,7 +568,8 @@ async fn apply_one(
         params = params.dry_run();
     }
     let body = Value::Object(object.body);
-    let hash = hash_of(&body);
+    let text = body.to_string();
+    let hash = fingerprint(&text);
     if !options.server_dry_run
         && let Some(record) = state.records.get(&reference)
         && record.hash == hash
@@ -575,13 +599,13 @@ async fn apply_one(
                 health: Some(h),
                 message,
                 resource: Some((resolved.resource.clone(), resolved.namespaced)),
-                record: Some(Record {
+                record: Some(Arc::new(Record {
                     hash,
                     fields,
                     resource: resolved.resource,
                     namespaced: resolved.namespaced,
-                    body,
-                }),
+                    body: Arc::from(text),
+                })),
             }
         }
         Err(e) => ObjectOutcome {
@@ -609,7 +633,7 @@ impl std::fmt::Debug for AppliedState {
 
 /// For objects agentk applied before with the same content: the fields it
 /// owns in the cluster now. Absent: the object is gone, or not known.
-type CurrentFields = std::collections::HashMap<ObjRef, Option<Value>>;
+type CurrentFields = std::collections::HashMap<ObjRef, Option<u64>>;
 
 /// Reads what [`CurrentFields`] needs with one metadata LIST per resource
 /// and namespace, rather than one GET per object.
@@ -658,10 +682,11 @@ async fn current_fields(
     current
 }
 
-/// The fields agentk's last apply owns, from the object's managedFields.
+/// A fingerprint of the fields agentk's last apply owns, from the object's
+/// managedFields.
 pub(crate) fn our_fields(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Option<Value> {
+) -> Option<u64> {
     meta.managed_fields
         .as_ref()?
         .iter()
@@ -671,13 +696,13 @@ pub(crate) fn our_fields(
                 && m.subresource.as_deref().unwrap_or_default().is_empty()
         })
         .and_then(|m| m.fields_v1.as_ref())
-        .map(|f| f.0.clone())
+        .map(|f| fingerprint(&f.0.to_string()))
 }
 
-fn hash_of(body: &Value) -> u64 {
+fn fingerprint(text: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    body.to_string().hash(&mut hasher);
+    text.hash(&mut hasher);
     hasher.finish()
 }
 

@@ -28,6 +28,7 @@ fn options(ns: &str, project: &str) -> SyncOptions {
         prune_timeout: Duration::from_secs(30),
         prune_propagation: PropagationPolicy::Foreground,
         server_dry_run: false,
+        client_dry_run: false,
         reconcile_timeout: Duration::from_secs(60),
         limits: Limits::default(),
     }
@@ -364,6 +365,16 @@ async fn a_server_dry_run_reports_what_would_change_and_changes_nothing() {
     );
     assert!(kubectl_get(&["configmap", "would-be", "-n", ns]).is_none());
     assert!(kubectl_get(&["configmap", &dry.inventory.name, "-n", ns]).is_none());
+
+    // A client dry run validates and plans without sending anything.
+    let client_dry = SyncOptions {
+        client_dry_run: true,
+        ..options(ns, "team/dry")
+    };
+    let planned = sync(&client, &client_dry, &files, &mut state).await;
+    assert_eq!(planned.error, None);
+    assert_eq!(planned.count(Action::Planned), 1);
+    assert!(kubectl_get(&["configmap", "would-be", "-n", ns]).is_none());
 
     // The API server's own validation still runs: an invalid object fails.
     let invalid = [file(
