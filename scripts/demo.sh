@@ -60,9 +60,40 @@ wait_for "kas /readyz" 30 "$demo/kas.log" curl -sf "http://$kas_admin/readyz"
 kas_cli() { target/debug/kas --server "http://$kas_api" --admin-token-file "$demo/kas/admin-token" "$@"; }
 # The agent's configuration project: a git repository with its config file.
 repo="$demo/config-repo"
+rm -rf "$repo"
 mkdir -p "$repo/.gitlab/agents/demo"
 git init -q -b main "$repo"
-printf 'observability:\n  logging:\n    level: info\n' >"$repo/.gitlab/agents/demo/config.yaml"
+cat >"$repo/.gitlab/agents/demo/config.yaml" <<'EOF'
+observability:
+  logging:
+    level: info
+gitops:
+  manifest_projects:            # no id: this same project
+    - default_namespace: demo
+      paths:
+        - glob: 'manifests/*.yaml'
+EOF
+mkdir -p "$repo/manifests"
+cat >"$repo/manifests/app.yaml" <<'EOF'
+apiVersion: v1
+kind: Namespace
+metadata: {name: demo}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {greeting: hello from git}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: nginx}]}
+EOF
 git -C "$repo" add -A
 git -C "$repo" -c user.name=demo -c user.email=demo@tether.invalid commit -qm "agent config"
 kas_cli project add demo/config --url "$repo" >/dev/null
@@ -76,6 +107,9 @@ pids+=($!)
 wait_for "agentk connecting to kas" 60 "$demo/agentk.log" grep -q "connected to kas" "$demo/agentk.log"
 wait_for "agentk readiness" 10 "$demo/agentk.log" curl -sf "http://$agentk_probes/readiness"
 wait_for "agentk applying its config from git" 20 "$demo/agentk.log" grep -q "applied configuration" "$demo/agentk.log"
+wait_for "the manifests to be synced" 60 "$demo/agentk.log" grep -q "synced commit" "$demo/agentk.log"
+all_current() { kas_cli agent gitops demo | grep -q Current && ! kas_cli agent gitops demo | grep -qE 'InProgress|Unknown'; }
+wait_for "the synced objects to become Current" 60 "$demo/agentk.log" all_current
 
 kubectl=("$TETHER_KUBE_BIN/kubectl" --kubeconfig "$kubeconfig")
 echo
@@ -86,6 +120,9 @@ echo "config  $repo/.gitlab/agents/demo/config.yaml at $(git -C "$repo" rev-pars
 echo
 echo "kas agent list:"
 kas_cli agent list
+echo
+echo "kas agent gitops demo (manifests/app.yaml, synced by agentk):"
+kas_cli agent gitops demo
 echo
 "${kubectl[@]}" get nodes
 echo

@@ -119,6 +119,24 @@ fn run(ns: &str) {
         kubectl_get(&["deployment", "web", "-n", ns]).is_some_and(|d| d["spec"]["replicas"] == 1)
     });
     eprintln!("scale reverted after {:?}", scaled.elapsed());
+    // kubectl edit, with an editor that changes a field git owns.
+    let edit = tether_testenv::shared()
+        .kubectl()
+        .args(["edit", "configmap", "settings", "-n", ns])
+        .env("KUBE_EDITOR", "sed -i s/mode:\\ fast/mode:\\ slow/")
+        .output()
+        .expect("kubectl edit runs");
+    assert!(
+        edit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&edit.stderr)
+    );
+    let edited = Instant::now();
+    wait("the edit to be reverted", Duration::from_secs(5), || {
+        kubectl_get(&["configmap", "settings", "-n", ns])
+            .is_some_and(|c| c["data"]["mode"] == "fast")
+    });
+    eprintln!("edit reverted after {:?}", edited.elapsed());
     kubectl(&["delete", "configmap", "extra", "-n", ns]);
     let deleted = Instant::now();
     wait(
@@ -136,6 +154,9 @@ fn run(ns: &str) {
                 && drift
                     .iter()
                     .any(|d| d["kind"] == "ConfigMap" && d["what"] == "deleted")
+                && drift
+                    .iter()
+                    .any(|d| d["name"] == "settings" && d["who"] == "kubectl-edit")
         })
     });
 
