@@ -87,6 +87,27 @@ fn peel_to_commit(
     Ok(CommitId(commit.id))
 }
 
+fn read_error(location: &str, what: &str, e: &dyn std::error::Error) -> GitError {
+    GitError::Read {
+        location: location.to_owned(),
+        what: what.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// The root tree of `commit`.
+fn tree_at<'r>(
+    repo: &'r gix::Repository,
+    location: &str,
+    commit: &CommitId,
+) -> Result<gix::Tree<'r>, GitError> {
+    let what = commit.to_string();
+    repo.find_commit(commit.0)
+        .map_err(|e| read_error(location, &what, &e))?
+        .tree()
+        .map_err(|e| read_error(location, &what, &e))
+}
+
 pub(crate) fn read_file(
     dir: &Path,
     location: &str,
@@ -95,16 +116,8 @@ pub(crate) fn read_file(
     limit: u64,
 ) -> Result<Option<FileRead>, GitError> {
     let repo = open(dir, location)?;
-    let read_error = |what: &str, e: &dyn std::error::Error| GitError::Read {
-        location: location.to_owned(),
-        what: what.to_owned(),
-        message: e.to_string(),
-    };
-    let tree = repo
-        .find_commit(commit.0)
-        .map_err(|e| read_error(&commit.to_string(), &e))?
-        .tree()
-        .map_err(|e| read_error(&commit.to_string(), &e))?;
+    let read_error = |what: &str, e: &dyn std::error::Error| read_error(location, what, e);
+    let tree = tree_at(&repo, location, commit)?;
     let Some(entry) = tree
         .lookup_entry_by_path(path)
         .map_err(|e| read_error(path, &e))?
@@ -183,16 +196,8 @@ pub(crate) fn select_files(
         message: e.to_string(),
     })?;
     let repo = open(dir, location)?;
-    let read_error = |what: &str, e: &dyn std::error::Error| GitError::Read {
-        location: location.to_owned(),
-        what: what.to_owned(),
-        message: e.to_string(),
-    };
-    let tree = repo
-        .find_commit(commit.0)
-        .map_err(|e| read_error(&commit.to_string(), &e))?
-        .tree()
-        .map_err(|e| read_error(&commit.to_string(), &e))?;
+    let read_error = |what: &str, e: &dyn std::error::Error| read_error(location, what, e);
+    let tree = tree_at(&repo, location, commit)?;
     let mut recorder = gix::traverse::tree::Recorder::default();
     tree.traverse()
         .breadthfirst(&mut recorder)

@@ -2,41 +2,12 @@
 //! mirror.
 
 use std::path::Path;
-use std::process::Command;
 
 use tether_git::{GitError, Source};
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use tether_testenv::git::{commit, git, new_repo};
 
 fn commit_file(repo: &Path, path: &str, text: &str) -> String {
-    let file = repo.join(path);
-    std::fs::create_dir_all(file.parent().expect("has a parent")).expect("mkdir");
-    std::fs::write(&file, text).expect("write");
-    git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-q", "-m", path]);
-    git(repo, &["rev-parse", "HEAD"])
-}
-
-fn new_repo(dir: &Path) {
-    std::fs::create_dir_all(dir).expect("mkdir");
-    git(dir, &["init", "-q", "-b", "main"]);
+    commit(repo, &[(path, Some(text))])
 }
 
 #[test]
@@ -155,20 +126,19 @@ fn globs_select_files_inside_the_tree_under_limits() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let repo = tmp.path().join("manifests");
     new_repo(&repo);
-    for (path, text) in [
-        ("manifests/app/deploy.yaml", "a: 1\n"),
-        ("manifests/app/svc.yml", "b: 2\n"),
-        ("manifests/app/nested/cm.json", "{}\n"),
-        ("manifests/app/README.md", "docs\n"),
-        ("other/x.yaml", "x: 1\n"),
-    ] {
-        let file = repo.join(path);
-        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
-        std::fs::write(file, text).expect("write");
-    }
-    let commit = commit_file(&repo, "top.yaml", "t: 1\n");
+    let head = commit(
+        &repo,
+        &[
+            ("manifests/app/deploy.yaml", Some("a: 1\n")),
+            ("manifests/app/svc.yml", Some("b: 2\n")),
+            ("manifests/app/nested/cm.json", Some("{}\n")),
+            ("manifests/app/README.md", Some("docs\n")),
+            ("other/x.yaml", Some("x: 1\n")),
+            ("top.yaml", Some("t: 1\n")),
+        ],
+    );
     let source = Source::new(repo.to_str().expect("utf-8"), tmp.path());
-    let commit = source.resolve(Some(&commit)).expect("resolves");
+    let commit = source.resolve(Some(&head)).expect("resolves");
     let limits = tether_git::SelectLimits::default();
     let paths = |globs: &[&str]| -> Vec<String> {
         let globs: Vec<String> = globs.iter().map(|g| g.to_string()).collect();

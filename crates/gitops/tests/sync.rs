@@ -36,22 +36,7 @@ fn options(ns: &str, project: &str) -> SyncOptions {
 
 /// `kubectl get` as JSON, or None when the object does not exist.
 fn kubectl_get(args: &[&str]) -> Option<serde_json::Value> {
-    let out = tether_testenv::shared()
-        .kubectl()
-        .arg("get")
-        .args(args)
-        .args(["-o", "json"])
-        .output()
-        .expect("kubectl runs");
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains("NotFound"),
-            "kubectl get {args:?}: {stderr}"
-        );
-        return None;
-    }
-    Some(serde_json::from_slice(&out.stdout).expect("JSON"))
+    tether_testenv::shared().get_json(args)
 }
 
 fn app(ns: &str, app_ns: &str) -> Vec<ManifestFile> {

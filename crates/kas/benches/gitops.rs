@@ -50,16 +50,7 @@ fn main() -> anyhow::Result<()> {
 
     // 1a. kubectl apply --server-side.
     let started = Instant::now();
-    let out = cluster
-        .kubectl()
-        .args(["apply", "--server-side", "-n", &kubectl_ns, "-f"])
-        .arg(&dir)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "kubectl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    kubectl_apply(cluster, &kubectl_ns, &dir)?;
     let kubectl_initial = started.elapsed();
 
     // 1b. Tether: an agent with an empty manifest set first, so that the
@@ -133,16 +124,7 @@ fn main() -> anyhow::Result<()> {
 
     // 2. Re-sync of unchanged manifests: requests by verb.
     let before = runtime.block_on(request_counts(&client))?;
-    let out = cluster
-        .kubectl()
-        .args(["apply", "--server-side", "-n", &kubectl_ns, "-f"])
-        .arg(&dir)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "kubectl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    kubectl_apply(cluster, &kubectl_ns, &dir)?;
     let after_kubectl = runtime.block_on(request_counts(&client))?;
     let unchanged = commit(&repo, &[("README.md", Some("manifests unchanged\n"))]);
     setup
@@ -246,6 +228,25 @@ fn rss_mib(pid: u32, field: &str) -> f64 {
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or_default()
         / 1024.0
+}
+
+/// `kubectl apply --server-side -n <ns> -f <dir>`, the peer measured.
+fn kubectl_apply(
+    cluster: &tether_testenv::Cluster,
+    namespace: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let out = cluster
+        .kubectl()
+        .args(["apply", "--server-side", "-n", namespace, "-f"])
+        .arg(dir)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "kubectl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
 
 /// The sync report of `commit`, once it says synced.

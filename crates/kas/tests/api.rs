@@ -300,24 +300,7 @@ async fn refresh_answers_with_the_commit_or_says_what_is_wrong() {
     );
 
     let repo = tempfile::tempdir().expect("tempdir");
-    let git = |args: &[&str]| {
-        let ok = std::process::Command::new("git")
-            .arg("-C")
-            .arg(repo.path())
-            .args(args)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .expect("git");
-        assert!(
-            ok.status.success(),
-            "{}",
-            String::from_utf8_lossy(&ok.stderr)
-        );
-        String::from_utf8_lossy(&ok.stdout).trim().to_owned()
-    };
+    let git = |args: &[&str]| tether_testenv::git::git(repo.path(), args);
     git(&["init", "-q", "-b", "main"]);
     git(&["commit", "-q", "--allow-empty", "-m", "first"]);
     let head = git(&["rev-parse", "HEAD"]);

@@ -13,16 +13,7 @@ use support::{Setup, commit, new_repo, wait};
 const CONFIG: &str = ".gitlab/agents/prod/config.yaml";
 
 fn kubectl_get(args: &[&str]) -> Option<serde_json::Value> {
-    let out = tether_testenv::shared()
-        .kubectl()
-        .arg("get")
-        .args(args)
-        .args(["-o", "json"])
-        .output()
-        .expect("kubectl runs");
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).expect("JSON"))
+    tether_testenv::shared().get_json(args)
 }
 
 fn sync_of(setup: &Setup, commit: &str) -> Option<serde_json::Value> {
@@ -273,7 +264,9 @@ async fn an_agent_killed_mid_sync_ends_in_exactly_the_git_state() {
         .expect("test body");
 }
 
-fn killed_mid_sync(ns: &str) {
+/// kas (polling slowly: the tests refresh), a repository, and the agent
+/// config that syncs `manifests/*.yaml` into `ns`, not yet committed.
+fn kas_with_repo(ns: &str) -> (Setup, std::path::PathBuf, String) {
     let mut setup = Setup::start_with(&["--poll-interval", "60s"]);
     setup.pod_namespace = ns.to_owned();
     let repo = setup.dir.path().join("repo");
@@ -281,6 +274,11 @@ fn killed_mid_sync(ns: &str) {
     let config = format!(
         "gitops:\n  manifest_projects:\n    - id: team/config\n      default_namespace: {ns}\n      paths: [{{glob: 'manifests/*.yaml'}}]\n"
     );
+    (setup, repo, config)
+}
+
+fn killed_mid_sync(ns: &str) {
+    let (setup, repo, config) = kas_with_repo(ns);
     let a = config_maps("a", 500);
     let mut changes: Vec<(&str, Option<&str>)> = vec![(CONFIG, Some(&config))];
     changes.extend(a.iter().map(|(p, t)| (p.as_str(), Some(t.as_str()))));
@@ -343,13 +341,7 @@ async fn bad_input_gives_a_clear_error_and_changes_nothing() {
 }
 
 fn bad_input(ns: &str) {
-    let mut setup = Setup::start_with(&["--poll-interval", "60s"]);
-    setup.pod_namespace = ns.to_owned();
-    let repo = setup.dir.path().join("repo");
-    new_repo(&repo);
-    let config = format!(
-        "gitops:\n  manifest_projects:\n    - id: team/config\n      default_namespace: {ns}\n      paths: [{{glob: 'manifests/*.yaml'}}]\n"
-    );
+    let (setup, repo, config) = kas_with_repo(ns);
     let good = commit(
         &repo,
         &[

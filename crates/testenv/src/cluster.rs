@@ -210,6 +210,30 @@ impl Cluster {
         cmd
     }
 
+    /// `kubectl get <args> -o json`: the object or list, or `None` when it
+    /// does not exist.
+    ///
+    /// # Panics
+    /// If kubectl fails for any other reason.
+    pub fn get_json(&self, args: &[&str]) -> Option<serde_json::Value> {
+        let out = self
+            .kubectl()
+            .arg("get")
+            .args(args)
+            .args(["-o", "json"])
+            .output()
+            .expect("kubectl runs");
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("NotFound"),
+                "kubectl get {args:?}: {stderr}"
+            );
+            return None;
+        }
+        Some(serde_json::from_slice(&out.stdout).expect("kubectl prints JSON"))
+    }
+
     /// Names of the simulated nodes.
     pub fn node_names(&self) -> &[String] {
         &self.node_names

@@ -9,6 +9,8 @@
 //!   [`Cluster::namespace`] gives each test a namespace of its own.
 //! - [`Cluster::start`] starts a cluster owned by the caller (the
 //!   `tether-cluster` program behind `make cluster` uses it).
+//! - [`git`] makes repositories with the real git CLI.
+//! - [`Cluster::get_json`] reads objects back with the real kubectl.
 //! - [`wait_until`] waits for a condition with a deadline; tests never sleep.
 //!
 //! Architecture invariant: no cluster process outlives its owner. Every child
@@ -19,6 +21,7 @@
 mod binaries;
 mod cluster;
 mod error;
+pub mod git;
 mod kubeconfig;
 mod namespace;
 mod pki;

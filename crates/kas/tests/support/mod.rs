@@ -245,46 +245,5 @@ pub fn wait(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) 
     }
 }
 
-/// Runs git in `dir`; returns its output.
-pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Writes (Some) or deletes (None) files in `repo` and commits; returns the
-/// commit id.
-pub fn commit(repo: &std::path::Path, changes: &[(&str, Option<&str>)]) -> String {
-    for (path, text) in changes {
-        let file = repo.join(path);
-        match text {
-            Some(text) => {
-                std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
-                std::fs::write(&file, text).expect("write");
-            }
-            None => std::fs::remove_file(&file).expect("remove"),
-        }
-    }
-    git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-q", "-m", "change"]);
-    git(repo, &["rev-parse", "HEAD"])
-}
-
-/// A new repository with one branch, `main`.
-pub fn new_repo(path: &std::path::Path) {
-    std::fs::create_dir_all(path).expect("mkdir");
-    git(path, &["init", "-q", "-b", "main"]);
-}
+#[allow(unused_imports)] // each test file uses its own subset
+pub use tether_testenv::git::{commit, new_repo};
