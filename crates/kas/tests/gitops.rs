@@ -53,7 +53,46 @@ fn manifests(repo: &Path, ns: &str) -> String {
                 ),
             ),
             ("docs/not-a-manifest.yaml", Some("this: is not selected\n")),
+            ("manifests/platform.yaml", Some(&platform(ns))),
         ],
+    )
+}
+
+/// A Namespace, a CRD with one of its custom resources in that namespace,
+/// and a Service; named after `ns`, since Namespaces and CRDs are
+/// cluster-wide.
+fn platform(ns: &str) -> String {
+    let kind: String = ns.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}-extra}}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: gadgets{kind}.tether.test}}
+spec:
+  group: tether.test
+  scope: Namespaced
+  names: {{plural: gadgets{kind}, singular: gadget{kind}, kind: Gadget{kind}}}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}
+---
+apiVersion: tether.test/v1
+kind: Gadget{kind}
+metadata: {{name: knob, namespace: {ns}-extra}}
+spec: {{size: 3}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80}}]
+"#
     )
 }
 
@@ -82,7 +121,13 @@ fn run(ns: &str) {
         || sync_of(&setup, &first).is_some_and(|s| s["state"] == "synced" && all_current(&s)),
     );
     let report = sync_of(&setup, &first).expect("report");
-    assert_eq!(report["applied"], 3, "{report}");
+    assert_eq!(report["applied"], 7, "{report}");
+    let kind: String = ns.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let extra = format!("{ns}-extra");
+    let gadget = kubectl_get(&[&format!("gadgets{kind}.tether.test"), "knob", "-n", &extra])
+        .expect("the custom resource, applied after its CRD was established");
+    assert_eq!(gadget["spec"]["size"], 3);
+    assert!(kubectl_get(&["service", "web", "-n", ns]).is_some());
     let cm = kubectl_get(&["configmap", "settings", "-n", ns, "--show-managed-fields"])
         .expect("applied");
     assert_eq!(cm["data"]["mode"], "fast");
