@@ -369,3 +369,59 @@ async fn a_server_dry_run_reports_what_would_change_and_changes_nothing() {
     let outcome = sync(&client, &dry, &invalid, &mut state).await;
     assert!(outcome.error.expect("invalid").contains("Not_Valid"));
 }
+
+#[tokio::test]
+async fn depends_on_waits_for_the_dependency_to_be_current() {
+    let cluster = tether_testenv::shared();
+    let ns = cluster
+        .namespace("gitops-depends")
+        .await
+        .expect("namespace");
+    let ns = ns.name();
+    let client = cluster.client().expect("client");
+    let mut state = AppliedState::default();
+    // minReadySeconds keeps the Deployment short of Available for 3 s after
+    // its pod runs; the ConfigMap (applied first by kind order otherwise)
+    // must wait for it.
+    let files = [file(
+        "app.yaml",
+        &format!(
+            r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: app
+  annotations:
+    config.kubernetes.io/depends-on: apps/namespaces/{ns}/Deployment/db
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: db}}
+spec:
+  replicas: 1
+  minReadySeconds: 3
+  selector: {{matchLabels: {{app: db}}}}
+  template:
+    metadata: {{labels: {{app: db}}}}
+    spec: {{containers: [{{name: db, image: postgres}}]}}
+"#
+        ),
+    )];
+    let outcome = sync(&client, &options(ns, "team/depends"), &files, &mut state).await;
+    assert_eq!(outcome.error, None, "{outcome:#?}");
+    let created = |kind: &str, name: &str| {
+        let o = kubectl_get(&[kind, name, "-n", ns]).expect("exists");
+        let text = o["metadata"]["creationTimestamp"]
+            .as_str()
+            .expect("timestamp")
+            .to_owned();
+        text.parse::<k8s_openapi::jiff::Timestamp>()
+            .expect("RFC 3339")
+    };
+    let gap = created("configmap", "app").duration_since(created("deployment", "db"));
+    assert!(
+        gap.as_secs() >= 3,
+        "the ConfigMap was created {gap:?} after the Deployment, before it could be Available"
+    );
+    let deploy = kubectl_get(&["deployment", "db", "-n", ns]).expect("deployment");
+    assert_eq!(deploy["status"]["availableReplicas"], 1);
+}
