@@ -40,6 +40,38 @@ pub struct Head {
     pub error: Option<String>,
     /// Where the project's objects are read from.
     pub source: Option<Source>,
+    /// Other refs resolved since this poll, shared by every follower of the
+    /// project: one resolve per ref and poll, however many agents follow it.
+    pub resolved: Arc<Mutex<HashMap<String, Result<CommitId, String>>>>,
+}
+
+impl Head {
+    /// The commit `reference` points to at this poll (`None`: the default
+    /// branch), resolved once per poll.
+    pub async fn resolve(&self, reference: Option<&str>) -> Result<CommitId, String> {
+        let key = reference.unwrap_or("HEAD").to_owned();
+        let cached = lock(&self.resolved).get(&key).cloned();
+        if let Some(result) = cached {
+            return result;
+        }
+        let Some(source) = self.source.clone() else {
+            return Err("the repository has not been read yet".to_owned());
+        };
+        let reference = reference.map(str::to_owned);
+        let result = tokio::task::spawn_blocking(move || {
+            source
+                .resolve(reference.as_deref())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("resolving panicked: {e}")));
+        lock(&self.resolved).insert(key, result.clone());
+        result
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Why a refresh could not say where the project is.
@@ -167,6 +199,7 @@ impl Repos {
                     h.commit = Some(commit);
                     h.error = None;
                     h.source = Some(source);
+                    h.resolved = Arc::default();
                 }),
                 Ok(None) => {
                     tracing::info!("project deleted; poller stops");

@@ -66,19 +66,9 @@ impl SettingsFile {
     }
 }
 
-/// Values given as flags or environment variables; `None` where not given.
-#[derive(Debug, Default)]
-pub struct Overrides {
-    pub data_dir: Option<PathBuf>,
-    pub api_listen: Option<SocketAddr>,
-    pub admin_listen: Option<SocketAddr>,
-    pub agent_listen: Option<SocketAddr>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub agent_external_address: Option<String>,
-    pub hostnames: Vec<String>,
-    pub poll_interval: Option<String>,
-}
+/// Values given as flags or environment variables, `None` where not given:
+/// the same shape as the file, so that each setting merges the same way.
+pub type Overrides = SettingsFile;
 
 impl Settings {
     pub fn resolve(flags: Overrides, file: SettingsFile) -> anyhow::Result<Self> {

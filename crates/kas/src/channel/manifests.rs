@@ -90,16 +90,12 @@ async fn run(
     let mut last_error: Option<String> = None;
     while head.changed().await.is_ok() {
         let head = head.borrow_and_update().clone();
-        let Some(source) = head.source else {
+        let Some(source) = head.source.clone() else {
             continue;
         };
-        let (resolve_source, git_ref) = (source.clone(), spec.git_ref.clone());
-        let resolved =
-            tokio::task::spawn_blocking(move || resolve_source.resolve(git_ref.as_deref())).await;
-        let commit: CommitId = match resolved {
-            Ok(Ok(commit)) => commit,
-            Ok(Err(e)) => {
-                let error = e.to_string();
+        let commit: CommitId = match head.resolve(spec.git_ref.as_deref()).await {
+            Ok(commit) => commit,
+            Err(error) => {
                 if last_error.as_ref() != Some(&error) {
                     tracing::warn!(error = %error, "cannot resolve the manifest ref");
                     if !send(&tx, failure(&spec, "", &error)).await {
@@ -109,7 +105,6 @@ async fn run(
                 }
                 continue;
             }
-            Err(_) => continue,
         };
         last_error = None;
         let commit_text = commit.to_string();
