@@ -160,16 +160,7 @@ async fn a_set_is_applied_in_order_becomes_current_and_what_leaves_git_is_pruned
         (again.count(Action::Unchanged), again.count(Action::Applied)),
         (7, 0)
     );
-    let out = cluster
-        .kubectl()
-        .args(["scale", "deployment", "web", "--replicas=3", "-n", &app_ns])
-        .output()
-        .expect("kubectl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cluster.kubectl_ok(&["scale", "deployment", "web", "--replicas=3", "-n", &app_ns]);
     let drifted = sync(&client, &opts, &app(ns, &app_ns), &mut state).await;
     assert_eq!(
         (
@@ -246,19 +237,14 @@ async fn the_inventory_policy_decides_what_may_be_taken_over() {
     let ns = ns.name();
     let client = cluster.client().expect("client");
     let mut state = AppliedState::default();
-    let out = cluster
-        .kubectl()
-        .args([
-            "create",
-            "configmap",
-            "existing",
-            "-n",
-            ns,
-            "--from-literal=owner=someone",
-        ])
-        .output()
-        .expect("kubectl");
-    assert!(out.status.success());
+    cluster.kubectl_ok(&[
+        "create",
+        "configmap",
+        "existing",
+        "-n",
+        ns,
+        "--from-literal=owner=someone",
+    ]);
     let files = [file(
         "cm.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: existing}\ndata: {owner: git}\n",

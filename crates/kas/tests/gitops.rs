@@ -137,18 +137,7 @@ fn run(ns: &str) {
 
     // Drift: a scaled Deployment and a deleted ConfigMap are put back
     // within 5 s, and the report says who did what.
-    let kubectl = |args: &[&str]| {
-        let out = tether_testenv::shared()
-            .kubectl()
-            .args(args)
-            .output()
-            .expect("kubectl runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let kubectl = |args: &[&str]| tether_testenv::shared().kubectl_ok(args);
     kubectl(&["scale", "deployment", "web", "--replicas=3", "-n", ns]);
     let scaled = Instant::now();
     wait("the scale to be reverted", Duration::from_secs(5), || {

@@ -210,6 +210,20 @@ impl Cluster {
         cmd
     }
 
+    /// Runs kubectl with `args` and returns its stdout.
+    ///
+    /// # Panics
+    /// If kubectl fails; the message carries its stderr.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl().args(args).output().expect("kubectl runs");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `kubectl get <args> -o json`: the object or list, or `None` when it
     /// does not exist.
     ///

@@ -13,17 +13,7 @@ use tether_testenv::wait_until;
 const TIMEOUT: Duration = Duration::from_secs(90);
 
 fn kubectl_json(args: &[&str]) -> Value {
-    let out = tether_testenv::shared()
-        .kubectl()
-        .args(args)
-        .output()
-        .expect("kubectl runs");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("kubectl printed JSON")
+    serde_json::from_str(&tether_testenv::shared().kubectl_ok(args)).expect("kubectl printed JSON")
 }
 
 #[tokio::test]
