@@ -28,6 +28,12 @@ pub enum TokenKind {
     Agent,
     /// Authenticates kas's administrators to the REST API.
     Admin,
+    /// A project access token: CI jobs of one project, through the
+    /// Kubernetes API proxy.
+    Project,
+    /// A personal access token of a kas user, through the Kubernetes API
+    /// proxy.
+    User,
 }
 
 /// A token in clear text.
@@ -44,7 +50,9 @@ pub struct TokenHash([u8; 32]);
 /// Why a text is not a token, said without repeating the text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    #[error("not a Tether token: it lacks a known prefix (tthr_agent_, tthr_admin_)")]
+    #[error(
+        "not a Tether token: it lacks a known prefix (tthr_agent_, tthr_admin_, tthr_project_, tthr_user_)"
+    )]
     UnknownPrefix,
     #[error("a {0:?} token was expected, another kind was given")]
     WrongKind(TokenKind),
@@ -59,12 +67,19 @@ pub enum TokenError {
 // === impl TokenKind ===
 
 impl TokenKind {
-    const ALL: [TokenKind; 2] = [TokenKind::Agent, TokenKind::Admin];
+    const ALL: [TokenKind; 4] = [
+        TokenKind::Agent,
+        TokenKind::Admin,
+        TokenKind::Project,
+        TokenKind::User,
+    ];
 
     pub fn prefix(self) -> &'static str {
         match self {
             TokenKind::Agent => "tthr_agent_",
             TokenKind::Admin => "tthr_admin_",
+            TokenKind::Project => "tthr_project_",
+            TokenKind::User => "tthr_user_",
         }
     }
 }

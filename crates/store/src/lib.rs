@@ -1,4 +1,5 @@
-//! kas's durable records — git projects, agents and their tokens — behind the
+//! kas's durable records — git projects, agents and their tokens, users and
+//! access tokens for the Kubernetes API proxy — behind the
 //! [`Store`] trait, so that one kas can embed SQLite while many replicas share
 //! PostgreSQL (a later implementation of the same trait).
 //!
@@ -62,4 +63,38 @@ pub trait Store: Send + Sync + 'static {
 
     /// The agent a token belongs to, if the token is active at `now`.
     async fn authenticate(&self, hash: &TokenHash, now: UnixTime) -> Result<TokenStatus>;
+
+    async fn create_user(
+        &self,
+        name: &str,
+        memberships: Vec<String>,
+        created_at: UnixTime,
+    ) -> Result<User>;
+    async fn list_users(&self) -> Result<Vec<User>>;
+    async fn get_user(&self, name: &str) -> Result<Option<User>>;
+    /// Replaces the user's memberships.
+    async fn set_memberships(&self, name: &str, memberships: Vec<String>) -> Result<User>;
+    /// Deletes the user and all their tokens.
+    async fn delete_user(&self, name: &str) -> Result<()>;
+
+    /// Records a project or personal access token by its hash.
+    async fn create_access_token(
+        &self,
+        owner: &TokenOwner,
+        token: NewToken,
+        protected: bool,
+    ) -> Result<AccessTokenRecord>;
+    async fn list_access_tokens(&self, owner: &TokenOwner) -> Result<Vec<AccessTokenRecord>>;
+    async fn revoke_access_token(
+        &self,
+        owner: &TokenOwner,
+        token_id: i64,
+        now: UnixTime,
+    ) -> Result<AccessTokenRecord>;
+    /// The owner of a project or personal access token, if active at `now`.
+    async fn authenticate_access(
+        &self,
+        hash: &TokenHash,
+        now: UnixTime,
+    ) -> Result<AccessTokenStatus>;
 }

@@ -74,3 +74,48 @@ impl TokenRecord {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|t| now < t)
     }
 }
+
+/// A person who reaches clusters through the Kubernetes API proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// RFC 1123 label, like agent names: it becomes part of the identity
+    /// agentk impersonates (`tether:user:<name>`).
+    pub name: String,
+    /// Projects and groups (path prefixes of project ids) the user is a
+    /// member of; `user_access` in an agent's config matches against them.
+    pub memberships: Vec<String>,
+    pub created_at: UnixTime,
+}
+
+/// Whose an access token is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenOwner {
+    /// A project's CI jobs (`ci:<agent>:<token>`).
+    Project(String),
+    /// A user (`pat:<agent>:<token>`).
+    User(String),
+}
+
+/// A project or personal access token as listed: never its text or hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessTokenRecord {
+    pub id: i64,
+    pub owner: TokenOwner,
+    pub name: String,
+    pub description: String,
+    pub created_at: UnixTime,
+    pub expires_at: Option<UnixTime>,
+    pub revoked_at: Option<UnixTime>,
+    /// Project tokens only: the token is kept where only protected
+    /// branches' jobs read it, so it passes `protected_branches_only`.
+    pub protected: bool,
+}
+
+/// What a presented access token is worth.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessTokenStatus {
+    Active(AccessTokenRecord),
+    Revoked { revoked_at: UnixTime },
+    Expired { expired_at: UnixTime },
+    Unknown,
+}

@@ -16,6 +16,8 @@ use tether_credentials::TokenHash;
 use crate::model::*;
 use crate::{Result, Store, StoreError};
 
+mod access;
+
 /// Schema migrations, applied in order; `PRAGMA user_version` records how
 /// many have run. Append only: never edit one that has shipped.
 const MIGRATIONS: &[&str] = &[
@@ -46,6 +48,28 @@ CREATE INDEX agent_tokens_by_agent ON agent_tokens(agent_id);
 "#,
     r#"
 ALTER TABLE projects ADD COLUMN git_ref TEXT;
+"#,
+    r#"
+CREATE TABLE users (
+    name        TEXT PRIMARY KEY,
+    memberships TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE access_tokens (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    project_id  TEXT REFERENCES projects(id) ON DELETE CASCADE,
+    user_name   TEXT REFERENCES users(name) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    token_hash  TEXT NOT NULL UNIQUE,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER,
+    revoked_at  INTEGER,
+    protected   INTEGER NOT NULL DEFAULT 0,
+    CHECK ((project_id IS NULL) <> (user_name IS NULL))
+);
+CREATE INDEX access_tokens_by_project ON access_tokens(project_id);
+CREATE INDEX access_tokens_by_user ON access_tokens(user_name);
 "#,
 ];
 
@@ -458,5 +482,60 @@ impl Store for SqliteStore {
             })
         })
         .await
+    }
+
+    async fn create_user(
+        &self,
+        name: &str,
+        memberships: Vec<String>,
+        created_at: UnixTime,
+    ) -> Result<User> {
+        self.create_user_impl(name, memberships, created_at).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>> {
+        self.list_users_impl().await
+    }
+
+    async fn get_user(&self, name: &str) -> Result<Option<User>> {
+        self.get_user_impl(name).await
+    }
+
+    async fn set_memberships(&self, name: &str, memberships: Vec<String>) -> Result<User> {
+        self.set_memberships_impl(name, memberships).await
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<()> {
+        self.delete_user_impl(name).await
+    }
+
+    async fn create_access_token(
+        &self,
+        owner: &TokenOwner,
+        token: NewToken,
+        protected: bool,
+    ) -> Result<AccessTokenRecord> {
+        self.create_access_token_impl(owner, token, protected).await
+    }
+
+    async fn list_access_tokens(&self, owner: &TokenOwner) -> Result<Vec<AccessTokenRecord>> {
+        self.list_access_tokens_impl(owner).await
+    }
+
+    async fn revoke_access_token(
+        &self,
+        owner: &TokenOwner,
+        token_id: i64,
+        now: UnixTime,
+    ) -> Result<AccessTokenRecord> {
+        self.revoke_access_token_impl(owner, token_id, now).await
+    }
+
+    async fn authenticate_access(
+        &self,
+        hash: &TokenHash,
+        now: UnixTime,
+    ) -> Result<AccessTokenStatus> {
+        self.authenticate_access_impl(hash, now).await
     }
 }

@@ -213,7 +213,7 @@ async fn records_survive_a_reopen_and_migrations_run_once() {
             .expect("token");
     }
     let store = SqliteStore::open(&path).expect("reopens");
-    assert_eq!(store.schema_version().await.expect("version"), 2);
+    assert_eq!(store.schema_version().await.expect("version"), 3);
     assert_eq!(store.list_agents().await.expect("agents").len(), 1);
     let project = store.get_project("p").await.expect("get").expect("present");
     assert_eq!(project.credentials_ref.as_deref(), Some("deploy-key"));
