@@ -167,6 +167,9 @@ pub enum CiAccessAs {
     Impersonate(Impersonation),
     /// An identity derived from the job.
     CiJob {},
+    /// The user who started the job, as the CI system's ID token names them
+    /// (Tether's addition; GitLab's agent has no such mode).
+    CiUser {},
 }
 
 impl Default for CiAccessAs {

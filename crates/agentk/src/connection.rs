@@ -48,7 +48,7 @@ pub enum TokenSource {
 }
 
 impl TokenSource {
-    fn read(&self) -> anyhow::Result<Token> {
+    pub fn read(&self) -> anyhow::Result<Token> {
         let (text, origin) = match self {
             TokenSource::File(path) => (
                 std::fs::read_to_string(path)

@@ -7,6 +7,7 @@
 //! open (see `connection`) until SIGINT or SIGTERM. `agentk generate` prints
 //! the objects that install it.
 
+mod apiserver;
 mod backoff;
 mod config;
 mod connection;
@@ -14,6 +15,7 @@ mod gitops;
 mod install;
 mod observability;
 mod transport;
+mod tunnel;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -69,6 +71,11 @@ struct RunArgs {
         default_value = "127.0.0.1:8080"
     )]
     observability_listen: SocketAddr,
+    /// Tunnels to keep open to kas, on which kas sends Kubernetes API
+    /// requests of CI jobs and users (`ci_access`, `user_access`); 0 turns
+    /// cluster access through kas off.
+    #[arg(long, env = "AGENTK_TUNNELS", default_value_t = 2)]
+    tunnels: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,7 +170,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .map(KasAddress::parse)
         .transpose()?;
 
-    let client = cluster_client(args.kubeconfig.as_deref()).await?;
+    let cluster = cluster_config(args.kubeconfig.as_deref()).await?;
+    let client =
+        kube::Client::try_from(cluster.clone()).context("cannot build a Kubernetes client")?;
     let version = client
         .apiserver_version()
         .await
@@ -196,12 +205,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     .unwrap_or_else(|| "default".into()),
                 reports_tx,
             );
+            let token = match args.token_file {
+                Some(path) => TokenSource::File(path),
+                None => TokenSource::Env("AGENTK_TOKEN".into()),
+            };
+            let tunnels = tunnel::TunnelOptions {
+                kas_address: kas_address.clone(),
+                token: token.clone(),
+                ca_cert: args.ca_cert.clone(),
+                count: args.tunnels,
+                upstream: apiserver::ApiServer::new(&cluster)?,
+            };
+            let tunnels = tokio::spawn(tunnel::run(tunnels, shutdown.clone()));
             let options = ConnectOptions {
                 kas_address,
-                token: match args.token_file {
-                    Some(path) => TokenSource::File(path),
-                    None => TokenSource::Env("AGENTK_TOKEN".into()),
-                },
+                token,
                 ca_cert: args.ca_cert,
                 cluster_version: version.git_version,
                 pod: pod_identity(),
@@ -211,6 +229,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 reports: std::sync::Arc::new(tokio::sync::Mutex::new(reports)),
             };
             connection::run(options, shutdown).await;
+            let _ = tunnels.await;
         }
         None => {
             tracing::warn!("no --kas-address: not connecting to kas");
@@ -237,8 +256,8 @@ fn pod_identity() -> PodIdentity {
     }
 }
 
-async fn cluster_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
+async fn cluster_config(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Config> {
+    Ok(match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
@@ -249,6 +268,5 @@ async fn cluster_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<
         None => kube::Config::infer()
             .await
             .context("no in-cluster config and no usable kubeconfig")?,
-    };
-    kube::Client::try_from(config).context("cannot build a Kubernetes client")
+    })
 }

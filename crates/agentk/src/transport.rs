@@ -94,13 +94,7 @@ impl KasAddress {
 
     /// Dials kas and returns the channel the session runs on.
     pub async fn connect(&self, ca_cert: Option<&Path>) -> anyhow::Result<Channel> {
-        let ca_pem = match ca_cert {
-            Some(path) => Some(
-                std::fs::read(path)
-                    .with_context(|| format!("cannot read CA file {}", path.display()))?,
-            ),
-            None => None,
-        };
+        let ca_pem = read_ca(ca_cert)?;
         match &self.transport {
             Transport::Grpc { uri } => {
                 let mut endpoint = endpoint(uri.clone())?;
@@ -145,12 +139,166 @@ impl KasAddress {
     }
 }
 
+/// Why a tunnel could not be opened.
+#[derive(Debug)]
+pub enum TunnelDialError {
+    /// kas refused the token (401), with its reason.
+    Refused(String),
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for TunnelDialError {
+    fn from(e: anyhow::Error) -> Self {
+        TunnelDialError::Failed(e)
+    }
+}
+
+/// A connection of any transport.
+pub type BoxedIo = Box<dyn IoStream>;
+
+impl KasAddress {
+    /// Dials kas and turns the connection into a tunnel (see
+    /// `tether_tunnel`): an HTTP/1.1 upgrade to the tunnel protocol on the
+    /// agent endpoint, or, for `wss://`, a WebSocket with the tunnel's
+    /// subprotocol. On return the connection carries HTTP/2, agentk serving.
+    pub async fn dial_tunnel(
+        &self,
+        ca_pem: Option<&[u8]>,
+        token: &tether_credentials::Token,
+    ) -> Result<BoxedIo, TunnelDialError> {
+        let tls = match self.tls {
+            true => Some(tls_connector(ca_pem)?),
+            false => None,
+        };
+        let stream = dial(&self.host, self.port, tls.as_ref()).await?;
+        let bearer = http::HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+            .map_err(|_| anyhow::anyhow!("the token is not a valid header value"))?;
+        match &self.transport {
+            Transport::Grpc { uri } => {
+                let authority = uri.split_once("://").map_or(uri.as_str(), |(_, a)| a);
+                let request = http::Request::get(tether_tunnel::TUNNEL_PATH)
+                    .header(http::header::HOST, authority)
+                    .header(http::header::CONNECTION, "Upgrade")
+                    .header(http::header::UPGRADE, tether_tunnel::UPGRADE_PROTOCOL)
+                    .header(http::header::AUTHORIZATION, bearer)
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .map_err(anyhow::Error::from)?;
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .context("HTTP/1.1 handshake failed")?;
+                tokio::spawn(connection.with_upgrades());
+                let mut response =
+                    tokio::time::timeout(CONNECT_TIMEOUT, sender.send_request(request))
+                        .await
+                        .context("tunnel upgrade timed out")?
+                        .context("tunnel upgrade failed")?;
+                match response.status() {
+                    http::StatusCode::SWITCHING_PROTOCOLS => {
+                        let upgraded = hyper::upgrade::on(&mut response)
+                            .await
+                            .context("tunnel upgrade failed")?;
+                        Ok(Box::new(TokioIo::new(upgraded)))
+                    }
+                    status => {
+                        use http_body_util::BodyExt;
+                        let body = response.into_body().collect().await.map(|b| b.to_bytes());
+                        let text = body
+                            .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+                            .unwrap_or_default();
+                        if status == http::StatusCode::UNAUTHORIZED {
+                            Err(TunnelDialError::Refused(text))
+                        } else {
+                            Err(anyhow::anyhow!(
+                                "kas answered {status} to the tunnel upgrade: {text}"
+                            )
+                            .into())
+                        }
+                    }
+                }
+            }
+            Transport::WebSocket { url } => {
+                let mut request = url
+                    .as_str()
+                    .into_client_request()
+                    .context("invalid WebSocket URL")?;
+                let h = request.headers_mut();
+                h.insert(
+                    "sec-websocket-protocol",
+                    http::HeaderValue::from_static(tether_tunnel::WS_SUBPROTOCOL),
+                );
+                h.insert(http::header::AUTHORIZATION, bearer);
+                let result = tokio::time::timeout(
+                    CONNECT_TIMEOUT,
+                    websocket::client_async_with_config(request, stream, Some(websocket::config())),
+                )
+                .await
+                .context("WebSocket upgrade timed out")?;
+                match result {
+                    Ok((ws, _)) => Ok(Box::new(WsIo::new(ws))),
+                    Err(websocket::WsError::Http(response))
+                        if response.status() == http::StatusCode::UNAUTHORIZED =>
+                    {
+                        let text = response
+                            .body()
+                            .as_deref()
+                            .map(|b| String::from_utf8_lossy(b).trim().to_owned())
+                            .unwrap_or_default();
+                        Err(TunnelDialError::Refused(text))
+                    }
+                    Err(e) => Err(anyhow::Error::from(e)
+                        .context("WebSocket upgrade failed")
+                        .into()),
+                }
+            }
+        }
+    }
+}
+
+/// TCP, then TLS when a connector is given.
+async fn dial(
+    host: &str,
+    port: u16,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> anyhow::Result<BoxedIo> {
+    let tcp = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await
+    .context("TCP connect timed out")?
+    .context("TCP connect failed")?;
+    let _ = tcp.set_nodelay(true);
+    Ok(match tls {
+        Some(connector) => {
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                .context("invalid server name")?;
+            Box::new(
+                connector
+                    .connect(name, tcp)
+                    .await
+                    .context("TLS handshake failed")?,
+            )
+        }
+        None => Box::new(tcp),
+    })
+}
+
 fn endpoint(uri: String) -> anyhow::Result<Endpoint> {
     Ok(Endpoint::from_shared(uri)
         .context("invalid kas address")?
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10)))
+}
+
+/// The PEM of the CA file, if one is given.
+pub fn read_ca(ca_cert: Option<&Path>) -> anyhow::Result<Option<Vec<u8>>> {
+    ca_cert
+        .map(|path| {
+            std::fs::read(path).with_context(|| format!("cannot read CA file {}", path.display()))
+        })
+        .transpose()
 }
 
 /// rustls for the WebSocket: the private CA when given, else the public
@@ -188,32 +336,12 @@ struct WsDial {
 
 type WsStream = WsIo<Box<dyn IoStream>>;
 
-trait IoStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+pub trait IoStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> IoStream for T {}
 
 impl WsDial {
     async fn connect(&self) -> anyhow::Result<TokioIo<WsStream>> {
-        let tcp = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
-        )
-        .await
-        .context("TCP connect timed out")?
-        .context("TCP connect failed")?;
-        let _ = tcp.set_nodelay(true);
-        let stream: Box<dyn IoStream> = match &self.tls {
-            Some(connector) => {
-                let name = rustls::pki_types::ServerName::try_from(self.host.clone())
-                    .context("invalid server name")?;
-                Box::new(
-                    connector
-                        .connect(name, tcp)
-                        .await
-                        .context("TLS handshake failed")?,
-                )
-            }
-            None => Box::new(tcp),
-        };
+        let stream = dial(&self.host, self.port, self.tls.as_ref()).await?;
         let mut request = self
             .url
             .as_str()

@@ -5,6 +5,7 @@
 //!   authentication.
 //! - [`admin_token`]: the admin token created on first start.
 //! - [`channel`]: the agent endpoint (gRPC over TLS) and live connections.
+//! - [`proxy`]: the Kubernetes API proxy, through the agents' tunnels.
 //! - [`repos`]: one git poller per project with connected agents.
 //! - [`settings`]: `kas serve`'s flags and settings file.
 //! - [`metrics`]: Prometheus metrics.
@@ -18,6 +19,7 @@ pub mod channel;
 pub mod cli;
 pub mod client;
 pub mod metrics;
+pub mod proxy;
 pub mod repos;
 pub mod settings;
 mod time_format;

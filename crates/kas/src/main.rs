@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server until SIGINT or SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Register, list, show and delete git projects.
     #[command(subcommand)]
     Project(cli::ProjectCommand),
@@ -43,6 +43,11 @@ enum Command {
     /// Create, list and revoke agent tokens.
     #[command(subcommand)]
     Token(cli::TokenCommand),
+    /// Users of the Kubernetes API proxy, their memberships and tokens.
+    #[command(subcommand)]
+    User(cli::UserCommand),
+    /// Write a kubeconfig that reaches an agent's cluster through kas.
+    Kubeconfig(cli::KubeconfigArgs),
 }
 
 /// `kas serve`'s flags. Each may also come from the settings file given
@@ -85,6 +90,18 @@ struct ServeArgs {
     /// Default: 10s.
     #[arg(long, env = "KAS_POLL_INTERVAL")]
     poll_interval: Option<String>,
+    /// Address of the Kubernetes API proxy (HTTPS, same certificate as the
+    /// agent endpoint). Default: 127.0.0.1:8154.
+    #[arg(long, env = "KAS_K8S_PROXY_LISTEN")]
+    k8s_proxy_listen: Option<SocketAddr>,
+    /// The proxy's URL as kubectl reaches it, written into kubeconfigs.
+    /// Default: https://<k8s-proxy-listen>/k8s-proxy.
+    #[arg(long, env = "KAS_K8S_PROXY_EXTERNAL_URL")]
+    k8s_proxy_external_url: Option<String>,
+    /// CA certificate (PEM) that signed --tls-cert, written into
+    /// kubeconfigs. Without --tls-cert, the development CA is used.
+    #[arg(long, env = "KAS_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -104,6 +121,10 @@ impl ServeArgs {
                 agent_external_address: self.agent_external_address,
                 hostnames: self.hostnames,
                 poll_interval: self.poll_interval,
+                k8s_proxy_listen: self.k8s_proxy_listen,
+                k8s_proxy_external_url: self.k8s_proxy_external_url,
+                tls_ca: self.tls_ca,
+                oidc_issuers: Vec::new(),
             },
             file,
         )
@@ -115,10 +136,12 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging::init(&cli.log_level, logging::LogFormat::Text);
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Project(c) => cli::run(&cli.connection, cli::Command::Project(c)).await,
         Command::Agent(c) => cli::run(&cli.connection, cli::Command::Agent(c)).await,
         Command::Token(c) => cli::run(&cli.connection, cli::Command::Token(c)).await,
+        Command::User(c) => cli::run(&cli.connection, cli::Command::User(c)).await,
+        Command::Kubeconfig(a) => cli::run(&cli.connection, cli::Command::Kubeconfig(a)).await,
     }
 }
 
@@ -150,20 +173,44 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.poll_interval,
         metrics.clone(),
     );
-    let state = api::ApiState {
-        store: store.clone(),
-        admin_token: admin_token.hash(),
-        connections: connections.clone(),
-        agent_external_address: args.agent_external_address.clone(),
-        repos: repos.clone(),
-    };
-    drop(admin_token);
     let identity = channel::tls::load_or_generate(
         args.tls.as_ref().map(|(cert, _)| cert.as_path()),
         args.tls.as_ref().map(|(_, key)| key.as_path()),
         &args.hostnames,
         &args.data_dir,
     )?;
+    let ca_path = match (&args.tls, &args.tls_ca) {
+        (_, Some(ca)) => Some(ca.clone()),
+        (None, None) => Some(args.data_dir.join("agent-ca.crt")),
+        (Some(_), None) => None,
+    };
+    let ca_pem = ca_path
+        .map(|p| {
+            std::fs::read_to_string(&p).with_context(|| format!("cannot read CA {}", p.display()))
+        })
+        .transpose()?;
+    let proxy = Arc::new(kas::proxy::ProxyState {
+        store: store.clone(),
+        registry: connections.clone(),
+        oidc: kas::proxy::oidc::Oidc::new(args.oidc_issuers.clone())?,
+        external_url: args.k8s_proxy_external_url.clone(),
+        ca_pem,
+    });
+    let state = api::ApiState {
+        store: store.clone(),
+        admin_token: admin_token.hash(),
+        connections: connections.clone(),
+        agent_external_address: args.agent_external_address.clone(),
+        repos: repos.clone(),
+        proxy: proxy.clone(),
+    };
+    drop(admin_token);
+    let k8s_proxy = kas::proxy::serve(
+        args.k8s_proxy_listen,
+        channel::listener::acceptor(&identity)?,
+        proxy,
+        shutdown.clone(),
+    );
 
     let api = serve_router("api", args.api_listen, api::router(state), shutdown.clone());
     let health = serve_router(
@@ -179,7 +226,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     );
     tracing::info!(version = env!("CARGO_PKG_VERSION"), data = %args.data_dir.display(), "kas started");
-    tokio::try_join!(api, health, agents)?;
+    tokio::try_join!(api, health, agents, k8s_proxy)?;
     tracing::info!("kas stopped");
     Ok(())
 }
@@ -204,11 +251,9 @@ async fn serve_agents(
     tracing::info!(listener = "agent", addr = %local, "listening (gRPC over TLS, and over WebSocket)");
     let mut accept_stop = shutdown.clone();
     let incoming =
-        channel::listener::incoming(
-            listener,
-            acceptor,
-            async move { accept_stop.signalled().await },
-        );
+        channel::listener::incoming(listener, acceptor, service.tunnel_gate(), async move {
+            accept_stop.signalled().await
+        });
     let mut drain = shutdown;
     Server::builder()
         // Find dead peers behind NATs and proxies that drop idle flows.

@@ -13,6 +13,13 @@
 //! agent_external_address: grpcs://kas.example.com:443
 //! hostnames: [kas.example.com]
 //! poll_interval: 10s
+//! k8s_proxy_listen: 0.0.0.0:8154
+//! k8s_proxy_external_url: https://kas.example.com:8154/k8s-proxy
+//! tls_ca: /etc/kas/ca.crt      # put in kubeconfigs; omit for a public CA
+//! oidc_issuers:                # CI systems whose ID tokens kas trusts
+//!   - issuer: https://gitlab.example.com
+//!     audience: https://kas.example.com
+//!     jwks_url: https://gitlab.example.com/oauth/discovery/keys
 //! ```
 
 use std::net::SocketAddr;
@@ -37,6 +44,12 @@ pub struct SettingsFile {
     #[serde(default)]
     pub hostnames: Vec<String>,
     pub poll_interval: Option<String>,
+    pub k8s_proxy_listen: Option<SocketAddr>,
+    pub k8s_proxy_external_url: Option<String>,
+    pub tls_ca: Option<PathBuf>,
+    /// In the file only: a list does not fit a flag.
+    #[serde(default)]
+    pub oidc_issuers: Vec<crate::proxy::oidc::IssuerSettings>,
 }
 
 /// Settings as `kas serve` runs with them.
@@ -50,6 +63,12 @@ pub struct Settings {
     pub agent_external_address: String,
     pub hostnames: Vec<String>,
     pub poll_interval: Duration,
+    pub k8s_proxy_listen: SocketAddr,
+    /// The proxy as clients reach it, for kubeconfigs.
+    pub k8s_proxy_external_url: String,
+    /// The CA that signed the TLS certificate, for kubeconfigs.
+    pub tls_ca: Option<PathBuf>,
+    pub oidc_issuers: Vec<crate::proxy::oidc::IssuerSettings>,
 }
 
 /// Shortest accepted poll interval: faster polling only loads git servers;
@@ -95,7 +114,22 @@ impl Settings {
                 "poll_interval must be at least {MIN_POLL_INTERVAL:?}; use the refresh endpoint for instant updates"
             );
         }
+        let k8s_proxy_listen = flags
+            .k8s_proxy_listen
+            .or(file.k8s_proxy_listen)
+            .unwrap_or_else(|| addr("127.0.0.1:8154"));
+        let k8s_proxy_external_url = flags
+            .k8s_proxy_external_url
+            .or(file.k8s_proxy_external_url)
+            .unwrap_or_else(|| format!("https://{k8s_proxy_listen}{}", crate::proxy::PATH_PREFIX));
+        if !k8s_proxy_external_url.starts_with("https://") {
+            bail!("k8s_proxy_external_url {k8s_proxy_external_url:?} must be an https:// URL");
+        }
         Ok(Settings {
+            k8s_proxy_listen,
+            k8s_proxy_external_url,
+            tls_ca: flags.tls_ca.or(file.tls_ca),
+            oidc_issuers: file.oidc_issuers,
             data_dir: flags
                 .data_dir
                 .or(file.data_dir)

@@ -22,10 +22,19 @@ impl Api {
     fn new() -> Self {
         let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
         let admin = Token::generate(TokenKind::Admin);
+        let connections: Arc<kas::channel::ConnectionRegistry> = Default::default();
+        let proxy = Arc::new(kas::proxy::ProxyState {
+            store: store.clone(),
+            registry: connections.clone(),
+            oidc: Default::default(),
+            external_url: "https://kas.example.com:8154/k8s-proxy".into(),
+            ca_pem: None,
+        });
         let router = router(ApiState {
+            proxy,
             store: store.clone(),
             admin_token: admin.hash(),
-            connections: Default::default(),
+            connections,
             agent_external_address: "grpcs://kas.example.com:443".into(),
             repos: Repos::new(
                 store.clone(),
@@ -331,6 +340,7 @@ async fn the_openapi_document_matches_the_routes() {
     for (template, item) in paths {
         let path = template
             .replace("{id}", "1")
+            .replace("{token_id}", "1")
             .replace("{name}", "no-such-agent");
         let documented: Vec<String> = item
             .as_object()

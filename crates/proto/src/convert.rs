@@ -204,6 +204,7 @@ fn ci_entry(e: &cfg::CiAccessEntry) -> v1::CiAccessEntry {
             r#as: Some(match &e.access_as {
                 cfg::CiAccessAs::Agent {} => As::Agent(v1::Empty {}),
                 cfg::CiAccessAs::CiJob {} => As::CiJob(v1::Empty {}),
+                cfg::CiAccessAs::CiUser {} => As::CiUser(v1::Empty {}),
                 cfg::CiAccessAs::Impersonate(i) => As::Impersonate(v1::Impersonation {
                     username: i.username.clone(),
                     groups: i.groups.clone(),
@@ -227,6 +228,7 @@ fn ci_entry_from(e: &v1::CiAccessEntry) -> cfg::CiAccessEntry {
     let access_as = match e.access_as.as_ref().and_then(|a| a.r#as.as_ref()) {
         None | Some(As::Agent(_)) => cfg::CiAccessAs::Agent {},
         Some(As::CiJob(_)) => cfg::CiAccessAs::CiJob {},
+        Some(As::CiUser(_)) => cfg::CiAccessAs::CiUser {},
         Some(As::Impersonate(i)) => cfg::CiAccessAs::Impersonate(cfg::Impersonation {
             username: i.username.clone(),
             groups: i.groups.clone(),

@@ -29,8 +29,17 @@ pub trait Upstream: Send + Sync + 'static {
     fn upgrade(&self, request: Request<Body>) -> UpstreamFuture;
 }
 
-/// Serves one tunnel until kas or the network closes it.
-pub async fn serve<I>(io: I, upstream: Arc<dyn Upstream>) -> Result<(), hyper::Error>
+/// How long requests in flight may take to finish once agentk stops.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one tunnel until kas or the network closes it, or `stop`
+/// resolves: then kas is told to send no more (GOAWAY) and requests in
+/// flight get [`DRAIN_TIMEOUT`] to finish.
+pub async fn serve<I>(
+    io: I,
+    upstream: Arc<dyn Upstream>,
+    stop: impl Future<Output = ()>,
+) -> Result<(), hyper::Error>
 where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -38,7 +47,7 @@ where
         let upstream = upstream.clone();
         async move { Ok::<_, std::convert::Infallible>(handle(request, upstream).await) }
     });
-    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         // Flow-control windows follow the measured bandwidth-delay product,
         // so a big LIST is not throttled by 64 KiB windows on a far link.
@@ -46,8 +55,16 @@ where
         .max_concurrent_streams(1024)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10))
-        .serve_connection(TokioIo::new(io), service)
-        .await
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection, stop);
+    tokio::select! {
+        result = connection.as_mut() => return result,
+        _ = &mut stop => connection.as_mut().graceful_shutdown(),
+    }
+    match tokio::time::timeout(DRAIN_TIMEOUT, connection).await {
+        Ok(result) => result,
+        Err(_) => Ok(()),
+    }
 }
 
 async fn handle(mut request: Request<Incoming>, upstream: Arc<dyn Upstream>) -> Response<Body> {

@@ -146,7 +146,8 @@ async fn setup() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
     let kas_addr = kas_side.local_addr().expect("addr");
     tokio::spawn(async move {
         let tcp = TcpStream::connect(kas_addr).await.expect("dial");
-        let _ = tether_tunnel::agent::serve(tcp, Arc::new(Plain(api))).await;
+        let _ =
+            tether_tunnel::agent::serve(tcp, Arc::new(Plain(api)), std::future::pending()).await;
     });
     let (tcp, _) = kas_side.accept().await.expect("accept");
     let info = TunnelInfo {

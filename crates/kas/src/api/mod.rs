@@ -4,6 +4,7 @@
 //! The routes are listed in `openapi.yaml` beside this crate's Cargo.toml; a
 //! test checks that the two agree.
 
+mod access;
 mod agents;
 mod error;
 mod projects;
@@ -38,6 +39,8 @@ pub struct ApiState {
     pub agent_external_address: String,
     /// Git pollers, woken by a project refresh.
     pub repos: Arc<Repos>,
+    /// The Kubernetes API proxy, for kubeconfigs.
+    pub proxy: Arc<crate::proxy::ProxyState>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -69,6 +72,33 @@ pub fn router(state: ApiState) -> Router {
             get(tokens::list).post(tokens::create),
         )
         .route("/api/v1/agents/{name}/tokens/{id}", delete(tokens::revoke))
+        .route("/api/v1/agents/{name}/kubeconfig", post(access::kubeconfig))
+        .route(
+            "/api/v1/users",
+            get(access::list_users).post(access::create_user),
+        )
+        .route(
+            "/api/v1/users/{name}",
+            get(access::show_user)
+                .put(access::set_memberships)
+                .delete(access::delete_user),
+        )
+        .route(
+            "/api/v1/users/{name}/tokens",
+            get(access::list_user_tokens).post(access::create_user_token),
+        )
+        .route(
+            "/api/v1/users/{name}/tokens/{id}",
+            delete(access::revoke_user_token),
+        )
+        .route(
+            "/api/v1/projects/{id}/tokens",
+            get(access::list_project_tokens).post(access::create_project_token),
+        )
+        .route(
+            "/api/v1/projects/{id}/tokens/{token_id}",
+            delete(access::revoke_project_token),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), require_admin))
         .with_state(state)
 }

@@ -35,6 +35,8 @@ pub struct ConfigProblem {
 #[derive(Debug)]
 pub struct Loaded {
     pub message: AgentConfiguration,
+    /// The same config, parsed: kas authorizes proxy requests against it.
+    pub config: tether_agent_config::AgentConfig,
     pub warnings: Vec<String>,
 }
 
@@ -77,6 +79,7 @@ pub async fn load(
     match tether_agent_config::parse(&text) {
         Ok(parsed) => Ok(Loaded {
             message: tether_proto::convert::to_proto(&parsed.config, &commit.to_string(), project),
+            config: parsed.config,
             warnings: parsed
                 .warnings
                 .into_iter()

@@ -6,6 +6,11 @@
 //! [`tether_proto::websocket`]). Both kinds of connection are handed to one
 //! tonic server as plain byte streams, so the gRPC service does not know or
 //! care which transport an agent used.
+//!
+//! An HTTP/1.1 connection may instead ask for a tunnel (see
+//! [`super::tunnels`]): an upgrade to `tether-tunnel/1`, or a WebSocket
+//! offering the tunnel subprotocol. Those go to the [`TunnelGate`], not to
+//! the gRPC server.
 
 use std::io;
 use std::net::SocketAddr;
@@ -29,6 +34,7 @@ use tokio_rustls::server::TlsStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use super::tls::ServingIdentity;
+use super::tunnels::{Framing, TunnelGate};
 
 /// Time a client has for its TLS handshake and, over HTTP/1.1, its upgrade.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,6 +85,7 @@ pub fn acceptor(identity: &ServingIdentity) -> anyhow::Result<TlsAcceptor> {
 pub fn incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    gate: TunnelGate,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> mpsc::Receiver<io::Result<AgentIo>> {
     let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
@@ -97,9 +104,9 @@ pub fn incoming(
                     }
                 },
             };
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            let (acceptor, tx, gate) = (acceptor.clone(), tx.clone(), gate.clone());
             tokio::spawn(async move {
-                if let Err(e) = establish(tcp, peer, acceptor, tx).await {
+                if let Err(e) = establish(tcp, peer, acceptor, tx, gate).await {
                     tracing::debug!(peer = %peer, error = %e, "agent connection not established");
                 }
             });
@@ -113,6 +120,7 @@ async fn establish(
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     tx: mpsc::Sender<io::Result<AgentIo>>,
+    gate: TunnelGate,
 ) -> anyhow::Result<()> {
     let _ = tcp.set_nodelay(true);
     let info = TcpConnectInfo {
@@ -129,10 +137,15 @@ async fn establish(
         }
         return Ok(());
     }
-    // HTTP/1.1: serve exactly one request, which must be the upgrade.
+    // HTTP/1.1: serve exactly one request, which must be an upgrade.
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let (tx, info) = (tx.clone(), info.clone());
-        async move { Ok::<_, io::Error>(upgrade(request, tx, info)) }
+        let (tx, info, gate) = (tx.clone(), info.clone(), gate.clone());
+        async move {
+            Ok::<_, io::Error>(match tunnel_framing(&request) {
+                Some(framing) => gate.accept(request, peer, framing).await,
+                None => upgrade(request, tx, info),
+            })
+        }
     });
     tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -143,6 +156,22 @@ async fn establish(
     .await
     .context("WebSocket upgrade timed out")?
     .context("HTTP/1.1 connection failed")
+}
+
+/// Whether `request` asks for a tunnel, and how its bytes will travel.
+fn tunnel_framing(request: &Request<Incoming>) -> Option<Framing> {
+    let headers = request.headers();
+    let upgrade = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok())?;
+    if upgrade.eq_ignore_ascii_case(tether_tunnel::UPGRADE_PROTOCOL) {
+        return Some(Framing::Raw);
+    }
+    let tunnel_subprotocol = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == tether_tunnel::WS_SUBPROTOCOL);
+    (upgrade.eq_ignore_ascii_case("websocket") && tunnel_subprotocol).then_some(Framing::WebSocket)
 }
 
 /// Answers a WebSocket upgrade with 101 and hands the upgraded connection

@@ -11,6 +11,7 @@
 //!   their files.
 //! - [`listener`]: one TLS port for gRPC and gRPC-over-WebSocket.
 //! - [`ratelimit`]: the limit on failed authentications per source address.
+//! - [`tunnels`]: the door for agentk's tunnels on the same endpoint.
 
 pub mod config;
 pub mod listener;
@@ -19,6 +20,7 @@ pub mod ratelimit;
 pub mod registry;
 pub mod service;
 pub mod tls;
+pub mod tunnels;
 
 pub use config::{ConfigProblem, ConfigStatus};
 pub use registry::{ConnectionRegistry, ConnectionView, ObjectView, SyncView};

@@ -9,6 +9,9 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use tether_agent_config::AgentConfig;
+use tether_tunnel::server::Tunnels;
+
 use super::config::{ConfigProblem, ConfigStatus};
 use crate::metrics::Metrics;
 
@@ -40,6 +43,10 @@ pub struct ConnectionRegistry {
     configs: Mutex<HashMap<String, ConfigStatus>>,
     /// The last sync report of each manifest project, by agent.
     syncs: Mutex<HashMap<String, BTreeMap<String, SyncView>>>,
+    /// The config in use, parsed: what the API proxy authorizes against.
+    access: Mutex<HashMap<String, Arc<AgentConfig>>>,
+    /// Each agent's tunnels, closed with its sessions.
+    tunnels: Arc<Tunnels>,
     metrics: Metrics,
 }
 
@@ -153,13 +160,20 @@ impl ConnectionRegistry {
         list
     }
 
-    /// Closes every connection authenticated with `token_id`.
+    /// The agents' tunnels.
+    pub fn tunnels(&self) -> &Arc<Tunnels> {
+        &self.tunnels
+    }
+
+    /// Closes every connection and tunnel authenticated with `token_id`.
     pub fn close_token(&self, token_id: i64, reason: &str) -> usize {
+        self.tunnels.close_where(|t| t.token_id == token_id);
         self.close_where(|e| e.token_id == token_id, reason)
     }
 
-    /// Closes every connection of `agent`.
+    /// Closes every connection and tunnel of `agent`.
     pub fn close_agent(&self, agent: &str, reason: &str) -> usize {
+        self.tunnels.close_where(|t| t.agent == agent);
         self.close_where(|e| e.agent == agent, reason)
     }
 
@@ -178,8 +192,20 @@ impl ConnectionRegistry {
         lock(&self.configs).get(agent).cloned().unwrap_or_default()
     }
 
+    /// The parsed config `agent` uses, once kas has read one.
+    pub fn access_config(&self, agent: &str) -> Option<Arc<AgentConfig>> {
+        lock(&self.access).get(agent).cloned()
+    }
+
     /// Records a good config: it is the one in use, and any error is past.
-    pub fn config_accepted(&self, agent: &str, commit: &str, warnings: Vec<String>) {
+    pub fn config_accepted(
+        &self,
+        agent: &str,
+        commit: &str,
+        warnings: Vec<String>,
+        config: AgentConfig,
+    ) {
+        lock(&self.access).insert(agent.to_owned(), Arc::new(config));
         lock(&self.configs).insert(
             agent.to_owned(),
             ConfigStatus {
@@ -203,6 +229,7 @@ impl ConnectionRegistry {
     pub fn forget_config(&self, agent: &str) {
         lock(&self.configs).remove(agent);
         lock(&self.syncs).remove(agent);
+        lock(&self.access).remove(agent);
     }
 
     /// Keeps `report` as the last sync of its manifest project.

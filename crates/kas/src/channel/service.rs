@@ -75,34 +75,65 @@ impl AgentChannelService {
         let header = request
             .metadata()
             .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                Status::unauthenticated("no agent token: send authorization: Bearer <agent token>")
-            })?;
-        let token = Token::from_bearer(header)
-            .ok()
-            .filter(|t| t.kind() == TokenKind::Agent)
-            .ok_or_else(|| Status::unauthenticated("malformed agent token"))?;
-        let status = self
-            .store
-            .authenticate(&token.hash(), now())
+            .and_then(|v| v.to_str().ok());
+        authenticate_agent(self.store.as_ref(), header)
             .await
-            .map_err(|e| {
-                tracing::error!(error = ?e, "cannot check an agent token");
-                Status::unavailable("kas cannot check tokens right now")
-            })?;
-        match status {
-            TokenStatus::Active { agent, token } => Ok((agent, token.id)),
-            TokenStatus::Revoked { revoked_at } => Err(Status::unauthenticated(format!(
-                "agent token was revoked at {}",
-                to_rfc3339(revoked_at)
-            ))),
-            TokenStatus::Expired { expired_at } => Err(Status::unauthenticated(format!(
-                "agent token expired at {}",
-                to_rfc3339(expired_at)
-            ))),
-            TokenStatus::Unknown => Err(Status::unauthenticated("unknown agent token")),
-        }
+            .map_err(|refusal| match refusal {
+                Refusal::Unauthenticated(reason) => Status::unauthenticated(reason),
+                Refusal::Unavailable(reason) => Status::unavailable(reason),
+            })
+    }
+
+    /// The door for tunnels: same store, same limit on failed attempts.
+    pub fn tunnel_gate(&self) -> super::tunnels::TunnelGate {
+        super::tunnels::TunnelGate::new(
+            self.store.clone(),
+            self.registry.clone(),
+            self.failures.clone(),
+        )
+    }
+}
+
+/// Why an agent token was not accepted.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Say so to the agent: missing, malformed, unknown, revoked, expired.
+    Unauthenticated(String),
+    /// kas cannot check tokens right now.
+    Unavailable(String),
+}
+
+/// The agent and token id of an `Authorization: Bearer <agent token>`
+/// header, or why not.
+pub async fn authenticate_agent(
+    store: &dyn Store,
+    header: Option<&str>,
+) -> Result<(tether_store::Agent, i64), Refusal> {
+    let header = header.ok_or_else(|| {
+        Refusal::Unauthenticated("no agent token: send authorization: Bearer <agent token>".into())
+    })?;
+    let token = Token::from_bearer(header)
+        .ok()
+        .filter(|t| t.kind() == TokenKind::Agent)
+        .ok_or_else(|| Refusal::Unauthenticated("malformed agent token".into()))?;
+    let status = store
+        .authenticate(&token.hash(), now())
+        .await
+        .map_err(|e| {
+            tracing::error!(error = ?e, "cannot check an agent token");
+            Refusal::Unavailable("kas cannot check tokens right now".into())
+        })?;
+    match status {
+        TokenStatus::Active { agent, token } => Ok((agent, token.id)),
+        TokenStatus::Revoked { revoked_at } => Err(Refusal::Unauthenticated(format!(
+            "agent token was revoked at {}",
+            to_rfc3339(revoked_at)
+        ))),
+        TokenStatus::Expired { expired_at } => Err(Refusal::Unauthenticated(format!(
+            "agent token expired at {}",
+            to_rfc3339(expired_at)
+        ))),
+        TokenStatus::Unknown => Err(Refusal::Unauthenticated("unknown agent token".into())),
     }
 }
 
@@ -332,7 +363,7 @@ impl Session {
             Ok(loaded) => {
                 let commit = commit.to_string();
                 self.registry
-                    .config_accepted(&self.agent, &commit, loaded.warnings);
+                    .config_accepted(&self.agent, &commit, loaded.warnings, loaded.config);
                 let specs = ManifestSpec::from_config(&loaded.message, &self.project);
                 if commit != self.sent_commit {
                     let message = ServerMessage {

@@ -16,6 +16,10 @@ use tether_credentials::{Token, TokenKind};
 
 use crate::client::{ApiClient, segment};
 
+mod access;
+
+pub use access::{KubeconfigArgs, ProjectTokenCommand, UserCommand, UserTokenCommand};
+
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8150";
 const DEFAULT_TOKEN_FILE: &str = "kas-data/admin-token";
 
@@ -77,6 +81,9 @@ pub enum ProjectCommand {
     Delete {
         id: String,
     },
+    /// Project access tokens, for the project's CI jobs.
+    #[command(subcommand)]
+    Token(ProjectTokenCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,6 +140,8 @@ pub enum Command {
     Project(ProjectCommand),
     Agent(AgentCommand),
     Token(TokenCommand),
+    User(UserCommand),
+    Kubeconfig(KubeconfigArgs),
 }
 
 /// Runs one client command and prints its result on stdout.
@@ -142,6 +151,8 @@ pub async fn run(connection: &Connection, command: Command) -> anyhow::Result<()
         Command::Project(c) => project(&client, c).await?,
         Command::Agent(c) => agent(&client, c).await?,
         Command::Token(c) => token(&client, c).await?,
+        Command::User(c) => access::user(&client, c).await?,
+        Command::Kubeconfig(args) => access::kubeconfig(&client, args).await?,
     };
     match connection.output {
         Output::Json if !result.is_null() => println!("{}", serde_json::to_string_pretty(&result)?),
@@ -252,6 +263,7 @@ async fn project(client: &ApiClient, command: ProjectCommand) -> anyhow::Result<
             let text = format!("project {id} is at commit {}\n", str(&r["commit"]));
             (r, text)
         }
+        ProjectCommand::Token(c) => access::project_token(client, c).await?,
         ProjectCommand::Delete { id } => {
             client
                 .delete(&format!("/api/v1/projects/{}", segment(&id)))

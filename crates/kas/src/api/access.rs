@@ -1,0 +1,308 @@
+//! Cluster access through the Kubernetes API proxy: users and their
+//! memberships, personal access tokens (`/api/v1/users/{name}/tokens`),
+//! project access tokens for CI (`/api/v1/projects/{id}/tokens`), and
+//! kubeconfigs (`/api/v1/agents/{name}/kubeconfig`). Token texts appear in
+//! creation responses only; kas keeps their hashes.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use tether_credentials::{Token, TokenKind};
+use tether_store::{AccessTokenRecord, NewToken, TokenOwner, User};
+
+use super::{ApiError, ApiState};
+use crate::proxy::credentials::Credential;
+use crate::proxy::kubeconfig::{self, KubeconfigSpec};
+use crate::time_format::{from_rfc3339, now, to_rfc3339};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub name: String,
+    #[serde(default)]
+    pub memberships: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Memberships {
+    pub memberships: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserView {
+    pub name: String,
+    pub memberships: Vec<String>,
+    pub created_at: String,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
+        UserView {
+            name: u.name,
+            memberships: u.memberships,
+            created_at: to_rfc3339(u.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessTokenView {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub protected: bool,
+}
+
+impl From<AccessTokenRecord> for AccessTokenView {
+    fn from(t: AccessTokenRecord) -> Self {
+        AccessTokenView {
+            id: t.id,
+            name: t.name,
+            description: t.description,
+            created_at: to_rfc3339(t.created_at),
+            expires_at: t.expires_at.map(to_rfc3339),
+            revoked_at: t.revoked_at.map(to_rfc3339),
+            protected: t.protected,
+        }
+    }
+}
+
+/// The answer to a creation: the only time the token's text is shown.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreatedAccessToken {
+    #[serde(flatten)]
+    pub record: AccessTokenView,
+    pub token: String,
+    /// How to use it: the bearer form, with `<agent>` to fill in.
+    pub usage: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccessToken {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// RFC 3339; absent: the token does not expire.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// Project tokens only: kept where only protected branches' jobs read
+    /// it, so it passes `protected_branches_only`.
+    #[serde(default)]
+    pub protected: bool,
+}
+
+pub async fn create_user(
+    State(state): State<ApiState>,
+    Json(body): Json<CreateUser>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    let user = state
+        .store
+        .create_user(&body.name, body.memberships, now())
+        .await?;
+    tracing::info!(user = %user.name, "user created");
+    Ok((StatusCode::CREATED, Json(user.into())))
+}
+
+pub async fn list_users(State(state): State<ApiState>) -> Result<Json<Vec<UserView>>, ApiError> {
+    let users = state.store.list_users().await?;
+    Ok(Json(users.into_iter().map(Into::into).collect()))
+}
+
+pub async fn show_user(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<UserView>, ApiError> {
+    let user = state.store.get_user(&name).await?;
+    let user = user.ok_or_else(|| ApiError::NotFound(format!("user {name} not found")))?;
+    Ok(Json(user.into()))
+}
+
+pub async fn set_memberships(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Json(body): Json<Memberships>,
+) -> Result<Json<UserView>, ApiError> {
+    let user = state.store.set_memberships(&name, body.memberships).await?;
+    tracing::info!(user = %name, memberships = ?user.memberships, "memberships changed");
+    Ok(Json(user.into()))
+}
+
+pub async fn delete_user(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.store.delete_user(&name).await?;
+    tracing::info!(user = %name, "user deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_token(
+    state: &ApiState,
+    owner: TokenOwner,
+    body: CreateAccessToken,
+) -> Result<(StatusCode, Json<CreatedAccessToken>), ApiError> {
+    let expires_at = body
+        .expires_at
+        .as_deref()
+        .map(from_rfc3339)
+        .transpose()
+        .map_err(ApiError::Invalid)?;
+    let (kind, form) = match owner {
+        TokenOwner::Project(_) => (TokenKind::Project, "ci"),
+        TokenOwner::User(_) => (TokenKind::User, "pat"),
+    };
+    let token = Token::generate(kind);
+    let new = NewToken {
+        name: body.name,
+        description: body.description,
+        hash: token.hash(),
+        created_at: now(),
+        expires_at,
+    };
+    let record = state
+        .store
+        .create_access_token(&owner, new, body.protected)
+        .await?;
+    tracing::info!(owner = ?record.owner, token_id = record.id, "access token created");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedAccessToken {
+            record: record.into(),
+            usage: format!(
+                "Authorization: Bearer {form}:<agent>:<token>, or kas kubeconfig --agent <agent>"
+            ),
+            token: token.expose_secret().to_owned(),
+        }),
+    ))
+}
+
+pub async fn create_user_token(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Json(body): Json<CreateAccessToken>,
+) -> Result<(StatusCode, Json<CreatedAccessToken>), ApiError> {
+    create_token(&state, TokenOwner::User(name), body).await
+}
+
+pub async fn create_project_token(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Json(body): Json<CreateAccessToken>,
+) -> Result<(StatusCode, Json<CreatedAccessToken>), ApiError> {
+    create_token(&state, TokenOwner::Project(id), body).await
+}
+
+pub async fn list_user_tokens(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<AccessTokenView>>, ApiError> {
+    list_tokens(&state, TokenOwner::User(name)).await
+}
+
+pub async fn list_project_tokens(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<AccessTokenView>>, ApiError> {
+    list_tokens(&state, TokenOwner::Project(id)).await
+}
+
+async fn list_tokens(
+    state: &ApiState,
+    owner: TokenOwner,
+) -> Result<Json<Vec<AccessTokenView>>, ApiError> {
+    let tokens = state.store.list_access_tokens(&owner).await?;
+    Ok(Json(tokens.into_iter().map(Into::into).collect()))
+}
+
+pub async fn revoke_user_token(
+    State(state): State<ApiState>,
+    Path((name, id)): Path<(String, i64)>,
+) -> Result<Json<AccessTokenView>, ApiError> {
+    revoke_token(&state, TokenOwner::User(name), id).await
+}
+
+pub async fn revoke_project_token(
+    State(state): State<ApiState>,
+    Path((project, id)): Path<(String, i64)>,
+) -> Result<Json<AccessTokenView>, ApiError> {
+    revoke_token(&state, TokenOwner::Project(project), id).await
+}
+
+async fn revoke_token(
+    state: &ApiState,
+    owner: TokenOwner,
+    id: i64,
+) -> Result<Json<AccessTokenView>, ApiError> {
+    let record = state.store.revoke_access_token(&owner, id, now()).await?;
+    tracing::info!(owner = ?owner, token_id = id, "access token revoked");
+    Ok(Json(record.into()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeconfigRequest {
+    /// A project or personal access token, or a CI job's ID token.
+    pub token: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KubeconfigView {
+    pub context: String,
+    pub namespace: Option<String>,
+    /// The kubeconfig file, YAML.
+    pub kubeconfig: String,
+}
+
+/// A kubeconfig for `agent` with `token`. The token is checked as the
+/// proxy would check it, so a credential the agent's config refuses is
+/// reported now rather than on the first kubectl command.
+pub async fn kubeconfig(
+    State(state): State<ApiState>,
+    Path(agent): Path<String>,
+    Json(body): Json<KubeconfigRequest>,
+) -> Result<Json<KubeconfigView>, ApiError> {
+    let secret = body.token.trim();
+    let form = if secret.starts_with(TokenKind::User.prefix()) {
+        "pat"
+    } else {
+        "ci"
+    };
+    let bearer = format!("{form}:{agent}:{secret}");
+    let credential =
+        Credential::from_header(Some(&format!("Bearer {bearer}"))).map_err(ApiError::Invalid)?;
+    let (_, grant) =
+        state
+            .proxy
+            .admit(&credential)
+            .await
+            .map_err(|(status, message)| match status {
+                StatusCode::NOT_FOUND => ApiError::NotFound(message),
+                StatusCode::SERVICE_UNAVAILABLE => ApiError::Upstream(message),
+                _ => ApiError::Invalid(format!("the proxy would refuse this token: {message}")),
+            })?;
+    let config_project = state
+        .store
+        .get_agent(&agent)
+        .await?
+        .map(|a| a.config_project)
+        .ok_or_else(|| ApiError::NotFound(format!("agent {agent} not found")))?;
+    let spec = KubeconfigSpec {
+        server: &state.proxy.external_url,
+        ca_pem: state.proxy.ca_pem.as_deref(),
+        agent: &agent,
+        config_project: &config_project,
+        bearer: &bearer,
+        namespace: grant.default_namespace.as_deref(),
+    };
+    Ok(Json(KubeconfigView {
+        context: format!("{config_project}:{agent}"),
+        namespace: grant.default_namespace.clone(),
+        kubeconfig: kubeconfig::render(&spec),
+    }))
+}

@@ -1,0 +1,402 @@
+//! Authorization: what an agent's config file allows a principal, and as
+//! whom its requests run. The rules follow the GitLab agent's `ci_access`
+//! and `user_access`; nothing allowed means a refusal that names what is
+//! missing, so the fix is obvious from the error.
+//!
+//! Project ids are paths (`team/platform/app`); a group is a path prefix
+//! (`team`, `team/platform`), so a group entry covers every project below it.
+
+use std::collections::BTreeMap;
+
+use tether_agent_config::{AgentConfig, CiAccessAs, CiAccessEntry, UserAccessAs, config_path};
+use tether_tunnel::identity::Identity;
+
+use super::principal::{CiJob, Principal, User};
+
+/// What a request may do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// `None`: as the agent's own service account.
+    pub identity: Option<Identity>,
+    /// The namespace a kubeconfig for this grant defaults to.
+    pub default_namespace: Option<String>,
+}
+
+/// The agent a request is for.
+#[derive(Clone, Copy, Debug)]
+pub struct AgentRef<'a> {
+    pub name: &'a str,
+    pub config_project: &'a str,
+}
+
+/// Decides what `principal` may do through `agent`, whose config is
+/// `config`; `Err` is the reason, for a 403.
+pub fn authorize(
+    principal: &Principal,
+    agent: AgentRef<'_>,
+    config: &AgentConfig,
+) -> Result<Grant, String> {
+    match principal {
+        Principal::CiJob(job) => authorize_job(job, agent, config),
+        Principal::User(user) => authorize_user(user, agent, config),
+    }
+}
+
+/// Whether `path` is `prefix` or below it.
+fn is_under(path: &str, prefix: &str) -> bool {
+    path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn authorize_job(job: &CiJob, agent: AgentRef<'_>, config: &AgentConfig) -> Result<Grant, String> {
+    let file = format!("{}:{}", agent.config_project, config_path(agent.name));
+    // The project's own entry wins; else the most specific group.
+    let (entry, place) = match config
+        .ci_access
+        .projects
+        .iter()
+        .position(|e| e.id == job.project)
+    {
+        Some(i) => (
+            &config.ci_access.projects[i],
+            format!("ci_access.projects[{i}]"),
+        ),
+        None => {
+            let group = config
+                .ci_access
+                .groups
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| is_under(&job.project, &g.id))
+                .max_by_key(|(_, g)| g.id.len());
+            match group {
+                Some((i, g)) => (g, format!("ci_access.groups[{i}]")),
+                None => {
+                    return Err(format!(
+                        "project {} may not use agent {}: neither it nor a group of it is in ci_access of {file}",
+                        job.project, agent.name
+                    ));
+                }
+            }
+        }
+    };
+    check_environment(job, entry, &place)?;
+    if entry.protected_branches_only && !job.ref_protected {
+        return Err(format!(
+            "{place} ({}) of agent {} allows protected branches only; this job's ref {} is not protected",
+            entry.id,
+            agent.name,
+            job.git_ref.as_deref().unwrap_or("(unknown)")
+        ));
+    }
+    let identity = match &entry.access_as {
+        CiAccessAs::Agent {} => None,
+        CiAccessAs::Impersonate(i) => Some(Identity {
+            username: i.username.clone(),
+            uid: i.uid.clone(),
+            groups: i.groups.clone(),
+            extra: i
+                .extra
+                .iter()
+                .map(|x| (x.key.clone(), x.val.clone()))
+                .collect(),
+        }),
+        CiAccessAs::CiJob {} => Some(job_identity(
+            job,
+            agent,
+            format!("tether:ci_job:{}", job.job_id),
+        )),
+        CiAccessAs::CiUser {} => match &job.user {
+            Some(user) => Some(job_identity(job, agent, format!("tether:ci_user:{user}"))),
+            None => {
+                return Err(format!(
+                    "{place} ({}) of agent {} runs jobs as their user (ci_user), and this job's credential names no user",
+                    entry.id, agent.name
+                ));
+            }
+        },
+    };
+    Ok(Grant {
+        identity,
+        default_namespace: entry.default_namespace.clone(),
+    })
+}
+
+fn check_environment(job: &CiJob, entry: &CiAccessEntry, place: &str) -> Result<(), String> {
+    if entry.environments.is_empty() {
+        return Ok(());
+    }
+    let allowed = job.environment.as_deref().is_some_and(|env| {
+        entry
+            .environments
+            .iter()
+            .any(|pattern| wildcard(pattern, env))
+    });
+    if allowed {
+        return Ok(());
+    }
+    Err(format!(
+        "{place} ({}) allows environments [{}] only; this job's environment is {}",
+        entry.id,
+        entry.environments.join(", "),
+        job.environment.as_deref().unwrap_or("(none)")
+    ))
+}
+
+/// `*` matches any run of characters, as in GitLab's environment scopes.
+fn wildcard(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// The identity of `ci_job` and `ci_user`: the user name given, groups for
+/// the job, its project and that project's groups, its ref and environment,
+/// and the details as extra attributes, so RBAC can bind any of them.
+fn job_identity(job: &CiJob, agent: AgentRef<'_>, username: String) -> Identity {
+    let mut groups = vec!["tether:ci_job".to_owned()];
+    groups.extend(ancestors(&job.project).map(|g| format!("tether:group:{g}")));
+    groups.push(format!("tether:project:{}", job.project));
+    if let Some(r) = &job.git_ref {
+        groups.push(format!("tether:project_ref:{}:{r}", job.project));
+    }
+    if let Some(env) = &job.environment {
+        groups.push(format!("tether:project_env:{}:{env}", job.project));
+    }
+    let mut extra = BTreeMap::from([
+        ("tether.dev/agent".to_owned(), vec![agent.name.to_owned()]),
+        (
+            "tether.dev/config_project".to_owned(),
+            vec![agent.config_project.to_owned()],
+        ),
+        ("tether.dev/project".to_owned(), vec![job.project.clone()]),
+        ("tether.dev/job_id".to_owned(), vec![job.job_id.clone()]),
+    ]);
+    if let Some(r) = &job.git_ref {
+        extra.insert("tether.dev/ref".into(), vec![r.clone()]);
+    }
+    if let Some(env) = &job.environment {
+        extra.insert("tether.dev/environment".into(), vec![env.clone()]);
+    }
+    Identity {
+        username,
+        uid: None,
+        groups,
+        extra,
+    }
+}
+
+/// The groups above a project: `a/b/c` → `a`, `a/b`.
+fn ancestors(project: &str) -> impl Iterator<Item = &str> {
+    project.match_indices('/').map(move |(i, _)| &project[..i])
+}
+
+fn authorize_user(user: &User, agent: AgentRef<'_>, config: &AgentConfig) -> Result<Grant, String> {
+    let file = format!("{}:{}", agent.config_project, config_path(agent.name));
+    let Some(access) = &config.user_access else {
+        return Err(format!(
+            "agent {} has no user_access in {file}: users may not use it",
+            agent.name
+        ));
+    };
+    let member_of = |target: &str| user.memberships.iter().any(|m| is_under(target, m));
+    let mut groups = vec!["tether:user".to_owned()];
+    for p in access.projects.iter().filter(|p| member_of(&p.id)) {
+        groups.push(format!("tether:project:{}", p.id));
+    }
+    for g in access.groups.iter().filter(|g| member_of(&g.id)) {
+        groups.push(format!("tether:group:{}", g.id));
+    }
+    if groups.len() == 1 {
+        return Err(format!(
+            "user {} is a member of no project or group in user_access of {file} (member of: [{}])",
+            user.name,
+            user.memberships.join(", ")
+        ));
+    }
+    let identity = match access.access_as {
+        UserAccessAs::Agent {} => None,
+        UserAccessAs::User {} => Some(Identity {
+            username: format!("tether:user:{}", user.name),
+            uid: None,
+            groups,
+            extra: BTreeMap::from([
+                ("tether.dev/agent".to_owned(), vec![agent.name.to_owned()]),
+                ("tether.dev/username".to_owned(), vec![user.name.clone()]),
+            ]),
+        }),
+    };
+    Ok(Grant {
+        identity,
+        default_namespace: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AGENT: AgentRef<'static> = AgentRef {
+        name: "prod",
+        config_project: "platform/config",
+    };
+
+    fn config(yaml: &str) -> AgentConfig {
+        tether_agent_config::parse(yaml)
+            .expect("valid config")
+            .config
+    }
+
+    fn job(project: &str) -> CiJob {
+        CiJob {
+            project: project.into(),
+            git_ref: Some("main".into()),
+            ref_protected: false,
+            job_id: "42".into(),
+            environment: None,
+            user: None,
+            via: "test".into(),
+        }
+    }
+
+    fn user(memberships: &[&str]) -> Principal {
+        Principal::User(User {
+            name: "alice".into(),
+            memberships: memberships.iter().map(|m| m.to_string()).collect(),
+        })
+    }
+
+    #[test]
+    fn ci_access_matches_projects_then_the_most_specific_group() {
+        let c = config(
+            r#"
+ci_access:
+  projects:
+    - id: team/app
+      default_namespace: app
+      access_as: { ci_job: {} }
+  groups:
+    - id: team
+    - id: team/platform
+      access_as: { impersonate: { username: deployer, groups: [deployers] } }
+"#,
+        );
+        let grant = authorize(&Principal::CiJob(job("team/app")), AGENT, &c).expect("allowed");
+        let identity = grant.identity.expect("ci_job identity");
+        assert_eq!(identity.username, "tether:ci_job:42");
+        assert!(
+            identity
+                .groups
+                .contains(&"tether:project:team/app".to_owned())
+        );
+        assert!(identity.groups.contains(&"tether:group:team".to_owned()));
+        assert!(
+            identity
+                .groups
+                .contains(&"tether:project_ref:team/app:main".to_owned())
+        );
+        assert_eq!(grant.default_namespace.as_deref(), Some("app"));
+
+        let grant =
+            authorize(&Principal::CiJob(job("team/platform/db")), AGENT, &c).expect("allowed");
+        assert_eq!(grant.identity.expect("impersonation").username, "deployer");
+        let grant = authorize(&Principal::CiJob(job("team/other")), AGENT, &c).expect("allowed");
+        assert_eq!(grant.identity, None, "group `team` runs as the agent");
+
+        let err = authorize(&Principal::CiJob(job("teamster/app")), AGENT, &c).expect_err("denied");
+        assert!(
+            err.contains("project teamster/app may not use agent prod"),
+            "{err}"
+        );
+        assert!(
+            err.contains("platform/config:.gitlab/agents/prod/config.yaml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn environments_and_protected_branches_restrict_an_entry() {
+        let c = config(
+            r#"
+ci_access:
+  projects:
+    - id: team/app
+      environments: ["production", "review/*"]
+      protected_branches_only: true
+"#,
+        );
+        let mut j = job("team/app");
+        j.ref_protected = true;
+        let err = authorize(&Principal::CiJob(j.clone()), AGENT, &c).expect_err("no environment");
+        assert!(err.contains("environments [production, review/*]"), "{err}");
+        j.environment = Some("review/feature-1".into());
+        authorize(&Principal::CiJob(j.clone()), AGENT, &c).expect("review/* matches");
+        j.environment = Some("staging".into());
+        assert!(authorize(&Principal::CiJob(j.clone()), AGENT, &c).is_err());
+        j.environment = Some("production".into());
+        j.ref_protected = false;
+        let err = authorize(&Principal::CiJob(j), AGENT, &c).expect_err("unprotected");
+        assert!(err.contains("protected branches only"), "{err}");
+    }
+
+    #[test]
+    fn ci_user_needs_a_user() {
+        let c = config(
+            "ci_access:\n  projects:\n    - id: team/app\n      access_as: { ci_user: {} }\n",
+        );
+        let mut j = job("team/app");
+        assert!(authorize(&Principal::CiJob(j.clone()), AGENT, &c).is_err());
+        j.user = Some("bob".into());
+        let grant = authorize(&Principal::CiJob(j), AGENT, &c).expect("allowed");
+        assert_eq!(
+            grant.identity.expect("identity").username,
+            "tether:ci_user:bob"
+        );
+    }
+
+    #[test]
+    fn user_access_needs_a_membership() {
+        let c = config(
+            "user_access:\n  access_as: { user: {} }\n  projects: [{ id: team/app }]\n  groups: [{ id: ops }]\n",
+        );
+        let grant =
+            authorize(&user(&["team"]), AGENT, &c).expect("member of team/app through team");
+        let identity = grant.identity.expect("user identity");
+        assert_eq!(identity.username, "tether:user:alice");
+        assert!(
+            identity
+                .groups
+                .contains(&"tether:project:team/app".to_owned())
+        );
+        authorize(&user(&["ops"]), AGENT, &c).expect("member of the group");
+        let err = authorize(&user(&["team/other", "ops-team"]), AGENT, &c).expect_err("denied");
+        assert!(err.contains("member of no project or group"), "{err}");
+        let err = authorize(&user(&["team"]), AGENT, &config("")).expect_err("no user_access");
+        assert!(err.contains("has no user_access"), "{err}");
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard("review/*", "review/a"));
+        assert!(wildcard("*", "anything"));
+        assert!(wildcard("a*b*c", "a-x-b-y-c"));
+        assert!(!wildcard("a*b*c", "a-x-c"));
+        assert!(!wildcard("production", "production-2"));
+        assert!(wildcard("production", "production"));
+    }
+}

@@ -1,0 +1,339 @@
+//! The Kubernetes API proxy: an HTTPS endpoint that real `kubectl`,
+//! client-go and kube-rs use unchanged, which reaches an agent's cluster
+//! through that agent's tunnels.
+//!
+//! Each request is authenticated ([`credentials`], [`oidc`]), authorized
+//! against the agent's config file ([`access`]), then forwarded through the
+//! least busy tunnel of the agent, running as the identity the config says
+//! (`tether_tunnel` strips the client's credentials and `Impersonate-*`
+//! headers; agentk sets its own). RBAC in the cluster applies to that
+//! identity. [`kubeconfig`] writes the file that points kubectl here.
+
+pub mod access;
+pub mod credentials;
+pub mod kubeconfig;
+pub mod oidc;
+pub mod principal;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tether_runtime::Shutdown;
+use tether_store::Store;
+use tether_tunnel::{Body, status_response};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use crate::channel::ConnectionRegistry;
+use crate::metrics::ProxyLabels;
+use crate::time_format::now;
+use access::{AgentRef, Grant};
+use credentials::{Credential, Refused};
+use oidc::Oidc;
+use principal::Principal;
+
+/// The path the proxy serves under: `https://kas:8154/k8s-proxy/api/v1/…`.
+pub const PATH_PREFIX: &str = "/k8s-proxy";
+
+/// Time a client has for its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the proxy needs.
+pub struct ProxyState {
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<ConnectionRegistry>,
+    pub oidc: Oidc,
+    /// The proxy's URL as clients reach it, for kubeconfigs.
+    pub external_url: String,
+    /// The CA that signed the proxy's certificate, for kubeconfigs; `None`
+    /// when the certificate is publicly trusted.
+    pub ca_pem: Option<String>,
+}
+
+impl std::fmt::Debug for ProxyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyState")
+            .field("external_url", &self.external_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a request was not forwarded: the status and message for the client.
+#[derive(Debug)]
+struct Rejection {
+    status: StatusCode,
+    message: String,
+}
+
+impl Rejection {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Rejection {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn response(&self) -> Response<Body> {
+        let reason = match self.status {
+            StatusCode::UNAUTHORIZED => "Unauthorized",
+            StatusCode::FORBIDDEN => "Forbidden",
+            StatusCode::NOT_FOUND => "NotFound",
+            StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
+            _ => "InternalError",
+        };
+        status_response(self.status, reason, &self.message)
+    }
+}
+
+impl ProxyState {
+    /// Authenticates and authorizes a credential for its agent: who it is,
+    /// and what it may do. Shared by the proxy and the kubeconfig endpoint.
+    pub async fn admit(
+        &self,
+        credential: &Credential,
+    ) -> Result<(Principal, Grant), (StatusCode, String)> {
+        self.admit_inner(credential)
+            .await
+            .map_err(|r| (r.status, r.message))
+    }
+
+    async fn admit_inner(&self, credential: &Credential) -> Result<(Principal, Grant), Rejection> {
+        let principal = credential
+            .authenticate(self.store.as_ref(), &self.oidc, now())
+            .await
+            .map_err(|refused| match refused {
+                Refused::Unauthorized(reason) => Rejection::new(StatusCode::UNAUTHORIZED, reason),
+                Refused::Unavailable => Rejection::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "kas cannot check credentials right now",
+                ),
+            })?;
+        let agent = self
+            .store
+            .get_agent(&credential.agent)
+            .await
+            .map_err(|_| {
+                Rejection::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "kas cannot read its agents right now",
+                )
+            })?
+            .ok_or_else(|| {
+                Rejection::new(
+                    StatusCode::NOT_FOUND,
+                    format!("agent {} does not exist", credential.agent),
+                )
+            })?;
+        let config = self.registry.access_config(&agent.name).ok_or_else(|| {
+            Rejection::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "kas has not read agent {}'s configuration yet: is the agent connected?",
+                    agent.name
+                ),
+            )
+        })?;
+        let agent_ref = AgentRef {
+            name: &agent.name,
+            config_project: &agent.config_project,
+        };
+        let grant = access::authorize(&principal, agent_ref, &config)
+            .map_err(|reason| Rejection::new(StatusCode::FORBIDDEN, reason))?;
+        if let Some(identity) = &grant.identity
+            && let Err(e) = identity.validate()
+        {
+            return Err(Rejection::new(
+                StatusCode::FORBIDDEN,
+                format!("the identity to impersonate is unusable: {e}"),
+            ));
+        }
+        Ok((principal, grant))
+    }
+
+    /// Handles one client request.
+    async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let outcome = self.forward(request).await;
+        let (response, who, caller) = match outcome {
+            Ok((response, principal)) => (response, principal.describe(), principal.kind()),
+            Err((rejection, who)) => {
+                let caller = who.as_ref().map_or("none", |p| p.kind());
+                (
+                    rejection.response(),
+                    who.map(|p| p.describe()).unwrap_or_default(),
+                    caller,
+                )
+            }
+        };
+        let status = response.status();
+        let elapsed = started.elapsed();
+        self.registry
+            .metrics()
+            .proxy_requests
+            .get_or_create(&ProxyLabels {
+                caller,
+                code: status.as_u16(),
+            })
+            .inc();
+        self.registry
+            .metrics()
+            .proxy_request_seconds
+            .observe(elapsed.as_secs_f64());
+        tracing::info!(
+            who = %who,
+            verb = %method,
+            path = %path,
+            status = status.as_u16(),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "proxied"
+        );
+        response
+    }
+
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<(Response<Body>, Principal), (Rejection, Option<Principal>)> {
+        let Some(target) = target(request.uri()) else {
+            return Err((
+                Rejection::new(
+                    StatusCode::NOT_FOUND,
+                    format!("the Kubernetes API proxy is under {PATH_PREFIX}/"),
+                ),
+                None,
+            ));
+        };
+        let header = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let credential = Credential::from_header(header)
+            .map_err(|reason| (Rejection::new(StatusCode::UNAUTHORIZED, reason), None))?;
+        let (principal, grant) = self.admit_inner(&credential).await.map_err(|r| (r, None))?;
+        tracing::Span::current().record("agent", credential.agent.as_str());
+        let Some(lease) = self.registry.tunnels().pick(&credential.agent) else {
+            let message = format!(
+                "agent {} is not connected: no tunnel to its cluster",
+                credential.agent
+            );
+            return Err((
+                Rejection::new(StatusCode::SERVICE_UNAVAILABLE, message),
+                Some(principal),
+            ));
+        };
+        match lease
+            .forward(request, &target, grant.identity.as_ref())
+            .await
+        {
+            Ok(response) => Ok((response, principal)),
+            Err(e) => Err((
+                Rejection::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!("agent {}: {e}", credential.agent),
+                ),
+                Some(principal),
+            )),
+        }
+    }
+}
+
+/// The API server path and query of a proxy URI, without the prefix.
+fn target(uri: &http::Uri) -> Option<String> {
+    let rest = uri.path().strip_prefix(PATH_PREFIX)?;
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
+    }
+    let path = if rest.is_empty() { "/" } else { rest };
+    Some(match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    })
+}
+
+/// Serves the proxy on `addr` over TLS (HTTP/2 and HTTP/1.1 with upgrades)
+/// until the drain signal.
+pub async fn serve(
+    addr: SocketAddr,
+    acceptor: TlsAcceptor,
+    state: Arc<ProxyState>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on k8s proxy address {addr}"))?;
+    let local = listener
+        .local_addr()
+        .context("listener has no local address")?;
+    tracing::info!(listener = "k8s-proxy", addr = %local, "listening (Kubernetes API proxy, HTTPS)");
+    let mut stop = shutdown.clone();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.signalled() => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a proxy connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (acceptor, state, mut drain) = (acceptor.clone(), state.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                _ => {
+                    tracing::debug!(peer = %peer, "proxy TLS handshake failed");
+                    return;
+                }
+            };
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let state = state.clone();
+                let span =
+                    tracing::info_span!("proxy", peer = %peer, agent = tracing::field::Empty);
+                async move { Ok::<_, std::convert::Infallible>(state.handle(request).await) }
+                    .instrument(span)
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(peer = %peer, error = %e, "proxy connection ended");
+                    }
+                }
+                _ = drain.signalled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(10), connection).await;
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_strip_the_prefix_and_keep_the_query() {
+        let t = |s: &str| target(&s.parse().expect("uri"));
+        assert_eq!(
+            t("/k8s-proxy/api/v1/pods?watch=1").as_deref(),
+            Some("/api/v1/pods?watch=1")
+        );
+        assert_eq!(t("/k8s-proxy").as_deref(), Some("/"));
+        assert_eq!(t("/k8s-proxyx/api"), None);
+        assert_eq!(t("/api/v1"), None);
+    }
+}
