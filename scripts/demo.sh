@@ -13,6 +13,7 @@ kas_api=${DEMO_KAS_API:-127.0.0.1:8150}
 kas_admin=${DEMO_KAS_ADMIN:-127.0.0.1:8151}
 kas_agent=${DEMO_KAS_AGENT:-127.0.0.1:8152}
 agentk_probes=${DEMO_AGENTK_PROBES:-127.0.0.1:8153}
+kas_proxy=${DEMO_KAS_PROXY:-127.0.0.1:8154}
 mkdir -p "$demo"
 
 TETHER_KUBE_BIN=$(bash scripts/cluster-binaries.sh)
@@ -52,7 +53,7 @@ kubeconfig="$demo/cluster/kubeconfig"
 
 rm -rf "$demo/kas"
 target/debug/kas serve --data-dir "$demo/kas" --api-listen "$kas_api" --admin-listen "$kas_admin" \
-  --agent-listen "$kas_agent" >"$demo/kas.log" 2>&1 &
+  --agent-listen "$kas_agent" --k8s-proxy-listen "$kas_proxy" >"$demo/kas.log" 2>&1 &
 pids+=($!)
 wait_for "kas /readyz" 30 "$demo/kas.log" curl -sf "http://$kas_admin/readyz"
 
@@ -72,6 +73,9 @@ gitops:
     - default_namespace: demo
       paths:
         - glob: 'manifests/*.yaml'
+user_access:                    # kas users who are members of demo/config
+  access_as: { user: {} }       # run as tether:user:<name>, so RBAC applies
+  projects: [{ id: demo/config }]
 EOF
 mkdir -p "$repo/manifests"
 cat >"$repo/manifests/app.yaml" <<'EOF'
@@ -83,6 +87,13 @@ apiVersion: v1
 kind: ConfigMap
 metadata: {name: settings}
 data: {greeting: hello from git}
+---
+# What the demo user may do through kas: read the demo namespace.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: demo-user-view}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "tether:user:demo-user"}]
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -111,6 +122,14 @@ wait_for "the manifests to be synced" 60 "$demo/agentk.log" grep -q "synced comm
 all_current() { kas_cli agent gitops demo | grep -q Current && ! kas_cli agent gitops demo | grep -qE 'InProgress|Unknown'; }
 wait_for "the synced objects to become Current" 60 "$demo/agentk.log" all_current
 
+# A user reaches the cluster through kas, with kubectl and a kubeconfig kas writes.
+kas_cli user create demo-user --member-of demo/config >/dev/null
+kas_cli user token create demo-user --name laptop | tail -n 1 >"$demo/user-token"
+wait_for "agentk's tunnels" 20 "$demo/kas.log" grep -q "tunnel up" "$demo/kas.log"
+kas_cli kubeconfig --agent demo --token-file "$demo/user-token" --out "$demo/user-kubeconfig" >/dev/null
+proxied=("$TETHER_KUBE_BIN/kubectl" --kubeconfig "$demo/user-kubeconfig")
+wait_for "kubectl through kas" 20 "$demo/kas.log" "${proxied[@]}" get configmap settings -n demo
+
 kubectl=("$TETHER_KUBE_BIN/kubectl" --kubeconfig "$kubeconfig")
 echo
 sed -n '1,/press Ctrl-C/p' "$demo/cluster.log" | grep -v "press Ctrl-C"
@@ -125,6 +144,10 @@ echo "kas agent gitops demo (manifests/app.yaml, synced by agentk):"
 kas_cli agent gitops demo
 echo
 "${kubectl[@]}" get nodes
+echo
+echo "through kas as a user (${proxied[*]}):"
+"${proxied[@]}" auth whoami
+"${proxied[@]}" get deployments -n demo
 echo
 echo "logs: $demo/*.log; kubectl: ${kubectl[*]}"
 if $check; then

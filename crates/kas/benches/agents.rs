@@ -123,6 +123,7 @@ async fn run(n: usize) -> anyhow::Result<Figures> {
         .arg(format!("--api-listen={api}"))
         .arg(format!("--admin-listen={admin}"))
         .arg(format!("--agent-listen={agent}"))
+        .arg(format!("--k8s-proxy-listen={}", free_port()))
         .env("KAS_LOG_LEVEL", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

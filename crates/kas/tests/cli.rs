@@ -31,6 +31,7 @@ impl Server {
             .arg(format!("--api-listen={api}"))
             .arg(format!("--admin-listen={admin}"))
             .arg(format!("--agent-listen={agent}"))
+            .arg(format!("--k8s-proxy-listen={}", port()))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()

@@ -160,7 +160,10 @@ impl ProxyState {
     async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
         let outcome = self.forward(request).await;
         let (response, who, caller) = match outcome {
             Ok((response, principal)) => (response, principal.describe(), principal.kind()),

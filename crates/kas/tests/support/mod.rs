@@ -61,7 +61,9 @@ pub struct Setup {
     pub agent_endpoint: std::net::SocketAddr,
     pub agent_addr: String,
     /// The listen addresses kas was started with, to restart it on them.
-    listen: [std::net::SocketAddr; 3],
+    listen: [std::net::SocketAddr; 4],
+    /// kas's Kubernetes API proxy (`https://…/k8s-proxy`).
+    pub proxy: std::net::SocketAddr,
     /// kas's admin listener (`/healthz`, `/metrics`).
     pub admin: std::net::SocketAddr,
     /// Extra `kas serve` flags.
@@ -97,7 +99,7 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)>
 
 fn spawn_kas(
     dir: &std::path::Path,
-    [api, admin, agent]: [std::net::SocketAddr; 3],
+    [api, admin, agent, proxy]: [std::net::SocketAddr; 4],
     extra: &[String],
     log: &str,
 ) -> Proc {
@@ -108,6 +110,7 @@ fn spawn_kas(
         .arg(format!("--api-listen={api}"))
         .arg(format!("--admin-listen={admin}"))
         .arg(format!("--agent-listen={agent}"))
+        .arg(format!("--k8s-proxy-listen={proxy}"))
         .args(extra);
     Proc::spawn(cmd, dir.join(log))
 }
@@ -120,7 +123,7 @@ impl Setup {
     /// Starts kas with extra `kas serve` flags.
     pub fn start_with(serve_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let listen = [free_port(), free_port(), free_port()];
+        let listen = [free_port(), free_port(), free_port(), free_port()];
         let serve_args: Vec<String> = serve_args.iter().map(|s| s.to_string()).collect();
         let kas = spawn_kas(dir.path(), listen, &serve_args, "kas.log");
         let setup = Setup {
@@ -128,6 +131,7 @@ impl Setup {
             agent_endpoint: listen[2],
             admin: listen[1],
             agent_addr: format!("grpcs://{}", listen[2]),
+            proxy: listen[3],
             listen,
             serve_args,
             probes: free_port(),
