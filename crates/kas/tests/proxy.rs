@@ -562,3 +562,151 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "tether:pro
     assert!(body.contains("agent prod is not connected"), "{body}");
     assert!(took < Duration::from_secs(2), "503 took {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tunnels_ride_websockets_and_close_when_the_token_is_revoked() {
+    let mut setup = Setup::start();
+    let ns = tether_testenv::shared()
+        .namespace("e2e-proxy-wss")
+        .await
+        .expect("namespace");
+    setup.pod_namespace = ns.name().to_owned();
+    let repo = setup.dir.path().join("repo");
+    new_repo(&repo);
+    commit(
+        &repo,
+        &[(
+            ".gitlab/agents/prod/config.yaml",
+            Some("ci_access:\n  projects: [{ id: team/admin }]\n"),
+        )],
+    );
+    let agent_token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
+    setup
+        .cli(&["project", "add", "team/admin", "--url", "/srv/git/none"])
+        .expect("project");
+    let admin = last_line(setup.cli(&["project", "token", "create", "team/admin", "--name", "ci"]));
+    let address = format!("wss://{}/", setup.agent_endpoint);
+    let _agentk = setup.agentk_at(&agent_token, &address);
+    wait(
+        "two tunnels over WebSocket",
+        Duration::from_secs(60),
+        || {
+            setup.kas.log().matches("tunnel up").count() >= 2
+                && !setup.agent("prod")["config"]["commit"].is_null()
+        },
+    );
+    let kc = kubeconfig_for(&setup, &admin, "admin");
+    let out = run_ok(&kc, &["get", "ns", ns.name(), "-o", "name"]);
+    assert_eq!(out.trim(), format!("namespace/{}", ns.name()));
+
+    // Revoking the agent token closes its tunnels at once; the proxy then
+    // says the agent is not connected, and agentk is refused when it redials.
+    setup
+        .cli(&["token", "revoke", "prod", "1"])
+        .expect("revoke");
+    wait("the tunnels to close", Duration::from_secs(10), || {
+        setup.kas.log().matches("tunnel down").count() >= 2
+    });
+    let (status, body, _) = proxy_get(&setup, &format!("ci:prod:{admin}"), "/version").await;
+    assert_eq!(status, 503, "{body}");
+    wait("agentk to be refused", Duration::from_secs(30), || {
+        setup.kas.log().contains("tunnel refused")
+    });
+}
+
+/// `kubectl logs`, `exec` and `port-forward` against a pod on a simulated
+/// node: kwok answers the kubelet API (logs from a file, exec on the host,
+/// port-forward to an echo), the API server upgrades the connection, and
+/// the upgrade crosses kas and the tunnel.
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_exec_and_port_forward_cross_the_tunnel() {
+    let cluster = tether_testenv::shared();
+    let ns = cluster
+        .namespace("e2e-proxy-exec")
+        .await
+        .expect("namespace");
+    let ns = ns.name().to_owned();
+    let mut setup = Setup::start();
+    setup.pod_namespace = ns.clone();
+    let repo = setup.dir.path().join("repo");
+    new_repo(&repo);
+    commit(
+        &repo,
+        &[(
+            ".gitlab/agents/prod/config.yaml",
+            Some("ci_access:\n  projects: [{ id: team/admin }]\n"),
+        )],
+    );
+    let agent_token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
+    setup
+        .cli(&["project", "add", "team/admin", "--url", "/srv/git/none"])
+        .expect("project");
+    let admin = last_line(setup.cli(&["project", "token", "create", "team/admin", "--name", "ci"]));
+    let _agentk = setup.agentk(&agent_token);
+    cluster.kubectl_ok(&[
+        "run",
+        "sim",
+        "-n",
+        &ns,
+        "--image=nginx",
+        "--port=80",
+        "--restart=Never",
+    ]);
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/sim",
+        "-n",
+        &ns,
+        "--timeout=60s",
+    ]);
+    wait(
+        "two tunnels and the agent's config",
+        Duration::from_secs(60),
+        || {
+            setup.kas.log().matches("tunnel up").count() >= 2
+                && !setup.agent("prod")["config"]["commit"].is_null()
+        },
+    );
+    let kc = kubeconfig_for(&setup, &admin, "admin");
+
+    let logs = run_ok(&kc, &["logs", "sim", "-n", &ns]);
+    for line in tether_testenv::SIMULATED_LOG_LINES {
+        assert!(logs.contains(line), "{logs}");
+    }
+    let echoed = run_ok(
+        &kc,
+        &["exec", "sim", "-n", &ns, "--", "echo", "hello-through-kas"],
+    );
+    assert_eq!(echoed.trim(), "hello-through-kas");
+
+    let local = support::free_port();
+    let mut forward = kubectl(&kc)
+        .args([
+            "port-forward",
+            "pod/sim",
+            "-n",
+            &ns,
+            &format!("{}:80", local.port()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl port-forward");
+    let mut stream = None;
+    wait("port-forward to listen", Duration::from_secs(20), || {
+        stream = std::net::TcpStream::connect(local).ok();
+        stream.is_some()
+    });
+    let mut stream = stream.expect("connected");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    use std::io::{Read, Write};
+    stream.write_all(b"ping through kas").expect("write");
+    let mut buf = [0u8; 16];
+    stream.read_exact(&mut buf).expect("echo");
+    assert_eq!(&buf, b"ping through kas");
+    let _ = forward.kill();
+    let _ = forward.wait();
+}

@@ -82,7 +82,6 @@ struct Ports {
     controller_manager: u16,
     scheduler: u16,
     kwok_node: u16,
-    kwok_server: u16,
 }
 
 // === impl Cluster ===
@@ -157,7 +156,11 @@ impl Cluster {
             scheduler_args(&cluster.dir, &sched, &ports),
         )?;
         let stages = cluster.binaries.kwok_stages();
-        cluster.spawn("kwok", kwok_args(&kwok, &stages, &ports))?;
+        let kubelet = write_kubelet_simulation(&cluster.dir)?;
+        cluster.spawn(
+            "kwok",
+            kwok_args(&kwok, &[&stages, &kubelet], &pki.serving, &ports),
+        )?;
         cluster.register_nodes(options.start_timeout).await?;
         cluster.timings = Some(StartTimings {
             apiserver_ready,
@@ -377,7 +380,7 @@ fn simulated_node(name: &str) -> Node {
 impl Ports {
     /// Binds every port at once before releasing any, so no two are equal.
     fn pick() -> Result<Self> {
-        let listeners = (0..7)
+        let listeners = (0..6)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(Error::io("pick a free loopback port"))?;
@@ -390,7 +393,6 @@ impl Ports {
                 controller_manager: port(3)?,
                 scheduler: port(4)?,
                 kwok_node: port(5)?,
-                kwok_server: port(6)?,
             })
         })()
         .map_err(Error::io("read a picked port"))?;
@@ -490,18 +492,75 @@ fn scheduler_args(dir: &Path, kubeconfig: &Path, p: &Ports) -> Vec<OsString> {
     control_plane_component_args(dir, kubeconfig, p.scheduler)
 }
 
-fn kwok_args(kubeconfig: &Path, stages: &Path, p: &Ports) -> Vec<OsString> {
-    args([
+/// Lines every simulated container logs (`kubectl logs`), in the CRI log
+/// format the kubelet reads.
+pub const SIMULATED_LOG_LINES: [&str; 2] = ["simulated log line 1", "simulated log line 2"];
+
+/// What kwok's kubelet server answers for simulated pods: logs from a file,
+/// `exec` running the command on this machine in the cluster's folder, and
+/// `port-forward` to `cat` (an echo). The API server reaches it at the
+/// node's address and port, as it would a kubelet. For tests only: exec
+/// runs commands on the host.
+fn write_kubelet_simulation(dir: &Path) -> Result<PathBuf> {
+    let log = dir.join("simulated-container.log");
+    let text: String = SIMULATED_LOG_LINES
+        .iter()
+        .map(|l| format!("2026-01-01T00:00:00.000000000Z stdout F {l}\n"))
+        .collect();
+    std::fs::write(&log, text).map_err(Error::io("write the simulated container log"))?;
+    let config = format!(
+        r#"apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterLogs
+metadata: {{name: tether-testenv-logs}}
+spec:
+  logs: [{{logsFile: {log}, follow: true}}]
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterExec
+metadata: {{name: tether-testenv-exec}}
+spec:
+  execs: [{{local: {{workDir: {dir}}}}}]
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterPortForward
+metadata: {{name: tether-testenv-port-forward}}
+spec:
+  forwards: [{{command: [cat]}}]
+"#,
+        log = log.display(),
+        dir = dir.display()
+    );
+    let path = dir.join("kwok-kubelet.yaml");
+    std::fs::write(&path, config).map_err(Error::io("write the kwok kubelet configuration"))?;
+    Ok(path)
+}
+
+fn kwok_args(
+    kubeconfig: &Path,
+    configs: &[&Path],
+    serving: &ClientIdentity,
+    p: &Ports,
+) -> Vec<OsString> {
+    let mut all: Vec<OsString> = configs
+        .iter()
+        .map(|c| OsString::from(format!("--config={}", c.display())))
+        .collect();
+    all.extend(args([
         format!("--kubeconfig={}", kubeconfig.display()),
-        format!("--config={}", stages.display()),
         "--manage-all-nodes=false".into(),
         format!("--manage-nodes-with-annotation-selector={SIMULATED_NODE_ANNOTATION}=fake"),
         format!("--cidr={POD_CIDR}"),
         "--node-ip=127.0.0.1".into(),
         format!("--node-port={}", p.kwok_node),
-        format!("--server-address=127.0.0.1:{}", p.kwok_server),
+        // The kubelet API on the port the nodes advertise, over TLS as the
+        // API server expects (it does not verify kubelet certificates
+        // without --kubelet-certificate-authority).
+        format!("--server-address=127.0.0.1:{}", p.kwok_node),
+        format!("--tls-cert-file={}", serving.cert.display()),
+        format!("--tls-private-key-file={}", serving.key.display()),
         "--node-lease-duration-seconds=40".into(),
-    ])
+    ]));
+    all
 }
 
 // === temporary folders ===

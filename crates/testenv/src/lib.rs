@@ -31,7 +31,9 @@ mod wait;
 use std::sync::OnceLock;
 
 pub use binaries::{BIN_ENV, Binaries, pinned_kube_version};
-pub use cluster::{Cluster, ClusterOptions, SIMULATED_NODE_ANNOTATION, StartTimings};
+pub use cluster::{
+    Cluster, ClusterOptions, SIMULATED_LOG_LINES, SIMULATED_NODE_ANNOTATION, StartTimings,
+};
 pub use error::{Error, Result};
 pub use namespace::{TEST_NAMESPACE_LABEL, TestNamespace};
 pub use wait::wait_until;
