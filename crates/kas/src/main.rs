@@ -195,6 +195,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         oidc: kas::proxy::oidc::Oidc::new(args.oidc_issuers.clone())?,
         external_url: args.k8s_proxy_external_url.clone(),
         ca_pem,
+        admissions: Default::default(),
     });
     let state = api::ApiState {
         store: store.clone(),

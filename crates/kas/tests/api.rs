@@ -29,6 +29,7 @@ impl Api {
             oidc: Default::default(),
             external_url: "https://kas.example.com:8154/k8s-proxy".into(),
             ca_pem: None,
+            admissions: Default::default(),
         });
         let router = router(ApiState {
             proxy,

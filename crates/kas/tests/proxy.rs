@@ -311,7 +311,15 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "tether:pro
     setup
         .cli(&["user", "create", "mallory", "--member-of", "elsewhere"])
         .expect("user");
-    let alice = last_line(setup.cli(&["user", "token", "create", "alice", "--name", "laptop"]));
+    let alice_created = setup
+        .cli(&["user", "token", "create", "alice", "--name", "laptop"])
+        .expect("alice's token");
+    let alice_token_id = alice_created
+        .split_whitespace()
+        .nth(1)
+        .expect("token <id> created")
+        .to_owned();
+    let alice = last_line(Some(alice_created));
     let mallory = last_line(setup.cli(&["user", "token", "create", "mallory", "--name", "x"]));
 
     let agentk = setup.agentk(&agent_token);
@@ -415,6 +423,16 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "tether:pro
     assert_eq!(
         whoami["status"]["userInfo"]["username"],
         "tether:user:alice"
+    );
+    // Revoked, the token stops working at once, although kas had just
+    // admitted it.
+    setup
+        .cli(&["user", "token", "revoke", "alice", &alice_token_id])
+        .expect("revoke");
+    let (ok, _, err) = run(&alice_kc, &["auth", "whoami"]);
+    assert!(
+        !ok && err.contains("personal access token was revoked"),
+        "{err}"
     );
 
     // Watch: an event after the watch started reaches kubectl.

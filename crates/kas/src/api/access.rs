@@ -129,6 +129,7 @@ pub async fn set_memberships(
     Json(body): Json<Memberships>,
 ) -> Result<Json<UserView>, ApiError> {
     let user = state.store.set_memberships(&name, body.memberships).await?;
+    state.proxy.forget_admissions();
     tracing::info!(user = %name, memberships = ?user.memberships, "memberships changed");
     Ok(Json(user.into()))
 }
@@ -138,6 +139,7 @@ pub async fn delete_user(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.store.delete_user(&name).await?;
+    state.proxy.forget_admissions();
     tracing::info!(user = %name, "user deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -240,6 +242,7 @@ async fn revoke_token(
     id: i64,
 ) -> Result<Json<AccessTokenView>, ApiError> {
     let record = state.store.revoke_access_token(&owner, id, now()).await?;
+    state.proxy.forget_admissions();
     tracing::info!(owner = ?owner, token_id = id, "access token revoked");
     Ok(Json(record.into()))
 }

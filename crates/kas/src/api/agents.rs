@@ -87,6 +87,7 @@ pub async fn remove(
         .connections
         .close_agent(&name, &format!("agent {name} was deleted"));
     state.connections.forget_config(&name);
+    state.proxy.forget_admissions();
     tracing::info!(agent = %name, closed_connections = closed, "agent deleted");
     Ok(StatusCode::NO_CONTENT)
 }

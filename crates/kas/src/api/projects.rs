@@ -83,6 +83,8 @@ pub async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.store.delete_project(&id).await?;
+    // Its access tokens went with it.
+    state.proxy.forget_admissions();
     tracing::info!(project = %id, "project deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -271,6 +271,7 @@ mod tests {
             environment: None,
             user: None,
             via: "test".into(),
+            expires_at: None,
         }
     }
 
@@ -278,6 +279,7 @@ mod tests {
         Principal::User(User {
             name: "alice".into(),
             memberships: memberships.iter().map(|m| m.to_string()).collect(),
+            expires_at: None,
         })
     }
 

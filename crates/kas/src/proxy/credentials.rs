@@ -149,6 +149,7 @@ impl Credential {
                 environment: None,
                 user: None,
                 via: format!("project_token:{}", record.id),
+                expires_at: record.expires_at,
             })),
             (TokenKind::User, TokenOwner::User(name)) => {
                 let user = store
@@ -161,6 +162,7 @@ impl Credential {
                 Ok(Principal::User(User {
                     name: user.name,
                     memberships: user.memberships,
+                    expires_at: record.expires_at,
                 }))
             }
             _ => Err(Refused::Unauthorized(format!("unknown {what}"))),

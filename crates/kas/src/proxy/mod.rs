@@ -10,6 +10,7 @@
 //! identity. [`kubeconfig`] writes the file that points kubectl here.
 
 pub mod access;
+pub mod admissions;
 pub mod credentials;
 pub mod kubeconfig;
 pub mod oidc;
@@ -54,6 +55,8 @@ pub struct ProxyState {
     /// The CA that signed the proxy's certificate, for kubeconfigs; `None`
     /// when the certificate is publicly trusted.
     pub ca_pem: Option<String>,
+    /// Recently admitted credentials.
+    pub admissions: admissions::Admissions,
 }
 
 impl std::fmt::Debug for ProxyState {
@@ -156,6 +159,12 @@ impl ProxyState {
         Ok((principal, grant))
     }
 
+    /// Forgets remembered admissions: after a revocation, or a change to a
+    /// user, membership or agent, the next request is checked afresh.
+    pub fn forget_admissions(&self) {
+        self.admissions.clear();
+    }
+
     /// Handles one client request.
     async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
@@ -220,7 +229,22 @@ impl ProxyState {
             .and_then(|v| v.to_str().ok());
         let credential = Credential::from_header(header)
             .map_err(|reason| (Rejection::new(StatusCode::UNAUTHORIZED, reason), None))?;
-        let (principal, grant) = self.admit_inner(&credential).await.map_err(|r| (r, None))?;
+        let key = admissions::key(header.unwrap_or_default());
+        let config = self.registry.access_config(&credential.agent);
+        let remembered = config.as_ref().and_then(|c| self.admissions.get(&key, c));
+        let (principal, grant) = match remembered {
+            Some(admitted) => admitted,
+            None => {
+                let (principal, grant) =
+                    self.admit_inner(&credential).await.map_err(|r| (r, None))?;
+                if let Some(config) = config {
+                    let expires_at = principal.expires_at();
+                    self.admissions
+                        .put(key, &principal, &grant, config, expires_at, now());
+                }
+                (principal, grant)
+            }
+        };
         tracing::Span::current().record("agent", credential.agent.as_str());
         let Some(lease) = self.registry.tunnels().pick(&credential.agent) else {
             let message = format!(

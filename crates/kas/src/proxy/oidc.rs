@@ -339,6 +339,7 @@ impl Issuer {
             environment: claim_text(claims, &names.environment),
             user: claim_text(claims, &names.user),
             via: format!("oidc:{}", self.settings.issuer),
+            expires_at: claims.get("exp").and_then(Value::as_i64),
         })
     }
 

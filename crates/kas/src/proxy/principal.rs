@@ -18,6 +18,8 @@ pub struct CiJob {
     /// How the job proved itself, for logs: `project_token:<id>` or the
     /// token issuer.
     pub via: String,
+    /// When the credential stops being valid (Unix seconds), if it does.
+    pub expires_at: Option<i64>,
 }
 
 /// A kas user with a personal access token.
@@ -25,6 +27,8 @@ pub struct CiJob {
 pub struct User {
     pub name: String,
     pub memberships: Vec<String>,
+    /// When the personal access token expires (Unix seconds), if it does.
+    pub expires_at: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +43,14 @@ impl Principal {
         match self {
             Principal::CiJob(job) => format!("ci_job:{} project:{}", job.job_id, job.project),
             Principal::User(user) => format!("user:{}", user.name),
+        }
+    }
+
+    /// When the credential stops being valid (Unix seconds), if it does.
+    pub fn expires_at(&self) -> Option<i64> {
+        match self {
+            Principal::CiJob(job) => job.expires_at,
+            Principal::User(user) => user.expires_at,
         }
     }
 
