@@ -32,3 +32,6 @@ cargo bench -q -p kas --bench agents
 # bench starts it from target/release.
 cargo build -q --release -p agentk
 cargo bench -q -p kas --bench gitops
+
+# The Kubernetes API proxy against direct access, on the same cluster.
+cargo bench -q -p kas --bench proxy
