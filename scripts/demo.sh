@@ -125,7 +125,8 @@ wait_for "the synced objects to become Current" 60 "$demo/agentk.log" all_curren
 # A user reaches the cluster through kas, with kubectl and a kubeconfig kas writes.
 kas_cli user create demo-user --member-of demo/config >/dev/null
 kas_cli user token create demo-user --name laptop | tail -n 1 >"$demo/user-token"
-wait_for "agentk's tunnels" 20 "$demo/kas.log" grep -q "tunnel up" "$demo/kas.log"
+tunnels_up() { kas_cli agent show demo -o json | grep -q '"tunnels": 2'; }
+wait_for "agentk's tunnels" 20 "$demo/kas.log" tunnels_up
 kas_cli kubeconfig --agent demo --token-file "$demo/user-token" --out "$demo/user-kubeconfig" >/dev/null
 proxied=("$TETHER_KUBE_BIN/kubectl" --kubeconfig "$demo/user-kubeconfig")
 wait_for "kubectl through kas" 20 "$demo/kas.log" "${proxied[@]}" get configmap settings -n demo

@@ -181,6 +181,7 @@ impl KasAddress {
                     .header(http::header::CONNECTION, "Upgrade")
                     .header(http::header::UPGRADE, tether_tunnel::UPGRADE_PROTOCOL)
                     .header(http::header::AUTHORIZATION, bearer)
+                    .header(tether_tunnel::SERVES_HEADER, tether_tunnel::KUBERNETES_API)
                     .body(http_body_util::Empty::<bytes::Bytes>::new())
                     .map_err(anyhow::Error::from)?;
                 let (mut sender, connection) =
@@ -228,6 +229,10 @@ impl KasAddress {
                     http::HeaderValue::from_static(tether_tunnel::WS_SUBPROTOCOL),
                 );
                 h.insert(http::header::AUTHORIZATION, bearer);
+                h.insert(
+                    tether_tunnel::SERVES_HEADER,
+                    http::HeaderValue::from_static(tether_tunnel::KUBERNETES_API),
+                );
                 let result = tokio::time::timeout(
                     CONNECT_TIMEOUT,
                     websocket::client_async_with_config(request, stream, Some(websocket::config())),

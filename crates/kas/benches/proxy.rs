@@ -223,8 +223,7 @@ fn main() -> anyhow::Result<()> {
         .expect("project token");
     let agentk = setup.agentk(&agent_token);
     wait("two tunnels", Duration::from_secs(60), || {
-        setup.kas.log().matches("tunnel up").count() >= 2
-            && !setup.agent("prod")["config"]["commit"].is_null()
+        setup.agent("prod")["tunnels"] == 2 && !setup.agent("prod")["config"]["commit"].is_null()
     });
 
     let (direct, proxied) = {

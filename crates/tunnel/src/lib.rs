@@ -51,6 +51,14 @@ pub const WS_SUBPROTOCOL: &str = "tether-tunnel.v1";
 /// The path agentk requests when it opens a tunnel.
 pub const TUNNEL_PATH: &str = "/tunnel";
 
+/// The header on the tunnel upgrade in which agentk declares what the
+/// tunnel serves (comma-separated), so that kas routes only requests for
+/// those services to it.
+pub const SERVES_HEADER: &str = "tether-tunnel-serves";
+
+/// The service of a tunnel that reaches the cluster's Kubernetes API.
+pub const KUBERNETES_API: &str = "kubernetes-api";
+
 /// A body with nothing in it.
 pub fn empty() -> Body {
     use http_body_util::BodyExt;

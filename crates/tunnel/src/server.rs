@@ -26,6 +26,8 @@ pub struct TunnelInfo {
     /// The agent token it authenticated with, so revoking it closes the
     /// tunnel.
     pub token_id: i64,
+    /// What agentk said the tunnel serves ([`crate::KUBERNETES_API`], …).
+    pub serves: Vec<String>,
 }
 
 struct Tunnel {
@@ -105,13 +107,13 @@ impl Tunnels {
         Ok(())
     }
 
-    /// The least busy open tunnel of `agent`.
-    pub fn pick(&self, agent: &str) -> Option<Lease> {
+    /// The least busy open tunnel of `agent` that serves `service`.
+    pub fn pick(&self, agent: &str, service: &str) -> Option<Lease> {
         let agents = self.lock();
         let tunnel = agents
             .get(agent)?
             .iter()
-            .filter(|t| !t.sender.is_closed())
+            .filter(|t| !t.sender.is_closed() && t.info.serves.iter().any(|s| s == service))
             .min_by_key(|t| t.in_flight.load(Ordering::Relaxed))?
             .clone();
         tunnel.in_flight.fetch_add(1, Ordering::Relaxed);

@@ -153,9 +153,11 @@ async fn setup() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
     let info = TunnelInfo {
         agent: "a".into(),
         token_id: 1,
+        serves: vec![tether_tunnel::KUBERNETES_API.into()],
     };
     tunnels.attach(info, tcp).await.expect("handshake");
     assert_eq!(tunnels.count("a"), 1);
+    assert!(tunnels.pick("a", "something-else").is_none());
 
     let front = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let front_addr = front.local_addr().expect("addr");
@@ -177,7 +179,9 @@ async fn setup() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
                             .path_and_query()
                             .map(|p| p.to_string())
                             .unwrap_or_default();
-                        let lease = tunnels.pick("a").expect("a tunnel");
+                        let lease = tunnels
+                            .pick("a", tether_tunnel::KUBERNETES_API)
+                            .expect("a tunnel");
                         let response = lease
                             .forward(req, &path, Some(&identity))
                             .await

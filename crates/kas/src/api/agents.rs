@@ -30,6 +30,8 @@ pub struct AgentView {
     /// The config commit given to the agent and, if the newest one could not
     /// be used, why.
     pub config: ConfigStatus,
+    /// Tunnels the agent keeps open to this kas, for the API proxy.
+    pub tunnels: usize,
 }
 
 impl AgentView {
@@ -39,6 +41,7 @@ impl AgentView {
             config_path: tether_agent_config::config_path(&a.name),
             connections: state.connections.connections(&a.name),
             config: state.connections.config(&a.name),
+            tunnels: state.connections.tunnels().count(&a.name),
             name: a.name,
             config_project: a.config_project,
             created_at: to_rfc3339(a.created_at),

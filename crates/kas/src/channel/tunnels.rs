@@ -118,9 +118,19 @@ impl TunnelGate {
         }
         let on_upgrade = hyper::upgrade::on(&mut request);
         let tunnels = self.registry.tunnels().clone();
+        let serves = request
+            .headers()
+            .get(tether_tunnel::SERVES_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
         let info = TunnelInfo {
             agent: agent.name,
             token_id,
+            serves,
         };
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {

@@ -302,7 +302,13 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
                 .await?;
             let mut text = table(
                 &with_connected(&json!([a])),
-                &["name", "config_project", "config_path", "connected"],
+                &[
+                    "name",
+                    "config_project",
+                    "config_path",
+                    "connected",
+                    "tunnels",
+                ],
             );
             text.push_str(&table(
                 &a["connections"],

@@ -246,7 +246,8 @@ impl ProxyState {
             }
         };
         tracing::Span::current().record("agent", credential.agent.as_str());
-        let Some(lease) = self.registry.tunnels().pick(&credential.agent) else {
+        let tunnels = self.registry.tunnels();
+        let Some(lease) = tunnels.pick(&credential.agent, tether_tunnel::KUBERNETES_API) else {
             let message = format!(
                 "agent {} is not connected: no tunnel to its cluster",
                 credential.agent
