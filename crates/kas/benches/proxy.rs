@@ -27,7 +27,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use kube::client::ConfigExt;
-use support::{Setup, commit, new_repo, wait};
+use support::Setup;
 
 const CONFIGMAPS: usize = 5000;
 
@@ -197,34 +197,9 @@ fn main() -> anyhow::Result<()> {
 
     // kas + agentk (release), the agent running as itself.
     let setup = Setup::start();
-    let repo = setup.dir.path().join("repo");
-    new_repo(&repo);
-    commit(
-        &repo,
-        &[(
-            ".gitlab/agents/prod/config.yaml",
-            Some("ci_access:\n  projects: [{ id: team/bench }]\n"),
-        )],
-    );
-    let agent_token = setup.register_agent_in("prod", repo.to_str().unwrap_or_default());
-    setup
-        .cli(&["project", "add", "team/bench", "--url", "/srv/git/none"])
-        .expect("project");
-    let token = setup
-        .cli(&[
-            "project",
-            "token",
-            "create",
-            "team/bench",
-            "--name",
-            "bench",
-        ])
-        .and_then(|t| t.lines().last().map(|l| l.trim().to_owned()))
-        .expect("project token");
+    let (agent_token, token) = setup.register_admin_access();
     let agentk = setup.agentk(&agent_token);
-    wait("two tunnels", Duration::from_secs(60), || {
-        setup.agent("prod")["tunnels"] == 2 && !setup.agent("prod")["config"]["commit"].is_null()
-    });
+    setup.wait_for_tunnels();
 
     let (direct, proxied) = {
         let _entered = runtime.enter();

@@ -323,14 +323,7 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "tether:pro
     let mallory = last_line(setup.cli(&["user", "token", "create", "mallory", "--name", "x"]));
 
     let agentk = setup.agentk(&agent_token);
-    wait(
-        "two tunnels and the agent's config",
-        Duration::from_secs(60),
-        || {
-            setup.agent("prod")["tunnels"] == 2
-                && !setup.agent("prod")["config"]["commit"].is_null()
-        },
-    );
+    setup.wait_for_tunnels();
 
     // The agent's own identity (team/admin: access_as agent, the default).
     let admin_kc = kubeconfig_for(&setup, &admin, "admin");
@@ -589,30 +582,10 @@ async fn tunnels_ride_websockets_and_close_when_the_token_is_revoked() {
         .await
         .expect("namespace");
     setup.pod_namespace = ns.name().to_owned();
-    let repo = setup.dir.path().join("repo");
-    new_repo(&repo);
-    commit(
-        &repo,
-        &[(
-            ".gitlab/agents/prod/config.yaml",
-            Some("ci_access:\n  projects: [{ id: team/admin }]\n"),
-        )],
-    );
-    let agent_token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
-    setup
-        .cli(&["project", "add", "team/admin", "--url", "/srv/git/none"])
-        .expect("project");
-    let admin = last_line(setup.cli(&["project", "token", "create", "team/admin", "--name", "ci"]));
+    let (agent_token, admin) = setup.register_admin_access();
     let address = format!("wss://{}/", setup.agent_endpoint);
     let _agentk = setup.agentk_at(&agent_token, &address);
-    wait(
-        "two tunnels over WebSocket",
-        Duration::from_secs(60),
-        || {
-            setup.agent("prod")["tunnels"] == 2
-                && !setup.agent("prod")["config"]["commit"].is_null()
-        },
-    );
+    setup.wait_for_tunnels();
     let kc = kubeconfig_for(&setup, &admin, "admin");
     let out = run_ok(&kc, &["get", "ns", ns.name(), "-o", "name"]);
     assert_eq!(out.trim(), format!("namespace/{}", ns.name()));
@@ -646,20 +619,7 @@ async fn logs_exec_and_port_forward_cross_the_tunnel() {
     let ns = ns.name().to_owned();
     let mut setup = Setup::start();
     setup.pod_namespace = ns.clone();
-    let repo = setup.dir.path().join("repo");
-    new_repo(&repo);
-    commit(
-        &repo,
-        &[(
-            ".gitlab/agents/prod/config.yaml",
-            Some("ci_access:\n  projects: [{ id: team/admin }]\n"),
-        )],
-    );
-    let agent_token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
-    setup
-        .cli(&["project", "add", "team/admin", "--url", "/srv/git/none"])
-        .expect("project");
-    let admin = last_line(setup.cli(&["project", "token", "create", "team/admin", "--name", "ci"]));
+    let (agent_token, admin) = setup.register_admin_access();
     let _agentk = setup.agentk(&agent_token);
     cluster.kubectl_ok(&[
         "run",
@@ -678,14 +638,7 @@ async fn logs_exec_and_port_forward_cross_the_tunnel() {
         &ns,
         "--timeout=60s",
     ]);
-    wait(
-        "two tunnels and the agent's config",
-        Duration::from_secs(60),
-        || {
-            setup.agent("prod")["tunnels"] == 2
-                && !setup.agent("prod")["config"]["commit"].is_null()
-        },
-    );
+    setup.wait_for_tunnels();
     let kc = kubeconfig_for(&setup, &admin, "admin");
 
     let logs = run_ok(&kc, &["logs", "sim", "-n", &ns]);

@@ -33,6 +33,15 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(mut cmd: Command, log: PathBuf) -> Self {
         let file = std::fs::File::create(&log).expect("log file");
+        // A test or bench killed outright must not leave kas or agentk
+        // running: the kernel kills the child when its parent dies.
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let child = cmd
             .stdout(Stdio::null())
             .stderr(file)
@@ -198,6 +207,47 @@ impl Setup {
             .expect("token line")
             .trim()
             .to_owned()
+    }
+
+    /// Agent `prod`, whose config (in a new repository) lets CI jobs of
+    /// project `team/admin` use it as the agent itself; returns the agent
+    /// token and a project access token of `team/admin`.
+    pub fn register_admin_access(&self) -> (String, String) {
+        let repo = self.dir.path().join("repo");
+        new_repo(&repo);
+        commit(
+            &repo,
+            &[(
+                ".gitlab/agents/prod/config.yaml",
+                Some("ci_access:\n  projects: [{ id: team/admin }]\n"),
+            )],
+        );
+        let agent_token = self.register_agent_in("prod", repo.to_str().expect("utf-8"));
+        self.cli(&["project", "add", "team/admin", "--url", "/srv/git/none"])
+            .expect("project");
+        let created = self
+            .cli(&["project", "token", "create", "team/admin", "--name", "ci"])
+            .expect("project token");
+        let token = created
+            .lines()
+            .last()
+            .expect("token line")
+            .trim()
+            .to_owned();
+        (agent_token, token)
+    }
+
+    /// Waits until agent `prod` has its two tunnels to kas and kas has read
+    /// its config, so the proxy can serve it.
+    pub fn wait_for_tunnels(&self) {
+        wait(
+            "two tunnels and the agent's config",
+            Duration::from_secs(60),
+            || {
+                let agent = self.agent("prod");
+                agent["tunnels"] == 2 && !agent["config"]["commit"].is_null()
+            },
+        );
     }
 
     pub fn agent(&self, agent: &str) -> serde_json::Value {
