@@ -2,7 +2,8 @@
 //! repositories and keeps their tunnels (see ARCHITECTURE.md).
 //!
 //! This binary only wires configuration into the `kas` library: the store in
-//! the data folder, the admin token, the REST API and the health listener.
+//! the data folder, the admin token, and the listeners: REST API, health,
+//! agent endpoint and Kubernetes API proxy.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
