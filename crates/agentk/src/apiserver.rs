@@ -42,8 +42,13 @@ impl std::fmt::Debug for ApiServer {
 
 impl ApiServer {
     pub fn new(config: &kube::Config) -> anyhow::Result<Arc<Self>> {
+        // No Nagle: a request's headers and body are separate writes, and
+        // the second must not wait for the API server's delayed ACK.
+        let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
         let connector = config
-            .rustls_https_connector()
+            .rustls_https_connector_with_connector(tcp)
             .context("cannot set up TLS to the API server")?;
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(POOL_IDLE)
