@@ -18,6 +18,7 @@ pub mod api;
 pub mod channel;
 pub mod cli;
 pub mod client;
+mod files;
 pub mod metrics;
 pub mod proxy;
 pub mod repos;

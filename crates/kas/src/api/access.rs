@@ -14,7 +14,7 @@ use tether_store::{AccessTokenRecord, NewToken, TokenOwner, User};
 use super::{ApiError, ApiState};
 use crate::proxy::credentials::Credential;
 use crate::proxy::kubeconfig::{self, KubeconfigSpec};
-use crate::time_format::{from_rfc3339, now, to_rfc3339};
+use crate::time_format::{now, to_rfc3339};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,12 +149,7 @@ async fn create_token(
     owner: TokenOwner,
     body: CreateAccessToken,
 ) -> Result<(StatusCode, Json<CreatedAccessToken>), ApiError> {
-    let expires_at = body
-        .expires_at
-        .as_deref()
-        .map(from_rfc3339)
-        .transpose()
-        .map_err(ApiError::Invalid)?;
+    let expires_at = super::tokens::parse_expiry(body.expires_at.as_deref())?;
     let (kind, form) = match owner {
         TokenOwner::Project(_) => (TokenKind::Project, "ci"),
         TokenOwner::User(_) => (TokenKind::User, "pat"),

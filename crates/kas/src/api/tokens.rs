@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tether_credentials::{Token, TokenKind};
-use tether_store::{NewToken, TokenRecord};
+use tether_store::{NewToken, TokenRecord, UnixTime};
 
 use super::{ApiError, ApiState};
 use crate::time_format::{from_rfc3339, now, to_rfc3339};
@@ -60,12 +60,7 @@ pub async fn create(
     Path(agent): Path<String>,
     Json(body): Json<CreateToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    let expires_at = body
-        .expires_at
-        .as_deref()
-        .map(from_rfc3339)
-        .transpose()
-        .map_err(ApiError::Invalid)?;
+    let expires_at = parse_expiry(body.expires_at.as_deref())?;
     let token = Token::generate(TokenKind::Agent);
     let record = state
         .store
@@ -116,4 +111,11 @@ pub async fn revoke(
     let closed = state.connections.close_token(id, &reason);
     tracing::info!(agent = %agent, token_id = id, closed_connections = closed, "agent token revoked");
     Ok(Json(record.into()))
+}
+
+/// A token's `expires_at` as given (RFC 3339), or why it is not a time.
+pub(super) fn parse_expiry(text: Option<&str>) -> Result<Option<UnixTime>, ApiError> {
+    text.map(from_rfc3339)
+        .transpose()
+        .map_err(ApiError::Invalid)
 }

@@ -98,27 +98,13 @@ fn generate(hostnames: &[String], data_dir: &Path) -> anyhow::Result<ServingIden
         key_pem: key.serialize_pem(),
     };
     let (cert_path, key_path, ca_path) = dev_paths(data_dir);
-    write_private(&key_path, &identity.key_pem)?;
+    crate::files::write_private(&key_path, &identity.key_pem)?;
     std::fs::write(&cert_path, &identity.cert_pem)
         .with_context(|| format!("cannot write {}", cert_path.display()))?;
     // Written last: its presence means the set is complete.
     std::fs::write(&ca_path, ca_cert.pem())
         .with_context(|| format!("cannot write {}", ca_path.display()))?;
     Ok(identity)
-}
-
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(contents.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

@@ -213,7 +213,7 @@ pub async fn kubeconfig(client: &ApiClient, args: KubeconfigArgs) -> anyhow::Res
     let yaml = str(&k["kubeconfig"]);
     let text = match &args.out {
         Some(out) => {
-            write_private(out, &yaml)?;
+            crate::files::write_private(out, &yaml)?;
             format!(
                 "kubeconfig for agent {} written to {} (context {})\n",
                 args.agent,
@@ -224,21 +224,6 @@ pub async fn kubeconfig(client: &ApiClient, args: KubeconfigArgs) -> anyhow::Res
         None => yaml,
     };
     Ok((k, text))
-}
-
-/// Writes a file only its owner can read: it holds a credential.
-fn write_private(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(contents.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn created(t: Value, owner: &str) -> Printed {
