@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use super::{Printed, str, table};
+use super::{NewTokenArgs, Printed, str, table};
 use crate::client::{ApiClient, segment};
 
 #[derive(Debug, Subcommand)]
@@ -43,13 +43,8 @@ pub enum UserTokenCommand {
     /// Create a personal access token; it is printed once.
     Create {
         user: String,
-        #[arg(long)]
-        name: String,
-        #[arg(long, default_value = "")]
-        description: String,
-        /// RFC 3339, e.g. 2027-06-30T00:00:00Z.
-        #[arg(long)]
-        expires_at: Option<String>,
+        #[command(flatten)]
+        token: NewTokenArgs,
     },
     List {
         user: String,
@@ -65,12 +60,8 @@ pub enum ProjectTokenCommand {
     /// Create a project access token for the project's CI jobs; printed once.
     Create {
         project: String,
-        #[arg(long)]
-        name: String,
-        #[arg(long, default_value = "")]
-        description: String,
-        #[arg(long)]
-        expires_at: Option<String>,
+        #[command(flatten)]
+        token: NewTokenArgs,
         /// The token is kept where only protected branches' jobs can read
         /// it, so it passes `protected_branches_only`.
         #[arg(long)]
@@ -143,16 +134,12 @@ pub async fn user(client: &ApiClient, command: UserCommand) -> anyhow::Result<Pr
                 .await?;
             (Value::Null, format!("user {name} deleted\n"))
         }
-        UserCommand::Token(UserTokenCommand::Create {
-            user,
-            name,
-            description,
-            expires_at,
-        }) => {
+        UserCommand::Token(UserTokenCommand::Create { user, token }) => {
             let path = format!("/api/v1/users/{}/tokens", segment(&user));
-            let body =
-                json!({ "name": name, "description": description, "expires_at": expires_at });
-            created(client.post(&path, body).await?, &format!("user {user}"))
+            created(
+                client.post(&path, token.body()).await?,
+                &format!("user {user}"),
+            )
         }
         UserCommand::Token(UserTokenCommand::List { user }) => listed(
             client
@@ -173,16 +160,12 @@ pub async fn project_token(
     Ok(match command {
         ProjectTokenCommand::Create {
             project,
-            name,
-            description,
-            expires_at,
+            token,
             protected,
         } => {
             let path = format!("/api/v1/projects/{}/tokens", segment(&project));
-            let body = json!({
-                "name": name, "description": description,
-                "expires_at": expires_at, "protected": protected,
-            });
+            let mut body = token.body();
+            body["protected"] = json!(protected);
             created(
                 client.post(&path, body).await?,
                 &format!("project {project}"),

@@ -115,15 +115,8 @@ pub enum TokenCommand {
     Create {
         /// The agent's name.
         agent: String,
-        /// A name for the token, e.g. where it is installed.
-        #[arg(long)]
-        name: String,
-        /// Free text shown when tokens are listed.
-        #[arg(long, default_value = "")]
-        description: String,
-        /// RFC 3339, e.g. 2027-06-30T00:00:00Z.
-        #[arg(long)]
-        expires_at: Option<String>,
+        #[command(flatten)]
+        token: NewTokenArgs,
     },
     List {
         agent: String,
@@ -132,6 +125,27 @@ pub enum TokenCommand {
         agent: String,
         id: i64,
     },
+}
+
+/// What every token creation takes: agent, project and personal tokens.
+#[derive(Debug, Args)]
+pub struct NewTokenArgs {
+    /// A name for the token, e.g. where it is installed or used.
+    #[arg(long)]
+    name: String,
+    /// Free text shown when tokens are listed.
+    #[arg(long, default_value = "")]
+    description: String,
+    /// RFC 3339, e.g. 2027-06-30T00:00:00Z; absent: it does not expire.
+    #[arg(long)]
+    expires_at: Option<String>,
+}
+
+impl NewTokenArgs {
+    /// The creation request's JSON body.
+    fn body(&self) -> Value {
+        json!({ "name": self.name, "description": self.description, "expires_at": self.expires_at })
+    }
 }
 
 /// A client command, after its connection is resolved.
@@ -368,16 +382,12 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
 
 async fn token(client: &ApiClient, command: TokenCommand) -> anyhow::Result<Printed> {
     Ok(match command {
-        TokenCommand::Create {
-            agent,
-            name,
-            description,
-            expires_at,
-        } => {
-            let body =
-                json!({ "name": name, "description": description, "expires_at": expires_at });
+        TokenCommand::Create { agent, token } => {
             let t = client
-                .post(&format!("/api/v1/agents/{}/tokens", segment(&agent)), body)
+                .post(
+                    &format!("/api/v1/agents/{}/tokens", segment(&agent)),
+                    token.body(),
+                )
                 .await?;
             let text = format!(
                 "token {} created for agent {agent}; it is shown once, kas keeps only its hash.\n\
