@@ -22,18 +22,25 @@ pub enum ConfigError {
     Invalid(Vec<Problem>),
 }
 
-/// One invalid value.
+/// One value GitLab's agent would refuse too: the whole file is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     /// Where, e.g. `gitops.manifest_projects[0].paths[1].glob`.
     pub path: String,
+    /// 1-based line and column of the value, or of its nearest written parent.
+    pub line: Option<usize>,
+    pub column: Option<usize>,
     pub message: String,
 }
 
-/// Something accepted but probably not what the user meant.
+/// Something accepted but worth the user's attention: an unknown field, a
+/// section Tether does not act on, or a value Tether reads differently from
+/// what the user may expect (a project id that can match nothing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
     pub path: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
     pub message: String,
 }
 
@@ -67,20 +74,32 @@ impl ConfigError {
     pub fn line(&self) -> Option<usize> {
         match self {
             ConfigError::Syntax { line, .. } => *line,
-            _ => None,
+            ConfigError::Invalid(problems) => problems.iter().find_map(|p| p.line),
+            ConfigError::TooLarge { .. } => None,
+        }
+    }
+
+    /// The first column the error points at, if it has one.
+    pub fn column(&self) -> Option<usize> {
+        match self {
+            ConfigError::Syntax { column, .. } => *column,
+            ConfigError::Invalid(problems) => problems.iter().find(|p| p.line.is_some())?.column,
+            ConfigError::TooLarge { .. } => None,
         }
     }
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
+        let at = location(self.line, self.column);
+        write!(f, "{at}{}: {}", self.path, self.message)
     }
 }
 
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
+        let at = location(self.line, self.column);
+        write!(f, "{at}{}: {}", self.path, self.message)
     }
 }
 

@@ -12,6 +12,7 @@
 
 mod duration;
 mod error;
+mod locate;
 mod names;
 mod schema;
 mod validate;
@@ -36,6 +37,9 @@ pub struct Parsed {
 
 /// Parses and validates a config file. An empty file (or one holding only
 /// comments) is the empty config, as is a missing one for the caller.
+///
+/// Refuses only what GitLab's agent refuses; every problem and warning
+/// carries the line and column of the value it concerns.
 pub fn parse(text: &str) -> Result<Parsed, ConfigError> {
     if text.len() > MAX_CONFIG_BYTES {
         return Err(ConfigError::TooLarge {
@@ -46,15 +50,20 @@ pub fn parse(text: &str) -> Result<Parsed, ConfigError> {
     let mut unknown = Vec::new();
     let config: Option<AgentConfig> =
         serde_saphyr::with_deserializer_from_str_with_options(text, parse_options(), |de| {
-            // serde_ignored marks each Option level with a `?` segment, which
-            // means nothing to the person reading the warning.
-            serde_ignored::deserialize(de, |path| unknown.push(path.to_string().replace("?.", "")))
+            serde_ignored::deserialize(de, |path| unknown.push(display_path(&path)))
         })
         .map_err(|e| ConfigError::syntax(&e))?;
-    let config = config.unwrap_or_default();
+    let mut config = config.unwrap_or_default();
 
-    let problems = validate::validate(&config);
+    let validate::Findings {
+        mut problems,
+        warnings: found,
+    } = validate::validate(&mut config);
+    let locations = locate::Locations::scan(text);
     if !problems.is_empty() {
+        for problem in &mut problems {
+            (problem.line, problem.column) = split(locations.find(&problem.path));
+        }
         return Err(ConfigError::Invalid(problems));
     }
     let mut warnings: Vec<Warning> = unknown
@@ -62,13 +71,46 @@ pub fn parse(text: &str) -> Result<Parsed, ConfigError> {
         .map(|path| Warning {
             message: format!("unknown field {path} is ignored"),
             path,
+            line: None,
+            column: None,
         })
         .collect();
     warnings.extend(config.unsupported_sections().map(|section| Warning {
         path: section.to_owned(),
+        line: None,
+        column: None,
         message: format!("section {section} is accepted but Tether does not act on it"),
     }));
+    warnings.extend(found);
+    for warning in &mut warnings {
+        (warning.line, warning.column) = split(locations.find(&warning.path));
+    }
     Ok(Parsed { config, warnings })
+}
+
+fn split(at: Option<(usize, usize)>) -> (Option<usize>, Option<usize>) {
+    (at.map(|a| a.0), at.map(|a| a.1))
+}
+
+/// serde_ignored's path in the syntax every other message uses:
+/// `gitops.manifest_projects[0].colour`.
+fn display_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", display_path(parent)),
+        Path::Map { parent, key } => {
+            let parent = display_path(parent);
+            if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => display_path(parent),
+    }
 }
 
 /// Bounds far below the parser's defaults, sized for a 128 KiB file: a

@@ -1,15 +1,33 @@
-//! Checks the values serde cannot: every problem is collected, with its path,
-//! so the user fixes the file in one go.
+//! Checks the values serde cannot, under one rule: refuse only what GitLab's
+//! agent refuses (an empty id or glob, a ref naming none or two of branch,
+//! tag and commit, an impersonation without a username, too many paths), so
+//! that every config its users wrote still loads; where Tether reads a value
+//! more strictly than GitLab does, warn with the path and go on.
+//!
+//! Normalization happens here too, once, so that no consumer repeats it: a
+//! glob's leading `/` (GitLab's docs write `/**/*.yaml`) means the
+//! repository root and is removed, and an empty `paths` list takes the
+//! default glob as GitLab's agent does.
 
 use crate::names::{dns_label_problem, validate_project_id};
-use crate::schema::{AgentConfig, CiAccessAs, CiAccessEntry, GitRef, ManifestProject};
-use crate::{MAX_PATHS_PER_PROJECT, Problem};
+use crate::schema::{
+    AgentConfig, CiAccessAs, CiAccessEntry, DEFAULT_GLOB, DEFAULT_NAMESPACE, GitRef,
+    ManifestProject, PathGlob,
+};
+use crate::{MAX_PATHS_PER_PROJECT, Problem, Warning};
 
-pub(crate) fn validate(config: &AgentConfig) -> Vec<Problem> {
-    let mut problems = Problems::default();
-    for (i, project) in config.gitops.manifest_projects.iter().enumerate() {
+/// What validation found: problems refuse the file, warnings do not.
+#[derive(Default)]
+pub(crate) struct Findings {
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<Warning>,
+}
+
+pub(crate) fn validate(config: &mut AgentConfig) -> Findings {
+    let mut found = Findings::default();
+    for (i, project) in config.gitops.manifest_projects.iter_mut().enumerate() {
         manifest_project(
-            &mut problems,
+            &mut found,
             &format!("gitops.manifest_projects[{i}]"),
             project,
         );
@@ -19,7 +37,7 @@ pub(crate) fn validate(config: &AgentConfig) -> Vec<Problem> {
         ("groups", &config.ci_access.groups),
     ] {
         for (i, entry) in entries.iter().enumerate() {
-            ci_access_entry(&mut problems, &format!("ci_access.{kind}[{i}]"), entry);
+            ci_access_entry(&mut found, &format!("ci_access.{kind}[{i}]"), entry);
         }
     }
     if let Some(user_access) = &config.user_access {
@@ -28,56 +46,85 @@ pub(crate) fn validate(config: &AgentConfig) -> Vec<Problem> {
             ("groups", &user_access.groups),
         ] {
             for (i, target) in targets.iter().enumerate() {
-                problems.check_id(&format!("user_access.{kind}[{i}].id"), &target.id);
+                found.check_id(&format!("user_access.{kind}[{i}].id"), &target.id);
             }
         }
     }
-    problems.0
+    found
 }
 
-#[derive(Default)]
-struct Problems(Vec<Problem>);
-
-impl Problems {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
+impl Findings {
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
             path: path.into(),
+            line: None,
+            column: None,
             message: message.into(),
         });
     }
 
+    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Warning {
+            path: path.into(),
+            line: None,
+            column: None,
+            message: message.into(),
+        });
+    }
+
+    /// GitLab requires an id and puts no other limit on it: an id that
+    /// names no project simply matches nothing. Tether's project ids are
+    /// narrower (they become folder names), so an id outside them can never
+    /// match; say so, and go on.
     fn check_id(&mut self, path: &str, id: &str) {
-        if let Err(message) = validate_project_id(id) {
-            self.push(path, message);
+        if id.is_empty() {
+            self.problem(path, "id is empty");
+        } else if let Err(reason) = validate_project_id(id) {
+            self.warn(
+                path,
+                format!("{reason}, so it names no project kas can register and matches nothing"),
+            );
         }
     }
 
     fn check_namespace(&mut self, path: &str, namespace: &str) {
         if let Some(reason) = dns_label_problem(namespace) {
-            self.push(
+            self.warn(
                 path,
-                format!("namespace {namespace:?} is invalid: {reason}"),
+                format!(
+                    "namespace {namespace:?} is not a valid Kubernetes namespace ({reason}); \
+                     objects placed in it will be refused by the API server"
+                ),
             );
         }
     }
 }
 
-fn manifest_project(problems: &mut Problems, at: &str, project: &ManifestProject) {
+fn manifest_project(found: &mut Findings, at: &str, project: &mut ManifestProject) {
     if let Some(id) = &project.id {
-        problems.check_id(&format!("{at}.id"), id);
+        found.check_id(&format!("{at}.id"), id);
     }
     if let Some(git_ref) = &project.git_ref {
-        check_ref(problems, &format!("{at}.ref"), git_ref);
+        check_ref(found, &format!("{at}.ref"), git_ref);
     }
-    problems.check_namespace(
+    if project.default_namespace.is_empty() {
+        project.default_namespace = DEFAULT_NAMESPACE.into();
+    }
+    found.check_namespace(
         &format!("{at}.default_namespace"),
         &project.default_namespace,
     );
     if project.paths.is_empty() {
-        problems.push(format!("{at}.paths"), "at least one path glob is needed");
+        found.warn(
+            format!("{at}.paths"),
+            format!("no path globs: the default {DEFAULT_GLOB:?} (every manifest file) is used"),
+        );
+        project.paths.push(PathGlob {
+            glob: DEFAULT_GLOB.into(),
+        });
     }
     if project.paths.len() > MAX_PATHS_PER_PROJECT {
-        problems.push(
+        found.problem(
             format!("{at}.paths"),
             format!(
                 "{} globs, more than the limit of {MAX_PATHS_PER_PROJECT}",
@@ -85,79 +132,104 @@ fn manifest_project(problems: &mut Problems, at: &str, project: &ManifestProject
             ),
         );
     }
-    for (i, path) in project.paths.iter().enumerate() {
+    for (i, path) in project.paths.iter_mut().enumerate() {
+        let here = format!("{at}.paths[{i}].glob");
+        if path.glob.trim().is_empty() {
+            found.problem(here, "glob is empty");
+            continue;
+        }
+        path.glob = root_relative(&path.glob).to_owned();
         if let Err(message) = check_glob(&path.glob) {
-            problems.push(format!("{at}.paths[{i}].glob"), message);
+            found.warn(here, message);
         }
     }
 }
 
-fn check_ref(problems: &mut Problems, at: &str, git_ref: &GitRef) {
+/// GitLab reads a glob with a leading `/` from the repository root.
+fn root_relative(glob: &str) -> &str {
+    glob.trim_start_matches('/')
+}
+
+fn check_ref(found: &mut Findings, at: &str, git_ref: &GitRef) {
     let set = [&git_ref.branch, &git_ref.tag, &git_ref.commit];
     match set.iter().filter(|v| v.is_some()).count() {
         1 => {}
-        0 => problems.push(at, "name one of branch, tag or commit"),
-        _ => problems.push(at, "name only one of branch, tag or commit"),
+        0 => found.problem(at, "name one of branch, tag or commit"),
+        _ => found.problem(at, "name only one of branch, tag or commit"),
     }
-    for (field, value) in [("branch", &git_ref.branch), ("tag", &git_ref.tag)] {
+    for (field, value) in [
+        ("branch", &git_ref.branch),
+        ("tag", &git_ref.tag),
+        ("commit", &git_ref.commit),
+    ] {
         if value.as_deref().is_some_and(str::is_empty) {
-            problems.push(format!("{at}.{field}"), "is empty");
+            found.problem(format!("{at}.{field}"), "is empty");
         }
     }
-    if let Some(commit) = &git_ref.commit {
+    if let Some(commit) = git_ref.commit.as_deref().filter(|c| !c.is_empty()) {
         let full = matches!(commit.len(), 40 | 64) && commit.bytes().all(|b| b.is_ascii_hexdigit());
         if !full {
-            problems.push(
+            found.warn(
                 format!("{at}.commit"),
-                format!("{commit:?} is not a full commit id (40 or 64 hex digits); abbreviations are ambiguous"),
+                format!(
+                    "{commit:?} is not a full commit id (40 or 64 hex digits); an abbreviation \
+                     can become ambiguous as the repository grows"
+                ),
             );
         }
     }
 }
 
-/// Globs select files inside the repository; one that could name a file
-/// outside it (absolute, or with a `..` segment) is refused outright.
+/// Why a (root-relative) glob will select nothing, or cannot be compiled.
+/// Neither refuses the config (GitLab's agent accepts both); the sync of that
+/// manifest project fails with the same message until the glob is fixed, and
+/// nothing is applied or pruned meanwhile.
 pub(crate) fn check_glob(glob: &str) -> Result<(), String> {
-    if glob.trim().is_empty() {
-        return Err("glob is empty".into());
-    }
-    if glob.starts_with('/') || glob.starts_with('\\') {
-        return Err(format!(
-            "glob {glob:?} is absolute; globs are relative to the repository root"
-        ));
+    if glob.is_empty() {
+        return Err("glob names only the repository root, so it matches no file".into());
     }
     if glob.split(['/', '\\']).any(|segment| segment == "..") {
         return Err(format!(
-            "glob {glob:?} has a '..' segment; globs must stay inside the repository"
+            "glob {glob:?} has a '..' segment; files outside the repository are never read, so it matches nothing there"
         ));
     }
     globset::GlobBuilder::new(glob)
         .literal_separator(true)
         .build()
         .map(|_| ())
-        .map_err(|e| format!("glob {glob:?} is invalid: {}", e.kind()))
+        .map_err(|e| {
+            format!(
+                "glob {glob:?} is invalid: {}; this manifest project fails to sync until it is fixed",
+                e.kind()
+            )
+        })
 }
 
-fn ci_access_entry(problems: &mut Problems, at: &str, entry: &CiAccessEntry) {
-    problems.check_id(&format!("{at}.id"), &entry.id);
-    if let Some(namespace) = &entry.default_namespace {
-        problems.check_namespace(&format!("{at}.default_namespace"), namespace);
+fn ci_access_entry(found: &mut Findings, at: &str, entry: &CiAccessEntry) {
+    found.check_id(&format!("{at}.id"), &entry.id);
+    if let Some(namespace) = &entry.default_namespace
+        && !namespace.is_empty()
+    {
+        found.check_namespace(&format!("{at}.default_namespace"), namespace);
     }
     for (i, env) in entry.environments.iter().enumerate() {
         if env.trim().is_empty() {
-            problems.push(format!("{at}.environments[{i}]"), "environment is empty");
+            found.warn(
+                format!("{at}.environments[{i}]"),
+                "environment is empty and matches no job",
+            );
         }
     }
     if let CiAccessAs::Impersonate(imp) = &entry.access_as {
         if imp.username.trim().is_empty() {
-            problems.push(
+            found.problem(
                 format!("{at}.access_as.impersonate.username"),
                 "a username is required",
             );
         }
         for (i, extra) in imp.extra.iter().enumerate() {
             if extra.key.trim().is_empty() {
-                problems.push(
+                found.problem(
                     format!("{at}.access_as.impersonate.extra[{i}].key"),
                     "key is empty",
                 );

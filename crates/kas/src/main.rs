@@ -49,6 +49,9 @@ enum Command {
     User(cli::UserCommand),
     /// Write a kubeconfig that reaches an agent's cluster through kas.
     Kubeconfig(cli::KubeconfigArgs),
+    /// Work with agent config files locally (no server needed).
+    #[command(subcommand)]
+    Config(cli::ConfigCommand),
 }
 
 /// `kas serve`'s flags. Each may also come from the settings file given
@@ -143,6 +146,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Token(c) => cli::run(&cli.connection, cli::Command::Token(c)).await,
         Command::User(c) => cli::run(&cli.connection, cli::Command::User(c)).await,
         Command::Kubeconfig(a) => cli::run(&cli.connection, cli::Command::Kubeconfig(a)).await,
+        Command::Config(cli::ConfigCommand::Check { files }) => {
+            let output = cli.connection.output();
+            let ok = cli::check::run(&files, output, &mut std::io::stdout().lock())?;
+            std::process::exit(if ok { 0 } else { 1 });
+        }
     }
 }
 

@@ -80,11 +80,7 @@ pub async fn load(
         Ok(parsed) => Ok(Loaded {
             message: tether_proto::convert::to_proto(&parsed.config, &commit.to_string(), project),
             config: parsed.config,
-            warnings: parsed
-                .warnings
-                .into_iter()
-                .map(|w| format!("{}: {}", w.path, w.message))
-                .collect(),
+            warnings: parsed.warnings.into_iter().map(|w| w.to_string()).collect(),
         }),
         Err(ConfigError::Syntax {
             line,
@@ -95,6 +91,10 @@ pub async fn load(
             column,
             ..problem(message)
         }),
-        Err(e) => Err(problem(e.to_string())),
+        Err(e) => Err(ConfigProblem {
+            line: e.line(),
+            column: e.column(),
+            ..problem(e.to_string())
+        }),
     }
 }

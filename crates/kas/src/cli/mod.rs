@@ -17,6 +17,7 @@ use tether_credentials::{Token, TokenKind};
 use crate::client::{ApiClient, segment};
 
 mod access;
+pub mod check;
 
 pub use access::{KubeconfigArgs, ProjectTokenCommand, UserCommand, UserTokenCommand};
 
@@ -40,6 +41,13 @@ pub struct Connection {
     output: Output,
 }
 
+impl Connection {
+    /// The output format asked for with `-o`.
+    pub fn output(&self) -> Output {
+        self.output
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Text,
@@ -51,6 +59,17 @@ pub enum Output {
 struct CliConfig {
     server: Option<String>,
     admin_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate agent config files locally (`-` reads standard input):
+    /// prints every problem and warning with file, line and column; exits
+    /// non-zero only when a file would be refused.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,0 +1,118 @@
+//! `kas config check FILE...`: validates agent config files locally, with
+//! the same parser kas runs before sending a config, for a CI job or a
+//! pre-commit hook. Every problem and warning is printed with its place, as
+//! `file:line:column: error|warning: path: message`; the exit status is
+//! non-zero only when a file would be refused.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use serde::Serialize;
+use tether_agent_config::{ConfigError, MAX_CONFIG_BYTES};
+
+use super::Output;
+
+/// One finding, as printed.
+#[derive(Debug, Serialize)]
+pub struct Finding {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// `error` refuses the file; `warning` does not.
+    pub severity: &'static str,
+    /// Where in the config, e.g. `gitops.manifest_projects[0].paths[1].glob`.
+    pub path: Option<String>,
+    pub message: String,
+}
+
+/// Checks each file (`-` is standard input); returns whether all passed.
+pub fn run(files: &[PathBuf], output: Output, out: &mut dyn Write) -> anyhow::Result<bool> {
+    let mut findings = Vec::new();
+    for file in files {
+        findings.extend(check(file));
+    }
+    let ok = findings.iter().all(|f| f.severity != "error");
+    match output {
+        Output::Json => {
+            serde_json::to_writer_pretty(&mut *out, &findings)?;
+            writeln!(out)?;
+        }
+        Output::Text => {
+            for f in &findings {
+                let mut place = f.file.clone();
+                if let Some(line) = f.line {
+                    place.push_str(&format!(":{line}"));
+                    if let Some(column) = f.column {
+                        place.push_str(&format!(":{column}"));
+                    }
+                }
+                let path = f
+                    .path
+                    .as_deref()
+                    .map(|p| format!("{p}: "))
+                    .unwrap_or_default();
+                writeln!(out, "{place}: {}: {path}{}", f.severity, f.message)?;
+            }
+            let errors = findings.iter().filter(|f| f.severity == "error").count();
+            writeln!(
+                out,
+                "{} file(s) checked: {errors} error(s), {} warning(s)",
+                files.len(),
+                findings.len() - errors
+            )?;
+        }
+    }
+    Ok(ok)
+}
+
+/// Everything wrong with one file.
+fn check(file: &PathBuf) -> Vec<Finding> {
+    let name = file.display().to_string();
+    let finding = |severity, path: Option<String>, line, column, message: String| Finding {
+        file: name.clone(),
+        line,
+        column,
+        severity,
+        path,
+        message,
+    };
+    let text = match read(file) {
+        Ok(text) => text,
+        Err(message) => return vec![finding("error", None, None, None, message)],
+    };
+    match tether_agent_config::parse(&text) {
+        Ok(parsed) => parsed
+            .warnings
+            .into_iter()
+            .map(|w| finding("warning", Some(w.path), w.line, w.column, w.message))
+            .collect(),
+        Err(ConfigError::Invalid(problems)) => problems
+            .into_iter()
+            .map(|p| finding("error", Some(p.path), p.line, p.column, p.message))
+            .collect(),
+        Err(ConfigError::Syntax {
+            line,
+            column,
+            message,
+        }) => vec![finding("error", None, line, column, message)],
+        Err(e) => vec![finding("error", None, None, None, e.to_string())],
+    }
+}
+
+/// The file's text, read no further than the size limit allows.
+fn read(file: &PathBuf) -> Result<String, String> {
+    let mut bytes = Vec::new();
+    let limit = MAX_CONFIG_BYTES as u64 + 1;
+    let result = if file.as_os_str() == "-" {
+        std::io::stdin().take(limit).read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(file).and_then(|f| f.take(limit).read_to_end(&mut bytes))
+    };
+    result.map_err(|e| format!("cannot read the file: {e}"))?;
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "the file is larger than the limit of {MAX_CONFIG_BYTES} bytes"
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "the file is not UTF-8".to_owned())
+}
