@@ -17,6 +17,10 @@ pub const INVENTORY_LABEL: &str = "cli-utils.sigs.k8s.io/inventory-id";
 pub const OWNER_ANNOTATION: &str = "config.k8s.io/owning-inventory";
 pub const ON_REMOVE_ANNOTATION: &str = "cli-utils.sigs.k8s.io/on-remove";
 pub const FIELD_MANAGER: &str = "agentk";
+/// Between the fields of an inventory key, as cli-utils writes it.
+const FIELD_SEPARATOR: char = '_';
+/// How cli-utils writes a `:` of an object's name in an inventory key.
+const COLON_ENCODED: &str = "__";
 
 /// One object as the inventory names it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -38,27 +42,40 @@ impl ObjRef {
         }
     }
 
-    /// The cli-utils string form, `<namespace>_<name>_<group>_<kind>`.
+    /// The cli-utils string form, `<namespace>_<name>_<group>_<kind>`, with
+    /// each `:` of the name written `__` (RBAC names such as
+    /// `cert-manager-webhook:dynamic-serving` hold colons, which a
+    /// ConfigMap key may not). Byte for byte what cli-utils writes, so that
+    /// an inventory moves between GitLab's agentk and Tether either way.
     pub fn encode(&self) -> String {
         format!(
             "{}_{}_{}_{}",
-            self.namespace, self.name, self.group, self.kind
+            self.namespace,
+            self.name.replace(':', COLON_ENCODED),
+            self.group,
+            self.kind
         )
     }
 
-    /// Parses the cli-utils form; names, groups and kinds hold no `_`.
+    /// Parses the cli-utils form. Namespaces, groups and kinds never hold
+    /// `_`, so the namespace ends at the first separator and the kind and
+    /// group start after the last two; everything between is the name, in
+    /// which `__` stands for `:`. A name holding a single `_` (RBAC names
+    /// may) reads back as written: cli-utils itself refuses such keys, which
+    /// would leave the object unprunable.
     pub fn decode(text: &str) -> Option<Self> {
-        let mut parts = text.splitn(4, '_');
-        let (namespace, name, group, kind) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if name.is_empty() || kind.is_empty() {
+        let (namespace, rest) = text.split_once(FIELD_SEPARATOR)?;
+        let (rest, kind) = rest.rsplit_once(FIELD_SEPARATOR)?;
+        let (name, group) = rest.rsplit_once(FIELD_SEPARATOR)?;
+        let name = name.replace(COLON_ENCODED, ":");
+        if name.trim().is_empty() || kind.trim().is_empty() {
             return None;
         }
         Some(ObjRef {
-            group: group.to_owned(),
-            kind: kind.to_owned(),
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
+            group: group.trim().to_owned(),
+            kind: kind.trim().to_owned(),
+            namespace: namespace.trim().to_owned(),
+            name,
         })
     }
 }
@@ -135,12 +152,31 @@ impl Inventory {
             },
             "data": data,
         });
-        api.patch(
-            &self.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(cm),
-        )
-        .await?;
+        let written = api
+            .patch(
+                &self.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(cm),
+            )
+            .await?;
+        // Server-side apply removes only the keys agentk owns. Keys another
+        // writer owns (an inventory cli-utils wrote, then adopted) stay,
+        // and would name objects already pruned: remove them outright.
+        let stale: serde_json::Map<String, serde_json::Value> = written
+            .data
+            .unwrap_or_default()
+            .into_keys()
+            .filter(|k| !data.contains_key(k))
+            .map(|k| (k, serde_json::Value::Null))
+            .collect();
+        if !stale.is_empty() {
+            api.patch(
+                &self.name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "data": stale })),
+            )
+            .await?;
+        }
         Ok(())
     }
 }
@@ -181,6 +217,71 @@ mod tests {
             "Deployment.apps prod/web"
         );
         assert_eq!(ObjRef::decode("garbage"), None);
+        assert_eq!(ObjRef::decode("ns_name_group"), None);
+    }
+
+    fn rbac(kind: &str, namespace: &str, name: &str) -> ObjRef {
+        ObjRef {
+            group: "rbac.authorization.k8s.io".into(),
+            kind: kind.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// Keys exactly as cli-utils writes them for cert-manager's RBAC
+    /// objects, and as they read back.
+    #[test]
+    fn colons_in_rbac_names_are_written_as_cli_utils_writes_them() {
+        let cases = [
+            (
+                rbac(
+                    "ClusterRole",
+                    "",
+                    "cert-manager-webhook:subjectaccessreviews",
+                ),
+                "_cert-manager-webhook__subjectaccessreviews_rbac.authorization.k8s.io_ClusterRole",
+            ),
+            (
+                rbac(
+                    "Role",
+                    "cert-manager",
+                    "cert-manager-webhook:dynamic-serving",
+                ),
+                "cert-manager_cert-manager-webhook__dynamic-serving_rbac.authorization.k8s.io_Role",
+            ),
+            (
+                rbac("ClusterRoleBinding", "", "system:controller:bootstrap"),
+                "_system__controller__bootstrap_rbac.authorization.k8s.io_ClusterRoleBinding",
+            ),
+        ];
+        for (object, key) in cases {
+            assert_eq!(object.encode(), key);
+            assert_eq!(ObjRef::decode(key), Some(object));
+        }
+    }
+
+    #[test]
+    fn names_holding_underscores_read_back_as_written() {
+        let object = rbac("ClusterRole", "", "metrics_reader:view");
+        assert_eq!(
+            object.encode(),
+            "_metrics_reader__view_rbac.authorization.k8s.io_ClusterRole"
+        );
+        assert_eq!(ObjRef::decode(&object.encode()), Some(object));
+        let core = ObjRef::decode("kube-system_my_cm__x__ConfigMap").expect("valid");
+        assert_eq!((core.name.as_str(), core.group.as_str()), ("my_cm:x", ""));
+    }
+
+    #[test]
+    fn every_key_written_is_a_valid_configmap_key() {
+        let object = rbac("ClusterRole", "", "a:b:c");
+        let key = object.encode();
+        assert!(
+            key.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')),
+            "{key}"
+        );
     }
 
     #[test]
