@@ -121,6 +121,8 @@ async fn session(options: &ConnectOptions, mut shutdown: Shutdown) -> End {
 }
 
 async fn open_session(options: &ConnectOptions, shutdown: &mut Shutdown) -> anyhow::Result<End> {
+    // Whatever the last session left half received, kas sends again whole.
+    options.gitops.drop_partial_sets();
     let token = options.token.read()?;
     let channel = options
         .kas_address

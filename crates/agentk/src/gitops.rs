@@ -33,10 +33,12 @@ struct Job {
     spec: cfg::ManifestProject,
 }
 
-/// Chunks of a set being received.
+/// Chunks of a set being received: one send of kas, by its transfer id.
 #[derive(Debug, Default)]
 struct Pending {
-    commit: String,
+    transfer_id: u64,
+    /// The chunk expected next.
+    next_chunk: u32,
     files: Vec<ManifestFile>,
 }
 
@@ -101,18 +103,41 @@ impl GitOps {
         lock(&self.last_reports).values().cloned().collect()
     }
 
-    /// Takes one message of a set; syncs once the set is complete.
+    /// Forgets partly received sets: called when a session ends, since kas
+    /// sends a set again, whole and under a new transfer id, on the next.
+    pub fn drop_partial_sets(&self) {
+        lock(&self.pending).clear();
+    }
+
+    /// Takes one message of a set; syncs once the set is complete. Chunks
+    /// are assembled per send (transfer id) and in order: a message of
+    /// another send starts afresh (or, if it is not a first chunk, is
+    /// dropped with the partial set), so an interrupted transfer's resend
+    /// never mixes with what came before.
     pub fn receive(&self, agent: &str, message: v1::Manifests) {
         let project = message.project_id.clone();
         let complete = {
             let mut pending = lock(&self.pending);
             let entry = pending.entry(project.clone()).or_default();
-            if entry.commit != message.commit_id {
+            if entry.transfer_id != message.transfer_id || message.chunk == 0 {
                 *entry = Pending {
-                    commit: message.commit_id.clone(),
+                    transfer_id: message.transfer_id,
+                    next_chunk: 0,
                     files: Vec::new(),
                 };
             }
+            if message.chunk != entry.next_chunk {
+                tracing::warn!(
+                    project = %project,
+                    transfer = message.transfer_id,
+                    chunk = message.chunk,
+                    expected = entry.next_chunk,
+                    "manifest chunk out of order: the partial set is dropped"
+                );
+                pending.remove(&project);
+                return;
+            }
+            entry.next_chunk += 1;
             entry
                 .files
                 .extend(message.files.into_iter().map(|f| ManifestFile {
@@ -351,4 +376,63 @@ fn prost_duration(d: Duration) -> prost_types::Duration {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(transfer_id: u64, chunk: u32, last: bool, path: &str) -> v1::Manifests {
+        v1::Manifests {
+            project_id: "team/app".into(),
+            commit_id: "c1".into(),
+            files: vec![v1::ManifestFile {
+                path: path.into(),
+                content: b"x".to_vec(),
+            }],
+            last,
+            error: String::new(),
+            transfer_id,
+            chunk,
+        }
+    }
+
+    fn pending_paths(gitops: &GitOps) -> Vec<String> {
+        lock(&gitops.pending)
+            .get("team/app")
+            .map(|p| p.files.iter().map(|f| f.path.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    async fn gitops() -> GitOps {
+        let (reports, _) = mpsc::unbounded_channel();
+        let config = kube::Config::new("http://127.0.0.1:1".parse().expect("url"));
+        let client = kube::Client::try_from(config).expect("client");
+        let level = tether_runtime::logging::init("warn", tether_runtime::logging::LogFormat::Text);
+        GitOps::new(client, ConfigState::new(level), "ns".into(), reports)
+    }
+
+    #[tokio::test]
+    async fn a_resent_set_never_mixes_with_the_interrupted_one() {
+        let gitops = gitops().await;
+        gitops.receive("a", message(1, 0, false, "old-0.yaml"));
+        gitops.receive("a", message(1, 1, false, "old-1.yaml"));
+        // The session dropped; kas sends the set again under a new id.
+        gitops.receive("a", message(2, 0, false, "new-0.yaml"));
+        assert_eq!(pending_paths(&gitops), ["new-0.yaml"]);
+        // A late chunk of the old send is out of order: dropped, with it.
+        gitops.receive("a", message(1, 2, false, "old-2.yaml"));
+        assert!(pending_paths(&gitops).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_gap_in_the_chunks_drops_the_partial_set() {
+        let gitops = gitops().await;
+        gitops.receive("a", message(5, 0, false, "a.yaml"));
+        gitops.receive("a", message(5, 2, false, "c.yaml"));
+        assert!(pending_paths(&gitops).is_empty());
+        gitops.receive("a", message(6, 0, false, "a.yaml"));
+        gitops.drop_partial_sets();
+        assert!(pending_paths(&gitops).is_empty());
+    }
 }

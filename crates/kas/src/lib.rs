@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod admin_token;
 pub mod api;
+pub mod changes;
 pub mod channel;
 pub mod cli;
 pub mod client;

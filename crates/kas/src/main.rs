@@ -205,6 +205,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         external_url: args.k8s_proxy_external_url.clone(),
         ca_pem,
         admissions: Default::default(),
+        streams: Default::default(),
     });
     let state = api::ApiState {
         store: store.clone(),
@@ -212,6 +213,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         connections: connections.clone(),
         agent_external_address: args.agent_external_address.clone(),
         repos: repos.clone(),
+        changes: kas::changes::Changes::new(connections.clone(), proxy.clone()),
         proxy: proxy.clone(),
     };
     drop(admin_token);
@@ -269,6 +271,9 @@ async fn serve_agents(
         // Find dead peers behind NATs and proxies that drop idle flows.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // agentk opens one session per connection; more is a client
+        // pinning kas's memory.
+        .max_concurrent_streams(Some(channel::service::MAX_STREAMS_PER_CONNECTION))
         .add_service(tether_proto::v1::agent_channel_server::AgentChannelServer::new(service))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::ReceiverStream::new(incoming),

@@ -30,8 +30,10 @@ impl Api {
             external_url: "https://kas.example.com:8154/k8s-proxy".into(),
             ca_pem: None,
             admissions: Default::default(),
+            streams: Default::default(),
         });
         let router = router(ApiState {
+            changes: kas::changes::Changes::new(connections.clone(), proxy.clone()),
             proxy,
             store: store.clone(),
             admin_token: admin.hash(),

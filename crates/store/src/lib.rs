@@ -97,4 +97,22 @@ pub trait Store: Send + Sync + 'static {
         hash: &TokenHash,
         now: UnixTime,
     ) -> Result<AccessTokenStatus>;
+
+    /// Lets `agent` sync manifests from `project`, which is neither its
+    /// configuration project nor in its top-level group. Granting twice
+    /// keeps the first grant.
+    async fn grant_manifest_project(
+        &self,
+        project: &str,
+        agent: &str,
+        now: UnixTime,
+    ) -> Result<ManifestGrant>;
+    /// Takes a grant away; `NotFound` when there was none.
+    async fn revoke_manifest_project(&self, project: &str, agent: &str) -> Result<()>;
+    /// The grants of a project (`Some`) or of an agent (`None` project).
+    async fn list_manifest_grants(
+        &self,
+        project: Option<&str>,
+        agent: Option<&str>,
+    ) -> Result<Vec<ManifestGrant>>;
 }

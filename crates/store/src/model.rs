@@ -119,3 +119,12 @@ pub enum AccessTokenStatus {
     Expired { expired_at: UnixTime },
     Unknown,
 }
+
+/// An administrator's permission for an agent to read manifests from a
+/// project outside its own top-level group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestGrant {
+    pub project: String,
+    pub agent: String,
+    pub created_at: UnixTime,
+}

@@ -17,6 +17,7 @@ use crate::model::*;
 use crate::{Result, Store, StoreError};
 
 mod access;
+mod grants;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how
 /// many have run. Append only: never edit one that has shipped.
@@ -70,6 +71,15 @@ CREATE TABLE access_tokens (
 );
 CREATE INDEX access_tokens_by_project ON access_tokens(project_id);
 CREATE INDEX access_tokens_by_user ON access_tokens(user_name);
+"#,
+    r#"
+CREATE TABLE manifest_grants (
+    project_id  TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    agent_id    INTEGER NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (project_id, agent_id)
+);
+CREATE INDEX manifest_grants_by_agent ON manifest_grants(agent_id);
 "#,
 ];
 
@@ -537,5 +547,26 @@ impl Store for SqliteStore {
         now: UnixTime,
     ) -> Result<AccessTokenStatus> {
         self.authenticate_access_impl(hash, now).await
+    }
+
+    async fn grant_manifest_project(
+        &self,
+        project: &str,
+        agent: &str,
+        now: UnixTime,
+    ) -> Result<ManifestGrant> {
+        self.grant_impl(project, agent, now).await
+    }
+
+    async fn revoke_manifest_project(&self, project: &str, agent: &str) -> Result<()> {
+        self.revoke_grant_impl(project, agent).await
+    }
+
+    async fn list_manifest_grants(
+        &self,
+        project: Option<&str>,
+        agent: Option<&str>,
+    ) -> Result<Vec<ManifestGrant>> {
+        self.list_grants_impl(project, agent).await
     }
 }

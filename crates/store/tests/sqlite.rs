@@ -213,7 +213,7 @@ async fn records_survive_a_reopen_and_migrations_run_once() {
             .expect("token");
     }
     let store = SqliteStore::open(&path).expect("reopens");
-    assert_eq!(store.schema_version().await.expect("version"), 3);
+    assert_eq!(store.schema_version().await.expect("version"), 4);
     assert_eq!(store.list_agents().await.expect("agents").len(), 1);
     let project = store.get_project("p").await.expect("get").expect("present");
     assert_eq!(project.credentials_ref.as_deref(), Some("deploy-key"));
@@ -222,4 +222,68 @@ async fn records_survive_a_reopen_and_migrations_run_once() {
         store.authenticate(&token.hash(), T0).await.expect("lookup"),
         TokenStatus::Active { .. }
     ));
+}
+
+#[tokio::test]
+async fn manifest_grants_are_recorded_listed_revoked_and_go_with_their_agent() {
+    let store = SqliteStore::open_in_memory().expect("store");
+    for id in ["team/config", "other/secrets"] {
+        store
+            .create_project(NewProject {
+                id: id.into(),
+                url: format!("/git/{id}"),
+                credentials_ref: None,
+                created_at: T0,
+                git_ref: None,
+            })
+            .await
+            .expect("project");
+    }
+    store
+        .create_agent("prod", "team/config", T0)
+        .await
+        .expect("agent");
+    let grant = store
+        .grant_manifest_project("other/secrets", "prod", T0)
+        .await
+        .expect("grant");
+    assert_eq!(
+        (grant.project.as_str(), grant.agent.as_str()),
+        ("other/secrets", "prod")
+    );
+    // Twice keeps the first.
+    let again = store
+        .grant_manifest_project("other/secrets", "prod", T0 + 5)
+        .await
+        .expect("grant");
+    assert_eq!(again.created_at, T0);
+    assert!(matches!(
+        store.grant_manifest_project("missing", "prod", T0).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let by_agent = store
+        .list_manifest_grants(None, Some("prod"))
+        .await
+        .expect("list");
+    assert_eq!(by_agent, vec![grant.clone()]);
+    store
+        .revoke_manifest_project("other/secrets", "prod")
+        .await
+        .expect("revoke");
+    assert!(matches!(
+        store.revoke_manifest_project("other/secrets", "prod").await,
+        Err(StoreError::NotFound(_))
+    ));
+    store
+        .grant_manifest_project("other/secrets", "prod", T0)
+        .await
+        .expect("grant");
+    store.delete_agent("prod").await.expect("delete");
+    assert!(
+        store
+            .list_manifest_grants(Some("other/secrets"), None)
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }

@@ -21,6 +21,7 @@
 //! - [`identity`]: who a request runs as; agentk turns it into
 //!   `Impersonate-*` headers, and strips any a client sent.
 //! - [`headers`]: hop-by-hop headers and the tunnel's own headers.
+//! - [`stop`]: ending an exchange from outside when its credential goes.
 //!
 //! Architecture invariant: no authentication or authorization here. kas
 //! decides who may do what before a request enters a tunnel; agentk trusts
@@ -30,6 +31,7 @@ pub mod agent;
 pub mod headers;
 pub mod identity;
 pub mod server;
+pub mod stop;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;

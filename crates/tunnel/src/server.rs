@@ -17,6 +17,7 @@ use crate::headers::{
     self, is_upgrade, strip_hop_by_hop, strip_impersonation, strip_tunnel_headers,
 };
 use crate::identity::Identity;
+use crate::stop::{Stop, stoppable};
 use crate::{Body, empty, incoming};
 
 /// What kas knows about a tunnel's owner.
@@ -28,6 +29,9 @@ pub struct TunnelInfo {
     pub token_id: i64,
     /// What agentk said the tunnel serves ([`crate::KUBERNETES_API`], …).
     pub serves: Vec<String>,
+    /// When the token it authenticated with expires: the tunnel closes
+    /// then, whatever else happens.
+    pub expires_in: Option<Duration>,
 }
 
 struct Tunnel {
@@ -92,6 +96,14 @@ impl Tunnels {
             .push(tunnel);
         tracing::info!(agent = %info.agent, tunnel = id, "tunnel up");
         let this = self.clone();
+        let tunnel_info = info.clone();
+        let expiry = async move {
+            match info.expires_in {
+                Some(left) => tokio::time::sleep(left).await,
+                None => std::future::pending().await,
+            }
+        };
+        let info = tunnel_info;
         tokio::spawn(async move {
             tokio::select! {
                 result = connection => {
@@ -100,6 +112,7 @@ impl Tunnels {
                     }
                 }
                 _ = closed.wait_for(|c| *c) => {}
+                _ = expiry => tracing::info!(agent = %info.agent, tunnel = id, "tunnel closed: its token expired"),
             }
             this.remove(&info.agent, id);
             tracing::info!(agent = %info.agent, tunnel = id, "tunnel down");
@@ -181,11 +194,15 @@ impl Lease {
     /// (`None`: as the agent itself). `path_and_query` is the request's
     /// target at the API server. The client's credentials, impersonation
     /// headers and hop-by-hop headers never cross.
+    ///
+    /// `stop` ends the exchange from outside (a revoked credential): the
+    /// response body ends with an error, a spliced upgrade closes.
     pub async fn forward(
         self,
         mut request: Request<Incoming>,
         path_and_query: &str,
         identity: Option<&Identity>,
+        mut stop: Stop,
     ) -> Result<Response<Body>, ForwardError> {
         let upgrade = is_upgrade(request.headers()).then(|| {
             let token = request.headers().get(header::UPGRADE).cloned();
@@ -210,7 +227,7 @@ impl Lease {
                 .await?;
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            return Ok(Response::from_parts(parts, incoming(body)));
+            return Ok(Response::from_parts(parts, stoppable(incoming(body), stop)));
         };
         let mut connect = Request::builder()
             .method(Method::CONNECT)
@@ -258,8 +275,13 @@ impl Lease {
                 }
             };
             let (mut client, mut tunnel) = (TokioIo::new(client), TokioIo::new(tunnel));
-            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut tunnel).await {
-                tracing::debug!(error = %e, "upgraded stream ended");
+            tokio::select! {
+                ended = tokio::io::copy_bidirectional(&mut client, &mut tunnel) => {
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, "upgraded stream ended");
+                    }
+                }
+                _ = stop.stopped() => tracing::info!("upgraded stream ended by kas: its credential is no longer valid"),
             }
         });
         Ok(answer)

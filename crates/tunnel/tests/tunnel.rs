@@ -154,6 +154,7 @@ async fn setup() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
         agent: "a".into(),
         token_id: 1,
         serves: vec![tether_tunnel::KUBERNETES_API.into()],
+        expires_in: None,
     };
     tunnels.attach(info, tcp).await.expect("handshake");
     assert_eq!(tunnels.count("a"), 1);
@@ -183,7 +184,12 @@ async fn setup() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
                             .pick("a", tether_tunnel::KUBERNETES_API)
                             .expect("a tunnel");
                         let response = lease
-                            .forward(req, &path, Some(&identity))
+                            .forward(
+                                req,
+                                &path,
+                                Some(&identity),
+                                tether_tunnel::stop::Stop::never(),
+                            )
                             .await
                             .expect("forwarded");
                         Ok::<_, Infallible>(response)

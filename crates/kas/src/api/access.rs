@@ -4,6 +4,7 @@
 //! kubeconfigs (`/api/v1/agents/{name}/kubeconfig`). Token texts appear in
 //! creation responses only; kas keeps their hashes.
 
+use crate::changes::Change;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -129,8 +130,8 @@ pub async fn set_memberships(
     Json(body): Json<Memberships>,
 ) -> Result<Json<UserView>, ApiError> {
     let user = state.store.set_memberships(&name, body.memberships).await?;
-    state.proxy.forget_admissions();
     tracing::info!(user = %name, memberships = ?user.memberships, "memberships changed");
+    state.changes.apply(Change::UserChanged { name });
     Ok(Json(user.into()))
 }
 
@@ -139,8 +140,8 @@ pub async fn delete_user(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.store.delete_user(&name).await?;
-    state.proxy.forget_admissions();
     tracing::info!(user = %name, "user deleted");
+    state.changes.apply(Change::UserChanged { name });
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -237,8 +238,11 @@ async fn revoke_token(
     id: i64,
 ) -> Result<Json<AccessTokenView>, ApiError> {
     let record = state.store.revoke_access_token(&owner, id, now()).await?;
-    state.proxy.forget_admissions();
     tracing::info!(owner = ?owner, token_id = id, "access token revoked");
+    state.changes.apply(Change::AccessTokenRevoked {
+        owner,
+        token_id: id,
+    });
     Ok(Json(record.into()))
 }
 

@@ -1,5 +1,6 @@
 //! `/api/v1/agents`: agents and the project holding their config file.
 
+use crate::changes::Change;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -86,12 +87,8 @@ pub async fn remove(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.store.delete_agent(&name).await?;
-    let closed = state
-        .connections
-        .close_agent(&name, &format!("agent {name} was deleted"));
-    state.connections.forget_config(&name);
-    state.proxy.forget_admissions();
-    tracing::info!(agent = %name, closed_connections = closed, "agent deleted");
+    tracing::info!(agent = %name, "agent deleted");
+    state.changes.apply(Change::AgentDeleted { name });
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -41,6 +41,8 @@ pub struct ApiState {
     pub repos: Arc<Repos>,
     /// The Kubernetes API proxy, for kubeconfigs.
     pub proxy: Arc<crate::proxy::ProxyState>,
+    /// Turns what a handler changed into its consequences.
+    pub changes: crate::changes::Changes,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -61,6 +63,14 @@ pub fn router(state: ApiState) -> Router {
             get(projects::show).delete(projects::remove),
         )
         .route("/api/v1/projects/{id}/refresh", post(projects::refresh))
+        .route(
+            "/api/v1/projects/{id}/grants",
+            get(projects::list_grants).post(projects::grant),
+        )
+        .route(
+            "/api/v1/projects/{id}/grants/{agent}",
+            delete(projects::revoke_grant),
+        )
         .route("/api/v1/agents", get(agents::list).post(agents::create))
         .route(
             "/api/v1/agents/{name}",

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use tether_store::{NewProject, Project};
 
 use super::{ApiError, ApiState};
+use crate::changes::Change;
 use crate::repos::RefreshError;
 use crate::time_format::{now, to_rfc3339};
 
@@ -37,7 +38,8 @@ impl From<Project> for ProjectView {
     fn from(p: Project) -> Self {
         ProjectView {
             id: p.id,
-            url: p.url,
+            // A password written into the URL never leaves kas.
+            url: tether_git::redact(&p.url),
             credentials_ref: p.credentials_ref,
             git_ref: p.git_ref,
             created_at: to_rfc3339(p.created_at),
@@ -83,9 +85,9 @@ pub async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.store.delete_project(&id).await?;
-    // Its access tokens went with it.
-    state.proxy.forget_admissions();
     tracing::info!(project = %id, "project deleted");
+    // Its access tokens went with it.
+    state.changes.apply(Change::ProjectDeleted { id });
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -115,4 +117,61 @@ pub async fn refresh(
         Err(RefreshError::Store(e)) => Err(e.into()),
         Err(e) => Err(ApiError::Upstream(format!("cannot read project {id}: {e}"))),
     }
+}
+
+/// `POST /api/v1/projects/{id}/grants`: lets an agent read manifests from a
+/// project outside its top-level group.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    pub agent: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GrantView {
+    pub project: String,
+    pub agent: String,
+    pub created_at: String,
+}
+
+impl From<tether_store::ManifestGrant> for GrantView {
+    fn from(g: tether_store::ManifestGrant) -> Self {
+        GrantView {
+            project: g.project,
+            agent: g.agent,
+            created_at: to_rfc3339(g.created_at),
+        }
+    }
+}
+
+pub async fn grant(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Json(body): Json<GrantRequest>,
+) -> Result<(StatusCode, Json<GrantView>), ApiError> {
+    let grant = state
+        .store
+        .grant_manifest_project(&id, &body.agent, now())
+        .await?;
+    tracing::info!(project = %id, agent = %body.agent, "manifest project granted");
+    state.changes.apply(Change::ManifestGrantsChanged);
+    Ok((StatusCode::CREATED, Json(grant.into())))
+}
+
+pub async fn list_grants(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<GrantView>>, ApiError> {
+    let grants = state.store.list_manifest_grants(Some(&id), None).await?;
+    Ok(Json(grants.into_iter().map(Into::into).collect()))
+}
+
+pub async fn revoke_grant(
+    State(state): State<ApiState>,
+    Path((id, agent)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.store.revoke_manifest_project(&id, &agent).await?;
+    tracing::info!(project = %id, agent = %agent, "manifest project grant revoked");
+    state.changes.apply(Change::ManifestGrantsChanged);
+    Ok(StatusCode::NO_CONTENT)
 }

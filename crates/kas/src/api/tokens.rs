@@ -1,6 +1,7 @@
 //! `/api/v1/agents/{name}/tokens`: an agent's tokens. The token's text is in
 //! the creation response only; kas keeps its hash.
 
+use crate::changes::Change;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -108,8 +109,11 @@ pub async fn revoke(
         "agent token was revoked at {}",
         record.revoked_at.map(to_rfc3339).unwrap_or_default()
     );
-    let closed = state.connections.close_token(id, &reason);
-    tracing::info!(agent = %agent, token_id = id, closed_connections = closed, "agent token revoked");
+    tracing::info!(agent = %agent, token_id = id, "agent token revoked");
+    state.changes.apply(Change::AgentTokenRevoked {
+        token_id: id,
+        reason,
+    });
     Ok(Json(record.into()))
 }
 

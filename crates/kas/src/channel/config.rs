@@ -17,6 +17,10 @@ pub struct ConfigStatus {
     pub warnings: Vec<String>,
     /// Why the newest commit's file, or the repository, could not be used.
     pub error: Option<ConfigProblem>,
+    /// Manifest projects the config names that this agent may not read,
+    /// each with the rule and how to grant it; nothing of them is sent.
+    #[serde(default)]
+    pub manifest_project_errors: Vec<String>,
 }
 
 /// Why a config could not be used.

@@ -5,6 +5,7 @@
 //! globs (straight from the git tree) and streams them in bounded messages.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tether_git::{CommitId, SelectLimits};
 use tether_proto::v1::{self, ServerMessage, server_message};
@@ -18,6 +19,19 @@ use crate::repos::Repos;
 /// Files go out in messages of about this size (a single larger file, up to
 /// the 5 MiB file limit, travels alone).
 const CHUNK_BYTES: usize = 1 << 20;
+
+/// Ids of sends: unique within this kas process, and starting from the
+/// clock so that a restarted kas does not reuse its predecessor's.
+static NEXT_TRANSFER: std::sync::LazyLock<AtomicU64> = std::sync::LazyLock::new(|| {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos());
+    AtomicU64::new(u64::try_from(nanos % u128::from(u64::MAX / 2)).unwrap_or(1))
+});
+
+fn next_transfer_id() -> u64 {
+    NEXT_TRANSFER.fetch_add(1, Ordering::Relaxed)
+}
 
 /// What an agent's config asks of one manifest project.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,6 +157,8 @@ fn failure(spec: &ManifestSpec, commit: &str, error: &str) -> v1::Manifests {
         files: Vec::new(),
         last: true,
         error: error.to_owned(),
+        transfer_id: next_transfer_id(),
+        chunk: 0,
     }
 }
 
@@ -164,6 +180,7 @@ fn chunks(project: &str, commit: &str, files: Vec<tether_git::Matched>) -> Vec<v
     }
     messages.push(current);
     let last = messages.len() - 1;
+    let transfer_id = next_transfer_id();
     messages
         .into_iter()
         .enumerate()
@@ -173,16 +190,23 @@ fn chunks(project: &str, commit: &str, files: Vec<tether_git::Matched>) -> Vec<v
             files,
             last: i == last,
             error: String::new(),
+            transfer_id,
+            chunk: u32::try_from(i).unwrap_or(u32::MAX),
         })
         .collect()
 }
 
+/// Queues one message for the agent; false when the session is gone or
+/// the agent has read nothing for the session's send timeout (the follower
+/// then stops rather than pin its files in memory).
 async fn send(tx: &mpsc::Sender<Result<ServerMessage, Status>>, manifests: v1::Manifests) -> bool {
-    tx.send(Ok(ServerMessage {
+    let message = Ok(ServerMessage {
         message: Some(server_message::Message::Manifests(manifests)),
-    }))
-    .await
-    .is_ok()
+    });
+    matches!(
+        tokio::time::timeout(super::service::SEND_TIMEOUT, tx.send(message)).await,
+        Ok(Ok(()))
+    )
 }
 
 #[cfg(test)]
@@ -216,6 +240,20 @@ mod tests {
         assert_eq!(
             messages.iter().map(|m| m.last).collect::<Vec<_>>(),
             [false, false, false, true]
+        );
+        assert_eq!(
+            messages.iter().map(|m| m.chunk).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+        assert!(
+            messages
+                .iter()
+                .all(|m| m.transfer_id == messages[0].transfer_id)
+        );
+        let again = chunks("p", "c", Vec::new());
+        assert_ne!(
+            again[0].transfer_id, messages[0].transfer_id,
+            "each send its own id"
         );
         let empty = chunks("p", "c", Vec::new());
         assert_eq!(empty.len(), 1);

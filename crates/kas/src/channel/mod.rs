@@ -10,12 +10,17 @@
 //! - [`manifests`]: following an agent's manifest projects and streaming
 //!   their files.
 //! - [`listener`]: one TLS port for gRPC and gRPC-over-WebSocket.
-//! - [`ratelimit`]: the limit on failed authentications per source address.
+//! - [`auth`]: the one door for sessions and tunnels: agent tokens checked
+//!   first, failures counted and delayed.
+//! - [`policy`]: which manifest projects an agent may read.
+//! - [`ratelimit`]: failed authentications per address and token prefix.
 //! - [`tunnels`]: the door for agentk's tunnels on the same endpoint.
 
+pub mod auth;
 pub mod config;
 pub mod listener;
 pub mod manifests;
+pub mod policy;
 pub mod ratelimit;
 pub mod registry;
 pub mod service;

@@ -36,7 +36,6 @@ struct Entry {
 
 /// Every live connection, by connection id, and what kas made of each
 /// agent's config file.
-#[derive(Default)]
 pub struct ConnectionRegistry {
     next_id: AtomicU64,
     entries: Mutex<HashMap<u64, Entry>>,
@@ -47,6 +46,9 @@ pub struct ConnectionRegistry {
     access: Mutex<HashMap<String, Arc<AgentConfig>>>,
     /// Each agent's tunnels, closed with its sessions.
     tunnels: Arc<Tunnels>,
+    /// Bumped on every grant or revocation of a manifest project, so that
+    /// sessions decide again what they follow.
+    grants: watch::Sender<u64>,
     metrics: Metrics,
 }
 
@@ -109,7 +111,45 @@ pub struct Registration {
     pub closed: watch::Receiver<Option<String>>,
 }
 
+impl Default for ConnectionRegistry {
+    fn default() -> Self {
+        ConnectionRegistry {
+            next_id: AtomicU64::default(),
+            entries: Mutex::default(),
+            configs: Mutex::default(),
+            syncs: Mutex::default(),
+            access: Mutex::default(),
+            tunnels: Arc::default(),
+            grants: watch::channel(0).0,
+            metrics: Metrics::default(),
+        }
+    }
+}
+
 impl ConnectionRegistry {
+    /// Live sessions of `agent`.
+    pub fn session_count(&self, agent: &str) -> usize {
+        self.lock().values().filter(|e| e.agent == agent).count()
+    }
+
+    /// Follows grant changes (see [`Self::grants_changed`]).
+    pub fn watch_grants(&self) -> watch::Receiver<u64> {
+        self.grants.subscribe()
+    }
+
+    /// Tells every session that manifest grants changed.
+    pub fn grants_changed(&self) {
+        self.grants.send_modify(|n| *n += 1);
+    }
+
+    /// Records the manifest projects refused to `agent` (empty: none).
+    pub fn set_manifest_refusals(&self, agent: &str, refused: Vec<String>) {
+        lock(&self.configs)
+            .entry(agent.to_owned())
+            .or_default()
+            .manifest_project_errors = refused;
+    }
+
     pub fn register(
         self: &Arc<Self>,
         agent: &str,
@@ -212,6 +252,7 @@ impl ConnectionRegistry {
                 commit: Some(commit.to_owned()),
                 warnings,
                 error: None,
+                manifest_project_errors: Vec::new(),
             },
         );
     }

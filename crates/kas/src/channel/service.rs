@@ -6,21 +6,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tether_credentials::{Token, TokenKind};
 use tether_git::CommitId;
 use tether_proto::v1::agent_channel_server::AgentChannel;
 use tether_proto::v1::{AgentMessage, ServerMessage, Welcome, agent_message, server_message};
 use tether_proto::{PROTOCOL_VERSION, v1};
-use tether_store::{Store, TokenStatus};
+use tether_store::Store;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use super::auth::{AgentAuth, Refusal};
 use super::config::{self, ConfigProblem};
 use super::manifests::{self, Follower, ManifestSpec};
-use super::ratelimit::FailedAuthLimiter;
+use super::policy;
 use super::registry::{ConnectionRegistry, ConnectionView, Registration};
 use crate::repos::{Head, Repos};
 use crate::time_format::{now, to_rfc3339};
@@ -33,7 +33,14 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// only its own session, never kas.
 const OUTBOUND_QUEUE: usize = 16;
 /// How long a message may wait for room in a full outbound queue.
-const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Live sessions one agent may hold (one per agentk pod is normal; a few
+/// more ride out a rolling update). Past it a new session is refused, so one
+/// token cannot fill kas with sessions.
+pub const MAX_SESSIONS_PER_AGENT: usize = 32;
+/// Concurrent HTTP/2 streams (sessions) on one connection to the agent
+/// endpoint; agentk opens one.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 8;
 
 /// The `AgentChannel` service.
 #[derive(Clone)]
@@ -41,7 +48,7 @@ pub struct AgentChannelService {
     store: Arc<dyn Store>,
     registry: Arc<ConnectionRegistry>,
     repos: Arc<Repos>,
-    failures: Arc<FailedAuthLimiter>,
+    auth: Arc<AgentAuth>,
 }
 
 impl std::fmt::Debug for AgentChannelService {
@@ -59,81 +66,27 @@ impl AgentChannelService {
         registry: Arc<ConnectionRegistry>,
         repos: Arc<Repos>,
     ) -> Self {
+        let auth = Arc::new(AgentAuth::new(store.clone(), registry.metrics().clone()));
         Self {
             store,
             registry,
             repos,
-            failures: Arc::default(),
+            auth,
         }
     }
 
-    /// The agent and token a request is authenticated as, or why not.
-    async fn authenticate<T>(
-        &self,
-        request: &Request<T>,
-    ) -> Result<(tether_store::Agent, i64), Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        authenticate_agent(self.store.as_ref(), header)
-            .await
-            .map_err(|refusal| match refusal {
-                Refusal::Unauthenticated(reason) => Status::unauthenticated(reason),
-                Refusal::Unavailable(reason) => Status::unavailable(reason),
-            })
-    }
-
-    /// The door for tunnels: same store, same limit on failed attempts.
+    /// The door for tunnels: the same token check and failure limits.
     pub fn tunnel_gate(&self) -> super::tunnels::TunnelGate {
-        super::tunnels::TunnelGate::new(
-            self.store.clone(),
-            self.registry.clone(),
-            self.failures.clone(),
-        )
+        super::tunnels::TunnelGate::new(self.auth.clone(), self.registry.clone())
     }
 }
 
-/// Why an agent token was not accepted.
-#[derive(Debug)]
-pub enum Refusal {
-    /// Say so to the agent: missing, malformed, unknown, revoked, expired.
-    Unauthenticated(String),
-    /// kas cannot check tokens right now.
-    Unavailable(String),
-}
-
-/// The agent and token id of an `Authorization: Bearer <agent token>`
-/// header, or why not.
-pub async fn authenticate_agent(
-    store: &dyn Store,
-    header: Option<&str>,
-) -> Result<(tether_store::Agent, i64), Refusal> {
-    let header = header.ok_or_else(|| {
-        Refusal::Unauthenticated("no agent token: send authorization: Bearer <agent token>".into())
-    })?;
-    let token = Token::from_bearer(header)
-        .ok()
-        .filter(|t| t.kind() == TokenKind::Agent)
-        .ok_or_else(|| Refusal::Unauthenticated("malformed agent token".into()))?;
-    let status = store
-        .authenticate(&token.hash(), now())
-        .await
-        .map_err(|e| {
-            tracing::error!(error = ?e, "cannot check an agent token");
-            Refusal::Unavailable("kas cannot check tokens right now".into())
-        })?;
-    match status {
-        TokenStatus::Active { agent, token } => Ok((agent, token.id)),
-        TokenStatus::Revoked { revoked_at } => Err(Refusal::Unauthenticated(format!(
-            "agent token was revoked at {}",
-            to_rfc3339(revoked_at)
-        ))),
-        TokenStatus::Expired { expired_at } => Err(Refusal::Unauthenticated(format!(
-            "agent token expired at {}",
-            to_rfc3339(expired_at)
-        ))),
-        TokenStatus::Unknown => Err(Refusal::Unauthenticated("unknown agent token".into())),
+/// The gRPC status for a refused token.
+fn status(refusal: Refusal) -> Status {
+    match refusal {
+        Refusal::Unauthenticated(reason) => Status::unauthenticated(reason),
+        Refusal::Throttled(reason) => Status::resource_exhausted(reason),
+        Refusal::Unavailable(reason) => Status::unavailable(reason),
     }
 }
 
@@ -146,33 +99,25 @@ impl AgentChannel for AgentChannelService {
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<ServerStream>, Status> {
         let peer = request.remote_addr();
-        let ip = peer.map(|p| p.ip());
-        if let Some(ip) = ip
-            && let Err(retry_after) = self.failures.check(ip, std::time::Instant::now())
-        {
-            return Err(Status::resource_exhausted(format!(
-                "too many failed authentications from {ip}; retry in {} s",
-                retry_after.as_secs().max(1)
-            )));
-        }
-        let (agent, token_id) = match self.authenticate(&request).await {
-            Ok(ok) => {
-                if let Some(ip) = ip {
-                    self.failures.record_success(ip);
-                }
-                ok
-            }
-            Err(status) => {
-                if status.code() == tonic::Code::Unauthenticated {
-                    self.registry.metrics().auth_failures.inc();
-                    if let Some(ip) = ip {
-                        self.failures.record_failure(ip, std::time::Instant::now());
-                    }
-                }
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let admitted = match self.auth.admit(header, peer.map(|p| p.ip())).await {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                let status = status(refusal);
                 tracing::info!(peer = ?peer, reason = status.message(), "agent connection refused");
                 return Err(status);
             }
         };
+        if self.registry.session_count(&admitted.agent.name) >= MAX_SESSIONS_PER_AGENT {
+            return Err(Status::resource_exhausted(format!(
+                "agent {} already has {MAX_SESSIONS_PER_AGENT} sessions; close some first",
+                admitted.agent.name
+            )));
+        }
+        let (agent, token_id) = (admitted.agent.clone(), admitted.token_id);
         let mut incoming = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, incoming.message()).await {
             Ok(Ok(Some(AgentMessage {
@@ -203,6 +148,10 @@ impl AgentChannel for AgentChannelService {
                 last_seen: connected_at,
             },
         );
+        // A revocation between the token check and the registration closed
+        // nothing (there was nothing registered yet): check again now that
+        // any later one will find this session.
+        self.auth.still_valid(&admitted).await.map_err(status)?;
         tracing::info!(
             agent = %agent.name,
             pod = %format!("{}/{}", pod.namespace, pod.name),
@@ -228,6 +177,10 @@ impl AgentChannel for AgentChannelService {
             .await
             .map_err(|_| Status::cancelled("agent left during the handshake"))?;
         let session = Session {
+            store: self.store.clone(),
+            grants: self.registry.watch_grants(),
+            specs: Vec::new(),
+            expires_in: admitted.expires_in(),
             head: self.repos.subscribe(&agent.config_project),
             repos: self.repos.clone(),
             followers: Vec::new(),
@@ -252,6 +205,13 @@ impl AgentChannel for AgentChannelService {
 
 /// A live session, after the handshake.
 struct Session {
+    store: Arc<dyn Store>,
+    /// Bumped whenever an administrator grants or revokes a manifest project.
+    grants: watch::Receiver<u64>,
+    /// The manifest projects the agent's config names, allowed or not.
+    specs: Vec<ManifestSpec>,
+    /// Time left on the session's token, if it expires.
+    expires_in: Option<Duration>,
     agent: String,
     project: String,
     registry: Arc<ConnectionRegistry>,
@@ -274,14 +234,32 @@ impl Session {
     async fn run(mut self, mut incoming: Streaming<AgentMessage>) {
         let mut closed = self.registration.closed.clone();
         let mut following = true;
+        let silent_after = PING_INTERVAL * 3;
+        // Only what the agent sends moves this; nothing kas does on its own
+        // side (a poll, a grant) may keep a silent agent alive.
+        let mut silence = Box::pin(tokio::time::sleep(silent_after));
+        let expiry = self.expires_in;
+        let expired = async move {
+            match expiry {
+                Some(left) => tokio::time::sleep(left).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expired);
         let reason = loop {
             tokio::select! {
                 _ = closed.changed() => {
                     let reason = closed.borrow().clone().unwrap_or_else(|| "closed by kas".into());
                     // Tell the agent why, so it does not retry blindly.
-                    let _ = self.tx.send(Err(Status::unauthenticated(reason.clone()))).await;
+                    let _ = self.tx.try_send(Err(Status::unauthenticated(reason.clone())));
                     break reason;
                 }
+                _ = &mut expired => {
+                    let reason = "agent token expired".to_owned();
+                    let _ = self.tx.try_send(Err(Status::unauthenticated(reason.clone())));
+                    break reason;
+                }
+                _ = &mut silence => break "agent silent for three ping intervals".to_owned(),
                 _ = self.tx.closed() => break "agent went away".to_owned(),
                 changed = self.head.changed(), if following => {
                     if changed.is_err() {
@@ -293,11 +271,16 @@ impl Session {
                         break reason;
                     }
                 }
-                next = tokio::time::timeout(PING_INTERVAL * 3, incoming.message()) => match next {
-                    Err(_) => break "agent silent for three ping intervals".to_owned(),
-                    Ok(Ok(None)) => break "agent closed the session".to_owned(),
-                    Ok(Err(status)) => break format!("transport error: {}", status.message()),
-                    Ok(Ok(Some(message))) => {
+                changed = self.grants.changed() => {
+                    if changed.is_ok() {
+                        self.follow_allowed().await;
+                    }
+                }
+                next = incoming.message() => match next {
+                    Ok(None) => break "agent closed the session".to_owned(),
+                    Err(status) => break format!("transport error: {}", status.message()),
+                    Ok(Some(message)) => {
+                        silence.as_mut().reset(tokio::time::Instant::now() + silent_after);
                         self.registration.touch(&to_rfc3339(now()));
                         match message.message {
                             Some(agent_message::Message::Ping(ping)) => {
@@ -312,19 +295,7 @@ impl Session {
                                 self.registration.set_config_commit(&applied.commit_id);
                                 tracing::info!(commit = %applied.commit_id, "agent applied config");
                             }
-                            Some(agent_message::Message::SyncReport(report)) => {
-                                tracing::info!(
-                                    project = %report.project_id,
-                                    commit = %report.commit_id,
-                                    state = ?report.state(),
-                                    applied = report.applied,
-                                    pruned = report.pruned,
-                                    error = %report.error,
-                                    "sync reported"
-                                );
-                                self.synced.insert(report.project_id.clone(), report.commit_id.clone());
-                                self.registry.record_sync(&self.agent, report);
-                            }
+                            Some(agent_message::Message::SyncReport(report)) => self.record(report),
                             Some(agent_message::Message::Hello(_)) | None => {}
                         }
                     }
@@ -332,6 +303,35 @@ impl Session {
             }
         };
         tracing::info!(reason = %reason, "agent disconnected");
+    }
+
+    /// Keeps a sync report, if it is of a manifest project this agent
+    /// follows: the project ids come from the agent, and reports of others
+    /// would let one token grow kas's memory without bound.
+    fn record(&mut self, report: v1::SyncReport) {
+        if !self
+            .followers
+            .iter()
+            .any(|f| f.spec.project == report.project_id)
+        {
+            tracing::warn!(
+                project = %report.project_id.chars().take(200).collect::<String>(),
+                "sync report dropped: not a manifest project kas sends this agent"
+            );
+            return;
+        }
+        tracing::info!(
+            project = %report.project_id,
+            commit = %report.commit_id,
+            state = ?report.state(),
+            applied = report.applied,
+            pruned = report.pruned,
+            error = %report.error,
+            "sync reported"
+        );
+        self.synced
+            .insert(report.project_id.clone(), report.commit_id.clone());
+        self.registry.record_sync(&self.agent, report);
     }
 
     /// Sends the agent its config from the project's new head, if that
@@ -364,7 +364,7 @@ impl Session {
                 let commit = commit.to_string();
                 self.registry
                     .config_accepted(&self.agent, &commit, loaded.warnings, loaded.config);
-                let specs = ManifestSpec::from_config(&loaded.message, &self.project);
+                self.specs = ManifestSpec::from_config(&loaded.message, &self.project);
                 if commit != self.sent_commit {
                     let message = ServerMessage {
                         message: Some(server_message::Message::Configuration(loaded.message)),
@@ -374,7 +374,7 @@ impl Session {
                     tracing::info!(commit = %commit, "configuration sent");
                     self.sent_commit = commit;
                 }
-                self.follow_manifests(specs);
+                self.follow_allowed().await;
             }
             Err(problem) => {
                 tracing::warn!(
@@ -389,6 +389,37 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Follows the manifest projects the agent may read (see [`policy`]);
+    /// the others are errors on the agent's config status, and nothing of
+    /// them reaches the agent.
+    async fn follow_allowed(&mut self) {
+        let granted = match self
+            .store
+            .list_manifest_grants(None, Some(&self.agent))
+            .await
+        {
+            Ok(grants) => grants.into_iter().map(|g| g.project).collect(),
+            Err(e) => {
+                // Without the grants, follow only what needs none.
+                tracing::error!(error = ?e, "cannot read manifest grants");
+                Default::default()
+            }
+        };
+        let mut allowed = Vec::new();
+        let mut refused = Vec::new();
+        for spec in &self.specs {
+            match policy::may_read(&self.agent, &self.project, &spec.project, &granted) {
+                Ok(()) => allowed.push(spec.clone()),
+                Err(reason) => {
+                    tracing::warn!(project = %spec.project, "{reason}");
+                    refused.push(reason);
+                }
+            }
+        }
+        self.registry.set_manifest_refusals(&self.agent, refused);
+        self.follow_manifests(allowed);
     }
 
     /// Keeps one follower per manifest project: unchanged specs keep theirs,

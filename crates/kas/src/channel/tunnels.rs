@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
@@ -14,12 +13,14 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tether_proto::websocket::{self, Role, Ws, WsIo};
-use tether_store::Store;
 use tether_tunnel::server::TunnelInfo;
 
-use super::ratelimit::FailedAuthLimiter;
+use super::auth::{AgentAuth, Refusal};
 use super::registry::ConnectionRegistry;
-use super::service::{Refusal, authenticate_agent};
+
+/// Tunnels one agent may hold at once (agentk keeps two per pod); past it
+/// a new one is refused, so one token cannot pin kas's memory with them.
+pub const MAX_TUNNELS_PER_AGENT: usize = 64;
 
 /// How the tunnel's bytes travel after the upgrade.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,9 +34,8 @@ pub enum Framing {
 /// Authenticates tunnel upgrades and registers the tunnels.
 #[derive(Clone)]
 pub struct TunnelGate {
-    store: Arc<dyn Store>,
+    auth: Arc<AgentAuth>,
     registry: Arc<ConnectionRegistry>,
-    failures: Arc<FailedAuthLimiter>,
 }
 
 impl std::fmt::Debug for TunnelGate {
@@ -45,16 +45,8 @@ impl std::fmt::Debug for TunnelGate {
 }
 
 impl TunnelGate {
-    pub fn new(
-        store: Arc<dyn Store>,
-        registry: Arc<ConnectionRegistry>,
-        failures: Arc<FailedAuthLimiter>,
-    ) -> Self {
-        Self {
-            store,
-            registry,
-            failures,
-        }
+    pub fn new(auth: Arc<AgentAuth>, registry: Arc<ConnectionRegistry>) -> Self {
+        Self { auth, registry }
     }
 
     /// Answers a tunnel upgrade: 101 and a new tunnel, or why not.
@@ -64,35 +56,32 @@ impl TunnelGate {
         peer: SocketAddr,
         framing: Framing,
     ) -> Response<Full<Bytes>> {
-        let ip = peer.ip();
-        if let Err(retry_after) = self.failures.check(ip, Instant::now()) {
-            return text(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "too many failed authentications from {ip}; retry in {} s",
-                    retry_after.as_secs().max(1)
-                ),
-            );
-        }
         let header = request
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let (agent, token_id) = match authenticate_agent(self.store.as_ref(), header).await {
-            Ok(ok) => {
-                self.failures.record_success(ip);
-                ok
-            }
-            Err(Refusal::Unauthenticated(reason)) => {
-                self.registry.metrics().auth_failures.inc();
-                self.failures.record_failure(ip, Instant::now());
+        let admitted = match self.auth.admit(header, Some(peer.ip())).await {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                let (status, reason) = match refusal {
+                    Refusal::Unauthenticated(r) => (StatusCode::UNAUTHORIZED, r),
+                    Refusal::Throttled(r) => (StatusCode::TOO_MANY_REQUESTS, r),
+                    Refusal::Unavailable(r) => (StatusCode::SERVICE_UNAVAILABLE, r),
+                };
                 tracing::info!(peer = %peer, reason = %reason, "tunnel refused");
-                return text(StatusCode::UNAUTHORIZED, reason);
-            }
-            Err(Refusal::Unavailable(reason)) => {
-                return text(StatusCode::SERVICE_UNAVAILABLE, reason);
+                return text(status, reason);
             }
         };
+        let tunnels = self.registry.tunnels().clone();
+        if tunnels.count(&admitted.agent.name) >= MAX_TUNNELS_PER_AGENT {
+            return text(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "agent {} already has {MAX_TUNNELS_PER_AGENT} tunnels",
+                    admitted.agent.name
+                ),
+            );
+        }
         let mut response = Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
             .header(header::CONNECTION, "upgrade");
@@ -117,7 +106,6 @@ impl TunnelGate {
             }
         }
         let on_upgrade = hyper::upgrade::on(&mut request);
-        let tunnels = self.registry.tunnels().clone();
         let serves = request
             .headers()
             .get(tether_tunnel::SERVES_HEADER)
@@ -128,10 +116,12 @@ impl TunnelGate {
             .filter(|s| !s.is_empty())
             .collect();
         let info = TunnelInfo {
-            agent: agent.name,
-            token_id,
+            agent: admitted.agent.name.clone(),
+            token_id: admitted.token_id,
             serves,
+            expires_in: admitted.expires_in(),
         };
+        let auth = self.auth.clone();
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
                 Ok(upgraded) => TokioIo::new(upgraded),
@@ -150,6 +140,12 @@ impl TunnelGate {
             };
             if let Err(e) = attached {
                 tracing::warn!(agent = %info.agent, error = %e, "tunnel handshake failed");
+                return;
+            }
+            // A revocation between the token check and the attach found
+            // nothing to close: check again now that it would.
+            if auth.still_valid(&admitted).await.is_err() {
+                tunnels.close_where(|t| t.token_id == info.token_id);
             }
         });
         response

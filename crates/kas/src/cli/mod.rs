@@ -103,6 +103,23 @@ pub enum ProjectCommand {
     /// Project access tokens, for the project's CI jobs.
     #[command(subcommand)]
     Token(ProjectTokenCommand),
+    /// Let an agent sync manifests from this project, though it is outside
+    /// the agent's top-level group.
+    Grant {
+        id: String,
+        #[arg(long)]
+        agent: String,
+    },
+    /// Take a grant away; the agent stops receiving the project's files.
+    RevokeGrant {
+        id: String,
+        #[arg(long)]
+        agent: String,
+    },
+    /// The agents granted this project.
+    Grants {
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -297,6 +314,38 @@ async fn project(client: &ApiClient, command: ProjectCommand) -> anyhow::Result<
             (r, text)
         }
         ProjectCommand::Token(c) => access::project_token(client, c).await?,
+        ProjectCommand::Grant { id, agent } => {
+            let g = client
+                .post(
+                    &format!("/api/v1/projects/{}/grants", segment(&id)),
+                    json!({ "agent": agent }),
+                )
+                .await?;
+            (
+                g,
+                format!("agent {agent} may sync manifests from project {id}\n"),
+            )
+        }
+        ProjectCommand::RevokeGrant { id, agent } => {
+            client
+                .delete(&format!(
+                    "/api/v1/projects/{}/grants/{}",
+                    segment(&id),
+                    segment(&agent)
+                ))
+                .await?;
+            (
+                Value::Null,
+                format!("agent {agent} may no longer sync manifests from project {id}\n"),
+            )
+        }
+        ProjectCommand::Grants { id } => {
+            let list = client
+                .get(&format!("/api/v1/projects/{}/grants", segment(&id)))
+                .await?;
+            let text = table(&list, &["project", "agent", "created_at"]);
+            (list, text)
+        }
         ProjectCommand::Delete { id } => {
             client
                 .delete(&format!("/api/v1/projects/{}", segment(&id)))

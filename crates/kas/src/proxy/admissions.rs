@@ -32,9 +32,13 @@ struct Entry {
     valid_until: Instant,
 }
 
+/// The memory and its generation: every [`Admissions::clear`] starts a new
+/// generation, and an admission decided in an older one is not stored, so
+/// a request that was being admitted while a revocation ran cannot put the
+/// revoked credential back.
 #[derive(Default)]
 pub struct Admissions {
-    entries: Mutex<HashMap<Key, Entry>>,
+    entries: Mutex<(u64, HashMap<Key, Entry>)>,
 }
 
 impl std::fmt::Debug for Admissions {
@@ -56,15 +60,24 @@ impl Admissions {
     /// still valid.
     pub fn get(&self, key: &Key, config: &Arc<AgentConfig>) -> Option<(Principal, Grant)> {
         let entries = self.lock();
-        let entry = entries.get(key)?;
+        let entry = entries.1.get(key)?;
         (Arc::ptr_eq(&entry.config, config) && Instant::now() < entry.valid_until)
             .then(|| (entry.principal.clone(), entry.grant.clone()))
     }
 
-    /// Remembers an admission; `expires_at` (Unix seconds) is the
-    /// credential's own expiry, if it has one.
+    /// The current generation: read it before admitting, pass it to
+    /// [`Self::put`].
+    pub fn generation(&self) -> u64 {
+        self.lock().0
+    }
+
+    /// Remembers an admission decided in `generation`; `expires_at` (Unix
+    /// seconds) is the credential's own expiry, if it has one. Nothing is
+    /// stored if the memory was cleared since.
+    #[allow(clippy::too_many_arguments)]
     pub fn put(
         &self,
+        generation: u64,
         key: Key,
         principal: &Principal,
         grant: &Grant,
@@ -77,7 +90,11 @@ impl Admissions {
             let left = Duration::from_secs(u64::try_from(exp - now_unix).unwrap_or(0));
             ttl = ttl.min(left);
         }
-        let mut entries = self.lock();
+        let mut guard = self.lock();
+        let (current, entries) = &mut *guard;
+        if *current != generation {
+            return;
+        }
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
         }
@@ -92,12 +109,14 @@ impl Admissions {
         );
     }
 
-    /// Forgets every admission.
+    /// Forgets every admission, and starts a new generation.
     pub fn clear(&self) {
-        self.lock().clear();
+        let mut guard = self.lock();
+        guard.0 += 1;
+        guard.1.clear();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, HashMap<Key, Entry>)> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -121,14 +140,36 @@ mod tests {
         };
         let config = Arc::new(AgentConfig::default());
         let k = key("Bearer pat:prod:x");
-        admissions.put(k, &principal, &grant, config.clone(), None, 0);
+        let g = admissions.generation();
+        admissions.put(g, k, &principal, &grant, config.clone(), None, 0);
         assert!(admissions.get(&k, &config).is_some());
         let newer = Arc::new(AgentConfig::default());
         assert!(admissions.get(&k, &newer).is_none(), "another config");
-        admissions.put(k, &principal, &grant, config.clone(), Some(100), 100);
+        admissions.put(g, k, &principal, &grant, config.clone(), Some(100), 100);
         assert!(admissions.get(&k, &config).is_none(), "expired credential");
-        admissions.put(k, &principal, &grant, config.clone(), None, 0);
+        admissions.put(g, k, &principal, &grant, config.clone(), None, 0);
         admissions.clear();
+        assert!(admissions.get(&k, &config).is_none());
+    }
+
+    #[test]
+    fn an_admission_decided_before_a_clear_is_not_stored_after_it() {
+        let admissions = Admissions::default();
+        let principal = Principal::User(User {
+            name: "alice".into(),
+            memberships: vec![],
+            expires_at: None,
+        });
+        let grant = Grant {
+            identity: None,
+            default_namespace: None,
+        };
+        let config = Arc::new(AgentConfig::default());
+        let k = key("Bearer pat:prod:x");
+        // A request starts admitting; a revocation clears meanwhile.
+        let started = admissions.generation();
+        admissions.clear();
+        admissions.put(started, k, &principal, &grant, config.clone(), None, 0);
         assert!(admissions.get(&k, &config).is_none());
     }
 }

@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod kubeconfig;
 pub mod oidc;
 pub mod principal;
+pub mod streams;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct ProxyState {
     pub ca_pem: Option<String>,
     /// Recently admitted credentials.
     pub admissions: admissions::Admissions,
+    /// Exchanges in flight, ended when their credential is revoked.
+    pub streams: Arc<streams::LiveStreams>,
 }
 
 impl std::fmt::Debug for ProxyState {
@@ -87,6 +90,7 @@ impl Rejection {
             StatusCode::UNAUTHORIZED => "Unauthorized",
             StatusCode::FORBIDDEN => "Forbidden",
             StatusCode::NOT_FOUND => "NotFound",
+            StatusCode::BAD_REQUEST => "BadRequest",
             StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
             _ => "InternalError",
         };
@@ -214,14 +218,9 @@ impl ProxyState {
         &self,
         request: Request<Incoming>,
     ) -> Result<(Response<Body>, Principal), (Rejection, Option<Principal>)> {
-        let Some(target) = target(request.uri()) else {
-            return Err((
-                Rejection::new(
-                    StatusCode::NOT_FOUND,
-                    format!("the Kubernetes API proxy is under {PATH_PREFIX}/"),
-                ),
-                None,
-            ));
+        let target = match target(request.uri()) {
+            Ok(target) => target,
+            Err(rejection) => return Err((rejection, None)),
         };
         let header = request
             .headers()
@@ -232,6 +231,7 @@ impl ProxyState {
         let key = admissions::key(header.unwrap_or_default());
         let config = self.registry.access_config(&credential.agent);
         let remembered = config.as_ref().and_then(|c| self.admissions.get(&key, c));
+        let generation = self.admissions.generation();
         let (principal, grant) = match remembered {
             Some(admitted) => admitted,
             None => {
@@ -239,12 +239,29 @@ impl ProxyState {
                     self.admit_inner(&credential).await.map_err(|r| (r, None))?;
                 if let Some(config) = config {
                     let expires_at = principal.expires_at();
-                    self.admissions
-                        .put(key, &principal, &grant, config, expires_at, now());
+                    self.admissions.put(
+                        generation,
+                        key,
+                        &principal,
+                        &grant,
+                        config,
+                        expires_at,
+                        now(),
+                    );
                 }
                 (principal, grant)
             }
         };
+        // Registered before the last check: a revocation from now on stops
+        // this exchange; one that ran since the admission is caught here.
+        let stop = self
+            .streams
+            .open(&credential.agent, streams::Opener::of(&principal));
+        if self.admissions.generation() != generation {
+            self.admit_inner(&credential)
+                .await
+                .map_err(|r| (r, Some(principal.clone())))?;
+        }
         tracing::Span::current().record("agent", credential.agent.as_str());
         let tunnels = self.registry.tunnels();
         let Some(lease) = tunnels.pick(&credential.agent, tether_tunnel::KUBERNETES_API) else {
@@ -258,7 +275,7 @@ impl ProxyState {
             ));
         };
         match lease
-            .forward(request, &target, grant.identity.as_ref())
+            .forward(request, &target, grant.identity.as_ref(), stop)
             .await
         {
             Ok(response) => Ok((response, principal)),
@@ -273,14 +290,33 @@ impl ProxyState {
     }
 }
 
-/// The API server path and query of a proxy URI, without the prefix.
-fn target(uri: &http::Uri) -> Option<String> {
-    let rest = uri.path().strip_prefix(PATH_PREFIX)?;
+/// The API server path and query of a proxy URI, without the prefix. A
+/// path with a `.` or `..` segment (written plainly or percent-encoded) is
+/// refused: the API server and anything between would read it differently
+/// from the path kas authorized.
+fn target(uri: &http::Uri) -> Result<String, Rejection> {
+    let not_here = || {
+        Rejection::new(
+            StatusCode::NOT_FOUND,
+            format!("the Kubernetes API proxy is under {PATH_PREFIX}/"),
+        )
+    };
+    let rest = uri.path().strip_prefix(PATH_PREFIX).ok_or_else(not_here)?;
     if !(rest.is_empty() || rest.starts_with('/')) {
-        return None;
+        return Err(not_here());
+    }
+    let dot_segment = rest.split('/').any(|segment| {
+        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+        decoded == "." || decoded == ".."
+    });
+    if dot_segment {
+        return Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "paths with '.' or '..' segments are refused",
+        ));
     }
     let path = if rest.is_empty() { "/" } else { rest };
-    Some(match uri.query() {
+    Ok(match uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path.to_owned(),
     })
@@ -355,7 +391,7 @@ mod tests {
 
     #[test]
     fn targets_strip_the_prefix_and_keep_the_query() {
-        let t = |s: &str| target(&s.parse().expect("uri"));
+        let t = |s: &str| target(&s.parse().expect("uri")).ok();
         assert_eq!(
             t("/k8s-proxy/api/v1/pods?watch=1").as_deref(),
             Some("/api/v1/pods?watch=1")
@@ -363,5 +399,24 @@ mod tests {
         assert_eq!(t("/k8s-proxy").as_deref(), Some("/"));
         assert_eq!(t("/k8s-proxyx/api"), None);
         assert_eq!(t("/api/v1"), None);
+        assert_eq!(
+            t("/k8s-proxy/api/v1/pods/a..b").as_deref(),
+            Some("/api/v1/pods/a..b")
+        );
+    }
+
+    #[test]
+    fn dot_segments_are_refused_however_they_are_written() {
+        for path in [
+            "/k8s-proxy/../x",
+            "/k8s-proxy/api/v1/../../x",
+            "/k8s-proxy/api/./v1",
+            "/k8s-proxy/api/%2e%2e/x",
+            "/k8s-proxy/api/%2E./x",
+            "/k8s-proxy/api/.%2e",
+        ] {
+            let rejection = target(&path.parse().expect("uri")).expect_err(path);
+            assert_eq!(rejection.status, StatusCode::BAD_REQUEST, "{path}");
+        }
     }
 }
