@@ -86,9 +86,20 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct GenerateArgs {
-    /// The agent token (kas token create); it goes into a Secret.
-    #[arg(long, env = "AGENTK_TOKEN", hide_env_values = true)]
-    agent_token: String,
+    /// The agent token (kas token create); it goes into a Secret. Prefer
+    /// --agent-token-file: a command line is visible to every user of the
+    /// machine.
+    #[arg(
+        long,
+        env = "AGENTK_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "agent_token_file",
+        conflicts_with = "agent_token_file"
+    )]
+    agent_token: Option<String>,
+    /// File holding the agent token (`-`: standard input).
+    #[arg(long)]
+    agent_token_file: Option<PathBuf>,
     /// kas's agent endpoint as the cluster reaches it, grpcs://host:port.
     #[arg(long)]
     kas_address: String,
@@ -132,11 +143,24 @@ async fn main() -> anyhow::Result<()> {
 
 fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     KasAddress::parse(&args.kas_address)?;
-    let token = tether_credentials::Token::parse_kind(
-        &args.agent_token,
-        tether_credentials::TokenKind::Agent,
-    )
-    .context("--agent-token holds no agent token")?;
+    let text = match (&args.agent_token, &args.agent_token_file) {
+        (Some(text), _) => text.clone(),
+        (None, Some(path)) if path.as_os_str() == "-" => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(
+                &mut std::io::Read::take(std::io::stdin(), 4096),
+                &mut text,
+            )
+            .context("cannot read the agent token from standard input")?;
+            text
+        }
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the agent token file {}", path.display()))?,
+        (None, None) => anyhow::bail!("give --agent-token-file (or --agent-token)"),
+    };
+    let token =
+        tether_credentials::Token::parse_kind(text.trim(), tether_credentials::TokenKind::Agent)
+            .context("no agent token given")?;
     let ca_cert = args
         .ca_cert_file
         .as_deref()

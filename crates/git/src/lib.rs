@@ -14,6 +14,7 @@ mod mirror;
 mod read;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use read::{CommitId, FileRead, Matched, SelectLimits};
 
@@ -49,11 +50,15 @@ pub enum GitError {
     },
 }
 
+/// How long one run of git (a clone or a fetch) may take by default.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Where a project's objects are read from.
 #[derive(Debug, Clone)]
 pub struct Source {
     url: String,
     kind: Kind,
+    timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -69,15 +74,33 @@ impl Source {
     /// The source for a project URL. Remote URLs are mirrored under
     /// `mirrors`, one folder per URL.
     pub fn new(url: &str, mirrors: &Path) -> Self {
+        Self::with_mirror_key(url, url, mirrors)
+    }
+
+    /// The source of kas project `project`: its mirror folder is its own
+    /// (two projects with one URL never share a mirror, so their fetches
+    /// cannot race), and a new URL gets a new mirror.
+    pub fn for_project(project: &str, url: &str, mirrors: &Path) -> Self {
+        Self::with_mirror_key(url, &format!("{project}\n{url}"), mirrors)
+    }
+
+    fn with_mirror_key(url: &str, key: &str, mirrors: &Path) -> Self {
         let kind = if is_remote(url) {
-            Kind::Mirror(mirrors.join(mirror::folder_name(url)))
+            Kind::Mirror(mirrors.join(mirror::folder_name(url, key)))
         } else {
             Kind::Local(PathBuf::from(url))
         };
         Source {
             url: url.to_owned(),
             kind,
+            timeout: DEFAULT_FETCH_TIMEOUT,
         }
+    }
+
+    /// Bounds each run of git for this source.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// The URL without any password it carries, fit for logs and errors.
@@ -90,7 +113,7 @@ impl Source {
     pub fn update(&self) -> Result<(), GitError> {
         match &self.kind {
             Kind::Local(_) => Ok(()),
-            Kind::Mirror(dir) => mirror::update(&self.url, &self.display_url(), dir),
+            Kind::Mirror(dir) => mirror::update(&self.url, &self.display_url(), dir, self.timeout),
         }
     }
 
@@ -153,6 +176,38 @@ pub fn is_remote(url: &str) -> bool {
     url.contains("://") || scp_like(url)
 }
 
+/// Why `url` cannot be a project's repository: only a local path and
+/// `file://`, `http(s)://`, `ssh://`, `git://` and `user@host:path` are
+/// accepted. git's `ext::` (and `fd::`) transports run commands on kas's
+/// machine; whoever may register a project must not get that.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err("the repository URL is empty".into());
+    }
+    if url.starts_with('-') {
+        return Err(format!("repository URL {url:?} starts with '-'"));
+    }
+    if url.contains("::") {
+        return Err(format!(
+            "repository URL {:?} uses a git remote helper ('::'); only file, git, http, https and ssh are allowed",
+            redact(url)
+        ));
+    }
+    if let Some((scheme, _)) = url.split_once("://") {
+        let scheme = scheme.to_ascii_lowercase();
+        if !matches!(
+            scheme.as_str(),
+            "file" | "git" | "http" | "https" | "ssh" | "git+ssh" | "ssh+git"
+        ) {
+            return Err(format!(
+                "repository URL scheme {scheme}:// is not allowed; use file, git, http, https or ssh"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `user@host:path`, git's scp-like SSH syntax.
 fn scp_like(url: &str) -> bool {
     match url.split_once(':') {
@@ -174,6 +229,30 @@ mod tests {
         assert!(!is_remote("/srv/git/a"));
         assert!(!is_remote("relative/repo"));
         assert!(!is_remote("./a:b"));
+    }
+
+    #[test]
+    fn only_real_transports_are_accepted() {
+        for ok in [
+            "/srv/git/a",
+            "https://u:pw@example.com/a.git",
+            "ssh://git@example.com/a.git",
+            "git@example.com:team/a.git",
+            "file:///srv/a.git",
+            "git://example.com/a.git",
+        ] {
+            assert_eq!(check_url(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "ext::sh -c touch% /tmp/pwned",
+            "fd::17",
+            "transport::whatever",
+            "ftp://example.com/a.git",
+            "--upload-pack=touch /tmp/x",
+            "",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

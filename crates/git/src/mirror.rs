@@ -1,13 +1,53 @@
 //! Bare mirrors of remote repositories, fetched with the `git` program.
+//!
+//! Every run of git is bounded in time (a remote that hangs must not freeze
+//! its project's poller), limited to the transports a repository URL
+//! should use (never `ext::`, which runs commands), and never given a
+//! password on its command line, where every user of the machine can read
+//! it: the password reaches git through its environment and a credential
+//! helper.
 
+use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::GitError;
 
-/// A folder name unique to `url` and readable in a listing:
-/// `<last path segment>-<hash of the url>`.
-pub(crate) fn folder_name(url: &str) -> String {
+/// The transports git may use for a project's URL.
+const ALLOWED_PROTOCOLS: &str = "file:git:http:https:ssh";
+/// The environment variable the credential helper reads the password from.
+const PASSWORD_ENV: &str = "TETHER_GIT_PASSWORD";
+/// A credential helper that answers git's `get` with the password from
+/// the environment; it holds no secret itself.
+const CREDENTIAL_HELPER: &str =
+    "!f() { test \"$1\" = get && echo \"password=${TETHER_GIT_PASSWORD}\"; }; f";
+/// After the timeout git gets SIGTERM, and this long later SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// A URL without its password, and the password.
+pub(crate) fn split_password(url: &str) -> (String, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_owned(), None);
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, password)) => (
+                format!("{scheme}://{user}@{host}{path}"),
+                Some(password.to_owned()),
+            ),
+            None => (url.to_owned(), None),
+        },
+        None => (url.to_owned(), None),
+    }
+}
+
+/// A folder name unique to `key` and readable in a listing:
+/// `<last path segment of the url>-<hash of the key>`.
+pub(crate) fn folder_name(url: &str, key: &str) -> String {
     let tail: String = url
         .trim_end_matches('/')
         .trim_end_matches(".git")
@@ -18,7 +58,7 @@ pub(crate) fn folder_name(url: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .take(40)
         .collect();
-    format!("{tail}-{:016x}", fnv1a(url.as_bytes()))
+    format!("{tail}-{:016x}", fnv1a(key.as_bytes()))
 }
 
 /// A stable hash (unlike `DefaultHasher`, the same across builds), so a
@@ -29,8 +69,25 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-pub(crate) fn update(url: &str, shown: &str, dir: &Path) -> Result<(), GitError> {
+pub(crate) fn update(
+    url: &str,
+    shown: &str,
+    dir: &Path,
+    timeout: Duration,
+) -> Result<(), GitError> {
+    let (url, password) = split_password(url);
+    let password = password.as_deref();
     if dir.join("HEAD").exists() {
+        // The URL may have changed (or, from an older kas, hold a password).
+        run(
+            shown,
+            Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(["remote", "set-url", "origin", "--", &url]),
+            None,
+            timeout,
+        )?;
         // A mirror's refspec is +refs/*:refs/*, and --prune drops branches
         // deleted upstream.
         run(
@@ -39,15 +96,19 @@ pub(crate) fn update(url: &str, shown: &str, dir: &Path) -> Result<(), GitError>
                 .arg("-C")
                 .arg(dir)
                 .args(["fetch", "--prune", "--quiet", "origin"]),
+            password,
+            timeout,
         )?;
         // Follow a change of the remote's default branch.
-        let _ = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(["remote", "set-head", "origin", "--auto"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let _ = run(
+            shown,
+            Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(["remote", "set-head", "origin", "--auto"]),
+            password,
+            timeout,
+        );
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
@@ -63,8 +124,10 @@ pub(crate) fn update(url: &str, shown: &str, dir: &Path) -> Result<(), GitError>
     run(
         shown,
         Command::new("git")
-            .args(["clone", "--mirror", "--quiet", "--", url])
+            .args(["clone", "--mirror", "--quiet", "--", &url])
             .arg(&partial),
+        password,
+        timeout,
     )?;
     std::fs::rename(&partial, dir).map_err(|e| GitError::Fetch {
         url: shown.to_owned(),
@@ -72,22 +135,74 @@ pub(crate) fn update(url: &str, shown: &str, dir: &Path) -> Result<(), GitError>
     })
 }
 
-fn run(shown: &str, command: &mut Command) -> Result<(), GitError> {
-    let output = command
+/// Runs git to completion within `timeout`; past it, git and everything it
+/// started (ssh, git-remote-https) get SIGTERM, then SIGKILL.
+fn run(
+    shown: &str,
+    command: &mut Command,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Result<(), GitError> {
+    let fail = |message: String| GitError::Fetch {
+        url: shown.to_owned(),
+        message,
+    };
+    command
         // Never wait for a password on a terminal kas does not have.
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_SSH_COMMAND", ssh_command())
+        // `ext::` and `fd::` would run commands: only real transports.
+        .env("GIT_ALLOW_PROTOCOL", ALLOWED_PROTOCOLS)
+        .env("GIT_PROTOCOL_FROM_USER", "0")
         .stdin(Stdio::null())
-        .output()
-        .map_err(|e| GitError::Fetch {
-            url: shown.to_owned(),
-            message: format!("cannot run git: {e}"),
-        })?;
-    if output.status.success() {
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        // Its own process group, so that a timeout reaches its children.
+        .process_group(0);
+    if let Some(password) = password {
+        command
+            .env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "credential.helper")
+            .env("GIT_CONFIG_VALUE_0", CREDENTIAL_HELPER)
+            .env(PASSWORD_ENV, password);
+    } else {
+        command.env_remove(PASSWORD_ENV);
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| fail(format!("cannot run git: {e}")))?;
+    // Read stderr on a thread of its own, so a chatty git never blocks on a
+    // full pipe while we wait for it.
+    let mut stderr_pipe = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(pipe) = stderr_pipe.as_mut() {
+            let _ = pipe.take(64 * 1024).read_to_string(&mut text);
+        }
+        text
+    });
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if started.elapsed() < timeout => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Ok(None) | Err(_) => break None,
+        }
+    };
+    let Some(status) = status else {
+        stop_group(&mut child);
+        let _ = reader.join();
+        return Err(fail(format!(
+            "git did not finish within {timeout:?} and was stopped"
+        )));
+    };
+    let stderr = reader.join().unwrap_or_default();
+    if status.success() {
         return Ok(());
     }
     // git may echo the URL it was given, password and all.
-    let stderr = String::from_utf8_lossy(&output.stderr);
     let last = stderr.trim().lines().last().unwrap_or("failed");
     let message = last
         .split_whitespace()
@@ -101,10 +216,29 @@ fn run(shown: &str, command: &mut Command) -> Result<(), GitError> {
         })
         .collect::<Vec<_>>()
         .join(" ");
-    Err(GitError::Fetch {
-        url: shown.to_owned(),
-        message,
-    })
+    Err(fail(message))
+}
+
+/// SIGTERM to git's process group, then SIGKILL after [`KILL_GRACE`].
+fn stop_group(child: &mut std::process::Child) {
+    let group = i32::try_from(child.id()).unwrap_or(0);
+    if group > 0 {
+        // SAFETY: kill(2) with a negative pid signals that process group,
+        // which we created for this child; it touches no memory.
+        unsafe { libc::kill(-group, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + KILL_GRACE;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if group > 0 {
+        // SAFETY: as above.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+    }
+    let _ = child.wait();
 }
 
 /// Batch mode: an SSH key that needs a passphrase fails instead of hanging.
@@ -118,14 +252,30 @@ mod tests {
 
     #[test]
     fn folder_names_are_readable_and_distinct() {
-        let a = folder_name("https://example.com/team/platform-config.git");
-        let b = folder_name("https://example.org/team/platform-config.git");
+        let name = |url: &str| folder_name(url, url);
+        let a = name("https://example.com/team/platform-config.git");
+        let b = name("https://example.org/team/platform-config.git");
         assert!(a.starts_with("platform-config-"), "{a}");
         assert_ne!(a, b);
+        assert_eq!(a, name("https://example.com/team/platform-config.git"));
+        assert!(name("git@host:x/../../etc").starts_with("etc-"));
+        let url = "https://example.com/shared.git";
+        assert_ne!(folder_name(url, "team-a\nx"), folder_name(url, "team-b\nx"));
+    }
+
+    #[test]
+    fn passwords_are_split_from_urls() {
         assert_eq!(
-            a,
-            folder_name("https://example.com/team/platform-config.git")
+            split_password("https://deploy:s3cret@git.example.com/a.git"),
+            (
+                "https://deploy@git.example.com/a.git".into(),
+                Some("s3cret".into())
+            )
         );
-        assert!(folder_name("git@host:x/../../etc").starts_with("etc-"));
+        assert_eq!(
+            split_password("https://token@git.example.com/a.git"),
+            ("https://token@git.example.com/a.git".into(), None)
+        );
+        assert_eq!(split_password("/srv/a"), ("/srv/a".into(), None));
     }
 }

@@ -182,6 +182,14 @@ pub(crate) fn select_files(
 ) -> Result<Vec<Matched>, GitError> {
     let mut set = globset::GlobSetBuilder::new();
     for glob in globs {
+        // A glob that reaches outside the repository is a mistake whose
+        // empty selection would prune everything: refuse the whole set.
+        if glob.split(['/', '\\']).any(|segment| segment == "..") {
+            return Err(GitError::Glob {
+                glob: glob.clone(),
+                message: "it has a '..' segment; globs select files inside the repository".into(),
+            });
+        }
         let compiled = globset::GlobBuilder::new(glob)
             .literal_separator(true)
             .build()

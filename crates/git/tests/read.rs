@@ -181,3 +181,101 @@ fn globs_select_files_inside_the_tree_under_limits() {
         Err(GitError::TooLarge { .. })
     ));
 }
+
+/// A git "server" that accepts connections and never answers.
+fn hanging_remote() -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let handle = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        listener.set_nonblocking(true).expect("non-blocking accept");
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < until {
+            match listener.accept() {
+                Ok((stream, _)) => held.push(stream),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+    });
+    (addr, handle)
+}
+
+#[test]
+fn a_hanging_remote_is_stopped_at_the_timeout() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (addr, _server) = hanging_remote();
+    let source = Source::new(&format!("http://{addr}/team/app.git"), tmp.path())
+        .with_timeout(std::time::Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    let err = source.update().expect_err("the remote never answers");
+    assert!(err.to_string().contains("did not finish within"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "stopped at the timeout, not later: {:?}",
+        started.elapsed()
+    );
+}
+
+/// Every process's command line, as `ps` shows it to any user.
+fn command_lines() -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+        .collect()
+}
+
+#[test]
+fn a_password_in_the_url_never_reaches_a_command_line() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (addr, _server) = hanging_remote();
+    let url = format!("http://deploy:s3cret-in-url@{addr}/team/app.git");
+    let source = Source::new(&url, tmp.path()).with_timeout(std::time::Duration::from_secs(3));
+    let fetching = std::thread::spawn(move || source.update());
+    let mut seen_git = false;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < until {
+        let lines = command_lines();
+        seen_git |= lines.iter().any(|l| l.contains(&addr.to_string()));
+        assert!(
+            !lines.iter().any(|l| l.contains("s3cret-in-url")),
+            "a command line holds the password"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(seen_git, "git ran while we looked");
+    let err = fetching.join().expect("thread").expect_err("times out");
+    assert!(!err.to_string().contains("s3cret-in-url"), "{err}");
+}
+
+#[test]
+fn an_ext_url_runs_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let marker = tmp.path().join("pwned");
+    let url = format!("ext::sh -c touch% {}", marker.display());
+    let source = Source::new(&url, &tmp.path().join("mirrors"));
+    assert!(source.update().is_err());
+    assert!(!marker.exists(), "git ran the ext:: command");
+    assert!(tether_git::check_url(&url).is_err());
+}
+
+#[test]
+fn two_projects_with_one_url_keep_their_own_mirrors() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("upstream");
+    new_repo(&repo);
+    let head = commit_file(&repo, "a.yaml", "a: 1\n");
+    let url = format!("file://{}", repo.display());
+    let mirrors = tmp.path().join("mirrors");
+    let a = Source::for_project("team-a/app", &url, &mirrors);
+    let b = Source::for_project("team-b/app", &url, &mirrors);
+    let (ta, tb) = (
+        std::thread::spawn(move || a.update()),
+        std::thread::spawn(move || b.update()),
+    );
+    ta.join().expect("thread").expect("a fetched");
+    tb.join().expect("thread").expect("b fetched");
+    assert_eq!(std::fs::read_dir(&mirrors).expect("mirrors").count(), 2);
+    let a = Source::for_project("team-a/app", &url, &mirrors);
+    assert_eq!(a.resolve(None).expect("HEAD").to_string(), head);
+}

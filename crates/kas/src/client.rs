@@ -4,6 +4,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -15,7 +16,7 @@ use tether_credentials::Token;
 pub struct ApiClient {
     base: String,
     authorization: String,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -27,19 +28,57 @@ impl std::fmt::Debug for ApiClient {
     }
 }
 
+/// HTTPS (and plain HTTP for loopback) with `ca_pem`'s CA, or the web
+/// roots.
+fn https_connector(ca_pem: Option<&[u8]>) -> anyhow::Result<HttpsConnector<HttpConnector>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_pem {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                roots
+                    .add(cert.context("invalid CA certificate PEM")?)
+                    .context("unusable CA certificate")?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .build())
+}
+
 impl ApiClient {
-    /// `server` is the API's base URL, e.g. `http://127.0.0.1:8150`.
+    /// `server` is the API's base URL: `http://127.0.0.1:8150` on loopback,
+    /// `https://kas.example.com:8150` beyond it. `ca_pem` is the CA that
+    /// signed kas's certificate (kas's `agent-ca.crt` for a development
+    /// certificate); without it the public web roots are trusted.
     pub fn new(server: &str, admin_token: &Token) -> anyhow::Result<Self> {
+        Self::with_ca(server, admin_token, None)
+    }
+
+    pub fn with_ca(
+        server: &str,
+        admin_token: &Token,
+        ca_pem: Option<&[u8]>,
+    ) -> anyhow::Result<Self> {
         let base = server.trim_end_matches('/').to_owned();
-        if !base.starts_with("http://") {
-            bail!(
-                "kas server address {server:?} must start with http:// (the API does not serve TLS yet)"
-            );
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            bail!("kas server address {server:?} must start with http:// or https://");
         }
         Ok(ApiClient {
             base,
             authorization: format!("Bearer {}", admin_token.expose_secret()),
-            http: Client::builder(TokioExecutor::new()).build_http(),
+            http: Client::builder(TokioExecutor::new()).build(https_connector(ca_pem)?),
         })
     }
 

@@ -23,5 +23,6 @@ mod files;
 pub mod metrics;
 pub mod proxy;
 pub mod repos;
+pub mod serve;
 pub mod settings;
 mod time_format;

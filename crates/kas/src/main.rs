@@ -224,12 +224,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     );
 
-    let api = serve_router("api", args.api_listen, api::router(state), shutdown.clone());
-    let health = serve_router(
+    // The REST API carries the admin token: beyond loopback it is served
+    // over TLS only, with the agent endpoint's certificate.
+    let api_tls = match args.api_listen.ip().is_loopback() {
+        true => None,
+        false => Some(channel::listener::acceptor(&identity)?),
+    };
+    let api = kas::serve::serve(
+        "api",
+        args.api_listen,
+        api_tls,
+        shutdown.clone(),
+        kas::serve::router_service(api::router(state)),
+    );
+    let health = kas::serve::serve(
         "admin",
         args.admin_listen,
-        admin::router(metrics),
+        None,
         shutdown.clone(),
+        kas::serve::router_service(admin::router(metrics)),
     );
     let agents = serve_agents(
         args.agent_listen,
@@ -281,26 +294,4 @@ async fn serve_agents(
         )
         .await
         .context("agent listener failed")
-}
-
-/// Serves `router` on `addr` until the drain signal, then lets in-flight
-/// requests finish.
-async fn serve_router(
-    name: &str,
-    addr: SocketAddr,
-    router: axum::Router,
-    shutdown: Shutdown,
-) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {name} address {addr}"))?;
-    let local = listener
-        .local_addr()
-        .context("listener has no local address")?;
-    tracing::info!(listener = name, addr = %local, "listening");
-    let mut drain = shutdown;
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { drain.signalled().await })
-        .await
-        .with_context(|| format!("{name} listener failed"))
 }

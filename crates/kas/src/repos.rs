@@ -239,7 +239,7 @@ impl Repos {
         else {
             return Ok(None);
         };
-        let source = Source::new(&record.url, &self.mirrors);
+        let source = Source::for_project(&record.id, &record.url, &self.mirrors);
         tokio::task::spawn_blocking(move || {
             source.update()?;
             let commit = source.resolve(record.git_ref.as_deref())?;

@@ -181,10 +181,14 @@ async fn projects_agents_and_tokens_through_their_lifecycle() {
         .as_str()
         .expect("install command");
     assert!(
-        install.starts_with(&format!(
-            "agentk generate --agent-token={secret} --kas-address=grpcs://kas.example.com:443"
-        )),
+        install.starts_with(
+            "agentk generate --agent-token-file=agent-token --kas-address=grpcs://kas.example.com:443"
+        ),
         "{install}"
+    );
+    assert!(
+        !install.contains(&secret),
+        "the token stays off the command line"
     );
 
     let (status, listed) = api

@@ -276,7 +276,7 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "tether:pro
     std::fs::write(
         &settings,
         format!(
-            "oidc_issuers:\n  - {{issuer: {ISSUER}, audience: {AUDIENCE}, jwks_file: {}}}\n  - {{issuer: {URL_ISSUER}, audience: {AUDIENCE}, jwks_url: 'http://{jwks_url}/jwks'}}\n",
+            "oidc_issuers:\n  - {{issuer: {ISSUER}, audience: {AUDIENCE}, jwks_file: {}, projects: ['team/*']}}\n  - {{issuer: {URL_ISSUER}, audience: {AUDIENCE}, jwks_url: 'http://{jwks_url}/jwks', projects: ['ci/*']}}\n",
             jwks_file.display()
         ),
     )

@@ -53,6 +53,11 @@ where
         // so a big LIST is not throttled by 64 KiB windows on a far link.
         .adaptive_window(true)
         .max_concurrent_streams(1024)
+        // The identity header of a user in many groups is large; kas caps
+        // it at a quarter of this.
+        .max_header_list_size(
+            u32::try_from(4 * crate::identity::MAX_IDENTITY_BYTES).unwrap_or(u32::MAX),
+        )
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10))
         .serve_connection(TokioIo::new(io), service);

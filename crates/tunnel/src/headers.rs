@@ -49,11 +49,21 @@ pub fn strip_tunnel_headers(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes every `Impersonate-*` header; returns how many there were.
+/// Removes every header that claims an identity: `Impersonate-*`, and the
+/// `X-Remote-User`/`-Group`/`-Extra-*` headers of the API server's
+/// request-header authentication (harmless to a server not set up for it,
+/// but never something a client may send through kas); returns how many
+/// there were.
 pub fn strip_impersonation(headers: &mut HeaderMap) -> usize {
     let names: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str().starts_with("impersonate-"))
+        .filter(|name| {
+            let name = name.as_str();
+            name.starts_with("impersonate-")
+                || name == "x-remote-user"
+                || name == "x-remote-group"
+                || name.starts_with("x-remote-extra-")
+        })
         .cloned()
         .collect();
     names
@@ -100,8 +110,11 @@ mod tests {
         h.append("impersonate-group", HeaderValue::from_static("b"));
         h.append("Impersonate-Extra-Scopes", HeaderValue::from_static("x"));
         h.insert(IMPERSONATE, HeaderValue::from_static("forged"));
+        h.append("X-Remote-User", HeaderValue::from_static("system:admin"));
+        h.append("x-remote-group", HeaderValue::from_static("system:masters"));
+        h.append("X-Remote-Extra-Scopes", HeaderValue::from_static("all"));
         strip_hop_by_hop(&mut h);
-        assert_eq!(strip_impersonation(&mut h), 4);
+        assert_eq!(strip_impersonation(&mut h), 7);
         strip_tunnel_headers(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key(header::ACCEPT));

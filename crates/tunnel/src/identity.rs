@@ -33,7 +33,20 @@ pub enum IdentityError {
     NoUsername,
     #[error("{what} {value:?} cannot be sent as an HTTP header value")]
     NotAHeaderValue { what: &'static str, value: String },
+    #[error(
+        "the identity is {size} bytes with {groups} groups, more than the {limit} bytes a tunnel carries; \
+         reduce the user's memberships or use access_as: agent"
+    )]
+    TooLarge {
+        size: usize,
+        groups: usize,
+        limit: usize,
+    },
 }
+
+/// Largest identity header kas sends on a tunnel; agentk accepts headers
+/// up to four times as large, so an identity under it always crosses.
+pub const MAX_IDENTITY_BYTES: usize = 256 * 1024;
 
 impl Identity {
     /// The header value kas sends on the tunnel.
@@ -53,6 +66,14 @@ impl Identity {
     /// Checks every part can become a header, so kas refuses an unusable
     /// identity up front rather than agentk failing later.
     pub fn validate(&self) -> Result<(), IdentityError> {
+        let size = self.to_header().len();
+        if size > MAX_IDENTITY_BYTES {
+            return Err(IdentityError::TooLarge {
+                size,
+                groups: self.groups.len(),
+                limit: MAX_IDENTITY_BYTES,
+            });
+        }
         self.impersonation_headers().map(|_| ())
     }
 

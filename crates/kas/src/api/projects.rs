@@ -51,6 +51,7 @@ pub async fn create(
     State(state): State<ApiState>,
     Json(body): Json<CreateProject>,
 ) -> Result<(StatusCode, Json<ProjectView>), ApiError> {
+    tether_git::check_url(&body.url).map_err(ApiError::Invalid)?;
     let project = state
         .store
         .create_project(NewProject {

@@ -81,9 +81,10 @@ pub async fn create(
         StatusCode::CREATED,
         Json(CreatedToken {
             record: record.into(),
+            // The token stays off the command line: it is read from a file
+            // the user saves it to (or from standard input with `-`).
             install_command: format!(
-                "agentk generate --agent-token={} --kas-address={} --agent-version={} --namespace=tether-agent | kubectl apply -f -",
-                token.expose_secret(),
+                "agentk generate --agent-token-file=agent-token --kas-address={} --agent-version={} --namespace=tether-agent | kubectl apply -f -",
                 state.agent_external_address,
                 env!("CARGO_PKG_VERSION"),
             ),

@@ -33,7 +33,11 @@ pub struct Connection {
     /// File holding the admin token (kas writes `<data-dir>/admin-token`).
     #[arg(long, env = "KAS_ADMIN_TOKEN_FILE", global = true)]
     admin_token_file: Option<PathBuf>,
-    /// CLI config file (YAML: `server`, `admin_token_file`).
+    /// CA certificate (PEM) of kas's TLS certificate, for an `https://`
+    /// server (kas's development CA is `<data-dir>/agent-ca.crt`).
+    #[arg(long, env = "KAS_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
+    /// CLI config file (YAML: `server`, `admin_token_file`, `ca_cert`).
     #[arg(long, env = "KAS_CLI_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Output format.
@@ -59,6 +63,7 @@ pub enum Output {
 struct CliConfig {
     server: Option<String>,
     admin_token_file: Option<PathBuf>,
+    ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -238,7 +243,14 @@ fn connect(c: &Connection) -> anyhow::Result<ApiClient> {
                 .with_context(|| format!("{} holds no admin token", file.display()))?
         }
     };
-    ApiClient::new(&server, &token)
+    let ca = match c.ca_cert.clone().or(config.ca_cert) {
+        Some(path) => Some(
+            std::fs::read(&path)
+                .with_context(|| format!("cannot read the CA certificate {}", path.display()))?,
+        ),
+        None => None,
+    };
+    ApiClient::with_ca(&server, &token, ca.as_deref())
 }
 
 fn load_config(explicit: Option<&Path>) -> anyhow::Result<CliConfig> {
@@ -459,7 +471,7 @@ async fn token(client: &ApiClient, command: TokenCommand) -> anyhow::Result<Prin
                 .await?;
             let text = format!(
                 "token {} created for agent {agent}; it is shown once, kas keeps only its hash.\n\
-                 install the agent with:\n  {}\ntoken:\n{}\n",
+                 save it to the file agent-token (readable by you only), then install the agent with:\n  {}\ntoken:\n{}\n",
                 t["id"],
                 str(&t["install_command"]),
                 str(&t["token"])

@@ -19,16 +19,13 @@ pub mod streams;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::Context as _;
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tether_runtime::Shutdown;
 use tether_store::Store;
 use tether_tunnel::{Body, status_response};
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
@@ -42,9 +39,6 @@ use principal::Principal;
 
 /// The path the proxy serves under: `https://kas:8154/k8s-proxy/api/v1/…`.
 pub const PATH_PREFIX: &str = "/k8s-proxy";
-
-/// Time a client has for its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the proxy needs.
 pub struct ProxyState {
@@ -330,59 +324,16 @@ pub async fn serve(
     state: Arc<ProxyState>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on k8s proxy address {addr}"))?;
-    let local = listener
-        .local_addr()
-        .context("listener has no local address")?;
-    tracing::info!(listener = "k8s-proxy", addr = %local, "listening (Kubernetes API proxy, HTTPS)");
-    let mut stop = shutdown.clone();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = stop.signalled() => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot accept a proxy connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let (acceptor, state, mut drain) = (acceptor.clone(), state.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            let _ = tcp.set_nodelay(true);
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                _ => {
-                    tracing::debug!(peer = %peer, "proxy TLS handshake failed");
-                    return;
-                }
-            };
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let state = state.clone();
-                let span =
-                    tracing::info_span!("proxy", peer = %peer, agent = tracing::field::Empty);
-                async move { Ok::<_, std::convert::Infallible>(state.handle(request).await) }
-                    .instrument(span)
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(peer = %peer, error = %e, "proxy connection ended");
-                    }
-                }
-                _ = drain.signalled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(10), connection).await;
-                }
-            }
-        });
-    }
+    crate::serve::serve("k8s-proxy", addr, Some(acceptor), shutdown, move |peer| {
+        let state = state.clone();
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            let state = state.clone();
+            let span = tracing::info_span!("proxy", peer = %peer, agent = tracing::field::Empty);
+            async move { Ok::<_, std::convert::Infallible>(state.handle(request).await) }
+                .instrument(span)
+        })
+    })
+    .await
 }
 
 #[cfg(test)]

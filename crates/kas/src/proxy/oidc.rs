@@ -31,6 +31,17 @@ const JWKS_MAX_AGE: Duration = Duration::from_secs(3600);
 const JWKS_MIN_REFETCH: Duration = Duration::from_secs(30);
 /// Largest JWT or JWKS accepted.
 const MAX_BYTES: usize = 64 * 1024;
+/// The whole fetch of a JWKS (connect, headers, body) must finish within
+/// this; the keys' lock is held meanwhile, so it bounds how long requests
+/// with that issuer's tokens can wait.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed fetch, kas does not try again for this long: requests
+/// get the last keys, or the remembered error, at once.
+const FAILED_FETCH_BACKOFF: Duration = Duration::from_secs(30);
+/// Keys past [`JWKS_MAX_AGE`] are still used while the issuer cannot be
+/// reached, up to this age: an issuer outage must not lock every CI job
+/// out, but keys are not trusted forever.
+const JWKS_MAX_STALE: Duration = Duration::from_secs(24 * 3600);
 
 /// One trusted issuer, as configured in kas's settings file.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -49,6 +60,12 @@ pub struct IssuerSettings {
     /// Which claims hold what; defaults are GitLab CI's claim names.
     #[serde(default)]
     pub claims: ClaimNames,
+    /// The kas projects this issuer speaks for: ids, or `group/*` for a
+    /// group and everything under it. Required when several issuers are
+    /// trusted, so that a `project` claim from one CI system can never
+    /// match `ci_access` entries meant for another's jobs.
+    #[serde(default)]
+    pub projects: Vec<String>,
 }
 
 /// Claim names of the facts kas needs.
@@ -99,6 +116,14 @@ pub enum OidcError {
     MissingClaim(String),
     #[error("cannot get the keys of {issuer}: {message}")]
     Keys { issuer: String, message: String },
+    #[error(
+        "ID token issuer {issuer} does not speak for project {project} (its projects: {allowed})"
+    )]
+    ProjectNotBound {
+        issuer: String,
+        project: String,
+        allowed: String,
+    },
 }
 
 /// The trusted issuers and their cached keys.
@@ -117,6 +142,8 @@ struct Issuer {
 struct KeyCache {
     keys: Arc<Vec<Jwk>>,
     fetched: Option<Instant>,
+    /// The last failed fetch, and why.
+    failed: Option<(Instant, String)>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -152,6 +179,17 @@ impl Oidc {
     /// Checks the settings: each issuer needs exactly one key source.
     pub fn new(issuers: Vec<IssuerSettings>) -> anyhow::Result<Self> {
         for i in &issuers {
+            if let Some(url) = &i.jwks_url {
+                check_jwks_url(url).map_err(|e| {
+                    anyhow::anyhow!("OIDC issuer {}: jwks_url {url}: {e}", i.issuer)
+                })?;
+            }
+            if issuers.len() > 1 && i.projects.is_empty() {
+                anyhow::bail!(
+                    "OIDC issuer {}: with several trusted issuers each must list the projects it speaks for (projects: [group/*, …])",
+                    i.issuer
+                );
+            }
             if i.jwks_url.is_some() == i.jwks_file.is_some() {
                 anyhow::bail!(
                     "OIDC issuer {}: give exactly one of jwks_url and jwks_file",
@@ -215,8 +253,43 @@ impl Oidc {
             .await?;
         check_audience(&claims, &issuer.settings.audience)?;
         check_times(&claims, now)?;
-        issuer.job(&claims)
+        let job = issuer.job(&claims)?;
+        issuer.check_bound(&job.project)?;
+        Ok(job)
     }
+}
+
+/// Keys must come over HTTPS; plain HTTP only from this machine
+/// (loopback), where nobody can change them on the way.
+fn check_jwks_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") => {
+            let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                Ok(())
+            } else {
+                Err("keys must be fetched over https:// (plain http:// only from loopback)".into())
+            }
+        }
+        _ => Err("keys must be fetched over https://".into()),
+    }
+}
+
+/// Whether project id `project` is one of `patterns` (ids, or `group/*`).
+fn project_matches(patterns: &[String], project: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix("/*") {
+        _ if p == "*" => true,
+        Some(group) => project
+            .strip_prefix(group)
+            .is_some_and(|rest| rest.starts_with('/')),
+        None => p == project,
+    })
 }
 
 /// A signature algorithm kas accepts.
@@ -326,6 +399,18 @@ fn claim_text(claims: &serde_json::Map<String, Value>, name: &str) -> Option<Str
 }
 
 impl Issuer {
+    fn check_bound(&self, project: &str) -> Result<(), OidcError> {
+        let allowed = &self.settings.projects;
+        if allowed.is_empty() || project_matches(allowed, project) {
+            return Ok(());
+        }
+        Err(OidcError::ProjectNotBound {
+            issuer: self.settings.issuer.clone(),
+            project: project.to_owned(),
+            allowed: allowed.join(", "),
+        })
+    }
+
     fn job(&self, claims: &serde_json::Map<String, Value>) -> Result<CiJob, OidcError> {
         let names = &self.settings.claims;
         let required = |name: &str| {
@@ -388,23 +473,50 @@ impl Issuer {
             issuer: self.settings.issuer.clone(),
             message,
         };
-        let bytes = match (&self.settings.jwks_file, &self.settings.jwks_url) {
+        // Keys that are old but not too old stand in while the issuer fails.
+        let usable_stale = age.is_some_and(|a| a <= JWKS_MAX_STALE);
+        if let Some((at, message)) = &cache.failed
+            && at.elapsed() < FAILED_FETCH_BACKOFF
+        {
+            return match usable_stale {
+                true => Ok((cache.keys.clone(), false)),
+                false => Err(error(format!(
+                    "{message} (not retried for {FAILED_FETCH_BACKOFF:?})"
+                ))),
+            };
+        }
+        let fetched = match (&self.settings.jwks_file, &self.settings.jwks_url) {
             (Some(path), _) => tokio::fs::read(path)
                 .await
-                .map_err(|e| error(format!("{}: {e}", path.display())))?,
-            (None, Some(url)) => fetch(url).await.map_err(|e| error(format!("{e:#}")))?,
-            (None, None) => return Err(error("no key source".into())),
+                .map_err(|e| format!("{}: {e}", path.display())),
+            (None, Some(url)) => fetch(url).await.map_err(|e| format!("{e:#}")),
+            (None, None) => Err("no key source".into()),
         };
-        let jwks: Jwks =
-            serde_json::from_slice(&bytes).map_err(|e| error(format!("not a JWKS: {e}")))?;
-        tracing::info!(issuer = %self.settings.issuer, keys = jwks.keys.len(), "OIDC keys loaded");
-        cache.keys = Arc::new(jwks.keys);
-        cache.fetched = Some(Instant::now());
-        Ok((cache.keys.clone(), true))
+        let parsed = fetched.and_then(|bytes| {
+            serde_json::from_slice::<Jwks>(&bytes).map_err(|e| format!("not a JWKS: {e}"))
+        });
+        match parsed {
+            Ok(jwks) => {
+                tracing::info!(issuer = %self.settings.issuer, keys = jwks.keys.len(), "OIDC keys loaded");
+                cache.keys = Arc::new(jwks.keys);
+                cache.fetched = Some(Instant::now());
+                cache.failed = None;
+                Ok((cache.keys.clone(), true))
+            }
+            Err(message) => {
+                tracing::warn!(issuer = %self.settings.issuer, error = %message, keeping_old_keys = usable_stale, "cannot fetch OIDC keys");
+                cache.failed = Some((Instant::now(), message.clone()));
+                match usable_stale {
+                    true => Ok((cache.keys.clone(), false)),
+                    false => Err(error(message)),
+                }
+            }
+        }
     }
 }
 
-/// GETs a JWKS over HTTPS (public roots) or HTTP.
+/// GETs a JWKS over HTTPS (public roots), or HTTP from loopback; the
+/// whole exchange, body included, within [`FETCH_TIMEOUT`].
 async fn fetch(url: &str) -> anyhow::Result<Vec<u8>> {
     use anyhow::Context;
     use http_body_util::{BodyExt, Empty, Limited};
@@ -416,18 +528,20 @@ async fn fetch(url: &str) -> anyhow::Result<Vec<u8>> {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build::<_, Empty<bytes::Bytes>>(connector);
     let uri: http::Uri = url.parse().context("invalid jwks_url")?;
-    let response = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
+    let exchange = async {
+        let response = client.get(uri).await.context("request failed")?;
+        if !response.status().is_success() {
+            anyhow::bail!("{url} answered {}", response.status());
+        }
+        let body = Limited::new(response.into_body(), MAX_BYTES)
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the keys: {e}"))?;
+        Ok(body.to_bytes().to_vec())
+    };
+    tokio::time::timeout(FETCH_TIMEOUT, exchange)
         .await
-        .context("timed out")?
-        .context("request failed")?;
-    if !response.status().is_success() {
-        anyhow::bail!("{url} answered {}", response.status());
-    }
-    let body = Limited::new(response.into_body(), MAX_BYTES)
-        .collect()
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the keys: {e}"))?;
-    Ok(body.to_bytes().to_vec())
+        .with_context(|| format!("{url} did not answer within {FETCH_TIMEOUT:?}"))?
 }
 
 #[cfg(test)]
@@ -485,6 +599,7 @@ mod tests {
             jwks_url: None,
             jwks_file: Some(path),
             claims: ClaimNames::default(),
+            projects: Vec::new(),
         }])
         .expect("settings")
     }
@@ -608,7 +723,106 @@ mod tests {
             jwks_url: None,
             jwks_file: None,
             claims: ClaimNames::default(),
+            projects: Vec::new(),
         };
         assert!(Oidc::new(vec![s]).is_err());
+    }
+
+    fn settings(issuer: &str, jwks_url: &str, projects: &[&str]) -> IssuerSettings {
+        IssuerSettings {
+            issuer: issuer.into(),
+            audience: "a".into(),
+            jwks_url: Some(jwks_url.into()),
+            jwks_file: None,
+            claims: ClaimNames::default(),
+            projects: projects.iter().map(|p| (*p).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn keys_come_over_https_or_from_loopback_only() {
+        for ok in [
+            "https://ci.example.com/jwks",
+            "http://127.0.0.1:8080/jwks",
+            "http://[::1]:8080/jwks",
+            "http://localhost/jwks",
+        ] {
+            assert!(Oidc::new(vec![settings("i", ok, &[])]).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://ci.example.com/jwks",
+            "http://10.0.0.1/jwks",
+            "ftp://x/jwks",
+        ] {
+            let err = Oidc::new(vec![settings("i", bad, &[])]).expect_err(bad);
+            assert!(err.to_string().contains("https://"), "{err}");
+        }
+    }
+
+    #[test]
+    fn several_issuers_each_name_their_projects() {
+        let a = settings("a", "https://a/jwks", &[]);
+        let b = settings("b", "https://b/jwks", &["github/*"]);
+        assert!(Oidc::new(vec![a.clone(), b.clone()]).is_err());
+        let a = settings("a", "https://a/jwks", &["team/*", "platform"]);
+        assert!(Oidc::new(vec![a, b]).is_ok());
+        let patterns = ["team/*".to_owned(), "platform".to_owned()];
+        assert!(project_matches(&patterns, "team/app"));
+        assert!(project_matches(&patterns, "team/sub/app"));
+        assert!(project_matches(&patterns, "platform"));
+        assert!(!project_matches(&patterns, "team-b/app"));
+        assert!(!project_matches(&patterns, "platform/x"));
+        assert!(!project_matches(&patterns, "team"));
+    }
+
+    #[tokio::test]
+    async fn a_token_for_a_project_its_issuer_does_not_speak_for_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let issuer = TestIssuer::new("k");
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, &issuer.jwks).expect("write");
+        let oidc = Oidc::new(vec![IssuerSettings {
+            issuer: "https://ci.example.com".into(),
+            audience: "https://kas.example.com".into(),
+            jwks_url: None,
+            jwks_file: Some(path),
+            claims: ClaimNames::default(),
+            projects: vec!["other/*".into()],
+        }])
+        .expect("settings");
+        let now = 1_800_000_000;
+        let err = oidc
+            .verify(&issuer.sign("k", claims(now)), now)
+            .await
+            .expect_err("team/app is not this issuer's");
+        assert!(matches!(err, OidcError::ProjectNotBound { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn old_keys_stand_in_while_the_issuer_is_down_and_failures_are_remembered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let issuer = TestIssuer::new("k");
+        let oidc = oidc(&dir, &issuer.jwks);
+        let now = 1_800_000_000;
+        let token = issuer.sign("k", claims(now));
+        oidc.verify(&token, now).await.expect("valid");
+        // The keys are past their age and the issuer is gone.
+        std::fs::remove_file(dir.path().join("jwks.json")).expect("issuer down");
+        oidc.issuers[0].keys.lock().await.fetched = Some(Instant::now() - JWKS_MAX_AGE * 2);
+        oidc.verify(&token, now)
+            .await
+            .expect("old keys still verify");
+        let failed = oidc.issuers[0].keys.lock().await.failed.clone();
+        assert!(failed.is_some(), "the failure is remembered");
+        // Too old to trust any more: refused, with the remembered reason,
+        // and without trying the issuer again within the backoff.
+        oidc.issuers[0].keys.lock().await.fetched = Some(Instant::now() - JWKS_MAX_STALE * 2);
+        std::fs::write(dir.path().join("jwks.json"), &issuer.jwks).expect("back up");
+        let err = oidc.verify(&token, now).await.expect_err("backing off");
+        assert!(err.to_string().contains("not retried"), "{err}");
+        oidc.issuers[0].keys.lock().await.failed = None;
+        oidc.verify(&token, now)
+            .await
+            .expect("fetched again once the backoff passes");
     }
 }
