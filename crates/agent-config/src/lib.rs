@@ -126,5 +126,6 @@ fn parse_options() -> serde_saphyr::Options {
     budget.max_events = 100_000;
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
+    options.alias_limits.max_total_replayed_events = 20_000;
     options
 }

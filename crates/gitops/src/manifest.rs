@@ -261,8 +261,15 @@ fn yaml_options(limits: &Limits) -> serde_saphyr::Options {
     budget.max_events = 4_000_000;
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
+    // What aliases may expand to in all: generous for anchors that share an
+    // env block or labels, small enough that a nested-alias file fails in
+    // milliseconds instead of replaying millions of events first.
+    options.alias_limits.max_total_replayed_events = MAX_REPLAYED_EVENTS;
     options
 }
+
+/// Events all aliases of one file may replay together.
+const MAX_REPLAYED_EVENTS: usize = 100_000;
 
 fn depth(v: &Value) -> usize {
     match v {

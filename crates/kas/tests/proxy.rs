@@ -276,7 +276,7 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "tether:pro
     std::fs::write(
         &settings,
         format!(
-            "oidc_issuers:\n  - {{issuer: {ISSUER}, audience: {AUDIENCE}, jwks_file: {}, projects: ['team/*']}}\n  - {{issuer: {URL_ISSUER}, audience: {AUDIENCE}, jwks_url: 'http://{jwks_url}/jwks', projects: ['ci/*']}}\n",
+            "oidc_issuers:\n  - {{issuer: {ISSUER}, audience: {AUDIENCE}, jwks_file: {}, projects: ['ci/*', 'team/*']}}\n  - {{issuer: {URL_ISSUER}, audience: {AUDIENCE}, jwks_url: 'http://{jwks_url}/jwks', projects: ['ci/*']}}\n",
             jwks_file.display()
         ),
     )
@@ -524,6 +524,15 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "tether:pro
     let (status, body, _) = proxy_get(&setup, &format!("ci:prod:{from_url}"), "/version").await;
     assert_eq!(status, 200, "keys fetched from jwks_url: {body}");
     assert!(body.contains("gitVersion"), "{body}");
+    // The second issuer speaks for ci/* only: its token for a team project
+    // never matches the ci_access entries meant for the first issuer's jobs.
+    let crossing = url_signer.sign(&job_claims(URL_ISSUER, "team/app", "production", 8));
+    let (status, body, _) = proxy_get(&setup, &format!("ci:prod:{crossing}"), "/version").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body.contains("does not speak for project team/app"),
+        "{body}"
+    );
     let staging = signer.sign(&job_claims(ISSUER, "ci/pipeline", "staging", 1));
     let (status, body, _) = proxy_get(&setup, &format!("ci:prod:{staging}"), path).await;
     assert_eq!(status, 403, "{body}");
