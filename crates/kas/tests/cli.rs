@@ -17,6 +17,12 @@ struct Server {
 
 impl Server {
     fn start() -> Self {
+        Self::start_api_on("127.0.0.1")
+    }
+
+    /// kas with its REST API on `ip` (beyond loopback it serves TLS); the
+    /// CLI reaches it on 127.0.0.1 either way.
+    fn start_api_on(ip: &str) -> Self {
         let data = tempfile::tempdir().expect("tempdir");
         let log = data.path().join("kas.log");
         let port = || {
@@ -25,10 +31,11 @@ impl Server {
                 .expect("free port")
         };
         let (api, admin, agent) = (port(), port(), port());
+        let listen = format!("{ip}:{}", api.port());
         let child = Command::new(KAS)
             .args(["serve", "--data-dir"])
             .arg(data.path().join("kas"))
-            .arg(format!("--api-listen={api}"))
+            .arg(format!("--api-listen={listen}"))
             .arg(format!("--admin-listen={admin}"))
             .arg(format!("--agent-listen={agent}"))
             .arg(format!("--k8s-proxy-listen={}", port()))
@@ -36,9 +43,10 @@ impl Server {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("kas starts");
+        let scheme = if ip.starts_with("127.") { "http" } else { "https" };
         let server = Server {
             child,
-            api: format!("http://{api}"),
+            api: format!("{scheme}://127.0.0.1:{}", api.port()),
             data,
             log,
         };
@@ -64,6 +72,8 @@ impl Server {
             .arg(format!("--server={}", self.api))
             .arg("--admin-token-file")
             .arg(self.token_file())
+            .arg("--ca-cert")
+            .arg(self.data.path().join("kas/agent-ca.crt"))
             .env_remove("KAS_ADMIN_TOKEN")
             .env("XDG_CONFIG_HOME", self.data.path())
             .output()
@@ -225,4 +235,31 @@ fn reads_server_and_token_from_the_config_file() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ID"));
+}
+
+#[test]
+fn beyond_loopback_the_api_speaks_tls_only() {
+    let server = Server::start_api_on("0.0.0.0");
+    assert!(server.api.starts_with("https://"));
+    // The CLI, with kas's CA, works over HTTPS.
+    let listed = server.ok(&["agent", "list"]);
+    assert!(listed.starts_with("NAME"), "{listed}");
+    // Plain HTTP to the same port gets no API.
+    let plain = server.api.replace("https://", "http://");
+    let out = Command::new(KAS)
+        .args(["agent", "list", "--server", &plain, "--admin-token-file"])
+        .arg(server.token_file())
+        .env_remove("KAS_ADMIN_TOKEN")
+        .output()
+        .expect("kas CLI runs");
+    assert!(!out.status.success(), "plain HTTP was answered");
+    // Without the CA, the certificate is not trusted.
+    let out = Command::new(KAS)
+        .args(["agent", "list", "--server", &server.api, "--admin-token-file"])
+        .arg(server.token_file())
+        .env_remove("KAS_ADMIN_TOKEN")
+        .env_remove("KAS_CA_CERT")
+        .output()
+        .expect("kas CLI runs");
+    assert!(!out.status.success(), "an untrusted certificate was accepted");
 }

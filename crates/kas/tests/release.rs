@@ -458,6 +458,12 @@ fn run(ns: &str) {
         "{}",
         release.yaml.len()
     );
+    eprintln!(
+        "release: {} objects of {} kinds, {} bytes",
+        release.objects.len(),
+        kinds.len(),
+        release.yaml.len()
+    );
 
     let mut setup = Setup::start_with(&["--poll-interval", "2s"]);
     setup.pod_namespace = ns.to_owned();
