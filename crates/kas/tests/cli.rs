@@ -43,7 +43,11 @@ impl Server {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("kas starts");
-        let scheme = if ip.starts_with("127.") { "http" } else { "https" };
+        let scheme = if ip.starts_with("127.") {
+            "http"
+        } else {
+            "https"
+        };
         let server = Server {
             child,
             api: format!("{scheme}://127.0.0.1:{}", api.port()),
@@ -255,11 +259,20 @@ fn beyond_loopback_the_api_speaks_tls_only() {
     assert!(!out.status.success(), "plain HTTP was answered");
     // Without the CA, the certificate is not trusted.
     let out = Command::new(KAS)
-        .args(["agent", "list", "--server", &server.api, "--admin-token-file"])
+        .args([
+            "agent",
+            "list",
+            "--server",
+            &server.api,
+            "--admin-token-file",
+        ])
         .arg(server.token_file())
         .env_remove("KAS_ADMIN_TOKEN")
         .env_remove("KAS_CA_CERT")
         .output()
         .expect("kas CLI runs");
-    assert!(!out.status.success(), "an untrusted certificate was accepted");
+    assert!(
+        !out.status.success(),
+        "an untrusted certificate was accepted"
+    );
 }

@@ -6,7 +6,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Empty};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::{Value, json};
-use support::{Setup, commit, new_repo, wait};
+use support::{Setup, commit, kubectl, last_line, new_repo, wait};
 
 const ISSUER: &str = "https://ci.tether.test";
 const URL_ISSUER: &str = "https://ci2.tether.test";
@@ -120,13 +120,6 @@ fn serve_jwks(body: String) -> std::net::SocketAddr {
     addr
 }
 
-/// kubectl with a kubeconfig of its own.
-fn kubectl(kubeconfig: &Path) -> Command {
-    let mut cmd = Command::new(tether_testenv::shared().binaries().kubectl());
-    cmd.arg("--kubeconfig").arg(kubeconfig);
-    cmd
-}
-
 /// Runs kubectl; its exit status, stdout and stderr.
 fn run(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
     let out = kubectl(kubeconfig)
@@ -162,15 +155,6 @@ fn kubeconfig_for(setup: &Setup, token: &str, name: &str) -> PathBuf {
     ]);
     assert!(written.is_some(), "kas kubeconfig refused the {name} token");
     out
-}
-
-fn last_line(text: Option<String>) -> String {
-    text.expect("command succeeds")
-        .lines()
-        .last()
-        .expect("a line")
-        .trim()
-        .to_owned()
 }
 
 /// A raw request to the proxy: status, body, and how long it took.

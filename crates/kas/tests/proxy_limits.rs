@@ -7,21 +7,12 @@ mod support;
 
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{Setup, commit, new_repo, wait};
-
-fn last_line(text: Option<String>) -> String {
-    text.expect("command succeeds")
-        .lines()
-        .last()
-        .expect("a line")
-        .trim()
-        .to_owned()
-}
+use support::{Setup, commit, kubectl, last_line, new_repo, wait};
 
 /// Agent `prod` whose config admits users of group `team` (as themselves
 /// when `as_user`, with one group per listed project), and agentk
@@ -74,12 +65,6 @@ fn user(setup: &Setup, name: &str) -> (String, PathBuf) {
         ])
         .expect("kubeconfig");
     (id, kubeconfig)
-}
-
-fn kubectl(kubeconfig: &Path) -> Command {
-    let mut cmd = Command::new(tether_testenv::shared().binaries().kubectl());
-    cmd.arg("--kubeconfig").arg(kubeconfig);
-    cmd
 }
 
 #[test]

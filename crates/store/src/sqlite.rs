@@ -175,6 +175,21 @@ fn unique(what: String) -> impl FnOnce(rusqlite::Error) -> StoreError {
     }
 }
 
+/// `NotFound` naming the project unless it exists.
+fn require_project(conn: &Connection, id: &str) -> Result<()> {
+    let exists: bool = conn
+        .query_row(
+            "SELECT EXISTS(SELECT 1 FROM projects WHERE id = ?1)",
+            [id],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    match exists {
+        true => Ok(()),
+        false => Err(StoreError::NotFound(format!("project {id}"))),
+    }
+}
+
 fn agent_id(conn: &Connection, name: &str) -> Result<i64> {
     query_one(conn, "SELECT id FROM agents WHERE name = ?1", [name], |r| {
         r.get(0)
@@ -320,16 +335,7 @@ impl Store for SqliteStore {
         let (name, project) = (name.to_owned(), config_project.to_owned());
         self.call(move |c| {
             let tx = c.transaction().map_err(db)?;
-            let exists: bool = tx
-                .query_row(
-                    "SELECT EXISTS(SELECT 1 FROM projects WHERE id = ?1)",
-                    [&project],
-                    |r| r.get(0),
-                )
-                .map_err(db)?;
-            if !exists {
-                return Err(StoreError::NotFound(format!("project {project}")));
-            }
+            require_project(&tx, &project)?;
             tx.execute(
                 "INSERT INTO agents (name, config_project, created_at) VALUES (?1, ?2, ?3)",
                 params![name, project, created_at],

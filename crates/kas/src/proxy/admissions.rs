@@ -126,9 +126,7 @@ mod tests {
     use super::*;
     use crate::proxy::principal::User;
 
-    #[test]
-    fn holds_only_for_the_same_config_and_until_expiry() {
-        let admissions = Admissions::default();
+    fn alice() -> (Principal, Grant) {
         let principal = Principal::User(User {
             name: "alice".into(),
             memberships: vec![],
@@ -138,6 +136,13 @@ mod tests {
             identity: None,
             default_namespace: None,
         };
+        (principal, grant)
+    }
+
+    #[test]
+    fn holds_only_for_the_same_config_and_until_expiry() {
+        let admissions = Admissions::default();
+        let (principal, grant) = alice();
         let config = Arc::new(AgentConfig::default());
         let k = key("Bearer pat:prod:x");
         let g = admissions.generation();
@@ -155,15 +160,7 @@ mod tests {
     #[test]
     fn an_admission_decided_before_a_clear_is_not_stored_after_it() {
         let admissions = Admissions::default();
-        let principal = Principal::User(User {
-            name: "alice".into(),
-            memberships: vec![],
-            expires_at: None,
-        });
-        let grant = Grant {
-            identity: None,
-            default_namespace: None,
-        };
+        let (principal, grant) = alice();
         let config = Arc::new(AgentConfig::default());
         let k = key("Bearer pat:prod:x");
         // A request starts admitting; a revocation clears meanwhile.

@@ -290,6 +290,24 @@ impl Setup {
     }
 }
 
+/// The last line of a command's output, trimmed: where the CLI prints a
+/// token it creates.
+pub fn last_line(text: Option<String>) -> String {
+    text.expect("command succeeds")
+        .lines()
+        .last()
+        .expect("a line")
+        .trim()
+        .to_owned()
+}
+
+/// kubectl with a kubeconfig of its own.
+pub fn kubectl(kubeconfig: &std::path::Path) -> Command {
+    let mut cmd = Command::new(tether_testenv::shared().binaries().kubectl());
+    cmd.arg("--kubeconfig").arg(kubeconfig);
+    cmd
+}
+
 pub fn wait(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {

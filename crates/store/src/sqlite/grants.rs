@@ -3,7 +3,7 @@
 
 use rusqlite::params;
 
-use super::{SqliteStore, agent_id, db, query_all, query_one};
+use super::{SqliteStore, agent_id, db, query_all, query_one, require_project};
 use crate::model::*;
 use crate::{Result, StoreError};
 
@@ -28,16 +28,7 @@ impl SqliteStore {
         self.call(move |c| {
             let tx = c.transaction().map_err(db)?;
             let agent_id = agent_id(&tx, &agent)?;
-            let exists: bool = tx
-                .query_row(
-                    "SELECT EXISTS(SELECT 1 FROM projects WHERE id = ?1)",
-                    [&project],
-                    |r| r.get(0),
-                )
-                .map_err(db)?;
-            if !exists {
-                return Err(StoreError::NotFound(format!("project {project}")));
-            }
+            require_project(&tx, &project)?;
             tx.execute(
                 "INSERT OR IGNORE INTO manifest_grants (project_id, agent_id, created_at) VALUES (?1, ?2, ?3)",
                 params![project, agent_id, now],
