@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 TETHER_KUBE_BIN=$(bash scripts/cluster-binaries.sh)
 export TETHER_KUBE_BIN
+# PostgreSQL for the store suite and kas on a shared database.
+bash scripts/install-services.sh
 
 # End-to-end tests run one package's binary from another's tests (agentk
 # from kas's), so every binary must exist first.

@@ -13,10 +13,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kas::metrics::Metrics;
 use kas::repos::Repos;
-use kas::settings::{Overrides, Settings, SettingsFile};
+use kas::settings::{Database, Overrides, Settings, SettingsFile};
 use kas::{admin, admin_token, api, channel, cli};
 use tether_runtime::{Shutdown, logging};
-use tether_store::SqliteStore;
+use tether_store::{PgStore, SqliteStore};
 
 #[derive(Debug, Parser)]
 #[command(name = "kas", version, about = "Tether's Kubernetes Agent Server")]
@@ -65,6 +65,10 @@ struct ServeArgs {
     /// and git mirrors. Default: kas-data.
     #[arg(long, env = "KAS_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Where kas's records are: `postgres://…` (shared by replicas) or
+    /// `sqlite://PATH`. Default: SQLite's kas.db in the data folder.
+    #[arg(long, env = "KAS_DATABASE_URL", hide_env_values = true)]
+    database: Option<String>,
     /// Address of the REST API listener. Default: 127.0.0.1:8150.
     #[arg(long, env = "KAS_API_LISTEN")]
     api_listen: Option<SocketAddr>,
@@ -117,6 +121,7 @@ impl ServeArgs {
         Settings::resolve(
             Overrides {
                 data_dir: self.data_dir,
+                database: self.database,
                 api_listen: self.api_listen,
                 admin_listen: self.admin_listen,
                 agent_listen: self.agent_listen,
@@ -169,11 +174,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     )
     .with_context(|| format!("cannot restrict data folder {}", args.data_dir.display()))?;
-    let db = args.data_dir.join("kas.db");
-    let store =
-        SqliteStore::open(&db).with_context(|| format!("cannot open database {}", db.display()))?;
+    let store: Arc<dyn tether_store::Store> = match &args.database {
+        Database::Sqlite(path) => Arc::new(
+            SqliteStore::open(path)
+                .with_context(|| format!("cannot open database {}", path.display()))?,
+        ),
+        Database::Postgres(url) => Arc::new(
+            PgStore::connect(url)
+                .await
+                .with_context(|| format!("cannot open database {}", args.database.describe()))?,
+        ),
+    };
+    if args.database.is_shared() && args.tls.is_none() {
+        tracing::warn!(
+            "the database is shared with other kas replicas, but no --tls-cert/--tls-key is given: \
+             this kas generates a development CA of its own, which agents and clients of the other \
+             replicas do not trust; give every replica the same certificate"
+        );
+    }
     let admin_token = admin_token::load_or_create(&args.data_dir.join("admin-token"))?;
-    let store: Arc<dyn tether_store::Store> = Arc::new(store);
     let metrics = Metrics::default();
     let connections = Arc::new(channel::ConnectionRegistry::with_metrics(metrics.clone()));
     let repos = Repos::new(
@@ -250,7 +269,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         channel::AgentChannelService::new(store, connections, repos),
         shutdown.clone(),
     );
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), data = %args.data_dir.display(), "kas started");
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), data = %args.data_dir.display(), database = %args.database.describe(), "kas started");
     tokio::try_join!(api, health, agents, k8s_proxy)?;
     tracing::info!("kas stopped");
     Ok(())

@@ -5,6 +5,7 @@
 //!
 //! ```yaml
 //! data_dir: /var/lib/kas
+//! database: postgres://kas@db.example.com/kas   # default: SQLite in data_dir
 //! api_listen: 0.0.0.0:8150
 //! admin_listen: 0.0.0.0:8151
 //! agent_listen: 0.0.0.0:8152
@@ -35,6 +36,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct SettingsFile {
     pub data_dir: Option<PathBuf>,
+    pub database: Option<String>,
     pub api_listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
     pub agent_listen: Option<SocketAddr>,
@@ -56,6 +58,8 @@ pub struct SettingsFile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub data_dir: PathBuf,
+    /// Where kas's records are.
+    pub database: Database,
     pub api_listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub agent_listen: SocketAddr,
@@ -69,6 +73,51 @@ pub struct Settings {
     /// The CA that signed the TLS certificate, for kubeconfigs.
     pub tls_ca: Option<PathBuf>,
     pub oidc_issuers: Vec<crate::proxy::oidc::IssuerSettings>,
+}
+
+/// Where kas's records are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An SQLite file: one kas on one machine.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL: shared by kas replicas. Never logged whole: it may
+    /// hold a password.
+    Postgres(String),
+}
+
+impl Database {
+    /// `postgres://…` (or `postgresql://…`), `sqlite://PATH`, or by
+    /// default SQLite's `kas.db` in the data folder.
+    pub fn parse(url: Option<&str>, data_dir: &Path) -> anyhow::Result<Self> {
+        let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
+            return Ok(Database::Sqlite(data_dir.join("kas.db")));
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Database::Postgres(url.to_owned()));
+        }
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                bail!("database {url:?} names no file: sqlite:///var/lib/kas/kas.db");
+            }
+            return Ok(Database::Sqlite(PathBuf::from(path)));
+        }
+        bail!(
+            "database {:?} is neither postgres://… nor sqlite://PATH",
+            tether_git::redact(url)
+        )
+    }
+
+    /// For logs: the URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            Database::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Database::Postgres(url) => tether_git::redact(url),
+        }
+    }
+
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Database::Postgres(_))
+    }
 }
 
 /// Shortest accepted poll interval: faster polling only loads git servers;
@@ -125,15 +174,18 @@ impl Settings {
         if !k8s_proxy_external_url.starts_with("https://") {
             bail!("k8s_proxy_external_url {k8s_proxy_external_url:?} must be an https:// URL");
         }
+        let data_dir = flags
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("kas-data"));
+        let database = Database::parse(flags.database.or(file.database).as_deref(), &data_dir)?;
         Ok(Settings {
+            database,
             k8s_proxy_listen,
             k8s_proxy_external_url,
             tls_ca: flags.tls_ca.or(file.tls_ca),
             oidc_issuers: file.oidc_issuers,
-            data_dir: flags
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("kas-data")),
+            data_dir,
             api_listen: flags
                 .api_listen
                 .or(file.api_listen)
@@ -192,5 +244,23 @@ mod tests {
         assert!(format!("{:#}", half_tls.expect_err("refused")).contains("tls_key"));
         let fast = Settings::resolve(Overrides::default(), file("poll_interval: 10ms\n"));
         assert!(format!("{:#}", fast.expect_err("refused")).contains("at least"));
+    }
+
+    #[test]
+    fn the_database_is_sqlite_in_the_data_dir_unless_named() {
+        let dir = Path::new("/var/lib/kas");
+        assert_eq!(
+            Database::parse(None, dir).expect("default"),
+            Database::Sqlite(dir.join("kas.db"))
+        );
+        assert_eq!(
+            Database::parse(Some("sqlite:///srv/kas.db"), dir).expect("sqlite"),
+            Database::Sqlite("/srv/kas.db".into())
+        );
+        let pg = Database::parse(Some("postgres://kas:s3cret@db:5432/kas"), dir).expect("pg");
+        assert!(pg.is_shared());
+        assert!(!pg.describe().contains("s3cret"), "{}", pg.describe());
+        let bad = Database::parse(Some("mysql://u:s3cret@db/kas"), dir).expect_err("refused");
+        assert!(!format!("{bad:#}").contains("s3cret"), "{bad:#}");
     }
 }

@@ -1,7 +1,8 @@
 //! kas's durable records — git projects, agents and their tokens, users and
-//! access tokens for the Kubernetes API proxy — behind the
-//! [`Store`] trait, so that one kas can embed SQLite while many replicas share
-//! PostgreSQL (a later implementation of the same trait).
+//! access tokens for the Kubernetes API proxy, manifest grants — behind the
+//! [`Store`] trait, so that one kas embeds SQLite ([`SqliteStore`]) while
+//! many replicas share PostgreSQL ([`PgStore`]). Both implement the same
+//! rules (`rules.rs`) and pass the same test suite.
 //!
 //! Tokens are stored as their SHA-256 only ([`tether_credentials::TokenHash`]);
 //! nothing here ever sees a token's text. [`Store::authenticate`] says why a
@@ -11,9 +12,12 @@
 //! (connections, last config sent) belongs to kas's memory, not here.
 
 mod model;
+mod postgres;
+mod rules;
 mod sqlite;
 
 pub use model::*;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;

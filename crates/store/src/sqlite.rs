@@ -14,6 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tether_credentials::TokenHash;
 
 use crate::model::*;
+use crate::rules::{self, Verdict};
 use crate::{Result, Store, StoreError};
 
 mod access;
@@ -257,13 +258,7 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_project(&self, p: NewProject) -> Result<Project> {
-        tether_agent_config::validate_project_id(&p.id).map_err(StoreError::Invalid)?;
-        if p.url.trim().is_empty() {
-            return Err(StoreError::Invalid(format!(
-                "project {} needs a repository URL",
-                p.id
-            )));
-        }
+        rules::check_new_project(&p)?;
         self.call(move |c| {
             c.execute(
                 "INSERT INTO projects (id, url, credentials_ref, created_at, git_ref) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -330,8 +325,7 @@ impl Store for SqliteStore {
         config_project: &str,
         created_at: UnixTime,
     ) -> Result<Agent> {
-        tether_agent_config::validate_agent_name(name)
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        rules::check_agent_name(name)?;
         let (name, project) = (name.to_owned(), config_project.to_owned());
         self.call(move |c| {
             let tx = c.transaction().map_err(db)?;
@@ -385,14 +379,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_token(&self, agent: &str, t: NewToken) -> Result<TokenRecord> {
-        if t.name.trim().is_empty() {
-            return Err(StoreError::Invalid("a token needs a name".into()));
-        }
-        if t.expires_at.is_some_and(|e| e <= t.created_at) {
-            return Err(StoreError::Invalid(
-                "a token cannot expire before it is created".into(),
-            ));
-        }
+        rules::check_new_token(&t)?;
         let agent = agent.to_owned();
         self.call(move |c| {
             let tx = c.transaction().map_err(db)?;
@@ -483,19 +470,14 @@ impl Store for SqliteStore {
             let Some((stored, token, agent)) = found else {
                 return Ok(TokenStatus::Unknown);
             };
-            // The lookup matched by index; confirm in constant time, so the
-            // decision never rests on a comparison that leaks timing.
-            let matches = TokenHash::from_hex(&stored).is_ok_and(|s| s.ct_eq(&presented));
-            if !matches {
-                return Ok(TokenStatus::Unknown);
-            }
-            Ok(match (token.revoked_at, token.expires_at) {
-                (Some(revoked_at), _) => TokenStatus::Revoked { revoked_at },
-                (None, Some(expires_at)) if now >= expires_at => TokenStatus::Expired {
-                    expired_at: expires_at,
+            Ok(
+                match rules::verdict(&stored, &presented, token.revoked_at, token.expires_at, now) {
+                    Verdict::Unknown => TokenStatus::Unknown,
+                    Verdict::Revoked(revoked_at) => TokenStatus::Revoked { revoked_at },
+                    Verdict::Expired(expired_at) => TokenStatus::Expired { expired_at },
+                    Verdict::Active => TokenStatus::Active { agent, token },
                 },
-                _ => TokenStatus::Active { agent, token },
-            })
+            )
         })
         .await
     }

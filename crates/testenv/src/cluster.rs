@@ -272,6 +272,7 @@ impl Cluster {
             program: self.binaries.path(name),
             args,
             log: self.dir.join("logs").join(format!("{name}.log")),
+            run_as: None,
         })
     }
 
@@ -567,7 +568,7 @@ fn kwok_args(
 
 const TEMP_PREFIX: &str = "tether-testenv-";
 
-fn temp_dir_for_this_process() -> PathBuf {
+pub(crate) fn temp_dir_for_this_process() -> PathBuf {
     std::env::temp_dir().join(format!(
         "{TEMP_PREFIX}{}-{:08x}",
         std::process::id(),
@@ -578,7 +579,7 @@ fn temp_dir_for_this_process() -> PathBuf {
 /// A test process killed outright leaves its folder behind (its processes die
 /// with it, see the supervisor); the next run removes folders whose process is
 /// gone.
-fn remove_stale_temp_dirs() {
+pub(crate) fn remove_stale_temp_dirs() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };

@@ -12,6 +12,8 @@
 //! - [`git`] makes repositories with the real git CLI.
 //! - [`Cluster::get_json`] reads objects back with the real kubectl.
 //! - [`wait_until`] waits for a condition with a deadline; tests never sleep.
+//! - [`shared_postgres`] starts a real PostgreSQL server per test process;
+//!   [`Postgres::create_database`] gives each test a database of its own.
 //!
 //! Architecture invariant: no cluster process outlives its owner. Every child
 //! is forked by a supervisor thread with `PR_SET_PDEATHSIG`, so they die with
@@ -25,6 +27,7 @@ pub mod git;
 mod kubeconfig;
 mod namespace;
 mod pki;
+pub mod postgres;
 pub mod supervisor;
 mod wait;
 
@@ -36,6 +39,7 @@ pub use cluster::{
 };
 pub use error::{Error, Result};
 pub use namespace::{TEST_NAMESPACE_LABEL, TestNamespace};
+pub use postgres::{Postgres, shared_postgres};
 pub use wait::wait_until;
 
 /// The cluster shared by every test of this process, started on first use.

@@ -36,6 +36,8 @@ pub struct ProcessSpec {
     pub args: Vec<OsString>,
     /// stdout and stderr are both appended here.
     pub log: PathBuf,
+    /// Run as this user and group id (PostgreSQL refuses to run as root).
+    pub run_as: Option<(u32, u32)>,
 }
 
 /// A running child as seen from outside the supervisor.
@@ -159,6 +161,9 @@ fn spawn(spec: &ProcessSpec) -> Result<Child> {
         .stdin(Stdio::null())
         .stdout(open_log()?)
         .stderr(open_log()?);
+    if let Some((uid, gid)) = spec.run_as {
+        cmd.uid(uid).gid(gid);
+    }
     let parent = std::process::id();
     // SAFETY: the closure runs between fork and exec and calls only
     // async-signal-safe functions (prctl, getppid, _exit); it allocates nothing.
@@ -274,6 +279,7 @@ mod tests {
                 "tether-supervisor-{name}-{}.log",
                 std::process::id()
             )),
+            run_as: None,
         }
     }
 

@@ -8,6 +8,7 @@ use tether_credentials::TokenHash;
 
 use super::{SqliteStore, db, query_all, query_one, unique};
 use crate::model::*;
+use crate::rules::{self, Verdict};
 use crate::{Result, StoreError};
 
 const USER_COLUMNS: &str = "name, memberships, created_at";
@@ -17,7 +18,7 @@ fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     let memberships: String = r.get(1)?;
     Ok(User {
         name: r.get(0)?,
-        memberships: memberships.lines().map(str::to_owned).collect(),
+        memberships: rules::split_memberships(&memberships),
         created_at: r.get(2)?,
     })
 }
@@ -53,14 +54,6 @@ fn access_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(AccessTokenRecord, Str
     ))
 }
 
-fn validate_memberships(memberships: &[String]) -> Result<String> {
-    for m in memberships {
-        tether_agent_config::validate_project_id(m)
-            .map_err(|e| StoreError::Invalid(format!("membership {m:?}: {e}")))?;
-    }
-    Ok(memberships.join("\n"))
-}
-
 /// The owner's column and value, after checking the owner exists.
 fn owner_column(conn: &Connection, owner: &TokenOwner) -> Result<(&'static str, String)> {
     let (column, table, key, id) = match owner {
@@ -70,10 +63,7 @@ fn owner_column(conn: &Connection, owner: &TokenOwner) -> Result<(&'static str, 
     let sql = format!("SELECT EXISTS(SELECT 1 FROM {table} WHERE {key} = ?1)");
     let exists: bool = conn.query_row(&sql, [id], |r| r.get(0)).map_err(db)?;
     if !exists {
-        return Err(StoreError::NotFound(match owner {
-            TokenOwner::Project(p) => format!("project {p}"),
-            TokenOwner::User(u) => format!("user {u}"),
-        }));
+        return Err(rules::owner_not_found(owner));
     }
     Ok((column, id.clone()))
 }
@@ -85,9 +75,8 @@ impl SqliteStore {
         memberships: Vec<String>,
         created_at: UnixTime,
     ) -> Result<User> {
-        tether_agent_config::validate_agent_name(name)
-            .map_err(|e| StoreError::Invalid(format!("user name: {e}")))?;
-        let joined = validate_memberships(&memberships)?;
+        rules::check_user_name(name)?;
+        let joined = rules::join_memberships(&memberships)?;
         let name = name.to_owned();
         self.call(move |c| {
             c.execute(
@@ -126,7 +115,7 @@ impl SqliteStore {
         name: &str,
         memberships: Vec<String>,
     ) -> Result<User> {
-        let joined = validate_memberships(&memberships)?;
+        let joined = rules::join_memberships(&memberships)?;
         let name = name.to_owned();
         self.call(move |c| {
             let n = c
@@ -165,19 +154,7 @@ impl SqliteStore {
         t: NewToken,
         protected: bool,
     ) -> Result<AccessTokenRecord> {
-        if t.name.trim().is_empty() {
-            return Err(StoreError::Invalid("a token needs a name".into()));
-        }
-        if t.expires_at.is_some_and(|e| e <= t.created_at) {
-            return Err(StoreError::Invalid(
-                "a token cannot expire before it is created".into(),
-            ));
-        }
-        if protected && matches!(owner, TokenOwner::User(_)) {
-            return Err(StoreError::Invalid(
-                "only project tokens can be protected".into(),
-            ));
-        }
+        rules::check_new_access_token(owner, &t, protected)?;
         let owner = owner.clone();
         self.call(move |c| {
             let tx = c.transaction().map_err(db)?;
@@ -264,132 +241,15 @@ impl SqliteStore {
             let Some((token, stored)) = found else {
                 return Ok(AccessTokenStatus::Unknown);
             };
-            // Matched by index; confirm in constant time.
-            if !TokenHash::from_hex(&stored).is_ok_and(|s| s.ct_eq(&presented)) {
-                return Ok(AccessTokenStatus::Unknown);
-            }
-            Ok(match (token.revoked_at, token.expires_at) {
-                (Some(revoked_at), _) => AccessTokenStatus::Revoked { revoked_at },
-                (None, Some(expires_at)) if now >= expires_at => AccessTokenStatus::Expired {
-                    expired_at: expires_at,
+            Ok(
+                match rules::verdict(&stored, &presented, token.revoked_at, token.expires_at, now) {
+                    Verdict::Unknown => AccessTokenStatus::Unknown,
+                    Verdict::Revoked(revoked_at) => AccessTokenStatus::Revoked { revoked_at },
+                    Verdict::Expired(expired_at) => AccessTokenStatus::Expired { expired_at },
+                    Verdict::Active => AccessTokenStatus::Active(token),
                 },
-                _ => AccessTokenStatus::Active(token),
-            })
+            )
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use tether_credentials::{Token, TokenKind};
-
-    use super::*;
-    use crate::Store;
-
-    fn new_token(kind: TokenKind, name: &str) -> (Token, NewToken) {
-        let token = Token::generate(kind);
-        let new = NewToken {
-            name: name.into(),
-            description: String::new(),
-            hash: token.hash(),
-            created_at: 100,
-            expires_at: Some(200),
-        };
-        (token, new)
-    }
-
-    #[tokio::test]
-    async fn users_and_access_tokens_round_trip() {
-        let store = SqliteStore::open_in_memory().expect("store");
-        store
-            .create_project(NewProject {
-                id: "team/app".into(),
-                url: "/tmp/x".into(),
-                credentials_ref: None,
-                created_at: 1,
-                git_ref: None,
-            })
-            .await
-            .expect("project");
-        let alice = store
-            .create_user("alice", vec!["team".into()], 1)
-            .await
-            .expect("user");
-        assert_eq!(alice.memberships, vec!["team".to_owned()]);
-        assert!(store.create_user("alice", vec![], 1).await.is_err());
-        assert!(store.create_user("Bad_Name", vec![], 1).await.is_err());
-        assert!(
-            store
-                .create_user("bob", vec!["../x".into()], 1)
-                .await
-                .is_err()
-        );
-
-        let project = TokenOwner::Project("team/app".into());
-        let (ci, new) = new_token(TokenKind::Project, "ci");
-        let record = store
-            .create_access_token(&project, new, true)
-            .await
-            .expect("project token");
-        assert!(record.protected);
-        let (pat, new) = new_token(TokenKind::User, "laptop");
-        let user = TokenOwner::User("alice".into());
-        assert!(
-            store
-                .create_access_token(&user, new.clone(), true)
-                .await
-                .is_err()
-        );
-        store
-            .create_access_token(&user, new, false)
-            .await
-            .expect("personal token");
-
-        match store
-            .authenticate_access(&ci.hash(), 150)
-            .await
-            .expect("auth")
-        {
-            AccessTokenStatus::Active(t) => assert_eq!(t.owner, project),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(
-            store
-                .authenticate_access(&pat.hash(), 200)
-                .await
-                .expect("auth"),
-            AccessTokenStatus::Expired { expired_at: 200 }
-        );
-        store
-            .revoke_access_token(&project, record.id, 160)
-            .await
-            .expect("revoke");
-        assert_eq!(
-            store
-                .authenticate_access(&ci.hash(), 170)
-                .await
-                .expect("auth"),
-            AccessTokenStatus::Revoked { revoked_at: 160 }
-        );
-        let stranger = Token::generate(TokenKind::User);
-        assert_eq!(
-            store
-                .authenticate_access(&stranger.hash(), 150)
-                .await
-                .expect("auth"),
-            AccessTokenStatus::Unknown
-        );
-        // Deleting the user takes their tokens with them.
-        store.delete_user("alice").await.expect("delete");
-        assert_eq!(
-            store
-                .authenticate_access(&pat.hash(), 150)
-                .await
-                .expect("auth"),
-            AccessTokenStatus::Unknown
-        );
-        let updated = store.set_memberships("alice", vec![]).await;
-        assert!(matches!(updated, Err(StoreError::NotFound(_))));
     }
 }

@@ -1,12 +1,57 @@
-//! The embedded store keeps kas's records as the REST API promises.
+//! Both stores keep kas's records as the REST API promises: every test
+//! here runs against the embedded SQLite store and against a real
+//! PostgreSQL server (Debian's package, started by tether-testenv), each
+//! test on a fresh database.
+
+use std::sync::Arc;
 
 use tether_credentials::{Token, TokenKind};
 use tether_store::*;
 
+type Shared = Arc<dyn Store>;
+
+fn sqlite() -> Shared {
+    Arc::new(SqliteStore::open_in_memory().expect("opens"))
+}
+
+async fn postgres() -> Shared {
+    let url = tether_testenv::shared_postgres()
+        .create_database()
+        .expect("a fresh database");
+    Arc::new(PgStore::connect(&url).await.expect("connects and migrates"))
+}
+
+/// Runs each named test against both stores.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::sqlite()).await
+            })*
+        }
+        mod on_postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::postgres().await).await
+            })*
+        }
+    };
+}
+
+on_both_stores!(
+    an_active_token_authenticates_its_agent,
+    revoked_and_expired_tokens_say_why_they_are_refused,
+    names_are_unique_and_validated,
+    a_project_in_use_cannot_be_deleted_and_agents_take_their_tokens_along,
+    a_token_that_expires_before_it_exists_is_refused,
+    manifest_grants_are_recorded_listed_revoked_and_go_with_their_agent,
+    users_and_access_tokens_round_trip,
+);
+
 const T0: UnixTime = 1_800_000_000;
 
-async fn store_with_agent() -> (SqliteStore, Agent) {
-    let store = SqliteStore::open_in_memory().expect("opens");
+async fn store_with_agent(store: Shared) -> (Shared, Agent) {
     store
         .create_project(NewProject {
             id: "team/config".into(),
@@ -34,9 +79,8 @@ fn new_token(token: &Token, expires_at: Option<UnixTime>) -> NewToken {
     }
 }
 
-#[tokio::test]
-async fn an_active_token_authenticates_its_agent() {
-    let (store, agent) = store_with_agent().await;
+async fn an_active_token_authenticates_its_agent(store: Shared) {
+    let (store, agent) = store_with_agent(store).await;
     let token = Token::generate(TokenKind::Agent);
     let record = store
         .create_token("prod", new_token(&token, None))
@@ -63,9 +107,8 @@ async fn an_active_token_authenticates_its_agent() {
     );
 }
 
-#[tokio::test]
-async fn revoked_and_expired_tokens_say_why_they_are_refused() {
-    let (store, _) = store_with_agent().await;
+async fn revoked_and_expired_tokens_say_why_they_are_refused(store: Shared) {
+    let (store, _) = store_with_agent(store).await;
     let revoked = Token::generate(TokenKind::Agent);
     let record = store
         .create_token("prod", new_token(&revoked, None))
@@ -112,9 +155,8 @@ async fn revoked_and_expired_tokens_say_why_they_are_refused() {
     );
 }
 
-#[tokio::test]
-async fn names_are_unique_and_validated() {
-    let (store, _) = store_with_agent().await;
+async fn names_are_unique_and_validated(store: Shared) {
+    let (store, _) = store_with_agent(store).await;
     assert!(matches!(
         store.create_agent("prod", "team/config", T0).await,
         Err(StoreError::Conflict(_))
@@ -151,9 +193,8 @@ async fn names_are_unique_and_validated() {
     ));
 }
 
-#[tokio::test]
-async fn a_project_in_use_cannot_be_deleted_and_agents_take_their_tokens_along() {
-    let (store, _) = store_with_agent().await;
+async fn a_project_in_use_cannot_be_deleted_and_agents_take_their_tokens_along(store: Shared) {
+    let (store, _) = store_with_agent(store).await;
     let token = Token::generate(TokenKind::Agent);
     store
         .create_token("prod", new_token(&token, None))
@@ -178,9 +219,8 @@ async fn a_project_in_use_cannot_be_deleted_and_agents_take_their_tokens_along()
     assert!(store.list_projects().await.expect("list").is_empty());
 }
 
-#[tokio::test]
-async fn a_token_that_expires_before_it_exists_is_refused() {
-    let (store, _) = store_with_agent().await;
+async fn a_token_that_expires_before_it_exists_is_refused(store: Shared) {
+    let (store, _) = store_with_agent(store).await;
     let token = Token::generate(TokenKind::Agent);
     let err = store
         .create_token("prod", new_token(&token, Some(T0)))
@@ -224,9 +264,7 @@ async fn records_survive_a_reopen_and_migrations_run_once() {
     ));
 }
 
-#[tokio::test]
-async fn manifest_grants_are_recorded_listed_revoked_and_go_with_their_agent() {
-    let store = SqliteStore::open_in_memory().expect("store");
+async fn manifest_grants_are_recorded_listed_revoked_and_go_with_their_agent(store: Shared) {
     for id in ["team/config", "other/secrets"] {
         store
             .create_project(NewProject {
@@ -286,4 +324,162 @@ async fn manifest_grants_are_recorded_listed_revoked_and_go_with_their_agent() {
             .expect("list")
             .is_empty()
     );
+}
+
+fn new_access_token(kind: TokenKind, name: &str) -> (Token, NewToken) {
+    let token = Token::generate(kind);
+    let new = NewToken {
+        name: name.into(),
+        description: String::new(),
+        hash: token.hash(),
+        created_at: 100,
+        expires_at: Some(200),
+    };
+    (token, new)
+}
+
+async fn users_and_access_tokens_round_trip(store: Shared) {
+    store
+        .create_project(NewProject {
+            id: "team/app".into(),
+            url: "/tmp/x".into(),
+            credentials_ref: None,
+            created_at: 1,
+            git_ref: None,
+        })
+        .await
+        .expect("project");
+    let alice = store
+        .create_user("alice", vec!["team".into()], 1)
+        .await
+        .expect("user");
+    assert_eq!(alice.memberships, vec!["team".to_owned()]);
+    assert!(store.create_user("alice", vec![], 1).await.is_err());
+    assert!(store.create_user("Bad_Name", vec![], 1).await.is_err());
+    assert!(
+        store
+            .create_user("bob", vec!["../x".into()], 1)
+            .await
+            .is_err()
+    );
+
+    let project = TokenOwner::Project("team/app".into());
+    let (ci, new) = new_access_token(TokenKind::Project, "ci");
+    let record = store
+        .create_access_token(&project, new, true)
+        .await
+        .expect("project token");
+    assert!(record.protected);
+    let (pat, new) = new_access_token(TokenKind::User, "laptop");
+    let user = TokenOwner::User("alice".into());
+    assert!(
+        store
+            .create_access_token(&user, new.clone(), true)
+            .await
+            .is_err()
+    );
+    store
+        .create_access_token(&user, new, false)
+        .await
+        .expect("personal token");
+
+    match store
+        .authenticate_access(&ci.hash(), 150)
+        .await
+        .expect("auth")
+    {
+        AccessTokenStatus::Active(t) => assert_eq!(t.owner, project),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store
+            .authenticate_access(&pat.hash(), 200)
+            .await
+            .expect("auth"),
+        AccessTokenStatus::Expired { expired_at: 200 }
+    );
+    store
+        .revoke_access_token(&project, record.id, 160)
+        .await
+        .expect("revoke");
+    assert_eq!(
+        store
+            .authenticate_access(&ci.hash(), 170)
+            .await
+            .expect("auth"),
+        AccessTokenStatus::Revoked { revoked_at: 160 }
+    );
+    let stranger = Token::generate(TokenKind::User);
+    assert_eq!(
+        store
+            .authenticate_access(&stranger.hash(), 150)
+            .await
+            .expect("auth"),
+        AccessTokenStatus::Unknown
+    );
+    // Deleting the user takes their tokens with them.
+    store.delete_user("alice").await.expect("delete");
+    assert_eq!(
+        store
+            .authenticate_access(&pat.hash(), 150)
+            .await
+            .expect("auth"),
+        AccessTokenStatus::Unknown
+    );
+    let updated = store.set_memberships("alice", vec![]).await;
+    assert!(matches!(updated, Err(StoreError::NotFound(_))));
+}
+
+/// kas replicas start together: each migrates under the same advisory
+/// lock, so the schema is created once, and each sees what the others
+/// wrote.
+#[tokio::test]
+async fn postgres_replicas_migrate_once_and_share_records() {
+    let url = tether_testenv::shared_postgres()
+        .create_database()
+        .expect("a fresh database");
+    let connects = (0..3).map(|_| {
+        let url = url.clone();
+        async move { PgStore::connect(&url).await }
+    });
+    let replicas: Vec<PgStore> = futures_join_all(connects).await;
+    for replica in &replicas {
+        assert_eq!(replica.schema_version().await.expect("version"), 1);
+    }
+    let (a, b) = (&replicas[0], &replicas[2]);
+    a.create_project(NewProject {
+        id: "team/config".into(),
+        url: "/srv/git/config.git".into(),
+        credentials_ref: None,
+        created_at: T0,
+        git_ref: None,
+    })
+    .await
+    .expect("project");
+    a.create_agent("prod", "team/config", T0)
+        .await
+        .expect("agent");
+    let token = Token::generate(TokenKind::Agent);
+    b.create_token("prod", new_token(&token, None))
+        .await
+        .expect("token on another replica");
+    assert!(matches!(
+        a.authenticate(&token.hash(), T0).await.expect("lookup"),
+        TokenStatus::Active { .. }
+    ));
+}
+
+/// Awaits every future, in order (what `futures::join_all` does, without the
+/// dependency): they run concurrently on the test's runtime.
+async fn futures_join_all<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.expect("task").expect("connects"));
+    }
+    out
 }

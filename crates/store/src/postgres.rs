@@ -1,0 +1,579 @@
+//! The shared store: PostgreSQL, so that several kas replicas see one set of
+//! records. Same trait, same rules (`rules.rs`) and the same test suite as
+//! the embedded SQLite store.
+//!
+//! Migrations run at open under a transaction-scoped advisory lock, so
+//! replicas starting together migrate once; they are append-only, like
+//! SQLite's. Queries are plain SQL with bound parameters, checked by the
+//! store test suite against a real server (no compile-time database).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+use tether_credentials::TokenHash;
+
+use crate::model::*;
+use crate::rules::{self, Verdict};
+use crate::{Result, Store, StoreError};
+
+mod access;
+
+/// Schema migrations, applied in order; `tether_schema.version` records how
+/// many have run. Append only: never edit one that has shipped.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE projects (
+    id              TEXT PRIMARY KEY,
+    url             TEXT NOT NULL,
+    credentials_ref TEXT,
+    created_at      BIGINT NOT NULL,
+    git_ref         TEXT
+);
+CREATE TABLE agents (
+    id             BIGSERIAL PRIMARY KEY,
+    name           TEXT NOT NULL UNIQUE,
+    config_project TEXT NOT NULL REFERENCES projects(id) ON DELETE RESTRICT,
+    created_at     BIGINT NOT NULL
+);
+CREATE TABLE agent_tokens (
+    id          BIGSERIAL PRIMARY KEY,
+    agent_id    BIGINT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    token_hash  TEXT NOT NULL UNIQUE,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT,
+    revoked_at  BIGINT
+);
+CREATE INDEX agent_tokens_by_agent ON agent_tokens(agent_id);
+CREATE TABLE users (
+    name        TEXT PRIMARY KEY,
+    memberships TEXT NOT NULL,
+    created_at  BIGINT NOT NULL
+);
+CREATE TABLE access_tokens (
+    id          BIGSERIAL PRIMARY KEY,
+    project_id  TEXT REFERENCES projects(id) ON DELETE CASCADE,
+    user_name   TEXT REFERENCES users(name) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    token_hash  TEXT NOT NULL UNIQUE,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT,
+    revoked_at  BIGINT,
+    protected   BOOLEAN NOT NULL DEFAULT FALSE,
+    CHECK ((project_id IS NULL) <> (user_name IS NULL))
+);
+CREATE INDEX access_tokens_by_project ON access_tokens(project_id);
+CREATE INDEX access_tokens_by_user ON access_tokens(user_name);
+CREATE TABLE manifest_grants (
+    project_id  TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    agent_id    BIGINT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    created_at  BIGINT NOT NULL,
+    PRIMARY KEY (project_id, agent_id)
+);
+CREATE INDEX manifest_grants_by_agent ON manifest_grants(agent_id);
+"#];
+
+/// The advisory lock replicas take while migrating (an arbitrary constant:
+/// "tether" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7465_7468_6572;
+
+/// Connections one kas keeps to PostgreSQL at most.
+const MAX_CONNECTIONS: u32 = 16;
+
+/// kas's records in a PostgreSQL database shared by its replicas.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+// === impl PgStore ===
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user:password@host:port/database`) and
+    /// migrates the database.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(db)?;
+        let store = PgStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The schema version the database is at.
+    pub async fn schema_version(&self) -> Result<usize> {
+        let version: i32 = sqlx::query_scalar("SELECT version FROM tether_schema")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(usize::try_from(version).unwrap_or(0))
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS tether_schema (version INTEGER NOT NULL)")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let current: Option<i32> = sqlx::query_scalar("SELECT version FROM tether_schema")
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        let current = match current {
+            Some(v) => usize::try_from(v).unwrap_or(0),
+            None => {
+                sqlx::query("INSERT INTO tether_schema (version) VALUES (0)")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                0
+            }
+        };
+        if current > MIGRATIONS.len() {
+            return Err(StoreError::Invalid(format!(
+                "database schema version {current} is newer than this kas knows ({}); upgrade kas",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+            sqlx::raw_sql(*sql).execute(&mut *tx).await.map_err(db)?;
+            sqlx::query("UPDATE tether_schema SET version = $1")
+                .bind(i32::try_from(i + 1).unwrap_or(i32::MAX))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+}
+
+pub(crate) fn db(e: sqlx::Error) -> StoreError {
+    StoreError::Database(Box::new(e))
+}
+
+/// Maps a unique violation to a conflict that names the thing.
+pub(crate) fn unique(what: String) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| match e.as_database_error().and_then(|d| d.code()) {
+        Some(code) if code == "23505" => StoreError::Conflict(what),
+        _ => db(e),
+    }
+}
+
+async fn agent_id(tx: &mut Transaction<'_, Postgres>, name: &str) -> Result<i64> {
+    sqlx::query_scalar("SELECT id FROM agents WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| StoreError::NotFound(format!("agent {name}")))
+}
+
+async fn require_project(tx: &mut Transaction<'_, Postgres>, id: &str) -> Result<()> {
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS(SELECT 1 FROM projects WHERE id = $1)")
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db)?;
+    match exists {
+        true => Ok(()),
+        false => Err(StoreError::NotFound(format!("project {id}"))),
+    }
+}
+
+fn project_row(r: &PgRow) -> sqlx::Result<Project> {
+    Ok(Project {
+        id: r.try_get("id")?,
+        url: r.try_get("url")?,
+        credentials_ref: r.try_get("credentials_ref")?,
+        created_at: r.try_get("created_at")?,
+        git_ref: r.try_get("git_ref")?,
+    })
+}
+
+fn agent_row(r: &PgRow) -> sqlx::Result<Agent> {
+    Ok(Agent {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        config_project: r.try_get("config_project")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn token_row(r: &PgRow) -> sqlx::Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: r.try_get("id")?,
+        agent_id: r.try_get("agent_id")?,
+        name: r.try_get("name")?,
+        description: r.try_get("description")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
+fn grant_row(r: &PgRow) -> sqlx::Result<ManifestGrant> {
+    Ok(ManifestGrant {
+        project: r.try_get("project_id")?,
+        agent: r.try_get("agent")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+/// Maps every row with `row`.
+fn all<T>(rows: Vec<PgRow>, row: fn(&PgRow) -> sqlx::Result<T>) -> Result<Vec<T>> {
+    rows.iter().map(|r| row(r).map_err(db)).collect()
+}
+
+const GRANT_SELECT: &str = "SELECT g.project_id, a.name AS agent, g.created_at FROM manifest_grants g JOIN agents a ON a.id = g.agent_id";
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_project(&self, p: NewProject) -> Result<Project> {
+        rules::check_new_project(&p)?;
+        sqlx::query(
+            "INSERT INTO projects (id, url, credentials_ref, created_at, git_ref) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&p.id)
+        .bind(&p.url)
+        .bind(&p.credentials_ref)
+        .bind(p.created_at)
+        .bind(&p.git_ref)
+        .execute(&self.pool)
+        .await
+        .map_err(unique(format!("project {} already exists", p.id)))?;
+        Ok(Project {
+            id: p.id,
+            url: p.url,
+            credentials_ref: p.credentials_ref,
+            created_at: p.created_at,
+            git_ref: p.git_ref,
+        })
+    }
+
+    async fn list_projects(&self) -> Result<Vec<Project>> {
+        let rows = sqlx::query("SELECT * FROM projects ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        all(rows, project_row)
+    }
+
+    async fn get_project(&self, id: &str) -> Result<Option<Project>> {
+        let row = sqlx::query("SELECT * FROM projects WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(project_row).transpose().map_err(db)
+    }
+
+    async fn delete_project(&self, id: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let users: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM agents WHERE config_project = $1 ORDER BY name")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+        if !users.is_empty() {
+            return Err(StoreError::Conflict(format!(
+                "project {id} is the configuration project of agent(s) {}; delete them first",
+                users.join(", ")
+            )));
+        }
+        let deleted = sqlx::query("DELETE FROM projects WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("project {id}")));
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn create_agent(
+        &self,
+        name: &str,
+        config_project: &str,
+        created_at: UnixTime,
+    ) -> Result<Agent> {
+        rules::check_agent_name(name)?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        require_project(&mut tx, config_project).await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO agents (name, config_project, created_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(name)
+        .bind(config_project)
+        .bind(created_at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unique(format!("agent {name} already exists")))?;
+        tx.commit().await.map_err(db)?;
+        Ok(Agent {
+            id,
+            name: name.to_owned(),
+            config_project: config_project.to_owned(),
+            created_at,
+        })
+    }
+
+    async fn list_agents(&self) -> Result<Vec<Agent>> {
+        let rows = sqlx::query("SELECT * FROM agents ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        all(rows, agent_row)
+    }
+
+    async fn get_agent(&self, name: &str) -> Result<Option<Agent>> {
+        let row = sqlx::query("SELECT * FROM agents WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(agent_row).transpose().map_err(db)
+    }
+
+    async fn delete_agent(&self, name: &str) -> Result<()> {
+        let deleted = sqlx::query("DELETE FROM agents WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        match deleted.rows_affected() {
+            0 => Err(StoreError::NotFound(format!("agent {name}"))),
+            _ => Ok(()),
+        }
+    }
+
+    async fn create_token(&self, agent: &str, t: NewToken) -> Result<TokenRecord> {
+        rules::check_new_token(&t)?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let agent_id = agent_id(&mut tx, agent).await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO agent_tokens (agent_id, name, description, token_hash, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(agent_id)
+        .bind(&t.name)
+        .bind(&t.description)
+        .bind(t.hash.to_hex())
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .fetch_one(&mut *tx)
+        .await
+        // Two equal hashes mean the same token text: refuse, never say whose.
+        .map_err(unique("a token with this value already exists".into()))?;
+        tx.commit().await.map_err(db)?;
+        Ok(TokenRecord {
+            id,
+            agent_id,
+            name: t.name,
+            description: t.description,
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+            revoked_at: None,
+        })
+    }
+
+    async fn list_tokens(&self, agent: &str) -> Result<Vec<TokenRecord>> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let agent_id = agent_id(&mut tx, agent).await?;
+        let rows = sqlx::query("SELECT * FROM agent_tokens WHERE agent_id = $1 ORDER BY id")
+            .bind(agent_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        all(rows, token_row)
+    }
+
+    async fn revoke_token(&self, agent: &str, token_id: i64, now: UnixTime) -> Result<TokenRecord> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let agent_id = agent_id(&mut tx, agent).await?;
+        let row = sqlx::query(
+            "UPDATE agent_tokens SET revoked_at = COALESCE(revoked_at, $3)
+             WHERE id = $1 AND agent_id = $2 RETURNING *",
+        )
+        .bind(token_id)
+        .bind(agent_id)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| StoreError::NotFound(format!("token {token_id} of agent {agent}")))?;
+        let record = token_row(&row).map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(record)
+    }
+
+    async fn authenticate(&self, hash: &TokenHash, now: UnixTime) -> Result<TokenStatus> {
+        let row = sqlx::query(
+            "SELECT t.token_hash, t.id, t.agent_id, t.name, t.description, t.created_at,
+                    t.expires_at, t.revoked_at, a.name AS agent_name, a.config_project,
+                    a.created_at AS agent_created_at
+             FROM agent_tokens t JOIN agents a ON a.id = t.agent_id
+             WHERE t.token_hash = $1",
+        )
+        .bind(hash.to_hex())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else {
+            return Ok(TokenStatus::Unknown);
+        };
+        let stored: String = row.try_get("token_hash").map_err(db)?;
+        let token = token_row(&row).map_err(db)?;
+        let agent = Agent {
+            id: token.agent_id,
+            name: row.try_get("agent_name").map_err(db)?,
+            config_project: row.try_get("config_project").map_err(db)?,
+            created_at: row.try_get("agent_created_at").map_err(db)?,
+        };
+        Ok(
+            match rules::verdict(&stored, hash, token.revoked_at, token.expires_at, now) {
+                Verdict::Unknown => TokenStatus::Unknown,
+                Verdict::Revoked(revoked_at) => TokenStatus::Revoked { revoked_at },
+                Verdict::Expired(expired_at) => TokenStatus::Expired { expired_at },
+                Verdict::Active => TokenStatus::Active { agent, token },
+            },
+        )
+    }
+
+    async fn create_user(
+        &self,
+        name: &str,
+        memberships: Vec<String>,
+        created_at: UnixTime,
+    ) -> Result<User> {
+        self.create_user_impl(name, memberships, created_at).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>> {
+        self.list_users_impl().await
+    }
+
+    async fn get_user(&self, name: &str) -> Result<Option<User>> {
+        self.get_user_impl(name).await
+    }
+
+    async fn set_memberships(&self, name: &str, memberships: Vec<String>) -> Result<User> {
+        self.set_memberships_impl(name, memberships).await
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<()> {
+        self.delete_user_impl(name).await
+    }
+
+    async fn create_access_token(
+        &self,
+        owner: &TokenOwner,
+        token: NewToken,
+        protected: bool,
+    ) -> Result<AccessTokenRecord> {
+        self.create_access_token_impl(owner, token, protected).await
+    }
+
+    async fn list_access_tokens(&self, owner: &TokenOwner) -> Result<Vec<AccessTokenRecord>> {
+        self.list_access_tokens_impl(owner).await
+    }
+
+    async fn revoke_access_token(
+        &self,
+        owner: &TokenOwner,
+        token_id: i64,
+        now: UnixTime,
+    ) -> Result<AccessTokenRecord> {
+        self.revoke_access_token_impl(owner, token_id, now).await
+    }
+
+    async fn authenticate_access(
+        &self,
+        hash: &TokenHash,
+        now: UnixTime,
+    ) -> Result<AccessTokenStatus> {
+        self.authenticate_access_impl(hash, now).await
+    }
+
+    async fn grant_manifest_project(
+        &self,
+        project: &str,
+        agent: &str,
+        now: UnixTime,
+    ) -> Result<ManifestGrant> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let agent_id = agent_id(&mut tx, agent).await?;
+        require_project(&mut tx, project).await?;
+        sqlx::query(
+            "INSERT INTO manifest_grants (project_id, agent_id, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(project)
+        .bind(agent_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let created_at: i64 = sqlx::query_scalar(
+            "SELECT created_at FROM manifest_grants WHERE project_id = $1 AND agent_id = $2",
+        )
+        .bind(project)
+        .bind(agent_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(ManifestGrant {
+            project: project.to_owned(),
+            agent: agent.to_owned(),
+            created_at,
+        })
+    }
+
+    async fn revoke_manifest_project(&self, project: &str, agent: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let agent_id = agent_id(&mut tx, agent).await?;
+        let deleted =
+            sqlx::query("DELETE FROM manifest_grants WHERE project_id = $1 AND agent_id = $2")
+                .bind(project)
+                .bind(agent_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "grant of project {project} to agent {agent}"
+            )));
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn list_manifest_grants(
+        &self,
+        project: Option<&str>,
+        agent: Option<&str>,
+    ) -> Result<Vec<ManifestGrant>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{GRANT_SELECT} WHERE ($1::TEXT IS NULL OR g.project_id = $1) AND ($2::TEXT IS NULL OR a.name = $2)
+             ORDER BY g.project_id, a.name"
+        )))
+        .bind(project)
+        .bind(agent)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        all(rows, grant_row)
+    }
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the services the tests run for real, from Debian's packages:
+# PostgreSQL (the replicated kas's store). A no-op when they are there.
+# Needs root (apt-get) only when something is missing.
+set -euo pipefail
+
+missing=()
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+  missing+=(postgresql)
+fi
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-services: up to date"
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-services: ${missing[*]} missing; run as root, or: sudo apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+echo "install-services: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# The package would start a cluster of its own where it can; the tests
+# start theirs, on free ports.
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-services: installed ${missing[*]}"
