@@ -119,4 +119,23 @@ pub trait Store: Send + Sync + 'static {
         project: Option<&str>,
         agent: Option<&str>,
     ) -> Result<Vec<ManifestGrant>>;
+
+    /// Records a sync report of `agent`. A report for the commit of the
+    /// project's newest entry updates it (agentk reports a sync again once
+    /// it is healthy, and on each drift correction); another commit starts
+    /// a new entry. Only the newest `keep` entries per project are kept.
+    async fn record_sync(&self, agent: &str, record: SyncRecord, keep: usize) -> Result<()>;
+    /// The newest entry of each of `agent`'s manifest projects, by project.
+    async fn latest_syncs(&self, agent: &str) -> Result<Vec<SyncRecord>>;
+    /// The newest `limit` entries of one project, newest first.
+    async fn sync_history(
+        &self,
+        agent: &str,
+        project: &str,
+        limit: usize,
+    ) -> Result<Vec<SyncRecord>>;
+    /// Replaces what kas made of `agent`'s config file (kas's JSON).
+    async fn set_config_status(&self, agent: &str, status: String) -> Result<()>;
+    /// Every agent's config status, by agent name.
+    async fn config_statuses(&self) -> Result<Vec<(String, String)>>;
 }

@@ -128,3 +128,17 @@ pub struct ManifestGrant {
     pub agent: String,
     pub created_at: UnixTime,
 }
+
+/// One sync of a manifest project, as kas shows it. The store indexes the
+/// project, commit and time and keeps the report itself opaque (kas's JSON),
+/// so that what a sync report holds can grow without a migration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncRecord {
+    pub project: String,
+    pub commit: String,
+    /// synced, failed, dry_run
+    pub state: String,
+    pub reported_at: UnixTime,
+    /// The report as kas's API shows it (JSON).
+    pub report: String,
+}

@@ -19,10 +19,12 @@ use crate::rules::{self, Verdict};
 use crate::{Result, Store, StoreError};
 
 mod access;
+mod status;
 
 /// Schema migrations, applied in order; `tether_schema.version` records how
 /// many have run. Append only: never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE projects (
     id              TEXT PRIMARY KEY,
     url             TEXT NOT NULL,
@@ -74,7 +76,24 @@ CREATE TABLE manifest_grants (
     PRIMARY KEY (project_id, agent_id)
 );
 CREATE INDEX manifest_grants_by_agent ON manifest_grants(agent_id);
-"#];
+"#,
+    r#"
+CREATE TABLE sync_history (
+    id          BIGSERIAL PRIMARY KEY,
+    agent_id    BIGINT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    project     TEXT NOT NULL,
+    commit_id   TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    reported_at BIGINT NOT NULL,
+    report      TEXT NOT NULL
+);
+CREATE INDEX sync_history_by_project ON sync_history(agent_id, project, id);
+CREATE TABLE agent_status (
+    agent_id      BIGINT PRIMARY KEY REFERENCES agents(id) ON DELETE CASCADE,
+    config_status TEXT NOT NULL
+);
+"#,
+];
 
 /// The advisory lock replicas take while migrating (an arbitrary constant:
 /// "tether" in ASCII).
@@ -170,7 +189,7 @@ pub(crate) fn unique(what: String) -> impl FnOnce(sqlx::Error) -> StoreError {
     }
 }
 
-async fn agent_id(tx: &mut Transaction<'_, Postgres>, name: &str) -> Result<i64> {
+pub(crate) async fn agent_id(tx: &mut Transaction<'_, Postgres>, name: &str) -> Result<i64> {
     sqlx::query_scalar("SELECT id FROM agents WHERE name = $1")
         .bind(name)
         .fetch_optional(&mut **tx)
@@ -575,5 +594,30 @@ impl Store for PgStore {
         .await
         .map_err(db)?;
         all(rows, grant_row)
+    }
+
+    async fn record_sync(&self, agent: &str, record: SyncRecord, keep: usize) -> Result<()> {
+        self.record_sync_impl(agent, record, keep).await
+    }
+
+    async fn latest_syncs(&self, agent: &str) -> Result<Vec<SyncRecord>> {
+        self.latest_syncs_impl(agent).await
+    }
+
+    async fn sync_history(
+        &self,
+        agent: &str,
+        project: &str,
+        limit: usize,
+    ) -> Result<Vec<SyncRecord>> {
+        self.sync_history_impl(agent, project, limit).await
+    }
+
+    async fn set_config_status(&self, agent: &str, status: String) -> Result<()> {
+        self.set_config_status_impl(agent, status).await
+    }
+
+    async fn config_statuses(&self) -> Result<Vec<(String, String)>> {
+        self.config_statuses_impl().await
     }
 }

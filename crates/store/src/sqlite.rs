@@ -19,6 +19,7 @@ use crate::{Result, Store, StoreError};
 
 mod access;
 mod grants;
+mod status;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how
 /// many have run. Append only: never edit one that has shipped.
@@ -81,6 +82,22 @@ CREATE TABLE manifest_grants (
     PRIMARY KEY (project_id, agent_id)
 );
 CREATE INDEX manifest_grants_by_agent ON manifest_grants(agent_id);
+"#,
+    r#"
+CREATE TABLE sync_history (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent_id    INTEGER NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    project     TEXT NOT NULL,
+    commit_id   TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    reported_at INTEGER NOT NULL,
+    report      TEXT NOT NULL
+);
+CREATE INDEX sync_history_by_project ON sync_history(agent_id, project, id);
+CREATE TABLE agent_status (
+    agent_id      INTEGER PRIMARY KEY REFERENCES agents(id) ON DELETE CASCADE,
+    config_status TEXT NOT NULL
+);
 "#,
 ];
 
@@ -556,5 +573,30 @@ impl Store for SqliteStore {
         agent: Option<&str>,
     ) -> Result<Vec<ManifestGrant>> {
         self.list_grants_impl(project, agent).await
+    }
+
+    async fn record_sync(&self, agent: &str, record: SyncRecord, keep: usize) -> Result<()> {
+        self.record_sync_impl(agent, record, keep).await
+    }
+
+    async fn latest_syncs(&self, agent: &str) -> Result<Vec<SyncRecord>> {
+        self.latest_syncs_impl(agent).await
+    }
+
+    async fn sync_history(
+        &self,
+        agent: &str,
+        project: &str,
+        limit: usize,
+    ) -> Result<Vec<SyncRecord>> {
+        self.sync_history_impl(agent, project, limit).await
+    }
+
+    async fn set_config_status(&self, agent: &str, status: String) -> Result<()> {
+        self.set_config_status_impl(agent, status).await
+    }
+
+    async fn config_statuses(&self) -> Result<Vec<(String, String)>> {
+        self.config_statuses_impl().await
     }
 }

@@ -47,6 +47,8 @@ on_both_stores!(
     a_token_that_expires_before_it_exists_is_refused,
     manifest_grants_are_recorded_listed_revoked_and_go_with_their_agent,
     users_and_access_tokens_round_trip,
+    sync_history_keeps_one_entry_per_commit_and_the_newest_fifty,
+    config_status_is_kept_per_agent_and_goes_with_it,
 );
 
 const T0: UnixTime = 1_800_000_000;
@@ -253,7 +255,7 @@ async fn records_survive_a_reopen_and_migrations_run_once() {
             .expect("token");
     }
     let store = SqliteStore::open(&path).expect("reopens");
-    assert_eq!(store.schema_version().await.expect("version"), 4);
+    assert_eq!(store.schema_version().await.expect("version"), 5);
     assert_eq!(store.list_agents().await.expect("agents").len(), 1);
     let project = store.get_project("p").await.expect("get").expect("present");
     assert_eq!(project.credentials_ref.as_deref(), Some("deploy-key"));
@@ -444,7 +446,7 @@ async fn postgres_replicas_migrate_once_and_share_records() {
     });
     let replicas: Vec<PgStore> = futures_join_all(connects).await;
     for replica in &replicas {
-        assert_eq!(replica.schema_version().await.expect("version"), 1);
+        assert_eq!(replica.schema_version().await.expect("version"), 2);
     }
     let (a, b) = (&replicas[0], &replicas[2]);
     a.create_project(NewProject {
@@ -482,4 +484,88 @@ where
         out.push(handle.await.expect("task").expect("connects"));
     }
     out
+}
+
+fn sync(project: &str, commit: &str, state: &str, at: UnixTime) -> SyncRecord {
+    SyncRecord {
+        project: project.into(),
+        commit: commit.into(),
+        state: state.into(),
+        reported_at: at,
+        report: format!(r#"{{"commit":"{commit}","state":"{state}"}}"#),
+    }
+}
+
+async fn sync_history_keeps_one_entry_per_commit_and_the_newest_fifty(store: Shared) {
+    let (store, _) = store_with_agent(store).await;
+    // Applied, then healthy: one entry, updated.
+    store
+        .record_sync("prod", sync("team/app", "c0", "synced", T0), 50)
+        .await
+        .expect("record");
+    store
+        .record_sync("prod", sync("team/app", "c0", "synced", T0 + 3), 50)
+        .await
+        .expect("record");
+    let history = store
+        .sync_history("prod", "team/app", 10)
+        .await
+        .expect("history");
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].reported_at, T0 + 3);
+    for i in 1..=55 {
+        store
+            .record_sync(
+                "prod",
+                sync("team/app", &format!("c{i}"), "synced", T0 + i),
+                50,
+            )
+            .await
+            .expect("record");
+    }
+    store
+        .record_sync("prod", sync("team/other", "x1", "failed", T0), 50)
+        .await
+        .expect("record");
+    let history = store
+        .sync_history("prod", "team/app", 100)
+        .await
+        .expect("history");
+    assert_eq!(history.len(), 50, "only the newest fifty");
+    assert_eq!(history[0].commit, "c55", "newest first");
+    assert_eq!(history[49].commit, "c6");
+    let latest = store.latest_syncs("prod").await.expect("latest");
+    let latest: Vec<(&str, &str)> = latest
+        .iter()
+        .map(|s| (s.project.as_str(), s.commit.as_str()))
+        .collect();
+    assert_eq!(latest, [("team/app", "c55"), ("team/other", "x1")]);
+    assert!(matches!(
+        store.latest_syncs("nobody").await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.delete_agent("prod").await.expect("delete");
+    store
+        .create_agent("prod", "team/config", T0)
+        .await
+        .expect("again");
+    assert!(store.latest_syncs("prod").await.expect("latest").is_empty());
+}
+
+async fn config_status_is_kept_per_agent_and_goes_with_it(store: Shared) {
+    let (store, _) = store_with_agent(store).await;
+    store
+        .set_config_status("prod", r#"{"commit":"a"}"#.into())
+        .await
+        .expect("set");
+    store
+        .set_config_status("prod", r#"{"commit":"b"}"#.into())
+        .await
+        .expect("replace");
+    assert_eq!(
+        store.config_statuses().await.expect("statuses"),
+        [("prod".to_owned(), r#"{"commit":"b"}"#.to_owned())]
+    );
+    store.delete_agent("prod").await.expect("delete");
+    assert!(store.config_statuses().await.expect("statuses").is_empty());
 }

@@ -2,7 +2,9 @@
 
 use crate::changes::Change;
 use axum::Json;
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tether_store::Agent;
@@ -36,12 +38,18 @@ pub struct AgentView {
 }
 
 impl AgentView {
-    fn new(a: Agent, state: &ApiState) -> Self {
+    /// `stored` is the config status in the store: what any kas (this one
+    /// before a restart, or another replica) made of the config last.
+    fn new(a: Agent, state: &ApiState, stored: Option<ConfigStatus>) -> Self {
         AgentView {
             id: a.id,
             config_path: tether_agent_config::config_path(&a.name),
             connections: state.connections.connections(&a.name),
-            config: state.connections.config(&a.name),
+            config: state
+                .connections
+                .config_if_read(&a.name)
+                .or(stored)
+                .unwrap_or_default(),
             tunnels: state.connections.tunnels().count(&a.name),
             name: a.name,
             config_project: a.config_project,
@@ -59,15 +67,33 @@ pub async fn create(
         .create_agent(&body.name, &body.config_project, now())
         .await?;
     tracing::info!(agent = %agent.name, project = %agent.config_project, "agent created");
-    Ok((StatusCode::CREATED, Json(AgentView::new(agent, &state))))
+    Ok((
+        StatusCode::CREATED,
+        Json(AgentView::new(agent, &state, None)),
+    ))
+}
+
+/// Every agent's stored config status, by agent name.
+async fn stored_statuses(state: &ApiState) -> Result<HashMap<String, ConfigStatus>, ApiError> {
+    Ok(state
+        .store
+        .config_statuses()
+        .await?
+        .into_iter()
+        .filter_map(|(agent, json)| Some((agent, serde_json::from_str(&json).ok()?)))
+        .collect())
 }
 
 pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<AgentView>>, ApiError> {
     let agents = state.store.list_agents().await?;
+    let mut stored = stored_statuses(&state).await?;
     Ok(Json(
         agents
             .into_iter()
-            .map(|a| AgentView::new(a, &state))
+            .map(|a| {
+                let status = stored.remove(&a.name);
+                AgentView::new(a, &state, status)
+            })
             .collect(),
     ))
 }
@@ -77,7 +103,10 @@ pub async fn show(
     Path(name): Path<String>,
 ) -> Result<Json<AgentView>, ApiError> {
     match state.store.get_agent(&name).await? {
-        Some(a) => Ok(Json(AgentView::new(a, &state))),
+        Some(a) => {
+            let status = stored_statuses(&state).await?.remove(&a.name);
+            Ok(Json(AgentView::new(a, &state, status)))
+        }
         None => Err(ApiError::NotFound(format!("agent {name} not found"))),
     }
 }
@@ -98,8 +127,55 @@ pub async fn gitops(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<crate::channel::SyncView>>, ApiError> {
-    if state.store.get_agent(&name).await?.is_none() {
-        return Err(ApiError::NotFound(format!("agent {name} not found")));
+    let syncs = state
+        .store
+        .latest_syncs(&name)
+        .await
+        .map_err(|e| not_found_agent(e, &name))?;
+    Ok(Json(views(syncs)))
+}
+
+/// `?project=` (required) and `limit` (default and most: 50).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    pub project: String,
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/agents/{name}/gitops/history?project=…`: the last syncs of
+/// one manifest project, newest first.
+pub async fn gitops_history(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Query(query): Query<HistoryQuery>,
+) -> Result<Json<Vec<crate::channel::SyncView>>, ApiError> {
+    let limit = query
+        .limit
+        .unwrap_or(crate::channel::service::SYNC_HISTORY_PER_PROJECT)
+        .clamp(1, crate::channel::service::SYNC_HISTORY_PER_PROJECT);
+    let syncs = state
+        .store
+        .sync_history(&name, &query.project, limit)
+        .await
+        .map_err(|e| not_found_agent(e, &name))?;
+    Ok(Json(views(syncs)))
+}
+
+fn not_found_agent(e: tether_store::StoreError, name: &str) -> ApiError {
+    match e {
+        tether_store::StoreError::NotFound(_) => {
+            ApiError::NotFound(format!("agent {name} not found"))
+        }
+        other => other.into(),
     }
-    Ok(Json(state.connections.syncs(&name)))
+}
+
+/// Stored reports as the API shows them (an unreadable one is skipped).
+fn views(records: Vec<tether_store::SyncRecord>) -> Vec<crate::channel::SyncView> {
+    records
+        .into_iter()
+        .filter_map(|r| serde_json::from_str(&r.report).ok())
+        .collect()
 }

@@ -78,6 +78,10 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/agents/{name}/gitops", get(agents::gitops))
         .route(
+            "/api/v1/agents/{name}/gitops/history",
+            get(agents::gitops_history),
+        )
+        .route(
             "/api/v1/agents/{name}/tokens",
             get(tokens::list).post(tokens::create),
         )

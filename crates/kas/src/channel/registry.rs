@@ -2,7 +2,7 @@
 //! version; and a way to close them when their token is revoked or their agent
 //! deleted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -40,8 +40,6 @@ pub struct ConnectionRegistry {
     next_id: AtomicU64,
     entries: Mutex<HashMap<u64, Entry>>,
     configs: Mutex<HashMap<String, ConfigStatus>>,
-    /// The last sync report of each manifest project, by agent.
-    syncs: Mutex<HashMap<String, BTreeMap<String, SyncView>>>,
     /// The config in use, parsed: what the API proxy authorizes against.
     access: Mutex<HashMap<String, Arc<AgentConfig>>>,
     /// Each agent's tunnels, closed with its sessions.
@@ -96,6 +94,61 @@ pub struct ObjectView {
     pub message: Option<String>,
 }
 
+impl SyncView {
+    /// The view of a report an agent sent, received at `reported_at`.
+    pub fn from_report(report: tether_proto::v1::SyncReport, reported_at: i64) -> Self {
+        use tether_proto::v1::SyncState;
+        let non_empty = |s: String| (!s.is_empty()).then_some(s);
+        SyncView {
+            state: match report.state() {
+                SyncState::Synced => "synced",
+                SyncState::Failed => "failed",
+                SyncState::DryRun => "dry_run",
+                SyncState::Unspecified => "unknown",
+            }
+            .to_owned(),
+            project: report.project_id,
+            commit: report.commit_id,
+            error: non_empty(report.error),
+            applied: report.applied,
+            unchanged: report.unchanged,
+            pruned: report.pruned,
+            duration_ms: report
+                .duration
+                .map(|d| d.seconds.max(0) as u64 * 1000 + d.nanos.max(0) as u64 / 1_000_000)
+                .unwrap_or_default(),
+            reported_at: crate::time_format::to_rfc3339(reported_at),
+            objects: report
+                .objects
+                .into_iter()
+                .map(|o| ObjectView {
+                    group: o.group,
+                    kind: o.kind,
+                    namespace: non_empty(o.namespace),
+                    name: o.name,
+                    action: o.action,
+                    health: o.health,
+                    message: non_empty(o.message),
+                })
+                .collect(),
+            drift: report
+                .drift
+                .into_iter()
+                .map(|d| DriftView {
+                    group: d.group,
+                    kind: d.kind,
+                    namespace: non_empty(d.namespace),
+                    name: d.name,
+                    who: d.who,
+                    what: d.what,
+                    error: non_empty(d.error),
+                    at: d.at,
+                })
+                .collect(),
+        }
+    }
+}
+
 impl std::fmt::Debug for ConnectionRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnectionRegistry").finish_non_exhaustive()
@@ -117,7 +170,6 @@ impl Default for ConnectionRegistry {
             next_id: AtomicU64::default(),
             entries: Mutex::default(),
             configs: Mutex::default(),
-            syncs: Mutex::default(),
             access: Mutex::default(),
             tunnels: Arc::default(),
             grants: watch::channel(0).0,
@@ -229,7 +281,12 @@ impl ConnectionRegistry {
 
     /// What kas last made of `agent`'s config file (empty before any read).
     pub fn config(&self, agent: &str) -> ConfigStatus {
-        lock(&self.configs).get(agent).cloned().unwrap_or_default()
+        self.config_if_read(agent).unwrap_or_default()
+    }
+
+    /// What this kas made of `agent`'s config file, if it read it.
+    pub fn config_if_read(&self, agent: &str) -> Option<ConfigStatus> {
+        lock(&self.configs).get(agent).cloned()
     }
 
     /// The parsed config `agent` uses, once kas has read one.
@@ -269,73 +326,7 @@ impl ConnectionRegistry {
     /// Forgets a deleted agent's config and sync status.
     pub fn forget_config(&self, agent: &str) {
         lock(&self.configs).remove(agent);
-        lock(&self.syncs).remove(agent);
         lock(&self.access).remove(agent);
-    }
-
-    /// Keeps `report` as the last sync of its manifest project.
-    pub fn record_sync(&self, agent: &str, report: tether_proto::v1::SyncReport) {
-        use tether_proto::v1::SyncState;
-        let non_empty = |s: String| (!s.is_empty()).then_some(s);
-        let view = SyncView {
-            state: match report.state() {
-                SyncState::Synced => "synced",
-                SyncState::Failed => "failed",
-                SyncState::DryRun => "dry_run",
-                SyncState::Unspecified => "unknown",
-            }
-            .to_owned(),
-            project: report.project_id.clone(),
-            commit: report.commit_id,
-            error: non_empty(report.error),
-            applied: report.applied,
-            unchanged: report.unchanged,
-            pruned: report.pruned,
-            duration_ms: report
-                .duration
-                .map(|d| d.seconds.max(0) as u64 * 1000 + d.nanos.max(0) as u64 / 1_000_000)
-                .unwrap_or_default(),
-            reported_at: crate::time_format::to_rfc3339(crate::time_format::now()),
-            objects: report
-                .objects
-                .into_iter()
-                .map(|o| ObjectView {
-                    group: o.group,
-                    kind: o.kind,
-                    namespace: non_empty(o.namespace),
-                    name: o.name,
-                    action: o.action,
-                    health: o.health,
-                    message: non_empty(o.message),
-                })
-                .collect(),
-            drift: report
-                .drift
-                .into_iter()
-                .map(|d| DriftView {
-                    group: d.group,
-                    kind: d.kind,
-                    namespace: non_empty(d.namespace),
-                    name: d.name,
-                    who: d.who,
-                    what: d.what,
-                    error: non_empty(d.error),
-                    at: d.at,
-                })
-                .collect(),
-        };
-        lock(&self.syncs)
-            .entry(agent.to_owned())
-            .or_default()
-            .insert(report.project_id, view);
-    }
-
-    /// The last sync of each of `agent`'s manifest projects, by project.
-    pub fn syncs(&self, agent: &str) -> Vec<SyncView> {
-        lock(&self.syncs)
-            .get(agent)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
     }
 
     fn update(&self, id: u64, f: impl FnOnce(&mut ConnectionView)) {

@@ -10,7 +10,7 @@ use tether_git::CommitId;
 use tether_proto::v1::agent_channel_server::AgentChannel;
 use tether_proto::v1::{AgentMessage, ServerMessage, Welcome, agent_message, server_message};
 use tether_proto::{PROTOCOL_VERSION, v1};
-use tether_store::Store;
+use tether_store::{Store, SyncRecord};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -21,7 +21,7 @@ use super::auth::{AgentAuth, Refusal};
 use super::config::{self, ConfigProblem};
 use super::manifests::{self, Follower, ManifestSpec};
 use super::policy;
-use super::registry::{ConnectionRegistry, ConnectionView, Registration};
+use super::registry::{ConnectionRegistry, ConnectionView, Registration, SyncView};
 use crate::repos::{Head, Repos};
 use crate::time_format::{now, to_rfc3339};
 
@@ -38,6 +38,8 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// more ride out a rolling update). Past it a new session is refused, so one
 /// token cannot fill kas with sessions.
 pub const MAX_SESSIONS_PER_AGENT: usize = 32;
+/// Syncs kept per agent and manifest project (`GET …/gitops/history`).
+pub const SYNC_HISTORY_PER_PROJECT: usize = 50;
 /// Concurrent HTTP/2 streams (sessions) on one connection to the agent
 /// endpoint; agentk opens one.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 8;
@@ -295,7 +297,7 @@ impl Session {
                                 self.registration.set_config_commit(&applied.commit_id);
                                 tracing::info!(commit = %applied.commit_id, "agent applied config");
                             }
-                            Some(agent_message::Message::SyncReport(report)) => self.record(report),
+                            Some(agent_message::Message::SyncReport(report)) => self.record(report).await,
                             Some(agent_message::Message::Hello(_)) | None => {}
                         }
                     }
@@ -308,7 +310,7 @@ impl Session {
     /// Keeps a sync report, if it is of a manifest project this agent
     /// follows: the project ids come from the agent, and reports of others
     /// would let one token grow kas's memory without bound.
-    fn record(&mut self, report: v1::SyncReport) {
+    async fn record(&mut self, report: v1::SyncReport) {
         if !self
             .followers
             .iter()
@@ -331,7 +333,33 @@ impl Session {
         );
         self.synced
             .insert(report.project_id.clone(), report.commit_id.clone());
-        self.registry.record_sync(&self.agent, report);
+        let reported_at = now();
+        let view = SyncView::from_report(report, reported_at);
+        let record = SyncRecord {
+            project: view.project.clone(),
+            commit: view.commit.clone(),
+            state: view.state.clone(),
+            reported_at,
+            report: serde_json::to_string(&view).unwrap_or_default(),
+        };
+        // Kept in the store, so that a restarted kas, or another replica,
+        // shows the same.
+        if let Err(e) = self
+            .store
+            .record_sync(&self.agent, record, SYNC_HISTORY_PER_PROJECT)
+            .await
+        {
+            tracing::error!(error = ?e, "cannot record a sync report");
+        }
+    }
+
+    /// Stores what kas made of the agent's config, as the API shows it.
+    async fn persist_config_status(&self) {
+        let status = self.registry.config(&self.agent);
+        let json = serde_json::to_string(&status).unwrap_or_default();
+        if let Err(e) = self.store.set_config_status(&self.agent, json).await {
+            tracing::error!(error = ?e, "cannot record the config status");
+        }
     }
 
     /// Sends the agent its config from the project's new head, if that
@@ -350,6 +378,7 @@ impl Session {
             );
             // Read the file again once the repository is back.
             self.read_commit = None;
+            self.persist_config_status().await;
             return Ok(());
         }
         let (Some(commit), Some(source)) = (head.commit, head.source) else {
@@ -386,6 +415,7 @@ impl Session {
                 );
                 self.registry.metrics().configs_rejected.inc();
                 self.registry.config_rejected(&self.agent, problem);
+                self.persist_config_status().await;
             }
         }
         Ok(())
@@ -419,6 +449,7 @@ impl Session {
             }
         }
         self.registry.set_manifest_refusals(&self.agent, refused);
+        self.persist_config_status().await;
         self.follow_manifests(allowed);
     }
 

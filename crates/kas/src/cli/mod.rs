@@ -145,6 +145,17 @@ pub enum AgentCommand {
     Gitops {
         name: String,
     },
+    /// The last syncs of one manifest project, newest first.
+    History {
+        name: String,
+        /// The manifest project (default: the agent's configuration
+        /// project).
+        #[arg(long)]
+        project: Option<String>,
+        /// How many, at most 50.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     Delete {
         name: String,
     },
@@ -449,6 +460,42 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
                     &["kind", "namespace", "name", "action", "health", "message"],
                 ));
             }
+            (syncs, text)
+        }
+        AgentCommand::History {
+            name,
+            project,
+            limit,
+        } => {
+            let project = match project {
+                Some(p) => p,
+                None => {
+                    let agent = client
+                        .get(&format!("/api/v1/agents/{}", segment(&name)))
+                        .await?;
+                    str(&agent["config_project"]).to_owned()
+                }
+            };
+            let syncs = client
+                .get(&format!(
+                    "/api/v1/agents/{}/gitops/history?project={}&limit={limit}",
+                    segment(&name),
+                    segment(&project)
+                ))
+                .await?;
+            let text = table(
+                &syncs,
+                &[
+                    "commit",
+                    "state",
+                    "applied",
+                    "unchanged",
+                    "pruned",
+                    "duration_ms",
+                    "reported_at",
+                    "error",
+                ],
+            );
             (syncs, text)
         }
         AgentCommand::Delete { name } => {
