@@ -3,17 +3,25 @@
 //! forgotten, what sessions decide again. Handlers record the change in the
 //! store, then hand it here; none of them closes or forgets anything itself,
 //! so a new consequence is added once, for every way the change can happen.
+//!
+//! With a shared database every change is also published on the store's
+//! [`ChangeFeed`], and every other kas applies it too: a token revoked
+//! through one replica cuts the agent connected to another. When the feed
+//! may have lost changes (its listener reconnected), kas re-checks the
+//! tokens of the sessions it holds.
 
 use std::sync::Arc;
 
-use tether_store::TokenOwner;
+use serde::{Deserialize, Serialize};
+use tether_store::{ChangeFeed, FeedEvent, Store, TokenOwner};
 
 use crate::channel::ConnectionRegistry;
 use crate::proxy::ProxyState;
 use crate::proxy::streams::Opener;
 
 /// Something that happened to kas's records.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
 pub enum Change {
     /// An agent token was revoked; `reason` is what the agent is told.
     AgentTokenRevoked {
@@ -25,6 +33,7 @@ pub enum Change {
     },
     /// A project or personal access token was revoked.
     AccessTokenRevoked {
+        #[serde(with = "owner")]
         owner: TokenOwner,
         token_id: i64,
     },
@@ -40,27 +49,142 @@ pub enum Change {
     ManifestGrantsChanged,
 }
 
-/// Applies changes to the live state.
+/// A change as it travels between kas processes.
+#[derive(Debug, Serialize, Deserialize)]
+struct Published {
+    /// The kas that applied it first (which ignores its own echo).
+    origin: u64,
+    #[serde(flatten)]
+    change: Change,
+}
+
+/// Applies changes to the live state, here and on every other kas.
 #[derive(Clone)]
 pub struct Changes {
     connections: Arc<ConnectionRegistry>,
     proxy: Arc<ProxyState>,
+    store: Arc<dyn Store>,
+    feed: Option<Arc<dyn ChangeFeed>>,
+    origin: u64,
 }
 
 impl std::fmt::Debug for Changes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Changes").finish_non_exhaustive()
+        f.debug_struct("Changes")
+            .field("shared", &self.feed.is_some())
+            .finish_non_exhaustive()
     }
 }
 
 impl Changes {
-    pub fn new(connections: Arc<ConnectionRegistry>, proxy: Arc<ProxyState>) -> Self {
-        Changes { connections, proxy }
+    pub fn new(
+        connections: Arc<ConnectionRegistry>,
+        proxy: Arc<ProxyState>,
+        store: Arc<dyn Store>,
+    ) -> Self {
+        Changes {
+            connections,
+            proxy,
+            store,
+            feed: None,
+            origin: rand::random(),
+        }
     }
 
-    /// Carries out every consequence of `change`.
-    pub fn apply(&self, change: Change) {
-        let (sessions, exchanges) = match &change {
+    /// Publishes every change on `feed`, for the other kas processes of a
+    /// shared database; [`Self::follow`] applies theirs.
+    pub fn with_feed(mut self, feed: Arc<dyn ChangeFeed>) -> Self {
+        self.feed = Some(feed);
+        self
+    }
+
+    /// Carries out every consequence of `change` here, and announces it to
+    /// the other kas processes.
+    pub async fn apply(&self, change: Change) {
+        self.apply_here(&change);
+        let Some(feed) = &self.feed else {
+            return;
+        };
+        let published = Published {
+            origin: self.origin,
+            change,
+        };
+        let payload = serde_json::to_string(&published).unwrap_or_default();
+        if let Err(e) = feed.publish(&payload).await {
+            // The other replicas learn it at their next re-check at worst.
+            tracing::error!(error = ?e, change = ?published.change, "cannot announce a change");
+        }
+    }
+
+    /// Applies the changes other kas processes announce, until `stop`.
+    pub async fn follow(self, mut stop: tether_runtime::Shutdown) {
+        let Some(feed) = self.feed.clone() else {
+            return;
+        };
+        let mut events = loop {
+            match feed.subscribe().await {
+                Ok(events) => break events,
+                Err(e) => {
+                    tracing::warn!(error = ?e, "cannot follow the change feed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                        _ = stop.signalled() => return,
+                    }
+                }
+            }
+        };
+        tracing::info!("following the changes of the other kas processes");
+        loop {
+            let event = tokio::select! {
+                event = events.recv() => event,
+                _ = stop.signalled() => return,
+            };
+            match event {
+                None => return,
+                Some(FeedEvent::Message(payload)) => {
+                    match serde_json::from_str::<Published>(&payload) {
+                        Ok(p) if p.origin == self.origin => {}
+                        Ok(p) => self.apply_here(&p.change),
+                        Err(e) => tracing::warn!(error = %e, "unreadable change on the feed"),
+                    }
+                }
+                Some(FeedEvent::Gap) => self.recheck().await,
+            }
+        }
+    }
+
+    /// After changes may have been lost: forget admissions, and close every
+    /// session and tunnel whose token is no longer valid.
+    async fn recheck(&self) {
+        self.proxy.forget_admissions();
+        let now = crate::time_format::now();
+        let mut closed = 0;
+        for agent in self.connections.connected_agents() {
+            let tokens = match self.store.list_tokens(&agent).await {
+                Ok(tokens) => tokens,
+                Err(tether_store::StoreError::NotFound(_)) => {
+                    self.apply_here(&Change::AgentDeleted { name: agent });
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = ?e, agent = %agent, "cannot re-check tokens");
+                    continue;
+                }
+            };
+            for token in tokens.iter().filter(|t| !t.is_active(now)) {
+                closed += self
+                    .connections
+                    .close_token(token.id, "agent token is no longer valid");
+            }
+        }
+        tracing::info!(
+            closed_sessions = closed,
+            "re-checked sessions after a gap in the change feed"
+        );
+    }
+
+    fn apply_here(&self, change: &Change) {
+        let (sessions, exchanges) = match change {
             Change::AgentTokenRevoked { token_id, reason } => {
                 (self.connections.close_token(*token_id, reason), 0)
             }
@@ -111,5 +235,74 @@ impl Changes {
             ended_exchanges = exchanges,
             "change applied"
         );
+    }
+}
+
+/// `TokenOwner` on the wire: `{"project": id}` or `{"user": name}`.
+mod owner {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use tether_store::TokenOwner;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Wire {
+        Project(String),
+        User(String),
+    }
+
+    pub fn serialize<S: Serializer>(owner: &TokenOwner, s: S) -> Result<S::Ok, S::Error> {
+        match owner {
+            TokenOwner::Project(p) => Wire::Project(p.clone()),
+            TokenOwner::User(u) => Wire::User(u.clone()),
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TokenOwner, D::Error> {
+        Ok(match Wire::deserialize(d)? {
+            Wire::Project(p) => TokenOwner::Project(p),
+            Wire::User(u) => TokenOwner::User(u),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_cross_the_wire_unchanged() {
+        for change in [
+            Change::AgentTokenRevoked {
+                token_id: 7,
+                reason: "agent token was revoked at 2026-11-29T08:00:00Z".into(),
+            },
+            Change::AgentDeleted {
+                name: "prod".into(),
+            },
+            Change::AccessTokenRevoked {
+                owner: TokenOwner::Project("team/app".into()),
+                token_id: 3,
+            },
+            Change::AccessTokenRevoked {
+                owner: TokenOwner::User("alice".into()),
+                token_id: 4,
+            },
+            Change::UserChanged {
+                name: "alice".into(),
+            },
+            Change::ProjectDeleted {
+                id: "team/app".into(),
+            },
+            Change::ManifestGrantsChanged,
+        ] {
+            let wire = serde_json::to_string(&Published {
+                origin: 1,
+                change: change.clone(),
+            })
+            .expect("serializes");
+            let back: Published = serde_json::from_str(&wire).expect("parses");
+            assert_eq!(back.change, change, "{wire}");
+        }
     }
 }

@@ -174,16 +174,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     )
     .with_context(|| format!("cannot restrict data folder {}", args.data_dir.display()))?;
-    let store: Arc<dyn tether_store::Store> = match &args.database {
-        Database::Sqlite(path) => Arc::new(
-            SqliteStore::open(path)
-                .with_context(|| format!("cannot open database {}", path.display()))?,
+    // With a shared database, changes are announced to the other kas
+    // processes through it.
+    let (store, feed): (
+        Arc<dyn tether_store::Store>,
+        Option<Arc<dyn tether_store::ChangeFeed>>,
+    ) = match &args.database {
+        Database::Sqlite(path) => (
+            Arc::new(
+                SqliteStore::open(path)
+                    .with_context(|| format!("cannot open database {}", path.display()))?,
+            ),
+            None,
         ),
-        Database::Postgres(url) => Arc::new(
-            PgStore::connect(url)
-                .await
-                .with_context(|| format!("cannot open database {}", args.database.describe()))?,
-        ),
+        Database::Postgres(url) => {
+            let pg =
+                Arc::new(PgStore::connect(url).await.with_context(|| {
+                    format!("cannot open database {}", args.database.describe())
+                })?);
+            (pg.clone(), Some(pg))
+        }
     };
     if args.database.is_shared() && args.tls.is_none() {
         tracing::warn!(
@@ -226,13 +236,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admissions: Default::default(),
         streams: Default::default(),
     });
+    let mut changes = kas::changes::Changes::new(connections.clone(), proxy.clone(), store.clone());
+    if let Some(feed) = feed {
+        changes = changes.with_feed(feed);
+        tokio::spawn(changes.clone().follow(shutdown.clone()));
+    }
     let state = api::ApiState {
         store: store.clone(),
         admin_token: admin_token.hash(),
         connections: connections.clone(),
         agent_external_address: args.agent_external_address.clone(),
         repos: repos.clone(),
-        changes: kas::changes::Changes::new(connections.clone(), proxy.clone()),
+        changes: changes.clone(),
         proxy: proxy.clone(),
     };
     drop(admin_token);

@@ -33,7 +33,7 @@ impl Api {
             streams: Default::default(),
         });
         let router = router(ApiState {
-            changes: kas::changes::Changes::new(connections.clone(), proxy.clone()),
+            changes: kas::changes::Changes::new(connections.clone(), proxy.clone(), store.clone()),
             proxy,
             store: store.clone(),
             admin_token: admin.hash(),

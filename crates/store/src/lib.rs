@@ -39,6 +39,25 @@ pub enum StoreError {
     Database(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// What a [`ChangeFeed`] delivers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FeedEvent {
+    /// A change some kas published (this one included).
+    Message(String),
+    /// Changes may have been lost (the listener reconnected): re-check.
+    Gap,
+}
+
+/// Changes announced to every kas that shares the store, so that a
+/// revocation through one replica takes effect on all. The payload is
+/// kas's; the store only carries it.
+#[async_trait]
+pub trait ChangeFeed: Send + Sync + 'static {
+    async fn publish(&self, payload: &str) -> Result<()>;
+    /// Every change published from now on, by anyone.
+    async fn subscribe(&self) -> Result<tokio::sync::mpsc::Receiver<FeedEvent>>;
+}
+
 /// kas's records. Every method is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

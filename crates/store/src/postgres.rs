@@ -19,6 +19,7 @@ use crate::rules::{self, Verdict};
 use crate::{Result, Store, StoreError};
 
 mod access;
+mod feed;
 mod status;
 
 /// Schema migrations, applied in order; `tether_schema.version` records how

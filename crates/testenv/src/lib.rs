@@ -54,19 +54,31 @@ pub use wait::wait_until;
 pub fn shared() -> &'static Cluster {
     static SHARED: OnceLock<std::result::Result<Cluster, String>> = OnceLock::new();
     let started = SHARED.get_or_init(|| {
-        std::thread::spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("cannot build a runtime to start the cluster: {e}"))?;
-            rt.block_on(Cluster::start(ClusterOptions::default()))
-                .map_err(|e| e.to_string())
-        })
-        .join()
-        .unwrap_or_else(|_| Err("the cluster start-up thread panicked".into()))
+        start_detached("the cluster", || Cluster::start(ClusterOptions::default()))
     });
     match started {
         Ok(cluster) => cluster,
         Err(e) => panic!("test cluster failed to start: {e}"),
     }
+}
+
+/// Runs `start` to completion on a thread and runtime of its own, for
+/// something shared by every test of the process: the calling test's
+/// runtime ends with that test, and what is shared must not.
+pub(crate) fn start_detached<T, F, Fut>(what: &str, start: F) -> std::result::Result<T, String>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let name = what.to_owned();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot build a runtime to start {name}: {e}"))?;
+        rt.block_on(start()).map_err(|e| e.to_string())
+    })
+    .join()
+    .unwrap_or_else(|_| Err(format!("the start-up thread of {what} panicked")))
 }

@@ -178,17 +178,7 @@ impl Drop for Postgres {
 /// If it cannot start; the message says why (PostgreSQL not installed, …).
 pub fn shared_postgres() -> &'static Postgres {
     static SHARED: OnceLock<std::result::Result<Postgres, String>> = OnceLock::new();
-    let started = SHARED.get_or_init(|| {
-        std::thread::spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("cannot build a runtime to start PostgreSQL: {e}"))?;
-            rt.block_on(Postgres::start()).map_err(|e| e.to_string())
-        })
-        .join()
-        .unwrap_or_else(|_| Err("the PostgreSQL start-up thread panicked".into()))
-    });
+    let started = SHARED.get_or_init(|| crate::start_detached("PostgreSQL", Postgres::start));
     match started {
         Ok(server) => server,
         Err(e) => panic!("test PostgreSQL failed to start: {e}"),

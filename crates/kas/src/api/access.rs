@@ -131,7 +131,7 @@ pub async fn set_memberships(
 ) -> Result<Json<UserView>, ApiError> {
     let user = state.store.set_memberships(&name, body.memberships).await?;
     tracing::info!(user = %name, memberships = ?user.memberships, "memberships changed");
-    state.changes.apply(Change::UserChanged { name });
+    state.changes.apply(Change::UserChanged { name }).await;
     Ok(Json(user.into()))
 }
 
@@ -141,7 +141,7 @@ pub async fn delete_user(
 ) -> Result<StatusCode, ApiError> {
     state.store.delete_user(&name).await?;
     tracing::info!(user = %name, "user deleted");
-    state.changes.apply(Change::UserChanged { name });
+    state.changes.apply(Change::UserChanged { name }).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -239,10 +239,13 @@ async fn revoke_token(
 ) -> Result<Json<AccessTokenView>, ApiError> {
     let record = state.store.revoke_access_token(&owner, id, now()).await?;
     tracing::info!(owner = ?owner, token_id = id, "access token revoked");
-    state.changes.apply(Change::AccessTokenRevoked {
-        owner,
-        token_id: id,
-    });
+    state
+        .changes
+        .apply(Change::AccessTokenRevoked {
+            owner,
+            token_id: id,
+        })
+        .await;
     Ok(Json(record.into()))
 }
 

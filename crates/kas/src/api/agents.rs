@@ -117,7 +117,7 @@ pub async fn remove(
 ) -> Result<StatusCode, ApiError> {
     state.store.delete_agent(&name).await?;
     tracing::info!(agent = %name, "agent deleted");
-    state.changes.apply(Change::AgentDeleted { name });
+    state.changes.apply(Change::AgentDeleted { name }).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

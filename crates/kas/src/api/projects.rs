@@ -88,7 +88,7 @@ pub async fn remove(
     state.store.delete_project(&id).await?;
     tracing::info!(project = %id, "project deleted");
     // Its access tokens went with it.
-    state.changes.apply(Change::ProjectDeleted { id });
+    state.changes.apply(Change::ProjectDeleted { id }).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -155,7 +155,7 @@ pub async fn grant(
         .grant_manifest_project(&id, &body.agent, now())
         .await?;
     tracing::info!(project = %id, agent = %body.agent, "manifest project granted");
-    state.changes.apply(Change::ManifestGrantsChanged);
+    state.changes.apply(Change::ManifestGrantsChanged).await;
     Ok((StatusCode::CREATED, Json(grant.into())))
 }
 
@@ -173,6 +173,6 @@ pub async fn revoke_grant(
 ) -> Result<StatusCode, ApiError> {
     state.store.revoke_manifest_project(&id, &agent).await?;
     tracing::info!(project = %id, agent = %agent, "manifest project grant revoked");
-    state.changes.apply(Change::ManifestGrantsChanged);
+    state.changes.apply(Change::ManifestGrantsChanged).await;
     Ok(StatusCode::NO_CONTENT)
 }

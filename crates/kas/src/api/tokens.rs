@@ -111,10 +111,13 @@ pub async fn revoke(
         record.revoked_at.map(to_rfc3339).unwrap_or_default()
     );
     tracing::info!(agent = %agent, token_id = id, "agent token revoked");
-    state.changes.apply(Change::AgentTokenRevoked {
-        token_id: id,
-        reason,
-    });
+    state
+        .changes
+        .apply(Change::AgentTokenRevoked {
+            token_id: id,
+            reason,
+        })
+        .await;
     Ok(Json(record.into()))
 }
 

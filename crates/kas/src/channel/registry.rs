@@ -179,6 +179,14 @@ impl Default for ConnectionRegistry {
 }
 
 impl ConnectionRegistry {
+    /// Agents with at least one live session here.
+    pub fn connected_agents(&self) -> Vec<String> {
+        let mut agents: Vec<String> = self.lock().values().map(|e| e.agent.clone()).collect();
+        agents.sort();
+        agents.dedup();
+        agents
+    }
+
     /// Live sessions of `agent`.
     pub fn session_count(&self, agent: &str) -> usize {
         self.lock().values().filter(|e| e.agent == agent).count()
