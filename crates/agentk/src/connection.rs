@@ -70,6 +70,8 @@ enum End {
     Shutdown,
     /// kas refused the token; retrying soon would only be refused again.
     Refused(String),
+    /// kas is shutting down and asked for a reconnect, at once.
+    Drained,
     Failed(anyhow::Error),
 }
 
@@ -100,6 +102,12 @@ pub async fn run(options: ConnectOptions, mut shutdown: Shutdown) {
                 tracing::warn!(error = format!("{e:#}"), retry_in = ?delay, "connection to kas failed");
                 delay
             }
+            // Spread over a second, so a fleet does not reconnect at once.
+            End::Drained => {
+                let delay = Duration::from_millis(rand::random::<u64>() % 1000);
+                tracing::info!(retry_in = ?delay, "kas is shutting down; reconnecting");
+                delay
+            }
         };
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
@@ -114,6 +122,12 @@ async fn session(options: &ConnectOptions, mut shutdown: Shutdown) -> End {
         Err(e) => match e.downcast_ref::<tonic::Status>() {
             Some(status) if status.code() == tonic::Code::Unauthenticated => {
                 End::Refused(status.message().to_owned())
+            }
+            Some(status)
+                if status.code() == tonic::Code::Unavailable
+                    && status.message() == tether_proto::DRAINING =>
+            {
+                End::Drained
             }
             _ => End::Failed(e),
         },

@@ -281,7 +281,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let agents = serve_agents(
         args.agent_listen,
         identity,
-        channel::AgentChannelService::new(store, connections, repos),
+        channel::AgentChannelService::new(store, connections, repos).with_drain(shutdown.clone()),
         shutdown.clone(),
     );
     tracing::info!(version = env!("CARGO_PKG_VERSION"), data = %args.data_dir.display(), database = %args.database.describe(), "kas started");

@@ -21,3 +21,8 @@ pub mod v1 {
 /// Version of the agent protocol this build speaks. Raise it on any change
 /// that an older peer would misread.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The message of the UNAVAILABLE status kas ends sessions with when it
+/// shuts down: the agent reconnects at once (to another replica behind the
+/// load balancer, or to this one when it is back), not after a backoff.
+pub const DRAINING: &str = "kas is shutting down: reconnect";

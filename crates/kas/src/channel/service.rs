@@ -51,6 +51,9 @@ pub struct AgentChannelService {
     registry: Arc<ConnectionRegistry>,
     repos: Arc<Repos>,
     auth: Arc<AgentAuth>,
+    /// kas is shutting down: sessions end, telling their agents to
+    /// reconnect.
+    drain: Option<tether_runtime::Shutdown>,
 }
 
 impl std::fmt::Debug for AgentChannelService {
@@ -74,7 +77,16 @@ impl AgentChannelService {
             registry,
             repos,
             auth,
+            drain: None,
         }
+    }
+
+    /// Ends every session when `drain` fires, telling each agent to
+    /// reconnect ([`tether_proto::DRAINING`]), so that kas stops promptly
+    /// and agents move before it is gone.
+    pub fn with_drain(mut self, drain: tether_runtime::Shutdown) -> Self {
+        self.drain = Some(drain);
+        self
     }
 
     /// The door for tunnels: the same token check and failure limits.
@@ -179,6 +191,7 @@ impl AgentChannel for AgentChannelService {
             .await
             .map_err(|_| Status::cancelled("agent left during the handshake"))?;
         let session = Session {
+            drain: self.drain.clone(),
             store: self.store.clone(),
             grants: self.registry.watch_grants(),
             specs: Vec::new(),
@@ -207,6 +220,7 @@ impl AgentChannel for AgentChannelService {
 
 /// A live session, after the handshake.
 struct Session {
+    drain: Option<tether_runtime::Shutdown>,
     store: Arc<dyn Store>,
     /// Bumped whenever an administrator grants or revokes a manifest project.
     grants: watch::Receiver<u64>,
@@ -248,8 +262,20 @@ impl Session {
             }
         };
         tokio::pin!(expired);
+        let drain = self.drain.clone();
+        let draining = async move {
+            match drain {
+                Some(mut drain) => drain.signalled().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(draining);
         let reason = loop {
             tokio::select! {
+                _ = &mut draining => {
+                    let _ = self.tx.try_send(Err(Status::unavailable(tether_proto::DRAINING)));
+                    break "kas is shutting down".to_owned();
+                }
                 _ = closed.changed() => {
                     let reason = closed.borrow().clone().unwrap_or_else(|| "closed by kas".into());
                     // Tell the agent why, so it does not retry blindly.

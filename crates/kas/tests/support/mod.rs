@@ -175,6 +175,35 @@ impl Setup {
         self.wait_for_api();
     }
 
+    /// Stops kas as an orchestrator does (SIGTERM) and waits for it to
+    /// exit; how long it took.
+    pub fn terminate_kas(&mut self, within: Duration) -> Duration {
+        let started = Instant::now();
+        // SAFETY: kill(2) on our own child, which has not been reaped.
+        unsafe { libc::kill(self.kas.child.id() as libc::pid_t, libc::SIGTERM) };
+        while started.elapsed() < within {
+            if let Ok(Some(_)) = self.kas.child.try_wait() {
+                return started.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "kas did not exit within {within:?} of SIGTERM: {}",
+            self.kas.log()
+        );
+    }
+
+    /// Starts kas again on the same data folder and addresses.
+    pub fn restart_kas(&mut self) {
+        self.kas = spawn_kas(
+            self.dir.path(),
+            self.listen,
+            &self.serve_args,
+            "kas-restarted.log",
+        );
+        self.wait_for_api();
+    }
+
     pub fn cli(&self, args: &[&str]) -> Option<String> {
         let out = Command::new(KAS)
             .args(args)
