@@ -6,6 +6,10 @@
 //!
 //! One worker per manifest project, each holding only the newest set: a
 //! commit that arrives while a sync runs replaces any older one waiting.
+//!
+//! With several agentk replicas, only the holder of the agent's GitOps
+//! Lease (`leader.rs`) applies, follows health and corrects drift; the
+//! others keep the newest set and apply it the moment they take over.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::config::ConfigState;
+use crate::leader::Leadership;
 
 /// A complete set to sync.
 #[derive(Clone, Debug)]
@@ -57,6 +62,18 @@ pub struct GitOps {
     /// that a restarted kas shows the state at once.
     last_reports: Arc<Mutex<HashMap<String, v1::SyncReport>>>,
     reports: mpsc::UnboundedSender<v1::SyncReport>,
+    /// Who competes for the GitOps lease, and until when.
+    election: Option<Election>,
+    /// Started with the first set, once the agent's name is known.
+    leadership: Arc<std::sync::OnceLock<Leadership>>,
+}
+
+/// This replica's part in the GitOps election.
+#[derive(Clone, Debug)]
+pub struct Election {
+    /// The pod's name: the lease's holder identity.
+    pub identity: String,
+    pub shutdown: tether_runtime::Shutdown,
 }
 
 impl std::fmt::Debug for GitOps {
@@ -68,12 +85,15 @@ impl std::fmt::Debug for GitOps {
 }
 
 impl GitOps {
-    /// Reports go to `reports`, for the session to send up.
+    /// Reports go to `reports`, for the session to send up. With an
+    /// `election`, this replica applies only while it holds the lease;
+    /// without one it always applies.
     pub fn new(
         client: kube::Client,
         config: ConfigState,
         inventory_namespace: String,
         reports: mpsc::UnboundedSender<v1::SyncReport>,
+        election: Option<Election>,
     ) -> Self {
         GitOps {
             client,
@@ -84,7 +104,27 @@ impl GitOps {
             synced: Arc::default(),
             last_reports: Arc::default(),
             reports,
+            election,
+            leadership: Arc::default(),
         }
+    }
+
+    /// Whether this replica may apply, and its changes.
+    fn leading(&self, agent: &str) -> watch::Receiver<bool> {
+        let Some(election) = &self.election else {
+            return watch::channel(true).1;
+        };
+        self.leadership
+            .get_or_init(|| {
+                Leadership::start(
+                    self.client.clone(),
+                    &self.inventory_namespace,
+                    format!("tether-gitops-{agent}"),
+                    election.identity.clone(),
+                    election.shutdown.clone(),
+                )
+            })
+            .watch()
     }
 
     /// What Hello tells kas: the commit synced per project.
@@ -161,11 +201,16 @@ impl GitOps {
             spec,
         };
         tracing::info!(project = %project, commit = %job.commit, files = job.files.len(), "manifests received");
+        let leading = self.leading(agent);
         let mut workers = lock(&self.workers);
         let worker = workers.entry(project.clone()).or_insert_with(|| {
             let (tx, rx) = watch::channel(None);
             let span = tracing::info_span!("gitops", project = %project);
-            tokio::spawn(self.clone().work(project.clone(), rx).instrument(span));
+            tokio::spawn(
+                self.clone()
+                    .work(project.clone(), rx, leading)
+                    .instrument(span),
+            );
             tx
         });
         worker.send_replace(Some(job));
@@ -173,15 +218,22 @@ impl GitOps {
 
     /// One project's worker: runs each new set, then follows the objects'
     /// health and corrects drift until the next set arrives.
-    async fn work(self, project: String, mut jobs: watch::Receiver<Option<Job>>) {
+    async fn work(
+        self,
+        project: String,
+        mut jobs: watch::Receiver<Option<Job>>,
+        mut leading: watch::Receiver<bool>,
+    ) {
         let mut state = AppliedState::default();
         let (drift_tx, mut drift_rx) = mpsc::unbounded_channel();
         let (health_tx, mut health_rx) = mpsc::unbounded_channel::<(String, SyncOutcome)>();
         // Background work of the last sync; dropped (aborted) by the next.
         let mut followers: Vec<AbortOnDrop> = Vec::new();
         let mut last: Option<(String, SyncOutcome)> = None;
+        // The newest set, applied or held while another replica leads.
+        let mut newest: Option<Job> = None;
         loop {
-            tokio::select! {
+            let to_run: Option<Job> = tokio::select! {
                 changed = jobs.changed() => {
                     if changed.is_err() {
                         return;
@@ -189,26 +241,25 @@ impl GitOps {
                     let Some(job) = jobs.borrow_and_update().clone() else {
                         continue;
                     };
-                    followers.clear();
-                    let commit = job.commit.clone();
-                    let reconcile_timeout = job.spec.reconcile_timeout;
-                    let (outcome, dry_run) = self.run(&project, job, &mut state).await;
-                    self.report(&project, &commit, &outcome, dry_run);
-                    release_free_memory();
-                    if outcome.error.is_none() && !dry_run {
-                        let (client, mut waiting) = (self.client.clone(), outcome.clone());
-                        let (health_tx, commit_for_health) = (health_tx.clone(), commit.clone());
-                        followers.push(AbortOnDrop(tokio::spawn(async move {
-                            sync::wait_for_health(&client, &mut waiting, reconcile_timeout).await;
-                            let _ = health_tx.send((commit_for_health, waiting));
-                        })));
-                        followers.push(AbortOnDrop(tokio::spawn(drift::watch(
-                            self.client.clone(),
-                            state.records.clone(),
-                            drift_tx.clone(),
-                        ))));
+                    newest = Some(job.clone());
+                    if *leading.borrow() {
+                        Some(job)
+                    } else {
+                        tracing::info!(commit = %job.commit, "another replica leads GitOps: holding the set");
+                        None
                     }
-                    last = Some((commit, outcome));
+                }
+                changed = leading.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if *leading.borrow_and_update() {
+                        newest.clone()
+                    } else {
+                        // Health and drift work stop with the leadership.
+                        followers.clear();
+                        None
+                    }
                 }
                 Some((commit, healthy)) = health_rx.recv() => {
                     if let Some((last_commit, outcome)) = &mut last
@@ -218,6 +269,7 @@ impl GitOps {
                         *outcome = SyncOutcome { drift, ..healthy };
                         self.report(&project, &commit, outcome, false);
                     }
+                    None
                 }
                 Some(event) = drift_rx.recv() => {
                     if let Some((commit, outcome)) = &mut last {
@@ -228,7 +280,40 @@ impl GitOps {
                         }
                         self.report(&project, commit, outcome, false);
                     }
+                    None
                 }
+            };
+            if let Some(job) = to_run {
+                followers.clear();
+                let commit = job.commit.clone();
+                let reconcile_timeout = job.spec.reconcile_timeout;
+                // Losing the lease mid-sync stops applying at once; the
+                // new leader applies the whole set (the inventory is
+                // crash-safe).
+                let outcome = tokio::select! {
+                    outcome = self.run(&project, job, &mut state) => Some(outcome),
+                    _ = leading.wait_for(|l| !*l) => None,
+                };
+                let Some((outcome, dry_run)) = outcome else {
+                    tracing::warn!(commit = %commit, "lost GitOps leadership mid-sync: stopped");
+                    continue;
+                };
+                self.report(&project, &commit, &outcome, dry_run);
+                release_free_memory();
+                if outcome.error.is_none() && !dry_run {
+                    let (client, mut waiting) = (self.client.clone(), outcome.clone());
+                    let (health_tx, commit_for_health) = (health_tx.clone(), commit.clone());
+                    followers.push(AbortOnDrop(tokio::spawn(async move {
+                        sync::wait_for_health(&client, &mut waiting, reconcile_timeout).await;
+                        let _ = health_tx.send((commit_for_health, waiting));
+                    })));
+                    followers.push(AbortOnDrop(tokio::spawn(drift::watch(
+                        self.client.clone(),
+                        state.records.clone(),
+                        drift_tx.clone(),
+                    ))));
+                }
+                last = Some((commit, outcome));
             }
         }
     }
@@ -409,7 +494,7 @@ mod tests {
         let config = kube::Config::new("http://127.0.0.1:1".parse().expect("url"));
         let client = kube::Client::try_from(config).expect("client");
         let level = tether_runtime::logging::init("warn", tether_runtime::logging::LogFormat::Text);
-        GitOps::new(client, ConfigState::new(level), "ns".into(), reports)
+        GitOps::new(client, ConfigState::new(level), "ns".into(), reports, None)
     }
 
     #[tokio::test]

@@ -26,6 +26,9 @@ pub struct InstallOptions {
     pub rbac: Rbac,
     /// PEM of a private CA that signed kas's certificate.
     pub ca_cert: Option<String>,
+    /// Pods of the Deployment: each keeps a session and tunnels (proxy
+    /// capacity); the holder of the GitOps Lease alone applies.
+    pub replicas: u32,
 }
 
 /// The rights the agent gets.
@@ -142,8 +145,8 @@ fn deployment(
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": metadata,
         "spec": {
-            "replicas": 1,
-            // Never two agents at once during a rollout, as the GitLab agent.
+            "replicas": o.replicas,
+            // Never more pods than asked during a rollout, as the GitLab agent.
             "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxSurge": 0, "maxUnavailable": 1 } },
             "selector": { "matchLabels": { "app.kubernetes.io/name": "agentk", "app.kubernetes.io/instance": o.name } },
             "template": {
@@ -214,6 +217,7 @@ mod tests {
             version: "0.1.0".into(),
             rbac,
             ca_cert: None,
+            replicas: 1,
         }
     }
 
@@ -251,6 +255,19 @@ mod tests {
             .filter_map(|o| o["metadata"]["namespace"].as_str())
             .collect();
         assert_eq!(role_namespaces, ["tether-agent", "a", "b"]);
+    }
+
+    #[test]
+    fn replicas_are_the_deployments() {
+        let objects = manifests(&InstallOptions {
+            replicas: 3,
+            ..options(Rbac::ClusterAdmin)
+        });
+        let deploy = objects
+            .iter()
+            .find(|o| o["kind"] == "Deployment")
+            .expect("a Deployment");
+        assert_eq!(deploy["spec"]["replicas"], 3);
     }
 
     #[test]

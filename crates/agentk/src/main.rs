@@ -13,6 +13,7 @@ mod config;
 mod connection;
 mod gitops;
 mod install;
+mod leader;
 mod observability;
 mod transport;
 mod tunnel;
@@ -124,6 +125,10 @@ struct GenerateArgs {
     /// PEM of a private CA that signed kas's certificate.
     #[arg(long)]
     ca_cert_file: Option<PathBuf>,
+    /// Pods to run: all keep a session and tunnels to kas; the holder of
+    /// the agent's GitOps Lease alone applies manifests.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    replicas: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -178,6 +183,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
             RbacMode::Namespaced => install::Rbac::Namespaced(args.namespaces),
         },
         ca_cert,
+        replicas: args.replicas,
     };
     print!("{}", install::render_yaml(&install::manifests(&options))?);
     Ok(())
@@ -228,6 +234,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     .filter(|ns| !ns.is_empty())
                     .unwrap_or_else(|| "default".into()),
                 reports_tx,
+                Some(gitops::Election {
+                    identity: pod_identity().name,
+                    shutdown: shutdown.clone(),
+                }),
             );
             let token = match args.token_file {
                 Some(path) => TokenSource::File(path),

@@ -299,6 +299,26 @@ impl Setup {
         self.agentk_at(token, &self.agent_addr)
     }
 
+    /// Another agentk replica of the same agent: its own pod name, probe
+    /// port and log.
+    pub fn agentk_replica(&self, token: &str, pod: &str) -> Proc {
+        let token_file = self.dir.path().join(format!("agent-token-{pod}"));
+        std::fs::write(&token_file, format!("{token}\n")).expect("token file");
+        let cluster = tether_testenv::shared();
+        let mut cmd = Command::new(agentk_binary());
+        cmd.arg("--kubeconfig")
+            .arg(cluster.kubeconfig_path())
+            .args(["--kas-address", &self.agent_addr, "--token-file"])
+            .arg(&token_file)
+            .arg("--ca-cert")
+            .arg(self.dir.path().join("kas/agent-ca.crt"))
+            .arg(format!("--observability-listen={}", free_port()))
+            .env("POD_NAMESPACE", &self.pod_namespace)
+            .env("POD_NAME", pod)
+            .env_remove("AGENTK_TOKEN");
+        Proc::spawn(cmd, self.dir.path().join(format!("agentk-{pod}.log")))
+    }
+
     /// agentk dialing `address` (`grpcs://…` or `wss://…`).
     pub fn agentk_at(&self, token: &str, address: &str) -> Proc {
         let token_file = self.dir.path().join("agent-token");
