@@ -57,9 +57,23 @@ where
     tracing::info!(listener = name, addr = %local, scheme, "listening");
     let service_for = std::sync::Arc::new(service_for);
     let mut stop = shutdown.clone();
+    // Every connection's task, so that a stop waits for in-flight requests
+    // (each connection drains itself within DRAIN_GRACE) before returning.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let (tcp, peer) = tokio::select! {
-            _ = stop.signalled() => return Ok(()),
+            _ = stop.signalled() => {
+                let in_flight = connections.len();
+                let finished = tokio::time::timeout(DRAIN_GRACE + Duration::from_secs(1), async {
+                    while connections.join_next().await.is_some() {}
+                })
+                .await;
+                tracing::info!(listener = name, connections = in_flight, drained = finished.is_ok(), "stopped");
+                return Ok(());
+            }
+            // Reap finished connections as they end: the set stays as large
+            // as what is open.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -71,7 +85,7 @@ where
             },
         };
         let (tls, service_for, mut drain) = (tls.clone(), service_for.clone(), shutdown.clone());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _ = tcp.set_nodelay(true);
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder

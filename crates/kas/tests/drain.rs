@@ -35,3 +35,72 @@ fn a_stopping_kas_tells_its_agents_to_reconnect_and_exits() {
         || setup.connections("prod").len() == 1,
     );
 }
+
+/// A request in flight through the proxy when kas is stopped completes:
+/// kas stops accepting, lets it finish (a watch the API server ends after
+/// 3 s), then exits.
+#[test]
+fn a_stopping_kas_finishes_the_requests_in_flight() {
+    let mut setup = Setup::start();
+    let repo = setup.dir.path().join("repo");
+    support::new_repo(&repo);
+    support::commit(
+        &repo,
+        &[(
+            ".gitlab/agents/prod/config.yaml",
+            Some("user_access:\n  projects:\n  - id: team/config\n"),
+        )],
+    );
+    let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
+    let _agentk = setup.agentk(&token);
+    setup.wait_for_tunnels();
+    setup
+        .cli(&["user", "create", "alice", "--member-of", "team"])
+        .expect("user");
+    let pat = support::last_line(setup.cli(&["user", "token", "create", "alice", "--name", "x"]));
+    let token_file = setup.dir.path().join("alice.token");
+    std::fs::write(&token_file, pat).expect("token file");
+    let kubeconfig = setup.dir.path().join("alice.kubeconfig");
+    setup
+        .cli(&[
+            "kubeconfig",
+            "--agent",
+            "prod",
+            "--token-file",
+            token_file.to_str().expect("utf-8"),
+            "--out",
+            kubeconfig.to_str().expect("utf-8"),
+        ])
+        .expect("kubeconfig");
+    let watch = support::kubectl(&kubeconfig)
+        .args([
+            "get",
+            "--raw",
+            "/k8s-proxy/api/v1/namespaces?watch=1&timeoutSeconds=3",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    // kas logs a request once its response has started: the watch is open.
+    wait("the watch to be proxied", Duration::from_secs(10), || {
+        setup
+            .kas
+            .log()
+            .lines()
+            .any(|l| l.contains("proxied") && l.contains("watch=1") && l.contains("status=200"))
+    });
+    let took = setup.terminate_kas(Duration::from_secs(15));
+    let out = watch.wait_with_output().expect("kubectl ends");
+    assert!(
+        out.status.success(),
+        "the watch was cut: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"ADDED\""));
+    eprintln!("kas exited {took:?} after SIGTERM, once the watch in flight had ended");
+    assert!(
+        took >= Duration::from_secs(1),
+        "kas did not wait for the request: {took:?}"
+    );
+}
