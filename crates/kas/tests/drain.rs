@@ -54,24 +54,7 @@ fn a_stopping_kas_finishes_the_requests_in_flight() {
     let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
     let _agentk = setup.agentk(&token);
     setup.wait_for_tunnels();
-    setup
-        .cli(&["user", "create", "alice", "--member-of", "team"])
-        .expect("user");
-    let pat = support::last_line(setup.cli(&["user", "token", "create", "alice", "--name", "x"]));
-    let token_file = setup.dir.path().join("alice.token");
-    std::fs::write(&token_file, pat).expect("token file");
-    let kubeconfig = setup.dir.path().join("alice.kubeconfig");
-    setup
-        .cli(&[
-            "kubeconfig",
-            "--agent",
-            "prod",
-            "--token-file",
-            token_file.to_str().expect("utf-8"),
-            "--out",
-            kubeconfig.to_str().expect("utf-8"),
-        ])
-        .expect("kubeconfig");
+    let (_, kubeconfig) = support::user_with_kubeconfig(&setup, "alice");
     let watch = support::kubectl(&kubeconfig)
         .args([
             "get",

@@ -7,12 +7,11 @@ mod support;
 
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{Setup, commit, kubectl, last_line, new_repo, wait};
+use support::{Setup, commit, kubectl, new_repo, wait};
 
 /// Agent `prod` whose config admits users of group `team` (as themselves
 /// when `as_user`, with one group per listed project), and agentk
@@ -36,41 +35,10 @@ fn start(projects: usize, as_user: bool) -> (Setup, support::Proc) {
     (setup, agentk)
 }
 
-/// A user in group `team` with a personal access token: its id and a
-/// kubeconfig `kas kubeconfig` wrote for it.
-fn user(setup: &Setup, name: &str) -> (String, PathBuf) {
-    setup
-        .cli(&["user", "create", name, "--member-of", "team"])
-        .expect("user");
-    let created = setup
-        .cli(&["user", "token", "create", name, "--name", "laptop"])
-        .expect("token");
-    let id = created
-        .split_whitespace()
-        .nth(1)
-        .expect("token <id>")
-        .to_owned();
-    let token_file = setup.dir.path().join(format!("{name}.token"));
-    std::fs::write(&token_file, last_line(Some(created))).expect("token file");
-    let kubeconfig = setup.dir.path().join(format!("{name}.kubeconfig"));
-    setup
-        .cli(&[
-            "kubeconfig",
-            "--agent",
-            "prod",
-            "--token-file",
-            token_file.to_str().expect("utf-8"),
-            "--out",
-            kubeconfig.to_str().expect("utf-8"),
-        ])
-        .expect("kubeconfig");
-    (id, kubeconfig)
-}
-
 #[test]
 fn a_revoked_personal_token_ends_its_open_watch() {
     let (setup, _agentk) = start(1, false);
-    let (id, kubeconfig) = user(&setup, "alice");
+    let (id, kubeconfig) = support::user_with_kubeconfig(&setup, "alice");
     let mut watch = kubectl(&kubeconfig)
         .args(["get", "configmaps", "-n", "kube-system", "-w", "-o", "name"])
         .stdout(Stdio::piped())
@@ -96,7 +64,7 @@ fn a_revoked_personal_token_ends_its_open_watch() {
 #[test]
 fn a_user_in_two_thousand_groups_gets_through() {
     let (setup, _agentk) = start(2_000, true);
-    let (_, kubeconfig) = user(&setup, "crowd");
+    let (_, kubeconfig) = support::user_with_kubeconfig(&setup, "crowd");
     let out = kubectl(&kubeconfig)
         .args(["auth", "whoami", "-o", "json"])
         .output()

@@ -339,6 +339,37 @@ impl Setup {
     }
 }
 
+/// A user in group `team` with a personal access token: its id and a
+/// kubeconfig `kas kubeconfig` wrote for it.
+pub fn user_with_kubeconfig(setup: &Setup, name: &str) -> (String, PathBuf) {
+    setup
+        .cli(&["user", "create", name, "--member-of", "team"])
+        .expect("user");
+    let created = setup
+        .cli(&["user", "token", "create", name, "--name", "laptop"])
+        .expect("token");
+    let id = created
+        .split_whitespace()
+        .nth(1)
+        .expect("token <id>")
+        .to_owned();
+    let token_file = setup.dir.path().join(format!("{name}.token"));
+    std::fs::write(&token_file, last_line(Some(created))).expect("token file");
+    let kubeconfig = setup.dir.path().join(format!("{name}.kubeconfig"));
+    setup
+        .cli(&[
+            "kubeconfig",
+            "--agent",
+            "prod",
+            "--token-file",
+            token_file.to_str().expect("utf-8"),
+            "--out",
+            kubeconfig.to_str().expect("utf-8"),
+        ])
+        .expect("kubeconfig");
+    (id, kubeconfig)
+}
+
 /// The last line of a command's output, trimmed: where the CLI prints a
 /// token it creates.
 pub fn last_line(text: Option<String>) -> String {
