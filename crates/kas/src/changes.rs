@@ -18,6 +18,7 @@ use tether_store::{ChangeFeed, FeedEvent, Store, TokenOwner};
 use crate::channel::ConnectionRegistry;
 use crate::proxy::ProxyState;
 use crate::proxy::streams::Opener;
+use crate::repos::{NewHead, Repos};
 
 /// Something that happened to kas's records.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +48,16 @@ pub enum Change {
     },
     /// A manifest project was granted to an agent, or the grant revoked.
     ManifestGrantsChanged,
+    /// The first tunnel of an agent came up on a replica: requests waiting
+    /// for it elsewhere go there.
+    TunnelsUp {
+        agent: String,
+    },
+    /// A replica polled a project and found a new commit.
+    NewHead {
+        project: String,
+        commit: String,
+    },
 }
 
 /// A change as it travels between kas processes.
@@ -65,6 +76,7 @@ pub struct Changes {
     proxy: Arc<ProxyState>,
     store: Arc<dyn Store>,
     feed: Option<Arc<dyn ChangeFeed>>,
+    repos: Option<Arc<Repos>>,
     origin: u64,
 }
 
@@ -87,8 +99,15 @@ impl Changes {
             proxy,
             store,
             feed: None,
+            repos: None,
             origin: rand::random(),
         }
+    }
+
+    /// Tells `repos` of the heads other replicas find.
+    pub fn with_repos(mut self, repos: Arc<Repos>) -> Self {
+        self.repos = Some(repos);
+        self
     }
 
     /// Publishes every change on `feed`, for the other kas processes of a
@@ -184,6 +203,25 @@ impl Changes {
     }
 
     fn apply_here(&self, change: &Change) {
+        // News, not narrowing: nothing to close or forget.
+        match change {
+            Change::TunnelsUp { agent } => {
+                if let Some(router) = &self.proxy.router {
+                    router.tunnel_up(agent);
+                }
+                return;
+            }
+            Change::NewHead { project, commit } => {
+                if let Some(repos) = &self.repos {
+                    repos.announced(&NewHead {
+                        project: project.clone(),
+                        commit: commit.clone(),
+                    });
+                }
+                return;
+            }
+            _ => {}
+        }
         let (sessions, exchanges) = match change {
             Change::AgentTokenRevoked { token_id, reason } => {
                 (self.connections.close_token(*token_id, reason), 0)
@@ -193,6 +231,7 @@ impl Changes {
                     .connections
                     .close_agent(name, &format!("agent {name} was deleted"));
                 self.connections.forget_config(name);
+                self.proxy.stored_configs.forget(name);
                 let ended = self.proxy.streams.stop_where(|agent, _| agent == name);
                 (closed, ended)
             }
@@ -226,6 +265,7 @@ impl Changes {
                 self.connections.grants_changed();
                 (0, 0)
             }
+            Change::TunnelsUp { .. } | Change::NewHead { .. } => (0, 0),
         };
         // Every change can narrow what a remembered credential may do.
         self.proxy.forget_admissions();
@@ -295,6 +335,13 @@ mod tests {
                 id: "team/app".into(),
             },
             Change::ManifestGrantsChanged,
+            Change::TunnelsUp {
+                agent: "prod".into(),
+            },
+            Change::NewHead {
+                project: "team/app".into(),
+                commit: "0123456789abcdef0123456789abcdef01234567".into(),
+            },
         ] {
             let wire = serde_json::to_string(&Published {
                 origin: 1,

@@ -30,7 +30,9 @@ impl std::fmt::Debug for ApiClient {
 
 /// HTTPS (and plain HTTP for loopback) with `ca_pem`'s CA, or the web
 /// roots.
-fn https_connector(ca_pem: Option<&[u8]>) -> anyhow::Result<HttpsConnector<HttpConnector>> {
+pub(crate) fn https_connector(
+    ca_pem: Option<&[u8]>,
+) -> anyhow::Result<HttpsConnector<HttpConnector>> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();

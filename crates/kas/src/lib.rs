@@ -7,7 +7,10 @@
 //! - [`channel`]: the agent endpoint (gRPC over TLS) and live connections.
 //! - [`proxy`]: the Kubernetes API proxy, through the agents' tunnels.
 //! - [`repos`]: one git poller per project with connected agents.
-//! - [`settings`]: `kas serve`'s flags and settings file.
+//! - [`replicas`]: kas among replicas: the tunnel tracker, routing
+//!   between replicas, the private listener.
+//! - [`server`]: `kas serve`: every listener and task, and the drain.
+//! - [`settings`]: `kas serve`'s flags and settings file, one type.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`admin`]: the health listener and `/metrics`.
 //! - [`cli`] and [`client`]: the CLI's commands against a running kas.
@@ -22,7 +25,9 @@ pub mod client;
 mod files;
 pub mod metrics;
 pub mod proxy;
+pub mod replicas;
 pub mod repos;
 pub mod serve;
+pub mod server;
 pub mod settings;
 mod time_format;

@@ -10,12 +10,13 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tether_git::{CommitId, Source};
-use tether_store::Store;
-use tokio::sync::{Notify, watch};
+use tether_store::{ReplicaId, Replicas, Store};
+use tokio::sync::{Notify, mpsc, watch};
 use tracing::Instrument;
 
 use crate::metrics::{Metrics, PollResult};
@@ -94,10 +95,33 @@ pub struct Repos {
     poll_interval: Duration,
     pollers: Mutex<HashMap<String, Arc<Poller>>>,
     metrics: Metrics,
+    peers: std::sync::OnceLock<Peers>,
 }
+
+/// With replicas: who polls which project, and how new heads are told.
+struct Peers {
+    replicas: Arc<dyn Replicas>,
+    me: ReplicaId,
+    /// New heads this replica found, for the other replicas.
+    announce: mpsc::Sender<NewHead>,
+}
+
+/// A project's ref moved: what one replica tells the others.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewHead {
+    pub project: String,
+    pub commit: String,
+}
+
+/// Heads waiting to be announced at most; past it the newest are dropped
+/// (the other replicas' own lease takeover or refresh catch up).
+pub const ANNOUNCE_BUFFER: usize = 1024;
 
 struct Poller {
     wake: Notify,
+    /// Poll at the next turn even when another replica leads the project:
+    /// a refresh here, or a head announced by the leader.
+    force: AtomicBool,
     head: watch::Sender<Head>,
 }
 
@@ -124,7 +148,66 @@ impl Repos {
             poll_interval,
             pollers: Mutex::default(),
             metrics,
+            peers: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Shares polling with the other replicas: each project is polled by
+    /// the replica holding its lease, which announces new heads on the
+    /// returned channel; the others fetch only when told of a new head (or
+    /// refreshed, or when the lease falls to them).
+    pub fn share_with(
+        &self,
+        replicas: Arc<dyn Replicas>,
+        me: ReplicaId,
+    ) -> mpsc::Receiver<NewHead> {
+        let (announce, heads) = mpsc::channel(ANNOUNCE_BUFFER);
+        let _ = self.peers.set(Peers {
+            replicas,
+            me,
+            announce,
+        });
+        heads
+    }
+
+    /// Another replica found `head`: poll its project here if this replica
+    /// follows it and has another commit.
+    pub fn announced(&self, head: &NewHead) {
+        let Some(poller) = self.lock().get(&head.project).cloned() else {
+            return;
+        };
+        let known = poller
+            .head
+            .borrow()
+            .commit
+            .as_ref()
+            .map(ToString::to_string);
+        if known.as_deref() != Some(head.commit.as_str()) {
+            poller.force.store(true, Ordering::Relaxed);
+            poller.wake.notify_one();
+        }
+    }
+
+    /// Whether this replica polls `project` now: always alone; with
+    /// replicas, while it holds the project's lease (renewed at each poll,
+    /// lasting three intervals, so a dead leader's lease falls to another
+    /// replica within them). If the database cannot say, poll: a duplicate
+    /// fetch is harmless, a missed one is not.
+    async fn leads(&self, project: &str) -> bool {
+        let Some(peers) = self.peers.get() else {
+            return true;
+        };
+        match peers
+            .replicas
+            .lead_poll(project, &peers.me, self.poll_interval * 3)
+            .await
+        {
+            Ok(lead) => lead,
+            Err(e) => {
+                tracing::warn!(error = ?e, "cannot take the poll lease; polling anyway");
+                true
+            }
+        }
     }
 
     /// Follows `project`'s head, starting its poller if none runs. The first
@@ -135,6 +218,7 @@ impl Repos {
         let poller = pollers.entry(project.to_owned()).or_insert_with(|| {
             let poller = Arc::new(Poller {
                 wake: Notify::new(),
+                force: AtomicBool::new(false),
                 head: watch::Sender::new(Head::default()),
             });
             let span = tracing::info_span!("git_poller", project = %project);
@@ -160,6 +244,7 @@ impl Repos {
         let mut head = self.subscribe(project);
         let after = head.borrow().started;
         if let Some(poller) = self.lock().get(project) {
+            poller.force.store(true, Ordering::Relaxed);
             poller.wake.notify_one();
         }
         let head = tokio::time::timeout(REFRESH_TIMEOUT, head.wait_for(|h| h.finished > after))
@@ -180,6 +265,19 @@ impl Repos {
                 h.started += 1;
                 false
             });
+            let forced = poller.force.swap(false, Ordering::Relaxed);
+            let known = poller.head.borrow().commit.clone();
+            if !forced && known.is_some() && !self.leads(&project).await {
+                // Another replica polls it and announces what it finds.
+                poller.head.send_if_modified(|h| {
+                    h.finished = h.started;
+                    false
+                });
+                if self.wait_or_stop(&project, &poller).await {
+                    return;
+                }
+                continue;
+            }
             let started = std::time::Instant::now();
             let polled = self.poll(&project).await;
             self.metrics
@@ -194,6 +292,12 @@ impl Repos {
                 Ok(Some((source, commit))) => poller.head.send_modify(|h| {
                     if h.commit.as_ref() != Some(&commit) {
                         tracing::info!(commit = %commit, "new commit");
+                        if let Some(peers) = self.peers.get() {
+                            let _ = peers.announce.try_send(NewHead {
+                                project: project.clone(),
+                                commit: commit.to_string(),
+                            });
+                        }
                     }
                     h.finished = h.started;
                     h.commit = Some(commit);
@@ -214,19 +318,28 @@ impl Repos {
                     });
                 }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(self.poll_interval) => {}
-                _ = poller.wake.notified() => {}
-            }
-            // Under the lock, so that a new subscriber either finds this
-            // poller still listed and running, or starts a new one.
-            let mut pollers = self.lock();
-            if poller.head.receiver_count() == 0 {
-                pollers.remove(&project);
-                tracing::debug!("no agent follows the project; poller stops");
+            if self.wait_or_stop(&project, &poller).await {
                 return;
             }
         }
+    }
+
+    /// Waits for the next poll; true when the poller is to stop (nobody
+    /// follows the project any more).
+    async fn wait_or_stop(&self, project: &str, poller: &Poller) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(self.poll_interval) => {}
+            _ = poller.wake.notified() => {}
+        }
+        // Under the lock, so that a new subscriber either finds this
+        // poller still listed and running, or starts a new one.
+        let mut pollers = self.lock();
+        if poller.head.receiver_count() == 0 {
+            pollers.remove(project);
+            tracing::debug!("no agent follows the project; poller stops");
+            return true;
+        }
+        false
     }
 
     /// One fetch and resolve; `Ok(None)` when the project no longer exists.

@@ -30,26 +30,86 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-/// The settings file. Every key is optional; unknown keys are an error, so a
+/// `kas serve`'s settings as given: each is a flag (and an environment
+/// variable) and a key of the settings file (`--config`), the flag's name
+/// with `_`. A flag wins over the file; unknown keys are an error, so a
 /// typo does not silently fall back to a default.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsFile {
+    /// Folder for kas's database (kas.db), admin token file (admin-token)
+    /// and git mirrors. Default: kas-data.
+    #[arg(long, env = "KAS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where kas's records are: `postgres://…` (shared by replicas) or
+    /// `sqlite://PATH`. Default: SQLite's kas.db in the data folder.
+    #[arg(long, env = "KAS_DATABASE_URL", hide_env_values = true)]
     pub database: Option<String>,
+    /// Address of the REST API listener. Default: 127.0.0.1:8150.
+    #[arg(long, env = "KAS_API_LISTEN")]
     pub api_listen: Option<SocketAddr>,
+    /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`).
+    /// Default: 127.0.0.1:8151.
+    #[arg(long, env = "KAS_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    /// Address of the agent endpoint (gRPC over TLS, and over WebSocket)
+    /// that agentk dials. Default: 127.0.0.1:8152.
+    #[arg(long, env = "KAS_AGENT_LISTEN")]
     pub agent_listen: Option<SocketAddr>,
+    /// Certificate chain (PEM) of kas's TLS listeners. Without it and
+    /// --tls-key, kas generates a development certificate.
+    #[arg(long, env = "KAS_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of kas's TLS listeners.
+    #[arg(long, env = "KAS_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// The agent endpoint as clusters reach it, for install commands.
+    /// Default: grpcs://<agent-listen>.
+    #[arg(long, env = "KAS_AGENT_EXTERNAL_ADDRESS")]
     pub agent_external_address: Option<String>,
+    /// Extra names for the generated development certificate.
+    #[arg(long = "hostname", env = "KAS_HOSTNAMES", value_delimiter = ',')]
     #[serde(default)]
     pub hostnames: Vec<String>,
+    /// Time between two polls of a git project (Go duration: 10s, 1m).
+    /// Default: 10s.
+    #[arg(long, env = "KAS_POLL_INTERVAL")]
     pub poll_interval: Option<String>,
+    /// Address of the Kubernetes API proxy (HTTPS, same certificate as the
+    /// agent endpoint). Default: 127.0.0.1:8154.
+    #[arg(long, env = "KAS_K8S_PROXY_LISTEN")]
     pub k8s_proxy_listen: Option<SocketAddr>,
+    /// The proxy's URL as kubectl reaches it, written into kubeconfigs.
+    /// Default: https://<k8s-proxy-listen>/k8s-proxy.
+    #[arg(long, env = "KAS_K8S_PROXY_EXTERNAL_URL")]
     pub k8s_proxy_external_url: Option<String>,
+    /// CA certificate (PEM) that signed --tls-cert, written into
+    /// kubeconfigs and trusted between replicas. Without --tls-cert, the
+    /// development CA is used.
+    #[arg(long, env = "KAS_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// The admin token's file. Replicas share one (mount the same secret).
+    /// Default: admin-token in the data folder, created on first start.
+    #[arg(long, env = "KAS_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Address of the private kas-to-kas listener (HTTPS). Without it, kas
+    /// runs single-replica: it serves only the tunnels it holds.
+    #[arg(long, env = "KAS_PRIVATE_LISTEN")]
+    pub private_listen: Option<SocketAddr>,
+    /// The private listener's URL as the other replicas reach it
+    /// (https://pod-ip:8155). Required with --private-listen.
+    #[arg(long, env = "KAS_PRIVATE_URL")]
+    pub private_url: Option<String>,
+    /// File with the secret all replicas share (at least 32 characters).
+    /// Required with --private-listen.
+    #[arg(long, env = "KAS_PRIVATE_SECRET_FILE")]
+    pub private_secret_file: Option<PathBuf>,
+    /// How long a proxy request for an agent with no tunnel on any replica
+    /// waits for one before 503 (with --private-listen). Default: 10s.
+    #[arg(long, env = "KAS_TUNNEL_WAIT")]
+    pub tunnel_wait: Option<String>,
     /// In the file only: a list does not fit a flag.
+    #[arg(skip)]
     #[serde(default)]
     pub oidc_issuers: Vec<crate::proxy::oidc::IssuerSettings>,
 }
@@ -73,6 +133,10 @@ pub struct Settings {
     /// The CA that signed the TLS certificate, for kubeconfigs.
     pub tls_ca: Option<PathBuf>,
     pub oidc_issuers: Vec<crate::proxy::oidc::IssuerSettings>,
+    /// The admin token's file.
+    pub admin_token_file: PathBuf,
+    /// With replicas: the private listener and the shared secret.
+    pub replication: Option<crate::replicas::Replication>,
 }
 
 /// Where kas's records are kept.
@@ -139,7 +203,10 @@ impl SettingsFile {
 pub type Overrides = SettingsFile;
 
 impl Settings {
+    /// Merges flags over the file over the defaults, and checks the result.
+    /// Every problem is reported at once, not the first one only.
     pub fn resolve(flags: Overrides, file: SettingsFile) -> anyhow::Result<Self> {
+        let mut problems: Vec<String> = Vec::new();
         let addr = |s: &str| -> SocketAddr { s.parse().expect("a valid default address") };
         let agent_listen = flags
             .agent_listen
@@ -151,17 +218,38 @@ impl Settings {
         ) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
-            _ => bail!("tls_cert and tls_key go together: give both or neither"),
+            _ => {
+                problems.push("tls_cert and tls_key go together: give both or neither".into());
+                None
+            }
         };
-        let poll_interval = match flags.poll_interval.or(file.poll_interval) {
-            None => crate::repos::DEFAULT_POLL_INTERVAL,
-            Some(text) => tether_agent_config::parse_duration(&text)
-                .map_err(|e| anyhow::anyhow!("poll_interval {text:?}: {e}"))?,
+        let mut duration = |name: &str, value: Option<String>, default: Duration| match value {
+            None => default,
+            Some(text) => match tether_agent_config::parse_duration(&text) {
+                Ok(d) => d,
+                Err(e) => {
+                    problems.push(format!("{name} {text:?}: {e}"));
+                    default
+                }
+            },
         };
+        let poll_interval = duration(
+            "poll_interval",
+            flags.poll_interval.or(file.poll_interval),
+            crate::repos::DEFAULT_POLL_INTERVAL,
+        );
+        let tunnel_wait = duration(
+            "tunnel_wait",
+            flags.tunnel_wait.or(file.tunnel_wait),
+            DEFAULT_TUNNEL_WAIT,
+        );
         if poll_interval < MIN_POLL_INTERVAL {
-            bail!(
+            problems.push(format!(
                 "poll_interval must be at least {MIN_POLL_INTERVAL:?}; use the refresh endpoint for instant updates"
-            );
+            ));
+        }
+        if tunnel_wait > MAX_TUNNEL_WAIT {
+            problems.push(format!("tunnel_wait must be at most {MAX_TUNNEL_WAIT:?}"));
         }
         let k8s_proxy_listen = flags
             .k8s_proxy_listen
@@ -172,14 +260,39 @@ impl Settings {
             .or(file.k8s_proxy_external_url)
             .unwrap_or_else(|| format!("https://{k8s_proxy_listen}{}", crate::proxy::PATH_PREFIX));
         if !k8s_proxy_external_url.starts_with("https://") {
-            bail!("k8s_proxy_external_url {k8s_proxy_external_url:?} must be an https:// URL");
+            problems.push(format!(
+                "k8s_proxy_external_url {k8s_proxy_external_url:?} must be an https:// URL"
+            ));
         }
         let data_dir = flags
             .data_dir
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("kas-data"));
-        let database = Database::parse(flags.database.or(file.database).as_deref(), &data_dir)?;
+        let database = match Database::parse(flags.database.or(file.database).as_deref(), &data_dir)
+        {
+            Ok(database) => database,
+            Err(e) => {
+                problems.push(format!("{e:#}"));
+                Database::Sqlite(data_dir.join("kas.db"))
+            }
+        };
+        let replication = replication(
+            flags.private_listen.or(file.private_listen),
+            flags.private_url.or(file.private_url),
+            flags.private_secret_file.or(file.private_secret_file),
+            tunnel_wait,
+            &database,
+            &mut problems,
+        );
+        if !problems.is_empty() {
+            bail!("invalid settings:\n  - {}", problems.join("\n  - "));
+        }
         Ok(Settings {
+            admin_token_file: flags
+                .admin_token_file
+                .or(file.admin_token_file)
+                .unwrap_or_else(|| data_dir.join("admin-token")),
+            replication,
             database,
             k8s_proxy_listen,
             k8s_proxy_external_url,
@@ -208,6 +321,67 @@ impl Settings {
             poll_interval,
         })
     }
+}
+
+/// Default of `tunnel_wait`: long enough for an agent to reconnect after
+/// its replica went away.
+pub const DEFAULT_TUNNEL_WAIT: Duration = Duration::from_secs(10);
+/// Longest `tunnel_wait`: a request should not hang for minutes.
+const MAX_TUNNEL_WAIT: Duration = Duration::from_secs(120);
+
+/// The replication settings, when the private listener is asked for.
+fn replication(
+    listen: Option<SocketAddr>,
+    url: Option<String>,
+    secret_file: Option<PathBuf>,
+    tunnel_wait: Duration,
+    database: &Database,
+    problems: &mut Vec<String>,
+) -> Option<crate::replicas::Replication> {
+    let Some(listen) = listen else {
+        if url.is_some() || secret_file.is_some() {
+            problems.push("private_url and private_secret_file need private_listen".into());
+        }
+        return None;
+    };
+    if !database.is_shared() {
+        problems
+            .push("private_listen needs a database shared by the replicas (postgres://…)".into());
+    }
+    let url = match url {
+        Some(url) if url.starts_with("https://") => Some(url),
+        Some(url) => {
+            problems.push(format!("private_url {url:?} must be an https:// URL"));
+            None
+        }
+        None => {
+            problems.push(
+                "private_listen needs private_url: the address other replicas reach it at".into(),
+            );
+            None
+        }
+    };
+    let secret = match secret_file {
+        Some(path) => match crate::replicas::Secret::load(&path) {
+            Ok(secret) => Some(secret),
+            Err(e) => {
+                problems.push(format!("{e:#}"));
+                None
+            }
+        },
+        None => {
+            problems.push(
+                "private_listen needs private_secret_file: the replicas' shared secret".into(),
+            );
+            None
+        }
+    };
+    Some(crate::replicas::Replication {
+        listen,
+        url: url?,
+        secret: secret?,
+        tunnel_wait,
+    })
 }
 
 #[cfg(test)]
@@ -244,6 +418,47 @@ mod tests {
         assert!(format!("{:#}", half_tls.expect_err("refused")).contains("tls_key"));
         let fast = Settings::resolve(Overrides::default(), file("poll_interval: 10ms\n"));
         assert!(format!("{:#}", fast.expect_err("refused")).contains("at least"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = Settings::resolve(
+            Overrides::default(),
+            file(
+                "tls_cert: /c\npoll_interval: 10ms\nprivate_listen: 0.0.0.0:8155\nprivate_url: http://kas-0:8155\nk8s_proxy_external_url: http://x\n",
+            ),
+        )
+        .expect_err("refused");
+        let text = format!("{err:#}");
+        for part in [
+            "tls_key",
+            "at least",
+            "shared by the replicas",
+            "must be an https:// URL",
+            "private_secret_file",
+            "k8s_proxy_external_url",
+        ] {
+            assert!(text.contains(part), "{part} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn replication_needs_its_three_settings_and_a_long_secret() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "x".repeat(40)).expect("write");
+        let text = format!(
+            "database: postgres://kas@db/kas\nprivate_listen: 0.0.0.0:8155\nprivate_url: https://kas-0:8155\nprivate_secret_file: {}\n",
+            secret.display()
+        );
+        let s = Settings::resolve(Overrides::default(), file(&text)).expect("valid");
+        let replication = s.replication.expect("replicated");
+        assert_eq!(replication.url, "https://kas-0:8155");
+        assert_eq!(replication.tunnel_wait, DEFAULT_TUNNEL_WAIT);
+        assert!(!format!("{replication:?}").contains("xxxx"));
+        std::fs::write(&secret, "short").expect("write");
+        let err = Settings::resolve(Overrides::default(), file(&text)).expect_err("short");
+        assert!(format!("{err:#}").contains("at least 32"), "{err:#}");
     }
 
     #[test]

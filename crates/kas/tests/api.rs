@@ -31,6 +31,8 @@ impl Api {
             ca_pem: None,
             admissions: Default::default(),
             streams: Default::default(),
+            stored_configs: Default::default(),
+            router: None,
         });
         let router = router(ApiState {
             changes: kas::changes::Changes::new(connections.clone(), proxy.clone(), store.clone()),

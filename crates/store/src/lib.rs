@@ -157,4 +157,53 @@ pub trait Store: Send + Sync + 'static {
     async fn set_config_status(&self, agent: &str, status: String) -> Result<()>;
     /// Every agent's config status, by agent name.
     async fn config_statuses(&self) -> Result<Vec<(String, String)>>;
+    /// Replaces the config file `agent` runs with (the last valid one), so
+    /// that a kas holding the agent's tunnels but not its session can
+    /// authorize proxy requests against it.
+    async fn set_agent_config(&self, agent: &str, config: StoredConfig) -> Result<()>;
+    /// The config file `agent` runs with, once a kas has accepted one.
+    async fn agent_config(&self, agent: &str) -> Result<Option<StoredConfig>>;
+}
+
+/// One kas process among the replicas that share a database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaId {
+    /// Random per process start.
+    pub id: String,
+    /// Its private (kas-to-kas) URL.
+    pub url: String,
+}
+
+/// What replicas sharing a database know of each other: which replica holds
+/// which agent's tunnels, and which one polls each git project. Only
+/// [`PgStore`] implements it: one kas on SQLite has no peers.
+///
+/// Tunnels are tracked as one row per (agent, replica) with a count, and
+/// liveness as one heartbeat per replica: at steady state the database sees
+/// a write per replica per heartbeat, whatever the number of agents.
+#[async_trait]
+pub trait Replicas: Send + Sync + 'static {
+    /// Records `replica` as alive now (and adds it on first call).
+    async fn heartbeat(&self, replica: &ReplicaId) -> Result<()>;
+    /// Sets how many tunnels of `agent` `replica` holds (0 removes the row).
+    async fn set_tunnels(&self, replica: &ReplicaId, agent: &str, tunnels: usize) -> Result<()>;
+    /// Private URLs of the replicas other than `me` that hold tunnels of
+    /// `agent` and were alive within `fresh`, most tunnels first.
+    async fn tunnel_holders(
+        &self,
+        agent: &str,
+        me: &str,
+        fresh: std::time::Duration,
+    ) -> Result<Vec<String>>;
+    /// Removes `replica` and its tunnel rows and poll leases (a graceful
+    /// stop), and replicas silent for longer than `stale`.
+    async fn forget_replica(&self, replica: &ReplicaId, stale: std::time::Duration) -> Result<()>;
+    /// Takes or renews the lease to poll `project` for `ttl`; true when
+    /// `replica` holds it.
+    async fn lead_poll(
+        &self,
+        project: &str,
+        replica: &ReplicaId,
+        ttl: std::time::Duration,
+    ) -> Result<bool>;
 }

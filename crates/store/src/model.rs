@@ -142,3 +142,10 @@ pub struct SyncRecord {
     /// The report as kas's API shows it (JSON).
     pub report: String,
 }
+
+/// The config file an agent runs with: its commit and text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredConfig {
+    pub commit: String,
+    pub source: String,
+}

@@ -20,6 +20,7 @@ use crate::{Result, Store, StoreError};
 
 mod access;
 mod feed;
+mod replicas;
 mod status;
 
 /// Schema migrations, applied in order; `tether_schema.version` records how
@@ -92,6 +93,27 @@ CREATE INDEX sync_history_by_project ON sync_history(agent_id, project, id);
 CREATE TABLE agent_status (
     agent_id      BIGINT PRIMARY KEY REFERENCES agents(id) ON DELETE CASCADE,
     config_status TEXT NOT NULL
+);
+"#,
+    r#"
+ALTER TABLE agent_status ADD COLUMN config_commit TEXT;
+ALTER TABLE agent_status ADD COLUMN config_source TEXT;
+CREATE TABLE kas_replicas (
+    id         TEXT PRIMARY KEY,
+    url        TEXT NOT NULL,
+    seen_at    TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE tunnel_routes (
+    agent      TEXT NOT NULL,
+    replica    TEXT NOT NULL REFERENCES kas_replicas(id) ON DELETE CASCADE,
+    tunnels    INTEGER NOT NULL,
+    PRIMARY KEY (agent, replica)
+);
+CREATE INDEX tunnel_routes_by_replica ON tunnel_routes(replica);
+CREATE TABLE poll_leases (
+    project    TEXT PRIMARY KEY,
+    replica    TEXT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
 );
 "#,
 ];
@@ -620,5 +642,13 @@ impl Store for PgStore {
 
     async fn config_statuses(&self) -> Result<Vec<(String, String)>> {
         self.config_statuses_impl().await
+    }
+
+    async fn set_agent_config(&self, agent: &str, config: StoredConfig) -> Result<()> {
+        self.set_agent_config_impl(agent, config).await
+    }
+
+    async fn agent_config(&self, agent: &str) -> Result<Option<StoredConfig>> {
+        self.agent_config_impl(agent).await
     }
 }

@@ -99,6 +99,10 @@ CREATE TABLE agent_status (
     config_status TEXT NOT NULL
 );
 "#,
+    r#"
+ALTER TABLE agent_status ADD COLUMN config_commit TEXT;
+ALTER TABLE agent_status ADD COLUMN config_source TEXT;
+"#,
 ];
 
 /// kas's records in one SQLite file.
@@ -598,5 +602,13 @@ impl Store for SqliteStore {
 
     async fn config_statuses(&self) -> Result<Vec<(String, String)>> {
         self.config_statuses_impl().await
+    }
+
+    async fn set_agent_config(&self, agent: &str, config: StoredConfig) -> Result<()> {
+        self.set_agent_config_impl(agent, config).await
+    }
+
+    async fn agent_config(&self, agent: &str) -> Result<Option<StoredConfig>> {
+        self.agent_config_impl(agent).await
     }
 }

@@ -49,6 +49,7 @@ on_both_stores!(
     users_and_access_tokens_round_trip,
     sync_history_keeps_one_entry_per_commit_and_the_newest_fifty,
     config_status_is_kept_per_agent_and_goes_with_it,
+    the_agent_config_is_kept_beside_its_status,
 );
 
 const T0: UnixTime = 1_800_000_000;
@@ -255,7 +256,7 @@ async fn records_survive_a_reopen_and_migrations_run_once() {
             .expect("token");
     }
     let store = SqliteStore::open(&path).expect("reopens");
-    assert_eq!(store.schema_version().await.expect("version"), 5);
+    assert_eq!(store.schema_version().await.expect("version"), 6);
     assert_eq!(store.list_agents().await.expect("agents").len(), 1);
     let project = store.get_project("p").await.expect("get").expect("present");
     assert_eq!(project.credentials_ref.as_deref(), Some("deploy-key"));
@@ -446,7 +447,7 @@ async fn postgres_replicas_migrate_once_and_share_records() {
     });
     let replicas: Vec<PgStore> = futures_join_all(connects).await;
     for replica in &replicas {
-        assert_eq!(replica.schema_version().await.expect("version"), 2);
+        assert_eq!(replica.schema_version().await.expect("version"), 3);
     }
     let (a, b) = (&replicas[0], &replicas[2]);
     a.create_project(NewProject {
@@ -568,4 +569,95 @@ async fn config_status_is_kept_per_agent_and_goes_with_it(store: Shared) {
     );
     store.delete_agent("prod").await.expect("delete");
     assert!(store.config_statuses().await.expect("statuses").is_empty());
+}
+
+async fn the_agent_config_is_kept_beside_its_status(store: Shared) {
+    let (store, _) = store_with_agent(store).await;
+    assert_eq!(store.agent_config("prod").await.expect("read"), None);
+    store
+        .set_config_status("prod", r#"{"commit":"a"}"#.into())
+        .await
+        .expect("status");
+    let config = StoredConfig {
+        commit: "a".repeat(40),
+        source: "ci_access:\n  projects: [{ id: team/admin }]\n".into(),
+    };
+    store
+        .set_agent_config("prod", config.clone())
+        .await
+        .expect("set");
+    assert_eq!(store.agent_config("prod").await.expect("read"), Some(config));
+    // The status is untouched by the config, and the other way round.
+    store
+        .set_config_status("prod", r#"{"commit":"b"}"#.into())
+        .await
+        .expect("status");
+    assert_eq!(
+        store.config_statuses().await.expect("statuses"),
+        [("prod".to_owned(), r#"{"commit":"b"}"#.to_owned())]
+    );
+    assert!(store.agent_config("prod").await.expect("read").is_some());
+    store.delete_agent("prod").await.expect("delete");
+    assert_eq!(store.agent_config("prod").await.expect("read"), None);
+}
+
+/// The tunnel tracker and poll leases of replicas on one database.
+#[tokio::test]
+async fn replicas_track_tunnels_with_heartbeats_and_share_poll_leases() {
+    use std::time::Duration;
+    let url = tether_testenv::shared_postgres()
+        .create_database()
+        .expect("a fresh database");
+    let db = PgStore::connect(&url).await.expect("connects");
+    let replica = |id: &str| ReplicaId {
+        id: id.into(),
+        url: format!("https://{id}:8155"),
+    };
+    let (a, b, c) = (replica("a"), replica("b"), replica("c"));
+    for r in [&a, &b, &c] {
+        db.heartbeat(r).await.expect("heartbeat");
+    }
+    let fresh = Duration::from_secs(20);
+    db.set_tunnels(&a, "prod", 1).await.expect("a");
+    db.set_tunnels(&b, "prod", 2).await.expect("b");
+    db.set_tunnels(&b, "prod", 3).await.expect("one row per agent and replica");
+    // Most tunnels first; never the asking replica itself.
+    assert_eq!(
+        db.tunnel_holders("prod", "c", fresh).await.expect("holders"),
+        ["https://b:8155", "https://a:8155"]
+    );
+    assert_eq!(
+        db.tunnel_holders("prod", "b", fresh).await.expect("holders"),
+        ["https://a:8155"]
+    );
+    // A replica whose heartbeat is older than the window holds nothing.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    db.heartbeat(&a).await.expect("a alive");
+    assert_eq!(
+        db.tunnel_holders("prod", "c", Duration::from_secs(1))
+            .await
+            .expect("holders"),
+        ["https://a:8155"]
+    );
+    // Zero removes the row; a graceful stop removes the replica's rows.
+    db.set_tunnels(&a, "prod", 0).await.expect("none");
+    assert_eq!(
+        db.tunnel_holders("prod", "c", fresh).await.expect("holders"),
+        ["https://b:8155"]
+    );
+    db.forget_replica(&b, Duration::from_secs(600))
+        .await
+        .expect("forget");
+    assert!(db.tunnel_holders("prod", "c", fresh).await.expect("holders").is_empty());
+
+    // One leader per project; it renews, the others cannot take it until
+    // it expires.
+    let ttl = Duration::from_secs(1);
+    assert!(db.lead_poll("team/config", &a, ttl).await.expect("lead"));
+    assert!(!db.lead_poll("team/config", &c, ttl).await.expect("not c"));
+    assert!(db.lead_poll("team/config", &a, ttl).await.expect("renewed"));
+    assert!(db.lead_poll("team/other", &c, ttl).await.expect("another project"));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(db.lead_poll("team/config", &c, ttl).await.expect("taken over"));
+    assert!(!db.lead_poll("team/config", &a, ttl).await.expect("lost"));
 }

@@ -14,6 +14,8 @@
 //! - [`wait_until`] waits for a condition with a deadline; tests never sleep.
 //! - [`shared_postgres`] starts a real PostgreSQL server per test process;
 //!   [`Postgres::create_database`] gives each test a database of its own.
+//! - [`haproxy::LoadBalancer`] puts a real HAProxy (TCP mode) in front of
+//!   kas replicas.
 //!
 //! Architecture invariant: no cluster process outlives its owner. Every child
 //! is forked by a supervisor thread with `PR_SET_PDEATHSIG`, so they die with
@@ -24,6 +26,7 @@ mod binaries;
 mod cluster;
 mod error;
 pub mod git;
+pub mod haproxy;
 mod kubeconfig;
 mod namespace;
 mod pki;

@@ -1,7 +1,7 @@
 //! kas's side of the tunnels: which agent has which live tunnels, and
 //! forwarding a client's request through one of them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,6 +48,10 @@ struct Tunnel {
 pub struct Tunnels {
     next_id: AtomicU64,
     agents: Mutex<HashMap<String, Vec<Arc<Tunnel>>>>,
+    /// Agents whose tunnel count changed since [`Tunnels::take_changed`]
+    /// (bounded by the agents that had tunnels), for kas's replica tracker.
+    changed: Mutex<HashSet<String>>,
+    changes: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Tunnels {
@@ -94,6 +98,7 @@ impl Tunnels {
             .entry(info.agent.clone())
             .or_default()
             .push(tunnel);
+        self.mark_changed(&info.agent);
         tracing::info!(agent = %info.agent, tunnel = id, "tunnel up");
         let this = self.clone();
         let tunnel_info = info.clone();
@@ -133,6 +138,36 @@ impl Tunnels {
         Some(Lease { tunnel })
     }
 
+    /// Waits until some agent's tunnel count changes (returns at once if
+    /// one changed since the last [`Self::take_changed`]).
+    pub async fn changed(&self) {
+        self.changes.notified().await;
+    }
+
+    /// The agents whose tunnel count changed since the last call, with
+    /// their count now.
+    pub fn take_changed(&self) -> Vec<(String, usize)> {
+        let agents: Vec<String> =
+            std::mem::take(&mut *self.changed.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .collect();
+        agents
+            .into_iter()
+            .map(|agent| {
+                let count = self.count(&agent);
+                (agent, count)
+            })
+            .collect()
+    }
+
+    fn mark_changed(&self, agent: &str) {
+        self.changed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(agent.to_owned());
+        self.changes.notify_one();
+    }
+
     /// Live tunnels of `agent`.
     pub fn count(&self, agent: &str) -> usize {
         self.lock().get(agent).map_or(0, Vec::len)
@@ -150,13 +185,16 @@ impl Tunnels {
     }
 
     fn remove(&self, agent: &str, id: u64) {
-        let mut agents = self.lock();
-        if let Some(list) = agents.get_mut(agent) {
-            list.retain(|t| t.id != id);
-            if list.is_empty() {
-                agents.remove(agent);
+        {
+            let mut agents = self.lock();
+            if let Some(list) = agents.get_mut(agent) {
+                list.retain(|t| t.id != id);
+                if list.is_empty() {
+                    agents.remove(agent);
+                }
             }
         }
+        self.mark_changed(agent);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Arc<Tunnel>>>> {
@@ -199,7 +237,7 @@ impl Lease {
     /// response body ends with an error, a spliced upgrade closes.
     pub async fn forward(
         self,
-        mut request: Request<Incoming>,
+        mut request: Request<Body>,
         path_and_query: &str,
         identity: Option<&Identity>,
         mut stop: Stop,
@@ -222,9 +260,7 @@ impl Lease {
             parts.uri = Uri::try_from(format!("http://kubernetes.tunnel{path_and_query}"))
                 .map_err(http::Error::from)?;
             parts.version = http::Version::HTTP_2;
-            let response = self
-                .send(Request::from_parts(parts, incoming(body)))
-                .await?;
+            let response = self.send(Request::from_parts(parts, body)).await?;
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             return Ok(Response::from_parts(parts, stoppable(incoming(body), stop)));

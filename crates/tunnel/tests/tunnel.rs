@@ -185,7 +185,7 @@ async fn setup() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
                             .expect("a tunnel");
                         let response = lease
                             .forward(
-                                req,
+                                req.map(tether_tunnel::incoming),
                                 &path,
                                 Some(&identity),
                                 tether_tunnel::stop::Stop::never(),

@@ -42,6 +42,9 @@ pub struct Loaded {
     /// The same config, parsed: kas authorizes proxy requests against it.
     pub config: tether_agent_config::AgentConfig,
     pub warnings: Vec<String>,
+    /// The file's text, stored for the replicas that authorize proxy
+    /// requests without the agent's session.
+    pub source: String,
 }
 
 /// Reads, parses and validates `agent`'s config file at `commit`. A missing
@@ -85,6 +88,7 @@ pub async fn load(
             message: tether_proto::convert::to_proto(&parsed.config, &commit.to_string(), project),
             config: parsed.config,
             warnings: parsed.warnings.into_iter().map(|w| w.to_string()).collect(),
+            source: text,
         }),
         Err(ConfigError::Syntax {
             line,

@@ -419,6 +419,13 @@ impl Session {
                 let commit = commit.to_string();
                 self.registry
                     .config_accepted(&self.agent, &commit, loaded.warnings, loaded.config);
+                let stored = tether_store::StoredConfig {
+                    commit: commit.clone(),
+                    source: loaded.source,
+                };
+                if let Err(e) = self.store.set_agent_config(&self.agent, stored).await {
+                    tracing::error!(error = ?e, "cannot store the agent's config");
+                }
                 self.specs = ManifestSpec::from_config(&loaded.message, &self.project);
                 if commit != self.sent_commit {
                     let message = ServerMessage {

@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod kubeconfig;
 pub mod oidc;
 pub mod principal;
+pub mod stored;
 pub mod streams;
 
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ use tracing::Instrument;
 
 use crate::channel::ConnectionRegistry;
 use crate::metrics::ProxyLabels;
+use crate::replicas::router::Routed;
 use crate::time_format::now;
 use access::{AgentRef, Grant};
 use credentials::{Credential, Refused};
@@ -54,6 +56,11 @@ pub struct ProxyState {
     pub admissions: admissions::Admissions,
     /// Exchanges in flight, ended when their credential is revoked.
     pub streams: Arc<streams::LiveStreams>,
+    /// Agents' configs as another replica accepted them, for agents whose
+    /// session is not here.
+    pub stored_configs: stored::StoredConfigs,
+    /// With replicas: reaches the one holding an agent's tunnels.
+    pub router: Option<Arc<crate::replicas::router::Router>>,
 }
 
 impl std::fmt::Debug for ProxyState {
@@ -131,7 +138,7 @@ impl ProxyState {
                     format!("agent {} does not exist", credential.agent),
                 )
             })?;
-        let config = self.registry.access_config(&agent.name).ok_or_else(|| {
+        let config = self.access_config(&agent.name).await.ok_or_else(|| {
             Rejection::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
@@ -157,23 +164,47 @@ impl ProxyState {
         Ok((principal, grant))
     }
 
+    /// The config `agent` runs with: the one its session here read, or the
+    /// one stored by the replica that holds its session.
+    async fn access_config(&self, agent: &str) -> Option<Arc<tether_agent_config::AgentConfig>> {
+        match self.registry.access_config(agent) {
+            Some(config) => Some(config),
+            None => self.stored_configs.get(self.store.as_ref(), agent).await,
+        }
+    }
+
     /// Forgets remembered admissions: after a revocation, or a change to a
     /// user, membership or agent, the next request is checked afresh.
     pub fn forget_admissions(&self) {
         self.admissions.clear();
     }
 
-    /// Handles one client request.
-    async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+    /// Handles one client request; `routed`: another replica forwarded it
+    /// (it is served from this replica's tunnels or not at all).
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        routed: bool,
+    ) -> Response<Body> {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request
             .uri()
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-        let outcome = self.forward(request).await;
+        let outcome = match self
+            .route(request.map(tether_tunnel::incoming), routed)
+            .await
+        {
+            Ok(Ok(request)) => self
+                .forward(request)
+                .await
+                .map(|(r, p)| (r, p.describe(), p.kind())),
+            Ok(Err((response, via))) => Ok((response, format!("routed to {via}"), "routed")),
+            Err(rejection) => Err((rejection, None)),
+        };
         let (response, who, caller) = match outcome {
-            Ok((response, principal)) => (response, principal.describe(), principal.kind()),
+            Ok(done) => done,
             Err((rejection, who)) => {
                 let caller = who.as_ref().map_or("none", |p| p.kind());
                 (
@@ -208,9 +239,40 @@ impl ProxyState {
         response
     }
 
+    /// With replicas, sends a request for an agent whose tunnels are
+    /// elsewhere to the replica that has them: `Ok(Err(…))` is its answer.
+    /// `Ok(Ok(request))` is to be served here.
+    async fn route(
+        &self,
+        request: Request<Body>,
+        routed: bool,
+    ) -> Result<Result<Request<Body>, (Response<Body>, String)>, Rejection> {
+        let Some(router) = self.router.as_ref().filter(|_| !routed) else {
+            return Ok(Ok(request));
+        };
+        let header = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        // A request kas will refuse anyway is refused here, without a hop.
+        let Ok(credential) = Credential::from_header(header) else {
+            return Ok(Ok(request));
+        };
+        let tunnels = self.registry.tunnels();
+        if tunnels.count(&credential.agent) > 0 {
+            return Ok(Ok(request));
+        }
+        tracing::Span::current().record("agent", credential.agent.as_str());
+        match router.route(&credential.agent, request, tunnels).await {
+            Routed::Here(request) => Ok(Ok(request)),
+            Routed::Answered { response, via } => Ok(Err((response, via))),
+            Routed::Unavailable(status, message) => Err(Rejection::new(status, message)),
+        }
+    }
+
     async fn forward(
         &self,
-        request: Request<Incoming>,
+        request: Request<Body>,
     ) -> Result<(Response<Body>, Principal), (Rejection, Option<Principal>)> {
         let target = match target(request.uri()) {
             Ok(target) => target,
@@ -223,7 +285,7 @@ impl ProxyState {
         let credential = Credential::from_header(header)
             .map_err(|reason| (Rejection::new(StatusCode::UNAUTHORIZED, reason), None))?;
         let key = admissions::key(header.unwrap_or_default());
-        let config = self.registry.access_config(&credential.agent);
+        let config = self.access_config(&credential.agent).await;
         let remembered = config.as_ref().and_then(|c| self.admissions.get(&key, c));
         let generation = self.admissions.generation();
         let (principal, grant) = match remembered {
@@ -329,7 +391,7 @@ pub async fn serve(
         hyper::service::service_fn(move |request: Request<Incoming>| {
             let state = state.clone();
             let span = tracing::info_span!("proxy", peer = %peer, agent = tracing::field::Empty);
-            async move { Ok::<_, std::convert::Infallible>(state.handle(request).await) }
+            async move { Ok::<_, std::convert::Infallible>(state.handle(request, false).await) }
                 .instrument(span)
         })
     })

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod fleet;
 pub mod raw;
 
 use std::path::PathBuf;

@@ -136,4 +136,42 @@ impl PgStore {
         .await
         .map_err(db)
     }
+
+    pub(super) async fn set_agent_config_impl(
+        &self,
+        agent: &str,
+        config: StoredConfig,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let agent_id = agent_id(&mut tx, agent).await?;
+        sqlx::query(
+            "INSERT INTO agent_status (agent_id, config_status, config_commit, config_source)
+             VALUES ($1, '{}', $2, $3)
+             ON CONFLICT (agent_id) DO UPDATE SET config_commit = EXCLUDED.config_commit,
+                 config_source = EXCLUDED.config_source",
+        )
+        .bind(agent_id)
+        .bind(config.commit)
+        .bind(config.source)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    pub(super) async fn agent_config_impl(&self, agent: &str) -> Result<Option<StoredConfig>> {
+        let row: Option<(Option<String>, String)> = sqlx::query_as(
+            "SELECT s.config_commit, s.config_source FROM agent_status s
+             JOIN agents a ON a.id = s.agent_id
+             WHERE a.name = $1 AND s.config_source IS NOT NULL",
+        )
+        .bind(agent)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(row.map(|(commit, source)| StoredConfig {
+            commit: commit.unwrap_or_default(),
+            source,
+        }))
+    }
 }

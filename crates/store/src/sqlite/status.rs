@@ -122,4 +122,46 @@ impl SqliteStore {
         })
         .await
     }
+
+    pub(super) async fn set_agent_config_impl(
+        &self,
+        agent: &str,
+        config: StoredConfig,
+    ) -> Result<()> {
+        let agent = agent.to_owned();
+        self.call(move |c| {
+            let agent_id = agent_id(c, &agent)?;
+            c.execute(
+                "INSERT INTO agent_status (agent_id, config_status, config_commit, config_source)
+                 VALUES (?1, '{}', ?2, ?3)
+                 ON CONFLICT (agent_id) DO UPDATE SET config_commit = excluded.config_commit,
+                     config_source = excluded.config_source",
+                params![agent_id, config.commit, config.source],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn agent_config_impl(&self, agent: &str) -> Result<Option<StoredConfig>> {
+        let agent = agent.to_owned();
+        self.call(move |c| {
+            let rows = query_all(
+                c,
+                "SELECT s.config_commit, s.config_source FROM agent_status s
+                 JOIN agents a ON a.id = s.agent_id
+                 WHERE a.name = ?1 AND s.config_source IS NOT NULL",
+                params![agent],
+                |r| {
+                    Ok(StoredConfig {
+                        commit: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                        source: r.get(1)?,
+                    })
+                },
+            )?;
+            Ok(rows.into_iter().next())
+        })
+        .await
+    }
 }

@@ -1,0 +1,331 @@
+//! Sending a proxy request to the replica that holds its agent's tunnels.
+//!
+//! Lookups go to the database only when this replica has no fresh answer:
+//! holders are remembered for a few seconds, and forgotten when another
+//! replica announces a new tunnel for the agent. A request for an agent
+//! that has no tunnel anywhere waits, but not by polling: one waiter per
+//! agent (however many requests wait) is woken by the announcement, with a
+//! slow poll as backstop because announcements are lost while a listener
+//! reconnects.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tether_store::{ReplicaId, Replicas};
+use tether_tunnel::headers::{is_upgrade, strip_hop_by_hop};
+use tether_tunnel::server::Tunnels;
+use tether_tunnel::{Body, incoming};
+use tokio::sync::watch;
+
+use super::{FRESH, Secret};
+
+/// The header that carries the replicas' secret on a forwarded request. Its
+/// presence (with the right value) also marks the request as routed: the
+/// receiving replica never routes it again.
+pub const ROUTE_HEADER: HeaderName = HeaderName::from_static("tether-route-secret");
+
+/// How long a lookup's answer is used before the database is asked again.
+const HOLDERS_TTL: Duration = Duration::from_secs(5);
+/// How long a replica that did not answer is skipped.
+const DEAD_FOR: Duration = FRESH;
+/// The waiter's backstop poll, while requests wait for an agent.
+const BACKSTOP_POLL: Duration = Duration::from_secs(2);
+/// Agents remembered at most (the map is cleared past it).
+const MAX_REMEMBERED: usize = 100_000;
+
+/// Where a request went.
+#[derive(Debug)]
+pub enum Routed {
+    /// Another replica answered.
+    Answered {
+        response: Response<Body>,
+        via: String,
+    },
+    /// A tunnel of the agent came up here while the request waited.
+    Here(Request<Body>),
+    /// No replica has a tunnel of the agent (after waiting), or the one
+    /// that has did not answer.
+    Unavailable(StatusCode, String),
+}
+
+/// Finds and reaches the replicas that hold agents' tunnels.
+pub struct Router {
+    replicas: Arc<dyn Replicas>,
+    me: ReplicaId,
+    secret: Secret,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    tunnel_wait: Duration,
+    holders: Mutex<HashMap<String, (Instant, Vec<String>)>>,
+    dead: Mutex<HashMap<String, Instant>>,
+    waiters: Mutex<HashMap<String, watch::Sender<u64>>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Router {
+    /// `ca_pem` verifies the other replicas' certificate (the web roots
+    /// without it).
+    pub fn new(
+        replicas: Arc<dyn Replicas>,
+        me: ReplicaId,
+        secret: Secret,
+        tunnel_wait: Duration,
+        ca_pem: Option<&[u8]>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let connector = crate::client::https_connector(ca_pem)?;
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Ok(Arc::new(Router {
+            replicas,
+            me,
+            secret,
+            client,
+            tunnel_wait,
+            holders: Mutex::default(),
+            dead: Mutex::default(),
+            waiters: Mutex::default(),
+        }))
+    }
+
+    pub fn me(&self) -> &ReplicaId {
+        &self.me
+    }
+
+    pub fn replicas(&self) -> &Arc<dyn Replicas> {
+        &self.replicas
+    }
+
+    /// Whether `request` was forwarded by another replica (it carries the
+    /// shared secret).
+    pub fn is_routed<B>(&self, request: &Request<B>) -> bool {
+        request
+            .headers()
+            .get(ROUTE_HEADER)
+            .is_some_and(|v| self.secret.matches(v.as_bytes()))
+    }
+
+    /// A tunnel of `agent` came up somewhere: look again, and wake the
+    /// requests waiting for it.
+    pub fn tunnel_up(&self, agent: &str) {
+        lock(&self.holders).remove(agent);
+        if let Some(waiter) = lock(&self.waiters).get(agent) {
+            waiter.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Replicas (private URLs) with fresh tunnels of `agent`, from memory
+    /// when recent.
+    async fn holders(&self, agent: &str) -> Vec<String> {
+        if let Some((at, urls)) = lock(&self.holders).get(agent)
+            && at.elapsed() < HOLDERS_TTL
+        {
+            return self.alive(urls.clone());
+        }
+        let urls = match self
+            .replicas
+            .tunnel_holders(agent, &self.me.id, FRESH)
+            .await
+        {
+            Ok(urls) => urls,
+            Err(e) => {
+                tracing::warn!(error = ?e, agent, "cannot look up the agent's tunnels");
+                return Vec::new();
+            }
+        };
+        if !urls.is_empty() {
+            let mut holders = lock(&self.holders);
+            if holders.len() >= MAX_REMEMBERED {
+                holders.clear();
+            }
+            holders.insert(agent.to_owned(), (Instant::now(), urls.clone()));
+        }
+        self.alive(urls)
+    }
+
+    fn alive(&self, urls: Vec<String>) -> Vec<String> {
+        let mut dead = lock(&self.dead);
+        dead.retain(|_, since| since.elapsed() < DEAD_FOR);
+        urls.into_iter().filter(|u| !dead.contains_key(u)).collect()
+    }
+
+    /// Sends `request` for `agent` to a replica holding its tunnels, waiting
+    /// up to the bound for one to come up (here or anywhere).
+    pub async fn route(
+        self: &Arc<Self>,
+        agent: &str,
+        request: Request<Body>,
+        here: &Tunnels,
+    ) -> Routed {
+        let deadline = tokio::time::Instant::now() + self.tunnel_wait;
+        let mut woken: Option<watch::Receiver<u64>> = None;
+        let mut request = request;
+        loop {
+            if here.count(agent) > 0 {
+                return Routed::Here(request);
+            }
+            if let Some(url) = self.holders(agent).await.into_iter().next() {
+                match self.send(&url, request).await {
+                    Ok(response) => return Routed::Answered { response, via: url },
+                    Err(Failed::Unsent(back, e)) => {
+                        // Connecting failed: the replica is gone (killed,
+                        // say). Skip it, and try another with the request.
+                        tracing::info!(replica = %url, error = %e, "replica unreachable; skipping it");
+                        lock(&self.dead).insert(url, Instant::now());
+                        lock(&self.holders).remove(agent);
+                        request = *back;
+                        continue;
+                    }
+                    Err(Failed::Sent(e)) => {
+                        lock(&self.dead).insert(url.clone(), Instant::now());
+                        lock(&self.holders).remove(agent);
+                        return Routed::Unavailable(
+                            StatusCode::BAD_GATEWAY,
+                            format!(
+                                "agent {agent}: the kas replica holding its tunnels ({url}) failed: {e}"
+                            ),
+                        );
+                    }
+                }
+            }
+            let waiter = woken.get_or_insert_with(|| self.wait_for(agent));
+            tokio::select! {
+                changed = waiter.changed() => if changed.is_err() { woken = None },
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Routed::Unavailable(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "agent {agent} is not connected: no kas replica has a tunnel to its cluster (waited {:?})",
+                            self.tunnel_wait
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Joins the one waiter of `agent`, starting it if none runs. The waiter
+    /// polls the database slowly while anyone waits, and stops after.
+    fn wait_for(self: &Arc<Self>, agent: &str) -> watch::Receiver<u64> {
+        let mut waiters = lock(&self.waiters);
+        if let Some(waiter) = waiters.get(agent) {
+            return waiter.subscribe();
+        }
+        let (tx, rx) = watch::channel(0u64);
+        waiters.insert(agent.to_owned(), tx.clone());
+        let (this, agent) = (self.clone(), agent.to_owned());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(BACKSTOP_POLL).await;
+                {
+                    let mut waiters = lock(&this.waiters);
+                    if tx.receiver_count() == 0 {
+                        waiters.remove(&agent);
+                        return;
+                    }
+                }
+                lock(&this.holders).remove(&agent);
+                if !this.holders(&agent).await.is_empty() {
+                    tx.send_modify(|n| *n += 1);
+                }
+            }
+        });
+        rx
+    }
+
+    /// Forwards `request` to the replica at `url`, as it came (the receiving
+    /// replica authenticates and authorizes it), with the shared secret.
+    async fn send(&self, url: &str, mut request: Request<Body>) -> Result<Response<Body>, Failed> {
+        let upgrade = is_upgrade(request.headers());
+        let client_side = upgrade.then(|| hyper::upgrade::on(&mut request));
+        let (mut parts, body) = request.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let original = parts.uri.clone();
+        parts.uri = match format!("{}{path}", url.trim_end_matches('/')).parse() {
+            Ok(uri) => uri,
+            Err(e) => {
+                return Err(Failed::Sent(format!("bad replica URL {url}: {e}")));
+            }
+        };
+        parts.version = http::Version::HTTP_11;
+        parts.headers.remove(header::HOST);
+        if !upgrade {
+            strip_hop_by_hop(&mut parts.headers);
+        }
+        let secret = HeaderValue::from_str(self.secret.expose())
+            .map_err(|e| Failed::Sent(format!("unusable secret: {e}")))?;
+        parts.headers.insert(ROUTE_HEADER, secret);
+        // A bodiless request can be rebuilt if the connection fails before
+        // it is sent; one with a body cannot.
+        let bodiless = !parts.headers.contains_key(header::CONTENT_LENGTH)
+            && !parts.headers.contains_key(header::TRANSFER_ENCODING)
+            && hyper::body::Body::is_end_stream(&body);
+        let spare = bodiless.then(|| parts.clone());
+        let sent = self.client.request(Request::from_parts(parts, body)).await;
+        let mut response = match sent {
+            Ok(response) => response,
+            Err(e) if e.is_connect() => {
+                return match (spare, client_side) {
+                    (Some(mut parts), None) => {
+                        parts.uri = original;
+                        parts.headers.remove(ROUTE_HEADER);
+                        Err(Failed::Unsent(
+                            Box::new(Request::from_parts(parts, tether_tunnel::empty())),
+                            e.to_string(),
+                        ))
+                    }
+                    _ => Err(Failed::Sent(e.to_string())),
+                };
+            }
+            Err(e) => return Err(Failed::Sent(e.to_string())),
+        };
+        if let Some(client_side) = client_side
+            && response.status() == StatusCode::SWITCHING_PROTOCOLS
+        {
+            let peer_side = hyper::upgrade::on(&mut response);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_side, peer_side) {
+                    Ok((client, peer)) => {
+                        let (mut client, mut peer) = (TokioIo::new(client), TokioIo::new(peer));
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut peer).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "routed upgrade not completed"),
+                }
+            });
+            let (parts, _) = response.into_parts();
+            return Ok(Response::from_parts(parts, tether_tunnel::empty()));
+        }
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, incoming(body)))
+    }
+}
+
+/// Why a forward failed.
+enum Failed {
+    /// Nothing reached the replica; here is the request back.
+    Unsent(Box<Request<Body>>, String),
+    /// The replica failed after the request was sent.
+    Sent(String),
+}

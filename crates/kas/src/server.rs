@@ -1,0 +1,309 @@
+//! `kas serve` as a value: [`Server::run`] opens the store, starts every
+//! listener and background task, and owns them until the drain signal, when
+//! each stops accepting, finishes what is in flight within its grace, and
+//! returns. Nothing kas runs outlives it.
+//!
+//! The tasks: the REST API, the admin listener (health, metrics), the agent
+//! endpoint (sessions and tunnels), the Kubernetes API proxy; with a shared
+//! database, the change-feed follower; with replicas, the private listener,
+//! the tunnel tracker and the announcer of new git heads.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tether_runtime::Shutdown;
+use tether_store::{ChangeFeed, PgStore, ReplicaId, Replicas, SqliteStore, Store};
+
+use crate::changes::{Change, Changes};
+use crate::metrics::Metrics;
+use crate::repos::Repos;
+use crate::settings::{Database, Settings};
+use crate::{admin, admin_token, api, channel, proxy, replicas};
+
+/// kas's records, and with PostgreSQL, what the replicas share through it.
+struct Stores {
+    store: Arc<dyn Store>,
+    feed: Option<Arc<dyn ChangeFeed>>,
+    replicas: Option<Arc<dyn Replicas>>,
+}
+
+async fn open(database: &Database) -> anyhow::Result<Stores> {
+    Ok(match database {
+        Database::Sqlite(path) => Stores {
+            store: Arc::new(
+                SqliteStore::open(path)
+                    .with_context(|| format!("cannot open database {}", path.display()))?,
+            ),
+            feed: None,
+            replicas: None,
+        },
+        Database::Postgres(url) => {
+            let pg = Arc::new(
+                PgStore::connect(url)
+                    .await
+                    .with_context(|| format!("cannot open database {}", database.describe()))?,
+            );
+            Stores {
+                store: pg.clone(),
+                feed: Some(pg.clone()),
+                replicas: Some(pg),
+            }
+        }
+    })
+}
+
+/// The data folder: the SQLite database, the admin token, git mirrors and
+/// the development certificate. kas's user only.
+#[derive(Clone, Debug)]
+pub struct DataDir(std::path::PathBuf);
+
+impl DataDir {
+    pub fn create(path: &std::path::Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("cannot create data folder {}", path.display()))?;
+        // It holds token hashes and the admin token.
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .with_context(|| format!("cannot restrict data folder {}", path.display()))?;
+        Ok(DataDir(path.to_owned()))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    pub fn git_mirrors(&self) -> std::path::PathBuf {
+        self.0.join("git-mirrors")
+    }
+
+    pub fn development_ca(&self) -> std::path::PathBuf {
+        self.0.join("agent-ca.crt")
+    }
+}
+
+/// A running kas.
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// Runs kas with `settings` until `shutdown`, then drains.
+    pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+        let data = DataDir::create(&settings.data_dir)?;
+        let Stores {
+            store,
+            feed,
+            replicas,
+        } = open(&settings.database).await?;
+        if settings.database.is_shared() && settings.tls.is_none() {
+            tracing::warn!(
+                "the database is shared with other kas replicas, but no --tls-cert/--tls-key is given: \
+                 this kas generates a development CA of its own, which agents and clients of the other \
+                 replicas do not trust; give every replica the same certificate"
+            );
+        }
+        let admin_token = admin_token::load_or_create(&settings.admin_token_file)?;
+        let metrics = Metrics::default();
+        let connections = Arc::new(channel::ConnectionRegistry::with_metrics(metrics.clone()));
+        let repos = Repos::new(
+            store.clone(),
+            data.git_mirrors(),
+            settings.poll_interval,
+            metrics.clone(),
+        );
+        let identity = channel::tls::load_or_generate(
+            settings.tls.as_ref().map(|(cert, _)| cert.as_path()),
+            settings.tls.as_ref().map(|(_, key)| key.as_path()),
+            &settings.hostnames,
+            data.path(),
+        )?;
+        let ca_path = match (&settings.tls, &settings.tls_ca) {
+            (_, Some(ca)) => Some(ca.clone()),
+            (None, None) => Some(data.development_ca()),
+            (Some(_), None) => None,
+        };
+        let ca_pem = ca_path
+            .map(|p| {
+                std::fs::read_to_string(&p)
+                    .with_context(|| format!("cannot read CA {}", p.display()))
+            })
+            .transpose()?;
+        let router = match (&settings.replication, &replicas) {
+            (Some(replication), Some(replicas)) => {
+                let me = ReplicaId {
+                    id: format!("{:032x}", rand::random::<u128>()),
+                    url: replication.url.clone(),
+                };
+                tracing::info!(replica = %me.id, url = %me.url, "running as one of several kas replicas");
+                Some(replicas::router::Router::new(
+                    replicas.clone(),
+                    me,
+                    replication.secret.clone(),
+                    replication.tunnel_wait,
+                    ca_pem.as_deref().map(str::as_bytes),
+                )?)
+            }
+            _ => None,
+        };
+        let proxy = Arc::new(proxy::ProxyState {
+            store: store.clone(),
+            registry: connections.clone(),
+            oidc: proxy::oidc::Oidc::new(settings.oidc_issuers.clone())?,
+            external_url: settings.k8s_proxy_external_url.clone(),
+            ca_pem,
+            admissions: Default::default(),
+            streams: Default::default(),
+            stored_configs: Default::default(),
+            router: router.clone(),
+        });
+        let mut changes = Changes::new(connections.clone(), proxy.clone(), store.clone())
+            .with_repos(repos.clone());
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(feed) = feed {
+            changes = changes.with_feed(feed);
+            tasks.spawn(changes.clone().follow(shutdown.clone()));
+        }
+        if let Some(router) = &router {
+            let heads = repos.share_with(router.replicas().clone(), router.me().clone());
+            tasks.spawn(announce_heads(heads, changes.clone(), shutdown.clone()));
+            tasks.spawn(replicas::tracker::run(
+                router.clone(),
+                connections.tunnels().clone(),
+                changes.clone(),
+                shutdown.clone(),
+            ));
+        }
+        let state = api::ApiState {
+            store: store.clone(),
+            admin_token: admin_token.hash(),
+            connections: connections.clone(),
+            agent_external_address: settings.agent_external_address.clone(),
+            repos: repos.clone(),
+            changes: changes.clone(),
+            proxy: proxy.clone(),
+        };
+        drop(admin_token);
+        let private = match &settings.replication {
+            Some(replication) => Some(replicas::private::serve(
+                replication.listen,
+                channel::listener::acceptor(&identity)?,
+                proxy.clone(),
+                shutdown.clone(),
+            )),
+            None => None,
+        };
+        let private = async move {
+            match private {
+                Some(serving) => serving.await,
+                None => Ok(()),
+            }
+        };
+        let k8s_proxy = proxy::serve(
+            settings.k8s_proxy_listen,
+            channel::listener::acceptor(&identity)?,
+            proxy,
+            shutdown.clone(),
+        );
+        // The REST API carries the admin token: beyond loopback it is
+        // served over TLS only, with the agent endpoint's certificate.
+        let api_tls = match settings.api_listen.ip().is_loopback() {
+            true => None,
+            false => Some(channel::listener::acceptor(&identity)?),
+        };
+        let api = crate::serve::serve(
+            "api",
+            settings.api_listen,
+            api_tls,
+            shutdown.clone(),
+            crate::serve::router_service(api::router(state)),
+        );
+        let health = crate::serve::serve(
+            "admin",
+            settings.admin_listen,
+            None,
+            shutdown.clone(),
+            crate::serve::router_service(admin::router(metrics)),
+        );
+        let agents = serve_agents(
+            settings.agent_listen,
+            identity,
+            channel::AgentChannelService::new(store, connections, repos)
+                .with_drain(shutdown.clone()),
+            shutdown.clone(),
+        );
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            data = %data.path().display(),
+            database = %settings.database.describe(),
+            "kas started"
+        );
+        let served = tokio::try_join!(api, health, agents, k8s_proxy, private);
+        // The listeners are done; the background tasks saw the same signal.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        served?;
+        tracing::info!("kas stopped");
+        Ok(())
+    }
+}
+
+/// Announces the new heads this replica's pollers find to the others.
+async fn announce_heads(
+    mut heads: tokio::sync::mpsc::Receiver<crate::repos::NewHead>,
+    changes: Changes,
+    mut stop: Shutdown,
+) {
+    loop {
+        let head = tokio::select! {
+            head = heads.recv() => match head { Some(head) => head, None => return },
+            _ = stop.signalled() => return,
+        };
+        changes
+            .apply(Change::NewHead {
+                project: head.project,
+                commit: head.commit,
+            })
+            .await;
+    }
+}
+
+/// Serves the agent endpoint, gRPC over TLS and over WebSocket on the same
+/// port, until the drain signal.
+async fn serve_agents(
+    addr: SocketAddr,
+    identity: channel::tls::ServingIdentity,
+    service: channel::AgentChannelService,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    use tonic::transport::Server;
+    let acceptor = channel::listener::acceptor(&identity)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on agent address {addr}"))?;
+    let local = listener
+        .local_addr()
+        .context("listener has no local address")?;
+    tracing::info!(listener = "agent", addr = %local, "listening (gRPC over TLS, and over WebSocket)");
+    let mut accept_stop = shutdown.clone();
+    let incoming =
+        channel::listener::incoming(listener, acceptor, service.tunnel_gate(), async move {
+            accept_stop.signalled().await
+        });
+    let mut drain = shutdown;
+    Server::builder()
+        // Find dead peers behind NATs and proxies that drop idle flows.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // agentk opens one session per connection; more is a client
+        // pinning kas's memory.
+        .max_concurrent_streams(Some(channel::service::MAX_STREAMS_PER_CONNECTION))
+        .add_service(tether_proto::v1::agent_channel_server::AgentChannelServer::new(service))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::ReceiverStream::new(incoming),
+            async move { drain.signalled().await },
+        )
+        .await
+        .context("agent listener failed")
+}

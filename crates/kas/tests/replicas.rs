@@ -1,0 +1,226 @@
+//! Three kas replicas sharing PostgreSQL behind a real HAProxy, tested as
+//! an operator would: agents connect through the balancer (their sessions
+//! and tunnels land wherever it sends them), `kubectl` through every
+//! replica reaches every agent, a token revoked through one replica cuts
+//! the agent wherever it is, and when the replica holding agents is killed
+//! they reconnect elsewhere and the proxy serves them again.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use support::fleet::Fleet;
+use support::{last_line, wait};
+use tether_testenv::git::{commit, new_repo};
+
+const AGENTS: [&str; 3] = ["north", "south", "east"];
+
+/// Registers the config project (each agent lets CI jobs of `team/admin`
+/// in), the agents and their tokens, and a project token of `team/admin`
+/// in a file; returns the agent tokens and that file.
+fn register(fleet: &Fleet) -> (Vec<String>, PathBuf) {
+    let repo = fleet.dir.path().join("config-repo");
+    new_repo(&repo);
+    let files: Vec<(String, Option<&str>)> = AGENTS
+        .iter()
+        .map(|a| {
+            (
+                format!(".gitlab/agents/{a}/config.yaml"),
+                Some("ci_access:\n  projects: [{ id: team/admin }]\n"),
+            )
+        })
+        .collect();
+    let files: Vec<(&str, Option<&str>)> = files.iter().map(|(p, c)| (p.as_str(), *c)).collect();
+    commit(&repo, &files);
+    fleet
+        .cli(
+            0,
+            &[
+                "project",
+                "add",
+                "team/config",
+                "--url",
+                repo.to_str().expect("utf-8"),
+            ],
+        )
+        .expect("project");
+    fleet
+        .cli(
+            1,
+            &["project", "add", "team/admin", "--url", "/srv/git/none"],
+        )
+        .expect("project");
+    let tokens = AGENTS
+        .iter()
+        .enumerate()
+        .map(|(i, agent)| {
+            let via = i % fleet.replicas.len();
+            fleet
+                .cli(via, &["agent", "create", agent, "--project", "team/config"])
+                .expect("agent");
+            last_line(fleet.cli(via, &["token", "create", agent, "--name", "first"]))
+        })
+        .collect();
+    let ci = last_line(fleet.cli(
+        2,
+        &["project", "token", "create", "team/admin", "--name", "ci"],
+    ));
+    let token_file = fleet.dir.path().join("ci.token");
+    std::fs::write(&token_file, ci).expect("token file");
+    (tokens, token_file)
+}
+
+fn kubectl_get_namespace(kubeconfig: &std::path::Path) -> Output {
+    support::kubectl(kubeconfig)
+        .args([
+            "get",
+            "namespace",
+            "default",
+            "-o",
+            "name",
+            "--request-timeout=20s",
+        ])
+        .output()
+        .expect("kubectl runs")
+}
+
+/// Every running replica reaches every agent of `agents`.
+fn every_replica_reaches(fleet: &Fleet, agents: &[&str], token_file: &std::path::Path) -> bool {
+    for i in fleet.running() {
+        for agent in agents {
+            let kubeconfig = fleet.kubeconfig(i, agent, token_file);
+            let out = kubectl_get_namespace(&kubeconfig);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            if !out.status.success() || stdout.trim() != "namespace/default" {
+                eprintln!(
+                    "replica {i} → {agent}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Each agent has its one session and two tunnels somewhere.
+fn all_connected(fleet: &Fleet, agents: &[&str]) -> bool {
+    agents.iter().all(|agent| {
+        let mut tunnels = 0;
+        let mut sessions = 0;
+        for i in fleet.running() {
+            let shown = fleet.agent(i, agent);
+            tunnels += shown["tunnels"].as_u64().unwrap_or(0);
+            sessions += shown["connections"].as_array().map_or(0, Vec::len);
+        }
+        tunnels == 2 && sessions == 1
+    })
+}
+
+#[test]
+fn three_replicas_behind_haproxy_route_revoke_and_fail_over() {
+    let mut fleet = Fleet::start(3, &["--tunnel-wait", "20s"]);
+    let (tokens, token_file) = register(&fleet);
+    let _agentks: Vec<_> = AGENTS
+        .iter()
+        .zip(&tokens)
+        .map(|(agent, token)| fleet.agentk(token, &format!("{agent}-0"), "default"))
+        .collect();
+    wait(
+        "every agent connected through HAProxy",
+        Duration::from_secs(60),
+        || all_connected(&fleet, &AGENTS),
+    );
+    for agent in AGENTS {
+        eprintln!("{agent}: tunnels per replica {:?}", fleet.tunnels(agent));
+    }
+
+    // kubectl through each replica reaches every agent: with three agents'
+    // six tunnels spread by the balancer, most requests cross replicas.
+    assert!(every_replica_reaches(&fleet, &AGENTS, &token_file));
+    let routed: usize = (0..3)
+        .map(|i| fleet.log(i).matches("routed to https://").count())
+        .sum();
+    assert!(routed > 0, "no request was routed between replicas");
+    let served_routed: usize = (0..3)
+        .map(|i| fleet.log(i).matches("routed{peer=").count())
+        .sum();
+    assert!(served_routed > 0, "no replica served a routed request");
+
+    // A request without the replicas' secret at the private listener is
+    // refused, whatever it carries.
+    let private = fleet.replicas[0].private;
+    let refused = std::process::Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("https://{private}/k8s-proxy/api/v1/namespaces"))
+        .args(["-H", "tether-route-secret: guess"])
+        .output()
+        .expect("curl runs");
+    assert_eq!(String::from_utf8_lossy(&refused.stdout), "401");
+
+    // Revoke `north`'s token through a replica that does not hold its
+    // session: every replica cuts it within 2 s.
+    let holder = (0..3)
+        .find(|i| {
+            fleet.agent(*i, "north")["connections"]
+                .as_array()
+                .is_some_and(|c| !c.is_empty())
+        })
+        .expect("a replica holds north's session");
+    let other = (holder + 1) % 3;
+    fleet
+        .cli(other, &["token", "revoke", "north", "1"])
+        .expect("revoked");
+    let revoked = Instant::now();
+    wait("north cut on every replica", Duration::from_secs(2), || {
+        (0..3).all(|i| {
+            let shown = fleet.agent(i, "north");
+            shown["tunnels"] == 0 && shown["connections"].as_array().is_some_and(Vec::is_empty)
+        })
+    });
+    eprintln!(
+        "north cut everywhere {:?} after the revocation through replica {other}",
+        revoked.elapsed()
+    );
+
+    // kill -9 the replica holding the most tunnels of the others.
+    let rest = ["south", "east"];
+    let victim = (0..3)
+        .max_by_key(|i| {
+            rest.iter()
+                .map(|a| fleet.agent(*i, a)["tunnels"].as_u64().unwrap_or(0))
+                .sum::<u64>()
+        })
+        .expect("a replica");
+    let held: u64 = rest
+        .iter()
+        .map(|a| fleet.agent(victim, a)["tunnels"].as_u64().unwrap_or(0))
+        .sum();
+    fleet.kill(victim);
+    let killed = Instant::now();
+    wait(
+        "the agents reconnected to the survivors",
+        Duration::from_secs(60),
+        || all_connected(&fleet, &rest),
+    );
+    let reconnected = killed.elapsed();
+    wait(
+        "the proxy to serve them again everywhere",
+        Duration::from_secs(60),
+        || every_replica_reaches(&fleet, &rest, &token_file),
+    );
+    eprintln!(
+        "failover: replica {victim} (holding {held} tunnels) killed; agents reconnected in {reconnected:?}, proxied again through every survivor in {:?}",
+        killed.elapsed()
+    );
+
+    // The killed replica comes back, and serves every agent too.
+    fleet.start_replica(victim);
+    wait(
+        "the restarted replica to reach everyone",
+        Duration::from_secs(60),
+        || every_replica_reaches(&fleet, &rest, &token_file),
+    );
+}

@@ -1,0 +1,237 @@
+//! Several kas replicas on one PostgreSQL database, behind a real HAProxy
+//! (TCP mode) for the agent endpoint, as an operator runs them: one
+//! certificate, one admin token file and one private secret shared by all.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tether_testenv::haproxy::{LoadBalancer, Route};
+
+use super::{KAS, Proc, agentk_binary, free_port, wait};
+
+/// One replica's addresses, and its process while it runs.
+pub struct Replica {
+    pub kas: Option<Proc>,
+    pub api: SocketAddr,
+    pub admin: SocketAddr,
+    pub agent: SocketAddr,
+    pub proxy: SocketAddr,
+    pub private: SocketAddr,
+    starts: usize,
+}
+
+pub struct Fleet {
+    pub dir: tempfile::TempDir,
+    pub database: String,
+    pub replicas: Vec<Replica>,
+    pub balancer: LoadBalancer,
+    /// The agent endpoint as agents reach it: HAProxy's frontend.
+    pub agent_addr: String,
+    extra: Vec<String>,
+}
+
+impl Fleet {
+    /// Starts `n` replicas and the balancer in front of their agent
+    /// endpoints.
+    pub fn start(n: usize, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = dir.path().join("pki");
+        std::fs::create_dir_all(&pki).expect("pki folder");
+        kas::channel::tls::load_or_generate(None, None, &[], &pki).expect("a shared certificate");
+        std::fs::write(
+            dir.path().join("private-secret"),
+            "0123456789abcdef".repeat(3),
+        )
+        .expect("secret");
+        let database = tether_testenv::shared_postgres()
+            .create_database()
+            .expect("a fresh database");
+        let replicas: Vec<Replica> = (0..n)
+            .map(|_| Replica {
+                kas: None,
+                api: free_port(),
+                admin: free_port(),
+                agent: free_port(),
+                proxy: free_port(),
+                private: free_port(),
+                starts: 0,
+            })
+            .collect();
+        let routes = [Route {
+            name: "agents".into(),
+            backends: replicas.iter().map(|r| r.agent).collect(),
+        }];
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let balancer = runtime
+            .block_on(LoadBalancer::start(&routes))
+            .expect("HAProxy starts");
+        let agent_addr = format!("grpcs://{}", balancer.frontends[0]);
+        let mut fleet = Fleet {
+            dir,
+            database,
+            replicas,
+            balancer,
+            agent_addr,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for i in 0..n {
+            fleet.start_replica(i);
+        }
+        fleet
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("pki/agent-ca.crt")
+    }
+
+    fn admin_token_file(&self) -> PathBuf {
+        self.dir.path().join("admin-token")
+    }
+
+    /// Starts (or restarts) replica `i` on its addresses.
+    pub fn start_replica(&mut self, i: usize) {
+        let pki = self.dir.path().join("pki");
+        let r = &self.replicas[i];
+        let mut cmd = Command::new(KAS);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(self.dir.path().join(format!("kas-{i}")))
+            .args(["--database", &self.database])
+            .arg(format!("--api-listen={}", r.api))
+            .arg(format!("--admin-listen={}", r.admin))
+            .arg(format!("--agent-listen={}", r.agent))
+            .arg(format!("--k8s-proxy-listen={}", r.proxy))
+            .arg(format!("--private-listen={}", r.private))
+            .arg(format!("--private-url=https://{}", r.private))
+            .arg("--private-secret-file")
+            .arg(self.dir.path().join("private-secret"))
+            .arg("--admin-token-file")
+            .arg(self.admin_token_file())
+            .arg("--tls-cert")
+            .arg(pki.join("agent-tls.crt"))
+            .arg("--tls-key")
+            .arg(pki.join("agent-tls.key"))
+            .arg("--tls-ca")
+            .arg(pki.join("agent-ca.crt"))
+            .args(&self.extra);
+        let log = self
+            .dir
+            .path()
+            .join(format!("kas-{i}-{}.log", self.replicas[i].starts));
+        self.replicas[i].starts += 1;
+        self.replicas[i].kas = Some(Proc::spawn(cmd, log));
+        wait("the replica's API", Duration::from_secs(30), || {
+            self.admin_token_file().exists() && self.cli(i, &["agent", "list"]).is_some()
+        });
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut kas) = self.replicas[i].kas.take() {
+            let _ = kas.child.kill();
+            let _ = kas.child.wait();
+        }
+    }
+
+    /// SIGTERM, and the time until it exited.
+    pub fn terminate(&mut self, i: usize, within: Duration) -> Duration {
+        let started = Instant::now();
+        let Some(mut kas) = self.replicas[i].kas.take() else {
+            return Duration::ZERO;
+        };
+        // SAFETY: kill(2) on our own child, which has not been reaped.
+        unsafe { libc::kill(kas.child.id() as libc::pid_t, libc::SIGTERM) };
+        while started.elapsed() < within {
+            if let Ok(Some(_)) = kas.child.try_wait() {
+                return started.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("replica {i} did not exit within {within:?}: {}", kas.log());
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        self.replicas[i]
+            .kas
+            .as_ref()
+            .map(Proc::log)
+            .unwrap_or_default()
+    }
+
+    /// The CLI against replica `i`.
+    pub fn cli(&self, i: usize, args: &[&str]) -> Option<String> {
+        let out = Command::new(KAS)
+            .args(args)
+            .args(["--server", &format!("http://{}", self.replicas[i].api)])
+            .arg("--admin-token-file")
+            .arg(self.admin_token_file())
+            .env_remove("KAS_ADMIN_TOKEN")
+            .output()
+            .expect("CLI runs");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Agent `name` as replica `i` shows it (its sessions and tunnels there).
+    pub fn agent(&self, i: usize, name: &str) -> serde_json::Value {
+        self.cli(i, &["agent", "show", name, "-o", "json"])
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default()
+    }
+
+    /// Running replicas.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.replicas.len())
+            .filter(|i| self.replicas[*i].kas.is_some())
+            .collect()
+    }
+
+    /// Tunnels of `agent` on each running replica.
+    pub fn tunnels(&self, agent: &str) -> Vec<(usize, u64)> {
+        self.running()
+            .into_iter()
+            .map(|i| (i, self.agent(i, agent)["tunnels"].as_u64().unwrap_or(0)))
+            .collect()
+    }
+
+    /// agentk for the agent of `token`, dialing the balancer.
+    pub fn agentk(&self, token: &str, pod: &str, namespace: &str) -> Proc {
+        let token_file = self.dir.path().join(format!("agent-token-{pod}"));
+        std::fs::write(&token_file, format!("{token}\n")).expect("token file");
+        let cluster = tether_testenv::shared();
+        let mut cmd = Command::new(agentk_binary());
+        cmd.arg("--kubeconfig")
+            .arg(cluster.kubeconfig_path())
+            .args(["--kas-address", &self.agent_addr, "--token-file"])
+            .arg(&token_file)
+            .arg("--ca-cert")
+            .arg(self.ca())
+            .arg(format!("--observability-listen={}", free_port()))
+            .env("POD_NAMESPACE", namespace)
+            .env("POD_NAME", pod)
+            .env_remove("AGENTK_TOKEN");
+        Proc::spawn(cmd, self.dir.path().join(format!("agentk-{pod}.log")))
+    }
+
+    /// A kubeconfig reaching `agent` through replica `i`'s proxy.
+    pub fn kubeconfig(&self, i: usize, agent: &str, token_file: &Path) -> PathBuf {
+        let out = self.dir.path().join(format!("{agent}-via-{i}.kubeconfig"));
+        self.cli(
+            i,
+            &[
+                "kubeconfig",
+                "--agent",
+                agent,
+                "--token-file",
+                token_file.to_str().expect("utf-8"),
+                "--out",
+                out.to_str().expect("utf-8"),
+            ],
+        )
+        .expect("kubeconfig");
+        out
+    }
+}
