@@ -224,3 +224,96 @@ fn three_replicas_behind_haproxy_route_revoke_and_fail_over() {
         || every_replica_reaches(&fleet, &rest, &token_file),
     );
 }
+
+/// Two replicas, each with a session of the same config project (a remote
+/// repository, so a poll is a fetch): the project is polled by one of them
+/// at a time, the other learns new heads from it, and a refresh through
+/// either answers with the new commit.
+#[test]
+fn one_git_poll_per_project_for_the_whole_service() {
+    let fleet = Fleet::start(2, &["--poll-interval", "1s"]);
+    let repo = fleet.dir.path().join("upstream");
+    new_repo(&repo);
+    let config = |level: &str| format!("observability:\n  logging:\n    level: {level}\n");
+    let info = config("info");
+    let first = commit(
+        &repo,
+        &[
+            (".gitlab/agents/west/config.yaml", Some(info.as_str())),
+            (".gitlab/agents/central/config.yaml", Some(info.as_str())),
+        ],
+    );
+    let url = format!("file://{}", repo.display());
+    fleet
+        .cli(0, &["project", "add", "team/config", "--url", &url])
+        .expect("project");
+    let mut agentks = Vec::new();
+    for (i, agent) in ["west", "central"].into_iter().enumerate() {
+        fleet
+            .cli(i, &["agent", "create", agent, "--project", "team/config"])
+            .expect("agent");
+        let token = last_line(fleet.cli(i, &["token", "create", agent, "--name", "first"]));
+        let address = format!("grpcs://{}", fleet.replicas[i].agent);
+        agentks.push(fleet.agentk_via(&token, &format!("{agent}-0"), "default", &address));
+    }
+    let commit_on = |i: usize, agent: &str| {
+        fleet.agent(i, agent)["config"]["commit"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    wait("both agents configured", Duration::from_secs(60), || {
+        commit_on(0, "west") == first && commit_on(1, "central") == first
+    });
+
+    let before: u64 = (0..2).map(|i| fleet.git_polls(i)).sum();
+    let window = Duration::from_secs(8);
+    std::thread::sleep(window);
+    let polls: Vec<u64> = (0..2).map(|i| fleet.git_polls(i)).collect();
+    let during = polls.iter().sum::<u64>() - before;
+    eprintln!(
+        "git polls in {window:?} at a 1 s interval, both replicas together: {during} (now {polls:?})"
+    );
+    // One poller: about 8. One per replica would be about 16.
+    assert!(
+        during <= 11,
+        "{during} polls: more than one replica polls the project"
+    );
+    assert!(during >= 5, "{during} polls: the project is hardly polled");
+
+    // A new commit reaches both agents, whichever replica polled it.
+    let debug = config("debug");
+    let second = commit(
+        &repo,
+        &[(".gitlab/agents/central/config.yaml", Some(debug.as_str()))],
+    );
+    let pushed = Instant::now();
+    wait(
+        "both agents on the new commit",
+        Duration::from_secs(10),
+        || commit_on(0, "west") == second && commit_on(1, "central") == second,
+    );
+    eprintln!(
+        "new commit on both replicas' agents in {:?}",
+        pushed.elapsed()
+    );
+
+    // A refresh through either replica answers with the newest commit.
+    for i in 0..2 {
+        let warn = config(if i == 0 { "warn" } else { "error" });
+        let head = commit(
+            &repo,
+            &[(".gitlab/agents/west/config.yaml", Some(warn.as_str()))],
+        );
+        let refreshed = fleet
+            .cli(i, &["project", "refresh", "team/config"])
+            .expect("refresh");
+        assert!(refreshed.contains(&head), "replica {i}: {refreshed}");
+        wait(
+            "west on the refreshed commit",
+            Duration::from_secs(10),
+            || commit_on(0, "west") == head,
+        );
+    }
+    drop(agentks);
+}

@@ -586,7 +586,10 @@ async fn the_agent_config_is_kept_beside_its_status(store: Shared) {
         .set_agent_config("prod", config.clone())
         .await
         .expect("set");
-    assert_eq!(store.agent_config("prod").await.expect("read"), Some(config));
+    assert_eq!(
+        store.agent_config("prod").await.expect("read"),
+        Some(config)
+    );
     // The status is untouched by the config, and the other way round.
     store
         .set_config_status("prod", r#"{"commit":"b"}"#.into())
@@ -620,14 +623,20 @@ async fn replicas_track_tunnels_with_heartbeats_and_share_poll_leases() {
     let fresh = Duration::from_secs(20);
     db.set_tunnels(&a, "prod", 1).await.expect("a");
     db.set_tunnels(&b, "prod", 2).await.expect("b");
-    db.set_tunnels(&b, "prod", 3).await.expect("one row per agent and replica");
+    db.set_tunnels(&b, "prod", 3)
+        .await
+        .expect("one row per agent and replica");
     // Most tunnels first; never the asking replica itself.
     assert_eq!(
-        db.tunnel_holders("prod", "c", fresh).await.expect("holders"),
+        db.tunnel_holders("prod", "c", fresh)
+            .await
+            .expect("holders"),
         ["https://b:8155", "https://a:8155"]
     );
     assert_eq!(
-        db.tunnel_holders("prod", "b", fresh).await.expect("holders"),
+        db.tunnel_holders("prod", "b", fresh)
+            .await
+            .expect("holders"),
         ["https://a:8155"]
     );
     // A replica whose heartbeat is older than the window holds nothing.
@@ -642,13 +651,20 @@ async fn replicas_track_tunnels_with_heartbeats_and_share_poll_leases() {
     // Zero removes the row; a graceful stop removes the replica's rows.
     db.set_tunnels(&a, "prod", 0).await.expect("none");
     assert_eq!(
-        db.tunnel_holders("prod", "c", fresh).await.expect("holders"),
+        db.tunnel_holders("prod", "c", fresh)
+            .await
+            .expect("holders"),
         ["https://b:8155"]
     );
     db.forget_replica(&b, Duration::from_secs(600))
         .await
         .expect("forget");
-    assert!(db.tunnel_holders("prod", "c", fresh).await.expect("holders").is_empty());
+    assert!(
+        db.tunnel_holders("prod", "c", fresh)
+            .await
+            .expect("holders")
+            .is_empty()
+    );
 
     // One leader per project; it renews, the others cannot take it until
     // it expires.
@@ -656,8 +672,16 @@ async fn replicas_track_tunnels_with_heartbeats_and_share_poll_leases() {
     assert!(db.lead_poll("team/config", &a, ttl).await.expect("lead"));
     assert!(!db.lead_poll("team/config", &c, ttl).await.expect("not c"));
     assert!(db.lead_poll("team/config", &a, ttl).await.expect("renewed"));
-    assert!(db.lead_poll("team/other", &c, ttl).await.expect("another project"));
+    assert!(
+        db.lead_poll("team/other", &c, ttl)
+            .await
+            .expect("another project")
+    );
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert!(db.lead_poll("team/config", &c, ttl).await.expect("taken over"));
+    assert!(
+        db.lead_poll("team/config", &c, ttl)
+            .await
+            .expect("taken over")
+    );
     assert!(!db.lead_poll("team/config", &a, ttl).await.expect("lost"));
 }

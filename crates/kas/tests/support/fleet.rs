@@ -199,13 +199,18 @@ impl Fleet {
 
     /// agentk for the agent of `token`, dialing the balancer.
     pub fn agentk(&self, token: &str, pod: &str, namespace: &str) -> Proc {
+        self.agentk_via(token, pod, namespace, &self.agent_addr)
+    }
+
+    /// agentk dialing `address` (a replica's agent endpoint, say).
+    pub fn agentk_via(&self, token: &str, pod: &str, namespace: &str, address: &str) -> Proc {
         let token_file = self.dir.path().join(format!("agent-token-{pod}"));
         std::fs::write(&token_file, format!("{token}\n")).expect("token file");
         let cluster = tether_testenv::shared();
         let mut cmd = Command::new(agentk_binary());
         cmd.arg("--kubeconfig")
             .arg(cluster.kubeconfig_path())
-            .args(["--kas-address", &self.agent_addr, "--token-file"])
+            .args(["--kas-address", address, "--token-file"])
             .arg(&token_file)
             .arg("--ca-cert")
             .arg(self.ca())
@@ -214,6 +219,16 @@ impl Fleet {
             .env("POD_NAME", pod)
             .env_remove("AGENTK_TOKEN");
         Proc::spawn(cmd, self.dir.path().join(format!("agentk-{pod}.log")))
+    }
+
+    /// Successful git polls replica `i` made so far.
+    pub fn git_polls(&self, i: usize) -> u64 {
+        let (_, metrics) = super::http_get(self.replicas[i].admin, "/metrics").expect("metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("kas_git_polls_total{result=\"ok\"} "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// A kubeconfig reaching `agent` through replica `i`'s proxy.
