@@ -62,15 +62,7 @@ where
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let (tcp, peer) = tokio::select! {
-            _ = stop.signalled() => {
-                let in_flight = connections.len();
-                let finished = tokio::time::timeout(DRAIN_GRACE + Duration::from_secs(1), async {
-                    while connections.join_next().await.is_some() {}
-                })
-                .await;
-                tracing::info!(listener = name, connections = in_flight, drained = finished.is_ok(), "stopped");
-                return Ok(());
-            }
+            _ = stop.signalled() => break,
             // Reap finished connections as they end: the set stays as large
             // as what is open.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
@@ -124,6 +116,22 @@ where
             }
         });
     }
+    // Closed first: a load balancer's next connection is refused at once
+    // and goes to another replica, instead of waiting in the backlog of a
+    // process that will never accept it.
+    drop(listener);
+    let in_flight = connections.len();
+    let finished = tokio::time::timeout(DRAIN_GRACE + Duration::from_secs(1), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    tracing::info!(
+        listener = name,
+        connections = in_flight,
+        drained = finished.is_ok(),
+        "stopped"
+    );
+    Ok(())
 }
 
 /// Runs a connection to its end, or drains it gracefully on shutdown.

@@ -155,6 +155,7 @@ impl Server {
             streams: Default::default(),
             stored_configs: Default::default(),
             router: router.clone(),
+            drain: Some(shutdown.clone()),
         });
         let mut changes = Changes::new(connections.clone(), proxy.clone(), store.clone())
             .with_repos(repos.clone());

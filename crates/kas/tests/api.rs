@@ -33,6 +33,7 @@ impl Api {
             streams: Default::default(),
             stored_configs: Default::default(),
             router: None,
+            drain: None,
         });
         let router = router(ApiState {
             changes: kas::changes::Changes::new(connections.clone(), proxy.clone(), store.clone()),

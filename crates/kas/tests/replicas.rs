@@ -72,6 +72,22 @@ fn register(fleet: &Fleet) -> (Vec<String>, PathBuf) {
     (tokens, token_file)
 }
 
+/// Registers and connects every agent of [`AGENTS`] through the balancer.
+fn connect_all(fleet: &Fleet) -> (Vec<support::Proc>, PathBuf) {
+    let (tokens, token_file) = register(fleet);
+    let agentks = AGENTS
+        .iter()
+        .zip(&tokens)
+        .map(|(agent, token)| fleet.agentk(token, &format!("{agent}-0"), "default"))
+        .collect();
+    wait(
+        "every agent connected through HAProxy",
+        Duration::from_secs(60),
+        || all_connected(fleet, &AGENTS),
+    );
+    (agentks, token_file)
+}
+
 fn kubectl_get_namespace(kubeconfig: &std::path::Path) -> Output {
     support::kubectl(kubeconfig)
         .args([
@@ -316,4 +332,168 @@ fn one_git_poll_per_project_for_the_whole_service() {
         );
     }
     drop(agentks);
+}
+
+/// A rolling restart of all three replicas (SIGTERM, wait for the exit,
+/// start again, wait for every agent) under 20 requests/s through the
+/// balancer's proxy port and an open watch: no request fails, the watch
+/// resumes from its resourceVersion and sees what happened meanwhile, and
+/// every agent ends up connected.
+#[test]
+fn a_rolling_restart_under_load_fails_no_request() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use support::fleet::client::Target;
+
+    let mut fleet = Fleet::start(3, &["--tunnel-wait", "30s"]);
+    let (_agentks, token_file) = connect_all(&fleet);
+    let targets: Vec<Target> = AGENTS
+        .iter()
+        .map(|agent| {
+            Target::new(
+                fleet.proxy,
+                &fleet.ca(),
+                &fleet.kubeconfig(0, agent, &token_file),
+            )
+        })
+        .collect();
+    let cluster = tether_testenv::shared();
+    let marker = format!("rolling-{}", std::process::id());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let watch_restarts = Arc::new(AtomicUsize::new(0));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    // 20 requests per second, round robin over the agents.
+    let load = {
+        let (stop, sent, failures, targets) = (
+            stop.clone(),
+            sent.clone(),
+            failures.clone(),
+            targets.clone(),
+        );
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            let mut n = 0usize;
+            let mut in_flight = tokio::task::JoinSet::new();
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let target = targets[n % targets.len()].clone();
+                n += 1;
+                let (sent, failures) = (sent.clone(), failures.clone());
+                in_flight.spawn(async move {
+                    let started = Instant::now();
+                    let result = target.get("/api/v1/namespaces/default").await;
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    match result {
+                        Ok((200, _)) => {}
+                        Ok((status, body)) => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{status} after {:?}: {body}", started.elapsed())),
+                        Err(e) => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{e} after {:?}", started.elapsed())),
+                    }
+                });
+            }
+            while in_flight.join_next().await.is_some() {}
+        })
+    };
+    // A watch of ConfigMaps in `default`, resumed from the last
+    // resourceVersion whenever its stream ends.
+    let watch = {
+        let (stop, seen, restarts, target) = (
+            stop.clone(),
+            seen.clone(),
+            watch_restarts.clone(),
+            targets[1].clone(),
+        );
+        runtime.spawn(async move {
+            let (_, list) = target
+                .get("/api/v1/namespaces/default/configmaps")
+                .await
+                .expect("list");
+            let list: serde_json::Value = serde_json::from_str(&list).expect("list JSON");
+            let mut version = list["metadata"]["resourceVersion"]
+                .as_str()
+                .expect("resourceVersion")
+                .to_owned();
+            while !stop.load(Ordering::Relaxed) {
+                let path = format!(
+                    "/api/v1/namespaces/default/configmaps?watch=1&allowWatchBookmarks=true&resourceVersion={version}"
+                );
+                let ended = target
+                    .watch(&path, |line| {
+                        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+                            return;
+                        };
+                        if let Some(v) = event["object"]["metadata"]["resourceVersion"].as_str() {
+                            version = v.to_owned();
+                        }
+                        if event["type"] == "ADDED" {
+                            let name = event["object"]["metadata"]["name"].as_str().unwrap_or_default();
+                            seen.lock().unwrap().push(name.to_owned());
+                        }
+                    })
+                    .await;
+                if !stop.load(Ordering::Relaxed) {
+                    restarts.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = ended {
+                        eprintln!("watch ended: {e}; resuming from {version}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        })
+    };
+
+    let rolled = Instant::now();
+    for i in 0..3 {
+        let create = format!("{marker}-before-{i}");
+        cluster.kubectl_ok(&["create", "configmap", &create, "-n", "default"]);
+        let took = fleet.terminate(i, Duration::from_secs(30));
+        fleet.start_replica(i);
+        wait(
+            "every agent connected again",
+            Duration::from_secs(60),
+            || all_connected(&fleet, &AGENTS),
+        );
+        eprintln!("replica {i} restarted (drained in {took:?}); every agent connected");
+        // As a rollout waits between pods: the load goes on meanwhile.
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let created = format!("{marker}-after");
+    cluster.kubectl_ok(&["create", "configmap", &created, "-n", "default"]);
+    wait(
+        "the watch to see every ConfigMap",
+        Duration::from_secs(30),
+        || {
+            let seen = seen.lock().unwrap();
+            (0..3).all(|i| seen.contains(&format!("{marker}-before-{i}")))
+                && seen.contains(&created)
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    runtime.block_on(load).expect("load");
+    watch.abort();
+    let sent = sent.load(Ordering::Relaxed);
+    let failures = failures.lock().unwrap().clone();
+    eprintln!(
+        "rolling restart of 3 replicas in {:?}: {sent} requests, {} failed, watch resumed {} times",
+        rolled.elapsed(),
+        failures.len(),
+        watch_restarts.load(Ordering::Relaxed)
+    );
+    assert!(sent > 100, "only {sent} requests were sent");
+    assert!(failures.is_empty(), "failed requests: {failures:#?}");
+    for name in (0..3)
+        .map(|i| format!("{marker}-before-{i}"))
+        .chain([created])
+    {
+        cluster.kubectl_ok(&["delete", "configmap", &name, "-n", "default"]);
+    }
 }

@@ -101,9 +101,89 @@ impl http_body::Body for StopBody {
     }
 }
 
+/// `body`, ending cleanly (as if the server had finished it) once `done`
+/// completes: for a watch when kas drains, so that the client re-watches
+/// from its last resourceVersion, through another replica, instead of
+/// seeing a broken stream.
+pub fn ends_when(body: Body, done: impl Future<Output = ()> + Send + 'static) -> Body {
+    EndBody {
+        inner: body,
+        done: Mutex::new(Box::pin(done)),
+    }
+    .boxed()
+}
+
+struct EndBody {
+    inner: Body,
+    // In a mutex only to be Sync; polled through get_mut, never locked.
+    done: Mutex<Stopped>,
+}
+
+impl http_body::Body for EndBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Pending => {}
+            ready => return ready,
+        }
+        let done = self.done.get_mut().unwrap_or_else(|p| p.into_inner());
+        match done.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_body_ends_cleanly_when_asked_and_not_before() {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let (body_tx, body) = channel_body();
+        let mut body = ends_when(body, async move {
+            let _ = done_rx.await;
+        });
+        body_tx
+            .send(Bytes::from_static(b"event\n"))
+            .await
+            .expect("sent");
+        let frame = body.frame().await.expect("a frame").expect("ok");
+        assert_eq!(
+            frame.into_data().expect("data"),
+            Bytes::from_static(b"event\n")
+        );
+        done_tx.send(()).expect("done");
+        assert!(body.frame().await.is_none(), "ends cleanly, no error");
+        drop(body_tx);
+    }
+
+    /// A body fed from a channel.
+    fn channel_body() -> (tokio::sync::mpsc::Sender<Bytes>, Body) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        struct Rx(tokio::sync::mpsc::Receiver<Bytes>);
+        impl http_body::Body for Rx {
+            type Data = Bytes;
+            type Error = BoxError;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+                self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+            }
+        }
+        (tx, Rx(rx).boxed())
+    }
 
     #[tokio::test]
     async fn a_stopped_body_ends_with_an_error_and_drops_what_it_held() {

@@ -61,6 +61,9 @@ pub struct ProxyState {
     pub stored_configs: stored::StoredConfigs,
     /// With replicas: reaches the one holding an agent's tunnels.
     pub router: Option<Arc<crate::replicas::router::Router>>,
+    /// kas's drain signal: watches end cleanly when it fires, so their
+    /// clients re-watch through another replica.
+    pub drain: Option<tether_runtime::Shutdown>,
 }
 
 impl std::fmt::Debug for ProxyState {
@@ -76,6 +79,9 @@ impl std::fmt::Debug for ProxyState {
 struct Rejection {
     status: StatusCode,
     message: String,
+    /// A routed request found no tunnel here after all: the replica that
+    /// sent it looks again rather than passing this answer on.
+    route_miss: bool,
 }
 
 impl Rejection {
@@ -83,6 +89,7 @@ impl Rejection {
         Rejection {
             status,
             message: message.into(),
+            route_miss: false,
         }
     }
 
@@ -95,7 +102,14 @@ impl Rejection {
             StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
             _ => "InternalError",
         };
-        status_response(self.status, reason, &self.message)
+        let mut response = status_response(self.status, reason, &self.message);
+        if self.route_miss {
+            response.headers_mut().insert(
+                crate::replicas::router::ROUTE_MISS,
+                http::HeaderValue::from_static("no-tunnel"),
+            );
+        }
+        response
     }
 }
 
@@ -197,7 +211,7 @@ impl ProxyState {
             .await
         {
             Ok(Ok(request)) => self
-                .forward(request)
+                .forward(request, routed)
                 .await
                 .map(|(r, p)| (r, p.describe(), p.kind())),
             Ok(Err((response, via))) => Ok((response, format!("routed to {via}"), "routed")),
@@ -213,6 +227,18 @@ impl ProxyState {
                     caller,
                 )
             }
+        };
+        // A watch ends cleanly when kas drains, served here or routed: its
+        // client re-watches from its resourceVersion through another
+        // replica.
+        let response = match &self.drain {
+            Some(drain) if is_watch(&path) => {
+                let mut drain = drain.clone();
+                response.map(|body| {
+                    tether_tunnel::stop::ends_when(body, async move { drain.signalled().await })
+                })
+            }
+            _ => response,
         };
         let status = response.status();
         let elapsed = started.elapsed();
@@ -272,7 +298,8 @@ impl ProxyState {
 
     async fn forward(
         &self,
-        request: Request<Body>,
+        mut request: Request<Body>,
+        routed: bool,
     ) -> Result<(Response<Body>, Principal), (Rejection, Option<Principal>)> {
         let target = match target(request.uri()) {
             Ok(target) => target,
@@ -320,15 +347,41 @@ impl ProxyState {
         }
         tracing::Span::current().record("agent", credential.agent.as_str());
         let tunnels = self.registry.tunnels();
-        let Some(lease) = tunnels.pick(&credential.agent, tether_tunnel::KUBERNETES_API) else {
-            let message = format!(
+        let no_tunnel = || {
+            format!(
                 "agent {} is not connected: no tunnel to its cluster",
                 credential.agent
-            );
-            return Err((
-                Rejection::new(StatusCode::SERVICE_UNAVAILABLE, message),
-                Some(principal),
-            ));
+            )
+        };
+        let lease = match tunnels.pick(&credential.agent, tether_tunnel::KUBERNETES_API) {
+            Some(lease) => lease,
+            // Its tunnels went between routing and now: another replica
+            // may have them (an agent moving off a draining replica).
+            None => match self.router.as_ref().filter(|_| !routed) {
+                Some(router) => match router.route(&credential.agent, request, tunnels).await {
+                    Routed::Answered { response, .. } => return Ok((response, principal)),
+                    Routed::Unavailable(status, message) => {
+                        return Err((Rejection::new(status, message), Some(principal)));
+                    }
+                    Routed::Here(back) => {
+                        request = back;
+                        tunnels
+                            .pick(&credential.agent, tether_tunnel::KUBERNETES_API)
+                            .ok_or_else(|| {
+                                (
+                                    Rejection::new(StatusCode::SERVICE_UNAVAILABLE, no_tunnel()),
+                                    Some(principal.clone()),
+                                )
+                            })?
+                    }
+                },
+                None => {
+                    let mut rejection =
+                        Rejection::new(StatusCode::SERVICE_UNAVAILABLE, no_tunnel());
+                    rejection.route_miss = routed;
+                    return Err((rejection, Some(principal)));
+                }
+            },
         };
         match lease
             .forward(request, &target, grant.identity.as_ref(), stop)
@@ -344,6 +397,16 @@ impl ProxyState {
             )),
         }
     }
+}
+
+/// Whether `target` (path and query) is a watch, which may stream for as
+/// long as the client likes.
+fn is_watch(target: &str) -> bool {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    path.split('/').any(|s| s == "watch")
+        || query
+            .split('&')
+            .any(|kv| matches!(kv, "watch=1" | "watch=true"))
 }
 
 /// The API server path and query of a proxy URI, without the prefix. A
@@ -416,6 +479,15 @@ mod tests {
             t("/k8s-proxy/api/v1/pods/a..b").as_deref(),
             Some("/api/v1/pods/a..b")
         );
+    }
+
+    #[test]
+    fn watches_are_told_apart() {
+        assert!(is_watch("/api/v1/pods?watch=1&resourceVersion=5"));
+        assert!(is_watch("/api/v1/namespaces/a/pods?watch=true"));
+        assert!(is_watch("/api/v1/watch/pods"));
+        assert!(!is_watch("/api/v1/pods?watch=false"));
+        assert!(!is_watch("/api/v1/namespaces/watch-me/pods"));
     }
 
     #[test]

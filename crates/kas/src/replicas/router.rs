@@ -30,10 +30,17 @@ use super::{FRESH, Secret};
 /// receiving replica never routes it again.
 pub const ROUTE_HEADER: HeaderName = HeaderName::from_static("tether-route-secret");
 
+/// The header of a routed request's 503 that says the replica had no
+/// tunnel of the agent after all (its tunnels moved): the sending replica
+/// looks again instead of passing the 503 on.
+pub const ROUTE_MISS: HeaderName = HeaderName::from_static("tether-route-miss");
+
 /// How long a lookup's answer is used before the database is asked again.
 const HOLDERS_TTL: Duration = Duration::from_secs(5);
 /// How long a replica that did not answer is skipped.
 const DEAD_FOR: Duration = FRESH;
+/// The pause before looking again after a replica's tunnels moved.
+const MISS_PAUSE: Duration = Duration::from_millis(100);
 /// The waiter's backstop poll, while requests wait for an agent.
 const BACKSTOP_POLL: Duration = Duration::from_secs(2);
 /// Agents remembered at most (the map is cleared past it).
@@ -177,13 +184,32 @@ impl Router {
         let deadline = tokio::time::Instant::now() + self.tunnel_wait;
         let mut woken: Option<watch::Receiver<u64>> = None;
         let mut request = request;
+        let unavailable = || {
+            Routed::Unavailable(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "agent {agent} is not connected: no kas replica has a tunnel to its cluster (waited {:?})",
+                    self.tunnel_wait
+                ),
+            )
+        };
         loop {
             if here.count(agent) > 0 {
                 return Routed::Here(request);
             }
+            if tokio::time::Instant::now() >= deadline {
+                return unavailable();
+            }
             if let Some(url) = self.holders(agent).await.into_iter().next() {
                 match self.send(&url, request).await {
                     Ok(response) => return Routed::Answered { response, via: url },
+                    Err(Failed::Missed(back)) => {
+                        // Its tunnels moved on: look again, shortly.
+                        lock(&self.holders).remove(agent);
+                        request = *back;
+                        tokio::time::sleep(MISS_PAUSE).await;
+                        continue;
+                    }
                     Err(Failed::Unsent(back, e)) => {
                         // Connecting failed: the replica is gone (killed,
                         // say). Skip it, and try another with the request.
@@ -208,15 +234,7 @@ impl Router {
             let waiter = woken.get_or_insert_with(|| self.wait_for(agent));
             tokio::select! {
                 changed = waiter.changed() => if changed.is_err() { woken = None },
-                _ = tokio::time::sleep_until(deadline) => {
-                    return Routed::Unavailable(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!(
-                            "agent {agent} is not connected: no kas replica has a tunnel to its cluster (waited {:?})",
-                            self.tunnel_wait
-                        ),
-                    );
-                }
+                _ = tokio::time::sleep_until(deadline) => return unavailable(),
             }
         }
     }
@@ -283,23 +301,31 @@ impl Router {
             && hyper::body::Body::is_end_stream(&body);
         let spare = bodiless.then(|| parts.clone());
         let sent = self.client.request(Request::from_parts(parts, body)).await;
+        // The request as it came, for another try.
+        let upgrading = client_side.is_some();
+        let back = |spare: Option<http::request::Parts>| {
+            spare.filter(|_| !upgrading).map(|mut parts| {
+                parts.uri = original.clone();
+                parts.headers.remove(ROUTE_HEADER);
+                Box::new(Request::from_parts(parts, tether_tunnel::empty()))
+            })
+        };
         let mut response = match sent {
             Ok(response) => response,
             Err(e) if e.is_connect() => {
-                return match (spare, client_side) {
-                    (Some(mut parts), None) => {
-                        parts.uri = original;
-                        parts.headers.remove(ROUTE_HEADER);
-                        Err(Failed::Unsent(
-                            Box::new(Request::from_parts(parts, tether_tunnel::empty())),
-                            e.to_string(),
-                        ))
-                    }
-                    _ => Err(Failed::Sent(e.to_string())),
+                return match back(spare) {
+                    Some(request) => Err(Failed::Unsent(request, e.to_string())),
+                    None => Err(Failed::Sent(e.to_string())),
                 };
             }
             Err(e) => return Err(Failed::Sent(e.to_string())),
         };
+        if response.headers().contains_key(ROUTE_MISS) {
+            if let Some(request) = back(spare) {
+                return Err(Failed::Missed(request));
+            }
+            response.headers_mut().remove(ROUTE_MISS);
+        }
         if let Some(client_side) = client_side
             && response.status() == StatusCode::SWITCHING_PROTOCOLS
         {
@@ -326,6 +352,8 @@ impl Router {
 enum Failed {
     /// Nothing reached the replica; here is the request back.
     Unsent(Box<Request<Body>>, String),
+    /// The replica had no tunnel of the agent after all; the request back.
+    Missed(Box<Request<Body>>),
     /// The replica failed after the request was sent.
     Sent(String),
 }

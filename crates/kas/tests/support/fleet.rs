@@ -29,6 +29,8 @@ pub struct Fleet {
     pub balancer: LoadBalancer,
     /// The agent endpoint as agents reach it: HAProxy's frontend.
     pub agent_addr: String,
+    /// The Kubernetes API proxy as clients reach it: HAProxy's frontend.
+    pub proxy: SocketAddr,
     extra: Vec<String>,
 }
 
@@ -59,21 +61,29 @@ impl Fleet {
                 starts: 0,
             })
             .collect();
-        let routes = [Route {
-            name: "agents".into(),
-            backends: replicas.iter().map(|r| r.agent).collect(),
-        }];
+        let routes = [
+            Route {
+                name: "agents".into(),
+                backends: replicas.iter().map(|r| r.agent).collect(),
+            },
+            Route {
+                name: "proxy".into(),
+                backends: replicas.iter().map(|r| r.proxy).collect(),
+            },
+        ];
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let balancer = runtime
             .block_on(LoadBalancer::start(&routes))
             .expect("HAProxy starts");
         let agent_addr = format!("grpcs://{}", balancer.frontends[0]);
+        let proxy = balancer.frontends[1];
         let mut fleet = Fleet {
             dir,
             database,
             replicas,
             balancer,
             agent_addr,
+            proxy,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         for i in 0..n {
@@ -248,5 +258,115 @@ impl Fleet {
         )
         .expect("kubeconfig");
         out
+    }
+}
+
+/// A proxy client as a load generator uses it: a new TLS connection per
+/// request (as each `kubectl get` makes), so that a replica going away is
+/// met at connect time, where the balancer redispatches.
+pub mod client {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::TokioIo;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    /// Where and as whom.
+    #[derive(Clone)]
+    pub struct Target {
+        pub addr: SocketAddr,
+        pub tls: Arc<rustls::ClientConfig>,
+        pub token: String,
+    }
+
+    impl Target {
+        /// `token` as a kubeconfig written by `kas kubeconfig` holds it.
+        pub fn new(addr: SocketAddr, ca: &std::path::Path, kubeconfig: &std::path::Path) -> Self {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca).expect("CA") {
+                roots.add(cert.expect("cert")).expect("root");
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let tls = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let text = std::fs::read_to_string(kubeconfig).expect("kubeconfig");
+            let token = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("token:"))
+                .expect("a token in the kubeconfig")
+                .trim()
+                .trim_matches('"')
+                .to_owned();
+            Target {
+                addr,
+                tls: Arc::new(tls),
+                token,
+            }
+        }
+
+        async fn open(&self, path: &str) -> Result<http::Response<hyper::body::Incoming>, String> {
+            let tcp = tokio::net::TcpStream::connect(self.addr)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let name = ServerName::try_from("127.0.0.1").expect("name");
+            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            tokio::spawn(connection);
+            let request = http::Request::get(format!("/k8s-proxy{path}"))
+                .header("host", self.addr.to_string())
+                .header("authorization", format!("Bearer {}", self.token))
+                .body(Empty::<Bytes>::new())
+                .expect("request");
+            sender
+                .send_request(request)
+                .await
+                .map_err(|e| format!("request: {e}"))
+        }
+
+        /// One GET: the status and body.
+        pub async fn get(&self, path: &str) -> Result<(u16, String), String> {
+            let response = self.open(path).await?;
+            let status = response.status().as_u16();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("body: {e}"))?
+                .to_bytes();
+            Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        }
+
+        /// Streams a watch, each line to `line`, until the stream ends
+        /// (Ok) or fails (Err).
+        pub async fn watch(&self, path: &str, mut line: impl FnMut(&str)) -> Result<(), String> {
+            let response = self.open(path).await?;
+            if response.status() != 200 {
+                return Err(format!("watch answered {}", response.status()));
+            }
+            let mut body = response.into_body();
+            let mut buffer = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| format!("watch stream: {e}"))?;
+                if let Some(data) = frame.data_ref() {
+                    buffer.extend_from_slice(data);
+                    while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                        let text: Vec<u8> = buffer.drain(..=end).collect();
+                        line(String::from_utf8_lossy(&text).trim());
+                    }
+                }
+            }
+            Ok(())
+        }
     }
 }
