@@ -36,11 +36,12 @@ fn a_stopping_kas_tells_its_agents_to_reconnect_and_exits() {
     );
 }
 
-/// A request in flight through the proxy when kas is stopped completes:
-/// kas stops accepting, lets it finish (a watch the API server ends after
-/// 3 s), then exits.
+/// A watch in flight through the proxy when kas is stopped ends cleanly
+/// (kubectl exits 0 with what it saw, as when the API server ends a
+/// watch), so that clients re-watch elsewhere at once; kas then exits
+/// without waiting out its grace period.
 #[test]
-fn a_stopping_kas_finishes_the_requests_in_flight() {
+fn a_stopping_kas_ends_a_watch_in_flight_cleanly() {
     let mut setup = Setup::start();
     let repo = setup.dir.path().join("repo");
     support::new_repo(&repo);
@@ -81,9 +82,11 @@ fn a_stopping_kas_finishes_the_requests_in_flight() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"ADDED\""));
-    eprintln!("kas exited {took:?} after SIGTERM, once the watch in flight had ended");
+    eprintln!("kas exited {took:?} after SIGTERM, having ended the watch in flight cleanly");
+    // The watch ended when the drain began (its client re-watches through
+    // another replica), not when the grace period ran out.
     assert!(
-        took >= Duration::from_secs(1),
-        "kas did not wait for the request: {took:?}"
+        took < Duration::from_secs(5),
+        "kas held the watch until the grace ran out: {took:?}"
     );
 }

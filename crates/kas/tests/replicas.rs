@@ -391,11 +391,11 @@ fn a_rolling_restart_under_load_fails_no_request() {
                         Ok((200, _)) => {}
                         Ok((status, body)) => failures
                             .lock()
-                            .unwrap()
+                            .expect("lock")
                             .push(format!("{status} after {:?}: {body}", started.elapsed())),
                         Err(e) => failures
                             .lock()
-                            .unwrap()
+                            .expect("lock")
                             .push(format!("{e} after {:?}", started.elapsed())),
                     }
                 });
@@ -436,7 +436,7 @@ fn a_rolling_restart_under_load_fails_no_request() {
                         }
                         if event["type"] == "ADDED" {
                             let name = event["object"]["metadata"]["name"].as_str().unwrap_or_default();
-                            seen.lock().unwrap().push(name.to_owned());
+                            seen.lock().expect("lock").push(name.to_owned());
                         }
                     })
                     .await;
@@ -472,7 +472,7 @@ fn a_rolling_restart_under_load_fails_no_request() {
         "the watch to see every ConfigMap",
         Duration::from_secs(30),
         || {
-            let seen = seen.lock().unwrap();
+            let seen = seen.lock().expect("lock");
             (0..3).all(|i| seen.contains(&format!("{marker}-before-{i}")))
                 && seen.contains(&created)
         },
@@ -481,7 +481,7 @@ fn a_rolling_restart_under_load_fails_no_request() {
     runtime.block_on(load).expect("load");
     watch.abort();
     let sent = sent.load(Ordering::Relaxed);
-    let failures = failures.lock().unwrap().clone();
+    let failures = failures.lock().expect("lock").clone();
     eprintln!(
         "rolling restart of 3 replicas in {:?}: {sent} requests, {} failed, watch resumed {} times",
         rolled.elapsed(),
