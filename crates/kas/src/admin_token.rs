@@ -9,12 +9,13 @@ use anyhow::{Context, bail};
 use tether_credentials::{Token, TokenKind};
 
 /// Reads the admin token from `path`, creating the file with a new token if
-/// there is none. A file others can read is refused: the token grants
-/// everything.
+/// there is none. A file every user can read is refused: the token grants
+/// everything. (Group-readable is accepted: that is how Kubernetes mounts
+/// a Secret for a non-root container, through its fsGroup.)
 pub fn load_or_create(path: &Path) -> anyhow::Result<Token> {
     match std::fs::metadata(path) {
         Ok(meta) => {
-            if meta.permissions().mode() & 0o077 != 0 {
+            if meta.permissions().mode() & 0o007 != 0 {
                 bail!(
                     "admin token file {} is readable by other users; run chmod 600 on it",
                     path.display()
