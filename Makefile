@@ -1,11 +1,12 @@
 # Every command a Tether developer needs. Each installs what it needs itself.
-.PHONY: help build test demo cluster cluster-binaries bench fmt lint ci
+.PHONY: help build test demo cluster cluster-binaries bench fmt lint ci images
 
 help:
 	@echo "make demo              build everything, start a local cluster, kas and agentk; Ctrl-C stops all"
 	@echo "make test              build the cluster binaries and run the whole test suite"
 	@echo "make cluster           run only the local cluster (kubeconfig: target/cluster/kubeconfig)"
 	@echo "make bench             run the benchmarks (see BENCHMARKS.md)"
+	@echo "make images            OCI images of kas and agentk in target/images (no daemon), checked"
 	@echo "make fmt | make lint   format | rustfmt check and clippy -D warnings"
 	@echo "make cluster-binaries  build etcd, kube-*, kwok; install kubectl and helm (cached)"
 
@@ -26,6 +27,10 @@ cluster: cluster-binaries
 
 bench:
 	bash scripts/bench.sh
+
+images:
+	bash scripts/install-services.sh
+	bash scripts/build-images.sh
 
 fmt:
 	cargo fmt --all

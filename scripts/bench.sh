@@ -35,3 +35,8 @@ cargo bench -q -p kas --bench gitops
 
 # The Kubernetes API proxy against direct access, on the same cluster.
 cargo bench -q -p kas --bench proxy
+
+# kas replicas: routed vs local, 1,000 simulated agents on 3 replicas behind
+# HAProxy (PostgreSQL at rest, kill -9 failover).
+bash scripts/install-services.sh
+cargo bench -q -p kas --bench replicas -- 1000

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the services the tests run for real, from Debian's packages:
 # PostgreSQL (the replicated kas's store), HAProxy (the load balancer in
-# front of kas replicas), skopeo and umoci (to check the OCI images). A
+# front of kas replicas), skopeo and umoci (to check the OCI images),
+# musl-tools and file (to build and check the static binaries in them). A
 # no-op when they are there.
 # Needs root (apt-get) only when something is missing.
 set -euo pipefail
@@ -10,11 +11,14 @@ missing=()
 if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
   missing+=(postgresql)
 fi
-for tool in haproxy skopeo umoci; do
+for tool in haproxy skopeo umoci file; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     missing+=("$tool")
   fi
 done
+if ! command -v musl-gcc >/dev/null 2>&1; then
+  missing+=(musl-tools)
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-services: up to date"
   exit 0
