@@ -90,7 +90,11 @@ async fn load(
                     .expect("request");
                 let sent = Instant::now();
                 let response = client.request(request).await.expect("response");
-                assert!(response.status().is_success(), "{uri}: {}", response.status());
+                assert!(
+                    response.status().is_success(),
+                    "{uri}: {}",
+                    response.status()
+                );
                 response.into_body().collect().await.expect("body");
                 latencies.push(sent.elapsed());
             }
@@ -120,7 +124,14 @@ fn routed_vs_local(runtime: &tokio::runtime::Runtime) {
     let ns = runtime
         .block_on(cluster.namespace("bench-replicas"))
         .expect("namespace");
-    cluster.kubectl_ok(&["create", "configmap", "probe", "-n", ns.name(), "--from-literal=a=b"]);
+    cluster.kubectl_ok(&[
+        "create",
+        "configmap",
+        "probe",
+        "-n",
+        ns.name(),
+        "--from-literal=a=b",
+    ]);
     let fleet = Fleet::start(2, &[]);
     let repo = fleet.dir.path().join("config-repo");
     tether_testenv::git::new_repo(&repo);
@@ -132,16 +143,31 @@ fn routed_vs_local(runtime: &tokio::runtime::Runtime) {
         )],
     );
     fleet
-        .cli(0, &["project", "add", "team/config", "--url", repo.to_str().expect("utf-8")])
+        .cli(
+            0,
+            &[
+                "project",
+                "add",
+                "team/config",
+                "--url",
+                repo.to_str().expect("utf-8"),
+            ],
+        )
         .expect("project");
     fleet
-        .cli(0, &["project", "add", "team/admin", "--url", "/srv/git/none"])
+        .cli(
+            0,
+            &["project", "add", "team/admin", "--url", "/srv/git/none"],
+        )
         .expect("project");
     fleet
         .cli(0, &["agent", "create", "prod", "--project", "team/config"])
         .expect("agent");
     let token = support::last_line(fleet.cli(0, &["token", "create", "prod", "--name", "a"]));
-    let ci = support::last_line(fleet.cli(0, &["project", "token", "create", "team/admin", "--name", "ci"]));
+    let ci = support::last_line(fleet.cli(
+        0,
+        &["project", "token", "create", "team/admin", "--name", "ci"],
+    ));
     let address = format!("grpcs://{}", fleet.replicas[0].agent);
     let _agentk = fleet.agentk_via(&token, "prod-0", "default", &address);
     support::wait("agentk on replica A", Duration::from_secs(60), || {
@@ -152,16 +178,30 @@ fn routed_vs_local(runtime: &tokio::runtime::Runtime) {
         h2_client(&fleet.ca())
     };
     let auth = format!("Bearer ci:prod:{ci}");
-    let path = format!("/k8s-proxy/api/v1/namespaces/{}/configmaps/probe", ns.name());
+    let path = format!(
+        "/k8s-proxy/api/v1/namespaces/{}/configmaps/probe",
+        ns.name()
+    );
     println!("| path | concurrency | p50 ms | p99 ms | req/s |");
     println!("|---|---|---|---|---|");
     for concurrency in [1, 32] {
         let mut p50 = Vec::new();
         for (name, replica) in [("local (A)", 0), ("routed (B → A)", 1)] {
             let uri = format!("https://{}{path}", fleet.replicas[replica].proxy);
-            runtime.block_on(load(&client, &uri, &auth, concurrency, Duration::from_secs(1)));
-            let (latencies, elapsed) =
-                runtime.block_on(load(&client, &uri, &auth, concurrency, Duration::from_secs(8)));
+            runtime.block_on(load(
+                &client,
+                &uri,
+                &auth,
+                concurrency,
+                Duration::from_secs(1),
+            ));
+            let (latencies, elapsed) = runtime.block_on(load(
+                &client,
+                &uri,
+                &auth,
+                concurrency,
+                Duration::from_secs(8),
+            ));
             println!(
                 "| {name} | {concurrency} | {:.2} | {:.2} | {:.0} |",
                 ms(percentile(&latencies, 0.5)),
@@ -170,21 +210,64 @@ fn routed_vs_local(runtime: &tokio::runtime::Runtime) {
             );
             p50.push(percentile(&latencies, 0.5));
         }
-        println!("| hop adds (p50) | {concurrency} | {:+.2} | | |", ms(p50[1]) - ms(p50[0]));
+        println!(
+            "| hop adds (p50) | {concurrency} | {:+.2} | | |",
+            ms(p50[1]) - ms(p50[0])
+        );
     }
 }
 
-/// The fake cluster behind each simulated agent's tunnel.
-struct FakeCluster;
+/// The fake cluster behind each simulated agent's tunnel: one small HTTP
+/// server in this process answering every request with a Namespace.
+struct FakeCluster {
+    base: String,
+    client: Client<HttpConnector, tether_tunnel::Body>,
+}
+
+impl FakeCluster {
+    async fn start() -> Arc<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        |_request: Request<hyper::body::Incoming>| async {
+                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
+                            br#"{"kind":"Namespace","apiVersion":"v1","metadata":{"name":"default"}}"#,
+                        ))))
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        Arc::new(FakeCluster {
+            base: format!("http://{addr}"),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        })
+    }
+}
 
 impl Upstream for FakeCluster {
-    fn send(&self, _request: Request<tether_tunnel::Body>) -> UpstreamFuture {
-        Box::pin(async move {
-            let body = Full::new(Bytes::from_static(br#"{"kind":"Namespace","apiVersion":"v1"}"#))
-                .map_err(|never| match never {})
-                .boxed();
-            Ok(Response::new(body))
-        })
+    fn send(&self, request: Request<tether_tunnel::Body>) -> UpstreamFuture {
+        let (mut parts, body) = request.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        parts.uri = format!("{}{path}", self.base).parse().expect("uri");
+        parts.version = http::Version::HTTP_11;
+        let sent = self.client.request(Request::from_parts(parts, body));
+        Box::pin(async move { sent.await.map_err(Into::into) })
     }
 
     fn upgrade(&self, request: Request<tether_tunnel::Body>) -> UpstreamFuture {
@@ -205,21 +288,21 @@ async fn simulate(
     token: String,
     addr: SocketAddr,
     ca: Arc<Vec<u8>>,
+    cluster: Arc<FakeCluster>,
     events: mpsc::UnboundedSender<Event>,
 ) {
     let mut attempt = 0u32;
     loop {
-        let result = connect_once(i, &token, addr, &ca, &events).await;
+        // Why a connection ended matters less than when: the events say.
+        let _ = connect_once(i, &token, addr, &ca, cluster.clone(), &events).await;
         let _ = events.send(Event::Down(i));
-        if let Err(e) = result
-            && attempt > 20
-        {
-            eprintln!("agent {i}: {e}");
-        }
         attempt = attempt.saturating_add(1);
         // agentk's reconnect: a jittered wait, growing with failures.
         let cap = 250u64 * u64::from(attempt.min(8));
-        tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % cap.max(1) + 50)).await;
+        tokio::time::sleep(Duration::from_millis(
+            rand::random::<u64>() % cap.max(1) + 50,
+        ))
+        .await;
     }
 }
 
@@ -228,6 +311,7 @@ async fn connect_once(
     token: &str,
     addr: SocketAddr,
     ca: &[u8],
+    cluster: Arc<FakeCluster>,
     events: &mpsc::UnboundedSender<Event>,
 ) -> anyhow::Result<()> {
     // The session.
@@ -275,7 +359,8 @@ async fn connect_once(
     let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
         .connect(ServerName::try_from("127.0.0.1")?, tcp)
         .await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection.with_upgrades());
     let upgrade = Request::get(tether_tunnel::TUNNEL_PATH)
         .header("host", addr.to_string())
@@ -285,12 +370,16 @@ async fn connect_once(
         .header(tether_tunnel::SERVES_HEADER, tether_tunnel::KUBERNETES_API)
         .body(Empty::<Bytes>::new())?;
     let mut response = sender.send_request(upgrade).await?;
-    anyhow::ensure!(response.status() == 101, "tunnel refused: {}", response.status());
+    anyhow::ensure!(
+        response.status() == 101,
+        "tunnel refused: {}",
+        response.status()
+    );
     let io = TokioIo::new(hyper::upgrade::on(&mut response).await?);
     let _ = events.send(Event::Up(i));
     let mut ping = tokio::time::interval(Duration::from_secs(10));
     ping.tick().await;
-    let tunnel = tether_tunnel::agent::serve(io, Arc::new(FakeCluster), std::future::pending());
+    let tunnel = tether_tunnel::agent::serve(io, cluster, std::future::pending());
     tokio::pin!(tunnel);
     let mut sequence = 0;
     loop {
@@ -354,34 +443,61 @@ fn fleet_of(runtime: &tokio::runtime::Runtime, n: usize) {
     let tokens: Vec<String> = runtime.block_on(async {
         use serde_json::json;
         let repo = repo.to_str().expect("utf-8");
-        api.post("/api/v1/projects", json!({"id": "team/config", "url": repo}))
-            .await
-            .expect("project");
-        api.post("/api/v1/projects", json!({"id": "team/admin", "url": "/srv/git/none"}))
-            .await
-            .expect("project");
+        api.post(
+            "/api/v1/projects",
+            json!({"id": "team/config", "url": repo}),
+        )
+        .await
+        .expect("project");
+        api.post(
+            "/api/v1/projects",
+            json!({"id": "team/admin", "url": "/srv/git/none"}),
+        )
+        .await
+        .expect("project");
         let mut tokens = Vec::new();
         for name in &names {
-            api.post("/api/v1/agents", json!({"name": name, "config_project": "team/config"}))
-                .await
-                .expect("agent");
+            api.post(
+                "/api/v1/agents",
+                json!({"name": name, "config_project": "team/config"}),
+            )
+            .await
+            .expect("agent");
             let token = api
-                .post(&format!("/api/v1/agents/{name}/tokens"), json!({"name": "bench"}))
+                .post(
+                    &format!("/api/v1/agents/{name}/tokens"),
+                    json!({"name": "bench"}),
+                )
                 .await
                 .expect("token");
             tokens.push(token["token"].as_str().expect("token").to_owned());
         }
         tokens
     });
-    let ci = support::last_line(fleet.cli(0, &["project", "token", "create", "team/admin", "--name", "ci"]));
+    let ci = support::last_line(fleet.cli(
+        0,
+        &["project", "token", "create", "team/admin", "--name", "ci"],
+    ));
     let ca = Arc::new(std::fs::read(fleet.ca()).expect("CA"));
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let balancer = fleet.balancer.frontends[0];
     let started = Instant::now();
     let _guard = runtime.enter();
-    for (i, token) in tokens.into_iter().enumerate() {
-        runtime.spawn(simulate(i, token, balancer, ca.clone(), events_tx.clone()));
-    }
+    let cluster = runtime.block_on(FakeCluster::start());
+    let agents: Vec<_> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, token)| {
+            runtime.spawn(simulate(
+                i,
+                token,
+                balancer,
+                ca.clone(),
+                cluster.clone(),
+                events_tx.clone(),
+            ))
+        })
+        .collect();
     let mut up = HashSet::new();
     while up.len() < n {
         match runtime.block_on(events.recv()).expect("events") {
@@ -394,8 +510,10 @@ fn fleet_of(runtime: &tokio::runtime::Runtime, n: usize) {
         }
     }
     let connected = started.elapsed();
-    // Steady state: what the database sees while nothing happens.
-    std::thread::sleep(Duration::from_secs(5));
+    // Steady state: what the database sees while nothing happens. Idle
+    // backends flush their statistics up to 10 s late, so the connect
+    // storm's transactions are let settle first.
+    std::thread::sleep(Duration::from_secs(15));
     let window = Duration::from_secs(30);
     let before = transactions(&database);
     std::thread::sleep(window);
@@ -404,7 +522,9 @@ fn fleet_of(runtime: &tokio::runtime::Runtime, n: usize) {
     // Which replica holds the most tunnels?
     let held: Vec<(usize, Vec<String>)> = (0..3)
         .map(|i| {
-            let listed = fleet.cli(i, &["agent", "list", "-o", "json"]).expect("agents");
+            let listed = fleet
+                .cli(i, &["agent", "list", "-o", "json"])
+                .expect("agents");
             let listed: serde_json::Value = serde_json::from_str(&listed).expect("JSON");
             let here = listed
                 .as_array()
@@ -479,6 +599,9 @@ fn fleet_of(runtime: &tokio::runtime::Runtime, n: usize) {
         reconnected.as_secs_f64(),
         proxied.as_secs_f64()
     );
+    for agent in agents {
+        agent.abort();
+    }
     drop(fleet);
 }
 
@@ -495,7 +618,9 @@ fn main() -> anyhow::Result<()> {
     println!("## Routed through another replica vs served locally (GET 1 ConfigMap)\n");
     routed_vs_local(&runtime);
     println!("\n## N simulated agents on 3 replicas behind HAProxy; kill -9 of the busiest\n");
-    println!("| agents | all connected | PostgreSQL tx/s at rest | agents on the killed replica | reconnected | proxied again |");
+    println!(
+        "| agents | all connected | PostgreSQL tx/s at rest | agents on the killed replica | reconnected | proxied again |"
+    );
     println!("|---|---|---|---|---|---|");
     for n in sizes {
         fleet_of(&runtime, n);

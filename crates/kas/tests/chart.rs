@@ -68,7 +68,13 @@ async fn the_kas_chart_renders_replicas_and_one_kas_and_passes_a_dry_run() {
     let yaml = String::from_utf8(replicated.stdout).expect("UTF-8");
     assert_eq!(
         kinds(&yaml),
-        ["PodDisruptionBudget", "Secret", "Service", "Service", "StatefulSet"]
+        [
+            "PodDisruptionBudget",
+            "Secret",
+            "Service",
+            "Service",
+            "StatefulSet"
+        ]
     );
     for flag in [
         "--private-listen=0.0.0.0:8155",
@@ -89,7 +95,10 @@ async fn the_kas_chart_renders_replicas_and_one_kas_and_passes_a_dry_run() {
         String::from_utf8_lossy(&applied.stderr)
     );
     let out = String::from_utf8_lossy(&applied.stdout);
-    assert!(out.contains("statefulset.apps/kas created (server dry run)"), "{out}");
+    assert!(
+        out.contains("statefulset.apps/kas created (server dry run)"),
+        "{out}"
+    );
 
     // One kas on its embedded SQLite: no private listener, no shared secrets.
     let single = helm(&["--namespace", ns.name(), "--set", "replicas=1"]);

@@ -37,8 +37,10 @@ impl LoadBalancer {
         let dir = temp_dir_for_this_process().with_extension(format!("haproxy{}", rand_suffix()));
         std::fs::create_dir_all(&dir).map_err(Error::io("create the HAProxy folder"))?;
         let mut frontends = Vec::new();
+        // HAProxy holds two descriptors per proxied connection; 9,000
+        // connections fit this machine's open-file hard limit of 20,000.
         let mut config = String::from(
-            "global\n  maxconn 4000\n\
+            "global\n  maxconn 9000\n\
              defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 1h\n  timeout server 1h\n  \
              retries 3\n  option redispatch\n",
         );

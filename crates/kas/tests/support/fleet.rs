@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tether_testenv::haproxy::{LoadBalancer, Route};
 
-use super::{KAS, Proc, agentk_binary, free_port, wait};
+use super::{KAS, Proc, free_port, wait};
 
 /// One replica's addresses, and its process while it runs.
 pub struct Replica {
@@ -214,20 +214,15 @@ impl Fleet {
 
     /// agentk dialing `address` (a replica's agent endpoint, say).
     pub fn agentk_via(&self, token: &str, pod: &str, namespace: &str, address: &str) -> Proc {
-        let token_file = self.dir.path().join(format!("agent-token-{pod}"));
-        std::fs::write(&token_file, format!("{token}\n")).expect("token file");
-        let cluster = tether_testenv::shared();
-        let mut cmd = Command::new(agentk_binary());
-        cmd.arg("--kubeconfig")
-            .arg(cluster.kubeconfig_path())
-            .args(["--kas-address", address, "--token-file"])
-            .arg(&token_file)
-            .arg("--ca-cert")
-            .arg(self.ca())
-            .arg(format!("--observability-listen={}", free_port()))
-            .env("POD_NAMESPACE", namespace)
-            .env("POD_NAME", pod)
-            .env_remove("AGENTK_TOKEN");
+        let cmd = super::agentk_command(&super::AgentkSpec {
+            token,
+            token_file: &self.dir.path().join(format!("agent-token-{pod}")),
+            address,
+            ca: &self.ca(),
+            probes: free_port(),
+            namespace,
+            pod,
+        });
         Proc::spawn(cmd, self.dir.path().join(format!("agentk-{pod}.log")))
     }
 

@@ -304,40 +304,61 @@ impl Setup {
     /// port and log.
     pub fn agentk_replica(&self, token: &str, pod: &str) -> Proc {
         let token_file = self.dir.path().join(format!("agent-token-{pod}"));
-        std::fs::write(&token_file, format!("{token}\n")).expect("token file");
-        let cluster = tether_testenv::shared();
-        let mut cmd = Command::new(agentk_binary());
-        cmd.arg("--kubeconfig")
-            .arg(cluster.kubeconfig_path())
-            .args(["--kas-address", &self.agent_addr, "--token-file"])
-            .arg(&token_file)
-            .arg("--ca-cert")
-            .arg(self.dir.path().join("kas/agent-ca.crt"))
-            .arg(format!("--observability-listen={}", free_port()))
-            .env("POD_NAMESPACE", &self.pod_namespace)
-            .env("POD_NAME", pod)
-            .env_remove("AGENTK_TOKEN");
+        let cmd = agentk_command(&AgentkSpec {
+            token,
+            token_file: &token_file,
+            address: &self.agent_addr,
+            ca: &self.dir.path().join("kas/agent-ca.crt"),
+            probes: free_port(),
+            namespace: &self.pod_namespace,
+            pod,
+        });
         Proc::spawn(cmd, self.dir.path().join(format!("agentk-{pod}.log")))
     }
 
     /// agentk dialing `address` (`grpcs://…` or `wss://…`).
     pub fn agentk_at(&self, token: &str, address: &str) -> Proc {
-        let token_file = self.dir.path().join("agent-token");
-        std::fs::write(&token_file, format!("{token}\n")).expect("token file");
-        let cluster = tether_testenv::shared();
-        let mut cmd = Command::new(agentk_binary());
-        cmd.arg("--kubeconfig")
-            .arg(cluster.kubeconfig_path())
-            .args(["--kas-address", address, "--token-file"])
-            .arg(&token_file)
-            .arg("--ca-cert")
-            .arg(self.dir.path().join("kas/agent-ca.crt"))
-            .arg(format!("--observability-listen={}", self.probes))
-            .env("POD_NAMESPACE", &self.pod_namespace)
-            .env("POD_NAME", "agentk-0")
-            .env_remove("AGENTK_TOKEN");
+        let cmd = agentk_command(&AgentkSpec {
+            token,
+            token_file: &self.dir.path().join("agent-token"),
+            address,
+            ca: &self.dir.path().join("kas/agent-ca.crt"),
+            probes: self.probes,
+            namespace: &self.pod_namespace,
+            pod: "agentk-0",
+        });
         Proc::spawn(cmd, self.dir.path().join("agentk.log"))
     }
+}
+
+/// One agentk process against the shared test cluster.
+pub struct AgentkSpec<'a> {
+    pub token: &'a str,
+    /// Where the token is written for it.
+    pub token_file: &'a std::path::Path,
+    pub address: &'a str,
+    pub ca: &'a std::path::Path,
+    pub probes: std::net::SocketAddr,
+    pub namespace: &'a str,
+    pub pod: &'a str,
+}
+
+/// The agentk command for `spec` (its token written to its file).
+pub fn agentk_command(spec: &AgentkSpec<'_>) -> Command {
+    std::fs::write(spec.token_file, format!("{}\n", spec.token)).expect("token file");
+    let cluster = tether_testenv::shared();
+    let mut cmd = Command::new(agentk_binary());
+    cmd.arg("--kubeconfig")
+        .arg(cluster.kubeconfig_path())
+        .args(["--kas-address", spec.address, "--token-file"])
+        .arg(spec.token_file)
+        .arg("--ca-cert")
+        .arg(spec.ca)
+        .arg(format!("--observability-listen={}", spec.probes))
+        .env("POD_NAMESPACE", spec.namespace)
+        .env("POD_NAME", spec.pod)
+        .env_remove("AGENTK_TOKEN");
+    cmd
 }
 
 /// A user in group `team` with a personal access token: its id and a
