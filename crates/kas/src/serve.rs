@@ -27,6 +27,11 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests may run on after the drain signal.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
+/// How long a connection is served as usual after the drain signal, before
+/// it is asked to finish: one accepted just before the listener closed
+/// (a load balancer's, say) has not sent its request yet, and closing it
+/// as idle would fail that request.
+const DRAIN_SETTLE: Duration = Duration::from_millis(1000);
 
 /// Serves `service_for(peer)` on every connection to `addr` until the drain
 /// signal; over TLS when `tls` is given.
@@ -60,21 +65,37 @@ where
     // Every connection's task, so that a stop waits for in-flight requests
     // (each connection drains itself within DRAIN_GRACE) before returning.
     let mut connections = tokio::task::JoinSet::new();
+    // After the drain signal, the connections already in the backlog are
+    // still accepted and served (the load balancer counts them as
+    // connected); then the listener closes.
+    let mut stopping = false;
     loop {
-        let (tcp, peer) = tokio::select! {
-            _ = stop.signalled() => break,
-            // Reap finished connections as they end: the set stays as large
-            // as what is open.
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = listener.accept() => match accepted {
+        let accepted = if stopping {
+            match tokio::time::timeout(Duration::ZERO, listener.accept()).await {
                 Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors, usually: wait, do not spin.
-                    tracing::warn!(listener = name, error = %e, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                _ = stop.signalled() => {
+                    stopping = true;
                     continue;
                 }
-            },
+                // Reap finished connections as they end: the set stays as
+                // large as what is open.
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                accepted = listener.accept() => accepted,
+            }
+        };
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(_) if stopping => break,
+            Err(e) => {
+                // Out of file descriptors, usually: wait, do not spin.
+                tracing::warn!(listener = name, error = %e, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let (tls, service_for, mut drain) = (tls.clone(), service_for.clone(), shutdown.clone());
         connections.spawn(async move {
@@ -121,10 +142,11 @@ where
     // process that will never accept it.
     drop(listener);
     let in_flight = connections.len();
-    let finished = tokio::time::timeout(DRAIN_GRACE + Duration::from_secs(1), async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
+    let finished =
+        tokio::time::timeout(DRAIN_SETTLE + DRAIN_GRACE + Duration::from_secs(1), async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
     tracing::info!(
         listener = name,
         connections = in_flight,
@@ -143,6 +165,9 @@ where
     tokio::select! {
         result = connection.as_mut() => result,
         _ = drain.signalled() => {
+            if let Ok(result) = tokio::time::timeout(DRAIN_SETTLE, connection.as_mut()).await {
+                return result;
+            }
             connection.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(DRAIN_GRACE, connection).await;
             Ok(())

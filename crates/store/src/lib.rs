@@ -198,6 +198,9 @@ pub trait Replicas: Send + Sync + 'static {
     /// Removes `replica` and its tunnel rows and poll leases (a graceful
     /// stop), and replicas silent for longer than `stale`.
     async fn forget_replica(&self, replica: &ReplicaId, stale: std::time::Duration) -> Result<()>;
+    /// Removes the replicas (and their rows) silent for longer than `stale`:
+    /// those killed without a graceful stop.
+    async fn sweep_replicas(&self, stale: std::time::Duration) -> Result<()>;
     /// Takes or renews the lease to poll `project` for `ttl`; true when
     /// `replica` holds it.
     async fn lead_poll(

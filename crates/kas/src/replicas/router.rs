@@ -37,6 +37,9 @@ pub const ROUTE_MISS: HeaderName = HeaderName::from_static("tether-route-miss");
 
 /// How long a lookup's answer is used before the database is asked again.
 const HOLDERS_TTL: Duration = Duration::from_secs(5);
+/// How long "no replica has its tunnels" is used (an announcement of a
+/// new tunnel forgets it at once).
+const NOWHERE_TTL: Duration = Duration::from_secs(1);
 /// How long a replica that did not answer is skipped.
 const DEAD_FOR: Duration = FRESH;
 /// The pause before looking again after a replica's tunnels moved.
@@ -141,10 +144,17 @@ impl Router {
     /// Replicas (private URLs) with fresh tunnels of `agent`, from memory
     /// when recent.
     async fn holders(&self, agent: &str) -> Vec<String> {
-        if let Some((at, urls)) = lock(&self.holders).get(agent)
-            && at.elapsed() < HOLDERS_TTL
-        {
-            return self.alive(urls.clone());
+        if let Some((at, urls)) = lock(&self.holders).get(agent) {
+            // "Nowhere" is remembered briefly: a flood of requests for a
+            // disconnected agent costs one query a second, not one each.
+            let ttl = if urls.is_empty() {
+                NOWHERE_TTL
+            } else {
+                HOLDERS_TTL
+            };
+            if at.elapsed() < ttl {
+                return self.alive(urls.clone());
+            }
         }
         let urls = match self
             .replicas
@@ -157,7 +167,7 @@ impl Router {
                 return Vec::new();
             }
         };
-        if !urls.is_empty() {
+        {
             let mut holders = lock(&self.holders);
             if holders.len() >= MAX_REMEMBERED {
                 holders.clear();

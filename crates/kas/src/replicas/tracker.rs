@@ -37,11 +37,10 @@ pub async fn run(router: Arc<Router>, tunnels: Arc<Tunnels>, changes: Changes, m
                 }
                 beats += 1;
                 // Now and then, sweep replicas long dead (never this one).
-                if beats % 60 == 1 {
-                    let gone = tether_store::ReplicaId { id: String::new(), url: String::new() };
-                    if let Err(e) = replicas.forget_replica(&gone, STALE).await {
-                        tracing::debug!(error = ?e, "cannot sweep stale replicas");
-                    }
+                if beats % 60 == 1
+                    && let Err(e) = replicas.sweep_replicas(STALE).await
+                {
+                    tracing::debug!(error = ?e, "cannot sweep stale replicas");
                 }
             }
             _ = stop.signalled() => break,

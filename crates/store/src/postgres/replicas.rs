@@ -89,6 +89,15 @@ impl Replicas for PgStore {
         tx.commit().await.map_err(db)
     }
 
+    async fn sweep_replicas(&self, stale: Duration) -> Result<()> {
+        sqlx::query("DELETE FROM kas_replicas WHERE seen_at < now() - make_interval(secs => $1)")
+            .bind(seconds(stale))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     async fn lead_poll(&self, project: &str, replica: &ReplicaId, ttl: Duration) -> Result<bool> {
         let holder: Option<String> = sqlx::query_scalar(
             "INSERT INTO poll_leases (project, replica, expires_at)
