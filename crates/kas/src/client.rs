@@ -30,6 +30,15 @@ impl std::fmt::Debug for ApiClient {
 
 /// HTTPS (and plain HTTP for loopback) with `ca_pem`'s CA, or the web
 /// roots.
+fn typed<T: serde::de::DeserializeOwned>(
+    value: Value,
+    method: &str,
+    path: &str,
+) -> anyhow::Result<T> {
+    serde_json::from_value(value)
+        .with_context(|| format!("kas answered {method} {path} with an unexpected shape"))
+}
+
 pub(crate) fn https_connector(
     ca_pem: Option<&[u8]>,
 ) -> anyhow::Result<HttpsConnector<HttpConnector>> {
@@ -82,6 +91,39 @@ impl ApiClient {
             authorization: format!("Bearer {}", admin_token.expose_secret()),
             http: Client::builder(TokioExecutor::new()).build(https_connector(ca_pem)?),
         })
+    }
+
+    /// GET `path`, read as `T`: an answer of another shape is an error
+    /// that says so, not a blank field later.
+    pub async fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let value = self.get(path).await?;
+        typed(value, "GET", path)
+    }
+
+    /// POST `body` to `path`, the answer read as `T`.
+    pub async fn post_as<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let value = self.post(path, serde_json::to_value(body)?).await?;
+        typed(value, "POST", path)
+    }
+
+    /// PUT `body` to `path`, the answer read as `T`.
+    pub async fn put_as<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let value = self.put(path, serde_json::to_value(body)?).await?;
+        typed(value, "PUT", path)
+    }
+
+    /// DELETE `path`, the answer read as `T`.
+    pub async fn delete_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let value = self.delete(path).await?;
+        typed(value, "DELETE", path)
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {

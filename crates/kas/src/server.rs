@@ -166,11 +166,20 @@ impl Server {
         }
         if let Some(router) = &router {
             let heads = repos.share_with(router.replicas().clone(), router.me().clone());
-            tasks.spawn(announce_heads(heads, changes.clone(), shutdown.clone()));
+            tasks.spawn(announce(heads, changes.clone(), shutdown.clone(), |head| {
+                Change::NewHead {
+                    project: head.project,
+                    commit: head.commit,
+                }
+            }));
+            let (tunnels_up, up) = tokio::sync::mpsc::channel(replicas::tracker::ANNOUNCE_BUFFER);
+            tasks.spawn(announce(up, changes.clone(), shutdown.clone(), |agent| {
+                Change::TunnelsUp { agent }
+            }));
             tasks.spawn(replicas::tracker::run(
                 router.clone(),
                 connections.tunnels().clone(),
-                changes.clone(),
+                tunnels_up,
                 shutdown.clone(),
             ));
         }
@@ -185,7 +194,7 @@ impl Server {
         };
         drop(admin_token);
         let private = match &settings.replication {
-            Some(replication) => Some(replicas::private::serve(
+            Some(replication) => Some(proxy::private::serve(
                 replication.listen,
                 channel::listener::acceptor(&identity)?,
                 proxy.clone(),
@@ -250,23 +259,20 @@ impl Server {
     }
 }
 
-/// Announces the new heads this replica's pollers find to the others.
-async fn announce_heads(
-    mut heads: tokio::sync::mpsc::Receiver<crate::repos::NewHead>,
+/// Announces what this replica found (new git heads, new tunnels) to the
+/// others, as changes.
+async fn announce<T>(
+    mut found: tokio::sync::mpsc::Receiver<T>,
     changes: Changes,
     mut stop: Shutdown,
+    change: impl Fn(T) -> Change,
 ) {
     loop {
-        let head = tokio::select! {
-            head = heads.recv() => match head { Some(head) => head, None => return },
+        let next = tokio::select! {
+            next = found.recv() => match next { Some(next) => next, None => return },
             _ = stop.signalled() => return,
         };
-        changes
-            .apply(Change::NewHead {
-                project: head.project,
-                commit: head.commit,
-            })
-            .await;
+        changes.apply(change(next)).await;
     }
 }
 

@@ -8,7 +8,6 @@ use crate::changes::Change;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
 use tether_credentials::{Token, TokenKind};
 use tether_store::{AccessTokenRecord, NewToken, TokenOwner, User};
 
@@ -16,86 +15,29 @@ use super::{ApiError, ApiState};
 use crate::proxy::credentials::Credential;
 use crate::proxy::kubeconfig::{self, KubeconfigSpec};
 use crate::time_format::{now, to_rfc3339};
+pub use tether_api::{
+    AccessTokenView, CreateAccessToken, CreateUser, CreatedAccessToken, KubeconfigRequest,
+    KubeconfigView, Memberships, UserView,
+};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateUser {
-    pub name: String,
-    #[serde(default)]
-    pub memberships: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Memberships {
-    pub memberships: Vec<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct UserView {
-    pub name: String,
-    pub memberships: Vec<String>,
-    pub created_at: String,
-}
-
-impl From<User> for UserView {
-    fn from(u: User) -> Self {
-        UserView {
-            name: u.name,
-            memberships: u.memberships,
-            created_at: to_rfc3339(u.created_at),
-        }
+pub(crate) fn user_view(u: User) -> UserView {
+    UserView {
+        name: u.name,
+        memberships: u.memberships,
+        created_at: to_rfc3339(u.created_at),
     }
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AccessTokenView {
-    pub id: i64,
-    pub name: String,
-    pub description: String,
-    pub created_at: String,
-    pub expires_at: Option<String>,
-    pub revoked_at: Option<String>,
-    pub protected: bool,
-}
-
-impl From<AccessTokenRecord> for AccessTokenView {
-    fn from(t: AccessTokenRecord) -> Self {
-        AccessTokenView {
-            id: t.id,
-            name: t.name,
-            description: t.description,
-            created_at: to_rfc3339(t.created_at),
-            expires_at: t.expires_at.map(to_rfc3339),
-            revoked_at: t.revoked_at.map(to_rfc3339),
-            protected: t.protected,
-        }
+pub(crate) fn access_token_view(t: AccessTokenRecord) -> AccessTokenView {
+    AccessTokenView {
+        id: t.id,
+        name: t.name,
+        description: t.description,
+        created_at: to_rfc3339(t.created_at),
+        expires_at: t.expires_at.map(to_rfc3339),
+        revoked_at: t.revoked_at.map(to_rfc3339),
+        protected: t.protected,
     }
-}
-
-/// The answer to a creation: the only time the token's text is shown.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CreatedAccessToken {
-    #[serde(flatten)]
-    pub record: AccessTokenView,
-    pub token: String,
-    /// How to use it: the bearer form, with `<agent>` to fill in.
-    pub usage: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateAccessToken {
-    pub name: String,
-    #[serde(default)]
-    pub description: String,
-    /// RFC 3339; absent: the token does not expire.
-    #[serde(default)]
-    pub expires_at: Option<String>,
-    /// Project tokens only: kept where only protected branches' jobs read
-    /// it, so it passes `protected_branches_only`.
-    #[serde(default)]
-    pub protected: bool,
 }
 
 pub async fn create_user(
@@ -107,12 +49,12 @@ pub async fn create_user(
         .create_user(&body.name, body.memberships, now())
         .await?;
     tracing::info!(user = %user.name, "user created");
-    Ok((StatusCode::CREATED, Json(user.into())))
+    Ok((StatusCode::CREATED, Json(user_view(user))))
 }
 
 pub async fn list_users(State(state): State<ApiState>) -> Result<Json<Vec<UserView>>, ApiError> {
     let users = state.store.list_users().await?;
-    Ok(Json(users.into_iter().map(Into::into).collect()))
+    Ok(Json(users.into_iter().map(user_view).collect()))
 }
 
 pub async fn show_user(
@@ -121,7 +63,7 @@ pub async fn show_user(
 ) -> Result<Json<UserView>, ApiError> {
     let user = state.store.get_user(&name).await?;
     let user = user.ok_or_else(|| ApiError::NotFound(format!("user {name} not found")))?;
-    Ok(Json(user.into()))
+    Ok(Json(user_view(user)))
 }
 
 pub async fn set_memberships(
@@ -132,7 +74,7 @@ pub async fn set_memberships(
     let user = state.store.set_memberships(&name, body.memberships).await?;
     tracing::info!(user = %name, memberships = ?user.memberships, "memberships changed");
     state.changes.apply(Change::UserChanged { name }).await;
-    Ok(Json(user.into()))
+    Ok(Json(user_view(user)))
 }
 
 pub async fn delete_user(
@@ -171,7 +113,7 @@ async fn create_token(
     Ok((
         StatusCode::CREATED,
         Json(CreatedAccessToken {
-            record: record.into(),
+            record: access_token_view(record),
             usage: format!(
                 "Authorization: Bearer {form}:<agent>:<token>, or kas kubeconfig --agent <agent>"
             ),
@@ -215,7 +157,7 @@ async fn list_tokens(
     owner: TokenOwner,
 ) -> Result<Json<Vec<AccessTokenView>>, ApiError> {
     let tokens = state.store.list_access_tokens(&owner).await?;
-    Ok(Json(tokens.into_iter().map(Into::into).collect()))
+    Ok(Json(tokens.into_iter().map(access_token_view).collect()))
 }
 
 pub async fn revoke_user_token(
@@ -246,22 +188,7 @@ async fn revoke_token(
             token_id: id,
         })
         .await;
-    Ok(Json(record.into()))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KubeconfigRequest {
-    /// A project or personal access token, or a CI job's ID token.
-    pub token: String,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct KubeconfigView {
-    pub context: String,
-    pub namespace: Option<String>,
-    /// The kubeconfig file, YAML.
-    pub kubeconfig: String,
+    Ok(Json(access_token_view(record)))
 }
 
 /// A kubeconfig for `agent` with `token`. The token is checked as the

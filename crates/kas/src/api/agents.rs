@@ -6,55 +6,30 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
 use tether_store::Agent;
 
 use super::{ApiError, ApiState};
-use crate::channel::{ConfigStatus, ConnectionView};
+use crate::channel::ConfigStatus;
 use crate::time_format::{now, to_rfc3339};
+pub use tether_api::{AgentView, CreateAgent, HistoryQuery};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateAgent {
-    pub name: String,
-    pub config_project: String,
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AgentView {
-    pub id: i64,
-    pub name: String,
-    pub config_project: String,
-    /// Where the agent's config file lives in its project.
-    pub config_path: String,
-    pub created_at: String,
-    /// Live connections to this kas: one per connected agent pod.
-    pub connections: Vec<ConnectionView>,
-    /// The config commit given to the agent and, if the newest one could not
-    /// be used, why.
-    pub config: ConfigStatus,
-    /// Tunnels the agent keeps open to this kas, for the API proxy.
-    pub tunnels: usize,
-}
-
-impl AgentView {
-    /// `stored` is the config status in the store: what any kas (this one
-    /// before a restart, or another replica) made of the config last.
-    fn new(a: Agent, state: &ApiState, stored: Option<ConfigStatus>) -> Self {
-        AgentView {
-            id: a.id,
-            config_path: tether_agent_config::config_path(&a.name),
-            connections: state.connections.connections(&a.name),
-            config: state
-                .connections
-                .config_if_read(&a.name)
-                .or(stored)
-                .unwrap_or_default(),
-            tunnels: state.connections.tunnels().count(&a.name),
-            name: a.name,
-            config_project: a.config_project,
-            created_at: to_rfc3339(a.created_at),
-        }
+/// `a` as the API shows it; `stored` is the config status in the store:
+/// what any kas (this one before a restart, or another replica) made of
+/// the config last.
+fn agent_view(a: Agent, state: &ApiState, stored: Option<ConfigStatus>) -> AgentView {
+    AgentView {
+        id: a.id,
+        config_path: tether_agent_config::config_path(&a.name),
+        connections: state.connections.connections(&a.name),
+        config: state
+            .connections
+            .config_if_read(&a.name)
+            .or(stored)
+            .unwrap_or_default(),
+        tunnels: state.connections.tunnels().count(&a.name),
+        name: a.name,
+        config_project: a.config_project,
+        created_at: to_rfc3339(a.created_at),
     }
 }
 
@@ -67,10 +42,7 @@ pub async fn create(
         .create_agent(&body.name, &body.config_project, now())
         .await?;
     tracing::info!(agent = %agent.name, project = %agent.config_project, "agent created");
-    Ok((
-        StatusCode::CREATED,
-        Json(AgentView::new(agent, &state, None)),
-    ))
+    Ok((StatusCode::CREATED, Json(agent_view(agent, &state, None))))
 }
 
 /// Every agent's stored config status, by agent name.
@@ -92,7 +64,7 @@ pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<AgentView>>,
             .into_iter()
             .map(|a| {
                 let status = stored.remove(&a.name);
-                AgentView::new(a, &state, status)
+                agent_view(a, &state, status)
             })
             .collect(),
     ))
@@ -105,7 +77,7 @@ pub async fn show(
     match state.store.get_agent(&name).await? {
         Some(a) => {
             let status = stored_statuses(&state).await?.remove(&a.name);
-            Ok(Json(AgentView::new(a, &state, status)))
+            Ok(Json(agent_view(a, &state, status)))
         }
         None => Err(ApiError::NotFound(format!("agent {name} not found"))),
     }
@@ -133,15 +105,6 @@ pub async fn gitops(
         .await
         .map_err(|e| not_found_agent(e, &name))?;
     Ok(Json(views(syncs)))
-}
-
-/// `?project=` (required) and `limit` (default and most: 50).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HistoryQuery {
-    pub project: String,
-    #[serde(default)]
-    pub limit: Option<usize>,
 }
 
 /// `GET /api/v1/agents/{name}/gitops/history?project=…`: the last syncs of

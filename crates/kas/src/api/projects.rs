@@ -4,46 +4,22 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
 use tether_store::{NewProject, Project};
 
 use super::{ApiError, ApiState};
 use crate::changes::Change;
 use crate::repos::RefreshError;
 use crate::time_format::{now, to_rfc3339};
+pub use tether_api::{CreateProject, GrantRequest, GrantView, ProjectView, Refreshed};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateProject {
-    pub id: String,
-    pub url: String,
-    #[serde(default)]
-    pub credentials_ref: Option<String>,
-    /// Branch, tag or commit to read; absent: the default branch.
-    #[serde(default, rename = "ref")]
-    pub git_ref: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ProjectView {
-    pub id: String,
-    pub url: String,
-    pub credentials_ref: Option<String>,
-    #[serde(rename = "ref")]
-    pub git_ref: Option<String>,
-    pub created_at: String,
-}
-
-impl From<Project> for ProjectView {
-    fn from(p: Project) -> Self {
-        ProjectView {
-            id: p.id,
-            // A password written into the URL never leaves kas.
-            url: tether_git::redact(&p.url),
-            credentials_ref: p.credentials_ref,
-            git_ref: p.git_ref,
-            created_at: to_rfc3339(p.created_at),
-        }
+pub(crate) fn project_view(p: Project) -> ProjectView {
+    ProjectView {
+        id: p.id,
+        // A password written into the URL never leaves kas.
+        url: tether_git::redact(&p.url),
+        credentials_ref: p.credentials_ref,
+        git_ref: p.git_ref,
+        created_at: to_rfc3339(p.created_at),
     }
 }
 
@@ -63,12 +39,12 @@ pub async fn create(
         })
         .await?;
     tracing::info!(project = %project.id, "project registered");
-    Ok((StatusCode::CREATED, Json(project.into())))
+    Ok((StatusCode::CREATED, Json(project_view(project))))
 }
 
 pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<ProjectView>>, ApiError> {
     let projects = state.store.list_projects().await?;
-    Ok(Json(projects.into_iter().map(Into::into).collect()))
+    Ok(Json(projects.into_iter().map(project_view).collect()))
 }
 
 pub async fn show(
@@ -76,7 +52,7 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<ProjectView>, ApiError> {
     match state.store.get_project(&id).await? {
-        Some(p) => Ok(Json(p.into())),
+        Some(p) => Ok(Json(project_view(p))),
         None => Err(ApiError::NotFound(format!("project {id} not found"))),
     }
 }
@@ -90,12 +66,6 @@ pub async fn remove(
     // Its access tokens went with it.
     state.changes.apply(Change::ProjectDeleted { id }).await;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Refreshed {
-    pub project: String,
-    pub commit: String,
 }
 
 /// Polls the project now; its connected agents get any new configuration
@@ -120,28 +90,11 @@ pub async fn refresh(
     }
 }
 
-/// `POST /api/v1/projects/{id}/grants`: lets an agent read manifests from a
-/// project outside its top-level group.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrantRequest {
-    pub agent: String,
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct GrantView {
-    pub project: String,
-    pub agent: String,
-    pub created_at: String,
-}
-
-impl From<tether_store::ManifestGrant> for GrantView {
-    fn from(g: tether_store::ManifestGrant) -> Self {
-        GrantView {
-            project: g.project,
-            agent: g.agent,
-            created_at: to_rfc3339(g.created_at),
-        }
+pub(crate) fn grant_view(g: tether_store::ManifestGrant) -> GrantView {
+    GrantView {
+        project: g.project,
+        agent: g.agent,
+        created_at: to_rfc3339(g.created_at),
     }
 }
 
@@ -156,7 +109,7 @@ pub async fn grant(
         .await?;
     tracing::info!(project = %id, agent = %body.agent, "manifest project granted");
     state.changes.apply(Change::ManifestGrantsChanged).await;
-    Ok((StatusCode::CREATED, Json(grant.into())))
+    Ok((StatusCode::CREATED, Json(grant_view(grant))))
 }
 
 pub async fn list_grants(
@@ -164,7 +117,7 @@ pub async fn list_grants(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<GrantView>>, ApiError> {
     let grants = state.store.list_manifest_grants(Some(&id), None).await?;
-    Ok(Json(grants.into_iter().map(Into::into).collect()))
+    Ok(Json(grants.into_iter().map(grant_view).collect()))
 }
 
 pub async fn revoke_grant(

@@ -5,54 +5,21 @@ use crate::changes::Change;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
 use tether_credentials::{Token, TokenKind};
 use tether_store::{NewToken, TokenRecord, UnixTime};
 
 use super::{ApiError, ApiState};
 use crate::time_format::{from_rfc3339, now, to_rfc3339};
+pub use tether_api::{CreateToken, CreatedToken, TokenView};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateToken {
-    pub name: String,
-    #[serde(default)]
-    pub description: String,
-    /// RFC 3339; absent: the token does not expire.
-    #[serde(default)]
-    pub expires_at: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct TokenView {
-    pub id: i64,
-    pub name: String,
-    pub description: String,
-    pub created_at: String,
-    pub expires_at: Option<String>,
-    pub revoked_at: Option<String>,
-}
-
-/// The answer to a creation: the only time the token's text is shown.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CreatedToken {
-    #[serde(flatten)]
-    pub record: TokenView,
-    pub token: String,
-    /// Installs the agent with this token: `… | kubectl apply -f -`.
-    pub install_command: String,
-}
-
-impl From<TokenRecord> for TokenView {
-    fn from(t: TokenRecord) -> Self {
-        TokenView {
-            id: t.id,
-            name: t.name,
-            description: t.description,
-            created_at: to_rfc3339(t.created_at),
-            expires_at: t.expires_at.map(to_rfc3339),
-            revoked_at: t.revoked_at.map(to_rfc3339),
-        }
+pub(crate) fn token_view(t: TokenRecord) -> TokenView {
+    TokenView {
+        id: t.id,
+        name: t.name,
+        description: t.description,
+        created_at: to_rfc3339(t.created_at),
+        expires_at: t.expires_at.map(to_rfc3339),
+        revoked_at: t.revoked_at.map(to_rfc3339),
     }
 }
 
@@ -80,7 +47,7 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         Json(CreatedToken {
-            record: record.into(),
+            record: token_view(record),
             // The token stays off the command line: it is read from a file
             // the user saves it to (or from standard input with `-`).
             install_command: format!(
@@ -98,7 +65,7 @@ pub async fn list(
     Path(agent): Path<String>,
 ) -> Result<Json<Vec<TokenView>>, ApiError> {
     let tokens = state.store.list_tokens(&agent).await?;
-    Ok(Json(tokens.into_iter().map(Into::into).collect()))
+    Ok(Json(tokens.into_iter().map(token_view).collect()))
 }
 
 pub async fn revoke(
@@ -118,7 +85,7 @@ pub async fn revoke(
             reason,
         })
         .await;
-    Ok(Json(record.into()))
+    Ok(Json(token_view(record)))
 }
 
 /// A token's `expires_at` as given (RFC 3339), or why it is not a time.

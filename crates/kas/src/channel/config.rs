@@ -3,37 +3,10 @@
 //! agent, which keeps its last good configuration, and the failure is shown
 //! on the agent in the API with the file and line to fix.
 
-use serde::{Deserialize, Serialize};
 use tether_agent_config::{ConfigError, MAX_CONFIG_BYTES, config_path};
+pub use tether_api::{ConfigProblem, ConfigStatus};
 use tether_git::{CommitId, GitError, Source};
 use tether_proto::v1::AgentConfiguration;
-
-/// What kas last made of an agent's config file.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConfigStatus {
-    /// Commit of the configuration the agent is given: the last good one.
-    pub commit: Option<String>,
-    /// Accepted, but worth the user's attention (unknown fields).
-    pub warnings: Vec<String>,
-    /// Why the newest commit's file, or the repository, could not be used.
-    pub error: Option<ConfigProblem>,
-    /// Manifest projects the config names that this agent may not read,
-    /// each with the rule and how to grant it; nothing of them is sent.
-    #[serde(default)]
-    pub manifest_project_errors: Vec<String>,
-}
-
-/// Why a config could not be used.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConfigProblem {
-    /// The commit that was read, when the repository could be read at all.
-    pub commit: Option<String>,
-    /// The config file, when the problem is in it.
-    pub file: Option<String>,
-    pub line: Option<usize>,
-    pub column: Option<usize>,
-    pub message: String,
-}
 
 /// A config ready to send, with its warnings.
 #[derive(Debug)]

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use tether_agent_config::AgentConfig;
@@ -14,18 +13,7 @@ use tether_tunnel::server::Tunnels;
 
 use super::config::{ConfigProblem, ConfigStatus};
 use crate::metrics::Metrics;
-
-/// A connection as the API shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConnectionView {
-    pub pod_namespace: String,
-    pub pod_name: String,
-    pub agent_version: String,
-    pub cluster_version: String,
-    pub config_commit: String,
-    pub connected_at: String,
-    pub last_seen: String,
-}
+pub use tether_api::{ConnectionView, DriftView, ObjectView, SyncView};
 
 struct Entry {
     agent: String,
@@ -50,53 +38,9 @@ pub struct ConnectionRegistry {
     metrics: Metrics,
 }
 
-/// The last sync of one manifest project, as the agent reported it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncView {
-    pub project: String,
-    pub commit: String,
-    /// synced, failed or dry_run
-    pub state: String,
-    pub error: Option<String>,
-    pub applied: u32,
-    pub unchanged: u32,
-    pub pruned: u32,
-    pub duration_ms: u64,
-    pub reported_at: String,
-    pub objects: Vec<ObjectView>,
-    /// Corrections since the sync: who changed what, and whether it was
-    /// put back.
-    pub drift: Vec<DriftView>,
-}
-
-/// One drift correction.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DriftView {
-    pub group: String,
-    pub kind: String,
-    pub namespace: Option<String>,
-    pub name: String,
-    pub who: String,
-    pub what: String,
-    pub error: Option<String>,
-    pub at: String,
-}
-
-/// One object of a sync.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObjectView {
-    pub group: String,
-    pub kind: String,
-    pub namespace: Option<String>,
-    pub name: String,
-    pub action: String,
-    pub health: String,
-    pub message: Option<String>,
-}
-
-impl SyncView {
-    /// The view of a report an agent sent, received at `reported_at`.
-    pub fn from_report(report: tether_proto::v1::SyncReport, reported_at: i64) -> Self {
+/// The view of a report an agent sent, received at `reported_at`.
+pub fn sync_view(report: tether_proto::v1::SyncReport, reported_at: i64) -> SyncView {
+    {
         use tether_proto::v1::SyncState;
         let non_empty = |s: String| (!s.is_empty()).then_some(s);
         SyncView {

@@ -21,7 +21,7 @@ use super::auth::{AgentAuth, Refusal};
 use super::config::{self, ConfigProblem};
 use super::manifests::{self, Follower, ManifestSpec};
 use super::policy;
-use super::registry::{ConnectionRegistry, ConnectionView, Registration, SyncView};
+use super::registry::{ConnectionRegistry, ConnectionView, Registration};
 use crate::repos::{Head, Repos};
 use crate::time_format::{now, to_rfc3339};
 
@@ -360,7 +360,7 @@ impl Session {
         self.synced
             .insert(report.project_id.clone(), report.commit_id.clone());
         let reported_at = now();
-        let view = SyncView::from_report(report, reported_at);
+        let view = crate::channel::registry::sync_view(report, reported_at);
         let record = SyncRecord {
             project: view.project.clone(),
             commit: view.commit.clone(),

@@ -7,8 +7,9 @@ use anyhow::Context;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use super::{NewTokenArgs, Printed, str, table};
+use super::{NewTokenArgs, Printed, printed, table};
 use crate::client::{ApiClient, segment};
+use tether_api as api;
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
@@ -92,95 +93,98 @@ pub struct KubeconfigArgs {
 }
 
 pub async fn user(client: &ApiClient, command: UserCommand) -> anyhow::Result<Printed> {
-    Ok(match command {
+    match command {
         UserCommand::Create { name, member_of } => {
-            let u = client
-                .post(
-                    "/api/v1/users",
-                    json!({ "name": name, "memberships": member_of }),
-                )
-                .await?;
-            let text = format!("user {name} created\n");
-            (u, text)
+            let body = api::CreateUser {
+                name: name.clone(),
+                memberships: member_of,
+            };
+            let u: api::UserView = client.post_as("/api/v1/users", &body).await?;
+            printed(&u, format!("user {name} created\n"))
         }
         UserCommand::List => {
-            let list = client.get("/api/v1/users").await?;
-            let text = table(&with_joined(&list), &["name", "memberships", "created_at"]);
-            (list, text)
+            let list: Vec<api::UserView> = client.get_as("/api/v1/users").await?;
+            let text = table(&with_joined(&list)?, &["name", "memberships", "created_at"]);
+            printed(&list, text)
         }
         UserCommand::Show { name } => {
-            let u = client
-                .get(&format!("/api/v1/users/{}", segment(&name)))
+            let u: api::UserView = client
+                .get_as(&format!("/api/v1/users/{}", segment(&name)))
                 .await?;
             let text = table(
-                &with_joined(&json!([u])),
+                &with_joined(std::slice::from_ref(&u))?,
                 &["name", "memberships", "created_at"],
             );
-            (u, text)
+            printed(&u, text)
         }
         UserCommand::SetMemberships { name, member_of } => {
-            let u = client
-                .put(
+            let text = format!("user {name} is a member of [{}]\n", member_of.join(", "));
+            let u: api::UserView = client
+                .put_as(
                     &format!("/api/v1/users/{}", segment(&name)),
-                    json!({ "memberships": member_of }),
+                    &api::Memberships {
+                        memberships: member_of,
+                    },
                 )
                 .await?;
-            let text = format!("user {name} is a member of [{}]\n", member_of.join(", "));
-            (u, text)
+            printed(&u, text)
         }
         UserCommand::Delete { name } => {
             client
                 .delete(&format!("/api/v1/users/{}", segment(&name)))
                 .await?;
-            (Value::Null, format!("user {name} deleted\n"))
+            Ok((Value::Null, format!("user {name} deleted\n")))
         }
         UserCommand::Token(UserTokenCommand::Create { user, token }) => {
             let path = format!("/api/v1/users/{}/tokens", segment(&user));
-            created(
-                client.post(&path, token.body()).await?,
-                &format!("user {user}"),
-            )
+            let t = client
+                .post_as(&path, &access_request(&token, false))
+                .await?;
+            created(&t, &format!("user {user}"))
         }
-        UserCommand::Token(UserTokenCommand::List { user }) => listed(
-            client
-                .get(&format!("/api/v1/users/{}/tokens", segment(&user)))
-                .await?,
-        ),
+        UserCommand::Token(UserTokenCommand::List { user }) => {
+            let list: Vec<api::AccessTokenView> = client
+                .get_as(&format!("/api/v1/users/{}/tokens", segment(&user)))
+                .await?;
+            listed(&list)
+        }
         UserCommand::Token(UserTokenCommand::Revoke { user, id }) => {
             let path = format!("/api/v1/users/{}/tokens/{id}", segment(&user));
-            revoked(client.delete(&path).await?, &format!("user {user}"))
+            revoked(&client.delete_as(&path).await?, &format!("user {user}"))
         }
-    })
+    }
 }
 
 pub async fn project_token(
     client: &ApiClient,
     command: ProjectTokenCommand,
 ) -> anyhow::Result<Printed> {
-    Ok(match command {
+    match command {
         ProjectTokenCommand::Create {
             project,
             token,
             protected,
         } => {
             let path = format!("/api/v1/projects/{}/tokens", segment(&project));
-            let mut body = token.body();
-            body["protected"] = json!(protected);
-            created(
-                client.post(&path, body).await?,
+            let t = client
+                .post_as(&path, &access_request(&token, protected))
+                .await?;
+            created(&t, &format!("project {project}"))
+        }
+        ProjectTokenCommand::List { project } => {
+            let list: Vec<api::AccessTokenView> = client
+                .get_as(&format!("/api/v1/projects/{}/tokens", segment(&project)))
+                .await?;
+            listed(&list)
+        }
+        ProjectTokenCommand::Revoke { project, id } => {
+            let path = format!("/api/v1/projects/{}/tokens/{id}", segment(&project));
+            revoked(
+                &client.delete_as(&path).await?,
                 &format!("project {project}"),
             )
         }
-        ProjectTokenCommand::List { project } => listed(
-            client
-                .get(&format!("/api/v1/projects/{}/tokens", segment(&project)))
-                .await?,
-        ),
-        ProjectTokenCommand::Revoke { project, id } => {
-            let path = format!("/api/v1/projects/{}/tokens/{id}", segment(&project));
-            revoked(client.delete(&path).await?, &format!("project {project}"))
-        }
-    })
+    }
 }
 
 pub async fn kubeconfig(client: &ApiClient, args: KubeconfigArgs) -> anyhow::Result<Printed> {
@@ -192,36 +196,47 @@ pub async fn kubeconfig(client: &ApiClient, args: KubeconfigArgs) -> anyhow::Res
         }
     };
     let path = format!("/api/v1/agents/{}/kubeconfig", segment(&args.agent));
-    let k = client.post(&path, json!({ "token": token.trim() })).await?;
-    let yaml = str(&k["kubeconfig"]);
+    let request = api::KubeconfigRequest {
+        token: token.trim().to_owned(),
+    };
+    let k: api::KubeconfigView = client.post_as(&path, &request).await?;
     let text = match &args.out {
         Some(out) => {
-            crate::files::write_private(out, &yaml)?;
+            crate::files::write_private(out, &k.kubeconfig)?;
             format!(
                 "kubeconfig for agent {} written to {} (context {})\n",
                 args.agent,
                 out.display(),
-                str(&k["context"])
+                k.context
             )
         }
-        None => yaml,
+        None => k.kubeconfig.clone(),
     };
-    Ok((k, text))
+    printed(&k, text)
 }
 
-fn created(t: Value, owner: &str) -> Printed {
+/// The creation request of a personal or project access token.
+fn access_request(token: &NewTokenArgs, protected: bool) -> api::CreateAccessToken {
+    let agent_token = token.request();
+    api::CreateAccessToken {
+        name: agent_token.name,
+        description: agent_token.description,
+        expires_at: agent_token.expires_at,
+        protected,
+    }
+}
+
+fn created(t: &api::CreatedAccessToken, owner: &str) -> anyhow::Result<Printed> {
     let text = format!(
         "token {} created for {owner}; it is shown once, kas keeps only its hash.\nuse: {}\ntoken:\n{}\n",
-        t["id"],
-        str(&t["usage"]),
-        str(&t["token"])
+        t.record.id, t.usage, t.token
     );
-    (t, text)
+    printed(t, text)
 }
 
-fn listed(list: Value) -> Printed {
+fn listed(list: &[api::AccessTokenView]) -> anyhow::Result<Printed> {
     let text = table(
-        &list,
+        &serde_json::to_value(list)?,
         &[
             "id",
             "name",
@@ -231,29 +246,23 @@ fn listed(list: Value) -> Printed {
             "revoked_at",
         ],
     );
-    (list, text)
+    printed(&list, text)
 }
 
-fn revoked(t: Value, owner: &str) -> Printed {
+fn revoked(t: &api::AccessTokenView, owner: &str) -> anyhow::Result<Printed> {
     let text = format!(
         "token {} of {owner} revoked at {}\n",
-        t["id"],
-        str(&t["revoked_at"])
+        t.id,
+        t.revoked_at.as_deref().unwrap_or("-")
     );
-    (t, text)
+    printed(t, text)
 }
 
-/// Memberships as one comma-separated column.
-fn with_joined(users: &Value) -> Value {
-    let mut users = users.clone();
-    for user in users.as_array_mut().into_iter().flatten() {
-        let joined: Vec<String> = user["memberships"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(str)
-            .collect();
-        user["memberships"] = json!(joined.join(","));
+/// The users as table rows, memberships as one comma-separated column.
+fn with_joined(users: &[api::UserView]) -> anyhow::Result<Value> {
+    let mut rows = serde_json::to_value(users)?;
+    for (row, user) in rows.as_array_mut().into_iter().flatten().zip(users) {
+        row["memberships"] = json!(user.memberships.join(","));
     }
-    users
+    Ok(rows)
 }

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tether_credentials::{Token, TokenKind};
 
 use crate::client::{ApiClient, segment};
+use tether_api as api;
 
 mod access;
 pub mod check;
@@ -194,9 +195,13 @@ pub struct NewTokenArgs {
 }
 
 impl NewTokenArgs {
-    /// The creation request's JSON body.
-    fn body(&self) -> Value {
-        json!({ "name": self.name, "description": self.description, "expires_at": self.expires_at })
+    /// The creation request of an agent token.
+    fn request(&self) -> api::CreateToken {
+        api::CreateToken {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            expires_at: self.expires_at.clone(),
+        }
     }
 }
 
@@ -290,64 +295,69 @@ fn load_config(explicit: Option<&Path>) -> anyhow::Result<CliConfig> {
 
 type Printed = (Value, String);
 
+/// What a command prints: `value` for `-o json`, `text` otherwise.
+pub(crate) fn printed<T: serde::Serialize + ?Sized>(
+    value: &T,
+    text: String,
+) -> anyhow::Result<Printed> {
+    Ok((serde_json::to_value(value)?, text))
+}
+
 async fn project(client: &ApiClient, command: ProjectCommand) -> anyhow::Result<Printed> {
-    Ok(match command {
+    match command {
         ProjectCommand::Add {
             id,
             url,
             credentials_ref,
             git_ref,
         } => {
-            let p = client
-                .post(
-                    "/api/v1/projects",
-                    json!({ "id": id, "url": url, "credentials_ref": credentials_ref, "ref": git_ref }),
-                )
-                .await?;
-            let text = format!(
-                "project {} registered ({})\n",
-                p["id"].as_str().unwrap_or_default(),
-                str(&p["url"])
-            );
-            (p, text)
+            let body = api::CreateProject {
+                id,
+                url,
+                credentials_ref,
+                git_ref,
+            };
+            let p: api::ProjectView = client.post_as("/api/v1/projects", &body).await?;
+            let text = format!("project {} registered ({})\n", p.id, p.url);
+            printed(&p, text)
         }
         ProjectCommand::List => {
-            let list = client.get("/api/v1/projects").await?;
-            let text = table(&list, &["id", "url", "created_at"]);
-            (list, text)
+            let list: Vec<api::ProjectView> = client.get_as("/api/v1/projects").await?;
+            let text = table(&serde_json::to_value(&list)?, &["id", "url", "created_at"]);
+            printed(&list, text)
         }
         ProjectCommand::Show { id } => {
-            let p = client
-                .get(&format!("/api/v1/projects/{}", segment(&id)))
+            let p: api::ProjectView = client
+                .get_as(&format!("/api/v1/projects/{}", segment(&id)))
                 .await?;
             let text = table(
-                &json!([p]),
+                &serde_json::to_value([&p])?,
                 &["id", "url", "ref", "credentials_ref", "created_at"],
             );
-            (p, text)
+            printed(&p, text)
         }
         ProjectCommand::Refresh { id } => {
-            let r = client
-                .post(
+            let r: api::Refreshed = client
+                .post_as(
                     &format!("/api/v1/projects/{}/refresh", segment(&id)),
-                    json!({}),
+                    &json!({}),
                 )
                 .await?;
-            let text = format!("project {id} is at commit {}\n", str(&r["commit"]));
-            (r, text)
+            let text = format!("project {id} is at commit {}\n", r.commit);
+            printed(&r, text)
         }
-        ProjectCommand::Token(c) => access::project_token(client, c).await?,
+        ProjectCommand::Token(c) => access::project_token(client, c).await,
         ProjectCommand::Grant { id, agent } => {
-            let g = client
-                .post(
+            let g: api::GrantView = client
+                .post_as(
                     &format!("/api/v1/projects/{}/grants", segment(&id)),
-                    json!({ "agent": agent }),
+                    &api::GrantRequest {
+                        agent: agent.clone(),
+                    },
                 )
                 .await?;
-            (
-                g,
-                format!("agent {agent} may sync manifests from project {id}\n"),
-            )
+            let text = format!("agent {agent} may sync manifests from project {id}\n");
+            printed(&g, text)
         }
         ProjectCommand::RevokeGrant { id, agent } => {
             client
@@ -357,56 +367,58 @@ async fn project(client: &ApiClient, command: ProjectCommand) -> anyhow::Result<
                     segment(&agent)
                 ))
                 .await?;
-            (
+            Ok((
                 Value::Null,
                 format!("agent {agent} may no longer sync manifests from project {id}\n"),
-            )
+            ))
         }
         ProjectCommand::Grants { id } => {
-            let list = client
-                .get(&format!("/api/v1/projects/{}/grants", segment(&id)))
+            let list: Vec<api::GrantView> = client
+                .get_as(&format!("/api/v1/projects/{}/grants", segment(&id)))
                 .await?;
-            let text = table(&list, &["project", "agent", "created_at"]);
-            (list, text)
+            let text = table(
+                &serde_json::to_value(&list)?,
+                &["project", "agent", "created_at"],
+            );
+            printed(&list, text)
         }
         ProjectCommand::Delete { id } => {
             client
                 .delete(&format!("/api/v1/projects/{}", segment(&id)))
                 .await?;
-            (Value::Null, format!("project {id} deleted\n"))
+            Ok((Value::Null, format!("project {id} deleted\n")))
         }
-    })
+    }
 }
 
 async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Printed> {
-    Ok(match command {
+    match command {
         AgentCommand::Create { name, project } => {
-            let a = client
-                .post(
-                    "/api/v1/agents",
-                    json!({ "name": name, "config_project": project }),
-                )
-                .await?;
+            let body = api::CreateAgent {
+                name: name.clone(),
+                config_project: project.clone(),
+            };
+            let a: api::AgentView = client.post_as("/api/v1/agents", &body).await?;
             let text = format!(
                 "agent {name} created; its config file is {} in project {project}\n",
-                str(&a["config_path"])
+                a.config_path
             );
-            (a, text)
+            printed(&a, text)
         }
         AgentCommand::List => {
-            let list = client.get("/api/v1/agents").await?;
+            let list: Vec<api::AgentView> = client.get_as("/api/v1/agents").await?;
             let text = table(
-                &with_connected(&list),
+                &with_connected(&list)?,
                 &["name", "config_project", "connected", "created_at"],
             );
-            (list, text)
+            printed(&list, text)
         }
         AgentCommand::Show { name } => {
-            let a = client
-                .get(&format!("/api/v1/agents/{}", segment(&name)))
+            let a: api::AgentView = client
+                .get_as(&format!("/api/v1/agents/{}", segment(&name)))
                 .await?;
             let mut text = table(
-                &with_connected(&json!([a])),
+                &with_connected(std::slice::from_ref(&a))?,
                 &[
                     "name",
                     "config_project",
@@ -416,7 +428,7 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
                 ],
             );
             text.push_str(&table(
-                &a["connections"],
+                &serde_json::to_value(&a.connections)?,
                 &[
                     "pod_namespace",
                     "pod_name",
@@ -427,22 +439,22 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
                     "last_seen",
                 ],
             ));
-            if let Some(error) = a["config"]["error"].as_object() {
+            if let Some(error) = &a.config.error {
                 text.push_str(&format!(
                     "config error: {} line {}: {}\n",
-                    str(&Value::from(error.get("file").cloned())),
-                    str(&Value::from(error.get("line").cloned())),
-                    str(&Value::from(error.get("message").cloned())),
+                    error.file.as_deref().unwrap_or("-"),
+                    error.line.map_or_else(|| "-".to_owned(), |l| l.to_string()),
+                    error.message,
                 ));
             }
-            (a, text)
+            printed(&a, text)
         }
         AgentCommand::Gitops { name } => {
-            let syncs = client
-                .get(&format!("/api/v1/agents/{}/gitops", segment(&name)))
+            let syncs: Vec<api::SyncView> = client
+                .get_as(&format!("/api/v1/agents/{}/gitops", segment(&name)))
                 .await?;
             let mut text = table(
-                &syncs,
+                &serde_json::to_value(&syncs)?,
                 &[
                     "project",
                     "commit",
@@ -453,14 +465,14 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
                     "error",
                 ],
             );
-            for sync in syncs.as_array().into_iter().flatten() {
-                text.push_str(&format!("\n{}:\n", str(&sync["project"])));
+            for sync in &syncs {
+                text.push_str(&format!("\n{}:\n", sync.project));
                 text.push_str(&table(
-                    &sync["objects"],
+                    &serde_json::to_value(&sync.objects)?,
                     &["kind", "namespace", "name", "action", "health", "message"],
                 ));
             }
-            (syncs, text)
+            printed(&syncs, text)
         }
         AgentCommand::History {
             name,
@@ -470,21 +482,21 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
             let project = match project {
                 Some(p) => p,
                 None => {
-                    let agent = client
-                        .get(&format!("/api/v1/agents/{}", segment(&name)))
+                    let agent: api::AgentView = client
+                        .get_as(&format!("/api/v1/agents/{}", segment(&name)))
                         .await?;
-                    str(&agent["config_project"]).to_owned()
+                    agent.config_project
                 }
             };
-            let syncs = client
-                .get(&format!(
+            let syncs: Vec<api::SyncView> = client
+                .get_as(&format!(
                     "/api/v1/agents/{}/gitops/history?project={}&limit={limit}",
                     segment(&name),
                     segment(&project)
                 ))
                 .await?;
             let text = table(
-                &syncs,
+                &serde_json::to_value(&syncs)?,
                 &[
                     "commit",
                     "state",
@@ -496,68 +508,66 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
                     "error",
                 ],
             );
-            (syncs, text)
+            printed(&syncs, text)
         }
         AgentCommand::Delete { name } => {
             client
                 .delete(&format!("/api/v1/agents/{}", segment(&name)))
                 .await?;
-            (Value::Null, format!("agent {name} deleted\n"))
+            Ok((Value::Null, format!("agent {name} deleted\n")))
         }
-    })
+    }
 }
 
 async fn token(client: &ApiClient, command: TokenCommand) -> anyhow::Result<Printed> {
-    Ok(match command {
+    match command {
         TokenCommand::Create { agent, token } => {
-            let t = client
-                .post(
+            let t: api::CreatedToken = client
+                .post_as(
                     &format!("/api/v1/agents/{}/tokens", segment(&agent)),
-                    token.body(),
+                    &token.request(),
                 )
                 .await?;
             let text = format!(
                 "token {} created for agent {agent}; it is shown once, kas keeps only its hash.\n\
                  save it to the file agent-token (readable by you only), then install the agent with:\n  {}\ntoken:\n{}\n",
-                t["id"],
-                str(&t["install_command"]),
-                str(&t["token"])
+                t.record.id, t.install_command, t.token
             );
-            (t, text)
+            printed(&t, text)
         }
         TokenCommand::List { agent } => {
-            let list = client
-                .get(&format!("/api/v1/agents/{}/tokens", segment(&agent)))
+            let list: Vec<api::TokenView> = client
+                .get_as(&format!("/api/v1/agents/{}/tokens", segment(&agent)))
                 .await?;
             let text = table(
-                &list,
+                &serde_json::to_value(&list)?,
                 &["id", "name", "created_at", "expires_at", "revoked_at"],
             );
-            (list, text)
+            printed(&list, text)
         }
         TokenCommand::Revoke { agent, id } => {
-            let t = client
-                .delete(&format!("/api/v1/agents/{}/tokens/{id}", segment(&agent)))
+            let t: api::TokenView = client
+                .delete_as(&format!("/api/v1/agents/{}/tokens/{id}", segment(&agent)))
                 .await?;
             let text = format!(
                 "token {id} of agent {agent} revoked at {}\n",
-                str(&t["revoked_at"])
+                t.revoked_at.as_deref().unwrap_or("-")
             );
-            (t, text)
-        }
-    })
-}
-
-/// Adds a `connected` column: how many pods of each agent are connected.
-fn with_connected(agents: &Value) -> Value {
-    let mut agents = agents.clone();
-    if let Some(list) = agents.as_array_mut() {
-        for agent in list {
-            let n = agent["connections"].as_array().map_or(0, Vec::len);
-            agent["connected"] = json!(n);
+            printed(&t, text)
         }
     }
-    agents
+}
+
+/// The agents as table rows, with a `connected` column: how many pods of
+/// each are connected.
+fn with_connected(agents: &[api::AgentView]) -> anyhow::Result<Value> {
+    let mut rows = serde_json::to_value(agents)?;
+    if let Some(list) = rows.as_array_mut() {
+        for (row, agent) in list.iter_mut().zip(agents) {
+            row["connected"] = json!(agent.connections.len());
+        }
+    }
+    Ok(rows)
 }
 
 fn str(v: &Value) -> String {

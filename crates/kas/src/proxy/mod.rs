@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod kubeconfig;
 pub mod oidc;
 pub mod principal;
+pub mod private;
 pub mod stored;
 pub mod streams;
 

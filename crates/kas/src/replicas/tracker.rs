@@ -1,10 +1,10 @@
 //! Keeps this replica's rows in the tunnel tracker true: one row per agent
 //! whose tunnels it holds, with their count, written when the count changes
 //! (not per connection, not per request); a heartbeat that keeps the rows
-//! counting; an announcement when an agent's first tunnel comes up, which
-//! wakes the requests waiting for it on every replica; and on a graceful
-//! stop, the rows removed at once, so the others stop routing here while
-//! the agents move.
+//! counting; an announcement when an agent's first tunnel comes up (sent on
+//! a channel; kas publishes it to every replica, which wakes the requests
+//! waiting for it); and on a graceful stop, the rows removed at once, so
+//! the others stop routing here while the agents move.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,10 +14,19 @@ use tether_tunnel::server::Tunnels;
 
 use super::router::Router;
 use super::{HEARTBEAT, STALE};
-use crate::changes::{Change, Changes};
 
-/// Runs until the drain signal, then removes this replica's rows.
-pub async fn run(router: Arc<Router>, tunnels: Arc<Tunnels>, changes: Changes, mut stop: Shutdown) {
+/// Agents whose first tunnel came up, waiting to be announced; past it the
+/// announcement is dropped (the others' backstop poll finds the tunnel).
+pub const ANNOUNCE_BUFFER: usize = 1024;
+
+/// Runs until the drain signal, then removes this replica's rows. The
+/// agents whose first tunnel came up here are sent on `tunnels_up`.
+pub async fn run(
+    router: Arc<Router>,
+    tunnels: Arc<Tunnels>,
+    tunnels_up: tokio::sync::mpsc::Sender<String>,
+    mut stop: Shutdown,
+) {
     let replicas = router.replicas().clone();
     let me = router.me().clone();
     let mut written: HashMap<String, usize> = HashMap::new();
@@ -59,7 +68,7 @@ pub async fn run(router: Arc<Router>, tunnels: Arc<Tunnels>, changes: Changes, m
                     }
                     if before == 0 && count > 0 {
                         router.tunnel_up(&agent);
-                        changes.apply(Change::TunnelsUp { agent }).await;
+                        let _ = tunnels_up.try_send(agent);
                     }
                 }
                 Err(e) => {

@@ -13,8 +13,8 @@ use tether_tunnel::status_response;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use super::router::ROUTE_HEADER;
-use crate::proxy::ProxyState;
+use super::ProxyState;
+use crate::replicas::router::ROUTE_HEADER;
 
 /// Serves the private listener until the drain signal.
 pub async fn serve(

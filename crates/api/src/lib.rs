@@ -1,0 +1,307 @@
+//! The REST API of kas (`/api/v1`) as types: the requests its clients send
+//! and the answers kas gives, shared by the server (which serializes them)
+//! and the `kas` CLI (which reads them), so the two cannot drift apart.
+//! `crates/kas/openapi.yaml` documents the same shapes for other clients.
+//!
+//! Architecture invariant: data only (serde), no behaviour, no IO.
+
+use serde::{Deserialize, Serialize};
+
+// === Projects ===
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProject {
+    pub id: String,
+    pub url: String,
+    #[serde(default)]
+    pub credentials_ref: Option<String>,
+    /// Branch, tag or commit to read; absent: the default branch.
+    #[serde(default, rename = "ref")]
+    pub git_ref: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProjectView {
+    pub id: String,
+    pub url: String,
+    pub credentials_ref: Option<String>,
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Refreshed {
+    pub project: String,
+    pub commit: String,
+}
+
+/// `POST /api/v1/projects/{id}/grants`: lets an agent read manifests from a
+/// project outside its top-level group.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    pub agent: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GrantView {
+    pub project: String,
+    pub agent: String,
+    pub created_at: String,
+}
+
+// === Agents ===
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgent {
+    pub name: String,
+    pub config_project: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentView {
+    pub id: i64,
+    pub name: String,
+    pub config_project: String,
+    /// Where the agent's config file lives in its project.
+    pub config_path: String,
+    pub created_at: String,
+    /// Live connections to this kas: one per connected agent pod.
+    pub connections: Vec<ConnectionView>,
+    /// The config commit given to the agent and, if the newest one could not
+    /// be used, why.
+    pub config: ConfigStatus,
+    /// Tunnels the agent keeps open to this kas, for the API proxy.
+    pub tunnels: usize,
+}
+
+/// `?project=` (required) and `limit` (default and most: 50).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    pub project: String,
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+// === Agents: connections and GitOps ===
+
+/// A connection as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionView {
+    pub pod_namespace: String,
+    pub pod_name: String,
+    pub agent_version: String,
+    pub cluster_version: String,
+    pub config_commit: String,
+    pub connected_at: String,
+    pub last_seen: String,
+}
+
+/// The last sync of one manifest project, as the agent reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncView {
+    pub project: String,
+    pub commit: String,
+    /// synced, failed or dry_run
+    pub state: String,
+    pub error: Option<String>,
+    pub applied: u32,
+    pub unchanged: u32,
+    pub pruned: u32,
+    pub duration_ms: u64,
+    pub reported_at: String,
+    pub objects: Vec<ObjectView>,
+    /// Corrections since the sync: who changed what, and whether it was
+    /// put back.
+    pub drift: Vec<DriftView>,
+}
+
+/// One drift correction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftView {
+    pub group: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub who: String,
+    pub what: String,
+    pub error: Option<String>,
+    pub at: String,
+}
+
+/// One object of a sync.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectView {
+    pub group: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub action: String,
+    pub health: String,
+    pub message: Option<String>,
+}
+
+// === Agents: configuration ===
+
+/// What kas last made of an agent's config file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigStatus {
+    /// Commit of the configuration the agent is given: the last good one.
+    pub commit: Option<String>,
+    /// Accepted, but worth the user's attention (unknown fields).
+    pub warnings: Vec<String>,
+    /// Why the newest commit's file, or the repository, could not be used.
+    pub error: Option<ConfigProblem>,
+    /// Manifest projects the config names that this agent may not read,
+    /// each with the rule and how to grant it; nothing of them is sent.
+    #[serde(default)]
+    pub manifest_project_errors: Vec<String>,
+}
+
+/// Why a config could not be used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigProblem {
+    /// The commit that was read, when the repository could be read at all.
+    pub commit: Option<String>,
+    /// The config file, when the problem is in it.
+    pub file: Option<String>,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+// === Agent tokens ===
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// RFC 3339; absent: the token does not expire.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenView {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+/// The answer to a creation: the only time the token's text is shown.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub record: TokenView,
+    pub token: String,
+    /// Installs the agent with this token: `… | kubectl apply -f -`.
+    pub install_command: String,
+}
+
+// === Users, access tokens, kubeconfigs ===
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub name: String,
+    #[serde(default)]
+    pub memberships: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Memberships {
+    pub memberships: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserView {
+    pub name: String,
+    pub memberships: Vec<String>,
+    pub created_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessTokenView {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub protected: bool,
+}
+
+/// The answer to a creation: the only time the token's text is shown.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CreatedAccessToken {
+    #[serde(flatten)]
+    pub record: AccessTokenView,
+    pub token: String,
+    /// How to use it: the bearer form, with `<agent>` to fill in.
+    pub usage: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccessToken {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// RFC 3339; absent: the token does not expire.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// Project tokens only: kept where only protected branches' jobs read
+    /// it, so it passes `protected_branches_only`.
+    #[serde(default)]
+    pub protected: bool,
+}
+
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeconfigRequest {
+    /// A project or personal access token, or a CI job's ID token.
+    pub token: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KubeconfigView {
+    pub context: String,
+    pub namespace: Option<String>,
+    /// The kubeconfig file, YAML.
+    pub kubeconfig: String,
+}
+
+// The token in these is a secret: never in a `{:?}`.
+
+impl std::fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedToken")
+            .field("record", &self.record)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for CreatedAccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedAccessToken")
+            .field("record", &self.record)
+            .field("usage", &self.usage)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for KubeconfigRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeconfigRequest").finish_non_exhaustive()
+    }
+}
