@@ -230,7 +230,7 @@ impl Changes {
                 let closed = self
                     .connections
                     .close_agent(name, &format!("agent {name} was deleted"));
-                self.connections.forget_config(name);
+                self.connections.configs().forget(name);
                 self.proxy.stored_configs.forget(name);
                 let ended = self.proxy.streams.stop_where(|agent, _| agent == name);
                 (closed, ended)

@@ -23,7 +23,8 @@ fn agent_view(a: Agent, state: &ApiState, stored: Option<ConfigStatus>) -> Agent
         connections: state.connections.connections(&a.name),
         config: state
             .connections
-            .config_if_read(&a.name)
+            .configs()
+            .status_if_read(&a.name)
             .or(stored)
             .unwrap_or_default(),
         tunnels: state.connections.tunnels().count(&a.name),

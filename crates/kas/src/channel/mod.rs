@@ -7,6 +7,8 @@
 //! - [`service`]: authentication, the Hello/Welcome handshake and the session
 //!   loop.
 //! - [`config`]: reading and validating an agent's config file at a commit.
+//! - [`configs`]: what kas made of each agent's config, and the one in use.
+//! - [`reports`]: sync reports as kas records and shows them.
 //! - [`manifests`]: following an agent's manifest projects and streaming
 //!   their files.
 //! - [`listener`]: one TLS port for gRPC and gRPC-over-WebSocket.
@@ -18,11 +20,13 @@
 
 pub mod auth;
 pub mod config;
+pub mod configs;
 pub mod listener;
 pub mod manifests;
 pub mod policy;
 pub mod ratelimit;
 pub mod registry;
+pub mod reports;
 pub mod service;
 pub mod tls;
 pub mod tunnels;

@@ -8,10 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use tether_agent_config::AgentConfig;
 use tether_tunnel::server::Tunnels;
 
-use super::config::{ConfigProblem, ConfigStatus};
+use super::configs::AgentConfigs;
 use crate::metrics::Metrics;
 pub use tether_api::{ConnectionView, DriftView, ObjectView, SyncView};
 
@@ -22,75 +21,19 @@ struct Entry {
     close: watch::Sender<Option<String>>,
 }
 
-/// Every live connection, by connection id, and what kas made of each
-/// agent's config file.
+/// Every live connection, by connection id; with the agents' configs and
+/// tunnels, which close and go with them.
 pub struct ConnectionRegistry {
     next_id: AtomicU64,
     entries: Mutex<HashMap<u64, Entry>>,
-    configs: Mutex<HashMap<String, ConfigStatus>>,
-    /// The config in use, parsed: what the API proxy authorizes against.
-    access: Mutex<HashMap<String, Arc<AgentConfig>>>,
+    /// What kas made of each agent's config file, and the one in use.
+    configs: AgentConfigs,
     /// Each agent's tunnels, closed with its sessions.
     tunnels: Arc<Tunnels>,
     /// Bumped on every grant or revocation of a manifest project, so that
     /// sessions decide again what they follow.
     grants: watch::Sender<u64>,
     metrics: Metrics,
-}
-
-/// The view of a report an agent sent, received at `reported_at`.
-pub fn sync_view(report: tether_proto::v1::SyncReport, reported_at: i64) -> SyncView {
-    {
-        use tether_proto::v1::SyncState;
-        let non_empty = |s: String| (!s.is_empty()).then_some(s);
-        SyncView {
-            state: match report.state() {
-                SyncState::Synced => "synced",
-                SyncState::Failed => "failed",
-                SyncState::DryRun => "dry_run",
-                SyncState::Unspecified => "unknown",
-            }
-            .to_owned(),
-            project: report.project_id,
-            commit: report.commit_id,
-            error: non_empty(report.error),
-            applied: report.applied,
-            unchanged: report.unchanged,
-            pruned: report.pruned,
-            duration_ms: report
-                .duration
-                .map(|d| d.seconds.max(0) as u64 * 1000 + d.nanos.max(0) as u64 / 1_000_000)
-                .unwrap_or_default(),
-            reported_at: crate::time_format::to_rfc3339(reported_at),
-            objects: report
-                .objects
-                .into_iter()
-                .map(|o| ObjectView {
-                    group: o.group,
-                    kind: o.kind,
-                    namespace: non_empty(o.namespace),
-                    name: o.name,
-                    action: o.action,
-                    health: o.health,
-                    message: non_empty(o.message),
-                })
-                .collect(),
-            drift: report
-                .drift
-                .into_iter()
-                .map(|d| DriftView {
-                    group: d.group,
-                    kind: d.kind,
-                    namespace: non_empty(d.namespace),
-                    name: d.name,
-                    who: d.who,
-                    what: d.what,
-                    error: non_empty(d.error),
-                    at: d.at,
-                })
-                .collect(),
-        }
-    }
 }
 
 impl std::fmt::Debug for ConnectionRegistry {
@@ -113,8 +56,7 @@ impl Default for ConnectionRegistry {
         ConnectionRegistry {
             next_id: AtomicU64::default(),
             entries: Mutex::default(),
-            configs: Mutex::default(),
-            access: Mutex::default(),
+            configs: AgentConfigs::default(),
             tunnels: Arc::default(),
             grants: watch::channel(0).0,
             metrics: Metrics::default(),
@@ -144,14 +86,6 @@ impl ConnectionRegistry {
     /// Tells every session that manifest grants changed.
     pub fn grants_changed(&self) {
         self.grants.send_modify(|n| *n += 1);
-    }
-
-    /// Records the manifest projects refused to `agent` (empty: none).
-    pub fn set_manifest_refusals(&self, agent: &str, refused: Vec<String>) {
-        lock(&self.configs)
-            .entry(agent.to_owned())
-            .or_default()
-            .manifest_project_errors = refused;
     }
 
     pub fn register(
@@ -209,6 +143,11 @@ impl ConnectionRegistry {
         &self.tunnels
     }
 
+    /// What kas made of the agents' config files.
+    pub fn configs(&self) -> &AgentConfigs {
+        &self.configs
+    }
+
     /// Closes every connection and tunnel authenticated with `token_id`.
     pub fn close_token(&self, token_id: i64, reason: &str) -> usize {
         self.tunnels.close_where(|t| t.token_id == token_id);
@@ -229,56 +168,6 @@ impl ConnectionRegistry {
             n += 1;
         }
         n
-    }
-
-    /// What kas last made of `agent`'s config file (empty before any read).
-    pub fn config(&self, agent: &str) -> ConfigStatus {
-        self.config_if_read(agent).unwrap_or_default()
-    }
-
-    /// What this kas made of `agent`'s config file, if it read it.
-    pub fn config_if_read(&self, agent: &str) -> Option<ConfigStatus> {
-        lock(&self.configs).get(agent).cloned()
-    }
-
-    /// The parsed config `agent` uses, once kas has read one.
-    pub fn access_config(&self, agent: &str) -> Option<Arc<AgentConfig>> {
-        lock(&self.access).get(agent).cloned()
-    }
-
-    /// Records a good config: it is the one in use, and any error is past.
-    pub fn config_accepted(
-        &self,
-        agent: &str,
-        commit: &str,
-        warnings: Vec<String>,
-        config: AgentConfig,
-    ) {
-        lock(&self.access).insert(agent.to_owned(), Arc::new(config));
-        lock(&self.configs).insert(
-            agent.to_owned(),
-            ConfigStatus {
-                commit: Some(commit.to_owned()),
-                warnings,
-                error: None,
-                manifest_project_errors: Vec::new(),
-            },
-        );
-    }
-
-    /// Records why the newest config could not be used; the last good one
-    /// stays in use.
-    pub fn config_rejected(&self, agent: &str, problem: ConfigProblem) {
-        lock(&self.configs)
-            .entry(agent.to_owned())
-            .or_default()
-            .error = Some(problem);
-    }
-
-    /// Forgets a deleted agent's config and sync status.
-    pub fn forget_config(&self, agent: &str) {
-        lock(&self.configs).remove(agent);
-        lock(&self.access).remove(agent);
     }
 
     fn update(&self, id: u64, f: impl FnOnce(&mut ConnectionView)) {

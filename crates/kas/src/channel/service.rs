@@ -360,7 +360,7 @@ impl Session {
         self.synced
             .insert(report.project_id.clone(), report.commit_id.clone());
         let reported_at = now();
-        let view = crate::channel::registry::sync_view(report, reported_at);
+        let view = super::reports::sync_view(report, reported_at);
         let record = SyncRecord {
             project: view.project.clone(),
             commit: view.commit.clone(),
@@ -381,7 +381,7 @@ impl Session {
 
     /// Stores what kas made of the agent's config, as the API shows it.
     async fn persist_config_status(&self) {
-        let status = self.registry.config(&self.agent);
+        let status = self.registry.configs().status(&self.agent);
         let json = serde_json::to_string(&status).unwrap_or_default();
         if let Err(e) = self.store.set_config_status(&self.agent, json).await {
             tracing::error!(error = ?e, "cannot record the config status");
@@ -392,7 +392,7 @@ impl Session {
     /// commit's file is valid and the agent does not have it yet.
     async fn deliver(&mut self, head: Head) -> Result<(), String> {
         if let Some(error) = head.error {
-            self.registry.config_rejected(
+            self.registry.configs().rejected(
                 &self.agent,
                 ConfigProblem {
                     commit: head.commit.as_ref().map(ToString::to_string),
@@ -417,8 +417,12 @@ impl Session {
         match config::load(source, commit.clone(), &self.agent, &self.project).await {
             Ok(loaded) => {
                 let commit = commit.to_string();
-                self.registry
-                    .config_accepted(&self.agent, &commit, loaded.warnings, loaded.config);
+                self.registry.configs().accepted(
+                    &self.agent,
+                    &commit,
+                    loaded.warnings,
+                    loaded.config,
+                );
                 let stored = tether_store::StoredConfig {
                     commit: commit.clone(),
                     source: loaded.source,
@@ -447,7 +451,7 @@ impl Session {
                     "config not sent: it does not validate"
                 );
                 self.registry.metrics().configs_rejected.inc();
-                self.registry.config_rejected(&self.agent, problem);
+                self.registry.configs().rejected(&self.agent, problem);
                 self.persist_config_status().await;
             }
         }
@@ -481,7 +485,9 @@ impl Session {
                 }
             }
         }
-        self.registry.set_manifest_refusals(&self.agent, refused);
+        self.registry
+            .configs()
+            .set_manifest_refusals(&self.agent, refused);
         self.persist_config_status().await;
         self.follow_manifests(allowed);
     }

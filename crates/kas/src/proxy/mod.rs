@@ -182,7 +182,7 @@ impl ProxyState {
     /// The config `agent` runs with: the one its session here read, or the
     /// one stored by the replica that holds its session.
     async fn access_config(&self, agent: &str) -> Option<Arc<tether_agent_config::AgentConfig>> {
-        match self.registry.access_config(agent) {
+        match self.registry.configs().in_use(agent) {
             Some(config) => Some(config),
             None => self.stored_configs.get(self.store.as_ref(), agent).await,
         }

@@ -1,0 +1,83 @@
+//! What kas made of each agent's config file: the status the API shows
+//! (commit, warnings, the newest error, refused manifest projects) and the
+//! config in use, parsed, which the API proxy authorizes against. A bad
+//! newest commit never replaces the config in use.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tether_agent_config::AgentConfig;
+
+use super::config::{ConfigProblem, ConfigStatus};
+
+/// The agents' configs, by agent name.
+#[derive(Default)]
+pub struct AgentConfigs {
+    status: Mutex<HashMap<String, ConfigStatus>>,
+    in_use: Mutex<HashMap<String, Arc<AgentConfig>>>,
+}
+
+impl std::fmt::Debug for AgentConfigs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfigs").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The maps stay consistent even if a holder panicked mid-update.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl AgentConfigs {
+    /// What kas last made of `agent`'s config file (empty before any read).
+    pub fn status(&self, agent: &str) -> ConfigStatus {
+        self.status_if_read(agent).unwrap_or_default()
+    }
+
+    /// What this kas made of `agent`'s config file, if it read it.
+    pub fn status_if_read(&self, agent: &str) -> Option<ConfigStatus> {
+        lock(&self.status).get(agent).cloned()
+    }
+
+    /// The parsed config `agent` uses, once kas has read one.
+    pub fn in_use(&self, agent: &str) -> Option<Arc<AgentConfig>> {
+        lock(&self.in_use).get(agent).cloned()
+    }
+
+    /// Records a good config: it is the one in use, and any error is past.
+    pub fn accepted(&self, agent: &str, commit: &str, warnings: Vec<String>, config: AgentConfig) {
+        lock(&self.in_use).insert(agent.to_owned(), Arc::new(config));
+        lock(&self.status).insert(
+            agent.to_owned(),
+            ConfigStatus {
+                commit: Some(commit.to_owned()),
+                warnings,
+                error: None,
+                manifest_project_errors: Vec::new(),
+            },
+        );
+    }
+
+    /// Records why the newest config could not be used; the last good one
+    /// stays in use.
+    pub fn rejected(&self, agent: &str, problem: ConfigProblem) {
+        lock(&self.status)
+            .entry(agent.to_owned())
+            .or_default()
+            .error = Some(problem);
+    }
+
+    /// Records the manifest projects refused to `agent` (empty: none).
+    pub fn set_manifest_refusals(&self, agent: &str, refused: Vec<String>) {
+        lock(&self.status)
+            .entry(agent.to_owned())
+            .or_default()
+            .manifest_project_errors = refused;
+    }
+
+    /// Forgets a deleted agent's config and its status.
+    pub fn forget(&self, agent: &str) {
+        lock(&self.status).remove(agent);
+        lock(&self.in_use).remove(agent);
+    }
+}
