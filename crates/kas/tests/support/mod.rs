@@ -132,27 +132,60 @@ impl Setup {
         Self::start_with(&[])
     }
 
-    /// Starts kas with extra `kas serve` flags.
+    /// Starts kas with extra `kas serve` flags. A port picked free can be
+    /// taken by another process before kas binds it (an outgoing
+    /// connection's source port, say): then kas exits at once saying so,
+    /// and it is started again on other ports.
     pub fn start_with(serve_args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let listen = [free_port(), free_port(), free_port(), free_port()];
         let serve_args: Vec<String> = serve_args.iter().map(|s| s.to_string()).collect();
-        let kas = spawn_kas(dir.path(), listen, &serve_args, "kas.log");
-        let setup = Setup {
-            api: format!("http://{}", listen[0]),
-            agent_endpoint: listen[2],
-            admin: listen[1],
-            agent_addr: format!("grpcs://{}", listen[2]),
-            proxy: listen[3],
-            listen,
-            serve_args,
-            probes: free_port(),
-            pod_namespace: "tether-test".into(),
-            kas,
-            dir,
-        };
-        setup.wait_for_api();
-        setup
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let listen = [free_port(), free_port(), free_port(), free_port()];
+            let kas = spawn_kas(dir.path(), listen, &serve_args, "kas.log");
+            let mut setup = Setup {
+                api: format!("http://{}", listen[0]),
+                agent_endpoint: listen[2],
+                admin: listen[1],
+                agent_addr: format!("grpcs://{}", listen[2]),
+                proxy: listen[3],
+                listen,
+                serve_args: serve_args.clone(),
+                probes: free_port(),
+                pod_namespace: "tether-test".into(),
+                kas,
+                dir,
+            };
+            if setup.wait_for_api_or_exit() {
+                return setup;
+            }
+            let log = setup.kas.log();
+            assert!(
+                log.contains("cannot listen on"),
+                "kas exited at start: {log}"
+            );
+        }
+        panic!("kas could not bind free ports three times");
+    }
+
+    /// Waits for the API; false if kas exited first.
+    fn wait_for_api_or_exit(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.dir.path().join("kas/admin-token").exists()
+                && self.cli(&["agent", "list"]).is_some()
+            {
+                return true;
+            }
+            if let Ok(Some(_)) = self.kas.child.try_wait() {
+                return false;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after 30s waiting for kas to serve its API: {}",
+                self.kas.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn wait_for_api(&self) {
