@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 use tether_store::{ChangeFeed, FeedEvent, Store, TokenOwner};
 
 use crate::channel::ConnectionRegistry;
-use crate::proxy::ProxyState;
-use crate::proxy::streams::Opener;
+use tether_proxy::Proxy;
+use tether_proxy::streams::Opener;
+
+use crate::replicas::router::Router;
 use crate::repos::{NewHead, Repos};
 
 /// Something that happened to kas's records.
@@ -73,8 +75,9 @@ struct Published {
 #[derive(Clone)]
 pub struct Changes {
     connections: Arc<ConnectionRegistry>,
-    proxy: Arc<ProxyState>,
+    proxy: Arc<Proxy>,
     store: Arc<dyn Store>,
+    router: Option<Arc<Router>>,
     feed: Option<Arc<dyn ChangeFeed>>,
     repos: Option<Arc<Repos>>,
     origin: u64,
@@ -91,13 +94,14 @@ impl std::fmt::Debug for Changes {
 impl Changes {
     pub fn new(
         connections: Arc<ConnectionRegistry>,
-        proxy: Arc<ProxyState>,
+        proxy: Arc<Proxy>,
         store: Arc<dyn Store>,
     ) -> Self {
         Changes {
             connections,
             proxy,
             store,
+            router: None,
             feed: None,
             repos: None,
             origin: rand::random(),
@@ -107,6 +111,12 @@ impl Changes {
     /// Tells `repos` of the heads other replicas find.
     pub fn with_repos(mut self, repos: Arc<Repos>) -> Self {
         self.repos = Some(repos);
+        self
+    }
+
+    /// Tells `router` of the tunnels other replicas announce.
+    pub fn with_router(mut self, router: Arc<Router>) -> Self {
+        self.router = Some(router);
         self
     }
 
@@ -176,7 +186,7 @@ impl Changes {
     /// session and tunnel whose token is no longer valid.
     async fn recheck(&self) {
         self.proxy.forget_admissions();
-        let now = crate::time_format::now();
+        let now = tether_store::time::now();
         let mut closed = 0;
         for agent in self.connections.connected_agents() {
             let tokens = match self.store.list_tokens(&agent).await {
@@ -206,7 +216,7 @@ impl Changes {
         // News, not narrowing: nothing to close or forget.
         match change {
             Change::TunnelsUp { agent } => {
-                if let Some(router) = &self.proxy.router {
+                if let Some(router) = &self.router {
                     router.tunnel_up(agent);
                 }
                 return;
@@ -231,7 +241,6 @@ impl Changes {
                     .connections
                     .close_agent(name, &format!("agent {name} was deleted"));
                 self.connections.configs().forget(name);
-                self.proxy.stored_configs.forget(name);
                 let ended = self.proxy.streams.stop_where(|agent, _| agent == name);
                 (closed, ended)
             }

@@ -30,4 +30,3 @@ pub mod repos;
 pub mod serve;
 pub mod server;
 pub mod settings;
-mod time_format;

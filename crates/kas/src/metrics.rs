@@ -16,21 +16,10 @@ pub struct PollResult {
     pub result: &'static str,
 }
 
-/// Labels of a proxied request: who kind of caller, and the answer.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProxyLabels {
-    /// `ci`, `user`, or `none` when authentication failed.
-    pub caller: &'static str,
-    pub code: u16,
-}
-
 #[derive(Clone, Debug)]
 pub struct Metrics {
-    /// Kubernetes API proxy requests by caller kind and status code.
-    pub proxy_requests: Family<ProxyLabels, Counter>,
-    /// Time from a proxy request to its response headers (a watch counts
-    /// until its stream starts).
-    pub proxy_request_seconds: Histogram,
+    /// The Kubernetes API proxy's.
+    pub proxy: tether_proxy::ProxyMetrics,
     /// Agent sessions open now.
     pub agent_sessions: Gauge,
     /// Agent sessions opened since start.
@@ -50,10 +39,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            proxy_requests: Family::default(),
-            proxy_request_seconds: Histogram::new([
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-            ]),
+            proxy: Default::default(),
             agent_sessions: Gauge::default(),
             agent_sessions_opened: Counter::default(),
             auth_failures: Counter::default(),
@@ -102,16 +88,7 @@ impl Metrics {
             "Time a git poll takes, fetch and resolve",
             self.git_poll_seconds.clone(),
         );
-        registry.register(
-            "proxy_requests",
-            "Kubernetes API proxy requests by caller kind and status code",
-            self.proxy_requests.clone(),
-        );
-        registry.register(
-            "proxy_request_seconds",
-            "Time from a Kubernetes API proxy request to its response headers",
-            self.proxy_request_seconds.clone(),
-        );
+        self.proxy.register(&mut registry);
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &registry);

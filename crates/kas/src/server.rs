@@ -145,20 +145,24 @@ impl Server {
             }
             _ => None,
         };
-        let proxy = Arc::new(proxy::ProxyState {
-            store: store.clone(),
-            registry: connections.clone(),
-            oidc: proxy::oidc::Oidc::new(settings.oidc_issuers.clone())?,
-            external_url: settings.k8s_proxy_external_url.clone(),
+        let proxy = Arc::new(tether_proxy::Proxy {
+            oidc: tether_proxy::oidc::Oidc::new(settings.oidc_issuers.clone())?,
             ca_pem,
-            admissions: Default::default(),
-            streams: Default::default(),
-            stored_configs: Default::default(),
-            router: router.clone(),
+            elsewhere: router
+                .clone()
+                .map(|r| r as Arc<dyn tether_proxy::Elsewhere>),
             drain: Some(shutdown.clone()),
+            ..proxy::over(
+                &connections,
+                store.clone(),
+                settings.k8s_proxy_external_url.clone(),
+            )
         });
         let mut changes = Changes::new(connections.clone(), proxy.clone(), store.clone())
             .with_repos(repos.clone());
+        if let Some(router) = &router {
+            changes = changes.with_router(router.clone());
+        }
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(feed) = feed {
             changes = changes.with_feed(feed);
@@ -193,14 +197,15 @@ impl Server {
             proxy: proxy.clone(),
         };
         drop(admin_token);
-        let private = match &settings.replication {
-            Some(replication) => Some(proxy::private::serve(
+        let private = match (&settings.replication, &router) {
+            (Some(replication), Some(router)) => Some(proxy::private::serve(
                 replication.listen,
                 channel::listener::acceptor(&identity)?,
                 proxy.clone(),
+                router.clone(),
                 shutdown.clone(),
             )),
-            None => None,
+            _ => None,
         };
         let private = async move {
             match private {

@@ -111,7 +111,7 @@ pub struct SettingsFile {
     /// In the file only: a list does not fit a flag.
     #[arg(skip)]
     #[serde(default)]
-    pub oidc_issuers: Vec<crate::proxy::oidc::IssuerSettings>,
+    pub oidc_issuers: Vec<tether_proxy::oidc::IssuerSettings>,
 }
 
 /// Settings as `kas serve` runs with them.
@@ -132,7 +132,7 @@ pub struct Settings {
     pub k8s_proxy_external_url: String,
     /// The CA that signed the TLS certificate, for kubeconfigs.
     pub tls_ca: Option<PathBuf>,
-    pub oidc_issuers: Vec<crate::proxy::oidc::IssuerSettings>,
+    pub oidc_issuers: Vec<tether_proxy::oidc::IssuerSettings>,
     /// The admin token's file.
     pub admin_token_file: PathBuf,
     /// With replicas: the private listener and the shared secret.
@@ -258,7 +258,7 @@ impl Settings {
         let k8s_proxy_external_url = flags
             .k8s_proxy_external_url
             .or(file.k8s_proxy_external_url)
-            .unwrap_or_else(|| format!("https://{k8s_proxy_listen}{}", crate::proxy::PATH_PREFIX));
+            .unwrap_or_else(|| format!("https://{k8s_proxy_listen}{}", tether_proxy::PATH_PREFIX));
         if !k8s_proxy_external_url.starts_with("https://") {
             problems.push(format!(
                 "k8s_proxy_external_url {k8s_proxy_external_url:?} must be an https:// URL"

@@ -23,18 +23,11 @@ impl Api {
         let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
         let admin = Token::generate(TokenKind::Admin);
         let connections: Arc<kas::channel::ConnectionRegistry> = Default::default();
-        let proxy = Arc::new(kas::proxy::ProxyState {
-            store: store.clone(),
-            registry: connections.clone(),
-            oidc: Default::default(),
-            external_url: "https://kas.example.com:8154/k8s-proxy".into(),
-            ca_pem: None,
-            admissions: Default::default(),
-            streams: Default::default(),
-            stored_configs: Default::default(),
-            router: None,
-            drain: None,
-        });
+        let proxy = Arc::new(kas::proxy::over(
+            &connections,
+            store.clone(),
+            "https://kas.example.com:8154/k8s-proxy".into(),
+        ));
         let router = router(ApiState {
             changes: kas::changes::Changes::new(connections.clone(), proxy.clone(), store.clone()),
             proxy,

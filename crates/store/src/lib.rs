@@ -15,6 +15,7 @@ mod model;
 mod postgres;
 mod rules;
 mod sqlite;
+pub mod time;
 
 pub use model::*;
 pub use postgres::PgStore;

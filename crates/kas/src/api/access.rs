@@ -12,13 +12,13 @@ use tether_credentials::{Token, TokenKind};
 use tether_store::{AccessTokenRecord, NewToken, TokenOwner, User};
 
 use super::{ApiError, ApiState};
-use crate::proxy::credentials::Credential;
-use crate::proxy::kubeconfig::{self, KubeconfigSpec};
-use crate::time_format::{now, to_rfc3339};
 pub use tether_api::{
     AccessTokenView, CreateAccessToken, CreateUser, CreatedAccessToken, KubeconfigRequest,
     KubeconfigView, Memberships, UserView,
 };
+use tether_proxy::credentials::Credential;
+use tether_proxy::kubeconfig::{self, KubeconfigSpec};
+use tether_store::time::{now, to_rfc3339};
 
 pub(crate) fn user_view(u: User) -> UserView {
     UserView {

@@ -10,8 +10,8 @@ use tether_store::Agent;
 
 use super::{ApiError, ApiState};
 use crate::channel::ConfigStatus;
-use crate::time_format::{now, to_rfc3339};
 pub use tether_api::{AgentView, CreateAgent, HistoryQuery};
+use tether_store::time::{now, to_rfc3339};
 
 /// `a` as the API shows it; `stored` is the config status in the store:
 /// what any kas (this one before a restart, or another replica) made of

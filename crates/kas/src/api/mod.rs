@@ -40,7 +40,7 @@ pub struct ApiState {
     /// Git pollers, woken by a project refresh.
     pub repos: Arc<Repos>,
     /// The Kubernetes API proxy, for kubeconfigs.
-    pub proxy: Arc<crate::proxy::ProxyState>,
+    pub proxy: Arc<tether_proxy::Proxy>,
     /// Turns what a handler changed into its consequences.
     pub changes: crate::changes::Changes,
 }

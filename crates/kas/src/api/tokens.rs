@@ -9,8 +9,8 @@ use tether_credentials::{Token, TokenKind};
 use tether_store::{NewToken, TokenRecord, UnixTime};
 
 use super::{ApiError, ApiState};
-use crate::time_format::{from_rfc3339, now, to_rfc3339};
 pub use tether_api::{CreateToken, CreatedToken, TokenView};
+use tether_store::time::{from_rfc3339, now, to_rfc3339};
 
 pub(crate) fn token_view(t: TokenRecord) -> TokenView {
     TokenView {

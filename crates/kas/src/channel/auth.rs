@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 
 use super::ratelimit::FailedAuthLimiter;
 use crate::metrics::Metrics;
-use crate::time_format::{now, to_rfc3339};
+use tether_store::time::{now, to_rfc3339};
 
 /// How long a failure past the limit waits before its answer.
 pub const FAILURE_DELAY: Duration = Duration::from_secs(1);

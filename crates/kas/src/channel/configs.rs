@@ -7,14 +7,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tether_agent_config::AgentConfig;
+use tether_store::Store;
 
 use super::config::{ConfigProblem, ConfigStatus};
+use super::stored::StoredConfigs;
 
 /// The agents' configs, by agent name.
 #[derive(Default)]
 pub struct AgentConfigs {
     status: Mutex<HashMap<String, ConfigStatus>>,
     in_use: Mutex<HashMap<String, Arc<AgentConfig>>>,
+    /// Configs other replicas accepted, for agents whose session is there.
+    stored: StoredConfigs,
 }
 
 impl std::fmt::Debug for AgentConfigs {
@@ -42,6 +46,19 @@ impl AgentConfigs {
     /// The parsed config `agent` uses, once kas has read one.
     pub fn in_use(&self, agent: &str) -> Option<Arc<AgentConfig>> {
         lock(&self.in_use).get(agent).cloned()
+    }
+
+    /// The config `agent` uses: the one its session here read, or the one
+    /// stored by the replica that holds its session.
+    pub async fn in_use_anywhere(
+        &self,
+        store: &dyn Store,
+        agent: &str,
+    ) -> Option<Arc<AgentConfig>> {
+        match self.in_use(agent) {
+            Some(config) => Some(config),
+            None => self.stored.get(store, agent).await,
+        }
     }
 
     /// Records a good config: it is the one in use, and any error is past.
@@ -79,5 +96,6 @@ impl AgentConfigs {
     pub fn forget(&self, agent: &str) {
         lock(&self.status).remove(agent);
         lock(&self.in_use).remove(agent);
+        self.stored.forget(agent);
     }
 }

@@ -7,7 +7,8 @@
 //! - [`service`]: authentication, the Hello/Welcome handshake and the session
 //!   loop.
 //! - [`config`]: reading and validating an agent's config file at a commit.
-//! - [`configs`]: what kas made of each agent's config, and the one in use.
+//! - [`configs`]: what kas made of each agent's config, and the one in use;
+//!   [`stored`]: the one another replica accepted.
 //! - [`reports`]: sync reports as kas records and shows them.
 //! - [`manifests`]: following an agent's manifest projects and streaming
 //!   their files.
@@ -28,6 +29,7 @@ pub mod ratelimit;
 pub mod registry;
 pub mod reports;
 pub mod service;
+pub mod stored;
 pub mod tls;
 pub mod tunnels;
 

@@ -25,7 +25,7 @@ pub fn sync_view(report: tether_proto::v1::SyncReport, reported_at: i64) -> Sync
                 .duration
                 .map(|d| d.seconds.max(0) as u64 * 1000 + d.nanos.max(0) as u64 / 1_000_000)
                 .unwrap_or_default(),
-            reported_at: crate::time_format::to_rfc3339(reported_at),
+            reported_at: tether_store::time::to_rfc3339(reported_at),
             objects: report
                 .objects
                 .into_iter()

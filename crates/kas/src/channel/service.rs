@@ -23,7 +23,7 @@ use super::manifests::{self, Follower, ManifestSpec};
 use super::policy;
 use super::registry::{ConnectionRegistry, ConnectionView, Registration};
 use crate::repos::{Head, Repos};
-use crate::time_format::{now, to_rfc3339};
+use tether_store::time::{now, to_rfc3339};
 
 /// How often agents ping; a session silent for three intervals is dropped.
 pub const PING_INTERVAL: Duration = Duration::from_secs(10);

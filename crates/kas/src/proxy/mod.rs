@@ -1,445 +1,70 @@
-//! The Kubernetes API proxy: an HTTPS endpoint that real `kubectl`,
-//! client-go and kube-rs use unchanged, which reaches an agent's cluster
-//! through that agent's tunnels.
-//!
-//! Each request is authenticated ([`credentials`], [`oidc`]), authorized
-//! against the agent's config file ([`access`]), then forwarded through the
-//! least busy tunnel of the agent, running as the identity the config says
-//! (`tether_tunnel` strips the client's credentials and `Impersonate-*`
-//! headers; agentk sets its own). RBAC in the cluster applies to that
-//! identity. [`kubeconfig`] writes the file that points kubectl here.
+//! The Kubernetes API proxy's place in kas: its listener, the private
+//! listener other replicas route through ([`private`]), and what it reads
+//! from kas, [`SessionConfigs`]. The proxy itself is `tether_proxy`.
 
-pub mod access;
-pub mod admissions;
-pub mod credentials;
-pub mod kubeconfig;
-pub mod oidc;
-pub mod principal;
 pub mod private;
-pub mod stored;
-pub mod streams;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
-use http::{Request, Response, StatusCode, header};
+use async_trait::async_trait;
+use http::Request;
 use hyper::body::Incoming;
+use tether_agent_config::AgentConfig;
+use tether_proxy::{ConfigsInUse, Proxy};
 use tether_runtime::Shutdown;
 use tether_store::Store;
-use tether_tunnel::{Body, status_response};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::channel::ConnectionRegistry;
-use crate::metrics::ProxyLabels;
-use crate::replicas::router::Routed;
-use crate::time_format::now;
-use access::{AgentRef, Grant};
-use credentials::{Credential, Refused};
-use oidc::Oidc;
-use principal::Principal;
 
-/// The path the proxy serves under: `https://kas:8154/k8s-proxy/api/v1/…`.
-pub const PATH_PREFIX: &str = "/k8s-proxy";
-
-/// What the proxy needs.
-pub struct ProxyState {
-    pub store: Arc<dyn Store>,
+/// The configs the proxy authorizes against: the one an agent's session
+/// here read, or the one its session's replica stored.
+pub struct SessionConfigs {
     pub registry: Arc<ConnectionRegistry>,
-    pub oidc: Oidc,
-    /// The proxy's URL as clients reach it, for kubeconfigs.
-    pub external_url: String,
-    /// The CA that signed the proxy's certificate, for kubeconfigs; `None`
-    /// when the certificate is publicly trusted.
-    pub ca_pem: Option<String>,
-    /// Recently admitted credentials.
-    pub admissions: admissions::Admissions,
-    /// Exchanges in flight, ended when their credential is revoked.
-    pub streams: Arc<streams::LiveStreams>,
-    /// Agents' configs as another replica accepted them, for agents whose
-    /// session is not here.
-    pub stored_configs: stored::StoredConfigs,
-    /// With replicas: reaches the one holding an agent's tunnels.
-    pub router: Option<Arc<crate::replicas::router::Router>>,
-    /// kas's drain signal: watches end cleanly when it fires, so their
-    /// clients re-watch through another replica.
-    pub drain: Option<tether_runtime::Shutdown>,
+    pub store: Arc<dyn Store>,
 }
 
-impl std::fmt::Debug for ProxyState {
+impl std::fmt::Debug for SessionConfigs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProxyState")
-            .field("external_url", &self.external_url)
-            .finish_non_exhaustive()
+        f.debug_struct("SessionConfigs").finish_non_exhaustive()
     }
 }
 
-/// Why a request was not forwarded: the status and message for the client.
-#[derive(Debug)]
-struct Rejection {
-    status: StatusCode,
-    message: String,
-    /// A routed request found no tunnel here after all: the replica that
-    /// sent it looks again rather than passing this answer on.
-    route_miss: bool,
-}
-
-impl Rejection {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Rejection {
-            status,
-            message: message.into(),
-            route_miss: false,
-        }
-    }
-
-    fn response(&self) -> Response<Body> {
-        let reason = match self.status {
-            StatusCode::UNAUTHORIZED => "Unauthorized",
-            StatusCode::FORBIDDEN => "Forbidden",
-            StatusCode::NOT_FOUND => "NotFound",
-            StatusCode::BAD_REQUEST => "BadRequest",
-            StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
-            _ => "InternalError",
-        };
-        let mut response = status_response(self.status, reason, &self.message);
-        if self.route_miss {
-            response.headers_mut().insert(
-                crate::replicas::router::ROUTE_MISS,
-                http::HeaderValue::from_static("no-tunnel"),
-            );
-        }
-        response
-    }
-}
-
-impl ProxyState {
-    /// Authenticates and authorizes a credential for its agent: who it is,
-    /// and what it may do. Shared by the proxy and the kubeconfig endpoint.
-    pub async fn admit(
-        &self,
-        credential: &Credential,
-    ) -> Result<(Principal, Grant), (StatusCode, String)> {
-        self.admit_inner(credential)
-            .await
-            .map_err(|r| (r.status, r.message))
-    }
-
-    async fn admit_inner(&self, credential: &Credential) -> Result<(Principal, Grant), Rejection> {
-        let principal = credential
-            .authenticate(self.store.as_ref(), &self.oidc, now())
-            .await
-            .map_err(|refused| match refused {
-                Refused::Unauthorized(reason) => Rejection::new(StatusCode::UNAUTHORIZED, reason),
-                Refused::Unavailable => Rejection::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "kas cannot check credentials right now",
-                ),
-            })?;
-        let agent = self
-            .store
-            .get_agent(&credential.agent)
-            .await
-            .map_err(|_| {
-                Rejection::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "kas cannot read its agents right now",
-                )
-            })?
-            .ok_or_else(|| {
-                Rejection::new(
-                    StatusCode::NOT_FOUND,
-                    format!("agent {} does not exist", credential.agent),
-                )
-            })?;
-        let config = self.access_config(&agent.name).await.ok_or_else(|| {
-            Rejection::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "kas has not read agent {}'s configuration yet: is the agent connected?",
-                    agent.name
-                ),
-            )
-        })?;
-        let agent_ref = AgentRef {
-            name: &agent.name,
-            config_project: &agent.config_project,
-        };
-        let grant = access::authorize(&principal, agent_ref, &config)
-            .map_err(|reason| Rejection::new(StatusCode::FORBIDDEN, reason))?;
-        if let Some(identity) = &grant.identity
-            && let Err(e) = identity.validate()
-        {
-            return Err(Rejection::new(
-                StatusCode::FORBIDDEN,
-                format!("the identity to impersonate is unusable: {e}"),
-            ));
-        }
-        Ok((principal, grant))
-    }
-
-    /// The config `agent` runs with: the one its session here read, or the
-    /// one stored by the replica that holds its session.
-    async fn access_config(&self, agent: &str) -> Option<Arc<tether_agent_config::AgentConfig>> {
-        match self.registry.configs().in_use(agent) {
-            Some(config) => Some(config),
-            None => self.stored_configs.get(self.store.as_ref(), agent).await,
-        }
-    }
-
-    /// Forgets remembered admissions: after a revocation, or a change to a
-    /// user, membership or agent, the next request is checked afresh.
-    pub fn forget_admissions(&self) {
-        self.admissions.clear();
-    }
-
-    /// Handles one client request; `routed`: another replica forwarded it
-    /// (it is served from this replica's tunnels or not at all).
-    pub async fn handle(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-        routed: bool,
-    ) -> Response<Body> {
-        let started = Instant::now();
-        let method = request.method().clone();
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-        let outcome = match self
-            .route(request.map(tether_tunnel::incoming), routed)
-            .await
-        {
-            Ok(Ok(request)) => self
-                .forward(request, routed)
-                .await
-                .map(|(r, p)| (r, p.describe(), p.kind())),
-            Ok(Err((response, via))) => Ok((response, format!("routed to {via}"), "routed")),
-            Err(rejection) => Err((rejection, None)),
-        };
-        let (response, who, caller) = match outcome {
-            Ok(done) => done,
-            Err((rejection, who)) => {
-                let caller = who.as_ref().map_or("none", |p| p.kind());
-                (
-                    rejection.response(),
-                    who.map(|p| p.describe()).unwrap_or_default(),
-                    caller,
-                )
-            }
-        };
-        // A watch ends cleanly when kas drains, served here or routed: its
-        // client re-watches from its resourceVersion through another
-        // replica.
-        let response = match &self.drain {
-            Some(drain) if is_watch(&path) => {
-                let mut drain = drain.clone();
-                response.map(|body| {
-                    tether_tunnel::stop::ends_when(body, async move { drain.signalled().await })
-                })
-            }
-            _ => response,
-        };
-        let status = response.status();
-        let elapsed = started.elapsed();
+#[async_trait]
+impl ConfigsInUse for SessionConfigs {
+    async fn in_use(&self, agent: &str) -> Option<Arc<AgentConfig>> {
         self.registry
-            .metrics()
-            .proxy_requests
-            .get_or_create(&ProxyLabels {
-                caller,
-                code: status.as_u16(),
-            })
-            .inc();
-        self.registry
-            .metrics()
-            .proxy_request_seconds
-            .observe(elapsed.as_secs_f64());
-        tracing::info!(
-            who = %who,
-            verb = %method,
-            path = %path,
-            status = status.as_u16(),
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            "proxied"
-        );
-        response
-    }
-
-    /// With replicas, sends a request for an agent whose tunnels are
-    /// elsewhere to the replica that has them: `Ok(Err(…))` is its answer.
-    /// `Ok(Ok(request))` is to be served here.
-    async fn route(
-        &self,
-        request: Request<Body>,
-        routed: bool,
-    ) -> Result<Result<Request<Body>, (Response<Body>, String)>, Rejection> {
-        let Some(router) = self.router.as_ref().filter(|_| !routed) else {
-            return Ok(Ok(request));
-        };
-        let header = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        // A request kas will refuse anyway is refused here, without a hop.
-        let Ok(credential) = Credential::from_header(header) else {
-            return Ok(Ok(request));
-        };
-        let tunnels = self.registry.tunnels();
-        if tunnels.count(&credential.agent) > 0 {
-            return Ok(Ok(request));
-        }
-        tracing::Span::current().record("agent", credential.agent.as_str());
-        match router.route(&credential.agent, request, tunnels).await {
-            Routed::Here(request) => Ok(Ok(request)),
-            Routed::Answered { response, via } => Ok(Err((response, via))),
-            Routed::Unavailable(status, message) => Err(Rejection::new(status, message)),
-        }
-    }
-
-    async fn forward(
-        &self,
-        mut request: Request<Body>,
-        routed: bool,
-    ) -> Result<(Response<Body>, Principal), (Rejection, Option<Principal>)> {
-        let target = match target(request.uri()) {
-            Ok(target) => target,
-            Err(rejection) => return Err((rejection, None)),
-        };
-        let header = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let credential = Credential::from_header(header)
-            .map_err(|reason| (Rejection::new(StatusCode::UNAUTHORIZED, reason), None))?;
-        let key = admissions::key(header.unwrap_or_default());
-        let config = self.access_config(&credential.agent).await;
-        let remembered = config.as_ref().and_then(|c| self.admissions.get(&key, c));
-        let generation = self.admissions.generation();
-        let (principal, grant) = match remembered {
-            Some(admitted) => admitted,
-            None => {
-                let (principal, grant) =
-                    self.admit_inner(&credential).await.map_err(|r| (r, None))?;
-                if let Some(config) = config {
-                    let expires_at = principal.expires_at();
-                    self.admissions.put(
-                        generation,
-                        key,
-                        &principal,
-                        &grant,
-                        config,
-                        expires_at,
-                        now(),
-                    );
-                }
-                (principal, grant)
-            }
-        };
-        // Registered before the last check: a revocation from now on stops
-        // this exchange; one that ran since the admission is caught here.
-        let stop = self
-            .streams
-            .open(&credential.agent, streams::Opener::of(&principal));
-        if self.admissions.generation() != generation {
-            self.admit_inner(&credential)
-                .await
-                .map_err(|r| (r, Some(principal.clone())))?;
-        }
-        tracing::Span::current().record("agent", credential.agent.as_str());
-        let tunnels = self.registry.tunnels();
-        let no_tunnel = || {
-            format!(
-                "agent {} is not connected: no tunnel to its cluster",
-                credential.agent
-            )
-        };
-        let lease = match tunnels.pick(&credential.agent, tether_tunnel::KUBERNETES_API) {
-            Some(lease) => lease,
-            // Its tunnels went between routing and now: another replica
-            // may have them (an agent moving off a draining replica).
-            None => match self.router.as_ref().filter(|_| !routed) {
-                Some(router) => match router.route(&credential.agent, request, tunnels).await {
-                    Routed::Answered { response, .. } => return Ok((response, principal)),
-                    Routed::Unavailable(status, message) => {
-                        return Err((Rejection::new(status, message), Some(principal)));
-                    }
-                    Routed::Here(back) => {
-                        request = back;
-                        tunnels
-                            .pick(&credential.agent, tether_tunnel::KUBERNETES_API)
-                            .ok_or_else(|| {
-                                (
-                                    Rejection::new(StatusCode::SERVICE_UNAVAILABLE, no_tunnel()),
-                                    Some(principal.clone()),
-                                )
-                            })?
-                    }
-                },
-                None => {
-                    let mut rejection =
-                        Rejection::new(StatusCode::SERVICE_UNAVAILABLE, no_tunnel());
-                    rejection.route_miss = routed;
-                    return Err((rejection, Some(principal)));
-                }
-            },
-        };
-        match lease
-            .forward(request, &target, grant.identity.as_ref(), stop)
+            .configs()
+            .in_use_anywhere(self.store.as_ref(), agent)
             .await
-        {
-            Ok(response) => Ok((response, principal)),
-            Err(e) => Err((
-                Rejection::new(
-                    StatusCode::BAD_GATEWAY,
-                    format!("agent {}: {e}", credential.agent),
-                ),
-                Some(principal),
-            )),
-        }
     }
 }
 
-/// Whether `target` (path and query) is a watch, which may stream for as
-/// long as the client likes.
-fn is_watch(target: &str) -> bool {
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    path.split('/').any(|s| s == "watch")
-        || query
-            .split('&')
-            .any(|kv| matches!(kv, "watch=1" | "watch=true"))
-}
-
-/// The API server path and query of a proxy URI, without the prefix. A
-/// path with a `.` or `..` segment (written plainly or percent-encoded) is
-/// refused: the API server and anything between would read it differently
-/// from the path kas authorized.
-fn target(uri: &http::Uri) -> Result<String, Rejection> {
-    let not_here = || {
-        Rejection::new(
-            StatusCode::NOT_FOUND,
-            format!("the Kubernetes API proxy is under {PATH_PREFIX}/"),
-        )
-    };
-    let rest = uri.path().strip_prefix(PATH_PREFIX).ok_or_else(not_here)?;
-    if !(rest.is_empty() || rest.starts_with('/')) {
-        return Err(not_here());
+/// The proxy over this kas's sessions and tunnels, with nothing else: no
+/// OIDC issuer, no other replica, no drain. The server sets those.
+pub fn over(
+    registry: &Arc<ConnectionRegistry>,
+    store: Arc<dyn Store>,
+    external_url: String,
+) -> Proxy {
+    Proxy {
+        store: store.clone(),
+        tunnels: registry.tunnels().clone(),
+        configs: Arc::new(SessionConfigs {
+            registry: registry.clone(),
+            store,
+        }),
+        oidc: Default::default(),
+        external_url,
+        ca_pem: None,
+        admissions: Default::default(),
+        streams: Default::default(),
+        elsewhere: None,
+        drain: None,
+        metrics: registry.metrics().proxy.clone(),
     }
-    let dot_segment = rest.split('/').any(|segment| {
-        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
-        decoded == "." || decoded == ".."
-    });
-    if dot_segment {
-        return Err(Rejection::new(
-            StatusCode::BAD_REQUEST,
-            "paths with '.' or '..' segments are refused",
-        ));
-    }
-    let path = if rest.is_empty() { "/" } else { rest };
-    Ok(match uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    })
 }
 
 /// Serves the proxy on `addr` over TLS (HTTP/2 and HTTP/1.1 with upgrades)
@@ -447,62 +72,17 @@ fn target(uri: &http::Uri) -> Result<String, Rejection> {
 pub async fn serve(
     addr: SocketAddr,
     acceptor: TlsAcceptor,
-    state: Arc<ProxyState>,
+    proxy: Arc<Proxy>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     crate::serve::serve("k8s-proxy", addr, Some(acceptor), shutdown, move |peer| {
-        let state = state.clone();
+        let proxy = proxy.clone();
         hyper::service::service_fn(move |request: Request<Incoming>| {
-            let state = state.clone();
+            let proxy = proxy.clone();
             let span = tracing::info_span!("proxy", peer = %peer, agent = tracing::field::Empty);
-            async move { Ok::<_, std::convert::Infallible>(state.handle(request, false).await) }
+            async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, false).await) }
                 .instrument(span)
         })
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets_strip_the_prefix_and_keep_the_query() {
-        let t = |s: &str| target(&s.parse().expect("uri")).ok();
-        assert_eq!(
-            t("/k8s-proxy/api/v1/pods?watch=1").as_deref(),
-            Some("/api/v1/pods?watch=1")
-        );
-        assert_eq!(t("/k8s-proxy").as_deref(), Some("/"));
-        assert_eq!(t("/k8s-proxyx/api"), None);
-        assert_eq!(t("/api/v1"), None);
-        assert_eq!(
-            t("/k8s-proxy/api/v1/pods/a..b").as_deref(),
-            Some("/api/v1/pods/a..b")
-        );
-    }
-
-    #[test]
-    fn watches_are_told_apart() {
-        assert!(is_watch("/api/v1/pods?watch=1&resourceVersion=5"));
-        assert!(is_watch("/api/v1/namespaces/a/pods?watch=true"));
-        assert!(is_watch("/api/v1/watch/pods"));
-        assert!(!is_watch("/api/v1/pods?watch=false"));
-        assert!(!is_watch("/api/v1/namespaces/watch-me/pods"));
-    }
-
-    #[test]
-    fn dot_segments_are_refused_however_they_are_written() {
-        for path in [
-            "/k8s-proxy/../x",
-            "/k8s-proxy/api/v1/../../x",
-            "/k8s-proxy/api/./v1",
-            "/k8s-proxy/api/%2e%2e/x",
-            "/k8s-proxy/api/%2E./x",
-            "/k8s-proxy/api/.%2e",
-        ] {
-            let rejection = target(&path.parse().expect("uri")).expect_err(path);
-            assert_eq!(rejection.status, StatusCode::BAD_REQUEST, "{path}");
-        }
-    }
 }

@@ -13,24 +13,25 @@ use tether_tunnel::status_response;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use super::ProxyState;
-use crate::replicas::router::ROUTE_HEADER;
+use tether_proxy::Proxy;
+
+use crate::replicas::router::{ROUTE_HEADER, Router};
 
 /// Serves the private listener until the drain signal.
 pub async fn serve(
     addr: SocketAddr,
     acceptor: TlsAcceptor,
-    proxy: Arc<ProxyState>,
+    proxy: Arc<Proxy>,
+    router: Arc<Router>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     crate::serve::serve("private", addr, Some(acceptor), shutdown, move |peer| {
-        let proxy = proxy.clone();
+        let (proxy, router) = (proxy.clone(), router.clone());
         hyper::service::service_fn(move |request: Request<Incoming>| {
-            let proxy = proxy.clone();
+            let (proxy, router) = (proxy.clone(), router.clone());
             let span = tracing::info_span!("routed", peer = %peer, agent = tracing::field::Empty);
             async move {
-                let routed = proxy.router.as_ref().is_some_and(|r| r.is_routed(&request));
-                if !routed {
+                if !router.is_routed(&request) {
                     tracing::warn!(
                         "private listener: request without the replicas' secret refused"
                     );

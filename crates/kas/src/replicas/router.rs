@@ -9,7 +9,7 @@
 //! reconnects.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
@@ -17,6 +17,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tether_proxy::{Elsewhere, ROUTE_MISS, Routed};
 use tether_store::{ReplicaId, Replicas};
 use tether_tunnel::headers::{is_upgrade, strip_hop_by_hop};
 use tether_tunnel::server::Tunnels;
@@ -29,11 +30,6 @@ use super::{FRESH, Secret};
 /// presence (with the right value) also marks the request as routed: the
 /// receiving replica never routes it again.
 pub const ROUTE_HEADER: HeaderName = HeaderName::from_static("tether-route-secret");
-
-/// The header of a routed request's 503 that says the replica had no
-/// tunnel of the agent after all (its tunnels moved): the sending replica
-/// looks again instead of passing the 503 on.
-pub const ROUTE_MISS: HeaderName = HeaderName::from_static("tether-route-miss");
 
 /// How long a lookup's answer is used before the database is asked again.
 const HOLDERS_TTL: Duration = Duration::from_secs(5);
@@ -49,21 +45,6 @@ const BACKSTOP_POLL: Duration = Duration::from_secs(2);
 /// Agents remembered at most (the map is cleared past it).
 const MAX_REMEMBERED: usize = 100_000;
 
-/// Where a request went.
-#[derive(Debug)]
-pub enum Routed {
-    /// Another replica answered.
-    Answered {
-        response: Response<Body>,
-        via: String,
-    },
-    /// A tunnel of the agent came up here while the request waited.
-    Here(Request<Body>),
-    /// No replica has a tunnel of the agent (after waiting), or the one
-    /// that has did not answer.
-    Unavailable(StatusCode, String),
-}
-
 /// Finds and reaches the replicas that hold agents' tunnels.
 pub struct Router {
     replicas: Arc<dyn Replicas>,
@@ -74,6 +55,8 @@ pub struct Router {
     holders: Mutex<HashMap<String, (Instant, Vec<String>)>>,
     dead: Mutex<HashMap<String, Instant>>,
     waiters: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// Itself, for the waiter tasks it starts.
+    this: Weak<Router>,
 }
 
 impl std::fmt::Debug for Router {
@@ -81,6 +64,13 @@ impl std::fmt::Debug for Router {
         f.debug_struct("Router")
             .field("me", &self.me)
             .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl Elsewhere for Router {
+    async fn route(&self, agent: &str, request: Request<Body>, here: &Tunnels) -> Routed {
+        Router::route(self, agent, request, here).await
     }
 }
 
@@ -103,7 +93,7 @@ impl Router {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
             .build(connector);
-        Ok(Arc::new(Router {
+        Ok(Arc::new_cyclic(|this| Router {
             replicas,
             me,
             secret,
@@ -112,6 +102,7 @@ impl Router {
             holders: Mutex::default(),
             dead: Mutex::default(),
             waiters: Mutex::default(),
+            this: this.clone(),
         }))
     }
 
@@ -185,12 +176,7 @@ impl Router {
 
     /// Sends `request` for `agent` to a replica holding its tunnels, waiting
     /// up to the bound for one to come up (here or anywhere).
-    pub async fn route(
-        self: &Arc<Self>,
-        agent: &str,
-        request: Request<Body>,
-        here: &Tunnels,
-    ) -> Routed {
+    pub async fn route(&self, agent: &str, request: Request<Body>, here: &Tunnels) -> Routed {
         let deadline = tokio::time::Instant::now() + self.tunnel_wait;
         let mut woken: Option<watch::Receiver<u64>> = None;
         let mut request = request;
@@ -251,14 +237,17 @@ impl Router {
 
     /// Joins the one waiter of `agent`, starting it if none runs. The waiter
     /// polls the database slowly while anyone waits, and stops after.
-    fn wait_for(self: &Arc<Self>, agent: &str) -> watch::Receiver<u64> {
+    fn wait_for(&self, agent: &str) -> watch::Receiver<u64> {
         let mut waiters = lock(&self.waiters);
         if let Some(waiter) = waiters.get(agent) {
             return waiter.subscribe();
         }
         let (tx, rx) = watch::channel(0u64);
+        let Some(this) = self.this.upgrade() else {
+            return rx;
+        };
         waiters.insert(agent.to_owned(), tx.clone());
-        let (this, agent) = (self.clone(), agent.to_owned());
+        let agent = agent.to_owned();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(BACKSTOP_POLL).await;

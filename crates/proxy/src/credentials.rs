@@ -9,7 +9,7 @@ use tether_store::{AccessTokenStatus, Store, TokenOwner};
 
 use super::oidc::Oidc;
 use super::principal::{CiJob, Principal, User};
-use crate::time_format::to_rfc3339;
+use tether_store::time::to_rfc3339;
 
 /// A parsed credential. Its `Debug` never shows the secret.
 pub struct Credential {

@@ -1,6 +1,7 @@
-//! Timestamps on the wire are RFC 3339 in UTC; the store keeps Unix seconds.
+//! Time as the store keeps it (Unix seconds) and as kas's API and proxy
+//! show it (RFC 3339 in UTC).
 
-use tether_store::UnixTime;
+use crate::UnixTime;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 

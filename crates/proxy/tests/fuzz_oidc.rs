@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use kas::proxy::oidc::{ClaimNames, IssuerSettings, Oidc};
 use proptest::prelude::*;
+use tether_proxy::oidc::{ClaimNames, IssuerSettings, Oidc};
 
 fn cases() -> u32 {
     std::env::var("TETHER_FUZZ_CASES")

@@ -124,7 +124,7 @@ impl Admissions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::principal::User;
+    use crate::principal::User;
 
     fn alice() -> (Principal, Grant) {
         let principal = Principal::User(User {
