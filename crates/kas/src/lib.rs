@@ -5,11 +5,12 @@
 //!   authentication.
 //! - [`admin_token`]: the admin token created on first start.
 //! - [`channel`]: the agent endpoint (gRPC over TLS) and live connections.
-//! - [`proxy`]: the Kubernetes API proxy, through the agents' tunnels.
+//! - [`proxy`]: where kas serves `tether_proxy`, and the private listener.
 //! - [`repos`]: one git poller per project with connected agents.
 //! - [`replicas`]: kas among replicas: the tunnel tracker, routing
-//!   between replicas, the private listener.
+//!   between replicas.
 //! - [`server`]: `kas serve`: every listener and task, and the drain.
+//! - [`listen`]: every listener's accept loop, TLS handshake and drain.
 //! - [`settings`]: `kas serve`'s flags and settings file, one type.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`admin`]: the health listener and `/metrics`.
@@ -23,10 +24,10 @@ pub mod channel;
 pub mod cli;
 pub mod client;
 mod files;
+pub mod listen;
 pub mod metrics;
 pub mod proxy;
 pub mod replicas;
 pub mod repos;
-pub mod serve;
 pub mod server;
 pub mod settings;

@@ -20,7 +20,7 @@ use crate::changes::{Change, Changes};
 use crate::metrics::Metrics;
 use crate::repos::Repos;
 use crate::settings::{Database, Settings};
-use crate::{admin, admin_token, api, channel, proxy, replicas};
+use crate::{admin, admin_token, api, channel, listen, proxy, replicas};
 
 /// kas's records, and with PostgreSQL, what the replicas share through it.
 struct Stores {
@@ -200,7 +200,7 @@ impl Server {
         let private = match (&settings.replication, &router) {
             (Some(replication), Some(router)) => Some(proxy::private::serve(
                 replication.listen,
-                channel::listener::acceptor(&identity)?,
+                listen::acceptor(&identity)?,
                 proxy.clone(),
                 router.clone(),
                 shutdown.clone(),
@@ -215,7 +215,7 @@ impl Server {
         };
         let k8s_proxy = proxy::serve(
             settings.k8s_proxy_listen,
-            channel::listener::acceptor(&identity)?,
+            listen::acceptor(&identity)?,
             proxy,
             shutdown.clone(),
         );
@@ -223,21 +223,21 @@ impl Server {
         // served over TLS only, with the agent endpoint's certificate.
         let api_tls = match settings.api_listen.ip().is_loopback() {
             true => None,
-            false => Some(channel::listener::acceptor(&identity)?),
+            false => Some(listen::acceptor(&identity)?),
         };
-        let api = crate::serve::serve(
+        let api = listen::http::serve(
             "api",
             settings.api_listen,
             api_tls,
             shutdown.clone(),
-            crate::serve::router_service(api::router(state)),
+            listen::http::router_service(api::router(state)),
         );
-        let health = crate::serve::serve(
+        let health = listen::http::serve(
             "admin",
             settings.admin_listen,
             None,
             shutdown.clone(),
-            crate::serve::router_service(admin::router(metrics)),
+            listen::http::router_service(admin::router(metrics)),
         );
         let agents = serve_agents(
             settings.agent_listen,
@@ -290,19 +290,10 @@ async fn serve_agents(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     use tonic::transport::Server;
-    let acceptor = channel::listener::acceptor(&identity)?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on agent address {addr}"))?;
-    let local = listener
-        .local_addr()
-        .context("listener has no local address")?;
-    tracing::info!(listener = "agent", addr = %local, "listening (gRPC over TLS, and over WebSocket)");
-    let mut accept_stop = shutdown.clone();
+    let acceptor = listen::acceptor(&identity)?;
+    let listener = listen::bind("agent", addr).await?;
     let incoming =
-        channel::listener::incoming(listener, acceptor, service.tunnel_gate(), async move {
-            accept_stop.signalled().await
-        });
+        channel::listener::incoming(listener, acceptor, service.tunnel_gate(), shutdown.clone());
     let mut drain = shutdown;
     Server::builder()
         // Find dead peers behind NATs and proxies that drop idle flows.

@@ -15,9 +15,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -33,11 +31,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use super::tls::ServingIdentity;
-use super::tunnels::{Framing, TunnelGate};
+use tether_runtime::Shutdown;
 
-/// Time a client has for its TLS handshake and, over HTTP/1.1, its upgrade.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use super::tunnels::{Framing, TunnelGate};
+use crate::listen::{self, HANDSHAKE_TIMEOUT};
 
 /// Connections accepted but not yet taken by the gRPC server.
 const ACCEPT_QUEUE: usize = 1024;
@@ -60,58 +57,31 @@ impl std::fmt::Debug for AgentIo {
     }
 }
 
-/// The TLS settings of the endpoint: both ALPN protocols.
-pub fn acceptor(identity: &ServingIdentity) -> anyhow::Result<TlsAcceptor> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .context("invalid certificate PEM for the agent endpoint")?;
-    let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes())
-        .context("invalid private key PEM for the agent endpoint")?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS versions")?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("the agent endpoint's certificate and key do not match")?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Accepts connections on `listener` until `shutdown` resolves, yielding each
-/// once its transport is established.
+/// Accepts connections on `listener` until the drain signal, yielding
+/// each once its transport is established.
 pub fn incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     gate: TunnelGate,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
 ) -> mpsc::Receiver<io::Result<AgentIo>> {
     let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-    tokio::spawn(async move {
-        tokio::pin!(shutdown);
-        loop {
-            let (tcp, peer) = tokio::select! {
-                _ = &mut shutdown => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of file descriptors, usually: wait, do not spin.
-                        tracing::warn!(error = %e, "cannot accept an agent connection");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
+    // A connection's task ends once its transport is handed on: the linger
+    // covers a handshake or an upgrade under way.
+    tokio::spawn(listen::accept_until(
+        "agent",
+        listener,
+        shutdown,
+        HANDSHAKE_TIMEOUT,
+        move |tcp, peer| {
             let (acceptor, tx, gate) = (acceptor.clone(), tx.clone(), gate.clone());
-            tokio::spawn(async move {
+            async move {
                 if let Err(e) = establish(tcp, peer, acceptor, tx, gate).await {
                     tracing::debug!(peer = %peer, error = %e, "agent connection not established");
                 }
-            });
-        }
-    });
+            }
+        },
+    ));
     rx
 }
 
@@ -122,15 +92,13 @@ async fn establish(
     tx: mpsc::Sender<io::Result<AgentIo>>,
     gate: TunnelGate,
 ) -> anyhow::Result<()> {
-    let _ = tcp.set_nodelay(true);
     let info = TcpConnectInfo {
         local_addr: tcp.local_addr().ok(),
         remote_addr: Some(peer),
     };
-    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+    let tls = listen::handshake(&acceptor, tcp)
         .await
-        .context("TLS handshake timed out")?
-        .context("TLS handshake failed")?;
+        .context("TLS handshake")?;
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
         if tx.send(Ok(AgentIo::Grpc(tls))).await.is_err() {
             anyhow::bail!("kas is stopping");

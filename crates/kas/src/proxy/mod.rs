@@ -75,7 +75,7 @@ pub async fn serve(
     proxy: Arc<Proxy>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    crate::serve::serve("k8s-proxy", addr, Some(acceptor), shutdown, move |peer| {
+    crate::listen::http::serve("k8s-proxy", addr, Some(acceptor), shutdown, move |peer| {
         let proxy = proxy.clone();
         hyper::service::service_fn(move |request: Request<Incoming>| {
             let proxy = proxy.clone();

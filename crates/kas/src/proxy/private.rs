@@ -25,7 +25,7 @@ pub async fn serve(
     router: Arc<Router>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    crate::serve::serve("private", addr, Some(acceptor), shutdown, move |peer| {
+    crate::listen::http::serve("private", addr, Some(acceptor), shutdown, move |peer| {
         let (proxy, router) = (proxy.clone(), router.clone());
         hyper::service::service_fn(move |request: Request<Incoming>| {
             let (proxy, router) = (proxy.clone(), router.clone());

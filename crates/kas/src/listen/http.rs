@@ -1,27 +1,18 @@
-//! Serving HTTP on one of kas's listeners, plain or over TLS, with the
-//! limits every listener needs: a TLS handshake and a request's headers
-//! must arrive within a bound (a client that opens connections and stalls,
-//! slowloris, would otherwise hold file descriptors forever), idle HTTP/2
-//! connections are pinged and dropped when dead, and SIGTERM drains.
-//!
-//! The REST API, the admin listener and the Kubernetes API proxy share this
-//! loop; the agent endpoint has its own (it tells gRPC from WebSocket
-//! upgrades by ALPN) with the same bounds.
+//! Serving HTTP on one of kas's listeners, plain or over TLS: a request's
+//! headers must arrive within a bound, idle HTTP/2 connections are pinged
+//! and dropped when dead, and at the drain signal every connection is
+//! served as usual for a moment, then asked to finish.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tether_runtime::Shutdown;
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-/// Time a client has for its TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client has to send a request's headers, from its first byte on a
 /// new connection or its keep-alive wait on an old one.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,54 +43,13 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {name} address {addr}"))?;
-    let local = listener
-        .local_addr()
-        .context("listener has no local address")?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(listener = name, addr = %local, scheme, "listening");
+    let listener = super::bind(name, addr).await?;
     let service_for = std::sync::Arc::new(service_for);
-    let mut stop = shutdown.clone();
-    // Every connection's task, so that a stop waits for in-flight requests
-    // (each connection drains itself within DRAIN_GRACE) before returning.
-    let mut connections = tokio::task::JoinSet::new();
-    // After the drain signal, the connections already in the backlog are
-    // still accepted and served (the load balancer counts them as
-    // connected); then the listener closes.
-    let mut stopping = false;
-    loop {
-        let accepted = if stopping {
-            match tokio::time::timeout(Duration::ZERO, listener.accept()).await {
-                Ok(accepted) => accepted,
-                Err(_) => break,
-            }
-        } else {
-            tokio::select! {
-                _ = stop.signalled() => {
-                    stopping = true;
-                    continue;
-                }
-                // Reap finished connections as they end: the set stays as
-                // large as what is open.
-                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-                accepted = listener.accept() => accepted,
-            }
-        };
-        let (tcp, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(_) if stopping => break,
-            Err(e) => {
-                // Out of file descriptors, usually: wait, do not spin.
-                tracing::warn!(listener = name, error = %e, "cannot accept a connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let (tls, service_for, mut drain) = (tls.clone(), service_for.clone(), shutdown.clone());
-        connections.spawn(async move {
-            let _ = tcp.set_nodelay(true);
+    let linger = DRAIN_SETTLE + DRAIN_GRACE + Duration::from_secs(1);
+    let drain = shutdown.clone();
+    super::accept_until(name, listener, shutdown, linger, move |tcp, peer| {
+        let (tls, service_for, mut drain) = (tls.clone(), service_for.clone(), drain.clone());
+        async move {
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -113,12 +63,10 @@ where
             let service = service_for(peer);
             let result = match tls {
                 Some(acceptor) => {
-                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
-                        .await
-                    {
-                        Ok(Ok(stream)) => stream,
-                        _ => {
-                            tracing::debug!(listener = name, peer = %peer, "TLS handshake failed or timed out");
+                    let stream = match super::handshake(&acceptor, tcp).await {
+                        Ok(stream) => stream,
+                        Err(e) => {
+                            tracing::debug!(listener = name, peer = %peer, error = %e, "TLS handshake failed");
                             return;
                         }
                     };
@@ -135,24 +83,9 @@ where
             if let Err(e) = result {
                 tracing::debug!(listener = name, peer = %peer, error = %e, "connection ended");
             }
-        });
-    }
-    // Closed first: a load balancer's next connection is refused at once
-    // and goes to another replica, instead of waiting in the backlog of a
-    // process that will never accept it.
-    drop(listener);
-    let in_flight = connections.len();
-    let finished =
-        tokio::time::timeout(DRAIN_SETTLE + DRAIN_GRACE + Duration::from_secs(1), async {
-            while connections.join_next().await.is_some() {}
-        })
-        .await;
-    tracing::info!(
-        listener = name,
-        connections = in_flight,
-        drained = finished.is_ok(),
-        "stopped"
-    );
+        }
+    })
+    .await;
     Ok(())
 }
 
