@@ -25,18 +25,19 @@ export TETHER_KUBE_BIN
 
 cargo bench -q -p tether-testenv --bench cluster_start
 
-# Agents per kas: release build of kas, N = 100, 1000, 5000.
-cargo bench -q -p kas --bench agents
+# The benches (tether-e2e) run kas and agentk from target/release.
+cargo build -q --release --bins
 
-# GitOps against kubectl on the same cluster: agentk in release, as the
-# bench starts it from target/release.
-cargo build -q --release -p agentk
-cargo bench -q -p kas --bench gitops
+# Agents per kas: N = 100, 1000, 5000.
+cargo bench -q -p tether-e2e --bench agents
+
+# GitOps against kubectl on the same cluster.
+cargo bench -q -p tether-e2e --bench gitops
 
 # The Kubernetes API proxy against direct access, on the same cluster.
-cargo bench -q -p kas --bench proxy
+cargo bench -q -p tether-e2e --bench proxy
 
 # kas replicas: routed vs local, 1,000 simulated agents on 3 replicas behind
 # HAProxy (PostgreSQL at rest, kill -9 failover).
 bash scripts/install-services.sh
-cargo bench -q -p kas --bench replicas -- 1000
+cargo bench -q -p tether-e2e --bench replicas -- 1000

@@ -4,7 +4,7 @@
 //! with no agent connected. Real kas and agentk processes, real git, the
 //! real cluster, and a real PostgreSQL server.
 
-mod support;
+use tether_e2e as support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! real cluster through agentk's tunnels, as the identity the agent's config
 //! file names; RBAC is the real API server's.
 
-mod support;
+use tether_e2e as support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -4,7 +4,7 @@
 //! the protocol directly, doing what agentk never would; kas and agentk are
 //! the real processes.
 
-mod support;
+use tether_e2e as support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -137,8 +137,7 @@ async fn failures_from_one_address_never_lock_out_a_valid_agent() {
     for i in 0..15 {
         let refused = raw::session(channel.clone(), &raw::bogus_token(i), Some(raw::hello("x")))
             .await
-            .err()
-            .expect("a bogus token is refused");
+            .expect_err("a bogus token is refused");
         assert!(
             matches!(
                 refused.code(),

@@ -5,7 +5,7 @@
 //! the agent wherever it is, and when the replica holding agents is killed
 //! they reconnect elsewhere and the proxy serves them again.
 
-mod support;
+use tether_e2e as support;
 
 use std::path::PathBuf;
 use std::process::Output;

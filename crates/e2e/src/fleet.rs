@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use tether_testenv::haproxy::{LoadBalancer, Route};
 
-use super::{KAS, Proc, free_port, wait};
+use super::{Proc, free_port, kas_binary, wait};
 
 /// One replica's addresses, and its process while it runs.
+#[derive(Debug)]
 pub struct Replica {
     pub kas: Option<Proc>,
     pub api: SocketAddr,
@@ -22,6 +23,7 @@ pub struct Replica {
     starts: usize,
 }
 
+#[derive(Debug)]
 pub struct Fleet {
     pub dir: tempfile::TempDir,
     pub database: String,
@@ -104,7 +106,7 @@ impl Fleet {
     pub fn start_replica(&mut self, i: usize) {
         let pki = self.dir.path().join("pki");
         let r = &self.replicas[i];
-        let mut cmd = Command::new(KAS);
+        let mut cmd = Command::new(kas_binary());
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("kas-{i}")))
@@ -172,7 +174,7 @@ impl Fleet {
 
     /// The CLI against replica `i`.
     pub fn cli(&self, i: usize, args: &[&str]) -> Option<String> {
-        let out = Command::new(KAS)
+        let out = Command::new(kas_binary())
             .args(args)
             .args(["--server", &format!("http://{}", self.replicas[i].api)])
             .arg("--admin-token-file")
@@ -270,7 +272,7 @@ pub mod client {
     use rustls::pki_types::{CertificateDer, ServerName};
 
     /// Where and as whom.
-    #[derive(Clone)]
+    #[derive(Clone, Debug)]
     pub struct Target {
         pub addr: SocketAddr,
         pub tls: Arc<rustls::ClientConfig>,

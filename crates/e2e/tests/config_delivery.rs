@@ -4,7 +4,7 @@
 //! broken config is never sent and its error, with file and line, shows on
 //! the agent in the API.
 
-mod support;
+use tether_e2e as support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -11,11 +11,10 @@
 //!    visible in the cluster, over 20 commits.
 //! 4. agentk's peak RSS (VmHWM) while managing the 1,000 objects.
 //!
-//! Run: `cargo build --release -p agentk && cargo bench -p kas --bench
+//! Run: `cargo build --release -p agentk && cargo bench -p tether-e2e --bench
 //! gitops` (scripts/bench.sh does both). Prints figures; asserts nothing.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use tether_e2e as support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -68,7 +67,7 @@ fn main() -> anyhow::Result<()> {
     wait("the empty sync", Duration::from_secs(120), || {
         synced(&setup, &empty).is_some()
     });
-    let baseline = rss_mib(agentk.child.id(), "VmRSS:");
+    let baseline = rss_mib(agentk.child.id(), "VmRSS");
 
     let files: Vec<(String, String)> = manifest_files(0)
         .into_iter()
@@ -211,8 +210,8 @@ fn main() -> anyhow::Result<()> {
     println!(
         "\nagentk managing {} objects: peak RSS (VmHWM) {:.1} MiB, RSS now {:.1} MiB; {:.1} MiB connected and synced with no objects",
         OBJECTS + 1,
-        rss_mib(pid, "VmHWM:"),
-        rss_mib(pid, "VmRSS:"),
+        rss_mib(pid, "VmHWM"),
+        rss_mib(pid, "VmRSS"),
         baseline
     );
     Ok(())
@@ -220,14 +219,7 @@ fn main() -> anyhow::Result<()> {
 
 /// A memory figure of `pid` from /proc, in MiB.
 fn rss_mib(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or_default()
-        / 1024.0
+    tether_e2e::bench::memory_kib(pid, field) / 1024.0
 }
 
 /// `kubectl apply --server-side -n <ns> -f <dir>`, the peer measured.

@@ -46,6 +46,7 @@ pub fn hello(pod: &str) -> AgentMessage {
 }
 
 /// An open session: what to send, and what kas sent.
+#[derive(Debug)]
 pub struct Session {
     pub tx: mpsc::Sender<AgentMessage>,
     pub inbound: tonic::Streaming<ServerMessage>,

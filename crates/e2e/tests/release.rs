@@ -8,7 +8,7 @@
 //! another field manager must find nothing to change, and removing the
 //! files must prune every object.
 
-mod support;
+use tether_e2e as support;
 
 use std::fmt::Write as _;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const KAS: &str = env!("CARGO_BIN_EXE_kas");
+use tether_e2e::kas_binary;
 
 fn corpus(kind: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -19,7 +19,7 @@ fn corpus(kind: &str) -> Vec<PathBuf> {
 }
 
 fn check(args: &[&str], files: &[PathBuf]) -> Output {
-    Command::new(KAS)
+    Command::new(kas_binary())
         .args(["config", "check"])
         .args(args)
         .args(files)

@@ -1,7 +1,20 @@
-//! Helpers shared by the tests that run kas and agentk as real processes.
+//! Tether as an operator runs it: kas and agentk as real processes, against
+//! a real cluster (`tether-testenv`), with PostgreSQL and HAProxy where a
+//! test needs them. This library is the harness the process-level tests
+//! (`tests/`) and benchmarks (`benches/`) share:
+//!
+//! - [`Setup`]: one kas (SQLite in a temp dir) with its CLI, agents
+//!   registered through it, agentk processes connected to it;
+//! - [`fleet`]: kas replicas on one PostgreSQL behind HAProxy;
+//! - [`raw`]: a hand-written agent client, for what agentk never sends;
+//! - [`bench`]: what the benchmarks share (simulated agents, the load
+//!   client, figures from `/proc`).
+//!
+//! The binaries are the workspace's, built first (`cargo build --workspace
+//! --bins`, as `scripts/test.sh` does; `--release` for benchmarks): a test
+//! finds them beside its own folder in the target directory.
 
-#![allow(dead_code)] // each test file uses its own subset
-
+pub mod bench;
 pub mod fleet;
 pub mod raw;
 
@@ -9,32 +22,52 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const KAS: &str = env!("CARGO_BIN_EXE_kas");
+/// The kas binary of this build profile.
+pub fn kas_binary() -> PathBuf {
+    workspace_binary("kas")
+}
 
-/// agentk is another package's binary: it sits beside this test's folder in
-/// the target directory (scripts/test.sh builds every binary first).
+/// The agentk binary of this build profile.
 pub fn agentk_binary() -> PathBuf {
+    workspace_binary("agentk")
+}
+
+/// A binary of the workspace: it sits beside the folder of the running test
+/// or bench (`target/<profile>/deps/`) in the target directory.
+fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let path = exe
+    let profile = exe
         .parent()
         .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("agentk");
+        .expect("target dir");
+    let path = profile.join(name);
+    let release = if profile.ends_with("release") {
+        " --release"
+    } else {
+        ""
+    };
     assert!(
         path.exists(),
-        "{} is missing: run cargo build --workspace --bins",
+        "{} is missing: run cargo build --workspace --bins{release}",
         path.display()
     );
     path
 }
 
+#[derive(Debug)]
 pub struct Proc {
     pub child: Child,
     log: PathBuf,
 }
 
 impl Proc {
-    pub fn spawn(mut cmd: Command, log: PathBuf) -> Self {
+    pub fn spawn(cmd: Command, log: PathBuf) -> Self {
+        Self::spawn_with_stdout(cmd, log, Stdio::null())
+    }
+
+    /// Like [`Proc::spawn`], with the child's standard output as given
+    /// (`Stdio::piped()` to read it from `child.stdout`).
+    pub fn spawn_with_stdout(mut cmd: Command, log: PathBuf, stdout: Stdio) -> Self {
         let file = std::fs::File::create(&log).expect("log file");
         // A test or bench killed outright must not leave kas or agentk
         // running: the kernel kills the child when its parent dies.
@@ -46,7 +79,7 @@ impl Proc {
             });
         }
         let child = cmd
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(file)
             .spawn()
             .expect("process starts");
@@ -65,6 +98,7 @@ impl Drop for Proc {
     }
 }
 
+#[derive(Debug)]
 pub struct Setup {
     pub dir: tempfile::TempDir,
     pub kas: Proc,
@@ -115,7 +149,7 @@ fn spawn_kas(
     extra: &[String],
     log: &str,
 ) -> Proc {
-    let mut cmd = Command::new(KAS);
+    let mut cmd = Command::new(kas_binary());
     cmd.arg("serve")
         .arg("--data-dir")
         .arg(dir.join("kas"))
@@ -239,7 +273,7 @@ impl Setup {
     }
 
     pub fn cli(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new(KAS)
+        let out = Command::new(kas_binary())
             .args(args)
             .args(["--server", &self.api, "--admin-token-file"])
             .arg(self.dir.path().join("kas/admin-token"))
@@ -365,6 +399,7 @@ impl Setup {
 }
 
 /// One agentk process against the shared test cluster.
+#[derive(Debug)]
 pub struct AgentkSpec<'a> {
     pub token: &'a str,
     /// Where the token is written for it.

@@ -2,7 +2,7 @@
 //! agents' sessions telling them to reconnect, and exits promptly; the
 //! agents reconnect without a backoff. Real kas and agentk processes.
 
-mod support;
+use tether_e2e as support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! agent shows in the API, a revoked token drops it within 2 s and its
 //! reconnects are refused with the reason, and no token reaches a log.
 
-mod support;
+use tether_e2e as support;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! broken commit changes nothing, and every sync shows in
 //! `GET /api/v1/agents/{name}/gitops`.
 
-mod support;
+use tether_e2e as support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const KAS: &str = env!("CARGO_BIN_EXE_kas");
+use tether_e2e::kas_binary;
 
 /// A `kas serve` on free loopback ports, stopped (SIGKILL) on drop.
 struct Server {
@@ -32,7 +32,7 @@ impl Server {
         };
         let (api, admin, agent) = (port(), port(), port());
         let listen = format!("{ip}:{}", api.port());
-        let child = Command::new(KAS)
+        let child = Command::new(kas_binary())
             .args(["serve", "--data-dir"])
             .arg(data.path().join("kas"))
             .arg(format!("--api-listen={listen}"))
@@ -71,7 +71,7 @@ impl Server {
     }
 
     fn kas(&self, args: &[&str]) -> Output {
-        Command::new(KAS)
+        Command::new(kas_binary())
             .args(args)
             .arg(format!("--server={}", self.api))
             .arg("--admin-token-file")
@@ -195,7 +195,7 @@ fn errors_carry_the_servers_reason_and_a_wrong_token_is_refused() {
 
     let other = server.data.path().join("other-token");
     std::fs::write(&other, format!("tthr_admin_{}\n", "x".repeat(43))).expect("write");
-    let out = Command::new(KAS)
+    let out = Command::new(kas_binary())
         .args([
             "agent",
             "list",
@@ -224,7 +224,7 @@ fn reads_server_and_token_from_the_config_file() {
         ),
     )
     .expect("write config");
-    let out = Command::new(KAS)
+    let out = Command::new(kas_binary())
         .args(["project", "list"])
         .env("XDG_CONFIG_HOME", server.data.path())
         .env_remove("KAS_SERVER")
@@ -250,7 +250,7 @@ fn beyond_loopback_the_api_speaks_tls_only() {
     assert!(listed.starts_with("NAME"), "{listed}");
     // Plain HTTP to the same port gets no API.
     let plain = server.api.replace("https://", "http://");
-    let out = Command::new(KAS)
+    let out = Command::new(kas_binary())
         .args(["agent", "list", "--server", &plain, "--admin-token-file"])
         .arg(server.token_file())
         .env_remove("KAS_ADMIN_TOKEN")
@@ -258,7 +258,7 @@ fn beyond_loopback_the_api_speaks_tls_only() {
         .expect("kas CLI runs");
     assert!(!out.status.success(), "plain HTTP was answered");
     // Without the CA, the certificate is not trusted.
-    let out = Command::new(KAS)
+    let out = Command::new(kas_binary())
         .args([
             "agent",
             "list",

@@ -2,7 +2,7 @@
 //! and restart, and two kas processes on one database see the same
 //! agents and tokens. A real PostgreSQL server from tether-testenv.
 
-mod support;
+use tether_e2e as support;
 
 use support::Setup;
 
@@ -49,7 +49,7 @@ fn records_live_in_postgres_across_restarts_and_processes() {
 
 #[test]
 fn a_database_url_that_is_neither_postgres_nor_sqlite_is_refused() {
-    let out = std::process::Command::new(support::KAS)
+    let out = std::process::Command::new(support::kas_binary())
         .args(["serve", "--database", "mysql://kas:s3cret@db/kas"])
         .output()
         .expect("kas runs");

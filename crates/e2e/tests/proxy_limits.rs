@@ -3,7 +3,7 @@
 //! paths with dot segments, and connections that stall (slowloris). Real
 //! kubectl, real kas and agentk, the real cluster.
 
-mod support;
+use tether_e2e as support;
 
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};

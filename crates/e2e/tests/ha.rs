@@ -3,7 +3,7 @@
 //! other takes over and the cluster ends equal to git. Real agentk
 //! processes against the real API server.
 
-mod support;
+use tether_e2e as support;
 
 use std::time::{Duration, Instant};
 
