@@ -3,7 +3,9 @@
 //! and tunnels land wherever it sends them), `kubectl` through every
 //! replica reaches every agent, a token revoked through one replica cuts
 //! the agent wherever it is, and when the replica holding agents is killed
-//! they reconnect elsewhere and the proxy serves them again.
+//! they reconnect elsewhere and the proxy serves them again; a rolling
+//! restart under load fails no request; and after every replica restarts,
+//! each shows the same config status and sync history.
 
 use tether_e2e as support;
 
@@ -496,4 +498,96 @@ fn a_rolling_restart_under_load_fails_no_request() {
     {
         cluster.kubectl_ok(&["delete", "configmap", &name, "-n", "default"]);
     }
+}
+
+/// What `agent show`, `agent gitops` and `agent history` say of `agent`,
+/// through replica `i`, without what changes by itself (connections).
+fn shown(fleet: &Fleet, i: usize, agent: &str) -> (serde_json::Value, serde_json::Value) {
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut args = args.to_vec();
+        args.extend(["-o", "json"]);
+        serde_json::from_str(&fleet.cli(i, &args).expect("command succeeds")).expect("JSON")
+    };
+    let config = json(&["agent", "show", agent])["config"].clone();
+    let history = json(&["agent", "history", agent]);
+    (config, history)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_replica_shows_the_same_history_after_all_restart() {
+    let ns = tether_testenv::shared()
+        .namespace("replicas-history")
+        .await
+        .expect("namespace");
+    let ns = ns.name().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut fleet = Fleet::start(3, &[]);
+        let repo = fleet.dir.path().join("config-repo");
+        new_repo(&repo);
+        let config = format!(
+            "gitops:\n  manifest_projects:\n  - default_namespace: {ns}\n    paths:\n    - glob: '/manifests/*.yaml'\n"
+        );
+        let cm = |value: &str| {
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings}}\ndata: {{mode: {value}}}\n")
+        };
+        let first = commit(
+            &repo,
+            &[
+                (".gitlab/agents/west/config.yaml", Some(&config)),
+                ("manifests/cm.yaml", Some(&cm("one"))),
+            ],
+        );
+        let url = repo.to_str().expect("utf-8");
+        fleet
+            .cli(0, &["project", "add", "team/config", "--url", url])
+            .expect("project");
+        fleet
+            .cli(1, &["agent", "create", "west", "--project", "team/config"])
+            .expect("agent");
+        let token = last_line(fleet.cli(2, &["token", "create", "west", "--name", "a"]));
+        let agentk = fleet.agentk(&token, "west-0", &ns);
+        let synced = |commit: &str| {
+            (0..3).all(|i| {
+                let (_, history) = shown(&fleet, i, "west");
+                history
+                    .as_array()
+                    .and_then(|h| h.first())
+                    .is_some_and(|s| s["commit"] == commit && s["state"] == "synced")
+            })
+        };
+        wait("the first sync, on every replica", Duration::from_secs(60), || {
+            synced(&first)
+        });
+        let second = commit(&repo, &[("manifests/cm.yaml", Some(&cm("two")))]);
+        fleet
+            .cli(2, &["project", "refresh", "team/config"])
+            .expect("refresh");
+        wait("the second sync, on every replica", Duration::from_secs(60), || {
+            synced(&second)
+        });
+        drop(agentk);
+        let before = shown(&fleet, 0, "west");
+        let commits: Vec<&str> = before
+            .1
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter_map(|s| s["commit"].as_str())
+            .collect();
+        assert_eq!(commits, [second.as_str(), first.as_str()], "newest first");
+        assert!(before.0["commit"].is_string(), "{}", before.0);
+
+        // Everything restarts: no replica remembers anything but the database.
+        for i in 0..3 {
+            fleet.kill(i);
+        }
+        for i in 0..3 {
+            fleet.start_replica(i);
+        }
+        for i in 0..3 {
+            assert_eq!(shown(&fleet, i, "west"), before, "replica {i}");
+        }
+    })
+    .await
+    .expect("test body");
 }
