@@ -588,8 +588,22 @@ async fn the_agent_config_is_kept_beside_its_status(store: Shared) {
         .expect("set");
     assert_eq!(
         store.agent_config("prod").await.expect("read"),
-        Some(config)
+        Some(config.clone())
     );
+    // The same again changes nothing; a new commit replaces it.
+    store
+        .set_agent_config("prod", config.clone())
+        .await
+        .expect("set again");
+    let newer = StoredConfig {
+        commit: "b".repeat(40),
+        source: config.source.clone(),
+    };
+    store
+        .set_agent_config("prod", newer.clone())
+        .await
+        .expect("replace");
+    assert_eq!(store.agent_config("prod").await.expect("read"), Some(newer));
     // The status is untouched by the config, and the other way round.
     store
         .set_config_status("prod", r#"{"commit":"b"}"#.into())

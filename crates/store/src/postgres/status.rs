@@ -113,12 +113,16 @@ impl PgStore {
         all(rows, sync_row)
     }
 
+    // Both writes below skip a row that already says the same: an agent
+    // reconnecting (a replica's thousands, after it died) sends the same
+    // config again, and an unchanged row costs no new row version.
     pub(super) async fn set_config_status_impl(&self, agent: &str, status: String) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let agent_id = agent_id(&mut tx, agent).await?;
         sqlx::query(
             "INSERT INTO agent_status (agent_id, config_status) VALUES ($1, $2)
-             ON CONFLICT (agent_id) DO UPDATE SET config_status = EXCLUDED.config_status",
+             ON CONFLICT (agent_id) DO UPDATE SET config_status = EXCLUDED.config_status
+             WHERE agent_status.config_status IS DISTINCT FROM EXCLUDED.config_status",
         )
         .bind(agent_id)
         .bind(status)
@@ -148,7 +152,9 @@ impl PgStore {
             "INSERT INTO agent_status (agent_id, config_status, config_commit, config_source)
              VALUES ($1, '{}', $2, $3)
              ON CONFLICT (agent_id) DO UPDATE SET config_commit = EXCLUDED.config_commit,
-                 config_source = EXCLUDED.config_source",
+                 config_source = EXCLUDED.config_source
+             WHERE agent_status.config_commit IS DISTINCT FROM EXCLUDED.config_commit
+                OR agent_status.config_source IS DISTINCT FROM EXCLUDED.config_source",
         )
         .bind(agent_id)
         .bind(config.commit)
