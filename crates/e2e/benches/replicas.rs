@@ -20,8 +20,8 @@
 //!    through a survivor.
 //!
 //! Run: `cargo build --release --bins && cargo bench -p tether-e2e --bench
-//! replicas -- 1000` (sizes as arguments; default 1000). Prints figures;
-//! asserts nothing about them.
+//! replicas -- 1000` (sizes as arguments, default 1000; `--fleet-only`
+//! skips part 1). Prints figures; asserts nothing about them.
 
 use tether_e2e as support;
 
@@ -370,8 +370,10 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    println!("## Routed through another replica vs served locally (GET 1 ConfigMap)\n");
-    routed_vs_local(&runtime);
+    if !args.iter().any(|a| a == "--fleet-only") {
+        println!("## Routed through another replica vs served locally (GET 1 ConfigMap)\n");
+        routed_vs_local(&runtime);
+    }
     println!("\n## N simulated agents on 3 replicas; kill -9 of the busiest\n");
     println!(
         "| agents | dialing | all connected | with tunnels per replica | replicas' RSS per agent | replicas' CPU at rest | PostgreSQL tx/s at rest | agents on the killed replica | reconnected | proxied again |"

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tether_testenv::haproxy::{LoadBalancer, Route};
 
-use super::{Proc, free_port, kas_binary, wait};
+use super::{Proc, free_port, kas_binary};
 
 /// One replica's addresses, and its process while it runs.
 #[derive(Debug)]
@@ -134,9 +134,19 @@ impl Fleet {
             .join(format!("kas-{i}-{}.log", self.replicas[i].starts));
         self.replicas[i].starts += 1;
         self.replicas[i].kas = Some(Proc::spawn(cmd, log));
-        wait("the replica's API", Duration::from_secs(30), || {
-            self.admin_token_file().exists() && self.cli(i, &["agent", "list"]).is_some()
-        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !(self.admin_token_file().exists() && self.cli(i, &["agent", "list"]).is_some()) {
+            let kas = self.replicas[i].kas.as_mut().expect("started");
+            if let Ok(Some(status)) = kas.child.try_wait() {
+                panic!("replica {i} exited ({status}):\n{}", kas.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {i}'s API did not answer within 30 s:\n{}",
+                kas.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// kill -9.
