@@ -57,43 +57,10 @@ fn routed_vs_local(runtime: &tokio::runtime::Runtime) {
         "--from-literal=a=b",
     ]);
     let fleet = Fleet::start(2, &[]);
-    let repo = fleet.dir.path().join("config-repo");
-    tether_testenv::git::new_repo(&repo);
-    tether_testenv::git::commit(
-        &repo,
-        &[(
-            ".gitlab/agents/prod/config.yaml",
-            Some("ci_access:\n  projects: [{ id: team/admin }]\n"),
-        )],
-    );
-    fleet
-        .cli(
-            0,
-            &[
-                "project",
-                "add",
-                "team/config",
-                "--url",
-                repo.to_str().expect("utf-8"),
-            ],
-        )
-        .expect("project");
-    fleet
-        .cli(
-            0,
-            &["project", "add", "team/admin", "--url", "/srv/git/none"],
-        )
-        .expect("project");
-    fleet
-        .cli(0, &["agent", "create", "prod", "--project", "team/config"])
-        .expect("agent");
-    let token = support::last_line(fleet.cli(0, &["token", "create", "prod", "--name", "a"]));
-    let ci = support::last_line(fleet.cli(
-        0,
-        &["project", "token", "create", "team/admin", "--name", "ci"],
-    ));
+    let (tokens, ci) = fleet.register_ci_agents(&["prod"]);
+    let token = &tokens[0];
     let address = format!("grpcs://{}", fleet.replicas[0].agent);
-    let _agentk = fleet.agentk_via(&token, "prod-0", "default", &address);
+    let _agentk = fleet.agentk_via(token, "prod-0", "default", &address);
     support::wait("agentk on replica A", Duration::from_secs(60), || {
         fleet.agent(0, "prod")["tunnels"] == 2
     });

@@ -149,6 +149,53 @@ impl Fleet {
         }
     }
 
+    /// Registers agents `names` whose config (in project `team/config`, a
+    /// repository made here) lets CI jobs of project `team/admin` in, a
+    /// token for each, and a project token of `team/admin`: returns the
+    /// agent tokens, in order, and the CI token. The commands go to the
+    /// replicas in turn, so each is written through one and read through
+    /// another.
+    pub fn register_ci_agents(&self, names: &[&str]) -> (Vec<String>, String) {
+        let repo = self.dir.path().join("config-repo");
+        tether_testenv::git::new_repo(&repo);
+        let files: Vec<(String, Option<&str>)> = names
+            .iter()
+            .map(|a| {
+                (
+                    format!(".gitlab/agents/{a}/config.yaml"),
+                    Some("ci_access:\n  projects: [{ id: team/admin }]\n"),
+                )
+            })
+            .collect();
+        let files: Vec<(&str, Option<&str>)> =
+            files.iter().map(|(p, c)| (p.as_str(), *c)).collect();
+        tether_testenv::git::commit(&repo, &files);
+        let n = self.replicas.len();
+        let url = repo.to_str().expect("utf-8");
+        self.cli(0, &["project", "add", "team/config", "--url", url])
+            .expect("project");
+        self.cli(
+            1 % n,
+            &["project", "add", "team/admin", "--url", "/srv/git/none"],
+        )
+        .expect("project");
+        let tokens = names
+            .iter()
+            .enumerate()
+            .map(|(i, agent)| {
+                let via = i % n;
+                self.cli(via, &["agent", "create", agent, "--project", "team/config"])
+                    .expect("agent");
+                super::last_line(self.cli(via, &["token", "create", agent, "--name", "first"]))
+            })
+            .collect();
+        let ci = super::last_line(self.cli(
+            2 % n,
+            &["project", "token", "create", "team/admin", "--name", "ci"],
+        ));
+        (tokens, ci)
+    }
+
     /// kill -9.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut kas) = self.replicas[i].kas.take() {

@@ -19,56 +19,10 @@ use tether_testenv::git::{commit, new_repo};
 
 const AGENTS: [&str; 3] = ["north", "south", "east"];
 
-/// Registers the config project (each agent lets CI jobs of `team/admin`
-/// in), the agents and their tokens, and a project token of `team/admin`
-/// in a file; returns the agent tokens and that file.
+/// Registers [`AGENTS`] (see [`Fleet::register_ci_agents`]) and writes the
+/// CI token to a file; returns the agent tokens and that file.
 fn register(fleet: &Fleet) -> (Vec<String>, PathBuf) {
-    let repo = fleet.dir.path().join("config-repo");
-    new_repo(&repo);
-    let files: Vec<(String, Option<&str>)> = AGENTS
-        .iter()
-        .map(|a| {
-            (
-                format!(".gitlab/agents/{a}/config.yaml"),
-                Some("ci_access:\n  projects: [{ id: team/admin }]\n"),
-            )
-        })
-        .collect();
-    let files: Vec<(&str, Option<&str>)> = files.iter().map(|(p, c)| (p.as_str(), *c)).collect();
-    commit(&repo, &files);
-    fleet
-        .cli(
-            0,
-            &[
-                "project",
-                "add",
-                "team/config",
-                "--url",
-                repo.to_str().expect("utf-8"),
-            ],
-        )
-        .expect("project");
-    fleet
-        .cli(
-            1,
-            &["project", "add", "team/admin", "--url", "/srv/git/none"],
-        )
-        .expect("project");
-    let tokens = AGENTS
-        .iter()
-        .enumerate()
-        .map(|(i, agent)| {
-            let via = i % fleet.replicas.len();
-            fleet
-                .cli(via, &["agent", "create", agent, "--project", "team/config"])
-                .expect("agent");
-            last_line(fleet.cli(via, &["token", "create", agent, "--name", "first"]))
-        })
-        .collect();
-    let ci = last_line(fleet.cli(
-        2,
-        &["project", "token", "create", "team/admin", "--name", "ci"],
-    ));
+    let (tokens, ci) = fleet.register_ci_agents(&AGENTS);
     let token_file = fleet.dir.path().join("ci.token");
     std::fs::write(&token_file, ci).expect("token file");
     (tokens, token_file)

@@ -200,7 +200,7 @@ impl Server {
         let private = match (&settings.replication, &router) {
             (Some(replication), Some(router)) => Some(proxy::private::serve(
                 replication.listen,
-                listen::acceptor(&identity)?,
+                identity.acceptor()?,
                 proxy.clone(),
                 router.clone(),
                 shutdown.clone(),
@@ -215,7 +215,7 @@ impl Server {
         };
         let k8s_proxy = proxy::serve(
             settings.k8s_proxy_listen,
-            listen::acceptor(&identity)?,
+            identity.acceptor()?,
             proxy,
             shutdown.clone(),
         );
@@ -223,7 +223,7 @@ impl Server {
         // served over TLS only, with the agent endpoint's certificate.
         let api_tls = match settings.api_listen.ip().is_loopback() {
             true => None,
-            false => Some(listen::acceptor(&identity)?),
+            false => Some(identity.acceptor()?),
         };
         let api = listen::http::serve(
             "api",
@@ -290,7 +290,7 @@ async fn serve_agents(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     use tonic::transport::Server;
-    let acceptor = listen::acceptor(&identity)?;
+    let acceptor = identity.acceptor()?;
     let listener = listen::bind("agent", addr).await?;
     let incoming =
         channel::listener::incoming(listener, acceptor, service.tunnel_gate(), shutdown.clone());

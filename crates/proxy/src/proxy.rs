@@ -7,18 +7,19 @@ use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tether_store::Store;
 use tether_store::time::now;
+use tether_tunnel::Body;
 use tether_tunnel::server::Tunnels;
-use tether_tunnel::{Body, status_response};
 
 use crate::access::{self, AgentRef, Grant};
 use crate::admissions::{self, Admissions};
 use crate::credentials::{Credential, Refused};
 use crate::metrics::{ProxyLabels, ProxyMetrics};
+use crate::needs::{ConfigsInUse, Elsewhere, Routed};
 use crate::oidc::Oidc;
 use crate::principal::Principal;
+use crate::rejection::Rejection;
 use crate::streams::{self, LiveStreams};
 use crate::target::{is_watch, target};
-use crate::{ConfigsInUse, Elsewhere, ROUTE_MISS, Routed};
 
 /// The proxy and what it needs.
 pub struct Proxy {
@@ -50,44 +51,6 @@ impl std::fmt::Debug for Proxy {
         f.debug_struct("Proxy")
             .field("external_url", &self.external_url)
             .finish_non_exhaustive()
-    }
-}
-
-/// Why a request was not forwarded: the status and message for the client.
-#[derive(Debug)]
-pub(crate) struct Rejection {
-    pub(crate) status: StatusCode,
-    pub(crate) message: String,
-    /// A routed request found no tunnel here after all: the replica that
-    /// sent it looks again rather than passing this answer on.
-    route_miss: bool,
-}
-
-impl Rejection {
-    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Rejection {
-            status,
-            message: message.into(),
-            route_miss: false,
-        }
-    }
-
-    fn response(&self) -> Response<Body> {
-        let reason = match self.status {
-            StatusCode::UNAUTHORIZED => "Unauthorized",
-            StatusCode::FORBIDDEN => "Forbidden",
-            StatusCode::NOT_FOUND => "NotFound",
-            StatusCode::BAD_REQUEST => "BadRequest",
-            StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
-            _ => "InternalError",
-        };
-        let mut response = status_response(self.status, reason, &self.message);
-        if self.route_miss {
-            response
-                .headers_mut()
-                .insert(ROUTE_MISS, http::HeaderValue::from_static("no-tunnel"));
-        }
-        response
     }
 }
 

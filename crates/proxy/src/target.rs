@@ -2,8 +2,10 @@
 
 use http::StatusCode;
 
-use crate::PATH_PREFIX;
-use crate::proxy::Rejection;
+use crate::rejection::Rejection;
+
+/// The path the proxy serves under: `https://kas:8154/k8s-proxy/api/v1/…`.
+pub const PATH_PREFIX: &str = "/k8s-proxy";
 
 /// Whether `target` (path and query) is a watch, which may stream for as
 /// long as the client likes.

@@ -9,11 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tether_git::{CommitId, SelectLimits};
 use tether_proto::v1::{self, ServerMessage, server_message};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tonic::Status;
 use tracing::Instrument;
 
+use super::outbound::Outbound;
 use crate::repos::Repos;
 
 /// Files go out in messages of about this size (a single larger file, up to
@@ -87,19 +86,14 @@ pub fn follow(
     repos: &Arc<Repos>,
     spec: ManifestSpec,
     synced: Option<String>,
-    tx: mpsc::Sender<Result<ServerMessage, Status>>,
+    tx: Outbound,
 ) -> Follower {
     let span = tracing::info_span!("manifests", project = %spec.project);
     let task = tokio::spawn(run(repos.clone(), spec.clone(), synced, tx).instrument(span));
     Follower { spec, task }
 }
 
-async fn run(
-    repos: Arc<Repos>,
-    spec: ManifestSpec,
-    mut sent: Option<String>,
-    tx: mpsc::Sender<Result<ServerMessage, Status>>,
-) {
+async fn run(repos: Arc<Repos>, spec: ManifestSpec, mut sent: Option<String>, tx: Outbound) {
     let mut head = repos.subscribe(&spec.project);
     let mut last_error: Option<String> = None;
     while head.changed().await.is_ok() {
@@ -199,14 +193,11 @@ fn chunks(project: &str, commit: &str, files: Vec<tether_git::Matched>) -> Vec<v
 /// Queues one message for the agent; false when the session is gone or
 /// the agent has read nothing for the session's send timeout (the follower
 /// then stops rather than pin its files in memory).
-async fn send(tx: &mpsc::Sender<Result<ServerMessage, Status>>, manifests: v1::Manifests) -> bool {
-    let message = Ok(ServerMessage {
+async fn send(tx: &Outbound, manifests: v1::Manifests) -> bool {
+    let message = ServerMessage {
         message: Some(server_message::Message::Manifests(manifests)),
-    });
-    matches!(
-        tokio::time::timeout(super::service::SEND_TIMEOUT, tx.send(message)).await,
-        Ok(Ok(()))
-    )
+    };
+    super::outbound::send(tx, message).await.is_ok()
 }
 
 #[cfg(test)]

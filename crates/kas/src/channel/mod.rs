@@ -10,6 +10,7 @@
 //! - [`configs`]: what kas made of each agent's config, and the one in use;
 //!   [`stored`]: the one another replica accepted.
 //! - [`reports`]: sync reports as kas records and shows them.
+//! - [`outbound`]: the bounded queue towards one agent, and its send.
 //! - [`manifests`]: following an agent's manifest projects and streaming
 //!   their files.
 //! - [`listener`]: one TLS port for gRPC and gRPC-over-WebSocket.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod configs;
 pub mod listener;
 pub mod manifests;
+pub mod outbound;
 pub mod policy;
 pub mod ratelimit;
 pub mod registry;

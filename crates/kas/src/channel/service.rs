@@ -20,6 +20,7 @@ use tracing::Instrument;
 use super::auth::{AgentAuth, Refusal};
 use super::config::{self, ConfigProblem};
 use super::manifests::{self, Follower, ManifestSpec};
+use super::outbound::{self, OUTBOUND_QUEUE, Outbound};
 use super::policy;
 use super::registry::{ConnectionRegistry, ConnectionView, Registration};
 use crate::repos::{Head, Repos};
@@ -29,11 +30,6 @@ use tether_store::time::{now, to_rfc3339};
 pub const PING_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a new connection may take to say Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Messages queued towards one agent. Bounded, so that a stalled agent slows
-/// only its own session, never kas.
-const OUTBOUND_QUEUE: usize = 16;
-/// How long a message may wait for room in a full outbound queue.
-pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Live sessions one agent may hold (one per agentk pod is normal; a few
 /// more ride out a rolling update). Past it a new session is refused, so one
 /// token cannot fill kas with sessions.
@@ -242,7 +238,7 @@ struct Session {
     followers: Vec<Follower>,
     /// Manifest commits the agent said it had synced, by project.
     synced: HashMap<String, String>,
-    tx: mpsc::Sender<Result<ServerMessage, Status>>,
+    tx: Outbound,
     registration: Registration,
 }
 
@@ -518,12 +514,8 @@ impl Session {
     }
 
     /// Queues `message` for the agent. An agent that does not read for
-    /// SEND_TIMEOUT is dropped rather than allowed to pin its session.
+    /// the send timeout is dropped rather than allowed to pin its session.
     async fn send(&self, message: ServerMessage) -> Result<(), String> {
-        match tokio::time::timeout(SEND_TIMEOUT, self.tx.send(Ok(message))).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err("agent went away".to_owned()),
-            Err(_) => Err(format!("agent read nothing for {SEND_TIMEOUT:?}")),
-        }
+        outbound::send(&self.tx, message).await
     }
 }

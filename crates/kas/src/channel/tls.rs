@@ -23,6 +23,13 @@ impl std::fmt::Debug for ServingIdentity {
     }
 }
 
+impl ServingIdentity {
+    /// The TLS settings of kas's listeners with this identity.
+    pub fn acceptor(&self) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+        crate::listen::acceptor(&self.cert_pem, &self.key_pem)
+    }
+}
+
 /// Loads `cert` and `key`, or generates a development identity valid for
 /// `hostnames` and writes its CA to `<data_dir>/agent-ca.crt`.
 pub fn load_or_generate(

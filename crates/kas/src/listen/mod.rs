@@ -28,8 +28,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::channel::tls::ServingIdentity;
-
 /// Time a client has for its TLS handshake (and, on the agent endpoint,
 /// for its upgrade request after it).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,15 +44,15 @@ pub async fn bind(name: &'static str, addr: SocketAddr) -> anyhow::Result<TcpLis
     Ok(listener)
 }
 
-/// The TLS settings of every listener: kas's certificate, HTTP/2 and
-/// HTTP/1.1 by ALPN.
-pub fn acceptor(identity: &ServingIdentity) -> anyhow::Result<TlsAcceptor> {
+/// The TLS settings of every listener: kas's certificate (chain) and key,
+/// PEM; HTTP/2 and HTTP/1.1 by ALPN.
+pub fn acceptor(cert_pem: &str, key_pem: &str) -> anyhow::Result<TlsAcceptor> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .context("invalid certificate PEM for kas's listeners")?;
-    let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes())
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
         .context("invalid private key PEM for kas's listeners")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
