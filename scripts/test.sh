@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 TETHER_KUBE_BIN=$(bash scripts/cluster-binaries.sh)
 export TETHER_KUBE_BIN
+# helm and kustomize, which kas renders charts and kustomizations with.
+TETHER_RENDER_BIN=$(bash scripts/render-tools.sh)
+export TETHER_RENDER_BIN
 # PostgreSQL for the store suite and kas on a shared database.
 bash scripts/install-services.sh
 

@@ -14,12 +14,14 @@ mod duration;
 mod error;
 mod locate;
 mod names;
+mod renders;
 mod schema;
 mod validate;
 
 pub use duration::parse as parse_duration;
 pub use error::{ConfigError, Problem, Warning};
 pub use names::{AgentNameError, config_path, validate_agent_name, validate_project_id};
+pub use renders::{MAX_RENDERS_PER_PROJECT, MAX_VALUES_FILES};
 pub use schema::*;
 
 /// Largest config file accepted, as in the GitLab agent.
@@ -54,12 +56,20 @@ pub fn parse(text: &str) -> Result<Parsed, ConfigError> {
         })
         .map_err(|e| ConfigError::syntax(&e))?;
     let mut config = config.unwrap_or_default();
+    let locations = locate::Locations::scan(text);
+    // A project that renders charts or kustomizations gets GitLab's default
+    // glob only if it asks for it: that glob would also pick up the charts'
+    // templates and values files as manifests.
+    for (i, project) in config.gitops.manifest_projects.iter_mut().enumerate() {
+        if project.renders() && !locations.holds(&format!("gitops.manifest_projects[{i}].paths")) {
+            project.paths.clear();
+        }
+    }
 
     let validate::Findings {
         mut problems,
         warnings: found,
     } = validate::validate(&mut config);
-    let locations = locate::Locations::scan(text);
     if !problems.is_empty() {
         for problem in &mut problems {
             (problem.line, problem.column) = split(locations.find(&problem.path));

@@ -87,6 +87,11 @@ impl Locations {
     }
 
     /// Line and column of `path`, or of its nearest located parent.
+    /// Whether the file holds `path` itself (not only a parent of it).
+    pub(crate) fn holds(&self, path: &str) -> bool {
+        self.0.contains_key(path)
+    }
+
     pub(crate) fn find(&self, path: &str) -> Option<(usize, usize)> {
         let mut path = path;
         loop {

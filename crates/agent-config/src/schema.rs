@@ -4,6 +4,7 @@
 //! Unknown fields are not errors (they become warnings in [`crate::parse`]),
 //! so a file written for a newer GitLab agent still loads.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,85 @@ pub struct ManifestProject {
     pub prune_timeout: Duration,
     pub prune_propagation_policy: PrunePropagationPolicy,
     pub inventory_policy: InventoryPolicy,
+    /// Tether extension: directories built with kustomize, rendered on kas.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kustomizations: Vec<Kustomization>,
+    /// Tether extension: Helm charts rendered on kas (`helm template`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub helm_charts: Vec<HelmChart>,
+}
+
+impl ManifestProject {
+    /// Whether kas renders anything for this project besides its files.
+    pub fn renders(&self) -> bool {
+        !self.kustomizations.is_empty() || !self.helm_charts.is_empty()
+    }
+}
+
+/// `kustomize build` of a directory of the manifest project, then `${VAR}`
+/// substitution as Flux's post-build does.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Kustomization {
+    /// The directory holding `kustomization.yaml`, from the repository root.
+    pub path: String,
+    /// `${VAR}` (and `${VAR:=default}`) in the output become these values.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub substitute: BTreeMap<String, String>,
+    /// Lets bases and resources name remote URLs (off: a build reads only
+    /// the repository).
+    pub allow_remote_bases: bool,
+}
+
+/// A Helm chart, from the manifest project or from a chart repository,
+/// rendered as `helm template` does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HelmChart {
+    /// The chart's directory in the manifest project.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// A chart repository: `https://…` (with an `index.yaml`) or `oci://…`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// The chart's name in `repository`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chart: Option<String>,
+    /// The chart's exact version in `repository` (a pin, not a range).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub release_name: String,
+    /// The release's namespace; the manifest project's default namespace
+    /// when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Values files from the manifest project, applied in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub values_files: Vec<String>,
+    /// Values given inline, applied after the files.
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub values: serde_json::Map<String, serde_json::Value>,
+    /// Renders the chart's `crds/` too (`helm template --include-crds`).
+    pub include_crds: bool,
+    /// Leaves out the chart's test hooks.
+    pub skip_tests: bool,
+}
+
+impl Default for HelmChart {
+    fn default() -> Self {
+        HelmChart {
+            path: None,
+            repository: None,
+            chart: None,
+            version: None,
+            release_name: String::new(),
+            namespace: None,
+            values_files: Vec::new(),
+            values: serde_json::Map::new(),
+            include_crds: true,
+            skip_tests: true,
+        }
+    }
 }
 
 /// A branch, a tag or a commit: exactly one of the three.
@@ -130,6 +210,8 @@ impl Default for ManifestProject {
             prune_timeout: DEFAULT_PRUNE_TIMEOUT,
             prune_propagation_policy: PrunePropagationPolicy::default(),
             inventory_policy: InventoryPolicy::default(),
+            kustomizations: Vec::new(),
+            helm_charts: Vec::new(),
         }
     }
 }

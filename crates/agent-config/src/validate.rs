@@ -54,7 +54,7 @@ pub(crate) fn validate(config: &mut AgentConfig) -> Findings {
 }
 
 impl Findings {
-    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
             path: path.into(),
             line: None,
@@ -63,7 +63,7 @@ impl Findings {
         });
     }
 
-    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.warnings.push(Warning {
             path: path.into(),
             line: None,
@@ -87,7 +87,7 @@ impl Findings {
         }
     }
 
-    fn check_namespace(&mut self, path: &str, namespace: &str) {
+    pub(crate) fn check_namespace(&mut self, path: &str, namespace: &str) {
         if let Some(reason) = dns_label_problem(namespace) {
             self.warn(
                 path,
@@ -114,7 +114,10 @@ fn manifest_project(found: &mut Findings, at: &str, project: &mut ManifestProjec
         &format!("{at}.default_namespace"),
         &project.default_namespace,
     );
-    if project.paths.is_empty() {
+    crate::renders::check(found, at, project);
+    // A project that renders charts or kustomizations and names no paths
+    // applies only what it renders (`parse` empties the default it got).
+    if project.paths.is_empty() && !project.renders() {
         found.warn(
             format!("{at}.paths"),
             format!("no path globs: the default {DEFAULT_GLOB:?} (every manifest file) is used"),

@@ -390,3 +390,138 @@ fn corpus_configs_mean_what_they_say() {
     );
     assert_eq!(read("comments-only.yaml").config, AgentConfig::default());
 }
+
+#[test]
+fn charts_and_kustomizations_parse_and_take_no_default_glob() {
+    let text = r#"
+gitops:
+  manifest_projects:
+  - id: team/platform
+    default_namespace: apps
+    kustomizations:
+    - path: /overlays/prod/
+      substitute: { CLUSTER: eu-1, REPLICAS: "3" }
+    helm_charts:
+    - path: charts/web
+      release_name: web
+      values_files: [charts/web/values-prod.yaml]
+      values: { replicaCount: 2, image: { tag: "1.4.2" } }
+    - repository: https://charts.example.com/stable
+      chart: redis
+      version: 19.6.4
+      release_name: cache
+      namespace: data
+      include_crds: false
+  - id: team/both
+    paths:
+    - glob: 'raw/*.yaml'
+    helm_charts:
+    - repository: oci://registry.example.com/charts
+      chart: podinfo
+      version: 6.7.1
+      release_name: podinfo
+"#;
+    let parsed = parse(text).expect("valid");
+    assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+    let first = &parsed.config.gitops.manifest_projects[0];
+    assert!(first.paths.is_empty(), "no default glob: {:?}", first.paths);
+    assert_eq!(first.kustomizations[0].path, "overlays/prod");
+    assert_eq!(first.kustomizations[0].substitute["REPLICAS"], "3");
+    assert!(!first.kustomizations[0].allow_remote_bases);
+    let web = &first.helm_charts[0];
+    assert_eq!(web.path.as_deref(), Some("charts/web"));
+    assert!(web.include_crds && web.skip_tests, "defaults");
+    assert_eq!(web.values["image"]["tag"], "1.4.2");
+    let cache = &first.helm_charts[1];
+    assert_eq!(cache.version.as_deref(), Some("19.6.4"));
+    assert!(!cache.include_crds);
+    let both = &parsed.config.gitops.manifest_projects[1];
+    assert_eq!(both.paths[0].glob, "raw/*.yaml");
+    assert_eq!(both.helm_charts[0].chart.as_deref(), Some("podinfo"));
+}
+
+#[test]
+fn a_chart_or_kustomization_that_cannot_render_is_refused_by_field() {
+    let refused = |yaml: &str| -> Vec<String> {
+        let text = format!("gitops:\n  manifest_projects:\n  - id: a/b\n{yaml}");
+        match parse(&text) {
+            Ok(p) => panic!("accepted: {yaml}\n{:?}", p.config),
+            Err(ConfigError::Invalid(problems)) => problems
+                .into_iter()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect(),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let cases = [
+        (
+            "    kustomizations: [{ path: ../other }]\n",
+            "kustomizations[0].path",
+            "leaves the repository",
+        ),
+        (
+            "    kustomizations: [{ path: '' }]\n",
+            "kustomizations[0].path",
+            "required",
+        ),
+        (
+            "    kustomizations: [{ path: k, substitute: { 1X: a } }]\n",
+            "substitute.1X",
+            "not a variable name",
+        ),
+        (
+            "    helm_charts: [{ release_name: a }]\n",
+            "helm_charts[0]",
+            "name the chart",
+        ),
+        (
+            "    helm_charts: [{ path: c, repository: 'https://x', release_name: a }]\n",
+            "helm_charts[0]",
+            "not both",
+        ),
+        (
+            "    helm_charts: [{ repository: 'https://x', chart: c, release_name: a }]\n",
+            "helm_charts[0].version",
+            "exact version",
+        ),
+        (
+            "    helm_charts: [{ repository: 'https://x', chart: c, version: ^1.2.0, release_name: a }]\n",
+            "helm_charts[0].version",
+            "is a range",
+        ),
+        (
+            "    helm_charts: [{ repository: 'ftp://x', chart: c, version: 1.0.0, release_name: a }]\n",
+            "helm_charts[0].repository",
+            "not an https://",
+        ),
+        (
+            "    helm_charts: [{ path: c }]\n",
+            "helm_charts[0].release_name",
+            "required",
+        ),
+        (
+            "    helm_charts: [{ path: c, release_name: Web_App }]\n",
+            "helm_charts[0].release_name",
+            "not a valid release name",
+        ),
+        (
+            "    helm_charts: [{ path: c, release_name: a }, { path: d, release_name: a }]\n",
+            "helm_charts[1].release_name",
+            "twice",
+        ),
+        (
+            "    helm_charts: [{ path: c, release_name: a, values_files: [../../secrets.yaml] }]\n",
+            "values_files[0]",
+            "leaves the repository",
+        ),
+    ];
+    for (yaml, path, message) in cases {
+        let problems = refused(yaml);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains(path) && p.contains(message)),
+            "{yaml}: expected {path}: …{message}…, got {problems:?}"
+        );
+    }
+}

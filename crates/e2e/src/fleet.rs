@@ -127,6 +127,7 @@ impl Fleet {
             .arg(pki.join("agent-tls.key"))
             .arg("--tls-ca")
             .arg(pki.join("agent-ca.crt"))
+            .args(super::render_tools())
             .args(&self.extra);
         let log = self
             .dir

@@ -157,8 +157,19 @@ fn spawn_kas(
         .arg(format!("--admin-listen={admin}"))
         .arg(format!("--agent-listen={agent}"))
         .arg(format!("--k8s-proxy-listen={proxy}"))
+        .args(render_tools())
         .args(extra);
     Proc::spawn(cmd, dir.join(log))
+}
+
+/// `--helm` and `--kustomize` for kas: the pinned tools
+/// (`scripts/render-tools.sh`).
+pub fn render_tools() -> [String; 2] {
+    let bin = tether_testenv::render_tools().expect("render tools");
+    [
+        format!("--helm={}", bin.join("helm").display()),
+        format!("--kustomize={}", bin.join("kustomize").display()),
+    ]
 }
 
 impl Setup {

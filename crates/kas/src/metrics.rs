@@ -20,6 +20,8 @@ pub struct PollResult {
 pub struct Metrics {
     /// The Kubernetes API proxy's.
     pub proxy: tether_proxy::ProxyMetrics,
+    /// Chart and kustomization renders.
+    pub render: tether_render::RenderMetrics,
     /// Agent sessions open now.
     pub agent_sessions: Gauge,
     /// Agent sessions opened since start.
@@ -40,6 +42,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             proxy: Default::default(),
+            render: Default::default(),
             agent_sessions: Gauge::default(),
             agent_sessions_opened: Counter::default(),
             auth_failures: Counter::default(),
@@ -89,6 +92,7 @@ impl Metrics {
             self.git_poll_seconds.clone(),
         );
         self.proxy.register(&mut registry);
+        self.render.register(&mut registry);
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &registry);

@@ -111,6 +111,24 @@ impl Server {
             settings.poll_interval,
             metrics.clone(),
         );
+        // Without helm or kustomize kas still serves plain manifests; a
+        // project that asks for a render is told why there is none.
+        let renderer =
+            match tether_render::Renderer::new(settings.render.clone(), metrics.render.clone())
+                .await
+            {
+                Ok(renderer) => {
+                    tracing::info!(
+                        tools = renderer.versions(),
+                        "rendering charts and kustomizations"
+                    );
+                    Ok(Arc::new(renderer))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "charts and kustomizations cannot be rendered");
+                    Err(e)
+                }
+            };
         let identity = channel::tls::load_or_generate(
             settings.tls.as_ref().map(|(cert, _)| cert.as_path()),
             settings.tls.as_ref().map(|(_, key)| key.as_path()),
@@ -243,6 +261,7 @@ impl Server {
             settings.agent_listen,
             identity,
             channel::AgentChannelService::new(store, connections, repos)
+                .with_renderer(renderer)
                 .with_drain(shutdown.clone()),
             shutdown.clone(),
         );

@@ -14,6 +14,9 @@
 //! agent_external_address: grpcs://kas.example.com:443
 //! hostnames: [kas.example.com]
 //! poll_interval: 10s
+//! helm: /usr/local/bin/helm            # charts and kustomizations are
+//! kustomize: /usr/local/bin/kustomize  # rendered with these
+//! render_timeout: 30s
 //! k8s_proxy_listen: 0.0.0.0:8154
 //! k8s_proxy_external_url: https://kas.example.com:8154/k8s-proxy
 //! tls_ca: /etc/kas/ca.crt      # put in kubeconfigs; omit for a public CA
@@ -108,6 +111,20 @@ pub struct SettingsFile {
     /// waits for one before 503 (with --private-listen). Default: 10s.
     #[arg(long, env = "KAS_TUNNEL_WAIT")]
     pub tunnel_wait: Option<String>,
+    /// The helm program kas renders charts with. Default: helm on PATH.
+    #[arg(long, env = "KAS_HELM")]
+    pub helm: Option<PathBuf>,
+    /// The kustomize program kas renders kustomizations with. Default:
+    /// kustomize on PATH.
+    #[arg(long, env = "KAS_KUSTOMIZE")]
+    pub kustomize: Option<PathBuf>,
+    /// How long one chart or kustomization may render before it is stopped
+    /// (Go duration). Default: 30s.
+    #[arg(long, env = "KAS_RENDER_TIMEOUT")]
+    pub render_timeout: Option<String>,
+    /// Renders running at once. Default: 2.
+    #[arg(long, env = "KAS_RENDER_CONCURRENCY")]
+    pub render_concurrency: Option<usize>,
     /// In the file only: a list does not fit a flag.
     #[arg(skip)]
     #[serde(default)]
@@ -137,6 +154,8 @@ pub struct Settings {
     pub admin_token_file: PathBuf,
     /// With replicas: the private listener and the shared secret.
     pub replication: Option<crate::replicas::Replication>,
+    /// How charts and kustomizations are rendered.
+    pub render: tether_render::Settings,
 }
 
 /// Where kas's records are kept.
@@ -243,11 +262,40 @@ impl Settings {
             flags.tunnel_wait.or(file.tunnel_wait),
             DEFAULT_TUNNEL_WAIT,
         );
+        let render_timeout = duration(
+            "render_timeout",
+            flags.render_timeout.or(file.render_timeout),
+            tether_render::Limits::default().timeout,
+        );
         if poll_interval < MIN_POLL_INTERVAL {
             problems.push(format!(
                 "poll_interval must be at least {MIN_POLL_INTERVAL:?}; use the refresh endpoint for instant updates"
             ));
         }
+        if render_timeout.is_zero() || render_timeout > MAX_RENDER_TIMEOUT {
+            problems.push(format!(
+                "render_timeout must be more than 0 and at most {MAX_RENDER_TIMEOUT:?}"
+            ));
+        }
+        let render_concurrency = flags
+            .render_concurrency
+            .or(file.render_concurrency)
+            .unwrap_or(2);
+        if !(1..=64).contains(&render_concurrency) {
+            problems.push("render_concurrency must be from 1 to 64".into());
+        }
+        let mut render = tether_render::Settings::new(
+            flags
+                .helm
+                .or(file.helm)
+                .unwrap_or_else(|| PathBuf::from("helm")),
+            flags
+                .kustomize
+                .or(file.kustomize)
+                .unwrap_or_else(|| PathBuf::from("kustomize")),
+        );
+        render.limits.timeout = render_timeout;
+        render.concurrency = render_concurrency;
         if tunnel_wait > MAX_TUNNEL_WAIT {
             problems.push(format!("tunnel_wait must be at most {MAX_TUNNEL_WAIT:?}"));
         }
@@ -288,6 +336,7 @@ impl Settings {
             bail!("invalid settings:\n  - {}", problems.join("\n  - "));
         }
         Ok(Settings {
+            render,
             admin_token_file: flags
                 .admin_token_file
                 .or(file.admin_token_file)
@@ -326,6 +375,8 @@ impl Settings {
 /// Default of `tunnel_wait`: long enough for an agent to reconnect after
 /// its replica went away.
 pub const DEFAULT_TUNNEL_WAIT: Duration = Duration::from_secs(10);
+/// Longest `render_timeout`: a render holds a slot for that long.
+const MAX_RENDER_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longest `tunnel_wait`: a request should not hang for minutes.
 const MAX_TUNNEL_WAIT: Duration = Duration::from_secs(120);
 

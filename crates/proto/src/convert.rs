@@ -190,6 +190,9 @@ fn manifest_project_from(p: &v1::ManifestProject) -> Result<cfg::ManifestProject
             Ok(v1::InventoryPolicy::AdoptAll) => cfg::InventoryPolicy::AdoptAll,
             Err(_) => return Err(unknown("inventory_policy", p.inventory_policy)),
         },
+        // Rendered on kas: the agent receives the objects, not the charts.
+        kustomizations: Vec::new(),
+        helm_charts: Vec::new(),
     })
 }
 

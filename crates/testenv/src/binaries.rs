@@ -13,11 +13,24 @@ use crate::{Error, Result};
 
 /// Environment variable naming a folder that already holds the binaries.
 pub const BIN_ENV: &str = "TETHER_KUBE_BIN";
+/// Environment variable naming a folder that already holds kas's render
+/// tools (`helm`, `kustomize`).
+pub const RENDER_BIN_ENV: &str = "TETHER_RENDER_BIN";
 
 const BUILD_SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../scripts/cluster-binaries.sh"
 );
+const RENDER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/render-tools.sh");
+
+/// The folder of the tools kas renders charts and kustomizations with
+/// (`scripts/render-tools.sh`, a no-op when built), found once per process.
+pub fn render_tools() -> Result<PathBuf> {
+    static FOUND: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    let dir =
+        FOUND.get_or_init(|| run_script(RENDER_BIN_ENV, RENDER_SCRIPT).map_err(|e| e.to_string()));
+    dir.clone().map_err(Error::Binaries)
+}
 
 /// The folder of cluster programs, plus the kwok stage configuration that the
 /// build script assembles from the kwok module beside it.
@@ -67,19 +80,24 @@ impl Binaries {
 }
 
 fn find() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os(BIN_ENV) {
+    run_script(BIN_ENV, BUILD_SCRIPT)
+}
+
+/// The folder `script` prints last, unless `env` names one.
+fn run_script(env: &str, script: &str) -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(env) {
         return Ok(PathBuf::from(dir));
     }
     // stderr is inherited so that a person sees the (long, cold) build progress.
     let out = Command::new("bash")
-        .arg(BUILD_SCRIPT)
+        .arg(script)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
-        .map_err(Error::io(format!("run {BUILD_SCRIPT}")))?;
+        .map_err(Error::io(format!("run {script}")))?;
     if !out.status.success() {
         return Err(Error::Binaries(format!(
-            "{BUILD_SCRIPT} failed with {}",
+            "{script} failed with {}",
             out.status
         )));
     }
@@ -89,7 +107,7 @@ fn find() -> Result<PathBuf> {
         .last()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .ok_or_else(|| Error::Binaries(format!("{BUILD_SCRIPT} printed no folder")))?;
+        .ok_or_else(|| Error::Binaries(format!("{script} printed no folder")))?;
     Ok(PathBuf::from(dir))
 }
 

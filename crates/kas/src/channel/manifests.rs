@@ -33,40 +33,65 @@ fn next_transfer_id() -> u64 {
 }
 
 /// What an agent's config asks of one manifest project.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ManifestSpec {
     pub project: String,
     pub git_ref: Option<String>,
     pub globs: Vec<String>,
+    /// Namespace of rendered objects that name none (a chart's release
+    /// namespace when it gives none).
+    pub default_namespace: String,
+    /// Rendered on kas (Tether's extension).
+    pub kustomizations: Vec<tether_agent_config::Kustomization>,
+    pub helm_charts: Vec<tether_agent_config::HelmChart>,
 }
 
 impl ManifestSpec {
-    /// The manifest projects of a configuration; an empty id means the
-    /// agent's own configuration project.
-    pub fn from_config(config: &v1::AgentConfiguration, config_project: &str) -> Vec<Self> {
-        let Some(gitops) = &config.gitops else {
-            return Vec::new();
-        };
-        gitops
+    /// The manifest projects of a configuration; no id means the agent's
+    /// own configuration project.
+    pub fn from_config(
+        config: &tether_agent_config::AgentConfig,
+        config_project: &str,
+    ) -> Vec<Self> {
+        config
+            .gitops
             .manifest_projects
             .iter()
             .map(|p| ManifestSpec {
-                project: if p.id.is_empty() {
-                    config_project.to_owned()
-                } else {
-                    p.id.clone()
-                },
-                git_ref: p.r#ref.as_ref().and_then(|r| match &r.r#ref {
-                    Some(v1::git_ref::Ref::Branch(b)) => Some(b.clone()),
-                    Some(v1::git_ref::Ref::Tag(t)) => Some(t.clone()),
-                    Some(v1::git_ref::Ref::Commit(c)) => Some(c.clone()),
-                    None => None,
-                }),
-                globs: p.path_globs.clone(),
+                project: p.id.clone().unwrap_or_else(|| config_project.to_owned()),
+                git_ref: p
+                    .git_ref
+                    .as_ref()
+                    .and_then(|r| r.branch.clone().or(r.tag.clone()).or(r.commit.clone())),
+                globs: p.paths.iter().map(|g| g.glob.clone()).collect(),
+                default_namespace: p.default_namespace.clone(),
+                kustomizations: p.kustomizations.clone(),
+                helm_charts: p.helm_charts.clone(),
             })
             .collect()
     }
+
+    fn renders(&self) -> bool {
+        !self.kustomizations.is_empty() || !self.helm_charts.is_empty()
+    }
 }
+
+/// How a session's followers render charts and kustomizations.
+#[derive(Clone, Debug)]
+pub struct Rendering {
+    /// kas's renderer, or why it has none (a tool is missing).
+    pub renderer: Result<Arc<tether_render::Renderer>, String>,
+    /// The agent's cluster version, for `.Capabilities.KubeVersion`.
+    pub kube_version: String,
+}
+
+/// The bounds of a repository exported for rendering: a chart repository
+/// holds more files than a folder of manifests.
+const EXPORT_LIMITS: SelectLimits = SelectLimits {
+    max_file_bytes: 5 << 20,
+    max_total_bytes: 100 << 20,
+    max_files: 20_000,
+};
 
 /// A running follower; dropping it stops it.
 #[derive(Debug)]
@@ -86,14 +111,22 @@ pub fn follow(
     repos: &Arc<Repos>,
     spec: ManifestSpec,
     synced: Option<String>,
+    rendering: Rendering,
     tx: Outbound,
 ) -> Follower {
     let span = tracing::info_span!("manifests", project = %spec.project);
-    let task = tokio::spawn(run(repos.clone(), spec.clone(), synced, tx).instrument(span));
+    let task =
+        tokio::spawn(run(repos.clone(), spec.clone(), synced, rendering, tx).instrument(span));
     Follower { spec, task }
 }
 
-async fn run(repos: Arc<Repos>, spec: ManifestSpec, mut sent: Option<String>, tx: Outbound) {
+async fn run(
+    repos: Arc<Repos>,
+    spec: ManifestSpec,
+    mut sent: Option<String>,
+    rendering: Rendering,
+    tx: Outbound,
+) {
     let mut head = repos.subscribe(&spec.project);
     let mut last_error: Option<String> = None;
     while head.changed().await.is_ok() {
@@ -119,19 +152,12 @@ async fn run(repos: Arc<Repos>, spec: ManifestSpec, mut sent: Option<String>, tx
         if sent.as_deref() == Some(commit_text.as_str()) {
             continue;
         }
-        let (select_source, globs) = (source.clone(), spec.globs.clone());
-        let selecting = commit.clone();
-        let selected = tokio::task::spawn_blocking(move || {
-            select_source.select_files(&selecting, &globs, &SelectLimits::default())
-        })
-        .await;
-        let messages = match selected {
-            Ok(Ok(files)) => chunks(&spec.project, &commit_text, files),
-            Ok(Err(e)) => {
+        let messages = match collect(&spec, &source, &commit, &rendering).await {
+            Ok(files) => chunks(&spec.project, &commit_text, files),
+            Err(e) => {
                 tracing::warn!(commit = %commit_text, error = %e, "manifests not sent");
-                vec![failure(&spec, &commit_text, &e.to_string())]
+                vec![failure(&spec, &commit_text, &e)]
             }
-            Err(_) => continue,
         };
         let count = messages.len();
         for message in messages {
@@ -142,6 +168,60 @@ async fn run(repos: Arc<Repos>, spec: ManifestSpec, mut sent: Option<String>, tx
         tracing::info!(commit = %commit_text, messages = count, "manifests sent");
         sent = Some(commit_text);
     }
+}
+
+/// The files of `spec` at `commit`: those its globs select, and what its
+/// charts and kustomizations render. All or nothing: an error sends no file.
+async fn collect(
+    spec: &ManifestSpec,
+    source: &tether_git::Source,
+    commit: &CommitId,
+    rendering: &Rendering,
+) -> Result<Vec<tether_git::Matched>, String> {
+    let mut files = Vec::new();
+    if !spec.globs.is_empty() {
+        let (select_source, globs, at) = (source.clone(), spec.globs.clone(), commit.clone());
+        files = tokio::task::spawn_blocking(move || {
+            select_source.select_files(&at, &globs, &SelectLimits::default())
+        })
+        .await
+        .map_err(|_| "selecting files was interrupted".to_owned())?
+        .map_err(|e| e.to_string())?;
+    }
+    if !spec.renders() {
+        return Ok(files);
+    }
+    let renderer = rendering.renderer.as_ref().map_err(|why| {
+        format!("this manifest project has charts or kustomizations, and kas cannot render: {why}")
+    })?;
+    let commit_text = commit.to_string();
+    let job = tether_render::Job {
+        project: &spec.project,
+        commit: &commit_text,
+        default_namespace: &spec.default_namespace,
+        kustomizations: &spec.kustomizations,
+        helm_charts: &spec.helm_charts,
+        kube_version: Some(rendering.kube_version.as_str()).filter(|v| !v.is_empty()),
+    };
+    let export = || async {
+        let (source, at) = (source.clone(), commit.clone());
+        tokio::task::spawn_blocking(move || {
+            source.select_files(&at, &["**".to_owned()], &EXPORT_LIMITS)
+        })
+        .await
+        .map_err(|_| "exporting the repository was interrupted".to_owned())?
+        .map(|matched| matched.into_iter().map(|m| (m.path, m.bytes)).collect())
+        .map_err(|e| format!("exporting the repository: {e}"))
+    };
+    let rendered = renderer
+        .render(&job, export)
+        .await
+        .map_err(|e| e.to_string())?;
+    files.extend(rendered.files.iter().map(|f| tether_git::Matched {
+        path: f.path.clone(),
+        bytes: f.content.clone(),
+    }));
+    Ok(files)
 }
 
 fn failure(spec: &ManifestSpec, commit: &str, error: &str) -> v1::Manifests {

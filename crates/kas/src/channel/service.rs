@@ -50,6 +50,8 @@ pub struct AgentChannelService {
     /// kas is shutting down: sessions end, telling their agents to
     /// reconnect.
     drain: Option<tether_runtime::Shutdown>,
+    /// Renders charts and kustomizations, or why kas cannot.
+    renderer: Result<Arc<tether_render::Renderer>, String>,
 }
 
 impl std::fmt::Debug for AgentChannelService {
@@ -74,7 +76,15 @@ impl AgentChannelService {
             repos,
             auth,
             drain: None,
+            renderer: Err("no renderer was set up".into()),
         }
+    }
+
+    /// Renders manifest projects' charts and kustomizations with
+    /// `renderer`, or says why kas cannot.
+    pub fn with_renderer(mut self, renderer: Result<Arc<tether_render::Renderer>, String>) -> Self {
+        self.renderer = renderer;
+        self
     }
 
     /// Ends every session when `drain` fires, telling each agent to
@@ -203,6 +213,10 @@ impl AgentChannel for AgentChannelService {
             project: agent.config_project,
             agent: agent.name,
             registry: self.registry.clone(),
+            rendering: manifests::Rendering {
+                renderer: self.renderer.clone(),
+                kube_version: hello.cluster_version.clone(),
+            },
             sent_commit: hello.config_commit,
             read_commit: None,
             tx,
@@ -222,6 +236,8 @@ struct Session {
     grants: watch::Receiver<u64>,
     /// The manifest projects the agent's config names, allowed or not.
     specs: Vec<ManifestSpec>,
+    /// How its followers render charts and kustomizations.
+    rendering: manifests::Rendering,
     /// Time left on the session's token, if it expires.
     expires_in: Option<Duration>,
     agent: String,
@@ -413,6 +429,7 @@ impl Session {
         match config::load(source, commit.clone(), &self.agent, &self.project).await {
             Ok(loaded) => {
                 let commit = commit.to_string();
+                let specs = ManifestSpec::from_config(&loaded.config, &self.project);
                 self.registry.configs().accepted(
                     &self.agent,
                     &commit,
@@ -426,7 +443,7 @@ impl Session {
                 if let Err(e) = self.store.set_agent_config(&self.agent, stored).await {
                     tracing::error!(error = ?e, "cannot store the agent's config");
                 }
-                self.specs = ManifestSpec::from_config(&loaded.message, &self.project);
+                self.specs = specs;
                 if commit != self.sent_commit {
                     let message = ServerMessage {
                         message: Some(server_message::Message::Configuration(loaded.message)),
@@ -507,6 +524,7 @@ impl Session {
                 &self.repos,
                 spec,
                 synced,
+                self.rendering.clone(),
                 self.tx.clone(),
             ));
         }

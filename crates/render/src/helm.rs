@@ -1,0 +1,196 @@
+//! `helm template` of one chart: in the manifest project, or fetched from a
+//! chart repository by kas (helm itself never reaches the network).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tether_agent_config::HelmChart;
+
+use crate::RenderError;
+use crate::objects;
+use crate::sandbox::{self, Invocation, Limits};
+
+/// What a chart is called in messages: its release and where it comes from.
+pub fn describe(chart: &HelmChart) -> String {
+    match (&chart.path, &chart.repository) {
+        (Some(path), _) => format!("helm chart {} ({path})", chart.release_name),
+        (None, Some(repository)) => format!(
+            "helm chart {} ({}/{}@{})",
+            chart.release_name,
+            repository.trim_end_matches('/'),
+            chart.chart.as_deref().unwrap_or_default(),
+            chart.version.as_deref().unwrap_or_default()
+        ),
+        (None, None) => format!("helm chart {}", chart.release_name),
+    }
+}
+
+/// Everything `helm template` is given.
+#[derive(Debug)]
+pub struct Template<'a> {
+    pub helm: &'a Path,
+    /// The exported repository (values files are read from it).
+    pub repo: &'a Path,
+    /// The run's own folder.
+    pub home: &'a Path,
+    pub chart: &'a HelmChart,
+    /// A chart folder, or a chart archive fetched from its repository.
+    pub source: PathBuf,
+    pub namespace: &'a str,
+    /// The cluster's version as its agent reported it.
+    pub kube_version: Option<&'a str>,
+    pub limits: Limits,
+}
+
+/// Renders the chart; its objects, namespaced and with hooks ordered.
+pub async fn template(t: &Template<'_>) -> Result<Vec<Value>, RenderError> {
+    let what = describe(t.chart);
+    let fail = |file: Option<String>, message: String| RenderError {
+        what: what.clone(),
+        file,
+        message,
+    };
+    if t.source.is_dir() {
+        if !t.source.join("Chart.yaml").is_file() {
+            return Err(fail(None, "no Chart.yaml in the chart's folder".into()));
+        }
+        if let Some(file) = uses_lookup(&t.source) {
+            return Err(fail(
+                Some(relative(t.repo, &file)),
+                "the chart calls `lookup`, which reads the live cluster: kas renders without one, so charts using lookup are not supported".into(),
+            ));
+        }
+    }
+    let mut args: Vec<OsString> = vec![
+        "template".into(),
+        t.chart.release_name.clone().into(),
+        t.source.clone().into_os_string(),
+        "--namespace".into(),
+        t.namespace.into(),
+    ];
+    if t.chart.include_crds {
+        args.push("--include-crds".into());
+    }
+    if t.chart.skip_tests {
+        args.push("--skip-tests".into());
+    }
+    if let Some(version) = t.kube_version.filter(|v| !v.is_empty()) {
+        args.push("--kube-version".into());
+        args.push(version.into());
+    }
+    for file in &t.chart.values_files {
+        let path = t.repo.join(file);
+        if !path.is_file() {
+            return Err(fail(
+                Some(file.clone()),
+                "the values file is not in the repository at this commit".into(),
+            ));
+        }
+        args.push("--values".into());
+        args.push(path.into_os_string());
+    }
+    if !t.chart.values.is_empty() {
+        let inline = t.home.join("values-inline.json");
+        let text = serde_json::to_vec(&t.chart.values).map_err(|e| fail(None, e.to_string()))?;
+        std::fs::write(&inline, text).map_err(|e| fail(None, format!("writing values: {e}")))?;
+        args.push("--values".into());
+        args.push(inline.into_os_string());
+    }
+    let invocation = Invocation {
+        program: t.helm.to_owned(),
+        args,
+        dir: t.home.to_owned(),
+        env: sandbox::base_env(t.home),
+    };
+    let out = sandbox::run(&invocation, t.limits).await.map_err(|e| {
+        // Paths in helm's messages are the export's; say them as the
+        // repository's.
+        let message = e
+            .to_string()
+            .replace(&format!("{}/", t.repo.display()), "")
+            .replace(&format!("{}/", t.home.display()), "");
+        fail(None, message)
+    })?;
+    let text =
+        String::from_utf8(out).map_err(|_| fail(None, "printed text that is not UTF-8".into()))?;
+    let mut objects = objects::parse_documents(&text).map_err(|e| fail(None, e))?;
+    objects::place_in_namespace(&mut objects, t.namespace);
+    objects::order_hooks(&mut objects);
+    Ok(objects)
+}
+
+fn relative(repo: &Path, file: &Path) -> String {
+    file.strip_prefix(repo)
+        .unwrap_or(file)
+        .display()
+        .to_string()
+}
+
+/// The first template of the chart (or of a chart it vendors) that calls
+/// `lookup`.
+fn uses_lookup(chart: &Path) -> Option<PathBuf> {
+    let mut pending = vec![chart.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut entries: Vec<_> = entries.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push(path);
+                continue;
+            }
+            let in_templates = path.components().any(|c| c.as_os_str() == "templates");
+            if !in_templates {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            if calls_lookup(&text) {
+                return Some(path);
+            }
+        }
+    }
+    None
+}
+
+/// Whether template text calls `lookup` inside an action (`{{ … }}`).
+fn calls_lookup(text: &str) -> bool {
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        let action = &rest[open + 2..];
+        let close = action.find("}}").unwrap_or(action.len());
+        let inside = &action[..close];
+        let mut words = inside
+            .split(|c: char| c.is_whitespace() || c == '(' || c == '|')
+            .filter(|w| !w.is_empty());
+        if words.any(|w| w == "lookup") {
+            return true;
+        }
+        rest = &action[close..];
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_calls_are_found_in_actions_only() {
+        assert!(calls_lookup(
+            r#"{{ $s := lookup "v1" "Secret" .Release.Namespace "db" }}"#
+        ));
+        assert!(calls_lookup(
+            r#"{{- if (lookup "v1" "Namespace" "" "x") }}"#
+        ));
+        assert!(!calls_lookup(
+            "# lookup the value in the docs\nkind: ConfigMap"
+        ));
+        assert!(!calls_lookup("{{ .Values.lookupTable }}"));
+    }
+}

@@ -1,0 +1,410 @@
+//! Helm charts and kustomizations of a manifest project, rendered on kas
+//! into plain objects that agents apply like any other manifest.
+//!
+//! Rendering happens once per content: the [`cache`] keys a render by the
+//! commit, what the config asks, the tools' versions and the cluster's
+//! version, so N agents at one commit cost one render. Each render runs the
+//! real tools (`helm template`, `kustomize build`) in a [`sandbox`]: a fresh
+//! folder with the repository exported into it, a cleared environment, a
+//! deadline, an address-space limit and bounded output; at most a few at
+//! once. Charts from chart repositories are fetched by kas ([`charts`]),
+//! so helm never reaches the network. Helm's hooks become Tether's order
+//! ([`objects`]).
+//!
+//! A project's renders succeed together or not at all: an error names the
+//! chart or kustomization, the file when there is one, and the tool's
+//! message, and nothing of that commit is sent to the agent.
+
+pub mod cache;
+pub mod charts;
+pub mod helm;
+pub mod kustomize;
+pub mod metrics;
+pub mod objects;
+pub mod sandbox;
+pub mod substitute;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ring::digest;
+use tether_agent_config::{HelmChart, Kustomization};
+use tokio::sync::Semaphore;
+
+pub use metrics::RenderMetrics;
+pub use sandbox::Limits;
+
+/// Why a project's renders failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: {}{message}", file.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
+pub struct RenderError {
+    /// The chart or kustomization, as the config names it.
+    pub what: String,
+    /// The file of the repository the message is about, when known.
+    pub file: Option<String>,
+    pub message: String,
+}
+
+/// One file of rendered objects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenderedFile {
+    /// A name of its own (`helm/<release>.json`, `kustomize/<path>.yaml`),
+    /// so that the agent's messages say where an object came from.
+    pub path: String,
+    pub content: Vec<u8>,
+}
+
+/// Everything a project's renders produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rendered {
+    pub files: Vec<RenderedFile>,
+}
+
+/// A manifest project's renders at one commit.
+#[derive(Debug)]
+pub struct Job<'a> {
+    pub project: &'a str,
+    pub commit: &'a str,
+    pub default_namespace: &'a str,
+    pub kustomizations: &'a [Kustomization],
+    pub helm_charts: &'a [HelmChart],
+    /// The cluster's version as the agent reported it (`v1.35.4`).
+    pub kube_version: Option<&'a str>,
+}
+
+/// The repository at the job's commit, as (path, bytes), read only on a
+/// cache miss.
+pub type Files = Vec<(String, Vec<u8>)>;
+
+/// Where the tools are, and how renders are bounded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub helm: PathBuf,
+    pub kustomize: PathBuf,
+    pub limits: Limits,
+    /// Renders at once.
+    pub concurrency: usize,
+    /// Renders kept.
+    pub cache_entries: usize,
+    /// How long a failed render is remembered.
+    pub failure_ttl: Duration,
+}
+
+impl Settings {
+    /// The tools as found on `PATH` (or given), with the default bounds.
+    pub fn new(helm: PathBuf, kustomize: PathBuf) -> Self {
+        Settings {
+            helm,
+            kustomize,
+            limits: Limits::default(),
+            concurrency: 2,
+            cache_entries: 256,
+            failure_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Renders jobs, once per content.
+#[derive(Debug)]
+pub struct Renderer {
+    settings: Settings,
+    /// The tools' versions, part of every key.
+    versions: String,
+    cache: cache::Cache,
+    slots: Semaphore,
+    fetcher: charts::Fetcher,
+    metrics: RenderMetrics,
+}
+
+impl Renderer {
+    /// Asks each tool its version (a missing tool is an error here, at
+    /// start, not at the first render).
+    pub async fn new(settings: Settings, metrics: RenderMetrics) -> Result<Self, String> {
+        let helm = version(&settings.helm, &["version", "--short"]).await?;
+        let kustomize = version(&settings.kustomize, &["version"]).await?;
+        Ok(Renderer {
+            versions: format!("helm {helm}; kustomize {kustomize}"),
+            cache: cache::Cache::new(settings.cache_entries, settings.failure_ttl),
+            slots: Semaphore::new(settings.concurrency.max(1)),
+            fetcher: charts::Fetcher::default(),
+            settings,
+            metrics,
+        })
+    }
+
+    /// The tools' versions, as the log and the metrics say them.
+    pub fn versions(&self) -> &str {
+        &self.versions
+    }
+
+    /// Renders `job`, reading the repository with `files` if it must.
+    pub async fn render<F, Fut>(
+        &self,
+        job: &Job<'_>,
+        files: F,
+    ) -> Result<Arc<Rendered>, RenderError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Files, String>>,
+    {
+        let key = self.key(job);
+        let (outcome, hit) = self
+            .cache
+            .get_or_render(&key, || async {
+                let started = Instant::now();
+                let outcome = self.render_now(job, files).await;
+                self.metrics.observe(outcome.is_ok(), started.elapsed());
+                outcome.map(Arc::new)
+            })
+            .await;
+        self.metrics.looked_up(hit);
+        outcome
+    }
+
+    fn key(&self, job: &Job<'_>) -> String {
+        let asked = serde_json::json!({
+            "project": job.project,
+            "commit": job.commit,
+            "namespace": job.default_namespace,
+            "kustomizations": job.kustomizations,
+            "helm_charts": job.helm_charts,
+            "kube_version": job.kube_version,
+            "tools": self.versions,
+        });
+        let d = digest::digest(&digest::SHA256, asked.to_string().as_bytes());
+        d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    async fn render_now<F, Fut>(&self, job: &Job<'_>, files: F) -> Result<Rendered, RenderError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Files, String>>,
+    {
+        let whole = |message: String| RenderError {
+            what: format!("manifest project {}", job.project),
+            file: None,
+            message,
+        };
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| whole("kas is stopping".into()))?;
+        let work =
+            sandbox::workspace().map_err(|e| whole(format!("a folder to render in: {e}")))?;
+        let repo = work.path().join("repo");
+        let files = files().await.map_err(whole)?;
+        export(&repo, files).map_err(whole)?;
+        let mut rendered = Rendered::default();
+        for (i, k) in job.kustomizations.iter().enumerate() {
+            let home = run_home(work.path(), &format!("kustomize-{i}")).map_err(whole)?;
+            let text = kustomize::build(
+                &self.settings.kustomize,
+                &repo,
+                &home,
+                k,
+                self.settings.limits,
+            )
+            .await?;
+            let name = flat(&k.path);
+            for (n, part) in split_yaml(&text, FILE_BYTES).into_iter().enumerate() {
+                rendered.files.push(RenderedFile {
+                    path: format!("kustomize/{name}-{n}.yaml"),
+                    content: part.into_bytes(),
+                });
+            }
+        }
+        for (i, chart) in job.helm_charts.iter().enumerate() {
+            let home = run_home(work.path(), &format!("helm-{i}")).map_err(whole)?;
+            let source = self.chart_source(&repo, &home, chart).await?;
+            let namespace = chart.namespace.as_deref().unwrap_or(job.default_namespace);
+            let objects = helm::template(&helm::Template {
+                helm: &self.settings.helm,
+                repo: &repo,
+                home: &home,
+                chart,
+                source,
+                namespace,
+                kube_version: job.kube_version,
+                limits: self.settings.limits,
+            })
+            .await?;
+            for (n, items) in split_objects(objects, FILE_BYTES).into_iter().enumerate() {
+                let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+                rendered.files.push(RenderedFile {
+                    path: format!("helm/{}-{n}.json", chart.release_name),
+                    content: serde_json::to_vec(&list).map_err(|e| whole(e.to_string()))?,
+                });
+            }
+        }
+        let total: usize = rendered.files.iter().map(|f| f.content.len()).sum();
+        if total > self.settings.limits.output_bytes {
+            return Err(whole(format!(
+                "renders printed {total} bytes, more than the limit of {}",
+                self.settings.limits.output_bytes
+            )));
+        }
+        Ok(rendered)
+    }
+
+    /// The chart's folder in the export, or its archive fetched into the
+    /// run's folder.
+    async fn chart_source(
+        &self,
+        repo: &Path,
+        home: &Path,
+        chart: &HelmChart,
+    ) -> Result<PathBuf, RenderError> {
+        let fail = |message: String| RenderError {
+            what: helm::describe(chart),
+            file: None,
+            message,
+        };
+        if let Some(path) = &chart.path {
+            return Ok(repo.join(path));
+        }
+        let (Some(repository), Some(name), Some(version)) =
+            (&chart.repository, &chart.chart, &chart.version)
+        else {
+            return Err(fail("the chart has neither path nor repository".into()));
+        };
+        if repository.starts_with("oci://") {
+            return Err(fail(
+                "charts from oci:// registries are not rendered yet: vendor the chart into the repository (helm pull --untar) and name it by path".into(),
+            ));
+        }
+        let archive = self
+            .fetcher
+            .archive(repository, name, version)
+            .await
+            .map_err(fail)?;
+        let file = home.join(format!("{name}-{version}.tgz"));
+        std::fs::write(&file, archive.as_slice())
+            .map_err(|e| fail(format!("writing the archive: {e}")))?;
+        Ok(file)
+    }
+}
+
+/// Rendered files are cut to about this size: an agent takes files up to
+/// 5 MiB, and a chart's output (CRDs above all) can be larger.
+const FILE_BYTES: usize = 1 << 20;
+
+/// Objects in groups whose JSON is about `limit` bytes at most (an object
+/// larger than that alone); no group is empty, and there is at least one.
+fn split_objects(objects: Vec<serde_json::Value>, limit: usize) -> Vec<Vec<serde_json::Value>> {
+    let mut groups = vec![Vec::new()];
+    let mut size = 0;
+    for object in objects {
+        let bytes = object.to_string().len();
+        if size > 0 && size + bytes > limit {
+            groups.push(Vec::new());
+            size = 0;
+        }
+        size += bytes;
+        if let Some(group) = groups.last_mut() {
+            group.push(object);
+        }
+    }
+    groups
+}
+
+/// Multi-document YAML cut at document boundaries into parts of about
+/// `limit` bytes at most.
+fn split_yaml(text: &str, limit: usize) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    for doc in text.split("\n---\n") {
+        let current = parts.last().map_or(0, String::len);
+        if current > 0 && current + doc.len() > limit {
+            parts.push(String::new());
+        }
+        if let Some(part) = parts.last_mut() {
+            if !part.is_empty() {
+                part.push_str("\n---\n");
+            }
+            part.push_str(doc);
+        }
+    }
+    parts
+}
+
+/// A path as one file name: `overlays/prod` → `overlays-prod`.
+fn flat(path: &str) -> String {
+    if path == "." {
+        return "root".into();
+    }
+    path.replace('/', "-")
+}
+
+fn run_home(work: &Path, name: &str) -> Result<PathBuf, String> {
+    let home = work.join(name);
+    std::fs::create_dir_all(&home).map_err(|e| format!("a folder to render in: {e}"))?;
+    Ok(home)
+}
+
+/// Writes the repository's files under `repo`. Paths come from git trees,
+/// but are checked again: nothing is written outside the folder.
+fn export(repo: &Path, files: Files) -> Result<(), String> {
+    for (path, bytes) in files {
+        let relative = Path::new(&path);
+        let safe = relative
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !safe {
+            return Err(format!("refusing to export {path:?}"));
+        }
+        let target = repo.join(relative);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("exporting {path}: {e}"))?;
+        }
+        std::fs::write(&target, bytes).map_err(|e| format!("exporting {path}: {e}"))?;
+    }
+    std::fs::create_dir_all(repo).map_err(|e| format!("exporting: {e}"))
+}
+
+/// A tool's version line, or why it cannot run.
+async fn version(program: &Path, args: &[&str]) -> Result<String, String> {
+    let home = sandbox::workspace().map_err(|e| e.to_string())?;
+    let invocation = sandbox::Invocation {
+        program: program.to_owned(),
+        args: args.iter().map(Into::into).collect(),
+        dir: home.path().to_owned(),
+        env: sandbox::base_env(home.path()),
+    };
+    let limits = Limits {
+        timeout: Duration::from_secs(10),
+        ..Limits::default()
+    };
+    let out = sandbox::run(&invocation, limits)
+        .await
+        .map_err(|e| format!("{}: {e}", program.display()))?;
+    Ok(String::from_utf8_lossy(&out).trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_outputs_are_cut_between_objects() {
+        let objects: Vec<serde_json::Value> = (0..10)
+            .map(|i| serde_json::json!({"kind": "ConfigMap", "data": {"x": "a".repeat(400), "i": i}}))
+            .collect();
+        let groups = split_objects(objects, 1000);
+        assert!(groups.len() >= 4, "{}", groups.len());
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 10);
+        assert_eq!(split_objects(Vec::new(), 1000).len(), 1);
+        let yaml = (0..10)
+            .map(|i| {
+                format!(
+                    "kind: ConfigMap\nmetadata: {{name: c{i}}}\ndata: {{x: {}}}",
+                    "a".repeat(400)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n---\n");
+        let parts = split_yaml(&yaml, 1000);
+        assert!(parts.len() >= 4);
+        assert_eq!(parts.join("\n---\n"), yaml, "nothing lost or added");
+    }
+}
