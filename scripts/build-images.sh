@@ -3,7 +3,8 @@
 # checks them with Debian's skopeo and umoci:
 #   1. static (musl) release binaries;
 #   2. an OCI image layout each under target/images/<name> (scripts/oci-image.py:
-#      the binary on a minimal base; kas also gets git and ssh);
+#      the binary on a minimal base; kas also gets git and ssh, and helm and
+#      kustomize from scripts/render-tools.sh to render charts with);
 #   3. skopeo inspects each image, umoci unpacks it, and each program runs
 #      --version inside its own unpacked root (chroot as root), so a missing
 #      library fails here, not in a cluster.
@@ -29,8 +30,18 @@ for program in kas agentk; do
   fi
 done
 
+# The tools kas renders charts and kustomizations with, static both.
+tools=$(bash scripts/render-tools.sh)
+for tool in helm kustomize; do
+  if ! file -L "$tools/$tool" | grep -q "statically linked\|static-pie linked"; then
+    echo "build-images: $tools/$tool is not static: $(file -L "$tools/$tool")" >&2
+    exit 1
+  fi
+done
+
 rm -rf target/images
-python3 scripts/oci-image.py --name kas --version "$version" --binary "$bin/kas" --out target/images/kas --with-git
+python3 scripts/oci-image.py --name kas --version "$version" --binary "$bin/kas" --out target/images/kas --with-git \
+  --tool "$tools/helm" --tool "$tools/kustomize"
 python3 scripts/oci-image.py --name agentk --version "$version" --binary "$bin/agentk" --out target/images/agentk
 
 work=$(mktemp -d)
@@ -55,6 +66,8 @@ PY
     if [ "$program" = kas ]; then
       chroot "$rootfs" /usr/bin/git --version
       chroot "$rootfs" /usr/bin/ssh -V
+      chroot "$rootfs" /usr/local/bin/helm version --short
+      chroot "$rootfs" /usr/local/bin/kustomize version
     fi
   else
     "$rootfs/usr/local/bin/$program" --version

@@ -9,7 +9,10 @@ The layer is reproducible: entries sorted, times zero, owners root (the
 data folder excepted), gzip without a timestamp.
 
 Usage: oci-image.py --name kas --version 0.1.0 --binary PATH --out DIR
-                    [--with-git]
+                    [--with-git] [--tool PATH]...
+
+--tool adds a static program beside the main one (kas renders charts and
+kustomizations with helm and kustomize).
 """
 
 import argparse
@@ -112,6 +115,7 @@ def main():
     parser.add_argument("--binary", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--with-git", action="store_true")
+    parser.add_argument("--tool", action="append", default=[])
     args = parser.parse_args()
 
     entries = []
@@ -119,6 +123,8 @@ def main():
     program = f"/usr/local/bin/{args.name}"
     layer.copy(args.binary, program)
     entries.append(program)
+    for tool in args.tool:
+        layer.copy(os.path.realpath(tool), "/usr/local/bin/" + os.path.basename(tool))
     for path in ["/etc/ssl/certs/ca-certificates.crt"]:
         layer.copy(path)
     layer.file(

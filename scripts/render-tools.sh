@@ -27,7 +27,8 @@ mkdir -p "$bin"
 version=$(sed -n 's|^require sigs.k8s.io/kustomize/kustomize/v5 \(v[0-9.]*\)$|\1|p' "$gomod/go.mod")
 log "building kustomize $version"
 tmp=$(mktemp -d "$bin/../build.XXXXXX")
-(cd "$gomod" && GOFLAGS="${GOFLAGS:-} -trimpath -buildvcs=false" go build \
+# Static (no cgo), so that kas's image can carry it.
+(cd "$gomod" && CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -trimpath -buildvcs=false" go build \
   -ldflags "-s -w -X sigs.k8s.io/kustomize/api/provenance.version=$version" \
   -o "$tmp/kustomize" sigs.k8s.io/kustomize/kustomize/v5)
 mv "$tmp/kustomize" "$bin/kustomize" && rmdir "$tmp"

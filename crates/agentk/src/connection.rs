@@ -235,6 +235,15 @@ async fn open_session(options: &ConnectOptions, shutdown: &mut Shutdown) -> anyh
                     Some(server_message::Message::Manifests(manifests)) => {
                         options.gitops.receive(&agent_name, manifests);
                     }
+                    Some(server_message::Message::PlanRequest(request)) => {
+                        if let Some(plan) = options.gitops.receive_plan(&agent_name, request) {
+                            let tx = tx.clone();
+                            tokio::spawn(async move {
+                                let report = plan.await;
+                                let _ = tx.send(AgentMessage { message: Some(agent_message::Message::PlanReport(report)) }).await;
+                            });
+                        }
+                    }
                     Some(server_message::Message::Pong(_)) | None => {}
                 },
             },

@@ -38,6 +38,30 @@ struct Job {
     spec: cfg::ManifestProject,
 }
 
+/// Plan requests assembled at once at most (kas sends one at a time per
+/// request; more is a misbehaving server).
+const MAX_PENDING_PLANS: usize = 8;
+
+fn planned_message(p: tether_gitops::plan::PlannedObject) -> v1::PlannedObject {
+    v1::PlannedObject {
+        group: p.object.group,
+        kind: p.object.kind,
+        namespace: p.object.namespace,
+        name: p.object.name,
+        change: p.change.as_str().to_owned(),
+        message: p.message,
+        fields: p
+            .fields
+            .into_iter()
+            .map(|f| v1::FieldChange {
+                path: f.path,
+                before: f.before,
+                after: f.after,
+            })
+            .collect(),
+    }
+}
+
 /// Chunks of a set being received: one send of kas, by its transfer id.
 #[derive(Debug, Default)]
 struct Pending {
@@ -56,6 +80,8 @@ pub struct GitOps {
     inventory_namespace: String,
     workers: Arc<Mutex<HashMap<String, watch::Sender<Option<Job>>>>>,
     pending: Arc<Mutex<HashMap<String, Pending>>>,
+    /// Plan requests being received, by plan id.
+    plans: Arc<Mutex<HashMap<u64, Pending>>>,
     /// The last commit synced without error, by project, for Hello.
     synced: Arc<Mutex<HashMap<String, String>>>,
     /// The last report of each project, sent again to a new session so
@@ -101,6 +127,7 @@ impl GitOps {
             inventory_namespace,
             workers: Arc::default(),
             pending: Arc::default(),
+            plans: Arc::default(),
             synced: Arc::default(),
             last_reports: Arc::default(),
             reports,
@@ -318,20 +345,11 @@ impl GitOps {
         }
     }
 
-    /// Syncs one set; returns the outcome and whether it was a dry run.
-    async fn run(&self, project: &str, job: Job, state: &mut AppliedState) -> (SyncOutcome, bool) {
-        if let Some(error) = job.error {
-            tracing::warn!(commit = %job.commit, error = %error, "kas could not read the manifests; nothing changes");
-            let outcome = SyncOutcome {
-                error: Some(error),
-                ..SyncOutcome::default()
-            };
-            return (outcome, false);
-        }
-        let spec = &job.spec;
-        let options = SyncOptions {
+    /// How a manifest project is synced (and planned).
+    fn sync_options(&self, spec: &cfg::ManifestProject, agent: &str, project: &str) -> SyncOptions {
+        SyncOptions {
             default_namespace: spec.default_namespace.clone(),
-            inventory: Inventory::for_project(&job.agent, project, &self.inventory_namespace),
+            inventory: Inventory::for_project(agent, project, &self.inventory_namespace),
             inventory_policy: match spec.inventory_policy {
                 cfg::InventoryPolicy::MustMatch => InventoryPolicy::MustMatch,
                 cfg::InventoryPolicy::AdoptIfNoInventory => InventoryPolicy::AdoptIfNoInventory,
@@ -348,7 +366,75 @@ impl GitOps {
             client_dry_run: spec.dry_run_strategy == cfg::DryRunStrategy::Client,
             reconcile_timeout: spec.reconcile_timeout,
             limits: Limits::default(),
+        }
+    }
+
+    /// Takes one chunk of a plan request; once the last has come, the plan
+    /// to run (every replica may plan: it changes nothing).
+    pub fn receive_plan(
+        &self,
+        agent: &str,
+        request: v1::PlanRequest,
+    ) -> Option<impl Future<Output = v1::PlanReport> + Send + 'static> {
+        let plan_id = request.plan_id;
+        let files = {
+            let mut plans = lock(&self.plans);
+            let entry = plans.entry(plan_id).or_default();
+            if request.chunk != entry.next_chunk {
+                plans.remove(&plan_id);
+                tracing::warn!(plan = plan_id, "plan chunk out of order: dropped");
+                return None;
+            }
+            entry.next_chunk += 1;
+            entry
+                .files
+                .extend(request.files.into_iter().map(|f| ManifestFile {
+                    path: f.path,
+                    bytes: f.content,
+                }));
+            if !request.last {
+                // At most a few plans are assembled at once.
+                if plans.len() > MAX_PENDING_PLANS {
+                    plans.clear();
+                }
+                return None;
+            }
+            plans.remove(&plan_id).unwrap_or_default().files
         };
+        let spec = self.config.manifest_project(&request.project_id);
+        let options = spec.map(|spec| self.sync_options(&spec, agent, &request.project_id));
+        let client = self.client.clone();
+        let project = request.project_id;
+        Some(async move {
+            let mut report = v1::PlanReport {
+                plan_id,
+                ..Default::default()
+            };
+            let Some(options) = options else {
+                report.error = format!(
+                    "project {project} is not a manifest project of this agent's configuration"
+                );
+                return report;
+            };
+            match tether_gitops::plan::plan(&client, &options, &files).await {
+                Ok(planned) => report.objects = planned.into_iter().map(planned_message).collect(),
+                Err(e) => report.error = e,
+            }
+            report
+        })
+    }
+
+    /// Syncs one set; returns the outcome and whether it was a dry run.
+    async fn run(&self, project: &str, job: Job, state: &mut AppliedState) -> (SyncOutcome, bool) {
+        if let Some(error) = job.error {
+            tracing::warn!(commit = %job.commit, error = %error, "kas could not read the manifests; nothing changes");
+            let outcome = SyncOutcome {
+                error: Some(error),
+                ..SyncOutcome::default()
+            };
+            return (outcome, false);
+        }
+        let options = self.sync_options(&job.spec, &job.agent, project);
         let outcome = sync::sync(&self.client, &options, &job.files, state).await;
         match &outcome.error {
             None => tracing::info!(

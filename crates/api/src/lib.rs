@@ -87,6 +87,54 @@ pub struct HistoryQuery {
     pub limit: Option<usize>,
 }
 
+// === Agents: plans ===
+
+/// `POST /api/v1/agents/{name}/plan`: what a commit of one of the agent's
+/// manifest projects would change in its cluster.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRequest {
+    /// A commit id (or a branch or tag) of the manifest project.
+    pub commit: String,
+    /// The manifest project; may be left out when the agent has only one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+}
+
+/// The plan: one entry per object, sorted by group, kind, namespace, name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanView {
+    pub agent: String,
+    pub project: String,
+    pub commit: String,
+    /// Objects by change: create, update, unchanged, prune, keep, refused.
+    pub counts: std::collections::BTreeMap<String, usize>,
+    pub objects: Vec<PlannedObjectView>,
+    pub duration_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedObjectView {
+    pub group: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// create, update, unchanged, prune, keep or refused.
+    pub change: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// For an update: each field that changes, values as JSON.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldChangeView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldChangeView {
+    pub path: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
 // === Agents: connections and GitOps ===
 
 /// A connection as the API shows it.

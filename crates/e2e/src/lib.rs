@@ -284,16 +284,21 @@ impl Setup {
     }
 
     pub fn cli(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new(kas_binary())
+        let out = self.cli_output(args);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The CLI's whole outcome, failures included.
+    pub fn cli_output(&self, args: &[&str]) -> std::process::Output {
+        Command::new(kas_binary())
             .args(args)
             .args(["--server", &self.api, "--admin-token-file"])
             .arg(self.dir.path().join("kas/admin-token"))
             .env_remove("KAS_ADMIN_TOKEN")
             .output()
-            .expect("CLI runs");
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+            .expect("CLI runs")
     }
 
     /// Registers a project, the agent `name` in it, and a token (token id 1

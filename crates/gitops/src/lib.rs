@@ -27,4 +27,5 @@ pub mod health;
 pub mod inventory;
 pub mod kinds;
 pub mod manifest;
+pub mod plan;
 pub mod sync;

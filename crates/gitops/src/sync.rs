@@ -174,7 +174,7 @@ pub async fn sync(
             },
         };
         state.discovery = Some(discovery.clone());
-        match plan(&discovery, objects.clone(), &options.default_namespace) {
+        match resolve_set(&discovery, objects.clone(), &options.default_namespace) {
             Ok(planned) => break (discovery, planned),
             // The kind may be new since discovery was cached.
             Err(_) if !fresh => state.discovery = None,
@@ -372,7 +372,7 @@ fn join(problems: &[manifest::ManifestError]) -> String {
 
 /// Resolves every object, sets namespaces, and refuses the set if any kind
 /// is unknown or an object appears twice once namespaces are set.
-fn plan(
+pub(crate) fn resolve_set(
     discovery: &Discovery,
     objects: Vec<Object>,
     default_namespace: &str,
@@ -426,7 +426,7 @@ fn plan(
     }
 }
 
-fn api_for(
+pub(crate) fn api_for(
     client: &kube::Client,
     resource: &ApiResource,
     namespaced: bool,
@@ -440,7 +440,7 @@ fn api_for(
 }
 
 /// Whether this inventory may apply `object`, by `inventory_policy`.
-async fn check_ownership(
+pub(crate) async fn check_ownership(
     client: &kube::Client,
     options: &SyncOptions,
     old: &BTreeSet<ObjRef>,

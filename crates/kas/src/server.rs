@@ -213,6 +213,7 @@ impl Server {
             repos: repos.clone(),
             changes: changes.clone(),
             proxy: proxy.clone(),
+            renderer: renderer.clone(),
         };
         drop(admin_token);
         let private = match (&settings.replication, &router) {

@@ -41,6 +41,7 @@ impl Api {
                 DEFAULT_POLL_INTERVAL,
                 Default::default(),
             ),
+            renderer: Err("no renderer in these tests".into()),
         });
         Api {
             router,

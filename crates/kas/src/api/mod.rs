@@ -7,6 +7,7 @@
 mod access;
 mod agents;
 mod error;
+mod plan;
 mod projects;
 mod tokens;
 
@@ -43,6 +44,8 @@ pub struct ApiState {
     pub proxy: Arc<tether_proxy::Proxy>,
     /// Turns what a handler changed into its consequences.
     pub changes: crate::changes::Changes,
+    /// Renders charts and kustomizations for plans, or why kas cannot.
+    pub renderer: Result<Arc<tether_render::Renderer>, String>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -81,6 +84,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/agents/{name}/gitops/history",
             get(agents::gitops_history),
         )
+        .route("/api/v1/agents/{name}/plan", post(plan::plan))
         .route(
             "/api/v1/agents/{name}/tokens",
             get(tokens::list).post(tokens::create),

@@ -172,7 +172,7 @@ async fn run(
 
 /// The files of `spec` at `commit`: those its globs select, and what its
 /// charts and kustomizations render. All or nothing: an error sends no file.
-async fn collect(
+pub async fn collect(
     spec: &ManifestSpec,
     source: &tether_git::Source,
     commit: &CommitId,

@@ -11,6 +11,7 @@
 //!   [`stored`]: the one another replica accepted.
 //! - [`reports`]: sync reports as kas records and shows them.
 //! - [`outbound`]: the bounded queue towards one agent, and its send.
+//! - [`plans`]: what a commit would change, asked of an agent's session.
 //! - [`manifests`]: following an agent's manifest projects and streaming
 //!   their files.
 //! - [`listener`]: one TLS port for gRPC and gRPC-over-WebSocket.
@@ -26,6 +27,7 @@ pub mod configs;
 pub mod listener;
 pub mod manifests;
 pub mod outbound;
+pub mod plans;
 pub mod policy;
 pub mod ratelimit;
 pub mod registry;

@@ -30,6 +30,8 @@ pub struct ConnectionRegistry {
     configs: AgentConfigs,
     /// Each agent's tunnels, closed with its sessions.
     tunnels: Arc<Tunnels>,
+    /// Plans asked of the sessions here.
+    plans: Arc<super::plans::Plans>,
     /// Bumped on every grant or revocation of a manifest project, so that
     /// sessions decide again what they follow.
     grants: watch::Sender<u64>,
@@ -58,6 +60,7 @@ impl Default for ConnectionRegistry {
             entries: Mutex::default(),
             configs: AgentConfigs::default(),
             tunnels: Arc::default(),
+            plans: Arc::default(),
             grants: watch::channel(0).0,
             metrics: Metrics::default(),
         }
@@ -76,6 +79,11 @@ impl ConnectionRegistry {
     /// Live sessions of `agent`.
     pub fn session_count(&self, agent: &str) -> usize {
         self.lock().values().filter(|e| e.agent == agent).count()
+    }
+
+    /// Plans asked of the sessions here.
+    pub fn plans(&self) -> &Arc<super::plans::Plans> {
+        &self.plans
     }
 
     /// Follows grant changes (see [`Self::grants_changed`]).

@@ -196,7 +196,9 @@ impl AgentChannel for AgentChannelService {
         tx.send(Ok(welcome))
             .await
             .map_err(|_| Status::cancelled("agent left during the handshake"))?;
+        let plan_slot = self.registry.plans().open(&agent.name, tx.clone());
         let session = Session {
+            _plans: plan_slot,
             drain: self.drain.clone(),
             store: self.store.clone(),
             grants: self.registry.watch_grants(),
@@ -238,6 +240,8 @@ struct Session {
     specs: Vec<ManifestSpec>,
     /// How its followers render charts and kustomizations.
     rendering: manifests::Rendering,
+    /// Lets the session take plans while it lives.
+    _plans: super::plans::PlanSlot,
     /// Time left on the session's token, if it expires.
     expires_in: Option<Duration>,
     agent: String,
@@ -336,6 +340,9 @@ impl Session {
                                 tracing::info!(commit = %applied.commit_id, "agent applied config");
                             }
                             Some(agent_message::Message::SyncReport(report)) => self.record(report).await,
+                            Some(agent_message::Message::PlanReport(report)) => {
+                                self.registry.plans().answered(&self.agent, report);
+                            }
                             Some(agent_message::Message::Hello(_)) | None => {}
                         }
                     }

@@ -157,6 +157,18 @@ pub enum AgentCommand {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// What a commit of one manifest project would change in the agent's
+    /// cluster: objects to create, update (with their fields), leave alone
+    /// or prune. Nothing changes.
+    Plan {
+        name: String,
+        /// A commit id (or a branch or tag) of the manifest project.
+        #[arg(long)]
+        commit: String,
+        /// The manifest project (may be left out when the agent has one).
+        #[arg(long)]
+        project: Option<String>,
+    },
     Delete {
         name: String,
     },
@@ -510,6 +522,20 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
             );
             printed(&syncs, text)
         }
+        AgentCommand::Plan {
+            name,
+            commit,
+            project,
+        } => {
+            let plan: api::PlanView = client
+                .post_as(
+                    &format!("/api/v1/agents/{}/plan", segment(&name)),
+                    &api::PlanRequest { commit, project },
+                )
+                .await?;
+            let text = plan_text(&plan);
+            printed(&plan, text)
+        }
         AgentCommand::Delete { name } => {
             client
                 .delete(&format!("/api/v1/agents/{}", segment(&name)))
@@ -613,6 +639,60 @@ fn table(list: &Value, columns: &[&str]) -> String {
         out.push_str(&line(row));
     }
     out
+}
+
+/// A plan as a person reads it: one line per object that changes, its
+/// fields below, and the counts.
+fn plan_text(plan: &api::PlanView) -> String {
+    let mut text = format!(
+        "agent {} · {} at {}\n",
+        plan.agent, plan.project, plan.commit
+    );
+    for o in plan.objects.iter().filter(|o| o.change != "unchanged") {
+        let sign = match o.change.as_str() {
+            "create" => "+",
+            "update" => "~",
+            "prune" => "-",
+            _ => "!",
+        };
+        let at = if o.namespace.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", o.namespace)
+        };
+        let group = if o.group.is_empty() {
+            String::new()
+        } else {
+            format!(".{}", o.group)
+        };
+        text.push_str(&format!(
+            "{sign} {}{group} {at}{} ({})",
+            o.kind, o.name, o.change
+        ));
+        if !o.message.is_empty() {
+            text.push_str(&format!(": {}", o.message));
+        }
+        text.push('\n');
+        for f in &o.fields {
+            text.push_str(&format!(
+                "    {}: {} → {}\n",
+                f.path,
+                f.before.as_deref().unwrap_or("(none)"),
+                f.after.as_deref().unwrap_or("(none)")
+            ));
+        }
+    }
+    let counts: Vec<String> = plan
+        .counts
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
+    text.push_str(&format!(
+        "{} ({} ms)\n",
+        counts.join(", "),
+        plan.duration_ms
+    ));
+    text
 }
 
 #[cfg(test)]

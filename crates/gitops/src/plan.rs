@@ -1,0 +1,330 @@
+//! What a set of manifests would do to the cluster, changing nothing: for
+//! each object, create, change (with the fields that would change), leave
+//! alone, or prune. Each object is applied with `dryRun=All` exactly as a
+//! sync would apply it (server-side apply, agentk's field manager, forced,
+//! with the inventory annotation), so admission, defaulting and validation
+//! all run, and the answer is compared with the object as it is.
+
+use std::collections::BTreeSet;
+
+use futures_util::{StreamExt, stream};
+use kube::api::{Patch, PatchParams};
+use kube::discovery::Discovery;
+use serde_json::Value;
+
+use crate::inventory::{FIELD_MANAGER, ON_REMOVE_ANNOTATION, OWNER_ANNOTATION, ObjRef};
+use crate::manifest::{self, ManifestFile};
+use crate::sync::{SyncOptions, api_for, check_ownership, resolve_set};
+
+/// Dry runs in flight at once.
+const CONCURRENCY: usize = 16;
+/// Changed fields reported per object at most, and bytes per value shown.
+const MAX_CHANGES: usize = 200;
+const MAX_VALUE_BYTES: usize = 1024;
+
+/// What would happen to one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Create,
+    Update,
+    Unchanged,
+    Prune,
+    /// Gone from git but kept: prune is off, or it is annotated to stay.
+    Keep,
+    /// The API server (or the inventory policy) refuses it.
+    Refused,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Create => "create",
+            Change::Update => "update",
+            Change::Unchanged => "unchanged",
+            Change::Prune => "prune",
+            Change::Keep => "keep",
+            Change::Refused => "refused",
+        }
+    }
+}
+
+/// One field that would change: its path (`spec.replicas`,
+/// `spec.template.spec.containers[0].image`) and values as JSON, absent
+/// where the field is absent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldChange {
+    pub path: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PlannedObject {
+    pub object: ObjRef,
+    pub change: Change,
+    pub message: String,
+    pub fields: Vec<FieldChange>,
+}
+
+/// Plans `files` against the cluster. An error is what a sync would fail
+/// with before touching anything (a parse error, an unknown kind).
+pub async fn plan(
+    client: &kube::Client,
+    options: &SyncOptions,
+    files: &[ManifestFile],
+) -> Result<Vec<PlannedObject>, String> {
+    let objects = manifest::parse(files, &options.limits).map_err(|problems| {
+        problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .map_err(|e| format!("API discovery failed: {e}"))?;
+    let resolved = resolve_set(&discovery, objects, &options.default_namespace)
+        .map_err(|problems| problems.join("; "))?;
+    let old = options
+        .inventory
+        .load(client)
+        .await
+        .map_err(|e| format!("cannot read the inventory: {e}"))?;
+    let new: BTreeSet<ObjRef> = resolved
+        .iter()
+        .map(|(o, _)| ObjRef::from_key(&o.key))
+        .collect();
+    let mut planned: Vec<PlannedObject> = stream::iter(resolved)
+        .map(|(mut object, resolved)| {
+            let old = &old;
+            async move {
+                let reference = ObjRef::from_key(&object.key);
+                let refused = |message: String| PlannedObject {
+                    object: reference.clone(),
+                    change: Change::Refused,
+                    message,
+                    fields: Vec::new(),
+                };
+                if let Err(message) =
+                    check_ownership(client, options, old, &object, &resolved).await
+                {
+                    return refused(message);
+                }
+                if resolved.pending_crd {
+                    return PlannedObject {
+                        object: reference.clone(),
+                        change: Change::Create,
+                        message:
+                            "its CRD comes with this commit: the API server cannot check it before"
+                                .into(),
+                        fields: Vec::new(),
+                    };
+                }
+                if let Some(Value::Object(meta)) = object.body.get_mut("metadata") {
+                    let annotations = meta
+                        .entry("annotations")
+                        .or_insert_with(|| Value::Object(Default::default()));
+                    if let Value::Object(a) = annotations {
+                        a.insert(
+                            OWNER_ANNOTATION.into(),
+                            Value::String(options.inventory.id.clone()),
+                        );
+                    }
+                }
+                let api = api_for(
+                    client,
+                    &resolved.resource,
+                    resolved.namespaced,
+                    &reference.namespace,
+                );
+                let live = match api.get_opt(&reference.name).await {
+                    Ok(live) => live,
+                    Err(kube::Error::Api(e)) if e.code == 404 => None,
+                    Err(e) => return refused(format!("cannot read it: {e}")),
+                };
+                let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
+                let body = Value::Object(object.body);
+                let after = match api
+                    .patch(&reference.name, &params, &Patch::Apply(&body))
+                    .await
+                {
+                    Ok(after) => after,
+                    // A namespace this commit creates does not exist yet.
+                    Err(kube::Error::Api(e)) if live.is_none() && e.code == 404 => {
+                        return PlannedObject {
+                            object: reference.clone(),
+                            change: Change::Create,
+                            message: "its namespace comes with this commit".into(),
+                            fields: Vec::new(),
+                        };
+                    }
+                    Err(e) => return refused(format!("the API server refuses it: {e}")),
+                };
+                let Some(live) = live else {
+                    return PlannedObject {
+                        object: reference,
+                        change: Change::Create,
+                        message: String::new(),
+                        fields: Vec::new(),
+                    };
+                };
+                let before = comparable(serde_json::to_value(&live).unwrap_or_default());
+                let after = comparable(serde_json::to_value(&after).unwrap_or_default());
+                let mut fields = Vec::new();
+                diff("", Some(&before), Some(&after), &mut fields);
+                let change = if fields.is_empty() {
+                    Change::Unchanged
+                } else {
+                    Change::Update
+                };
+                PlannedObject {
+                    object: reference,
+                    change,
+                    message: String::new(),
+                    fields,
+                }
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    for gone in old.difference(&new) {
+        let keep = !options.prune || kept(client, &discovery, gone).await;
+        planned.push(PlannedObject {
+            object: gone.clone(),
+            change: if keep { Change::Keep } else { Change::Prune },
+            message: if keep && !options.prune {
+                "prune is off".into()
+            } else if keep {
+                format!("annotated {ON_REMOVE_ANNOTATION}: keep")
+            } else {
+                String::new()
+            },
+            fields: Vec::new(),
+        });
+    }
+    planned.sort_by(|a, b| a.object.cmp(&b.object));
+    Ok(planned)
+}
+
+/// Whether an object gone from git is annotated to stay.
+async fn kept(client: &kube::Client, discovery: &Discovery, object: &ObjRef) -> bool {
+    let Some((resource, caps)) = discovery.groups().find_map(|g| {
+        g.recommended_resources()
+            .into_iter()
+            .find(|(r, _)| r.group == object.group && r.kind == object.kind)
+    }) else {
+        return false;
+    };
+    let namespaced = caps.scope == kube::discovery::Scope::Namespaced;
+    let api = api_for(client, &resource, namespaced, &object.namespace);
+    matches!(
+        api.get_metadata_opt(&object.name).await,
+        Ok(Some(m)) if m.metadata.annotations.as_ref().and_then(|a| a.get(ON_REMOVE_ANNOTATION)).is_some_and(|v| v == "keep")
+    )
+}
+
+/// An object without what the server writes on every change, so that
+/// two readings differ only where the content does.
+fn comparable(mut object: Value) -> Value {
+    if let Some(Value::Object(meta)) = object.get_mut("metadata") {
+        for noise in [
+            "managedFields",
+            "resourceVersion",
+            "generation",
+            "uid",
+            "creationTimestamp",
+        ] {
+            meta.remove(noise);
+        }
+    }
+    if let Value::Object(map) = &mut object {
+        map.remove("status");
+    }
+    object
+}
+
+fn shown(value: &Value) -> String {
+    let mut text = value.to_string();
+    if text.len() > MAX_VALUE_BYTES {
+        let mut end = MAX_VALUE_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+/// The fields that differ between `before` and `after`, by path.
+fn diff(path: &str, before: Option<&Value>, after: Option<&Value>, out: &mut Vec<FieldChange>) {
+    if out.len() >= MAX_CHANGES || before == after {
+        return;
+    }
+    match (before, after) {
+        (Some(Value::Object(b)), Some(Value::Object(a))) => {
+            let keys: BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+            for key in keys {
+                let here = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                diff(&here, b.get(key), a.get(key), out);
+            }
+        }
+        (Some(Value::Array(b)), Some(Value::Array(a))) if b.len() == a.len() => {
+            for (i, (bi, ai)) in b.iter().zip(a).enumerate() {
+                diff(&format!("{path}[{i}]"), Some(bi), Some(ai), out);
+            }
+        }
+        _ => out.push(FieldChange {
+            path: path.to_owned(),
+            before: before.map(shown),
+            after: after.map(shown),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn diffs_name_each_changed_field_and_ignore_server_noise() {
+        let before = comparable(json!({
+            "metadata": {"name": "web", "resourceVersion": "1", "managedFields": [], "labels": {"a": "1"}},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "web", "image": "nginx:1"}]}}},
+            "status": {"ready": 2}
+        }));
+        let after = comparable(json!({
+            "metadata": {"name": "web", "resourceVersion": "2", "labels": {"a": "1", "b": "2"}},
+            "spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "web", "image": "nginx:2"}]}}},
+            "status": {"ready": 0}
+        }));
+        let mut out = Vec::new();
+        diff("", Some(&before), Some(&after), &mut out);
+        let paths: Vec<(&str, Option<&str>, Option<&str>)> = out
+            .iter()
+            .map(|c| (c.path.as_str(), c.before.as_deref(), c.after.as_deref()))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ("metadata.labels.b", None, Some("\"2\"")),
+                ("spec.replicas", Some("2"), Some("3")),
+                (
+                    "spec.template.spec.containers[0].image",
+                    Some("\"nginx:1\""),
+                    Some("\"nginx:2\"")
+                ),
+            ]
+        );
+        let mut none = Vec::new();
+        diff("", Some(&before), Some(&before), &mut none);
+        assert!(none.is_empty());
+    }
+}

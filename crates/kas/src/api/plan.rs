@@ -1,0 +1,199 @@
+//! `POST /api/v1/agents/{name}/plan`: what a commit of one of the agent's
+//! manifest projects would change in its cluster. kas selects and renders
+//! the commit's files as for a sync (the render cache serves both), an
+//! agent's session here dry-runs them against the cluster, and the answer
+//! lists each object to create, update (with its fields), leave alone or
+//! prune. Nothing changes anywhere.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use tether_api::{FieldChangeView, PlanRequest, PlanView, PlannedObjectView};
+
+use super::ApiState;
+use super::error::ApiError;
+use crate::channel::manifests::{self, ManifestSpec};
+use crate::channel::plans::PlanError;
+use crate::channel::policy;
+
+/// How long the agent may take to dry-run a commit.
+const PLAN_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub async fn plan(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Json(request): Json<PlanRequest>,
+) -> Result<Json<PlanView>, ApiError> {
+    let started = Instant::now();
+    let agent = state
+        .store
+        .get_agent(&name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("agent {name} not found")))?;
+    let config = state.connections.configs().in_use(&name).ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "agent {name} has no session on this kas: a plan needs the agent connected"
+        ))
+    })?;
+    let specs = ManifestSpec::from_config(&config, &agent.config_project);
+    let spec = match (&request.project, specs.as_slice()) {
+        (Some(project), _) => specs
+            .iter()
+            .find(|s| &s.project == project)
+            .ok_or_else(|| {
+                ApiError::Invalid(format!(
+                    "project {project} is not a manifest project of agent {name} (it has: {})",
+                    names(&specs)
+                ))
+            })?,
+        (None, [only]) => only,
+        (None, []) => {
+            return Err(ApiError::Invalid(format!(
+                "agent {name}'s config names no manifest project"
+            )));
+        }
+        (None, _) => {
+            return Err(ApiError::Invalid(format!(
+                "agent {name} has several manifest projects; name one with project ({})",
+                names(&specs)
+            )));
+        }
+    };
+    let granted = state
+        .store
+        .list_manifest_grants(None, Some(&name))
+        .await?
+        .into_iter()
+        .map(|g| g.project)
+        .collect();
+    policy::may_read(&name, &agent.config_project, &spec.project, &granted)
+        .map_err(ApiError::Conflict)?;
+
+    // Held while planning, so that the project's poller stays up.
+    let head = state.repos.subscribe(&spec.project);
+    let mut current = head.borrow().clone();
+    let commit = match current.resolve(Some(&request.commit)).await {
+        Ok(commit) => commit,
+        Err(_) => {
+            // Not fetched yet, perhaps: read the repository once more.
+            state
+                .repos
+                .refresh(&spec.project)
+                .await
+                .map_err(|e| ApiError::Upstream(e.to_string()))?;
+            current = head.borrow().clone();
+            current.resolve(Some(&request.commit)).await.map_err(|e| {
+                ApiError::NotFound(format!(
+                    "commit {} of {}: {e}",
+                    request.commit, spec.project
+                ))
+            })?
+        }
+    };
+    let source = current
+        .source
+        .clone()
+        .ok_or_else(|| ApiError::Upstream(format!("{} has not been read yet", spec.project)))?;
+    // A commit of the agent's own configuration project may change the
+    // config too (a chart's values, a glob): plan with the config of that
+    // commit, as the agent would sync it.
+    let at_commit;
+    let spec = if spec.project == agent.config_project {
+        let loaded = crate::channel::config::load(
+            source.clone(),
+            commit.clone(),
+            &name,
+            &agent.config_project,
+        )
+        .await
+        .map_err(|problem| {
+            ApiError::Invalid(format!(
+                "commit {commit} cannot be planned: its config file is refused: {}",
+                problem.message
+            ))
+        })?;
+        at_commit = ManifestSpec::from_config(&loaded.config, &agent.config_project);
+        at_commit
+            .iter()
+            .find(|s| s.project == spec.project)
+            .ok_or_else(|| {
+                ApiError::Invalid(format!(
+                    "at commit {commit}, agent {name}'s config no longer names {}",
+                    spec.project
+                ))
+            })?
+    } else {
+        spec
+    };
+    let rendering = manifests::Rendering {
+        renderer: state.renderer.clone(),
+        kube_version: state
+            .connections
+            .connections(&name)
+            .first()
+            .map(|c| c.cluster_version.clone())
+            .unwrap_or_default(),
+    };
+    let files = manifests::collect(spec, &source, &commit, &rendering)
+        .await
+        .map_err(|e| ApiError::Invalid(format!("commit {commit} cannot be planned: {e}")))?;
+    let commit = commit.to_string();
+    let report = state
+        .connections
+        .plans()
+        .ask(&name, &spec.project, &commit, files, PLAN_TIMEOUT)
+        .await
+        .map_err(|e| match e {
+            PlanError::NotConnected(_) | PlanError::Gone(_) => ApiError::Conflict(e.to_string()),
+            PlanError::Busy(_) | PlanError::Timeout { .. } => ApiError::Upstream(e.to_string()),
+        })?;
+    if !report.error.is_empty() {
+        return Err(ApiError::Invalid(format!(
+            "commit {commit} cannot be planned: {}",
+            report.error
+        )));
+    }
+    let objects: Vec<PlannedObjectView> = report
+        .objects
+        .into_iter()
+        .map(|o| PlannedObjectView {
+            group: o.group,
+            kind: o.kind,
+            namespace: o.namespace,
+            name: o.name,
+            change: o.change,
+            message: o.message,
+            fields: o
+                .fields
+                .into_iter()
+                .map(|f| FieldChangeView {
+                    path: f.path,
+                    before: f.before,
+                    after: f.after,
+                })
+                .collect(),
+        })
+        .collect();
+    let mut counts = BTreeMap::new();
+    for o in &objects {
+        *counts.entry(o.change.clone()).or_insert(0) += 1;
+    }
+    Ok(Json(PlanView {
+        agent: name,
+        project: spec.project.clone(),
+        commit,
+        counts,
+        objects,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    }))
+}
+
+fn names(specs: &[ManifestSpec]) -> String {
+    specs
+        .iter()
+        .map(|s| s.project.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
