@@ -34,6 +34,12 @@ cargo bench -q -p tether-e2e --bench agents
 # GitOps against kubectl on the same cluster.
 cargo bench -q -p tether-e2e --bench gitops
 
+# Helm charts: render against helm template alone; push-to-applied.
+TETHER_RENDER_BIN=$(bash scripts/render-tools.sh)
+export TETHER_RENDER_BIN
+cargo bench -q -p tether-render --bench render
+cargo bench -q -p tether-e2e --bench charts
+
 # The Kubernetes API proxy against direct access, on the same cluster.
 cargo bench -q -p tether-e2e --bench proxy
 
