@@ -16,7 +16,6 @@
 
 use tether_e2e as support;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use support::{Setup, commit, new_repo, wait};
@@ -43,7 +42,10 @@ fn main() -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
     let dir = work.path().join("manifests");
     std::fs::create_dir_all(&dir)?;
-    for (i, text) in manifest_files(0).into_iter().enumerate() {
+    for (i, text) in tether_e2e::bench::objects::files(OBJECTS, 0)
+        .into_iter()
+        .enumerate()
+    {
         std::fs::write(dir.join(format!("part-{i:02}.yaml")), text)?;
     }
 
@@ -69,7 +71,7 @@ fn main() -> anyhow::Result<()> {
     });
     let baseline = rss_mib(agentk.child.id(), "VmRSS");
 
-    let files: Vec<(String, String)> = manifest_files(0)
+    let files: Vec<(String, String)> = tether_e2e::bench::objects::files(OBJECTS, 0)
         .into_iter()
         .enumerate()
         .map(|(i, t)| (format!("manifests/part-{i:02}.yaml"), t))
@@ -122,9 +124,9 @@ fn main() -> anyhow::Result<()> {
     );
 
     // 2. Re-sync of unchanged manifests: requests by verb.
-    let before = runtime.block_on(request_counts(&client))?;
+    let before = runtime.block_on(tether_e2e::bench::objects::request_counts(&client))?;
     kubectl_apply(cluster, &kubectl_ns, &dir)?;
-    let after_kubectl = runtime.block_on(request_counts(&client))?;
+    let after_kubectl = runtime.block_on(tether_e2e::bench::objects::request_counts(&client))?;
     let unchanged = commit(&repo, &[("README.md", Some("manifests unchanged\n"))]);
     setup
         .cli(&["project", "refresh", "team/config"])
@@ -132,14 +134,14 @@ fn main() -> anyhow::Result<()> {
     wait("the unchanged re-sync", Duration::from_secs(300), || {
         synced(&setup, &unchanged).is_some()
     });
-    let after_tether = runtime.block_on(request_counts(&client))?;
+    let after_tether = runtime.block_on(tether_e2e::bench::objects::request_counts(&client))?;
     let report = synced(&setup, &unchanged).unwrap_or_default();
     println!(
         "\nre-sync of unchanged manifests ({} unchanged, {} applied by tether): API requests on configmaps, secrets, services, deployments and agentk's inventory, by verb",
         report["unchanged"], report["applied"]
     );
-    let kubectl_delta = delta(&before, &after_kubectl);
-    let tether_delta = delta(&after_kubectl, &after_tether);
+    let kubectl_delta = tether_e2e::bench::objects::delta(&before, &after_kubectl);
+    let tether_delta = tether_e2e::bench::objects::delta(&after_kubectl, &after_tether);
     let verbs: std::collections::BTreeSet<&String> =
         kubectl_delta.keys().chain(tether_delta.keys()).collect();
     println!("  {:<8} {:>8} {:>8}", "verb", "kubectl", "tether");
@@ -151,15 +153,7 @@ fn main() -> anyhow::Result<()> {
             tether_delta.get(verb).copied().unwrap_or(0.0)
         );
     }
-    let mutating = |d: &BTreeMap<String, f64>| -> u64 {
-        [
-            "APPLY", "PATCH", "POST", "PUT", "DELETE", "CREATE", "UPDATE",
-        ]
-        .iter()
-        .filter_map(|v| d.get(*v))
-        .map(|n| *n as u64)
-        .sum()
-    };
+    let mutating = tether_e2e::bench::objects::mutating;
     println!(
         "  mutating: kubectl {}, tether {}",
         mutating(&kubectl_delta),
@@ -250,73 +244,4 @@ fn synced(setup: &Setup, commit: &str) -> Option<serde_json::Value> {
         .iter()
         .find(|s| s["commit"] == commit && s["state"] == "synced")
         .cloned()
-}
-
-/// 1,000 objects in 10 files: 400 ConfigMaps, 200 Secrets, 200 Services,
-/// 200 Deployments.
-fn manifest_files(revision: usize) -> Vec<String> {
-    let mut files = vec![String::new(); 10];
-    for i in 0..OBJECTS {
-        let doc = match i % 5 {
-            0 | 1 => format!(
-                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{i}}}\ndata: {{index: \"{i}\", revision: \"{revision}\"}}\n"
-            ),
-            2 => format!(
-                "apiVersion: v1\nkind: Secret\nmetadata: {{name: secret-{i}}}\nstringData: {{token: \"value-{i}\"}}\n"
-            ),
-            3 => format!(
-                "apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}}}\nspec:\n  selector: {{app: app-{i}}}\n  ports: [{{port: 80}}]\n"
-            ),
-            _ => format!(
-                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app-{i}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: app-{i}}}}}\n  template:\n    metadata: {{labels: {{app: app-{i}}}}}\n    spec: {{containers: [{{name: app, image: nginx}}]}}\n"
-            ),
-        };
-        let file = &mut files[i % 10];
-        if !file.is_empty() {
-            file.push_str("---\n");
-        }
-        file.push_str(&doc);
-    }
-    files
-}
-
-/// apiserver_request_total for the resources both tools touch, summed by
-/// verb. Controllers write only these resources' status (excluded), so the
-/// difference between two readings is the tools' own requests.
-async fn request_counts(client: &kube::Client) -> anyhow::Result<BTreeMap<String, f64>> {
-    let request = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client.request_text(request).await?;
-    let mut counts = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
-        let Some((labels, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let label = |name: &str| {
-            labels
-                .split(&format!("{name}=\""))
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let resource = label("resource");
-        if !["configmaps", "secrets", "services", "deployments"].contains(&resource.as_str())
-            || !label("subresource").is_empty()
-        {
-            continue;
-        }
-        *counts.entry(label("verb")).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
-    }
-    Ok(counts)
-}
-
-fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
-    after
-        .iter()
-        .map(|(verb, n)| (verb.clone(), n - before.get(verb).copied().unwrap_or(0.0)))
-        .filter(|(_, n)| *n > 0.0)
-        .collect()
 }

@@ -12,9 +12,9 @@ use kube::api::{Patch, PatchParams};
 use kube::discovery::Discovery;
 use serde_json::Value;
 
-use crate::inventory::{FIELD_MANAGER, ON_REMOVE_ANNOTATION, OWNER_ANNOTATION, ObjRef};
+use crate::inventory::{FIELD_MANAGER, ON_REMOVE_ANNOTATION, ObjRef};
 use crate::manifest::{self, ManifestFile};
-use crate::sync::{SyncOptions, api_for, check_ownership, resolve_set};
+use crate::sync::{SyncOptions, api_for, check_ownership, mark_owner, resolve_set};
 
 /// Dry runs in flight at once.
 const CONCURRENCY: usize = 16;
@@ -121,17 +121,7 @@ pub async fn plan(
                         fields: Vec::new(),
                     };
                 }
-                if let Some(Value::Object(meta)) = object.body.get_mut("metadata") {
-                    let annotations = meta
-                        .entry("annotations")
-                        .or_insert_with(|| Value::Object(Default::default()));
-                    if let Value::Object(a) = annotations {
-                        a.insert(
-                            OWNER_ANNOTATION.into(),
-                            Value::String(options.inventory.id.clone()),
-                        );
-                    }
-                }
+                mark_owner(&mut object, &options.inventory.id);
                 let api = api_for(
                     client,
                     &resolved.resource,

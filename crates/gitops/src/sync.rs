@@ -426,6 +426,18 @@ pub(crate) fn resolve_set(
     }
 }
 
+/// Annotates `object` as owned by the inventory `id`, as cli-utils does.
+pub(crate) fn mark_owner(object: &mut Object, id: &str) {
+    if let Some(Value::Object(meta)) = object.body.get_mut("metadata") {
+        let annotations = meta
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Value::Object(a) = annotations {
+            a.insert(OWNER_ANNOTATION.into(), Value::String(id.to_owned()));
+        }
+    }
+}
+
 pub(crate) fn api_for(
     client: &kube::Client,
     resource: &ApiResource,
@@ -546,17 +558,7 @@ async fn apply_one(
     current: &CurrentFields,
 ) -> ObjectOutcome {
     let reference = ObjRef::from_key(&object.key);
-    if let Some(Value::Object(meta)) = object.body.get_mut("metadata") {
-        let annotations = meta
-            .entry("annotations")
-            .or_insert_with(|| Value::Object(Default::default()));
-        if let Value::Object(a) = annotations {
-            a.insert(
-                OWNER_ANNOTATION.into(),
-                Value::String(options.inventory.id.clone()),
-            );
-        }
-    }
+    mark_owner(&mut object, &options.inventory.id);
     let api = api_for(
         client,
         &resolved.resource,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
-use crate::{RenderError, Rendered};
+use crate::output::{RenderError, Rendered};
 
 type Outcome = Result<Arc<Rendered>, RenderError>;
 

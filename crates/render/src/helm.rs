@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use tether_agent_config::HelmChart;
 
-use crate::RenderError;
 use crate::objects;
+use crate::output::RenderError;
 use crate::sandbox::{self, Invocation, Limits};
 
 /// What a chart is called in messages: its release and where it comes from.

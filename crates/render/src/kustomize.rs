@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::Value;
 use tether_agent_config::Kustomization;
 
-use crate::RenderError;
+use crate::output::RenderError;
 use crate::sandbox::{self, Invocation, Limits};
 
 const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];

@@ -3,6 +3,7 @@
 //! about a figure; a bench prints what it measured.
 
 pub mod load;
+pub mod objects;
 pub mod sim;
 
 use std::time::Duration;

@@ -1,0 +1,292 @@
+//! Tether's apply engine against its peers', on the same real cluster in
+//! the same run, with the same 1,000 objects (400 ConfigMaps, 200 Secrets,
+//! 200 Services, 200 Deployments):
+//!
+//! - the GitLab agent's engine, `sigs.k8s.io/cli-utils` v0.37.2 (applier
+//!   with inventory, prune, status wait until Current);
+//! - Flux's, `github.com/fluxcd/pkg/ssa` v0.78.0 (`ApplyAllStaged`,
+//!   `WaitForSet` until Ready, `DeleteAll` of the stale set);
+//! - Tether end to end: commit → `kas project refresh` → agentk's report
+//!   of that commit synced with every object Current.
+//!
+//! Scenarios, each engine in a namespace of its own: initial sync into an
+//! empty namespace; re-sync of unchanged manifests (wall time, and the API
+//! server's mutating requests for the four resources); one object changed;
+//! 500 objects removed (pruned). The peers run as the small commands that
+//! `scripts/peer-engines.sh` builds from their Go modules; their time
+//! includes their process start and API discovery, which they do on every
+//! run, as a controller's reconcile does not, so each peer's own reported
+//! time (without process start) is printed too.
+//!
+//! Run: `cargo build --release --bins && cargo bench -p tether-e2e --bench
+//! engines`. Prints figures; asserts nothing about them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tether_e2e::bench::objects::{delta, files, mutating, request_counts};
+use tether_e2e::{Setup, commit, new_repo, wait};
+
+const OBJECTS: usize = 1000;
+
+#[derive(Debug, Default)]
+struct Figures {
+    initial: Duration,
+    unchanged: Duration,
+    unchanged_mutating: u64,
+    one_change: Duration,
+    prune: Duration,
+    /// The peers' own measure of each run (without process start).
+    reported: Vec<u64>,
+}
+
+/// The four manifest sets of the scenarios, in order.
+fn sets() -> [Vec<String>; 4] {
+    let all = files(OBJECTS, 0);
+    let mut one = all.clone();
+    one[0] = one[0].replacen(
+        "metadata: {name: cm-0}\ndata: {index: \"0\", revision: \"0\"}",
+        "metadata: {name: cm-0}\ndata: {index: \"0\", revision: \"1\"}",
+        1,
+    );
+    assert_ne!(one[0], all[0], "the one change");
+    let half: Vec<String> = files(OBJECTS / 2, 0)
+        .into_iter()
+        .zip(one.iter())
+        .map(|(h, _)| h)
+        .collect();
+    // The smaller set keeps the changed cm-0, so that only removals differ.
+    let mut half = half;
+    half[0] = half[0].replacen("revision: \"0\"}", "revision: \"1\"}", 1);
+    [all.clone(), all, one, half]
+}
+
+fn write_set(dir: &Path, set: &[String]) -> anyhow::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    for (i, text) in set.iter().enumerate() {
+        std::fs::write(dir.join(format!("part-{i:02}.yaml")), text)?;
+    }
+    Ok(())
+}
+
+fn peer_engines() -> anyhow::Result<PathBuf> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/peer-engines.sh");
+    let out = std::process::Command::new("bash").arg(script).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+}
+
+fn peer(
+    runtime: &tokio::runtime::Runtime,
+    client: &kube::Client,
+    program: &Path,
+    kubeconfig: &Path,
+    namespace: &str,
+    work: &Path,
+) -> anyhow::Result<Figures> {
+    let dir = work.join("manifests");
+    let inventory = work.join("inventory.json");
+    let run = |set: &[String]| -> anyhow::Result<(Duration, u64)> {
+        write_set(&dir, set)?;
+        let started = Instant::now();
+        let out = std::process::Command::new(program)
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg(format!("--dir={}", dir.display()))
+            .arg(format!("--namespace={namespace}"))
+            .arg(format!("--inventory={}", inventory.display()))
+            .arg(format!("--inventory-id=bench-{namespace}"))
+            .output()?;
+        let took = started.elapsed();
+        anyhow::ensure!(
+            out.status.success(),
+            "{}: {}",
+            program.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        eprintln!("  {}", String::from_utf8_lossy(&out.stdout).trim());
+        Ok((took, report["ms"].as_u64().unwrap_or_default()))
+    };
+    let [initial, same, one, half] = sets();
+    let mut figures = Figures::default();
+    let (t, r) = run(&initial)?;
+    figures.initial = t;
+    figures.reported.push(r);
+    let before = runtime.block_on(request_counts(client))?;
+    let (t, r) = run(&same)?;
+    let after = runtime.block_on(request_counts(client))?;
+    figures.unchanged = t;
+    figures.unchanged_mutating = mutating(&delta(&before, &after));
+    figures.reported.push(r);
+    let (t, r) = run(&one)?;
+    figures.one_change = t;
+    figures.reported.push(r);
+    let (t, r) = run(&half)?;
+    figures.prune = t;
+    figures.reported.push(r);
+    Ok(figures)
+}
+
+fn sync_report(setup: &Setup, commit: &str) -> Option<serde_json::Value> {
+    let text = setup.cli(&["agent", "gitops", "prod", "-o", "json"])?;
+    let syncs: serde_json::Value = serde_json::from_str(&text).ok()?;
+    syncs
+        .as_array()?
+        .iter()
+        .find(|s| s["commit"] == commit && s["state"] == "synced")
+        .cloned()
+}
+
+fn all_current(report: &serde_json::Value) -> bool {
+    report["objects"].as_array().is_some_and(|objects| {
+        objects
+            .iter()
+            .filter(|o| o["action"] != "pruned")
+            .all(|o| o["health"] == "Current")
+    })
+}
+
+fn tether(
+    runtime: &tokio::runtime::Runtime,
+    client: &kube::Client,
+    namespace: &str,
+) -> anyhow::Result<Figures> {
+    let mut setup = Setup::start_with(&["--poll-interval", "60s"]);
+    setup.pod_namespace = namespace.to_owned();
+    let repo = setup.dir.path().join("repo");
+    new_repo(&repo);
+    let config = format!(
+        "gitops:\n  manifest_projects:\n    - id: team/config\n      default_namespace: {namespace}\n      paths: [{{glob: 'manifests/*.yaml'}}]\n"
+    );
+    let empty = commit(&repo, &[(".gitlab/agents/prod/config.yaml", Some(&config))]);
+    let token = setup.register_agent_in("prod", repo.to_str().unwrap_or_default());
+    let _agentk = setup.agentk(&token);
+    wait("the empty sync", Duration::from_secs(120), || {
+        sync_report(&setup, &empty).is_some()
+    });
+    let mut previous: Vec<String> = Vec::new();
+    let mut run = |set: &[String], marker: &str| -> anyhow::Result<Duration> {
+        let mut changes: Vec<(String, Option<String>)> = set
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("manifests/part-{i:02}.yaml"), Some(t.clone())))
+            .collect();
+        for gone in set.len()..previous.len() {
+            changes.push((format!("manifests/part-{gone:02}.yaml"), None));
+        }
+        changes.push(("README.md".into(), Some(format!("{marker}\n"))));
+        previous = set.to_vec();
+        let changes: Vec<(&str, Option<&str>)> = changes
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_deref()))
+            .collect();
+        let at = commit(&repo, &changes);
+        let started = Instant::now();
+        setup
+            .cli(&["project", "refresh", "team/config"])
+            .expect("refresh");
+        wait(marker, Duration::from_secs(600), || {
+            sync_report(&setup, &at).is_some_and(|r| all_current(&r))
+        });
+        Ok(started.elapsed())
+    };
+    let [initial, same, one, half] = sets();
+    let mut figures = Figures {
+        initial: run(&initial, "initial")?,
+        ..Figures::default()
+    };
+    let before = runtime.block_on(request_counts(client))?;
+    figures.unchanged = run(&same, "unchanged")?;
+    let after = runtime.block_on(request_counts(client))?;
+    figures.unchanged_mutating = mutating(&delta(&before, &after));
+    figures.one_change = run(&one, "one change")?;
+    figures.prune = run(&half, "500 pruned")?;
+    Ok(figures)
+}
+
+fn main() -> anyhow::Result<()> {
+    let engines = peer_engines()?;
+    let cluster = tether_testenv::shared();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let client = {
+        let _entered = runtime.enter();
+        cluster.client()?
+    };
+    let work = tempfile::tempdir()?;
+    let mut results: BTreeMap<&str, Figures> = BTreeMap::new();
+    for (name, program) in [
+        ("fluxcd/pkg/ssa v0.78.0 (Flux)", "fluxssa-apply"),
+        ("cli-utils v0.37.2 (GitLab agent)", "cliutils-apply"),
+    ] {
+        let ns = runtime.block_on(cluster.namespace(&format!("bench-{}", &program[..4])))?;
+        let dir = work.path().join(program);
+        std::fs::create_dir_all(&dir)?;
+        eprintln!("{name}");
+        let figures = peer(
+            &runtime,
+            &client,
+            &engines.join(program),
+            cluster.kubeconfig_path(),
+            ns.name(),
+            &dir,
+        )?;
+        results.insert(name, figures);
+        // The simulated nodes hold 220 pods: the next engine's 200 need
+        // this one's gone.
+        let out = cluster
+            .kubectl()
+            .args([
+                "delete",
+                "namespace",
+                ns.name(),
+                "--wait=true",
+                "--timeout=300s",
+            ])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ns = runtime.block_on(cluster.namespace("bench-tether"))?;
+    results.insert(
+        "Tether (commit → refresh → synced and Current)",
+        tether(&runtime, &client, ns.name())?,
+    );
+
+    let s = |d: Duration| format!("{:.2} s", d.as_secs_f64());
+    println!(
+        "| engine | initial sync | unchanged re-sync | mutating requests (unchanged) | one object changed | 500 pruned |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, f) in &results {
+        println!(
+            "| {name} | {} | {} | {} | {} | {} |",
+            s(f.initial),
+            s(f.unchanged),
+            f.unchanged_mutating,
+            s(f.one_change),
+            s(f.prune)
+        );
+    }
+    for (name, f) in &results {
+        if !f.reported.is_empty() {
+            println!(
+                "{name}: its own measure (no process start), ms: {:?}",
+                f.reported
+            );
+        }
+    }
+    Ok(())
+}
