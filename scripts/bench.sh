@@ -40,6 +40,10 @@ export TETHER_RENDER_BIN
 cargo bench -q -p tether-render --bench render
 cargo bench -q -p tether-e2e --bench charts
 
+# Apply engines: cli-utils (GitLab agent) and fluxcd/pkg/ssa (Flux) against
+# Tether on the same 1,000 objects.
+cargo bench -q -p tether-e2e --bench engines
+
 # The Kubernetes API proxy against direct access, on the same cluster.
 cargo bench -q -p tether-e2e --bench proxy
 

@@ -18,8 +18,13 @@
 //! run, as a controller's reconcile does not, so each peer's own reported
 //! time (without process start) is printed too.
 //!
+//! Tether runs twice: with `prune_propagation_policy: background`, as both
+//! peers delete by default, and with GitLab's default, foreground (a
+//! Deployment is gone only once its ReplicaSets and Pods are).
+//!
 //! Run: `cargo build --release --bins && cargo bench -p tether-e2e --bench
-//! engines`. Prints figures; asserts nothing about them.
+//! engines` (`-- --tether-only` skips the peers). Prints figures; asserts
+//! nothing about them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -154,17 +159,19 @@ fn all_current(report: &serde_json::Value) -> bool {
     })
 }
 
+/// Tether with `prune_propagation_policy: propagation`.
 fn tether(
     runtime: &tokio::runtime::Runtime,
     client: &kube::Client,
     namespace: &str,
+    propagation: &str,
 ) -> anyhow::Result<Figures> {
     let mut setup = Setup::start_with(&["--poll-interval", "60s"]);
     setup.pod_namespace = namespace.to_owned();
     let repo = setup.dir.path().join("repo");
     new_repo(&repo);
     let config = format!(
-        "gitops:\n  manifest_projects:\n    - id: team/config\n      default_namespace: {namespace}\n      paths: [{{glob: 'manifests/*.yaml'}}]\n"
+        "gitops:\n  manifest_projects:\n    - id: team/config\n      default_namespace: {namespace}\n      paths: [{{glob: 'manifests/*.yaml'}}]\n      prune_propagation_policy: {propagation}\n"
     );
     let empty = commit(&repo, &[(".gitlab/agents/prod/config.yaml", Some(&config))]);
     let token = setup.register_agent_in("prod", repo.to_str().unwrap_or_default());
@@ -213,7 +220,6 @@ fn tether(
 }
 
 fn main() -> anyhow::Result<()> {
-    let engines = peer_engines()?;
     let cluster = tether_testenv::shared();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -224,10 +230,21 @@ fn main() -> anyhow::Result<()> {
     };
     let work = tempfile::tempdir()?;
     let mut results: BTreeMap<&str, Figures> = BTreeMap::new();
-    for (name, program) in [
-        ("fluxcd/pkg/ssa v0.78.0 (Flux)", "fluxssa-apply"),
-        ("cli-utils v0.37.2 (GitLab agent)", "cliutils-apply"),
-    ] {
+    let only_tether = std::env::args().any(|a| a == "--tether-only");
+    let peers: &[(&str, &str)] = if only_tether {
+        &[]
+    } else {
+        &[
+            ("fluxcd/pkg/ssa v0.78.0 (Flux)", "fluxssa-apply"),
+            ("cli-utils v0.37.2 (GitLab agent)", "cliutils-apply"),
+        ]
+    };
+    let engines = if peers.is_empty() {
+        PathBuf::new()
+    } else {
+        peer_engines()?
+    };
+    for &(name, program) in peers {
         let ns = runtime.block_on(cluster.namespace(&format!("bench-{}", &program[..4])))?;
         let dir = work.path().join(program);
         std::fs::create_dir_all(&dir)?;
@@ -259,11 +276,31 @@ fn main() -> anyhow::Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let ns = runtime.block_on(cluster.namespace("bench-tether"))?;
-    results.insert(
-        "Tether (commit → refresh → synced and Current)",
-        tether(&runtime, &client, ns.name())?,
-    );
+    for (name, propagation) in [
+        (
+            "Tether, prune in the background like the peers",
+            "background",
+        ),
+        ("Tether, prune foreground (GitLab's default)", "foreground"),
+    ] {
+        let ns = runtime.block_on(cluster.namespace("bench-tether"))?;
+        results.insert(name, tether(&runtime, &client, ns.name(), propagation)?);
+        let out = cluster
+            .kubectl()
+            .args([
+                "delete",
+                "namespace",
+                ns.name(),
+                "--wait=true",
+                "--timeout=300s",
+            ])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     let s = |d: Duration| format!("{:.2} s", d.as_secs_f64());
     println!(
