@@ -12,7 +12,7 @@ root=$(cd "$here/.." && pwd)
 . "$here/versions.sh"
 
 mods="$root/crates/e2e/go"
-key=$(cat "$here/peer-engines.sh" "$mods"/*/go.mod "$mods"/*/go.sum "$mods"/*/*.go | sha256sum | cut -c1-12)
+key=$(cat "$here/peer-engines.sh" "$mods"/{cliutils,fluxssa}/{go.mod,go.sum,*.go} | sha256sum | cut -c1-12)
 bin="$TETHER_CACHE/engines-$key/bin"
 log() { echo "peer-engines: $*" >&2; }
 

@@ -9,6 +9,9 @@ export TETHER_KUBE_BIN
 # helm and kustomize, which kas renders charts and kustomizations with.
 TETHER_RENDER_BIN=$(bash scripts/render-tools.sh)
 export TETHER_RENDER_BIN
+# An OCI registry (distribution's), for the oci:// chart test.
+TETHER_REGISTRY_BIN=$(bash scripts/oci-registry.sh)
+export TETHER_REGISTRY_BIN
 # PostgreSQL for the store suite and kas on a shared database.
 bash scripts/install-services.sh
 

@@ -3,9 +3,10 @@
 //! cluster. A chart in git with values files, a CRD in `crds/` and a custom
 //! resource of it, hooks; a kustomize overlay with a base, a patch, a
 //! generator and substitution; a chart from a chart repository served over
-//! HTTP by the test; renders that fail (broken values, `lookup`, a loop, a
-//! timeout, an undefined variable, a remote base) each say so and change
-//! nothing; an object a new chart version drops is pruned; and a hundred
+//! HTTP by the test, and one from an OCI registry the test runs (distribution's,
+//! built from its Go module); renders that fail (broken values, `lookup`, a
+//! loop, a timeout, an undefined variable, a remote base) each say so and
+//! change nothing; an object a new chart version drops is pruned; and a hundred
 //! agents at one commit cost one render.
 
 use tether_e2e as support;
@@ -565,4 +566,124 @@ async fn a_hundred_agents_at_one_commit_cost_one_render() {
     assert_eq!(delta("kas_renders_total{result=\"ok\"}"), 1.0, "{after:#?}");
     assert_eq!(delta("kas_render_cache_hits_total"), (AGENTS - 1) as f64);
     drop(setup);
+}
+
+/// A real OCI registry (distribution's) on a loopback port, its storage in
+/// `dir`; killed with the returned process.
+fn start_registry(dir: &Path) -> (support::Proc, std::net::SocketAddr) {
+    let addr = support::free_port();
+    let config = dir.join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\nlog:\n  level: error\n",
+            dir.join("registry-data").display()
+        ),
+    )
+    .expect("registry config");
+    let bin = tether_testenv::oci_registry()
+        .expect("registry")
+        .join("registry");
+    let mut cmd = std::process::Command::new(bin);
+    cmd.arg("serve").arg(&config);
+    let registry = support::Proc::spawn(cmd, dir.join("registry.log"));
+    wait("the registry", Duration::from_secs(30), || {
+        support::probe(addr, "/v2/") == Some(200)
+    });
+    (registry, addr)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chart_from_an_oci_registry_renders_and_a_missing_tag_is_named() {
+    let cluster = tether_testenv::shared();
+    let ns = cluster.namespace("e2e-oci").await.expect("namespace");
+    let ns = ns.name().to_owned();
+    tokio::task::spawn_blocking(move || oci_chart(&ns))
+        .await
+        .expect("test body");
+}
+
+fn oci_chart(ns: &str) {
+    let mut setup = Setup::start_with(&["--poll-interval", "60s"]);
+    setup.pod_namespace = ns.to_owned();
+    let (_registry, addr) = start_registry(setup.dir.path());
+    // A chart, packaged and pushed with the real helm.
+    let source = setup.dir.path().join("oci-chart");
+    for (path, text) in [
+        (
+            "Chart.yaml",
+            "apiVersion: v2\nname: podinfo\nversion: 6.7.1\n",
+        ),
+        (
+            "templates/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: {{ .Release.Name }}-oci}\ndata: {from: registry}\n",
+        ),
+    ] {
+        let file = source.join(path);
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("folder");
+        std::fs::write(file, text).expect("write");
+    }
+    let packaged = setup.dir.path().join("packaged");
+    let helm = tether_testenv::render_tools().expect("tools").join("helm");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&helm)
+            .args(args)
+            .env("HELM_CACHE_HOME", setup.dir.path().join("helm-cache"))
+            .env("HELM_CONFIG_HOME", setup.dir.path().join("helm-config"))
+            .env("HELM_DATA_HOME", setup.dir.path().join("helm-data"))
+            .output()
+            .expect("helm runs");
+        assert!(
+            out.status.success(),
+            "helm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "package",
+        source.to_str().expect("utf-8"),
+        "-d",
+        packaged.to_str().expect("utf-8"),
+    ]);
+    let archive = packaged.join("podinfo-6.7.1.tgz");
+    run(&[
+        "push",
+        archive.to_str().expect("utf-8"),
+        &format!("oci://{addr}/charts"),
+        "--plain-http",
+    ]);
+
+    let repo = setup.dir.path().join("repo");
+    new_repo(&repo);
+    let config = |version: &str| {
+        format!(
+            "gitops:\n  manifest_projects:\n  - id: team/config\n    default_namespace: {ns}\n    helm_charts:\n    - repository: oci://{addr}/charts\n      chart: podinfo\n      version: {version}\n      release_name: pulled\n"
+        )
+    };
+    let good = commit(&repo, &[(CONFIG, Some(&config("6.7.1")))]);
+    let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
+    let _agentk = setup.agentk(&token);
+    wait(
+        "the chart from the registry",
+        Duration::from_secs(90),
+        || sync_of(&setup, &good).is_some_and(|s| s["state"] == "synced"),
+    );
+    let cm = kubectl_get(&["configmap", "pulled-oci", "-n", ns]).expect("rendered");
+    assert_eq!(cm["data"]["from"], "registry");
+
+    let missing = commit(&repo, &[(CONFIG, Some(&config("6.8.0")))]);
+    setup
+        .cli(&["project", "refresh", "team/config"])
+        .expect("refresh");
+    wait(
+        "the missing tag to be named",
+        Duration::from_secs(60),
+        || {
+            sync_of(&setup, &missing).is_some_and(|s| {
+                let error = s["error"].as_str().unwrap_or_default();
+                s["state"] == "failed" && error.contains("manifests/6.8.0") && error.contains("404")
+            })
+        },
+    );
+    assert!(kubectl_get(&["configmap", "pulled-oci", "-n", ns]).is_some());
 }

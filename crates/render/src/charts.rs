@@ -20,12 +20,12 @@ use serde_json::Value;
 /// one, is about 15 MiB).
 const MAX_INDEX_BYTES: usize = 32 << 20;
 /// A chart archive larger than this is refused.
-const MAX_CHART_BYTES: usize = 16 << 20;
+pub(crate) const MAX_CHART_BYTES: usize = 16 << 20;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Archives kept in memory, by repository, chart and version.
 const MAX_KEPT: usize = 64;
 
-type Https = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+pub(crate) type Https = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 /// Archives by key, with when they were fetched.
 type Kept = HashMap<String, (Instant, Arc<Vec<u8>>)>;
 
@@ -61,6 +61,37 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Fetcher {
+    /// The archive of `chart` at exactly `version` in the OCI registry
+    /// `repository` (`oci://…`).
+    pub async fn oci_archive(
+        &self,
+        repository: &str,
+        chart: &str,
+        version: &str,
+    ) -> Result<Arc<Vec<u8>>, String> {
+        let key = format!("{repository}\n{chart}\n{version}");
+        if let Some((_, bytes)) = lock(&self.kept).get(&key) {
+            return Ok(bytes.clone());
+        }
+        let archive =
+            Arc::new(crate::oci::archive(&self.client, repository, chart, version).await?);
+        self.keep(key, archive.clone());
+        Ok(archive)
+    }
+
+    fn keep(&self, key: String, archive: Arc<Vec<u8>>) {
+        let mut kept = lock(&self.kept);
+        if kept.len() >= MAX_KEPT
+            && let Some(oldest) = kept
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(k, _)| k.clone())
+        {
+            kept.remove(&oldest);
+        }
+        kept.insert(key, (Instant::now(), archive));
+    }
+
     /// The archive of `chart` at exactly `version` in `repository`.
     pub async fn archive(
         &self,

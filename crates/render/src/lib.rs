@@ -7,8 +7,8 @@
 //! real tools (`helm template`, `kustomize build`) in a [`sandbox`]: a fresh
 //! folder with the repository exported into it, a cleared environment, a
 //! deadline, an address-space limit and bounded output; at most a few at
-//! once. Charts from chart repositories are fetched by kas ([`charts`]),
-//! so helm never reaches the network. Helm's hooks become Tether's order
+//! once. Charts from chart repositories and OCI registries are fetched by
+//! kas ([`charts`]), so helm never reaches the network. Helm's hooks become Tether's order
 //! ([`objects`]).
 //!
 //! A project's renders succeed together or not at all: an error names the
@@ -21,6 +21,7 @@ pub mod helm;
 pub mod kustomize;
 pub mod metrics;
 pub mod objects;
+mod oci;
 mod output;
 pub mod sandbox;
 pub mod substitute;
@@ -245,16 +246,11 @@ impl Renderer {
         else {
             return Err(fail("the chart has neither path nor repository".into()));
         };
-        if repository.starts_with("oci://") {
-            return Err(fail(
-                "charts from oci:// registries are not rendered yet: vendor the chart into the repository (helm pull --untar) and name it by path".into(),
-            ));
+        let archive = match repository.starts_with("oci://") {
+            true => self.fetcher.oci_archive(repository, name, version).await,
+            false => self.fetcher.archive(repository, name, version).await,
         }
-        let archive = self
-            .fetcher
-            .archive(repository, name, version)
-            .await
-            .map_err(fail)?;
+        .map_err(fail)?;
         let file = home.join(format!("{name}-{version}.tgz"));
         std::fs::write(&file, archive.as_slice())
             .map_err(|e| fail(format!("writing the archive: {e}")))?;

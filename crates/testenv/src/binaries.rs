@@ -21,6 +21,20 @@ const BUILD_SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../scripts/cluster-binaries.sh"
 );
+/// Environment variable naming a folder that already holds the OCI
+/// registry (`registry`) the tests push charts to.
+pub const REGISTRY_BIN_ENV: &str = "TETHER_REGISTRY_BIN";
+const REGISTRY_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/oci-registry.sh");
+
+/// The folder holding an OCI registry, distribution's
+/// (`scripts/oci-registry.sh`, a no-op when built), found once per process.
+pub fn oci_registry() -> Result<PathBuf> {
+    static FOUND: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    let dir = FOUND
+        .get_or_init(|| run_script(REGISTRY_BIN_ENV, REGISTRY_SCRIPT).map_err(|e| e.to_string()));
+    dir.clone().map_err(Error::Binaries)
+}
+
 const RENDER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/render-tools.sh");
 
 /// The folder of the tools kas renders charts and kustomizations with

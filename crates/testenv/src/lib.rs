@@ -36,7 +36,10 @@ mod wait;
 
 use std::sync::OnceLock;
 
-pub use binaries::{BIN_ENV, Binaries, RENDER_BIN_ENV, pinned_kube_version, render_tools};
+pub use binaries::{
+    BIN_ENV, Binaries, REGISTRY_BIN_ENV, RENDER_BIN_ENV, oci_registry, pinned_kube_version,
+    render_tools,
+};
 pub use cluster::{
     Cluster, ClusterOptions, SIMULATED_LOG_LINES, SIMULATED_NODE_ANNOTATION, StartTimings,
 };
