@@ -219,6 +219,20 @@ fn tether(
     Ok(figures)
 }
 
+/// Deletes `name` and waits until it is gone, pods and all.
+fn delete_namespace(cluster: &tether_testenv::Cluster, name: &str) -> anyhow::Result<()> {
+    let out = cluster
+        .kubectl()
+        .args(["delete", "namespace", name, "--wait=true", "--timeout=300s"])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cluster = tether_testenv::shared();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -260,21 +274,7 @@ fn main() -> anyhow::Result<()> {
         results.insert(name, figures);
         // The simulated nodes hold 220 pods: the next engine's 200 need
         // this one's gone.
-        let out = cluster
-            .kubectl()
-            .args([
-                "delete",
-                "namespace",
-                ns.name(),
-                "--wait=true",
-                "--timeout=300s",
-            ])
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        delete_namespace(cluster, ns.name())?;
     }
     for (name, propagation) in [
         (
@@ -285,21 +285,7 @@ fn main() -> anyhow::Result<()> {
     ] {
         let ns = runtime.block_on(cluster.namespace("bench-tether"))?;
         results.insert(name, tether(&runtime, &client, ns.name(), propagation)?);
-        let out = cluster
-            .kubectl()
-            .args([
-                "delete",
-                "namespace",
-                ns.name(),
-                "--wait=true",
-                "--timeout=300s",
-            ])
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        delete_namespace(cluster, ns.name())?;
     }
 
     let s = |d: Duration| format!("{:.2} s", d.as_secs_f64());

@@ -290,6 +290,18 @@ impl Setup {
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// The last sync of `commit` that agent `prod` reported, as
+    /// `kas agent gitops prod -o json` shows it.
+    pub fn sync_of(&self, commit: &str) -> Option<serde_json::Value> {
+        let text = self.cli(&["agent", "gitops", "prod", "-o", "json"])?;
+        let syncs: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        syncs
+            .as_array()?
+            .iter()
+            .find(|s| s["commit"] == commit)
+            .cloned()
+    }
+
     /// The CLI's whole outcome, failures included.
     pub fn cli_output(&self, args: &[&str]) -> std::process::Output {
         Command::new(kas_binary())
@@ -485,6 +497,12 @@ pub fn last_line(text: Option<String>) -> String {
         .expect("a line")
         .trim()
         .to_owned()
+}
+
+/// An object of the test cluster as JSON (`kubectl get … -o json`), if it
+/// exists.
+pub fn kubectl_get(args: &[&str]) -> Option<serde_json::Value> {
+    tether_testenv::shared().get_json(args)
 }
 
 /// kubectl with a kubeconfig of its own.

@@ -8,23 +8,9 @@ use tether_e2e as support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::{Setup, commit, new_repo, wait};
+use support::{Setup, commit, kubectl_get, new_repo, wait};
 
 const CONFIG: &str = ".gitlab/agents/prod/config.yaml";
-
-fn kubectl_get(args: &[&str]) -> Option<serde_json::Value> {
-    tether_testenv::shared().get_json(args)
-}
-
-fn sync_of(setup: &Setup, commit: &str) -> Option<serde_json::Value> {
-    let text = setup.cli(&["agent", "gitops", "prod", "-o", "json"])?;
-    let syncs: serde_json::Value = serde_json::from_str(&text).expect("JSON");
-    syncs
-        .as_array()?
-        .iter()
-        .find(|s| s["commit"] == commit)
-        .cloned()
-}
 
 fn all_current(sync: &serde_json::Value) -> bool {
     sync["objects"]
@@ -118,9 +104,13 @@ fn run(ns: &str) {
     wait(
         "the first sync to be Current",
         Duration::from_secs(90),
-        || sync_of(&setup, &first).is_some_and(|s| s["state"] == "synced" && all_current(&s)),
+        || {
+            setup
+                .sync_of(&first)
+                .is_some_and(|s| s["state"] == "synced" && all_current(&s))
+        },
     );
-    let report = sync_of(&setup, &first).expect("report");
+    let report = setup.sync_of(&first).expect("report");
     assert_eq!(report["applied"], 7, "{report}");
     let kind: String = ns.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
     let extra = format!("{ns}-extra");
@@ -171,7 +161,7 @@ fn run(ns: &str) {
     );
     eprintln!("deletion reverted after {:?}", deleted.elapsed());
     wait("the drift to be reported", Duration::from_secs(5), || {
-        sync_of(&setup, &first).is_some_and(|s| {
+        setup.sync_of(&first).is_some_and(|s| {
             let drift = s["drift"].as_array().cloned().unwrap_or_default();
             drift
                 .iter()
@@ -201,7 +191,7 @@ fn run(ns: &str) {
     );
     eprintln!("push to pruned: {:?}", pushed.elapsed());
     wait("the prune to be reported", Duration::from_secs(10), || {
-        sync_of(&setup, &second).is_some_and(|s| s["pruned"] == 2)
+        setup.sync_of(&second).is_some_and(|s| s["pruned"] == 2)
     });
 
     // A broken commit changes nothing, and the report names the file.
@@ -218,9 +208,13 @@ fn run(ns: &str) {
     wait(
         "the failure to be reported",
         Duration::from_secs(30),
-        || sync_of(&setup, &broken).is_some_and(|s| s["state"] == "failed"),
+        || {
+            setup
+                .sync_of(&broken)
+                .is_some_and(|s| s["state"] == "failed")
+        },
     );
-    let report = sync_of(&setup, &broken).expect("report");
+    let report = setup.sync_of(&broken).expect("report");
     assert!(
         report["error"]
             .as_str()
@@ -257,7 +251,9 @@ fn run(ns: &str) {
         || kubectl_get(&["deployment", "web", "-n", ns]).is_none(),
     );
     wait("the fix to be reported", Duration::from_secs(10), || {
-        sync_of(&setup, &fixed).is_some_and(|s| s["state"] == "synced")
+        setup
+            .sync_of(&fixed)
+            .is_some_and(|s| s["state"] == "synced")
     });
     assert!(!agentk.log().contains(&token) && !setup.kas.log().contains(&token));
 }
@@ -320,7 +316,9 @@ fn killed_mid_sync(ns: &str) {
     let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
     let mut agentk = setup.agentk(&token);
     wait("the first 500 to sync", Duration::from_secs(120), || {
-        sync_of(&setup, &first).is_some_and(|s| s["state"] == "synced")
+        setup
+            .sync_of(&first)
+            .is_some_and(|s| s["state"] == "synced")
     });
     assert_eq!(owned_config_maps(ns).len(), 500);
 
@@ -354,7 +352,11 @@ fn killed_mid_sync(ns: &str) {
     wait(
         "the restarted agent to sync",
         Duration::from_secs(120),
-        || sync_of(&setup, &second).is_some_and(|s| s["state"] == "synced"),
+        || {
+            setup
+                .sync_of(&second)
+                .is_some_and(|s| s["state"] == "synced")
+        },
     );
     let want: std::collections::BTreeSet<String> = (0..500).map(|i| format!("b-{i}")).collect();
     wait(
@@ -389,7 +391,7 @@ fn bad_input(ns: &str) {
     let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
     let _agentk = setup.agentk(&token);
     wait("the good sync", Duration::from_secs(60), || {
-        sync_of(&setup, &good).is_some_and(|s| s["state"] == "synced")
+        setup.sync_of(&good).is_some_and(|s| s["state"] == "synced")
     });
     let refresh = || {
         setup
@@ -401,7 +403,7 @@ fn bad_input(ns: &str) {
             &format!("{needle} to be reported"),
             Duration::from_secs(30),
             || {
-                sync_of(&setup, commit).is_some_and(|s| {
+                setup.sync_of(commit).is_some_and(|s| {
                     s["state"] == "failed"
                         && s["error"].as_str().unwrap_or_default().contains(needle)
                 })

@@ -9,13 +9,9 @@ use tether_e2e as support;
 
 use std::time::Duration;
 
-use support::{Setup, commit, new_repo, wait};
+use support::{Setup, commit, kubectl_get, new_repo, wait};
 
 const CONFIG: &str = ".gitlab/agents/prod/config.yaml";
-
-fn kubectl_get(args: &[&str]) -> Option<serde_json::Value> {
-    tether_testenv::shared().get_json(args)
-}
 
 fn deployment(replicas: u32) -> String {
     format!(

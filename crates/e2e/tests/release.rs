@@ -427,16 +427,6 @@ fn exists(resource: &str, namespace: Option<&str>, name: &str) -> bool {
     false
 }
 
-fn sync_of(setup: &Setup, commit: &str) -> Option<serde_json::Value> {
-    let text = setup.cli(&["agent", "gitops", "prod", "-o", "json"])?;
-    let syncs: serde_json::Value = serde_json::from_str(&text).ok()?;
-    syncs
-        .as_array()?
-        .iter()
-        .find(|s| s["commit"] == commit)
-        .cloned()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_release_manifest_deploys_exactly_and_prunes_completely() {
     let cluster = tether_testenv::shared();
@@ -480,9 +470,9 @@ fn run(ns: &str) {
     let _agentk = setup.agentk(&token);
 
     wait("the release to sync", Duration::from_secs(120), || {
-        sync_of(&setup, &first).is_some_and(|s| s["state"] != "")
+        setup.sync_of(&first).is_some_and(|s| s["state"] != "")
     });
-    let report = sync_of(&setup, &first).expect("report");
+    let report = setup.sync_of(&first).expect("report");
     assert_eq!(report["state"], "synced", "{report}");
     assert_eq!(
         report["applied"].as_u64(),
@@ -530,9 +520,9 @@ fn run(ns: &str) {
         .cli(&["project", "refresh", "team/config"])
         .expect("refresh");
     wait("the release to be pruned", Duration::from_secs(120), || {
-        sync_of(&setup, &removed).is_some_and(|s| s["state"] != "")
+        setup.sync_of(&removed).is_some_and(|s| s["state"] != "")
     });
-    let report = sync_of(&setup, &removed).expect("report");
+    let report = setup.sync_of(&removed).expect("report");
     assert_eq!(report["state"], "synced", "{report}");
     assert_eq!(
         report["pruned"].as_u64(),

@@ -15,24 +15,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use support::{Setup, commit, new_repo, raw, wait};
+use support::{Setup, commit, kubectl_get, new_repo, raw, wait};
 use tether_proto::v1::server_message;
 
 const CONFIG: &str = ".gitlab/agents/prod/config.yaml";
-
-fn kubectl_get(args: &[&str]) -> Option<serde_json::Value> {
-    tether_testenv::shared().get_json(args)
-}
-
-fn sync_of(setup: &Setup, commit: &str) -> Option<serde_json::Value> {
-    let text = setup.cli(&["agent", "gitops", "prod", "-o", "json"])?;
-    let syncs: serde_json::Value = serde_json::from_str(&text).expect("JSON");
-    syncs
-        .as_array()?
-        .iter()
-        .find(|s| s["commit"] == commit)
-        .cloned()
-}
 
 fn kind_of(ns: &str) -> String {
     ns.chars().filter(|c| c.is_ascii_alphanumeric()).collect()
@@ -146,7 +132,7 @@ fn render(ns: &str) {
     let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
     let _agentk = setup.agentk(&token);
     wait("the rendered sync", Duration::from_secs(90), || {
-        sync_of(&setup, &good).is_some_and(|s| s["state"] == "synced")
+        setup.sync_of(&good).is_some_and(|s| s["state"] == "synced")
     });
 
     // The chart: values file over the chart's values, inline values over
@@ -200,13 +186,13 @@ fn render(ns: &str) {
             &format!("{needles:?} to be reported"),
             Duration::from_secs(60),
             || {
-                sync_of(&setup, commit).is_some_and(|s| {
+                setup.sync_of(commit).is_some_and(|s| {
                     let error = s["error"].as_str().unwrap_or_default();
                     s["state"] == "failed" && needles.iter().all(|n| error.contains(n))
                 })
             },
         );
-        if let Some(sync) = sync_of(&setup, commit) {
+        if let Some(sync) = setup.sync_of(commit) {
             eprintln!("reported: {}", sync["error"]);
         }
         let still = kubectl_get(&["configmap", "web-settings", "-n", ns]).expect("still there");
@@ -316,7 +302,11 @@ fn render(ns: &str) {
     wait(
         "the chart without its widget",
         Duration::from_secs(60),
-        || sync_of(&setup, &pruned).is_some_and(|s| s["state"] == "synced"),
+        || {
+            setup
+                .sync_of(&pruned)
+                .is_some_and(|s| s["state"] == "synced")
+        },
     );
     assert!(
         kubectl_get(&[&format!("widgets{kind}.tether.test"), "w1", "-n", ns]).is_none(),
@@ -404,21 +394,7 @@ fn chart_repository(ns: &str) {
     }
     let served = setup.dir.path().join("served");
     std::fs::create_dir_all(&served).expect("folder");
-    let helm = tether_testenv::render_tools().expect("tools").join("helm");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(&helm)
-            .args(args)
-            .env("HELM_CACHE_HOME", setup.dir.path().join("helm-cache"))
-            .env("HELM_CONFIG_HOME", setup.dir.path().join("helm-config"))
-            .env("HELM_DATA_HOME", setup.dir.path().join("helm-data"))
-            .output()
-            .expect("helm runs");
-        assert!(
-            out.status.success(),
-            "helm {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = |args: &[&str]| helm(&setup, args);
     run(&[
         "package",
         source.to_str().expect("utf-8"),
@@ -448,7 +424,7 @@ fn chart_repository(ns: &str) {
     wait(
         "the chart from the repository",
         Duration::from_secs(90),
-        || sync_of(&setup, &good).is_some_and(|s| s["state"] == "synced"),
+        || setup.sync_of(&good).is_some_and(|s| s["state"] == "synced"),
     );
     let cm = kubectl_get(&["configmap", "fetched-remote", "-n", ns]).expect("rendered");
     assert_eq!(cm["data"]["size"], "large");
@@ -461,7 +437,7 @@ fn chart_repository(ns: &str) {
         "the missing version to be named",
         Duration::from_secs(60),
         || {
-            sync_of(&setup, &missing).is_some_and(|s| {
+            setup.sync_of(&missing).is_some_and(|s| {
                 let error = s["error"].as_str().unwrap_or_default();
                 s["state"] == "failed"
                     && error.contains("has no version 0.4.0")
@@ -568,6 +544,23 @@ async fn a_hundred_agents_at_one_commit_cost_one_render() {
     drop(setup);
 }
 
+/// The real helm (the pinned one), with folders of the test's own.
+fn helm(setup: &Setup, args: &[&str]) {
+    let helm = tether_testenv::render_tools().expect("tools").join("helm");
+    let out = std::process::Command::new(helm)
+        .args(args)
+        .env("HELM_CACHE_HOME", setup.dir.path().join("helm-cache"))
+        .env("HELM_CONFIG_HOME", setup.dir.path().join("helm-config"))
+        .env("HELM_DATA_HOME", setup.dir.path().join("helm-data"))
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A real OCI registry (distribution's) on a loopback port, its storage in
 /// `dir`; killed with the returned process.
 fn start_registry(dir: &Path) -> (support::Proc, std::net::SocketAddr) {
@@ -624,21 +617,7 @@ fn oci_chart(ns: &str) {
         std::fs::write(file, text).expect("write");
     }
     let packaged = setup.dir.path().join("packaged");
-    let helm = tether_testenv::render_tools().expect("tools").join("helm");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(&helm)
-            .args(args)
-            .env("HELM_CACHE_HOME", setup.dir.path().join("helm-cache"))
-            .env("HELM_CONFIG_HOME", setup.dir.path().join("helm-config"))
-            .env("HELM_DATA_HOME", setup.dir.path().join("helm-data"))
-            .output()
-            .expect("helm runs");
-        assert!(
-            out.status.success(),
-            "helm {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = |args: &[&str]| helm(&setup, args);
     run(&[
         "package",
         source.to_str().expect("utf-8"),
@@ -666,7 +645,7 @@ fn oci_chart(ns: &str) {
     wait(
         "the chart from the registry",
         Duration::from_secs(90),
-        || sync_of(&setup, &good).is_some_and(|s| s["state"] == "synced"),
+        || setup.sync_of(&good).is_some_and(|s| s["state"] == "synced"),
     );
     let cm = kubectl_get(&["configmap", "pulled-oci", "-n", ns]).expect("rendered");
     assert_eq!(cm["data"]["from"], "registry");
@@ -679,7 +658,7 @@ fn oci_chart(ns: &str) {
         "the missing tag to be named",
         Duration::from_secs(60),
         || {
-            sync_of(&setup, &missing).is_some_and(|s| {
+            setup.sync_of(&missing).is_some_and(|s| {
                 let error = s["error"].as_str().unwrap_or_default();
                 s["state"] == "failed" && error.contains("manifests/6.8.0") && error.contains("404")
             })
