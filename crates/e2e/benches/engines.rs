@@ -44,6 +44,9 @@ struct Figures {
     prune: Duration,
     /// The peers' own measure of each run (without process start).
     reported: Vec<u64>,
+    /// Tether: `kas agent plan` of each scenario's commit before it is
+    /// applied: what it took, and the counts it gave.
+    plans: Vec<(String, Duration, String)>,
 }
 
 /// The four manifest sets of the scenarios, in order.
@@ -180,7 +183,10 @@ fn tether(
         sync_report(&setup, &empty).is_some()
     });
     let mut previous: Vec<String> = Vec::new();
-    let mut run = |set: &[String], marker: &str| -> anyhow::Result<Duration> {
+    let mut plans = Vec::new();
+    // Each run: its time, and the mutating requests of its sync (the
+    // plan's dry runs before it are left out).
+    let mut run = |set: &[String], marker: &str| -> anyhow::Result<(Duration, u64)> {
         let mut changes: Vec<(String, Option<String>)> = set
             .iter()
             .enumerate()
@@ -196,6 +202,15 @@ fn tether(
             .map(|(p, t)| (p.as_str(), t.as_deref()))
             .collect();
         let at = commit(&repo, &changes);
+        // The plan first: what the commit would do, before anything does.
+        let planning = Instant::now();
+        let plan = setup
+            .cli(&["agent", "plan", "prod", "--commit", &at, "-o", "json"])
+            .expect("plan");
+        let took = planning.elapsed();
+        let plan: serde_json::Value = serde_json::from_str(&plan)?;
+        plans.push((marker.to_owned(), took, plan["counts"].to_string()));
+        let before = runtime.block_on(request_counts(client))?;
         let started = Instant::now();
         setup
             .cli(&["project", "refresh", "team/config"])
@@ -203,19 +218,24 @@ fn tether(
         wait(marker, Duration::from_secs(600), || {
             sync_report(&setup, &at).is_some_and(|r| all_current(&r))
         });
-        Ok(started.elapsed())
+        let took = started.elapsed();
+        let after = runtime.block_on(request_counts(client))?;
+        Ok((took, mutating(&delta(&before, &after))))
     };
     let [initial, same, one, half] = sets();
+    let (initial, _) = run(&initial, "initial")?;
+    let (unchanged, unchanged_mutating) = run(&same, "unchanged")?;
+    let (one_change, _) = run(&one, "one change")?;
+    let (prune, _) = run(&half, "500 pruned")?;
     let mut figures = Figures {
-        initial: run(&initial, "initial")?,
+        initial,
+        unchanged,
+        unchanged_mutating,
+        one_change,
+        prune,
         ..Figures::default()
     };
-    let before = runtime.block_on(request_counts(client))?;
-    figures.unchanged = run(&same, "unchanged")?;
-    let after = runtime.block_on(request_counts(client))?;
-    figures.unchanged_mutating = mutating(&delta(&before, &after));
-    figures.one_change = run(&one, "one change")?;
-    figures.prune = run(&half, "500 pruned")?;
+    figures.plans = plans;
     Ok(figures)
 }
 
@@ -304,6 +324,12 @@ fn main() -> anyhow::Result<()> {
         );
     }
     for (name, f) in &results {
+        for (scenario, took, counts) in &f.plans {
+            println!(
+                "{name}: plan of the {scenario} commit (kas render + agentk dry runs) {:.2} s: {counts}",
+                took.as_secs_f64()
+            );
+        }
         if !f.reported.is_empty() {
             println!(
                 "{name}: its own measure (no process start), ms: {:?}",
