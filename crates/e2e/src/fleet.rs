@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tether_testenv::haproxy::{LoadBalancer, Route};
 
-use super::{Proc, free_port, kas_binary};
+use super::{Proc, free_port, kas_binary, stable_port};
 
 /// One replica's addresses, and its process while it runs.
 #[derive(Debug)]
@@ -55,11 +55,13 @@ impl Fleet {
         let replicas: Vec<Replica> = (0..n)
             .map(|_| Replica {
                 kas: None,
-                api: free_port(),
-                admin: free_port(),
-                agent: free_port(),
-                proxy: free_port(),
-                private: free_port(),
+                // Replicas restart on their addresses (the balancer knows
+                // them): ports outside the ephemeral range stay free.
+                api: stable_port(),
+                admin: stable_port(),
+                agent: stable_port(),
+                proxy: stable_port(),
+                private: stable_port(),
                 starts: 0,
             })
             .collect();

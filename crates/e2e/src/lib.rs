@@ -126,6 +126,20 @@ pub fn free_port() -> std::net::SocketAddr {
         .expect("port")
 }
 
+/// A free loopback port below the kernel's ephemeral range (32768 and
+/// up), for a server restarted on the same address: an ephemeral port can
+/// be taken meanwhile by any outgoing connection on the machine, and then
+/// the restart cannot bind it.
+pub fn stable_port() -> std::net::SocketAddr {
+    for _ in 0..1000 {
+        let port = 20_000 + (rand::random::<u16>() % 12_000);
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().expect("port");
+        }
+    }
+    free_port()
+}
+
 /// The status code agentk's probe listener answers for `path`.
 pub fn probe(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
     http_get(addr, path).map(|(status, _)| status)
@@ -185,7 +199,7 @@ impl Setup {
         let serve_args: Vec<String> = serve_args.iter().map(|s| s.to_string()).collect();
         for _ in 0..3 {
             let dir = tempfile::tempdir().expect("tempdir");
-            let listen = [free_port(), free_port(), free_port(), free_port()];
+            let listen = [stable_port(), stable_port(), stable_port(), stable_port()];
             let kas = spawn_kas(dir.path(), listen, &serve_args, "kas.log");
             let mut setup = Setup {
                 api: format!("http://{}", listen[0]),
