@@ -19,7 +19,9 @@ use tether_agent_config as cfg;
 use tether_gitops::drift;
 use tether_gitops::inventory::Inventory;
 use tether_gitops::manifest::{Limits, ManifestFile};
-use tether_gitops::sync::{self, Action, AppliedState, InventoryPolicy, SyncOptions, SyncOutcome};
+use tether_gitops::sync::{
+    self, Action, AppliedState, InventoryPolicy, Records, SyncOptions, SyncOutcome,
+};
 use tether_proto::v1;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
@@ -82,6 +84,9 @@ pub struct GitOps {
     pending: Arc<Mutex<HashMap<String, Pending>>>,
     /// Plan requests being received, by plan id.
     plans: Arc<Mutex<HashMap<u64, Pending>>>,
+    /// What each project's last sync applied, for plans to skip the dry
+    /// run of objects that would not change.
+    applied: Arc<Mutex<HashMap<String, Records>>>,
     /// The last commit synced without error, by project, for Hello.
     synced: Arc<Mutex<HashMap<String, String>>>,
     /// The last report of each project, sent again to a new session so
@@ -128,6 +133,7 @@ impl GitOps {
             workers: Arc::default(),
             pending: Arc::default(),
             plans: Arc::default(),
+            applied: Arc::default(),
             synced: Arc::default(),
             last_reports: Arc::default(),
             reports,
@@ -326,6 +332,7 @@ impl GitOps {
                     continue;
                 };
                 self.report(&project, &commit, &outcome, dry_run);
+                lock(&self.applied).insert(project.clone(), state.records.clone());
                 release_free_memory();
                 if outcome.error.is_none() && !dry_run {
                     let (client, mut waiting) = (self.client.clone(), outcome.clone());
@@ -405,6 +412,10 @@ impl GitOps {
         let options = spec.map(|spec| self.sync_options(&spec, agent, &request.project_id));
         let client = self.client.clone();
         let project = request.project_id;
+        let applied = lock(&self.applied)
+            .get(&project)
+            .cloned()
+            .unwrap_or_default();
         Some(async move {
             let mut report = v1::PlanReport {
                 plan_id,
@@ -416,8 +427,11 @@ impl GitOps {
                 );
                 return report;
             };
-            match tether_gitops::plan::plan(&client, &options, &files).await {
-                Ok(planned) => report.objects = planned.into_iter().map(planned_message).collect(),
+            match tether_gitops::plan::plan(&client, &options, &files, &applied).await {
+                Ok(plan) => {
+                    report.dry_runs = u32::try_from(plan.dry_runs).unwrap_or(u32::MAX);
+                    report.objects = plan.objects.into_iter().map(planned_message).collect();
+                }
                 Err(e) => report.error = e,
             }
             report

@@ -110,6 +110,10 @@ pub struct PlanView {
     /// Objects by change: create, update, unchanged, prune, keep, refused.
     pub counts: std::collections::BTreeMap<String, usize>,
     pub objects: Vec<PlannedObjectView>,
+    /// Objects the agent dry-ran against its cluster: those that may
+    /// change (one it last applied unchanged is not sent).
+    #[serde(default)]
+    pub dry_runs: usize,
     pub duration_ms: u64,
 }
 

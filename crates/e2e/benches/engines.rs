@@ -209,7 +209,11 @@ fn tether(
             .expect("plan");
         let took = planning.elapsed();
         let plan: serde_json::Value = serde_json::from_str(&plan)?;
-        plans.push((marker.to_owned(), took, plan["counts"].to_string()));
+        plans.push((
+            marker.to_owned(),
+            took,
+            format!("{} ({} dry runs)", plan["counts"], plan["dry_runs"]),
+        ));
         let before = runtime.block_on(request_counts(client))?;
         let started = Instant::now();
         setup

@@ -3,7 +3,8 @@
 //! of a commit that scales a Deployment, adds a ConfigMap (from a chart
 //! rendered on kas), removes one and leaves one alone names exactly those
 //! changes, with the field that changes; the cluster is untouched by it;
-//! and a commit that cannot render is refused with the reason.
+//! with one dry run per object that may change; and a commit that cannot
+//! render is refused with the reason.
 
 use tether_e2e as support;
 
@@ -113,6 +114,9 @@ fn plan(ns: &str) {
     assert_eq!(change("ConfigMap", "leaving")["change"], "prune");
     assert_eq!(change("ConfigMap", "stays")["change"], "unchanged");
     assert_eq!(plan["counts"]["update"], 1, "{plan:#}");
+    // Dry runs only for what may change: web and from-chart; `stays` is
+    // exactly what agentk last applied.
+    assert_eq!(plan["dry_runs"], 2, "{plan:#}");
     assert_eq!(plan["commit"], next);
 
     // The plan changed nothing.

@@ -4,6 +4,12 @@
 //! sync would apply it (server-side apply, agentk's field manager, forced,
 //! with the inventory annotation), so admission, defaulting and validation
 //! all run, and the answer is compared with the object as it is.
+//!
+//! Only objects that may change are dry-run: one whose body is exactly what
+//! agentk last applied, and whose fields are still agentk's, is unchanged
+//! without asking the API server (the same test a sync uses to skip it), so
+//! a plan of a commit that changes one object of a thousand sends one dry
+//! run.
 
 use std::collections::BTreeSet;
 
@@ -14,7 +20,10 @@ use serde_json::Value;
 
 use crate::inventory::{FIELD_MANAGER, ON_REMOVE_ANNOTATION, ObjRef};
 use crate::manifest::{self, ManifestFile};
-use crate::sync::{SyncOptions, api_for, check_ownership, mark_owner, resolve_set};
+use crate::sync::{
+    Records, SyncOptions, api_for, check_ownership, current_fields, fingerprint, mark_owner,
+    resolve_set, unchanged_since,
+};
 
 /// Dry runs in flight at once.
 const CONCURRENCY: usize = 16;
@@ -66,13 +75,23 @@ pub struct PlannedObject {
     pub fields: Vec<FieldChange>,
 }
 
-/// Plans `files` against the cluster. An error is what a sync would fail
-/// with before touching anything (a parse error, an unknown kind).
+/// The outcome of a plan: each object, and how many dry runs it took.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub objects: Vec<PlannedObject>,
+    pub dry_runs: usize,
+}
+
+/// Plans `files` against the cluster; `applied` is what the project's
+/// syncs last applied (empty: every object is dry-run). An error is what a
+/// sync would fail with before touching anything (a parse error, an
+/// unknown kind).
 pub async fn plan(
     client: &kube::Client,
     options: &SyncOptions,
     files: &[ManifestFile],
-) -> Result<Vec<PlannedObject>, String> {
+    applied: &Records,
+) -> Result<Plan, String> {
     let objects = manifest::parse(files, &options.limits).map_err(|problems| {
         problems
             .iter()
@@ -95,9 +114,11 @@ pub async fn plan(
         .iter()
         .map(|(o, _)| ObjRef::from_key(&o.key))
         .collect();
+    let current = current_fields(client, &resolved, applied).await;
+    let dry_runs = std::sync::atomic::AtomicUsize::new(0);
     let mut planned: Vec<PlannedObject> = stream::iter(resolved)
         .map(|(mut object, resolved)| {
-            let old = &old;
+            let (old, current, dry_runs) = (&old, &current, &dry_runs);
             async move {
                 let reference = ObjRef::from_key(&object.key);
                 let refused = |message: String| PlannedObject {
@@ -122,6 +143,16 @@ pub async fn plan(
                     };
                 }
                 mark_owner(&mut object, &options.inventory.id);
+                let body = Value::Object(object.body);
+                let hash = fingerprint(&body.to_string());
+                if unchanged_since(applied, &reference, hash, current).is_some() {
+                    return PlannedObject {
+                        object: reference,
+                        change: Change::Unchanged,
+                        message: "as last applied".into(),
+                        fields: Vec::new(),
+                    };
+                }
                 let api = api_for(
                     client,
                     &resolved.resource,
@@ -134,7 +165,7 @@ pub async fn plan(
                     Err(e) => return refused(format!("cannot read it: {e}")),
                 };
                 let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
-                let body = Value::Object(object.body);
+                dry_runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let after = match api
                     .patch(&reference.name, &params, &Patch::Apply(&body))
                     .await
@@ -195,7 +226,10 @@ pub async fn plan(
         });
     }
     planned.sort_by(|a, b| a.object.cmp(&b.object));
-    Ok(planned)
+    Ok(Plan {
+        objects: planned,
+        dry_runs: dry_runs.into_inner(),
+    })
 }
 
 /// Whether an object gone from git is annotated to stay.

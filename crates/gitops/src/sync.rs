@@ -110,11 +110,14 @@ pub struct Record {
     pub body: Arc<str>,
 }
 
+/// What agentk last applied, by object.
+pub type Records = std::collections::HashMap<ObjRef, Arc<Record>>;
+
 /// What a manifest project's syncs applied, kept between syncs (in memory:
 /// a restarted agent applies everything once, then skips again).
 #[derive(Clone, Default)]
 pub struct AppliedState {
-    pub records: std::collections::HashMap<ObjRef, Arc<Record>>,
+    pub records: Records,
     /// API discovery from an earlier sync: run again only when a kind is
     /// not found in it or the last sync applied CRDs.
     discovery: Option<std::sync::Arc<Discovery>>,
@@ -234,7 +237,11 @@ pub async fn sync(
         }
     }
 
-    let current = current_fields(client, options, &owned, state).await;
+    let current = if options.server_dry_run {
+        CurrentFields::new()
+    } else {
+        current_fields(client, &owned, &state.records).await
+    };
     let applied = apply_all(client, options, owned, state, &current).await;
     if applied
         .iter()
@@ -573,10 +580,7 @@ async fn apply_one(
     let text = body.to_string();
     let hash = fingerprint(&text);
     if !options.server_dry_run
-        && let Some(record) = state.records.get(&reference)
-        && record.hash == hash
-        && let Some(fields) = current.get(&reference)
-        && *fields == record.fields
+        && let Some(record) = unchanged_since(&state.records, &reference, hash, current)
     {
         return ObjectOutcome {
             object: reference,
@@ -635,25 +639,35 @@ impl std::fmt::Debug for AppliedState {
 
 /// For objects agentk applied before with the same content: the fields it
 /// owns in the cluster now. Absent: the object is gone, or not known.
-type CurrentFields = std::collections::HashMap<ObjRef, Option<u64>>;
+pub(crate) type CurrentFields = std::collections::HashMap<ObjRef, Option<u64>>;
+
+/// The record of `reference` if applying `hash` (the fingerprint of the
+/// body as it would be sent) again would change nothing: agentk applied
+/// exactly that, and the fields it owned right after are still its own
+/// (someone who changed one of them took it over).
+pub(crate) fn unchanged_since<'a>(
+    records: &'a Records,
+    reference: &ObjRef,
+    hash: u64,
+    current: &CurrentFields,
+) -> Option<&'a Arc<Record>> {
+    let record = records.get(reference)?;
+    (record.hash == hash && current.get(reference) == Some(&record.fields)).then_some(record)
+}
 
 /// Reads what [`CurrentFields`] needs with one metadata LIST per resource
 /// and namespace, rather than one GET per object.
-async fn current_fields(
+pub(crate) async fn current_fields(
     client: &kube::Client,
-    options: &SyncOptions,
     owned: &[(Object, Resolved)],
-    state: &AppliedState,
+    records: &Records,
 ) -> CurrentFields {
     let mut current = CurrentFields::new();
-    if options.server_dry_run {
-        return current;
-    }
     let mut lists: std::collections::HashMap<(String, String, String), (ApiResource, bool)> =
         std::collections::HashMap::new();
     for (object, resolved) in owned {
         let reference = ObjRef::from_key(&object.key);
-        if state.records.contains_key(&reference) {
+        if records.contains_key(&reference) {
             lists
                 .entry((
                     resolved.resource.api_version.clone(),
@@ -701,7 +715,7 @@ pub(crate) fn our_fields(
         .map(|f| fingerprint(&f.0.to_string()))
 }
 
-fn fingerprint(text: &str) -> u64 {
+pub(crate) fn fingerprint(text: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut hasher);

@@ -140,7 +140,7 @@ pub async fn plan(
         .await
         .map_err(|e| ApiError::Invalid(format!("commit {commit} cannot be planned: {e}")))?;
     let commit = commit.to_string();
-    let report = state
+    let mut report = state
         .connections
         .plans()
         .ask(&name, &spec.project, &commit, files, PLAN_TIMEOUT)
@@ -155,8 +155,7 @@ pub async fn plan(
             report.error
         )));
     }
-    let objects: Vec<PlannedObjectView> = report
-        .objects
+    let objects: Vec<PlannedObjectView> = std::mem::take(&mut report.objects)
         .into_iter()
         .map(|o| PlannedObjectView {
             group: o.group,
@@ -186,6 +185,7 @@ pub async fn plan(
         commit,
         counts,
         objects,
+        dry_runs: report.dry_runs as usize,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     }))
 }

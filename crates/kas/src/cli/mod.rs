@@ -688,8 +688,9 @@ fn plan_text(plan: &api::PlanView) -> String {
         .map(|(k, v)| format!("{v} {k}"))
         .collect();
     text.push_str(&format!(
-        "{} ({} ms)\n",
+        "{} ({} dry runs, {} ms)\n",
         counts.join(", "),
+        plan.dry_runs,
         plan.duration_ms
     ));
     text
