@@ -19,9 +19,7 @@ use tether_agent_config as cfg;
 use tether_gitops::drift;
 use tether_gitops::inventory::Inventory;
 use tether_gitops::manifest::{Limits, ManifestFile};
-use tether_gitops::sync::{
-    self, Action, AppliedState, InventoryPolicy, Records, SyncOptions, SyncOutcome,
-};
+use tether_gitops::sync::{self, Action, AppliedState, InventoryPolicy, SyncOptions, SyncOutcome};
 use tether_proto::v1;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
@@ -86,7 +84,7 @@ pub struct GitOps {
     plans: Arc<Mutex<HashMap<u64, Pending>>>,
     /// What each project's last sync applied, for plans to skip the dry
     /// run of objects that would not change.
-    applied: Arc<Mutex<HashMap<String, Records>>>,
+    applied: Arc<Mutex<HashMap<String, AppliedState>>>,
     /// The last commit synced without error, by project, for Hello.
     synced: Arc<Mutex<HashMap<String, String>>>,
     /// The last report of each project, sent again to a new session so
@@ -332,7 +330,7 @@ impl GitOps {
                     continue;
                 };
                 self.report(&project, &commit, &outcome, dry_run);
-                lock(&self.applied).insert(project.clone(), state.records.clone());
+                lock(&self.applied).insert(project.clone(), state.clone());
                 release_free_memory();
                 if outcome.error.is_none() && !dry_run {
                     let (client, mut waiting) = (self.client.clone(), outcome.clone());

@@ -12,6 +12,8 @@
 //!   inventory, apply with server-side apply in order, prune, record the
 //!   final set; then [`sync::wait_for_health`].
 //! - [`health`]: the kstatus rules.
+//! - [`hooks`]: Helm hook delete policies (replace on change, delete once
+//!   settled).
 //! - [`drift`]: after a sync, watch what was applied and apply it again
 //!   when someone takes over agentk's fields or deletes it.
 //!
@@ -24,6 +26,7 @@
 pub mod depends;
 pub mod drift;
 pub mod health;
+pub mod hooks;
 pub mod inventory;
 pub mod kinds;
 pub mod manifest;

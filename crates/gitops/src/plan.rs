@@ -18,10 +18,11 @@ use kube::api::{Patch, PatchParams};
 use kube::discovery::Discovery;
 use serde_json::Value;
 
+use crate::hooks::DeletePolicy;
 use crate::inventory::{FIELD_MANAGER, ON_REMOVE_ANNOTATION, ObjRef};
 use crate::manifest::{self, ManifestFile};
 use crate::sync::{
-    Records, SyncOptions, api_for, check_ownership, current_fields, fingerprint, mark_owner,
+    AppliedState, SyncOptions, api_for, check_ownership, current_fields, fingerprint, mark_owner,
     resolve_set, unchanged_since,
 };
 
@@ -90,7 +91,7 @@ pub async fn plan(
     client: &kube::Client,
     options: &SyncOptions,
     files: &[ManifestFile],
-    applied: &Records,
+    applied: &AppliedState,
 ) -> Result<Plan, String> {
     let objects = manifest::parse(files, &options.limits).map_err(|problems| {
         problems
@@ -114,7 +115,7 @@ pub async fn plan(
         .iter()
         .map(|(o, _)| ObjRef::from_key(&o.key))
         .collect();
-    let current = current_fields(client, &resolved, applied).await;
+    let current = current_fields(client, &resolved, &applied.records).await;
     let dry_runs = std::sync::atomic::AtomicUsize::new(0);
     let mut planned: Vec<PlannedObject> = stream::iter(resolved)
         .map(|(mut object, resolved)| {
@@ -143,15 +144,20 @@ pub async fn plan(
                     };
                 }
                 mark_owner(&mut object, &options.inventory.id);
+                let replaced_hook = DeletePolicy::of(&object.body).is_some_and(|h| h.before_creation);
                 let body = Value::Object(object.body);
                 let hash = fingerprint(&body.to_string());
-                if unchanged_since(applied, &reference, hash, current).is_some() {
-                    return PlannedObject {
-                        object: reference,
-                        change: Change::Unchanged,
-                        message: "as last applied".into(),
-                        fields: Vec::new(),
-                    };
+                let unchanged = |message: &str| PlannedObject {
+                    object: reference.clone(),
+                    change: Change::Unchanged,
+                    message: message.into(),
+                    fields: Vec::new(),
+                };
+                if unchanged_since(&applied.records, &reference, hash, current).is_some() {
+                    return unchanged("as last applied");
+                }
+                if applied.finished_hooks.get(&reference) == Some(&hash) {
+                    return unchanged("hook ran and was deleted by its helm.sh/hook-delete-policy");
                 }
                 let api = api_for(
                     client,
@@ -177,6 +183,16 @@ pub async fn plan(
                             object: reference.clone(),
                             change: Change::Create,
                             message: "its namespace comes with this commit".into(),
+                            fields: Vec::new(),
+                        };
+                    }
+                    // A hook whose new content cannot be patched in is
+                    // deleted and created again by the sync.
+                    Err(kube::Error::Api(e)) if replaced_hook && live.is_some() && e.code == 422 => {
+                        return PlannedObject {
+                            object: reference.clone(),
+                            change: Change::Update,
+                            message: "replaced: deleted and created again (helm.sh/hook-delete-policy before-hook-creation)".into(),
                             fields: Vec::new(),
                         };
                     }

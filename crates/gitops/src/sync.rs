@@ -15,6 +15,7 @@ use kube::discovery::{ApiResource, Discovery};
 use serde_json::Value;
 
 use crate::health::{Health, health};
+use crate::hooks::{self, DeletePolicy};
 use crate::inventory::{FIELD_MANAGER, Inventory, ON_REMOVE_ANNOTATION, OWNER_ANNOTATION, ObjRef};
 use crate::kinds::{self, Resolved};
 use crate::manifest::{self, Limits, ManifestFile, Object};
@@ -101,7 +102,9 @@ pub struct ObjectOutcome {
 /// object.
 #[derive(Debug)]
 pub struct Record {
-    hash: u64,
+    pub(crate) hash: u64,
+    /// For a Helm hook: what its delete policy asks for.
+    pub(crate) hook: Option<DeletePolicy>,
     /// Fingerprint of the fields agentk owned after the apply.
     pub(crate) fields: Option<u64>,
     pub resource: ApiResource,
@@ -118,6 +121,9 @@ pub type Records = std::collections::HashMap<ObjRef, Arc<Record>>;
 #[derive(Clone, Default)]
 pub struct AppliedState {
     pub records: Records,
+    /// Hooks deleted by their policy once they settled, with the
+    /// fingerprint of what ran: the same content is not created again.
+    pub(crate) finished_hooks: std::collections::HashMap<ObjRef, u64>,
     /// API discovery from an earlier sync: run again only when a kind is
     /// not found in it or the last sync applied CRDs.
     discovery: Option<std::sync::Arc<Discovery>>,
@@ -242,7 +248,10 @@ pub async fn sync(
     } else {
         current_fields(client, &owned, &state.records).await
     };
-    let applied = apply_all(client, options, owned, state, &current).await;
+    let mut applied = apply_all(client, options, owned, state, &current).await;
+    if !options.server_dry_run {
+        settle_hooks(client, options, &mut applied, state).await;
+    }
     if applied
         .iter()
         .any(|o| o.object.kind == "CustomResourceDefinition" && o.action == Action::Applied)
@@ -272,6 +281,7 @@ pub async fn sync(
         let pruned = prune(client, &discovery, options, gone).await;
         for p in &pruned {
             state.records.remove(&p.object);
+            state.finished_hooks.remove(&p.object);
             // An object that could not be deleted stays in the inventory,
             // so that the next sync tries again.
             if p.action == Action::Failed {
@@ -301,6 +311,74 @@ pub async fn sync(
     }
     outcome.duration = started.elapsed();
     outcome
+}
+
+/// Hooks whose delete policy removes them once they settle: waits for
+/// them (up to the reconcile timeout), deletes those that settled the way
+/// their policy names, and remembers what ran (see [`crate::hooks`]).
+async fn settle_hooks(
+    client: &kube::Client,
+    options: &SyncOptions,
+    applied: &mut [ObjectOutcome],
+    state: &mut AppliedState,
+) {
+    for o in applied.iter() {
+        if o.action == Action::Applied {
+            state.finished_hooks.remove(&o.object);
+        }
+    }
+    let settling: Vec<usize> = applied
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| {
+            o.action == Action::Applied
+                && o.record
+                    .as_ref()
+                    .and_then(|r| r.hook)
+                    .is_some_and(DeletePolicy::deletes_when_settled)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if settling.is_empty() {
+        return;
+    }
+    let mut waiting = SyncOutcome {
+        objects: settling.iter().map(|&i| applied[i].clone()).collect(),
+        ..SyncOutcome::default()
+    };
+    wait_for_health(client, &mut waiting, options.reconcile_timeout).await;
+    for (&i, settled) in settling.iter().zip(waiting.objects) {
+        let o = &mut applied[i];
+        o.health = settled.health;
+        o.message = settled.message;
+        let (Some(record), Some((resource, namespaced))) = (o.record.clone(), o.resource.clone())
+        else {
+            continue;
+        };
+        let succeeded = match o.health {
+            Some(Health::Current) => true,
+            Some(Health::Failed) => false,
+            _ => continue,
+        };
+        let Some(reason) = record.hook.and_then(|h| h.reason(succeeded)) else {
+            continue;
+        };
+        match hooks::delete_and_wait(client, &resource, namespaced, &o.object).await {
+            Ok(()) => {
+                state.finished_hooks.insert(o.object.clone(), record.hash);
+                state.records.remove(&o.object);
+                o.record = None;
+                o.resource = None;
+                let prefix = if o.message.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}; ", o.message)
+                };
+                o.message = format!("{prefix}deleted: helm.sh/hook-delete-policy {reason}");
+            }
+            Err(e) => o.message = format!("helm.sh/hook-delete-policy {reason}: {e}"),
+        }
+    }
 }
 
 /// Waits until every applied object is Current (or Failed), or `timeout`
@@ -576,6 +654,7 @@ async fn apply_one(
     if options.server_dry_run {
         params = params.dry_run();
     }
+    let hook = DeletePolicy::of(&object.body);
     let body = Value::Object(object.body);
     let text = body.to_string();
     let hash = fingerprint(&text);
@@ -591,9 +670,58 @@ async fn apply_one(
             record: Some(record.clone()),
         };
     }
-    let result = api
+    if !options.server_dry_run && state.finished_hooks.get(&reference) == Some(&hash) {
+        return ObjectOutcome {
+            object: reference,
+            action: Action::Unchanged,
+            health: Some(Health::Current),
+            message: "hook ran and was deleted by its helm.sh/hook-delete-policy".into(),
+            resource: None,
+            record: None,
+        };
+    }
+    let replace = hook.is_some_and(|h| h.before_creation) && !options.server_dry_run;
+    let changed_hook = state
+        .records
+        .get(&reference)
+        .is_some_and(|r| r.hash != hash);
+    if replace
+        && changed_hook
+        && let Err(e) =
+            hooks::delete_and_wait(client, &resolved.resource, resolved.namespaced, &reference)
+                .await
+    {
+        return ObjectOutcome {
+            object: reference,
+            action: Action::Failed,
+            health: None,
+            message: format!("helm.sh/hook-delete-policy: before-hook-creation: {e}"),
+            resource: None,
+            record: None,
+        };
+    }
+    let mut result = api
         .patch(&reference.name, &params, &Patch::Apply(&body))
         .await;
+    // A hook agentk has no record of (it restarted) whose new content
+    // cannot be patched in (a Job's template): created again, as the
+    // policy says.
+    if replace && !changed_hook && matches!(&result, Err(kube::Error::Api(e)) if e.code == 422) {
+        result = match hooks::delete_and_wait(
+            client,
+            &resolved.resource,
+            resolved.namespaced,
+            &reference,
+        )
+        .await
+        {
+            Ok(()) => {
+                api.patch(&reference.name, &params, &Patch::Apply(&body))
+                    .await
+            }
+            Err(_) => result,
+        };
+    }
     match result {
         Ok(applied) => {
             let fields = our_fields(&applied.metadata);
@@ -607,6 +735,7 @@ async fn apply_one(
                 resource: Some((resolved.resource.clone(), resolved.namespaced)),
                 record: Some(Arc::new(Record {
                     hash,
+                    hook,
                     fields,
                     resource: resolved.resource,
                     namespaced: resolved.namespaced,
