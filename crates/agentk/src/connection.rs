@@ -9,7 +9,8 @@ use anyhow::{Context, bail};
 use tether_credentials::{Token, TokenKind};
 use tether_proto::v1::agent_channel_client::AgentChannelClient;
 use tether_proto::v1::{
-    AgentMessage, ConfigApplied, Hello, Ping, PodIdentity, agent_message, server_message,
+    AgentMessage, ClusterInfo, ConfigApplied, Hello, Ping, PodIdentity, agent_message,
+    server_message,
 };
 use tether_proto::{PROTOCOL_VERSION, v1};
 use tether_runtime::Shutdown;
@@ -29,6 +30,8 @@ pub struct ConnectOptions {
     pub token: TokenSource,
     pub ca_cert: Option<PathBuf>,
     pub cluster_version: String,
+    /// What the cluster serves, kept current (see [`crate::cluster_info`]).
+    pub api_versions: tokio::sync::watch::Receiver<crate::cluster_info::ApiVersions>,
     pub pod: PodIdentity,
     /// Set while a session is open, for the readiness probe.
     pub connected: crate::observability::Connected,
@@ -146,6 +149,7 @@ async fn open_session(options: &ConnectOptions, shutdown: &mut Shutdown) -> anyh
     let mut client = AgentChannelClient::new(channel).max_decoding_message_size(16 << 20);
 
     let (tx, rx) = mpsc::channel(16);
+    let mut api_versions = options.api_versions.clone();
     let hello = AgentMessage {
         message: Some(agent_message::Message::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -154,6 +158,7 @@ async fn open_session(options: &ConnectOptions, shutdown: &mut Shutdown) -> anyh
             cluster_version: options.cluster_version.clone(),
             config_commit: options.config.commit(),
             synced: options.gitops.synced(),
+            api_versions: api_versions.borrow_and_update().to_vec(),
         })),
     };
     tx.send(hello)
@@ -182,6 +187,13 @@ async fn open_session(options: &ConnectOptions, shutdown: &mut Shutdown) -> anyh
             _ = shutdown.signalled() => return Ok(End::Shutdown),
             Some(report) = reports.recv() => {
                 let message = AgentMessage { message: Some(agent_message::Message::SyncReport(report)) };
+                if tx.send(message).await.is_err() {
+                    bail!("session closed");
+                }
+            }
+            Ok(()) = api_versions.changed() => {
+                let versions = api_versions.borrow_and_update().to_vec();
+                let message = AgentMessage { message: Some(agent_message::Message::ClusterInfo(ClusterInfo { api_versions: versions })) };
                 if tx.send(message).await.is_err() {
                     bail!("session closed");
                 }

@@ -9,6 +9,7 @@
 
 mod apiserver;
 mod backoff;
+mod cluster_info;
 mod config;
 mod connection;
 mod gitops;
@@ -256,6 +257,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 token,
                 ca_cert: args.ca_cert,
                 cluster_version: version.git_version,
+                api_versions: cluster_info::follow(client.clone(), shutdown.clone()).await,
                 pod: pod_identity(),
                 connected,
                 config,

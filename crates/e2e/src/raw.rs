@@ -41,6 +41,7 @@ pub fn hello(pod: &str) -> AgentMessage {
             cluster_version: "v1.35.4".into(),
             config_commit: String::new(),
             synced: Vec::new(),
+            api_versions: Vec::new(),
         })),
     }
 }

@@ -75,7 +75,11 @@ fn hooks(ns: &str) {
         wait(
             &format!("the sync of {commit}"),
             Duration::from_secs(120),
-            || setup.sync_of(commit).is_some_and(|s| s["state"] == "synced"),
+            || {
+                setup
+                    .sync_of(commit)
+                    .is_some_and(|s| s["state"] == "synced")
+            },
         );
         setup.sync_of(commit).expect("report")
     };
@@ -99,9 +103,8 @@ fn hooks(ns: &str) {
         "{notified:#}"
     );
     assert!(kubectl_get(&["job", "notify", "-n", ns]).is_none());
-    let migrate_uid = kubectl_get(&["job", "migrate", "-n", ns]).expect("migrate")["metadata"]
-        ["uid"]
-        .clone();
+    let migrate_uid =
+        kubectl_get(&["job", "migrate", "-n", ns]).expect("migrate")["metadata"]["uid"].clone();
 
     // A commit that changes only the ConfigMap: neither hook runs again.
     let second = commit(
@@ -112,7 +115,11 @@ fn hooks(ns: &str) {
         .cli(&["project", "refresh", "team/config"])
         .expect("refresh");
     let report = synced(&second);
-    assert_eq!(object(&report, "notify")["action"], "unchanged", "{report:#}");
+    assert_eq!(
+        object(&report, "notify")["action"],
+        "unchanged",
+        "{report:#}"
+    );
     assert_eq!(object(&report, "migrate")["action"], "unchanged");
     assert!(
         kubectl_get(&["job", "notify", "-n", ns]).is_none(),
@@ -145,7 +152,11 @@ fn hooks(ns: &str) {
         .cli(&["project", "refresh", "team/config"])
         .expect("refresh");
     let report = synced(&third);
-    assert_eq!(object(&report, "migrate")["action"], "applied", "{report:#}");
+    assert_eq!(
+        object(&report, "migrate")["action"],
+        "applied",
+        "{report:#}"
+    );
     let migrate = kubectl_get(&["job", "migrate", "-n", ns]).expect("migrate again");
     assert_ne!(migrate["metadata"]["uid"], migrate_uid, "created anew");
     assert_eq!(

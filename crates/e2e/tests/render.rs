@@ -50,7 +50,7 @@ fn chart(ns: &str, version: &str, widget: bool) -> Vec<(String, String)> {
         ),
         (
             "charts/web/templates/configmap.yaml".to_owned(),
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-settings\ndata:\n  colour: {{ .Values.colour | quote }}\n  greeting: {{ .Values.greeting | quote }}\n  kube: {{ .Capabilities.KubeVersion.Version | quote }}\n  namespace: {{ .Release.Namespace | quote }}\n".to_owned(),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-settings\ndata:\n  colour: {{ .Values.colour | quote }}\n  greeting: {{ .Values.greeting | quote }}\n  kube: {{ .Capabilities.KubeVersion.Version | quote }}\n  namespace: {{ .Release.Namespace | quote }}\n  gadgets: {{ .Capabilities.APIVersions.Has \"tether.test/v1/Gadget".to_owned() + &kind + "\" | quote }}\n  unserved: {{ .Capabilities.APIVersions.Has \"tether.test/v9\" | quote }}\n",
         ),
         (
             "charts/web/templates/hooks.yaml".to_owned(),
@@ -115,8 +115,30 @@ async fn charts_and_kustomizations_render_on_kas_and_reach_the_cluster() {
         .expect("test body");
 }
 
+/// A kind only the test cluster serves (helm's built-in API versions do
+/// not have it): a chart sees it only if the agent reported it.
+fn install_gadget_crd(dir: &Path, ns: &str) {
+    let kind = kind_of(ns);
+    let file = dir.join("gadgets.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {{name: gadgets{kind}.tether.test}}\nspec:\n  group: tether.test\n  scope: Namespaced\n  names: {{plural: gadgets{kind}, singular: gadget{kind}, kind: Gadget{kind}}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}\n"
+        ),
+    )
+    .expect("write");
+    let cluster = tether_testenv::shared();
+    cluster.kubectl_ok(&["apply", "-f", file.to_str().expect("utf-8")]);
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        &format!("crd/gadgets{kind}.tether.test"),
+    ]);
+}
+
 fn render(ns: &str) {
     let mut setup = Setup::start_with(&["--poll-interval", "60s", "--render-timeout", "3s"]);
+    install_gadget_crd(setup.dir.path(), ns);
     setup.pod_namespace = ns.to_owned();
     let repo = setup.dir.path().join("repo");
     new_repo(&repo);
@@ -142,6 +164,11 @@ fn render(ns: &str) {
     assert_eq!(settings["data"]["greeting"], "hello");
     assert_eq!(settings["data"]["kube"], "v1.35.4");
     assert_eq!(settings["data"]["namespace"], ns);
+    assert_eq!(
+        settings["data"]["gadgets"], "true",
+        "the agent's cluster's API versions reach .Capabilities.APIVersions"
+    );
+    assert_eq!(settings["data"]["unserved"], "false");
     let kind = kind_of(ns);
     assert!(kubectl_get(&["crd", &format!("widgets{kind}.tether.test")]).is_some());
     assert!(

@@ -112,6 +112,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             kustomizations: &[],
             helm_charts: &charts,
             kube_version: Some("v1.35.4"),
+            api_versions: &[],
         };
         let started = Instant::now();
         let rendered = runtime

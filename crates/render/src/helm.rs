@@ -40,6 +40,8 @@ pub struct Template<'a> {
     pub namespace: &'a str,
     /// The cluster's version as its agent reported it.
     pub kube_version: Option<&'a str>,
+    /// What the cluster serves, as its agent reported it.
+    pub api_versions: &'a [String],
     pub limits: Limits,
 }
 
@@ -78,6 +80,10 @@ pub async fn template(t: &Template<'_>) -> Result<Vec<Value>, RenderError> {
     if let Some(version) = t.kube_version.filter(|v| !v.is_empty()) {
         args.push("--kube-version".into());
         args.push(version.into());
+    }
+    // One argument each, `=`-joined: a value can never read as a flag.
+    for version in t.api_versions {
+        args.push(format!("--api-versions={version}").into());
     }
     for file in &t.chart.values_files {
         let path = t.repo.join(file);

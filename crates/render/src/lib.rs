@@ -48,6 +48,9 @@ pub struct Job<'a> {
     pub helm_charts: &'a [HelmChart],
     /// The cluster's version as the agent reported it (`v1.35.4`).
     pub kube_version: Option<&'a str>,
+    /// What the cluster serves (`apps/v1`, `apps/v1/Deployment`), for
+    /// `.Capabilities.APIVersions`; empty: helm's built-in set.
+    pub api_versions: &'a [String],
 }
 
 /// The repository at the job's commit, as (path, bytes), read only on a
@@ -147,6 +150,7 @@ impl Renderer {
             "kustomizations": job.kustomizations,
             "helm_charts": job.helm_charts,
             "kube_version": job.kube_version,
+            "api_versions": job.api_versions,
             "tools": self.versions,
         });
         let d = digest::digest(&digest::SHA256, asked.to_string().as_bytes());
@@ -204,6 +208,7 @@ impl Renderer {
                 source,
                 namespace,
                 kube_version: job.kube_version,
+                api_versions: job.api_versions,
                 limits: self.settings.limits,
             })
             .await?;

@@ -127,14 +127,11 @@ pub async fn plan(
     } else {
         spec
     };
+    let (kube_version, api_versions) = state.connections.cluster_of(&name).unwrap_or_default();
     let rendering = manifests::Rendering {
         renderer: state.renderer.clone(),
-        kube_version: state
-            .connections
-            .connections(&name)
-            .first()
-            .map(|c| c.cluster_version.clone())
-            .unwrap_or_default(),
+        kube_version,
+        api_versions,
     };
     let files = manifests::collect(spec, &source, &commit, &rendering)
         .await

@@ -71,7 +71,7 @@ impl ManifestSpec {
             .collect()
     }
 
-    fn renders(&self) -> bool {
+    pub fn renders(&self) -> bool {
         !self.kustomizations.is_empty() || !self.helm_charts.is_empty()
     }
 }
@@ -83,6 +83,58 @@ pub struct Rendering {
     pub renderer: Result<Arc<tether_render::Renderer>, String>,
     /// The agent's cluster version, for `.Capabilities.KubeVersion`.
     pub kube_version: String,
+    /// What the agent's cluster serves, for `.Capabilities.APIVersions`.
+    pub api_versions: ApiVersions,
+}
+
+/// `group/version` and `group/version/Kind` entries an agent reported.
+pub type ApiVersions = Arc<Vec<String>>;
+
+/// Entries kept of an agent's report, and the longest entry.
+const MAX_API_VERSIONS: usize = 8192;
+const MAX_API_VERSION_BYTES: usize = 253;
+
+/// What an agent reported its cluster serves, kept only as far as it is
+/// shaped like API versions: they reach helm's command line, and an agent
+/// token must not be able to pass anything else there.
+pub fn api_versions(reported: Vec<String>) -> ApiVersions {
+    let mut kept: Vec<String> = reported
+        .into_iter()
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= MAX_API_VERSION_BYTES
+                && v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '/' | '-'))
+        })
+        .take(MAX_API_VERSIONS)
+        .collect();
+    kept.sort();
+    kept.dedup();
+    intern(kept)
+}
+
+/// One copy of each distinct list: a fleet's agents mostly run the same
+/// clusters, and each list is some tens of KiB.
+fn intern(list: Vec<String>) -> ApiVersions {
+    use std::hash::{Hash, Hasher};
+    static INTERNED: std::sync::Mutex<Vec<(u64, std::sync::Weak<Vec<String>>)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    list.hash(&mut hasher);
+    let hash = hasher.finish();
+    let mut interned = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
+    interned.retain(|(_, weak)| weak.strong_count() > 0);
+    if let Some(shared) = interned
+        .iter()
+        .filter(|(h, _)| *h == hash)
+        .find_map(|(_, weak)| weak.upgrade().filter(|shared| **shared == list))
+    {
+        return shared;
+    }
+    let shared = Arc::new(list);
+    interned.push((hash, Arc::downgrade(&shared)));
+    shared
 }
 
 /// The bounds of a repository exported for rendering: a chart repository
@@ -202,6 +254,7 @@ pub async fn collect(
         kustomizations: &spec.kustomizations,
         helm_charts: &spec.helm_charts,
         kube_version: Some(rendering.kube_version.as_str()).filter(|v| !v.is_empty()),
+        api_versions: &rendering.api_versions,
     };
     let export = || async {
         let (source, at) = (source.clone(), commit.clone());
@@ -289,6 +342,28 @@ mod tests {
             path: path.into(),
             bytes: vec![b'x'; size],
         }
+    }
+
+    #[test]
+    fn reported_api_versions_keep_only_what_is_shaped_like_one_and_are_shared() {
+        let reported = |list: &[&str]| api_versions(list.iter().map(|s| s.to_string()).collect());
+        let kept = reported(&[
+            "apps/v1/Deployment",
+            "v1",
+            "--post-renderer=/bin/sh",
+            "-a",
+            "apps/v1 --x",
+            "tether.test/v1/Gadget",
+            "",
+            "apps/v1/Deployment",
+        ]);
+        assert_eq!(
+            *kept,
+            ["apps/v1/Deployment", "tether.test/v1/Gadget", "v1"],
+            "sorted, deduplicated, flags and spaces dropped"
+        );
+        let again = reported(&["v1", "tether.test/v1/Gadget", "apps/v1/Deployment"]);
+        assert!(Arc::ptr_eq(&kept, &again), "one copy per distinct list");
     }
 
     #[test]

@@ -214,7 +214,7 @@ mod tests {
         let report = |error: &str| v1::PlanReport {
             plan_id: request.plan_id,
             error: error.into(),
-            objects: Vec::new(),
+            ..Default::default()
         };
         plans.answered("other", report("forged"));
         plans.answered("prod", report("real"));

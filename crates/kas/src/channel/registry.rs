@@ -18,6 +18,8 @@ struct Entry {
     agent: String,
     token_id: i64,
     view: ConnectionView,
+    /// What the agent's cluster serves, for renders of a plan.
+    api_versions: super::manifests::ApiVersions,
     close: watch::Sender<Option<String>>,
 }
 
@@ -112,6 +114,7 @@ impl ConnectionRegistry {
                 agent: agent.to_owned(),
                 token_id,
                 view,
+                api_versions: Default::default(),
                 close,
             },
         );
@@ -144,6 +147,16 @@ impl ConnectionRegistry {
             .collect();
         list.sort_by(|a, b| a.connected_at.cmp(&b.connected_at));
         list
+    }
+
+    /// How to render for `agent`'s cluster, as its oldest live session
+    /// reported it: the cluster version and the API versions it serves.
+    pub fn cluster_of(&self, agent: &str) -> Option<(String, super::manifests::ApiVersions)> {
+        self.lock()
+            .values()
+            .filter(|e| e.agent == agent)
+            .min_by(|a, b| a.view.connected_at.cmp(&b.view.connected_at))
+            .map(|e| (e.view.cluster_version.clone(), e.api_versions.clone()))
     }
 
     /// The agents' tunnels.
@@ -195,6 +208,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Registration {
+    pub fn set_api_versions(&self, versions: super::manifests::ApiVersions) {
+        if let Some(e) = self.registry.lock().get_mut(&self.id) {
+            e.api_versions = versions;
+        }
+    }
+
     pub fn touch(&self, now: &str) {
         self.registry
             .update(self.id, |v| v.last_seen = now.to_owned());

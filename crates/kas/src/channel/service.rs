@@ -197,6 +197,8 @@ impl AgentChannel for AgentChannelService {
             .await
             .map_err(|_| Status::cancelled("agent left during the handshake"))?;
         let plan_slot = self.registry.plans().open(&agent.name, tx.clone());
+        let api_versions = manifests::api_versions(hello.api_versions);
+        registration.set_api_versions(api_versions.clone());
         let session = Session {
             _plans: plan_slot,
             drain: self.drain.clone(),
@@ -218,6 +220,7 @@ impl AgentChannel for AgentChannelService {
             rendering: manifests::Rendering {
                 renderer: self.renderer.clone(),
                 kube_version: hello.cluster_version.clone(),
+                api_versions: api_versions.clone(),
             },
             sent_commit: hello.config_commit,
             read_commit: None,
@@ -343,6 +346,7 @@ impl Session {
                             Some(agent_message::Message::PlanReport(report)) => {
                                 self.registry.plans().answered(&self.agent, report);
                             }
+                            Some(agent_message::Message::ClusterInfo(info)) => self.cluster_changed(info),
                             Some(agent_message::Message::Hello(_)) | None => {}
                         }
                     }
@@ -510,6 +514,38 @@ impl Session {
             .set_manifest_refusals(&self.agent, refused);
         self.persist_config_status().await;
         self.follow_manifests(allowed);
+    }
+
+    /// The agent's cluster serves other API versions now (a CRD came or
+    /// went): charts and kustomizations are rendered again with them and
+    /// sent, whatever the agent synced.
+    fn cluster_changed(&mut self, info: v1::ClusterInfo) {
+        let versions = manifests::api_versions(info.api_versions);
+        if versions == self.rendering.api_versions {
+            return;
+        }
+        tracing::info!(
+            api_versions = versions.len(),
+            "the agent's cluster serves other API versions"
+        );
+        self.registration.set_api_versions(versions.clone());
+        self.rendering.api_versions = versions;
+        let followers = std::mem::take(&mut self.followers);
+        for follower in followers {
+            if !follower.spec.renders() {
+                self.followers.push(follower);
+                continue;
+            }
+            let spec = follower.spec.clone();
+            drop(follower);
+            self.followers.push(manifests::follow(
+                &self.repos,
+                spec,
+                None,
+                self.rendering.clone(),
+                self.tx.clone(),
+            ));
+        }
     }
 
     /// Keeps one follower per manifest project: unchanged specs keep theirs,
