@@ -519,6 +519,17 @@ async fn every_replica_shows_the_same_history_after_all_restart() {
         wait("the second sync, on every replica", Duration::from_secs(60), || {
             synced(&second)
         });
+        // A plan asked of any replica reaches the one holding the agent's
+        // session (the other two forward it) and says the same: going back
+        // to the first commit would change the mode back.
+        for i in 0..3 {
+            let text = fleet
+                .cli(i, &["agent", "plan", "west", "--commit", &first, "-o", "json"])
+                .unwrap_or_else(|| panic!("a plan through replica {i}"));
+            let plan: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+            assert_eq!(plan["counts"]["update"], 1, "replica {i}: {plan:#}");
+            assert_eq!(plan["objects"][0]["fields"][0]["after"], "\"one\"", "{plan:#}");
+        }
         drop(agentk);
         let before = shown(&fleet, 0, "west");
         let commits: Vec<&str> = before

@@ -214,6 +214,7 @@ impl Server {
             changes: changes.clone(),
             proxy: proxy.clone(),
             renderer: renderer.clone(),
+            router: router.clone(),
         };
         drop(admin_token);
         let private = match (&settings.replication, &router) {
@@ -222,6 +223,7 @@ impl Server {
                 identity.acceptor()?,
                 proxy.clone(),
                 router.clone(),
+                api::router(state.clone()),
                 shutdown.clone(),
             )),
             _ => None,

@@ -42,6 +42,7 @@ impl Api {
                 Default::default(),
             ),
             renderer: Err("no renderer in these tests".into()),
+            router: None,
         });
         Api {
             router,

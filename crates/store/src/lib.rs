@@ -196,6 +196,10 @@ pub trait Replicas: Send + Sync + 'static {
         me: &str,
         fresh: std::time::Duration,
     ) -> Result<Vec<String>>;
+    /// Private URLs of the replicas other than `me` alive within `fresh`:
+    /// where to ask for an agent whose session is not here (a session and
+    /// the tunnels of one agent pod may land on different replicas).
+    async fn peers(&self, me: &str, fresh: std::time::Duration) -> Result<Vec<String>>;
     /// Removes `replica` and its tunnel rows and poll leases (a graceful
     /// stop), and replicas silent for longer than `stale`.
     async fn forget_replica(&self, replica: &ReplicaId, stale: std::time::Duration) -> Result<()>;

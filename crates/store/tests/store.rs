@@ -653,9 +653,18 @@ async fn replicas_track_tunnels_with_heartbeats_and_share_poll_leases() {
             .expect("holders"),
         ["https://a:8155"]
     );
+    assert_eq!(
+        db.peers("c", fresh).await.expect("peers"),
+        ["https://a:8155", "https://b:8155"],
+        "every live replica but the asking one"
+    );
     // A replica whose heartbeat is older than the window holds nothing.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     db.heartbeat(&a).await.expect("a alive");
+    assert_eq!(
+        db.peers("c", Duration::from_secs(1)).await.expect("peers"),
+        ["https://a:8155"]
+    );
     assert_eq!(
         db.tunnel_holders("prod", "c", Duration::from_secs(1))
             .await

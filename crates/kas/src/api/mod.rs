@@ -7,7 +7,7 @@
 mod access;
 mod agents;
 mod error;
-mod plan;
+pub mod plan;
 mod projects;
 mod tokens;
 
@@ -46,6 +46,9 @@ pub struct ApiState {
     pub changes: crate::changes::Changes,
     /// Renders charts and kustomizations for plans, or why kas cannot.
     pub renderer: Result<Arc<tether_render::Renderer>, String>,
+    /// The other replicas, when there are any: a plan asked here of an
+    /// agent whose session is elsewhere is answered there.
+    pub router: Option<Arc<crate::replicas::router::Router>>,
 }
 
 impl std::fmt::Debug for ApiState {

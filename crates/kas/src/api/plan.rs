@@ -4,12 +4,18 @@
 //! agent's session here dry-runs them against the cluster, and the answer
 //! lists each object to create, update (with its fields), leave alone or
 //! prune. Nothing changes anywhere.
+//!
+//! Only the replica holding the agent's session can ask it; a replica
+//! without one forwards the request (as it came, over the private
+//! listener) to the others until one answers, and a forwarded request is
+//! never forwarded again.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse, Response};
 use tether_api::{FieldChangeView, PlanRequest, PlanView, PlannedObjectView};
 
 use super::ApiState;
@@ -21,11 +27,60 @@ use crate::channel::policy;
 /// How long the agent may take to dry-run a commit.
 const PLAN_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Marks a plan request another replica forwarded here.
+#[derive(Clone, Copy, Debug)]
+pub struct RoutedByPeer;
+
+/// Largest plan request read (a commit, a project id).
+const MAX_REQUEST_BYTES: usize = 64 << 10;
+
+/// Whether `path` is a plan request (the one API request the private
+/// listener serves).
+pub fn is_plan_path(path: &str) -> bool {
+    path.strip_prefix("/api/v1/agents/")
+        .and_then(|rest| rest.strip_suffix("/plan"))
+        .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+}
+
 pub async fn plan(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-    Json(request): Json<PlanRequest>,
-) -> Result<Json<PlanView>, ApiError> {
+    request: Request,
+) -> Result<Response, ApiError> {
+    let routed = request.extensions().get::<RoutedByPeer>().is_some();
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, MAX_REQUEST_BYTES)
+        .await
+        .map_err(|e| ApiError::Invalid(format!("cannot read the request: {e}")))?;
+    let asked: PlanRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::Invalid(format!("the request is not a plan request: {e}")))?;
+    if state.connections.configs().in_use(&name).is_none() {
+        if routed {
+            let mut answer = ApiError::Conflict(format!(
+                "agent {name} has no session on this kas replica either"
+            ))
+            .into_response();
+            answer.headers_mut().insert(
+                crate::replicas::router::NO_SESSION,
+                http::HeaderValue::from_static("1"),
+            );
+            return Ok(answer);
+        }
+        if let Some(router) = &state.router
+            && let Some(answer) = router.ask_peers(&name, &parts, body).await
+        {
+            return Ok(answer.map(axum::body::Body::new));
+        }
+    }
+    Ok(Json(plan_here(&state, name, asked).await?).into_response())
+}
+
+/// Plans with the session held here.
+async fn plan_here(
+    state: &ApiState,
+    name: String,
+    request: PlanRequest,
+) -> Result<PlanView, ApiError> {
     let started = Instant::now();
     let agent = state
         .store
@@ -176,7 +231,7 @@ pub async fn plan(
     for o in &objects {
         *counts.entry(o.change.clone()).or_insert(0) += 1;
     }
-    Ok(Json(PlanView {
+    Ok(PlanView {
         agent: name,
         project: spec.project.clone(),
         commit,
@@ -184,7 +239,7 @@ pub async fn plan(
         objects,
         dry_runs: report.dry_runs as usize,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-    }))
+    })
 }
 
 fn names(specs: &[ManifestSpec]) -> String {

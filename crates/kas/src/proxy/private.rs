@@ -1,7 +1,8 @@
 //! The private listener: where the other replicas send the proxy requests
-//! for agents whose tunnels this replica holds. TLS with kas's certificate;
-//! every request must carry the replicas' shared secret, and is then served
-//! like a proxy request from this replica's tunnels only.
+//! for agents whose tunnels this replica holds, and the plans of agents
+//! whose session it holds. TLS with kas's certificate; every request must
+//! carry the replicas' shared secret, and is then served from this
+//! replica's own tunnels and sessions only (never routed again).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,18 +18,23 @@ use tether_proxy::Proxy;
 
 use crate::replicas::router::{ROUTE_HEADER, Router};
 
+/// Largest API answer relayed (a plan of thousands of objects with their
+/// field changes).
+const MAX_ANSWER_BYTES: usize = 256 << 20;
+
 /// Serves the private listener until the drain signal.
 pub async fn serve(
     addr: SocketAddr,
     acceptor: TlsAcceptor,
     proxy: Arc<Proxy>,
     router: Arc<Router>,
+    api: axum::Router,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     crate::listen::http::serve("private", addr, Some(acceptor), shutdown, move |peer| {
-        let (proxy, router) = (proxy.clone(), router.clone());
+        let (proxy, router, api) = (proxy.clone(), router.clone(), api.clone());
         hyper::service::service_fn(move |request: Request<Incoming>| {
-            let (proxy, router) = (proxy.clone(), router.clone());
+            let (proxy, router, api) = (proxy.clone(), router.clone(), api.clone());
             let span = tracing::info_span!("routed", peer = %peer, agent = tracing::field::Empty);
             async move {
                 if !router.is_routed(&request) {
@@ -43,6 +49,22 @@ pub async fn serve(
                 }
                 let mut request = request;
                 request.headers_mut().remove(ROUTE_HEADER);
+                if crate::api::plan::is_plan_path(request.uri().path()) {
+                    use tower::ServiceExt;
+                    request
+                        .extensions_mut()
+                        .insert(crate::api::plan::RoutedByPeer);
+                    let answer = api.oneshot(request.map(axum::body::Body::new)).await;
+                    let answer = match answer {
+                        Ok(answer) => answer,
+                        Err(never) => match never {},
+                    };
+                    let (parts, body) = answer.into_parts();
+                    let body = axum::body::to_bytes(body, MAX_ANSWER_BYTES)
+                        .await
+                        .unwrap_or_default();
+                    return Ok(http::Response::from_parts(parts, tether_tunnel::full(body)));
+                }
                 Ok(proxy.handle(request, true).await)
             }
             .instrument(span)

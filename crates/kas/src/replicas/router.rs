@@ -31,6 +31,10 @@ use super::{FRESH, Secret};
 /// receiving replica never routes it again.
 pub const ROUTE_HEADER: HeaderName = HeaderName::from_static("tether-route-secret");
 
+/// On an answer to an API request forwarded by [`Router::ask_peers`]: this
+/// replica holds no session of the agent either; ask the next.
+pub const NO_SESSION: HeaderName = HeaderName::from_static("tether-no-session");
+
 /// How long a lookup's answer is used before the database is asked again.
 const HOLDERS_TTL: Duration = Duration::from_secs(5);
 /// How long "no replica has its tunnels" is used (an announcement of a
@@ -233,6 +237,44 @@ impl Router {
                 _ = tokio::time::sleep_until(deadline) => return unavailable(),
             }
         }
+    }
+
+    /// Asks the other live replicas, one after the other, to answer
+    /// `request` (an API request about `agent` that only the replica
+    /// holding its session can serve): those holding its tunnels first,
+    /// as the agent's pod most likely opened its session there too. A
+    /// replica without the session answers with the miss header and the
+    /// next is asked. `None`: no replica could answer.
+    pub async fn ask_peers(
+        &self,
+        agent: &str,
+        parts: &http::request::Parts,
+        body: bytes::Bytes,
+    ) -> Option<Response<Body>> {
+        let mut urls = self.holders(agent).await;
+        match self.replicas.peers(&self.me.id, FRESH).await {
+            Ok(peers) => {
+                for peer in peers {
+                    if !urls.contains(&peer) {
+                        urls.push(peer);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = ?e, "cannot list the other replicas"),
+        }
+        for url in self.alive(urls) {
+            let request = Request::from_parts(parts.clone(), tether_tunnel::full(body.clone()));
+            match self.send(&url, request).await {
+                Ok(response) if response.headers().contains_key(NO_SESSION) => continue,
+                Ok(response) => return Some(response),
+                Err(Failed::Missed(_)) => continue,
+                Err(Failed::Unsent(_, e) | Failed::Sent(e)) => {
+                    tracing::info!(replica = %url, error = %e, "replica did not answer; asking the next");
+                    continue;
+                }
+            }
+        }
+        None
     }
 
     /// Joins the one waiter of `agent`, starting it if none runs. The waiter

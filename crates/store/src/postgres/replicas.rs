@@ -71,6 +71,19 @@ impl Replicas for PgStore {
         .map_err(db)
     }
 
+    async fn peers(&self, me: &str, fresh: Duration) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT url FROM kas_replicas
+             WHERE id <> $1 AND seen_at > now() - make_interval(secs => $2)
+             ORDER BY id",
+        )
+        .bind(me)
+        .bind(seconds(fresh))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)
+    }
+
     async fn forget_replica(&self, replica: &ReplicaId, stale: Duration) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         sqlx::query("DELETE FROM poll_leases WHERE replica = $1")
