@@ -45,6 +45,24 @@ pub(crate) fn dns_label_problem(s: &str) -> Option<&'static str> {
     None
 }
 
+/// Why `s` is not an RFC 1123 subdomain (the names of most objects, Secrets
+/// among them), if it is not.
+pub(crate) fn dns_subdomain_problem(s: &str) -> Option<&'static str> {
+    if s.is_empty() {
+        return Some("it is empty");
+    }
+    if s.len() > 253 {
+        return Some("it is longer than 253 characters");
+    }
+    s.split('.').find_map(|label| {
+        if label.is_empty() {
+            Some("it has an empty part between dots")
+        } else {
+            dns_label_problem(label)
+        }
+    })
+}
+
 /// Project ids are path-like (`team/platform-config`): segments of letters,
 /// digits, `.`, `_` and `-`, joined by `/`. No empty, `.` or `..` segment, so
 /// an id can never be read as a path that leaves its folder.

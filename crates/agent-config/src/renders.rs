@@ -171,6 +171,45 @@ fn helm_chart(found: &mut Findings, at: &str, chart: &mut HelmChart) {
             ),
         );
     }
+    if !chart.values_from.is_empty() && chart.render_on.is_kas() {
+        found.problem(
+            format!("{at}.values_from"),
+            "values from the cluster's Secrets are read by the agent: set render_on: agent (kas never reads a cluster's Secrets)",
+        );
+    }
+    if chart.values_from.len() > MAX_VALUES_FILES {
+        found.problem(
+            format!("{at}.values_from"),
+            format!(
+                "{} Secrets, more than the limit of {MAX_VALUES_FILES}",
+                chart.values_from.len()
+            ),
+        );
+    }
+    for (i, from) in chart.values_from.iter().enumerate() {
+        let here = format!("{at}.values_from[{i}]");
+        if let Some(reason) = crate::names::dns_subdomain_problem(&from.secret) {
+            found.problem(
+                format!("{here}.secret"),
+                format!("{:?} is not a Secret's name ({reason})", from.secret),
+            );
+        }
+        let key_ok = !from.key.is_empty()
+            && from.key.len() <= 253
+            && from
+                .key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !key_ok {
+            found.problem(
+                format!("{here}.key"),
+                format!(
+                    "{:?} is not a Secret's key (letters, digits, '-', '_' and '.')",
+                    from.key
+                ),
+            );
+        }
+    }
     for (i, file) in chart.values_files.iter_mut().enumerate() {
         let here = format!("{at}.values_files[{i}]");
         if file.trim().is_empty() {

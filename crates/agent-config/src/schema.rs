@@ -121,6 +121,53 @@ pub struct HelmChart {
     pub include_crds: bool,
     /// Leaves out the chart's test hooks.
     pub skip_tests: bool,
+    /// Where the chart is rendered: on kas (the default: agents receive
+    /// plain objects, renders are shared) or on the agent, which can read
+    /// values from its cluster's Secrets.
+    #[serde(skip_serializing_if = "RenderOn::is_kas")]
+    pub render_on: RenderOn,
+    /// Values read from Secrets in the release's namespace, applied after
+    /// the values files and before the inline values. Only with
+    /// `render_on: agent`: kas never reads a cluster's Secrets.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub values_from: Vec<ValuesFrom>,
+}
+
+/// Where a chart is rendered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RenderOn {
+    #[default]
+    Kas,
+    Agent,
+}
+
+impl RenderOn {
+    pub fn is_kas(&self) -> bool {
+        *self == RenderOn::Kas
+    }
+}
+
+/// A values file held in a Secret of the cluster (as Flux's `valuesFrom`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ValuesFrom {
+    /// The Secret's name, in the release's namespace.
+    pub secret: String,
+    /// The key holding a YAML values document.
+    pub key: String,
+    /// A missing Secret or key is skipped rather than failing the render.
+    pub optional: bool,
+}
+
+impl Default for ValuesFrom {
+    fn default() -> Self {
+        ValuesFrom {
+            secret: String::new(),
+            key: "values.yaml".into(),
+            optional: false,
+        }
+    }
 }
 
 impl Default for HelmChart {
@@ -136,6 +183,8 @@ impl Default for HelmChart {
             values: serde_json::Map::new(),
             include_crds: true,
             skip_tests: true,
+            render_on: RenderOn::Kas,
+            values_from: Vec::new(),
         }
     }
 }

@@ -420,6 +420,12 @@ gitops:
       chart: podinfo
       version: 6.7.1
       release_name: podinfo
+    - path: charts/db
+      release_name: db
+      render_on: agent
+      values_from:
+      - secret: db-values
+      - { secret: db-values, key: prod.yaml, optional: true }
 "#;
     let parsed = parse(text).expect("valid");
     assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
@@ -435,8 +441,21 @@ gitops:
     let cache = &first.helm_charts[1];
     assert_eq!(cache.version.as_deref(), Some("19.6.4"));
     assert!(!cache.include_crds);
+    assert!(
+        web.render_on.is_kas() && web.values_from.is_empty(),
+        "defaults"
+    );
     let both = &parsed.config.gitops.manifest_projects[1];
     assert_eq!(both.paths[0].glob, "raw/*.yaml");
+    let on_agent = &both.helm_charts[1];
+    assert_eq!(on_agent.render_on, RenderOn::Agent);
+    assert_eq!(on_agent.values_from[0].secret, "db-values");
+    assert_eq!(
+        on_agent.values_from[0].key, "values.yaml",
+        "the default key"
+    );
+    assert_eq!(on_agent.values_from[1].key, "prod.yaml");
+    assert!(on_agent.values_from[1].optional);
     assert_eq!(both.helm_charts[0].chart.as_deref(), Some("podinfo"));
 }
 
@@ -513,6 +532,21 @@ fn a_chart_or_kustomization_that_cannot_render_is_refused_by_field() {
             "    helm_charts: [{ path: c, release_name: a, values_files: [../../secrets.yaml] }]\n",
             "values_files[0]",
             "leaves the repository",
+        ),
+        (
+            "    helm_charts: [{ path: c, release_name: a, values_from: [{ secret: web-values }] }]\n",
+            "helm_charts[0].values_from",
+            "set render_on: agent",
+        ),
+        (
+            "    helm_charts: [{ path: c, release_name: a, render_on: agent, values_from: [{ secret: Web_Values }] }]\n",
+            "values_from[0].secret",
+            "not a Secret's name",
+        ),
+        (
+            "    helm_charts: [{ path: c, release_name: a, render_on: agent, values_from: [{ secret: s, key: 'a/b' }] }]\n",
+            "values_from[0].key",
+            "not a Secret's key",
         ),
     ];
     for (yaml, path, message) in cases {

@@ -26,6 +26,7 @@ use tracing::Instrument;
 
 use crate::config::ConfigState;
 use crate::leader::Leadership;
+use crate::render::{AgentRenderer, Expanded};
 
 /// A complete set to sync.
 #[derive(Clone, Debug)]
@@ -34,7 +35,8 @@ struct Job {
     commit: String,
     /// kas could not read the files; nothing is applied.
     error: Option<String>,
-    files: Vec<ManifestFile>,
+    /// As kas sent them: manifests, and releases to render here.
+    files: Vec<v1::ManifestFile>,
     spec: cfg::ManifestProject,
 }
 
@@ -62,13 +64,26 @@ fn planned_message(p: tether_gitops::plan::PlannedObject) -> v1::PlannedObject {
     }
 }
 
+/// Keeps which fields of an object rendered with values from Secrets
+/// would change, but not their values: a plan's answer leaves the cluster.
+fn hide_values(planned: &mut v1::PlannedObject) {
+    const HIDDEN: &str = "\"(from a Secret: not shown)\"";
+    for field in &mut planned.fields {
+        for value in [&mut field.before, &mut field.after] {
+            if value.is_some() {
+                *value = Some(HIDDEN.to_owned());
+            }
+        }
+    }
+}
+
 /// Chunks of a set being received: one send of kas, by its transfer id.
 #[derive(Debug, Default)]
 struct Pending {
     transfer_id: u64,
     /// The chunk expected next.
     next_chunk: u32,
-    files: Vec<ManifestFile>,
+    files: Vec<v1::ManifestFile>,
 }
 
 /// GitOps for all manifest projects of this agent.
@@ -93,6 +108,8 @@ pub struct GitOps {
     reports: mpsc::UnboundedSender<v1::SyncReport>,
     /// Who competes for the GitOps lease, and until when.
     election: Option<Election>,
+    /// Renders the charts kas leaves to the agent (`render_on: agent`).
+    renderer: Option<Arc<AgentRenderer>>,
     /// Started with the first set, once the agent's name is known.
     leadership: Arc<std::sync::OnceLock<Leadership>>,
 }
@@ -136,7 +153,36 @@ impl GitOps {
             last_reports: Arc::default(),
             reports,
             election,
+            renderer: None,
             leadership: Arc::default(),
+        }
+    }
+
+    /// Renders charts that a project asks to render on the agent.
+    pub fn with_renderer(mut self, renderer: AgentRenderer) -> Self {
+        self.renderer = Some(Arc::new(renderer));
+        self
+    }
+
+    /// Renders the releases among `files` (if any), leaving the rest.
+    async fn expand(&self, files: Vec<v1::ManifestFile>) -> Result<Expanded, String> {
+        if files.iter().all(|f| f.render.is_empty()) {
+            return Ok(Expanded {
+                files: files
+                    .into_iter()
+                    .map(|f| ManifestFile {
+                        path: f.path,
+                        bytes: f.content,
+                    })
+                    .collect(),
+                ..Expanded::default()
+            });
+        }
+        match &self.renderer {
+            Some(renderer) => renderer.expand(files).await,
+            None => Err(
+                "this project renders a chart on the agent, and this agentk renders none".into(),
+            ),
         }
     }
 
@@ -209,12 +255,7 @@ impl GitOps {
                 return;
             }
             entry.next_chunk += 1;
-            entry
-                .files
-                .extend(message.files.into_iter().map(|f| ManifestFile {
-                    path: f.path,
-                    bytes: f.content,
-                }));
+            entry.files.extend(message.files);
             if !message.last {
                 return;
             }
@@ -391,12 +432,7 @@ impl GitOps {
                 return None;
             }
             entry.next_chunk += 1;
-            entry
-                .files
-                .extend(request.files.into_iter().map(|f| ManifestFile {
-                    path: f.path,
-                    bytes: f.content,
-                }));
+            entry.files.extend(request.files);
             if !request.last {
                 // At most a few plans are assembled at once.
                 if plans.len() > MAX_PENDING_PLANS {
@@ -409,6 +445,7 @@ impl GitOps {
         let spec = self.config.manifest_project(&request.project_id);
         let options = spec.map(|spec| self.sync_options(&spec, agent, &request.project_id));
         let client = self.client.clone();
+        let this = self.clone();
         let project = request.project_id;
         let applied = lock(&self.applied)
             .get(&project)
@@ -425,10 +462,32 @@ impl GitOps {
                 );
                 return report;
             };
-            match tether_gitops::plan::plan(&client, &options, &files, &applied).await {
+            let expanded = match this.expand(files).await {
+                Ok(expanded) => expanded,
+                Err(e) => {
+                    report.error = e;
+                    return report;
+                }
+            };
+            match tether_gitops::plan::plan(&client, &options, &expanded.files, &applied).await {
                 Ok(plan) => {
                     report.dry_runs = u32::try_from(plan.dry_runs).unwrap_or(u32::MAX);
-                    report.objects = plan.objects.into_iter().map(planned_message).collect();
+                    report.objects = plan
+                        .objects
+                        .into_iter()
+                        .map(|p| {
+                            let key = (
+                                p.object.kind.clone(),
+                                p.object.namespace.clone(),
+                                p.object.name.clone(),
+                            );
+                            let mut planned = planned_message(p);
+                            if expanded.secret_backed.contains(&key) {
+                                hide_values(&mut planned);
+                            }
+                            planned
+                        })
+                        .collect();
                 }
                 Err(e) => report.error = e,
             }
@@ -447,7 +506,16 @@ impl GitOps {
             return (outcome, false);
         }
         let options = self.sync_options(&job.spec, &job.agent, project);
-        let outcome = sync::sync(&self.client, &options, &job.files, state).await;
+        let outcome = match self.expand(job.files).await {
+            Ok(expanded) => sync::sync(&self.client, &options, &expanded.files, state).await,
+            Err(error) => {
+                tracing::warn!(commit = %job.commit, error = %error, "a chart did not render; nothing changes");
+                SyncOutcome {
+                    error: Some(error),
+                    ..SyncOutcome::default()
+                }
+            }
+        };
         match &outcome.error {
             None => tracing::info!(
                 commit = %job.commit,
@@ -572,6 +640,7 @@ mod tests {
             files: vec![v1::ManifestFile {
                 path: path.into(),
                 content: b"x".to_vec(),
+                render: String::new(),
             }],
             last,
             error: String::new(),

@@ -16,6 +16,7 @@ mod gitops;
 mod install;
 mod leader;
 mod observability;
+mod render;
 mod transport;
 mod tunnel;
 
@@ -78,6 +79,11 @@ struct RunArgs {
     /// cluster access through kas off.
     #[arg(long, env = "AGENTK_TUNNELS", default_value_t = 2)]
     tunnels: usize,
+    /// The helm binary for charts a project renders on the agent
+    /// (`render_on: agent`, for values from the cluster's Secrets). Charts
+    /// render on kas otherwise, and agentk needs none.
+    #[arg(long, env = "AGENTK_HELM")]
+    helm: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,6 +231,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     match kas_address {
         Some(kas_address) => {
+            let api_versions = cluster_info::follow(client.clone(), shutdown.clone()).await;
+            let renderer = render::AgentRenderer {
+                helm: args.helm.clone(),
+                client: client.clone(),
+                kube_version: version.git_version.clone(),
+                api_versions: api_versions.clone(),
+            };
             let config = config::ConfigState::new(log_level);
             let (reports_tx, reports) = tokio::sync::mpsc::unbounded_channel();
             let gitops = gitops::GitOps::new(
@@ -239,7 +252,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     identity: pod_identity().name,
                     shutdown: shutdown.clone(),
                 }),
-            );
+            )
+            .with_renderer(renderer);
             let token = match args.token_file {
                 Some(path) => TokenSource::File(path),
                 None => TokenSource::Env("AGENTK_TOKEN".into()),
@@ -257,7 +271,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 token,
                 ca_cert: args.ca_cert,
                 cluster_version: version.git_version,
-                api_versions: cluster_info::follow(client.clone(), shutdown.clone()).await,
+                api_versions,
                 pod: pod_identity(),
                 connected,
                 config,

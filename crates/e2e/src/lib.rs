@@ -480,6 +480,10 @@ pub fn agentk_command(spec: &AgentkSpec<'_>) -> Command {
         .env("POD_NAMESPACE", spec.namespace)
         .env("POD_NAME", spec.pod)
         .env_remove("AGENTK_TOKEN");
+    // For charts rendered on the agent, when the tools are built.
+    if let Ok(bin) = tether_testenv::render_tools() {
+        cmd.env("AGENTK_HELM", bin.join("helm"));
+    }
     cmd
 }
 

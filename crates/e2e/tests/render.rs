@@ -693,3 +693,153 @@ fn oci_chart(ns: &str) {
     );
     assert!(kubectl_get(&["configmap", "pulled-oci", "-n", ns]).is_some());
 }
+
+/// A chart rendered by agentk itself (`render_on: agent`) with values from
+/// a Secret of its cluster: the value reaches the object, and neither the
+/// sync report nor the plan kas shows carries it; a new value is picked
+/// up by the next render; a missing Secret fails the sync with its name
+/// and changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chart_rendered_on_the_agent_reads_values_from_a_secret() {
+    let cluster = tether_testenv::shared();
+    let ns = cluster
+        .namespace("e2e-render-agent")
+        .await
+        .expect("namespace");
+    let ns = ns.name().to_owned();
+    tokio::task::spawn_blocking(move || rendered_on_the_agent(&ns))
+        .await
+        .expect("test body");
+}
+
+fn set_secret(ns: &str, password: &str) {
+    let cluster = tether_testenv::shared();
+    let manifest = cluster.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "db-values",
+        "-n",
+        ns,
+        &format!("--from-literal=values.yaml=password: {password}\n"),
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ]);
+    let file = tempfile::NamedTempFile::new().expect("file");
+    std::fs::write(file.path(), manifest).expect("write");
+    cluster.kubectl_ok(&["apply", "-f", file.path().to_str().expect("utf-8")]);
+}
+
+fn rendered_on_the_agent(ns: &str) {
+    let mut setup = Setup::start_with(&["--poll-interval", "60s"]);
+    setup.pod_namespace = ns.to_owned();
+    set_secret(ns, "s3cret-42");
+    let repo = setup.dir.path().join("repo");
+    new_repo(&repo);
+    let config = format!(
+        "gitops:\n  manifest_projects:\n  - id: team/config\n    default_namespace: {ns}\n    helm_charts:\n    - path: charts/db\n      release_name: db\n      render_on: agent\n      values_files: [charts/db/values-prod.yaml]\n      values_from: [{{secret: db-values}}]\n"
+    );
+    let first = commit(
+        &repo,
+        &[
+            (CONFIG, Some(config.as_str())),
+            (
+                "charts/db/Chart.yaml",
+                Some("apiVersion: v2\nname: db\nversion: 1.0.0\n"),
+            ),
+            (
+                "charts/db/values.yaml",
+                Some("password: unset\ntier: bronze\n"),
+            ),
+            ("charts/db/values-prod.yaml", Some("tier: gold\n")),
+            (
+                "charts/db/templates/cm.yaml",
+                Some(
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: db-settings}\ndata:\n  password: {{ .Values.password | quote }}\n  tier: {{ .Values.tier | quote }}\n  kube: {{ .Capabilities.KubeVersion.Version | quote }}\n",
+                ),
+            ),
+        ],
+    );
+    let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
+    let _agentk = setup.agentk(&token);
+    wait(
+        "the sync rendered on the agent",
+        Duration::from_secs(90),
+        || {
+            setup
+                .sync_of(&first)
+                .is_some_and(|s| s["state"] == "synced")
+        },
+    );
+    let settings = kubectl_get(&["configmap", "db-settings", "-n", ns]).expect("db-settings");
+    assert_eq!(settings["data"]["password"], "s3cret-42", "from the Secret");
+    assert_eq!(settings["data"]["tier"], "gold", "values files still apply");
+    assert_eq!(settings["data"]["kube"], "v1.35.4");
+    let report = setup
+        .cli(&["agent", "gitops", "prod", "-o", "json"])
+        .expect("report");
+    assert!(!report.contains("s3cret"), "the report carries no value");
+
+    // A new password in the cluster, a new tier in git: the plan names
+    // both fields, and shows neither value.
+    set_secret(ns, "s3cret-43");
+    let second = commit(
+        &repo,
+        &[("charts/db/values-prod.yaml", Some("tier: platinum\n"))],
+    );
+    let plan = setup
+        .cli(&["agent", "plan", "prod", "--commit", &second, "-o", "json"])
+        .expect("plan");
+    assert!(
+        !plan.contains("s3cret") && !plan.contains("platinum"),
+        "{plan}"
+    );
+    let plan: serde_json::Value = serde_json::from_str(&plan).expect("JSON");
+    let fields: Vec<&str> = plan["objects"][0]["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .filter_map(|f| f["path"].as_str())
+        .collect();
+    assert_eq!(fields, ["data.password", "data.tier"], "{plan:#}");
+
+    // Synced, the new password and tier are in.
+    setup
+        .cli(&["project", "refresh", "team/config"])
+        .expect("refresh");
+    wait("the second sync", Duration::from_secs(60), || {
+        setup
+            .sync_of(&second)
+            .is_some_and(|s| s["state"] == "synced")
+    });
+    let settings = kubectl_get(&["configmap", "db-settings", "-n", ns]).expect("db-settings");
+    assert_eq!(settings["data"]["password"], "s3cret-43");
+    assert_eq!(settings["data"]["tier"], "platinum");
+
+    // The Secret is gone: the next commit fails naming it; nothing
+    // changes.
+    tether_testenv::shared().kubectl_ok(&["delete", "secret", "db-values", "-n", ns]);
+    let third = commit(
+        &repo,
+        &[("charts/db/values-prod.yaml", Some("tier: diamond\n"))],
+    );
+    setup
+        .cli(&["project", "refresh", "team/config"])
+        .expect("refresh");
+    wait(
+        "the missing Secret to be reported",
+        Duration::from_secs(60),
+        || {
+            setup.sync_of(&third).is_some_and(|s| {
+                s["state"] == "failed"
+                    && s["error"].as_str().is_some_and(|e| {
+                        e.contains(&format!("Secret {ns}/db-values does not exist"))
+                    })
+            })
+        },
+    );
+    let still = kubectl_get(&["configmap", "db-settings", "-n", ns]).expect("still there");
+    assert_eq!(still["data"]["password"], "s3cret-43");
+    assert_eq!(still["data"]["tier"], "platinum");
+}

@@ -42,6 +42,9 @@ pub struct Template<'a> {
     pub kube_version: Option<&'a str>,
     /// What the cluster serves, as its agent reported it.
     pub api_versions: &'a [String],
+    /// Values files written from the cluster's Secrets (on the agent),
+    /// applied after the chart's values files and before inline values.
+    pub secret_values: &'a [PathBuf],
     pub limits: Limits,
 }
 
@@ -95,6 +98,10 @@ pub async fn template(t: &Template<'_>) -> Result<Vec<Value>, RenderError> {
         }
         args.push("--values".into());
         args.push(path.into_os_string());
+    }
+    for file in t.secret_values {
+        args.push("--values".into());
+        args.push(file.clone().into_os_string());
     }
     if !t.chart.values.is_empty() {
         let inline = t.home.join("values-inline.json");

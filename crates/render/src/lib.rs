@@ -209,6 +209,7 @@ impl Renderer {
                 namespace,
                 kube_version: job.kube_version,
                 api_versions: job.api_versions,
+                secret_values: &[],
                 limits: self.settings.limits,
             })
             .await?;
@@ -246,30 +247,46 @@ impl Renderer {
         if let Some(path) = &chart.path {
             return Ok(repo.join(path));
         }
+        let archive = self.fetch_chart(chart).await?;
+        let file = home.join(format!(
+            "{}-{}.tgz",
+            chart.chart.as_deref().unwrap_or("chart"),
+            chart.version.as_deref().unwrap_or("0")
+        ));
+        std::fs::write(&file, archive.as_slice())
+            .map_err(|e| fail(format!("writing the archive: {e}")))?;
+        Ok(file)
+    }
+
+    /// The archive of a chart from a chart repository or OCI registry,
+    /// digest-checked (for a chart rendered on kas, or sent to an agent
+    /// that renders it).
+    pub async fn fetch_chart(&self, chart: &HelmChart) -> Result<Arc<Vec<u8>>, RenderError> {
+        let fail = |message: String| RenderError {
+            what: helm::describe(chart),
+            file: None,
+            message,
+        };
         let (Some(repository), Some(name), Some(version)) =
             (&chart.repository, &chart.chart, &chart.version)
         else {
             return Err(fail("the chart has neither path nor repository".into()));
         };
-        let archive = match repository.starts_with("oci://") {
+        match repository.starts_with("oci://") {
             true => self.fetcher.oci_archive(repository, name, version).await,
             false => self.fetcher.archive(repository, name, version).await,
         }
-        .map_err(fail)?;
-        let file = home.join(format!("{name}-{version}.tgz"));
-        std::fs::write(&file, archive.as_slice())
-            .map_err(|e| fail(format!("writing the archive: {e}")))?;
-        Ok(file)
+        .map_err(fail)
     }
 }
 
 /// Rendered files are cut to about this size: an agent takes files up to
 /// 5 MiB, and a chart's output (CRDs above all) can be larger.
-const FILE_BYTES: usize = 1 << 20;
+pub const FILE_BYTES: usize = 1 << 20;
 
 /// Objects in groups whose JSON is about `limit` bytes at most (an object
 /// larger than that alone); no group is empty, and there is at least one.
-fn split_objects(objects: Vec<serde_json::Value>, limit: usize) -> Vec<Vec<serde_json::Value>> {
+pub fn split_objects(objects: Vec<serde_json::Value>, limit: usize) -> Vec<Vec<serde_json::Value>> {
     let mut groups = vec![Vec::new()];
     let mut size = 0;
     for object in objects {

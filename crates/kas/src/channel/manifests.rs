@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tether_agent_config::{HelmChart, RenderOn};
 use tether_git::{CommitId, SelectLimits};
 use tether_proto::v1::{self, ServerMessage, server_message};
 use tokio::task::JoinHandle;
@@ -222,59 +223,179 @@ async fn run(
     }
 }
 
-/// The files of `spec` at `commit`: those its globs select, and what its
-/// charts and kustomizations render. All or nothing: an error sends no file.
+/// The files of `spec` at `commit`: those its globs select, what its
+/// charts and kustomizations render, and the charts the agent renders
+/// itself (see [`release_files`]). All or nothing: an error sends no file.
 pub async fn collect(
     spec: &ManifestSpec,
     source: &tether_git::Source,
     commit: &CommitId,
     rendering: &Rendering,
-) -> Result<Vec<tether_git::Matched>, String> {
+) -> Result<Vec<v1::ManifestFile>, String> {
     let mut files = Vec::new();
     if !spec.globs.is_empty() {
-        let (select_source, globs, at) = (source.clone(), spec.globs.clone(), commit.clone());
-        files = tokio::task::spawn_blocking(move || {
-            select_source.select_files(&at, &globs, &SelectLimits::default())
-        })
-        .await
-        .map_err(|_| "selecting files was interrupted".to_owned())?
-        .map_err(|e| e.to_string())?;
+        files = select(source, commit, spec.globs.clone(), SelectLimits::default())
+            .await?
+            .into_iter()
+            .map(|m| manifest(m.path, m.bytes))
+            .collect();
     }
     if !spec.renders() {
         return Ok(files);
     }
-    let renderer = rendering.renderer.as_ref().map_err(|why| {
-        format!("this manifest project has charts or kustomizations, and kas cannot render: {why}")
-    })?;
-    let commit_text = commit.to_string();
-    let job = tether_render::Job {
-        project: &spec.project,
-        commit: &commit_text,
-        default_namespace: &spec.default_namespace,
-        kustomizations: &spec.kustomizations,
-        helm_charts: &spec.helm_charts,
-        kube_version: Some(rendering.kube_version.as_str()).filter(|v| !v.is_empty()),
-        api_versions: &rendering.api_versions,
-    };
-    let export = || async {
-        let (source, at) = (source.clone(), commit.clone());
-        tokio::task::spawn_blocking(move || {
-            source.select_files(&at, &["**".to_owned()], &EXPORT_LIMITS)
-        })
-        .await
-        .map_err(|_| "exporting the repository was interrupted".to_owned())?
-        .map(|matched| matched.into_iter().map(|m| (m.path, m.bytes)).collect())
-        .map_err(|e| format!("exporting the repository: {e}"))
-    };
-    let rendered = renderer
-        .render(&job, export)
-        .await
-        .map_err(|e| e.to_string())?;
-    files.extend(rendered.files.iter().map(|f| tether_git::Matched {
-        path: f.path.clone(),
-        bytes: f.content.clone(),
-    }));
+    let (on_agent, on_kas): (Vec<HelmChart>, Vec<HelmChart>) = spec
+        .helm_charts
+        .iter()
+        .cloned()
+        .partition(|chart| chart.render_on == RenderOn::Agent);
+    if !spec.kustomizations.is_empty() || !on_kas.is_empty() {
+        let renderer = rendering.renderer.as_ref().map_err(|why| {
+            format!(
+                "this manifest project has charts or kustomizations, and kas cannot render: {why}"
+            )
+        })?;
+        let commit_text = commit.to_string();
+        let job = tether_render::Job {
+            project: &spec.project,
+            commit: &commit_text,
+            default_namespace: &spec.default_namespace,
+            kustomizations: &spec.kustomizations,
+            helm_charts: &on_kas,
+            kube_version: Some(rendering.kube_version.as_str()).filter(|v| !v.is_empty()),
+            api_versions: &rendering.api_versions,
+        };
+        let export = || async {
+            select(source, commit, vec!["**".to_owned()], EXPORT_LIMITS)
+                .await
+                .map(|matched| matched.into_iter().map(|m| (m.path, m.bytes)).collect())
+                .map_err(|e| format!("exporting the repository: {e}"))
+        };
+        let rendered = renderer
+            .render(&job, export)
+            .await
+            .map_err(|e| e.to_string())?;
+        files.extend(
+            rendered
+                .files
+                .iter()
+                .map(|f| manifest(f.path.clone(), f.content.clone())),
+        );
+    }
+    for chart in &on_agent {
+        files.extend(release_files(spec, chart, source, commit, rendering).await?);
+    }
     Ok(files)
+}
+
+/// What an agent needs to render `chart` itself (`render_on: agent`):
+/// `release.json` (the chart's settings, its namespace resolved), the
+/// chart (its folder's files, or the archive kas fetched and checked as
+/// `chart.tgz`) and its values files, each marked with the release name.
+/// The agent adds the values it reads from its cluster's Secrets.
+async fn release_files(
+    spec: &ManifestSpec,
+    chart: &HelmChart,
+    source: &tether_git::Source,
+    commit: &CommitId,
+    rendering: &Rendering,
+) -> Result<Vec<v1::ManifestFile>, String> {
+    let what = tether_render::helm::describe(chart);
+    let namespace = chart
+        .namespace
+        .clone()
+        .unwrap_or_else(|| spec.default_namespace.clone());
+    let settings = serde_json::json!({ "chart": chart, "namespace": namespace });
+    let mut files = vec![(RELEASE_FILE.to_owned(), settings.to_string().into_bytes())];
+    match &chart.path {
+        Some(path) => {
+            let glob = match path.as_str() {
+                "." => "**".to_owned(),
+                path => format!("{path}/**"),
+            };
+            let chart_files = select(source, commit, vec![glob], EXPORT_LIMITS)
+                .await
+                .map_err(|e| format!("{what}: {e}"))?;
+            if chart_files.is_empty() {
+                return Err(format!("{what}: no such folder at this commit"));
+            }
+            files.extend(chart_files.into_iter().map(|m| (m.path, m.bytes)));
+        }
+        None => {
+            let renderer = rendering
+                .renderer
+                .as_ref()
+                .map_err(|why| format!("{what}: kas cannot fetch charts: {why}"))?;
+            let archive = renderer
+                .fetch_chart(chart)
+                .await
+                .map_err(|e| e.to_string())?;
+            files.push((CHART_ARCHIVE.to_owned(), archive.to_vec()));
+        }
+    }
+    for values in &chart.values_files {
+        let found = select(
+            source,
+            commit,
+            vec![glob_escape(values)],
+            SelectLimits::default(),
+        )
+        .await
+        .map_err(|e| format!("{what}: {values}: {e}"))?;
+        if found.is_empty() {
+            return Err(format!(
+                "{what} ({values}): the values file is not in the repository at this commit"
+            ));
+        }
+        files.extend(found.into_iter().map(|m| (m.path, m.bytes)));
+    }
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    files.dedup_by(|a, b| a.0 == b.0);
+    Ok(files
+        .into_iter()
+        .map(|(path, content)| v1::ManifestFile {
+            path,
+            content,
+            render: chart.release_name.clone(),
+        })
+        .collect())
+}
+
+/// The settings file of a chart the agent renders.
+pub const RELEASE_FILE: &str = "release.json";
+/// A chart from a chart repository, as the agent receives it.
+pub const CHART_ARCHIVE: &str = "chart.tgz";
+
+/// A path as a glob that matches only itself.
+fn glob_escape(path: &str) -> String {
+    let mut glob = String::with_capacity(path.len());
+    for c in path.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\') {
+            glob.push('\\');
+        }
+        glob.push(c);
+    }
+    glob
+}
+
+async fn select(
+    source: &tether_git::Source,
+    commit: &CommitId,
+    globs: Vec<String>,
+    limits: SelectLimits,
+) -> Result<Vec<tether_git::Matched>, String> {
+    let (source, at) = (source.clone(), commit.clone());
+    tokio::task::spawn_blocking(move || source.select_files(&at, &globs, &limits))
+        .await
+        .map_err(|_| "reading the repository was interrupted".to_owned())?
+        .map_err(|e| e.to_string())
+}
+
+fn manifest(path: String, content: Vec<u8>) -> v1::ManifestFile {
+    v1::ManifestFile {
+        path,
+        content,
+        render: String::new(),
+    }
 }
 
 fn failure(spec: &ManifestSpec, commit: &str, error: &str) -> v1::Manifests {
@@ -290,25 +411,11 @@ fn failure(spec: &ManifestSpec, commit: &str, error: &str) -> v1::Manifests {
 }
 
 /// Splits the files into messages of about CHUNK_BYTES; the last is marked.
-fn chunks(project: &str, commit: &str, files: Vec<tether_git::Matched>) -> Vec<v1::Manifests> {
-    let mut messages = Vec::new();
-    let mut current = Vec::new();
-    let mut size = 0;
-    for file in files {
-        if size > 0 && size + file.bytes.len() > CHUNK_BYTES {
-            messages.push(std::mem::take(&mut current));
-            size = 0;
-        }
-        size += file.bytes.len();
-        current.push(v1::ManifestFile {
-            path: file.path,
-            content: file.bytes,
-        });
-    }
-    messages.push(current);
-    let last = messages.len() - 1;
+fn chunks(project: &str, commit: &str, files: Vec<v1::ManifestFile>) -> Vec<v1::Manifests> {
+    let groups = by_size(files);
+    let last = groups.len() - 1;
     let transfer_id = next_transfer_id();
-    messages
+    groups
         .into_iter()
         .enumerate()
         .map(|(i, files)| v1::Manifests {
@@ -321,6 +428,24 @@ fn chunks(project: &str, commit: &str, files: Vec<tether_git::Matched>) -> Vec<v
             chunk: u32::try_from(i).unwrap_or(u32::MAX),
         })
         .collect()
+}
+
+/// Files in groups of about CHUNK_BYTES (a larger file alone); at least
+/// one group, perhaps empty.
+pub fn by_size(files: Vec<v1::ManifestFile>) -> Vec<Vec<v1::ManifestFile>> {
+    let mut groups = vec![Vec::new()];
+    let mut size = 0;
+    for file in files {
+        if size > 0 && size + file.content.len() > CHUNK_BYTES {
+            groups.push(Vec::new());
+            size = 0;
+        }
+        size += file.content.len();
+        if let Some(group) = groups.last_mut() {
+            group.push(file);
+        }
+    }
+    groups
 }
 
 /// Queues one message for the agent; false when the session is gone or
@@ -337,11 +462,8 @@ async fn send(tx: &Outbound, manifests: v1::Manifests) -> bool {
 mod tests {
     use super::*;
 
-    fn file(path: &str, size: usize) -> tether_git::Matched {
-        tether_git::Matched {
-            path: path.into(),
-            bytes: vec![b'x'; size],
-        }
+    fn file(path: &str, size: usize) -> v1::ManifestFile {
+        manifest(path.into(), vec![b'x'; size])
     }
 
     #[test]

@@ -15,8 +15,6 @@ use super::outbound::{self, Outbound};
 
 /// Plans waiting for their answer at once, service-wide.
 const MAX_WAITING: usize = 64;
-/// Files go out in messages of about this size, as manifests do.
-const CHUNK_BYTES: usize = 1 << 20;
 
 /// Why no plan came back.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +104,7 @@ impl Plans {
         agent: &str,
         project: &str,
         commit: &str,
-        files: Vec<tether_git::Matched>,
+        files: Vec<v1::ManifestFile>,
         timeout: Duration,
     ) -> Result<v1::PlanReport, PlanError> {
         let tx = lock(&self.sessions)
@@ -153,23 +151,9 @@ fn requests(
     plan_id: u64,
     project: &str,
     commit: &str,
-    files: Vec<tether_git::Matched>,
+    files: Vec<v1::ManifestFile>,
 ) -> Vec<ServerMessage> {
-    let mut groups: Vec<Vec<v1::ManifestFile>> = vec![Vec::new()];
-    let mut size = 0;
-    for file in files {
-        if size > 0 && size + file.bytes.len() > CHUNK_BYTES {
-            groups.push(Vec::new());
-            size = 0;
-        }
-        size += file.bytes.len();
-        if let Some(group) = groups.last_mut() {
-            group.push(v1::ManifestFile {
-                path: file.path,
-                content: file.bytes,
-            });
-        }
-    }
+    let groups = super::manifests::by_size(files);
     let last = groups.len() - 1;
     groups
         .into_iter()
