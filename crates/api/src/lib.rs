@@ -37,6 +37,26 @@ pub struct Refreshed {
     pub commit: String,
 }
 
+/// `POST /api/v1/projects/{id}/webhook`: a new webhook secret for the
+/// project (replacing any), shown this once, and where each git host
+/// delivers (paths on kas's API listener).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WebhookCreated {
+    pub project: String,
+    pub secret: String,
+    /// By provider: `github`, `gitlab`, `gitea`, `bitbucket`, `generic`.
+    pub paths: std::collections::BTreeMap<String, String>,
+}
+
+/// What a webhook delivery did.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WebhookAnswer {
+    /// `refresh` (kas reads the repository now) or `ignored`.
+    pub outcome: String,
+    /// Why it was ignored, or the refs that were pushed.
+    pub detail: String,
+}
+
 /// `POST /api/v1/projects/{id}/grants`: lets an agent read manifests from a
 /// project outside its top-level group.
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -7,6 +7,7 @@
 //! - [`channel`]: the agent endpoint (gRPC over TLS) and live connections.
 //! - [`proxy`]: where kas serves `tether_proxy`, and the private listener.
 //! - [`repos`]: one git poller per project with connected agents.
+//! - [`webhooks`]: git hosts' push webhooks: signatures, events, limits.
 //! - [`replicas`]: kas among replicas: the tunnel tracker, routing
 //!   between replicas.
 //! - [`server`]: `kas serve`: every listener and task, and the drain.
@@ -31,3 +32,4 @@ pub mod replicas;
 pub mod repos;
 pub mod server;
 pub mod settings;
+pub mod webhooks;

@@ -215,6 +215,7 @@ impl Server {
             proxy: proxy.clone(),
             renderer: renderer.clone(),
             router: router.clone(),
+            webhook_limiter: std::sync::Arc::default(),
         };
         drop(admin_token);
         let private = match (&settings.replication, &router) {

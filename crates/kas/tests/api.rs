@@ -43,6 +43,7 @@ impl Api {
             ),
             renderer: Err("no renderer in these tests".into()),
             router: None,
+            webhook_limiter: Default::default(),
         });
         Api {
             router,

@@ -140,6 +140,16 @@ pub trait Store: Send + Sync + 'static {
         agent: Option<&str>,
     ) -> Result<Vec<ManifestGrant>>;
 
+    /// Sets the secret that push webhooks for `project` must carry,
+    /// replacing any; `NotFound` for an unknown project. Kept as given:
+    /// HMAC signatures (GitHub, Gitea, Bitbucket) are checked with the
+    /// secret itself, not a hash of it.
+    async fn set_webhook_secret(&self, project: &str, secret: &str, now: UnixTime) -> Result<()>;
+    /// The webhook secret of `project`, if one was set.
+    async fn webhook_secret(&self, project: &str) -> Result<Option<String>>;
+    /// Removes the webhook secret; `NotFound` when there was none.
+    async fn delete_webhook_secret(&self, project: &str) -> Result<()>;
+
     /// Records a sync report of `agent`. A report for the commit of the
     /// project's newest entry updates it (agentk reports a sync again once
     /// it is healthy, and on each drift correction); another commit starts

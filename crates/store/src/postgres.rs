@@ -116,6 +116,13 @@ CREATE TABLE poll_leases (
     expires_at TIMESTAMPTZ NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE webhook_secrets (
+    project_id  TEXT PRIMARY KEY REFERENCES projects(id) ON DELETE CASCADE,
+    secret      TEXT NOT NULL,
+    created_at  BIGINT NOT NULL
+);
+"#,
 ];
 
 /// The advisory lock replicas take while migrating (an arbitrary constant:
@@ -547,6 +554,44 @@ impl Store for PgStore {
         now: UnixTime,
     ) -> Result<AccessTokenStatus> {
         self.authenticate_access_impl(hash, now).await
+    }
+
+    async fn set_webhook_secret(&self, project: &str, secret: &str, now: UnixTime) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        require_project(&mut tx, project).await?;
+        sqlx::query(
+            "INSERT INTO webhook_secrets (project_id, secret, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (project_id) DO UPDATE SET secret = EXCLUDED.secret, created_at = EXCLUDED.created_at",
+        )
+        .bind(project)
+        .bind(secret)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn webhook_secret(&self, project: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT secret FROM webhook_secrets WHERE project_id = $1")
+            .bind(project)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    async fn delete_webhook_secret(&self, project: &str) -> Result<()> {
+        let deleted = sqlx::query("DELETE FROM webhook_secrets WHERE project_id = $1")
+            .bind(project)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        match deleted.rows_affected() {
+            0 => Err(StoreError::NotFound(format!(
+                "webhook secret of project {project}"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     async fn grant_manifest_project(

@@ -103,6 +103,13 @@ CREATE TABLE agent_status (
 ALTER TABLE agent_status ADD COLUMN config_commit TEXT;
 ALTER TABLE agent_status ADD COLUMN config_source TEXT;
 "#,
+    r#"
+CREATE TABLE webhook_secrets (
+    project_id  TEXT PRIMARY KEY REFERENCES projects(id) ON DELETE CASCADE,
+    secret      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+"#,
 ];
 
 /// kas's records in one SQLite file.
@@ -556,6 +563,53 @@ impl Store for SqliteStore {
         now: UnixTime,
     ) -> Result<AccessTokenStatus> {
         self.authenticate_access_impl(hash, now).await
+    }
+
+    async fn set_webhook_secret(&self, project: &str, secret: &str, now: UnixTime) -> Result<()> {
+        let (project, secret) = (project.to_owned(), secret.to_owned());
+        self.call(move |c| {
+            require_project(c, &project)?;
+            c.execute(
+                "INSERT INTO webhook_secrets (project_id, secret, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (project_id) DO UPDATE SET secret = excluded.secret, created_at = excluded.created_at",
+                params![project, secret, now],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn webhook_secret(&self, project: &str) -> Result<Option<String>> {
+        let project = project.to_owned();
+        self.call(move |c| {
+            query_one(
+                c,
+                "SELECT secret FROM webhook_secrets WHERE project_id = ?1",
+                [&project],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
+    async fn delete_webhook_secret(&self, project: &str) -> Result<()> {
+        let project = project.to_owned();
+        self.call(move |c| {
+            match c
+                .execute(
+                    "DELETE FROM webhook_secrets WHERE project_id = ?1",
+                    [&project],
+                )
+                .map_err(db)?
+            {
+                0 => Err(StoreError::NotFound(format!(
+                    "webhook secret of project {project}"
+                ))),
+                _ => Ok(()),
+            }
+        })
+        .await
     }
 
     async fn grant_manifest_project(

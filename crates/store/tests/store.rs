@@ -50,6 +50,7 @@ on_both_stores!(
     sync_history_keeps_one_entry_per_commit_and_the_newest_fifty,
     config_status_is_kept_per_agent_and_goes_with_it,
     the_agent_config_is_kept_beside_its_status,
+    webhook_secrets_are_set_replaced_removed_and_go_with_their_project,
 );
 
 const T0: UnixTime = 1_800_000_000;
@@ -707,4 +708,55 @@ async fn replicas_track_tunnels_with_heartbeats_and_share_poll_leases() {
             .expect("taken over")
     );
     assert!(!db.lead_poll("team/config", &a, ttl).await.expect("lost"));
+}
+
+async fn webhook_secrets_are_set_replaced_removed_and_go_with_their_project(store: Shared) {
+    store
+        .create_project(NewProject {
+            id: "team/app".into(),
+            url: "/srv/git/app.git".into(),
+            credentials_ref: None,
+            created_at: T0,
+            git_ref: None,
+        })
+        .await
+        .expect("project");
+    assert_eq!(store.webhook_secret("team/app").await.expect("read"), None);
+    assert!(matches!(
+        store.set_webhook_secret("team/none", "s", T0).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store
+        .set_webhook_secret("team/app", "first", T0)
+        .await
+        .expect("set");
+    store
+        .set_webhook_secret("team/app", "second", T0 + 1)
+        .await
+        .expect("replaced");
+    assert_eq!(
+        store
+            .webhook_secret("team/app")
+            .await
+            .expect("read")
+            .as_deref(),
+        Some("second")
+    );
+    store
+        .delete_webhook_secret("team/app")
+        .await
+        .expect("removed");
+    assert!(matches!(
+        store.delete_webhook_secret("team/app").await,
+        Err(StoreError::NotFound(_))
+    ));
+    store
+        .set_webhook_secret("team/app", "third", T0 + 2)
+        .await
+        .expect("set again");
+    store
+        .delete_project("team/app")
+        .await
+        .expect("project deleted");
+    assert_eq!(store.webhook_secret("team/app").await.expect("read"), None);
 }

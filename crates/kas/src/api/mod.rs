@@ -7,6 +7,7 @@
 mod access;
 mod agents;
 mod error;
+mod hooks;
 pub mod plan;
 mod projects;
 mod tokens;
@@ -49,6 +50,8 @@ pub struct ApiState {
     /// The other replicas, when there are any: a plan asked here of an
     /// agent whose session is elsewhere is answered there.
     pub router: Option<Arc<crate::replicas::router::Router>>,
+    /// Bounds push webhook deliveries per project.
+    pub webhook_limiter: Arc<crate::webhooks::Limiter>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -69,6 +72,10 @@ pub fn router(state: ApiState) -> Router {
             get(projects::show).delete(projects::remove),
         )
         .route("/api/v1/projects/{id}/refresh", post(projects::refresh))
+        .route(
+            "/api/v1/projects/{id}/webhook",
+            post(hooks::create).delete(hooks::remove),
+        )
         .route(
             "/api/v1/projects/{id}/grants",
             get(projects::list_grants).post(projects::grant),
@@ -121,6 +128,12 @@ pub fn router(state: ApiState) -> Router {
             delete(access::revoke_project_token),
         )
         .layer(middleware::from_fn_with_state(state.clone(), require_admin))
+        // Signed by the git host with the project's webhook secret, not
+        // the admin token.
+        .route(
+            "/api/v1/projects/{id}/hooks/{provider}",
+            post(hooks::deliver),
+        )
         .with_state(state)
 }
 

@@ -126,6 +126,18 @@ pub enum ProjectCommand {
     Grants {
         id: String,
     },
+    /// The project's push webhook secret, for git hosts to sign deliveries.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Create a new secret (replacing the old one), shown this once, with
+    /// the path each git host delivers to.
+    Create { id: String },
+    /// Remove the secret: deliveries are refused after.
+    Delete { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -393,6 +405,31 @@ async fn project(client: &ApiClient, command: ProjectCommand) -> anyhow::Result<
                 &["project", "agent", "created_at"],
             );
             printed(&list, text)
+        }
+        ProjectCommand::Webhook(WebhookCommand::Create { id }) => {
+            let created: api::WebhookCreated = client
+                .post_as(
+                    &format!("/api/v1/projects/{}/webhook", segment(&id)),
+                    &json!({}),
+                )
+                .await?;
+            let mut text = format!(
+                "webhook secret of project {id} (shown once; a new one replaces it):\n{}\n\ndeliver to kas's API listener at:\n",
+                created.secret
+            );
+            for (provider, path) in &created.paths {
+                text.push_str(&format!("  {provider:<10} {path}\n"));
+            }
+            printed(&created, text)
+        }
+        ProjectCommand::Webhook(WebhookCommand::Delete { id }) => {
+            client
+                .delete(&format!("/api/v1/projects/{}/webhook", segment(&id)))
+                .await?;
+            Ok((
+                Value::Null,
+                format!("project {id} takes no webhook deliveries any more\n"),
+            ))
         }
         ProjectCommand::Delete { id } => {
             client

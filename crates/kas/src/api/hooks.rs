@@ -1,0 +1,164 @@
+//! Push webhooks: `POST /api/v1/projects/{id}/hooks/{provider}` (signed by
+//! the git host with the project's webhook secret, no admin token), and
+//! the admin's `POST`/`DELETE /api/v1/projects/{id}/webhook` that create
+//! (shown once) and remove that secret. A delivery that concerns the
+//! project makes kas read the repository at once, as `kas project refresh`
+//! does; see [`crate::webhooks`] for what is checked.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use tether_api::{WebhookAnswer, WebhookCreated};
+
+use super::ApiState;
+use super::error::ApiError;
+use crate::client::segment;
+use crate::webhooks::{self, Event, Provider};
+
+/// Largest delivery read (GitHub caps its payloads at 25 MB, but a push
+/// event of thousands of commits is far below this; more is refused).
+pub const MAX_BODY: usize = 3 << 20;
+/// How long a sender may take to send the body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+const PROVIDERS: [&str; 5] = ["github", "gitlab", "gitea", "bitbucket", "generic"];
+
+/// One git host delivery.
+pub async fn deliver(
+    State(state): State<ApiState>,
+    Path((id, provider)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let provider: Provider = match provider.parse() {
+        Ok(p) => p,
+        Err(e) => return refuse(StatusCode::NOT_FOUND, e),
+    };
+    if !state.webhook_limiter.admit(&id) {
+        tracing::warn!(project = %id, "webhook deliveries over the limit: refused");
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many deliveries for project {id}; try again shortly"),
+        );
+    }
+    let (parts, body) = request.into_parts();
+    let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the delivery is larger than {MAX_BODY} bytes, or broke off"),
+            );
+        }
+        Err(_) => {
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time".into(),
+            );
+        }
+    };
+    // Unknown project and project without a webhook answer alike: a
+    // stranger learns nothing of which projects exist.
+    let no_hook = || {
+        refuse(
+            StatusCode::NOT_FOUND,
+            format!("no webhook is set up for project {id}"),
+        )
+    };
+    let project = match state.store.get_project(&id).await {
+        Ok(Some(project)) => project,
+        Ok(None) => return no_hook(),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let secret = match state.store.webhook_secret(&id).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => return no_hook(),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    if let Err(refusal) = webhooks::verify(provider, &parts.headers, &body, &secret) {
+        tracing::warn!(project = %id, provider = ?provider, reason = %refusal, "webhook delivery refused");
+        return refuse(StatusCode::UNAUTHORIZED, refusal.to_string());
+    }
+    let answer = match webhooks::event(provider, &parts.headers, &body) {
+        Event::Other(kind) => WebhookAnswer {
+            outcome: "ignored".into(),
+            detail: format!("event {kind:?} is not a push"),
+        },
+        Event::Push(refs) if !webhooks::concerns(&refs, project.git_ref.as_deref()) => {
+            WebhookAnswer {
+                outcome: "ignored".into(),
+                detail: format!(
+                    "{} is not a branch or tag this project reads",
+                    refs.join(", ")
+                ),
+            }
+        }
+        Event::Push(refs) => {
+            tracing::info!(project = %id, refs = ?refs, "push webhook: reading the repository");
+            let (repos, project) = (state.repos.clone(), id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = repos.refresh(&project).await {
+                    tracing::warn!(project = %project, error = %e, "refresh after a push webhook failed");
+                }
+            });
+            WebhookAnswer {
+                outcome: "refresh".into(),
+                detail: refs.join(", "),
+            }
+        }
+    };
+    (StatusCode::ACCEPTED, Json(answer)).into_response()
+}
+
+fn refuse(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// A new webhook secret for the project, shown once.
+pub async fn create(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<WebhookCreated>), ApiError> {
+    let secret = new_secret();
+    state
+        .store
+        .set_webhook_secret(&id, &secret, tether_store::time::now())
+        .await?;
+    tracing::info!(project = %id, "webhook secret created");
+    let paths: BTreeMap<String, String> = PROVIDERS
+        .iter()
+        .map(|p| {
+            (
+                (*p).to_owned(),
+                format!("/api/v1/projects/{}/hooks/{p}", segment(&id)),
+            )
+        })
+        .collect();
+    Ok((
+        StatusCode::CREATED,
+        Json(WebhookCreated {
+            project: id,
+            secret,
+            paths,
+        }),
+    ))
+}
+
+/// Removes the project's webhook secret: deliveries are refused after.
+pub async fn remove(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.store.delete_webhook_secret(&id).await?;
+    tracing::info!(project = %id, "webhook secret removed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// 32 random bytes as hex: what git hosts accept as a secret.
+fn new_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
