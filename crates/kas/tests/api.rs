@@ -374,3 +374,176 @@ async fn the_openapi_document_matches_the_routes() {
         }
     }
 }
+
+fn github_signature(secret: &str, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = ring::hmac::sign(&key, body);
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+impl Api {
+    /// A delivery as a git host sends it: no admin token, its own headers.
+    async fn deliver(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(Method::POST).uri(path);
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        let res = self
+            .router
+            .clone()
+            .oneshot(req.body(Body::from(body)).expect("request"))
+            .await
+            .expect("infallible");
+        let status = res.status();
+        let bytes = res.into_body().collect().await.expect("body").to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+}
+
+#[tokio::test]
+async fn webhook_deliveries_are_checked_filtered_and_bounded() {
+    let api = Api::new();
+    let (status, _) = api
+        .call(
+            Method::POST,
+            "/api/v1/projects",
+            Some(json!({ "id": "team/app", "url": "/srv/git/app.git" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let hook = "/api/v1/projects/team%2Fapp/hooks/github";
+    let push = br#"{"ref":"refs/heads/main","after":"0123"}"#.to_vec();
+    // No secret yet: nothing is accepted, and the answer is the same as
+    // for a project that does not exist.
+    let (status, unset) = api.deliver(hook, &[], push.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{unset}");
+    let (status, unknown) = api
+        .deliver(
+            "/api/v1/projects/team%2Fnone/hooks/github",
+            &[],
+            push.clone(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        unset["error"].as_str().map(|e| e.replace("team/app", "X")),
+        unknown["error"]
+            .as_str()
+            .map(|e| e.replace("team/none", "X"))
+    );
+
+    // Created once, by the admin only.
+    let (status, _) = api
+        .call_as(
+            Method::POST,
+            "/api/v1/projects/team%2Fapp/webhook",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, created) = api
+        .call(Method::POST, "/api/v1/projects/team%2Fapp/webhook", None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let secret = created["secret"].as_str().expect("secret").to_owned();
+    assert_eq!(secret.len(), 64);
+    assert_eq!(created["paths"]["github"], hook);
+
+    let signed = |body: &[u8], event: &str| {
+        vec![
+            ("x-github-event", event.to_owned()),
+            ("x-hub-signature-256", github_signature(&secret, body)),
+        ]
+    };
+    let (status, answer) = api
+        .deliver(hook, &signed(&push, "push"), push.clone())
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(
+        answer,
+        json!({ "outcome": "refresh", "detail": "refs/heads/main" })
+    );
+    let (status, answer) = api
+        .deliver(hook, &signed(b"{}", "ping"), b"{}".to_vec())
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(answer["outcome"], "ignored");
+    let pull = br#"{"ref":"refs/pull/7/head"}"#.to_vec();
+    let (_, answer) = api
+        .deliver(hook, &signed(&pull, "push"), pull.clone())
+        .await;
+    assert_eq!(answer["outcome"], "ignored", "{answer}");
+
+    // Forged, unsigned, signed with another secret, another body.
+    let forged = vec![
+        ("x-github-event", "push".to_owned()),
+        ("x-hub-signature-256", github_signature("guess", &push)),
+    ];
+    let (status, answer) = api.deliver(hook, &forged, push.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    assert!(!answer.to_string().contains(&secret));
+    let (status, _) = api
+        .deliver(hook, &[("x-github-event", "push".to_owned())], push.clone())
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = api
+        .deliver(hook, &signed(&push, "push"), pull.clone())
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // GitLab's token, in its own header.
+    let (status, answer) = api
+        .deliver(
+            "/api/v1/projects/team%2Fapp/hooks/gitlab",
+            &[
+                ("x-gitlab-event", "Push Hook".to_owned()),
+                ("x-gitlab-token", secret.clone()),
+            ],
+            push.clone(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let (status, _) = api
+        .deliver("/api/v1/projects/team%2Fapp/hooks/svn", &[], push.clone())
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "an unknown provider");
+
+    // A body over the bound is refused unread.
+    let huge = vec![b' '; 3 * 1024 * 1024 + 1];
+    let (status, _) = api
+        .deliver(hook, &signed(&huge, "push"), huge.clone())
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // A flood is cut at the project's burst (20 deliveries, of which 10
+    // were spent above).
+    let mut limited = 0;
+    for _ in 0..30 {
+        let (status, _) = api
+            .deliver(hook, &signed(b"{}", "ping"), b"{}".to_vec())
+            .await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            limited += 1;
+        }
+    }
+    assert!(limited >= 15, "{limited} of 30 refused");
+
+    // Removed: deliveries are refused again.
+    let (status, _) = api
+        .call(Method::DELETE, "/api/v1/projects/team%2Fapp/webhook", None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = api
+        .call(Method::DELETE, "/api/v1/projects/team%2Fapp/webhook", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
