@@ -12,6 +12,9 @@ export TETHER_RENDER_BIN
 # An OCI registry (distribution's), for the oci:// chart test.
 TETHER_REGISTRY_BIN=$(bash scripts/oci-registry.sh)
 export TETHER_REGISTRY_BIN
+# Gitea, the git host of the push webhook test.
+TETHER_GITEA_BIN=$(bash scripts/gitea.sh)
+export TETHER_GITEA_BIN
 # PostgreSQL for the store suite and kas on a shared database.
 bash scripts/install-services.sh
 

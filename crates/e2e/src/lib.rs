@@ -16,6 +16,7 @@
 
 pub mod bench;
 pub mod fleet;
+pub mod gitea;
 pub mod raw;
 
 use std::path::PathBuf;

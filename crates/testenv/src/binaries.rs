@@ -35,6 +35,20 @@ pub fn oci_registry() -> Result<PathBuf> {
     dir.clone().map_err(Error::Binaries)
 }
 
+/// Environment variable naming a folder that already holds Gitea
+/// (`gitea`, with its assets in `../share/gitea`).
+pub const GITEA_BIN_ENV: &str = "TETHER_GITEA_BIN";
+const GITEA_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/gitea.sh");
+
+/// The folder holding Gitea (`scripts/gitea.sh`, a no-op when built),
+/// found once per process.
+pub fn gitea() -> Result<PathBuf> {
+    static FOUND: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    let dir =
+        FOUND.get_or_init(|| run_script(GITEA_BIN_ENV, GITEA_SCRIPT).map_err(|e| e.to_string()));
+    dir.clone().map_err(Error::Binaries)
+}
+
 const RENDER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/render-tools.sh");
 
 /// The folder of the tools kas renders charts and kustomizations with

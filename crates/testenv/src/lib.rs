@@ -16,6 +16,8 @@
 //!   [`Postgres::create_database`] gives each test a database of its own.
 //! - [`haproxy::LoadBalancer`] puts a real HAProxy (TCP mode) in front of
 //!   kas replicas.
+//! - [`gitea::GitHost`] runs a real git host (Gitea) with signed push
+//!   webhooks and commit statuses.
 //!
 //! Architecture invariant: no cluster process outlives its owner. Every child
 //! is forked by a supervisor thread with `PR_SET_PDEATHSIG`, so they die with
@@ -26,6 +28,7 @@ mod binaries;
 mod cluster;
 mod error;
 pub mod git;
+pub mod gitea;
 pub mod haproxy;
 mod kubeconfig;
 mod namespace;
@@ -37,8 +40,8 @@ mod wait;
 use std::sync::OnceLock;
 
 pub use binaries::{
-    BIN_ENV, Binaries, REGISTRY_BIN_ENV, RENDER_BIN_ENV, oci_registry, pinned_kube_version,
-    render_tools,
+    BIN_ENV, Binaries, GITEA_BIN_ENV, REGISTRY_BIN_ENV, RENDER_BIN_ENV, gitea, oci_registry,
+    pinned_kube_version, render_tools,
 };
 pub use cluster::{
     Cluster, ClusterOptions, SIMULATED_LOG_LINES, SIMULATED_NODE_ANNOTATION, StartTimings,

@@ -1,0 +1,70 @@
+//! Push webhooks from a real git host: Gitea (built from its Go module)
+//! holds the repository; kas reads it over HTTP and never polls (its poll
+//! interval is an hour); a push makes Gitea deliver a signed webhook, kas
+//! reads the repository and agentk applies the change to the real cluster.
+//! A hook signed with another secret changes nothing.
+
+use tether_e2e as support;
+
+use std::time::Duration;
+
+use support::gitea::Pipeline;
+use support::{kubectl_get, wait};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_to_gitea_reaches_the_cluster_through_its_signed_webhook() {
+    let cluster = tether_testenv::shared();
+    let ns = cluster.namespace("e2e-webhooks").await.expect("namespace");
+    let ns = ns.name().to_owned();
+    let host = tether_testenv::gitea::GitHost::start()
+        .await
+        .expect("Gitea starts");
+    tokio::task::spawn_blocking(move || through_gitea(&host, &ns))
+        .await
+        .expect("test body");
+}
+
+fn through_gitea(host: &tether_testenv::gitea::GitHost, ns: &str) {
+    let pipeline = Pipeline::start(host, ns);
+    let value = |ns: &str| {
+        kubectl_get(&["configmap", "pushed", "-n", ns]).map(|c| c["data"]["value"].clone())
+    };
+    wait("the first sync", Duration::from_secs(90), || {
+        value(ns).is_some_and(|v| v == "0")
+    });
+
+    // A hook signed with another secret: Gitea delivers it, kas refuses
+    // it, and nothing is read.
+    let forged = pipeline.add_hook(host, "not-the-secret");
+    pipeline.push_value(1);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        value(ns).expect("configmap"),
+        "0",
+        "a forged hook reads nothing"
+    );
+    host.api(
+        "DELETE",
+        &format!("/api/v1/repos/tether/config/hooks/{forged}"),
+        None,
+    )
+    .expect("hook removed");
+
+    // The real hook: the next push arrives without any poll.
+    let secret = pipeline.secret.clone();
+    pipeline.add_hook(host, &secret);
+    let pushed = std::time::Instant::now();
+    pipeline.push_value(2);
+    wait("the pushed change", Duration::from_secs(30), || {
+        value(ns).is_some_and(|v| v == "2")
+    });
+    eprintln!("push to applied: {:?}", pushed.elapsed());
+    let report = pipeline
+        .setup
+        .cli(&["agent", "gitops", "prod", "-o", "json"])
+        .expect("report");
+    assert!(
+        report.contains(&pipeline.head()),
+        "the pushed commit is reported"
+    );
+}
