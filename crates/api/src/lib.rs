@@ -48,6 +48,41 @@ pub struct WebhookCreated {
     pub paths: std::collections::BTreeMap<String, String>,
 }
 
+/// `PUT /api/v1/projects/{id}/statuses`: where kas posts the commit
+/// statuses of the project's syncs.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatusTargetRequest {
+    /// `github`, `gitlab`, `gitea` or `forgejo`.
+    pub provider: String,
+    /// The host's API root (`https://api.github.com`,
+    /// `https://gitlab.example.com/api/v4`, `https://gitea.example.com/api/v1`).
+    pub api_url: String,
+    /// `owner/name`, or GitLab's project path or id.
+    pub repository: String,
+    /// A token allowed to write commit statuses; never shown again.
+    pub token: String,
+}
+
+impl std::fmt::Debug for StatusTargetRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusTargetRequest")
+            .field("provider", &self.provider)
+            .field("api_url", &self.api_url)
+            .field("repository", &self.repository)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A status target as the API shows it: everything but the token.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatusTargetView {
+    pub project: String,
+    pub provider: String,
+    pub api_url: String,
+    pub repository: String,
+    pub created_at: String,
+}
+
 /// What a webhook delivery did.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WebhookAnswer {

@@ -99,6 +99,57 @@ impl Pipeline {
         at
     }
 
+    /// Makes kas post commit statuses to Gitea with a token of its own.
+    pub fn post_statuses(&self, host: &GitHost) {
+        let token = host.create_token("kas-statuses").expect("token");
+        let file = self.setup.dir.path().join("gitea-token");
+        std::fs::write(&file, token).expect("token file");
+        let api_url = format!("{}/api/v1", host.url());
+        self.setup
+            .cli(&[
+                "project",
+                "statuses",
+                "set",
+                "team/config",
+                "--provider",
+                "gitea",
+                "--api-url",
+                &api_url,
+                "--repository",
+                &format!("{}/{REPO}", tether_testenv::gitea::USER),
+                "--token-file",
+                file.to_str().expect("utf-8"),
+            ])
+            .expect("status target");
+    }
+
+    /// The commit statuses Gitea holds for `commit`: (context, state).
+    pub fn statuses(&self, host: &GitHost, commit: &str) -> Vec<(String, String)> {
+        let list = host
+            .api(
+                "GET",
+                &format!(
+                    "/api/v1/repos/{}/{REPO}/commits/{commit}/statuses",
+                    tether_testenv::gitea::USER
+                ),
+                None,
+            )
+            .unwrap_or_default();
+        list.as_array()
+            .map(|statuses| {
+                statuses
+                    .iter()
+                    .map(|s| {
+                        (
+                            s["context"].as_str().unwrap_or_default().to_owned(),
+                            s["status"].as_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The commit last pushed.
     pub fn head(&self) -> String {
         git(&self.local, &["rev-parse", "HEAD"]).trim().to_owned()

@@ -2,7 +2,9 @@
 //! holds the repository; kas reads it over HTTP and never polls (its poll
 //! interval is an hour); a push makes Gitea deliver a signed webhook, kas
 //! reads the repository and agentk applies the change to the real cluster.
-//! A hook signed with another secret changes nothing.
+//! A hook signed with another secret changes nothing. kas posts the sync's
+//! commit status (`tether/prod`) back to Gitea: success once the change is
+//! applied and Current.
 
 use tether_e2e as support;
 
@@ -53,8 +55,9 @@ fn through_gitea(host: &tether_testenv::gitea::GitHost, ns: &str) {
     // The real hook: the next push arrives without any poll.
     let secret = pipeline.secret.clone();
     pipeline.add_hook(host, &secret);
+    pipeline.post_statuses(host);
     let pushed = std::time::Instant::now();
-    pipeline.push_value(2);
+    let head = pipeline.push_value(2);
     wait("the pushed change", Duration::from_secs(30), || {
         value(ns).is_some_and(|v| v == "2")
     });
@@ -67,4 +70,14 @@ fn through_gitea(host: &tether_testenv::gitea::GitHost, ns: &str) {
         report.contains(&pipeline.head()),
         "the pushed commit is reported"
     );
+    wait(
+        "the commit status on Gitea",
+        Duration::from_secs(30),
+        || {
+            pipeline
+                .statuses(host, &head)
+                .contains(&("tether/prod".to_owned(), "success".to_owned()))
+        },
+    );
+    eprintln!("statuses: {:?}", pipeline.statuses(host, &head));
 }

@@ -8,6 +8,7 @@
 //! - [`proxy`]: where kas serves `tether_proxy`, and the private listener.
 //! - [`repos`]: one git poller per project with connected agents.
 //! - [`webhooks`]: git hosts' push webhooks: signatures, events, limits.
+//! - [`statuses`]: commit statuses of every agent's sync on the git host.
 //! - [`replicas`]: kas among replicas: the tunnel tracker, routing
 //!   between replicas.
 //! - [`server`]: `kas serve`: every listener and task, and the drain.
@@ -32,4 +33,5 @@ pub mod replicas;
 pub mod repos;
 pub mod server;
 pub mod settings;
+pub mod statuses;
 pub mod webhooks;

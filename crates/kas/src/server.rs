@@ -264,8 +264,9 @@ impl Server {
         let agents = serve_agents(
             settings.agent_listen,
             identity,
-            channel::AgentChannelService::new(store, connections, repos)
+            channel::AgentChannelService::new(store.clone(), connections, repos)
                 .with_renderer(renderer)
+                .with_statuses(crate::statuses::Statuses::new(store, None)?)
                 .with_drain(shutdown.clone()),
             shutdown.clone(),
         );

@@ -150,6 +150,14 @@ pub trait Store: Send + Sync + 'static {
     /// Removes the webhook secret; `NotFound` when there was none.
     async fn delete_webhook_secret(&self, project: &str) -> Result<()>;
 
+    /// Sets where the commit statuses of `project` go, replacing any;
+    /// `NotFound` for an unknown project.
+    async fn set_status_target(&self, project: &str, target: StatusTarget) -> Result<()>;
+    /// Where the commit statuses of `project` go, if anywhere.
+    async fn status_target(&self, project: &str) -> Result<Option<StatusTarget>>;
+    /// Stops posting statuses for `project`; `NotFound` when none was set.
+    async fn delete_status_target(&self, project: &str) -> Result<()>;
+
     /// Records a sync report of `agent`. A report for the commit of the
     /// project's newest entry updates it (agentk reports a sync again once
     /// it is healthy, and on each drift correction); another commit starts

@@ -129,6 +129,34 @@ pub struct ManifestGrant {
     pub created_at: UnixTime,
 }
 
+/// Where kas posts the commit statuses of a project's syncs: the git
+/// host's API and the repository there, with a token allowed to write
+/// statuses. The token is kept as given (it is sent to the host) and
+/// never shown again.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StatusTarget {
+    /// `github`, `gitlab` or `gitea` (Forgejo too).
+    pub provider: String,
+    /// The host's API root: `https://api.github.com`,
+    /// `https://gitlab.example.com/api/v4`, `https://gitea.example.com/api/v1`.
+    pub api_url: String,
+    /// `owner/name` (GitHub, Gitea), or the project's path or numeric id
+    /// (GitLab).
+    pub repository: String,
+    pub token: String,
+    pub created_at: UnixTime,
+}
+
+impl std::fmt::Debug for StatusTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusTarget")
+            .field("provider", &self.provider)
+            .field("api_url", &self.api_url)
+            .field("repository", &self.repository)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One sync of a manifest project, as kas shows it. The store indexes the
 /// project, commit and time and keeps the report itself opaque (kas's JSON),
 /// so that what a sync report holds can grow without a migration.

@@ -122,6 +122,14 @@ CREATE TABLE webhook_secrets (
     secret      TEXT NOT NULL,
     created_at  BIGINT NOT NULL
 );
+CREATE TABLE status_targets (
+    project_id  TEXT PRIMARY KEY REFERENCES projects(id) ON DELETE CASCADE,
+    provider    TEXT NOT NULL,
+    api_url     TEXT NOT NULL,
+    repository  TEXT NOT NULL,
+    token       TEXT NOT NULL,
+    created_at  BIGINT NOT NULL
+);
 "#,
 ];
 
@@ -589,6 +597,62 @@ impl Store for PgStore {
         match deleted.rows_affected() {
             0 => Err(StoreError::NotFound(format!(
                 "webhook secret of project {project}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    async fn set_status_target(&self, project: &str, t: StatusTarget) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        require_project(&mut tx, project).await?;
+        sqlx::query(
+            "INSERT INTO status_targets (project_id, provider, api_url, repository, token, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (project_id) DO UPDATE SET provider = EXCLUDED.provider,
+               api_url = EXCLUDED.api_url, repository = EXCLUDED.repository,
+               token = EXCLUDED.token, created_at = EXCLUDED.created_at",
+        )
+        .bind(project)
+        .bind(&t.provider)
+        .bind(&t.api_url)
+        .bind(&t.repository)
+        .bind(&t.token)
+        .bind(t.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn status_target(&self, project: &str) -> Result<Option<StatusTarget>> {
+        let row = sqlx::query(
+            "SELECT provider, api_url, repository, token, created_at FROM status_targets WHERE project_id = $1",
+        )
+        .bind(project)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|r| {
+            Ok(StatusTarget {
+                provider: r.try_get(0).map_err(db)?,
+                api_url: r.try_get(1).map_err(db)?,
+                repository: r.try_get(2).map_err(db)?,
+                token: r.try_get(3).map_err(db)?,
+                created_at: r.try_get(4).map_err(db)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_status_target(&self, project: &str) -> Result<()> {
+        let deleted = sqlx::query("DELETE FROM status_targets WHERE project_id = $1")
+            .bind(project)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        match deleted.rows_affected() {
+            0 => Err(StoreError::NotFound(format!(
+                "commit status target of project {project}"
             ))),
             _ => Ok(()),
         }

@@ -109,6 +109,14 @@ CREATE TABLE webhook_secrets (
     secret      TEXT NOT NULL,
     created_at  INTEGER NOT NULL
 );
+CREATE TABLE status_targets (
+    project_id  TEXT PRIMARY KEY REFERENCES projects(id) ON DELETE CASCADE,
+    provider    TEXT NOT NULL,
+    api_url     TEXT NOT NULL,
+    repository  TEXT NOT NULL,
+    token       TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
 "#,
 ];
 
@@ -605,6 +613,64 @@ impl Store for SqliteStore {
             {
                 0 => Err(StoreError::NotFound(format!(
                     "webhook secret of project {project}"
+                ))),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    async fn set_status_target(&self, project: &str, t: StatusTarget) -> Result<()> {
+        let project = project.to_owned();
+        self.call(move |c| {
+            require_project(c, &project)?;
+            c.execute(
+                "INSERT INTO status_targets (project_id, provider, api_url, repository, token, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (project_id) DO UPDATE SET provider = excluded.provider,
+                   api_url = excluded.api_url, repository = excluded.repository,
+                   token = excluded.token, created_at = excluded.created_at",
+                params![project, t.provider, t.api_url, t.repository, t.token, t.created_at],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn status_target(&self, project: &str) -> Result<Option<StatusTarget>> {
+        let project = project.to_owned();
+        self.call(move |c| {
+            query_one(
+                c,
+                "SELECT provider, api_url, repository, token, created_at FROM status_targets WHERE project_id = ?1",
+                [&project],
+                |r| {
+                    Ok(StatusTarget {
+                        provider: r.get(0)?,
+                        api_url: r.get(1)?,
+                        repository: r.get(2)?,
+                        token: r.get(3)?,
+                        created_at: r.get(4)?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    async fn delete_status_target(&self, project: &str) -> Result<()> {
+        let project = project.to_owned();
+        self.call(move |c| {
+            match c
+                .execute(
+                    "DELETE FROM status_targets WHERE project_id = ?1",
+                    [&project],
+                )
+                .map_err(db)?
+            {
+                0 => Err(StoreError::NotFound(format!(
+                    "commit status target of project {project}"
                 ))),
                 _ => Ok(()),
             }

@@ -51,6 +51,7 @@ on_both_stores!(
     config_status_is_kept_per_agent_and_goes_with_it,
     the_agent_config_is_kept_beside_its_status,
     webhook_secrets_are_set_replaced_removed_and_go_with_their_project,
+    status_targets_are_set_replaced_removed_and_go_with_their_project,
 );
 
 const T0: UnixTime = 1_800_000_000;
@@ -759,4 +760,62 @@ async fn webhook_secrets_are_set_replaced_removed_and_go_with_their_project(stor
         .await
         .expect("project deleted");
     assert_eq!(store.webhook_secret("team/app").await.expect("read"), None);
+}
+
+async fn status_targets_are_set_replaced_removed_and_go_with_their_project(store: Shared) {
+    store
+        .create_project(NewProject {
+            id: "team/app".into(),
+            url: "/srv/git/app.git".into(),
+            credentials_ref: None,
+            created_at: T0,
+            git_ref: None,
+        })
+        .await
+        .expect("project");
+    let target = |provider: &str, token: &str| StatusTarget {
+        provider: provider.into(),
+        api_url: "https://git.example.com/api/v1".into(),
+        repository: "team/app".into(),
+        token: token.into(),
+        created_at: T0,
+    };
+    assert_eq!(store.status_target("team/app").await.expect("read"), None);
+    assert!(matches!(
+        store
+            .set_status_target("team/none", target("gitea", "t"))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    store
+        .set_status_target("team/app", target("gitea", "first"))
+        .await
+        .expect("set");
+    store
+        .set_status_target("team/app", target("github", "second"))
+        .await
+        .expect("replaced");
+    let stored = store.status_target("team/app").await.expect("read");
+    assert_eq!(stored, Some(target("github", "second")));
+    assert!(
+        !format!("{stored:?}").contains("second"),
+        "the token stays out of debug output"
+    );
+    store
+        .delete_status_target("team/app")
+        .await
+        .expect("removed");
+    assert!(matches!(
+        store.delete_status_target("team/app").await,
+        Err(StoreError::NotFound(_))
+    ));
+    store
+        .set_status_target("team/app", target("gitlab", "third"))
+        .await
+        .expect("set again");
+    store
+        .delete_project("team/app")
+        .await
+        .expect("project deleted");
+    assert_eq!(store.status_target("team/app").await.expect("read"), None);
 }

@@ -155,6 +155,20 @@ impl GitHost {
         )
     }
 
+    /// An access token of the admin user that may write repositories
+    /// (commit statuses among them).
+    pub fn create_token(&self, name: &str) -> Result<String> {
+        let created = self.api(
+            "POST",
+            &format!("/api/v1/users/{USER}/tokens"),
+            Some(&serde_json::json!({ "name": name, "scopes": ["write:repository"] })),
+        )?;
+        created["sha1"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Binaries(format!("Gitea made no token: {created}")))
+    }
+
     /// Gitea's log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("gitea.log")).unwrap_or_default()

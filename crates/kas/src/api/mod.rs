@@ -10,6 +10,7 @@ mod error;
 mod hooks;
 pub mod plan;
 mod projects;
+mod statuses;
 mod tokens;
 
 use std::sync::Arc;
@@ -75,6 +76,12 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/api/v1/projects/{id}/webhook",
             post(hooks::create).delete(hooks::remove),
+        )
+        .route(
+            "/api/v1/projects/{id}/statuses",
+            get(statuses::show)
+                .put(statuses::set)
+                .delete(statuses::remove),
         )
         .route(
             "/api/v1/projects/{id}/grants",

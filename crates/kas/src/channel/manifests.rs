@@ -159,17 +159,26 @@ impl Drop for Follower {
     }
 }
 
+/// Whom a follower sends to: the session's queue, and the agent's name
+/// for the commit status that says the commit is on its way.
+#[derive(Clone, Debug)]
+pub struct Recipient {
+    pub tx: Outbound,
+    pub agent: String,
+    pub statuses: crate::statuses::Statuses,
+}
+
 /// Starts following `spec` for an agent that has `synced` applied.
 pub fn follow(
     repos: &Arc<Repos>,
     spec: ManifestSpec,
     synced: Option<String>,
     rendering: Rendering,
-    tx: Outbound,
+    to: Recipient,
 ) -> Follower {
     let span = tracing::info_span!("manifests", project = %spec.project);
     let task =
-        tokio::spawn(run(repos.clone(), spec.clone(), synced, rendering, tx).instrument(span));
+        tokio::spawn(run(repos.clone(), spec.clone(), synced, rendering, to).instrument(span));
     Follower { spec, task }
 }
 
@@ -178,8 +187,9 @@ async fn run(
     spec: ManifestSpec,
     mut sent: Option<String>,
     rendering: Rendering,
-    tx: Outbound,
+    to: Recipient,
 ) {
+    let tx = to.tx.clone();
     let mut head = repos.subscribe(&spec.project);
     let mut last_error: Option<String> = None;
     while head.changed().await.is_ok() {
@@ -205,11 +215,21 @@ async fn run(
         if sent.as_deref() == Some(commit_text.as_str()) {
             continue;
         }
-        let messages = match collect(&spec, &source, &commit, &rendering).await {
-            Ok(files) => chunks(&spec.project, &commit_text, files),
+        let (messages, status) = match collect(&spec, &source, &commit, &rendering).await {
+            Ok(files) => (
+                chunks(&spec.project, &commit_text, files),
+                (
+                    crate::statuses::State::Pending,
+                    "sent to the agent".to_owned(),
+                ),
+            ),
             Err(e) => {
                 tracing::warn!(commit = %commit_text, error = %e, "manifests not sent");
-                vec![failure(&spec, &commit_text, &e)]
+                let first = e.lines().next().unwrap_or_default().to_owned();
+                (
+                    vec![failure(&spec, &commit_text, &e)],
+                    (crate::statuses::State::Failure, first),
+                )
             }
         };
         let count = messages.len();
@@ -219,6 +239,14 @@ async fn run(
             }
         }
         tracing::info!(commit = %commit_text, messages = count, "manifests sent");
+        let (state, description) = status;
+        to.statuses.report(crate::statuses::StatusEvent {
+            project: spec.project.clone(),
+            commit: commit_text.clone(),
+            agent: to.agent.clone(),
+            state,
+            description,
+        });
         sent = Some(commit_text);
     }
 }

@@ -52,6 +52,8 @@ pub struct AgentChannelService {
     drain: Option<tether_runtime::Shutdown>,
     /// Renders charts and kustomizations, or why kas cannot.
     renderer: Result<Arc<tether_render::Renderer>, String>,
+    /// Posts commit statuses of the agents' syncs.
+    statuses: crate::statuses::Statuses,
 }
 
 impl std::fmt::Debug for AgentChannelService {
@@ -77,7 +79,14 @@ impl AgentChannelService {
             auth,
             drain: None,
             renderer: Err("no renderer was set up".into()),
+            statuses: crate::statuses::Statuses::disabled(),
         }
+    }
+
+    /// Posts commit statuses of the agents' syncs with `statuses`.
+    pub fn with_statuses(mut self, statuses: crate::statuses::Statuses) -> Self {
+        self.statuses = statuses;
+        self
     }
 
     /// Renders manifest projects' charts and kustomizations with
@@ -226,6 +235,7 @@ impl AgentChannel for AgentChannelService {
             read_commit: None,
             tx,
             registration,
+            statuses: self.statuses.clone(),
         };
         let span = tracing::info_span!("session", agent = %session.agent);
         tokio::spawn(session.run(incoming).instrument(span));
@@ -263,6 +273,8 @@ struct Session {
     synced: HashMap<String, String>,
     tx: Outbound,
     registration: Registration,
+    /// Commit statuses on the git host, for each sync.
+    statuses: crate::statuses::Statuses,
 }
 
 impl Session {
@@ -382,6 +394,14 @@ impl Session {
         );
         self.synced
             .insert(report.project_id.clone(), report.commit_id.clone());
+        let (state, description) = crate::statuses::of_report(&report);
+        self.statuses.report(crate::statuses::StatusEvent {
+            project: report.project_id.clone(),
+            commit: report.commit_id.clone(),
+            agent: self.agent.clone(),
+            state,
+            description,
+        });
         let reported_at = now();
         let view = super::reports::sync_view(report, reported_at);
         let record = SyncRecord {
@@ -543,8 +563,17 @@ impl Session {
                 spec,
                 None,
                 self.rendering.clone(),
-                self.tx.clone(),
+                self.recipient(),
             ));
+        }
+    }
+
+    /// Where followers send, and on whose behalf.
+    fn recipient(&self) -> manifests::Recipient {
+        manifests::Recipient {
+            tx: self.tx.clone(),
+            agent: self.agent.clone(),
+            statuses: self.statuses.clone(),
         }
     }
 
@@ -568,7 +597,7 @@ impl Session {
                 spec,
                 synced,
                 self.rendering.clone(),
-                self.tx.clone(),
+                self.recipient(),
             ));
         }
         // What is left in `old` stops as it drops.

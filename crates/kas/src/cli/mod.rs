@@ -129,6 +129,37 @@ pub enum ProjectCommand {
     /// The project's push webhook secret, for git hosts to sign deliveries.
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// Where kas posts the commit statuses of the project's syncs.
+    #[command(subcommand)]
+    Statuses(StatusesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StatusesCommand {
+    /// Post a status per agent (`tether/<agent>`) on every commit synced.
+    Set {
+        id: String,
+        /// github, gitlab, gitea or forgejo.
+        #[arg(long)]
+        provider: String,
+        /// The host's API root, e.g. https://api.github.com,
+        /// https://gitlab.example.com/api/v4, https://gitea.example.com/api/v1.
+        #[arg(long)]
+        api_url: String,
+        /// owner/name (GitLab: the project's path or id).
+        #[arg(long)]
+        repository: String,
+        /// File holding a token allowed to write commit statuses.
+        #[arg(long)]
+        token_file: std::path::PathBuf,
+    },
+    Show {
+        id: String,
+    },
+    /// Stop posting statuses.
+    Delete {
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -421,6 +452,51 @@ async fn project(client: &ApiClient, command: ProjectCommand) -> anyhow::Result<
                 text.push_str(&format!("  {provider:<10} {path}\n"));
             }
             printed(&created, text)
+        }
+        ProjectCommand::Statuses(StatusesCommand::Set {
+            id,
+            provider,
+            api_url,
+            repository,
+            token_file,
+        }) => {
+            let token = std::fs::read_to_string(&token_file)
+                .with_context(|| format!("cannot read {}", token_file.display()))?;
+            let target: api::StatusTargetView = client
+                .put_as(
+                    &format!("/api/v1/projects/{}/statuses", segment(&id)),
+                    &api::StatusTargetRequest {
+                        provider,
+                        api_url,
+                        repository,
+                        token: token.trim().to_owned(),
+                    },
+                )
+                .await?;
+            let text = format!(
+                "project {id} posts commit statuses to {} {} ({})\n",
+                target.provider, target.repository, target.api_url
+            );
+            printed(&target, text)
+        }
+        ProjectCommand::Statuses(StatusesCommand::Show { id }) => {
+            let target: api::StatusTargetView = client
+                .get_as(&format!("/api/v1/projects/{}/statuses", segment(&id)))
+                .await?;
+            let text = table(
+                &serde_json::to_value([&target])?,
+                &["project", "provider", "api_url", "repository", "created_at"],
+            );
+            printed(&target, text)
+        }
+        ProjectCommand::Statuses(StatusesCommand::Delete { id }) => {
+            client
+                .delete(&format!("/api/v1/projects/{}/statuses", segment(&id)))
+                .await?;
+            Ok((
+                Value::Null,
+                format!("project {id} posts no commit statuses any more\n"),
+            ))
         }
         ProjectCommand::Webhook(WebhookCommand::Delete { id }) => {
             client

@@ -1,0 +1,404 @@
+//! Commit statuses on the git host: every agent's sync of every commit
+//! shows on the commit as its own context, `tether/<agent>`: pending when
+//! kas sends the commit, success once it is synced and every object is
+//! Current, failure with the first error.
+//!
+//! Posting never holds up a sync: events go into a bounded queue per
+//! project (dropped, and logged, when it is full), one task per project
+//! posts them in order (so a late "pending" never overwrites "success"),
+//! each request under a timeout with a few retries, and an identical status
+//! already posted for the same agent and commit is not posted again. A
+//! project without a status target (`kas project status set`) posts
+//! nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tether_store::{StatusTarget, Store};
+use tokio::sync::mpsc;
+
+/// Events waiting per project at most.
+const QUEUE: usize = 256;
+/// Projects with a live posting task at most; past it, events of new
+/// projects are dropped until some go idle.
+const MAX_PROJECTS: usize = 10_000;
+/// A project's task ends after this long without events.
+const IDLE: Duration = Duration::from_secs(60);
+/// Per request, and how often a failed request is tried again.
+const TIMEOUT: Duration = Duration::from_secs(10);
+const RETRIES: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(2)];
+/// Statuses remembered per project, to skip repeats.
+const REMEMBERED: usize = 4096;
+/// Git hosts cut descriptions at 140 characters (GitHub) or 255 (GitLab).
+const MAX_DESCRIPTION: usize = 140;
+
+/// What a status says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    Pending,
+    Success,
+    Failure,
+}
+
+/// One agent's sync of one commit of a project.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusEvent {
+    pub project: String,
+    pub commit: String,
+    pub agent: String,
+    pub state: State,
+    pub description: String,
+}
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Hands status events to the per-project posters. Cheap to clone.
+#[derive(Clone)]
+pub struct Statuses {
+    inner: Option<Arc<Inner>>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    client: HttpsClient,
+    queues: Mutex<HashMap<String, mpsc::Sender<StatusEvent>>>,
+}
+
+impl std::fmt::Debug for Statuses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Statuses")
+            .field("enabled", &self.inner.is_some())
+            .finish()
+    }
+}
+
+impl Statuses {
+    /// Posts with the web's CA roots (`ca_pem` for a private CA).
+    pub fn new(store: Arc<dyn Store>, ca_pem: Option<&[u8]>) -> anyhow::Result<Self> {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(crate::client::https_connector(ca_pem)?);
+        Ok(Statuses {
+            inner: Some(Arc::new(Inner {
+                store,
+                client,
+                queues: Mutex::default(),
+            })),
+        })
+    }
+
+    /// Posts nothing (tests of other things).
+    pub fn disabled() -> Self {
+        Statuses { inner: None }
+    }
+
+    /// Queues `event`; never waits.
+    pub fn report(&self, event: StatusEvent) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        let mut queues = inner.queues.lock().unwrap_or_else(|e| e.into_inner());
+        queues.retain(|_, tx| !tx.is_closed());
+        let tx = match queues.get(&event.project) {
+            Some(tx) => tx.clone(),
+            None if queues.len() >= MAX_PROJECTS => {
+                tracing::warn!(project = %event.project, "too many projects posting statuses: status dropped");
+                return;
+            }
+            None => {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                tokio::spawn(post_in_order(inner.clone(), event.project.clone(), rx));
+                queues.insert(event.project.clone(), tx.clone());
+                tx
+            }
+        };
+        if let Err(e) = tx.try_send(event) {
+            tracing::warn!(error = %e, "commit status queue full: status dropped");
+        }
+    }
+}
+
+/// One project's poster: its events in order, until idle.
+async fn post_in_order(inner: Arc<Inner>, project: String, mut rx: mpsc::Receiver<StatusEvent>) {
+    let mut posted: HashMap<(String, String), State> = HashMap::new();
+    loop {
+        let event = match tokio::time::timeout(IDLE, rx.recv()).await {
+            Ok(Some(event)) => event,
+            Ok(None) | Err(_) => return,
+        };
+        let key = (event.agent.clone(), event.commit.clone());
+        if posted.get(&key) == Some(&event.state) {
+            continue;
+        }
+        let target = match inner.store.status_target(&project).await {
+            Ok(Some(target)) => target,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(project = %project, error = ?e, "cannot read the status target");
+                continue;
+            }
+        };
+        match post(&inner.client, &target, &event).await {
+            Ok(()) => {
+                if posted.len() >= REMEMBERED {
+                    posted.clear();
+                }
+                posted.insert(key, event.state);
+                tracing::debug!(project = %project, commit = %event.commit, agent = %event.agent, state = ?event.state, "commit status posted");
+            }
+            Err(e) => tracing::warn!(
+                project = %project,
+                commit = %event.commit,
+                agent = %event.agent,
+                error = %e,
+                "cannot post the commit status"
+            ),
+        }
+    }
+}
+
+/// Posts one status, trying again after a transport error or a 5xx/429.
+pub async fn post(
+    client: &HttpsClient,
+    target: &StatusTarget,
+    event: &StatusEvent,
+) -> Result<(), String> {
+    let mut waits = RETRIES.iter();
+    loop {
+        let request = request(target, event)?;
+        let outcome = tokio::time::timeout(TIMEOUT, client.request(request)).await;
+        let retry = match outcome {
+            Err(_) => format!("no answer within {TIMEOUT:?}"),
+            Ok(Err(e)) => format!("request failed: {e}"),
+            Ok(Ok(response)) => {
+                let status = response.status();
+                if status.is_success() {
+                    return Ok(());
+                }
+                let body = tokio::time::timeout(TIMEOUT, response.into_body().collect())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let said = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+                let message = format!("{} answered {status}: {said}", target.provider);
+                if !(status.is_server_error() || status.as_u16() == 429) {
+                    return Err(message);
+                }
+                message
+            }
+        };
+        match waits.next() {
+            Some(wait) => tokio::time::sleep(*wait).await,
+            None => return Err(retry),
+        }
+    }
+}
+
+/// The request each host documents for a commit status.
+pub fn request(target: &StatusTarget, event: &StatusEvent) -> Result<Request<Full<Bytes>>, String> {
+    let api = target.api_url.trim_end_matches('/');
+    let context = format!("tether/{}", event.agent);
+    let description: String = event.description.chars().take(MAX_DESCRIPTION).collect();
+    let (uri, auth_name, auth_value, body) = match target.provider.as_str() {
+        "github" | "gitea" | "forgejo" => {
+            let state = match event.state {
+                State::Pending => "pending",
+                State::Success => "success",
+                State::Failure => "failure",
+            };
+            let (name, value) = match target.provider.as_str() {
+                "github" => (header::AUTHORIZATION, format!("Bearer {}", target.token)),
+                _ => (header::AUTHORIZATION, format!("token {}", target.token)),
+            };
+            (
+                format!(
+                    "{api}/repos/{}/statuses/{}",
+                    target.repository, event.commit
+                ),
+                name,
+                value,
+                serde_json::json!({ "state": state, "context": context, "description": description }),
+            )
+        }
+        "gitlab" => {
+            let state = match event.state {
+                State::Pending => "running",
+                State::Success => "success",
+                State::Failure => "failed",
+            };
+            (
+                format!(
+                    "{api}/projects/{}/statuses/{}",
+                    crate::client::segment(&target.repository),
+                    event.commit
+                ),
+                header::HeaderName::from_static("private-token"),
+                target.token.clone(),
+                serde_json::json!({ "state": state, "name": context, "description": description }),
+            )
+        }
+        other => return Err(format!("unknown commit status provider {other:?}")),
+    };
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(
+            header::USER_AGENT,
+            concat!("tether-kas/", env!("CARGO_PKG_VERSION")),
+        )
+        .header(auth_name, auth_value);
+    if target.provider == "github" {
+        builder = builder
+            .header(header::ACCEPT, "application/vnd.github+json")
+            .header("x-github-api-version", "2022-11-28");
+    }
+    builder
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| format!("cannot build the status request: {e}"))
+}
+
+/// What a sync report amounts to as a status: success once synced and
+/// every object Current, failure with the first error, else still pending
+/// (applied, health not settled).
+pub fn of_report(report: &tether_proto::v1::SyncReport) -> (State, String) {
+    use tether_proto::v1::SyncState;
+    match SyncState::try_from(report.state).unwrap_or(SyncState::Unspecified) {
+        SyncState::Failed => {
+            let first = report.error.lines().next().unwrap_or("sync failed");
+            (State::Failure, first.to_owned())
+        }
+        SyncState::Synced => {
+            // Pruned and kept objects have no health to wait for.
+            let unsettled = report
+                .objects
+                .iter()
+                .filter(|o| matches!(o.action.as_str(), "applied" | "unchanged"))
+                .filter(|o| o.health != "Current")
+                .count();
+            match unsettled {
+                0 => (
+                    State::Success,
+                    format!("synced: {} objects Current", report.objects.len()),
+                ),
+                n => (
+                    State::Pending,
+                    format!("applied; {n} objects not Current yet"),
+                ),
+            }
+        }
+        SyncState::DryRun => (State::Pending, "dry run: nothing applied".to_owned()),
+        SyncState::Unspecified => (State::Pending, "syncing".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tether_proto::v1;
+
+    fn target(provider: &str) -> StatusTarget {
+        StatusTarget {
+            provider: provider.into(),
+            api_url: "https://git.example.com/api/".into(),
+            repository: "team/app".into(),
+            token: "t0ken".into(),
+            created_at: 0,
+        }
+    }
+
+    fn event(state: State) -> StatusEvent {
+        StatusEvent {
+            project: "team/app".into(),
+            commit: "0123abcd".into(),
+            agent: "prod".into(),
+            state,
+            description: "d".repeat(300),
+        }
+    }
+
+    fn body(request: &Request<Full<Bytes>>) -> serde_json::Value {
+        use http_body_util::BodyExt;
+        let bytes = block_on(request.body().clone().collect())
+            .expect("body")
+            .to_bytes();
+        serde_json::from_slice(&bytes).expect("JSON")
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    #[test]
+    fn each_host_gets_its_documented_request() {
+        let github = request(&target("github"), &event(State::Failure)).expect("github");
+        assert_eq!(
+            github.uri(),
+            "https://git.example.com/api/repos/team/app/statuses/0123abcd"
+        );
+        assert_eq!(github.headers()["authorization"], "Bearer t0ken");
+        assert_eq!(github.headers()["accept"], "application/vnd.github+json");
+        let sent = body(&github);
+        assert_eq!(sent["state"], "failure");
+        assert_eq!(sent["context"], "tether/prod");
+        assert_eq!(sent["description"].as_str().map(str::len), Some(140));
+
+        let gitea = request(&target("gitea"), &event(State::Success)).expect("gitea");
+        assert_eq!(gitea.headers()["authorization"], "token t0ken");
+        assert_eq!(body(&gitea)["state"], "success");
+
+        let gitlab = request(&target("gitlab"), &event(State::Pending)).expect("gitlab");
+        assert_eq!(
+            gitlab.uri(),
+            "https://git.example.com/api/projects/team%2Fapp/statuses/0123abcd"
+        );
+        assert_eq!(gitlab.headers()["private-token"], "t0ken");
+        let sent = body(&gitlab);
+        assert_eq!(sent["state"], "running");
+        assert_eq!(sent["name"], "tether/prod");
+        assert_eq!(
+            body(&request(&target("gitlab"), &event(State::Failure)).expect("gitlab"))["state"],
+            "failed"
+        );
+        assert!(request(&target("svn"), &event(State::Success)).is_err());
+    }
+
+    #[test]
+    fn a_report_is_success_only_once_everything_is_current() {
+        let object = |action: &str, health: &str| v1::ObjectResult {
+            action: action.into(),
+            health: health.into(),
+            ..Default::default()
+        };
+        let mut report = v1::SyncReport {
+            state: v1::SyncState::Synced as i32,
+            objects: vec![
+                object("applied", "Current"),
+                object("applied", "InProgress"),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(of_report(&report).0, State::Pending);
+        report.objects[1].health = "Current".into();
+        report.objects.push(object("pruned", "NotFound"));
+        assert_eq!(of_report(&report).0, State::Success);
+        report.state = v1::SyncState::Failed as i32;
+        report.error = "web: the API server refuses it\nmore".into();
+        assert_eq!(
+            of_report(&report),
+            (State::Failure, "web: the API server refuses it".to_owned())
+        );
+    }
+}
