@@ -26,6 +26,80 @@ pub struct AgentConfig {
     /// Accepted for compatibility; Tether does not act on it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flux: Option<serde_json::Value>,
+    /// Tether extension: where kas tells of this agent's syncs and health.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<Notification>,
+}
+
+// --- notifications ---
+
+/// One destination for the agent's events. The destination's URL (and the
+/// generic provider's signing key) live in kas under `url_secret`, never
+/// in git.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Notification {
+    pub provider: NotificationProvider,
+    /// The name of a notification secret kas holds
+    /// (`kas notifications secret set NAME`).
+    pub url_secret: String,
+    /// The events sent; empty: all of them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<NotificationEvent>,
+}
+
+impl Default for Notification {
+    fn default() -> Self {
+        Notification {
+            provider: NotificationProvider::Generic,
+            url_secret: String::new(),
+            events: Vec::new(),
+        }
+    }
+}
+
+impl Notification {
+    /// Whether `event` goes to this destination.
+    pub fn wants(&self, event: NotificationEvent) -> bool {
+        self.events.is_empty() || self.events.contains(&event)
+    }
+}
+
+/// Where a notification goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationProvider {
+    /// JSON, signed with HMAC-SHA256 (`X-Tether-Signature: sha256=…`).
+    Generic,
+    /// A Slack incoming webhook.
+    Slack,
+    /// A Microsoft Teams workflow webhook (an Adaptive Card).
+    Teams,
+}
+
+/// What a notification tells of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationEvent {
+    SyncSucceeded,
+    SyncFailed,
+    HealthDegraded,
+    DriftCorrected,
+    AgentDisconnected,
+    TokenExpiring,
+}
+
+impl NotificationEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationEvent::SyncSucceeded => "sync_succeeded",
+            NotificationEvent::SyncFailed => "sync_failed",
+            NotificationEvent::HealthDegraded => "health_degraded",
+            NotificationEvent::DriftCorrected => "drift_corrected",
+            NotificationEvent::AgentDisconnected => "agent_disconnected",
+            NotificationEvent::TokenExpiring => "token_expiring",
+        }
+    }
 }
 
 // --- gitops ---

@@ -50,8 +50,39 @@ pub(crate) fn validate(config: &mut AgentConfig) -> Findings {
             }
         }
     }
+    if config.notifications.len() > MAX_NOTIFICATIONS {
+        found.problem(
+            "notifications",
+            format!(
+                "{} destinations, more than the limit of {MAX_NOTIFICATIONS}",
+                config.notifications.len()
+            ),
+        );
+    }
+    for (i, n) in config.notifications.iter().enumerate() {
+        let secret = &n.url_secret;
+        if secret.is_empty() {
+            found.problem(
+                format!("notifications[{i}].url_secret"),
+                "the name of a notification secret held by kas is required (URLs never go in git)",
+            );
+        } else if secret.contains("://") {
+            found.problem(
+                format!("notifications[{i}].url_secret"),
+                "this is a URL: put it in kas (`kas notifications secret set NAME`) and name it here",
+            );
+        } else if let Some(reason) = crate::names::dns_label_problem(secret) {
+            found.problem(
+                format!("notifications[{i}].url_secret"),
+                format!("{secret:?} is not a secret's name ({reason})"),
+            );
+        }
+    }
     found
 }
+
+/// Notification destinations one agent may have.
+const MAX_NOTIFICATIONS: usize = 10;
 
 impl Findings {
     pub(crate) fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {

@@ -559,3 +559,33 @@ fn a_chart_or_kustomization_that_cannot_render_is_refused_by_field() {
         );
     }
 }
+
+#[test]
+fn notifications_name_a_secret_and_pick_events() {
+    let text = "notifications:\n- provider: slack\n  url_secret: ops-slack\n  events: [sync_failed, health_degraded]\n- provider: generic\n  url_secret: audit\n";
+    let parsed = parse(text).expect("valid");
+    let n = &parsed.config.notifications;
+    assert_eq!(n[0].provider, NotificationProvider::Slack);
+    assert!(n[0].wants(NotificationEvent::SyncFailed));
+    assert!(!n[0].wants(NotificationEvent::SyncSucceeded));
+    assert!(
+        n[1].wants(NotificationEvent::TokenExpiring),
+        "no events: all"
+    );
+    for (yaml, message) in [
+        ("notifications: [{provider: slack}]\n", "is required"),
+        (
+            "notifications: [{provider: slack, url_secret: 'https://hooks.slack.com/services/T/B/X'}]\n",
+            "this is a URL",
+        ),
+    ] {
+        match parse(yaml) {
+            Err(ConfigError::Invalid(problems)) => assert!(
+                problems.iter().any(|p| p.message.contains(message)),
+                "{yaml}: {problems:?}"
+            ),
+            other => panic!("{yaml}: {other:?}"),
+        }
+    }
+    assert!(parse("notifications: [{provider: pager, url_secret: a}]\n").is_err());
+}

@@ -83,6 +83,32 @@ pub struct StatusTargetView {
     pub created_at: String,
 }
 
+/// `PUT /api/v1/notification-secrets/{name}`: where notifications that
+/// name it go. Write-only.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NotificationSecretRequest {
+    /// The destination: a Slack or Teams webhook URL, or any HTTPS URL for
+    /// the generic provider.
+    pub url: String,
+    /// The key the generic provider signs its JSON with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
+}
+
+impl std::fmt::Debug for NotificationSecretRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotificationSecretRequest")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A notification secret as the API lists it: its name only.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NotificationSecretView {
+    pub name: String,
+    pub created_at: String,
+}
+
 /// What a webhook delivery did.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WebhookAnswer {

@@ -9,6 +9,8 @@
 //! - [`repos`]: one git poller per project with connected agents.
 //! - [`webhooks`]: git hosts' push webhooks: signatures, events, limits.
 //! - [`statuses`]: commit statuses of every agent's sync on the git host.
+//! - [`notifications`]: an agent's events told to Slack, Teams or a
+//!   signed webhook.
 //! - [`replicas`]: kas among replicas: the tunnel tracker, routing
 //!   between replicas.
 //! - [`server`]: `kas serve`: every listener and task, and the drain.
@@ -28,6 +30,7 @@ pub mod client;
 mod files;
 pub mod listen;
 pub mod metrics;
+pub mod notifications;
 pub mod proxy;
 pub mod replicas;
 pub mod repos;

@@ -42,6 +42,9 @@ enum Command {
     User(cli::UserCommand),
     /// Write a kubeconfig that reaches an agent's cluster through kas.
     Kubeconfig(cli::KubeconfigArgs),
+    /// Where notifications go: the secrets agents' configs name.
+    #[command(subcommand)]
+    Notifications(cli::NotificationsCommand),
     /// Work with agent config files locally (no server needed).
     #[command(subcommand)]
     Config(cli::ConfigCommand),
@@ -78,6 +81,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Token(c) => cli::run(&cli.connection, cli::Command::Token(c)).await,
         Command::User(c) => cli::run(&cli.connection, cli::Command::User(c)).await,
         Command::Kubeconfig(a) => cli::run(&cli.connection, cli::Command::Kubeconfig(a)).await,
+        Command::Notifications(c) => {
+            cli::run(&cli.connection, cli::Command::Notifications(c)).await
+        }
         Command::Config(cli::ConfigCommand::Check { files }) => {
             let output = cli.connection.output();
             let ok = cli::check::run(&files, output, &mut std::io::stdout().lock())?;

@@ -205,6 +205,39 @@ impl Server {
                 shutdown.clone(),
             ));
         }
+        let notifier = crate::notifications::Notifier::new(
+            store.clone(),
+            settings.notifications.clone(),
+            settings.notify_disconnected_after,
+            None,
+        )?;
+        {
+            // One replica checks token expiry (the lease of a pseudo
+            // project); a single kas always does.
+            let router = router.clone();
+            let lead = move || {
+                let router = router.clone();
+                async move {
+                    match &router {
+                        None => true,
+                        Some(r) => r
+                            .replicas()
+                            .lead_poll(
+                                "tether:notify-token-expiry",
+                                r.me(),
+                                Duration::from_secs(7200),
+                            )
+                            .await
+                            .unwrap_or(false),
+                    }
+                }
+            };
+            tasks.spawn(notifier.clone().watch_token_expiry(
+                connections.clone(),
+                lead,
+                shutdown.clone(),
+            ));
+        }
         let state = api::ApiState {
             store: store.clone(),
             admin_token: admin_token.hash(),
@@ -267,6 +300,7 @@ impl Server {
             channel::AgentChannelService::new(store.clone(), connections, repos)
                 .with_renderer(renderer)
                 .with_statuses(crate::statuses::Statuses::new(store, None)?)
+                .with_notifier(notifier)
                 .with_drain(shutdown.clone()),
             shutdown.clone(),
         );

@@ -24,6 +24,11 @@
 //!   - issuer: https://gitlab.example.com
 //!     audience: https://kas.example.com
 //!     jwks_url: https://gitlab.example.com/oauth/discovery/keys
+//! notifications:               # every agent's events, besides its own config's
+//!   - provider: slack
+//!     url_secret: platform-alerts
+//!     events: [sync_failed, agent_disconnected, token_expiring]
+//! notify_disconnected_after: 5m
 //! ```
 
 use std::net::SocketAddr;
@@ -129,6 +134,14 @@ pub struct SettingsFile {
     #[arg(skip)]
     #[serde(default)]
     pub oidc_issuers: Vec<tether_proxy::oidc::IssuerSettings>,
+    /// In the file only: destinations told of every agent's events.
+    #[arg(skip)]
+    #[serde(default)]
+    pub notifications: Vec<tether_agent_config::Notification>,
+    /// How long an agent must have no session before "agent disconnected"
+    /// is told (Go duration). Default: 5m.
+    #[arg(long, env = "KAS_NOTIFY_DISCONNECTED_AFTER")]
+    pub notify_disconnected_after: Option<String>,
 }
 
 /// Settings as `kas serve` runs with them.
@@ -156,6 +169,10 @@ pub struct Settings {
     pub replication: Option<crate::replicas::Replication>,
     /// How charts and kustomizations are rendered.
     pub render: tether_render::Settings,
+    /// kas's own notification destinations, for every agent.
+    pub notifications: Vec<tether_agent_config::Notification>,
+    /// How long an agent is gone before it is told.
+    pub notify_disconnected_after: Duration,
 }
 
 /// Where kas's records are kept.
@@ -267,6 +284,13 @@ impl Settings {
             flags.render_timeout.or(file.render_timeout),
             tether_render::Limits::default().timeout,
         );
+        let notify_disconnected_after = duration(
+            "notify_disconnected_after",
+            flags
+                .notify_disconnected_after
+                .or(file.notify_disconnected_after),
+            Duration::from_secs(300),
+        );
         if poll_interval < MIN_POLL_INTERVAL {
             problems.push(format!(
                 "poll_interval must be at least {MIN_POLL_INTERVAL:?}; use the refresh endpoint for instant updates"
@@ -276,6 +300,9 @@ impl Settings {
             problems.push(format!(
                 "render_timeout must be more than 0 and at most {MAX_RENDER_TIMEOUT:?}"
             ));
+        }
+        if notify_disconnected_after < Duration::from_secs(1) {
+            problems.push("notify_disconnected_after must be at least 1s".into());
         }
         let render_concurrency = flags
             .render_concurrency
@@ -347,6 +374,8 @@ impl Settings {
             k8s_proxy_external_url,
             tls_ca: flags.tls_ca.or(file.tls_ca),
             oidc_issuers: file.oidc_issuers,
+            notifications: file.notifications,
+            notify_disconnected_after,
             data_dir,
             api_listen: flags
                 .api_listen

@@ -2,74 +2,13 @@
 //! documented request shape: in order per commit, repeats skipped, a 503
 //! tried again, a host that is down holding up nothing else.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+mod common;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+
+use common::{receiver, wait_for};
 use kas::statuses::{State, StatusEvent, Statuses};
 use tether_store::{NewProject, SqliteStore, StatusTarget, Store};
-
-#[derive(Clone, Debug)]
-struct Received {
-    path: String,
-    auth: String,
-    body: serde_json::Value,
-}
-
-/// A receiver answering 503 to the first `failures` requests, then 201.
-async fn receiver(failures: usize) -> (String, Arc<Mutex<Vec<Received>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let received: Arc<Mutex<Vec<Received>>> = Arc::default();
-    let log = received.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let log = log.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                    let log = log.clone();
-                    async move {
-                        let path = request.uri().path().to_owned();
-                        let auth = request
-                            .headers()
-                            .get("authorization")
-                            .or_else(|| request.headers().get("private-token"))
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or_default()
-                            .to_owned();
-                        let bytes = request.into_body().collect().await?.to_bytes();
-                        let mut log = log.lock().expect("log");
-                        log.push(Received {
-                            path,
-                            auth,
-                            body: serde_json::from_slice(&bytes).unwrap_or_default(),
-                        });
-                        let status = if log.len() <= failures { 503 } else { 201 };
-                        Ok::<_, hyper::Error>(
-                            hyper::Response::builder()
-                                .status(status)
-                                .body(Full::new(Bytes::from_static(b"{}")))
-                                .expect("response"),
-                        )
-                    }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (format!("http://{addr}"), received)
-}
 
 async fn store_with(targets: &[(&str, &str, &str)]) -> Arc<SqliteStore> {
     let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
@@ -109,22 +48,6 @@ fn event(project: &str, agent: &str, state: State) -> StatusEvent {
         state,
         description: "d".into(),
     }
-}
-
-async fn wait_for(received: &Arc<Mutex<Vec<Received>>>, n: usize) -> Vec<Received> {
-    for _ in 0..500 {
-        let got = received.lock().expect("log").clone();
-        if got.len() >= n {
-            // Anything more would arrive now.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            return received.lock().expect("log").clone();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "{n} requests did not arrive: {:?}",
-        received.lock().expect("log")
-    );
 }
 
 #[tokio::test]
@@ -167,10 +90,7 @@ async fn statuses_arrive_in_order_once_each_and_survive_a_503() {
 #[tokio::test]
 async fn a_host_that_is_down_holds_up_no_other_project() {
     let (url, received) = receiver(0).await;
-    let dead = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        format!("http://{}", listener.local_addr().expect("addr"))
-    };
+    let dead = common::dead_url();
     let store = store_with(&[("team/down", "gitlab", &dead), ("team/up", "gitlab", &url)]).await;
     let statuses = Statuses::new(store, None).expect("statuses");
     for _ in 0..10 {

@@ -90,6 +90,8 @@ pub fn from_proto(message: &v1::AgentConfiguration) -> Result<cfg::AgentConfig, 
         container_scanning: None,
         remote_development: None,
         flux: None,
+        // kas tells of the agent's events; the agent is not sent them.
+        notifications: Vec::new(),
     })
 }
 

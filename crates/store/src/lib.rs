@@ -158,6 +158,14 @@ pub trait Store: Send + Sync + 'static {
     /// Stops posting statuses for `project`; `NotFound` when none was set.
     async fn delete_status_target(&self, project: &str) -> Result<()>;
 
+    /// Sets (replacing) the notification secret `secret.name`.
+    async fn set_notification_secret(&self, secret: NotificationSecret) -> Result<()>;
+    async fn notification_secret(&self, name: &str) -> Result<Option<NotificationSecret>>;
+    /// Every notification secret's name and creation time, by name.
+    async fn list_notification_secrets(&self) -> Result<Vec<(String, UnixTime)>>;
+    /// `NotFound` when there is none.
+    async fn delete_notification_secret(&self, name: &str) -> Result<()>;
+
     /// Records a sync report of `agent`. A report for the commit of the
     /// project's newest entry updates it (agentk reports a sync again once
     /// it is healthy, and on each drift correction); another commit starts

@@ -157,6 +157,25 @@ impl std::fmt::Debug for StatusTarget {
     }
 }
 
+/// Where notifications named `name` go: a URL (Slack's and Teams'
+/// webhook URLs are themselves secrets) and, for the generic provider, the
+/// key its JSON is signed with. Never shown again once set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NotificationSecret {
+    pub name: String,
+    pub url: String,
+    pub signing_key: Option<String>,
+    pub created_at: UnixTime,
+}
+
+impl std::fmt::Debug for NotificationSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotificationSecret")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One sync of a manifest project, as kas shows it. The store indexes the
 /// project, commit and time and keeps the report itself opaque (kas's JSON),
 /// so that what a sync report holds can grow without a migration.

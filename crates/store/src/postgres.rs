@@ -130,6 +130,12 @@ CREATE TABLE status_targets (
     token       TEXT NOT NULL,
     created_at  BIGINT NOT NULL
 );
+CREATE TABLE notification_secrets (
+    name        TEXT PRIMARY KEY,
+    url         TEXT NOT NULL,
+    signing_key TEXT,
+    created_at  BIGINT NOT NULL
+);
 "#,
 ];
 
@@ -654,6 +660,63 @@ impl Store for PgStore {
             0 => Err(StoreError::NotFound(format!(
                 "commit status target of project {project}"
             ))),
+            _ => Ok(()),
+        }
+    }
+
+    async fn set_notification_secret(&self, n: NotificationSecret) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO notification_secrets (name, url, signing_key, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO UPDATE SET url = EXCLUDED.url,
+               signing_key = EXCLUDED.signing_key, created_at = EXCLUDED.created_at",
+        )
+        .bind(&n.name)
+        .bind(&n.url)
+        .bind(&n.signing_key)
+        .bind(n.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn notification_secret(&self, name: &str) -> Result<Option<NotificationSecret>> {
+        let row = sqlx::query(
+            "SELECT name, url, signing_key, created_at FROM notification_secrets WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|r| {
+            Ok(NotificationSecret {
+                name: r.try_get(0).map_err(db)?,
+                url: r.try_get(1).map_err(db)?,
+                signing_key: r.try_get(2).map_err(db)?,
+                created_at: r.try_get(3).map_err(db)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn list_notification_secrets(&self) -> Result<Vec<(String, UnixTime)>> {
+        let rows = sqlx::query("SELECT name, created_at FROM notification_secrets ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?)))
+            .collect()
+    }
+
+    async fn delete_notification_secret(&self, name: &str) -> Result<()> {
+        let deleted = sqlx::query("DELETE FROM notification_secrets WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        match deleted.rows_affected() {
+            0 => Err(StoreError::NotFound(format!("notification secret {name}"))),
             _ => Ok(()),
         }
     }

@@ -117,6 +117,12 @@ CREATE TABLE status_targets (
     token       TEXT NOT NULL,
     created_at  INTEGER NOT NULL
 );
+CREATE TABLE notification_secrets (
+    name        TEXT PRIMARY KEY,
+    url         TEXT NOT NULL,
+    signing_key TEXT,
+    created_at  INTEGER NOT NULL
+);
 "#,
 ];
 
@@ -672,6 +678,66 @@ impl Store for SqliteStore {
                 0 => Err(StoreError::NotFound(format!(
                     "commit status target of project {project}"
                 ))),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    async fn set_notification_secret(&self, n: NotificationSecret) -> Result<()> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO notification_secrets (name, url, signing_key, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE SET url = excluded.url,
+                   signing_key = excluded.signing_key, created_at = excluded.created_at",
+                params![n.name, n.url, n.signing_key, n.created_at],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn notification_secret(&self, name: &str) -> Result<Option<NotificationSecret>> {
+        let name = name.to_owned();
+        self.call(move |c| {
+            query_one(
+                c,
+                "SELECT name, url, signing_key, created_at FROM notification_secrets WHERE name = ?1",
+                [&name],
+                |r| {
+                    Ok(NotificationSecret {
+                        name: r.get(0)?,
+                        url: r.get(1)?,
+                        signing_key: r.get(2)?,
+                        created_at: r.get(3)?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    async fn list_notification_secrets(&self) -> Result<Vec<(String, UnixTime)>> {
+        self.call(move |c| {
+            query_all(
+                c,
+                "SELECT name, created_at FROM notification_secrets ORDER BY name",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+        .await
+    }
+
+    async fn delete_notification_secret(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.call(move |c| {
+            match c
+                .execute("DELETE FROM notification_secrets WHERE name = ?1", [&name])
+                .map_err(db)?
+            {
+                0 => Err(StoreError::NotFound(format!("notification secret {name}"))),
                 _ => Ok(()),
             }
         })

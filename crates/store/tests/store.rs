@@ -52,6 +52,7 @@ on_both_stores!(
     the_agent_config_is_kept_beside_its_status,
     webhook_secrets_are_set_replaced_removed_and_go_with_their_project,
     status_targets_are_set_replaced_removed_and_go_with_their_project,
+    notification_secrets_are_set_listed_and_removed,
 );
 
 const T0: UnixTime = 1_800_000_000;
@@ -818,4 +819,47 @@ async fn status_targets_are_set_replaced_removed_and_go_with_their_project(store
         .await
         .expect("project deleted");
     assert_eq!(store.status_target("team/app").await.expect("read"), None);
+}
+
+async fn notification_secrets_are_set_listed_and_removed(store: Shared) {
+    let secret = |name: &str, url: &str, key: Option<&str>| NotificationSecret {
+        name: name.into(),
+        url: url.into(),
+        signing_key: key.map(str::to_owned),
+        created_at: T0,
+    };
+    assert_eq!(store.notification_secret("ops").await.expect("read"), None);
+    store
+        .set_notification_secret(secret("ops", "https://hooks.example.com/a", None))
+        .await
+        .expect("set");
+    store
+        .set_notification_secret(secret("ops", "https://hooks.example.com/b", Some("k")))
+        .await
+        .expect("replaced");
+    store
+        .set_notification_secret(secret("audit", "https://audit.example.com", Some("k2")))
+        .await
+        .expect("another");
+    let ops = store.notification_secret("ops").await.expect("read");
+    assert_eq!(
+        ops,
+        Some(secret("ops", "https://hooks.example.com/b", Some("k")))
+    );
+    assert!(
+        !format!("{ops:?}").contains("hooks.example.com"),
+        "the URL stays out of debug output"
+    );
+    assert_eq!(
+        store.list_notification_secrets().await.expect("list"),
+        [("audit".to_owned(), T0), ("ops".to_owned(), T0)]
+    );
+    store
+        .delete_notification_secret("ops")
+        .await
+        .expect("removed");
+    assert!(matches!(
+        store.delete_notification_secret("ops").await,
+        Err(StoreError::NotFound(_))
+    ));
 }

@@ -8,6 +8,7 @@ mod access;
 mod agents;
 mod error;
 mod hooks;
+mod notifications;
 pub mod plan;
 mod projects;
 mod statuses;
@@ -20,7 +21,7 @@ use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use tether_credentials::{Token, TokenHash, TokenKind};
 use tether_store::Store;
 
@@ -76,6 +77,11 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/api/v1/projects/{id}/webhook",
             post(hooks::create).delete(hooks::remove),
+        )
+        .route("/api/v1/notification-secrets", get(notifications::list))
+        .route(
+            "/api/v1/notification-secrets/{name}",
+            put(notifications::set).delete(notifications::remove),
         )
         .route(
             "/api/v1/projects/{id}/statuses",

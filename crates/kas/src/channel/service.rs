@@ -54,6 +54,8 @@ pub struct AgentChannelService {
     renderer: Result<Arc<tether_render::Renderer>, String>,
     /// Posts commit statuses of the agents' syncs.
     statuses: crate::statuses::Statuses,
+    /// Tells of the agents' events.
+    notifier: crate::notifications::Notifier,
 }
 
 impl std::fmt::Debug for AgentChannelService {
@@ -80,7 +82,14 @@ impl AgentChannelService {
             drain: None,
             renderer: Err("no renderer was set up".into()),
             statuses: crate::statuses::Statuses::disabled(),
+            notifier: crate::notifications::Notifier::disabled(),
         }
+    }
+
+    /// Tells of the agents' events with `notifier`.
+    pub fn with_notifier(mut self, notifier: crate::notifications::Notifier) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     /// Posts commit statuses of the agents' syncs with `statuses`.
@@ -236,6 +245,8 @@ impl AgentChannel for AgentChannelService {
             tx,
             registration,
             statuses: self.statuses.clone(),
+            notifier: self.notifier.clone(),
+            told: Default::default(),
         };
         let span = tracing::info_span!("session", agent = %session.agent);
         tokio::spawn(session.run(incoming).instrument(span));
@@ -275,6 +286,9 @@ struct Session {
     registration: Registration,
     /// Commit statuses on the git host, for each sync.
     statuses: crate::statuses::Statuses,
+    notifier: crate::notifications::Notifier,
+    /// What this session told already: once per commit and event.
+    told: std::collections::HashSet<(String, String, tether_agent_config::NotificationEvent)>,
 }
 
 impl Session {
@@ -366,6 +380,21 @@ impl Session {
             }
         };
         tracing::info!(reason = %reason, "agent disconnected");
+        self.notifier.watch_disconnect(
+            self.registry.clone(),
+            self.agent.clone(),
+            self.own_notifications(),
+            reason,
+        );
+    }
+
+    /// The notification destinations of the agent's config in use.
+    fn own_notifications(&self) -> Vec<tether_agent_config::Notification> {
+        self.registry
+            .configs()
+            .in_use(&self.agent)
+            .map(|c| c.notifications.clone())
+            .unwrap_or_default()
     }
 
     /// Keeps a sync report, if it is of a manifest project this agent
@@ -394,6 +423,10 @@ impl Session {
         );
         self.synced
             .insert(report.project_id.clone(), report.commit_id.clone());
+        let own = self.own_notifications();
+        for notice in crate::notifications::of_report(&self.agent, &report, &mut self.told) {
+            self.notifier.notify(&own, notice);
+        }
         let (state, description) = crate::statuses::of_report(&report);
         self.statuses.report(crate::statuses::StatusEvent {
             project: report.project_id.clone(),

@@ -268,6 +268,33 @@ pub enum Command {
     Token(TokenCommand),
     User(UserCommand),
     Kubeconfig(KubeconfigArgs),
+    Notifications(NotificationsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotificationsCommand {
+    /// Notification secrets: where destinations named in configs deliver.
+    #[command(subcommand)]
+    Secret(NotificationSecretCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotificationSecretCommand {
+    /// Set (or replace) a secret: the URL (a Slack or Teams webhook, or
+    /// any URL for the generic provider) and, for the generic provider,
+    /// the key its JSON is signed with. Read from files, never from flags.
+    Set {
+        name: String,
+        #[arg(long)]
+        url_file: std::path::PathBuf,
+        #[arg(long)]
+        signing_key_file: Option<std::path::PathBuf>,
+    },
+    /// The secrets' names.
+    List,
+    Delete {
+        name: String,
+    },
 }
 
 /// Runs one client command and prints its result on stdout.
@@ -279,6 +306,9 @@ pub async fn run(connection: &Connection, command: Command) -> anyhow::Result<()
         Command::Token(c) => token(&client, c).await?,
         Command::User(c) => access::user(&client, c).await?,
         Command::Kubeconfig(args) => access::kubeconfig(&client, args).await?,
+        Command::Notifications(NotificationsCommand::Secret(c)) => {
+            notification_secret(&client, c).await?
+        }
     };
     match connection.output {
         Output::Json if !result.is_null() => println!("{}", serde_json::to_string_pretty(&result)?),
@@ -752,6 +782,49 @@ fn table(list: &Value, columns: &[&str]) -> String {
         out.push_str(&line(row));
     }
     out
+}
+
+async fn notification_secret(
+    client: &ApiClient,
+    command: NotificationSecretCommand,
+) -> anyhow::Result<Printed> {
+    match command {
+        NotificationSecretCommand::Set {
+            name,
+            url_file,
+            signing_key_file,
+        } => {
+            let read = |path: &std::path::Path| {
+                std::fs::read_to_string(path)
+                    .map(|t| t.trim().to_owned())
+                    .with_context(|| format!("cannot read {}", path.display()))
+            };
+            let request = api::NotificationSecretRequest {
+                url: read(&url_file)?,
+                signing_key: signing_key_file.as_deref().map(read).transpose()?,
+            };
+            let view: api::NotificationSecretView = client
+                .put_as(
+                    &format!("/api/v1/notification-secrets/{}", segment(&name)),
+                    &request,
+                )
+                .await?;
+            let text = format!("notification secret {name} set\n");
+            printed(&view, text)
+        }
+        NotificationSecretCommand::List => {
+            let list: Vec<api::NotificationSecretView> =
+                client.get_as("/api/v1/notification-secrets").await?;
+            let text = table(&serde_json::to_value(&list)?, &["name", "created_at"]);
+            printed(&list, text)
+        }
+        NotificationSecretCommand::Delete { name } => {
+            client
+                .delete(&format!("/api/v1/notification-secrets/{}", segment(&name)))
+                .await?;
+            Ok((Value::Null, format!("notification secret {name} deleted\n")))
+        }
+    }
 }
 
 /// A plan as a person reads it: one line per object that changes, its

@@ -1,0 +1,643 @@
+//! Notifications: what happens to an agent (a sync that succeeded or
+//! failed, an object whose health degraded, drift put back, a long
+//! disconnection, a token about to expire) told to the destinations its
+//! config names (`notifications:`, a Tether extension) and kas's own
+//! (`kas serve --notifications FILE`).
+//!
+//! A destination names a notification secret held by kas (URLs of Slack
+//! and Teams webhooks are secrets themselves; nothing of them is in git).
+//! Delivery never holds anything up: one bounded queue and task per
+//! destination, each request under a timeout and retried with backoff; the
+//! same notice (event, agent, object, message, commit) goes to a
+//! destination once within five minutes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{Method, Request, header};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use ring::hmac;
+use tether_agent_config::{Notification, NotificationEvent, NotificationProvider};
+use tether_store::{NotificationSecret, Store};
+use tokio::sync::mpsc;
+
+/// Notices waiting per destination at most.
+const QUEUE: usize = 256;
+/// Destinations with a live task at most.
+const MAX_DESTINATIONS: usize = 1000;
+/// A destination's task ends after this long without notices.
+const IDLE: Duration = Duration::from_secs(120);
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Waits before the second, third and fourth tries.
+const BACKOFF: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(25),
+];
+/// The same notice is sent to a destination once in this window.
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(300);
+/// Notices remembered for deduplication at most.
+const REMEMBERED: usize = 10_000;
+
+/// One thing to tell.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Notice {
+    pub event: NotificationEvent,
+    pub agent: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub project: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub commit: String,
+    /// `Kind namespace/name`, when the notice is about one object.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub object: String,
+    pub message: String,
+}
+
+impl Notice {
+    /// One line a person reads.
+    pub fn text(&self) -> String {
+        let what = match self.event {
+            NotificationEvent::SyncSucceeded => "sync succeeded",
+            NotificationEvent::SyncFailed => "sync failed",
+            NotificationEvent::HealthDegraded => "health degraded",
+            NotificationEvent::DriftCorrected => "drift corrected",
+            NotificationEvent::AgentDisconnected => "agent disconnected",
+            NotificationEvent::TokenExpiring => "token expiring",
+        };
+        let mut text = format!("Tether: agent {}: {what}", self.agent);
+        if !self.project.is_empty() {
+            text.push_str(&format!(" · {}", self.project));
+        }
+        if !self.commit.is_empty() {
+            text.push_str(&format!(" @ {}", &self.commit[..self.commit.len().min(12)]));
+        }
+        if !self.object.is_empty() {
+            text.push_str(&format!(" · {}", self.object));
+        }
+        if !self.message.is_empty() {
+            text.push_str(&format!(": {}", self.message));
+        }
+        text
+    }
+}
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type DedupKey = (String, NotificationEvent, String, String, String, String);
+
+/// Sends notices to their destinations. Cheap to clone.
+#[derive(Clone)]
+pub struct Notifier {
+    inner: Option<Arc<Inner>>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    client: HttpsClient,
+    /// kas's own destinations, for every agent.
+    global: Vec<Notification>,
+    /// How long an agent is gone before it is told.
+    disconnected_after: Duration,
+    queues: Mutex<HashMap<String, mpsc::Sender<Notice>>>,
+    sent: Mutex<HashMap<DedupKey, Instant>>,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("enabled", &self.inner.is_some())
+            .finish()
+    }
+}
+
+impl Notifier {
+    pub fn new(
+        store: Arc<dyn Store>,
+        global: Vec<Notification>,
+        disconnected_after: Duration,
+        ca_pem: Option<&[u8]>,
+    ) -> anyhow::Result<Self> {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(crate::client::https_connector(ca_pem)?);
+        Ok(Notifier {
+            inner: Some(Arc::new(Inner {
+                store,
+                client,
+                global,
+                disconnected_after,
+                queues: Mutex::default(),
+                sent: Mutex::default(),
+            })),
+        })
+    }
+
+    /// Sends nothing.
+    pub fn disabled() -> Self {
+        Notifier { inner: None }
+    }
+
+    /// Queues `notice` for the agent's destinations (`own`, from its
+    /// config) and kas's; never waits.
+    pub fn notify(&self, own: &[Notification], notice: Notice) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        for destination in own.iter().chain(&inner.global) {
+            if !destination.wants(notice.event) {
+                continue;
+            }
+            let name = format!(
+                "{}:{}",
+                provider_name(destination.provider),
+                destination.url_secret
+            );
+            if !inner.first_time(&name, &notice) {
+                continue;
+            }
+            let mut queues = inner.queues.lock().unwrap_or_else(|e| e.into_inner());
+            queues.retain(|_, tx| !tx.is_closed());
+            let tx = match queues.get(&name) {
+                Some(tx) => tx.clone(),
+                None if queues.len() >= MAX_DESTINATIONS => {
+                    tracing::warn!(destination = %name, "too many notification destinations: notice dropped");
+                    continue;
+                }
+                None => {
+                    let (tx, rx) = mpsc::channel(QUEUE);
+                    tokio::spawn(deliver_in_order(inner.clone(), destination.clone(), rx));
+                    queues.insert(name.clone(), tx.clone());
+                    tx
+                }
+            };
+            if tx.try_send(notice.clone()).is_err() {
+                tracing::warn!(destination = %name, "notification queue full: notice dropped");
+            }
+        }
+    }
+}
+
+impl Notifier {
+    /// Tells of `agent` if it still has no session here once the grace
+    /// period (`--notify-disconnected-after`) is over: called as one of its
+    /// sessions ends. With replicas, a session that moved to another
+    /// replica is not seen from here: see the README.
+    pub fn watch_disconnect(
+        &self,
+        registry: Arc<crate::channel::ConnectionRegistry>,
+        agent: String,
+        own: Vec<Notification>,
+        reason: String,
+    ) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        let after = inner.disconnected_after;
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            if registry.session_count(&agent) > 0 {
+                return;
+            }
+            this.notify(
+                &own,
+                Notice {
+                    event: NotificationEvent::AgentDisconnected,
+                    agent,
+                    project: String::new(),
+                    commit: String::new(),
+                    object: String::new(),
+                    message: format!("no session for {after:?} (last: {reason})"),
+                },
+            );
+        });
+    }
+
+    /// Every hour, tells of agent tokens that expire within 7 days, once
+    /// per token (while this kas runs), to the destinations of the agent's
+    /// config in use here and kas's own. `lead` says whether this replica
+    /// is the one that checks (one replica does, when there are several).
+    pub async fn watch_token_expiry<L, F>(
+        self,
+        registry: Arc<crate::channel::ConnectionRegistry>,
+        lead: L,
+        mut shutdown: tether_runtime::Shutdown,
+    ) where
+        L: Fn() -> F,
+        F: std::future::Future<Output = bool>,
+    {
+        const EVERY: Duration = Duration::from_secs(3600);
+        const WITHIN: i64 = 7 * 24 * 3600;
+        let Some(inner) = self.inner.clone() else {
+            return;
+        };
+        let mut told = std::collections::HashSet::new();
+        let mut first = true;
+        loop {
+            let wait = if first {
+                Duration::from_secs(30)
+            } else {
+                EVERY
+            };
+            first = false;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.signalled() => return,
+            }
+            if !lead().await {
+                continue;
+            }
+            let now = tether_store::time::now();
+            let Ok(agents) = inner.store.list_agents().await else {
+                continue;
+            };
+            for agent in agents {
+                let Ok(tokens) = inner.store.list_tokens(&agent.name).await else {
+                    continue;
+                };
+                for token in tokens {
+                    let Some(expires) = token.expires_at else {
+                        continue;
+                    };
+                    let soon = expires > now && expires - now <= WITHIN;
+                    if !soon || token.revoked_at.is_some() || !told.insert(token.id) {
+                        continue;
+                    }
+                    let own = registry
+                        .configs()
+                        .in_use(&agent.name)
+                        .map(|c| c.notifications.clone())
+                        .unwrap_or_default();
+                    self.notify(
+                        &own,
+                        Notice {
+                            event: NotificationEvent::TokenExpiring,
+                            agent: agent.name.clone(),
+                            project: String::new(),
+                            commit: String::new(),
+                            object: format!("token {} ({})", token.name, token.id),
+                            message: format!(
+                                "expires at {}",
+                                tether_store::time::to_rfc3339(expires)
+                            ),
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Whether `notice` was not sent to `destination` within the window;
+    /// remembers it.
+    fn first_time(&self, destination: &str, notice: &Notice) -> bool {
+        let key = (
+            destination.to_owned(),
+            notice.event,
+            notice.agent.clone(),
+            notice.object.clone(),
+            notice.message.clone(),
+            notice.commit.clone(),
+        );
+        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        if sent.len() >= REMEMBERED {
+            sent.retain(|_, at| at.elapsed() < DEDUP_WINDOW);
+            if sent.len() >= REMEMBERED {
+                sent.clear();
+            }
+        }
+        match sent.get(&key) {
+            Some(at) if at.elapsed() < DEDUP_WINDOW => false,
+            _ => {
+                sent.insert(key, Instant::now());
+                true
+            }
+        }
+    }
+}
+
+async fn deliver_in_order(
+    inner: Arc<Inner>,
+    destination: Notification,
+    mut rx: mpsc::Receiver<Notice>,
+) {
+    loop {
+        let notice = match tokio::time::timeout(IDLE, rx.recv()).await {
+            Ok(Some(notice)) => notice,
+            Ok(None) | Err(_) => return,
+        };
+        let secret = match inner
+            .store
+            .notification_secret(&destination.url_secret)
+            .await
+        {
+            Ok(Some(secret)) => secret,
+            Ok(None) => {
+                tracing::warn!(secret = %destination.url_secret, "no notification secret of that name: notice dropped");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = ?e, "cannot read the notification secret");
+                continue;
+            }
+        };
+        if let Err(e) = deliver(&inner.client, destination.provider, &secret, &notice).await {
+            tracing::warn!(secret = %destination.url_secret, event = notice.event.as_str(), error = %e, "notification not delivered");
+        }
+    }
+}
+
+/// Delivers one notice, trying again with backoff after a transport error,
+/// a 5xx or a 429.
+pub async fn deliver(
+    client: &HttpsClient,
+    provider: NotificationProvider,
+    secret: &NotificationSecret,
+    notice: &Notice,
+) -> Result<(), String> {
+    let mut waits = BACKOFF.iter();
+    loop {
+        let request = request(provider, secret, notice)?;
+        let failed = match tokio::time::timeout(TIMEOUT, client.request(request)).await {
+            Err(_) => format!("no answer within {TIMEOUT:?}"),
+            Ok(Err(e)) => format!("request failed: {e}"),
+            Ok(Ok(response)) if response.status().is_success() => return Ok(()),
+            Ok(Ok(response)) => {
+                let status = response.status();
+                if !(status.is_server_error() || status.as_u16() == 429) {
+                    return Err(format!("answered {status}"));
+                }
+                format!("answered {status}")
+            }
+        };
+        match waits.next() {
+            Some(wait) => tokio::time::sleep(*wait).await,
+            None => return Err(failed),
+        }
+    }
+}
+
+/// The request each destination takes.
+pub fn request(
+    provider: NotificationProvider,
+    secret: &NotificationSecret,
+    notice: &Notice,
+) -> Result<Request<Full<Bytes>>, String> {
+    let text = notice.text();
+    let body = match provider {
+        NotificationProvider::Generic => {
+            let at = tether_store::time::to_rfc3339(
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or_default(),
+            );
+            let mut json = serde_json::to_value(notice).map_err(|e| e.to_string())?;
+            json["text"] = text.into();
+            json["at"] = at.into();
+            json
+        }
+        NotificationProvider::Slack => serde_json::json!({ "text": text }),
+        NotificationProvider::Teams => serde_json::json!({
+            "type": "message",
+            "attachments": [{
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "content": {
+                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                    "type": "AdaptiveCard",
+                    "version": "1.4",
+                    "body": [{ "type": "TextBlock", "text": text, "wrap": true }],
+                },
+            }],
+        }),
+    };
+    let body = Bytes::from(body.to_string());
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri(&secret.url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(
+            header::USER_AGENT,
+            concat!("tether-kas/", env!("CARGO_PKG_VERSION")),
+        );
+    if provider == NotificationProvider::Generic {
+        builder = builder.header("x-tether-event", notice.event.as_str());
+        if let Some(key) = &secret.signing_key {
+            builder = builder.header("x-tether-signature", sign(key, &body));
+        }
+    }
+    builder
+        .body(Full::new(body))
+        .map_err(|e| format!("cannot build the notification: {e}"))
+}
+
+/// `sha256=<hex HMAC-SHA256 of body>`, as the generic provider signs.
+pub fn sign(key: &str, body: &[u8]) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, key.as_bytes());
+    let tag = hmac::sign(&key, body);
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+fn provider_name(p: NotificationProvider) -> &'static str {
+    match p {
+        NotificationProvider::Generic => "generic",
+        NotificationProvider::Slack => "slack",
+        NotificationProvider::Teams => "teams",
+    }
+}
+
+/// What a sync report tells, given what this session already told of
+/// `report`'s commit (`told`, updated): success or failure once per commit,
+/// each degraded object, each drift correction.
+pub fn of_report(
+    agent: &str,
+    report: &tether_proto::v1::SyncReport,
+    told: &mut std::collections::HashSet<(String, String, NotificationEvent)>,
+) -> Vec<Notice> {
+    use tether_proto::v1::SyncState;
+    let base = |event, object: String, message: String| Notice {
+        event,
+        agent: agent.to_owned(),
+        project: report.project_id.clone(),
+        commit: report.commit_id.clone(),
+        object,
+        message,
+    };
+    let mut notices = Vec::new();
+    let mut once = |event, message: String, notices: &mut Vec<Notice>| {
+        if told.len() > REMEMBERED {
+            told.clear();
+        }
+        if told.insert((report.project_id.clone(), report.commit_id.clone(), event)) {
+            notices.push(base(event, String::new(), message));
+        }
+    };
+    match SyncState::try_from(report.state).unwrap_or(SyncState::Unspecified) {
+        SyncState::Failed => {
+            let first = report
+                .error
+                .lines()
+                .next()
+                .unwrap_or("sync failed")
+                .to_owned();
+            once(NotificationEvent::SyncFailed, first, &mut notices);
+        }
+        SyncState::Synced => {
+            let settled = report
+                .objects
+                .iter()
+                .filter(|o| matches!(o.action.as_str(), "applied" | "unchanged"))
+                .all(|o| o.health == "Current");
+            if settled {
+                let message = format!("{} objects Current", report.objects.len());
+                once(NotificationEvent::SyncSucceeded, message, &mut notices);
+            }
+        }
+        _ => {}
+    }
+    let describe = |kind: &str, namespace: &str, name: &str| match namespace {
+        "" => format!("{kind} {name}"),
+        ns => format!("{kind} {ns}/{name}"),
+    };
+    for o in report.objects.iter().filter(|o| o.health == "Failed") {
+        notices.push(base(
+            NotificationEvent::HealthDegraded,
+            describe(&o.kind, &o.namespace, &o.name),
+            o.message.clone(),
+        ));
+    }
+    for d in &report.drift {
+        let message = match d.error.as_str() {
+            "" => format!("{} by {}, applied again at {}", d.what, d.who, d.at),
+            error => format!("{} by {}; applying again failed: {error}", d.what, d.who),
+        };
+        notices.push(base(
+            NotificationEvent::DriftCorrected,
+            describe(&d.kind, &d.namespace, &d.name),
+            message,
+        ));
+    }
+    notices
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tether_proto::v1;
+
+    fn secret(key: Option<&str>) -> NotificationSecret {
+        NotificationSecret {
+            name: "ops".into(),
+            url: "https://hooks.example.com/x".into(),
+            signing_key: key.map(str::to_owned),
+            created_at: 0,
+        }
+    }
+
+    fn notice() -> Notice {
+        Notice {
+            event: NotificationEvent::SyncFailed,
+            agent: "prod".into(),
+            project: "team/app".into(),
+            commit: "0123456789abcdef".into(),
+            object: String::new(),
+            message: "web: refused".into(),
+        }
+    }
+
+    fn body(request: &Request<Full<Bytes>>) -> (Bytes, serde_json::Value) {
+        use http_body_util::BodyExt;
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(request.body().clone().collect())
+            .expect("body")
+            .to_bytes();
+        let json = serde_json::from_slice(&bytes).expect("JSON");
+        (bytes, json)
+    }
+
+    #[test]
+    fn each_provider_gets_its_shape_and_the_generic_one_is_signed() {
+        let generic =
+            request(NotificationProvider::Generic, &secret(Some("k")), &notice()).expect("generic");
+        let (bytes, json) = body(&generic);
+        assert_eq!(json["event"], "sync_failed");
+        assert_eq!(json["agent"], "prod");
+        assert_eq!(json["commit"], "0123456789abcdef");
+        assert!(json["at"].is_string());
+        assert_eq!(
+            generic.headers()["x-tether-signature"],
+            sign("k", &bytes).as_str()
+        );
+        let slack = request(NotificationProvider::Slack, &secret(None), &notice()).expect("slack");
+        assert_eq!(
+            body(&slack).1["text"],
+            "Tether: agent prod: sync failed · team/app @ 0123456789ab: web: refused"
+        );
+        assert!(slack.headers().get("x-tether-signature").is_none());
+        let teams = request(NotificationProvider::Teams, &secret(None), &notice()).expect("teams");
+        let card = &body(&teams).1["attachments"][0];
+        assert_eq!(
+            card["contentType"],
+            "application/vnd.microsoft.card.adaptive"
+        );
+        assert_eq!(card["content"]["type"], "AdaptiveCard");
+    }
+
+    #[test]
+    fn a_report_tells_success_or_failure_once_per_commit() {
+        let mut told = Default::default();
+        let mut report = v1::SyncReport {
+            project_id: "team/app".into(),
+            commit_id: "c1".into(),
+            state: v1::SyncState::Synced as i32,
+            objects: vec![v1::ObjectResult {
+                kind: "Deployment".into(),
+                namespace: "apps".into(),
+                name: "web".into(),
+                action: "applied".into(),
+                health: "InProgress".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(
+            of_report("prod", &report, &mut told).is_empty(),
+            "not settled yet"
+        );
+        report.objects[0].health = "Current".into();
+        let events: Vec<_> = of_report("prod", &report, &mut told)
+            .into_iter()
+            .map(|n| n.event)
+            .collect();
+        assert_eq!(events, [NotificationEvent::SyncSucceeded]);
+        assert!(
+            of_report("prod", &report, &mut told).is_empty(),
+            "once per commit"
+        );
+        report.objects[0].health = "Failed".into();
+        report.objects[0].message = "ProgressDeadlineExceeded".into();
+        report.drift.push(v1::DriftEvent {
+            kind: "Deployment".into(),
+            namespace: "apps".into(),
+            name: "web".into(),
+            who: "kubectl-edit".into(),
+            what: "changed fields agentk owns".into(),
+            at: "2026-11-29T16:00:00Z".into(),
+            ..Default::default()
+        });
+        let notices = of_report("prod", &report, &mut told);
+        assert_eq!(notices[0].event, NotificationEvent::HealthDegraded);
+        assert_eq!(notices[0].object, "Deployment apps/web");
+        assert_eq!(notices[1].event, NotificationEvent::DriftCorrected);
+        assert!(notices[1].message.contains("kubectl-edit"));
+    }
+}

@@ -1,0 +1,120 @@
+//! Notifications delivered to loopback receivers: the generic provider's
+//! JSON signed with the secret's key (checked here as a receiver would),
+//! Slack's and Teams' shapes, the same notice once in the window, each
+//! destination's events only, and a destination that is down holding up
+//! no other.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{dead_url, receiver, wait_for};
+use kas::notifications::{Notice, Notifier, sign};
+use tether_agent_config::{Notification, NotificationEvent, NotificationProvider};
+use tether_store::{NotificationSecret, SqliteStore, Store};
+
+async fn secret(store: &SqliteStore, name: &str, url: &str, key: Option<&str>) {
+    store
+        .set_notification_secret(NotificationSecret {
+            name: name.into(),
+            url: url.into(),
+            signing_key: key.map(str::to_owned),
+            created_at: 0,
+        })
+        .await
+        .expect("secret");
+}
+
+fn destination(
+    provider: NotificationProvider,
+    secret: &str,
+    events: &[NotificationEvent],
+) -> Notification {
+    Notification {
+        provider,
+        url_secret: secret.into(),
+        events: events.to_vec(),
+    }
+}
+
+fn notice(event: NotificationEvent, commit: &str) -> Notice {
+    Notice {
+        event,
+        agent: "prod".into(),
+        project: "team/app".into(),
+        commit: commit.into(),
+        object: String::new(),
+        message: "web: the API server refuses it".into(),
+    }
+}
+
+#[tokio::test]
+async fn notices_reach_each_destination_signed_once_and_despite_one_down() {
+    let (generic_url, generic) = receiver(0).await;
+    let (slack_url, slack) = receiver(0).await;
+    let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
+    secret(&store, "audit", &generic_url, Some("signing-key")).await;
+    secret(&store, "ops-slack", &slack_url, None).await;
+    secret(&store, "ops-teams", &dead_url(), None).await;
+    let notifier =
+        Notifier::new(store, Vec::new(), Duration::from_secs(300), None).expect("notifier");
+    let own = [
+        destination(NotificationProvider::Teams, "ops-teams", &[]),
+        destination(NotificationProvider::Generic, "audit", &[]),
+        destination(
+            NotificationProvider::Slack,
+            "ops-slack",
+            &[NotificationEvent::SyncFailed],
+        ),
+    ];
+    notifier.notify(&own, notice(NotificationEvent::SyncFailed, "c1"));
+    notifier.notify(&own, notice(NotificationEvent::SyncFailed, "c1"));
+    notifier.notify(&own, notice(NotificationEvent::SyncSucceeded, "c2"));
+
+    // The generic receiver: both notices, once each, each signed.
+    let got = wait_for(&generic, 2).await;
+    assert_eq!(got.len(), 2, "{got:#?}");
+    let events: Vec<&str> = got
+        .iter()
+        .filter_map(|r| r.body["event"].as_str())
+        .collect();
+    assert_eq!(events, ["sync_failed", "sync_succeeded"]);
+    for r in &got {
+        let signature = r.header("x-tether-signature").expect("signed");
+        assert_eq!(
+            signature,
+            sign("signing-key", &r.raw),
+            "the receiver's check"
+        );
+        assert_ne!(signature, sign("another-key", &r.raw));
+        assert_eq!(r.body["agent"], "prod");
+    }
+    // Slack takes only what it asked for.
+    let got = wait_for(&slack, 1).await;
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].body["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("sync failed") && t.contains("team/app")),
+        "{:?}",
+        got[0].body
+    );
+    assert!(got[0].header("x-tether-signature").is_none());
+}
+
+#[tokio::test]
+async fn a_destination_without_its_secret_is_skipped() {
+    let (url, received) = receiver(0).await;
+    let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
+    secret(&store, "known", &url, None).await;
+    let notifier =
+        Notifier::new(store, Vec::new(), Duration::from_secs(300), None).expect("notifier");
+    let own = [
+        destination(NotificationProvider::Slack, "unknown", &[]),
+        destination(NotificationProvider::Slack, "known", &[]),
+    ];
+    notifier.notify(&own, notice(NotificationEvent::DriftCorrected, "c1"));
+    let got = wait_for(&received, 1).await;
+    assert_eq!(got.len(), 1);
+}
