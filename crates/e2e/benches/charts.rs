@@ -18,13 +18,7 @@ const TEMPLATES: usize = 50;
 
 fn main() -> anyhow::Result<()> {
     let cluster = tether_testenv::shared();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let client = {
-        let _entered = runtime.enter();
-        cluster.client()?
-    };
+    let (runtime, client) = tether_e2e::bench::runtime_and_client()?;
     let ns = runtime.block_on(async {
         let ns = cluster.namespace("bench-charts").await?;
         anyhow::Ok(ns.name().to_owned())

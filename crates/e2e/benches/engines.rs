@@ -259,13 +259,7 @@ fn delete_namespace(cluster: &tether_testenv::Cluster, name: &str) -> anyhow::Re
 
 fn main() -> anyhow::Result<()> {
     let cluster = tether_testenv::shared();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let client = {
-        let _entered = runtime.enter();
-        cluster.client()?
-    };
+    let (runtime, client) = tether_e2e::bench::runtime_and_client()?;
     let work = tempfile::tempdir()?;
     let mut results: BTreeMap<&str, Figures> = BTreeMap::new();
     let only_tether = std::env::args().any(|a| a == "--tether-only");

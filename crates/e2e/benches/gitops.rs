@@ -25,13 +25,7 @@ const COMMITS: usize = 20;
 
 fn main() -> anyhow::Result<()> {
     let cluster = tether_testenv::shared();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let client = {
-        let _entered = runtime.enter();
-        cluster.client()?
-    };
+    let (runtime, client) = tether_e2e::bench::runtime_and_client()?;
     let (kubectl_ns, tether_ns) = runtime.block_on(async {
         let a = cluster.namespace("bench-kubectl").await?;
         let b = cluster.namespace("bench-tether").await?;

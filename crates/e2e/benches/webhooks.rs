@@ -18,13 +18,7 @@ const PUSHES: u64 = 20;
 
 fn main() -> anyhow::Result<()> {
     let cluster = tether_testenv::shared();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let client = {
-        let _entered = runtime.enter();
-        cluster.client()?
-    };
+    let (runtime, client) = tether_e2e::bench::runtime_and_client()?;
     let (ns, host) = runtime.block_on(async {
         let ns = cluster.namespace("bench-webhooks").await?;
         let host = tether_testenv::gitea::GitHost::start().await?;

@@ -300,6 +300,22 @@ fn all<T>(rows: Vec<PgRow>, row: fn(&PgRow) -> sqlx::Result<T>) -> Result<Vec<T>
 
 const GRANT_SELECT: &str = "SELECT g.project_id, a.name AS agent, g.created_at FROM manifest_grants g JOIN agents a ON a.id = g.agent_id";
 
+impl PgStore {
+    /// Runs `sql` (a DELETE of one row by `key`); `NotFound` naming `what`
+    /// when there was none.
+    async fn delete_one(&self, sql: &'static str, key: &str, what: String) -> Result<()> {
+        let deleted = sqlx::query(sql)
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        match deleted.rows_affected() {
+            0 => Err(StoreError::NotFound(what)),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn create_project(&self, p: NewProject) -> Result<Project> {
@@ -411,15 +427,12 @@ impl Store for PgStore {
     }
 
     async fn delete_agent(&self, name: &str) -> Result<()> {
-        let deleted = sqlx::query("DELETE FROM agents WHERE name = $1")
-            .bind(name)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        match deleted.rows_affected() {
-            0 => Err(StoreError::NotFound(format!("agent {name}"))),
-            _ => Ok(()),
-        }
+        self.delete_one(
+            "DELETE FROM agents WHERE name = $1",
+            name,
+            format!("agent {name}"),
+        )
+        .await
     }
 
     async fn create_token(&self, agent: &str, t: NewToken) -> Result<TokenRecord> {
@@ -595,17 +608,12 @@ impl Store for PgStore {
     }
 
     async fn delete_webhook_secret(&self, project: &str) -> Result<()> {
-        let deleted = sqlx::query("DELETE FROM webhook_secrets WHERE project_id = $1")
-            .bind(project)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        match deleted.rows_affected() {
-            0 => Err(StoreError::NotFound(format!(
-                "webhook secret of project {project}"
-            ))),
-            _ => Ok(()),
-        }
+        self.delete_one(
+            "DELETE FROM webhook_secrets WHERE project_id = $1",
+            project,
+            format!("webhook secret of project {project}"),
+        )
+        .await
     }
 
     async fn set_status_target(&self, project: &str, t: StatusTarget) -> Result<()> {
@@ -651,17 +659,12 @@ impl Store for PgStore {
     }
 
     async fn delete_status_target(&self, project: &str) -> Result<()> {
-        let deleted = sqlx::query("DELETE FROM status_targets WHERE project_id = $1")
-            .bind(project)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        match deleted.rows_affected() {
-            0 => Err(StoreError::NotFound(format!(
-                "commit status target of project {project}"
-            ))),
-            _ => Ok(()),
-        }
+        self.delete_one(
+            "DELETE FROM status_targets WHERE project_id = $1",
+            project,
+            format!("commit status target of project {project}"),
+        )
+        .await
     }
 
     async fn set_notification_secret(&self, n: NotificationSecret) -> Result<()> {
@@ -710,15 +713,12 @@ impl Store for PgStore {
     }
 
     async fn delete_notification_secret(&self, name: &str) -> Result<()> {
-        let deleted = sqlx::query("DELETE FROM notification_secrets WHERE name = $1")
-            .bind(name)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        match deleted.rows_affected() {
-            0 => Err(StoreError::NotFound(format!("notification secret {name}"))),
-            _ => Ok(()),
-        }
+        self.delete_one(
+            "DELETE FROM notification_secrets WHERE name = $1",
+            name,
+            format!("notification secret {name}"),
+        )
+        .await
     }
 
     async fn grant_manifest_project(

@@ -297,6 +297,19 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     })
 }
 
+impl SqliteStore {
+    /// Runs `sql` (a DELETE of one row by `key`); `NotFound` naming `what`
+    /// when there was none.
+    async fn delete_one(&self, sql: &'static str, key: &str, what: String) -> Result<()> {
+        let key = key.to_owned();
+        self.call(move |c| match c.execute(sql, [&key]).map_err(db)? {
+            0 => Err(StoreError::NotFound(what)),
+            _ => Ok(()),
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_project(&self, p: NewProject) -> Result<Project> {
@@ -407,16 +420,11 @@ impl Store for SqliteStore {
     }
 
     async fn delete_agent(&self, name: &str) -> Result<()> {
-        let name = name.to_owned();
-        self.call(move |c| {
-            match c
-                .execute("DELETE FROM agents WHERE name = ?1", [&name])
-                .map_err(db)?
-            {
-                0 => Err(StoreError::NotFound(format!("agent {name}"))),
-                _ => Ok(()),
-            }
-        })
+        self.delete_one(
+            "DELETE FROM agents WHERE name = ?1",
+            name,
+            format!("agent {name}"),
+        )
         .await
     }
 
@@ -608,21 +616,11 @@ impl Store for SqliteStore {
     }
 
     async fn delete_webhook_secret(&self, project: &str) -> Result<()> {
-        let project = project.to_owned();
-        self.call(move |c| {
-            match c
-                .execute(
-                    "DELETE FROM webhook_secrets WHERE project_id = ?1",
-                    [&project],
-                )
-                .map_err(db)?
-            {
-                0 => Err(StoreError::NotFound(format!(
-                    "webhook secret of project {project}"
-                ))),
-                _ => Ok(()),
-            }
-        })
+        self.delete_one(
+            "DELETE FROM webhook_secrets WHERE project_id = ?1",
+            project,
+            format!("webhook secret of project {project}"),
+        )
         .await
     }
 
@@ -666,21 +664,11 @@ impl Store for SqliteStore {
     }
 
     async fn delete_status_target(&self, project: &str) -> Result<()> {
-        let project = project.to_owned();
-        self.call(move |c| {
-            match c
-                .execute(
-                    "DELETE FROM status_targets WHERE project_id = ?1",
-                    [&project],
-                )
-                .map_err(db)?
-            {
-                0 => Err(StoreError::NotFound(format!(
-                    "commit status target of project {project}"
-                ))),
-                _ => Ok(()),
-            }
-        })
+        self.delete_one(
+            "DELETE FROM status_targets WHERE project_id = ?1",
+            project,
+            format!("commit status target of project {project}"),
+        )
         .await
     }
 
@@ -731,16 +719,11 @@ impl Store for SqliteStore {
     }
 
     async fn delete_notification_secret(&self, name: &str) -> Result<()> {
-        let name = name.to_owned();
-        self.call(move |c| {
-            match c
-                .execute("DELETE FROM notification_secrets WHERE name = ?1", [&name])
-                .map_err(db)?
-            {
-                0 => Err(StoreError::NotFound(format!("notification secret {name}"))),
-                _ => Ok(()),
-            }
-        })
+        self.delete_one(
+            "DELETE FROM notification_secrets WHERE name = ?1",
+            name,
+            format!("notification secret {name}"),
+        )
         .await
     }
 

@@ -259,7 +259,7 @@ async fn records_survive_a_reopen_and_migrations_run_once() {
             .expect("token");
     }
     let store = SqliteStore::open(&path).expect("reopens");
-    assert_eq!(store.schema_version().await.expect("version"), 6);
+    assert_eq!(store.schema_version().await.expect("version"), 7);
     assert_eq!(store.list_agents().await.expect("agents").len(), 1);
     let project = store.get_project("p").await.expect("get").expect("present");
     assert_eq!(project.credentials_ref.as_deref(), Some("deploy-key"));
@@ -450,7 +450,7 @@ async fn postgres_replicas_migrate_once_and_share_records() {
     });
     let replicas: Vec<PgStore> = futures_join_all(connects).await;
     for replica in &replicas {
-        assert_eq!(replica.schema_version().await.expect("version"), 3);
+        assert_eq!(replica.schema_version().await.expect("version"), 4);
     }
     let (a, b) = (&replicas[0], &replicas[2]);
     a.create_project(NewProject {

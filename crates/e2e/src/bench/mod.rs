@@ -11,6 +11,19 @@ use std::time::Duration;
 use kas::client::ApiClient;
 use serde_json::json;
 
+/// A multi-threaded runtime and a client of the shared test cluster
+/// (made inside the runtime, which its connections need).
+pub fn runtime_and_client() -> anyhow::Result<(tokio::runtime::Runtime, kube::Client)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let client = {
+        let _entered = runtime.enter();
+        tether_testenv::shared().client()?
+    };
+    Ok((runtime, client))
+}
+
 /// The `p` quantile (0..=1) of sorted durations.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
