@@ -20,7 +20,6 @@ use kube::api::{DeleteParams, PropagationPolicy};
 use serde_json::{Map, Value};
 
 use crate::inventory::ObjRef;
-use crate::sync::api_for;
 
 const HOOK: &str = "helm.sh/hook";
 const DELETE_POLICY: &str = "helm.sh/hook-delete-policy";
@@ -74,15 +73,13 @@ impl DeletePolicy {
     }
 }
 
-/// Deletes `object` (its dependents in the background) and waits until it
-/// is gone, so that it can be created again under the same name.
+/// Deletes `object` through `api` (its resource, in its namespace; its
+/// dependents go in the background) and waits until it is gone, so that
+/// it can be created again under the same name.
 pub(crate) async fn delete_and_wait(
-    client: &kube::Client,
-    resource: &kube::discovery::ApiResource,
-    namespaced: bool,
+    api: &kube::Api<kube::api::DynamicObject>,
     object: &ObjRef,
 ) -> Result<(), String> {
-    let api = api_for(client, resource, namespaced, &object.namespace);
     let params = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Background),
         ..DeleteParams::default()

@@ -363,7 +363,8 @@ async fn settle_hooks(
         let Some(reason) = record.hook.and_then(|h| h.reason(succeeded)) else {
             continue;
         };
-        match hooks::delete_and_wait(client, &resource, namespaced, &o.object).await {
+        let api = api_for(client, &resource, namespaced, &o.object.namespace);
+        match hooks::delete_and_wait(&api, &o.object).await {
             Ok(()) => {
                 state.finished_hooks.insert(o.object.clone(), record.hash);
                 state.records.remove(&o.object);
@@ -687,9 +688,7 @@ async fn apply_one(
         .is_some_and(|r| r.hash != hash);
     if replace
         && changed_hook
-        && let Err(e) =
-            hooks::delete_and_wait(client, &resolved.resource, resolved.namespaced, &reference)
-                .await
+        && let Err(e) = hooks::delete_and_wait(&api, &reference).await
     {
         return ObjectOutcome {
             object: reference,
@@ -707,14 +706,7 @@ async fn apply_one(
     // cannot be patched in (a Job's template): created again, as the
     // policy says.
     if replace && !changed_hook && matches!(&result, Err(kube::Error::Api(e)) if e.code == 422) {
-        result = match hooks::delete_and_wait(
-            client,
-            &resolved.resource,
-            resolved.namespaced,
-            &reference,
-        )
-        .await
-        {
+        result = match hooks::delete_and_wait(&api, &reference).await {
             Ok(()) => {
                 api.patch(&reference.name, &params, &Patch::Apply(&body))
                     .await

@@ -183,13 +183,13 @@ impl Notifier {
 }
 
 impl Notifier {
-    /// Tells of `agent` if it still has no session here once the grace
+    /// Tells of `agent` if it is still not `connected` once the grace
     /// period (`--notify-disconnected-after`) is over: called as one of its
     /// sessions ends. With replicas, a session that moved to another
     /// replica is not seen from here: see the README.
     pub fn watch_disconnect(
         &self,
-        registry: Arc<crate::channel::ConnectionRegistry>,
+        connected: impl Fn(&str) -> bool + Send + 'static,
         agent: String,
         own: Vec<Notification>,
         reason: String,
@@ -201,7 +201,7 @@ impl Notifier {
         let this = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
-            if registry.session_count(&agent) > 0 {
+            if connected(&agent) {
                 return;
             }
             this.notify(
@@ -219,15 +219,16 @@ impl Notifier {
     }
 
     /// Every hour, tells of agent tokens that expire within 7 days, once
-    /// per token (while this kas runs), to the destinations of the agent's
-    /// config in use here and kas's own. `lead` says whether this replica
+    /// per token (while this kas runs), to the agent's destinations
+    /// (`destinations_of`: those of its config in use) and kas's own. `lead` says whether this replica
     /// is the one that checks (one replica does, when there are several).
-    pub async fn watch_token_expiry<L, F>(
+    pub async fn watch_token_expiry<D, L, F>(
         self,
-        registry: Arc<crate::channel::ConnectionRegistry>,
+        destinations_of: D,
         lead: L,
         mut shutdown: tether_runtime::Shutdown,
     ) where
+        D: Fn(&str) -> Vec<Notification>,
         L: Fn() -> F,
         F: std::future::Future<Output = bool>,
     {
@@ -268,11 +269,7 @@ impl Notifier {
                     if !soon || token.revoked_at.is_some() || !told.insert(token.id) {
                         continue;
                     }
-                    let own = registry
-                        .configs()
-                        .in_use(&agent.name)
-                        .map(|c| c.notifications.clone())
-                        .unwrap_or_default();
+                    let own = destinations_of(&agent.name);
                     self.notify(
                         &own,
                         Notice {

@@ -232,8 +232,16 @@ impl Server {
                     }
                 }
             };
+            let registry = connections.clone();
+            let destinations_of = move |agent: &str| {
+                registry
+                    .configs()
+                    .in_use(agent)
+                    .map(|c| c.notifications.clone())
+                    .unwrap_or_default()
+            };
             tasks.spawn(notifier.clone().watch_token_expiry(
-                connections.clone(),
+                destinations_of,
                 lead,
                 shutdown.clone(),
             ));

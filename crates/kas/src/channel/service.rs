@@ -380,8 +380,9 @@ impl Session {
             }
         };
         tracing::info!(reason = %reason, "agent disconnected");
+        let registry = self.registry.clone();
         self.notifier.watch_disconnect(
-            self.registry.clone(),
+            move |agent| registry.session_count(agent) > 0,
             self.agent.clone(),
             self.own_notifications(),
             reason,
