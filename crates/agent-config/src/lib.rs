@@ -12,6 +12,7 @@
 
 mod duration;
 mod error;
+mod findings;
 mod locate;
 mod names;
 mod renders;
@@ -23,12 +24,10 @@ pub use error::{ConfigError, Problem, Warning};
 pub use names::{AgentNameError, config_path, validate_agent_name, validate_project_id};
 pub use renders::{MAX_RENDERS_PER_PROJECT, MAX_VALUES_FILES};
 pub use schema::*;
+pub use validate::MAX_PATHS_PER_PROJECT;
 
 /// Largest config file accepted, as in the GitLab agent.
 pub const MAX_CONFIG_BYTES: usize = 128 * 1024;
-
-/// Most `paths` entries one manifest project may list, as in the GitLab agent.
-pub const MAX_PATHS_PER_PROJECT: usize = 100;
 
 /// A config that parsed and validated, with what the user should still hear.
 #[derive(Clone, Debug, PartialEq)]

@@ -3,8 +3,8 @@
 //! rule "refuse only what GitLab refuses" does not bind them: a value that
 //! could never render refuses the file, naming the field, before kas tries.
 
+use crate::findings::Findings;
 use crate::schema::{HelmChart, Kustomization, ManifestProject};
-use crate::validate::Findings;
 
 /// Kustomizations, and charts, one manifest project may list.
 pub const MAX_RENDERS_PER_PROJECT: usize = 20;

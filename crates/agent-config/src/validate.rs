@@ -9,19 +9,14 @@
 //! repository root and is removed, and an empty `paths` list takes the
 //! default glob as GitLab's agent does.
 
-use crate::names::{dns_label_problem, validate_project_id};
+pub(crate) use crate::findings::Findings;
+
+/// Most `paths` entries one manifest project may list, as in the GitLab agent.
+pub const MAX_PATHS_PER_PROJECT: usize = 100;
 use crate::schema::{
     AgentConfig, CiAccessAs, CiAccessEntry, DEFAULT_GLOB, DEFAULT_NAMESPACE, GitRef,
     ManifestProject, PathGlob,
 };
-use crate::{MAX_PATHS_PER_PROJECT, Problem, Warning};
-
-/// What validation found: problems refuse the file, warnings do not.
-#[derive(Default)]
-pub(crate) struct Findings {
-    pub problems: Vec<Problem>,
-    pub warnings: Vec<Warning>,
-}
 
 pub(crate) fn validate(config: &mut AgentConfig) -> Findings {
     let mut found = Findings::default();
@@ -83,53 +78,6 @@ pub(crate) fn validate(config: &mut AgentConfig) -> Findings {
 
 /// Notification destinations one agent may have.
 const MAX_NOTIFICATIONS: usize = 10;
-
-impl Findings {
-    pub(crate) fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem {
-            path: path.into(),
-            line: None,
-            column: None,
-            message: message.into(),
-        });
-    }
-
-    pub(crate) fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.warnings.push(Warning {
-            path: path.into(),
-            line: None,
-            column: None,
-            message: message.into(),
-        });
-    }
-
-    /// GitLab requires an id and puts no other limit on it: an id that
-    /// names no project simply matches nothing. Tether's project ids are
-    /// narrower (they become folder names), so an id outside them can never
-    /// match; say so, and go on.
-    fn check_id(&mut self, path: &str, id: &str) {
-        if id.is_empty() {
-            self.problem(path, "id is empty");
-        } else if let Err(reason) = validate_project_id(id) {
-            self.warn(
-                path,
-                format!("{reason}, so it names no project kas can register and matches nothing"),
-            );
-        }
-    }
-
-    pub(crate) fn check_namespace(&mut self, path: &str, namespace: &str) {
-        if let Some(reason) = dns_label_problem(namespace) {
-            self.warn(
-                path,
-                format!(
-                    "namespace {namespace:?} is not a valid Kubernetes namespace ({reason}); \
-                     objects placed in it will be refused by the API server"
-                ),
-            );
-        }
-    }
-}
 
 fn manifest_project(found: &mut Findings, at: &str, project: &mut ManifestProject) {
     if let Some(id) = &project.id {

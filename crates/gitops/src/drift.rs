@@ -15,7 +15,7 @@ use kube::discovery::ApiResource;
 use tokio::sync::mpsc;
 
 use crate::inventory::{FIELD_MANAGER, ObjRef};
-use crate::sync::{Record, our_fields};
+use crate::record::{Record, our_fields};
 
 /// One correction.
 #[derive(Clone, Debug)]

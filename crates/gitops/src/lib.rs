@@ -11,6 +11,8 @@
 //! - [`sync`]: the whole run: validate everything, record the union in the
 //!   inventory, apply with server-side apply in order, prune, record the
 //!   final set; then [`sync::wait_for_health`].
+//! - [`record`]: what agentk remembers of each applied object, to skip
+//!   an apply that would change nothing.
 //! - [`health`]: the kstatus rules.
 //! - [`hooks`]: Helm hook delete policies (replace on change, delete once
 //!   settled).
@@ -31,4 +33,5 @@ pub mod inventory;
 pub mod kinds;
 pub mod manifest;
 pub mod plan;
+pub mod record;
 pub mod sync;

@@ -19,6 +19,8 @@ use crate::hooks::{self, DeletePolicy};
 use crate::inventory::{FIELD_MANAGER, Inventory, ON_REMOVE_ANNOTATION, OWNER_ANNOTATION, ObjRef};
 use crate::kinds::{self, Resolved};
 use crate::manifest::{self, Limits, ManifestFile, Object};
+pub use crate::record::{Record, Records};
+pub(crate) use crate::record::{fingerprint, our_fields};
 
 /// Objects applied at once within one kind.
 const APPLY_CONCURRENCY: usize = 16;
@@ -94,27 +96,6 @@ pub struct ObjectOutcome {
     /// What was applied, for the next sync and for drift correction.
     record: Option<Arc<Record>>,
 }
-
-/// What agentk last applied to one object, and which fields it owned
-/// right after: if they are still agentk's and the desired content is the
-/// same, applying again would change nothing. Kept small (hashes and the
-/// body as compact JSON text, shared by `Arc`): agentk holds one per managed
-/// object.
-#[derive(Debug)]
-pub struct Record {
-    pub(crate) hash: u64,
-    /// For a Helm hook: what its delete policy asks for.
-    pub(crate) hook: Option<DeletePolicy>,
-    /// Fingerprint of the fields agentk owned after the apply.
-    pub(crate) fields: Option<u64>,
-    pub resource: ApiResource,
-    pub namespaced: bool,
-    /// The applied body as JSON, to apply again when someone drifts it.
-    pub body: Arc<str>,
-}
-
-/// What agentk last applied, by object.
-pub type Records = std::collections::HashMap<ObjRef, Arc<Record>>;
 
 /// What a manifest project's syncs applied, kept between syncs (in memory:
 /// a restarted agent applies everything once, then skips again).
@@ -817,30 +798,6 @@ pub(crate) async fn current_fields(
         }
     }
     current
-}
-
-/// A fingerprint of the fields agentk's last apply owns, from the object's
-/// managedFields.
-pub(crate) fn our_fields(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Option<u64> {
-    meta.managed_fields
-        .as_ref()?
-        .iter()
-        .find(|m| {
-            m.manager.as_deref() == Some(FIELD_MANAGER)
-                && m.operation.as_deref() == Some("Apply")
-                && m.subresource.as_deref().unwrap_or_default().is_empty()
-        })
-        .and_then(|m| m.fields_v1.as_ref())
-        .map(|f| fingerprint(&f.0.to_string()))
-}
-
-pub(crate) fn fingerprint(text: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut hasher);
-    hasher.finish()
 }
 
 async fn wait_established(client: &kube::Client, names: Vec<String>) {

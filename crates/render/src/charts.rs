@@ -6,26 +6,20 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::{BodyExt, Limited};
 use ring::digest;
+
+use crate::client::{FETCH_TIMEOUT, Https, MAX_CHART_BYTES};
 use serde_json::Value;
 
 /// An index larger than this is refused (Bitnami's, the largest public
 /// one, is about 15 MiB).
 const MAX_INDEX_BYTES: usize = 32 << 20;
-/// A chart archive larger than this is refused.
-pub(crate) const MAX_CHART_BYTES: usize = 16 << 20;
-const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Archives kept in memory, by repository, chart and version.
 const MAX_KEPT: usize = 64;
 
-pub(crate) type Https = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 /// Archives by key, with when they were fetched.
 type Kept = HashMap<String, (Instant, Arc<Vec<u8>>)>;
 
@@ -43,14 +37,8 @@ impl std::fmt::Debug for Fetcher {
 
 impl Default for Fetcher {
     fn default() -> Self {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .build();
         Fetcher {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: crate::client::https(),
             kept: Mutex::default(),
         }
     }

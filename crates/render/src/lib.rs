@@ -17,6 +17,7 @@
 
 pub mod cache;
 pub mod charts;
+mod client;
 pub mod helm;
 pub mod kustomize;
 pub mod metrics;

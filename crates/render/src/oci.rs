@@ -7,20 +7,17 @@
 //! CDN). A registry on loopback is spoken to over plain HTTP, any other
 //! over HTTPS.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Limited};
 use ring::digest;
 use serde_json::Value;
 
-use crate::charts::{Https, MAX_CHART_BYTES};
+use crate::client::{FETCH_TIMEOUT, Https, MAX_CHART_BYTES};
 
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json";
 const CHART_LAYER: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
 const MAX_MANIFEST_BYTES: usize = 1 << 20;
-const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where a chart is in a registry.
 #[derive(Debug, PartialEq, Eq)]

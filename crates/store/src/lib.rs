@@ -11,34 +11,20 @@
 //! Architecture invariant: no HTTP, no git, no Kubernetes. Live state
 //! (connections, last config sent) belongs to kas's memory, not here.
 
+mod error;
 mod model;
 mod postgres;
 mod rules;
 mod sqlite;
 pub mod time;
 
+pub use error::{Result, StoreError};
 pub use model::*;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use tether_credentials::TokenHash;
-
-/// Result alias of this crate.
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{0} not found")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("database error")]
-    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
-}
 
 /// What a [`ChangeFeed`] delivers.
 #[derive(Clone, Debug, PartialEq, Eq)]

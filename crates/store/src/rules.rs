@@ -4,8 +4,8 @@
 
 use tether_credentials::TokenHash;
 
+use crate::error::{Result, StoreError};
 use crate::model::*;
-use crate::{Result, StoreError};
 
 pub(crate) fn check_new_project(p: &NewProject) -> Result<()> {
     tether_agent_config::validate_project_id(&p.id).map_err(StoreError::Invalid)?;

@@ -1,7 +1,7 @@
 //! Time as the store keeps it (Unix seconds) and as kas's API and proxy
 //! show it (RFC 3339 in UTC).
 
-use crate::UnixTime;
+use crate::model::UnixTime;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Environment variable naming a folder that already holds the binaries.
 pub const BIN_ENV: &str = "TETHER_KUBE_BIN";

@@ -15,14 +15,12 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, PostParams};
 
 use crate::binaries::Binaries;
+use crate::error::{Error, Result};
 use crate::kubeconfig;
 use crate::pki::{self, ClientIdentity, ClusterPki};
 use crate::supervisor::{ProcessInfo, ProcessSpec, Supervisor};
 use crate::wait::wait_until;
-use crate::{Error, Result};
 
-/// The `kubernetes` Service's address; the serving certificate names it.
-pub const KUBERNETES_SERVICE_IP: &str = "10.96.0.1";
 const SERVICE_CIDR: &str = "10.96.0.0/16";
 const POD_CIDR: &str = "10.244.0.0/16";
 

@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::cluster::{remove_stale_temp_dirs, temp_dir_for_this_process};
+use crate::error::{Error, Result};
 use crate::supervisor::{ProcessSpec, Supervisor};
-use crate::{Error, Result};
 
 /// The admin user every test host has.
 pub const USER: &str = "tether";
@@ -103,7 +103,7 @@ impl GitHost {
             dir,
             addr,
         };
-        crate::wait_until("Gitea to answer", Duration::from_secs(60), || {
+        crate::wait::wait_until("Gitea to answer", Duration::from_secs(60), || {
             let supervisor = &host.supervisor;
             let ready = host.api("GET", "/api/v1/version", None).is_ok();
             async move {

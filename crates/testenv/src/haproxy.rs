@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cluster::{remove_stale_temp_dirs, temp_dir_for_this_process};
+use crate::error::{Error, Result};
 use crate::supervisor::{ProcessSpec, Supervisor};
-use crate::{Error, Result};
 
 /// One TCP port of the balancer, and the servers behind it.
 #[derive(Clone, Debug)]
@@ -77,7 +77,7 @@ impl LoadBalancer {
             frontends,
         };
         let fronts = balancer.frontends.clone();
-        crate::wait_until("HAProxy to listen", Duration::from_secs(10), || {
+        crate::wait::wait_until("HAProxy to listen", Duration::from_secs(10), || {
             let fronts = fronts.clone();
             let supervisor = &balancer.supervisor;
             async move {

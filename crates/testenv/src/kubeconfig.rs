@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde_json::json;
 
+use crate::error::{Error, Result};
 use crate::pki::ClientIdentity;
-use crate::{Error, Result};
 
 /// Name of the cluster, user and context in every kubeconfig written here.
 pub const CONTEXT: &str = "tether-testenv";

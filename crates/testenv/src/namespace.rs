@@ -7,8 +7,8 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
 
 use crate::cluster::Cluster;
+use crate::error::{Error, Result};
 use crate::wait::wait_until;
-use crate::{Error, Result};
 
 /// Label on every namespace created here, to find them when debugging.
 pub const TEST_NAMESPACE_LABEL: &str = "tether.dev/testenv";

@@ -13,10 +13,13 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Names under which the API server's certificate is valid: loopback, and the
 /// in-cluster names a pod would use.
+/// The `kubernetes` Service's address; the serving certificate names it.
+pub const KUBERNETES_SERVICE_IP: &str = "10.96.0.1";
+
 const SERVING_NAMES: &[&str] = &[
     "localhost",
     "127.0.0.1",
@@ -24,7 +27,7 @@ const SERVING_NAMES: &[&str] = &[
     "kubernetes.default",
     "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
-    crate::cluster::KUBERNETES_SERVICE_IP,
+    KUBERNETES_SERVICE_IP,
 ];
 
 /// A client identity: a certificate and key on disk.

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::cluster::{remove_stale_temp_dirs, temp_dir_for_this_process};
+use crate::error::{Error, Result};
 use crate::supervisor::{ProcessSpec, Supervisor};
-use crate::{Error, Result};
 
 /// Environment variable naming the folder of PostgreSQL's programs
 /// (`initdb`, `postgres`, `psql`); default: the newest under
@@ -113,7 +113,7 @@ impl Postgres {
             port,
             next_database: AtomicU32::new(0),
         };
-        crate::wait_until(
+        crate::wait::wait_until(
             "PostgreSQL to accept connections",
             Duration::from_secs(30),
             || async {

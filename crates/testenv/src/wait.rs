@@ -8,7 +8,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Interval between two checks. Short, because every check here is a cheap
 /// local API call and start-up time is what tests wait on most.
