@@ -2,8 +2,9 @@
 # Installs the services the tests run for real, from Debian's packages:
 # PostgreSQL (the replicated kas's store), HAProxy (the load balancer in
 # front of kas replicas), skopeo and umoci (to check the OCI images),
-# musl-tools and file (to build and check the static binaries in them). A
-# no-op when they are there.
+# musl-tools and file (to build and check the static binaries in them),
+# Chromium and its WebDriver (the web UI's browser tests). A no-op when
+# they are there.
 # Needs root (apt-get) only when something is missing.
 set -euo pipefail
 
@@ -18,6 +19,12 @@ for tool in haproxy skopeo umoci file; do
 done
 if ! command -v musl-gcc >/dev/null 2>&1; then
   missing+=(musl-tools)
+fi
+if ! command -v chromium >/dev/null 2>&1; then
+  missing+=(chromium)
+fi
+if ! command -v chromedriver >/dev/null 2>&1; then
+  missing+=(chromium-driver)
 fi
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-services: up to date"

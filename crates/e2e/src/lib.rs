@@ -15,6 +15,7 @@
 //! finds them beside its own folder in the target directory.
 
 pub mod bench;
+pub mod browser;
 pub mod fleet;
 pub mod gitea;
 pub mod raw;

@@ -8,6 +8,7 @@
 //! - [`proxy`]: where kas serves `tether_proxy`, and the private listener.
 //! - [`repos`]: one git poller per project with connected agents.
 //! - [`webhooks`]: git hosts' push webhooks: signatures, events, limits.
+//! - [`ui`]: the web UI under `/ui`.
 //! - [`statuses`]: commit statuses of every agent's sync on the git host.
 //! - [`notifications`]: an agent's events told to Slack, Teams or a
 //!   signed webhook.
@@ -37,4 +38,5 @@ pub mod repos;
 pub mod server;
 pub mod settings;
 pub mod statuses;
+pub mod ui;
 pub mod webhooks;

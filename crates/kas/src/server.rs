@@ -257,6 +257,7 @@ impl Server {
             renderer: renderer.clone(),
             router: router.clone(),
             webhook_limiter: std::sync::Arc::default(),
+            ui_sessions: ui_sessions(&settings, data.path())?,
         };
         drop(admin_token);
         let private = match (&settings.replication, &router) {
@@ -375,4 +376,29 @@ async fn serve_agents(
         )
         .await
         .context("agent listener failed")
+}
+
+/// The web UI's session signer: with replicas, keyed by their shared
+/// secret (a session opened on one replica is read on every one); alone,
+/// by a random key kept in the data folder (sessions survive a restart).
+fn ui_sessions(
+    settings: &Settings,
+    data: &std::path::Path,
+) -> anyhow::Result<crate::ui::session::Sessions> {
+    if let Some(replication) = &settings.replication {
+        return Ok(crate::ui::session::Sessions::new(
+            replication.secret.expose().as_bytes(),
+        ));
+    }
+    let path = data.join("ui-session-key");
+    let key = match std::fs::read_to_string(&path) {
+        Ok(key) if key.trim().len() >= 32 => key.trim().to_owned(),
+        _ => {
+            let bytes: [u8; 32] = rand::random();
+            let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            crate::files::write_private(&path, &key)?;
+            key
+        }
+    };
+    Ok(crate::ui::session::Sessions::new(key.as_bytes()))
 }

@@ -44,6 +44,7 @@ impl Api {
             renderer: Err("no renderer in these tests".into()),
             router: None,
             webhook_limiter: Default::default(),
+            ui_sessions: kas::ui::session::Sessions::new(b"api tests"),
         });
         Api {
             router,

@@ -37,6 +37,9 @@ pub struct ConnectionRegistry {
     /// Bumped on every grant or revocation of a manifest project, so that
     /// sessions decide again what they follow.
     grants: watch::Sender<u64>,
+    /// Bumped when a session opens or closes or reports a sync here, for
+    /// the web UI's live updates.
+    changes: watch::Sender<u64>,
     metrics: Metrics,
 }
 
@@ -64,6 +67,7 @@ impl Default for ConnectionRegistry {
             tunnels: Arc::default(),
             plans: Arc::default(),
             grants: watch::channel(0).0,
+            changes: watch::channel(0).0,
             metrics: Metrics::default(),
         }
     }
@@ -93,6 +97,16 @@ impl ConnectionRegistry {
         self.grants.subscribe()
     }
 
+    /// Follows what the web UI shows changing (see [`Self::changed`]).
+    pub fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Something the web UI shows changed here.
+    pub fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// Tells every session that manifest grants changed.
     pub fn grants_changed(&self) {
         self.grants.send_modify(|n| *n += 1);
@@ -118,6 +132,7 @@ impl ConnectionRegistry {
                 close,
             },
         );
+        self.changed();
         Registration {
             registry: self.clone(),
             id,
@@ -229,6 +244,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.metrics.agent_sessions.dec();
         self.registry.lock().remove(&self.id);
+        self.registry.changed();
     }
 }
 

@@ -454,6 +454,7 @@ impl Session {
         {
             tracing::error!(error = ?e, "cannot record a sync report");
         }
+        self.registry.changed();
     }
 
     /// Stores what kas made of the agent's config, as the API shows it.

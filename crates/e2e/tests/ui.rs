@@ -1,0 +1,224 @@
+//! The web UI in a real browser (headless Chromium through its WebDriver)
+//! against real kas and agentk: sign in with the admin token, see the
+//! agent connected, a pushed commit's sync appear without a reload, the
+//! sync's objects as a tree, the agent go offline when its token is
+//! revoked; the session cookie's flags; forms refused without their CSRF
+//! token; a user whom the agent's `user_access` does not admit sees nothing
+//! of it, a user it admits sees it.
+
+use tether_e2e as support;
+
+use std::time::Duration;
+
+use support::browser::Browser;
+use support::{Setup, commit, last_line, new_repo, wait};
+
+const CONFIG: &str = ".gitlab/agents/prod/config.yaml";
+
+fn configmap(name: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata: {{a: '1'}}\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_web_ui_in_a_real_browser() {
+    let cluster = tether_testenv::shared();
+    let ns = cluster.namespace("e2e-ui").await.expect("namespace");
+    let ns = ns.name().to_owned();
+    tokio::task::spawn_blocking(move || ui(&ns))
+        .await
+        .expect("test body");
+}
+
+/// A user member of `group`, and their personal access token.
+fn user(setup: &Setup, name: &str, group: &str) -> String {
+    setup
+        .cli(&["user", "create", name, "--member-of", group])
+        .expect("user");
+    last_line(setup.cli(&["user", "token", "create", name, "--name", "browser"]))
+}
+
+fn sign_in(browser: &Browser, api: &str, token: &str) {
+    browser.goto(&format!("{api}/ui/"));
+    assert!(browser.url().ends_with("/ui/login"), "{}", browser.url());
+    assert!(
+        browser.exists("#token"),
+        "no sign-in form: {}",
+        browser.source()
+    );
+    browser.type_into("#token", token);
+    browser.click("#sign-in");
+}
+
+fn ui(ns: &str) {
+    let mut setup = Setup::start_with(&["--poll-interval", "60s"]);
+    setup.pod_namespace = ns.to_owned();
+    let repo = setup.dir.path().join("repo");
+    new_repo(&repo);
+    let config = format!(
+        "gitops:\n  manifest_projects:\n  - id: team/config\n    default_namespace: {ns}\n    paths: [{{glob: 'manifests/*.yaml'}}]\nuser_access:\n  access_as: {{agent: {{}}}}\n  groups: [{{id: team}}]\n"
+    );
+    let first = commit(
+        &repo,
+        &[
+            (CONFIG, Some(config.as_str())),
+            ("manifests/one.yaml", Some(&configmap("one"))),
+        ],
+    );
+    let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
+    let _agentk = setup.agentk(&token);
+    wait("the first sync", Duration::from_secs(90), || {
+        setup
+            .sync_of(&first)
+            .is_some_and(|s| s["state"] == "synced")
+    });
+    let shots = std::env::var_os("TETHER_UI_SCREENSHOTS").map(std::path::PathBuf::from);
+    let shot = |browser: &Browser, name: &str| {
+        if let Some(dir) = &shots {
+            browser.screenshot(&dir.join(format!("{name}.png")));
+        }
+    };
+
+    // Signed out, every page leads to the sign-in form; a wrong token is
+    // told so.
+    let browser = Browser::start(setup.dir.path());
+    sign_in(&browser, &setup.api, "tadm_not-the-token");
+    assert!(
+        browser.text("#error").is_some_and(|e| !e.is_empty()),
+        "{}",
+        browser.source()
+    );
+
+    // The admin: the agent, connected, with its sync.
+    let admin =
+        std::fs::read_to_string(setup.dir.path().join("kas/admin-token")).expect("admin token");
+    sign_in(&browser, &setup.api, admin.trim());
+    wait("the agents page", Duration::from_secs(10), || {
+        browser.exists("#agents")
+    });
+    let row = browser
+        .text("tr[data-agent=prod]")
+        .expect("the agent's row");
+    assert!(row.contains("connected") && row.contains("synced"), "{row}");
+    assert!(row.contains(&first[..10]), "{row}");
+    shot(&browser, "ui-agents");
+
+    // The session cookie: HttpOnly, Secure, SameSite=Strict.
+    let cookie = browser
+        .cookies()
+        .into_iter()
+        .find(|c| c["name"] == "tether_session")
+        .expect("a session cookie");
+    assert_eq!(cookie["httpOnly"], true, "{cookie}");
+    assert_eq!(cookie["secure"], true, "{cookie}");
+    assert_eq!(cookie["sameSite"], "Strict", "{cookie}");
+
+    // A push shows up without a reload (the page listens for changes).
+    browser.goto(&format!("{}/ui/agents/prod", setup.api));
+    let second = commit(&repo, &[("manifests/two.yaml", Some(&configmap("two")))]);
+    setup
+        .cli(&["project", "refresh", "team/config"])
+        .expect("refresh");
+    wait(
+        "the new sync on the open page",
+        Duration::from_secs(30),
+        || browser.source().contains(&second[..10]),
+    );
+    shot(&browser, "ui-agent");
+
+    // The sync: every object in a tree by namespace and kind.
+    browser.goto(&format!(
+        "{}/ui/agents/prod/sync?project=team%2Fconfig&commit={second}",
+        setup.api
+    ));
+    let tree = browser.source();
+    assert!(tree.contains(ns), "namespace heading");
+    assert!(
+        browser.exists("tr[data-object='ConfigMap/one']")
+            && browser.exists("tr[data-object='ConfigMap/two']"),
+        "{tree}"
+    );
+    shot(&browser, "ui-sync");
+
+    // Forms without their CSRF token are refused; with the cookie only.
+    let session = cookie["value"].as_str().expect("value").to_owned();
+    let refused = post_form(&setup.api, "/ui/logout", &session, "csrf=wrong");
+    assert_eq!(refused, 403, "logout without the session's CSRF token");
+    let refused = post_form(
+        &setup.api,
+        "/ui/login",
+        "",
+        &format!("token={}&csrf=x", admin.trim()),
+    );
+    assert_eq!(refused, 403, "sign-in without the form's own cookie");
+
+    // The agent's token revoked: the open page shows it offline.
+    browser.goto(&format!("{}/ui/agents/prod", setup.api));
+    setup
+        .cli(&["token", "revoke", "prod", "1"])
+        .expect("revoke");
+    wait(
+        "the agent offline on the open page",
+        Duration::from_secs(30),
+        || {
+            browser
+                .text("#connection")
+                .is_some_and(|t| t.contains("offline"))
+        },
+    );
+
+    // Users: one the agent's user_access does not admit sees nothing of
+    // it; one it admits sees it.
+    let outsider = user(&setup, "bob", "elsewhere");
+    let member = user(&setup, "ann", "team");
+    browser.delete_cookies();
+    sign_in(&browser, &setup.api, &outsider);
+    wait("bob's agents page", Duration::from_secs(10), || {
+        browser.exists("#agents")
+    });
+    assert!(
+        !browser.exists("tr[data-agent=prod]"),
+        "{}",
+        browser.source()
+    );
+    browser.goto(&format!("{}/ui/agents/prod", setup.api));
+    assert!(
+        browser.source().contains("no such agent"),
+        "{}",
+        browser.source()
+    );
+    browser.delete_cookies();
+    sign_in(&browser, &setup.api, &member);
+    wait("ann's agents page", Duration::from_secs(10), || {
+        browser.exists("#agents")
+    });
+    assert!(
+        browser.exists("tr[data-agent=prod]"),
+        "{}",
+        browser.source()
+    );
+}
+
+/// A form POST as a script elsewhere would send it, with `session` as
+/// the session cookie: the status code.
+fn post_form(api: &str, path: &str, session: &str, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let addr = api.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let cookie = match session {
+        "" => String::new(),
+        value => format!("Cookie: tether_session={value}\r\n"),
+    };
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\n{cookie}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,92 @@
+//! The page every view shares: a header with who is signed in, the main
+//! region, and a small script of the project's own (no build step, no CDN)
+//! that replaces the main region when the server says something changed.
+//! Every page reads completely without JavaScript.
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+use super::session::{Session, Who};
+
+const STYLE: &str = r#"
+body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+header{display:flex;gap:1.5em;align-items:center;padding:.6em 1.2em;background:#1d2330;color:#fff}
+header a{color:#fff;text-decoration:none}header .who{margin-left:auto}
+main{padding:1em 1.2em;max-width:1200px}
+table{border-collapse:collapse;width:100%;background:#fff}
+th,td{text-align:left;padding:.35em .6em;border-bottom:1px solid #e3e6ea;vertical-align:top}
+th{background:#eef0f3;font-weight:600}
+.ok{color:#17803d}.bad{color:#b42318}.wait{color:#9a6700}.dim{color:#667085}
+.pill{display:inline-block;padding:0 .5em;border-radius:1em;font-size:12px;background:#eef0f3}
+form.inline{display:inline}button{font:inherit;cursor:pointer}
+details{background:#fff;margin:.3em 0;border:1px solid #e3e6ea}summary{padding:.3em .6em;cursor:pointer}
+code{font-size:12px}
+"#;
+
+/// Replaces `<main>` with the same page fetched again whenever the server
+/// sends `changed` (on `/ui/events`), so that a sync appears without a
+/// reload; the page works the same without it.
+const LIVE: &str = r#"
+(function(){
+  if(!window.EventSource)return;
+  var source=new EventSource('/ui/events');
+  source.addEventListener('changed',function(){
+    fetch(location.href,{credentials:'same-origin'}).then(function(r){return r.text()}).then(function(text){
+      var doc=new DOMParser().parseFromString(text,'text/html');
+      var fresh=doc.querySelector('main'),now=document.querySelector('main');
+      if(fresh&&now)now.replaceWith(fresh);
+    });
+  });
+})();
+"#;
+
+pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Tether" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    a href="/ui/" { strong { "Tether" } }
+                    @if session.is_some() {
+                        a href="/ui/" { "Agents" }
+                    }
+                    @if let Some(session) = session {
+                        span class="who" {
+                            (who(&session.who)) " "
+                            form class="inline" method="post" action="/ui/logout" {
+                                input type="hidden" name="csrf" value=(session.csrf);
+                                button type="submit" { "Sign out" }
+                            }
+                        }
+                    }
+                }
+                main { (body) }
+                @if session.is_some() {
+                    script { (PreEscaped(LIVE)) }
+                }
+            }
+        }
+    }
+}
+
+fn who(who: &Who) -> String {
+    match who {
+        Who::Admin => "admin".to_owned(),
+        Who::User { name, .. } => format!("user {name}"),
+    }
+}
+
+/// A health or state word, coloured.
+pub fn state(word: &str) -> Markup {
+    let class = match word {
+        "synced" | "Current" | "connected" | "success" => "ok",
+        "failed" | "Failed" | "offline" => "bad",
+        _ => "wait",
+    };
+    html! { span class=(class) { (word) } }
+}

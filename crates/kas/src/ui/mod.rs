@@ -1,0 +1,224 @@
+//! The web UI, under `/ui` on the API listener: server-rendered HTML
+//! (maud), plain forms, and one small script of our own for live updates
+//! over server-sent events. Nothing is loaded from elsewhere.
+//!
+//! Sign-in takes the admin token or a user's personal access token and
+//! turns it into a signed session cookie ([`session`]); every form carries
+//! the session's CSRF token. The admin sees every agent; a user sees the
+//! agents whose `user_access` admits them, as the Kubernetes API proxy
+//! would ([`tether_proxy::access::authorize`]).
+
+mod layout;
+mod pages;
+pub mod session;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use futures_util::Stream;
+use maud::html;
+use serde::Deserialize;
+use tether_credentials::{Token, TokenKind};
+use tether_store::{AccessTokenStatus, TokenOwner};
+
+use crate::api::ApiState;
+use session::{Session, Sessions, Who};
+
+/// The pre-sign-in cookie the sign-in form's CSRF token is checked against.
+const LOGIN_COOKIE: &str = "tether_login";
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/ui", get(|| async { Redirect::to("/ui/") }))
+        .route("/ui/", get(pages::agents))
+        .route("/ui/login", get(login_form).post(login))
+        .route("/ui/logout", post(logout))
+        .route("/ui/events", get(events))
+        .route("/ui/agents/{name}", get(pages::agent))
+        .route("/ui/agents/{name}/sync", get(pages::sync))
+        .with_state(state)
+}
+
+/// The session of a request, checked: signed, unexpired, and for a user,
+/// the user and the token still there. `Err` is where to go instead.
+pub(crate) async fn signed_in(state: &ApiState, headers: &HeaderMap) -> Result<Session, Response> {
+    let to_login = || Redirect::to("/ui/login").into_response();
+    let session = session::cookie_value(headers)
+        .and_then(|value| state.ui_sessions.open(&value))
+        .ok_or_else(to_login)?;
+    if let Who::User { name, token_id } = &session.who {
+        let tokens = state
+            .store
+            .list_access_tokens(&TokenOwner::User(name.clone()))
+            .await
+            .map_err(|_| StatusCode::SERVICE_UNAVAILABLE.into_response())?;
+        let now = session::now();
+        let live = tokens.iter().any(|t| {
+            t.id == *token_id && t.revoked_at.is_none() && t.expires_at.is_none_or(|e| e > now)
+        });
+        if !live {
+            return Err(to_login());
+        }
+    }
+    Ok(session)
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+    csrf: String,
+}
+
+async fn login_form(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if signed_in(&state, &headers).await.is_ok() {
+        return Redirect::to("/ui/").into_response();
+    }
+    login_page(None)
+}
+
+fn login_page(error: Option<&str>) -> Response {
+    let csrf: [u8; 16] = rand::random();
+    let csrf: String = csrf.iter().map(|b| format!("{b:02x}")).collect();
+    let body = html! {
+        h1 { "Sign in" }
+        @if let Some(error) = error {
+            p class="bad" id="error" { (error) }
+        }
+        form method="post" action="/ui/login" {
+            p {
+                label for="token" { "Admin token or personal access token" } br;
+                input id="token" name="token" type="password" size="60" autocomplete="off" required;
+            }
+            input type="hidden" name="csrf" value=(csrf);
+            button id="sign-in" type="submit" { "Sign in" }
+        }
+    };
+    let mut response = Html(layout::page("Sign in", None, body).into_string()).into_response();
+    let cookie = format!(
+        "{LOGIN_COOKIE}={csrf}; Path=/ui/login; Max-Age=600; HttpOnly; Secure; SameSite=Strict"
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    if error.is_some() {
+        *response.status_mut() = StatusCode::UNAUTHORIZED;
+    }
+    response
+}
+
+async fn login(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let presented = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(name, _)| *name == LOGIN_COOKIE)
+        .map(|(_, v)| v.to_owned())
+        .unwrap_or_default();
+    let same: bool =
+        subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), form.csrf.as_bytes()).into();
+    if presented.is_empty() || !same {
+        return (
+            StatusCode::FORBIDDEN,
+            "the sign-in form expired or came from elsewhere: load it again",
+        )
+            .into_response();
+    }
+    let who = match who_is(&state, form.token.trim()).await {
+        Ok(who) => who,
+        Err(reason) => {
+            tracing::info!(reason = %reason, "web UI sign-in refused");
+            return login_page(Some(&reason));
+        }
+    };
+    let session = Session::new(who);
+    let mut response = Redirect::to("/ui/").into_response();
+    if let Ok(value) = HeaderValue::from_str(&state.ui_sessions.set_cookie(&session)) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// Who a presented token is: the admin, or a user by an active personal
+/// access token. The reason for a refusal names no secret.
+async fn who_is(state: &ApiState, text: &str) -> Result<Who, String> {
+    if let Ok(token) = Token::parse_kind(text, TokenKind::Admin) {
+        return match state.admin_token.matches(&token) {
+            true => Ok(Who::Admin),
+            false => Err("that is not this kas's admin token".into()),
+        };
+    }
+    let token = Token::parse_kind(text, TokenKind::User)
+        .map_err(|_| "not an admin token or a personal access token".to_owned())?;
+    let status = state
+        .store
+        .authenticate_access(&token.hash(), session::now())
+        .await
+        .map_err(|_| "kas cannot check tokens now; try again".to_owned())?;
+    match status {
+        AccessTokenStatus::Active(record) => match record.owner {
+            TokenOwner::User(name) => Ok(Who::User {
+                name,
+                token_id: record.id,
+            }),
+            _ => Err("not a personal access token".into()),
+        },
+        AccessTokenStatus::Revoked { .. } => Err("that token was revoked".into()),
+        AccessTokenStatus::Expired { .. } => Err("that token has expired".into()),
+        AccessTokenStatus::Unknown => Err("unknown token".into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn logout(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let session = match signed_in(&state, &headers).await {
+        Ok(session) => session,
+        Err(elsewhere) => return elsewhere,
+    };
+    if !session.csrf_matches(&form.csrf) {
+        return (StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response();
+    }
+    let mut response = Redirect::to("/ui/login").into_response();
+    if let Ok(value) = HeaderValue::from_str(&Sessions::clear_cookie()) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// `changed` whenever a session opens or closes or a sync is reported on
+/// this kas (at most every half second), for the pages to refresh their
+/// main region.
+async fn events(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Response> {
+    signed_in(&state, &headers).await?;
+    let changes = state.connections.watch_changes();
+    let stream = futures_util::stream::unfold(changes, |mut changes| async move {
+        changes.changed().await.ok()?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        changes.borrow_and_update();
+        // An event with no data is not dispatched by browsers.
+        Some((Ok(Event::default().event("changed").data("1")), changes))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
