@@ -321,7 +321,12 @@ impl Setup {
     /// The last sync of `commit` that agent `prod` reported, as
     /// `kas agent gitops prod -o json` shows it.
     pub fn sync_of(&self, commit: &str) -> Option<serde_json::Value> {
-        let text = self.cli(&["agent", "gitops", "prod", "-o", "json"])?;
+        self.sync_of_agent("prod", commit)
+    }
+
+    /// The last sync of `agent` at `commit`, as `kas agent gitops` shows it.
+    pub fn sync_of_agent(&self, agent: &str, commit: &str) -> Option<serde_json::Value> {
+        let text = self.cli(&["agent", "gitops", agent, "-o", "json"])?;
         let syncs: serde_json::Value = serde_json::from_str(&text).expect("JSON");
         syncs
             .as_array()?

@@ -33,28 +33,48 @@ pub struct ListQuery {
     page: usize,
 }
 
-/// Whether `session` may see `agent`: the admin always; a user when the
-/// agent's config in use admits them under `user_access`.
-async fn visible(state: &ApiState, session: &Session, agent: &tether_store::Agent) -> bool {
-    let Who::User { name, .. } = &session.who else {
-        return true;
-    };
-    let Ok(Some(user)) = state.store.get_user(name).await else {
-        return false;
-    };
-    let Some(config) = state.proxy.configs.in_use(&agent.name).await else {
-        return false;
-    };
-    let principal = tether_proxy::principal::Principal::User(tether_proxy::principal::User {
-        name: user.name,
-        memberships: user.memberships,
-        expires_at: None,
-    });
-    let target = tether_proxy::access::AgentRef {
-        name: &agent.name,
-        config_project: &agent.config_project,
-    };
-    tether_proxy::access::authorize(&principal, target, &config).is_ok()
+/// Who is looking, resolved once per request: the admin sees every
+/// agent; a user, those whose config in use admits them under
+/// `user_access`, as the Kubernetes API proxy decides.
+enum Viewer {
+    Admin,
+    User(tether_proxy::principal::Principal),
+    /// The user is gone: sees nothing.
+    Nobody,
+}
+
+impl Viewer {
+    async fn of(state: &ApiState, session: &Session) -> Viewer {
+        let Who::User { name, .. } = &session.who else {
+            return Viewer::Admin;
+        };
+        match state.store.get_user(name).await {
+            Ok(Some(user)) => Viewer::User(tether_proxy::principal::Principal::User(
+                tether_proxy::principal::User {
+                    name: user.name,
+                    memberships: user.memberships,
+                    expires_at: None,
+                },
+            )),
+            _ => Viewer::Nobody,
+        }
+    }
+
+    async fn sees(&self, state: &ApiState, agent: &tether_store::Agent) -> bool {
+        let principal = match self {
+            Viewer::Admin => return true,
+            Viewer::Nobody => return false,
+            Viewer::User(principal) => principal,
+        };
+        let Some(config) = state.proxy.configs.in_use(&agent.name).await else {
+            return false;
+        };
+        let target = tether_proxy::access::AgentRef {
+            name: &agent.name,
+            config_project: &agent.config_project,
+        };
+        tether_proxy::access::authorize(principal, target, &config).is_ok()
+    }
 }
 
 fn syncs_of(records: Vec<tether_store::SyncRecord>) -> Vec<SyncView> {
@@ -85,6 +105,7 @@ pub async fn agents(
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
     let needle = query.q.trim().to_lowercase();
+    let viewer = Viewer::of(&state, &session).await;
     let mut shown = Vec::new();
     for agent in all {
         if !needle.is_empty()
@@ -93,7 +114,7 @@ pub async fn agents(
         {
             continue;
         }
-        if visible(&state, &session, &agent).await {
+        if viewer.sees(&state, &agent).await {
             shown.push(agent);
         }
     }
@@ -168,7 +189,7 @@ async fn agent_for(
         .await
         .map_err(|_| StatusCode::SERVICE_UNAVAILABLE.into_response())?
         .ok_or_else(not_found)?;
-    match visible(state, session, &agent).await {
+    match Viewer::of(state, session).await.sees(state, &agent).await {
         true => Ok(agent),
         false => Err(not_found()),
     }

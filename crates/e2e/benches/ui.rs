@@ -1,0 +1,221 @@
+//! The web UI at fleet size: 1,000 agents registered, and one agent whose
+//! last sync reported 5,000 objects (sent over a raw agent session, as
+//! agentk would). Signed in as the admin, each page is fetched 20 times
+//! over loopback HTTP; the figures are the time to the whole answer
+//! (server render plus loopback), p50 and p95, with the answer's size.
+//!
+//! Run: `cargo build --release --bins && cargo bench -p tether-e2e --bench
+//! ui`. Prints figures; asserts nothing.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tether_credentials::Token;
+use tether_e2e::bench::{ms, percentile, register_agents};
+use tether_e2e::{Setup, commit, new_repo, raw, wait};
+use tether_proto::v1::{self, AgentMessage, agent_message, server_message};
+
+const AGENTS: usize = 1000;
+const OBJECTS: usize = 5000;
+const RUNS: usize = 20;
+
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let setup = Setup::start_with(&["--poll-interval", "60s"]);
+    let repo = setup.dir.path().join("repo");
+    new_repo(&repo);
+    commit(
+        &repo,
+        &[
+            (
+                ".gitlab/agents/big/config.yaml",
+                Some(
+                    "gitops:\n  manifest_projects:\n  - id: team/config\n    default_namespace: apps\n    paths: [{glob: 'manifests/*.yaml'}]\n",
+                ),
+            ),
+            (
+                "manifests/cm.yaml",
+                Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: one}\n"),
+            ),
+        ],
+    );
+    let admin_text = std::fs::read_to_string(setup.dir.path().join("kas/admin-token"))?;
+    let admin = Token::parse(admin_text.trim())?;
+    let api: SocketAddr = setup.api.trim_start_matches("http://").parse()?;
+    let client = kas::client::ApiClient::new(&setup.api, &admin)?;
+    let names: Vec<String> = (0..AGENTS - 1)
+        .map(|i| format!("agent-{i:04}"))
+        .chain(["big".to_owned()])
+        .collect();
+    let tokens = runtime.block_on(async {
+        client
+            .post(
+                "/api/v1/projects",
+                json!({ "id": "team/config", "url": repo.to_str().unwrap_or_default() }),
+            )
+            .await?;
+        register_agents(&client, &names, "team/config").await
+    })?;
+
+    // `big` reports a sync of 5,000 objects for the commit it was sent.
+    let big = tokens.last().cloned().unwrap_or_default();
+    let commit_id = runtime.block_on(report_big_sync(&setup, &big))?;
+    wait("the big sync to be stored", Duration::from_secs(30), || {
+        setup.sync_of_agent("big", &commit_id).is_some()
+    });
+
+    let cookie = sign_in(api, admin_text.trim())?;
+    let pages = [
+        ("agents, page 1 of 20 (1,000 agents)", "/ui/".to_owned()),
+        ("agents, page 20", "/ui/?page=19".to_owned()),
+        (
+            "agents, filtered (\"agent-09\")",
+            "/ui/?q=agent-09".to_owned(),
+        ),
+        ("one agent", "/ui/agents/big".to_owned()),
+        (
+            "a sync of 5,000 objects (first 500)",
+            format!("/ui/agents/big/sync?project=team%2Fconfig&commit={commit_id}"),
+        ),
+    ];
+    println!("| page | p50 | p95 | bytes |\n|---|---|---|---|");
+    for (name, path) in pages {
+        let mut times = Vec::with_capacity(RUNS);
+        let mut bytes = 0;
+        for _ in 0..RUNS {
+            let started = Instant::now();
+            let (status, body) = get(api, &path, &cookie)?;
+            times.push(started.elapsed());
+            anyhow::ensure!(status == 200, "{path}: {status}");
+            bytes = body.len();
+        }
+        times.sort();
+        println!(
+            "| {name} | {:.1} ms | {:.1} ms | {bytes} |",
+            ms(percentile(&times, 0.5)),
+            ms(percentile(&times, 0.95))
+        );
+    }
+    Ok(())
+}
+
+/// Opens a raw session as `big`, waits for its manifests, and reports a
+/// synced set of 5,000 objects for that commit; the commit.
+async fn report_big_sync(setup: &Setup, token: &str) -> anyhow::Result<String> {
+    let channel = raw::connect(setup).await;
+    let mut session = raw::session(channel, token, Some(raw::hello("big-0"))).await?;
+    let commit = loop {
+        let next = tokio::time::timeout(Duration::from_secs(60), session.inbound.message())
+            .await??
+            .ok_or_else(|| anyhow::anyhow!("session ended"))?;
+        if let Some(server_message::Message::Manifests(m)) = next.message
+            && m.last
+        {
+            break m.commit_id;
+        }
+    };
+    let objects = (0..OBJECTS)
+        .map(|i| v1::ObjectResult {
+            group: String::new(),
+            kind: if i % 5 == 0 { "Secret" } else { "ConfigMap" }.into(),
+            namespace: format!("team-{:02}", i % 40),
+            name: format!("object-{i:05}"),
+            action: "applied".into(),
+            health: "Current".into(),
+            message: String::new(),
+        })
+        .collect();
+    let report = v1::SyncReport {
+        project_id: "team/config".into(),
+        commit_id: commit.clone(),
+        state: v1::SyncState::Synced as i32,
+        applied: OBJECTS as u32,
+        objects,
+        ..Default::default()
+    };
+    session
+        .tx
+        .send(AgentMessage {
+            message: Some(agent_message::Message::SyncReport(report)),
+        })
+        .await?;
+    // Keep the session until the report is stored.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(commit)
+}
+
+/// Signs in like the browser does: the form's cookie and CSRF token, then
+/// the POST; the session cookie.
+fn sign_in(api: SocketAddr, admin: &str) -> anyhow::Result<String> {
+    let (_, form, headers) = request(api, "GET", "/ui/login", "", "")?;
+    let login_cookie = cookie_of(&headers, "tether_login")?;
+    let csrf = form
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .ok_or_else(|| anyhow::anyhow!("no CSRF token in the form"))?
+        .to_owned();
+    let body = format!("token={admin}&csrf={csrf}");
+    let (_, _, headers) = request(
+        api,
+        "POST",
+        "/ui/login",
+        &format!("tether_login={login_cookie}"),
+        &body,
+    )?;
+    Ok(format!(
+        "tether_session={}",
+        cookie_of(&headers, "tether_session")?
+    ))
+}
+
+fn cookie_of(headers: &str, name: &str) -> anyhow::Result<String> {
+    headers
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .filter_map(|v| v.split(';').next()?.split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.to_owned())
+        .ok_or_else(|| anyhow::anyhow!("no {name} cookie in {headers}"))
+}
+
+fn get(api: SocketAddr, path: &str, cookie: &str) -> anyhow::Result<(u16, String)> {
+    let (status, body, _) = request(api, "GET", path, cookie, "")?;
+    Ok((status, body))
+}
+
+/// One HTTP/1.0 exchange: status, body, and the header block.
+fn request(
+    api: SocketAddr,
+    method: &str,
+    path: &str,
+    cookie: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String, String)> {
+    let mut stream = std::net::TcpStream::connect(api)?;
+    let cookie = match cookie {
+        "" => String::new(),
+        c => format!("Cookie: {c}\r\n"),
+    };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {api}\r\n{cookie}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_owned(), head.to_owned()))
+}
