@@ -550,13 +550,17 @@ pub fn kubectl(kubeconfig: &std::path::Path) -> Command {
 }
 
 pub fn wait(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let deadline = started + timeout;
     while !condition() {
         assert!(
             Instant::now() < deadline,
             "timed out after {timeout:?} waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+    if std::env::var_os("TETHER_TRACE_WAITS").is_some() {
+        eprintln!("waited {:?} for {what}", started.elapsed());
     }
 }
 

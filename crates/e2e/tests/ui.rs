@@ -1,8 +1,9 @@
 //! The web UI in a real browser (headless Chromium through its WebDriver)
 //! against real kas and agentk: sign in with the admin token, see the
 //! agent connected, a pushed commit's sync appear without a reload, the
-//! sync's objects as a tree, the agent go offline when its token is
-//! revoked; the session cookie's flags; forms refused without their CSRF
+//! sync's objects as a tree, a drifted object put back (and by whom), a
+//! token created (shown once) and the agent's token revoked from the UI
+//! and the agent go offline; the session cookie's flags; forms refused without their CSRF
 //! token; a user whom the agent's `user_access` does not admit sees nothing
 //! of it, a user it admits sees it.
 
@@ -82,11 +83,11 @@ fn ui(ns: &str) {
     // told so.
     let browser = Browser::start(setup.dir.path());
     sign_in(&browser, &setup.api, "tadm_not-the-token");
-    assert!(
-        browser.text("#error").is_some_and(|e| !e.is_empty()),
-        "{}",
-        browser.source()
-    );
+    wait("the sign-in error", Duration::from_secs(10), || {
+        browser
+            .text("#error")
+            .is_some_and(|e| e.contains("not an admin token"))
+    });
 
     // The admin: the agent, connected, with its sync.
     let admin =
@@ -139,6 +140,35 @@ fn ui(ns: &str) {
     );
     shot(&browser, "ui-sync");
 
+    // Someone changes an object agentk owns: the sync page shows it put
+    // back, and by whom.
+    tether_testenv::shared().kubectl_ok(&[
+        "patch",
+        "configmap",
+        "one",
+        "-n",
+        ns,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"a":"2"}}"#,
+        "--field-manager=someone",
+    ]);
+    wait(
+        "the drift correction on the sync page",
+        Duration::from_secs(30),
+        || {
+            browser.goto(&format!(
+                "{}/ui/agents/prod/sync?project=team%2Fconfig&commit={second}",
+                setup.api
+            ));
+            browser
+                .text("#drift")
+                .is_some_and(|t| t.contains("someone"))
+        },
+    );
+    shot(&browser, "ui-sync-drift");
+
     // Forms without their CSRF token are refused; with the cookie only.
     let session = cookie["value"].as_str().expect("value").to_owned();
     let refused = post_form(&setup.api, "/ui/logout", &session, "csrf=wrong");
@@ -151,19 +181,34 @@ fn ui(ns: &str) {
     );
     assert_eq!(refused, 403, "sign-in without the form's own cookie");
 
-    // The agent's token revoked: the open page shows it offline.
+    // A token created from the UI is shown once; the agent's own token
+    // revoked from the UI: its page shows it offline.
     browser.goto(&format!("{}/ui/agents/prod", setup.api));
-    setup
-        .cli(&["token", "revoke", "prod", "1"])
-        .expect("revoke");
+    browser.type_into("input[name=name]", "spare");
+    browser.click("#create-token");
+    wait("the new token's page", Duration::from_secs(10), || {
+        browser.exists("#new-token")
+    });
+    let shown = browser.text("#new-token").expect("the new token, once");
+    assert!(!shown.is_empty());
+    browser.goto(&format!("{}/ui/agents/prod", setup.api));
+    assert!(!browser.source().contains(&shown), "never shown again");
+    browser.click("#revoke-1");
     wait(
-        "the agent offline on the open page",
+        "the agent offline on its page",
         Duration::from_secs(30),
         || {
             browser
                 .text("#connection")
                 .is_some_and(|t| t.contains("offline"))
         },
+    );
+    assert!(
+        browser
+            .text("tr[data-token='1']")
+            .is_some_and(|t| t.contains("revoked")),
+        "{}",
+        browser.source()
     );
 
     // Users: one the agent's user_access does not admit sees nothing of

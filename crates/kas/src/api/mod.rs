@@ -12,7 +12,7 @@ mod notifications;
 pub mod plan;
 mod projects;
 mod statuses;
-mod tokens;
+pub(crate) mod tokens;
 
 use std::sync::Arc;
 

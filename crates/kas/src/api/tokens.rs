@@ -29,21 +29,8 @@ pub async fn create(
     Json(body): Json<CreateToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     let expires_at = parse_expiry(body.expires_at.as_deref())?;
-    let token = Token::generate(TokenKind::Agent);
-    let record = state
-        .store
-        .create_token(
-            &agent,
-            NewToken {
-                name: body.name,
-                description: body.description,
-                hash: token.hash(),
-                created_at: now(),
-                expires_at,
-            },
-        )
-        .await?;
-    tracing::info!(agent = %agent, token_id = record.id, "agent token created");
+    let (record, token) =
+        create_token(&state, &agent, body.name, body.description, expires_at).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedToken {
@@ -60,6 +47,32 @@ pub async fn create(
     ))
 }
 
+/// Creates an agent token: its record and its text (shown once).
+pub(crate) async fn create_token(
+    state: &ApiState,
+    agent: &str,
+    name: String,
+    description: String,
+    expires_at: Option<UnixTime>,
+) -> Result<(TokenRecord, Token), ApiError> {
+    let token = Token::generate(TokenKind::Agent);
+    let record = state
+        .store
+        .create_token(
+            agent,
+            NewToken {
+                name,
+                description,
+                hash: token.hash(),
+                created_at: now(),
+                expires_at,
+            },
+        )
+        .await?;
+    tracing::info!(agent = %agent, token_id = record.id, "agent token created");
+    Ok((record, token))
+}
+
 pub async fn list(
     State(state): State<ApiState>,
     Path(agent): Path<String>,
@@ -72,7 +85,18 @@ pub async fn revoke(
     State(state): State<ApiState>,
     Path((agent, id)): Path<(String, i64)>,
 ) -> Result<Json<TokenView>, ApiError> {
-    let record = state.store.revoke_token(&agent, id, now()).await?;
+    let record = revoke_token(&state, &agent, id).await?;
+    Ok(Json(token_view(record)))
+}
+
+/// Revokes an agent token and closes what it opened (sessions, tunnels,
+/// on every replica): the API's and the web UI's one way to do it.
+pub(crate) async fn revoke_token(
+    state: &ApiState,
+    agent: &str,
+    id: i64,
+) -> Result<TokenRecord, ApiError> {
+    let record = state.store.revoke_token(agent, id, now()).await?;
     let reason = format!(
         "agent token was revoked at {}",
         record.revoked_at.map(to_rfc3339).unwrap_or_default()
@@ -85,7 +109,7 @@ pub async fn revoke(
             reason,
         })
         .await;
-    Ok(Json(token_view(record)))
+    Ok(record)
 }
 
 /// A token's `expires_at` as given (RFC 3339), or why it is not a time.

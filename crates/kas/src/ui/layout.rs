@@ -29,6 +29,9 @@ const LIVE: &str = r#"
 (function(){
   if(!window.EventSource)return;
   var source=new EventSource('/ui/events');
+  // A page left (or kept in the back-forward cache) must not hold one of
+  // the browser's few connections to kas.
+  window.addEventListener('pagehide',function(){source.close();});
   source.addEventListener('changed',function(){
     fetch(location.href,{credentials:'same-origin'}).then(function(r){return r.text()}).then(function(text){
       var doc=new DOMParser().parseFromString(text,'text/html');

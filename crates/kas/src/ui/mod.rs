@@ -42,6 +42,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/ui/events", get(events))
         .route("/ui/agents/{name}", get(pages::agent))
         .route("/ui/agents/{name}/sync", get(pages::sync))
+        .route("/ui/agents/{name}/tokens", post(pages::create_token))
+        .route(
+            "/ui/agents/{name}/tokens/{id}/revoke",
+            post(pages::revoke_token),
+        )
         .with_state(state)
 }
 

@@ -182,7 +182,7 @@ async fn agent_for(
     session: &Session,
     name: &str,
 ) -> Result<tether_store::Agent, Response> {
-    let not_found = || (StatusCode::NOT_FOUND, "no such agent").into_response();
+    let not_found = || not_found(session, "no such agent");
     let agent = state
         .store
         .get_agent(name)
@@ -231,6 +231,10 @@ pub async fn agent(
         history.push((sync.project.clone(), syncs_of(records)));
     }
     let tunnels = state.connections.tunnels().count(&name);
+    let tokens = match session.who {
+        Who::Admin => state.store.list_tokens(&name).await.unwrap_or_default(),
+        Who::User { .. } => Vec::new(),
+    };
     let body = html! {
         h1 { "Agent " (agent.name) }
         p class="dim" { "config project " (agent.config_project) " · " (tunnels) " tunnel(s) here" }
@@ -246,6 +250,33 @@ pub async fn agent(
         }
         h2 { "Configuration" }
         (config_status(&status))
+        @if session.who == Who::Admin {
+            h2 { "Tokens" }
+            table id="tokens" {
+                tr { th { "Id" } th { "Name" } th { "Created" } th { "Expires" } th { "State" } th {} }
+                @for t in &tokens {
+                    tr data-token=(t.id) {
+                        td { (t.id) } td { (t.name) }
+                        td { (tether_store::time::to_rfc3339(t.created_at)) }
+                        td { (t.expires_at.map(tether_store::time::to_rfc3339).unwrap_or_else(|| "never".into())) }
+                        td { @if t.revoked_at.is_some() { (state_word("revoked")) } @else { (state_word("active")) } }
+                        td {
+                            @if t.revoked_at.is_none() {
+                                form class="inline" method="post" action={"/ui/agents/" (segment(&name)) "/tokens/" (t.id) "/revoke"} {
+                                    input type="hidden" name="csrf" value=(session.csrf);
+                                    button type="submit" id={"revoke-" (t.id)} { "Revoke" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            form method="post" action={"/ui/agents/" (segment(&name)) "/tokens"} {
+                input type="hidden" name="csrf" value=(session.csrf);
+                input name="name" placeholder="new token's name" required;
+                " " button type="submit" id="create-token" { "Create token" }
+            }
+        }
         h2 { "Manifest projects" }
         @if history.is_empty() { p class="dim" { "No sync reported yet." } }
         @for (project, syncs) in &history {
@@ -321,7 +352,7 @@ pub async fn sync(
         .into_iter()
         .find(|s| s.commit == query.commit)
     else {
-        return (StatusCode::NOT_FOUND, "no such sync").into_response();
+        return not_found(&session, "no such sync");
     };
     let pages = sync.objects.len().div_ceil(OBJECTS_PER_PAGE).max(1);
     let page_no = query.page.min(pages - 1);
@@ -395,6 +426,92 @@ pub async fn sync(
         .into_response()
 }
 
+/// A page saying what was not found, 404.
+fn not_found(session: &Session, what: &str) -> Response {
+    let body = html! { h1 { "Not found" } p id="not-found" { (what) } };
+    (
+        StatusCode::NOT_FOUND,
+        Html(page("Not found", Some(session), body).into_string()),
+    )
+        .into_response()
+}
+
 fn short(commit: &str) -> &str {
     &commit[..commit.len().min(10)]
+}
+
+#[derive(Deserialize)]
+pub struct TokenForm {
+    csrf: String,
+    #[serde(default)]
+    name: String,
+}
+
+/// The admin's session of a form POST, its CSRF token checked; or the
+/// answer instead (sign in, 403).
+async fn admin_form(
+    state: &ApiState,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<Session, Response> {
+    let session = signed_in(state, headers).await?;
+    if !session.csrf_matches(csrf) {
+        return Err((StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response());
+    }
+    if session.who != Who::Admin {
+        return Err((StatusCode::FORBIDDEN, "only the admin manages agent tokens").into_response());
+    }
+    Ok(session)
+}
+
+/// Creates an agent token and shows it, this once.
+pub async fn create_token(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    axum::extract::Form(form): axum::extract::Form<TokenForm>,
+) -> Response {
+    let session = match admin_form(&state, &headers, &form.csrf).await {
+        Ok(s) => s,
+        Err(answer) => return answer,
+    };
+    let label = match form.name.trim() {
+        "" => "web".to_owned(),
+        label => label.to_owned(),
+    };
+    let (record, token) =
+        match crate::api::tokens::create_token(&state, &name, label, String::new(), None).await {
+            Ok(created) => created,
+            Err(e) => return e.into_response(),
+        };
+    let body = html! {
+        h1 { "Token " (record.name) " of agent " (name) }
+        p { "Copy it now: kas keeps only its hash and will not show it again." }
+        pre id="new-token" { (token.expose_secret()) }
+        p { a href={"/ui/agents/" (segment(&name))} { "Back to the agent" } }
+    };
+    let mut response = Html(page("New token", Some(&session), body).into_string()).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// Revokes an agent token: its sessions and tunnels close at once.
+pub async fn revoke_token(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path((name, id)): Path<(String, i64)>,
+    axum::extract::Form(form): axum::extract::Form<TokenForm>,
+) -> Response {
+    if let Err(answer) = admin_form(&state, &headers, &form.csrf).await {
+        return answer;
+    }
+    match crate::api::tokens::revoke_token(&state, &name, id).await {
+        Ok(_) => {
+            axum::response::Redirect::to(&format!("/ui/agents/{}", segment(&name))).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
 }
