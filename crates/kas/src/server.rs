@@ -257,7 +257,10 @@ impl Server {
             renderer: renderer.clone(),
             router: router.clone(),
             webhook_limiter: std::sync::Arc::default(),
-            ui_sessions: ui_sessions(&settings, data.path())?,
+        };
+        let ui = crate::ui::UiState {
+            api: state.clone(),
+            sessions: ui_sessions(&settings, data.path())?,
         };
         drop(admin_token);
         let private = match (&settings.replication, &router) {
@@ -294,7 +297,7 @@ impl Server {
             settings.api_listen,
             api_tls,
             shutdown.clone(),
-            listen::http::router_service(api::router(state)),
+            listen::http::router_service(api::router(state).merge(crate::ui::router(ui))),
         );
         let health = listen::http::serve(
             "admin",

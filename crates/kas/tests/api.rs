@@ -44,7 +44,6 @@ impl Api {
             renderer: Err("no renderer in these tests".into()),
             router: None,
             webhook_limiter: Default::default(),
-            ui_sessions: kas::ui::session::Sessions::new(b"api tests"),
         });
         Api {
             router,

@@ -54,8 +54,6 @@ pub struct ApiState {
     pub router: Option<Arc<crate::replicas::router::Router>>,
     /// Bounds push webhook deliveries per project.
     pub webhook_limiter: Arc<crate::webhooks::Limiter>,
-    /// Signs and reads the web UI's session cookies.
-    pub ui_sessions: crate::ui::session::Sessions,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -149,9 +147,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/projects/{id}/hooks/{provider}",
             post(hooks::deliver),
         )
-        .with_state(state.clone())
-        // The web UI signs in with a session cookie of its own.
-        .merge(crate::ui::router(state))
+        .with_state(state)
 }
 
 /// Refuses a request without the admin token. The comparison is of hashes, in

@@ -28,12 +28,30 @@ use tether_credentials::{Token, TokenKind};
 use tether_store::{AccessTokenStatus, TokenOwner};
 
 use crate::api::ApiState;
+
 use session::{Session, Sessions, Who};
 
 /// The pre-sign-in cookie the sign-in form's CSRF token is checked against.
 const LOGIN_COOKIE: &str = "tether_login";
 
-pub fn router(state: ApiState) -> Router {
+/// What the UI's handlers reach: the API's state, and the key its
+/// session cookies are signed with.
+#[derive(Clone, Debug)]
+pub struct UiState {
+    pub api: ApiState,
+    pub sessions: Sessions,
+}
+
+impl std::ops::Deref for UiState {
+    type Target = ApiState;
+
+    fn deref(&self) -> &ApiState {
+        &self.api
+    }
+}
+
+/// The UI's routes, beside the API's on the API listener.
+pub fn router(state: UiState) -> Router {
     Router::new()
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/", get(pages::agents))
@@ -52,10 +70,10 @@ pub fn router(state: ApiState) -> Router {
 
 /// The session of a request, checked: signed, unexpired, and for a user,
 /// the user and the token still there. `Err` is where to go instead.
-pub(crate) async fn signed_in(state: &ApiState, headers: &HeaderMap) -> Result<Session, Response> {
+pub(crate) async fn signed_in(state: &UiState, headers: &HeaderMap) -> Result<Session, Response> {
     let to_login = || Redirect::to("/ui/login").into_response();
     let session = session::cookie_value(headers)
-        .and_then(|value| state.ui_sessions.open(&value))
+        .and_then(|value| state.sessions.open(&value))
         .ok_or_else(to_login)?;
     if let Who::User { name, token_id } = &session.who {
         let tokens = state
@@ -80,7 +98,7 @@ struct LoginForm {
     csrf: String,
 }
 
-async fn login_form(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+async fn login_form(State(state): State<UiState>, headers: HeaderMap) -> Response {
     if signed_in(&state, &headers).await.is_ok() {
         return Redirect::to("/ui/").into_response();
     }
@@ -118,7 +136,7 @@ fn login_page(error: Option<&str>) -> Response {
 }
 
 async fn login(
-    State(state): State<ApiState>,
+    State(state): State<UiState>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
@@ -149,7 +167,7 @@ async fn login(
     };
     let session = Session::new(who);
     let mut response = Redirect::to("/ui/").into_response();
-    if let Ok(value) = HeaderValue::from_str(&state.ui_sessions.set_cookie(&session)) {
+    if let Ok(value) = HeaderValue::from_str(&state.sessions.set_cookie(&session)) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response
@@ -157,7 +175,7 @@ async fn login(
 
 /// Who a presented token is: the admin, or a user by an active personal
 /// access token. The reason for a refusal names no secret.
-async fn who_is(state: &ApiState, text: &str) -> Result<Who, String> {
+async fn who_is(state: &UiState, text: &str) -> Result<Who, String> {
     if let Ok(token) = Token::parse_kind(text, TokenKind::Admin) {
         return match state.admin_token.matches(&token) {
             true => Ok(Who::Admin),
@@ -191,7 +209,7 @@ struct CsrfForm {
 }
 
 async fn logout(
-    State(state): State<ApiState>,
+    State(state): State<UiState>,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
@@ -213,7 +231,7 @@ async fn logout(
 /// this kas (at most every half second), for the pages to refresh their
 /// main region.
 async fn events(
-    State(state): State<ApiState>,
+    State(state): State<UiState>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Response> {
     signed_in(&state, &headers).await?;

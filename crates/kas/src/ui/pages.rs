@@ -13,10 +13,10 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use tether_api::{ObjectView, SyncView};
 
+use super::UiState;
 use super::layout::{page, state as state_word};
 use super::session::{Session, Who};
 use super::signed_in;
-use crate::api::ApiState;
 use crate::client::segment;
 
 /// Agents per page, objects per sync page.
@@ -44,7 +44,7 @@ enum Viewer {
 }
 
 impl Viewer {
-    async fn of(state: &ApiState, session: &Session) -> Viewer {
+    async fn of(state: &UiState, session: &Session) -> Viewer {
         let Who::User { name, .. } = &session.who else {
             return Viewer::Admin;
         };
@@ -60,7 +60,7 @@ impl Viewer {
         }
     }
 
-    async fn sees(&self, state: &ApiState, agent: &tether_store::Agent) -> bool {
+    async fn sees(&self, state: &UiState, agent: &tether_store::Agent) -> bool {
         let principal = match self {
             Viewer::Admin => return true,
             Viewer::Nobody => return false,
@@ -93,7 +93,7 @@ fn health_counts(sync: &SyncView) -> BTreeMap<&str, usize> {
 }
 
 pub async fn agents(
-    State(state): State<ApiState>,
+    State(state): State<UiState>,
     headers: HeaderMap,
     Query(query): Query<ListQuery>,
 ) -> Response {
@@ -178,7 +178,7 @@ pub async fn agents(
 /// An agent the session may see, or the answer that it cannot (404, so
 /// that agents a user may not see do not show that they exist).
 async fn agent_for(
-    state: &ApiState,
+    state: &UiState,
     session: &Session,
     name: &str,
 ) -> Result<tether_store::Agent, Response> {
@@ -196,7 +196,7 @@ async fn agent_for(
 }
 
 pub async fn agent(
-    State(state): State<ApiState>,
+    State(state): State<UiState>,
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
@@ -331,7 +331,7 @@ pub struct SyncQuery {
 }
 
 pub async fn sync(
-    State(state): State<ApiState>,
+    State(state): State<UiState>,
     headers: HeaderMap,
     Path(name): Path<String>,
     Query(query): Query<SyncQuery>,
@@ -449,11 +449,7 @@ pub struct TokenForm {
 
 /// The admin's session of a form POST, its CSRF token checked; or the
 /// answer instead (sign in, 403).
-async fn admin_form(
-    state: &ApiState,
-    headers: &HeaderMap,
-    csrf: &str,
-) -> Result<Session, Response> {
+async fn admin_form(state: &UiState, headers: &HeaderMap, csrf: &str) -> Result<Session, Response> {
     let session = signed_in(state, headers).await?;
     if !session.csrf_matches(csrf) {
         return Err((StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response());
@@ -466,7 +462,7 @@ async fn admin_form(
 
 /// Creates an agent token and shows it, this once.
 pub async fn create_token(
-    State(state): State<ApiState>,
+    State(state): State<UiState>,
     headers: HeaderMap,
     Path(name): Path<String>,
     axum::extract::Form(form): axum::extract::Form<TokenForm>,
@@ -480,7 +476,8 @@ pub async fn create_token(
         label => label.to_owned(),
     };
     let (record, token) =
-        match crate::api::tokens::create_token(&state, &name, label, String::new(), None).await {
+        match crate::api::tokens::create_token(&state.api, &name, label, String::new(), None).await
+        {
             Ok(created) => created,
             Err(e) => return e.into_response(),
         };
@@ -500,7 +497,7 @@ pub async fn create_token(
 
 /// Revokes an agent token: its sessions and tunnels close at once.
 pub async fn revoke_token(
-    State(state): State<ApiState>,
+    State(state): State<UiState>,
     headers: HeaderMap,
     Path((name, id)): Path<(String, i64)>,
     axum::extract::Form(form): axum::extract::Form<TokenForm>,
@@ -508,7 +505,7 @@ pub async fn revoke_token(
     if let Err(answer) = admin_form(&state, &headers, &form.csrf).await {
         return answer;
     }
-    match crate::api::tokens::revoke_token(&state, &name, id).await {
+    match crate::api::tokens::revoke_token(&state.api, &name, id).await {
         Ok(_) => {
             axum::response::Redirect::to(&format!("/ui/agents/{}", segment(&name))).into_response()
         }
