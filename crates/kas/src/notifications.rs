@@ -103,7 +103,7 @@ struct Inner {
     global: Vec<Notification>,
     /// How long an agent is gone before it is told.
     disconnected_after: Duration,
-    queues: Mutex<HashMap<String, mpsc::Sender<Notice>>>,
+    queues: crate::ordered::KeyedQueues<Notice>,
     sent: Mutex<HashMap<DedupKey, Instant>>,
 }
 
@@ -131,7 +131,7 @@ impl Notifier {
                 client,
                 global,
                 disconnected_after,
-                queues: Mutex::default(),
+                queues: crate::ordered::KeyedQueues::new(QUEUE, MAX_DESTINATIONS),
                 sent: Mutex::default(),
             })),
         })
@@ -160,23 +160,11 @@ impl Notifier {
             if !inner.first_time(&name, &notice) {
                 continue;
             }
-            let mut queues = inner.queues.lock().unwrap_or_else(|e| e.into_inner());
-            queues.retain(|_, tx| !tx.is_closed());
-            let tx = match queues.get(&name) {
-                Some(tx) => tx.clone(),
-                None if queues.len() >= MAX_DESTINATIONS => {
-                    tracing::warn!(destination = %name, "too many notification destinations: notice dropped");
-                    continue;
-                }
-                None => {
-                    let (tx, rx) = mpsc::channel(QUEUE);
-                    tokio::spawn(deliver_in_order(inner.clone(), destination.clone(), rx));
-                    queues.insert(name.clone(), tx.clone());
-                    tx
-                }
-            };
-            if tx.try_send(notice.clone()).is_err() {
-                tracing::warn!(destination = %name, "notification queue full: notice dropped");
+            let pushed = inner.queues.push(&name, notice.clone(), |rx| {
+                tokio::spawn(deliver_in_order(inner.clone(), destination.clone(), rx));
+            });
+            if let Err(why) = pushed {
+                tracing::warn!(destination = %name, why = ?why, "notice dropped");
             }
         }
     }
@@ -438,8 +426,7 @@ pub fn request(
 pub fn sign(key: &str, body: &[u8]) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, key.as_bytes());
     let tag = hmac::sign(&key, body);
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
+    format!("sha256={}", crate::hex::encode(tag.as_ref()))
 }
 
 fn provider_name(p: NotificationProvider) -> &'static str {

@@ -397,8 +397,7 @@ fn ui_sessions(
     let key = match std::fs::read_to_string(&path) {
         Ok(key) if key.trim().len() >= 32 => key.trim().to_owned(),
         _ => {
-            let bytes: [u8; 32] = rand::random();
-            let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let key = crate::hex::random::<32>();
             crate::files::write_private(&path, &key)?;
             key
         }

@@ -12,7 +12,7 @@
 //! nothing.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -68,7 +68,7 @@ pub struct Statuses {
 struct Inner {
     store: Arc<dyn Store>,
     client: HttpsClient,
-    queues: Mutex<HashMap<String, mpsc::Sender<StatusEvent>>>,
+    queues: crate::ordered::KeyedQueues<StatusEvent>,
 }
 
 impl std::fmt::Debug for Statuses {
@@ -89,7 +89,7 @@ impl Statuses {
             inner: Some(Arc::new(Inner {
                 store,
                 client,
-                queues: Mutex::default(),
+                queues: crate::ordered::KeyedQueues::new(QUEUE, MAX_PROJECTS),
             })),
         })
     }
@@ -104,23 +104,12 @@ impl Statuses {
         let Some(inner) = &self.inner else {
             return;
         };
-        let mut queues = inner.queues.lock().unwrap_or_else(|e| e.into_inner());
-        queues.retain(|_, tx| !tx.is_closed());
-        let tx = match queues.get(&event.project) {
-            Some(tx) => tx.clone(),
-            None if queues.len() >= MAX_PROJECTS => {
-                tracing::warn!(project = %event.project, "too many projects posting statuses: status dropped");
-                return;
-            }
-            None => {
-                let (tx, rx) = mpsc::channel(QUEUE);
-                tokio::spawn(post_in_order(inner.clone(), event.project.clone(), rx));
-                queues.insert(event.project.clone(), tx.clone());
-                tx
-            }
-        };
-        if let Err(e) = tx.try_send(event) {
-            tracing::warn!(error = %e, "commit status queue full: status dropped");
+        let project = event.project.clone();
+        let pushed = inner.queues.push(&project, event, |rx| {
+            tokio::spawn(post_in_order(inner.clone(), project.clone(), rx));
+        });
+        if let Err(why) = pushed {
+            tracing::warn!(project = %project, why = ?why, "commit status dropped");
         }
     }
 }

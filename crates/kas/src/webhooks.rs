@@ -77,7 +77,7 @@ pub fn verify(
                 .ok_or(Refusal::BadSignature(name))?,
             false => value,
         };
-        let tag = decode_hex(hex.trim()).ok_or(Refusal::BadSignature(name))?;
+        let tag = crate::hex::decode(hex.trim(), 64).ok_or(Refusal::BadSignature(name))?;
         let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
         hmac::verify(&key, body, &tag).map_err(|_| Refusal::BadSignature(name))
     };
@@ -191,16 +191,6 @@ pub fn concerns(refs: &[String], project_ref: Option<&str>) -> bool {
         }
         None => r.starts_with("refs/heads/") || r.starts_with("refs/tags/"),
     })
-}
-
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) || hex.len() > 128 {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// Deliveries accepted per project: a burst, then one per interval.

@@ -49,9 +49,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Fetcher {
-    /// The archive of `chart` at exactly `version` in the OCI registry
-    /// `repository` (`oci://…`).
-    pub async fn oci_archive(
+    /// The archive of `chart` at exactly `version` in `repository`: an
+    /// HTTP(S) chart repository (`index.yaml`) or an OCI registry
+    /// (`oci://…`), checked against its digest; kept for later renders.
+    pub async fn archive(
         &self,
         repository: &str,
         chart: &str,
@@ -61,8 +62,10 @@ impl Fetcher {
         if let Some((_, bytes)) = lock(&self.kept).get(&key) {
             return Ok(bytes.clone());
         }
-        let archive =
-            Arc::new(crate::oci::archive(&self.client, repository, chart, version).await?);
+        let archive = Arc::new(match repository.starts_with("oci://") {
+            true => crate::oci::archive(&self.client, repository, chart, version).await?,
+            false => self.listed_archive(repository, chart, version).await?,
+        });
         self.keep(key, archive.clone());
         Ok(archive)
     }
@@ -80,17 +83,14 @@ impl Fetcher {
         kept.insert(key, (Instant::now(), archive));
     }
 
-    /// The archive of `chart` at exactly `version` in `repository`.
-    pub async fn archive(
+    /// The archive of `chart` at `version` as the repository's
+    /// `index.yaml` names it, checked against the digest it gives.
+    async fn listed_archive(
         &self,
         repository: &str,
         chart: &str,
         version: &str,
-    ) -> Result<Arc<Vec<u8>>, String> {
-        let key = format!("{repository}\n{chart}\n{version}");
-        if let Some((_, bytes)) = lock(&self.kept).get(&key) {
-            return Ok(bytes.clone());
-        }
+    ) -> Result<Vec<u8>, String> {
         let base = repository.trim_end_matches('/');
         let index = self
             .get(&format!("{base}/index.yaml"), MAX_INDEX_BYTES)
@@ -111,17 +111,6 @@ impl Fetcher {
                 ));
             }
         }
-        let archive = Arc::new(archive);
-        let mut kept = lock(&self.kept);
-        if kept.len() >= MAX_KEPT
-            && let Some(oldest) = kept
-                .iter()
-                .min_by_key(|(_, (at, _))| *at)
-                .map(|(k, _)| k.clone())
-        {
-            kept.remove(&oldest);
-        }
-        kept.insert(key, (Instant::now(), archive.clone()));
         Ok(archive)
     }
 

@@ -273,11 +273,10 @@ impl Renderer {
         else {
             return Err(fail("the chart has neither path nor repository".into()));
         };
-        match repository.starts_with("oci://") {
-            true => self.fetcher.oci_archive(repository, name, version).await,
-            false => self.fetcher.archive(repository, name, version).await,
-        }
-        .map_err(fail)
+        self.fetcher
+            .archive(repository, name, version)
+            .await
+            .map_err(fail)
     }
 }
 

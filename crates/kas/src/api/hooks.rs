@@ -159,6 +159,5 @@ pub async fn remove(
 
 /// 32 random bytes as hex: what git hosts accept as a secret.
 fn new_secret() -> String {
-    let bytes: [u8; 32] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::random::<32>()
 }

@@ -106,8 +106,7 @@ async fn login_form(State(state): State<UiState>, headers: HeaderMap) -> Respons
 }
 
 fn login_page(error: Option<&str>) -> Response {
-    let csrf: [u8; 16] = rand::random();
-    let csrf: String = csrf.iter().map(|b| format!("{b:02x}")).collect();
+    let csrf = crate::hex::random::<16>();
     let body = html! {
         h1 { "Sign in" }
         @if let Some(error) = error {

@@ -37,11 +37,10 @@ pub struct Session {
 
 impl Session {
     pub fn new(who: Who) -> Self {
-        let csrf: [u8; 16] = rand::random();
         Session {
             who,
             expires_at: now() + LIFETIME_SECS,
-            csrf: hex(&csrf),
+            csrf: crate::hex::random::<16>(),
         }
     }
 
@@ -77,17 +76,17 @@ impl Sessions {
 
     /// The cookie's value for `session`.
     pub fn seal(&self, session: &Session) -> String {
-        let payload = hex(&serde_json::to_vec(session).unwrap_or_default());
+        let payload = crate::hex::encode(&serde_json::to_vec(session).unwrap_or_default());
         let tag = hmac::sign(&self.key, payload.as_bytes());
-        format!("{payload}.{}", hex(tag.as_ref()))
+        format!("{payload}.{}", crate::hex::encode(tag.as_ref()))
     }
 
     /// The session in a cookie's value, if kas signed it and it has not
     /// expired.
     pub fn open(&self, value: &str) -> Option<Session> {
         let (payload, tag) = value.split_once('.')?;
-        hmac::verify(&self.key, payload.as_bytes(), &unhex(tag)?).ok()?;
-        let session: Session = serde_json::from_slice(&unhex(payload)?).ok()?;
+        hmac::verify(&self.key, payload.as_bytes(), &crate::hex::decode(tag, 64)?).ok()?;
+        let session: Session = serde_json::from_slice(&crate::hex::decode(payload, 4096)?).ok()?;
         (session.expires_at > now()).then_some(session)
     }
 
@@ -124,20 +123,6 @@ pub fn now() -> i64 {
         .unwrap_or_default()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || text.len() > 8192 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,7 +143,7 @@ mod tests {
             who: Who::Admin,
             ..session.clone()
         };
-        let payload = hex(&serde_json::to_vec(&forged).expect("json"));
+        let payload = crate::hex::encode(&serde_json::to_vec(&forged).expect("json"));
         assert_eq!(sessions.open(&format!("{payload}.{tag}")), None);
         let expired = Session {
             expires_at: now() - 1,

@@ -1,0 +1,78 @@
+//! One bounded queue and one task per key, for what kas sends out in order
+//! without holding anything up (commit statuses per project, notifications
+//! per destination): a full queue or too many keys drop the item, and a
+//! task that ended after being idle is started again by the next item.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+
+/// Why an item was dropped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// The key's queue is full.
+    QueueFull,
+    /// There are already `max_keys` keys with a live task.
+    TooManyKeys,
+}
+
+pub struct KeyedQueues<T> {
+    queues: Mutex<HashMap<String, mpsc::Sender<T>>>,
+    queue: usize,
+    max_keys: usize,
+}
+
+impl<T> KeyedQueues<T> {
+    pub fn new(queue: usize, max_keys: usize) -> Self {
+        KeyedQueues {
+            queues: Mutex::default(),
+            queue,
+            max_keys,
+        }
+    }
+
+    /// Queues `item` for `key`, starting its task with `start` (given the
+    /// receiving end) when none runs. Never waits.
+    pub fn push(
+        &self,
+        key: &str,
+        item: T,
+        start: impl FnOnce(mpsc::Receiver<T>),
+    ) -> Result<(), Dropped> {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        queues.retain(|_, tx| !tx.is_closed());
+        let tx = match queues.get(key) {
+            Some(tx) => tx.clone(),
+            None if queues.len() >= self.max_keys => return Err(Dropped::TooManyKeys),
+            None => {
+                let (tx, rx) = mpsc::channel(self.queue);
+                start(rx);
+                queues.insert(key.to_owned(), tx.clone());
+                tx
+            }
+        };
+        tx.try_send(item).map_err(|_| Dropped::QueueFull)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_are_kept_per_key_and_bounded() {
+        let queues = KeyedQueues::new(2, 2);
+        let mut receivers = Vec::new();
+        for item in 0..3 {
+            let pushed = queues.push("a", item, |rx| receivers.push(rx));
+            assert_eq!(pushed.is_ok(), item < 2, "{item}");
+        }
+        assert_eq!(receivers.len(), 1, "one task for the key");
+        assert!(queues.push("b", 0, |rx| receivers.push(rx)).is_ok());
+        assert_eq!(queues.push("c", 0, |_| {}), Err(Dropped::TooManyKeys));
+        // A task that ended frees its key; the next item starts another.
+        receivers.remove(0);
+        assert!(queues.push("c", 0, |rx| receivers.push(rx)).is_ok());
+    }
+}
