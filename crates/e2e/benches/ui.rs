@@ -61,13 +61,15 @@ fn main() -> anyhow::Result<()> {
         register_agents(&client, &names, "team/config").await
     })?;
 
-    // `big` reports a sync of 5,000 objects for the commit it was sent.
+    // `big` reports a sync of 5,000 objects for the commit it was sent,
+    // then one for a later commit in which 500 of them differ.
     let big = tokens.last().cloned().unwrap_or_default();
-    let commit_id = runtime.block_on(report_big_sync(&setup, &big))?;
-    wait("the big sync to be stored", Duration::from_secs(30), || {
-        setup.sync_of_agent("big", &commit_id).is_some()
-    });
-
+    let (commit_id, later) = runtime.block_on(report_big_syncs(&setup, &big, &repo))?;
+    wait(
+        "the big syncs to be stored",
+        Duration::from_secs(30),
+        || setup.sync_of_agent("big", &later).is_some(),
+    );
     let cookie = sign_in(api, admin_text.trim())?;
     let pages = [
         ("agents, page 1 of 20 (1,000 agents)", "/ui/".to_owned()),
@@ -81,6 +83,15 @@ fn main() -> anyhow::Result<()> {
             "a sync of 5,000 objects (first 500)",
             format!("/ui/agents/big/sync?project=team%2Fconfig&commit={commit_id}"),
         ),
+        (
+            "the diff of two 5,000-object syncs (500 differ)",
+            format!("/ui/agents/big/diff?project=team%2Fconfig&from={commit_id}&to={later}"),
+        ),
+        (
+            "projects (one, config of 1,000 agents)",
+            "/ui/projects".to_owned(),
+        ),
+        ("users", "/ui/users".to_owned()),
     ];
     println!("| page | p50 | p95 | bytes |\n|---|---|---|---|");
     for (name, path) in pages {
@@ -104,11 +115,17 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Opens a raw session as `big`, waits for its manifests, and reports a
-/// synced set of 5,000 objects for that commit; the commit.
-async fn report_big_sync(setup: &Setup, token: &str) -> anyhow::Result<String> {
+/// synced set of 5,000 objects for that commit; then commits again and
+/// reports the later commit's sync, in which 250 objects are new, 250
+/// gone and 250 InProgress. The two commits.
+async fn report_big_syncs(
+    setup: &Setup,
+    token: &str,
+    repo: &std::path::Path,
+) -> anyhow::Result<(String, String)> {
     let channel = raw::connect(setup).await;
     let mut session = raw::session(channel, token, Some(raw::hello("big-0"))).await?;
-    let commit = loop {
+    let first = loop {
         let next = tokio::time::timeout(Duration::from_secs(60), session.inbound.message())
             .await??
             .ok_or_else(|| anyhow::anyhow!("session ended"))?;
@@ -118,34 +135,53 @@ async fn report_big_sync(setup: &Setup, token: &str) -> anyhow::Result<String> {
             break m.commit_id;
         }
     };
-    let objects = (0..OBJECTS)
-        .map(|i| v1::ObjectResult {
-            group: String::new(),
-            kind: if i % 5 == 0 { "Secret" } else { "ConfigMap" }.into(),
-            namespace: format!("team-{:02}", i % 40),
-            name: format!("object-{i:05}"),
-            action: "applied".into(),
-            health: "Current".into(),
-            message: String::new(),
-        })
-        .collect();
-    let report = v1::SyncReport {
-        project_id: "team/config".into(),
-        commit_id: commit.clone(),
-        state: v1::SyncState::Synced as i32,
-        applied: OBJECTS as u32,
-        objects,
-        ..Default::default()
-    };
-    session
-        .tx
-        .send(AgentMessage {
-            message: Some(agent_message::Message::SyncReport(report)),
-        })
-        .await?;
-    // Keep the session until the report is stored.
+    let later = commit(
+        repo,
+        &[(
+            "manifests/cm2.yaml",
+            Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: two}\n"),
+        )],
+    );
+    for (commit, shift) in [(&first, 0), (&later, 250)] {
+        let objects = (shift..OBJECTS + shift)
+            .map(|i| v1::ObjectResult {
+                group: String::new(),
+                kind: if i % 5 == 0 { "Secret" } else { "ConfigMap" }.into(),
+                namespace: format!("team-{:02}", i % 40),
+                name: format!("object-{i:05}"),
+                action: if shift == 0 || i % 20 == 1 {
+                    "applied"
+                } else {
+                    "unchanged"
+                }
+                .into(),
+                health: if shift > 0 && i % 20 == 1 {
+                    "InProgress"
+                } else {
+                    "Current"
+                }
+                .into(),
+                message: String::new(),
+            })
+            .collect();
+        let report = v1::SyncReport {
+            project_id: "team/config".into(),
+            commit_id: commit.clone(),
+            state: v1::SyncState::Synced as i32,
+            applied: OBJECTS as u32,
+            objects,
+            ..Default::default()
+        };
+        session
+            .tx
+            .send(AgentMessage {
+                message: Some(agent_message::Message::SyncReport(report)),
+            })
+            .await?;
+    }
+    // Keep the session until the reports are stored.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    Ok(commit)
+    Ok((first, later))
 }
 
 /// Signs in like the browser does: the form's cookie and CSRF token, then

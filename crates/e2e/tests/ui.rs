@@ -5,7 +5,10 @@
 //! token created (shown once) and the agent's token revoked from the UI
 //! and the agent go offline; the session cookie's flags; forms refused without their CSRF
 //! token; a user whom the agent's `user_access` does not admit sees nothing
-//! of it, a user it admits sees it.
+//! of it, a user it admits sees it. Also: the diff between two syncs,
+//! the plan of an unmerged branch, a project's webhook secret created
+//! (shown once), and a user created with a token, who signs in with it,
+//! makes their own and revokes the one their session runs on.
 
 use tether_e2e as support;
 
@@ -169,6 +172,110 @@ fn ui(ns: &str) {
     );
     shot(&browser, "ui-sync-drift");
 
+    // The difference between the two syncs: the object added, and (for
+    // the admin) the manifest file's diff. The history's compare form
+    // leads there.
+    browser.goto(&format!("{}/ui/agents/prod", setup.api));
+    browser.click(".compare");
+    wait("the diff page", Duration::from_secs(30), || {
+        browser.url().contains("/ui/agents/prod/diff?")
+    });
+    browser.goto(&format!(
+        "{}/ui/agents/prod/diff?project=team%2Fconfig&from={first}&to={second}",
+        setup.api
+    ));
+    wait("the diff's objects", Duration::from_secs(30), || {
+        browser.exists("tr[data-object='ConfigMap/two'][data-change=added]")
+    });
+    let file = browser
+        .text(".file-diff[data-path='manifests/two.yaml']")
+        .unwrap_or_else(|| panic!("the file's diff: {}", browser.source()));
+    assert!(file.contains("+kind: ConfigMap"), "{file}");
+    assert!(
+        !browser.exists(".file-diff[data-path='manifests/one.yaml']"),
+        "an unchanged file is not shown"
+    );
+    shot(&browser, "ui-diff");
+
+    // The plan of a branch not merged: what it would change, nothing
+    // applied.
+    tether_testenv::git::git(&repo, &["checkout", "-q", "-b", "feature"]);
+    let planned = commit(
+        &repo,
+        &[(
+            "manifests/one.yaml",
+            Some(&configmap("one").replace("'1'", "'3'")),
+        )],
+    );
+    tether_testenv::git::git(&repo, &["checkout", "-q", "main"]);
+    browser.goto(&format!("{}/ui/agents/prod", setup.api));
+    browser.click("#plan-link");
+    wait("the plan form", Duration::from_secs(10), || {
+        browser.exists("#plan-form")
+    });
+    browser.type_into("#commit", "feature");
+    browser.click("#plan");
+    wait("the plan", Duration::from_secs(60), || {
+        browser.exists("#plan-counts") || browser.exists("#refused")
+    });
+    let change = browser
+        .text("tr[data-object='ConfigMap/one']")
+        .unwrap_or_else(|| panic!("the planned change: {}", browser.source()));
+    assert!(
+        change.contains("update") && change.contains('3'),
+        "{change}"
+    );
+    assert!(
+        browser.source().contains(&planned),
+        "the plan names the commit"
+    );
+    shot(&browser, "ui-plan");
+    let data = tether_testenv::shared().kubectl_ok(&[
+        "get",
+        "configmap",
+        "one",
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.data.a}",
+    ]);
+    assert_eq!(data.trim(), "1", "a plan changes nothing");
+
+    // Projects: the admin creates the push webhook's secret, shown once
+    // with the URL for each git host.
+    browser.goto(&format!("{}/ui/projects", setup.api));
+    assert!(
+        browser
+            .text("tr[data-project='team/config']")
+            .is_some_and(|t| t.contains("prod")),
+        "{}",
+        browser.source()
+    );
+    browser.goto(&format!("{}/ui/project?id=team%2Fconfig", setup.api));
+    browser.click("#create-webhook");
+    wait("the webhook secret", Duration::from_secs(10), || {
+        browser.exists("#webhook-secret")
+    });
+    let secret = browser.text("#webhook-secret").expect("secret");
+    assert_eq!(secret.len(), 64, "{secret}");
+    assert!(
+        browser
+            .text("#webhook-urls")
+            .is_some_and(|t| t.contains("/api/v1/projects/team%2Fconfig/hooks/gitea")),
+        "{}",
+        browser.source()
+    );
+    browser.goto(&format!("{}/ui/project?id=team%2Fconfig", setup.api));
+    assert!(
+        browser
+            .text("#webhook-state")
+            .is_some_and(|t| t.contains("active")),
+        "{}",
+        browser.source()
+    );
+    assert!(!browser.source().contains(&secret), "never shown again");
+    shot(&browser, "ui-project");
+
     // Forms without their CSRF token are refused; with the cookie only.
     let session = cookie["value"].as_str().expect("value").to_owned();
     let refused = post_form(&setup.api, "/ui/logout", &session, "csrf=wrong");
@@ -241,6 +348,70 @@ fn ui(ns: &str) {
         "{}",
         browser.source()
     );
+    // ann sees her own tokens only.
+    browser.goto(&format!("{}/ui/users", setup.api));
+    assert!(
+        browser.url().ends_with("/ui/users/ann"),
+        "{}",
+        browser.url()
+    );
+    browser.goto(&format!("{}/ui/users/bob", setup.api));
+    assert!(browser.exists("#not-found"), "{}", browser.source());
+
+    // Users from the UI: the admin creates one and their token (shown
+    // once); the user signs in with it, makes a token of their own and
+    // revokes the one their session runs on: the session ends.
+    browser.delete_cookies();
+    sign_in(&browser, &setup.api, admin.trim());
+    wait("the agents page", Duration::from_secs(10), || {
+        browser.exists("#agents")
+    });
+    browser.goto(&format!("{}/ui/users", setup.api));
+    browser.type_into("#new-user input[name=name]", "cat");
+    browser.type_into("#new-user input[name=memberships]", "team, other/group");
+    browser.click("#create-user");
+    wait("cat's page", Duration::from_secs(10), || {
+        browser.exists("#user-tokens")
+    });
+    assert_eq!(
+        browser.text("#memberships").as_deref(),
+        Some("team, other/group")
+    );
+    browser.type_into("#new-pat input[name=name]", "laptop");
+    browser.click("#create-pat");
+    wait("cat's new token", Duration::from_secs(10), || {
+        browser.exists("#new-pat-token")
+    });
+    let pat = browser.text("#new-pat-token").expect("the token, once");
+    shot(&browser, "ui-user-token");
+    browser.delete_cookies();
+    sign_in(&browser, &setup.api, &pat);
+    wait("cat's agents page", Duration::from_secs(10), || {
+        browser.exists("tr[data-agent=prod]")
+    });
+    browser.goto(&format!("{}/ui/users/cat", setup.api));
+    let laptop = browser.text("#user-tokens").expect("cat's tokens");
+    assert!(
+        laptop.contains("laptop") && laptop.contains("active"),
+        "{laptop}"
+    );
+    browser.type_into("#new-pat input[name=name]", "ci");
+    browser.click("#create-pat");
+    wait("cat's own new token", Duration::from_secs(10), || {
+        browser.exists("#new-pat-token")
+    });
+    browser.goto(&format!("{}/ui/users/cat", setup.api));
+    let laptop_id = browser
+        .source()
+        .split("data-token=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a token row")
+        .to_owned();
+    browser.click(&format!("#revoke-pat-{laptop_id}"));
+    wait("the session ended", Duration::from_secs(10), || {
+        browser.url().ends_with("/ui/login")
+    });
 }
 
 /// A form POST as a script elsewhere would send it, with `session` as

@@ -234,6 +234,14 @@ impl Repos {
         receiver
     }
 
+    /// The head of `project` as this kas last read it, if it follows the
+    /// project now (no poller is started).
+    pub fn peek(&self, project: &str) -> Option<(Option<CommitId>, Option<String>)> {
+        let poller = self.lock().get(project).cloned()?;
+        let head = poller.head.borrow();
+        Some((head.commit.clone(), head.error.clone()))
+    }
+
     /// Polls `project` now and returns the commit its ref points to. Every
     /// connected agent of the project is sent its configuration from that
     /// commit as soon as the poll publishes it.

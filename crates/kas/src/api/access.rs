@@ -93,23 +93,19 @@ async fn create_token(
     body: CreateAccessToken,
 ) -> Result<(StatusCode, Json<CreatedAccessToken>), ApiError> {
     let expires_at = super::tokens::parse_expiry(body.expires_at.as_deref())?;
-    let (kind, form) = match owner {
-        TokenOwner::Project(_) => (TokenKind::Project, "ci"),
-        TokenOwner::User(_) => (TokenKind::User, "pat"),
+    let form = match owner {
+        TokenOwner::Project(_) => "ci",
+        TokenOwner::User(_) => "pat",
     };
-    let token = Token::generate(kind);
-    let new = NewToken {
-        name: body.name,
-        description: body.description,
-        hash: token.hash(),
-        created_at: now(),
+    let (record, token) = create_access_token(
+        state,
+        owner,
+        body.name,
+        body.description,
         expires_at,
-    };
-    let record = state
-        .store
-        .create_access_token(&owner, new, body.protected)
-        .await?;
-    tracing::info!(owner = ?record.owner, token_id = record.id, "access token created");
+        body.protected,
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedAccessToken {
@@ -120,6 +116,36 @@ async fn create_token(
             token: token.expose_secret().to_owned(),
         }),
     ))
+}
+
+/// Creates a project or personal access token: its record and its text
+/// (shown once).
+pub(crate) async fn create_access_token(
+    state: &ApiState,
+    owner: TokenOwner,
+    name: String,
+    description: String,
+    expires_at: Option<tether_store::UnixTime>,
+    protected: bool,
+) -> Result<(AccessTokenRecord, Token), ApiError> {
+    let kind = match owner {
+        TokenOwner::Project(_) => TokenKind::Project,
+        TokenOwner::User(_) => TokenKind::User,
+    };
+    let token = Token::generate(kind);
+    let new = NewToken {
+        name,
+        description,
+        hash: token.hash(),
+        created_at: now(),
+        expires_at,
+    };
+    let record = state
+        .store
+        .create_access_token(&owner, new, protected)
+        .await?;
+    tracing::info!(owner = ?record.owner, token_id = record.id, "access token created");
+    Ok((record, token))
 }
 
 pub async fn create_user_token(
@@ -179,6 +205,17 @@ async fn revoke_token(
     owner: TokenOwner,
     id: i64,
 ) -> Result<Json<AccessTokenView>, ApiError> {
+    revoke_access_token(state, owner, id)
+        .await
+        .map(|record| Json(access_token_view(record)))
+}
+
+/// Revokes a project or personal access token: what it opened closes.
+pub(crate) async fn revoke_access_token(
+    state: &ApiState,
+    owner: TokenOwner,
+    id: i64,
+) -> Result<AccessTokenRecord, ApiError> {
     let record = state.store.revoke_access_token(&owner, id, now()).await?;
     tracing::info!(owner = ?owner, token_id = id, "access token revoked");
     state
@@ -188,7 +225,7 @@ async fn revoke_token(
             token_id: id,
         })
         .await;
-    Ok(Json(access_token_view(record)))
+    Ok(record)
 }
 
 /// A kubeconfig for `agent` with `token`. The token is checked as the

@@ -18,9 +18,11 @@ pub enum ApiError {
     Internal(anyhow::Error),
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, message) = match self {
+impl ApiError {
+    /// The status and the message a client is given (internal causes are
+    /// logged here, not told).
+    pub fn answer(self) -> (StatusCode, String) {
+        match self {
             ApiError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "an admin token is required: Authorization: Bearer <admin token>".to_owned(),
@@ -36,7 +38,13 @@ impl IntoResponse for ApiError {
                     "internal error; see the kas log".to_owned(),
                 )
             }
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message) = self.answer();
         (status, Json(json!({ "error": message }))).into_response()
     }
 }

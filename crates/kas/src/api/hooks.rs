@@ -122,10 +122,16 @@ pub async fn create(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<WebhookCreated>), ApiError> {
+    Ok((StatusCode::CREATED, Json(create_secret(&state, &id).await?)))
+}
+
+/// Sets a new webhook secret for project `id` (the last one stops
+/// working): the secret, and the path for each git host.
+pub(crate) async fn create_secret(state: &ApiState, id: &str) -> Result<WebhookCreated, ApiError> {
     let secret = new_secret();
     state
         .store
-        .set_webhook_secret(&id, &secret, tether_store::time::now())
+        .set_webhook_secret(id, &secret, tether_store::time::now())
         .await?;
     tracing::info!(project = %id, "webhook secret created");
     let paths: BTreeMap<String, String> = PROVIDERS
@@ -133,18 +139,15 @@ pub async fn create(
         .map(|p| {
             (
                 (*p).to_owned(),
-                format!("/api/v1/projects/{}/hooks/{p}", segment(&id)),
+                format!("/api/v1/projects/{}/hooks/{p}", segment(id)),
             )
         })
         .collect();
-    Ok((
-        StatusCode::CREATED,
-        Json(WebhookCreated {
-            project: id,
-            secret,
-            paths,
-        }),
-    ))
+    Ok(WebhookCreated {
+        project: id.to_owned(),
+        secret,
+        paths,
+    })
 }
 
 /// Removes the project's webhook secret: deliveries are refused after.

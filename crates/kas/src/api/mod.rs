@@ -4,13 +4,13 @@
 //! The routes are listed in `openapi.yaml` beside this crate's Cargo.toml; a
 //! test checks that the two agree.
 
-mod access;
+pub(crate) mod access;
 mod agents;
 mod error;
-mod hooks;
+pub(crate) mod hooks;
 mod notifications;
 pub mod plan;
-mod projects;
+pub(crate) mod projects;
 mod statuses;
 pub(crate) mod tokens;
 

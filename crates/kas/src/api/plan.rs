@@ -151,44 +151,14 @@ async fn plan_here(
         .source
         .clone()
         .ok_or_else(|| ApiError::Upstream(format!("{} has not been read yet", spec.project)))?;
-    // A commit of the agent's own configuration project may change the
-    // config too (a chart's values, a glob): plan with the config of that
-    // commit, as the agent would sync it.
-    let at_commit;
-    let spec = if spec.project == agent.config_project {
-        let loaded = crate::channel::config::load(
-            source.clone(),
-            commit.clone(),
-            &name,
-            &agent.config_project,
-        )
-        .await
-        .map_err(|problem| {
-            ApiError::Invalid(format!(
-                "commit {commit} cannot be planned: its config file is refused: {}",
-                problem.message
-            ))
-        })?;
-        at_commit = ManifestSpec::from_config(&loaded.config, &agent.config_project);
-        at_commit
-            .iter()
-            .find(|s| s.project == spec.project)
-            .ok_or_else(|| {
-                ApiError::Invalid(format!(
-                    "at commit {commit}, agent {name}'s config no longer names {}",
-                    spec.project
-                ))
-            })?
-    } else {
-        spec
-    };
+    let spec = spec_at(&agent, spec, &source, &commit).await?;
     let (kube_version, api_versions) = state.connections.cluster_of(&name).unwrap_or_default();
     let rendering = manifests::Rendering {
         renderer: state.renderer.clone(),
         kube_version,
         api_versions,
     };
-    let files = manifests::collect(spec, &source, &commit, &rendering)
+    let files = manifests::collect(&spec, &source, &commit, &rendering)
         .await
         .map_err(|e| ApiError::Invalid(format!("commit {commit} cannot be planned: {e}")))?;
     let commit = commit.to_string();
@@ -240,6 +210,92 @@ async fn plan_here(
         dry_runs: report.dry_runs as usize,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
+}
+
+/// `spec` as the agent would sync it at `commit`: a commit of the agent's
+/// own configuration project may change the config too (a chart's
+/// values, a glob), so the config of that commit decides.
+pub(crate) async fn spec_at(
+    agent: &tether_store::Agent,
+    spec: &ManifestSpec,
+    source: &tether_git::Source,
+    commit: &tether_git::CommitId,
+) -> Result<ManifestSpec, ApiError> {
+    if spec.project != agent.config_project {
+        return Ok(spec.clone());
+    }
+    let loaded = crate::channel::config::load(
+        source.clone(),
+        commit.clone(),
+        &agent.name,
+        &agent.config_project,
+    )
+    .await
+    .map_err(|problem| {
+        ApiError::Invalid(format!(
+            "at commit {commit}, the config file is refused: {}",
+            problem.message
+        ))
+    })?;
+    ManifestSpec::from_config(&loaded.config, &agent.config_project)
+        .into_iter()
+        .find(|s| s.project == spec.project)
+        .ok_or_else(|| {
+            ApiError::Invalid(format!(
+                "at commit {commit}, agent {}'s config no longer names {}",
+                agent.name, spec.project
+            ))
+        })
+}
+
+/// Largest plan read back from another replica.
+const MAX_ROUTED_PLAN_BYTES: usize = 64 << 20;
+
+/// The plan the web UI asks for: made here when the agent's session is
+/// here, else asked of the other replicas as an API request would be.
+pub(crate) async fn plan_anywhere(
+    state: &ApiState,
+    name: &str,
+    asked: PlanRequest,
+) -> Result<PlanView, ApiError> {
+    if state.connections.configs().in_use(name).is_none()
+        && let Some(router) = &state.router
+    {
+        let body = serde_json::to_vec(&asked).map_err(|e| ApiError::Internal(e.into()))?;
+        let (parts, ()) = http::Request::post(format!(
+            "/api/v1/agents/{}/plan",
+            crate::client::segment(name)
+        ))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(())
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .into_parts();
+        if let Some(answer) = router.ask_peers(name, &parts, body.into()).await {
+            let status = answer.status();
+            let bytes = axum::body::to_bytes(
+                axum::body::Body::new(answer.into_body()),
+                MAX_ROUTED_PLAN_BYTES,
+            )
+            .await
+            .map_err(|e| ApiError::Upstream(format!("another replica's plan broke off: {e}")))?;
+            if status.is_success() {
+                return serde_json::from_slice(&bytes).map_err(|e| {
+                    ApiError::Upstream(format!("another replica's plan is unreadable: {e}"))
+                });
+            }
+            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(match status {
+                http::StatusCode::NOT_FOUND => ApiError::NotFound(message),
+                http::StatusCode::CONFLICT => ApiError::Conflict(message),
+                http::StatusCode::UNPROCESSABLE_ENTITY => ApiError::Invalid(message),
+                _ => ApiError::Upstream(message),
+            });
+        }
+    }
+    plan_here(state, name.to_owned(), asked).await
 }
 
 fn names(specs: &[ManifestSpec]) -> String {

@@ -74,13 +74,22 @@ pub async fn refresh(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<Refreshed>, ApiError> {
-    match state.repos.refresh(&id).await {
+    let commit = refresh_project(&state, &id).await?;
+    Ok(Json(Refreshed {
+        project: id,
+        commit: commit.to_string(),
+    }))
+}
+
+/// Reads project `id` now: the commit its ref points to.
+pub(crate) async fn refresh_project(
+    state: &ApiState,
+    id: &str,
+) -> Result<tether_git::CommitId, ApiError> {
+    match state.repos.refresh(id).await {
         Ok(commit) => {
             tracing::info!(project = %id, commit = %commit, "project refreshed");
-            Ok(Json(Refreshed {
-                project: id,
-                commit: commit.to_string(),
-            }))
+            Ok(commit)
         }
         Err(RefreshError::NotFound(_)) => {
             Err(ApiError::NotFound(format!("project {id} not found")))

@@ -17,9 +17,11 @@ th,td{text-align:left;padding:.35em .6em;border-bottom:1px solid #e3e6ea;vertica
 th{background:#eef0f3;font-weight:600}
 .ok{color:#17803d}.bad{color:#b42318}.wait{color:#9a6700}.dim{color:#667085}
 .pill{display:inline-block;padding:0 .5em;border-radius:1em;font-size:12px;background:#eef0f3}
-form.inline{display:inline}button{font:inherit;cursor:pointer}
+form.inline{display:inline}table+form{margin-top:.6em}button{font:inherit;cursor:pointer}
 details{background:#fff;margin:.3em 0;border:1px solid #e3e6ea}summary{padding:.3em .6em;cursor:pointer}
 code{font-size:12px}
+pre.diff{background:#fff;margin:0;padding:.4em .6em;overflow-x:auto;font-size:12px}
+.add{color:#17803d;background:#ecfdf3}.del{color:#b42318;background:#fef3f2}.hunk{color:#667085}
 "#;
 
 /// Replaces `<main>` with the same page fetched again whenever the server
@@ -55,8 +57,13 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
             body {
                 header {
                     a href="/ui/" { strong { "Tether" } }
-                    @if session.is_some() {
+                    @if let Some(session) = session {
                         a href="/ui/" { "Agents" }
+                        a href="/ui/projects" { "Projects" }
+                        @match &session.who {
+                            Who::Admin => a href="/ui/users" { "Users" },
+                            Who::User { name, .. } => a href={"/ui/users/" (name)} { "My tokens" },
+                        }
                     }
                     @if let Some(session) = session {
                         span class="who" {
@@ -87,8 +94,8 @@ fn who(who: &Who) -> String {
 /// A health or state word, coloured.
 pub fn state(word: &str) -> Markup {
     let class = match word {
-        "synced" | "Current" | "connected" | "success" => "ok",
-        "failed" | "Failed" | "offline" => "bad",
+        "synced" | "Current" | "connected" | "success" | "active" => "ok",
+        "failed" | "Failed" | "offline" | "revoked" | "expired" => "bad",
         _ => "wait",
     };
     html! { span class=(class) { (word) } }

@@ -8,9 +8,15 @@
 //! agents whose `user_access` admits them, as the Kubernetes API proxy
 //! would ([`tether_proxy::access::authorize`]).
 
+mod agents;
+mod diff;
 mod layout;
-mod pages;
+mod plan;
+mod projects;
 pub mod session;
+mod syncs;
+mod users;
+mod view;
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -54,16 +60,32 @@ impl std::ops::Deref for UiState {
 pub fn router(state: UiState) -> Router {
     Router::new()
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
-        .route("/ui/", get(pages::agents))
+        .route("/ui/", get(agents::agents))
         .route("/ui/login", get(login_form).post(login))
         .route("/ui/logout", post(logout))
         .route("/ui/events", get(events))
-        .route("/ui/agents/{name}", get(pages::agent))
-        .route("/ui/agents/{name}/sync", get(pages::sync))
-        .route("/ui/agents/{name}/tokens", post(pages::create_token))
+        .route("/ui/agents/{name}", get(agents::agent))
+        .route("/ui/agents/{name}/sync", get(syncs::sync))
+        .route("/ui/agents/{name}/diff", get(syncs::diff))
+        .route("/ui/agents/{name}/plan", get(plan::form).post(plan::plan))
+        .route("/ui/agents/{name}/tokens", post(agents::create_token))
         .route(
             "/ui/agents/{name}/tokens/{id}/revoke",
-            post(pages::revoke_token),
+            post(agents::revoke_token),
+        )
+        .route("/ui/projects", get(projects::list))
+        .route("/ui/project", get(projects::show))
+        .route("/ui/project/refresh", post(projects::refresh))
+        .route("/ui/project/webhook", post(projects::create_webhook))
+        .route("/ui/project/webhook/delete", post(projects::delete_webhook))
+        .route("/ui/users", get(users::list).post(users::create))
+        .route("/ui/users/{name}", get(users::show))
+        .route("/ui/users/{name}/delete", post(users::delete))
+        .route("/ui/users/{name}/memberships", post(users::memberships))
+        .route("/ui/users/{name}/tokens", post(users::create_token))
+        .route(
+            "/ui/users/{name}/tokens/{id}/revoke",
+            post(users::revoke_token),
         )
         .with_state(state)
 }
