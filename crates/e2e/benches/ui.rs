@@ -7,13 +7,13 @@
 //! Run: `cargo build --release --bins && cargo bench -p tether-e2e --bench
 //! ui`. Prints figures; asserts nothing.
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tether_credentials::Token;
 use tether_e2e::bench::{ms, percentile, register_agents};
+use tether_e2e::ui_client::{get, sign_in};
 use tether_e2e::{Setup, commit, new_repo, raw, wait};
 use tether_proto::v1::{self, AgentMessage, agent_message, server_message};
 
@@ -182,76 +182,4 @@ async fn report_big_syncs(
     // Keep the session until the reports are stored.
     tokio::time::sleep(Duration::from_secs(2)).await;
     Ok((first, later))
-}
-
-/// Signs in like the browser does: the form's cookie and CSRF token, then
-/// the POST; the session cookie.
-fn sign_in(api: SocketAddr, admin: &str) -> anyhow::Result<String> {
-    let (_, form, headers) = request(api, "GET", "/ui/login", "", "")?;
-    let login_cookie = cookie_of(&headers, "tether_login")?;
-    let csrf = form
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .ok_or_else(|| anyhow::anyhow!("no CSRF token in the form"))?
-        .to_owned();
-    let body = format!("token={admin}&csrf={csrf}");
-    let (_, _, headers) = request(
-        api,
-        "POST",
-        "/ui/login",
-        &format!("tether_login={login_cookie}"),
-        &body,
-    )?;
-    Ok(format!(
-        "tether_session={}",
-        cookie_of(&headers, "tether_session")?
-    ))
-}
-
-fn cookie_of(headers: &str, name: &str) -> anyhow::Result<String> {
-    headers
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("set-cookie: ")
-                .or_else(|| l.strip_prefix("Set-Cookie: "))
-        })
-        .filter_map(|v| v.split(';').next()?.split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.to_owned())
-        .ok_or_else(|| anyhow::anyhow!("no {name} cookie in {headers}"))
-}
-
-fn get(api: SocketAddr, path: &str, cookie: &str) -> anyhow::Result<(u16, String)> {
-    let (status, body, _) = request(api, "GET", path, cookie, "")?;
-    Ok((status, body))
-}
-
-/// One HTTP/1.0 exchange: status, body, and the header block.
-fn request(
-    api: SocketAddr,
-    method: &str,
-    path: &str,
-    cookie: &str,
-    body: &str,
-) -> anyhow::Result<(u16, String, String)> {
-    let mut stream = std::net::TcpStream::connect(api)?;
-    let cookie = match cookie {
-        "" => String::new(),
-        c => format!("Cookie: {c}\r\n"),
-    };
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: {api}\r\n{cookie}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Ok((status, body.to_owned(), head.to_owned()))
 }

@@ -100,7 +100,7 @@ impl Fleet {
         self.dir.path().join("pki/agent-ca.crt")
     }
 
-    fn admin_token_file(&self) -> PathBuf {
+    pub fn admin_token_file(&self) -> PathBuf {
         self.dir.path().join("admin-token")
     }
 

@@ -19,6 +19,7 @@ pub mod browser;
 pub mod fleet;
 pub mod gitea;
 pub mod raw;
+pub mod ui_client;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

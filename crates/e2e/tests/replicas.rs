@@ -556,3 +556,40 @@ async fn every_replica_shows_the_same_history_after_all_restart() {
     .await
     .expect("test body");
 }
+
+/// The web UI of a replica that does not hold an agent's session: the
+/// agent is shown connected (its tunnels are elsewhere), and a page open
+/// there is told when the agent's session ends on the other replica.
+#[test]
+fn the_web_ui_of_any_replica_sees_the_whole_service() {
+    let fleet = Fleet::start(2, &[]);
+    let (tokens, _) = fleet.register_ci_agents(&["web-a"]);
+    let via_first = format!("grpcs://{}", fleet.replicas[0].agent);
+    let mut agentk = fleet.agentk_via(&tokens[0], "web-a-0", "default", &via_first);
+    wait("the agent on replica 0", Duration::from_secs(60), || {
+        fleet.tunnels("web-a").first().is_some_and(|(_, n)| *n > 0)
+    });
+    let admin = std::fs::read_to_string(fleet.admin_token_file()).expect("admin token");
+    let second = fleet.replicas[1].api;
+    let cookie = support::ui_client::sign_in(second, admin.trim()).expect("sign in");
+    wait(
+        "replica 1's UI shows the agent connected elsewhere",
+        Duration::from_secs(30),
+        || {
+            let (status, page) = support::ui_client::get(second, "/ui/", &cookie).expect("page");
+            assert_eq!(status, 200, "{page}");
+            page.split("data-agent=\"web-a\"")
+                .nth(1)
+                .is_some_and(|row| row.contains("elsewhere") && !row.contains("offline"))
+        },
+    );
+    let told =
+        support::ui_client::changed_event_after(second, &cookie, Duration::from_secs(20), || {
+            agentk.child.kill().expect("kill agentk");
+        })
+        .expect("event stream");
+    assert!(
+        told,
+        "replica 1's page was not told of the session ending on replica 0"
+    );
+}

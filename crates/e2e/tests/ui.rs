@@ -417,24 +417,12 @@ fn ui(ns: &str) {
 /// A form POST as a script elsewhere would send it, with `session` as
 /// the session cookie: the status code.
 fn post_form(api: &str, path: &str, session: &str, body: &str) -> u16 {
-    use std::io::{Read, Write};
-    let addr = api.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let addr = api.trim_start_matches("http://").parse().expect("address");
     let cookie = match session {
         "" => String::new(),
-        value => format!("Cookie: tether_session={value}\r\n"),
+        value => format!("tether_session={value}"),
     };
-    write!(
-        stream,
-        "POST {path} HTTP/1.0\r\nHost: {addr}\r\n{cookie}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("write");
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
+    support::ui_client::request(addr, "POST", path, &cookie, body)
+        .map(|(status, _, _)| status)
         .unwrap_or(0)
 }

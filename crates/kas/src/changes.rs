@@ -60,6 +60,9 @@ pub enum Change {
         project: String,
         commit: String,
     },
+    /// Something the web UI shows (a session, a sync report) changed on
+    /// a replica: pages open on the others fetch themselves again.
+    UiChanged,
 }
 
 /// A change as it travels between kas processes.
@@ -131,6 +134,12 @@ impl Changes {
     /// the other kas processes.
     pub async fn apply(&self, change: Change) {
         self.apply_here(&change);
+        self.tell_others(change).await;
+    }
+
+    /// Announces `change` to the other kas processes only: news of this
+    /// replica that means nothing here.
+    pub async fn tell_others(&self, change: Change) {
         let Some(feed) = &self.feed else {
             return;
         };
@@ -215,6 +224,10 @@ impl Changes {
     fn apply_here(&self, change: &Change) {
         // News, not narrowing: nothing to close or forget.
         match change {
+            Change::UiChanged => {
+                self.connections.changed_elsewhere();
+                return;
+            }
             Change::TunnelsUp { agent } => {
                 if let Some(router) = &self.router {
                     router.tunnel_up(agent);
@@ -274,7 +287,7 @@ impl Changes {
                 self.connections.grants_changed();
                 (0, 0)
             }
-            Change::TunnelsUp { .. } | Change::NewHead { .. } => (0, 0),
+            Change::TunnelsUp { .. } | Change::NewHead { .. } | Change::UiChanged => (0, 0),
         };
         // Every change can narrow what a remembered credential may do.
         self.proxy.forget_admissions();

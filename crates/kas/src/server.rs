@@ -185,6 +185,11 @@ impl Server {
         if let Some(feed) = feed {
             changes = changes.with_feed(feed);
             tasks.spawn(changes.clone().follow(shutdown.clone()));
+            tasks.spawn(crate::ui::tell_replicas(
+                connections.clone(),
+                changes.clone(),
+                shutdown.clone(),
+            ));
         }
         if let Some(router) = &router {
             let heads = repos.share_with(router.replicas().clone(), router.me().clone());

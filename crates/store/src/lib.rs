@@ -208,6 +208,14 @@ pub trait Replicas: Send + Sync + 'static {
         me: &str,
         fresh: std::time::Duration,
     ) -> Result<Vec<String>>;
+    /// For every agent with tunnels on replicas other than `me` alive
+    /// within `fresh`: how many tunnels they hold in all. One query for a
+    /// whole page of agents, for the web UI to say "connected elsewhere".
+    async fn tunnels_elsewhere(
+        &self,
+        me: &str,
+        fresh: std::time::Duration,
+    ) -> Result<Vec<(String, usize)>>;
     /// Private URLs of the replicas other than `me` alive within `fresh`:
     /// where to ask for an agent whose session is not here (a session and
     /// the tunnels of one agent pod may land on different replicas).

@@ -661,6 +661,15 @@ async fn replicas_track_tunnels_with_heartbeats_and_share_poll_leases() {
         ["https://a:8155", "https://b:8155"],
         "every live replica but the asking one"
     );
+    db.set_tunnels(&c, "dev", 2).await.expect("c");
+    let mut elsewhere = db.tunnels_elsewhere("c", fresh).await.expect("elsewhere");
+    elsewhere.sort();
+    assert_eq!(
+        elsewhere,
+        [("prod".to_owned(), 4)],
+        "summed over the other replicas; the asking one's own left out"
+    );
+    db.set_tunnels(&c, "dev", 0).await.expect("c none");
     // A replica whose heartbeat is older than the window holds nothing.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     db.heartbeat(&a).await.expect("a alive");

@@ -40,6 +40,8 @@ pub struct ConnectionRegistry {
     /// Bumped when a session opens or closes or reports a sync here, for
     /// the web UI's live updates.
     changes: watch::Sender<u64>,
+    /// Bumped when another replica says such a thing happened there.
+    changes_elsewhere: watch::Sender<u64>,
     metrics: Metrics,
 }
 
@@ -68,6 +70,7 @@ impl Default for ConnectionRegistry {
             plans: Arc::default(),
             grants: watch::channel(0).0,
             changes: watch::channel(0).0,
+            changes_elsewhere: watch::channel(0).0,
             metrics: Metrics::default(),
         }
     }
@@ -105,6 +108,17 @@ impl ConnectionRegistry {
     /// Something the web UI shows changed here.
     pub fn changed(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Follows what other replicas say changed there.
+    pub fn watch_changes_elsewhere(&self) -> watch::Receiver<u64> {
+        self.changes_elsewhere.subscribe()
+    }
+
+    /// Something the web UI shows changed on another replica.
+    pub fn changed_elsewhere(&self) {
+        self.changes_elsewhere
+            .send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Tells every session that manifest grants changed.

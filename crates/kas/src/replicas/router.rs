@@ -239,6 +239,18 @@ impl Router {
         }
     }
 
+    /// Tunnels the other live replicas hold, by agent (empty when the
+    /// database cannot say: the UI then shows only this replica's view).
+    pub async fn tunnels_elsewhere(&self) -> HashMap<String, usize> {
+        match self.replicas.tunnels_elsewhere(&self.me.id, FRESH).await {
+            Ok(rows) => rows.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = ?e, "cannot read the other replicas' tunnels");
+                HashMap::new()
+            }
+        }
+    }
+
     /// Asks the other live replicas, one after the other, to answer
     /// `request` (an API request about `agent` that only the replica
     /// holding its session can serve): those holding its tunnels first,

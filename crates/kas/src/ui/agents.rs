@@ -14,8 +14,8 @@ use super::layout::state as state_word;
 use super::session::Who;
 use super::signed_in;
 use super::view::{
-    Viewer, admin_form, agent_for, health_counts, pager, refused, render, short, shown_once,
-    syncs_of, time, unavailable,
+    Viewer, admin_form, agent_for, connection, health_counts, pager, refused, render, short,
+    shown_once, syncs_of, time, tunnels_elsewhere, unavailable,
 };
 use crate::client::segment;
 
@@ -77,6 +77,7 @@ pub async fn agents(
         );
         rows.push((agent, connections, syncs));
     }
+    let elsewhere = tunnels_elsewhere(&state).await;
     let link = |p: usize| format!("/ui/?q={}&page={p}", segment(&query.q));
     let body = html! {
         h1 { "Agents" }
@@ -90,10 +91,7 @@ pub async fn agents(
             @for (agent, connections, syncs) in &rows {
                 tr data-agent=(agent.name) {
                     td { a href={"/ui/agents/" (segment(&agent.name))} { (agent.name) } br; span class="dim" { (agent.config_project) } }
-                    td class="connection" {
-                        @if connections.is_empty() { (state_word("offline")) }
-                        @else { (state_word("connected")) " " span class="dim" { (connections.len()) " session(s)" } }
-                    }
+                    td class="connection" { (connection(connections.len(), elsewhere.get(&agent.name).copied().unwrap_or(0))) }
                     td { @if let Some(c) = connections.first() { "agentk " (c.agent_version) br; span class="dim" { "cluster " (c.cluster_version) } } }
                     td {
                         @for sync in syncs {
@@ -147,6 +145,11 @@ pub async fn agent(
         history.push((sync.project.clone(), syncs_of(records)));
     }
     let tunnels = state.connections.tunnels().count(&name);
+    let elsewhere = tunnels_elsewhere(&state)
+        .await
+        .get(&name)
+        .copied()
+        .unwrap_or(0);
     let tokens = match session.who {
         Who::Admin => state.store.list_tokens(&name).await.unwrap_or_default(),
         Who::User { .. } => Vec::new(),
@@ -155,7 +158,7 @@ pub async fn agent(
         h1 { "Agent " (agent.name) }
         p class="dim" { "config project " (agent.config_project) " · " (tunnels) " tunnel(s) here" }
         h2 { "Connections" }
-        @if connections.is_empty() { p id="connection" { (state_word("offline")) } }
+        @if connections.is_empty() { p id="connection" { (connection(0, elsewhere)) } }
         @else {
             table id="connections" {
                 tr { th { "Pod" } th { "agentk" } th { "Cluster" } th { "Config commit" } th { "Connected" } th { "Last seen" } }

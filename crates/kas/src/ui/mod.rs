@@ -249,20 +249,49 @@ async fn logout(
 }
 
 /// `changed` whenever a session opens or closes or a sync is reported on
-/// this kas (at most every half second), for the pages to refresh their
-/// main region.
+/// this kas or, with replicas, on another (at most every half second), for
+/// the pages to refresh their main region.
 async fn events(
     State(state): State<UiState>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Response> {
     signed_in(&state, &headers).await?;
-    let changes = state.connections.watch_changes();
-    let stream = futures_util::stream::unfold(changes, |mut changes| async move {
-        changes.changed().await.ok()?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        changes.borrow_and_update();
-        // An event with no data is not dispatched by browsers.
-        Some((Ok(Event::default().event("changed").data("1")), changes))
-    });
+    let here = state.connections.watch_changes();
+    let elsewhere = state.connections.watch_changes_elsewhere();
+    let stream =
+        futures_util::stream::unfold((here, elsewhere), |(mut here, mut elsewhere)| async move {
+            tokio::select! {
+                changed = here.changed() => changed.ok()?,
+                changed = elsewhere.changed() => changed.ok()?,
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            here.borrow_and_update();
+            elsewhere.borrow_and_update();
+            // An event with no data is not dispatched by browsers.
+            Some((
+                Ok(Event::default().event("changed").data("1")),
+                (here, elsewhere),
+            ))
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// With replicas: tells the others, at most every half second, that
+/// something the web UI shows changed here, so that a page served by
+/// another replica updates too. Runs until `stop`.
+pub async fn tell_replicas(
+    connections: std::sync::Arc<crate::channel::ConnectionRegistry>,
+    changes: crate::changes::Changes,
+    mut stop: tether_runtime::Shutdown,
+) {
+    let mut here = connections.watch_changes();
+    loop {
+        tokio::select! {
+            changed = here.changed() => if changed.is_err() { return },
+            _ = stop.signalled() => return,
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        here.borrow_and_update();
+        changes.tell_others(crate::changes::Change::UiChanged).await;
+    }
 }

@@ -10,7 +10,7 @@ use maud::{Markup, html};
 use tether_api::SyncView;
 
 use super::UiState;
-use super::layout::page;
+use super::layout::{page, state as state_word};
 use super::session::{Session, Who};
 use super::signed_in;
 
@@ -165,6 +165,25 @@ pub fn pager(page_no: usize, pages: usize, what: &str, link: impl Fn(usize) -> S
             span class="dim" { (what) " page " (page_no + 1) " of " (pages) }
             @if page_no + 1 < pages { " " a href=(link(page_no + 1)) { "next →" } }
         }
+    }
+}
+
+/// Tunnels other live replicas hold, by agent: with replicas, an agent
+/// whose session is elsewhere is connected, not offline.
+pub async fn tunnels_elsewhere(state: &UiState) -> std::collections::HashMap<String, usize> {
+    match &state.router {
+        Some(router) => router.tunnels_elsewhere().await,
+        None => std::collections::HashMap::new(),
+    }
+}
+
+/// An agent's connection state: its sessions here, else its tunnels on
+/// other replicas, else offline.
+pub fn connection(here: usize, elsewhere: usize) -> Markup {
+    html! {
+        @if here > 0 { (state_word("connected")) " " span class="dim" { (here) " session(s)" } }
+        @else if elsewhere > 0 { (state_word("connected")) " " span class="dim" { "elsewhere: " (elsewhere) " tunnel(s) on other replicas" } }
+        @else { (state_word("offline")) }
     }
 }
 

@@ -71,6 +71,24 @@ impl Replicas for PgStore {
         .map_err(db)
     }
 
+    async fn tunnels_elsewhere(&self, me: &str, fresh: Duration) -> Result<Vec<(String, usize)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT t.agent, SUM(t.tunnels)::BIGINT FROM tunnel_routes t
+               JOIN kas_replicas r ON r.id = t.replica
+             WHERE t.replica <> $1 AND r.seen_at > now() - make_interval(secs => $2)
+             GROUP BY t.agent",
+        )
+        .bind(me)
+        .bind(seconds(fresh))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows
+            .into_iter()
+            .map(|(agent, n)| (agent, usize::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
     async fn peers(&self, me: &str, fresh: Duration) -> Result<Vec<String>> {
         sqlx::query_scalar(
             "SELECT url FROM kas_replicas
