@@ -105,7 +105,14 @@ struct Inner {
     disconnected_after: Duration,
     queues: crate::ordered::KeyedQueues<Notice>,
     sent: Mutex<HashMap<DedupKey, Instant>>,
+    /// With replicas: whether an agent is connected to another one.
+    elsewhere: std::sync::OnceLock<Elsewhere>,
 }
+
+/// Whether an agent is connected to another kas replica: an agent gone
+/// from one replica may be back on another within the grace period.
+pub type Elsewhere =
+    Arc<dyn Fn(String) -> futures_util::future::BoxFuture<'static, bool> + Send + Sync>;
 
 impl std::fmt::Debug for Notifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -133,8 +140,17 @@ impl Notifier {
                 disconnected_after,
                 queues: crate::ordered::KeyedQueues::new(QUEUE, MAX_DESTINATIONS),
                 sent: Mutex::default(),
+                elsewhere: std::sync::OnceLock::new(),
             })),
         })
+    }
+
+    /// With replicas: `elsewhere` says whether an agent is connected to
+    /// another replica, so that one that moved is not told as gone.
+    pub fn set_elsewhere(&self, elsewhere: Elsewhere) {
+        if let Some(inner) = &self.inner {
+            let _ = inner.elsewhere.set(elsewhere);
+        }
     }
 
     /// Sends nothing.
@@ -190,6 +206,16 @@ impl Notifier {
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
             if connected(&agent) {
+                return;
+            }
+            let elsewhere = this
+                .inner
+                .as_ref()
+                .and_then(|inner| inner.elsewhere.get().cloned());
+            if let Some(elsewhere) = elsewhere
+                && elsewhere(agent.clone()).await
+            {
+                tracing::debug!(agent = %agent, "agent connected to another replica: not told as gone");
                 return;
             }
             this.notify(

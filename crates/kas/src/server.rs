@@ -216,6 +216,13 @@ impl Server {
             settings.notify_disconnected_after,
             None,
         )?;
+        if let Some(router) = &router {
+            let router = router.clone();
+            notifier.set_elsewhere(Arc::new(move |agent: String| {
+                let router = router.clone();
+                Box::pin(async move { router.tunnels_elsewhere().await.contains_key(&agent) })
+            }));
+        }
         {
             // One replica checks token expiry (the lease of a pseudo
             // project); a single kas always does.

@@ -118,3 +118,35 @@ async fn a_destination_without_its_secret_is_skipped() {
     let got = wait_for(&received, 1).await;
     assert_eq!(got.len(), 1);
 }
+
+/// An agent whose session ended here but that is connected to another
+/// replica when the grace period ends is not told as gone; one that is
+/// nowhere is.
+#[tokio::test]
+async fn an_agent_that_moved_to_another_replica_is_not_told_as_gone() {
+    let (url, got) = receiver(0).await;
+    let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
+    secret(&store, "audit", &url, Some("k")).await;
+    let notifier =
+        Notifier::new(store, Vec::new(), Duration::from_millis(100), None).expect("notifier");
+    notifier.set_elsewhere(Arc::new(|agent: String| {
+        Box::pin(async move { agent == "moved" })
+    }));
+    let own = [destination(
+        NotificationProvider::Generic,
+        "audit",
+        &[NotificationEvent::AgentDisconnected],
+    )];
+    for agent in ["moved", "gone"] {
+        notifier.watch_disconnect(|_| false, agent.into(), own.to_vec(), "EOF".into());
+    }
+    wait_for(&got, 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let told: Vec<String> = got
+        .lock()
+        .expect("log")
+        .iter()
+        .filter_map(|r| r.body["agent"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(told, ["gone"]);
+}
