@@ -91,7 +91,7 @@ pub async fn agents(
             @for (agent, connections, syncs) in &rows {
                 tr data-agent=(agent.name) {
                     td { a href={"/ui/agents/" (segment(&agent.name))} { (agent.name) } br; span class="dim" { (agent.config_project) } }
-                    td class="connection" { (connection(connections.len(), elsewhere.get(&agent.name).copied().unwrap_or(0))) }
+                    td class="connection" { (connection(connections.len(), state.connections.tunnels().count(&agent.name), elsewhere.get(&agent.name).copied().unwrap_or(0))) }
                     td { @if let Some(c) = connections.first() { "agentk " (c.agent_version) br; span class="dim" { "cluster " (c.cluster_version) } } }
                     td {
                         @for sync in syncs {
@@ -158,7 +158,7 @@ pub async fn agent(
         h1 { "Agent " (agent.name) }
         p class="dim" { "config project " (agent.config_project) " · " (tunnels) " tunnel(s) here" }
         h2 { "Connections" }
-        @if connections.is_empty() { p id="connection" { (connection(0, elsewhere)) } }
+        @if connections.is_empty() { p id="connection" { (connection(0, tunnels, elsewhere)) } }
         @else {
             table id="connections" {
                 tr { th { "Pod" } th { "agentk" } th { "Cluster" } th { "Config commit" } th { "Connected" } th { "Last seen" } }

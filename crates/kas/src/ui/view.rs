@@ -177,11 +177,14 @@ pub async fn tunnels_elsewhere(state: &UiState) -> std::collections::HashMap<Str
     }
 }
 
-/// An agent's connection state: its sessions here, else its tunnels on
-/// other replicas, else offline.
-pub fn connection(here: usize, elsewhere: usize) -> Markup {
+/// An agent's connection state: its sessions and tunnels here, else its
+/// tunnels on other replicas, else offline.
+pub fn connection(sessions: usize, tunnels: usize, elsewhere: usize) -> Markup {
     html! {
-        @if here > 0 { (state_word("connected")) " " span class="dim" { (here) " session(s)" } }
+        @if sessions > 0 || tunnels > 0 {
+            (state_word("connected")) " "
+            span class="dim" { (sessions) " session(s), " (tunnels) " tunnel(s)" @if elsewhere > 0 { " here, " (elsewhere) " on other replicas" } }
+        }
         @else if elsewhere > 0 { (state_word("connected")) " " span class="dim" { "elsewhere: " (elsewhere) " tunnel(s) on other replicas" } }
         @else { (state_word("offline")) }
     }
