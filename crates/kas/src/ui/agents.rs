@@ -5,7 +5,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -14,7 +14,7 @@ use super::layout::state as state_word;
 use super::session::Who;
 use super::signed_in;
 use super::view::{
-    Viewer, admin_form, agent_for, connection, health_counts, pager, refused, render, short,
+    Page, Viewer, admin_form, agent_for, connection, health_counts, pager, refused, render, short,
     shown_once, syncs_of, time, tunnels_elsewhere, unavailable,
 };
 use crate::client::segment;
@@ -36,13 +36,10 @@ pub async fn agents(
     State(state): State<UiState>,
     headers: HeaderMap,
     Query(query): Query<ListQuery>,
-) -> Response {
-    let session = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(elsewhere) => return elsewhere,
-    };
+) -> Page {
+    let session = signed_in(&state, &headers).await?;
     let Ok(all) = state.store.list_agents().await else {
-        return unavailable();
+        return Err(unavailable());
     };
     let needle = query.q.trim().to_lowercase();
     let viewer = Viewer::of(&state, &session).await;
@@ -106,22 +103,16 @@ pub async fn agents(
         }
         (pager(page_no, pages, "agents", link))
     };
-    render("Agents", &session, body)
+    Ok(render("Agents", &session, body))
 }
 
 pub async fn agent(
     State(state): State<UiState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-) -> Response {
-    let session = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(elsewhere) => return elsewhere,
-    };
-    let agent = match agent_for(&state, &session, &name).await {
-        Ok(a) => a,
-        Err(answer) => return answer,
-    };
+) -> Page {
+    let session = signed_in(&state, &headers).await?;
+    let agent = agent_for(&state, &session, &name).await?;
     let connections = state.connections.connections(&name);
     let status = match state.connections.configs().status_if_read(&name) {
         Some(status) => Some(status),
@@ -206,7 +197,7 @@ pub async fn agent(
             (history_table(&name, project, syncs))
         }
     };
-    render(&format!("Agent {name}"), &session, body)
+    Ok(render(&format!("Agent {name}"), &session, body))
 }
 
 /// The recent syncs of one manifest project, newest first, with a pair
@@ -273,11 +264,8 @@ pub async fn create_token(
     headers: HeaderMap,
     Path(name): Path<String>,
     axum::extract::Form(form): axum::extract::Form<TokenForm>,
-) -> Response {
-    let session = match admin_form(&state, &headers, &form.csrf, "manages agent tokens").await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
+) -> Page {
+    let session = admin_form(&state, &headers, &form.csrf, "manages agent tokens").await?;
     let label = match form.name.trim() {
         "" => "web".to_owned(),
         label => label.to_owned(),
@@ -286,7 +274,13 @@ pub async fn create_token(
         match crate::api::tokens::create_token(&state.api, &name, label, String::new(), None).await
         {
             Ok(created) => created,
-            Err(e) => return refused(&session, e, &format!("/ui/agents/{}", segment(&name))),
+            Err(e) => {
+                return Err(refused(
+                    &session,
+                    e,
+                    &format!("/ui/agents/{}", segment(&name)),
+                ));
+            }
         };
     let body = html! {
         h1 { "Token " (record.name) " of agent " (name) }
@@ -294,7 +288,7 @@ pub async fn create_token(
         pre id="new-token" { (token.expose_secret()) }
         p { a href={"/ui/agents/" (segment(&name))} { "Back to the agent" } }
     };
-    shown_once(&session, "New token", body)
+    Ok(shown_once(&session, "New token", body))
 }
 
 /// Revokes an agent token: its sessions and tunnels close at once.
@@ -303,14 +297,11 @@ pub async fn revoke_token(
     headers: HeaderMap,
     Path((name, id)): Path<(String, i64)>,
     axum::extract::Form(form): axum::extract::Form<TokenForm>,
-) -> Response {
-    let session = match admin_form(&state, &headers, &form.csrf, "manages agent tokens").await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
+) -> Page {
+    let session = admin_form(&state, &headers, &form.csrf, "manages agent tokens").await?;
     let back = format!("/ui/agents/{}", segment(&name));
     match crate::api::tokens::revoke_token(&state.api, &name, id).await {
-        Ok(_) => axum::response::Redirect::to(&back).into_response(),
-        Err(e) => refused(&session, e, &back),
+        Ok(_) => Ok(axum::response::Redirect::to(&back).into_response()),
+        Err(e) => Err(refused(&session, e, &back)),
     }
 }

@@ -6,7 +6,7 @@
 
 use axum::extract::{Form, Path, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+
 use maud::{Markup, html};
 use serde::Deserialize;
 use tether_api::{PlanRequest, PlanView, PlannedObjectView};
@@ -14,7 +14,7 @@ use tether_api::{PlanRequest, PlanView, PlannedObjectView};
 use super::UiState;
 use super::session::{Session, Who};
 use super::signed_in;
-use super::view::{admin_form, agent_for, forbidden, refused, render};
+use super::view::{Page, admin_form, agent_for, forbidden, refused, render};
 use crate::channel::manifests::ManifestSpec;
 use crate::client::segment;
 
@@ -53,17 +53,11 @@ pub async fn form(
     State(state): State<UiState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-) -> Response {
-    let session = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(elsewhere) => return elsewhere,
-    };
-    let agent = match agent_for(&state, &session, &name).await {
-        Ok(a) => a,
-        Err(answer) => return answer,
-    };
+) -> Page {
+    let session = signed_in(&state, &headers).await?;
+    let agent = agent_for(&state, &session, &name).await?;
     if session.who != Who::Admin {
-        return forbidden("only the admin plans commits");
+        return Err(forbidden("only the admin plans commits"));
     }
     let specs = projects_of(&state, &agent).await;
     let asked = PlanForm {
@@ -80,7 +74,7 @@ pub async fn form(
         @if specs.is_empty() { p class="dim" { "The agent's config in use names no manifest project." } }
         @else { (plan_form(&session, &name, &specs, &asked)) }
     };
-    render(&format!("Plan for {name}"), &session, body)
+    Ok(render(&format!("Plan for {name}"), &session, body))
 }
 
 #[derive(Deserialize)]
@@ -97,15 +91,9 @@ pub async fn plan(
     headers: HeaderMap,
     Path(name): Path<String>,
     Form(asked): Form<PlanForm>,
-) -> Response {
-    let session = match admin_form(&state, &headers, &asked.csrf, "plans commits").await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
-    let agent = match agent_for(&state, &session, &name).await {
-        Ok(a) => a,
-        Err(answer) => return answer,
-    };
+) -> Page {
+    let session = admin_form(&state, &headers, &asked.csrf, "plans commits").await?;
+    let agent = agent_for(&state, &session, &name).await?;
     let request = PlanRequest {
         commit: asked.commit.trim().to_owned(),
         project: Some(asked.project.clone()).filter(|p| !p.is_empty()),
@@ -113,7 +101,7 @@ pub async fn plan(
     let back = format!("/ui/agents/{}/plan", segment(&name));
     let plan = match crate::api::plan::plan_anywhere(&state.api, &name, request).await {
         Ok(plan) => plan,
-        Err(e) => return refused(&session, e, &back),
+        Err(e) => return Err(refused(&session, e, &back)),
     };
     let specs = projects_of(&state, &agent).await;
     let body = html! {
@@ -121,7 +109,7 @@ pub async fn plan(
         (plan_form(&session, &name, &specs, &asked))
         (plan_view(&plan))
     };
-    render(&format!("Plan for {name}"), &session, body)
+    Ok(render(&format!("Plan for {name}"), &session, body))
 }
 
 fn plan_view(plan: &PlanView) -> Markup {

@@ -22,7 +22,7 @@ use super::layout::state as state_word;
 use super::session::{Session, Who};
 use super::signed_in;
 use super::view::{
-    Viewer, admin_form, not_found, refused, render, short, shown_once, time, unavailable,
+    Page, Viewer, admin_form, not_found, refused, render, short, shown_once, time, unavailable,
 };
 use crate::api::ApiError;
 use crate::client::segment;
@@ -78,15 +78,9 @@ fn head_cell(state: &UiState, id: &str) -> maud::Markup {
     }
 }
 
-pub async fn list(State(state): State<UiState>, headers: HeaderMap) -> Response {
-    let session = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(elsewhere) => return elsewhere,
-    };
-    let projects = match visible(&state, &session).await {
-        Ok(p) => p,
-        Err(answer) => return answer,
-    };
+pub async fn list(State(state): State<UiState>, headers: HeaderMap) -> Page {
+    let session = signed_in(&state, &headers).await?;
+    let projects = visible(&state, &session).await?;
     let body = html! {
         h1 { "Projects" }
         table id="projects" {
@@ -102,7 +96,7 @@ pub async fn list(State(state): State<UiState>, headers: HeaderMap) -> Response 
             }
         }
     };
-    render("Projects", &session, body)
+    Ok(render("Projects", &session, body))
 }
 
 #[derive(Deserialize)]
@@ -114,17 +108,11 @@ pub async fn show(
     State(state): State<UiState>,
     headers: HeaderMap,
     Query(query): Query<ProjectQuery>,
-) -> Response {
-    let session = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(elsewhere) => return elsewhere,
-    };
-    let projects = match visible(&state, &session).await {
-        Ok(p) => p,
-        Err(answer) => return answer,
-    };
+) -> Page {
+    let session = signed_in(&state, &headers).await?;
+    let projects = visible(&state, &session).await?;
     let Some((project, agents)) = projects.into_iter().find(|(p, _)| p.id == query.id) else {
-        return not_found(&session, "no such project");
+        return Err(not_found(&session, "no such project"));
     };
     let admin = session.who == Who::Admin;
     let (grants, webhook, statuses) = if admin {
@@ -182,7 +170,7 @@ pub async fn show(
             }
         }
     };
-    render(&format!("Project {id}"), &session, body)
+    Ok(render(&format!("Project {id}"), &session, body))
 }
 
 #[derive(Deserialize)]
@@ -195,15 +183,12 @@ pub async fn refresh(
     headers: HeaderMap,
     Query(query): Query<ProjectQuery>,
     Form(form): Form<CsrfForm>,
-) -> Response {
-    let session = match admin_form(&state, &headers, &form.csrf, "reads projects on demand").await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
+) -> Page {
+    let session = admin_form(&state, &headers, &form.csrf, "reads projects on demand").await?;
     let back = project_link(&query.id);
     match crate::api::projects::refresh_project(&state.api, &query.id).await {
-        Ok(_) => Redirect::to(&back).into_response(),
-        Err(e) => refused(&session, e, &back),
+        Ok(_) => Ok(Redirect::to(&back).into_response()),
+        Err(e) => Err(refused(&session, e, &back)),
     }
 }
 
@@ -213,20 +198,17 @@ pub async fn create_webhook(
     headers: HeaderMap,
     Query(query): Query<ProjectQuery>,
     Form(form): Form<CsrfForm>,
-) -> Response {
-    let session = match admin_form(&state, &headers, &form.csrf, "manages webhooks").await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
+) -> Page {
+    let session = admin_form(&state, &headers, &form.csrf, "manages webhooks").await?;
     let back = project_link(&query.id);
     match state.store.get_project(&query.id).await {
         Ok(Some(_)) => {}
-        Ok(None) => return not_found(&session, "no such project"),
-        Err(e) => return refused(&session, ApiError::from(e), &back),
+        Ok(None) => return Err(not_found(&session, "no such project")),
+        Err(e) => return Err(refused(&session, ApiError::from(e), &back)),
     }
     let created = match crate::api::hooks::create_secret(&state.api, &query.id).await {
         Ok(created) => created,
-        Err(e) => return refused(&session, e, &back),
+        Err(e) => return Err(refused(&session, e, &back)),
     };
     // The address the admin reached kas at is the one git hosts need.
     let origin = headers
@@ -247,7 +229,7 @@ pub async fn create_webhook(
         }
         p { a href=(back) { "Back to the project" } }
     };
-    shown_once(&session, "New webhook secret", body)
+    Ok(shown_once(&session, "New webhook secret", body))
 }
 
 pub async fn delete_webhook(
@@ -255,17 +237,14 @@ pub async fn delete_webhook(
     headers: HeaderMap,
     Query(query): Query<ProjectQuery>,
     Form(form): Form<CsrfForm>,
-) -> Response {
-    let session = match admin_form(&state, &headers, &form.csrf, "manages webhooks").await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
+) -> Page {
+    let session = admin_form(&state, &headers, &form.csrf, "manages webhooks").await?;
     let back = project_link(&query.id);
     match state.store.delete_webhook_secret(&query.id).await {
         Ok(()) => {
             tracing::info!(project = %query.id, "webhook secret removed");
-            Redirect::to(&back).into_response()
+            Ok(Redirect::to(&back).into_response())
         }
-        Err(e) => refused(&session, ApiError::from(e), &back),
+        Err(e) => Err(refused(&session, ApiError::from(e), &back)),
     }
 }

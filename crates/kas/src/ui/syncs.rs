@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+
 use maud::{Markup, html};
 use serde::Deserialize;
 use tether_api::{ObjectView, SyncView};
@@ -17,7 +17,7 @@ use super::diff::{self, FileChange, ObjectChange};
 use super::layout::state as state_word;
 use super::session::Who;
 use super::signed_in;
-use super::view::{agent_for, not_found, pager, render, short, syncs_of};
+use super::view::{Page, agent_for, not_found, pager, render, short, syncs_of};
 use crate::channel::manifests::{self, ManifestSpec};
 use crate::client::segment;
 
@@ -43,14 +43,9 @@ pub async fn sync(
     headers: HeaderMap,
     Path(name): Path<String>,
     Query(query): Query<SyncQuery>,
-) -> Response {
-    let session = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(elsewhere) => return elsewhere,
-    };
-    if let Err(answer) = agent_for(&state, &session, &name).await {
-        return answer;
-    }
+) -> Page {
+    let session = signed_in(&state, &headers).await?;
+    agent_for(&state, &session, &name).await?;
     let records = state
         .store
         .sync_history(&name, &query.project, LOOKED_THROUGH)
@@ -60,7 +55,7 @@ pub async fn sync(
         .into_iter()
         .find(|s| s.commit == query.commit)
     else {
-        return not_found(&session, "no such sync");
+        return Err(not_found(&session, "no such sync"));
     };
     let pages = sync.objects.len().div_ceil(OBJECTS_PER_PAGE).max(1);
     let page_no = query.page.min(pages - 1);
@@ -124,7 +119,11 @@ pub async fn sync(
             }
         }
     };
-    render(&format!("Sync of {}", query.project), &session, body)
+    Ok(render(
+        &format!("Sync of {}", query.project),
+        &session,
+        body,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -141,15 +140,9 @@ pub async fn diff(
     headers: HeaderMap,
     Path(name): Path<String>,
     Query(query): Query<DiffQuery>,
-) -> Response {
-    let session = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(elsewhere) => return elsewhere,
-    };
-    let agent = match agent_for(&state, &session, &name).await {
-        Ok(a) => a,
-        Err(answer) => return answer,
-    };
+) -> Page {
+    let session = signed_in(&state, &headers).await?;
+    let agent = agent_for(&state, &session, &name).await?;
     let history = syncs_of(
         state
             .store
@@ -160,7 +153,7 @@ pub async fn diff(
     // Newest first: the one further down the list is the earlier.
     let position = |commit: &str| history.iter().position(|s| s.commit == commit);
     let (Some(a), Some(b)) = (position(&query.from), position(&query.to)) else {
-        return not_found(&session, "no such sync");
+        return Err(not_found(&session, "no such sync"));
     };
     let (earlier, later) = (&history[a.max(b)], &history[a.min(b)]);
     let changes = diff::objects(earlier, later);
@@ -201,7 +194,11 @@ pub async fn diff(
             Some(Ok(files)) => (file_diffs(files)),
         }
     };
-    render(&format!("Changes in {}", query.project), &session, body)
+    Ok(render(
+        &format!("Changes in {}", query.project),
+        &session,
+        body,
+    ))
 }
 
 fn object_row(change: &ObjectChange<'_>) -> Markup {

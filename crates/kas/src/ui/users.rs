@@ -8,7 +8,7 @@
 
 use axum::extract::{Form, Path, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect};
 use maud::html;
 use serde::Deserialize;
 use tether_store::TokenOwner;
@@ -18,7 +18,8 @@ use super::layout::state as state_word;
 use super::session::{Session, Who};
 use super::signed_in;
 use super::view::{
-    admin_form, forbidden, form_session, not_found, refused, render, shown_once, time, unavailable,
+    Page, admin_form, forbidden, form_session, not_found, refused, render, shown_once, time,
+    unavailable,
 };
 use crate::api::ApiError;
 use crate::changes::Change;
@@ -41,6 +42,21 @@ fn may_manage(session: &Session, name: &str) -> bool {
     }
 }
 
+/// The session of a form about `name`'s tokens, its CSRF token checked
+/// and the session allowed to manage them.
+async fn tokens_form(
+    state: &UiState,
+    headers: &HeaderMap,
+    csrf: &str,
+    name: &str,
+) -> Result<Session, axum::response::Response> {
+    let session = form_session(state, headers, csrf).await?;
+    if !may_manage(&session, name) {
+        return Err(forbidden("a user manages only their own tokens"));
+    }
+    Ok(session)
+}
+
 /// Memberships as typed: separated by commas, spaces or lines.
 fn parse_memberships(text: &str) -> Vec<String> {
     text.split(|c: char| c == ',' || c.is_whitespace())
@@ -50,16 +66,13 @@ fn parse_memberships(text: &str) -> Vec<String> {
         .collect()
 }
 
-pub async fn list(State(state): State<UiState>, headers: HeaderMap) -> Response {
-    let session = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(elsewhere) => return elsewhere,
-    };
+pub async fn list(State(state): State<UiState>, headers: HeaderMap) -> Page {
+    let session = signed_in(&state, &headers).await?;
     if let Who::User { name, .. } = &session.who {
-        return Redirect::to(&user_link(name)).into_response();
+        return Err(Redirect::to(&user_link(name)).into_response());
     }
     let Ok(users) = state.store.list_users().await else {
-        return unavailable();
+        return Err(unavailable());
     };
     let body = html! {
         h1 { "Users" }
@@ -83,7 +96,7 @@ pub async fn list(State(state): State<UiState>, headers: HeaderMap) -> Response 
             " " button type="submit" id="create-user" { "Create user" }
         }
     };
-    render("Users", &session, body)
+    Ok(render("Users", &session, body))
 }
 
 #[derive(Deserialize)]
@@ -99,11 +112,8 @@ pub async fn create(
     State(state): State<UiState>,
     headers: HeaderMap,
     Form(form): Form<UserForm>,
-) -> Response {
-    let session = match admin_form(&state, &headers, &form.csrf, "manages users").await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
+) -> Page {
+    let session = admin_form(&state, &headers, &form.csrf, "manages users").await?;
     let name = form.name.trim();
     match state
         .store
@@ -116,9 +126,9 @@ pub async fn create(
     {
         Ok(user) => {
             tracing::info!(user = %user.name, "user created");
-            Redirect::to(&user_link(&user.name)).into_response()
+            Ok(Redirect::to(&user_link(&user.name)).into_response())
         }
-        Err(e) => refused(&session, ApiError::from(e), "/ui/users"),
+        Err(e) => Err(refused(&session, ApiError::from(e), "/ui/users")),
     }
 }
 
@@ -126,25 +136,22 @@ pub async fn show(
     State(state): State<UiState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-) -> Response {
-    let session = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(elsewhere) => return elsewhere,
-    };
+) -> Page {
+    let session = signed_in(&state, &headers).await?;
     if !may_manage(&session, &name) {
-        return not_found(&session, "no such user");
+        return Err(not_found(&session, "no such user"));
     }
     let user = match state.store.get_user(&name).await {
         Ok(Some(user)) => user,
-        Ok(None) => return not_found(&session, "no such user"),
-        Err(_) => return unavailable(),
+        Ok(None) => return Err(not_found(&session, "no such user")),
+        Err(_) => return Err(unavailable()),
     };
     let Ok(tokens) = state
         .store
         .list_access_tokens(&TokenOwner::User(name.clone()))
         .await
     else {
-        return unavailable();
+        return Err(unavailable());
     };
     let now = tether_store::time::now();
     let admin = session.who == Who::Admin;
@@ -201,7 +208,7 @@ pub async fn show(
             }
         }
     };
-    render(&format!("User {name}"), &session, body)
+    Ok(render(&format!("User {name}"), &session, body))
 }
 
 pub async fn memberships(
@@ -209,11 +216,8 @@ pub async fn memberships(
     headers: HeaderMap,
     Path(name): Path<String>,
     Form(form): Form<UserForm>,
-) -> Response {
-    let session = match admin_form(&state, &headers, &form.csrf, "sets memberships").await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
+) -> Page {
+    let session = admin_form(&state, &headers, &form.csrf, "sets memberships").await?;
     let link = user_link(&name);
     match state
         .store
@@ -223,9 +227,9 @@ pub async fn memberships(
         Ok(user) => {
             tracing::info!(user = %name, memberships = ?user.memberships, "memberships changed");
             state.changes.apply(Change::UserChanged { name }).await;
-            Redirect::to(&link).into_response()
+            Ok(Redirect::to(&link).into_response())
         }
-        Err(e) => refused(&session, ApiError::from(e), &link),
+        Err(e) => Err(refused(&session, ApiError::from(e), &link)),
     }
 }
 
@@ -234,18 +238,15 @@ pub async fn delete(
     headers: HeaderMap,
     Path(name): Path<String>,
     Form(form): Form<UserForm>,
-) -> Response {
-    let session = match admin_form(&state, &headers, &form.csrf, "manages users").await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
+) -> Page {
+    let session = admin_form(&state, &headers, &form.csrf, "manages users").await?;
     match state.store.delete_user(&name).await {
         Ok(()) => {
             tracing::info!(user = %name, "user deleted");
             state.changes.apply(Change::UserChanged { name }).await;
-            Redirect::to("/ui/users").into_response()
+            Ok(Redirect::to("/ui/users").into_response())
         }
-        Err(e) => refused(&session, ApiError::from(e), &user_link(&name)),
+        Err(e) => Err(refused(&session, ApiError::from(e), &user_link(&name))),
     }
 }
 
@@ -264,14 +265,8 @@ pub async fn create_token(
     headers: HeaderMap,
     Path(name): Path<String>,
     Form(form): Form<TokenForm>,
-) -> Response {
-    let session = match form_session(&state, &headers, &form.csrf).await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
-    if !may_manage(&session, &name) {
-        return forbidden("a user manages only their own tokens");
-    }
+) -> Page {
+    let session = tokens_form(&state, &headers, &form.csrf, &name).await?;
     let link = user_link(&name);
     let days = form.expires_in_days.unwrap_or(DEFAULT_TOKEN_DAYS);
     let allowed = match session.who {
@@ -284,7 +279,7 @@ pub async fn create_token(
             allowed.start(),
             allowed.end()
         ));
-        return refused(&session, why, &link);
+        return Err(refused(&session, why, &link));
     }
     let expires_at = (days > 0).then(|| tether_store::time::now() + days * 86_400);
     let label = match form.name.trim() {
@@ -302,7 +297,7 @@ pub async fn create_token(
     .await;
     let (record, token) = match created {
         Ok(created) => created,
-        Err(e) => return refused(&session, e, &link),
+        Err(e) => return Err(refused(&session, e, &link)),
     };
     let body = html! {
         h1 { "Token " (record.name) " of user " (name) }
@@ -310,7 +305,7 @@ pub async fn create_token(
         pre id="new-pat-token" { (token.expose_secret()) }
         p { a href=(link) { "Back" } }
     };
-    shown_once(&session, "New personal access token", body)
+    Ok(shown_once(&session, "New personal access token", body))
 }
 
 pub async fn revoke_token(
@@ -318,17 +313,11 @@ pub async fn revoke_token(
     headers: HeaderMap,
     Path((name, id)): Path<(String, i64)>,
     Form(form): Form<TokenForm>,
-) -> Response {
-    let session = match form_session(&state, &headers, &form.csrf).await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
-    if !may_manage(&session, &name) {
-        return forbidden("a user manages only their own tokens");
-    }
+) -> Page {
+    let session = tokens_form(&state, &headers, &form.csrf, &name).await?;
     let link = user_link(&name);
     match crate::api::access::revoke_access_token(&state.api, TokenOwner::User(name), id).await {
-        Ok(_) => Redirect::to(&link).into_response(),
-        Err(e) => refused(&session, e, &link),
+        Ok(_) => Ok(Redirect::to(&link).into_response()),
+        Err(e) => Err(refused(&session, e, &link)),
     }
 }

@@ -14,6 +14,10 @@ use super::layout::{page, state as state_word};
 use super::session::{Session, Who};
 use super::signed_in;
 
+/// What a page handler answers: the page, or the answer instead (sign in,
+/// not found, refused), both whole responses; `?` takes the second.
+pub type Page = Result<Response, Response>;
+
 /// Who is looking, resolved once per request: the admin sees every
 /// agent; a user, those whose config in use admits them under
 /// `user_access`, as the Kubernetes API proxy decides.
