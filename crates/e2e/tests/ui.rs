@@ -230,6 +230,14 @@ fn ui(ns: &str) {
         "the plan names the commit"
     );
     shot(&browser, "ui-plan");
+    let (session, csrf) = session_and_csrf(&browser);
+    let unknown = post_form(
+        &setup.api,
+        "/ui/agents/prod/plan",
+        &session,
+        &format!("csrf={csrf}&project=team%2Fconfig&commit=no-such-branch"),
+    );
+    assert_eq!(unknown, 404, "the plan of a commit that does not exist");
     let data = tether_testenv::shared().kubectl_ok(&[
         "get",
         "configmap",
@@ -391,6 +399,21 @@ fn ui(ns: &str) {
     });
     browser.goto(&format!("{}/ui/users/cat", setup.api));
     let laptop = browser.text("#user-tokens").expect("cat's tokens");
+    // What a user may not do is refused, whatever the form says.
+    let (session, csrf) = session_and_csrf(&browser);
+    for (path, body, status) in [
+        ("/ui/users/ann/tokens", "name=x&expires_in_days=30", 403),
+        ("/ui/users/cat/tokens", "name=x&expires_in_days=0", 422),
+        ("/ui/users/cat/tokens", "name=x&expires_in_days=400", 422),
+        ("/ui/users", "name=evil", 403),
+        ("/ui/users/ann/delete", "", 403),
+        ("/ui/agents/prod/plan", "commit=main", 403),
+        ("/ui/agents/prod/tokens", "name=x", 403),
+        ("/ui/project/webhook?id=team%2Fconfig", "", 403),
+    ] {
+        let answer = post_form(&setup.api, path, &session, &format!("csrf={csrf}&{body}"));
+        assert_eq!(answer, status, "{path} {body}");
+    }
     assert!(
         laptop.contains("laptop") && laptop.contains("active"),
         "{laptop}"
@@ -412,6 +435,24 @@ fn ui(ns: &str) {
     wait("the session ended", Duration::from_secs(10), || {
         browser.url().ends_with("/ui/login")
     });
+}
+
+/// The browser's session cookie and the page's CSRF token.
+fn session_and_csrf(browser: &Browser) -> (String, String) {
+    let cookie = browser
+        .cookies()
+        .into_iter()
+        .find(|c| c["name"] == "tether_session")
+        .and_then(|c| c["value"].as_str().map(str::to_owned))
+        .expect("a session cookie");
+    let csrf = browser
+        .source()
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a form with the CSRF token")
+        .to_owned();
+    (cookie, csrf)
 }
 
 /// A form POST as a script elsewhere would send it, with `session` as
