@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tether_runtime::Shutdown;
-use tether_store::{ChangeFeed, PgStore, ReplicaId, Replicas, SqliteStore, Store};
+use tether_store::{ChangeFeed, PgStore, ReplicaId, Replicas, Sealer, SqliteStore, Store};
 
 use crate::changes::{Change, Changes};
 use crate::metrics::Metrics;
@@ -29,12 +29,13 @@ struct Stores {
     replicas: Option<Arc<dyn Replicas>>,
 }
 
-async fn open(database: &Database) -> anyhow::Result<Stores> {
+async fn open(database: &Database, sealer: Sealer) -> anyhow::Result<Stores> {
     Ok(match database {
         Database::Sqlite(path) => Stores {
             store: Arc::new(
                 SqliteStore::open(path)
-                    .with_context(|| format!("cannot open database {}", path.display()))?,
+                    .with_context(|| format!("cannot open database {}", path.display()))?
+                    .sealed_with(sealer),
             ),
             feed: None,
             replicas: None,
@@ -43,7 +44,8 @@ async fn open(database: &Database) -> anyhow::Result<Stores> {
             let pg = Arc::new(
                 PgStore::connect(url)
                     .await
-                    .with_context(|| format!("cannot open database {}", database.describe()))?,
+                    .with_context(|| format!("cannot open database {}", database.describe()))?
+                    .sealed_with(sealer),
             );
             Stores {
                 store: pg.clone(),
@@ -94,7 +96,7 @@ impl Server {
             store,
             feed,
             replicas,
-        } = open(&settings.database).await?;
+        } = open(&settings.database, secrets_sealer(&settings, data.path())?).await?;
         if settings.database.is_shared() && settings.tls.is_none() {
             tracing::warn!(
                 "the database is shared with other kas replicas, but no --tls-cert/--tls-key is given: \
@@ -396,6 +398,37 @@ async fn serve_agents(
 /// The web UI's session signer: with replicas, keyed by their shared
 /// secret (a session opened on one replica is read on every one); alone,
 /// by a random key kept in the data folder (sessions survive a restart).
+/// What stored secrets are sealed with: `--secrets-key-file`; else, with
+/// replicas, their shared secret (every replica opens what another
+/// sealed); else a key in the data folder, made on first start.
+fn secrets_sealer(settings: &Settings, data: &std::path::Path) -> anyhow::Result<Sealer> {
+    let key = match (&settings.secrets_key_file, &settings.replication) {
+        (Some(path), _) => {
+            let key = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the secrets key {}", path.display()))?;
+            anyhow::ensure!(
+                key.trim().len() >= 32,
+                "the secrets key {} is shorter than 32 characters",
+                path.display()
+            );
+            key.trim().to_owned()
+        }
+        (None, Some(replication)) => replication.secret.expose().to_owned(),
+        (None, None) => {
+            let path = data.join("secrets-key");
+            match std::fs::read_to_string(&path) {
+                Ok(key) if key.trim().len() >= 32 => key.trim().to_owned(),
+                _ => {
+                    let key = crate::hex::random::<32>();
+                    crate::files::write_private(&path, &key)?;
+                    key
+                }
+            }
+        }
+    };
+    Ok(Sealer::new(key.as_bytes()))
+}
+
 fn ui_sessions(
     settings: &Settings,
     data: &std::path::Path,

@@ -100,6 +100,12 @@ pub struct SettingsFile {
     /// Default: admin-token in the data folder, created on first start.
     #[arg(long, env = "KAS_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// The key file kas seals stored secrets with (webhook secrets, commit
+    /// status tokens, notification URLs): at least 32 characters, shared
+    /// by all replicas. Default: derived from the replicas' shared secret,
+    /// or secrets-key in the data folder, created on first start.
+    #[arg(long, env = "KAS_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
     /// Address of the private kas-to-kas listener (HTTPS). Without it, kas
     /// runs single-replica: it serves only the tunnels it holds.
     #[arg(long, env = "KAS_PRIVATE_LISTEN")]
@@ -165,6 +171,8 @@ pub struct Settings {
     pub oidc_issuers: Vec<tether_proxy::oidc::IssuerSettings>,
     /// The admin token's file.
     pub admin_token_file: PathBuf,
+    /// The key stored secrets are sealed with, when given.
+    pub secrets_key_file: Option<PathBuf>,
     /// With replicas: the private listener and the shared secret.
     pub replication: Option<crate::replicas::Replication>,
     /// How charts and kustomizations are rendered.
@@ -368,6 +376,7 @@ impl Settings {
                 .admin_token_file
                 .or(file.admin_token_file)
                 .unwrap_or_else(|| data_dir.join("admin-token")),
+            secrets_key_file: flags.secrets_key_file.or(file.secrets_key_file),
             replication,
             database,
             k8s_proxy_listen,

@@ -15,12 +15,14 @@ mod error;
 mod model;
 mod postgres;
 mod rules;
+mod sealed;
 mod sqlite;
 pub mod time;
 
 pub use error::{Result, StoreError};
 pub use model::*;
 pub use postgres::PgStore;
+pub use sealed::Sealer;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;

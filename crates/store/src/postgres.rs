@@ -150,6 +150,7 @@ const MAX_CONNECTIONS: u32 = 16;
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    sealer: crate::Sealer,
 }
 
 // === impl PgStore ===
@@ -164,9 +165,18 @@ impl PgStore {
             .connect(url)
             .await
             .map_err(db)?;
-        let store = PgStore { pool };
+        let store = PgStore {
+            pool,
+            sealer: crate::Sealer::none(),
+        };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Seals the secrets it stores with `sealer` (see [`crate::Sealer`]).
+    pub fn sealed_with(mut self, sealer: crate::Sealer) -> Self {
+        self.sealer = sealer;
+        self
     }
 
     /// The schema version the database is at.
@@ -584,6 +594,7 @@ impl Store for PgStore {
     }
 
     async fn set_webhook_secret(&self, project: &str, secret: &str, now: UnixTime) -> Result<()> {
+        let secret = self.sealer.seal_webhook(project, secret);
         let mut tx = self.pool.begin().await.map_err(db)?;
         require_project(&mut tx, project).await?;
         sqlx::query(
@@ -591,7 +602,7 @@ impl Store for PgStore {
              ON CONFLICT (project_id) DO UPDATE SET secret = EXCLUDED.secret, created_at = EXCLUDED.created_at",
         )
         .bind(project)
-        .bind(secret)
+        .bind(&secret)
         .bind(now)
         .execute(&mut *tx)
         .await
@@ -600,11 +611,12 @@ impl Store for PgStore {
     }
 
     async fn webhook_secret(&self, project: &str) -> Result<Option<String>> {
-        sqlx::query_scalar("SELECT secret FROM webhook_secrets WHERE project_id = $1")
+        let stored = sqlx::query_scalar("SELECT secret FROM webhook_secrets WHERE project_id = $1")
             .bind(project)
             .fetch_optional(&self.pool)
             .await
-            .map_err(db)
+            .map_err(db)?;
+        self.sealer.open_webhook(project, stored)
     }
 
     async fn delete_webhook_secret(&self, project: &str) -> Result<()> {
@@ -617,6 +629,7 @@ impl Store for PgStore {
     }
 
     async fn set_status_target(&self, project: &str, t: StatusTarget) -> Result<()> {
+        let t = self.sealer.seal_target(project, t);
         let mut tx = self.pool.begin().await.map_err(db)?;
         require_project(&mut tx, project).await?;
         sqlx::query(
@@ -646,16 +659,18 @@ impl Store for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.map(|r| {
-            Ok(StatusTarget {
-                provider: r.try_get(0).map_err(db)?,
-                api_url: r.try_get(1).map_err(db)?,
-                repository: r.try_get(2).map_err(db)?,
-                token: r.try_get(3).map_err(db)?,
-                created_at: r.try_get(4).map_err(db)?,
+        let stored = row
+            .map(|r| {
+                Ok(StatusTarget {
+                    provider: r.try_get(0).map_err(db)?,
+                    api_url: r.try_get(1).map_err(db)?,
+                    repository: r.try_get(2).map_err(db)?,
+                    token: r.try_get(3).map_err(db)?,
+                    created_at: r.try_get(4).map_err(db)?,
+                })
             })
-        })
-        .transpose()
+            .transpose()?;
+        self.sealer.open_target(project, stored)
     }
 
     async fn delete_status_target(&self, project: &str) -> Result<()> {
@@ -668,6 +683,7 @@ impl Store for PgStore {
     }
 
     async fn set_notification_secret(&self, n: NotificationSecret) -> Result<()> {
+        let n = self.sealer.seal_notification(n);
         sqlx::query(
             "INSERT INTO notification_secrets (name, url, signing_key, created_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (name) DO UPDATE SET url = EXCLUDED.url,
@@ -691,15 +707,17 @@ impl Store for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.map(|r| {
-            Ok(NotificationSecret {
-                name: r.try_get(0).map_err(db)?,
-                url: r.try_get(1).map_err(db)?,
-                signing_key: r.try_get(2).map_err(db)?,
-                created_at: r.try_get(3).map_err(db)?,
+        let stored = row
+            .map(|r| {
+                Ok(NotificationSecret {
+                    name: r.try_get(0).map_err(db)?,
+                    url: r.try_get(1).map_err(db)?,
+                    signing_key: r.try_get(2).map_err(db)?,
+                    created_at: r.try_get(3).map_err(db)?,
+                })
             })
-        })
-        .transpose()
+            .transpose()?;
+        self.sealer.open_notification(stored)
     }
 
     async fn list_notification_secrets(&self) -> Result<Vec<(String, UnixTime)>> {

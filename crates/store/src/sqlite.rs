@@ -130,6 +130,7 @@ CREATE TABLE notification_secrets (
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    sealer: crate::Sealer,
 }
 
 // === impl SqliteStore ===
@@ -156,7 +157,14 @@ impl SqliteStore {
         migrate(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            sealer: crate::Sealer::none(),
         })
+    }
+
+    /// Seals the secrets it stores with `sealer` (see [`crate::Sealer`]).
+    pub fn sealed_with(mut self, sealer: crate::Sealer) -> Self {
+        self.sealer = sealer;
+        self
     }
 
     /// The schema version the database is at.
@@ -588,7 +596,8 @@ impl Store for SqliteStore {
     }
 
     async fn set_webhook_secret(&self, project: &str, secret: &str, now: UnixTime) -> Result<()> {
-        let (project, secret) = (project.to_owned(), secret.to_owned());
+        let secret = self.sealer.seal_webhook(project, secret);
+        let project = project.to_owned();
         self.call(move |c| {
             require_project(c, &project)?;
             c.execute(
@@ -603,16 +612,18 @@ impl Store for SqliteStore {
     }
 
     async fn webhook_secret(&self, project: &str) -> Result<Option<String>> {
-        let project = project.to_owned();
-        self.call(move |c| {
-            query_one(
-                c,
-                "SELECT secret FROM webhook_secrets WHERE project_id = ?1",
-                [&project],
-                |r| r.get(0),
-            )
-        })
-        .await
+        let id = project.to_owned();
+        let stored = self
+            .call(move |c| {
+                query_one(
+                    c,
+                    "SELECT secret FROM webhook_secrets WHERE project_id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+            })
+            .await?;
+        self.sealer.open_webhook(project, stored)
     }
 
     async fn delete_webhook_secret(&self, project: &str) -> Result<()> {
@@ -625,6 +636,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_status_target(&self, project: &str, t: StatusTarget) -> Result<()> {
+        let t = self.sealer.seal_target(project, t);
         let project = project.to_owned();
         self.call(move |c| {
             require_project(c, &project)?;
@@ -643,12 +655,12 @@ impl Store for SqliteStore {
     }
 
     async fn status_target(&self, project: &str) -> Result<Option<StatusTarget>> {
-        let project = project.to_owned();
-        self.call(move |c| {
+        let id = project.to_owned();
+        let stored = self.call(move |c| {
             query_one(
                 c,
                 "SELECT provider, api_url, repository, token, created_at FROM status_targets WHERE project_id = ?1",
-                [&project],
+                [&id],
                 |r| {
                     Ok(StatusTarget {
                         provider: r.get(0)?,
@@ -660,7 +672,8 @@ impl Store for SqliteStore {
                 },
             )
         })
-        .await
+        .await?;
+        self.sealer.open_target(project, stored)
     }
 
     async fn delete_status_target(&self, project: &str) -> Result<()> {
@@ -673,6 +686,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_notification_secret(&self, n: NotificationSecret) -> Result<()> {
+        let n = self.sealer.seal_notification(n);
         self.call(move |c| {
             c.execute(
                 "INSERT INTO notification_secrets (name, url, signing_key, created_at) VALUES (?1, ?2, ?3, ?4)
@@ -688,7 +702,7 @@ impl Store for SqliteStore {
 
     async fn notification_secret(&self, name: &str) -> Result<Option<NotificationSecret>> {
         let name = name.to_owned();
-        self.call(move |c| {
+        let stored = self.call(move |c| {
             query_one(
                 c,
                 "SELECT name, url, signing_key, created_at FROM notification_secrets WHERE name = ?1",
@@ -703,7 +717,8 @@ impl Store for SqliteStore {
                 },
             )
         })
-        .await
+        .await?;
+        self.sealer.open_notification(stored)
     }
 
     async fn list_notification_secrets(&self) -> Result<Vec<(String, UnixTime)>> {

@@ -872,3 +872,129 @@ async fn notification_secrets_are_set_listed_and_removed(store: Shared) {
         Err(StoreError::NotFound(_))
     ));
 }
+
+/// Webhook secrets, status tokens and notification URLs are sealed before
+/// they are stored: the database alone (a dump, a backup, the SQLite
+/// file) does not give them, nor does another key; a value written before
+/// sealing is still read.
+#[tokio::test]
+async fn secrets_are_sealed_at_rest_on_both_databases() {
+    let key = Sealer::new(b"0123456789abcdef0123456789abcdef");
+    let other = Sealer::new(b"fedcba9876543210fedcba9876543210");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kas.db");
+    let sqlite = |sealer: Sealer| -> Shared {
+        Arc::new(SqliteStore::open(&path).expect("opens").sealed_with(sealer))
+    };
+    let url = tether_testenv::shared_postgres()
+        .create_database()
+        .expect("a fresh database");
+    let postgres = |sealer: Sealer| {
+        let url = url.clone();
+        async move {
+            let store: Shared = Arc::new(
+                PgStore::connect(&url)
+                    .await
+                    .expect("connects")
+                    .sealed_with(sealer),
+            );
+            store
+        }
+    };
+    let pairs: Vec<(&str, Shared, Shared, Shared)> = vec![
+        (
+            "sqlite",
+            sqlite(key.clone()),
+            sqlite(Sealer::none()),
+            sqlite(other.clone()),
+        ),
+        (
+            "postgres",
+            postgres(key.clone()).await,
+            postgres(Sealer::none()).await,
+            postgres(other.clone()).await,
+        ),
+    ];
+    for (name, sealed, bare, wrong) in pairs {
+        sealed
+            .create_project(NewProject {
+                id: "team/app".into(),
+                url: "/srv/git/app".into(),
+                credentials_ref: None,
+                created_at: T0,
+                git_ref: None,
+            })
+            .await
+            .expect("project");
+        sealed
+            .set_webhook_secret("team/app", "hook-secret-1", T0)
+            .await
+            .expect("webhook");
+        sealed
+            .set_status_target(
+                "team/app",
+                StatusTarget {
+                    provider: "gitea".into(),
+                    api_url: "https://git.example/api/v1".into(),
+                    repository: "team/app".into(),
+                    token: "status-token-1".into(),
+                    created_at: T0,
+                },
+            )
+            .await
+            .expect("target");
+        sealed
+            .set_notification_secret(NotificationSecret {
+                name: "ops".into(),
+                url: "https://hooks.example/notify-url-1".into(),
+                signing_key: Some("signing-key-1".into()),
+                created_at: T0,
+            })
+            .await
+            .expect("notification");
+
+        // The same key gives them back.
+        assert_eq!(
+            sealed.webhook_secret("team/app").await.expect(name),
+            Some("hook-secret-1".into())
+        );
+        let target = sealed.status_target("team/app").await.expect(name);
+        assert_eq!(target.map(|t| t.token).as_deref(), Some("status-token-1"));
+        let n = sealed.notification_secret("ops").await.expect(name);
+        assert_eq!(
+            n.map(|n| (n.url, n.signing_key)),
+            Some((
+                "https://hooks.example/notify-url-1".into(),
+                Some("signing-key-1".into())
+            ))
+        );
+        // The database alone, or another key: refused, saying why.
+        for store in [&bare, &wrong] {
+            let e = store.webhook_secret("team/app").await.expect_err("sealed");
+            assert!(e.to_string().contains("cannot be opened"), "{name}: {e}");
+            assert!(store.status_target("team/app").await.is_err(), "{name}");
+            assert!(store.notification_secret("ops").await.is_err(), "{name}");
+        }
+        // Written before sealing: read, and sealed at its next write.
+        bare.set_webhook_secret("team/app", "legacy", T0)
+            .await
+            .expect("plain");
+        assert_eq!(
+            sealed.webhook_secret("team/app").await.expect(name),
+            Some("legacy".into())
+        );
+    }
+    // Nothing of the secrets is in SQLite's files.
+    for file in ["kas.db", "kas.db-wal"] {
+        let bytes = std::fs::read(dir.path().join(file)).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in [
+            "hook-secret-1",
+            "status-token-1",
+            "notify-url-1",
+            "signing-key-1",
+        ] {
+            assert!(!text.contains(secret), "{secret} in {file}");
+        }
+    }
+}

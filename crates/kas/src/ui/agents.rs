@@ -193,7 +193,7 @@ pub async fn agent(
         }
         @if history.is_empty() { p class="dim" { "No sync reported yet." } }
         @for (project, syncs) in &history {
-            h3 { (project) }
+            h3 { a href={"/ui/project?id=" (segment(project))} { (project) } }
             (history_table(&name, project, syncs))
         }
     };

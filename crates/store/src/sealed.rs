@@ -1,0 +1,268 @@
+//! Secrets kas must give back (a webhook's secret, a git host token for
+//! commit statuses, a notification URL and signing key) are sealed before
+//! they reach the database: AES-256-GCM with a key kas holds outside it,
+//! the record they belong to as associated data, so a database dump or
+//! backup reveals none of them and a sealed value moved to another row
+//! does not open. Token hashes need no sealing; they are never given back.
+//!
+//! A value written before sealing (no prefix) is read as it is and sealed
+//! at its next write.
+
+use std::sync::Arc;
+
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::{NotificationSecret, Result, StatusTarget, StoreError};
+
+const PREFIX: &str = "sealed:v1:";
+/// Largest sealed value opened (the secrets are URLs and tokens).
+const MAX_SEALED_BYTES: usize = 64 << 10;
+
+/// Seals and opens stored secrets; [`Sealer::none`] stores them as given
+/// (tests, and stores opened only to read other records).
+#[derive(Clone, Default)]
+pub struct Sealer(Option<Arc<LessSafeKey>>);
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Sealer").field(&self.0.is_some()).finish()
+    }
+}
+
+impl Sealer {
+    /// A sealer whose key is derived from `secret` (at least 32 bytes of
+    /// it random: kas's key file, or the replicas' shared secret).
+    pub fn new(secret: &[u8]) -> Self {
+        let mut material = b"tether: secrets at rest, v1\n".to_vec();
+        material.extend_from_slice(secret);
+        let key = ring::digest::digest(&ring::digest::SHA256, &material);
+        let key = UnboundKey::new(&AES_256_GCM, key.as_ref()).expect("a 32-byte key");
+        Sealer(Some(Arc::new(LessSafeKey::new(key))))
+    }
+
+    /// Stores secrets as given.
+    pub fn none() -> Self {
+        Sealer(None)
+    }
+
+    fn seal(&self, plain: &str, record: &str) -> String {
+        let Some(key) = &self.0 else {
+            return plain.to_owned();
+        };
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .expect("the system's random source");
+        let mut sealed = plain.as_bytes().to_vec();
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(record.as_bytes()),
+            &mut sealed,
+        )
+        .expect("sealing in memory");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        format!("{PREFIX}{}", hex(&out))
+    }
+
+    fn open(&self, stored: String, record: &str) -> Result<String> {
+        let Some(body) = stored.strip_prefix(PREFIX) else {
+            return Ok(stored);
+        };
+        let refused = |why: &str| {
+            StoreError::Invalid(format!(
+                "the stored secret of {record} cannot be opened: {why}"
+            ))
+        };
+        let Some(key) = &self.0 else {
+            return Err(refused("it is sealed and this kas has no key"));
+        };
+        let bytes = unhex(body).ok_or_else(|| refused("it is not a sealed value"))?;
+        if bytes.len() < NONCE_LEN || bytes.len() > MAX_SEALED_BYTES {
+            return Err(refused("it is not a sealed value"));
+        }
+        let (nonce, sealed) = bytes.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce)
+            .map_err(|_| refused("it is not a sealed value"))?;
+        let mut sealed = sealed.to_vec();
+        let plain = key
+            .open_in_place(nonce, Aad::from(record.as_bytes()), &mut sealed)
+            .map_err(|_| {
+                refused(
+                    "it was sealed with another key (see kas serve --secrets-key-file), or altered",
+                )
+            })?;
+        String::from_utf8(plain.to_vec()).map_err(|_| refused("it is not text"))
+    }
+
+    pub(crate) fn seal_webhook(&self, project: &str, secret: &str) -> String {
+        self.seal(secret, &format!("webhook_secrets/{project}"))
+    }
+
+    pub(crate) fn open_webhook(
+        &self,
+        project: &str,
+        stored: Option<String>,
+    ) -> Result<Option<String>> {
+        stored
+            .map(|s| self.open(s, &format!("webhook_secrets/{project}")))
+            .transpose()
+    }
+
+    pub(crate) fn seal_target(&self, project: &str, mut t: StatusTarget) -> StatusTarget {
+        t.token = self.seal(&t.token, &format!("status_targets/{project}"));
+        t
+    }
+
+    pub(crate) fn open_target(
+        &self,
+        project: &str,
+        stored: Option<StatusTarget>,
+    ) -> Result<Option<StatusTarget>> {
+        stored
+            .map(|mut t| {
+                t.token = self.open(t.token, &format!("status_targets/{project}"))?;
+                Ok(t)
+            })
+            .transpose()
+    }
+
+    pub(crate) fn seal_notification(&self, mut n: NotificationSecret) -> NotificationSecret {
+        let record = format!("notification_secrets/{}", n.name);
+        n.url = self.seal(&n.url, &format!("{record}/url"));
+        n.signing_key = n
+            .signing_key
+            .map(|k| self.seal(&k, &format!("{record}/signing_key")));
+        n
+    }
+
+    pub(crate) fn open_notification(
+        &self,
+        stored: Option<NotificationSecret>,
+    ) -> Result<Option<NotificationSecret>> {
+        stored
+            .map(|mut n| {
+                let record = format!("notification_secrets/{}", n.name);
+                n.url = self.open(n.url, &format!("{record}/url"))?;
+                n.signing_key = n
+                    .signing_key
+                    .map(|k| self.open(k, &format!("{record}/signing_key")))
+                    .transpose()?;
+                Ok(n)
+            })
+            .transpose()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_open_only_with_their_key_and_record() {
+        let sealer = Sealer::new(b"0123456789abcdef0123456789abcdef");
+        let sealed = sealer.seal_webhook("team/app", "s3cret");
+        assert!(sealed.starts_with(PREFIX) && !sealed.contains("s3cret"));
+        assert_ne!(
+            sealed,
+            sealer.seal_webhook("team/app", "s3cret"),
+            "a fresh nonce each time"
+        );
+        assert_eq!(
+            sealer
+                .open_webhook("team/app", Some(sealed.clone()))
+                .expect("opens"),
+            Some("s3cret".to_owned())
+        );
+        // Moved to another project's row, or opened with another key, or
+        // altered: refused, naming the record and never the value.
+        let moved = sealer
+            .open_webhook("team/other", Some(sealed.clone()))
+            .expect_err("another record");
+        assert!(
+            moved.to_string().contains("webhook_secrets/team/other"),
+            "{moved}"
+        );
+        let other = Sealer::new(b"another key, 32 bytes long......");
+        assert!(
+            other
+                .open_webhook("team/app", Some(sealed.clone()))
+                .is_err()
+        );
+        let mut altered = sealed.clone();
+        altered.replace_range(altered.len() - 2.., "00");
+        assert!(sealer.open_webhook("team/app", Some(altered)).is_err());
+        assert!(
+            Sealer::none()
+                .open_webhook("team/app", Some(sealed))
+                .is_err()
+        );
+        for junk in ["sealed:v1:", "sealed:v1:zz", "sealed:v1:00"] {
+            assert!(
+                sealer.open_webhook("team/app", Some(junk.into())).is_err(),
+                "{junk}"
+            );
+        }
+        // Written before sealing: read as it is.
+        assert_eq!(
+            sealer
+                .open_webhook("team/app", Some("plain".into()))
+                .expect("legacy"),
+            Some("plain".to_owned())
+        );
+    }
+
+    #[test]
+    fn every_secret_field_is_sealed() {
+        let sealer = Sealer::new(b"0123456789abcdef0123456789abcdef");
+        let n = sealer.seal_notification(NotificationSecret {
+            name: "ops".into(),
+            url: "https://hooks.example/T0/B0/xyz".into(),
+            signing_key: Some("k".into()),
+            created_at: 1,
+        });
+        assert!(!n.url.contains("hooks.example"));
+        assert!(
+            n.signing_key
+                .as_deref()
+                .is_some_and(|k| k.starts_with(PREFIX))
+        );
+        let opened = sealer
+            .open_notification(Some(n))
+            .expect("opens")
+            .expect("some");
+        assert_eq!(opened.url, "https://hooks.example/T0/B0/xyz");
+        assert_eq!(opened.signing_key.as_deref(), Some("k"));
+        let t = sealer.seal_target(
+            "team/app",
+            StatusTarget {
+                provider: "gitea".into(),
+                api_url: "https://git.example/api/v1".into(),
+                repository: "team/app".into(),
+                token: "glpat-xyz".into(),
+                created_at: 1,
+            },
+        );
+        assert!(!t.token.contains("glpat"));
+        let opened = sealer
+            .open_target("team/app", Some(t))
+            .expect("opens")
+            .expect("some");
+        assert_eq!(opened.token, "glpat-xyz");
+    }
+}
