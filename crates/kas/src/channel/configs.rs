@@ -62,9 +62,17 @@ impl AgentConfigs {
     }
 
     /// Records a good config: it is the one in use, and any error is past.
-    pub fn accepted(&self, agent: &str, commit: &str, warnings: Vec<String>, config: AgentConfig) {
+    /// Whether its commit is new here (another session of the agent, or
+    /// an earlier one, may have accepted it already).
+    pub fn accepted(
+        &self,
+        agent: &str,
+        commit: &str,
+        warnings: Vec<String>,
+        config: AgentConfig,
+    ) -> bool {
         lock(&self.in_use).insert(agent.to_owned(), Arc::new(config));
-        lock(&self.status).insert(
+        let before = lock(&self.status).insert(
             agent.to_owned(),
             ConfigStatus {
                 commit: Some(commit.to_owned()),
@@ -73,6 +81,7 @@ impl AgentConfigs {
                 manifest_project_errors: Vec::new(),
             },
         );
+        before.and_then(|s| s.commit).as_deref() != Some(commit)
     }
 
     /// Records why the newest config could not be used; the last good one

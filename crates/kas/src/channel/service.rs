@@ -496,18 +496,22 @@ impl Session {
             Ok(loaded) => {
                 let commit = commit.to_string();
                 let specs = ManifestSpec::from_config(&loaded.config, &self.project);
-                self.registry.configs().accepted(
+                let new_here = self.registry.configs().accepted(
                     &self.agent,
                     &commit,
                     loaded.warnings,
                     loaded.config,
                 );
-                let stored = tether_store::StoredConfig {
-                    commit: commit.clone(),
-                    source: loaded.source,
-                };
-                if let Err(e) = self.store.set_agent_config(&self.agent, stored).await {
-                    tracing::error!(error = ?e, "cannot store the agent's config");
+                // A connect storm of the same commit costs no writes: the
+                // store already has what this kas accepted before.
+                if new_here {
+                    let stored = tether_store::StoredConfig {
+                        commit: commit.clone(),
+                        source: loaded.source,
+                    };
+                    if let Err(e) = self.store.set_agent_config(&self.agent, stored).await {
+                        tracing::error!(error = ?e, "cannot store the agent's config");
+                    }
                 }
                 self.specs = specs;
                 if commit != self.sent_commit {
