@@ -115,6 +115,29 @@ fn ui(ns: &str) {
     assert_eq!(cookie["httpOnly"], true, "{cookie}");
     assert_eq!(cookie["secure"], true, "{cookie}");
     assert_eq!(cookie["sameSite"], "Strict", "{cookie}");
+    // Every page: a policy allowing only its own script and style (the
+    // live updates below run under it), never framed, never cached.
+    let addr = setup
+        .api
+        .trim_start_matches("http://")
+        .parse()
+        .expect("address");
+    let session_cookie = format!(
+        "tether_session={}",
+        cookie["value"].as_str().expect("value")
+    );
+    let (_, _, head) =
+        support::ui_client::request(addr, "GET", "/ui/", &session_cookie, "").expect("page");
+    let head = head.to_lowercase();
+    for expected in [
+        "content-security-policy: default-src 'none'; script-src 'sha256-",
+        "frame-ancestors 'none'",
+        "x-frame-options: deny",
+        "x-content-type-options: nosniff",
+        "cache-control: no-store",
+    ] {
+        assert!(head.contains(expected), "{expected} not in {head}");
+    }
 
     // A push shows up without a reload (the page listens for changes).
     browser.goto(&format!("{}/ui/agents/prod", setup.api));

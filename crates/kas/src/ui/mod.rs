@@ -88,6 +88,33 @@ pub fn router(state: UiState) -> Router {
             post(users::revoke_token),
         )
         .with_state(state)
+        .layer(axum::middleware::map_response(guarded))
+}
+
+/// Every answer of the UI: its Content-Security-Policy, not framed, not
+/// sniffed, not cached (pages show tokens once and cluster details), no
+/// referrer to elsewhere.
+async fn guarded(mut response: Response) -> Response {
+    static POLICY: std::sync::OnceLock<Option<HeaderValue>> = std::sync::OnceLock::new();
+    let headers = response.headers_mut();
+    if let Some(policy) =
+        POLICY.get_or_init(|| HeaderValue::from_str(&layout::content_security_policy()).ok())
+    {
+        headers.insert(header::CONTENT_SECURITY_POLICY, policy.clone());
+    }
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
 }
 
 /// The session of a request, checked: signed, unexpired, and for a user,
