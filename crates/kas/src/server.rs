@@ -275,6 +275,7 @@ impl Server {
         let ui = crate::ui::UiState {
             api: state.clone(),
             sessions: ui_sessions(&settings, data.path())?,
+            streams: Arc::new(tokio::sync::Semaphore::new(crate::ui::MAX_EVENT_STREAMS)),
         };
         drop(admin_token);
         let private = match (&settings.replication, &router) {

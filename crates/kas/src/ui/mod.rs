@@ -46,7 +46,13 @@ const LOGIN_COOKIE: &str = "tether_login";
 pub struct UiState {
     pub api: ApiState,
     pub sessions: Sessions,
+    /// Open event streams, bounded: each holds a connection.
+    pub streams: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Event streams open at once on one kas; past it a page works without
+/// live updates (503 to the stream, the page itself is unaffected).
+pub const MAX_EVENT_STREAMS: usize = 1024;
 
 impl std::ops::Deref for UiState {
     type Target = ApiState;
@@ -283,10 +289,19 @@ async fn events(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Response> {
     signed_in(&state, &headers).await?;
+    let Ok(slot) = state.streams.clone().try_acquire_owned() else {
+        tracing::warn!("web UI event streams at their limit: one refused");
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many live pages open; reload later",
+        )
+            .into_response());
+    };
     let here = state.connections.watch_changes();
     let elsewhere = state.connections.watch_changes_elsewhere();
-    let stream =
-        futures_util::stream::unfold((here, elsewhere), |(mut here, mut elsewhere)| async move {
+    let stream = futures_util::stream::unfold(
+        (here, elsewhere, slot),
+        |(mut here, mut elsewhere, slot)| async move {
             tokio::select! {
                 changed = here.changed() => changed.ok()?,
                 changed = elsewhere.changed() => changed.ok()?,
@@ -297,9 +312,10 @@ async fn events(
             // An event with no data is not dispatched by browsers.
             Some((
                 Ok(Event::default().event("changed").data("1")),
-                (here, elsewhere),
+                (here, elsewhere, slot),
             ))
-        });
+        },
+    );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
