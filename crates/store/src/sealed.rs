@@ -13,7 +13,8 @@ use std::sync::Arc;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::{NotificationSecret, Result, StatusTarget, StoreError};
+use crate::error::{Result, StoreError};
+use crate::model::{NotificationSecret, StatusTarget};
 
 const PREFIX: &str = "sealed:v1:";
 /// Largest sealed value opened (the secrets are URLs and tokens).
