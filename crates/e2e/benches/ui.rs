@@ -70,7 +70,25 @@ fn main() -> anyhow::Result<()> {
         Duration::from_secs(30),
         || setup.sync_of_agent("big", &later).is_some(),
     );
-    let cookie = sign_in(api, admin_text.trim())?;
+    let admin_cookie = sign_in(api, admin_text.trim())?;
+    // A user, member of `team`: each agent is checked against its config's
+    // `user_access` (`big`'s admits nobody; the others have none stored).
+    let user_token = runtime.block_on(async {
+        client
+            .post(
+                "/api/v1/users",
+                json!({ "name": "viewer", "memberships": ["team"] }),
+            )
+            .await?;
+        let created = client
+            .post("/api/v1/users/viewer/tokens", json!({ "name": "bench" }))
+            .await?;
+        created["token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("no token in {created}"))
+    })?;
+    let user_cookie = sign_in(api, &user_token)?;
     let pages = [
         ("agents, page 1 of 20 (1,000 agents)", "/ui/".to_owned()),
         ("agents, page 20", "/ui/?page=19".to_owned()),
@@ -93,13 +111,19 @@ fn main() -> anyhow::Result<()> {
         ),
         ("users", "/ui/users".to_owned()),
     ];
+    let as_user = [(
+        "agents, as a user (each of 1,000 agents checked against its config)",
+        "/ui/".to_owned(),
+    )];
     println!("| page | p50 | p95 | bytes |\n|---|---|---|---|");
-    for (name, path) in pages {
+    let admin = pages.into_iter().map(|p| (p, &admin_cookie));
+    let user = as_user.into_iter().map(|p| (p, &user_cookie));
+    for ((name, path), cookie) in admin.chain(user) {
         let mut times = Vec::with_capacity(RUNS);
         let mut bytes = 0;
         for _ in 0..RUNS {
             let started = Instant::now();
-            let (status, body) = get(api, &path, &cookie)?;
+            let (status, body) = get(api, &path, cookie)?;
             times.push(started.elapsed());
             anyhow::ensure!(status == 200, "{path}: {status}");
             bytes = body.len();

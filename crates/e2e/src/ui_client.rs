@@ -7,9 +7,9 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// Signs in like the browser does: the form's cookie and CSRF token, then
+/// Signs in with `token` (the admin token or a PAT) like the browser does: the form's cookie and CSRF token, then
 /// the POST; the session cookie.
-pub fn sign_in(api: SocketAddr, admin: &str) -> anyhow::Result<String> {
+pub fn sign_in(api: SocketAddr, token: &str) -> anyhow::Result<String> {
     let (_, form, headers) = request(api, "GET", "/ui/login", "", "")?;
     let login_cookie = cookie_of(&headers, "tether_login")?;
     let csrf = form
@@ -18,7 +18,7 @@ pub fn sign_in(api: SocketAddr, admin: &str) -> anyhow::Result<String> {
         .and_then(|rest| rest.split('"').next())
         .ok_or_else(|| anyhow::anyhow!("no CSRF token in the form"))?
         .to_owned();
-    let body = format!("token={admin}&csrf={csrf}");
+    let body = format!("token={token}&csrf={csrf}");
     let (_, _, headers) = request(
         api,
         "POST",
