@@ -292,7 +292,10 @@ fn ui(ns: &str) {
     assert!(
         browser
             .text("#webhook-urls")
-            .is_some_and(|t| t.contains("/api/v1/projects/team%2Fconfig/hooks/gitea")),
+            .is_some_and(|t| t.contains(&format!(
+                "{}/api/v1/projects/team%2Fconfig/hooks/gitea",
+                setup.api
+            ))),
         "{}",
         browser.source()
     );

@@ -276,6 +276,11 @@ impl Server {
             api: state.clone(),
             sessions: ui_sessions(&settings, data.path())?,
             streams: Arc::new(tokio::sync::Semaphore::new(crate::ui::MAX_EVENT_STREAMS)),
+            // As the API listener below decides.
+            api_scheme: match settings.api_listen.ip().is_loopback() {
+                true => "http",
+                false => "https",
+            },
         };
         drop(admin_token);
         let private = match (&settings.replication, &router) {

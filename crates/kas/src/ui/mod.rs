@@ -48,6 +48,9 @@ pub struct UiState {
     pub sessions: Sessions,
     /// Open event streams, bounded: each holds a connection.
     pub streams: std::sync::Arc<tokio::sync::Semaphore>,
+    /// `https`, or `http` when the API listener is on loopback (no TLS):
+    /// how to write this kas's URLs for a git host.
+    pub api_scheme: &'static str,
 }
 
 /// Event streams open at once on one kas; past it a page works without

@@ -210,11 +210,21 @@ pub async fn create_webhook(
         Ok(created) => created,
         Err(e) => return Err(refused(&session, e, &back)),
     };
-    // The address the admin reached kas at is the one git hosts need.
+    // The address the admin reached kas at is the one git hosts need; a
+    // reverse proxy in front that ends TLS says so (this only shapes the
+    // URL shown to the admin).
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+    {
+        Some("https") => "https",
+        Some("http") => "http",
+        _ => state.api_scheme,
+    };
     let origin = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(|host| format!("https://{host}"))
+        .map(|host| format!("{scheme}://{host}"))
         .unwrap_or_default();
     let hosts: BTreeSet<&str> = created.paths.keys().map(String::as_str).collect();
     let body = html! {
