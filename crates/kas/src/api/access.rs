@@ -44,12 +44,19 @@ pub async fn create_user(
     State(state): State<ApiState>,
     Json(body): Json<CreateUser>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    let user = state
-        .store
-        .create_user(&body.name, body.memberships, now())
-        .await?;
-    tracing::info!(user = %user.name, "user created");
+    let user = add_user(&state, &body.name, body.memberships).await?;
     Ok((StatusCode::CREATED, Json(user_view(user))))
+}
+
+/// Creates user `name` (the API's and the web UI's way).
+pub(crate) async fn add_user(
+    state: &ApiState,
+    name: &str,
+    memberships: Vec<String>,
+) -> Result<User, ApiError> {
+    let user = state.store.create_user(name, memberships, now()).await?;
+    tracing::info!(user = %user.name, "user created");
+    Ok(user)
 }
 
 pub async fn list_users(State(state): State<ApiState>) -> Result<Json<Vec<UserView>>, ApiError> {
@@ -71,20 +78,36 @@ pub async fn set_memberships(
     Path(name): Path<String>,
     Json(body): Json<Memberships>,
 ) -> Result<Json<UserView>, ApiError> {
-    let user = state.store.set_memberships(&name, body.memberships).await?;
+    let user = change_memberships(&state, name, body.memberships).await?;
+    Ok(Json(user_view(user)))
+}
+
+/// Replaces a user's memberships: what they opened is decided again.
+pub(crate) async fn change_memberships(
+    state: &ApiState,
+    name: String,
+    memberships: Vec<String>,
+) -> Result<User, ApiError> {
+    let user = state.store.set_memberships(&name, memberships).await?;
     tracing::info!(user = %name, memberships = ?user.memberships, "memberships changed");
     state.changes.apply(Change::UserChanged { name }).await;
-    Ok(Json(user_view(user)))
+    Ok(user)
 }
 
 pub async fn delete_user(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    remove_user(&state, name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a user and their tokens: what they opened closes.
+pub(crate) async fn remove_user(state: &ApiState, name: String) -> Result<(), ApiError> {
     state.store.delete_user(&name).await?;
     tracing::info!(user = %name, "user deleted");
     state.changes.apply(Change::UserChanged { name }).await;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 async fn create_token(

@@ -155,9 +155,15 @@ pub async fn remove(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.store.delete_webhook_secret(&id).await?;
-    tracing::info!(project = %id, "webhook secret removed");
+    remove_secret(&state, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes project `id`'s webhook secret: deliveries are refused after.
+pub(crate) async fn remove_secret(state: &ApiState, id: &str) -> Result<(), ApiError> {
+    state.store.delete_webhook_secret(id).await?;
+    tracing::info!(project = %id, "webhook secret removed");
+    Ok(())
 }
 
 /// 32 random bytes as hex: what git hosts accept as a secret.

@@ -8,7 +8,7 @@
 //! A project's id holds `/`, so it travels as a query parameter
 //! (`/ui/project?id=team/platform`), not as a path segment.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, header};
@@ -24,7 +24,6 @@ use super::signed_in;
 use super::view::{
     Page, Viewer, admin_form, not_found, refused, render, short, shown_once, time, unavailable,
 };
-use crate::api::ApiError;
 use crate::client::segment;
 
 /// The projects a session may see, with the agents (that it may see)
@@ -201,15 +200,10 @@ pub async fn create_webhook(
 ) -> Page {
     let session = admin_form(&state, &headers, &form.csrf, "manages webhooks").await?;
     let back = project_link(&query.id);
-    match state.store.get_project(&query.id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return Err(not_found(&session, "no such project")),
-        Err(e) => return Err(refused(&session, ApiError::from(e), &back)),
-    }
-    let created = match crate::api::hooks::create_secret(&state.api, &query.id).await {
-        Ok(created) => created,
-        Err(e) => return Err(refused(&session, e, &back)),
-    };
+    // No such project: the store refuses it (404).
+    let created = crate::api::hooks::create_secret(&state.api, &query.id)
+        .await
+        .map_err(|e| refused(&session, e, &back))?;
     // The address the admin reached kas at is the one git hosts need; a
     // reverse proxy in front that ends TLS says so (this only shapes the
     // URL shown to the admin).
@@ -226,15 +220,14 @@ pub async fn create_webhook(
         .and_then(|h| h.to_str().ok())
         .map(|host| format!("{scheme}://{host}"))
         .unwrap_or_default();
-    let hosts: BTreeSet<&str> = created.paths.keys().map(String::as_str).collect();
     let body = html! {
         h1 { "Webhook of " (query.id) }
         p { "Copy the secret now: it is not shown again. Give the git host the URL for it and this secret; push events of the project's ref then refresh it at once." }
         pre id="webhook-secret" { (created.secret) }
         table id="webhook-urls" {
             tr { th { "Git host" } th { "URL" } }
-            @for host in &hosts {
-                tr { td { (host) } td { code { (origin) (created.paths[*host]) } } }
+            @for (host, path) in &created.paths {
+                tr { td { (host) } td { code { (origin) (path) } } }
             }
         }
         p { a href=(back) { "Back to the project" } }
@@ -250,11 +243,8 @@ pub async fn delete_webhook(
 ) -> Page {
     let session = admin_form(&state, &headers, &form.csrf, "manages webhooks").await?;
     let back = project_link(&query.id);
-    match state.store.delete_webhook_secret(&query.id).await {
-        Ok(()) => {
-            tracing::info!(project = %query.id, "webhook secret removed");
-            Ok(Redirect::to(&back).into_response())
-        }
-        Err(e) => Err(refused(&session, ApiError::from(e), &back)),
-    }
+    crate::api::hooks::remove_secret(&state.api, &query.id)
+        .await
+        .map_err(|e| refused(&session, e, &back))?;
+    Ok(Redirect::to(&back).into_response())
 }

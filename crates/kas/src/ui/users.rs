@@ -22,7 +22,6 @@ use super::view::{
     unavailable,
 };
 use crate::api::ApiError;
-use crate::changes::Change;
 use crate::client::segment;
 
 /// Longest lifetime of a token a user makes for themself.
@@ -114,22 +113,11 @@ pub async fn create(
     Form(form): Form<UserForm>,
 ) -> Page {
     let session = admin_form(&state, &headers, &form.csrf, "manages users").await?;
-    let name = form.name.trim();
-    match state
-        .store
-        .create_user(
-            name,
-            parse_memberships(&form.memberships),
-            tether_store::time::now(),
-        )
+    let memberships = parse_memberships(&form.memberships);
+    let user = crate::api::access::add_user(&state.api, form.name.trim(), memberships)
         .await
-    {
-        Ok(user) => {
-            tracing::info!(user = %user.name, "user created");
-            Ok(Redirect::to(&user_link(&user.name)).into_response())
-        }
-        Err(e) => Err(refused(&session, ApiError::from(e), "/ui/users")),
-    }
+        .map_err(|e| refused(&session, e, "/ui/users"))?;
+    Ok(Redirect::to(&user_link(&user.name)).into_response())
 }
 
 pub async fn show(
@@ -219,18 +207,11 @@ pub async fn memberships(
 ) -> Page {
     let session = admin_form(&state, &headers, &form.csrf, "sets memberships").await?;
     let link = user_link(&name);
-    match state
-        .store
-        .set_memberships(&name, parse_memberships(&form.memberships))
+    let memberships = parse_memberships(&form.memberships);
+    crate::api::access::change_memberships(&state.api, name, memberships)
         .await
-    {
-        Ok(user) => {
-            tracing::info!(user = %name, memberships = ?user.memberships, "memberships changed");
-            state.changes.apply(Change::UserChanged { name }).await;
-            Ok(Redirect::to(&link).into_response())
-        }
-        Err(e) => Err(refused(&session, ApiError::from(e), &link)),
-    }
+        .map_err(|e| refused(&session, e, &link))?;
+    Ok(Redirect::to(&link).into_response())
 }
 
 pub async fn delete(
@@ -240,14 +221,11 @@ pub async fn delete(
     Form(form): Form<UserForm>,
 ) -> Page {
     let session = admin_form(&state, &headers, &form.csrf, "manages users").await?;
-    match state.store.delete_user(&name).await {
-        Ok(()) => {
-            tracing::info!(user = %name, "user deleted");
-            state.changes.apply(Change::UserChanged { name }).await;
-            Ok(Redirect::to("/ui/users").into_response())
-        }
-        Err(e) => Err(refused(&session, ApiError::from(e), &user_link(&name))),
-    }
+    let link = user_link(&name);
+    crate::api::access::remove_user(&state.api, name)
+        .await
+        .map_err(|e| refused(&session, e, &link))?;
+    Ok(Redirect::to("/ui/users").into_response())
 }
 
 #[derive(Deserialize)]
