@@ -123,9 +123,15 @@ pub struct ManifestProject {
     /// Namespace for namespaced objects that name none.
     pub default_namespace: String,
     pub paths: Vec<PathGlob>,
-    /// How long to wait for applied objects to become healthy.
+    /// How long to wait for applied objects to become healthy, for a
+    /// dependency to become Current, and for the health of the whole set
+    /// after the apply; past it the sync fails naming what is not Current.
     #[serde(with = "crate::duration")]
     pub reconcile_timeout: Duration,
+    /// Tether extension: how long a Helm hook (a pre-install Job, say) may
+    /// take to complete before the sync fails naming it; Helm's default.
+    #[serde(with = "crate::duration")]
+    pub hook_timeout: Duration,
     pub dry_run_strategy: DryRunStrategy,
     /// Delete objects that were applied before and are gone from git.
     pub prune: bool,
@@ -317,6 +323,8 @@ pub const DEFAULT_GLOB: &str = "**/*.{yaml,yml,json}";
 pub const DEFAULT_NAMESPACE: &str = "default";
 pub const DEFAULT_RECONCILE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_PRUNE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Helm's `--timeout` default, which bounds its hooks.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Default for ManifestProject {
     fn default() -> Self {
@@ -328,6 +336,7 @@ impl Default for ManifestProject {
                 glob: DEFAULT_GLOB.into(),
             }],
             reconcile_timeout: DEFAULT_RECONCILE_TIMEOUT,
+            hook_timeout: DEFAULT_HOOK_TIMEOUT,
             dry_run_strategy: DryRunStrategy::default(),
             prune: true,
             prune_timeout: DEFAULT_PRUNE_TIMEOUT,

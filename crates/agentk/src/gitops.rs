@@ -17,9 +17,13 @@ use std::time::Duration;
 
 use tether_agent_config as cfg;
 use tether_gitops::drift;
-use tether_gitops::inventory::Inventory;
+use tether_gitops::health::Health;
+use tether_gitops::inventory::ObjRef;
 use tether_gitops::manifest::{Limits, ManifestFile};
-use tether_gitops::sync::{self, Action, AppliedState, InventoryPolicy, SyncOptions, SyncOutcome};
+use tether_gitops::progress::{Phase, Progress};
+use tether_gitops::sync::{
+    self, Action, AppliedState, InventoryPolicy, ObjectOutcome, SyncOptions, SyncOutcome,
+};
 use tether_proto::v1;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
@@ -289,7 +293,11 @@ impl GitOps {
     }
 
     /// One project's worker: runs each new set, then follows the objects'
-    /// health and corrects drift until the next set arrives.
+    /// health and corrects drift until the next set arrives. While a set
+    /// runs, each phase is reported as it starts; after it, each change of
+    /// health (at most one report a second), until every object is Current,
+    /// or one Failed, or the reconcile timeout passes, which fails the sync
+    /// naming what is not Current.
     async fn work(
         self,
         project: String,
@@ -298,13 +306,19 @@ impl GitOps {
     ) {
         let mut state = AppliedState::default();
         let (drift_tx, mut drift_rx) = mpsc::unbounded_channel();
-        let (health_tx, mut health_rx) = mpsc::unbounded_channel::<(String, SyncOutcome)>();
+        // Health changes from the drift watches, tagged with the sync they
+        // belong to: a watch of an older sync may still have queued some.
+        let (health_tx, mut health_rx) = mpsc::unbounded_channel::<(u64, ObjRef, Health, String)>();
+        let mut generation = 0u64;
         // Background work of the last sync; dropped (aborted) by the next.
         let mut followers: Vec<AbortOnDrop> = Vec::new();
-        let mut last: Option<(String, SyncOutcome)> = None;
+        let mut last: Option<Following> = None;
         // The newest set, applied or held while another replica leads.
         let mut newest: Option<Job> = None;
+        let mut tick = tokio::time::interval(REPORT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let deadline = last.as_ref().and_then(Following::deadline);
             let to_run: Option<Job> = tokio::select! {
                 changed = jobs.changed() => {
                     if changed.is_err() {
@@ -314,7 +328,7 @@ impl GitOps {
                         continue;
                     };
                     newest = Some(job.clone());
-                    if *leading.borrow() {
+                    if *leading.borrow_and_update() {
                         Some(job)
                     } else {
                         tracing::info!(commit = %job.commit, "another replica leads GitOps: holding the set");
@@ -326,6 +340,9 @@ impl GitOps {
                         return;
                     }
                     if *leading.borrow_and_update() {
+                        if let Some(job) = &newest {
+                            tracing::info!(commit = %job.commit, "won GitOps leadership: applying the newest set");
+                        }
                         newest.clone()
                     } else {
                         // Health and drift work stop with the leadership.
@@ -333,30 +350,45 @@ impl GitOps {
                         None
                     }
                 }
-                Some((commit, healthy)) = health_rx.recv() => {
-                    if let Some((last_commit, outcome)) = &mut last
-                        && *last_commit == commit
+                Some((tag, object, health, message)) = health_rx.recv() => {
+                    if tag == generation
+                        && let Some(f) = &mut last
                     {
-                        let drift = std::mem::take(&mut outcome.drift);
-                        *outcome = SyncOutcome { drift, ..healthy };
-                        self.report(&project, &commit, outcome, false);
+                        f.health_changed(&object, health, message);
+                    }
+                    None
+                }
+                _ = tick.tick() => {
+                    if let Some(f) = &mut last
+                        && f.dirty
+                    {
+                        f.dirty = false;
+                        self.report_following(&project, f);
+                    }
+                    None
+                }
+                () = sleep_until(deadline) => {
+                    if let Some(f) = &mut last {
+                        f.timed_out = true;
+                        self.report_following(&project, f);
                     }
                     None
                 }
                 Some(event) = drift_rx.recv() => {
-                    if let Some((commit, outcome)) = &mut last {
-                        outcome.drift.push(event);
+                    if let Some(f) = &mut last {
+                        f.outcome.drift.push(event);
                         // Keep the report bounded: the newest corrections.
-                        if outcome.drift.len() > MAX_DRIFT_EVENTS {
-                            outcome.drift.remove(0);
+                        if f.outcome.drift.len() > MAX_DRIFT_EVENTS {
+                            f.outcome.drift.remove(0);
                         }
-                        self.report(&project, commit, outcome, false);
+                        self.report_following(&project, f);
                     }
                     None
                 }
             };
             if let Some(job) = to_run {
                 followers.clear();
+                generation += 1;
                 let commit = job.commit.clone();
                 let reconcile_timeout = job.spec.reconcile_timeout;
                 // Losing the lease mid-sync stops applying at once; the
@@ -370,32 +402,72 @@ impl GitOps {
                     tracing::warn!(commit = %commit, "lost GitOps leadership mid-sync: stopped");
                     continue;
                 };
-                self.report(&project, &commit, &outcome, dry_run);
                 lock(&self.applied).insert(project.clone(), state.clone());
                 release_free_memory();
-                if outcome.error.is_none() && !dry_run {
-                    let (client, mut waiting) = (self.client.clone(), outcome.clone());
-                    let (health_tx, commit_for_health) = (health_tx.clone(), commit.clone());
-                    followers.push(AbortOnDrop(tokio::spawn(async move {
-                        sync::wait_for_health(&client, &mut waiting, reconcile_timeout).await;
-                        let _ = health_tx.send((commit_for_health, waiting));
-                    })));
+                let follows = outcome.error.is_none() && !dry_run;
+                let mut following = Following::new(
+                    commit,
+                    outcome,
+                    dry_run,
+                    follows.then_some(reconcile_timeout),
+                );
+                self.report_following(&project, &mut following);
+                if follows {
+                    let (tx, tag) = (health_tx.clone(), generation);
+                    let sink: drift::HealthSink = Arc::new(move |object, health, message| {
+                        let _ = tx.send((tag, object, health, message));
+                    });
                     followers.push(AbortOnDrop(tokio::spawn(drift::watch(
                         self.client.clone(),
                         state.records.clone(),
                         drift_tx.clone(),
+                        sink,
                     ))));
                 }
-                last = Some((commit, outcome));
+                last = Some(following);
             }
         }
+    }
+
+    /// Reports a finished sync as its health stands now.
+    fn report_following(&self, project: &str, f: &mut Following) {
+        let (state, phase, error, waiting) = f.verdict();
+        let waiting: Vec<ObjectOutcome> = waiting
+            .into_iter()
+            .take(MAX_WAITING_REPORTED)
+            .cloned()
+            .collect();
+        if phase != f.phase {
+            f.phase = phase;
+            f.since = std::time::SystemTime::now();
+            if phase == Phase::Done {
+                match &error {
+                    None => {
+                        tracing::info!(commit = %f.commit, objects = f.outcome.objects.len(), "every object Current")
+                    }
+                    Some(e) => {
+                        tracing::warn!(commit = %f.commit, error = %e, "sync failed on health")
+                    }
+                }
+            }
+        }
+        let mut outcome = f.outcome.clone();
+        outcome.error = error;
+        let waiting: Vec<&ObjectOutcome> = waiting.iter().collect();
+        self.send_report(
+            project, &f.commit, &outcome, state, phase, f.since, &waiting,
+        );
     }
 
     /// How a manifest project is synced (and planned).
     fn sync_options(&self, spec: &cfg::ManifestProject, agent: &str, project: &str) -> SyncOptions {
         SyncOptions {
             default_namespace: spec.default_namespace.clone(),
-            inventory: Inventory::for_project(agent, project, &self.inventory_namespace),
+            inventory: tether_gitops::inventory::Inventory::for_project(
+                agent,
+                project,
+                &self.inventory_namespace,
+            ),
             inventory_policy: match spec.inventory_policy {
                 cfg::InventoryPolicy::MustMatch => InventoryPolicy::MustMatch,
                 cfg::InventoryPolicy::AdoptIfNoInventory => InventoryPolicy::AdoptIfNoInventory,
@@ -411,6 +483,7 @@ impl GitOps {
             server_dry_run: spec.dry_run_strategy == cfg::DryRunStrategy::Server,
             client_dry_run: spec.dry_run_strategy == cfg::DryRunStrategy::Client,
             reconcile_timeout: spec.reconcile_timeout,
+            hook_timeout: spec.hook_timeout,
             limits: Limits::default(),
         }
     }
@@ -506,8 +579,37 @@ impl GitOps {
             return (outcome, false);
         }
         let options = self.sync_options(&job.spec, &job.agent, project);
+        let throttle = Mutex::new(Throttle::default());
+        let started = std::time::SystemTime::now();
+        let observe = |progress: Progress<'_>| {
+            let mut t = lock(&throttle);
+            if !t.due(progress.phase) {
+                return;
+            }
+            let outcome = SyncOutcome {
+                objects: progress.objects.to_vec(),
+                duration: started.elapsed().unwrap_or_default(),
+                ..SyncOutcome::default()
+            };
+            let waiting: Vec<&ObjectOutcome> = progress
+                .waiting
+                .iter()
+                .filter_map(|&i| progress.objects.get(i))
+                .collect();
+            self.send_report(
+                project,
+                &job.commit,
+                &outcome,
+                v1::SyncState::Syncing,
+                progress.phase,
+                t.since,
+                &waiting,
+            );
+        };
         let outcome = match self.expand(job.files).await {
-            Ok(expanded) => sync::sync(&self.client, &options, &expanded.files, state).await,
+            Ok(expanded) => {
+                sync::sync_observed(&self.client, &options, &expanded.files, state, &observe).await
+            }
             Err(error) => {
                 tracing::warn!(commit = %job.commit, error = %error, "a chart did not render; nothing changes");
                 SyncOutcome {
@@ -534,11 +636,28 @@ impl GitOps {
         (outcome, dry_run)
     }
 
-    fn report(&self, project: &str, commit: &str, outcome: &SyncOutcome, dry_run: bool) {
-        let state = match (&outcome.error, dry_run) {
-            (Some(_), _) => v1::SyncState::Failed,
-            (None, true) => v1::SyncState::DryRun,
-            (None, false) => v1::SyncState::Synced,
+    #[allow(clippy::too_many_arguments)]
+    fn send_report(
+        &self,
+        project: &str,
+        commit: &str,
+        outcome: &SyncOutcome,
+        state: v1::SyncState,
+        phase: Phase,
+        since: std::time::SystemTime,
+        waiting: &[&ObjectOutcome],
+    ) {
+        let object = |o: &ObjectOutcome| v1::ObjectResult {
+            group: o.object.group.clone(),
+            kind: o.object.kind.clone(),
+            namespace: o.object.namespace.clone(),
+            name: o.object.name.clone(),
+            action: o.action.as_str().to_owned(),
+            health: o
+                .health
+                .map(|h| h.to_string())
+                .unwrap_or_else(|| "Unknown".into()),
+            message: o.message.clone(),
         };
         let report = v1::SyncReport {
             project_id: project.to_owned(),
@@ -549,22 +668,7 @@ impl GitOps {
             unchanged: outcome.count(Action::Unchanged) as u32,
             pruned: outcome.count(Action::Pruned) as u32,
             duration: Some(prost_duration(outcome.duration)),
-            objects: outcome
-                .objects
-                .iter()
-                .map(|o| v1::ObjectResult {
-                    group: o.object.group.clone(),
-                    kind: o.object.kind.clone(),
-                    namespace: o.object.namespace.clone(),
-                    name: o.object.name.clone(),
-                    action: o.action.as_str().to_owned(),
-                    health: o
-                        .health
-                        .map(|h| h.to_string())
-                        .unwrap_or_else(|| "Unknown".into()),
-                    message: o.message.clone(),
-                })
-                .collect(),
+            objects: outcome.objects.iter().map(object).collect(),
             drift: outcome
                 .drift
                 .iter()
@@ -579,6 +683,13 @@ impl GitOps {
                     at: rfc3339(d.at),
                 })
                 .collect(),
+            phase: phase.as_str().to_owned(),
+            phase_since: rfc3339(since),
+            waiting: waiting
+                .iter()
+                .take(MAX_WAITING_REPORTED)
+                .map(|o| object(o))
+                .collect(),
         };
         lock(&self.last_reports).insert(project.to_owned(), report.clone());
         let _ = self.reports.send(report);
@@ -587,6 +698,153 @@ impl GitOps {
 
 /// Most drift corrections one report carries.
 const MAX_DRIFT_EVENTS: usize = 50;
+/// Most objects a report names as waited for.
+const MAX_WAITING_REPORTED: usize = 20;
+/// Health changes are reported at most this often (phases at once).
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// When a sync in progress reports: at each new phase, and within a phase
+/// at most once every [`REPORT_EVERY`].
+#[derive(Debug)]
+struct Throttle {
+    phase: Option<Phase>,
+    since: std::time::SystemTime,
+    sent: Option<std::time::Instant>,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle {
+            phase: None,
+            since: std::time::SystemTime::now(),
+            sent: None,
+        }
+    }
+}
+
+impl Throttle {
+    fn due(&mut self, phase: Phase) -> bool {
+        let now = std::time::Instant::now();
+        if self.phase != Some(phase) {
+            self.phase = Some(phase);
+            self.since = std::time::SystemTime::now();
+        } else if self.sent.is_some_and(|t| now - t < REPORT_EVERY) {
+            return false;
+        }
+        self.sent = Some(now);
+        true
+    }
+}
+
+/// The last sync of a project, as its health is followed.
+#[derive(Debug)]
+struct Following {
+    commit: String,
+    outcome: SyncOutcome,
+    dry_run: bool,
+    /// Where each object is in `outcome.objects`.
+    index: HashMap<ObjRef, usize>,
+    /// When health must be settled, if it is followed.
+    deadline: Option<tokio::time::Instant>,
+    timeout: Duration,
+    timed_out: bool,
+    /// A health change not reported yet.
+    dirty: bool,
+    phase: Phase,
+    since: std::time::SystemTime,
+}
+
+impl Following {
+    fn new(commit: String, outcome: SyncOutcome, dry_run: bool, timeout: Option<Duration>) -> Self {
+        let index = outcome
+            .objects
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.object.clone(), i))
+            .collect();
+        Following {
+            commit,
+            outcome,
+            dry_run,
+            index,
+            deadline: timeout.map(|t| tokio::time::Instant::now() + t),
+            timeout: timeout.unwrap_or_default(),
+            timed_out: false,
+            dirty: false,
+            phase: Phase::Applying,
+            since: std::time::SystemTime::now(),
+        }
+    }
+
+    /// When the reconcile timeout passes, while health is unsettled.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        if self.timed_out {
+            return None;
+        }
+        self.deadline.filter(|_| !self.unsettled().is_empty())
+    }
+
+    fn health_changed(&mut self, object: &ObjRef, health: Health, message: String) {
+        if let Some(&i) = self.index.get(object) {
+            let o = &mut self.outcome.objects[i];
+            if o.health != Some(health) || o.message != message {
+                o.health = Some(health);
+                o.message = message;
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// Applied objects whose health is not known to be Current or Failed.
+    fn unsettled(&self) -> Vec<&ObjectOutcome> {
+        self.outcome
+            .objects
+            .iter()
+            .filter(|o| matches!(o.action, Action::Applied | Action::Unchanged))
+            .filter(|o| o.follows() && !matches!(o.health, Some(Health::Current | Health::Failed)))
+            .collect()
+    }
+
+    /// The state, phase and error to report, and what health waits for.
+    fn verdict(&self) -> (v1::SyncState, Phase, Option<String>, Vec<&ObjectOutcome>) {
+        if let Some(e) = &self.outcome.error {
+            return (
+                v1::SyncState::Failed,
+                Phase::Done,
+                Some(e.clone()),
+                Vec::new(),
+            );
+        }
+        if self.dry_run {
+            return (v1::SyncState::DryRun, Phase::Done, None, Vec::new());
+        }
+        let unsettled = self.unsettled();
+        if unsettled.is_empty() {
+            return match sync::health_failure(&self.outcome.objects) {
+                Some(e) => (v1::SyncState::Failed, Phase::Done, Some(e), Vec::new()),
+                None => (v1::SyncState::Synced, Phase::Done, None, Vec::new()),
+            };
+        }
+        if self.timed_out {
+            let e = sync::late_message(&self.outcome.objects, self.timeout);
+            return (v1::SyncState::Failed, Phase::Done, Some(e), unsettled);
+        }
+        (
+            v1::SyncState::Synced,
+            Phase::WaitingForHealth,
+            None,
+            unsettled,
+        )
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// A task that ends when this is dropped.
 #[derive(Debug)]

@@ -239,8 +239,23 @@ pub struct ConnectionView {
 pub struct SyncView {
     pub project: String,
     pub commit: String,
-    /// synced, failed or dry_run
+    /// syncing (applying, or waiting for hooks or dependencies), synced
+    /// (applied; see `phase` for health), failed or dry_run
     pub state: String,
+    /// applying, waiting_for_dependencies, waiting_for_hooks, pruning,
+    /// waiting_for_health or done (empty from agents before it was told).
+    #[serde(default)]
+    pub phase: String,
+    /// When the phase began (RFC 3339).
+    #[serde(default)]
+    pub phase_since: Option<String>,
+    /// The applied objects' health at a glance: `150/200 Current`, with
+    /// the Failed ones counted when there are any.
+    #[serde(default)]
+    pub health: String,
+    /// What the phase waits for (at most 20), with each one's status.
+    #[serde(default)]
+    pub waiting: Vec<ObjectView>,
     pub error: Option<String>,
     pub applied: u32,
     pub unchanged: u32,

@@ -55,6 +55,7 @@ fn main() {
             server_dry_run: false,
             client_dry_run: false,
             reconcile_timeout: Duration::from_secs(300),
+            hook_timeout: Duration::from_secs(300),
             limits: Limits::default(),
         };
         println!("start: {}", rss());
@@ -64,7 +65,12 @@ fn main() {
         wait_for_health(&client, &mut outcome, Duration::from_secs(300)).await;
         println!("after health: {}", rss());
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let task = tokio::spawn(tether_gitops::drift::watch(client.clone(), state.records.clone(), tx));
+        let task = tokio::spawn(tether_gitops::drift::watch(
+            client.clone(),
+            state.records.clone(),
+            tx,
+            std::sync::Arc::new(|_, _, _| {}),
+        ));
         tokio::time::sleep(Duration::from_secs(5)).await;
         println!("with drift watches: {}", rss());
         let again = sync(&client, &options, &files, &mut state).await;

@@ -14,6 +14,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, WatchEvent, WatchParams}
 use kube::discovery::ApiResource;
 use tokio::sync::mpsc;
 
+use crate::health::{Health, health_of_group_kind};
 use crate::inventory::{FIELD_MANAGER, ObjRef};
 use crate::record::{Record, our_fields};
 
@@ -36,12 +37,17 @@ type WatchKey = (String, String, String);
 /// The resource, whether it is namespaced, and its objects by name.
 type WatchGroup = (ApiResource, bool, HashMap<String, Arc<Record>>);
 
+/// Told each new health of a watched object (and its reason).
+pub type HealthSink = Arc<dyn Fn(ObjRef, Health, String) + Send + Sync>;
+
 /// Watches every object in `records` until the task is dropped, sending a
-/// [`DriftEvent`] for each correction.
+/// [`DriftEvent`] for each correction and telling `health` each change of
+/// an object's health.
 pub async fn watch(
     client: kube::Client,
     records: HashMap<ObjRef, Arc<Record>>,
     events: mpsc::UnboundedSender<DriftEvent>,
+    health: HealthSink,
 ) {
     // One watch per resource and namespace.
     let mut groups: HashMap<WatchKey, WatchGroup> = HashMap::new();
@@ -65,7 +71,14 @@ pub async fn watch(
             } else {
                 Api::all_with(client.clone(), &resource)
             };
-            watch_one(api, resource, namespace, records, events.clone())
+            watch_one(
+                api,
+                resource,
+                namespace,
+                records,
+                events.clone(),
+                health.clone(),
+            )
         });
     futures_util::future::join_all(watches).await;
 }
@@ -76,10 +89,13 @@ async fn watch_one(
     namespace: String,
     records: HashMap<String, Arc<Record>>,
     events: mpsc::UnboundedSender<DriftEvent>,
+    health: HealthSink,
 ) {
     let params = WatchParams::default().timeout(290);
     // The fields agentk owns now, per object, as corrections change them.
     let mut fields: HashMap<String, Option<u64>> = HashMap::new();
+    // The health last told, per object.
+    let mut told: HashMap<String, (Health, String)> = HashMap::new();
     loop {
         // From "0": the current state first, so drift that happened before
         // the watch started is found too.
@@ -105,6 +121,22 @@ async fn watch_one(
             let Some(record) = records.get(&name) else {
                 continue;
             };
+            let value = if deleted {
+                None
+            } else {
+                serde_json::to_value(&object).ok()
+            };
+            let now = health_of_group_kind(&resource.group, &resource.kind, value.as_ref());
+            if told.get(&name) != Some(&now) {
+                told.insert(name.clone(), now.clone());
+                let reference = ObjRef {
+                    group: resource.group.clone(),
+                    kind: resource.kind.clone(),
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                };
+                health(reference, now.0, now.1);
+            }
             let owned = fields.entry(name.clone()).or_insert(record.fields);
             let (who, what) = if deleted {
                 ("unknown".to_owned(), "deleted".to_owned())

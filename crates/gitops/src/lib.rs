@@ -10,10 +10,16 @@
 //! - [`inventory`]: what a manifest project owns, in cli-utils' format.
 //! - [`sync`]: the whole run: validate everything, record the union in the
 //!   inventory, apply with server-side apply in order, prune, record the
-//!   final set; then [`sync::wait_for_health`].
+//!   final set; every wait (a dependency wave, a Helm hook, health) bounded
+//!   by a timeout and told through [`progress`]; then
+//!   [`sync::wait_for_health`].
 //! - [`record`]: what agentk remembers of each applied object, to skip
 //!   an apply that would change nothing.
 //! - [`health`]: the kstatus rules.
+//! - [`follow`]: health read from the live objects by LIST and WATCH, with
+//!   the kind each object was applied as.
+//! - [`progress`]: the phase a running sync is in and what it waits for,
+//!   told to the caller as it changes.
 //! - [`hooks`]: Helm hook delete policies (replace on change, delete once
 //!   settled).
 //! - [`drift`]: after a sync, watch what was applied and apply it again
@@ -27,11 +33,13 @@
 
 pub mod depends;
 pub mod drift;
+pub mod follow;
 pub mod health;
 pub mod hooks;
 pub mod inventory;
 pub mod kinds;
 pub mod manifest;
 pub mod plan;
+pub mod progress;
 pub mod record;
 pub mod sync;

@@ -14,11 +14,13 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Propagatio
 use kube::discovery::{ApiResource, Discovery};
 use serde_json::Value;
 
-use crate::health::{Health, health};
+use crate::follow::{self, Target, Until};
+use crate::health::{Health, health_of_group_kind};
 use crate::hooks::{self, DeletePolicy};
 use crate::inventory::{FIELD_MANAGER, Inventory, ON_REMOVE_ANNOTATION, OWNER_ANNOTATION, ObjRef};
 use crate::kinds::{self, Resolved};
 use crate::manifest::{self, Limits, ManifestFile, Object};
+use crate::progress::{Observer, Phase, Progress};
 pub use crate::record::{Record, Records};
 pub(crate) use crate::record::{fingerprint, our_fields};
 
@@ -54,6 +56,8 @@ pub struct SyncOptions {
     pub client_dry_run: bool,
     /// How long objects that others depend on may take to become Current.
     pub reconcile_timeout: Duration,
+    /// How long a Helm hook may take to complete.
+    pub hook_timeout: Duration,
     pub limits: Limits,
 }
 
@@ -122,6 +126,14 @@ pub struct SyncOutcome {
     pub drift: Vec<crate::drift::DriftEvent>,
 }
 
+impl ObjectOutcome {
+    /// Whether its health is followed after the sync: it was applied (or
+    /// left unchanged) and is still in the cluster.
+    pub fn follows(&self) -> bool {
+        self.resource.is_some()
+    }
+}
+
 impl SyncOutcome {
     fn failed(error: String, started: Instant) -> Self {
         SyncOutcome {
@@ -144,7 +156,23 @@ pub async fn sync(
     files: &[ManifestFile],
     state: &mut AppliedState,
 ) -> SyncOutcome {
+    sync_observed(client, options, files, state, &crate::progress::ignore).await
+}
+
+/// [`sync`], telling `observe` each phase and what it waits for.
+pub async fn sync_observed(
+    client: &kube::Client,
+    options: &SyncOptions,
+    files: &[ManifestFile],
+    state: &mut AppliedState,
+    observe: Observer<'_>,
+) -> SyncOutcome {
     let started = Instant::now();
+    observe(Progress {
+        phase: Phase::Applying,
+        objects: &[],
+        waiting: &[],
+    });
     let objects = match manifest::parse(files, &options.limits) {
         Ok(objects) => objects,
         Err(problems) => return SyncOutcome::failed(join(&problems), started),
@@ -229,9 +257,12 @@ pub async fn sync(
     } else {
         current_fields(client, &owned, &state.records).await
     };
-    let mut applied = apply_all(client, options, owned, state, &current).await;
-    if !options.server_dry_run {
-        settle_hooks(client, options, &mut applied, state).await;
+    let (mut applied, stopped) = apply_all(client, options, owned, state, &current, observe).await;
+    if !options.server_dry_run && stopped.is_none() {
+        outcome.error = settle_hooks(client, options, &mut applied, state, observe).await;
+    }
+    if stopped.is_some() {
+        outcome.error = stopped;
     }
     if applied
         .iter()
@@ -258,7 +289,16 @@ pub async fn sync(
     let gone: Vec<ObjRef> = old.difference(&new).cloned().collect();
     if options.server_dry_run {
         // Nothing is pruned in a dry run.
-    } else if options.prune {
+    } else if options.prune && outcome.error.is_none() {
+        // (A sync stopped by a hook or a dependency prunes nothing: what
+        // left git stays in the inventory for the next sync.)
+        if !gone.is_empty() {
+            observe(Progress {
+                phase: Phase::Pruning,
+                objects: &outcome.objects,
+                waiting: &[],
+            });
+        }
         let pruned = prune(client, &discovery, options, gone).await;
         for p in &pruned {
             state.records.remove(&p.object);
@@ -295,14 +335,16 @@ pub async fn sync(
 }
 
 /// Hooks whose delete policy removes them once they settle: waits for
-/// them (up to the reconcile timeout), deletes those that settled the way
+/// them (up to the hook timeout), deletes those that settled the way
 /// their policy names, and remembers what ran (see [`crate::hooks`]).
+/// Why the sync fails, if a hook did not settle in time.
 async fn settle_hooks(
     client: &kube::Client,
     options: &SyncOptions,
     applied: &mut [ObjectOutcome],
     state: &mut AppliedState,
-) {
+    observe: Observer<'_>,
+) -> Option<String> {
     for o in applied.iter() {
         if o.action == Action::Applied {
             state.finished_hooks.remove(&o.object);
@@ -321,17 +363,29 @@ async fn settle_hooks(
         .map(|(i, _)| i)
         .collect();
     if settling.is_empty() {
-        return;
+        return None;
     }
-    let mut waiting = SyncOutcome {
-        objects: settling.iter().map(|&i| applied[i].clone()).collect(),
-        ..SyncOutcome::default()
-    };
-    wait_for_health(client, &mut waiting, options.reconcile_timeout).await;
-    for (&i, settled) in settling.iter().zip(waiting.objects) {
+    let settled = wait_for(
+        client,
+        applied,
+        &settling,
+        Until::Settled,
+        Phase::WaitingForHooks,
+        options.hook_timeout,
+        observe,
+    )
+    .await;
+    let late = (!settled).then(|| {
+        not_done(
+            applied,
+            &settling,
+            Until::Settled,
+            "hook_timeout",
+            options.hook_timeout,
+        )
+    });
+    for &i in &settling {
         let o = &mut applied[i];
-        o.health = settled.health;
-        o.message = settled.message;
         let (Some(record), Some((resource, namespaced))) = (o.record.clone(), o.resource.clone())
         else {
             continue;
@@ -361,72 +415,174 @@ async fn settle_hooks(
             Err(e) => o.message = format!("helm.sh/hook-delete-policy {reason}: {e}"),
         }
     }
+    late
+}
+
+/// How to follow the health of `o`, if it was applied.
+fn target(index: usize, o: &ObjectOutcome) -> Option<Target> {
+    let (resource, namespaced) = o.resource.clone()?;
+    Some(Target {
+        index,
+        object: o.object.clone(),
+        resource,
+        namespaced,
+    })
+}
+
+/// Follows `members` of `objects` (those not yet done) from the live
+/// objects until each is done by `until` or `timeout` passes, updating
+/// their health and telling `observe` of each change. Whether all were
+/// done in time.
+async fn wait_for(
+    client: &kube::Client,
+    objects: &mut [ObjectOutcome],
+    members: &[usize],
+    until: Until,
+    phase: Phase,
+    timeout: Duration,
+    observe: Observer<'_>,
+) -> bool {
+    let targets: Vec<Target> = members
+        .iter()
+        .filter(|&&i| !until.done(objects[i].health))
+        .filter_map(|&i| target(i, &objects[i]))
+        .collect();
+    if targets.is_empty() {
+        return true;
+    }
+    let mut waiting: Vec<usize> = targets.iter().map(|t| t.index).collect();
+    observe(Progress {
+        phase,
+        objects,
+        waiting: &waiting,
+    });
+    follow::wait(client, targets, until, timeout, |changes| {
+        for change in changes {
+            let o = &mut objects[change.index];
+            o.health = Some(change.health);
+            o.message = change.message;
+        }
+        waiting.retain(|&i| !until.done(objects[i].health));
+        observe(Progress {
+            phase,
+            objects,
+            waiting: &waiting,
+        });
+    })
+    .await
+}
+
+/// Why `members` are not done: each with its health and status message.
+fn not_done(
+    objects: &[ObjectOutcome],
+    members: &[usize],
+    until: Until,
+    setting: &str,
+    timeout: Duration,
+) -> String {
+    let late: Vec<String> = members
+        .iter()
+        .map(|&i| &objects[i])
+        .filter(|o| o.resource.is_some() && !until.done(o.health))
+        .take(MAX_NAMED)
+        .map(describe)
+        .collect();
+    let failed: Vec<String> = members
+        .iter()
+        .map(|&i| &objects[i])
+        .filter(|o| o.health == Some(Health::Failed))
+        .take(MAX_NAMED)
+        .map(describe)
+        .collect();
+    match (failed.is_empty(), late.is_empty()) {
+        (false, _) => format!("failed: {}", failed.join("; ")),
+        (true, false) => format!(
+            "not Current within {setting} {}: {}",
+            humantime(timeout),
+            late.join("; ")
+        ),
+        (true, true) => format!("did not settle within {setting} {}", humantime(timeout)),
+    }
+}
+
+/// Objects one error message names at most.
+const MAX_NAMED: usize = 10;
+
+fn describe(o: &ObjectOutcome) -> String {
+    let health = o.health.map_or("Unknown".to_owned(), |h| h.to_string());
+    match o.message.as_str() {
+        "" => format!("{} is {health}", o.object),
+        m => format!("{} is {health} ({m})", o.object),
+    }
+}
+
+fn humantime(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
+    }
+}
+
+/// Why the health of a finished sync is not all Current, if it is not:
+/// the objects that Failed, else none (objects still in progress are not a
+/// failure until their timeout passes; see [`late_message`]).
+pub fn health_failure(objects: &[ObjectOutcome]) -> Option<String> {
+    let failed: Vec<String> = objects
+        .iter()
+        .filter(|o| o.health == Some(Health::Failed) && o.action != Action::Failed)
+        .take(MAX_NAMED)
+        .map(describe)
+        .collect();
+    (!failed.is_empty()).then(|| format!("failed: {}", failed.join("; ")))
+}
+
+/// Why a health wait that timed out failed: the objects not Current.
+pub fn late_message(objects: &[ObjectOutcome], timeout: Duration) -> String {
+    let members: Vec<usize> = (0..objects.len()).collect();
+    not_done(
+        objects,
+        &members,
+        Until::Current,
+        "reconcile_timeout",
+        timeout,
+    )
 }
 
 /// Waits until every applied object is Current (or Failed), or `timeout`
-/// passes, updating each object's health.
+/// passes, updating each object's health from watches.
 pub async fn wait_for_health(client: &kube::Client, outcome: &mut SyncOutcome, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        // Unsettled objects, by resource and namespace: a few are read one
-        // by one, more with one LIST.
-        let mut groups: std::collections::HashMap<(String, String, String), Vec<usize>> =
-            std::collections::HashMap::new();
-        for (i, o) in outcome.objects.iter().enumerate() {
-            let Some((resource, _)) = &o.resource else {
-                continue;
-            };
-            if matches!(o.health, Some(Health::Current | Health::Failed)) {
-                continue;
-            }
-            groups
-                .entry((
-                    resource.api_version.clone(),
-                    resource.plural.clone(),
-                    o.object.namespace.clone(),
-                ))
-                .or_default()
-                .push(i);
-        }
-        if groups.is_empty() || Instant::now() >= deadline {
-            return;
-        }
-        for ((_, _, namespace), members) in groups {
-            let Some((resource, namespaced)) = outcome.objects[members[0]].resource.clone() else {
-                continue;
-            };
-            let api = api_for(client, &resource, namespaced, &namespace);
-            let mut found: std::collections::HashMap<String, Value> = Default::default();
-            if members.len() > 3 {
-                let Ok(list) = api.list(&Default::default()).await else {
-                    continue;
-                };
-                for item in list.items {
-                    if let (Some(name), Ok(value)) =
-                        (item.metadata.name.clone(), serde_json::to_value(&item))
-                    {
-                        found.insert(name, value);
-                    }
-                }
-            } else {
-                for &i in &members {
-                    let name = &outcome.objects[i].object.name;
-                    if let Ok(Some(item)) = api.get_opt(name).await
-                        && let Ok(value) = serde_json::to_value(&item)
-                    {
-                        found.insert(name.clone(), value);
-                    }
-                }
-            }
-            for i in members {
-                let o = &mut outcome.objects[i];
-                let (h, message) = health(found.get(&o.object.name));
-                o.health = Some(h);
-                o.message = message;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    follow_health(
+        client,
+        &mut outcome.objects,
+        timeout,
+        &crate::progress::ignore,
+    )
+    .await;
+}
+
+/// [`wait_for_health`] on `objects`, telling `observe` of each change;
+/// whether every object settled in time.
+pub async fn follow_health(
+    client: &kube::Client,
+    objects: &mut [ObjectOutcome],
+    timeout: Duration,
+    observe: Observer<'_>,
+) -> bool {
+    let members: Vec<usize> = (0..objects.len()).collect();
+    wait_for(
+        client,
+        objects,
+        &members,
+        Until::Settled,
+        Phase::WaitingForHealth,
+        timeout,
+        observe,
+    )
+    .await
 }
 
 fn join(problems: &[manifest::ManifestError]) -> String {
@@ -566,18 +722,21 @@ pub(crate) async fn check_ownership(
 
 /// Applies CRDs and Namespaces first (waiting for CRDs to be Established),
 /// then everything else kind by kind in the conventional order, the objects
-/// of one kind concurrently.
+/// of one kind concurrently. A depends-on wave (Helm's hooks are placed in
+/// waves too) starts once everything before it is Current; what does not
+/// become Current in time, or fails, stops the apply there, with why.
 async fn apply_all(
     client: &kube::Client,
     options: &SyncOptions,
     mut owned: Vec<(Object, Resolved)>,
     state: &AppliedState,
     current: &CurrentFields,
-) -> Vec<ObjectOutcome> {
+    observe: Observer<'_>,
+) -> (Vec<ObjectOutcome>, Option<String>) {
     let order =
         |(o, r): &(Object, Resolved)| (r.wave, kinds::stage(&o.key.kind), kinds::rank(&o.key.kind));
     owned.sort_by_key(order);
-    let mut outcomes = Vec::with_capacity(owned.len());
+    let mut outcomes: Vec<ObjectOutcome> = Vec::with_capacity(owned.len());
     let mut batch: Vec<(Object, Resolved)> = Vec::new();
     let mut crds_pending = Vec::new();
     let mut wave = 0;
@@ -591,12 +750,14 @@ async fn apply_all(
         if key.0 > wave {
             // A depends-on wave: what came before must be Current first.
             wave = key.0;
-            let mut before = SyncOutcome {
-                objects: std::mem::take(&mut outcomes),
-                ..SyncOutcome::default()
-            };
-            wait_for_health(client, &mut before, options.reconcile_timeout).await;
-            outcomes = before.objects;
+            if let Err(why) = wait_for_wave(client, options, &mut outcomes, observe).await {
+                return (outcomes, Some(why));
+            }
+            observe(Progress {
+                phase: Phase::Applying,
+                objects: &outcomes,
+                waiting: &[],
+            });
         }
         if key.1 > 0 && !crds_pending.is_empty() {
             wait_established(client, std::mem::take(&mut crds_pending)).await;
@@ -613,7 +774,57 @@ async fn apply_all(
         }
         outcomes.extend(applied);
     }
-    outcomes
+    (outcomes, None)
+}
+
+/// Waits until everything applied so far is Current: under the hook
+/// timeout while a Helm hook is among what is awaited, else under the
+/// reconcile timeout. Why not, if it is not.
+async fn wait_for_wave(
+    client: &kube::Client,
+    options: &SyncOptions,
+    outcomes: &mut [ObjectOutcome],
+    observe: Observer<'_>,
+) -> Result<(), String> {
+    let members: Vec<usize> = (0..outcomes.len())
+        .filter(|&i| outcomes[i].resource.is_some() && outcomes[i].health != Some(Health::Current))
+        .collect();
+    let hooks = members.iter().any(|&i| {
+        outcomes[i]
+            .record
+            .as_ref()
+            .is_some_and(|r| r.hook.is_some())
+    });
+    let (phase, setting, timeout) = if hooks {
+        (Phase::WaitingForHooks, "hook_timeout", options.hook_timeout)
+    } else {
+        (
+            Phase::WaitingForDependencies,
+            "reconcile_timeout",
+            options.reconcile_timeout,
+        )
+    };
+    wait_for(
+        client,
+        outcomes,
+        &members,
+        Until::Settled,
+        phase,
+        timeout,
+        observe,
+    )
+    .await;
+    if members
+        .iter()
+        .all(|&i| outcomes[i].health == Some(Health::Current))
+    {
+        return Ok(());
+    }
+    let what = if hooks { "a Helm hook" } else { "a dependency" };
+    Err(format!(
+        "stopped before the next wave: {what} {}",
+        not_done(outcomes, &members, Until::Current, setting, timeout)
+    ))
 }
 
 async fn apply_one(
@@ -699,7 +910,11 @@ async fn apply_one(
         Ok(applied) => {
             let fields = our_fields(&applied.metadata);
             let value = serde_json::to_value(&applied).ok();
-            let (h, message) = health(value.as_ref());
+            let (h, message) = health_of_group_kind(
+                &resolved.resource.group,
+                &resolved.resource.kind,
+                value.as_ref(),
+            );
             ObjectOutcome {
                 object: reference,
                 action: Action::Applied,

@@ -22,6 +22,7 @@ fn options(ns: &str) -> SyncOptions {
         server_dry_run: false,
         client_dry_run: false,
         reconcile_timeout: Duration::from_secs(60),
+        hook_timeout: Duration::from_secs(300),
         limits: Limits::default(),
     }
 }

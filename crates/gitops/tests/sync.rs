@@ -30,6 +30,7 @@ fn options(ns: &str, project: &str) -> SyncOptions {
         server_dry_run: false,
         client_dry_run: false,
         reconcile_timeout: Duration::from_secs(60),
+        hook_timeout: Duration::from_secs(300),
         limits: Limits::default(),
     }
 }
@@ -410,4 +411,98 @@ spec:
     );
     let deploy = kubectl_get(&["deployment", "db", "-n", ns]).expect("deployment");
     assert_eq!(deploy["status"]["availableReplicas"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dependency_that_never_becomes_current_stops_the_apply_at_its_timeout() {
+    let cluster = tether_testenv::shared();
+    let ns = cluster
+        .namespace("gitops-stuck-dep")
+        .await
+        .expect("namespace");
+    let ns = ns.name();
+    let client = cluster.client().expect("client");
+    let mut state = AppliedState::default();
+    // The Deployment's pods can be scheduled nowhere: it never becomes
+    // Available, so what depends on it is never applied.
+    let files = [file(
+        "app.yaml",
+        &format!(
+            r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: app
+  annotations:
+    config.kubernetes.io/depends-on: apps/namespaces/{ns}/Deployment/db
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: db}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: db}}}}
+  template:
+    metadata: {{labels: {{app: db}}}}
+    spec:
+      nodeSelector: {{tether.test/nowhere: "true"}}
+      containers: [{{name: db, image: postgres}}]
+"#
+        ),
+    )];
+    let options = SyncOptions {
+        reconcile_timeout: Duration::from_secs(4),
+        ..options(ns, "team/stuck")
+    };
+    let phases = std::sync::Mutex::new(Vec::<(String, Vec<String>)>::new());
+    let observe = |p: tether_gitops::progress::Progress<'_>| {
+        let waiting = p
+            .waiting
+            .iter()
+            .map(|&i| p.objects[i].object.to_string())
+            .collect();
+        phases
+            .lock()
+            .expect("lock")
+            .push((p.phase.as_str().to_owned(), waiting));
+    };
+    let started = std::time::Instant::now();
+    let outcome =
+        tether_gitops::sync::sync_observed(&client, &options, &files, &mut state, &observe).await;
+    let took = started.elapsed();
+    let error = outcome.error.clone().expect("the sync fails");
+    assert!(
+        error.contains("reconcile_timeout 4s")
+            && error.contains("Deployment.apps")
+            && error.contains("db"),
+        "{error}"
+    );
+    assert!(
+        took < Duration::from_secs(30),
+        "bounded by the timeout: {took:?}"
+    );
+    assert!(
+        kubectl_get(&["configmap", "app", "-n", ns]).is_none(),
+        "what depends on it is not applied"
+    );
+    let phases = phases.into_inner().expect("lock");
+    assert_eq!(phases[0].0, "applying", "{phases:?}");
+    assert!(
+        phases
+            .iter()
+            .any(|(phase, waiting)| phase == "waiting_for_dependencies"
+                && waiting.iter().any(|w| w.contains("db"))),
+        "the wait was told with what it waits for: {phases:?}"
+    );
+    // The health of a list of objects comes from the kind they were
+    // applied as, not from the list's items.
+    let report = outcome
+        .objects
+        .iter()
+        .find(|o| o.object.name == "db")
+        .expect("db");
+    assert_eq!(
+        report.health,
+        Some(tether_gitops::health::Health::InProgress),
+        "{report:?}"
+    );
 }

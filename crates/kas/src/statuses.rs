@@ -279,13 +279,20 @@ pub fn of_report(report: &tether_proto::v1::SyncReport) -> (State, String) {
                     State::Success,
                     format!("synced: {} objects Current", report.objects.len()),
                 ),
-                n => (
+                // No count in the text: health reports come every second
+                // while a set converges, and a new text is a new post to
+                // the git host.
+                _ => (
                     State::Pending,
-                    format!("applied; {n} objects not Current yet"),
+                    "applied; waiting for every object to be Current".to_owned(),
                 ),
             }
         }
         SyncState::DryRun => (State::Pending, "dry run: nothing applied".to_owned()),
+        SyncState::Syncing => (
+            State::Pending,
+            format!("syncing: {}", report.phase.replace('_', " ")),
+        ),
         SyncState::Unspecified => (State::Pending, "syncing".to_owned()),
     }
 }
@@ -380,6 +387,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(of_report(&report).0, State::Pending);
+        let syncing = v1::SyncReport {
+            state: v1::SyncState::Syncing as i32,
+            phase: "waiting_for_hooks".into(),
+            ..report.clone()
+        };
+        assert_eq!(
+            of_report(&syncing),
+            (State::Pending, "syncing: waiting for hooks".to_owned())
+        );
         report.objects[1].health = "Current".into();
         report.objects.push(object("pruned", "NotFound"));
         assert_eq!(of_report(&report).0, State::Success);

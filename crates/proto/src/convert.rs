@@ -111,6 +111,7 @@ fn manifest_project(p: &cfg::ManifestProject) -> v1::ManifestProject {
         default_namespace: p.default_namespace.clone(),
         path_globs: p.paths.iter().map(|g| g.glob.clone()).collect(),
         reconcile_timeout: Some(duration(p.reconcile_timeout)),
+        hook_timeout: Some(duration(p.hook_timeout)),
         dry_run_strategy: match p.dry_run_strategy {
             cfg::DryRunStrategy::None => v1::DryRunStrategy::None,
             cfg::DryRunStrategy::Client => v1::DryRunStrategy::Client,
@@ -165,6 +166,7 @@ fn manifest_project_from(p: &v1::ManifestProject) -> Result<cfg::ManifestProject
             "reconcile_timeout",
             cfg::DEFAULT_RECONCILE_TIMEOUT,
         )?,
+        hook_timeout: duration_from(p.hook_timeout, "hook_timeout", cfg::DEFAULT_HOOK_TIMEOUT)?,
         dry_run_strategy: match v1::DryRunStrategy::try_from(p.dry_run_strategy) {
             Ok(v1::DryRunStrategy::None) => cfg::DryRunStrategy::None,
             Ok(v1::DryRunStrategy::Client) => cfg::DryRunStrategy::Client,

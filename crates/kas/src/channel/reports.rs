@@ -12,9 +12,19 @@ pub fn sync_view(report: tether_proto::v1::SyncReport, reported_at: i64) -> Sync
                 SyncState::Synced => "synced",
                 SyncState::Failed => "failed",
                 SyncState::DryRun => "dry_run",
+                SyncState::Syncing => "syncing",
                 SyncState::Unspecified => "unknown",
             }
             .to_owned(),
+            health: health_summary(&report.objects),
+            phase: report.phase.chars().take(40).collect(),
+            phase_since: non_empty(report.phase_since),
+            waiting: report
+                .waiting
+                .into_iter()
+                .take(20)
+                .map(object_view)
+                .collect(),
             project: report.project_id,
             commit: report.commit_id,
             error: non_empty(report.error),
@@ -26,19 +36,7 @@ pub fn sync_view(report: tether_proto::v1::SyncReport, reported_at: i64) -> Sync
                 .map(|d| d.seconds.max(0) as u64 * 1000 + d.nanos.max(0) as u64 / 1_000_000)
                 .unwrap_or_default(),
             reported_at: tether_store::time::to_rfc3339(reported_at),
-            objects: report
-                .objects
-                .into_iter()
-                .map(|o| ObjectView {
-                    group: o.group,
-                    kind: o.kind,
-                    namespace: non_empty(o.namespace),
-                    name: o.name,
-                    action: o.action,
-                    health: o.health,
-                    message: non_empty(o.message),
-                })
-                .collect(),
+            objects: report.objects.into_iter().map(object_view).collect(),
             drift: report
                 .drift
                 .into_iter()
@@ -54,5 +52,66 @@ pub fn sync_view(report: tether_proto::v1::SyncReport, reported_at: i64) -> Sync
                 })
                 .collect(),
         }
+    }
+}
+
+fn object_view(o: tether_proto::v1::ObjectResult) -> ObjectView {
+    let non_empty = |s: String| (!s.is_empty()).then_some(s);
+    ObjectView {
+        group: o.group,
+        kind: o.kind,
+        namespace: non_empty(o.namespace),
+        name: o.name,
+        action: o.action,
+        health: o.health,
+        message: non_empty(o.message),
+    }
+}
+
+/// `150/200 Current` over the objects applied or left unchanged (pruned
+/// and kept ones have no health to wait for), `, 2 Failed` when some are.
+pub fn health_summary(objects: &[tether_proto::v1::ObjectResult]) -> String {
+    let followed: Vec<&str> = objects
+        .iter()
+        .filter(|o| matches!(o.action.as_str(), "applied" | "unchanged"))
+        .map(|o| o.health.as_str())
+        .collect();
+    if followed.is_empty() {
+        return String::new();
+    }
+    let count = |h: &str| followed.iter().filter(|&&x| x == h).count();
+    let mut text = format!("{}/{} Current", count("Current"), followed.len());
+    let failed = count("Failed");
+    if failed > 0 {
+        text.push_str(&format!(", {failed} Failed"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(action: &str, health: &str) -> tether_proto::v1::ObjectResult {
+        tether_proto::v1::ObjectResult {
+            kind: "Deployment".into(),
+            name: "x".into(),
+            action: action.into(),
+            health: health.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_summary_counts_what_health_is_followed_for() {
+        let objects = [
+            object("applied", "Current"),
+            object("unchanged", "InProgress"),
+            object("applied", "Failed"),
+            object("pruned", "Unknown"),
+        ];
+        assert_eq!(health_summary(&objects), "1/3 Current, 1 Failed");
+        assert_eq!(health_summary(&objects[..1]), "1/1 Current");
+        assert_eq!(health_summary(&objects[3..]), "");
     }
 }

@@ -614,6 +614,8 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
                     "project",
                     "commit",
                     "state",
+                    "phase",
+                    "health",
                     "applied",
                     "pruned",
                     "duration_ms",
@@ -621,6 +623,18 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
                 ],
             );
             for sync in &syncs {
+                if !sync.waiting.is_empty() {
+                    text.push_str(&format!(
+                        "\n{}: {} since {}, waiting for:\n",
+                        sync.project,
+                        sync.phase,
+                        sync.phase_since.as_deref().unwrap_or("-")
+                    ));
+                    text.push_str(&table(
+                        &serde_json::to_value(&sync.waiting)?,
+                        &["kind", "namespace", "name", "health", "message"],
+                    ));
+                }
                 text.push_str(&format!("\n{}:\n", sync.project));
                 text.push_str(&table(
                     &serde_json::to_value(&sync.objects)?,
@@ -655,6 +669,7 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
                 &[
                     "commit",
                     "state",
+                    "health",
                     "applied",
                     "unchanged",
                     "pruned",

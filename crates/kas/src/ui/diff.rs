@@ -187,6 +187,10 @@ mod tests {
 
     fn sync(objects: Vec<ObjectView>) -> SyncView {
         SyncView {
+            phase: String::new(),
+            phase_since: None,
+            health: String::new(),
+            waiting: Vec::new(),
             project: "p".into(),
             commit: "c".into(),
             state: "synced".into(),

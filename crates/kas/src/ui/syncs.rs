@@ -86,6 +86,17 @@ pub async fn sync(
         h1 { "Sync of " (query.project) }
         p { "agent " a href={"/ui/agents/" (segment(&name))} { (name) } " · commit " code { (sync.commit) } " · " (state_word(&sync.state)) " · " (sync.duration_ms) " ms · reported " (sync.reported_at) }
         @if let Some(error) = &sync.error { p class="bad" { (error) } }
+        @if !sync.phase.is_empty() && sync.phase != "done" {
+            p { "now " (state_word(&sync.phase.replace('_', " "))) " since " (sync.phase_since.as_deref().unwrap_or("-")) }
+            @if !sync.waiting.is_empty() {
+                ul class="waiting" {
+                    @for o in &sync.waiting {
+                        li { (o.kind) " " (o.namespace.as_deref().map(|n| format!("{n}/")).unwrap_or_default()) (o.name) ": " (state_word(&o.health)) " " span class="dim" { (o.message.as_deref().unwrap_or("")) } }
+                    }
+                }
+            }
+        }
+        @if !sync.health.is_empty() { p { "health: " (sync.health) } }
         p class="dim" { (sync.applied) " applied, " (sync.unchanged) " unchanged, " (sync.pruned) " pruned; " (sync.objects.len()) " objects" }
         @for (namespace, kinds) in &tree {
             details open {
