@@ -80,8 +80,10 @@ struct RunArgs {
     #[arg(long, env = "AGENTK_TUNNELS", default_value_t = 2)]
     tunnels: usize,
     /// The helm binary for charts a project renders on the agent
-    /// (`render_on: agent`, for values from the cluster's Secrets). Charts
-    /// render on kas otherwise, and agentk needs none.
+    /// (`render_on: agent`, for values from the cluster's Secrets): a path,
+    /// or a name looked up on PATH. Default: helm on PATH, if there is one.
+    /// Resolved once at start and logged with its version. Charts render
+    /// on kas otherwise, and agentk needs none.
     #[arg(long, env = "AGENTK_HELM")]
     helm: Option<PathBuf>,
 }
@@ -233,7 +235,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(kas_address) => {
             let api_versions = cluster_info::follow(client.clone(), shutdown.clone()).await;
             let renderer = render::AgentRenderer {
-                helm: args.helm.clone(),
+                helm: render::find_helm(args.helm.clone()).await,
                 client: client.clone(),
                 kube_version: version.git_version.clone(),
                 api_versions: api_versions.clone(),

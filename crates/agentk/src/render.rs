@@ -28,9 +28,10 @@ const MAX_SECRET_VALUES: usize = 1 << 20;
 /// How agentk renders: its helm, and what its cluster is.
 #[derive(Clone)]
 pub struct AgentRenderer {
-    /// `--helm`; without it, a release sent to render here fails, naming
-    /// the flag.
-    pub helm: Option<PathBuf>,
+    /// helm's absolute path, resolved once at start ([`find_helm`]), or
+    /// why there is none: a release sent to render here then fails with
+    /// that reason.
+    pub helm: Result<PathBuf, String>,
     pub client: kube::Client,
     pub kube_version: String,
     pub api_versions: watch::Receiver<ApiVersions>,
@@ -100,9 +101,10 @@ impl AgentRenderer {
     ) -> Result<(Vec<Value>, bool), String> {
         let fail =
             |message: String| format!("helm chart {release} (rendered on the agent): {message}");
-        let helm = self.helm.as_ref().ok_or_else(|| {
-            fail("this agent has no helm: start agentk with --helm (AGENTK_HELM)".into())
-        })?;
+        let helm = self
+            .helm
+            .as_ref()
+            .map_err(|why| fail(format!("this agent has no helm: {why}")))?;
         let settings = files
             .iter()
             .find(|f| f.path == RELEASE_FILE)
@@ -203,6 +205,36 @@ impl AgentRenderer {
             written.push(file);
         }
         Ok(written)
+    }
+}
+
+/// `--helm` (or `helm` on agentk's `PATH`) resolved once, as kas resolves
+/// its tools: renders run with no `PATH`, so they get the absolute path.
+/// Logged with its version; without it agentk runs on, and only charts
+/// with `render_on: agent` fail, saying why.
+pub async fn find_helm(given: Option<PathBuf>) -> Result<PathBuf, String> {
+    let wanted = tether_render::Wanted::helm(given);
+    let search = std::env::var_os("PATH");
+    match wanted.resolve(search.as_deref()).await {
+        Ok(tool) => {
+            tracing::info!(
+                path = %tool.path.display(),
+                target = tool.target.as_ref().map(|t| t.display().to_string()),
+                version = %tool.version,
+                "helm found, for charts rendered on the agent"
+            );
+            Ok(tool.path)
+        }
+        // Most agents render nothing themselves: no helm is no problem
+        // until a chart asks for one.
+        Err(e) if wanted.given.is_none() => {
+            tracing::info!(reason = %e, "no helm: charts with render_on: agent cannot render here");
+            Err(format!("{e}; start agentk with --helm (AGENTK_HELM)"))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "--helm cannot be used: charts with render_on: agent fail");
+            Err(e.to_string())
+        }
     }
 }
 

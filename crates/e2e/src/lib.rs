@@ -117,6 +117,8 @@ pub struct Setup {
     pub admin: std::net::SocketAddr,
     /// Extra `kas serve` flags.
     serve_args: Vec<String>,
+    /// How kas is told where helm and kustomize are.
+    tools: ToolsGiven,
     /// agentk's probe listener.
     pub probes: std::net::SocketAddr,
     /// The namespace agentk says it runs in (where inventories go).
@@ -172,10 +174,22 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)>
     Some((status, body))
 }
 
+/// How a test's kas is told where helm and kustomize are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ToolsGiven {
+    /// `--helm` and `--kustomize` naming the pinned tools.
+    #[default]
+    AsFlags,
+    /// No flags: the pinned tools' folder first on kas's `PATH`, before
+    /// the test's own, as on a host where an operator installed them.
+    OnPath,
+}
+
 fn spawn_kas(
     dir: &std::path::Path,
     [api, admin, agent, proxy]: [std::net::SocketAddr; 4],
     extra: &[String],
+    tools: ToolsGiven,
     log: &str,
 ) -> Proc {
     let mut cmd = Command::new(kas_binary());
@@ -185,9 +199,21 @@ fn spawn_kas(
         .arg(format!("--api-listen={api}"))
         .arg(format!("--admin-listen={admin}"))
         .arg(format!("--agent-listen={agent}"))
-        .arg(format!("--k8s-proxy-listen={proxy}"))
-        .args(render_tools())
-        .args(extra);
+        .arg(format!("--k8s-proxy-listen={proxy}"));
+    match tools {
+        ToolsGiven::AsFlags => {
+            cmd.args(render_tools());
+        }
+        ToolsGiven::OnPath => {
+            let bin = tether_testenv::render_tools().expect("render tools");
+            let system = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+            let dirs = std::iter::once(bin).chain(std::env::split_paths(&system));
+            cmd.env("PATH", std::env::join_paths(dirs).expect("a PATH"))
+                .env_remove("KAS_HELM")
+                .env_remove("KAS_KUSTOMIZE");
+        }
+    }
+    cmd.args(extra);
     Proc::spawn(cmd, dir.join(log))
 }
 
@@ -211,11 +237,17 @@ impl Setup {
     /// connection's source port, say): then kas exits at once saying so,
     /// and it is started again on other ports.
     pub fn start_with(serve_args: &[&str]) -> Self {
+        Self::start_with_tools(serve_args, ToolsGiven::AsFlags)
+    }
+
+    /// As [`Self::start_with`], with the render tools given as `tools`
+    /// says.
+    pub fn start_with_tools(serve_args: &[&str], tools: ToolsGiven) -> Self {
         let serve_args: Vec<String> = serve_args.iter().map(|s| s.to_string()).collect();
         for _ in 0..3 {
             let dir = tempfile::tempdir().expect("tempdir");
             let listen = [stable_port(), stable_port(), stable_port(), stable_port()];
-            let kas = spawn_kas(dir.path(), listen, &serve_args, "kas.log");
+            let kas = spawn_kas(dir.path(), listen, &serve_args, tools, "kas.log");
             let mut setup = Setup {
                 api: format!("http://{}", listen[0]),
                 agent_endpoint: listen[2],
@@ -224,6 +256,7 @@ impl Setup {
                 proxy: listen[3],
                 listen,
                 serve_args: serve_args.clone(),
+                tools,
                 probes: free_port(),
                 pod_namespace: "tether-test".into(),
                 kas,
@@ -278,6 +311,7 @@ impl Setup {
             self.dir.path(),
             self.listen,
             &self.serve_args,
+            self.tools,
             "kas-restarted.log",
         );
         self.wait_for_api();
@@ -307,6 +341,7 @@ impl Setup {
             self.dir.path(),
             self.listen,
             &self.serve_args,
+            self.tools,
             "kas-restarted.log",
         );
         self.wait_for_api();

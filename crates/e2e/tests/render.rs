@@ -6,8 +6,10 @@
 //! HTTP by the test, and one from an OCI registry the test runs (distribution's,
 //! built from its Go module); renders that fail (broken values, `lookup`, a
 //! loop, a timeout, an undefined variable, a remote base) each say so and
-//! change nothing; an object a new chart version drops is pruned; and a hundred
-//! agents at one commit cost one render.
+//! change nothing; an object a new chart version drops is pruned; a hundred
+//! agents at one commit cost one render; and a kas given no `--helm` or
+//! `--kustomize` finds both on its `PATH`, renders with them, and names
+//! their absolute paths in `/readyz?verbose`.
 
 use tether_e2e as support;
 
@@ -15,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use support::{Setup, commit, kubectl_get, new_repo, raw, wait};
+use support::{Setup, ToolsGiven, commit, kubectl_get, new_repo, raw, wait};
 use tether_proto::v1::server_message;
 
 const CONFIG: &str = ".gitlab/agents/prod/config.yaml";
@@ -473,6 +475,78 @@ fn chart_repository(ns: &str) {
         },
     );
     assert!(kubectl_get(&["configmap", "fetched-remote", "-n", ns]).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tools_only_on_path_are_resolved_at_start_and_render() {
+    let cluster = tether_testenv::shared();
+    let ns = cluster
+        .namespace("e2e-render-path")
+        .await
+        .expect("namespace");
+    let ns = ns.name().to_owned();
+    tokio::task::spawn_blocking(move || tools_on_path(&ns))
+        .await
+        .expect("test body");
+}
+
+fn tools_on_path(ns: &str) {
+    let mut setup = Setup::start_with_tools(&["--poll-interval", "60s"], ToolsGiven::OnPath);
+    setup.pod_namespace = ns.to_owned();
+    let bin = tether_testenv::render_tools().expect("render tools");
+    let bin = std::fs::canonicalize(bin).expect("canonical folder");
+
+    // Resolved before the admin listener opened: absolute paths, the
+    // folder kas found them in on its PATH, and their versions.
+    let (status, details) = support::http_get(setup.admin, "/readyz?verbose").expect("readyz");
+    assert_eq!(status, 200, "{details}");
+    let tools = details
+        .lines()
+        .find_map(|l| l.strip_prefix("[+]render-tools "))
+        .unwrap_or_else(|| panic!("no render-tools line in {details:?}"));
+    let helm = format!("helm={} ", bin.join("helm").display());
+    let kustomize = format!("kustomize={} v", bin.join("kustomize").display());
+    assert!(tools.starts_with(&helm), "{helm:?} in {tools:?}");
+    assert!(tools.contains(&kustomize), "{kustomize:?} in {tools:?}");
+    assert!(!tools.contains("missing"), "{tools:?}");
+    assert_eq!(
+        support::http_get(setup.admin, "/readyz"),
+        Some((200, "ok\n".to_owned())),
+        "the plain answer is unchanged"
+    );
+
+    let repo = setup.dir.path().join("repo");
+    new_repo(&repo);
+    let config = format!(
+        "gitops:\n  manifest_projects:\n  - id: team/config\n    default_namespace: {ns}\n    helm_charts:\n    - path: charts/hello\n      release_name: hello\n    kustomizations:\n    - path: deploy\n"
+    );
+    let files = [
+        (CONFIG, config.as_str()),
+        (
+            "charts/hello/Chart.yaml",
+            "apiVersion: v2\nname: hello\nversion: 0.1.0\n",
+        ),
+        (
+            "charts/hello/templates/configmap.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: '{{ .Release.Name }}-from-helm'}\ndata: {rendered: 'yes'}\n",
+        ),
+        ("deploy/kustomization.yaml", "resources: [settings.yaml]\n"),
+        (
+            "deploy/settings.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: from-kustomize}\ndata: {rendered: 'yes'}\n",
+        ),
+    ];
+    let changes: Vec<(&str, Option<&str>)> = files.iter().map(|(p, t)| (*p, Some(*t))).collect();
+    let head = commit(&repo, &changes);
+    let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
+    let _agentk = setup.agentk(&token);
+    wait("the rendered sync", Duration::from_secs(90), || {
+        setup.sync_of(&head).is_some_and(|s| s["state"] == "synced")
+    });
+    for name in ["hello-from-helm", "from-kustomize"] {
+        let object = kubectl_get(&["configmap", name, "-n", ns]).expect(name);
+        assert_eq!(object["data"]["rendered"], "yes", "{name}");
+    }
 }
 
 /// The `kas_…` metrics as name (with labels) → value.

@@ -115,22 +115,25 @@ impl Server {
         );
         // Without helm or kustomize kas still serves plain manifests; a
         // project that asks for a render is told why there is none.
-        let renderer =
-            match tether_render::Renderer::new(settings.render.clone(), metrics.render.clone())
-                .await
-            {
-                Ok(renderer) => {
-                    tracing::info!(
-                        tools = renderer.versions(),
-                        "rendering charts and kustomizations"
-                    );
-                    Ok(Arc::new(renderer))
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "charts and kustomizations cannot be rendered");
-                    Err(e)
-                }
-            };
+        let tools = render_tools(&settings.render).await;
+        let renderer = match tether_render::Renderer::new(
+            settings.render.clone(),
+            &tools,
+            metrics.render.clone(),
+        ) {
+            Ok(renderer) => {
+                tracing::info!(
+                    tools = renderer.versions(),
+                    "rendering charts and kustomizations"
+                );
+                Ok(Arc::new(renderer))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "charts and kustomizations cannot be rendered");
+                Err(e)
+            }
+        };
+        let readiness = admin::Readiness::default().with_detail("render-tools", tools.summary());
         let identity = channel::tls::load_or_generate(
             settings.tls.as_ref().map(|(cert, _)| cert.as_path()),
             settings.tls.as_ref().map(|(_, key)| key.as_path()),
@@ -324,7 +327,7 @@ impl Server {
             settings.admin_listen,
             None,
             shutdown.clone(),
-            listen::http::router_service(admin::router(metrics)),
+            listen::http::router_service(admin::router(metrics, readiness)),
         );
         let agents = serve_agents(
             settings.agent_listen,
@@ -352,6 +355,28 @@ impl Server {
         tracing::info!("kas stopped");
         Ok(())
     }
+}
+
+/// helm and kustomize as `settings` name them, resolved on kas's own
+/// `PATH` once, each logged with its path and version, or with why it
+/// cannot be used.
+async fn render_tools(settings: &tether_render::Settings) -> tether_render::RenderTools {
+    let (helm, kustomize) = settings.wanted();
+    let search = std::env::var_os("PATH");
+    let tools = tether_render::RenderTools::resolve(helm, kustomize, search.as_deref()).await;
+    for (name, tool) in [("helm", &tools.helm), ("kustomize", &tools.kustomize)] {
+        match tool {
+            Ok(tool) => tracing::info!(
+                tool = name,
+                path = %tool.path.display(),
+                target = tool.target.as_ref().map(|t| t.display().to_string()),
+                version = %tool.version,
+                "render tool found"
+            ),
+            Err(e) => tracing::warn!(tool = name, error = %e, "render tool cannot be used"),
+        }
+    }
+    tools
 }
 
 /// Announces what this replica found (new git heads, new tunnels) to the
@@ -386,9 +411,16 @@ async fn serve_agents(
         channel::listener::incoming(listener, acceptor, service.tunnel_gate(), shutdown.clone());
     let mut drain = shutdown;
     Server::builder()
-        // Find dead peers behind NATs and proxies that drop idle flows.
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // An agent behind a silent partition sends no FIN: a PING after
+        // 5 s without a frame, unanswered for 5 s more, ends its connection,
+        // and with it the session, within 10 s (not the 30 s of the
+        // session's own silence deadline). The same figures as agentk's
+        // and the tunnels'. Adaptive windows keep the data queued ahead of
+        // a PING to about one round trip, so a slow link streaming a big
+        // report is not taken for a dead one.
+        .http2_keepalive_interval(Some(tether_tunnel::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(tether_tunnel::KEEPALIVE_TIMEOUT))
+        .http2_adaptive_window(Some(true))
         // agentk opens one session per connection; more is a client
         // pinning kas's memory.
         .max_concurrent_streams(Some(channel::service::MAX_STREAMS_PER_CONNECTION))

@@ -122,11 +122,14 @@ pub struct SettingsFile {
     /// waits for one before 503 (with --private-listen). Default: 10s.
     #[arg(long, env = "KAS_TUNNEL_WAIT")]
     pub tunnel_wait: Option<String>,
-    /// The helm program kas renders charts with. Default: helm on PATH.
+    /// The helm program kas renders charts with: a path, or a name looked
+    /// up on kas's PATH. Default: helm on PATH. Resolved once at start to
+    /// an absolute path, logged with its version and shown by
+    /// `/readyz?verbose`.
     #[arg(long, env = "KAS_HELM")]
     pub helm: Option<PathBuf>,
-    /// The kustomize program kas renders kustomizations with. Default:
-    /// kustomize on PATH.
+    /// The kustomize program kas renders kustomizations with, found as
+    /// --helm is. Default: kustomize on PATH.
     #[arg(long, env = "KAS_KUSTOMIZE")]
     pub kustomize: Option<PathBuf>,
     /// How long one chart or kustomization may render before it is stopped
@@ -319,15 +322,11 @@ impl Settings {
         if !(1..=64).contains(&render_concurrency) {
             problems.push("render_concurrency must be from 1 to 64".into());
         }
+        // Only as given: `kas serve` resolves them once it starts (a bare
+        // name on its PATH), since renders run with no PATH at all.
         let mut render = tether_render::Settings::new(
-            flags
-                .helm
-                .or(file.helm)
-                .unwrap_or_else(|| PathBuf::from("helm")),
-            flags
-                .kustomize
-                .or(file.kustomize)
-                .unwrap_or_else(|| PathBuf::from("kustomize")),
+            flags.helm.or(file.helm),
+            flags.kustomize.or(file.kustomize),
         );
         render.limits.timeout = render_timeout;
         render.concurrency = render_concurrency;
@@ -497,6 +496,22 @@ mod tests {
         assert_eq!(s.admin_listen.to_string(), "127.0.0.1:8151");
         assert_eq!(s.poll_interval, Duration::from_secs(30));
         assert_eq!(s.agent_external_address, "grpcs://0.0.0.0:9002");
+    }
+
+    #[test]
+    fn render_tools_are_kept_as_given_for_serve_to_resolve() {
+        let s = Settings::resolve(Overrides::default(), SettingsFile::default()).expect("valid");
+        assert_eq!((s.render.helm, s.render.kustomize), (None, None));
+        let s = Settings::resolve(
+            Overrides {
+                helm: Some("helm3".into()),
+                ..Overrides::default()
+            },
+            file("helm: /opt/helm\nkustomize: bin/kustomize\n"),
+        )
+        .expect("valid");
+        assert_eq!(s.render.helm, Some(PathBuf::from("helm3")));
+        assert_eq!(s.render.kustomize, Some(PathBuf::from("bin/kustomize")));
     }
 
     #[test]

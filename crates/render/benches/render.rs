@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tether_agent_config::HelmChart;
-use tether_render::{Files, Job, RenderMetrics, Renderer, Settings};
+use tether_render::{Files, Job, RenderMetrics, RenderTools, Renderer, Settings};
 
 const TEMPLATES: usize = 200;
 const RUNS: usize = 20;
@@ -91,8 +91,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let helm_rss = peak_children_rss_mib();
 
-    let settings = Settings::new(helm.clone(), bin.join("kustomize"));
-    let renderer = runtime.block_on(Renderer::new(settings, RenderMetrics::default()))?;
+    let settings = Settings::new(Some(helm.clone()), Some(bin.join("kustomize")));
+    let (want_helm, want_kustomize) = settings.wanted();
+    let tools = runtime.block_on(RenderTools::resolve(want_helm, want_kustomize, None));
+    let renderer = Renderer::new(settings, &tools, RenderMetrics::default())?;
     let chart = HelmChart {
         path: Some("charts/big".into()),
         release_name: "big".into(),

@@ -1,6 +1,10 @@
 //! Helm charts and kustomizations of a manifest project, rendered on kas
 //! into plain objects that agents apply like any other manifest.
 //!
+//! The tools are found once, when kas starts ([`tools`]): a render runs
+//! with a cleared environment, so it is given absolute paths, never names
+//! to look up.
+//!
 //! Rendering happens once per content: the [`cache`] keys a render by the
 //! commit, what the config asks, the tools' versions and the cluster's
 //! version, so N agents at one commit cost one render. Each render runs the
@@ -26,6 +30,7 @@ mod oci;
 mod output;
 pub mod sandbox;
 pub mod substitute;
+pub mod tools;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,6 +43,7 @@ use tokio::sync::Semaphore;
 pub use metrics::RenderMetrics;
 pub use output::{RenderError, Rendered, RenderedFile};
 pub use sandbox::Limits;
+pub use tools::{RenderTools, Tool, ToolError, Wanted};
 
 /// A manifest project's renders at one commit.
 #[derive(Debug)]
@@ -58,11 +64,14 @@ pub struct Job<'a> {
 /// cache miss.
 pub type Files = Vec<(String, Vec<u8>)>;
 
-/// Where the tools are, and how renders are bounded.
+/// Which tools to use, and how renders are bounded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
-    pub helm: PathBuf,
-    pub kustomize: PathBuf,
+    /// helm as given (`--helm`); `None`: `helm` on `PATH`. Resolved once
+    /// into [`RenderTools`].
+    pub helm: Option<PathBuf>,
+    /// kustomize as given (`--kustomize`); `None`: `kustomize` on `PATH`.
+    pub kustomize: Option<PathBuf>,
     pub limits: Limits,
     /// Renders at once.
     pub concurrency: usize,
@@ -73,8 +82,9 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The tools as found on `PATH` (or given), with the default bounds.
-    pub fn new(helm: PathBuf, kustomize: PathBuf) -> Self {
+    /// The tools as given (`None`: found on `PATH`), with the default
+    /// bounds.
+    pub fn new(helm: Option<PathBuf>, kustomize: Option<PathBuf>) -> Self {
         Settings {
             helm,
             kustomize,
@@ -84,12 +94,23 @@ impl Settings {
             failure_ttl: Duration::from_secs(30),
         }
     }
+
+    /// The tools to resolve, as these settings name them.
+    pub fn wanted(&self) -> (Wanted, Wanted) {
+        (
+            Wanted::helm(self.helm.clone()),
+            Wanted::kustomize(self.kustomize.clone()),
+        )
+    }
 }
 
 /// Renders jobs, once per content.
 #[derive(Debug)]
 pub struct Renderer {
     settings: Settings,
+    /// The tools' absolute paths, as resolved at start.
+    helm: PathBuf,
+    kustomize: PathBuf,
     /// The tools' versions, part of every key.
     versions: String,
     cache: cache::Cache,
@@ -99,13 +120,22 @@ pub struct Renderer {
 }
 
 impl Renderer {
-    /// Asks each tool its version (a missing tool is an error here, at
-    /// start, not at the first render).
-    pub async fn new(settings: Settings, metrics: RenderMetrics) -> Result<Self, String> {
-        let helm = version(&settings.helm, &["version", "--short"]).await?;
-        let kustomize = version(&settings.kustomize, &["version"]).await?;
+    /// A renderer with the tools resolved at start; a missing tool is an
+    /// error here, saying what was tried, not at the first render.
+    pub fn new(
+        settings: Settings,
+        tools: &RenderTools,
+        metrics: RenderMetrics,
+    ) -> Result<Self, String> {
+        let (helm, kustomize) = match (&tools.helm, &tools.kustomize) {
+            (Ok(helm), Ok(kustomize)) => (helm, kustomize),
+            (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e.to_string()),
+            (Err(helm), Err(kustomize)) => return Err(format!("{helm}; {kustomize}")),
+        };
         Ok(Renderer {
-            versions: format!("helm {helm}; kustomize {kustomize}"),
+            versions: format!("helm {}; kustomize {}", helm.version, kustomize.version),
+            helm: helm.path.clone(),
+            kustomize: kustomize.path.clone(),
             cache: cache::Cache::new(settings.cache_entries, settings.failure_ttl),
             slots: Semaphore::new(settings.concurrency.max(1)),
             fetcher: charts::Fetcher::default(),
@@ -181,14 +211,8 @@ impl Renderer {
         let mut rendered = Rendered::default();
         for (i, k) in job.kustomizations.iter().enumerate() {
             let home = run_home(work.path(), &format!("kustomize-{i}")).map_err(whole)?;
-            let text = kustomize::build(
-                &self.settings.kustomize,
-                &repo,
-                &home,
-                k,
-                self.settings.limits,
-            )
-            .await?;
+            let text =
+                kustomize::build(&self.kustomize, &repo, &home, k, self.settings.limits).await?;
             let name = flat(&k.path);
             for (n, part) in split_yaml(&text, FILE_BYTES).into_iter().enumerate() {
                 rendered.files.push(RenderedFile {
@@ -202,7 +226,7 @@ impl Renderer {
             let source = self.chart_source(&repo, &home, chart).await?;
             let namespace = chart.namespace.as_deref().unwrap_or(job.default_namespace);
             let objects = helm::template(&helm::Template {
-                helm: &self.settings.helm,
+                helm: &self.helm,
                 repo: &repo,
                 home: &home,
                 chart,
@@ -354,25 +378,6 @@ fn export(repo: &Path, files: Files) -> Result<(), String> {
         std::fs::write(&target, bytes).map_err(|e| format!("exporting {path}: {e}"))?;
     }
     std::fs::create_dir_all(repo).map_err(|e| format!("exporting: {e}"))
-}
-
-/// A tool's version line, or why it cannot run.
-async fn version(program: &Path, args: &[&str]) -> Result<String, String> {
-    let home = sandbox::workspace().map_err(|e| e.to_string())?;
-    let invocation = sandbox::Invocation {
-        program: program.to_owned(),
-        args: args.iter().map(Into::into).collect(),
-        dir: home.path().to_owned(),
-        env: sandbox::base_env(home.path()),
-    };
-    let limits = Limits {
-        timeout: Duration::from_secs(10),
-        ..Limits::default()
-    };
-    let out = sandbox::run(&invocation, limits)
-        .await
-        .map_err(|e| format!("{}: {e}", program.display()))?;
-    Ok(String::from_utf8_lossy(&out).trim().to_owned())
 }
 
 #[cfg(test)]
