@@ -470,7 +470,9 @@ fn run(ns: &str) {
     let _agentk = setup.agentk(&token);
 
     wait("the release to sync", Duration::from_secs(120), || {
-        setup.sync_of(&first).is_some_and(|s| s["state"] != "")
+        setup
+            .sync_of(&first)
+            .is_some_and(|s| !matches!(s["state"].as_str(), None | Some("" | "syncing")))
     });
     let report = setup.sync_of(&first).expect("report");
     assert_eq!(report["state"], "synced", "{report}");
@@ -520,7 +522,9 @@ fn run(ns: &str) {
         .cli(&["project", "refresh", "team/config"])
         .expect("refresh");
     wait("the release to be pruned", Duration::from_secs(120), || {
-        setup.sync_of(&removed).is_some_and(|s| s["state"] != "")
+        setup
+            .sync_of(&removed)
+            .is_some_and(|s| !matches!(s["state"].as_str(), None | Some("" | "syncing")))
     });
     let report = setup.sync_of(&removed).expect("report");
     assert_eq!(report["state"], "synced", "{report}");
