@@ -13,10 +13,7 @@ const CONFIG: &str = ".gitlab/agents/prod/config.yaml";
 const HELD_FOR: u32 = 8;
 
 fn timestamp(v: &serde_json::Value) -> k8s_openapi::jiff::Timestamp {
-    v.as_str()
-        .expect("a timestamp")
-        .parse()
-        .expect("RFC 3339")
+    v.as_str().expect("a timestamp").parse().expect("RFC 3339")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -63,9 +60,7 @@ fn run(ns: &str) {
     let _agentk = setup.agentk_replica(&token, "agentk-a");
 
     wait("the held set to be synced", Duration::from_secs(60), || {
-        setup
-            .sync_of(&head)
-            .is_some_and(|s| s["state"] == "synced")
+        setup.sync_of(&head).is_some_and(|s| s["state"] == "synced")
     });
     let lease = kubectl_get(&["lease", "tether-gitops-prod", "-n", ns]).expect("lease");
     assert_eq!(lease["spec"]["holderIdentity"], "agentk-a", "{lease}");
