@@ -22,15 +22,29 @@
 //! peers delete by default, and with GitLab's default, foreground (a
 //! Deployment is gone only once its ReplicaSets and Pods are).
 //!
+//! Two sets: `--set mixed` (the default: 400 ConfigMaps, 200 Secrets, 200
+//! Services, 200 Deployments, whose health waits for the scheduler and the
+//! simulated nodes) and `--set plain` (200 ServiceAccounts in place of the
+//! Deployments: health is known once applied, so the engines themselves
+//! are compared). Every engine waits for the whole set to be Current.
+//!
+//! The peers run at their shipped client rate limits (`--peer-limits
+//! shipped`: cli-utils with client-go's 5 QPS / burst 10, which a client
+//! that sets none gets; Flux with kustomize-controller's 50 / 100) and with
+//! client-side rate limiting off (`off`), or both (`shipped,off`, the
+//! default); `--skip NAME` leaves out one peer run (e.g. `--skip
+//! cliutils-apply@shipped`).
+//!
 //! Run: `cargo build --release --bins && cargo bench -p tether-e2e --bench
-//! engines` (`-- --tether-only` skips the peers). Prints figures; asserts
-//! nothing about them.
+//! engines -- [--set mixed|plain] [--peer-limits shipped,off]`
+//! (`--tether-only` skips the peers). Prints figures; asserts nothing about
+//! them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tether_e2e::bench::objects::{delta, files, mutating, request_counts};
+use tether_e2e::bench::objects::{delta, files_of, mutating, request_counts};
 use tether_e2e::{Setup, commit, new_repo, wait};
 
 const OBJECTS: usize = 1000;
@@ -49,8 +63,10 @@ struct Figures {
     plans: Vec<(String, Duration, String)>,
 }
 
-/// The four manifest sets of the scenarios, in order.
-fn sets() -> [Vec<String>; 4] {
+/// The four manifest sets of the scenarios, in order; with Deployments or
+/// without.
+fn sets(deployments: bool) -> [Vec<String>; 4] {
+    let files = |n, revision| files_of(n, revision, deployments);
     let all = files(OBJECTS, 0);
     let mut one = all.clone();
     one[0] = one[0].replacen(
@@ -92,13 +108,16 @@ fn peer_engines() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn peer(
     runtime: &tokio::runtime::Runtime,
     client: &kube::Client,
     program: &Path,
+    limits: &[String],
     kubeconfig: &Path,
     namespace: &str,
     work: &Path,
+    deployments: bool,
 ) -> anyhow::Result<Figures> {
     let dir = work.join("manifests");
     let inventory = work.join("inventory.json");
@@ -111,6 +130,7 @@ fn peer(
             .arg(format!("--namespace={namespace}"))
             .arg(format!("--inventory={}", inventory.display()))
             .arg(format!("--inventory-id=bench-{namespace}"))
+            .args(limits)
             .output()?;
         let took = started.elapsed();
         anyhow::ensure!(
@@ -123,7 +143,7 @@ fn peer(
         eprintln!("  {}", String::from_utf8_lossy(&out.stdout).trim());
         Ok((took, report["ms"].as_u64().unwrap_or_default()))
     };
-    let [initial, same, one, half] = sets();
+    let [initial, same, one, half] = sets(deployments);
     let mut figures = Figures::default();
     let (t, r) = run(&initial)?;
     figures.initial = t;
@@ -168,6 +188,7 @@ fn tether(
     client: &kube::Client,
     namespace: &str,
     propagation: &str,
+    deployments: bool,
 ) -> anyhow::Result<Figures> {
     let mut setup = Setup::start_with(&["--poll-interval", "60s"]);
     setup.pod_namespace = namespace.to_owned();
@@ -219,14 +240,14 @@ fn tether(
         setup
             .cli(&["project", "refresh", "team/config"])
             .expect("refresh");
-        wait(marker, Duration::from_secs(600), || {
-            sync_report(&setup, &at).is_some_and(|r| all_current(&r))
+        wait(marker, Duration::from_secs(900), || {
+            sync_report(&setup, &at).is_some_and(|r| all_current(&r) && r["phase"] == "done")
         });
         let took = started.elapsed();
         let after = runtime.block_on(request_counts(client))?;
         Ok((took, mutating(&delta(&before, &after))))
     };
-    let [initial, same, one, half] = sets();
+    let [initial, same, one, half] = sets(deployments);
     let (initial, _) = run(&initial, "initial")?;
     let (unchanged, unchanged_mutating) = run(&same, "unchanged")?;
     let (one_change, _) = run(&one, "one change")?;
@@ -257,39 +278,90 @@ fn delete_namespace(cluster: &tether_testenv::Cluster, name: &str) -> anyhow::Re
     Ok(())
 }
 
+/// The value after `flag` among the arguments, if given.
+fn arg(flag: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// A peer's client rate flags at `limits` (`shipped` or `off`).
+fn rate_flags(program: &str, limits: &str) -> Vec<String> {
+    match (program, limits) {
+        (_, "off") => vec!["--qps=-1".into(), "--burst=0".into()],
+        ("cliutils-apply", _) => vec!["--qps=5".into(), "--burst=10".into()],
+        _ => vec!["--qps=50".into(), "--burst=100".into()],
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cluster = tether_testenv::shared();
     let (runtime, client) = tether_e2e::bench::runtime_and_client()?;
     let work = tempfile::tempdir()?;
-    let mut results: BTreeMap<&str, Figures> = BTreeMap::new();
+    let mut results: BTreeMap<String, Figures> = BTreeMap::new();
     let only_tether = std::env::args().any(|a| a == "--tether-only");
-    let peers: &[(&str, &str)] = if only_tether {
-        &[]
-    } else {
-        &[
-            ("fluxcd/pkg/ssa v0.78.0 (Flux)", "fluxssa-apply"),
-            ("cli-utils v0.37.2 (GitLab agent)", "cliutils-apply"),
-        ]
+    let set = arg("--set").unwrap_or_else(|| "mixed".into());
+    let deployments = match set.as_str() {
+        "mixed" => true,
+        "plain" => false,
+        other => anyhow::bail!("--set {other}: mixed or plain"),
     };
+    let limits = arg("--peer-limits").unwrap_or_else(|| "shipped,off".into());
+    let skip: Vec<String> = std::env::args()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "--skip")
+        .map(|w| w[1].clone())
+        .collect();
+    println!(
+        "set: {set} ({OBJECTS} objects{})",
+        if deployments {
+            ", 200 of them Deployments"
+        } else {
+            ", no Deployments"
+        }
+    );
+    let mut peers: Vec<(String, &str, String)> = Vec::new();
+    if !only_tether {
+        for limit in limits.split(',') {
+            for (name, program) in [
+                ("fluxcd/pkg/ssa v0.78.0 (Flux)", "fluxssa-apply"),
+                ("cli-utils v0.37.2 (GitLab agent)", "cliutils-apply"),
+            ] {
+                if skip.iter().any(|s| *s == format!("{program}@{limit}")) {
+                    continue;
+                }
+                let flags = rate_flags(program, limit);
+                peers.push((
+                    format!("{name}, client limits {limit} ({})", flags.join(" ")),
+                    program,
+                    limit.to_owned(),
+                ));
+            }
+        }
+    }
     let engines = if peers.is_empty() {
         PathBuf::new()
     } else {
         peer_engines()?
     };
-    for &(name, program) in peers {
+    for (name, program, limit) in &peers {
         let ns = runtime.block_on(cluster.namespace(&format!("bench-{}", &program[..4])))?;
-        let dir = work.path().join(program);
+        let dir = work.path().join(format!("{program}-{limit}"));
         std::fs::create_dir_all(&dir)?;
         eprintln!("{name}");
         let figures = peer(
             &runtime,
             &client,
             &engines.join(program),
+            &rate_flags(program, limit),
             cluster.kubeconfig_path(),
             ns.name(),
             &dir,
+            deployments,
         )?;
-        results.insert(name, figures);
+        results.insert(name.clone(), figures);
         // The simulated nodes hold 220 pods: the next engine's 200 need
         // this one's gone.
         delete_namespace(cluster, ns.name())?;
@@ -301,8 +373,12 @@ fn main() -> anyhow::Result<()> {
         ),
         ("Tether, prune foreground (GitLab's default)", "foreground"),
     ] {
+        eprintln!("{name}");
         let ns = runtime.block_on(cluster.namespace("bench-tether"))?;
-        results.insert(name, tether(&runtime, &client, ns.name(), propagation)?);
+        results.insert(
+            name.to_owned(),
+            tether(&runtime, &client, ns.name(), propagation, deployments)?,
+        );
         delete_namespace(cluster, ns.name())?;
     }
 

@@ -27,15 +27,17 @@ func main() {
 	namespace := flag.String("namespace", "default", "namespace for objects and the inventory")
 	inventoryID := flag.String("inventory-id", "bench", "inventory id")
 	_ = flag.String("inventory", "", "unused: the inventory is a ConfigMap")
+	// client-go's defaults (5, 10) are what a client that sets none gets;
+	// a negative QPS turns client-side rate limiting off.
+	qps := flag.Float64("qps", 5, "client QPS (negative: no client-side limit)")
+	burst := flag.Int("burst", 10, "client burst")
 	flag.Parse()
 
 	flags := genericclioptions.NewConfigFlags(true)
 	flags.KubeConfig = kubeconfig
 	flags.Namespace = namespace
-	// The same client rate as Flux's harness (kustomize-controller's
-	// defaults), so that the engines are compared, not their throttles.
 	flags.WithWrapConfigFn(func(c *rest.Config) *rest.Config {
-		c.QPS, c.Burst = 50, 100
+		c.QPS, c.Burst = float32(*qps), *burst
 		return c
 	})
 	factory := util.NewFactory(flags)

@@ -32,12 +32,16 @@ func main() {
 	namespace := flag.String("namespace", "default", "namespace for objects that name none")
 	inventoryFile := flag.String("inventory", "", "file keeping the applied set between runs")
 	_ = flag.String("inventory-id", "", "unused: the inventory is the file")
+	// kustomize-controller's defaults; a negative QPS turns client-side
+	// rate limiting off.
+	qps := flag.Float64("qps", 50, "client QPS (negative: no client-side limit)")
+	burst := flag.Int("burst", 100, "client burst")
 	flag.Parse()
 
 	started := time.Now()
 	cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
 	check(err)
-	cfg.QPS, cfg.Burst = 50, 100 // kustomize-controller's defaults
+	cfg.QPS, cfg.Burst = float32(*qps), *burst
 	httpClient, err := rest.HTTPClientFor(cfg)
 	check(err)
 	mapper, err := apiutil.NewDynamicRESTMapper(cfg, httpClient)

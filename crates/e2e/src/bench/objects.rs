@@ -8,6 +8,13 @@ use std::collections::BTreeMap;
 /// a new revision changes those. Object `i` keeps its name across sizes,
 /// so a smaller set is the larger one with objects removed.
 pub fn files(objects: usize, revision: usize) -> Vec<String> {
+    files_of(objects, revision, true)
+}
+
+/// As [`files`], with ServiceAccounts in place of the Deployments when
+/// `deployments` is false: a set whose health is known the moment it is
+/// applied, so that engines are compared and not the scheduler.
+pub fn files_of(objects: usize, revision: usize, deployments: bool) -> Vec<String> {
     let mut files = vec![String::new(); objects.div_ceil(100).max(1)];
     let count = files.len();
     for i in 0..objects {
@@ -20,6 +27,9 @@ pub fn files(objects: usize, revision: usize) -> Vec<String> {
             ),
             3 => format!(
                 "apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}}}\nspec:\n  selector: {{app: app-{i}}}\n  ports: [{{port: 80}}]\n"
+            ),
+            _ if !deployments => format!(
+                "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: sa-{i}}}\n"
             ),
             _ => format!(
                 "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app-{i}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: app-{i}}}}}\n  template:\n    metadata: {{labels: {{app: app-{i}}}}}\n    spec: {{containers: [{{name: app, image: nginx}}]}}\n"
@@ -57,7 +67,7 @@ pub async fn request_counts(client: &kube::Client) -> anyhow::Result<BTreeMap<St
                 .to_owned()
         };
         let resource = label("resource");
-        if !["configmaps", "secrets", "services", "deployments"].contains(&resource.as_str())
+        if !["configmaps", "secrets", "services", "deployments", "serviceaccounts"].contains(&resource.as_str())
             || !label("subresource").is_empty()
         {
             continue;
