@@ -61,6 +61,26 @@ pub const SERVES_HEADER: &str = "tether-tunnel-serves";
 /// The service of a tunnel that reaches the cluster's Kubernetes API.
 pub const KUBERNETES_API: &str = "kubernetes-api";
 
+/// How long either end of a connection between agentk and kas (a tunnel,
+/// and the session channel, which uses the same figures) waits without a
+/// frame from its peer before it sends an HTTP/2 PING.
+///
+/// A peer behind a silent partition (a blackhole route, a NAT that forgot
+/// the flow) sends no FIN and no RST: without a PING, kas would keep its
+/// session and tunnels as ghosts, and agentk would wait on a dead
+/// connection. With [`KEEPALIVE_TIMEOUT`], a dead peer is noticed within
+/// 10 s of its last frame on both ends. The cost is a PING and its ack per
+/// connection and direction every 5 s of quiet (see BENCHMARKS.md, "Agents
+/// per kas").
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long a PING may go unanswered before the connection is closed as
+/// dead (see [`KEEPALIVE_INTERVAL`]). A PING waits behind the data already
+/// written to the connection; adaptive HTTP/2 windows, set on every one of
+/// these connections, keep that to about one round trip's worth, so 5 s is
+/// many round trips on any link an agent runs over.
+pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A body with nothing in it.
 pub fn empty() -> Body {
     use http_body_util::BodyExt;
