@@ -1,6 +1,8 @@
 //! The agent's side of the channel: dial kas, authenticate, keep one session
-//! open, and reconnect with backoff whenever it ends.
+//! open, and reconnect with backoff whenever it ends (sooner once a
+//! partition heals; see [`crate::backoff`]).
 
+use std::error::Error as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,11 +19,8 @@ use tether_runtime::Shutdown;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::backoff::Backoff;
-use crate::transport::KasAddress;
-
-/// A session that lasted this long was healthy: start backing off afresh.
-const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+use crate::backoff::{self, Ended, Reconnect};
+use crate::transport::{self, DialError, KasAddress};
 
 /// Where kas is and how to prove who we are.
 #[derive(Clone, Debug)]
@@ -75,13 +74,15 @@ enum End {
     Refused(String),
     /// kas is shutting down and asked for a reconnect, at once.
     Drained,
+    /// Nothing answered at kas's address, or the session's connection fell
+    /// silent: the network is down between us.
+    Unreachable(anyhow::Error),
     Failed(anyhow::Error),
 }
 
 /// Keeps a session with kas open until shutdown.
 pub async fn run(options: ConnectOptions, mut shutdown: Shutdown) {
-    let mut transport = Backoff::transport();
-    let mut refused = Backoff::refused();
+    let mut reconnect = Reconnect::default();
     loop {
         let started = Instant::now();
         let end = tokio::select! {
@@ -89,38 +90,56 @@ pub async fn run(options: ConnectOptions, mut shutdown: Shutdown) {
             _ = shutdown.signalled() => End::Shutdown,
         };
         options.connected.set(false);
-        if started.elapsed() >= HEALTHY_AFTER {
-            transport.reset();
-            refused.reset();
-        }
-        let delay = match end {
+        let lasted = started.elapsed();
+        let wait = match end {
             End::Shutdown => return,
             End::Refused(reason) => {
-                let delay = refused.next_delay();
-                tracing::error!(reason = %reason, retry_in = ?delay, "kas rejected the agent token");
-                delay
+                let wait = reconnect.wait_after(Ended::Refused, lasted);
+                tracing::error!(reason = %reason, retry_in = ?wait.at_most(), "kas rejected the agent token");
+                wait
+            }
+            End::Unreachable(e) => {
+                let wait = reconnect.wait_after(Ended::Unreachable, lasted);
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    retry_in = ?wait.at_most(),
+                    "kas is unreachable; retrying as soon as its address answers"
+                );
+                wait
             }
             End::Failed(e) => {
-                let delay = transport.next_delay();
-                tracing::warn!(error = format!("{e:#}"), retry_in = ?delay, "connection to kas failed");
-                delay
+                let wait = reconnect.wait_after(Ended::Failed, lasted);
+                tracing::warn!(error = format!("{e:#}"), retry_in = ?wait.at_most(), "connection to kas failed");
+                wait
             }
-            // Spread over a second, so a fleet does not reconnect at once.
             End::Drained => {
-                let delay = Duration::from_millis(rand::random::<u64>() % 1000);
-                tracing::info!(retry_in = ?delay, "kas is shutting down; reconnecting");
-                delay
+                let wait = reconnect.wait_after(Ended::Drained, lasted);
+                tracing::info!(retry_in = ?wait.at_most(), "kas is shutting down; reconnecting");
+                wait
             }
         };
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            waited = backoff::wait_out(wait, || options.kas_address.probe()) => {
+                if waited == backoff::Waited::Reachable {
+                    tracing::info!(kas = options.kas_address.display(), "kas answers again; reconnecting");
+                }
+            }
             _ = shutdown.signalled() => return,
         }
     }
 }
 
+/// A session's stream that failed after this long without a message from
+/// kas died of its HTTP/2 keepalive: hyper gives up on a connection only
+/// after a PING interval without a read and a PING timeout without its
+/// answer. The stream's own error ("broken pipe") no longer says so.
+const SILENT_AFTER: Duration = Duration::from_secs(
+    tether_tunnel::KEEPALIVE_INTERVAL.as_secs() + tether_tunnel::KEEPALIVE_TIMEOUT.as_secs(),
+);
+
 async fn session(options: &ConnectOptions, mut shutdown: Shutdown) -> End {
-    match open_session(options, &mut shutdown).await {
+    let mut heard = None;
+    match open_session(options, &mut shutdown, &mut heard).await {
         Ok(end) => end,
         Err(e) => match e.downcast_ref::<tonic::Status>() {
             Some(status) if status.code() == tonic::Code::Unauthenticated => {
@@ -132,19 +151,39 @@ async fn session(options: &ConnectOptions, mut shutdown: Shutdown) -> End {
             {
                 End::Drained
             }
+            // A status with a source was made here, from a transport
+            // error; one kas sent has none.
+            Some(status)
+                if transport::went_silent(status)
+                    || (status.source().is_some()
+                        && heard.is_some_and(|at: Instant| at.elapsed() >= SILENT_AFTER)) =>
+            {
+                End::Unreachable(e.context("kas went silent"))
+            }
             _ => End::Failed(e),
         },
     }
 }
 
-async fn open_session(options: &ConnectOptions, shutdown: &mut Shutdown) -> anyhow::Result<End> {
+/// Runs one session; `heard` is when kas was last heard from on it.
+async fn open_session(
+    options: &ConnectOptions,
+    shutdown: &mut Shutdown,
+    heard: &mut Option<Instant>,
+) -> anyhow::Result<End> {
     // Whatever the last session left half received, kas sends again whole.
     options.gitops.drop_partial_sets();
     let token = options.token.read()?;
-    let channel = options
+    let channel = match options
         .kas_address
         .connect(options.ca_cert.as_deref())
-        .await?;
+        .await
+    {
+        Ok(channel) => channel,
+        Err(DialError::Unreachable(e)) => return Ok(End::Unreachable(e)),
+        Err(DialError::Failed(e)) => return Err(e),
+        Err(refused @ DialError::Refused(_)) => return Err(refused.into()),
+    };
     // A manifest file may be up to 5 MiB; kas sends larger files alone.
     let mut client = AgentChannelClient::new(channel).max_decoding_message_size(16 << 20);
 
@@ -174,6 +213,7 @@ async fn open_session(options: &ConnectOptions, shutdown: &mut Shutdown) -> anyh
         .await
         .map_err(anyhow::Error::new)?
         .into_inner();
+    *heard = Some(Instant::now());
 
     let mut ping = tokio::time::interval(Duration::from_secs(10));
     ping.tick().await;
@@ -205,7 +245,7 @@ async fn open_session(options: &ConnectOptions, shutdown: &mut Shutdown) -> anyh
                     bail!("session closed");
                 }
             }
-            next = inbound.message() => match next.map_err(anyhow::Error::new)? {
+            next = inbound.message() => match next.map_err(anyhow::Error::new)?.inspect(|_| *heard = Some(Instant::now())) {
                 None => bail!("kas ended the session"),
                 Some(message) => match message.message {
                     Some(server_message::Message::Welcome(welcome)) => {

@@ -2,17 +2,31 @@
 //! gRPC carried in a WebSocket (`wss://host[:port]/path`) for networks where
 //! only HTTP/1.1 passes proxies. Either way the result is a tonic channel,
 //! so the session code above it is the same.
+//!
+//! Every dial starts with [`connect_tcp`], the one place that tells "nothing
+//! answers at kas's address" ([`DialError::Unreachable`]) from "kas answered
+//! and the rest failed": the reconnect loops wait differently after each
+//! (see [`crate::backoff`]). Every connection to kas, session or tunnel,
+//! pings kas over HTTP/2 and ends within 10 s when kas falls silent
+//! ([`tether_tunnel::KEEPALIVE_INTERVAL`]).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hyper_util::rt::TokioIo;
 use tether_proto::websocket::{self, IntoClientRequest, WsIo};
+use tokio::net::TcpStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
+/// How long a dial may take: the TCP connection, and then each of TLS, the
+/// HTTP/2 or WebSocket handshake and a tunnel's upgrade.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// While a TCP connection attempt goes unanswered, another starts this
+/// often (see [`connect_tcp`]).
+const CONNECT_ATTEMPT_EVERY: Duration = Duration::from_secs(1);
 
 /// A parsed `--kas-address`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,9 +107,10 @@ impl KasAddress {
     }
 
     /// Dials kas and returns the channel the session runs on.
-    pub async fn connect(&self, ca_cert: Option<&Path>) -> anyhow::Result<Channel> {
+    pub async fn connect(&self, ca_cert: Option<&Path>) -> Result<Channel, DialError> {
         let ca_pem = read_ca(ca_cert)?;
-        match &self.transport {
+        let tcp = connect_tcp(&self.host, self.port).await?;
+        let channel = match &self.transport {
             Transport::Grpc { uri } => {
                 let mut endpoint = endpoint(uri.clone())?;
                 if self.tls {
@@ -106,51 +121,93 @@ impl KasAddress {
                     };
                     endpoint = endpoint.tls_config(tls).context("invalid TLS settings")?;
                 }
+                // tonic runs TLS (bounded by the connect timeout) and HTTP/2
+                // on the connection already made.
                 endpoint
-                    .connect()
+                    .connect_with_connector(handed_over(TokioIo::new(tcp)))
                     .await
-                    .with_context(|| format!("cannot connect to kas at {uri}"))
+                    .with_context(|| format!("cannot connect to kas at {uri}"))?
             }
             Transport::WebSocket { url } => {
                 let tls = match self.tls {
                     true => Some(tls_connector(ca_pem.as_deref())?),
                     false => None,
                 };
-                let dial = Arc::new(WsDial {
-                    url: url.clone(),
-                    host: self.host.clone(),
-                    port: self.port,
-                    tls,
-                });
-                // The URI is only a label: the connector dials the WebSocket.
-                endpoint("http://kas".to_owned())?
-                    .connect_with_connector(tower::service_fn(move |_| {
-                        let dial = dial.clone();
-                        async move {
-                            dial.connect()
-                                .await
-                                .map_err(|e| std::io::Error::other(format!("{e:#}")))
-                        }
-                    }))
+                let stream = secure(tcp, &self.host, tls.as_ref()).await?;
+                let ws = upgrade_to_websocket(url, stream)
                     .await
-                    .with_context(|| format!("cannot connect to kas at {url}"))
+                    .with_context(|| format!("cannot connect to kas at {url}"))?;
+                // The URI is only a label: the connection is made.
+                endpoint("http://kas".to_owned())?
+                    .connect_with_connector(handed_over(TokioIo::new(ws)))
+                    .await
+                    .with_context(|| format!("cannot connect to kas at {url}"))?
             }
+        };
+        Ok(channel)
+    }
+
+    /// Whether kas's address accepts a TCP connection now: the cheap probe
+    /// that ends a reconnect wait early once a partition heals (see
+    /// [`crate::backoff::wait_out`]). The connection is closed at once; the
+    /// caller bounds how long it may take.
+    pub async fn probe(&self) -> bool {
+        TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .is_ok()
+    }
+}
+
+/// Why kas could not be dialed.
+#[derive(Debug)]
+pub enum DialError {
+    /// Nothing answered at kas's address: no TCP connection within the
+    /// connect timeout, or refused, or no route, or the name did not
+    /// resolve. The network or kas's host is down; a probe tells when it is
+    /// back.
+    Unreachable(anyhow::Error),
+    /// kas refused the token (a tunnel's upgrade answered 401), with its
+    /// reason. A session's refusal comes on its stream instead.
+    Refused(String),
+    /// kas's address answered, and then TLS, HTTP or the upgrade failed.
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for DialError {
+    fn from(e: anyhow::Error) -> Self {
+        DialError::Failed(e)
+    }
+}
+
+impl std::fmt::Display for DialError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DialError::Unreachable(e) | DialError::Failed(e) => write!(f, "{e:#}"),
+            DialError::Refused(reason) => write!(f, "kas refused the token: {reason}"),
         }
     }
 }
 
-/// Why a tunnel could not be opened.
-#[derive(Debug)]
-pub enum TunnelDialError {
-    /// kas refused the token (401), with its reason.
-    Refused(String),
-    Failed(anyhow::Error),
-}
+impl std::error::Error for DialError {}
 
-impl From<anyhow::Error> for TunnelDialError {
-    fn from(e: anyhow::Error) -> Self {
-        TunnelDialError::Failed(e)
+/// Whether `error` says the connection fell silent: its HTTP/2 keepalive
+/// PING went unanswered (or TCP itself timed out). Like a dial that found
+/// nothing at kas's address, this is the network, not kas's answer.
+pub fn went_silent(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+            || error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        next = error.source();
     }
+    false
 }
 
 /// A connection of any transport.
@@ -165,12 +222,13 @@ impl KasAddress {
         &self,
         ca_pem: Option<&[u8]>,
         token: &tether_credentials::Token,
-    ) -> Result<BoxedIo, TunnelDialError> {
+    ) -> Result<BoxedIo, DialError> {
         let tls = match self.tls {
             true => Some(tls_connector(ca_pem)?),
             false => None,
         };
-        let stream = dial(&self.host, self.port, tls.as_ref()).await?;
+        let tcp = connect_tcp(&self.host, self.port).await?;
+        let stream = secure(tcp, &self.host, tls.as_ref()).await?;
         let bearer = http::HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
             .map_err(|_| anyhow::anyhow!("the token is not a valid header value"))?;
         match &self.transport {
@@ -208,7 +266,7 @@ impl KasAddress {
                             .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
                             .unwrap_or_default();
                         if status == http::StatusCode::UNAUTHORIZED {
-                            Err(TunnelDialError::Refused(text))
+                            Err(DialError::Refused(text))
                         } else {
                             Err(anyhow::anyhow!(
                                 "kas answered {status} to the tunnel upgrade: {text}"
@@ -249,7 +307,7 @@ impl KasAddress {
                             .as_deref()
                             .map(|b| String::from_utf8_lossy(b).trim().to_owned())
                             .unwrap_or_default();
-                        Err(TunnelDialError::Refused(text))
+                        Err(DialError::Refused(text))
                     }
                     Err(e) => Err(anyhow::Error::from(e)
                         .context("WebSocket upgrade failed")
@@ -260,28 +318,63 @@ impl KasAddress {
     }
 }
 
-/// TCP, then TLS when a connector is given.
-async fn dial(
+/// A TCP connection to `host:port` within [`CONNECT_TIMEOUT`].
+///
+/// While an attempt goes unanswered, another starts every
+/// [`CONNECT_ATTEMPT_EVERY`], and the first to connect wins. The kernel
+/// resends a SYN lost to a partition only 1, 3 and 7 s after the first, so
+/// an attempt begun while the network was dead would find it healed up to
+/// 4 s late; a fresh one finds it at once. An attempt that fails outright
+/// (refused, no route) ends the dial as soon as no other is pending.
+async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, DialError> {
+    let unreachable = |e: anyhow::Error| {
+        DialError::Unreachable(e.context(format!("cannot reach kas at {host}:{port}")))
+    };
+    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    let mut next_attempt = tokio::time::Instant::now();
+    // Dropped on return, which aborts the attempts still pending.
+    let mut attempts = tokio::task::JoinSet::new();
+    loop {
+        if next_attempt <= tokio::time::Instant::now() {
+            let host = host.to_owned();
+            attempts.spawn(async move { TcpStream::connect((host.as_str(), port)).await });
+            next_attempt += CONNECT_ATTEMPT_EVERY;
+        }
+        tokio::select! {
+            Some(done) = attempts.join_next() => match done {
+                Ok(Ok(tcp)) => {
+                    let _ = tcp.set_nodelay(true);
+                    return Ok(tcp);
+                }
+                Ok(Err(e)) if attempts.is_empty() => {
+                    return Err(unreachable(anyhow::Error::new(e).context("TCP connect failed")));
+                }
+                Ok(Err(_)) => {}
+                Err(e) => return Err(unreachable(anyhow::Error::new(e).context("TCP connect failed"))),
+            },
+            _ = tokio::time::sleep_until(next_attempt), if next_attempt < deadline => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(unreachable(anyhow::anyhow!("TCP connect timed out after {CONNECT_TIMEOUT:?}")));
+            }
+        }
+    }
+}
+
+/// TLS on `tcp` when a connector is given, within [`CONNECT_TIMEOUT`]: a
+/// kas whose port accepts and then says nothing must not hold the dial.
+async fn secure(
+    tcp: TcpStream,
     host: &str,
-    port: u16,
     tls: Option<&tokio_rustls::TlsConnector>,
 ) -> anyhow::Result<BoxedIo> {
-    let tcp = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        tokio::net::TcpStream::connect((host, port)),
-    )
-    .await
-    .context("TCP connect timed out")?
-    .context("TCP connect failed")?;
-    let _ = tcp.set_nodelay(true);
     Ok(match tls {
         Some(connector) => {
             let name = rustls::pki_types::ServerName::try_from(host.to_owned())
                 .context("invalid server name")?;
             Box::new(
-                connector
-                    .connect(name, tcp)
+                tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
                     .await
+                    .context("TLS handshake timed out")?
                     .context("TLS handshake failed")?,
             )
         }
@@ -289,12 +382,40 @@ async fn dial(
     })
 }
 
+/// A connector for tonic that hands over a connection already made, once:
+/// each session dials its own, and a dropped connection ends the session
+/// rather than being redialed under it.
+fn handed_over<T>(
+    io: T,
+) -> impl tower::Service<
+    http::Uri,
+    Response = T,
+    Error = std::io::Error,
+    Future = std::future::Ready<Result<T, std::io::Error>>,
+> + Send
++ 'static
+where
+    T: Send + 'static,
+{
+    let slot = Arc::new(Mutex::new(Some(io)));
+    tower::service_fn(move |_: http::Uri| {
+        let io = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        std::future::ready(io.ok_or_else(|| std::io::Error::other("the connection to kas ended")))
+    })
+}
+
 fn endpoint(uri: String) -> anyhow::Result<Endpoint> {
     Ok(Endpoint::from_shared(uri)
         .context("invalid kas address")?
         .connect_timeout(CONNECT_TIMEOUT)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10)))
+        // A kas behind a silent partition sends no FIN: a PING after 5 s
+        // without a frame, unanswered for 5 s more, ends the session within
+        // 10 s. Adaptive windows keep the manifests queued ahead of kas's
+        // own PINGs to about a round trip, so a slow link busy with a big
+        // set is not taken for a dead one.
+        .http2_keep_alive_interval(tether_tunnel::KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(tether_tunnel::KEEPALIVE_TIMEOUT)
+        .http2_adaptive_window(true))
 }
 
 /// The PEM of the CA file, if one is given.
@@ -332,44 +453,78 @@ fn tls_connector(ca_pem: Option<&[u8]>) -> anyhow::Result<tokio_rustls::TlsConne
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
-struct WsDial {
-    url: String,
-    host: String,
-    port: u16,
-    tls: Option<tokio_rustls::TlsConnector>,
-}
-
-type WsStream = WsIo<Box<dyn IoStream>>;
-
 pub trait IoStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> IoStream for T {}
 
-impl WsDial {
-    async fn connect(&self) -> anyhow::Result<TokioIo<WsStream>> {
-        let stream = dial(&self.host, self.port, self.tls.as_ref()).await?;
-        let mut request = self
-            .url
-            .as_str()
-            .into_client_request()
-            .context("invalid WebSocket URL")?;
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            http::HeaderValue::from_static(websocket::SUBPROTOCOL),
-        );
-        let (ws, _) = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            websocket::client_async_with_config(request, stream, Some(websocket::config())),
-        )
-        .await
-        .context("WebSocket upgrade timed out")?
-        .context("WebSocket upgrade failed")?;
-        Ok(TokioIo::new(WsIo::new(ws)))
-    }
+/// The session's WebSocket on `stream`, within [`CONNECT_TIMEOUT`].
+async fn upgrade_to_websocket(url: &str, stream: BoxedIo) -> anyhow::Result<WsIo<BoxedIo>> {
+    let mut request = url.into_client_request().context("invalid WebSocket URL")?;
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        http::HeaderValue::from_static(websocket::SUBPROTOCOL),
+    );
+    let (ws, _) = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        websocket::client_async_with_config(request, stream, Some(websocket::config())),
+    )
+    .await
+    .context("WebSocket upgrade timed out")?
+    .context("WebSocket upgrade failed")?;
+    Ok(WsIo::new(ws))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::os::fd::AsRawFd;
+    use std::time::Instant;
+
+    #[tokio::test]
+    async fn a_port_that_refuses_fails_the_dial_at_once_as_unreachable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let started = Instant::now();
+        let error = connect_tcp("127.0.0.1", port)
+            .await
+            .expect_err("nothing listens there");
+        assert!(matches!(error, DialError::Unreachable(_)), "{error}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dial_begun_while_syns_go_unanswered_connects_soon_after_the_heal() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        // An accept queue shrunk to nothing and filled: Linux drops every
+        // new SYN unanswered, as a blackhole route does.
+        // SAFETY: listen(2) on a socket this test owns.
+        assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+        let _filler = std::net::TcpStream::connect(addr).expect("filler");
+        let dial = tokio::spawn(async move { connect_tcp("127.0.0.1", addr.port()).await });
+        // The partition's length.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(!dial.is_finished(), "connected across a dead network");
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 128) }, 0);
+        let healed = Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), dial)
+            .await
+            .expect("the dial ends")
+            .expect("task")
+            .expect("connected after the heal");
+        let after = healed.elapsed();
+        assert!(
+            after < Duration::from_millis(1500),
+            "{after:?} after the heal"
+        );
+    }
 
     #[test]
     fn parses_kas_addresses() {

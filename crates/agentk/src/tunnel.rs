@@ -1,23 +1,21 @@
 //! agentk's tunnels: a small pool of connections to kas on which kas sends
 //! Kubernetes API requests (see `tether_tunnel`). Each is redialed with
-//! backoff when it ends. HTTP/2 multiplexes any number of requests on one
+//! backoff when it ends, as the session is (sooner once a partition heals;
+//! see [`crate::backoff`]). HTTP/2 multiplexes any number of requests on one
 //! tunnel, so the pool does not grow with load: its size is about surviving
 //! the loss of one connection without a gap, and spreading load over kas's
 //! connections.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tether_runtime::Shutdown;
 use tether_tunnel::agent::Upstream;
 
-use crate::backoff::Backoff;
+use crate::backoff::{self, Ended, Reconnect};
 use crate::connection::TokenSource;
-use crate::transport::{KasAddress, TunnelDialError, read_ca};
-
-/// A tunnel that lasted this long was healthy: back off afresh.
-const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+use crate::transport::{DialError, KasAddress, read_ca, went_silent};
 
 /// What the tunnels need.
 #[derive(Clone)]
@@ -41,40 +39,43 @@ pub async fn run(options: TunnelOptions, shutdown: Shutdown) {
 }
 
 async fn keep_open(index: usize, options: TunnelOptions, mut shutdown: Shutdown) {
-    let mut transport = Backoff::transport();
-    let mut refused = Backoff::refused();
+    let mut reconnect = Reconnect::default();
     loop {
         let started = Instant::now();
-        let delay = match open(&options, shutdown.clone()).await {
+        let result = open(&options, shutdown.clone()).await;
+        let lasted = started.elapsed();
+        let wait = match result {
             Ok(()) if shutdown.is_signalled() => return,
             Ok(()) => {
-                tracing::info!(tunnel = index, "tunnel closed by kas");
-                transport.next_delay()
+                let wait = reconnect.wait_after(Ended::Failed, lasted);
+                tracing::info!(tunnel = index, retry_in = ?wait.at_most(), "tunnel closed by kas");
+                wait
             }
-            Err(TunnelDialError::Refused(reason)) => {
-                let delay = refused.next_delay();
-                tracing::error!(tunnel = index, reason = %reason, retry_in = ?delay, "kas refused the tunnel");
-                delay
+            Err(DialError::Refused(reason)) => {
+                let wait = reconnect.wait_after(Ended::Refused, lasted);
+                tracing::error!(tunnel = index, reason = %reason, retry_in = ?wait.at_most(), "kas refused the tunnel");
+                wait
             }
-            Err(TunnelDialError::Failed(e)) => {
-                let delay = transport.next_delay();
-                tracing::warn!(tunnel = index, error = format!("{e:#}"), retry_in = ?delay, "tunnel failed");
-                delay
+            Err(DialError::Unreachable(e)) => {
+                let wait = reconnect.wait_after(Ended::Unreachable, lasted);
+                tracing::warn!(tunnel = index, error = format!("{e:#}"), retry_in = ?wait.at_most(), "kas is unreachable; retrying the tunnel as soon as its address answers");
+                wait
+            }
+            Err(DialError::Failed(e)) => {
+                let wait = reconnect.wait_after(Ended::Failed, lasted);
+                tracing::warn!(tunnel = index, error = format!("{e:#}"), retry_in = ?wait.at_most(), "tunnel failed");
+                wait
             }
         };
-        if started.elapsed() >= HEALTHY_AFTER {
-            transport.reset();
-            refused.reset();
-        }
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            _ = backoff::wait_out(wait, || options.kas_address.probe()) => {}
             _ = shutdown.signalled() => return,
         }
     }
 }
 
 /// Opens one tunnel and serves it until it ends.
-async fn open(options: &TunnelOptions, mut shutdown: Shutdown) -> Result<(), TunnelDialError> {
+async fn open(options: &TunnelOptions, mut shutdown: Shutdown) -> Result<(), DialError> {
     let token = options.token.read()?;
     let ca = read_ca(options.ca_cert.as_deref())?;
     let io = tokio::select! {
@@ -87,5 +88,13 @@ async fn open(options: &TunnelOptions, mut shutdown: Shutdown) -> Result<(), Tun
         stop.signalled().await
     })
     .await
-    .map_err(|e| TunnelDialError::Failed(anyhow::Error::from(e).context("tunnel connection")))
+    .map_err(|e| {
+        // A kas gone silent (its PINGs unanswered) is the network.
+        let silent = went_silent(&e);
+        let e = anyhow::Error::from(e).context("tunnel connection");
+        match silent {
+            true => DialError::Unreachable(e.context("kas went silent")),
+            false => DialError::Failed(e),
+        }
+    })
 }

@@ -2,11 +2,13 @@
 //! this process, each with its own token, TCP+TLS connection and session,
 //! connect to a release-built kas started for each N. Reports the time until
 //! all are connected (and configured), kas's RSS per connected agent, and
-//! kas's CPU while the agents sit idle (pinging every 10 s, as agentk does).
+//! kas's CPU while the agents sit idle (pinging every 10 s and keeping
+//! HTTP/2 keepalive, as agentk does).
 //!
 //! Run: `cargo build --release --bins && cargo bench -p tether-e2e --bench
-//! agents` (`-- 100 1000` for other sizes). Not a test: it prints figures
-//! and asserts nothing about them.
+//! agents` (`-- 100 1000` for other sizes, `--idle=60` for a longer idle
+//! window than 20 s, `--tunnel` for a tunnel per agent too, as agentk
+//! holds). Not a test: it prints figures and asserts nothing about them.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -23,13 +25,17 @@ use tokio::sync::{Semaphore, mpsc};
 /// Handshakes in flight at once, as a fleet reconnecting after a kas restart
 /// would be spread out by its backoff jitter.
 const CONCURRENT_HANDSHAKES: usize = 64;
+/// How long kas's CPU is measured with every agent idle, unless `--idle=`.
 const IDLE_WINDOW: Duration = Duration::from_secs(20);
 
 fn main() -> anyhow::Result<()> {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let idle = match args.iter().find_map(|a| a.strip_prefix("--idle=")) {
+        Some(seconds) => Duration::from_secs(seconds.parse()?),
+        None => IDLE_WINDOW,
+    };
+    let tunnel = args.iter().any(|a| a == "--tunnel");
     let sizes = if sizes.is_empty() {
         vec![100, 1000, 5000]
     } else {
@@ -44,7 +50,7 @@ fn main() -> anyhow::Result<()> {
         "agents", "connect", "configured", "p50 conn", "p99 conn", "RSS/agent", "idle CPU"
     );
     for n in sizes {
-        let r = runtime.block_on(run(n))?;
+        let r = runtime.block_on(run(n, idle, tunnel))?;
         println!(
             "{:>6} | {:>8.2} s | {:>9.2} s | {:>6.1} ms | {:>6.1} ms | {:>8.1} KiB | {:>11.2} %",
             n,
@@ -75,7 +81,7 @@ struct Figures {
     idle_cpu_percent: f64,
 }
 
-async fn run(n: usize) -> anyhow::Result<Figures> {
+async fn run(n: usize, idle: Duration, tunnel: bool) -> anyhow::Result<Figures> {
     let dir = tempfile::tempdir()?;
     let repo = dir.path().join("config");
     tether_testenv::git::new_repo(&repo);
@@ -127,7 +133,10 @@ async fn run(n: usize) -> anyhow::Result<Figures> {
     let ca = std::fs::read(data.join("agent-ca.crt"))?;
     let endpoints = Arc::new(Endpoints::new(vec![agent], &ca, "localhost")?);
     let options = Options {
-        tunnel: None,
+        tunnel: match tunnel {
+            true => Some(sim::FakeCluster::start().await?),
+            false => None,
+        },
         handshakes: Some(Arc::new(Semaphore::new(CONCURRENT_HANDSHAKES))),
     };
     let (events, mut event_rx) = mpsc::unbounded_channel();
@@ -178,10 +187,9 @@ async fn run(n: usize) -> anyhow::Result<Figures> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_after = memory_kib(pid, "VmRSS");
     let cpu_before = cpu_time(pid);
-    tokio::time::sleep(IDLE_WINDOW).await;
+    tokio::time::sleep(idle).await;
     let cpu_after = cpu_time(pid);
-    let idle_cpu_percent =
-        (cpu_after - cpu_before).as_secs_f64() / IDLE_WINDOW.as_secs_f64() * 100.0;
+    let idle_cpu_percent = (cpu_after - cpu_before).as_secs_f64() / idle.as_secs_f64() * 100.0;
 
     for a in &agents {
         a.abort();

@@ -124,9 +124,14 @@ async fn connect_once(
         None => None,
     };
     let started = Instant::now();
+    // agentk's HTTP/2 settings, so that its keepalive PINGs are in the
+    // idle cost measured.
     let channel = Endpoint::from_shared(format!("https://{addr}"))?
         .tls_config(endpoints.grpc.clone())?
         .connect_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(tether_tunnel::KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(tether_tunnel::KEEPALIVE_TIMEOUT)
+        .http2_adaptive_window(true)
         .connect()
         .await?;
     let raw::Session { tx, mut inbound } =
