@@ -21,7 +21,11 @@ mod validate;
 
 pub use duration::parse as parse_duration;
 pub use error::{ConfigError, Problem, Warning};
-pub use names::{AgentNameError, config_path, validate_agent_name, validate_project_id};
+pub use names::{
+    AgentNameError, ChartSegmentError, MAX_CHART_SEGMENT_LEN, config_path,
+    notification_secret_group, notification_secret_name_problem, validate_agent_name,
+    validate_chart_name, validate_chart_version, validate_project_id,
+};
 pub use renders::{MAX_RENDERS_PER_PROJECT, MAX_VALUES_FILES};
 pub use schema::*;
 pub use validate::MAX_PATHS_PER_PROJECT;

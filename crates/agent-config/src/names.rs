@@ -91,6 +91,122 @@ pub fn validate_project_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest top-level group a notification secret is scoped to (a project
+/// id's first segment).
+const MAX_SECRET_GROUP_LEN: usize = 255;
+
+/// Why `name` cannot be a notification secret's: `NAME`, a kas-wide secret
+/// that only kas's settings file may name, or `GROUP/NAME`, a secret of one
+/// top-level group, which agents configured in that group's projects may
+/// name. `NAME` is an RFC 1123 label; `GROUP` is a project id's first
+/// segment.
+pub fn notification_secret_name_problem(name: &str) -> Option<String> {
+    let (group, label) = match name.split_once('/') {
+        Some((group, label)) => (Some(group), label),
+        None => (None, name),
+    };
+    if let Some(group) = group {
+        let shaped = !group.is_empty()
+            && group.len() <= MAX_SECRET_GROUP_LEN
+            && group != "."
+            && group != ".."
+            && group
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !shaped {
+            return Some(
+                "the part before '/' must be a top-level group: letters, digits, '.', '_' and '-'"
+                    .into(),
+            );
+        }
+    }
+    dns_label_problem(label).map(|reason| match group {
+        Some(_) => format!("the part after '/': {reason}"),
+        None => reason.to_owned(),
+    })
+}
+
+/// The top-level group a notification secret belongs to (`team` of
+/// `team/alerts`); `None` for a kas-wide secret.
+pub fn notification_secret_group(name: &str) -> Option<&str> {
+    name.split_once('/').map(|(group, _)| group)
+}
+
+/// Longest chart name or version: an OCI tag's bound, far above any
+/// published chart's.
+pub const MAX_CHART_SEGMENT_LEN: usize = 128;
+
+/// Why a chart's name or version from a config cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is not a chart {what} ({reason})")]
+pub struct ChartSegmentError {
+    /// `name` or `version`.
+    pub what: &'static str,
+    pub value: String,
+    pub reason: &'static str,
+}
+
+/// A chart's name in its repository. It becomes a file name on kas and the
+/// last segment of a URL path (`/v2/<repository>/<name>/manifests/…`), so
+/// it must be exactly one segment: letters, digits, `.`, `_` and `-`,
+/// starting with a letter or digit, without `..`, at most 128 characters.
+/// Every name Helm creates (`helm create` allows `[A-Za-z0-9._-]`) passes.
+pub fn validate_chart_name(name: &str) -> Result<(), ChartSegmentError> {
+    chart_segment(
+        "name",
+        name,
+        b"._-",
+        "only letters, digits, '.', '_' and '-' are allowed",
+    )
+}
+
+/// A chart's exact version: SemVer as Helm writes it (`v1.2.3-rc.1+b7`),
+/// held to the same single segment as a name (`+` allowed too).
+pub fn validate_chart_version(version: &str) -> Result<(), ChartSegmentError> {
+    chart_segment(
+        "version",
+        version,
+        b"._-+",
+        "only letters, digits, '.', '_', '-' and '+' are allowed",
+    )
+}
+
+fn chart_segment(
+    what: &'static str,
+    value: &str,
+    punctuation: &[u8],
+    allowed: &'static str,
+) -> Result<(), ChartSegmentError> {
+    let reason = if value.is_empty() {
+        Some("it is empty")
+    } else if value.len() > MAX_CHART_SEGMENT_LEN {
+        Some("it is longer than 128 characters")
+    } else if !value
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
+    {
+        Some("it must start with a letter or digit")
+    } else if value.contains("..") {
+        Some("'..' is not allowed")
+    } else if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || punctuation.contains(&b))
+    {
+        Some(allowed)
+    } else {
+        None
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(ChartSegmentError {
+            what,
+            value: value.to_owned(),
+            reason,
+        }),
+    }
+}
+
 /// The config file of `agent` inside its configuration repository.
 pub fn config_path(agent: &str) -> String {
     format!(".gitlab/agents/{agent}/config.yaml")
@@ -138,6 +254,85 @@ mod tests {
         ] {
             assert!(validate_project_id(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn notification_secrets_are_kas_wide_or_of_one_group() {
+        for ok in ["audit", "team/alerts", "Team.A_b-1/ops-slack"] {
+            assert_eq!(notification_secret_name_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "/alerts",
+            "team/",
+            "team/a/b",
+            "../alerts",
+            "./alerts",
+            "team/Alerts",
+            "a b/alerts",
+            "https://hooks.example.com/x",
+            &format!("team/{}", "a".repeat(64)),
+        ] {
+            assert!(notification_secret_name_problem(bad).is_some(), "{bad}");
+        }
+        assert_eq!(notification_secret_group("team/alerts"), Some("team"));
+        assert_eq!(notification_secret_group("audit"), None);
+    }
+
+    #[test]
+    fn chart_names_and_versions_are_one_safe_segment() {
+        for ok in [
+            "redis",
+            "kube-prometheus-stack",
+            "cert_manager.crds",
+            "0x",
+            &"a".repeat(128),
+        ] {
+            assert_eq!(validate_chart_name(ok), Ok(()), "{ok}");
+        }
+        for ok in ["19.6.4", "v1.2.3", "1.0.0-rc.1+build.7", "2024.1"] {
+            assert_eq!(validate_chart_version(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "..",
+            "../../../var/lib/kas/x",
+            "a/b",
+            "/abs",
+            "a\\b",
+            "a..b",
+            ".hidden",
+            "-flag",
+            "a b",
+            "a\tb",
+            "a\nb",
+            "a\0b",
+            "%2e%2e",
+            "a?b",
+            "a#b",
+            "web+1",
+            "wéb",
+            &"a".repeat(129),
+        ] {
+            assert!(validate_chart_name(bad).is_err(), "name {bad:?}");
+        }
+        for bad in [
+            "",
+            "..",
+            "1.0.0/../x",
+            "1.0.0\u{7f}",
+            "1 .0",
+            "^1.2",
+            "1.0?x",
+            &"1".repeat(129),
+        ] {
+            assert!(validate_chart_version(bad).is_err(), "version {bad:?}");
+        }
+        let error = validate_chart_name("../x").expect_err("refused");
+        assert_eq!(
+            error.to_string(),
+            "\"../x\" is not a chart name (it must start with a letter or digit)"
+        );
     }
 
     #[test]

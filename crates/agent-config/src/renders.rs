@@ -121,11 +121,17 @@ fn helm_chart(found: &mut Findings, at: &str, chart: &mut HelmChart) {
                     "charts from http:// travel unencrypted; kas checks their digest against the repository's index only",
                 );
             }
-            if chart.chart.as_deref().is_none_or(|c| c.trim().is_empty()) {
-                found.problem(
+            match chart.chart.as_deref().filter(|c| !c.trim().is_empty()) {
+                None => found.problem(
                     format!("{at}.chart"),
                     "the chart's name in the repository is required",
-                );
+                ),
+                // It becomes a file name on kas and a segment of a URL.
+                Some(name) => {
+                    if let Err(e) = crate::names::validate_chart_name(name) {
+                        found.problem(format!("{at}.chart"), e.to_string());
+                    }
+                }
             }
             match chart.version.as_deref().map(str::trim) {
                 None | Some("") => found.problem(
@@ -141,7 +147,13 @@ fn helm_chart(found: &mut Findings, at: &str, chart: &mut HelmChart) {
                         format!("{v:?} is a range; give the exact version, so that a commit always renders the same"),
                     );
                 }
-                Some(_) => {}
+                // Untrimmed, as kas fetches it: a file name and a URL segment.
+                Some(_) => {
+                    let version = chart.version.as_deref().unwrap_or_default();
+                    if let Err(e) = crate::names::validate_chart_version(version) {
+                        found.problem(format!("{at}.version"), e.to_string());
+                    }
+                }
             }
         }
     }

@@ -41,7 +41,9 @@ pub struct AgentConfig {
 pub struct Notification {
     pub provider: NotificationProvider,
     /// The name of a notification secret kas holds
-    /// (`kas notifications secret set NAME`).
+    /// (`kas notifications secret set GROUP/NAME`). An agent's config may
+    /// name only secrets of its own top-level group; a name without a
+    /// group is a kas-wide secret, for kas's settings file alone.
     pub url_secret: String,
     /// The events sent; empty: all of them.
     #[serde(skip_serializing_if = "Vec::is_empty")]

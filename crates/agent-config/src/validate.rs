@@ -66,7 +66,7 @@ pub(crate) fn validate(config: &mut AgentConfig) -> Findings {
                 format!("notifications[{i}].url_secret"),
                 "this is a URL: put it in kas (`kas notifications secret set NAME`) and name it here",
             );
-        } else if let Some(reason) = crate::names::dns_label_problem(secret) {
+        } else if let Some(reason) = crate::names::notification_secret_name_problem(secret) {
             found.problem(
                 format!("notifications[{i}].url_secret"),
                 format!("{secret:?} is not a secret's name ({reason})"),

@@ -514,6 +514,31 @@ fn a_chart_or_kustomization_that_cannot_render_is_refused_by_field() {
             "not an https://",
         ),
         (
+            "    helm_charts: [{ repository: 'https://x', chart: '../x', version: 1.0.0, release_name: a }]\n",
+            "helm_charts[0].chart",
+            "not a chart name",
+        ),
+        (
+            "    helm_charts: [{ repository: 'https://x', chart: 'a/b', version: 1.0.0, release_name: a }]\n",
+            "helm_charts[0].chart",
+            "not a chart name",
+        ),
+        (
+            "    helm_charts: [{ repository: 'https://x', chart: \"a\\tb\", version: 1.0.0, release_name: a }]\n",
+            "helm_charts[0].chart",
+            "not a chart name",
+        ),
+        (
+            "    helm_charts: [{ repository: 'https://x', chart: c, version: '1.0.0/../x', release_name: a }]\n",
+            "helm_charts[0].version",
+            "not a chart version",
+        ),
+        (
+            "    helm_charts: [{ repository: 'https://x', chart: c, version: '..', release_name: a }]\n",
+            "helm_charts[0].version",
+            "not a chart version",
+        ),
+        (
             "    helm_charts: [{ path: c }]\n",
             "helm_charts[0].release_name",
             "required",
@@ -557,6 +582,66 @@ fn a_chart_or_kustomization_that_cannot_render_is_refused_by_field() {
                 .any(|p| p.contains(path) && p.contains(message)),
             "{yaml}: expected {path}: …{message}…, got {problems:?}"
         );
+    }
+}
+
+#[test]
+fn a_chart_name_or_version_that_is_not_one_path_segment_is_refused_with_its_place() {
+    let text = r#"
+gitops:
+  manifest_projects:
+  - id: a/b
+    helm_charts:
+    - repository: https://charts.example.com
+      chart: ../../../var/lib/kas/x
+      version: 1.0.0
+      release_name: one
+    - repository: oci://registry.example.com/charts
+      chart: web
+      version: 1.0.0/../../other
+      release_name: two
+      render_on: agent
+"#;
+    let Err(ConfigError::Invalid(problems)) = parse(text) else {
+        panic!("expected both to be refused");
+    };
+    let found: Vec<(&str, Option<usize>, Option<usize>)> = problems
+        .iter()
+        .map(|p| (p.path.as_str(), p.line, p.column))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "gitops.manifest_projects[0].helm_charts[0].chart",
+                Some(7),
+                Some(14)
+            ),
+            (
+                "gitops.manifest_projects[0].helm_charts[1].version",
+                Some(12),
+                Some(16)
+            ),
+        ]
+    );
+    assert!(problems[0].message.contains("chart name"), "{problems:?}");
+    assert!(
+        problems[1].message.contains("chart version"),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn chart_names_and_versions_as_repositories_publish_them_are_accepted() {
+    for (chart, version) in [
+        ("redis", "19.6.4"),
+        ("kube-prometheus-stack", "v65.1.0"),
+        ("cert_manager.crds", "1.0.0-rc.1+build.7"),
+    ] {
+        let text = format!(
+            "gitops:\n  manifest_projects:\n  - id: a/b\n    helm_charts:\n    - {{ repository: 'https://x', chart: '{chart}', version: '{version}', release_name: a }}\n"
+        );
+        parse(&text).unwrap_or_else(|e| panic!("{chart} {version}: {e}"));
     }
 }
 

@@ -3,14 +3,23 @@
 //! the archive is downloaded (bounded, with a deadline) and checked against
 //! the digest, and helm is handed a file. So helm never reaches the
 //! network, and only the repositories a config names are contacted.
+//!
+//! A chart's name and version reach a file name and URLs only as
+//! [`ChartName`] and [`ChartVersion`], each one checked path segment. An
+//! archive for an agent (`render_on: agent`) needs the index's digest and
+//! must be the chart ([`crate::chart_archive`]); what was kept for kas
+//! without either is fetched or checked again before an agent gets it.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use http_body_util::{BodyExt, Limited};
 use ring::digest;
+use tether_agent_config::{ChartSegmentError, validate_chart_name, validate_chart_version};
 
+use crate::chart_archive;
 use crate::client::{FETCH_TIMEOUT, Https, MAX_CHART_BYTES};
 use serde_json::Value;
 
@@ -20,13 +29,41 @@ const MAX_INDEX_BYTES: usize = 32 << 20;
 /// Archives kept in memory, by repository, chart and version.
 const MAX_KEPT: usize = 64;
 
-/// Archives by key, with when they were fetched.
-type Kept = HashMap<String, (Instant, Arc<Vec<u8>>)>;
+/// A chart's name from a config, checked to be one path segment
+/// ([`validate_chart_name`]): the only form in which a name reaches a file
+/// name or a URL, whatever validated the config before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChartName(String);
+
+/// A chart's exact version from a config, checked like a name
+/// ([`validate_chart_version`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChartVersion(String);
+
+/// Whether a fetch needs the index to give the archive's digest: a chart
+/// rendered on kas is checked against it when given (helm reads it in the
+/// sandbox); one sent to an agent is sent only when it was checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Digest {
+    IfGiven,
+    Required,
+}
+
+/// One archive kept, and what it was checked for.
+#[derive(Clone)]
+struct Kept {
+    at: Instant,
+    archive: Arc<Vec<u8>>,
+    /// Against a digest the index or the registry gave.
+    digest_checked: bool,
+    /// By [`chart_archive::check`], for agents.
+    is_chart: bool,
+}
 
 /// Fetches and keeps chart archives.
 pub struct Fetcher {
     client: Https,
-    kept: Mutex<Kept>,
+    kept: Mutex<HashMap<String, Kept>>,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -48,70 +85,201 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn key(repository: &str, chart: &ChartName, version: &ChartVersion) -> String {
+    format!("{repository}\n{chart}\n{version}")
+}
+
+// === impl ChartName ===
+
+impl ChartName {
+    pub fn parse(name: &str) -> Result<Self, ChartSegmentError> {
+        validate_chart_name(name).map(|()| ChartName(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ChartName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+// === impl ChartVersion ===
+
+impl ChartVersion {
+    pub fn parse(version: &str) -> Result<Self, ChartSegmentError> {
+        validate_chart_version(version).map(|()| ChartVersion(version.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ChartVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The file a fetched archive is written to: `<name>-<version>.tgz`, one
+/// segment, since both parts are.
+pub fn archive_file_name(chart: &ChartName, version: &ChartVersion) -> String {
+    format!("{chart}-{version}.tgz")
+}
+
+// === impl Fetcher ===
+
 impl Fetcher {
     /// The archive of `chart` at exactly `version` in `repository`: an
     /// HTTP(S) chart repository (`index.yaml`) or an OCI registry
-    /// (`oci://…`), checked against its digest; kept for later renders.
+    /// (`oci://…`), checked against its digest when the index gives one;
+    /// kept for later renders. For helm on kas.
     pub async fn archive(
         &self,
         repository: &str,
-        chart: &str,
-        version: &str,
+        chart: &ChartName,
+        version: &ChartVersion,
     ) -> Result<Arc<Vec<u8>>, String> {
-        let key = format!("{repository}\n{chart}\n{version}");
-        if let Some((_, bytes)) = lock(&self.kept).get(&key) {
-            return Ok(bytes.clone());
-        }
-        let archive = Arc::new(match repository.starts_with("oci://") {
-            true => crate::oci::archive(&self.client, repository, chart, version).await?,
-            false => self.listed_archive(repository, chart, version).await?,
-        });
-        self.keep(key, archive.clone());
-        Ok(archive)
+        let kept = self
+            .fetch(repository, chart, version, Digest::IfGiven)
+            .await?;
+        Ok(kept.archive)
     }
 
-    fn keep(&self, key: String, archive: Arc<Vec<u8>>) {
+    /// The archive of `chart` at `version` for an agent that renders it
+    /// (`render_on: agent`): only one whose digest was checked (an index
+    /// without one is refused before the archive is downloaded) and that
+    /// is the chart ([`chart_archive::check`]).
+    pub async fn archive_for_agent(
+        &self,
+        repository: &str,
+        chart: &ChartName,
+        version: &ChartVersion,
+    ) -> Result<Arc<Vec<u8>>, String> {
+        let kept = self
+            .fetch(repository, chart, version, Digest::Required)
+            .await?;
+        if !kept.is_chart {
+            let (archive, name) = (kept.archive.clone(), chart.clone());
+            tokio::task::spawn_blocking(move || {
+                chart_archive::check(&archive, &name, chart_archive::Bounds::default())
+            })
+            .await
+            .map_err(|_| "checking the archive was interrupted".to_owned())?
+            .map_err(|e| {
+                format!("the archive of chart {chart} {version} is not sent to the agent: {e}")
+            })?;
+            // Only the very bytes checked: the entry may have been evicted
+            // and fetched again meanwhile.
+            if let Some(entry) = lock(&self.kept).get_mut(&key(repository, chart, version))
+                && Arc::ptr_eq(&entry.archive, &kept.archive)
+            {
+                entry.is_chart = true;
+            }
+        }
+        Ok(kept.archive)
+    }
+
+    /// The archive an agent may be sent as it is kept, if it is: no fetch
+    /// and no check needed.
+    pub fn kept_for_agent(
+        &self,
+        repository: &str,
+        chart: &ChartName,
+        version: &ChartVersion,
+    ) -> Option<Arc<Vec<u8>>> {
+        lock(&self.kept)
+            .get(&key(repository, chart, version))
+            .filter(|k| k.digest_checked && k.is_chart)
+            .map(|k| k.archive.clone())
+    }
+
+    async fn fetch(
+        &self,
+        repository: &str,
+        chart: &ChartName,
+        version: &ChartVersion,
+        needs: Digest,
+    ) -> Result<Kept, String> {
+        let key = key(repository, chart, version);
+        if let Some(kept) = lock(&self.kept).get(&key)
+            && (kept.digest_checked || needs == Digest::IfGiven)
+        {
+            return Ok(kept.clone());
+        }
+        let (archive, digest_checked) = match repository.starts_with("oci://") {
+            true => (
+                crate::oci::archive(&self.client, repository, chart, version).await?,
+                true,
+            ),
+            false => {
+                self.listed_archive(repository, chart, version, needs)
+                    .await?
+            }
+        };
+        let kept = Kept {
+            at: Instant::now(),
+            archive: Arc::new(archive),
+            digest_checked,
+            is_chart: false,
+        };
+        self.keep(key, kept.clone());
+        Ok(kept)
+    }
+
+    fn keep(&self, key: String, archive: Kept) {
         let mut kept = lock(&self.kept);
         if kept.len() >= MAX_KEPT
             && let Some(oldest) = kept
                 .iter()
-                .min_by_key(|(_, (at, _))| *at)
+                .min_by_key(|(_, k)| k.at)
                 .map(|(k, _)| k.clone())
         {
             kept.remove(&oldest);
         }
-        kept.insert(key, (Instant::now(), archive));
+        kept.insert(key, archive);
     }
 
     /// The archive of `chart` at `version` as the repository's
-    /// `index.yaml` names it, checked against the digest it gives.
+    /// `index.yaml` names it, checked against the digest it gives; and
+    /// whether it gave one.
     async fn listed_archive(
         &self,
         repository: &str,
-        chart: &str,
-        version: &str,
-    ) -> Result<Vec<u8>, String> {
+        chart: &ChartName,
+        version: &ChartVersion,
+        needs: Digest,
+    ) -> Result<(Vec<u8>, bool), String> {
         let base = repository.trim_end_matches('/');
         let index = self
             .get(&format!("{base}/index.yaml"), MAX_INDEX_BYTES)
             .await?;
         let index = std::str::from_utf8(&index).map_err(|_| "index.yaml is not text".to_owned())?;
-        let (url, expected) = find(index, chart, version)?;
+        let (url, expected) = find(index, chart.as_str(), version.as_str())?;
+        if expected.is_none() && needs == Digest::Required {
+            return Err(format!(
+                "chart {chart} {version} has no digest in {base}/index.yaml: a chart an agent renders (render_on: agent) is sent only once kas has checked its digest"
+            ));
+        }
         let url = if url.contains("://") {
             url
         } else {
             format!("{base}/{}", url.trim_start_matches('/'))
         };
         let archive = self.get(&url, MAX_CHART_BYTES).await?;
-        if let Some(expected) = expected {
+        if let Some(expected) = &expected {
             let actual = hex(digest::digest(&digest::SHA256, &archive).as_ref());
-            if !actual.eq_ignore_ascii_case(&expected) {
+            if !actual.eq_ignore_ascii_case(expected) {
                 return Err(format!(
                     "{url}: digest {actual} is not the {expected} that index.yaml gives"
                 ));
             }
         }
-        Ok(archive)
+        Ok((archive, expected.is_some()))
     }
 
     async fn get(&self, url: &str, limit: usize) -> Result<Vec<u8>, String> {

@@ -13,15 +13,20 @@
 //! deadline, an address-space limit and bounded output; at most a few at
 //! once. Charts from chart repositories and OCI registries are fetched by
 //! kas ([`charts`]), so helm never reaches the network. Helm's hooks become Tether's order
-//! ([`objects`]).
+//! ([`objects`]). A chart an agent renders itself is fetched under the same
+//! bound on work at once, and sent only when its digest was checked and it
+//! is that chart ([`chart_archive`]).
 //!
 //! A project's renders succeed together or not at all: an error names the
 //! chart or kustomization, the file when there is one, and the tool's
 //! message, and nothing of that commit is sent to the agent.
 
 pub mod cache;
+pub mod chart_archive;
 pub mod charts;
 mod client;
+#[cfg(test)]
+mod fixtures;
 pub mod helm;
 pub mod kustomize;
 pub mod metrics;
@@ -257,7 +262,8 @@ impl Renderer {
     }
 
     /// The chart's folder in the export, or its archive fetched into the
-    /// run's folder.
+    /// run's folder (under the name and version as checked: one segment
+    /// each, so the file is a child of `home`).
     async fn chart_source(
         &self,
         repo: &Path,
@@ -272,36 +278,72 @@ impl Renderer {
         if let Some(path) = &chart.path {
             return Ok(repo.join(path));
         }
-        let archive = self.fetch_chart(chart).await?;
-        let file = home.join(format!(
-            "{}-{}.tgz",
-            chart.chart.as_deref().unwrap_or("chart"),
-            chart.version.as_deref().unwrap_or("0")
-        ));
+        let (repository, name, version) = fetchable(chart)?;
+        let archive = self
+            .fetcher
+            .archive(repository, &name, &version)
+            .await
+            .map_err(fail)?;
+        let file = home.join(charts::archive_file_name(&name, &version));
+        if file.parent() != Some(home) {
+            return Err(fail(format!("refusing to write the archive as {file:?}")));
+        }
         std::fs::write(&file, archive.as_slice())
             .map_err(|e| fail(format!("writing the archive: {e}")))?;
         Ok(file)
     }
 
-    /// The archive of a chart from a chart repository or OCI registry,
-    /// digest-checked (for a chart rendered on kas, or sent to an agent
-    /// that renders it).
-    pub async fn fetch_chart(&self, chart: &HelmChart) -> Result<Arc<Vec<u8>>, RenderError> {
+    /// The archive of a chart from a chart repository or OCI registry, for
+    /// an agent that renders it (`render_on: agent`): digest-checked (the
+    /// index must give one) and checked to be the chart
+    /// ([`chart_archive::check`]). A fetch takes a render slot like a
+    /// render does (it may read a 32 MiB index and unpack the archive), so
+    /// agents' charts never add to the renders at once; an archive already
+    /// kept and checked needs none.
+    pub async fn fetch_chart_for_agent(
+        &self,
+        chart: &HelmChart,
+    ) -> Result<Arc<Vec<u8>>, RenderError> {
         let fail = |message: String| RenderError {
             what: helm::describe(chart),
             file: None,
             message,
         };
-        let (Some(repository), Some(name), Some(version)) =
-            (&chart.repository, &chart.chart, &chart.version)
-        else {
-            return Err(fail("the chart has neither path nor repository".into()));
-        };
+        let (repository, name, version) = fetchable(chart)?;
+        if let Some(kept) = self.fetcher.kept_for_agent(repository, &name, &version) {
+            return Ok(kept);
+        }
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| fail("kas is stopping".into()))?;
         self.fetcher
-            .archive(repository, name, version)
+            .archive_for_agent(repository, &name, &version)
             .await
             .map_err(fail)
     }
+}
+
+/// A chart's repository, name and version, the last two checked: a
+/// name or version that is not one safe segment is refused here too, so
+/// nothing of a config is joined to a path or a URL unchecked.
+fn fetchable(
+    chart: &HelmChart,
+) -> Result<(&str, charts::ChartName, charts::ChartVersion), RenderError> {
+    let fail = |message: String| RenderError {
+        what: helm::describe(chart),
+        file: None,
+        message,
+    };
+    let (Some(repository), Some(name), Some(version)) =
+        (&chart.repository, &chart.chart, &chart.version)
+    else {
+        return Err(fail("the chart has neither path nor repository".into()));
+    };
+    let name = charts::ChartName::parse(name).map_err(|e| fail(e.to_string()))?;
+    let version = charts::ChartVersion::parse(version).map_err(|e| fail(e.to_string()))?;
+    Ok((repository, name, version))
 }
 
 /// Rendered files are cut to about this size: an agent takes files up to
@@ -383,6 +425,214 @@ fn export(repo: &Path, files: Files) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{ChartRepository, index, sha256};
+
+    /// A renderer whose tools are never run: these tests only fetch.
+    fn renderer(concurrency: usize) -> Renderer {
+        let tool = |name: &str| {
+            Ok(Tool {
+                path: PathBuf::from(format!("/nonexistent/{name}")),
+                target: None,
+                version: "test".into(),
+            })
+        };
+        let mut settings = Settings::new(None, None);
+        settings.concurrency = concurrency;
+        let tools = RenderTools {
+            helm: tool("helm"),
+            kustomize: tool("kustomize"),
+        };
+        Renderer::new(settings, &tools, RenderMetrics::default()).expect("a renderer")
+    }
+
+    fn from_repository(url: &str, chart: &str, version: &str) -> HelmChart {
+        HelmChart {
+            repository: Some(url.to_owned()),
+            chart: Some(chart.to_owned()),
+            version: Some(version.to_owned()),
+            release_name: "web".into(),
+            ..HelmChart::default()
+        }
+    }
+
+    /// A repository serving `archive` as `web.tgz` under the name `chart`.
+    async fn repository(chart: &str, archive: Vec<u8>, digest: bool) -> ChartRepository {
+        let digest = digest.then(|| sha256(&archive));
+        ChartRepository::serve(vec![
+            (
+                "index.yaml".into(),
+                index(chart, "1.0.0", "web.tgz", digest.as_deref()),
+            ),
+            ("web.tgz".into(), archive),
+        ])
+        .await
+    }
+
+    /// Every file under `root`, recursively.
+    fn files_under(root: &Path) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut folders = vec![root.to_owned()];
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(&folder).expect("readable").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    folders.push(path);
+                } else {
+                    found.push(path);
+                }
+            }
+        }
+        found
+    }
+
+    #[tokio::test]
+    async fn a_chart_name_that_climbs_out_is_refused_and_nothing_is_written_outside() {
+        let name = "../../../escaped";
+        let repository = repository(name, crate::fixtures::chart("web"), true).await;
+        let root = tempfile::tempdir().expect("a folder");
+        let home = root.path().join("kas/work/run/helm-0");
+        std::fs::create_dir_all(&home).expect("a folder");
+        let repo = root.path().join("kas/work/run/repo");
+        let chart = from_repository(&repository.url, name, "1.0.0");
+
+        let refused = renderer(2).chart_source(&repo, &home, &chart).await;
+
+        let outside: Vec<PathBuf> = files_under(root.path())
+            .into_iter()
+            .filter(|f| !f.starts_with(&home))
+            .collect();
+        assert_eq!(
+            outside,
+            Vec::<PathBuf>::new(),
+            "nothing outside the run's folder"
+        );
+        let error = refused.expect_err("a climbing chart name is refused");
+        assert!(error.message.contains("chart name"), "{error}");
+        assert_eq!(
+            repository.asked(),
+            Vec::<String>::new(),
+            "refused before anything is fetched"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chart_for_the_agent_needs_the_digest_from_the_index() {
+        let repository = repository("web", crate::fixtures::chart("web"), false).await;
+        let chart = from_repository(&repository.url, "web", "1.0.0");
+
+        let refused = renderer(2).fetch_chart_for_agent(&chart).await;
+
+        let error = refused
+            .expect_err("no digest, nothing forwarded")
+            .to_string();
+        assert!(
+            error.contains("web 1.0.0") && error.contains("no digest"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_archive_that_is_not_a_chart_is_not_forwarded_to_the_agent() {
+        use crate::fixtures::{Entry, archive};
+        let not_charts = [
+            ("not gzip", b"<html>a login page</html>".to_vec()),
+            (
+                "no Chart.yaml",
+                archive(&[Entry::file("web/values.yaml", b"a: 1\n")]),
+            ),
+            (
+                "another chart's Chart.yaml",
+                crate::fixtures::chart("other"),
+            ),
+            (
+                "an entry climbing out",
+                archive(&[
+                    Entry::file("web/Chart.yaml", b"name: web\n"),
+                    Entry::file("web/../../etc/cron.d/x", b"* * * * * root id\n"),
+                ]),
+            ),
+        ];
+        let mut forwarded = Vec::new();
+        for (what, bytes) in not_charts {
+            let repository = repository("web", bytes, true).await;
+            let chart = from_repository(&repository.url, "web", "1.0.0");
+
+            if renderer(2).fetch_chart_for_agent(&chart).await.is_ok() {
+                forwarded.push(what);
+            }
+        }
+        assert_eq!(forwarded, Vec::<&str>::new(), "forwarded to the agent");
+    }
+
+    #[tokio::test]
+    async fn an_archive_kept_for_kas_without_a_digest_is_not_sent_to_an_agent() {
+        let repository = repository("web", crate::fixtures::chart("web"), false).await;
+        let chart = from_repository(&repository.url, "web", "1.0.0");
+        let renderer = renderer(2);
+        let (name, version) = (
+            charts::ChartName::parse("web").expect("a name"),
+            charts::ChartVersion::parse("1.0.0").expect("a version"),
+        );
+        renderer
+            .fetcher
+            .archive(&repository.url, &name, &version)
+            .await
+            .expect("kas renders a chart whose index gives no digest");
+
+        let refused = renderer.fetch_chart_for_agent(&chart).await;
+
+        assert!(refused.is_err(), "the kept archive was sent to the agent");
+    }
+
+    #[tokio::test]
+    async fn a_chart_kept_and_checked_is_sent_without_waiting_for_a_slot() {
+        let repository = repository("web", crate::fixtures::chart("web"), true).await;
+        let chart = from_repository(&repository.url, "web", "1.0.0");
+        let renderer = renderer(1);
+        renderer
+            .fetch_chart_for_agent(&chart)
+            .await
+            .expect("fetched and checked");
+        let _render = renderer.slots.acquire().await.expect("the only slot");
+
+        let fetch = renderer.fetch_chart_for_agent(&chart);
+        let mut fetch = std::pin::pin!(fetch);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+
+        assert!(
+            matches!(fetch.as_mut().poll(&mut cx), std::task::Poll::Ready(Ok(_))),
+            "kept: ready at once"
+        );
+        assert_eq!(repository.asked().len(), 2, "index and archive, once");
+    }
+
+    #[tokio::test]
+    async fn a_fetch_for_the_agent_waits_for_a_render_slot() {
+        let repository = repository("web", crate::fixtures::chart("web"), true).await;
+        let chart = from_repository(&repository.url, "web", "1.0.0");
+        let renderer = renderer(1);
+        let render = renderer.slots.acquire().await.expect("the only slot");
+
+        let fetch = renderer.fetch_chart_for_agent(&chart);
+        let mut fetch = std::pin::pin!(fetch);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(fetch.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(
+            repository.asked(),
+            Vec::<String>::new(),
+            "nothing fetched yet"
+        );
+        drop(render);
+
+        // The semaphore is fair: a released slot goes to the first waiter.
+        assert!(
+            renderer.slots.try_acquire().is_err(),
+            "the released slot went to the waiting fetch"
+        );
+        let archive = fetch.await.expect("fetched once the slot was free");
+        assert_eq!(*archive, crate::fixtures::chart("web"));
+        assert_eq!(renderer.slots.available_permits(), 1, "and given back");
+    }
 
     #[test]
     fn large_outputs_are_cut_between_objects() {

@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use ring::digest;
 use serde_json::Value;
 
+use crate::charts::{ChartName, ChartVersion};
 use crate::client::{FETCH_TIMEOUT, Https, MAX_CHART_BYTES};
 
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -49,14 +50,16 @@ fn locate(repository: &str, chart: &str) -> Result<Location, String> {
     })
 }
 
-/// The chart archive of `chart` at `version` in the registry `repository`.
+/// The chart archive of `chart` at `version` in the registry `repository`:
+/// both one checked segment each, so neither can reach another repository
+/// of the registry or another part of its API.
 pub async fn archive(
     client: &Https,
     repository: &str,
-    chart: &str,
-    version: &str,
+    chart: &ChartName,
+    version: &ChartVersion,
 ) -> Result<Vec<u8>, String> {
-    let at = locate(repository, chart)?;
+    let at = locate(repository, chart.as_str())?;
     let work = async {
         let manifest_url = format!("{}/v2/{}/manifests/{version}", at.base, at.repository);
         let (manifest, token) = get(client, &manifest_url, None, MAX_MANIFEST_BYTES).await?;

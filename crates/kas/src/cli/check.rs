@@ -116,3 +116,30 @@ fn read(file: &PathBuf) -> Result<String, String> {
     }
     String::from_utf8(bytes).map_err(|_| "the file is not UTF-8".to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chart_name_that_climbs_out_is_an_error_at_its_place() {
+        let dir = tempfile::tempdir().expect("a folder");
+        let file = dir.path().join("config.yaml");
+        std::fs::write(
+            &file,
+            "gitops:\n  manifest_projects:\n  - id: team/app\n    helm_charts:\n    - repository: https://charts.example.com\n      chart: ../../../var/lib/kas/x\n      version: 1.0.0\n      release_name: web\n",
+        )
+        .expect("written");
+        let mut out = Vec::new();
+
+        let ok = run(std::slice::from_ref(&file), Output::Text, &mut out).expect("checked");
+
+        let printed = String::from_utf8(out).expect("text");
+        assert!(!ok, "refused: {printed}");
+        let expected = format!(
+            "{}:6:14: error: gitops.manifest_projects[0].helm_charts[0].chart: \"../../../var/lib/kas/x\" is not a chart name",
+            file.display()
+        );
+        assert!(printed.contains(&expected), "{printed}");
+    }
+}
