@@ -308,6 +308,11 @@ pub struct ConfigStatus {
     /// each with the rule and how to grant it; nothing of them is sent.
     #[serde(default)]
     pub manifest_project_errors: Vec<String>,
+    /// Notification destinations the config names whose secret this agent
+    /// may not use (another group's, or a kas-wide one), each with the
+    /// rule; nothing is sent with them.
+    #[serde(default)]
+    pub notification_errors: Vec<String>,
 }
 
 /// Why a config could not be used.

@@ -138,10 +138,10 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens a raw session as `big`, waits for its manifests, and reports a
-/// synced set of 5,000 objects for that commit; then commits again and
-/// reports the later commit's sync, in which 250 objects are new, 250
-/// gone and 250 InProgress. The two commits.
+/// Opens a raw session as `big`, waits for its manifests, commits again
+/// and waits for those, then reports a synced set of 5,000 objects for the
+/// first commit and the later commit's sync, in which 250 objects are new,
+/// 250 gone and 250 InProgress. The two commits.
 async fn report_big_syncs(
     setup: &Setup,
     token: &str,
@@ -166,6 +166,22 @@ async fn report_big_syncs(
             Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: two}\n"),
         )],
     );
+    // kas keeps reports only of commits it sent the session: let it send
+    // the later one first.
+    setup
+        .cli(&["project", "refresh", "team/config"])
+        .ok_or_else(|| anyhow::anyhow!("refresh failed"))?;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(60), session.inbound.message())
+            .await??
+            .ok_or_else(|| anyhow::anyhow!("session ended"))?;
+        if let Some(server_message::Message::Manifests(m)) = next.message
+            && m.last
+            && m.commit_id == later
+        {
+            break;
+        }
+    }
     for (commit, shift) in [(&first, 0), (&later, 250)] {
         let objects = (shift..OBJECTS + shift)
             .map(|i| v1::ObjectResult {

@@ -7,6 +7,8 @@
 //!   registered through it, agentk processes connected to it;
 //! - [`fleet`]: kas replicas on one PostgreSQL behind HAProxy;
 //! - [`raw`]: a hand-written agent client, for what agentk never sends;
+//! - [`receiver`]: a loopback HTTP receiver for what kas posts out
+//!   (commit statuses, notifications);
 //! - [`bench`]: what the benchmarks share (simulated agents, the load
 //!   client, figures from `/proc`).
 //!
@@ -19,6 +21,7 @@ pub mod browser;
 pub mod fleet;
 pub mod gitea;
 pub mod raw;
+pub mod receiver;
 pub mod ui_client;
 
 use std::path::PathBuf;

@@ -1,9 +1,10 @@
 //! Notifications from real kas and agentk: an agent whose config names a
 //! generic destination (its URL and signing key held by kas as a
-//! notification secret) is told of a sync that succeeded, of one that
-//! failed (once, though the agent reports it again), and of the agent gone
-//! for longer than `--notify-disconnected-after`. The receiver checks each
-//! signature as a real one would.
+//! notification secret of the agent's top-level group, `team/audit`) is
+//! told of a sync that succeeded, of one that failed (once, though the
+//! agent reports it again), and of the agent gone for longer than
+//! `--notify-disconnected-after`. The receiver checks each signature as a
+//! real one would.
 
 use tether_e2e as support;
 
@@ -92,7 +93,7 @@ fn notified(ns: &str) {
             "notifications",
             "secret",
             "set",
-            "audit",
+            "team/audit",
             "--url-file",
             url_file.to_str().expect("utf-8"),
             "--signing-key-file",
@@ -103,14 +104,14 @@ fn notified(ns: &str) {
         .cli(&["notifications", "secret", "list", "-o", "json"])
         .expect("list");
     assert!(
-        listed.contains("audit") && !listed.contains(&url),
+        listed.contains("team/audit") && !listed.contains(&url),
         "{listed}"
     );
 
     let repo = setup.dir.path().join("repo");
     new_repo(&repo);
     let config = format!(
-        "gitops:\n  manifest_projects:\n  - id: team/config\n    default_namespace: {ns}\n    paths: [{{glob: 'manifests/*.yaml'}}]\nnotifications:\n- provider: generic\n  url_secret: audit\n  events: [sync_succeeded, sync_failed, agent_disconnected]\n"
+        "gitops:\n  manifest_projects:\n  - id: team/config\n    default_namespace: {ns}\n    paths: [{{glob: 'manifests/*.yaml'}}]\nnotifications:\n- provider: generic\n  url_secret: team/audit\n  events: [sync_succeeded, sync_failed, agent_disconnected]\n"
     );
     let good = commit(
         &repo,

@@ -1,18 +1,57 @@
 //! What one tenant's agent token can and cannot do to kas: read another
 //! tenant's repository, lock other agents out, outlive its revocation or
-//! expiry, stay silent forever, or grow kas's memory. A raw client speaks
-//! the protocol directly, doing what agentk never would; kas and agentk are
-//! the real processes.
+//! expiry, stay silent forever, grow kas's memory, or make kas post a
+//! commit status or a notification it should not. A raw client speaks the
+//! protocol directly, doing what agentk never would; kas and agentk are
+//! the real processes, and what kas posts out goes to loopback receivers.
 
 use tether_e2e as support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use support::receiver::Receiver;
 use support::{Setup, commit, new_repo, raw, wait};
-use tether_proto::v1::{AgentMessage, SyncReport, agent_message, server_message};
+use tether_proto::v1::{AgentMessage, SyncReport, SyncState, agent_message, server_message};
 
 const CONFIG: &str = ".gitlab/agents/prod/config.yaml";
+/// A config whose one manifest project is its own configuration project.
+const OWN_MANIFESTS: &str =
+    "gitops:\n  manifest_projects:\n  - id: team/config\n    paths: [{glob: 'manifests/*.yaml'}]\n";
+const CONFIG_MAP: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: web}\n";
+
+/// Reads from `session` until the last message of a set of `project`;
+/// returns the set's commit.
+async fn set_of(session: &mut raw::Session, project: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let message = tokio::time::timeout_at(deadline, session.inbound.message())
+            .await
+            .unwrap_or_else(|_| panic!("no set of {project} within 30 s"))
+            .expect("stream")
+            .expect("open");
+        if let Some(server_message::Message::Manifests(m)) = message.message
+            && m.last
+            && m.project_id == project
+        {
+            assert!(m.error.is_empty(), "{}", m.error);
+            return m.commit_id;
+        }
+    }
+}
+
+/// A report that `commit` of `project` is synced, every object Current:
+/// a commit status `success`, a `sync_succeeded` notification.
+fn synced(project: &str, commit: &str) -> AgentMessage {
+    AgentMessage {
+        message: Some(agent_message::Message::SyncReport(SyncReport {
+            project_id: project.into(),
+            commit_id: commit.into(),
+            state: SyncState::Synced as i32,
+            ..Default::default()
+        })),
+    }
+}
 
 /// Reads from `session` until `done` holds for a Manifests message, or the
 /// time runs out; returns the project ids of every Manifests seen.
@@ -406,5 +445,184 @@ async fn a_token_that_expires_closes_its_session_and_tunnels() {
         created.elapsed() < Duration::from_secs(10),
         "{:?}",
         created.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_report_of_a_commit_kas_never_sent_posts_no_status() {
+    let setup = Setup::start_with(&["--poll-interval", "1s"]);
+    let host = Receiver::start();
+    let repo = setup.dir.path().join("config");
+    new_repo(&repo);
+    let main = commit(
+        &repo,
+        &[
+            (CONFIG, Some(OWN_MANIFESTS)),
+            ("manifests/web.yaml", Some(CONFIG_MAP)),
+        ],
+    );
+    // An unreviewed pull request: in the repository, not on the branch
+    // kas follows.
+    tether_testenv::git::git(&repo, &["checkout", "-q", "-b", "pr-1"]);
+    let unreviewed = commit(
+        &repo,
+        &[(
+            "manifests/web.yaml",
+            Some(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: web}\ndata: {unreviewed: 'yes'}\n",
+            ),
+        )],
+    );
+    tether_testenv::git::git(&repo, &["checkout", "-q", "main"]);
+    let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
+    let token_file = setup.dir.path().join("status-token");
+    std::fs::write(&token_file, "t0ken").expect("token file");
+    setup
+        .cli(&[
+            "project",
+            "statuses",
+            "set",
+            "team/config",
+            "--provider",
+            "github",
+            "--api-url",
+            &host.url,
+            "--repository",
+            "team/config",
+            "--token-file",
+            token_file.to_str().expect("utf-8"),
+        ])
+        .expect("status target");
+
+    let channel = raw::connect(&setup).await;
+    let mut session = raw::session(channel, &token, Some(raw::hello("raw-0")))
+        .await
+        .expect("session");
+    assert_eq!(set_of(&mut session, "team/config").await, main);
+    for forged in [
+        unreviewed.clone(),
+        format!("{main}/../../../../other-team/app/statuses/{main}"),
+        format!("{unreviewed}?state=success"),
+    ] {
+        session
+            .tx
+            .send(synced("team/config", &forged))
+            .await
+            .expect("kas reads");
+    }
+    session
+        .tx
+        .send(synced("team/config", &main))
+        .await
+        .expect("kas reads");
+    // One queue per project posts in order: once the sent commit's
+    // success is here, a status for any report before it would be too.
+    wait("the sent commit's success", Duration::from_secs(30), || {
+        host.requests()
+            .iter()
+            .any(|r| r.json()["state"] == "success")
+    });
+    let posted = host.requests();
+    let only = format!("/repos/team/config/statuses/{main}");
+    assert!(
+        posted
+            .iter()
+            .all(|r| r.method == "POST" && r.target == only),
+        "a status for a commit kas never sent: {posted:#?}"
+    );
+    let history = setup
+        .cli(&[
+            "agent",
+            "history",
+            "prod",
+            "--project",
+            "team/config",
+            "-o",
+            "json",
+        ])
+        .expect("history");
+    assert!(
+        history.contains(&main) && !history.contains(&unreviewed) && !history.contains(".."),
+        "only the sent commit's report is kept: {history}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_config_cannot_send_with_another_teams_notification_secret() {
+    // Another team's Slack, and kas's own destination (its settings file).
+    let theirs = Receiver::start();
+    let kas_wide = Receiver::start();
+    let settings_dir = tempfile::tempdir().expect("tempdir");
+    let settings = settings_dir.path().join("kas.yaml");
+    std::fs::write(
+        &settings,
+        "notifications:\n- provider: generic\n  url_secret: audit\n  events: [sync_succeeded]\n",
+    )
+    .expect("settings");
+    let setup = Setup::start_with(&[
+        "--poll-interval",
+        "1s",
+        "--config",
+        settings.to_str().expect("utf-8"),
+    ]);
+    for (name, url) in [("audit", &kas_wide.url), ("their-slack", &theirs.url)] {
+        let file = setup.dir.path().join(format!("{name}-url"));
+        std::fs::write(&file, url).expect("url file");
+        setup
+            .cli(&[
+                "notifications",
+                "secret",
+                "set",
+                name,
+                "--url-file",
+                file.to_str().expect("utf-8"),
+            ])
+            .expect("notification secret");
+    }
+    let repo = setup.dir.path().join("config");
+    new_repo(&repo);
+    let config =
+        format!("{OWN_MANIFESTS}notifications:\n- provider: slack\n  url_secret: their-slack\n");
+    commit(
+        &repo,
+        &[
+            (CONFIG, Some(config.as_str())),
+            ("manifests/web.yaml", Some(CONFIG_MAP)),
+        ],
+    );
+    let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
+
+    let channel = raw::connect(&setup).await;
+    let mut session = raw::session(channel, &token, Some(raw::hello("raw-0")))
+        .await
+        .expect("session");
+    let sent = set_of(&mut session, "team/config").await;
+    session
+        .tx
+        .send(synced("team/config", &sent))
+        .await
+        .expect("kas reads");
+    wait(
+        "kas's own destination to be told",
+        Duration::from_secs(30),
+        || !kas_wide.requests().is_empty(),
+    );
+    // Queued in the same call as kas's own: a delivery to the other team
+    // would be here within a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < deadline {
+        assert!(
+            theirs.requests().is_empty(),
+            "the tenant's config posted into another team's Slack: {:#?}",
+            theirs.requests()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let errors = setup.agent("prod")["config"]["notification_errors"].to_string();
+    assert!(
+        errors.contains("notification secret their-slack is refused")
+            && errors.contains("kas-wide")
+            && errors.contains("kas notifications secret set team/NAME"),
+        "{errors}"
     );
 }

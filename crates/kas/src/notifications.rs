@@ -6,6 +6,10 @@
 //!
 //! A destination names a notification secret held by kas (URLs of Slack
 //! and Teams webhooks are secrets themselves; nothing of them is in git).
+//! An agent's config may name only secrets of its own top-level group
+//! ([`crate::channel::policy::may_use_secret`]): the notifier takes an
+//! agent's destinations only as [`AgentDestinations`], which holds those
+//! that passed the rule, so no path can send with another team's secret.
 //! Delivery never holds anything up: one bounded queue and task per
 //! destination, each request under a timeout and retried with backoff; the
 //! same notice (event, agent, object, message, commit) goes to a
@@ -87,6 +91,37 @@ impl Notice {
     }
 }
 
+/// The destinations of an agent's config that it may use: built only by
+/// [`AgentDestinations::of`], which applies the secrets' scope (or empty,
+/// the `Default`, for an agent without a config in use).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentDestinations(Vec<Notification>);
+
+impl AgentDestinations {
+    /// The destinations of `agent`'s config (`named`, the config being in
+    /// `config_project`) whose secret it may use, and why each other one
+    /// is refused.
+    pub fn of(agent: &str, config_project: &str, named: &[Notification]) -> (Self, Vec<String>) {
+        let mut allowed = Vec::new();
+        let mut refused = Vec::new();
+        for destination in named {
+            match crate::channel::policy::may_use_secret(
+                agent,
+                config_project,
+                &destination.url_secret,
+            ) {
+                Ok(()) => allowed.push(destination.clone()),
+                Err(reason) => refused.push(reason),
+            }
+        }
+        (AgentDestinations(allowed), refused)
+    }
+
+    pub fn as_slice(&self) -> &[Notification] {
+        &self.0
+    }
+}
+
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 type DedupKey = (String, NotificationEvent, String, String, String, String);
 
@@ -158,13 +193,13 @@ impl Notifier {
         Notifier { inner: None }
     }
 
-    /// Queues `notice` for the agent's destinations (`own`, from its
-    /// config) and kas's; never waits.
-    pub fn notify(&self, own: &[Notification], notice: Notice) {
+    /// Queues `notice` for the agent's destinations (`own`, those of its
+    /// config it may use) and kas's; never waits.
+    pub fn notify(&self, own: &AgentDestinations, notice: Notice) {
         let Some(inner) = &self.inner else {
             return;
         };
-        for destination in own.iter().chain(&inner.global) {
+        for destination in own.as_slice().iter().chain(&inner.global) {
             if !destination.wants(notice.event) {
                 continue;
             }
@@ -195,7 +230,7 @@ impl Notifier {
         &self,
         connected: impl Fn(&str) -> bool + Send + 'static,
         agent: String,
-        own: Vec<Notification>,
+        own: AgentDestinations,
         reason: String,
     ) {
         let Some(inner) = &self.inner else {
@@ -242,7 +277,7 @@ impl Notifier {
         lead: L,
         mut shutdown: tether_runtime::Shutdown,
     ) where
-        D: Fn(&str) -> Vec<Notification>,
+        D: Fn(&str) -> AgentDestinations,
         L: Fn() -> F,
         F: std::future::Future<Output = bool>,
     {

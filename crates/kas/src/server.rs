@@ -250,13 +250,7 @@ impl Server {
                 }
             };
             let registry = connections.clone();
-            let destinations_of = move |agent: &str| {
-                registry
-                    .configs()
-                    .in_use(agent)
-                    .map(|c| c.notifications.clone())
-                    .unwrap_or_default()
-            };
+            let destinations_of = move |agent: &str| registry.configs().destinations(agent);
             tasks.spawn(notifier.clone().watch_token_expiry(
                 destinations_of,
                 lead,

@@ -10,6 +10,11 @@
 //! already posted for the same agent and commit is not posted again. A
 //! project without a status target (`kas project status set`) posts
 //! nothing.
+//!
+//! The commit goes into the host's URL, and with a sync report it comes
+//! from the agent: a session posts only for a commit kas gave it
+//! ([`crate::channel::sent`]), and nothing but a full commit id (40 or 64
+//! lower-case hex digits) ever reaches a URL here ([`is_commit_id`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +43,24 @@ const RETRIES: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(
 const REMEMBERED: usize = 4096;
 /// Git hosts cut descriptions at 140 characters (GitHub) or 255 (GitLab).
 const MAX_DESCRIPTION: usize = 140;
+/// Characters of a refused commit that reach the log.
+const LOGGED_COMMIT: usize = 80;
+
+/// Whether `commit` is a full commit id: 40 (SHA-1) or 64 (SHA-256)
+/// lower-case hex digits, as git and every host write it. Nothing else may
+/// reach a status URL (no `?`, `/`, `..`, abbreviation or branch name).
+pub fn is_commit_id(commit: &str) -> bool {
+    matches!(commit.len(), 40 | 64)
+        && commit
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// At most the first [`LOGGED_COMMIT`] characters of `commit`, for a log
+/// line: the text may be an attacker's.
+pub fn loggable(commit: &str) -> String {
+    commit.chars().take(LOGGED_COMMIT).collect()
+}
 
 /// What a status says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -99,11 +122,21 @@ impl Statuses {
         Statuses { inner: None }
     }
 
-    /// Queues `event`; never waits.
+    /// Queues `event`; never waits. An event whose commit is not a full
+    /// commit id is dropped, and logged.
     pub fn report(&self, event: StatusEvent) {
         let Some(inner) = &self.inner else {
             return;
         };
+        if !is_commit_id(&event.commit) {
+            tracing::warn!(
+                project = %event.project,
+                agent = %event.agent,
+                commit = %loggable(&event.commit),
+                "commit status not posted: not a full commit id"
+            );
+            return;
+        }
         let project = event.project.clone();
         let pushed = inner.queues.push(&project, event, |rx| {
             tokio::spawn(post_in_order(inner.clone(), project.clone(), rx));
@@ -194,6 +227,12 @@ pub async fn post(
 
 /// The request each host documents for a commit status.
 pub fn request(target: &StatusTarget, event: &StatusEvent) -> Result<Request<Full<Bytes>>, String> {
+    if !is_commit_id(&event.commit) {
+        return Err(format!(
+            "{:?} is not a full commit id (40 or 64 lower-case hex digits)",
+            loggable(&event.commit)
+        ));
+    }
     let api = target.api_url.trim_end_matches('/');
     let context = format!("tether/{}", event.agent);
     let description: String = event.description.chars().take(MAX_DESCRIPTION).collect();
@@ -312,10 +351,12 @@ mod tests {
         }
     }
 
+    const COMMIT: &str = "0123abcd0123abcd0123abcd0123abcd0123abcd";
+
     fn event(state: State) -> StatusEvent {
         StatusEvent {
             project: "team/app".into(),
-            commit: "0123abcd".into(),
+            commit: COMMIT.into(),
             agent: "prod".into(),
             state,
             description: "d".repeat(300),
@@ -342,7 +383,7 @@ mod tests {
         let github = request(&target("github"), &event(State::Failure)).expect("github");
         assert_eq!(
             github.uri(),
-            "https://git.example.com/api/repos/team/app/statuses/0123abcd"
+            format!("https://git.example.com/api/repos/team/app/statuses/{COMMIT}").as_str()
         );
         assert_eq!(github.headers()["authorization"], "Bearer t0ken");
         assert_eq!(github.headers()["accept"], "application/vnd.github+json");
@@ -358,7 +399,7 @@ mod tests {
         let gitlab = request(&target("gitlab"), &event(State::Pending)).expect("gitlab");
         assert_eq!(
             gitlab.uri(),
-            "https://git.example.com/api/projects/team%2Fapp/statuses/0123abcd"
+            format!("https://git.example.com/api/projects/team%2Fapp/statuses/{COMMIT}").as_str()
         );
         assert_eq!(gitlab.headers()["private-token"], "t0ken");
         let sent = body(&gitlab);
@@ -369,6 +410,37 @@ mod tests {
             "failed"
         );
         assert!(request(&target("svn"), &event(State::Success)).is_err());
+    }
+
+    #[test]
+    fn only_a_full_commit_id_reaches_a_url() {
+        let sha256 = "0123abcd".repeat(8);
+        for ok in [COMMIT, sha256.as_str()] {
+            assert!(is_commit_id(ok), "{ok}");
+            let mut e = event(State::Success);
+            e.commit = ok.into();
+            assert!(request(&target("github"), &e).is_ok(), "{ok}");
+        }
+        let traversal = format!("{COMMIT}/../../../other/repo/statuses/{COMMIT}");
+        let query = format!("{COMMIT}?sha={COMMIT}");
+        for bad in [
+            "",
+            "0123abcd",
+            "main",
+            &COMMIT.to_uppercase(),
+            &format!("{COMMIT}0"),
+            &traversal,
+            &query,
+            &format!("../{}", &COMMIT[3..]),
+        ] {
+            assert!(!is_commit_id(bad), "{bad}");
+            let mut e = event(State::Success);
+            e.commit = bad.into();
+            for provider in ["github", "gitea", "gitlab"] {
+                assert!(request(&target(provider), &e).is_err(), "{provider} {bad}");
+            }
+        }
+        assert_eq!(loggable(&"x".repeat(10_000)).len(), LOGGED_COMMIT);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Notifications delivered to loopback receivers: the generic provider's
 //! JSON signed with the secret's key (checked here as a receiver would),
 //! Slack's and Teams' shapes, the same notice once in the window, each
-//! destination's events only, and a destination that is down holding up
-//! no other.
+//! destination's events only, a destination that is down holding up no
+//! other, and an agent's config sending only with its own group's secrets.
 
 mod common;
 
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{dead_url, receiver, wait_for};
-use kas::notifications::{Notice, Notifier, sign};
+use kas::notifications::{AgentDestinations, Notice, Notifier, sign};
 use tether_agent_config::{Notification, NotificationEvent, NotificationProvider};
 use tether_store::{NotificationSecret, SqliteStore, Store};
 
@@ -38,6 +38,14 @@ fn destination(
     }
 }
 
+/// The destinations of agent `prod`'s config (in `team/config`), every one
+/// of which it may use.
+fn own(named: &[Notification]) -> AgentDestinations {
+    let (own, refused) = AgentDestinations::of("prod", "team/config", named);
+    assert_eq!(refused, Vec::<String>::new());
+    own
+}
+
 fn notice(event: NotificationEvent, commit: &str) -> Notice {
     Notice {
         event,
@@ -54,20 +62,20 @@ async fn notices_reach_each_destination_signed_once_and_despite_one_down() {
     let (generic_url, generic) = receiver(0).await;
     let (slack_url, slack) = receiver(0).await;
     let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
-    secret(&store, "audit", &generic_url, Some("signing-key")).await;
-    secret(&store, "ops-slack", &slack_url, None).await;
-    secret(&store, "ops-teams", &dead_url(), None).await;
+    secret(&store, "team/audit", &generic_url, Some("signing-key")).await;
+    secret(&store, "team/ops-slack", &slack_url, None).await;
+    secret(&store, "team/ops-teams", &dead_url(), None).await;
     let notifier =
         Notifier::new(store, Vec::new(), Duration::from_secs(300), None).expect("notifier");
-    let own = [
-        destination(NotificationProvider::Teams, "ops-teams", &[]),
-        destination(NotificationProvider::Generic, "audit", &[]),
+    let own = own(&[
+        destination(NotificationProvider::Teams, "team/ops-teams", &[]),
+        destination(NotificationProvider::Generic, "team/audit", &[]),
         destination(
             NotificationProvider::Slack,
-            "ops-slack",
+            "team/ops-slack",
             &[NotificationEvent::SyncFailed],
         ),
-    ];
+    ]);
     notifier.notify(&own, notice(NotificationEvent::SyncFailed, "c1"));
     notifier.notify(&own, notice(NotificationEvent::SyncFailed, "c1"));
     notifier.notify(&own, notice(NotificationEvent::SyncSucceeded, "c2"));
@@ -107,13 +115,13 @@ async fn notices_reach_each_destination_signed_once_and_despite_one_down() {
 async fn a_destination_without_its_secret_is_skipped() {
     let (url, received) = receiver(0).await;
     let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
-    secret(&store, "known", &url, None).await;
+    secret(&store, "team/known", &url, None).await;
     let notifier =
         Notifier::new(store, Vec::new(), Duration::from_secs(300), None).expect("notifier");
-    let own = [
-        destination(NotificationProvider::Slack, "unknown", &[]),
-        destination(NotificationProvider::Slack, "known", &[]),
-    ];
+    let own = own(&[
+        destination(NotificationProvider::Slack, "team/unknown", &[]),
+        destination(NotificationProvider::Slack, "team/known", &[]),
+    ]);
     notifier.notify(&own, notice(NotificationEvent::DriftCorrected, "c1"));
     let got = wait_for(&received, 1).await;
     assert_eq!(got.len(), 1);
@@ -126,19 +134,19 @@ async fn a_destination_without_its_secret_is_skipped() {
 async fn an_agent_that_moved_to_another_replica_is_not_told_as_gone() {
     let (url, got) = receiver(0).await;
     let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
-    secret(&store, "audit", &url, Some("k")).await;
+    secret(&store, "team/audit", &url, Some("k")).await;
     let notifier =
         Notifier::new(store, Vec::new(), Duration::from_millis(100), None).expect("notifier");
     notifier.set_elsewhere(Arc::new(|agent: String| {
         Box::pin(async move { agent == "moved" })
     }));
-    let own = [destination(
+    let own = own(&[destination(
         NotificationProvider::Generic,
-        "audit",
+        "team/audit",
         &[NotificationEvent::AgentDisconnected],
-    )];
+    )]);
     for agent in ["moved", "gone"] {
-        notifier.watch_disconnect(|_| false, agent.into(), own.to_vec(), "EOF".into());
+        notifier.watch_disconnect(|_| false, agent.into(), own.clone(), "EOF".into());
     }
     wait_for(&got, 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -149,4 +157,53 @@ async fn an_agent_that_moved_to_another_replica_is_not_told_as_gone() {
         .filter_map(|r| r.body["agent"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(told, ["gone"]);
+}
+
+/// A config in `team/…` naming another group's secret, or a kas-wide one,
+/// has both refused with the rule, and nothing is sent with them; its own
+/// group's secret is used, and kas's settings still use the kas-wide one.
+#[tokio::test]
+async fn a_config_sends_only_with_its_own_groups_secrets() {
+    let (theirs_url, theirs) = receiver(0).await;
+    let (wide_url, wide) = receiver(0).await;
+    let (ours_url, ours) = receiver(0).await;
+    let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
+    secret(&store, "other-team/slack", &theirs_url, None).await;
+    secret(&store, "audit", &wide_url, Some("kas-key")).await;
+    secret(&store, "team/alerts", &ours_url, None).await;
+    let settings = vec![destination(NotificationProvider::Generic, "audit", &[])];
+    let notifier =
+        Notifier::new(store, settings, Duration::from_secs(300), None).expect("notifier");
+    let (own, refused) = AgentDestinations::of(
+        "prod",
+        "team/config",
+        &[
+            destination(NotificationProvider::Slack, "other-team/slack", &[]),
+            destination(NotificationProvider::Slack, "audit", &[]),
+            destination(NotificationProvider::Slack, "team/alerts", &[]),
+        ],
+    );
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused[0].contains("other-team/slack")
+            && refused[0].contains("top-level group other-team"),
+        "{refused:?}"
+    );
+    assert!(
+        refused[1].contains("audit") && refused[1].contains("kas-wide"),
+        "{refused:?}"
+    );
+    notifier.notify(&own, notice(NotificationEvent::SyncFailed, "c1"));
+
+    let got = wait_for(&ours, 1).await;
+    assert_eq!(got.len(), 1, "the agent's own group's secret: {got:#?}");
+    // kas's settings' generic delivery, and no Slack-shaped one of the
+    // agent's config.
+    let got = wait_for(&wide, 1).await;
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].header("x-tether-event"), Some("sync_failed"));
+    assert!(
+        theirs.lock().expect("log").is_empty(),
+        "another group's secret was used"
+    );
 }

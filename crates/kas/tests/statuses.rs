@@ -1,6 +1,7 @@
 //! Commit statuses posted to a loopback receiver that checks each host's
 //! documented request shape: in order per commit, repeats skipped, a 503
-//! tried again, a host that is down holding up nothing else.
+//! tried again, a host that is down holding up nothing else, and nothing
+//! but a full commit id in a URL.
 
 mod common;
 
@@ -40,10 +41,13 @@ async fn store_with(targets: &[(&str, &str, &str)]) -> Arc<SqliteStore> {
     store
 }
 
+/// A full commit id: nothing shorter reaches a host's URL.
+const COMMIT: &str = "c0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ff";
+
 fn event(project: &str, agent: &str, state: State) -> StatusEvent {
     StatusEvent {
         project: project.into(),
-        commit: "c0ffee".into(),
+        commit: COMMIT.into(),
         agent: agent.into(),
         state,
         description: "d".into(),
@@ -82,7 +86,7 @@ async fn statuses_arrive_in_order_once_each_and_survive_a_503() {
     );
     assert!(
         got.iter()
-            .all(|r| r.path == "/repos/team/app/statuses/c0ffee")
+            .all(|r| r.path == format!("/repos/team/app/statuses/{COMMIT}"))
     );
     assert!(got.iter().all(|r| r.auth == "Bearer t0ken"));
 }
@@ -100,8 +104,36 @@ async fn a_host_that_is_down_holds_up_no_other_project() {
     statuses.report(event("team/up", "prod", State::Success));
     let got = wait_for(&received, 1).await;
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].path, "/projects/team%2Fapp/statuses/c0ffee");
+    assert_eq!(
+        got[0].path,
+        format!("/projects/team%2Fapp/statuses/{COMMIT}")
+    );
     assert_eq!(got[0].auth, "t0ken", "GitLab's PRIVATE-TOKEN header");
     assert_eq!(got[0].body["state"], "success");
     assert_eq!(got[0].body["name"], "tether/prod");
+}
+
+/// A commit that is not a full commit id (`../`, `?`, a branch name, upper
+/// case) never reaches the host's URL; a full one is posted.
+#[tokio::test]
+async fn only_a_full_commit_id_is_posted() {
+    let (url, received) = receiver(0).await;
+    let store = store_with(&[("team/app", "github", &url)]).await;
+    let statuses = Statuses::new(store, None).expect("statuses");
+    for commit in [
+        format!("{COMMIT}/../../../../other/repo/statuses/{COMMIT}"),
+        format!("{COMMIT}?state=success"),
+        "main".to_owned(),
+        COMMIT.to_uppercase(),
+    ] {
+        statuses.report(StatusEvent {
+            commit,
+            ..event("team/app", "prod", State::Success)
+        });
+    }
+    // Posted in order after the others: once it is here, they would be.
+    statuses.report(event("team/app", "prod", State::Success));
+    let got = wait_for(&received, 1).await;
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].path, format!("/repos/team/app/statuses/{COMMIT}"));
 }

@@ -28,9 +28,9 @@ pub fn files_of(objects: usize, revision: usize, deployments: bool) -> Vec<Strin
             3 => format!(
                 "apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}}}\nspec:\n  selector: {{app: app-{i}}}\n  ports: [{{port: 80}}]\n"
             ),
-            _ if !deployments => format!(
-                "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: sa-{i}}}\n"
-            ),
+            _ if !deployments => {
+                format!("apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: sa-{i}}}\n")
+            }
             _ => format!(
                 "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app-{i}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: app-{i}}}}}\n  template:\n    metadata: {{labels: {{app: app-{i}}}}}\n    spec: {{containers: [{{name: app, image: nginx}}]}}\n"
             ),
@@ -67,7 +67,14 @@ pub async fn request_counts(client: &kube::Client) -> anyhow::Result<BTreeMap<St
                 .to_owned()
         };
         let resource = label("resource");
-        if !["configmaps", "secrets", "services", "deployments", "serviceaccounts"].contains(&resource.as_str())
+        if ![
+            "configmaps",
+            "secrets",
+            "services",
+            "deployments",
+            "serviceaccounts",
+        ]
+        .contains(&resource.as_str())
             || !label("subresource").is_empty()
         {
             continue;

@@ -1,5 +1,9 @@
 //! Notification secrets: where the destinations that agents' configs name
 //! (`notifications[].url_secret`) deliver. Write-only: listed by name.
+//!
+//! A secret named `GROUP/NAME` is for the agents configured in that
+//! top-level group's projects; one named `NAME` alone is kas-wide, for
+//! kas's settings file only (see [`crate::channel::policy::may_use_secret`]).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -16,16 +20,10 @@ pub async fn set(
     Path(name): Path<String>,
     Json(request): Json<NotificationSecretRequest>,
 ) -> Result<Json<NotificationSecretView>, ApiError> {
-    let valid_name = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if !valid_name {
+    if let Some(reason) = tether_agent_config::notification_secret_name_problem(&name) {
         return Err(ApiError::Invalid(format!(
-            "{name:?} is not a secret name (lower-case letters, digits and '-', at most 63)"
+            "{name:?} is not a secret name ({reason}): GROUP/NAME for the agents of one \
+             top-level group, or NAME alone for kas's settings file"
         )));
     }
     let url = request.url.trim().to_owned();

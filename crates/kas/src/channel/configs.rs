@@ -1,7 +1,8 @@
 //! What kas made of each agent's config file: the status the API shows
-//! (commit, warnings, the newest error, refused manifest projects) and the
-//! config in use, parsed, which the API proxy authorizes against. A bad
-//! newest commit never replaces the config in use.
+//! (commit, warnings, the newest error, refused manifest projects and
+//! notification secrets), the config in use, parsed, which the API proxy
+//! authorizes against, and the notification destinations of it the agent
+//! may use. A bad newest commit never replaces the config in use.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,12 +12,16 @@ use tether_store::Store;
 
 use super::config::{ConfigProblem, ConfigStatus};
 use super::stored::StoredConfigs;
+use crate::notifications::AgentDestinations;
 
 /// The agents' configs, by agent name.
 #[derive(Default)]
 pub struct AgentConfigs {
     status: Mutex<HashMap<String, ConfigStatus>>,
     in_use: Mutex<HashMap<String, Arc<AgentConfig>>>,
+    /// The destinations of the config in use whose secret the agent may
+    /// use.
+    destinations: Mutex<HashMap<String, AgentDestinations>>,
     /// Configs other replicas accepted, for agents whose session is there.
     stored: StoredConfigs,
 }
@@ -79,6 +84,7 @@ impl AgentConfigs {
                 warnings,
                 error: None,
                 manifest_project_errors: Vec::new(),
+                notification_errors: Vec::new(),
             },
         );
         before.and_then(|s| s.commit).as_deref() != Some(commit)
@@ -101,10 +107,35 @@ impl AgentConfigs {
             .manifest_project_errors = refused;
     }
 
+    /// Records the notification destinations `agent` may use, and why
+    /// the others of its config are refused (empty: none).
+    pub fn set_destinations(
+        &self,
+        agent: &str,
+        destinations: AgentDestinations,
+        refused: Vec<String>,
+    ) {
+        lock(&self.destinations).insert(agent.to_owned(), destinations);
+        lock(&self.status)
+            .entry(agent.to_owned())
+            .or_default()
+            .notification_errors = refused;
+    }
+
+    /// The notification destinations of `agent`'s config in use that it
+    /// may use (none before a config is read here).
+    pub fn destinations(&self, agent: &str) -> AgentDestinations {
+        lock(&self.destinations)
+            .get(agent)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Forgets a deleted agent's config and its status.
     pub fn forget(&self, agent: &str) {
         lock(&self.status).remove(agent);
         lock(&self.in_use).remove(agent);
+        lock(&self.destinations).remove(agent);
         self.stored.forget(agent);
     }
 }

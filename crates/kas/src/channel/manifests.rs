@@ -166,6 +166,8 @@ pub struct Recipient {
     pub tx: Outbound,
     pub agent: String,
     pub statuses: crate::statuses::Statuses,
+    /// The commits given to the session, which its reports may speak of.
+    pub sent: super::sent::SentCommits,
 }
 
 /// Starts following `spec` for an agent that has `synced` applied.
@@ -202,6 +204,7 @@ async fn run(
             Err(error) => {
                 if last_error.as_ref() != Some(&error) {
                     tracing::warn!(error = %error, "cannot resolve the manifest ref");
+                    to.sent.record(&spec.project, "");
                     if !send(&tx, failure(&spec, "", &error)).await {
                         return;
                     }
@@ -212,6 +215,9 @@ async fn run(
         };
         last_error = None;
         let commit_text = commit.to_string();
+        // Before the send, so that the agent's answer finds it; also when
+        // the agent has this commit already and nothing is sent.
+        to.sent.record(&spec.project, &commit_text);
         if sent.as_deref() == Some(commit_text.as_str()) {
             continue;
         }
@@ -317,8 +323,10 @@ pub async fn collect(
 
 /// What an agent needs to render `chart` itself (`render_on: agent`):
 /// `release.json` (the chart's settings, its namespace resolved), the
-/// chart (its folder's files, or the archive kas fetched and checked as
-/// `chart.tgz`) and its values files, each marked with the release name.
+/// chart (its folder's files, or as `chart.tgz` the archive kas fetched:
+/// only with the digest its index gave, and only if it is that chart, see
+/// `tether_render::chart_archive`) and its values files, each marked with
+/// the release name.
 /// The agent adds the values it reads from its cluster's Secrets.
 async fn release_files(
     spec: &ManifestSpec,
@@ -353,8 +361,9 @@ async fn release_files(
                 .renderer
                 .as_ref()
                 .map_err(|why| format!("{what}: kas cannot fetch charts: {why}"))?;
+            // Digest-checked, checked to be the chart, under a render slot.
             let archive = renderer
-                .fetch_chart(chart)
+                .fetch_chart_for_agent(chart)
                 .await
                 .map_err(|e| e.to_string())?;
             files.push((CHART_ARCHIVE.to_owned(), archive.to_vec()));

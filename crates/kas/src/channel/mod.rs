@@ -10,6 +10,8 @@
 //! - [`configs`]: what kas made of each agent's config, and the one in use;
 //!   [`stored`]: the one another replica accepted.
 //! - [`reports`]: sync reports as kas records and shows them.
+//! - [`sent`]: the manifest commits given to a session, which its reports
+//!   may speak of.
 //! - [`outbound`]: the bounded queue towards one agent, and its send.
 //! - [`plans`]: what a commit would change, asked of an agent's session.
 //! - [`manifests`]: following an agent's manifest projects and streaming
@@ -17,7 +19,8 @@
 //! - [`listener`]: one TLS port for gRPC and gRPC-over-WebSocket.
 //! - [`auth`]: the one door for sessions and tunnels: agent tokens checked
 //!   first, failures counted and delayed.
-//! - [`policy`]: which manifest projects an agent may read.
+//! - [`policy`]: which manifest projects and notification secrets an
+//!   agent's config may name.
 //! - [`ratelimit`]: failed authentications per address and token prefix.
 //! - [`tunnels`]: the door for agentk's tunnels on the same endpoint.
 
@@ -32,6 +35,7 @@ pub mod policy;
 pub mod ratelimit;
 pub mod registry;
 pub mod reports;
+pub mod sent;
 pub mod service;
 pub mod stored;
 pub mod tls;

@@ -227,6 +227,7 @@ impl AgentChannel for AgentChannelService {
             head: self.repos.subscribe(&agent.config_project),
             repos: self.repos.clone(),
             followers: Vec::new(),
+            sent: Default::default(),
             synced: hello
                 .synced
                 .iter()
@@ -280,6 +281,9 @@ struct Session {
     repos: Arc<Repos>,
     /// One per manifest project of the agent's config.
     followers: Vec<Follower>,
+    /// The manifest commits the followers gave this session: the only
+    /// ones its reports may speak of.
+    sent: super::sent::SentCommits,
     /// Manifest commits the agent said it had synced, by project.
     synced: HashMap<String, String>,
     tx: Outbound,
@@ -389,18 +393,20 @@ impl Session {
         );
     }
 
-    /// The notification destinations of the agent's config in use.
-    fn own_notifications(&self) -> Vec<tether_agent_config::Notification> {
-        self.registry
-            .configs()
-            .in_use(&self.agent)
-            .map(|c| c.notifications.clone())
-            .unwrap_or_default()
+    /// The notification destinations of the agent's config in use that it
+    /// may use.
+    fn own_notifications(&self) -> crate::notifications::AgentDestinations {
+        self.registry.configs().destinations(&self.agent)
     }
 
     /// Keeps a sync report, if it is of a manifest project this agent
-    /// follows: the project ids come from the agent, and reports of others
-    /// would let one token grow kas's memory without bound.
+    /// follows and of a commit kas gave this session for it: the project
+    /// and commit come from the agent, reports of other projects would let
+    /// one token grow kas's memory without bound, and one of another
+    /// commit would have kas post a status (with its own git host token)
+    /// and tell of a sync on a commit it never sent, an unreviewed pull
+    /// request's head say. Such a report is dropped whole: not kept, not
+    /// told, no status.
     async fn record(&mut self, report: v1::SyncReport) {
         if !self
             .followers
@@ -410,6 +416,15 @@ impl Session {
             tracing::warn!(
                 project = %report.project_id.chars().take(200).collect::<String>(),
                 "sync report dropped: not a manifest project kas sends this agent"
+            );
+            return;
+        }
+        if !self.sent.contains(&report.project_id, &report.commit_id) {
+            tracing::warn!(
+                agent = %self.agent,
+                project = %report.project_id,
+                commit = %crate::statuses::loggable(&report.commit_id),
+                "sync report dropped: not a commit kas sent this agent for this project (no commit status posted)"
             );
             return;
         }
@@ -428,14 +443,18 @@ impl Session {
         for notice in crate::notifications::of_report(&self.agent, &report, &mut self.told) {
             self.notifier.notify(&own, notice);
         }
-        let (state, description) = crate::statuses::of_report(&report);
-        self.statuses.report(crate::statuses::StatusEvent {
-            project: report.project_id.clone(),
-            commit: report.commit_id.clone(),
-            agent: self.agent.clone(),
-            state,
-            description,
-        });
+        // An empty commit is a ref kas could not resolve: no commit to
+        // post on.
+        if !report.commit_id.is_empty() {
+            let (state, description) = crate::statuses::of_report(&report);
+            self.statuses.report(crate::statuses::StatusEvent {
+                project: report.project_id.clone(),
+                commit: report.commit_id.clone(),
+                agent: self.agent.clone(),
+                state,
+                description,
+            });
+        }
         let reported_at = now();
         let view = super::reports::sync_view(report, reported_at);
         let record = SyncRecord {
@@ -496,12 +515,23 @@ impl Session {
             Ok(loaded) => {
                 let commit = commit.to_string();
                 let specs = ManifestSpec::from_config(&loaded.config, &self.project);
+                let (destinations, refused) = crate::notifications::AgentDestinations::of(
+                    &self.agent,
+                    &self.project,
+                    &loaded.config.notifications,
+                );
+                for reason in &refused {
+                    tracing::warn!("{reason}");
+                }
                 let new_here = self.registry.configs().accepted(
                     &self.agent,
                     &commit,
                     loaded.warnings,
                     loaded.config,
                 );
+                self.registry
+                    .configs()
+                    .set_destinations(&self.agent, destinations, refused);
                 // A connect storm of the same commit costs no writes: the
                 // store already has what this kas accepted before.
                 if new_here {
@@ -613,6 +643,7 @@ impl Session {
             tx: self.tx.clone(),
             agent: self.agent.clone(),
             statuses: self.statuses.clone(),
+            sent: self.sent.clone(),
         }
     }
 
@@ -620,6 +651,8 @@ impl Session {
     /// new or changed ones start afresh (a changed glob may select other
     /// files at the same commit, so the agent's synced commit says nothing).
     fn follow_manifests(&mut self, specs: Vec<ManifestSpec>) {
+        self.sent
+            .retain_projects(|project| specs.iter().any(|s| s.project == project));
         let mut old = std::mem::take(&mut self.followers);
         for spec in specs {
             if let Some(i) = old.iter().position(|f| f.spec == spec) {

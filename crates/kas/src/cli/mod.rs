@@ -284,6 +284,10 @@ pub enum NotificationSecretCommand {
     /// any URL for the generic provider) and, for the generic provider,
     /// the key its JSON is signed with. Read from files, never from flags.
     Set {
+        /// GROUP/NAME: usable by the agents configured in the top-level
+        /// group GROUP's projects. NAME alone: kas-wide, usable only by
+        /// kas's settings file (`notifications:`), never by an agent's
+        /// config.
         name: String,
         #[arg(long)]
         url_file: std::path::PathBuf,

@@ -246,6 +246,7 @@ fn config_status(status: &Option<tether_api::ConfigStatus>) -> Markup {
                 }
                 @for w in &s.warnings { p class="wait" { (w) } }
                 @for e in &s.manifest_project_errors { p class="bad" { (e) } }
+                @for e in &s.notification_errors { p class="bad" { (e) } }
             }
         }
     }
