@@ -345,8 +345,13 @@ impl GitOps {
                         }
                         newest.clone()
                     } else {
-                        // Health and drift work stop with the leadership.
+                        // Health and drift work stop with the leadership,
+                        // and so do this replica's reports: the new leader
+                        // reports from now on, and a resent report of ours
+                        // must not overwrite its newer one.
                         followers.clear();
+                        last = None;
+                        lock(&self.last_reports).remove(&project);
                         None
                     }
                 }
@@ -657,7 +662,7 @@ impl GitOps {
                 .health
                 .map(|h| h.to_string())
                 .unwrap_or_else(|| "Unknown".into()),
-            message: o.message.clone(),
+            message: bounded(&o.message),
         };
         let report = v1::SyncReport {
             project_id: project.to_owned(),
@@ -793,6 +798,12 @@ impl Following {
                 self.dirty = true;
             }
         }
+        // The reconcile timeout bounds the sync's first convergence only:
+        // an object that regresses later (a pod evicted, a scale-up) is
+        // told as its health, not as a sync that failed long after.
+        if !self.timed_out && self.unsettled().is_empty() {
+            self.deadline = None;
+        }
     }
 
     /// Applied objects whose health is not known to be Current or Failed.
@@ -835,6 +846,18 @@ impl Following {
             None,
             unsettled,
         )
+    }
+}
+
+/// Most characters of an object's message a report carries: a report must
+/// stay well under the channel's message limit however many objects fail
+/// with long webhook errors.
+const MAX_MESSAGE_CHARS: usize = 512;
+
+fn bounded(message: &str) -> String {
+    match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((at, _)) => format!("{}…", &message[..at]),
+        None => message.to_owned(),
     }
 }
 

@@ -414,3 +414,68 @@ fn hooks(ns: &str) {
         .expect("applied after the hook");
     assert_eq!(settings["data"]["a"], "1");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_that_settles_while_kas_is_down_is_shown_once_it_is_back() {
+    let cluster = tether_testenv::shared();
+    let ns = cluster
+        .namespace("e2e-health-down")
+        .await
+        .expect("namespace");
+    let ns = ns.name().to_owned();
+    tokio::task::spawn_blocking(move || settles_while_down(&ns))
+        .await
+        .expect("test body");
+}
+
+/// The agent's last report, made while kas was down, reaches the restarted
+/// kas: it arrives before kas has read the refs for the new session, and
+/// must wait for them rather than be dropped as unknown.
+fn settles_while_down(ns: &str) {
+    let mut setup = Setup::start();
+    setup.pod_namespace = ns.to_owned();
+    let repo = setup.dir.path().join("repo");
+    new_repo(&repo);
+    let config = format!(
+        "gitops:\n  manifest_projects:\n  - id: team/config\n    default_namespace: {ns}\n    paths: [{{glob: 'manifests/*.yaml'}}]\n"
+    );
+    // Available only 15 s after its pod is ready.
+    let slow = deployment("slow", "  minReadySeconds: 15\n", "");
+    let head = commit(
+        &repo,
+        &[
+            (CONFIG, Some(&config)),
+            ("manifests/slow.yaml", Some(&slow)),
+        ],
+    );
+    let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
+    let _agentk = setup.agentk(&token);
+    wait(
+        "the sync to wait for health",
+        Duration::from_secs(60),
+        || {
+            setup
+                .sync_of(&head)
+                .is_some_and(|s| s["state"] == "synced" && s["phase"] == "waiting_for_health")
+        },
+    );
+    setup.terminate_kas(Duration::from_secs(30));
+    wait(
+        "the Deployment to be available",
+        Duration::from_secs(60),
+        || support::kubectl_get(&["deployment", "slow", "-n", ns]).is_some_and(|d| available(&d)),
+    );
+    // agentk's watch tells it within a moment, and its report waits for a
+    // session: kas comes back after that.
+    std::thread::sleep(Duration::from_secs(3));
+    setup.restart_kas();
+    wait(
+        "the settled health to be shown",
+        Duration::from_secs(60),
+        || {
+            setup
+                .sync_of(&head)
+                .is_some_and(|s| s["state"] == "synced" && s["phase"] == "done")
+        },
+    );
+}

@@ -107,6 +107,7 @@ async fn watch_one(
                 continue;
             }
         };
+        let opened = std::time::Instant::now();
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             let (object, deleted) = match event {
@@ -183,6 +184,10 @@ async fn watch_one(
                 corrected,
                 at: SystemTime::now(),
             });
+        }
+        // A watch the server ends at once is not reopened at once.
+        if opened.elapsed() < Duration::from_secs(1) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 }

@@ -145,6 +145,7 @@ async fn follow_group(
                 continue;
             }
         };
+        let opened = std::time::Instant::now();
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             let (object, deleted) = match event {
@@ -165,6 +166,11 @@ async fn follow_group(
             if !tell(index, value.as_ref()) {
                 return;
             }
+        }
+        // A watch the server ends at once (an error event, a closed
+        // stream) is not reopened at once: no spinning against it.
+        if opened.elapsed() < RETRY {
+            tokio::time::sleep(RETRY).await;
         }
     }
 }

@@ -330,7 +330,10 @@ pub fn of_report(report: &tether_proto::v1::SyncReport) -> (State, String) {
         SyncState::DryRun => (State::Pending, "dry run: nothing applied".to_owned()),
         SyncState::Syncing => (
             State::Pending,
-            format!("syncing: {}", report.phase.replace('_', " ")),
+            format!(
+                "syncing: {}",
+                crate::channel::reports::known_phase(&report.phase).replace('_', " ")
+            ),
         ),
         SyncState::Unspecified => (State::Pending, "syncing".to_owned()),
     }

@@ -228,6 +228,7 @@ impl AgentChannel for AgentChannelService {
             repos: self.repos.clone(),
             followers: Vec::new(),
             sent: Default::default(),
+            held: HashMap::new(),
             synced: hello
                 .synced
                 .iter()
@@ -284,6 +285,12 @@ struct Session {
     /// The manifest commits the followers gave this session: the only
     /// ones its reports may speak of.
     sent: super::sent::SentCommits,
+    /// Reports that named a project or commit the session had not resolved
+    /// yet: an agent reports its last state as soon as it connects, before
+    /// the followers have read the refs. The newest per project, at most
+    /// [`MAX_HELD_REPORTS`], each for [`HOLD_REPORTS_FOR`]; recorded once
+    /// they match, dropped (as any unmatched report) when the time is up.
+    held: HashMap<String, (tokio::time::Instant, v1::SyncReport)>,
     /// Manifest commits the agent said it had synced, by project.
     synced: HashMap<String, String>,
     tx: Outbound,
@@ -295,6 +302,13 @@ struct Session {
     told: std::collections::HashSet<(String, String, tether_agent_config::NotificationEvent)>,
 }
 
+/// Projects whose unmatched report a session holds at most.
+const MAX_HELD_REPORTS: usize = 32;
+/// How long an unmatched report waits for the session's followers.
+const HOLD_REPORTS_FOR: Duration = Duration::from_secs(60);
+/// How often held reports are tried again.
+const HELD_RETRY: Duration = Duration::from_millis(500);
+
 impl Session {
     async fn run(mut self, mut incoming: Streaming<AgentMessage>) {
         let mut closed = self.registration.closed.clone();
@@ -303,6 +317,8 @@ impl Session {
         // Only what the agent sends moves this; nothing kas does on its own
         // side (a poll, a grant) may keep a silent agent alive.
         let mut silence = Box::pin(tokio::time::sleep(silent_after));
+        let mut held_retry = tokio::time::interval(HELD_RETRY);
+        held_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let expiry = self.expires_in;
         let expired = async move {
             match expiry {
@@ -337,6 +353,7 @@ impl Session {
                     break reason;
                 }
                 _ = &mut silence => break "agent silent for three ping intervals".to_owned(),
+                _ = held_retry.tick(), if !self.held.is_empty() => self.record_held().await,
                 _ = self.tx.closed() => break "agent went away".to_owned(),
                 changed = self.head.changed(), if following => {
                     if changed.is_err() {
@@ -408,26 +425,69 @@ impl Session {
     /// request's head say. Such a report is dropped whole: not kept, not
     /// told, no status.
     async fn record(&mut self, report: v1::SyncReport) {
+        if let Err(why) = self.admits(&report) {
+            let fresh = !self.held.contains_key(&report.project_id);
+            if fresh && self.held.len() >= MAX_HELD_REPORTS {
+                Self::drop_report(&self.agent, &report, why);
+                return;
+            }
+            let project = report.project_id.clone();
+            let since = self
+                .held
+                .get(&project)
+                .map_or_else(tokio::time::Instant::now, |(since, _)| *since);
+            self.held.insert(project, (since, report));
+            return;
+        }
+        // A held report of the project is older than this one.
+        self.held.remove(&report.project_id);
+        self.keep(report).await;
+    }
+
+    /// Records the held reports that match now; drops those held too long.
+    async fn record_held(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        for (project, (since, report)) in held {
+            match self.admits(&report) {
+                Ok(()) => self.keep(report).await,
+                Err(why) if since.elapsed() >= HOLD_REPORTS_FOR => {
+                    Self::drop_report(&self.agent, &report, why);
+                }
+                Err(_) => {
+                    self.held.insert(project, (since, report));
+                }
+            }
+        }
+    }
+
+    /// Whether the session may keep `report`, and if not, why.
+    fn admits(&self, report: &v1::SyncReport) -> Result<(), &'static str> {
         if !self
             .followers
             .iter()
             .any(|f| f.spec.project == report.project_id)
         {
-            tracing::warn!(
-                project = %report.project_id.chars().take(200).collect::<String>(),
-                "sync report dropped: not a manifest project kas sends this agent"
-            );
-            return;
+            return Err("not a manifest project kas sends this agent");
         }
         if !self.sent.contains(&report.project_id, &report.commit_id) {
-            tracing::warn!(
-                agent = %self.agent,
-                project = %report.project_id,
-                commit = %crate::statuses::loggable(&report.commit_id),
-                "sync report dropped: not a commit kas sent this agent for this project (no commit status posted)"
+            return Err(
+                "not a commit kas sent this agent for this project (no commit status posted)",
             );
-            return;
         }
+        Ok(())
+    }
+
+    fn drop_report(agent: &str, report: &v1::SyncReport, why: &str) {
+        tracing::warn!(
+            agent = %agent,
+            project = %report.project_id.chars().take(200).collect::<String>(),
+            commit = %crate::statuses::loggable(&report.commit_id),
+            "sync report dropped: {why}"
+        );
+    }
+
+    /// Keeps a report the session admits: statuses, notifications, store.
+    async fn keep(&mut self, report: v1::SyncReport) {
         tracing::info!(
             project = %report.project_id,
             commit = %report.commit_id,
