@@ -1,5 +1,7 @@
 //! A silent network partition between agentk and kas, and its heal: kas
-//! drops the ghost session and tunnels within seconds of the drop, and
+//! drops the ghost session within seconds of the drop (the tunnels keep
+//! their 30 s + 10 s keepalive: 5 s + 5 s on tunnels broke requests in
+//! flight during a loaded rolling restart of replicas), and
 //! agentk is back within seconds of the heal, however long its backoff grew
 //! meanwhile. Real kas and agentk processes; the partition is a relay on
 //! loopback between them that goes silent.
@@ -249,12 +251,19 @@ fn partition_and_heal(scheme: &str) {
          both tunnels in {tunnels_back:?}"
     );
 
+    // Tunnels: printed above; their keepalive is 30 s + 10 s, so within the
+    // partition they may or may not be gone yet, and they are back once
+    // agentk dials them again.
+    let _ = tunnels_gone;
     for (what, took, bound) in [
         ("kas to drop the ghost session", session_gone, GHOST_BOUND),
-        ("kas to drop the ghost tunnels", tunnels_gone, GHOST_BOUND),
         ("agentk to notice", agentk_noticed, GHOST_BOUND),
         ("agentk's new session", session_back, RETURN_BOUND),
-        ("agentk's new tunnels", tunnels_back, RETURN_BOUND),
+        (
+            "agentk's new tunnels",
+            tunnels_back,
+            Duration::from_secs(60),
+        ),
     ] {
         let took = took.unwrap_or_else(|| panic!("{scheme}: never saw {what}"));
         assert!(

@@ -58,9 +58,8 @@ where
         .max_header_list_size(
             u32::try_from(4 * crate::identity::MAX_IDENTITY_BYTES).unwrap_or(u32::MAX),
         )
-        // A kas gone silent ends the tunnel, and agentk dials again.
-        .keep_alive_interval(Some(crate::KEEPALIVE_INTERVAL))
-        .keep_alive_timeout(crate::KEEPALIVE_TIMEOUT)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10))
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection, stop);
     tokio::select! {

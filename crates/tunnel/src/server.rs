@@ -80,11 +80,8 @@ impl Tunnels {
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .adaptive_window(true)
-            // A tunnel is idle between requests: ping it anyway, so that
-            // an agent gone silent loses its tunnels within 10 s and no
-            // request is sent into a dead one.
-            .keep_alive_interval(crate::KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(crate::KEEPALIVE_TIMEOUT)
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true)
             .handshake(TokioIo::new(io))
             .await?;
