@@ -86,6 +86,11 @@ struct RunArgs {
     /// on kas otherwise, and agentk needs none.
     #[arg(long, env = "AGENTK_HELM")]
     helm: Option<PathBuf>,
+    /// `on`: helm runs confined by the kernel (Landlock and seccomp: its
+    /// folder and binary only, no network), checked at start. `off`:
+    /// unconfined, warned of at start.
+    #[arg(long, env = "AGENTK_RENDER_SANDBOX", default_value = "on", value_parser = ["on", "off"])]
+    render_sandbox: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +241,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             let api_versions = cluster_info::follow(client.clone(), shutdown.clone()).await;
             let renderer = render::AgentRenderer {
                 helm: render::find_helm(args.helm.clone()).await,
+                sandbox: render::sandbox(&args.render_sandbox),
                 client: client.clone(),
                 kube_version: version.git_version.clone(),
                 api_versions: api_versions.clone(),

@@ -32,6 +32,8 @@ pub struct AgentRenderer {
     /// why there is none: a release sent to render here then fails with
     /// that reason.
     pub helm: Result<PathBuf, String>,
+    /// Whether helm runs confined by the kernel ([`sandbox`]).
+    pub sandbox: tether_render::SandboxMode,
     pub client: kube::Client,
     pub kube_version: String,
     pub api_versions: watch::Receiver<ApiVersions>,
@@ -153,7 +155,10 @@ impl AgentRenderer {
             kube_version: Some(self.kube_version.as_str()).filter(|v| !v.is_empty()),
             api_versions: &api_versions,
             secret_values: &secret_values,
-            limits: tether_render::Limits::default(),
+            limits: tether_render::Limits {
+                sandbox: self.sandbox,
+                ..tether_render::Limits::default()
+            },
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -206,6 +211,27 @@ impl AgentRenderer {
         }
         Ok(written)
     }
+}
+
+/// `--render-sandbox` as agentk runs with it: `on` is checked here, once
+/// (a probe thread confined as helm will be); where it does not hold,
+/// agentk runs on and each `render_on: agent` chart fails saying why,
+/// never rendered unconfined unless `off` was asked.
+pub fn sandbox(given: &str) -> tether_render::SandboxMode {
+    if given == "off" {
+        tracing::warn!(
+            "--render-sandbox=off: helm runs without the kernel's sandbox for render_on: agent charts"
+        );
+        return tether_render::SandboxMode::Off;
+    }
+    match tether_render::sandbox::kernel::probe() {
+        Ok(()) => tracing::info!("render_on: agent charts render in the kernel's sandbox"),
+        Err(why) => tracing::warn!(
+            error = %why,
+            "the kernel's sandbox does not hold here: render_on: agent charts will fail (--render-sandbox=off runs them unconfined)"
+        ),
+    }
+    tether_render::SandboxMode::Kernel
 }
 
 /// `--helm` (or `helm` on agentk's `PATH`) resolved once, as kas resolves

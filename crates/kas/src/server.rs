@@ -116,6 +116,12 @@ impl Server {
         // Without helm or kustomize kas still serves plain manifests; a
         // project that asks for a render is told why there is none.
         let tools = render_tools(&settings.render).await;
+        if settings.render.limits.sandbox == tether_render::SandboxMode::Off {
+            tracing::warn!(
+                "--render-sandbox=off: helm and kustomize run without the kernel's sandbox; a tenant's \
+                 chart or kustomization can read kas's files and reach its network"
+            );
+        }
         let renderer = match tether_render::Renderer::new(
             settings.render.clone(),
             &tools,
@@ -133,7 +139,17 @@ impl Server {
                 Err(e)
             }
         };
-        let readiness = admin::Readiness::default().with_detail("render-tools", tools.summary());
+        let sandbox = match (settings.render.limits.sandbox, &renderer) {
+            (tether_render::SandboxMode::Off, _) => "off (--render-sandbox=off)".to_owned(),
+            (_, Ok(_)) => match tether_render::sandbox::kernel::landlock_abi() {
+                Ok(abi) => format!("kernel (Landlock ABI {abi}, seccomp)"),
+                Err(e) => e.to_string(),
+            },
+            (_, Err(e)) => format!("no renders: {e}"),
+        };
+        let readiness = admin::Readiness::default()
+            .with_detail("render-tools", tools.summary())
+            .with_detail("render-sandbox", sandbox);
         let identity = channel::tls::load_or_generate(
             settings.tls.as_ref().map(|(cert, _)| cert.as_path()),
             settings.tls.as_ref().map(|(_, key)| key.as_path()),

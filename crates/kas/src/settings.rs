@@ -139,6 +139,13 @@ pub struct SettingsFile {
     /// Renders running at once. Default: 2.
     #[arg(long, env = "KAS_RENDER_CONCURRENCY")]
     pub render_concurrency: Option<usize>,
+    /// `on`: helm and kustomize run confined by the kernel (Landlock and
+    /// seccomp: their folder and binary only, no network), and kas checks
+    /// at start that the confinement holds, refusing to render if not.
+    /// `off`: unconfined, warned of at every start and by the
+    /// render_sandbox_off metric. Default: on.
+    #[arg(long, env = "KAS_RENDER_SANDBOX")]
+    pub render_sandbox: Option<String>,
     /// In the file only: a list does not fit a flag.
     #[arg(skip)]
     #[serde(default)]
@@ -329,6 +336,16 @@ impl Settings {
             flags.kustomize.or(file.kustomize),
         );
         render.limits.timeout = render_timeout;
+        match flags
+            .render_sandbox
+            .or(file.render_sandbox)
+            .as_deref()
+            .unwrap_or("on")
+        {
+            "on" => render.limits.sandbox = tether_render::SandboxMode::Kernel,
+            "off" => render.limits.sandbox = tether_render::SandboxMode::Off,
+            other => problems.push(format!("render_sandbox must be on or off, not {other:?}")),
+        }
         render.concurrency = render_concurrency;
         if tunnel_wait > MAX_TUNNEL_WAIT {
             problems.push(format!("tunnel_wait must be at most {MAX_TUNNEL_WAIT:?}"));

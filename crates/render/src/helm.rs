@@ -115,6 +115,7 @@ pub async fn template(t: &Template<'_>) -> Result<Vec<Value>, RenderError> {
         args,
         dir: t.home.to_owned(),
         env: sandbox::base_env(t.home),
+        folders: confined_to(&[t.repo, t.home]).map_err(|e| fail(None, e))?,
     };
     let out = sandbox::run(&invocation, t.limits).await.map_err(|e| {
         // Paths in helm's messages are the export's; say them as the
@@ -131,6 +132,19 @@ pub async fn template(t: &Template<'_>) -> Result<Vec<Value>, RenderError> {
     objects::place_in_namespace(&mut objects, t.namespace);
     objects::order_hooks(&mut objects);
     Ok(objects)
+}
+
+/// The folders a confined run is given, made if missing (an agent's
+/// export of a chart from a repository has no files).
+pub(crate) fn confined_to(folders: &[&Path]) -> Result<Vec<PathBuf>, String> {
+    folders
+        .iter()
+        .map(|folder| {
+            std::fs::create_dir_all(folder)
+                .map(|()| folder.to_path_buf())
+                .map_err(|e| format!("a folder to render in: {e}"))
+        })
+        .collect()
 }
 
 fn relative(repo: &Path, file: &Path) -> String {

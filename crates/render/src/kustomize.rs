@@ -12,12 +12,14 @@ use crate::sandbox::{self, Invocation, Limits};
 const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
 /// Builds `k` in the repository exported at `repo`; the YAML it printed,
-/// substituted.
+/// substituted. `remote_bases_allowed` is the administrator's consent for
+/// the project; the tenant's `allow_remote_bases` alone is not enough.
 pub async fn build(
     kustomize: &Path,
     repo: &Path,
     home: &Path,
     k: &Kustomization,
+    remote_bases_allowed: bool,
     limits: Limits,
 ) -> Result<String, RenderError> {
     let what = format!("kustomization {}", k.path);
@@ -33,11 +35,10 @@ pub async fn build(
             format!("{} holds no kustomization.yaml", k.path),
         ));
     }
-    if !k.allow_remote_bases {
-        refuse_remote(repo).map_err(|(file, message)| fail(Some(file), message))?;
-    }
+    let remote_bases = k.allow_remote_bases && remote_bases_allowed;
+    refuse_remote(repo, remote_bases).map_err(|(file, message)| fail(Some(file), message))?;
     let mut env = sandbox::base_env(home);
-    if k.allow_remote_bases {
+    if remote_bases {
         // Remote bases are fetched with git, which needs a PATH.
         env.retain(|(name, _)| name != "PATH");
         env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
@@ -47,6 +48,7 @@ pub async fn build(
         args: vec![OsString::from("build"), dir.into_os_string()],
         dir: home.to_owned(),
         env,
+        folders: crate::helm::confined_to(&[repo, home]).map_err(|e| fail(None, e))?,
     };
     let out = sandbox::run(&invocation, limits).await.map_err(|e| {
         fail(
@@ -61,8 +63,10 @@ pub async fn build(
 }
 
 /// Whether an entry of a kustomization names something outside the
-/// repository: a URL, a git remote or a hosting site's shorthand.
+/// repository: a URL, a git remote or a hosting site's shorthand. A
+/// generator's `key=path` is judged by its path.
 fn is_remote(entry: &str) -> bool {
+    let entry = entry.trim();
     entry.contains("://")
         || entry.starts_with("git@")
         || entry.contains("?ref=")
@@ -70,12 +74,86 @@ fn is_remote(entry: &str) -> bool {
         || ["github.com/", "gitlab.com/", "bitbucket.org/"]
             .iter()
             .any(|host| entry.starts_with(host))
+        || entry
+            .split_once('=')
+            .is_some_and(|(_, path)| path.contains("://"))
 }
 
-/// Refuses remote bases and Helm inflation in every kustomization of the
-/// repository (what the build reaches cannot be known before it runs, and
-/// a kustomization file is small): `(file, message)`.
-fn refuse_remote(repo: &Path) -> Result<(), (String, String)> {
+/// Where a kustomization names a file kustomize loads: every one of them
+/// is fetched by kustomize itself when it is a URL, before its load
+/// restrictor is asked. Each entry is `(field, entries)` read from one
+/// document.
+fn file_references(doc: &Value) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let strings = |value: Option<&Value>| -> Vec<String> {
+        match value {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    // Lists of paths (or inline text, which is never remote).
+    for field in [
+        "resources",
+        "bases",
+        "components",
+        "crds",
+        "configurations",
+        "patchesStrategicMerge",
+        "transformers",
+        "generators",
+        "validators",
+    ] {
+        for entry in strings(doc.get(field)) {
+            found.push((field.to_owned(), entry));
+        }
+    }
+    // Lists of objects with a `path`.
+    for field in ["patches", "patchesJson6902", "replacements"] {
+        for item in doc
+            .get(field)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for entry in strings(item.get("path")) {
+                found.push((format!("{field}[].path"), entry));
+            }
+        }
+    }
+    for entry in strings(doc.get("openapi").and_then(|o| o.get("path"))) {
+        found.push(("openapi.path".to_owned(), entry));
+    }
+    for field in ["configMapGenerator", "secretGenerator"] {
+        for item in doc
+            .get(field)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for source in ["files", "envs", "env"] {
+                for entry in strings(item.get(source)) {
+                    found.push((format!("{field}[].{source}"), entry));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Refuses what would make kustomize reach outside the repository, in
+/// every kustomization of the repository (what the build reaches cannot
+/// be known before it runs, and a kustomization file is small): remote
+/// entries in any field that loads a file, and Helm inflation. Remote
+/// `resources`, `bases` and `components` pass where `remote_bases` (the
+/// administrator's consent and the tenant's ask) allows them. The
+/// sandbox refuses the network in any case; this says why, naming the
+/// file and the field: `(file, message)`.
+fn refuse_remote(repo: &Path, remote_bases: bool) -> Result<(), (String, String)> {
     let mut pending = vec![repo.to_owned()];
     while let Some(dir) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -107,26 +185,34 @@ fn refuse_remote(repo: &Path) -> Result<(), (String, String)> {
                 continue;
             };
             for doc in docs {
-                if doc.get("helmCharts").is_some()
-                    || doc.get("helmChartInflationGenerator").is_some()
+                if ["helmCharts", "helmChartInflationGenerator", "helmGlobals"]
+                    .iter()
+                    .any(|field| doc.get(field).is_some())
                 {
                     return Err((
                         file,
                         "helmCharts in a kustomization are not run (they fetch charts at build time); list the chart under helm_charts".into(),
                     ));
                 }
-                for field in ["resources", "bases", "components"] {
-                    let entries = doc.get(field).and_then(Value::as_array);
-                    for entry in entries.into_iter().flatten().filter_map(Value::as_str) {
-                        if is_remote(entry) {
-                            return Err((
-                                file,
-                                format!(
-                                    "{field} names {entry:?}, outside the repository; set allow_remote_bases: true to let kustomize fetch it"
-                                ),
-                            ));
-                        }
+                for (field, entry) in file_references(&doc) {
+                    if !is_remote(&entry) {
+                        continue;
                     }
+                    let base = ["resources", "bases", "components"].contains(&field.as_str());
+                    if base && remote_bases {
+                        continue;
+                    }
+                    let how = if base {
+                        "; remote bases need allow_remote_bases: true in the config and an administrator's consent for the project (kas project set ID --allow-remote-bases)"
+                    } else {
+                        "; only resources, bases and components may be remote, and only where allowed: put the file in the repository"
+                    };
+                    return Err((
+                        file,
+                        format!(
+                            "{field} names {entry:?}, outside the repository: refused (a render reaches nothing but its repository){how}"
+                        ),
+                    ));
                 }
             }
         }
@@ -151,5 +237,88 @@ mod tests {
         for local in ["../base", "deployment.yaml", "components/github.com-like"] {
             assert!(!is_remote(local), "{local}");
         }
+    }
+
+    /// Every field in which kustomize loads a file by URL, as a hostile
+    /// repository would use it; each must be refused naming its field.
+    #[test]
+    fn every_field_that_loads_a_file_is_checked() {
+        let url = "http://127.0.0.1:9/x";
+        let cases = [
+            ("resources", format!("resources: [{url}]")),
+            ("crds", format!("crds: [{url}]")),
+            ("configurations", format!("configurations: [{url}]")),
+            (
+                "patchesStrategicMerge",
+                format!("patchesStrategicMerge: [{url}]"),
+            ),
+            ("transformers", format!("transformers: [{url}]")),
+            ("generators", format!("generators: [{url}]")),
+            ("validators", format!("validators: [{url}]")),
+            ("patches[].path", format!("patches: [{{path: {url}}}]")),
+            (
+                "patchesJson6902[].path",
+                format!("patchesJson6902: [{{path: {url}, target: {{kind: X, name: y}}}}]"),
+            ),
+            (
+                "replacements[].path",
+                format!("replacements: [{{path: {url}}}]"),
+            ),
+            ("openapi.path", format!("openapi: {{path: {url}}}")),
+            (
+                "configMapGenerator[].files",
+                format!("configMapGenerator: [{{name: x, files: [{url}]}}]"),
+            ),
+            (
+                "configMapGenerator[].files",
+                format!("configMapGenerator: [{{name: x, files: [key={url}]}}]"),
+            ),
+            (
+                "configMapGenerator[].envs",
+                format!("configMapGenerator: [{{name: x, envs: [{url}]}}]"),
+            ),
+            (
+                "secretGenerator[].env",
+                format!("secretGenerator: [{{name: x, env: {url}}}]"),
+            ),
+            (
+                "secretGenerator[].files",
+                format!("secretGenerator: [{{name: x, files: [{url}]}}]"),
+            ),
+        ];
+        for (field, text) in cases {
+            let repo = tempfile::tempdir().expect("a folder");
+            std::fs::create_dir_all(repo.path().join("app")).expect("a folder");
+            std::fs::write(repo.path().join("app/kustomization.yaml"), &text).expect("written");
+
+            // Consent to remote bases lets a base through, never any
+            // other field: every field but resources is tried with it.
+            let consent = field != "resources";
+            let refused = refuse_remote(repo.path(), consent);
+
+            let (file, message) = refused.expect_err(&text);
+            assert_eq!(file, "app/kustomization.yaml");
+            assert!(
+                message.starts_with(&format!("{field} names")),
+                "{field}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn remote_bases_pass_only_with_consent_and_local_files_always() {
+        let repo = tempfile::tempdir().expect("a folder");
+        std::fs::write(
+            repo.path().join("kustomization.yaml"),
+            "resources: [https://example.invalid/org/repo//base?ref=v1, deploy.yaml]\nconfigMapGenerator: [{name: x, files: [a.txt, key=b.txt]}]\n",
+        )
+        .expect("written");
+
+        assert!(refuse_remote(repo.path(), true).is_ok());
+        let (_, message) = refuse_remote(repo.path(), false).expect_err("no consent");
+        assert!(
+            message.contains("kas project set ID --allow-remote-bases"),
+            "{message}"
+        );
     }
 }

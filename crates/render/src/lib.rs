@@ -47,7 +47,7 @@ use tokio::sync::Semaphore;
 
 pub use metrics::RenderMetrics;
 pub use output::{RenderError, Rendered, RenderedFile};
-pub use sandbox::Limits;
+pub use sandbox::{Limits, Mode as SandboxMode};
 pub use tools::{RenderTools, Tool, ToolError, Wanted};
 
 /// A manifest project's renders at one commit.
@@ -63,6 +63,10 @@ pub struct Job<'a> {
     /// What the cluster serves (`apps/v1`, `apps/v1/Deployment`), for
     /// `.Capabilities.APIVersions`; empty: helm's built-in set.
     pub api_versions: &'a [String],
+    /// An administrator's consent to remote bases for this project
+    /// (`kas project set ID --allow-remote-bases`); a config's
+    /// `allow_remote_bases` alone is not enough.
+    pub remote_bases_allowed: bool,
 }
 
 /// The repository at the job's commit, as (path, bytes), read only on a
@@ -137,6 +141,18 @@ impl Renderer {
             (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e.to_string()),
             (Err(helm), Err(kustomize)) => return Err(format!("{helm}; {kustomize}")),
         };
+        match settings.limits.sandbox {
+            sandbox::Mode::Kernel => sandbox::kernel::probe().map_err(|why| {
+                format!(
+                    "renders run in a sandbox the kernel enforces, and this one does not hold: {why}. \
+                     Run kas on Linux 5.13 or later with Landlock enabled (lsm=landlock,… on the kernel's \
+                     command line) and seccomp, or pass --render-sandbox=off to render unconfined"
+                )
+            })?,
+            sandbox::Mode::Off => {
+                metrics.sandbox_off.set(1);
+            }
+        }
         Ok(Renderer {
             versions: format!("helm {}; kustomize {}", helm.version, kustomize.version),
             helm: helm.path.clone(),
@@ -187,6 +203,8 @@ impl Renderer {
             "helm_charts": job.helm_charts,
             "kube_version": job.kube_version,
             "api_versions": job.api_versions,
+            "remote_bases_allowed": job.remote_bases_allowed,
+            "sandbox": self.settings.limits.sandbox.as_str(),
             "tools": self.versions,
         });
         let d = digest::digest(&digest::SHA256, asked.to_string().as_bytes());
@@ -216,8 +234,15 @@ impl Renderer {
         let mut rendered = Rendered::default();
         for (i, k) in job.kustomizations.iter().enumerate() {
             let home = run_home(work.path(), &format!("kustomize-{i}")).map_err(whole)?;
-            let text =
-                kustomize::build(&self.kustomize, &repo, &home, k, self.settings.limits).await?;
+            let text = kustomize::build(
+                &self.kustomize,
+                &repo,
+                &home,
+                k,
+                job.remote_bases_allowed,
+                self.settings.limits,
+            )
+            .await?;
             let name = flat(&k.path);
             for (n, part) in split_yaml(&text, FILE_BYTES).into_iter().enumerate() {
                 rendered.files.push(RenderedFile {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -23,6 +24,9 @@ pub struct RenderMetrics {
     pub cache_hits: Counter,
     /// Time a render takes, export and tools.
     pub render_seconds: Histogram,
+    /// 1 while renders run unconfined (`--render-sandbox=off`), for an
+    /// alert: it is the administrator's choice, never a silent fallback.
+    pub sandbox_off: Gauge,
 }
 
 impl Default for RenderMetrics {
@@ -31,6 +35,7 @@ impl Default for RenderMetrics {
             renders: Family::default(),
             cache_hits: Counter::default(),
             render_seconds: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            sandbox_off: Gauge::default(),
         }
     }
 }
@@ -64,6 +69,11 @@ impl RenderMetrics {
             "render_seconds",
             "Time a manifest project's renders take",
             self.render_seconds.clone(),
+        );
+        registry.register(
+            "render_sandbox_off",
+            "1 while charts and kustomizations render without the kernel's sandbox (--render-sandbox=off)",
+            self.sandbox_off.clone(),
         );
     }
 }

@@ -216,10 +216,15 @@ impl Wanted {
             args: self.version_args.iter().map(OsString::from).collect(),
             dir: home.path().to_owned(),
             env: sandbox::base_env(home.path()),
+            folders: vec![home.path().to_owned()],
         };
         let limits = Limits {
             timeout: VERSION_TIMEOUT,
             output_bytes: VERSION_OUTPUT_BYTES,
+            // Asking a version runs nothing of a tenant's, and a kernel
+            // without Landlock must still be able to say which tools it
+            // has.
+            sandbox: sandbox::Mode::Off,
             ..Limits::default()
         };
         let out = sandbox::run(&invocation, limits)

@@ -1,9 +1,13 @@
 //! Running a renderer (helm, kustomize) as an untrusted program: whoever
 //! can push to a manifest project controls its input, and a template can
-//! loop, allocate without end or print gigabytes. So each run gets a fresh
-//! folder and nothing else of kas's: a cleared environment (no proxy, no
-//! credentials, no kubeconfig), its own process group, an address-space
-//! limit, a deadline (SIGTERM, then SIGKILL), and bounded output.
+//! loop, allocate without end, print gigabytes or name a file or URL to
+//! read. So each run gets a fresh folder and nothing else of kas's: the
+//! kernel confines it to that folder and its own binary, with no network
+//! ([`kernel`]); a cleared environment (no proxy, no credentials, no
+//! kubeconfig), its own process group, an address-space limit, a deadline
+//! (SIGTERM, then SIGKILL), and bounded output.
+
+pub mod kernel;
 
 use std::ffi::OsString;
 use std::io;
@@ -22,6 +26,27 @@ pub struct Limits {
     pub address_space: u64,
     /// Standard output kept at most; past it the run fails.
     pub output_bytes: usize,
+    /// Whether the kernel confines the run.
+    pub sandbox: Mode,
+}
+
+/// Whether renders run confined by the kernel ([`kernel`]). `Off` is the
+/// administrator's choice (`--render-sandbox=off`) on a kernel without
+/// Landlock, said at every start and on the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    #[default]
+    Kernel,
+    Off,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Kernel => "kernel",
+            Mode::Off => "off",
+        }
+    }
 }
 
 impl Default for Limits {
@@ -30,6 +55,7 @@ impl Default for Limits {
             timeout: Duration::from_secs(30),
             address_space: 4 << 30,
             output_bytes: 20 << 20,
+            sandbox: Mode::Kernel,
         }
     }
 }
@@ -49,6 +75,9 @@ pub struct Invocation {
     pub dir: PathBuf,
     /// The whole environment of the program.
     pub env: Vec<(String, OsString)>,
+    /// The folders it may read and write when confined: its export, its
+    /// archive and its scratch folder, nothing else.
+    pub folders: Vec<PathBuf>,
 }
 
 /// Why a run produced no output.
@@ -56,6 +85,13 @@ pub struct Invocation {
 pub enum Failure {
     #[error("cannot start {program}: {error}")]
     Spawn { program: String, error: io::Error },
+    #[error(
+        "cannot confine {program}: {error}; it is not run unconfined (--render-sandbox=off would)"
+    )]
+    Confine {
+        program: String,
+        error: kernel::Unavailable,
+    },
     #[error("did not finish within {0:?} and was stopped")]
     Timeout(Duration),
     #[error("printed more than {0} bytes and was stopped")]
@@ -79,8 +115,22 @@ pub async fn run(invocation: &Invocation, limits: Limits) -> Result<Vec<u8>, Fai
         // Its own group: a deadline ends the program's children too.
         .process_group(0);
     let address_space = limits.address_space;
+    let confined = match limits.sandbox {
+        Mode::Off => None,
+        Mode::Kernel => Some(
+            kernel::Prepared::new(&kernel::Confinement {
+                executables: vec![invocation.program.clone()],
+                folders: invocation.folders.clone(),
+            })
+            .map_err(|error| Failure::Confine {
+                program: invocation.program.display().to_string(),
+                error,
+            })?,
+        ),
+    };
     // SAFETY: between fork and exec only async-signal-safe calls are made
-    // (setrlimit), on memory of this frame.
+    // (setrlimit, prctl, landlock_restrict_self, seccomp), on memory the
+    // closure owns and does not allocate.
     unsafe {
         command.pre_exec(move || {
             let limit = libc::rlimit {
@@ -89,6 +139,9 @@ pub async fn run(invocation: &Invocation, limits: Limits) -> Result<Vec<u8>, Fai
             };
             if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            if let Some(confined) = &confined {
+                confined.apply()?;
             }
             Ok(())
         });
@@ -227,6 +280,7 @@ mod tests {
             args: vec!["-c".into(), script.into()],
             dir: dir.path().to_owned(),
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            folders: vec![dir.path().to_owned()],
         };
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -239,6 +293,7 @@ mod tests {
     fn output_errors_deadlines_and_floods() {
         let limits = Limits {
             timeout: Duration::from_millis(500),
+            sandbox: Mode::Off,
             ..Limits::default()
         };
         assert_eq!(sh("printf ok", limits).expect("runs"), b"ok");
