@@ -402,7 +402,14 @@ async fn a_chart_from_a_chart_repository_renders_and_a_missing_version_is_named(
 }
 
 fn chart_repository(ns: &str) {
-    let mut setup = Setup::start_with(&["--poll-interval", "60s"]);
+    let mut setup = Setup::start_with(&[
+        "--poll-interval",
+        "60s",
+        // The test's repository is on loopback: allowed, as an
+        // administrator allows an internal one.
+        "--egress-allow",
+        "127.0.0.1",
+    ]);
     setup.pod_namespace = ns.to_owned();
     // A chart, packaged and indexed with the real helm, served over HTTP.
     let source = setup.dir.path().join("remote-chart");
@@ -698,7 +705,14 @@ async fn a_chart_from_an_oci_registry_renders_and_a_missing_tag_is_named() {
 }
 
 fn oci_chart(ns: &str) {
-    let mut setup = Setup::start_with(&["--poll-interval", "60s"]);
+    let mut setup = Setup::start_with(&[
+        "--poll-interval",
+        "60s",
+        // The test's repository is on loopback: allowed, as an
+        // administrator allows an internal one.
+        "--egress-allow",
+        "127.0.0.1",
+    ]);
     setup.pod_namespace = ns.to_owned();
     let (_registry, addr) = start_registry(setup.dir.path());
     // A chart, packaged and pushed with the real helm.

@@ -149,7 +149,8 @@ impl Server {
         };
         let readiness = admin::Readiness::default()
             .with_detail("render-tools", tools.summary())
-            .with_detail("render-sandbox", sandbox);
+            .with_detail("render-sandbox", sandbox)
+            .with_detail("egress", settings.render.egress.to_string());
         let identity = channel::tls::load_or_generate(
             settings.tls.as_ref().map(|(cert, _)| cert.as_path()),
             settings.tls.as_ref().map(|(_, key)| key.as_path()),

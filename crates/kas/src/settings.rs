@@ -146,6 +146,14 @@ pub struct SettingsFile {
     /// render_sandbox_off metric. Default: on.
     #[arg(long, env = "KAS_RENDER_SANDBOX")]
     pub render_sandbox: Option<String>,
+    /// What a fetch made for a tenant (chart repositories, OCI registries,
+    /// their redirects and token realms) may reach beyond public https://
+    /// addresses: a CIDR range, an address or a host name; repeatable (or
+    /// comma-separated). Loopback, link-local, private, CGNAT and
+    /// unique-local addresses, and plain http://, are refused otherwise.
+    #[arg(long = "egress-allow", env = "KAS_EGRESS_ALLOW", value_delimiter = ',')]
+    #[serde(default)]
+    pub egress_allow: Vec<String>,
     /// In the file only: a list does not fit a flag.
     #[arg(skip)]
     #[serde(default)]
@@ -346,6 +354,15 @@ impl Settings {
             "off" => render.limits.sandbox = tether_render::SandboxMode::Off,
             other => problems.push(format!("render_sandbox must be on or off, not {other:?}")),
         }
+        let egress_allow = if flags.egress_allow.is_empty() {
+            file.egress_allow
+        } else {
+            flags.egress_allow
+        };
+        match tether_render::egress::Egress::parse(&egress_allow) {
+            Ok(egress) => render.egress = egress,
+            Err(e) => problems.push(e),
+        }
         render.concurrency = render_concurrency;
         if tunnel_wait > MAX_TUNNEL_WAIT {
             problems.push(format!("tunnel_wait must be at most {MAX_TUNNEL_WAIT:?}"));
@@ -513,6 +530,31 @@ mod tests {
         assert_eq!(s.admin_listen.to_string(), "127.0.0.1:8151");
         assert_eq!(s.poll_interval, Duration::from_secs(30));
         assert_eq!(s.agent_external_address, "grpcs://0.0.0.0:9002");
+    }
+
+    #[test]
+    fn the_sandbox_is_on_unless_turned_off_and_egress_entries_are_checked() {
+        let s = Settings::resolve(Overrides::default(), SettingsFile::default()).expect("valid");
+        assert_eq!(s.render.limits.sandbox, tether_render::SandboxMode::Kernel);
+        assert_eq!(s.render.egress.to_string(), "public https:// only");
+        let s = Settings::resolve(
+            Overrides::default(),
+            file("render_sandbox: \"off\"\negress_allow: [10.20.0.0/16, charts.internal]\n"),
+        )
+        .expect("valid");
+        assert_eq!(s.render.limits.sandbox, tether_render::SandboxMode::Off);
+        assert_eq!(
+            s.render.egress.to_string(),
+            "public https:// and 10.20.0.0/16, charts.internal"
+        );
+        let error = Settings::resolve(
+            Overrides::default(),
+            file("render_sandbox: maybe\negress_allow: [10.0.0.0/40]\n"),
+        )
+        .expect_err("invalid");
+        let text = format!("{error:#}");
+        assert!(text.contains("render_sandbox must be on or off"), "{text}");
+        assert!(text.contains("10.0.0.0/40"), "{text}");
     }
 
     #[test]

@@ -72,10 +72,11 @@ impl std::fmt::Debug for Fetcher {
     }
 }
 
-impl Default for Fetcher {
-    fn default() -> Self {
+impl Fetcher {
+    /// A fetcher whose every connection `egress` decides.
+    pub fn new(egress: crate::egress::Egress) -> Self {
         Fetcher {
-            client: crate::client::https(),
+            client: crate::client::https(egress),
             kept: Mutex::default(),
         }
     }
@@ -289,7 +290,7 @@ impl Fetcher {
                 .client
                 .get(uri)
                 .await
-                .map_err(|e| format!("{url}: {e}"))?;
+                .map_err(|e| format!("{url}: {}", crate::egress::error_chain(&e)))?;
             if !response.status().is_success() {
                 return Err(format!("{url} answered {}", response.status()));
             }

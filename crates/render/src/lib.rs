@@ -25,6 +25,7 @@ pub mod cache;
 pub mod chart_archive;
 pub mod charts;
 mod client;
+pub mod egress;
 #[cfg(test)]
 mod fixtures;
 pub mod helm;
@@ -88,6 +89,8 @@ pub struct Settings {
     pub cache_entries: usize,
     /// How long a failed render is remembered.
     pub failure_ttl: Duration,
+    /// Where chart fetches may connect ([`egress`]).
+    pub egress: egress::Egress,
 }
 
 impl Settings {
@@ -101,6 +104,7 @@ impl Settings {
             concurrency: 2,
             cache_entries: 256,
             failure_ttl: Duration::from_secs(30),
+            egress: egress::Egress::default(),
         }
     }
 
@@ -159,7 +163,7 @@ impl Renderer {
             kustomize: kustomize.path.clone(),
             cache: cache::Cache::new(settings.cache_entries, settings.failure_ttl),
             slots: Semaphore::new(settings.concurrency.max(1)),
-            fetcher: charts::Fetcher::default(),
+            fetcher: charts::Fetcher::new(settings.egress.clone()),
             settings,
             metrics,
         })
@@ -463,6 +467,9 @@ mod tests {
         };
         let mut settings = Settings::new(None, None);
         settings.concurrency = concurrency;
+        // The tests' chart repositories are on loopback, allowed as an
+        // administrator would allow an internal one.
+        settings.egress = egress::Egress::parse(&["127.0.0.1".into()]).expect("valid");
         let tools = RenderTools {
             helm: tool("helm"),
             kustomize: tool("kustomize"),
@@ -657,6 +664,72 @@ mod tests {
         let archive = fetch.await.expect("fetched once the slot was free");
         assert_eq!(*archive, crate::fixtures::chart("web"));
         assert_eq!(renderer.slots.available_permits(), 1, "and given back");
+    }
+
+    #[tokio::test]
+    async fn a_repository_on_a_forbidden_address_is_never_connected_to() {
+        let repository = repository("web", crate::fixtures::chart("web"), true).await;
+        let mut settings = Settings::new(None, None);
+        settings.egress = egress::Egress::default();
+        let tools = RenderTools {
+            helm: Ok(Tool {
+                path: "/nonexistent/helm".into(),
+                target: None,
+                version: "test".into(),
+            }),
+            kustomize: Ok(Tool {
+                path: "/nonexistent/kustomize".into(),
+                target: None,
+                version: "test".into(),
+            }),
+        };
+        let renderer =
+            Renderer::new(settings, &tools, RenderMetrics::default()).expect("a renderer");
+        let chart = from_repository(&repository.url, "web", "1.0.0");
+
+        let refused = renderer.fetch_chart_for_agent(&chart).await;
+
+        let error = refused.expect_err("loopback is not allowed").to_string();
+        assert!(
+            error.contains(&format!("{}/index.yaml", repository.url)) && error.contains("loopback"),
+            "{error}"
+        );
+        assert_eq!(
+            repository.asked(),
+            Vec::<String>::new(),
+            "nothing reached it"
+        );
+    }
+
+    /// An allowed repository whose index sends kas to another address:
+    /// the archive's connection is decided on its own address.
+    #[tokio::test]
+    async fn an_index_pointing_elsewhere_is_decided_on_the_address_it_points_to() {
+        let elsewhere =
+            std::net::TcpListener::bind("127.0.0.2:0").expect("another loopback address");
+        elsewhere.set_nonblocking(true).expect("non-blocking");
+        let port = elsewhere.local_addr().expect("its address").port();
+        let archive = crate::fixtures::chart("web");
+        let repository = ChartRepository::serve(vec![(
+            "index.yaml".into(),
+            index(
+                "web",
+                "1.0.0",
+                &format!("http://127.0.0.2:{port}/web.tgz"),
+                Some(&sha256(&archive)),
+            ),
+        )])
+        .await;
+        let chart = from_repository(&repository.url, "web", "1.0.0");
+
+        let refused = renderer(2).fetch_chart_for_agent(&chart).await;
+
+        let error = refused.expect_err("127.0.0.2 is not allowed").to_string();
+        assert!(
+            error.contains("127.0.0.2") && error.contains("loopback"),
+            "{error}"
+        );
+        assert!(elsewhere.accept().is_err(), "nothing connected to it");
     }
 
     #[test]

@@ -121,7 +121,7 @@ async fn get(
         let response = tokio::time::timeout(FETCH_TIMEOUT, client.request(request))
             .await
             .map_err(|_| format!("{target} did not answer within {FETCH_TIMEOUT:?}"))?
-            .map_err(|e| format!("{target}: {e}"))?;
+            .map_err(|e| format!("{target}: {}", crate::egress::error_chain(&e)))?;
         match response.status() {
             s if s.is_success() => {
                 let body = Limited::new(response.into_body(), limit)
@@ -185,7 +185,7 @@ async fn anonymous_token(
     let response = tokio::time::timeout(FETCH_TIMEOUT, client.get(uri))
         .await
         .map_err(|_| format!("{url} did not answer within {FETCH_TIMEOUT:?}"))?
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| format!("{url}: {}", crate::egress::error_chain(&e)))?;
     if !response.status().is_success() {
         return Err(format!(
             "{target} requires credentials; kas pulls anonymously ({url} answered {})",
