@@ -42,14 +42,27 @@ enum Allowed {
 
 /// Why a connection was refused: the URL, the address and the rule.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "refused to connect to {url}: {host} is {address}, {rule} (a tenant's fetch reaches only public https:// addresses; kas serve --egress-allow {address} allows it)"
-)]
 pub struct Refusal {
     pub url: String,
     pub host: String,
     pub address: String,
     pub rule: &'static str,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "refused to connect to {}: ", self.url)?;
+        if self.host != self.address {
+            write!(f, "{} is {}, ", self.host, self.address)?;
+        } else {
+            write!(f, "{} is ", self.address)?;
+        }
+        write!(
+            f,
+            "{} (a tenant's fetch reaches only public https:// addresses; kas serve --egress-allow {} allows it)",
+            self.rule, self.address
+        )
+    }
 }
 
 impl Egress {
@@ -113,7 +126,7 @@ impl Egress {
             return Err(refuse(rule));
         }
         if !https {
-            return Err(refuse("and the URL is plain http://"));
+            return Err(refuse("a public address, but the URL is plain http://"));
         }
         Ok(())
     }

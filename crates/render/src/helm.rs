@@ -66,6 +66,14 @@ pub async fn template(t: &Template<'_>) -> Result<Vec<Value>, RenderError> {
                 "the chart calls `lookup`, which reads the live cluster: kas renders without one, so charts using lookup are not supported".into(),
             ));
         }
+        if let Some((file, reference)) = schema_reaching_out(&t.source) {
+            return Err(fail(
+                Some(relative(t.repo, &file)),
+                format!(
+                    "the values schema's $ref {reference:?} names a URL or file outside the chart: refused (a render reaches nothing but its repository); keep the schema whole in the chart"
+                ),
+            ));
+        }
     }
     let mut args: Vec<OsString> = vec![
         "template".into(),
@@ -185,6 +193,59 @@ fn uses_lookup(chart: &Path) -> Option<PathBuf> {
     None
 }
 
+/// The first `values.schema.json` of the chart (or of a chart it vendors)
+/// with a reference helm's validator would load from outside the chart:
+/// a URL (`http://`, `https://`, `file://`) or an absolute path. Only
+/// references within the document (`#/definitions/x`) and relative paths
+/// pass; the sandbox would refuse the rest anyway, this names them.
+fn schema_reaching_out(chart: &Path) -> Option<(PathBuf, String)> {
+    let mut pending = vec![chart.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push(path);
+                continue;
+            }
+            if entry.file_name() != "values.schema.json" {
+                continue;
+            }
+            let Some(schema) = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            else {
+                continue;
+            };
+            if let Some(reference) = outside_reference(&schema) {
+                return Some((path, reference));
+            }
+        }
+    }
+    None
+}
+
+fn outside_reference(schema: &Value) -> Option<String> {
+    match schema {
+        Value::Object(map) => map
+            .iter()
+            .find_map(|(key, value)| match (key.as_str(), value) {
+                ("$ref" | "$dynamicRef" | "$recursiveRef", Value::String(reference))
+                    if reference.contains(':')
+                        || reference.starts_with('/')
+                        || reference.contains("..") =>
+                {
+                    Some(reference.clone())
+                }
+                _ => outside_reference(value),
+            }),
+        Value::Array(items) => items.iter().find_map(outside_reference),
+        _ => None,
+    }
+}
+
 /// Whether template text calls `lookup` inside an action (`{{ … }}`).
 fn calls_lookup(text: &str) -> bool {
     let mut rest = text;
@@ -206,6 +267,27 @@ fn calls_lookup(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schema_references_outside_the_chart_are_found() {
+        for outside in [
+            r#"{"$ref": "http://127.0.0.1:9/s.json"}"#,
+            r#"{"properties": {"a": {"$ref": "file:///var/lib/kas/secrets-key"}}}"#,
+            r#"{"allOf": [{"$ref": "/etc/passwd"}]}"#,
+            r#"{"$defs": {"x": {"$dynamicRef": "https://example.invalid/x"}}}"#,
+            r#"{"$ref": "../../../outside.json"}"#,
+        ] {
+            let schema: Value = serde_json::from_str(outside).expect("json");
+            assert!(outside_reference(&schema).is_some(), "{outside}");
+        }
+        for inside in [
+            r##"{"$schema": "https://json-schema.org/draft-07/schema#", "$ref": "#/definitions/a"}"##,
+            r#"{"properties": {"a": {"$ref": "common.json"}}}"#,
+        ] {
+            let schema: Value = serde_json::from_str(inside).expect("json");
+            assert_eq!(outside_reference(&schema), None, "{inside}");
+        }
+    }
 
     #[test]
     fn lookup_calls_are_found_in_actions_only() {
