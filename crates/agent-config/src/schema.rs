@@ -166,8 +166,8 @@ pub struct Kustomization {
     /// `${VAR}` (and `${VAR:=default}`) in the output become these values.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub substitute: BTreeMap<String, String>,
-    /// Lets bases and resources name remote URLs (off: a build reads only
-    /// the repository).
+    /// Kept so that configs that set it still parse; ignored, with a
+    /// warning: a render reaches nothing but its repository.
     pub allow_remote_bases: bool,
 }
 

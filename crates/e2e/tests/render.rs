@@ -316,7 +316,7 @@ fn render(ns: &str) {
         &remote,
         &[
             "deploy/overlays/prod/kustomization.yaml",
-            "allow_remote_bases",
+            "remote bases are not fetched",
         ],
     );
 

@@ -115,7 +115,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             helm_charts: &charts,
             kube_version: Some("v1.35.4"),
             api_versions: &[],
-            remote_bases_allowed: false,
         };
         let started = Instant::now();
         let rendered = runtime

@@ -12,14 +12,12 @@ use crate::sandbox::{self, Invocation, Limits};
 const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
 /// Builds `k` in the repository exported at `repo`; the YAML it printed,
-/// substituted. `remote_bases_allowed` is the administrator's consent for
-/// the project; the tenant's `allow_remote_bases` alone is not enough.
+/// substituted.
 pub async fn build(
     kustomize: &Path,
     repo: &Path,
     home: &Path,
     k: &Kustomization,
-    remote_bases_allowed: bool,
     limits: Limits,
 ) -> Result<String, RenderError> {
     let what = format!("kustomization {}", k.path);
@@ -35,14 +33,8 @@ pub async fn build(
             format!("{} holds no kustomization.yaml", k.path),
         ));
     }
-    let remote_bases = k.allow_remote_bases && remote_bases_allowed;
-    refuse_remote(repo, remote_bases).map_err(|(file, message)| fail(Some(file), message))?;
-    let mut env = sandbox::base_env(home);
-    if remote_bases {
-        // Remote bases are fetched with git, which needs a PATH.
-        env.retain(|(name, _)| name != "PATH");
-        env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
-    }
+    refuse_remote(repo).map_err(|(file, message)| fail(Some(file), message))?;
+    let env = sandbox::base_env(home);
     let invocation = Invocation {
         program: kustomize.to_owned(),
         args: vec![OsString::from("build"), dir.into_os_string()],
@@ -148,12 +140,10 @@ fn file_references(doc: &Value) -> Vec<(String, String)> {
 /// Refuses what would make kustomize reach outside the repository, in
 /// every kustomization of the repository (what the build reaches cannot
 /// be known before it runs, and a kustomization file is small): remote
-/// entries in any field that loads a file, and Helm inflation. Remote
-/// `resources`, `bases` and `components` pass where `remote_bases` (the
-/// administrator's consent and the tenant's ask) allows them. The
-/// sandbox refuses the network in any case; this says why, naming the
-/// file and the field: `(file, message)`.
-fn refuse_remote(repo: &Path, remote_bases: bool) -> Result<(), (String, String)> {
+/// entries in any field that loads a file, remote bases included, and
+/// Helm inflation. The sandbox refuses the network in any case; this says
+/// why, naming the file and the field: `(file, message)`.
+fn refuse_remote(repo: &Path) -> Result<(), (String, String)> {
     let mut pending = vec![repo.to_owned()];
     while let Some(dir) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -198,14 +188,10 @@ fn refuse_remote(repo: &Path, remote_bases: bool) -> Result<(), (String, String)
                     if !is_remote(&entry) {
                         continue;
                     }
-                    let base = ["resources", "bases", "components"].contains(&field.as_str());
-                    if base && remote_bases {
-                        continue;
-                    }
-                    let how = if base {
-                        "; remote bases need allow_remote_bases: true in the config and an administrator's consent for the project (kas project set ID --allow-remote-bases)"
+                    let how = if ["resources", "bases", "components"].contains(&field.as_str()) {
+                        "; remote bases are not fetched (allow_remote_bases is ignored): vendor the base into the repository"
                     } else {
-                        "; only resources, bases and components may be remote, and only where allowed: put the file in the repository"
+                        "; put the file in the repository"
                     };
                     return Err((
                         file,
@@ -291,10 +277,7 @@ mod tests {
             std::fs::create_dir_all(repo.path().join("app")).expect("a folder");
             std::fs::write(repo.path().join("app/kustomization.yaml"), &text).expect("written");
 
-            // Consent to remote bases lets a base through, never any
-            // other field: every field but resources is tried with it.
-            let consent = field != "resources";
-            let refused = refuse_remote(repo.path(), consent);
+            let refused = refuse_remote(repo.path());
 
             let (file, message) = refused.expect_err(&text);
             assert_eq!(file, "app/kustomization.yaml");
@@ -306,19 +289,20 @@ mod tests {
     }
 
     #[test]
-    fn remote_bases_pass_only_with_consent_and_local_files_always() {
+    fn local_files_pass_and_remote_bases_are_refused() {
         let repo = tempfile::tempdir().expect("a folder");
         std::fs::write(
             repo.path().join("kustomization.yaml"),
-            "resources: [https://example.invalid/org/repo//base?ref=v1, deploy.yaml]\nconfigMapGenerator: [{name: x, files: [a.txt, key=b.txt]}]\n",
+            "resources: [deploy.yaml, ../base]\nconfigMapGenerator: [{name: x, files: [a.txt, key=b.txt], envs: [c.env]}]\npatches: [{path: p.yaml}]\n",
         )
         .expect("written");
-
-        assert!(refuse_remote(repo.path(), true).is_ok());
-        let (_, message) = refuse_remote(repo.path(), false).expect_err("no consent");
-        assert!(
-            message.contains("kas project set ID --allow-remote-bases"),
-            "{message}"
-        );
+        assert!(refuse_remote(repo.path()).is_ok());
+        std::fs::write(
+            repo.path().join("kustomization.yaml"),
+            "resources: [https://example.invalid/org/repo//base?ref=v1]\n",
+        )
+        .expect("written");
+        let (_, message) = refuse_remote(repo.path()).expect_err("a remote base");
+        assert!(message.contains("vendor the base"), "{message}");
     }
 }

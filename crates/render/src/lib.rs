@@ -64,10 +64,6 @@ pub struct Job<'a> {
     /// What the cluster serves (`apps/v1`, `apps/v1/Deployment`), for
     /// `.Capabilities.APIVersions`; empty: helm's built-in set.
     pub api_versions: &'a [String],
-    /// An administrator's consent to remote bases for this project
-    /// (`kas project set ID --allow-remote-bases`); a config's
-    /// `allow_remote_bases` alone is not enough.
-    pub remote_bases_allowed: bool,
 }
 
 /// The repository at the job's commit, as (path, bytes), read only on a
@@ -207,7 +203,6 @@ impl Renderer {
             "helm_charts": job.helm_charts,
             "kube_version": job.kube_version,
             "api_versions": job.api_versions,
-            "remote_bases_allowed": job.remote_bases_allowed,
             "sandbox": self.settings.limits.sandbox.as_str(),
             "tools": self.versions,
         });
@@ -238,15 +233,8 @@ impl Renderer {
         let mut rendered = Rendered::default();
         for (i, k) in job.kustomizations.iter().enumerate() {
             let home = run_home(work.path(), &format!("kustomize-{i}")).map_err(whole)?;
-            let text = kustomize::build(
-                &self.kustomize,
-                &repo,
-                &home,
-                k,
-                job.remote_bases_allowed,
-                self.settings.limits,
-            )
-            .await?;
+            let text =
+                kustomize::build(&self.kustomize, &repo, &home, k, self.settings.limits).await?;
             let name = flat(&k.path);
             for (n, part) in split_yaml(&text, FILE_BYTES).into_iter().enumerate() {
                 rendered.files.push(RenderedFile {

@@ -297,7 +297,6 @@ pub async fn collect(
             helm_charts: &on_kas,
             kube_version: Some(rendering.kube_version.as_str()).filter(|v| !v.is_empty()),
             api_versions: &rendering.api_versions,
-            remote_bases_allowed: false,
         };
         let export = || async {
             select(source, commit, vec!["**".to_owned()], EXPORT_LIMITS)
