@@ -121,16 +121,54 @@ fn three_replicas_behind_haproxy_route_revoke_and_fail_over() {
         .sum();
     assert!(served_routed > 0, "no replica served a routed request");
 
-    // A request without the replicas' secret at the private listener is
-    // refused, whatever it carries.
+    // The private listener takes only a proof made with the replicas' key
+    // for that method and path, recent: not the shared secret itself, not
+    // a proof for another path, not an old one.
     let private = fleet.replicas[0].private;
-    let refused = std::process::Command::new("curl")
-        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
-        .arg(format!("https://{private}/k8s-proxy/api/v1/namespaces"))
-        .args(["-H", "tether-route-secret: guess"])
-        .output()
-        .expect("curl runs");
-    assert_eq!(String::from_utf8_lossy(&refused.stdout), "401");
+    let secret = std::fs::read_to_string(fleet.dir.path().join("private-secret")).expect("secret");
+    let key = kas::replicas::auth::RouteKey::new(
+        &kas::replicas::Secret::new(secret.trim()).expect("a secret"),
+    );
+    let namespaces = "/k8s-proxy/api/v1/namespaces";
+    let now = kas::replicas::auth::now();
+    // The listener's own refusal names it; past it, the proxy answers
+    // (here 401 too: the request carries no agent credentials).
+    let refused_by_listener = |header: String| {
+        let out = std::process::Command::new("curl")
+            .args(["-sk", "-w", "\n%{http_code}"])
+            .arg(format!("https://{private}{namespaces}"))
+            .args(["-H", &header])
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.ends_with("401") && text.contains("private listener")
+    };
+    let proof = |path: &str, at: u64| {
+        let value = key.sign(&http::Method::GET, path, at);
+        format!("tether-route: {}", value.to_str().expect("ASCII"))
+    };
+    for (what, header) in [
+        ("a guess", "tether-route: guess".to_owned()),
+        (
+            "the secret itself",
+            format!("tether-route: {}", secret.trim()),
+        ),
+        (
+            "the old header with the secret",
+            format!("tether-route-secret: {}", secret.trim()),
+        ),
+        (
+            "a proof for another path",
+            proof("/k8s-proxy/api/v1/secrets", now),
+        ),
+        ("a proof 2 minutes old", proof(namespaces, now - 120)),
+    ] {
+        assert!(refused_by_listener(header), "{what}");
+    }
+    assert!(
+        !refused_by_listener(proof(namespaces, now)),
+        "a fresh proof for the path passes the listener"
+    );
 
     // Revoke `north`'s token through a replica that does not hold its
     // session: every replica cuts it within 2 s.

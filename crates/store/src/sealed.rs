@@ -17,6 +17,9 @@ use crate::error::{Result, StoreError};
 use crate::model::{NotificationSecret, StatusTarget};
 
 const PREFIX: &str = "sealed:v1:";
+/// Sealed with every field that gives the secret its meaning bound in
+/// (a status target's token: its provider, API URL and repository).
+const PREFIX_BOUND: &str = "sealed:v2:";
 /// Largest sealed value opened (the secrets are URLs and tokens).
 const MAX_SEALED_BYTES: usize = 64 << 10;
 
@@ -48,6 +51,10 @@ impl Sealer {
     }
 
     fn seal(&self, plain: &str, record: &str) -> String {
+        self.seal_as(PREFIX, plain, record)
+    }
+
+    fn seal_as(&self, prefix: &str, plain: &str, record: &str) -> String {
         let Some(key) = &self.0 else {
             return plain.to_owned();
         };
@@ -64,11 +71,25 @@ impl Sealer {
         .expect("sealing in memory");
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
-        format!("{PREFIX}{}", hex(&out))
+        format!("{prefix}{}", hex(&out))
     }
 
     fn open(&self, stored: String, record: &str) -> Result<String> {
-        let Some(body) = stored.strip_prefix(PREFIX) else {
+        if stored.starts_with(PREFIX_BOUND) {
+            return Err(StoreError::Invalid(format!(
+                "the stored secret of {record} cannot be opened: it was sealed with its record's fields bound, and is read as such only"
+            )));
+        }
+        self.open_as(PREFIX, stored, record)
+    }
+
+    fn open_as(&self, prefix: &str, stored: String, record: &str) -> Result<String> {
+        let Some(body) = stored.strip_prefix(prefix) else {
+            if stored.starts_with("sealed:") {
+                return Err(StoreError::Invalid(format!(
+                    "the stored secret of {record} cannot be opened: sealed in another form"
+                )));
+            }
             return Ok(stored);
         };
         let refused = |why: &str| {
@@ -111,8 +132,11 @@ impl Sealer {
             .transpose()
     }
 
+    /// A status target's token is bound to where it is sent: whoever can
+    /// write the database cannot point a sealed token at another host,
+    /// provider or repository and have kas open it there.
     pub(crate) fn seal_target(&self, project: &str, mut t: StatusTarget) -> StatusTarget {
-        t.token = self.seal(&t.token, &format!("status_targets/{project}"));
+        t.token = self.seal_as(PREFIX_BOUND, &t.token, &target_record(project, &t));
         t
     }
 
@@ -123,7 +147,13 @@ impl Sealer {
     ) -> Result<Option<StatusTarget>> {
         stored
             .map(|mut t| {
-                t.token = self.open(t.token, &format!("status_targets/{project}"))?;
+                let record = target_record(project, &t);
+                if t.token.starts_with(PREFIX) {
+                    return Err(StoreError::Invalid(format!(
+                        "the stored token of status_targets/{project} was sealed before tokens were bound to their host; set the target again (kas project statuses set)"
+                    )));
+                }
+                t.token = self.open_as(PREFIX_BOUND, t.token, &record)?;
                 Ok(t)
             })
             .transpose()
@@ -154,6 +184,14 @@ impl Sealer {
             })
             .transpose()
     }
+}
+
+/// What a status target's token is bound to.
+fn target_record(project: &str, t: &StatusTarget) -> String {
+    format!(
+        "status_targets/{project}\nprovider={}\napi_url={}\nrepository={}",
+        t.provider, t.api_url, t.repository
+    )
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -226,6 +264,57 @@ mod tests {
                 .expect("legacy"),
             Some("plain".to_owned())
         );
+    }
+
+    #[test]
+    fn a_status_token_opens_only_for_the_host_it_was_sealed_for() {
+        let sealer = Sealer::new(b"0123456789abcdef0123456789abcdef");
+        let target = StatusTarget {
+            provider: "github".into(),
+            api_url: "https://api.github.com".into(),
+            repository: "team/app".into(),
+            token: "ghp_token".into(),
+            created_at: 0,
+        };
+        let sealed = sealer.seal_target("team/app", target.clone());
+        assert!(sealed.token.starts_with(PREFIX_BOUND) && !sealed.token.contains("ghp_token"));
+        let opened = sealer
+            .open_target("team/app", Some(sealed.clone()))
+            .expect("opens")
+            .expect("a target");
+        assert_eq!(opened.token, "ghp_token");
+        // Whoever writes the database points it elsewhere: refused.
+        for redirect in [
+            StatusTarget {
+                api_url: "https://attacker.example".into(),
+                ..sealed.clone()
+            },
+            StatusTarget {
+                provider: "gitea".into(),
+                ..sealed.clone()
+            },
+            StatusTarget {
+                repository: "team/other".into(),
+                ..sealed.clone()
+            },
+        ] {
+            let refused = sealer.open_target("team/app", Some(redirect));
+            assert!(refused.is_err(), "opened for another host");
+        }
+        // Sealed the old way (without the binding): refused, saying what to do.
+        let old = StatusTarget {
+            token: sealer.seal(&target.token, "status_targets/team/app"),
+            ..target.clone()
+        };
+        let refused = sealer
+            .open_target("team/app", Some(old))
+            .expect_err("unbound");
+        assert!(
+            refused.to_string().contains("set the target again"),
+            "{refused}"
+        );
+        // And a bound seal is no webhook secret.
+        assert!(sealer.open_webhook("team/app", Some(sealed.token)).is_err());
     }
 
     #[test]

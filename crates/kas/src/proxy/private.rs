@@ -1,8 +1,9 @@
 //! The private listener: where the other replicas send the proxy requests
 //! for agents whose tunnels this replica holds, and the plans of agents
 //! whose session it holds. TLS with kas's certificate; every request must
-//! carry the replicas' shared secret, and is then served from this
-//! replica's own tunnels and sessions only (never routed again).
+//! carry a proof made with the replicas' key for its method and path
+//! (`replicas::auth`), and is then served from this replica's own tunnels
+//! and sessions only (never routed again).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,9 +38,10 @@ pub async fn serve(
             let (proxy, router, api) = (proxy.clone(), router.clone(), api.clone());
             let span = tracing::info_span!("routed", peer = %peer, agent = tracing::field::Empty);
             async move {
-                if !router.is_routed(&request) {
+                if let Err(why) = router.authenticate(&request) {
                     tracing::warn!(
-                        "private listener: request without the replicas' secret refused"
+                        reason = %why,
+                        "private listener: request without the replicas' proof refused"
                     );
                     return Ok::<_, std::convert::Infallible>(status_response(
                         StatusCode::UNAUTHORIZED,

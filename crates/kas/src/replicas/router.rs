@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderName, Request, Response, StatusCode, header};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -26,10 +26,8 @@ use tokio::sync::watch;
 
 use super::{FRESH, Secret};
 
-/// The header that carries the replicas' secret on a forwarded request. Its
-/// presence (with the right value) also marks the request as routed: the
-/// receiving replica never routes it again.
-pub const ROUTE_HEADER: HeaderName = HeaderName::from_static("tether-route-secret");
+pub use super::auth::ROUTE_HEADER;
+use super::auth::{Refused, RouteKey};
 
 /// On an answer to an API request forwarded by [`Router::ask_peers`]: this
 /// replica holds no session of the agent either; ask the next.
@@ -53,7 +51,7 @@ const MAX_REMEMBERED: usize = 100_000;
 pub struct Router {
     replicas: Arc<dyn Replicas>,
     me: ReplicaId,
-    secret: Secret,
+    key: RouteKey,
     client: Client<HttpsConnector<HttpConnector>, Body>,
     tunnel_wait: Duration,
     holders: Mutex<HashMap<String, (Instant, Vec<String>)>>,
@@ -100,7 +98,7 @@ impl Router {
         Ok(Arc::new_cyclic(|this| Router {
             replicas,
             me,
-            secret,
+            key: RouteKey::new(&secret),
             client,
             tunnel_wait,
             holders: Mutex::default(),
@@ -118,13 +116,17 @@ impl Router {
         &self.replicas
     }
 
-    /// Whether `request` was forwarded by another replica (it carries the
-    /// shared secret).
-    pub fn is_routed<B>(&self, request: &Request<B>) -> bool {
-        request
-            .headers()
-            .get(ROUTE_HEADER)
-            .is_some_and(|v| self.secret.matches(v.as_bytes()))
+    /// Whether `request` was forwarded by another replica: it carries a
+    /// proof made with the replicas' key for its method and path, recent
+    /// enough ([`super::auth`]).
+    pub fn authenticate<B>(&self, request: &Request<B>) -> Result<(), Refused> {
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        self.key.verify(
+            request.method(),
+            path,
+            request.headers().get(ROUTE_HEADER),
+            super::auth::now(),
+        )
     }
 
     /// A tunnel of `agent` came up somewhere: look again, and wake the
@@ -333,7 +335,14 @@ impl Router {
             .map_or("/", |p| p.as_str())
             .to_owned();
         let original = parts.uri.clone();
-        parts.uri = match format!("{}{path}", url.trim_end_matches('/')).parse() {
+        // Replica URLs come from the shared database: only https://, so a
+        // row that points elsewhere gets nothing in the clear.
+        if !url.starts_with("https://") {
+            return Err(Failed::Sent(format!(
+                "replica URL {url} is not https://; refused"
+            )));
+        }
+        parts.uri = match format!("{}{path}", url.trim_end_matches('/')).parse::<http::Uri>() {
             Ok(uri) => uri,
             Err(e) => {
                 return Err(Failed::Sent(format!("bad replica URL {url}: {e}")));
@@ -344,9 +353,13 @@ impl Router {
         if !upgrade {
             strip_hop_by_hop(&mut parts.headers);
         }
-        let secret = HeaderValue::from_str(self.secret.expose())
-            .map_err(|e| Failed::Sent(format!("unusable secret: {e}")))?;
-        parts.headers.insert(ROUTE_HEADER, secret);
+        let signed = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let proof = self.key.sign(&parts.method, &signed, super::auth::now());
+        parts.headers.insert(ROUTE_HEADER, proof);
         // A bodiless request can be rebuilt if the connection fails before
         // it is sent; one with a body cannot.
         let bodiless = !parts.headers.contains_key(header::CONTENT_LENGTH)
