@@ -195,6 +195,27 @@ fn three_replicas_behind_haproxy_route_revoke_and_fail_over() {
         revoked.elapsed()
     );
 
+    // North has no tunnel anywhere now. A forged credential for it is
+    // refused where it arrives (401), before any routing: it neither
+    // waits --tunnel-wait (20 s) for a tunnel nor ends 503.
+    let forged = std::process::Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args([
+            "-H",
+            "Authorization: Bearer pat:north:glpat-forged0000000000000",
+        ])
+        .arg(format!(
+            "https://{}/k8s-proxy/api/v1/namespaces",
+            fleet.replicas[other].proxy
+        ))
+        .output()
+        .expect("curl runs");
+    assert_eq!(
+        String::from_utf8_lossy(&forged.stdout),
+        "401",
+        "refused before routing"
+    );
+
     // kill -9 the replica holding the most tunnels of the others.
     let rest = ["south", "east"];
     let victim = (0..3)

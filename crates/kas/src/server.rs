@@ -285,6 +285,7 @@ impl Server {
             renderer: renderer.clone(),
             router: router.clone(),
             webhook_limiter: std::sync::Arc::default(),
+            webhook_sources: std::sync::Arc::new(crate::webhooks::Limiter::per_source()),
         };
         let ui = crate::ui::UiState {
             api: state.clone(),
@@ -330,6 +331,7 @@ impl Server {
             "api",
             settings.api_listen,
             api_tls,
+            listen::caps::API,
             shutdown.clone(),
             listen::http::router_service(api::router(state).merge(crate::ui::router(ui))),
         );
@@ -337,6 +339,7 @@ impl Server {
             "admin",
             settings.admin_listen,
             None,
+            listen::caps::ADMIN,
             shutdown.clone(),
             listen::http::router_service(admin::router(metrics, readiness)),
         );

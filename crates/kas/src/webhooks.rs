@@ -193,31 +193,61 @@ pub fn concerns(refs: &[String], project_ref: Option<&str>) -> bool {
     })
 }
 
-/// Deliveries accepted per project: a burst, then one per interval.
+/// Verified deliveries accepted per project: a burst, then one per
+/// interval.
 const BURST: u32 = 20;
 const REFILL: Duration = Duration::from_millis(500);
-/// Projects tracked at most (the map is cleared past it).
+/// Deliveries accepted per source address before they are verified (a
+/// git host sends from a few addresses; this bounds what a stranger's
+/// flood costs: a database lookup and a body read each).
+const SOURCE_BURST: u32 = 60;
+const SOURCE_REFILL: Duration = Duration::from_millis(50);
+/// Keys tracked at most (the map is cleared past it).
 const MAX_TRACKED: usize = 10_000;
 
-/// A token bucket per project, so that one project's flood of deliveries
-/// (signed or not) costs a bounded number of fetches.
-#[derive(Debug, Default)]
+/// A token bucket per key: a project's verified deliveries (so that its
+/// own pushes cost a bounded number of fetches), or a source address's
+/// deliveries before verification (so that nobody can spend another's
+/// budget: an unsigned delivery never counts against a project).
+#[derive(Debug)]
 pub struct Limiter {
+    burst: u32,
+    refill: Duration,
     buckets: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
+impl Default for Limiter {
+    /// Per project, for verified deliveries.
+    fn default() -> Self {
+        Limiter::new(BURST, REFILL)
+    }
+}
+
 impl Limiter {
-    /// Takes one delivery of `project`; false when over the limit.
-    pub fn admit(&self, project: &str) -> bool {
+    pub fn new(burst: u32, refill: Duration) -> Self {
+        Limiter {
+            burst,
+            refill,
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Per source address, for deliveries not yet verified.
+    pub fn per_source() -> Self {
+        Limiter::new(SOURCE_BURST, SOURCE_REFILL)
+    }
+
+    /// Takes one delivery of `key`; false when over the limit.
+    pub fn admit(&self, key: &str) -> bool {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(project) {
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(key) {
             buckets.clear();
         }
         let now = Instant::now();
-        let (tokens, since) = buckets.entry(project.to_owned()).or_insert((BURST, now));
-        let refilled = (now.duration_since(*since).as_millis() / REFILL.as_millis()) as u32;
+        let (tokens, since) = buckets.entry(key.to_owned()).or_insert((self.burst, now));
+        let refilled = (now.duration_since(*since).as_millis() / self.refill.as_millis()) as u32;
         if refilled > 0 {
-            *tokens = (*tokens + refilled).min(BURST);
+            *tokens = (*tokens + refilled).min(self.burst);
             *since = now;
         }
         if *tokens == 0 {
@@ -225,6 +255,21 @@ impl Limiter {
         }
         *tokens -= 1;
         true
+    }
+}
+
+/// A source address as the per-source limit counts it: IPv4 whole, IPv6
+/// by its /64 (one host holds a whole /64).
+pub fn source_key(address: std::net::IpAddr) -> String {
+    match address {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
 }
 
@@ -370,6 +415,15 @@ mod tests {
         assert!(!concerns(&refs(&["refs/heads/feature"]), Some("main")));
         assert!(concerns(&refs(&["refs/tags/v1"]), Some("v1")));
         assert!(concerns(&[], Some("main")), "the sender did not say");
+    }
+
+    #[test]
+    fn sources_are_counted_by_address_and_v6_by_its_64() {
+        let key = |a: &str| source_key(a.parse().expect("an address"));
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::2"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
     }
 
     #[test]

@@ -44,6 +44,7 @@ impl Api {
             renderer: Err("no renderer in these tests".into()),
             router: None,
             webhook_limiter: Default::default(),
+            webhook_sources: std::sync::Arc::new(kas::webhooks::Limiter::per_source()),
         });
         Api {
             router,
@@ -390,7 +391,23 @@ impl Api {
         headers: &[(&str, String)],
         body: Vec<u8>,
     ) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(Method::POST).uri(path);
+        self.deliver_from("192.0.2.1:40000", path, headers, body)
+            .await
+    }
+
+    /// A delivery from `peer`, as the listener tells it to the router.
+    async fn deliver_from(
+        &self,
+        peer: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let peer: std::net::SocketAddr = peer.parse().expect("an address");
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .extension(axum::extract::ConnectInfo(peer));
         for (name, value) in headers {
             req = req.header(*name, value);
         }
@@ -524,10 +541,36 @@ async fn webhook_deliveries_are_checked_filtered_and_bounded() {
         .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 
-    // A flood is cut at the project's burst (20 deliveries, of which 10
-    // were spent above).
+    // A stranger's unsigned flood is cut at its source's budget and never
+    // spends the project's: the git host's next signed delivery passes.
+    let mut from_stranger = std::collections::BTreeMap::new();
+    for _ in 0..200 {
+        let (status, _) = api
+            .deliver_from(
+                "198.51.100.9:50000",
+                hook,
+                &[("x-github-event", "push".to_owned())],
+                b"{}".to_vec(),
+            )
+            .await;
+        *from_stranger.entry(status.as_u16()).or_insert(0) += 1;
+    }
+    assert!(
+        from_stranger.get(&429).copied().unwrap_or(0) >= 100,
+        "the source's budget: {from_stranger:?}"
+    );
+    let (status, _) = api
+        .deliver(hook, &signed(b"{}", "ping"), b"{}".to_vec())
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "the project's budget is untouched"
+    );
+
+    // A flood of signed deliveries is cut at the project's burst (20).
     let mut limited = 0;
-    for _ in 0..30 {
+    for _ in 0..40 {
         let (status, _) = api
             .deliver(hook, &signed(b"{}", "ping"), b"{}".to_vec())
             .await;

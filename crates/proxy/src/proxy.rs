@@ -223,6 +223,20 @@ impl Proxy {
             return Ok(Ok(request));
         }
         tracing::Span::current().record("agent", credential.agent.as_str());
+        // Authenticated and authorized before it is routed: a forged,
+        // revoked or unauthorized credential costs this lookup, never a
+        // hop to another replica or a waiter for the agent's tunnels. (The
+        // replica that serves it checks again: it trusts no replica's
+        // word for who the caller is.)
+        let key = admissions::key(header.unwrap_or_default());
+        let config = self.access_config(&credential.agent).await;
+        if config
+            .as_ref()
+            .and_then(|c| self.admissions.get(&key, c))
+            .is_none()
+        {
+            self.admit_inner(&credential).await?;
+        }
         match elsewhere.route(&credential.agent, request, tunnels).await {
             Routed::Here(request) => Ok(Ok(request)),
             Routed::Answered { response, via } => Ok(Err((response, via))),

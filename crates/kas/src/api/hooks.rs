@@ -6,10 +6,11 @@
 //! does; see [`crate::webhooks`] for what is checked.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tether_api::{WebhookAnswer, WebhookCreated};
@@ -26,40 +27,29 @@ pub const MAX_BODY: usize = 3 << 20;
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const PROVIDERS: [&str; 5] = ["github", "gitlab", "gitea", "bitbucket", "generic"];
 
-/// One git host delivery.
+/// One git host delivery. In this order, each step bounded by the one
+/// before: the source's budget for unverified deliveries, the project's
+/// secret (no body is read for a project without one), the body (3 MiB,
+/// 10 s), the signature, and only then the project's budget, so a
+/// stranger's unsigned flood never spends a project's deliveries.
 pub async fn deliver(
     State(state): State<ApiState>,
     Path((id, provider)): Path<(String, String)>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
     let provider: Provider = match provider.parse() {
         Ok(p) => p,
         Err(e) => return refuse(StatusCode::NOT_FOUND, e),
     };
-    if !state.webhook_limiter.admit(&id) {
-        tracing::warn!(project = %id, "webhook deliveries over the limit: refused");
+    let source = webhooks::source_key(peer.ip());
+    if !state.webhook_sources.admit(&source) {
+        tracing::warn!(source = %source, "webhook deliveries from one source over the limit: refused");
         return refuse(
             StatusCode::TOO_MANY_REQUESTS,
-            format!("too many deliveries for project {id}; try again shortly"),
+            "too many deliveries from this address; try again shortly".into(),
         );
     }
-    let (parts, body) = request.into_parts();
-    let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await
-    {
-        Ok(Ok(body)) => body,
-        Ok(Err(_)) => {
-            return refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the delivery is larger than {MAX_BODY} bytes, or broke off"),
-            );
-        }
-        Err(_) => {
-            return refuse(
-                StatusCode::REQUEST_TIMEOUT,
-                "the body did not arrive in time".into(),
-            );
-        }
-    };
     // Unknown project and project without a webhook answer alike: a
     // stranger learns nothing of which projects exist.
     let no_hook = || {
@@ -78,9 +68,33 @@ pub async fn deliver(
         Ok(None) => return no_hook(),
         Err(e) => return ApiError::from(e).into_response(),
     };
+    let (parts, body) = request.into_parts();
+    let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the delivery is larger than {MAX_BODY} bytes, or broke off"),
+            );
+        }
+        Err(_) => {
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time".into(),
+            );
+        }
+    };
     if let Err(refusal) = webhooks::verify(provider, &parts.headers, &body, &secret) {
         tracing::warn!(project = %id, provider = ?provider, reason = %refusal, "webhook delivery refused");
         return refuse(StatusCode::UNAUTHORIZED, refusal.to_string());
+    }
+    if !state.webhook_limiter.admit(&id) {
+        tracing::warn!(project = %id, "webhook deliveries over the limit: refused");
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many deliveries for project {id}; try again shortly"),
+        );
     }
     let answer = match webhooks::event(provider, &parts.headers, &body) {
         Event::Other(kind) => WebhookAnswer {

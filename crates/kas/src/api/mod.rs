@@ -53,7 +53,10 @@ pub struct ApiState {
     /// agent whose session is elsewhere is answered there.
     pub router: Option<Arc<crate::replicas::router::Router>>,
     /// Bounds push webhook deliveries per project.
+    /// Verified deliveries per project.
     pub webhook_limiter: Arc<crate::webhooks::Limiter>,
+    /// Deliveries per source address, before they are verified.
+    pub webhook_sources: Arc<crate::webhooks::Limiter>,
 }
 
 impl std::fmt::Debug for ApiState {

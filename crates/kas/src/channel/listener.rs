@@ -73,6 +73,7 @@ pub fn incoming(
         listener,
         shutdown,
         HANDSHAKE_TIMEOUT,
+        listen::caps::AGENT,
         move |tcp, peer| {
             let (acceptor, tx, gate) = (acceptor.clone(), tx.clone(), gate.clone());
             async move {

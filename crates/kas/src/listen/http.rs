@@ -25,11 +25,12 @@ const DRAIN_GRACE: Duration = Duration::from_secs(10);
 const DRAIN_SETTLE: Duration = Duration::from_millis(1000);
 
 /// Serves `service_for(peer)` on every connection to `addr` until the drain
-/// signal; over TLS when `tls` is given.
+/// signal, at most `cap` connections at once; over TLS when `tls` is given.
 pub async fn serve<F, S, B>(
     name: &'static str,
     addr: SocketAddr,
     tls: Option<TlsAcceptor>,
+    cap: usize,
     shutdown: Shutdown,
     service_for: F,
 ) -> anyhow::Result<()>
@@ -47,7 +48,7 @@ where
     let service_for = std::sync::Arc::new(service_for);
     let linger = DRAIN_SETTLE + DRAIN_GRACE + Duration::from_secs(1);
     let drain = shutdown.clone();
-    super::accept_until(name, listener, shutdown, linger, move |tcp, peer| {
+    super::accept_until(name, listener, shutdown, linger, cap, move |tcp, peer| {
         let (tls, service_for, mut drain) = (tls.clone(), service_for.clone(), drain.clone());
         async move {
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -128,10 +129,48 @@ where
     }
 }
 
-/// An axum router as the per-connection service of [`serve`].
+/// An axum router as the per-connection service of [`serve`]; each
+/// request carries its connection's peer as axum's `ConnectInfo`.
 pub fn router_service(
     router: axum::Router,
-) -> impl Fn(SocketAddr) -> hyper_util::service::TowerToHyperService<axum::Router> + Send + Sync + 'static
+) -> impl Fn(SocketAddr) -> hyper_util::service::TowerToHyperService<WithPeer> + Send + Sync + 'static
 {
-    move |_peer| hyper_util::service::TowerToHyperService::new(router.clone())
+    move |peer| {
+        hyper_util::service::TowerToHyperService::new(WithPeer {
+            router: router.clone(),
+            peer,
+        })
+    }
+}
+
+/// A router that puts the connection's peer on every request.
+#[derive(Clone, Debug)]
+pub struct WithPeer {
+    router: axum::Router,
+    peer: SocketAddr,
+}
+
+impl<B> tower::Service<Request<B>> for WithPeer
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = <axum::Router as tower::Service<Request<axum::body::Body>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        tower::Service::<Request<axum::body::Body>>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let mut request = request.map(axum::body::Body::new);
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
+        self.router.call(request)
+    }
 }

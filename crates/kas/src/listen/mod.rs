@@ -32,6 +32,19 @@ use tokio_rustls::server::TlsStream;
 /// for its upgrade request after it).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connections each listener holds at most; past it, it accepts no more
+/// until one ends (the rest wait in the kernel's backlog), so a flood of
+/// idle connections costs a bounded number of tasks and descriptors. The
+/// agent endpoint is sized for a large fleet (a session and its tunnels
+/// per agent), the proxy and private listeners for long watches.
+pub mod caps {
+    pub const API: usize = 4096;
+    pub const ADMIN: usize = 256;
+    pub const PROXY: usize = 16_384;
+    pub const PRIVATE: usize = 16_384;
+    pub const AGENT: usize = 65_536;
+}
+
 /// Binds `addr` for the listener called `name`.
 pub async fn bind(name: &'static str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
     let listener = TcpListener::bind(addr)
@@ -73,14 +86,15 @@ pub async fn handshake(acceptor: &TlsAcceptor, tcp: TcpStream) -> io::Result<Tls
 }
 
 /// Accepts connections on `listener` until the drain signal, running
-/// `connection` for each in a task of its own; then accepts the backlog,
-/// closes the listener and waits up to `linger` for the connections'
-/// tasks to end.
+/// `connection` for each in a task of its own, at most `cap` at once;
+/// then accepts the backlog, closes the listener and waits up to `linger`
+/// for the connections' tasks to end.
 pub async fn accept_until<F, Fut>(
     name: &'static str,
     listener: TcpListener,
     shutdown: Shutdown,
     linger: Duration,
+    cap: usize,
     connection: F,
 ) where
     F: Fn(TcpStream, SocketAddr) -> Fut,
@@ -90,7 +104,24 @@ pub async fn accept_until<F, Fut>(
     // Every connection's task, so that a stop waits for them.
     let mut connections = tokio::task::JoinSet::new();
     let mut stopping = false;
+    let mut full = false;
     loop {
+        if !stopping && connections.len() >= cap {
+            if !full {
+                tracing::warn!(
+                    listener = name,
+                    connections = connections.len(),
+                    "at its connection cap: accepting again once one ends"
+                );
+                full = true;
+            }
+            tokio::select! {
+                _ = stop.signalled() => stopping = true,
+                _ = connections.join_next() => {}
+            }
+            continue;
+        }
+        full = false;
         let accepted = if stopping {
             match tokio::time::timeout(Duration::ZERO, listener.accept()).await {
                 Ok(accepted) => accepted,

@@ -75,14 +75,22 @@ pub async fn serve(
     proxy: Arc<Proxy>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    crate::listen::http::serve("k8s-proxy", addr, Some(acceptor), shutdown, move |peer| {
-        let proxy = proxy.clone();
-        hyper::service::service_fn(move |request: Request<Incoming>| {
+    crate::listen::http::serve(
+        "k8s-proxy",
+        addr,
+        Some(acceptor),
+        crate::listen::caps::PROXY,
+        shutdown,
+        move |peer| {
             let proxy = proxy.clone();
-            let span = tracing::info_span!("proxy", peer = %peer, agent = tracing::field::Empty);
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, false).await) }
-                .instrument(span)
-        })
-    })
+            hyper::service::service_fn(move |request: Request<Incoming>| {
+                let proxy = proxy.clone();
+                let span =
+                    tracing::info_span!("proxy", peer = %peer, agent = tracing::field::Empty);
+                async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, false).await) }
+                    .instrument(span)
+            })
+        },
+    )
     .await
 }

@@ -32,45 +32,53 @@ pub async fn serve(
     api: axum::Router,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    crate::listen::http::serve("private", addr, Some(acceptor), shutdown, move |peer| {
-        let (proxy, router, api) = (proxy.clone(), router.clone(), api.clone());
-        hyper::service::service_fn(move |request: Request<Incoming>| {
+    crate::listen::http::serve(
+        "private",
+        addr,
+        Some(acceptor),
+        crate::listen::caps::PRIVATE,
+        shutdown,
+        move |peer| {
             let (proxy, router, api) = (proxy.clone(), router.clone(), api.clone());
-            let span = tracing::info_span!("routed", peer = %peer, agent = tracing::field::Empty);
-            async move {
-                if let Err(why) = router.authenticate(&request) {
-                    tracing::warn!(
-                        reason = %why,
-                        "private listener: request without the replicas' proof refused"
-                    );
-                    return Ok::<_, std::convert::Infallible>(status_response(
-                        StatusCode::UNAUTHORIZED,
-                        "Unauthorized",
-                        "this is kas's private listener: requests from other replicas only",
-                    ));
+            hyper::service::service_fn(move |request: Request<Incoming>| {
+                let (proxy, router, api) = (proxy.clone(), router.clone(), api.clone());
+                let span =
+                    tracing::info_span!("routed", peer = %peer, agent = tracing::field::Empty);
+                async move {
+                    if let Err(why) = router.authenticate(&request) {
+                        tracing::warn!(
+                            reason = %why,
+                            "private listener: request without the replicas' proof refused"
+                        );
+                        return Ok::<_, std::convert::Infallible>(status_response(
+                            StatusCode::UNAUTHORIZED,
+                            "Unauthorized",
+                            "this is kas's private listener: requests from other replicas only",
+                        ));
+                    }
+                    let mut request = request;
+                    request.headers_mut().remove(ROUTE_HEADER);
+                    if crate::api::plan::is_plan_path(request.uri().path()) {
+                        use tower::ServiceExt;
+                        request
+                            .extensions_mut()
+                            .insert(crate::api::plan::RoutedByPeer);
+                        let answer = api.oneshot(request.map(axum::body::Body::new)).await;
+                        let answer = match answer {
+                            Ok(answer) => answer,
+                            Err(never) => match never {},
+                        };
+                        let (parts, body) = answer.into_parts();
+                        let body = axum::body::to_bytes(body, MAX_ANSWER_BYTES)
+                            .await
+                            .unwrap_or_default();
+                        return Ok(http::Response::from_parts(parts, tether_tunnel::full(body)));
+                    }
+                    Ok(proxy.handle(request, true).await)
                 }
-                let mut request = request;
-                request.headers_mut().remove(ROUTE_HEADER);
-                if crate::api::plan::is_plan_path(request.uri().path()) {
-                    use tower::ServiceExt;
-                    request
-                        .extensions_mut()
-                        .insert(crate::api::plan::RoutedByPeer);
-                    let answer = api.oneshot(request.map(axum::body::Body::new)).await;
-                    let answer = match answer {
-                        Ok(answer) => answer,
-                        Err(never) => match never {},
-                    };
-                    let (parts, body) = answer.into_parts();
-                    let body = axum::body::to_bytes(body, MAX_ANSWER_BYTES)
-                        .await
-                        .unwrap_or_default();
-                    return Ok(http::Response::from_parts(parts, tether_tunnel::full(body)));
-                }
-                Ok(proxy.handle(request, true).await)
-            }
-            .instrument(span)
-        })
-    })
+                .instrument(span)
+            })
+        },
+    )
     .await
 }
