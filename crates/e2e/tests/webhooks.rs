@@ -26,6 +26,40 @@ async fn a_push_to_gitea_reaches_the_cluster_through_its_signed_webhook() {
         .expect("test body");
 }
 
+/// POSTs `count` unsigned push deliveries to `path` of kas's API (`api`:
+/// `http://…`) from 127.0.0.2, one connection each; their status codes.
+fn flood(api: &str, path: &str, count: usize) -> Vec<u16> {
+    use std::io::{Read, Write};
+    let address: std::net::SocketAddr = api
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the API's address");
+    (0..count)
+        .map(|_| {
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .expect("a socket");
+            let from: std::net::SocketAddr = "127.0.0.2:0".parse().expect("an address");
+            socket.bind(&from.into()).expect("bound to 127.0.0.2");
+            socket.connect(&address.into()).expect("connected");
+            let mut stream: std::net::TcpStream = socket.into();
+            let body = "{\"ref\": \"refs/heads/main\"}";
+            write!(
+                stream,
+                "POST {path} HTTP/1.1\r\nhost: kas\r\nx-gitea-event: push\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .expect("sent");
+            let mut answer = String::new();
+            let _ = stream.read_to_string(&mut answer);
+            answer
+                .split(' ')
+                .nth(1)
+                .and_then(|code| code.parse().ok())
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
 fn through_gitea(host: &tether_testenv::gitea::GitHost, ns: &str) {
     let pipeline = Pipeline::start(host, ns);
     let value = |ns: &str| {
@@ -51,6 +85,21 @@ fn through_gitea(host: &tether_testenv::gitea::GitHost, ns: &str) {
         None,
     )
     .expect("hook removed");
+
+    // A stranger floods the hook's path unsigned, from another address
+    // (127.0.0.2): cut at that source's budget, it spends none of the
+    // project's, and the host's real delivery below still passes.
+    let statuses = flood(
+        &pipeline.setup.api,
+        "/api/v1/projects/team%2Fconfig/hooks/gitea",
+        200,
+    );
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    let unsigned = statuses.iter().filter(|s| **s == 401).count();
+    eprintln!(
+        "unsigned flood: {unsigned} refused as unsigned, {limited} cut by the source's budget"
+    );
+    assert!(limited >= 100 && unsigned + limited == 200, "{statuses:?}");
 
     // The real hook: the next push arrives without any poll.
     let secret = pipeline.secret.clone();
