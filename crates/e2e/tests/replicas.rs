@@ -652,3 +652,113 @@ fn the_web_ui_of_any_replica_sees_the_whole_service() {
         "replica 1's page was not told of the session ending on replica 0"
     );
 }
+
+/// The admin's web UI sessions on two replicas: a plan asked through the
+/// replica that lacks the agent's session is authorized on the one that
+/// has it by the admin's own session (not by being routed); signing out
+/// on one replica ends that session on the other; `kas admin rotate-token`
+/// ends the old token and every admin session on every replica.
+#[test]
+fn sessions_end_and_plans_work_on_every_replica() {
+    use support::ui_client::{get, request, sign_in};
+    let fleet = Fleet::start(2, &[]);
+    let (tokens, _) = fleet.register_ci_agents(&["web-b"]);
+    let via_first = format!("grpcs://{}", fleet.replicas[0].agent);
+    let _agentk = fleet.agentk_via(&tokens[0], "web-b-0", "default", &via_first);
+    wait(
+        "the agent's session on replica 0",
+        Duration::from_secs(60),
+        || {
+            fleet.agent(0, "web-b")["connections"]
+                .as_array()
+                .is_some_and(|c| !c.is_empty())
+        },
+    );
+    let admin = std::fs::read_to_string(fleet.admin_token_file()).expect("admin token");
+    let (first, second) = (fleet.replicas[0].api, fleet.replicas[1].api);
+    let csrf_of = |page: &str| {
+        page.split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("a CSRF token")
+            .to_owned()
+    };
+    let signed_in = |api, cookie: &str| get(api, "/ui/", cookie).expect("page").0 == 200;
+
+    // A plan through replica 1's UI is answered by replica 0, which holds
+    // the session (only a replica with the agent's session can say which
+    // manifest projects its config names); it is not refused for lack of
+    // the admin's authority.
+    let on_second = sign_in(second, admin.trim()).expect("sign in on replica 1");
+    let (_, form) = get(second, "/ui/agents/web-b/plan", &on_second).expect("the plan form");
+    let (status, page, _) = request(
+        second,
+        "POST",
+        "/ui/agents/web-b/plan",
+        &on_second,
+        &format!("csrf={}&project=team%2Fconfig&commit=main", csrf_of(&form)),
+    )
+    .expect("a plan");
+    eprintln!("plan through replica 1: {status}");
+    assert!(
+        !page.contains("admin token is required") && !page.contains("Unauthorized"),
+        "the forwarded plan was refused as unauthorized: {page}"
+    );
+    assert!(
+        page.contains("is not a manifest project of agent web-b"),
+        "answered by the replica with the session: {page}"
+    );
+
+    // Signing out on replica 0 ends that session on replica 1 too.
+    let on_first = sign_in(first, admin.trim()).expect("sign in on replica 0");
+    assert!(signed_in(second, &on_first), "one session, every replica");
+    let (_, home) = get(first, "/ui/", &on_first).expect("page");
+    let (status, _, _) = request(
+        first,
+        "POST",
+        "/ui/logout",
+        &on_first,
+        &format!("csrf={}", csrf_of(&home)),
+    )
+    .expect("sign out");
+    assert!((300..400).contains(&status), "{status}");
+    assert!(!signed_in(second, &on_first), "signed out on replica 1 too");
+    assert!(signed_in(second, &on_second), "another session goes on");
+
+    // A new admin token: the old one and every admin session end on
+    // every replica within a second or so.
+    let rotated = fleet
+        .cli(0, &["admin", "rotate-token", "-o", "json"])
+        .expect("rotated");
+    let rotated: serde_json::Value = serde_json::from_str(&rotated).expect("JSON");
+    let new_token = rotated["token"].as_str().expect("a token").to_owned();
+    assert_ne!(new_token, admin.trim());
+    wait(
+        "the old session over on replica 1",
+        Duration::from_secs(5),
+        || !signed_in(second, &on_second),
+    );
+    let with = |token: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .arg(format!("http://{second}/api/v1/agents"))
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait(
+        "the old token refused on replica 1",
+        Duration::from_secs(5),
+        || with(admin.trim()) == "401",
+    );
+    assert_eq!(with(&new_token), "200", "the new token works on replica 1");
+    assert!(
+        std::fs::read_to_string(fleet.admin_token_file())
+            .expect("the file")
+            .contains(&new_token),
+        "written to the file of the replica that rotated it"
+    );
+    let fresh = sign_in(second, &new_token).expect("sign in with the new token");
+    assert!(signed_in(second, &fresh));
+}

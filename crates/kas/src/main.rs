@@ -45,6 +45,9 @@ enum Command {
     /// Where notifications go: the secrets agents' configs name.
     #[command(subcommand)]
     Notifications(cli::NotificationsCommand),
+    /// The administrator's own credentials.
+    #[command(subcommand)]
+    Admin(cli::AdminCommand),
     /// Work with agent config files locally (no server needed).
     #[command(subcommand)]
     Config(cli::ConfigCommand),
@@ -84,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Notifications(c) => {
             cli::run(&cli.connection, cli::Command::Notifications(c)).await
         }
+        Command::Admin(c) => cli::run(&cli.connection, cli::Command::Admin(c)).await,
         Command::Config(cli::ConfigCommand::Check { files }) => {
             let output = cli.connection.output();
             let ok = cli::check::run(&files, output, &mut std::io::stdout().lock())?;

@@ -274,9 +274,14 @@ impl Server {
                 shutdown.clone(),
             ));
         }
+        let admin =
+            admin_token::AdminAuth::start(store.clone(), &settings.admin_token_file, &admin_token)
+                .await?;
+        let sessions = ui_sessions(&settings, data.path())?;
         let state = api::ApiState {
             store: store.clone(),
-            admin_token: admin_token.hash(),
+            admin,
+            ui_sessions: sessions.clone(),
             connections: connections.clone(),
             agent_external_address: settings.agent_external_address.clone(),
             repos: repos.clone(),
@@ -289,7 +294,7 @@ impl Server {
         };
         let ui = crate::ui::UiState {
             api: state.clone(),
-            sessions: ui_sessions(&settings, data.path())?,
+            sessions,
             streams: Arc::new(tokio::sync::Semaphore::new(crate::ui::MAX_EVENT_STREAMS)),
             // As the API listener below decides.
             api_scheme: match settings.api_listen.ip().is_loopback() {

@@ -19,7 +19,7 @@ struct Api {
 }
 
 impl Api {
-    fn new() -> Self {
+    async fn new() -> Self {
         let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
         let admin = Token::generate(TokenKind::Admin);
         let connections: Arc<kas::channel::ConnectionRegistry> = Default::default();
@@ -32,7 +32,17 @@ impl Api {
             changes: kas::changes::Changes::new(connections.clone(), proxy.clone(), store.clone()),
             proxy,
             store: store.clone(),
-            admin_token: admin.hash(),
+            admin: kas::admin_token::AdminAuth::start(
+                store.clone(),
+                &std::env::temp_dir().join(format!(
+                    "tether-api-test-admin-token-{}",
+                    &admin.hash().to_hex()[..12]
+                )),
+                &admin,
+            )
+            .await
+            .expect("the admin token recorded"),
+            ui_sessions: kas::ui::session::Sessions::new(b"a key for the tests' UI sessions"),
             connections,
             agent_external_address: "grpcs://kas.example.com:443".into(),
             repos: Repos::new(
@@ -91,7 +101,7 @@ impl Api {
 
 #[tokio::test]
 async fn every_route_requires_the_admin_token() {
-    let api = Api::new();
+    let api = Api::new().await;
     let agent_token = Token::generate(TokenKind::Agent);
     let other_admin = Token::generate(TokenKind::Admin);
     for auth in [
@@ -117,7 +127,7 @@ async fn every_route_requires_the_admin_token() {
 
 #[tokio::test]
 async fn projects_agents_and_tokens_through_their_lifecycle() {
-    let api = Api::new();
+    let api = Api::new().await;
     let (status, project) = api
         .call(
             Method::POST,
@@ -238,7 +248,7 @@ async fn projects_agents_and_tokens_through_their_lifecycle() {
 
 #[tokio::test]
 async fn bad_bodies_are_refused_with_a_reason() {
-    let api = Api::new();
+    let api = Api::new().await;
     let (status, _) = api
         .call(
             Method::POST,
@@ -291,7 +301,7 @@ async fn bad_bodies_are_refused_with_a_reason() {
 /// does not document on a documented path is refused by the router.
 #[tokio::test]
 async fn refresh_answers_with_the_commit_or_says_what_is_wrong() {
-    let api = Api::new();
+    let api = Api::new().await;
     let (status, _) = api
         .call(Method::POST, "/api/v1/projects/team%2Fnone/refresh", None)
         .await;
@@ -337,13 +347,26 @@ async fn refresh_answers_with_the_commit_or_says_what_is_wrong() {
 }
 
 #[tokio::test]
+async fn a_rotated_admin_token_ends_the_old_one() {
+    let mut api = Api::new().await;
+    let (status, body) = api.call(Method::POST, "/api/v1/admin/token", None).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, _) = api.call(Method::GET, "/api/v1/projects", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the old token is over");
+    api.admin = Token::parse_kind(body["token"].as_str().expect("a token"), TokenKind::Admin)
+        .expect("an admin token");
+    let (status, _) = api.call(Method::GET, "/api/v1/projects", None).await;
+    assert_eq!(status, StatusCode::OK, "the new one works");
+}
+
+#[tokio::test]
 async fn the_openapi_document_matches_the_routes() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml"))
         .expect("openapi.yaml");
     let doc: Value = serde_saphyr::from_str(&text).expect("openapi.yaml parses");
     let paths = doc["paths"].as_object().expect("paths");
     assert!(paths.len() >= 6, "documented paths: {}", paths.len());
-    let api = Api::new();
+    let mut api = Api::new().await;
     for (template, item) in paths {
         let path = template
             .replace("{id}", "1")
@@ -365,6 +388,12 @@ async fn the_openapi_document_matches_the_routes() {
                     body,
                 )
                 .await;
+            // Rotating the admin token ends the old one: go on with the new.
+            if let Some(token) = body["token"].as_str()
+                && template == "/api/v1/admin/token"
+            {
+                api.admin = Token::parse_kind(token, TokenKind::Admin).expect("a new admin token");
+            }
             let routed = status != StatusCode::METHOD_NOT_ALLOWED
                 && !(status == StatusCode::NOT_FOUND && body.is_null());
             let is_documented = documented.iter().any(|m| m == method);
@@ -428,7 +457,7 @@ impl Api {
 
 #[tokio::test]
 async fn webhook_deliveries_are_checked_filtered_and_bounded() {
-    let api = Api::new();
+    let api = Api::new().await;
     let (status, _) = api
         .call(
             Method::POST,

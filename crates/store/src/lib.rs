@@ -135,6 +135,24 @@ pub trait Store: Send + Sync + 'static {
     async fn set_webhook_secret(&self, project: &str, secret: &str, now: UnixTime) -> Result<()>;
     /// The webhook secret of `project`, if one was set.
     async fn webhook_secret(&self, project: &str) -> Result<Option<String>>;
+
+    /// The admin token every replica accepts (its hash) and when it was
+    /// last rotated; `None` before the first kas recorded one.
+    async fn admin_token(&self) -> Result<Option<AdminTokenRecord>>;
+    /// Records the admin token: replacing the one there (a rotation), or
+    /// only if there is none (`replace` false: the first start); whether
+    /// it was written.
+    async fn set_admin_token(&self, record: AdminTokenRecord, replace: bool) -> Result<bool>;
+    /// Ends a web UI session on every replica (kept until it would have
+    /// expired; expired ones are dropped as others are added).
+    async fn revoke_ui_session(
+        &self,
+        session_id: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<()>;
+    /// Whether a web UI session was ended.
+    async fn ui_session_revoked(&self, session_id: &str) -> Result<bool>;
     /// Removes the webhook secret; `NotFound` when there was none.
     async fn delete_webhook_secret(&self, project: &str) -> Result<()>;
 

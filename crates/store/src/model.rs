@@ -196,3 +196,12 @@ pub struct StoredConfig {
     pub commit: String,
     pub source: String,
 }
+
+/// The admin token as every replica checks it: its hash (hex), never the
+/// token, and when it was last set (Unix milliseconds: a session signed
+/// in the same second after a rotation must stay valid).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminTokenRecord {
+    pub hash: String,
+    pub rotated_at_ms: i64,
+}

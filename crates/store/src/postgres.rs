@@ -137,6 +137,17 @@ CREATE TABLE notification_secrets (
     created_at  BIGINT NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE admin_token (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    hash        TEXT NOT NULL,
+    rotated_at_ms  BIGINT NOT NULL
+);
+CREATE TABLE ui_session_revocations (
+    session_id  TEXT PRIMARY KEY,
+    expires_at  BIGINT NOT NULL
+);
+"#,
 ];
 
 /// The advisory lock replicas take while migrating (an arbitrary constant:
@@ -608,6 +619,68 @@ impl Store for PgStore {
         .await
         .map_err(db)?;
         tx.commit().await.map_err(db)
+    }
+
+    async fn admin_token(&self) -> Result<Option<AdminTokenRecord>> {
+        let row: Option<(String, i64)> =
+            sqlx::query_as("SELECT hash, rotated_at_ms FROM admin_token WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(row.map(|(hash, rotated_at_ms)| AdminTokenRecord {
+            hash,
+            rotated_at_ms,
+        }))
+    }
+
+    async fn set_admin_token(&self, record: AdminTokenRecord, replace: bool) -> Result<bool> {
+        let sql = if replace {
+            "INSERT INTO admin_token (id, hash, rotated_at_ms) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET hash = EXCLUDED.hash, rotated_at_ms = EXCLUDED.rotated_at_ms"
+        } else {
+            "INSERT INTO admin_token (id, hash, rotated_at_ms) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO NOTHING"
+        };
+        let done = sqlx::query(sql)
+            .bind(&record.hash)
+            .bind(record.rotated_at_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn revoke_ui_session(
+        &self,
+        session_id: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<()> {
+        sqlx::query("DELETE FROM ui_session_revocations WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO ui_session_revocations (session_id, expires_at) VALUES ($1, $2)
+             ON CONFLICT (session_id) DO NOTHING",
+        )
+        .bind(session_id)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn ui_session_revoked(&self, session_id: &str) -> Result<bool> {
+        sqlx::query_scalar(
+            "SELECT EXISTS(SELECT 1 FROM ui_session_revocations WHERE session_id = $1)",
+        )
+        .bind(session_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)
     }
 
     async fn webhook_secret(&self, project: &str) -> Result<Option<String>> {

@@ -124,6 +124,17 @@ CREATE TABLE notification_secrets (
     created_at  INTEGER NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE admin_token (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    hash        TEXT NOT NULL,
+    rotated_at_ms  INTEGER NOT NULL
+);
+CREATE TABLE ui_session_revocations (
+    session_id  TEXT PRIMARY KEY,
+    expires_at  INTEGER NOT NULL
+);
+"#,
 ];
 
 /// kas's records in one SQLite file.
@@ -607,6 +618,77 @@ impl Store for SqliteStore {
             )
             .map_err(db)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn admin_token(&self) -> Result<Option<AdminTokenRecord>> {
+        self.call(|c| {
+            query_one(
+                c,
+                "SELECT hash, rotated_at_ms FROM admin_token WHERE id = 1",
+                [],
+                |r| {
+                    Ok(AdminTokenRecord {
+                        hash: r.get(0)?,
+                        rotated_at_ms: r.get(1)?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    async fn set_admin_token(&self, record: AdminTokenRecord, replace: bool) -> Result<bool> {
+        self.call(move |c| {
+            let sql = if replace {
+                "INSERT INTO admin_token (id, hash, rotated_at_ms) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET hash = excluded.hash, rotated_at_ms = excluded.rotated_at_ms"
+            } else {
+                "INSERT INTO admin_token (id, hash, rotated_at_ms) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO NOTHING"
+            };
+            let written = c
+                .execute(sql, params![record.hash, record.rotated_at_ms])
+                .map_err(db)?;
+            Ok(written > 0)
+        })
+        .await
+    }
+
+    async fn revoke_ui_session(
+        &self,
+        session_id: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<()> {
+        let id = session_id.to_owned();
+        self.call(move |c| {
+            c.execute(
+                "DELETE FROM ui_session_revocations WHERE expires_at < ?1",
+                [now],
+            )
+            .map_err(db)?;
+            c.execute(
+                "INSERT INTO ui_session_revocations (session_id, expires_at) VALUES (?1, ?2)
+                 ON CONFLICT (session_id) DO NOTHING",
+                params![id, expires_at],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ui_session_revoked(&self, session_id: &str) -> Result<bool> {
+        let id = session_id.to_owned();
+        self.call(move |c| {
+            c.query_row(
+                "SELECT EXISTS(SELECT 1 FROM ui_session_revocations WHERE session_id = ?1)",
+                [id],
+                |r| r.get(0),
+            )
+            .map_err(db)
         })
         .await
     }

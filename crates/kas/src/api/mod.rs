@@ -18,11 +18,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, post, put};
-use tether_credentials::{Token, TokenHash, TokenKind};
+use tether_credentials::{Token, TokenKind};
 use tether_store::Store;
 
 pub use error::ApiError;
@@ -34,8 +35,12 @@ use crate::repos::Repos;
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn Store>,
-    /// Hash of the admin token; the token itself is not kept.
-    pub admin_token: TokenHash,
+    /// The admin token as every replica checks it (its hash, in the
+    /// database); the token itself is not kept.
+    pub admin: Arc<crate::admin_token::AdminAuth>,
+    /// Reads web UI sessions: a plan the UI of another replica forwards
+    /// here carries the admin's session, checked like the UI checks it.
+    pub ui_sessions: crate::ui::session::Sessions,
     /// Live agent connections, shown on agents and closed on revocation.
     pub connections: Arc<ConnectionRegistry>,
     /// The agent endpoint as clusters reach it (`grpcs://kas.example.com:443`),
@@ -52,7 +57,6 @@ pub struct ApiState {
     /// The other replicas, when there are any: a plan asked here of an
     /// agent whose session is elsewhere is answered there.
     pub router: Option<Arc<crate::replicas::router::Router>>,
-    /// Bounds push webhook deliveries per project.
     /// Verified deliveries per project.
     pub webhook_limiter: Arc<crate::webhooks::Limiter>,
     /// Deliveries per source address, before they are verified.
@@ -81,6 +85,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/projects/{id}/webhook",
             post(hooks::create).delete(hooks::remove),
         )
+        .route("/api/v1/admin/token", post(rotate_admin_token))
         .route("/api/v1/notification-secrets", get(notifications::list))
         .route(
             "/api/v1/notification-secrets/{name}",
@@ -153,6 +158,18 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// A new admin token, shown once: the old one and every admin web UI
+/// session end on every replica (`kas admin rotate-token`).
+async fn rotate_admin_token(
+    State(state): State<ApiState>,
+) -> Result<(StatusCode, axum::Json<serde_json::Value>), ApiError> {
+    let token = state.admin.rotate().await.map_err(ApiError::Internal)?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(serde_json::json!({ "token": token.expose_secret() })),
+    ))
+}
+
 /// Refuses a request without the admin token. The comparison is of hashes, in
 /// constant time; a wrong token and a missing one get the same answer.
 async fn require_admin(
@@ -166,8 +183,28 @@ async fn require_admin(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| Token::from_bearer(v).ok())
         .filter(|t| t.kind() == TokenKind::Admin);
-    match presented {
-        Some(token) if state.admin_token.matches(&token) => Ok(next.run(request).await),
-        _ => Err(ApiError::Unauthorized),
+    if let Some(token) = presented {
+        return match state.admin.matches(&token).await {
+            true => Ok(next.run(request).await),
+            false => Err(ApiError::Unauthorized),
+        };
     }
+    // A plan the web UI of another replica forwarded (the private
+    // listener checked the replica's proof and marked it): authorized by
+    // the admin's own session, as that UI was, never by being routed.
+    if request
+        .extensions()
+        .get::<crate::api::plan::RoutedByPeer>()
+        .is_some()
+        && let Some(session) = request
+            .headers()
+            .get(crate::ui::session::FORWARDED_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| state.ui_sessions.open(v))
+        && crate::ui::session_is_live(&state, &session).await
+        && session.who == crate::ui::session::Who::Admin
+    {
+        return Ok(next.run(request).await);
+    }
+    Err(ApiError::Unauthorized)
 }

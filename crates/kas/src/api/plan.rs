@@ -252,11 +252,14 @@ pub(crate) async fn spec_at(
 const MAX_ROUTED_PLAN_BYTES: usize = 64 << 20;
 
 /// The plan the web UI asks for: made here when the agent's session is
-/// here, else asked of the other replicas as an API request would be.
+/// here, else asked of the other replicas as an API request would be,
+/// carrying the admin's session (`session`, the cookie's value), which
+/// authorizes it there as it did here.
 pub(crate) async fn plan_anywhere(
     state: &ApiState,
     name: &str,
     asked: PlanRequest,
+    session: &str,
 ) -> Result<PlanView, ApiError> {
     if state.connections.configs().in_use(name).is_none()
         && let Some(router) = &state.router
@@ -267,6 +270,7 @@ pub(crate) async fn plan_anywhere(
             crate::client::segment(name)
         ))
         .header(http::header::CONTENT_TYPE, "application/json")
+        .header(crate::ui::session::FORWARDED_HEADER, session)
         .body(())
         .map_err(|e| ApiError::Internal(e.into()))?
         .into_parts();

@@ -269,6 +269,16 @@ pub enum Command {
     User(UserCommand),
     Kubeconfig(KubeconfigArgs),
     Notifications(NotificationsCommand),
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Make a new admin token (shown once): the old one, and every admin
+    /// web UI session, stop working on every replica within a second.
+    /// The token is also written to the admin token file of the replica
+    /// that answered; give it to the others' files yourself.
+    RotateToken,
 }
 
 #[derive(Debug, Subcommand)]
@@ -312,6 +322,14 @@ pub async fn run(connection: &Connection, command: Command) -> anyhow::Result<()
         Command::Kubeconfig(args) => access::kubeconfig(&client, args).await?,
         Command::Notifications(NotificationsCommand::Secret(c)) => {
             notification_secret(&client, c).await?
+        }
+        Command::Admin(AdminCommand::RotateToken) => {
+            let rotated: Value = client.post_as("/api/v1/admin/token", &json!({})).await?;
+            let token = rotated["token"].as_str().unwrap_or_default().to_owned();
+            let text = format!(
+                "new admin token (shown once; the old one and every admin web UI session have ended):\n{token}\n"
+            );
+            (rotated, text)
         }
     };
     match connection.output {

@@ -133,6 +133,9 @@ pub(crate) async fn signed_in(state: &UiState, headers: &HeaderMap) -> Result<Se
     let session = session::cookie_value(headers)
         .and_then(|value| state.sessions.open(&value))
         .ok_or_else(to_login)?;
+    if !session_is_live(state, &session).await {
+        return Err(to_login());
+    }
     if let Who::User { name, token_id } = &session.who {
         let tokens = state
             .store
@@ -148,6 +151,21 @@ pub(crate) async fn signed_in(state: &UiState, headers: &HeaderMap) -> Result<Se
         }
     }
     Ok(session)
+}
+
+/// Whether a signed, unexpired session is still live on every replica:
+/// not signed out, and for the admin, signed since the admin token was
+/// last set (`kas admin rotate-token` ends every admin session).
+pub(crate) async fn session_is_live(state: &ApiState, session: &Session) -> bool {
+    if session.id.is_empty() {
+        return false;
+    }
+    if session.who == Who::Admin && session.issued_at_ms < state.admin.rotated_at_ms().await {
+        return false;
+    }
+    // A database that cannot answer ends no session here, but lets
+    // none through either.
+    matches!(state.store.ui_session_revoked(&session.id).await, Ok(false))
 }
 
 #[derive(Deserialize)]
@@ -234,7 +252,7 @@ async fn login(
 /// access token. The reason for a refusal names no secret.
 async fn who_is(state: &UiState, text: &str) -> Result<Who, String> {
     if let Ok(token) = Token::parse_kind(text, TokenKind::Admin) {
-        return match state.admin_token.matches(&token) {
+        return match state.admin.matches(&token).await {
             true => Ok(Who::Admin),
             false => Err("that is not this kas's admin token".into()),
         };
@@ -276,6 +294,20 @@ async fn logout(
     };
     if !session.csrf_matches(&form.csrf) {
         return (StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response();
+    }
+    // Ended on every replica, not only in this browser: a copy of the
+    // cookie is worth nothing after.
+    if let Err(e) = state
+        .store
+        .revoke_ui_session(&session.id, session.expires_at, session::now())
+        .await
+    {
+        tracing::warn!(error = %e, "cannot end the web UI session");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cannot sign out now; try again",
+        )
+            .into_response();
     }
     let mut response = Redirect::to("/ui/login").into_response();
     if let Ok(value) = HeaderValue::from_str(&Sessions::clear_cookie()) {

@@ -99,7 +99,8 @@ pub async fn plan(
         project: Some(asked.project.clone()).filter(|p| !p.is_empty()),
     };
     let back = format!("/ui/agents/{}/plan", segment(&name));
-    let plan = match crate::api::plan::plan_anywhere(&state.api, &name, request).await {
+    let cookie = super::session::cookie_value(&headers).unwrap_or_default();
+    let plan = match crate::api::plan::plan_anywhere(&state.api, &name, request, &cookie).await {
         Ok(plan) => plan,
         Err(e) => return Err(refused(&session, e, &back)),
     };

@@ -25,9 +25,21 @@ pub enum Who {
     User { name: String, token_id: i64 },
 }
 
+/// The header a plan forwarded to another replica carries the admin's
+/// session in (the cookie's value), for that replica to authorize it.
+pub const FORWARDED_HEADER: &str = "tether-ui-session";
+
 /// A verified session.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
+    /// Names it for sign-out on every replica (a cookie without one, from
+    /// before, is not accepted).
+    #[serde(default)]
+    pub id: String,
+    /// Unix milliseconds: an admin session signed before the admin token
+    /// was last set is over.
+    #[serde(default)]
+    pub issued_at_ms: i64,
     pub who: Who,
     /// Unix seconds.
     pub expires_at: i64,
@@ -38,6 +50,8 @@ pub struct Session {
 impl Session {
     pub fn new(who: Who) -> Self {
         Session {
+            id: crate::hex::random::<16>(),
+            issued_at_ms: crate::admin_token::now_ms(),
             who,
             expires_at: now() + LIFETIME_SECS,
             csrf: crate::hex::random::<16>(),
