@@ -150,5 +150,45 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "| Tether render, same commit again (cache) | {:.3} ms | | |",
         ms(p50(warm))
     );
+
+    // The kernel's sandbox (Landlock + seccomp) against none, same tools,
+    // same chart, renders interleaved so that both see the same machine.
+    let mut unconfined = Settings::new(Some(helm.clone()), Some(bin.join("kustomize")));
+    unconfined.limits.sandbox = tether_render::SandboxMode::Off;
+    let unconfined = Renderer::new(unconfined, &tools, RenderMetrics::default())?;
+    let mut confined_runs = Vec::new();
+    let mut unconfined_runs = Vec::new();
+    for run in 0..RUNS {
+        let commit = format!("{:040x}", 1_000 + run);
+        let job = Job {
+            project: "team/platform",
+            commit: &commit,
+            default_namespace: "apps",
+            kustomizations: &[],
+            helm_charts: &charts,
+            kube_version: Some("v1.35.4"),
+            api_versions: &[],
+        };
+        for (renderer, runs) in [
+            (&renderer, &mut confined_runs),
+            (&unconfined, &mut unconfined_runs),
+        ] {
+            let started = Instant::now();
+            runtime
+                .block_on(renderer.render(&job, || async { Ok(files.clone()) }))
+                .map_err(|e| e.to_string())?;
+            runs.push(started.elapsed());
+        }
+    }
+    let (confined, open) = (p50(confined_runs), p50(unconfined_runs));
+    println!("\n| render, new commit | p50 |");
+    println!("|---|---|");
+    println!("| unconfined (`--render-sandbox=off`) | {:.1} ms |", ms(open));
+    println!(
+        "| in the kernel's sandbox (default) | {:.1} ms ({:.3}×, {:+.2} ms) |",
+        ms(confined),
+        confined.as_secs_f64() / open.as_secs_f64(),
+        ms(confined) - ms(open)
+    );
     Ok(())
 }
