@@ -64,12 +64,6 @@ fn repository_path(path: &str) -> Result<String, String> {
 }
 
 fn kustomization(found: &mut Findings, at: &str, k: &mut Kustomization) {
-    if k.allow_remote_bases {
-        found.warn(
-            format!("{at}.allow_remote_bases"),
-            "ignored: a render reaches nothing but its repository, so remote bases are never fetched; vendor them into the repository",
-        );
-    }
     if k.path.trim().is_empty() {
         found.problem(
             format!("{at}.path"),

@@ -166,8 +166,9 @@ pub struct Kustomization {
     /// `${VAR}` (and `${VAR:=default}`) in the output become these values.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub substitute: BTreeMap<String, String>,
-    /// Kept so that configs that set it still parse; ignored, with a
-    /// warning: a render reaches nothing but its repository.
+    /// Asks that remote bases be fetched (`https://`, through kas's egress
+    /// policy); honoured only where an administrator allowed the project
+    /// (`kas project set ID --allow-remote-bases`).
     pub allow_remote_bases: bool,
 }
 

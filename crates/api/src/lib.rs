@@ -29,6 +29,17 @@ pub struct ProjectView {
     #[serde(rename = "ref")]
     pub git_ref: Option<String>,
     pub created_at: String,
+    /// An administrator's consent to remote bases in the project's
+    /// kustomizations.
+    #[serde(default)]
+    pub allow_remote_bases: bool,
+}
+
+/// What `PATCH /api/v1/projects/{id}` changes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSettings {
+    pub allow_remote_bases: Option<bool>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

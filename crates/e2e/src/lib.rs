@@ -24,7 +24,7 @@ pub mod raw;
 pub mod receiver;
 pub mod ui_client;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -246,9 +246,29 @@ impl Setup {
     /// As [`Self::start_with`], with the render tools given as `tools`
     /// says.
     pub fn start_with_tools(serve_args: &[&str], tools: ToolsGiven) -> Self {
+        Self::start_inner(serve_args, tools, None)
+    }
+
+    /// Another kas on the database `first` uses (`serve_args` name it),
+    /// with `first`'s admin token, as replicas on one database share it
+    /// (the database holds the token every kas on it accepts).
+    pub fn start_beside(first: &Setup, serve_args: &[&str]) -> Self {
+        let token = first.dir.path().join("kas/admin-token");
+        Self::start_inner(serve_args, ToolsGiven::AsFlags, Some(&token))
+    }
+
+    fn start_inner(serve_args: &[&str], tools: ToolsGiven, admin_token: Option<&Path>) -> Self {
         let serve_args: Vec<String> = serve_args.iter().map(|s| s.to_string()).collect();
         for _ in 0..3 {
             let dir = tempfile::tempdir().expect("tempdir");
+            if let Some(token) = admin_token {
+                use std::os::unix::fs::PermissionsExt;
+                let copy = dir.path().join("kas/admin-token");
+                std::fs::create_dir_all(dir.path().join("kas")).expect("kas's folder");
+                std::fs::copy(token, &copy).expect("the admin token copied");
+                std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600))
+                    .expect("private");
+            }
             let listen = [stable_port(), stable_port(), stable_port(), stable_port()];
             let kas = spawn_kas(dir.path(), listen, &serve_args, tools, "kas.log");
             let mut setup = Setup {

@@ -22,7 +22,7 @@ fn records_live_in_postgres_across_restarts_and_processes() {
     assert!(agents.contains("\"prod\""), "{agents}");
 
     // A second kas on the same database: the same agent, the same token.
-    let second = Setup::start_with(&["--database", &url]);
+    let second = Setup::start_beside(&first, &["--database", &url]);
     let shown = second
         .cli(&["agent", "show", "prod", "-o", "json"])
         .expect("the other kas knows the agent");
@@ -80,7 +80,7 @@ fn a_revocation_through_one_kas_cuts_the_agent_on_another() {
                     .is_some_and(|c| c.len() == 1)
         },
     );
-    let second = Setup::start_with(&["--database", &url]);
+    let second = Setup::start_beside(&first, &["--database", &url]);
     support::wait(
         "the second kas to follow the feed",
         std::time::Duration::from_secs(10),

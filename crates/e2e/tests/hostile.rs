@@ -228,7 +228,7 @@ fn hostile(ns: &str) {
         ("generators", format!("generators: [{at}/g.yaml]\n"), ""),
         ("validators", format!("validators: [{at}/v.yaml]\n"), ""),
         (
-            "remote bases are not fetched",
+            "an administrator's consent",
             format!("resources: [cm.yaml, '{at}/org/repo//base?ref=v1']\n"),
             "      allow_remote_bases: true\n",
         ),

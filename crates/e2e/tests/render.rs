@@ -316,7 +316,7 @@ fn render(ns: &str) {
         &remote,
         &[
             "deploy/overlays/prod/kustomization.yaml",
-            "remote bases are not fetched",
+            "allow_remote_bases: true",
         ],
     );
 

@@ -120,6 +120,18 @@ impl ApiClient {
         typed(value, "PUT", path)
     }
 
+    /// PATCH `path` with `body`, the answer read as `T`.
+    pub async fn patch_as<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let value = self
+            .request(Method::PATCH, path, Some(serde_json::to_value(body)?))
+            .await?;
+        typed(value, "PATCH", path)
+    }
+
     /// DELETE `path`, the answer read as `T`.
     pub async fn delete_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let value = self.delete(path).await?;

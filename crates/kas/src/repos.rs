@@ -213,6 +213,20 @@ impl Repos {
     /// Follows `project`'s head, starting its poller if none runs. The first
     /// value may still be empty; the receiver is marked changed so that the
     /// caller looks at it at once.
+    /// Whether an administrator allowed remote bases in `project`'s
+    /// kustomizations, read from the store each time (a change takes
+    /// effect at the next render); false when it cannot be read.
+    pub async fn remote_bases_allowed(&self, project: &str) -> bool {
+        match self.store.get_project(project).await {
+            Ok(Some(project)) => project.allow_remote_bases,
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(project, error = %e, "cannot read the project: remote bases refused");
+                false
+            }
+        }
+    }
+
     pub fn subscribe(self: &Arc<Self>, project: &str) -> watch::Receiver<Head> {
         let mut pollers = self.lock();
         let poller = pollers.entry(project.to_owned()).or_insert_with(|| {

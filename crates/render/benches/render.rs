@@ -115,6 +115,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             helm_charts: &charts,
             kube_version: Some("v1.35.4"),
             api_versions: &[],
+            remote_bases: false,
         };
         let started = Instant::now();
         let rendered = runtime
@@ -168,6 +169,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             helm_charts: &charts,
             kube_version: Some("v1.35.4"),
             api_versions: &[],
+            remote_bases: false,
         };
         for (renderer, runs) in [
             (&renderer, &mut confined_runs),
@@ -183,7 +185,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (confined, open) = (p50(confined_runs), p50(unconfined_runs));
     println!("\n| render, new commit | p50 |");
     println!("|---|---|");
-    println!("| unconfined (`--render-sandbox=off`) | {:.1} ms |", ms(open));
+    println!(
+        "| unconfined (`--render-sandbox=off`) | {:.1} ms |",
+        ms(open)
+    );
     println!(
         "| in the kernel's sandbox (default) | {:.1} ms ({:.3}×, {:+.2} ms) |",
         ms(confined),

@@ -309,20 +309,37 @@ async fn connect(policy: &Egress, uri: &Uri) -> io::Result<TokioIo<TcpStream>> {
         }
     };
     let host = uri.host().ok_or_else(|| invalid("no host"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let stream = open(policy, &uri.to_string(), host, port, https).await?;
+    Ok(TokioIo::new(stream))
+}
+
+/// A TCP connection to `host:port` for `url`, made only to addresses the
+/// policy allows: every address the name resolves to is decided before
+/// any is tried, so a name with one private address among public ones is
+/// refused whole. The refusal is a `PermissionDenied` error carrying the
+/// [`Refusal`].
+pub(crate) async fn open(
+    policy: &Egress,
+    url: &str,
+    host: &str,
+    port: u16,
+    https: bool,
+) -> io::Result<TcpStream> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
     let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(address) => vec![SocketAddr::new(address, port)],
         Err(_) => tokio::net::lookup_host((host, port)).await?.collect(),
     };
     if addresses.is_empty() {
-        return Err(invalid("the name resolves to no address"));
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{url}: the name resolves to no address"),
+        ));
     }
-    // Every address is decided before any is tried: a name with one
-    // private address among public ones is refused whole.
     for address in &addresses {
         policy
-            .decide(&uri.to_string(), host, address.ip(), https)
+            .decide(url, host, address.ip(), https)
             .map_err(|refusal| io::Error::new(io::ErrorKind::PermissionDenied, refusal))?;
     }
     let mut last = None;
@@ -330,12 +347,12 @@ async fn connect(policy: &Egress, uri: &Uri) -> io::Result<TokioIo<TcpStream>> {
         match TcpStream::connect(address).await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                return Ok(TokioIo::new(stream));
+                return Ok(stream);
             }
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| invalid("no address to connect to")))
+    Err(last.unwrap_or_else(|| io::Error::other(format!("{url}: no address to connect to"))))
 }
 
 #[cfg(test)]

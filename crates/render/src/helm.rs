@@ -124,6 +124,7 @@ pub async fn template(t: &Template<'_>) -> Result<Vec<Value>, RenderError> {
         dir: t.home.to_owned(),
         env: sandbox::base_env(t.home),
         folders: confined_to(&[t.repo, t.home]).map_err(|e| fail(None, e))?,
+        ..Invocation::default()
     };
     let out = sandbox::run(&invocation, t.limits).await.map_err(|e| {
         // Paths in helm's messages are the export's; say them as the

@@ -6,18 +6,53 @@ use std::path::Path;
 use serde_json::Value;
 use tether_agent_config::Kustomization;
 
+use crate::egress::Egress;
 use crate::output::RenderError;
 use crate::sandbox::{self, Invocation, Limits};
+
+/// What a build that fetches remote bases is given: only where an
+/// administrator allowed them for the project (`kas project set ID
+/// --allow-remote-bases`) and the config asks (`allow_remote_bases`).
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteBases<'a> {
+    /// Decides every connection, through kas's egress proxy.
+    pub egress: &'a Egress,
+    /// The system's git, which kustomize runs to clone a base.
+    pub git: &'a Path,
+}
+
+/// What the system's git needs to run, read-only, in the sandbox: its
+/// helpers (some are shell scripts, which run the system's utilities),
+/// its libraries, the certificate authorities, and its templates. Read
+/// and execute only: the sandbox's rules on the filesystem (nothing of
+/// kas's) and the network (the proxy's port) hold for whatever runs.
+const GIT_SYSTEM: [&str; 11] = [
+    "/usr/bin",
+    "/bin",
+    "/usr/lib/git-core",
+    "/usr/libexec/git-core",
+    "/usr/share/git-core",
+    "/usr/lib",
+    "/usr/lib64",
+    "/etc/ssl",
+    "/usr/share/ca-certificates",
+    "/etc/ca-certificates",
+    "/etc/ld.so.cache",
+];
 
 const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
 /// Builds `k` in the repository exported at `repo`; the YAML it printed,
-/// substituted.
+/// substituted. With `remote` (the administrator's consent) and the
+/// config's `allow_remote_bases`, remote `resources`, `bases` and
+/// `components` are fetched by kustomize's git, in the sandbox, through a
+/// proxy of kas's that decides each connection with the egress policy.
 pub async fn build(
     kustomize: &Path,
     repo: &Path,
     home: &Path,
     k: &Kustomization,
+    remote: Option<RemoteBases<'_>>,
     limits: Limits,
 ) -> Result<String, RenderError> {
     let what = format!("kustomization {}", k.path);
@@ -33,21 +68,67 @@ pub async fn build(
             format!("{} holds no kustomization.yaml", k.path),
         ));
     }
-    refuse_remote(repo).map_err(|(file, message)| fail(Some(file), message))?;
-    let env = sandbox::base_env(home);
-    let invocation = Invocation {
+    let remote = remote.filter(|_| k.allow_remote_bases);
+    let consent = match (remote.is_some(), k.allow_remote_bases) {
+        (true, _) => Consent::Given,
+        (false, true) => Consent::Missing,
+        (false, false) => Consent::NotAsked,
+    };
+    refuse_remote(repo, consent).map_err(|(file, message)| fail(Some(file), message))?;
+    let mut env = sandbox::base_env(home);
+    let mut invocation = Invocation {
         program: kustomize.to_owned(),
         args: vec![OsString::from("build"), dir.into_os_string()],
         dir: home.to_owned(),
-        env,
         folders: crate::helm::confined_to(&[repo, home]).map_err(|e| fail(None, e))?,
+        ..Invocation::default()
     };
+    let proxy = match remote {
+        None => None,
+        Some(remote) => {
+            let proxy = crate::egress_proxy::Proxy::start(remote.egress.clone())
+                .await
+                .map_err(|e| fail(None, format!("kas's egress proxy: {e}")))?;
+            let git_folder = remote.git.parent().unwrap_or(Path::new("/usr/bin"));
+            env.retain(|(name, _)| name != "PATH");
+            for (name, value) in [
+                ("PATH", git_folder.as_os_str().to_owned()),
+                ("HTTPS_PROXY", proxy.url().into()),
+                ("HTTP_PROXY", proxy.url().into()),
+                ("https_proxy", proxy.url().into()),
+                ("http_proxy", proxy.url().into()),
+                ("TMPDIR", home.as_os_str().to_owned()),
+                ("GIT_CONFIG_NOSYSTEM", "1".into()),
+                ("GIT_TERMINAL_PROMPT", "0".into()),
+                ("GIT_ALLOW_PROTOCOL", "https:http".into()),
+            ] {
+                env.push((name.to_owned(), value));
+            }
+            invocation.system = std::iter::once(remote.git.to_owned())
+                .chain(GIT_SYSTEM.iter().map(std::path::PathBuf::from))
+                .filter(|path| path.exists())
+                .collect();
+            invocation.devices = vec!["/dev/null".into(), "/dev/urandom".into()];
+            invocation.proxy_port = Some(proxy.port());
+            Some(proxy)
+        }
+    };
+    invocation.env = env;
     let out = sandbox::run(&invocation, limits).await.map_err(|e| {
-        fail(
-            None,
-            e.to_string().replace(&format!("{}/", repo.display()), ""),
-        )
+        let mut message = e.to_string().replace(&format!("{}/", repo.display()), "");
+        if let Some(refusals) = proxy
+            .as_ref()
+            .map(|p| p.refusals())
+            .filter(|r| !r.is_empty())
+        {
+            message.push_str(&format!(
+                "; kas's egress proxy refused: {}",
+                refusals.join("; ")
+            ));
+        }
+        fail(None, message)
     })?;
+    drop(proxy);
     let text =
         String::from_utf8(out).map_err(|_| fail(None, "printed text that is not UTF-8".into()))?;
     crate::substitute::substitute(&text, &k.substitute)
@@ -137,13 +218,25 @@ fn file_references(doc: &Value) -> Vec<(String, String)> {
     found
 }
 
+/// Whether remote bases may be fetched for a build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Consent {
+    /// The config asks and an administrator allowed the project.
+    Given,
+    /// The config asks; no administrator allowed the project.
+    Missing,
+    /// The config does not ask.
+    NotAsked,
+}
+
 /// Refuses what would make kustomize reach outside the repository, in
 /// every kustomization of the repository (what the build reaches cannot
 /// be known before it runs, and a kustomization file is small): remote
-/// entries in any field that loads a file, remote bases included, and
+/// entries in any field that loads a file, remote bases unless consented
+/// (and then `https://` or `http://` only: the proxy decides which), and
 /// Helm inflation. The sandbox refuses the network in any case; this says
 /// why, naming the file and the field: `(file, message)`.
-fn refuse_remote(repo: &Path) -> Result<(), (String, String)> {
+fn refuse_remote(repo: &Path, consent: Consent) -> Result<(), (String, String)> {
     let mut pending = vec![repo.to_owned()];
     while let Some(dir) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -188,10 +281,22 @@ fn refuse_remote(repo: &Path) -> Result<(), (String, String)> {
                     if !is_remote(&entry) {
                         continue;
                     }
-                    let how = if ["resources", "bases", "components"].contains(&field.as_str()) {
-                        "; remote bases are not fetched (allow_remote_bases is ignored): vendor the base into the repository"
-                    } else {
-                        "; put the file in the repository"
+                    let base = ["resources", "bases", "components"].contains(&field.as_str());
+                    let over_http = entry.starts_with("https://") || entry.starts_with("http://");
+                    if base && consent == Consent::Given && over_http {
+                        continue;
+                    }
+                    let how = match (base, consent) {
+                        (true, Consent::Given) => {
+                            "; remote bases are fetched over https:// (or http:// where kas's egress policy allows the address) only"
+                        }
+                        (true, Consent::Missing) => {
+                            "; allow_remote_bases needs an administrator's consent for the project: kas project set ID --allow-remote-bases"
+                        }
+                        (true, Consent::NotAsked) => {
+                            "; remote bases need allow_remote_bases: true in the config and an administrator's consent for the project (kas project set ID --allow-remote-bases)"
+                        }
+                        (false, _) => "; put the file in the repository",
                     };
                     return Err((
                         file,
@@ -277,7 +382,13 @@ mod tests {
             std::fs::create_dir_all(repo.path().join("app")).expect("a folder");
             std::fs::write(repo.path().join("app/kustomization.yaml"), &text).expect("written");
 
-            let refused = refuse_remote(repo.path());
+            // Consent to remote bases lets a base through, never any
+            // other field: every field but resources is tried with it.
+            let consent = match field {
+                "resources" => Consent::NotAsked,
+                _ => Consent::Given,
+            };
+            let refused = refuse_remote(repo.path(), consent);
 
             let (file, message) = refused.expect_err(&text);
             assert_eq!(file, "app/kustomization.yaml");
@@ -289,20 +400,28 @@ mod tests {
     }
 
     #[test]
-    fn local_files_pass_and_remote_bases_are_refused() {
+    fn remote_bases_pass_only_with_consent_and_over_http_and_local_files_always() {
         let repo = tempfile::tempdir().expect("a folder");
         std::fs::write(
             repo.path().join("kustomization.yaml"),
             "resources: [deploy.yaml, ../base]\nconfigMapGenerator: [{name: x, files: [a.txt, key=b.txt], envs: [c.env]}]\npatches: [{path: p.yaml}]\n",
         )
         .expect("written");
-        assert!(refuse_remote(repo.path()).is_ok());
-        std::fs::write(
-            repo.path().join("kustomization.yaml"),
-            "resources: [https://example.invalid/org/repo//base?ref=v1]\n",
-        )
-        .expect("written");
-        let (_, message) = refuse_remote(repo.path()).expect_err("a remote base");
-        assert!(message.contains("vendor the base"), "{message}");
+        assert!(refuse_remote(repo.path(), Consent::NotAsked).is_ok());
+        let write = |text: &str| {
+            std::fs::write(repo.path().join("kustomization.yaml"), text).expect("written")
+        };
+        write("resources: [https://example.invalid/org/repo//base?ref=v1]\n");
+        assert!(refuse_remote(repo.path(), Consent::Given).is_ok());
+        let (_, message) = refuse_remote(repo.path(), Consent::Missing).expect_err("no consent");
+        assert!(
+            message.contains("kas project set ID --allow-remote-bases"),
+            "{message}"
+        );
+        let (_, message) = refuse_remote(repo.path(), Consent::NotAsked).expect_err("not asked");
+        assert!(message.contains("allow_remote_bases: true"), "{message}");
+        write("resources: [git@example.invalid:org/repo.git//base]\n");
+        let (_, message) = refuse_remote(repo.path(), Consent::Given).expect_err("ssh");
+        assert!(message.contains("https://"), "{message}");
     }
 }

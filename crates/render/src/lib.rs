@@ -26,6 +26,7 @@ pub mod chart_archive;
 pub mod charts;
 mod client;
 pub mod egress;
+pub mod egress_proxy;
 #[cfg(test)]
 mod fixtures;
 pub mod helm;
@@ -64,6 +65,10 @@ pub struct Job<'a> {
     /// What the cluster serves (`apps/v1`, `apps/v1/Deployment`), for
     /// `.Capabilities.APIVersions`; empty: helm's built-in set.
     pub api_versions: &'a [String],
+    /// An administrator's consent to remote bases for this project (`kas
+    /// project set ID --allow-remote-bases`); a config's
+    /// `allow_remote_bases` alone is not enough.
+    pub remote_bases: bool,
 }
 
 /// The repository at the job's commit, as (path, bytes), read only on a
@@ -122,6 +127,9 @@ pub struct Renderer {
     kustomize: PathBuf,
     /// The tools' versions, part of every key.
     versions: String,
+    /// The system's git, found on kas's `PATH` at start, for remote bases
+    /// (`None`: there is none, and they fail saying so).
+    git: Option<PathBuf>,
     cache: cache::Cache,
     slots: Semaphore,
     fetcher: charts::Fetcher,
@@ -157,6 +165,7 @@ impl Renderer {
             versions: format!("helm {}; kustomize {}", helm.version, kustomize.version),
             helm: helm.path.clone(),
             kustomize: kustomize.path.clone(),
+            git: find_git(),
             cache: cache::Cache::new(settings.cache_entries, settings.failure_ttl),
             slots: Semaphore::new(settings.concurrency.max(1)),
             fetcher: charts::Fetcher::new(settings.egress.clone()),
@@ -233,8 +242,29 @@ impl Renderer {
         let mut rendered = Rendered::default();
         for (i, k) in job.kustomizations.iter().enumerate() {
             let home = run_home(work.path(), &format!("kustomize-{i}")).map_err(whole)?;
-            let text =
-                kustomize::build(&self.kustomize, &repo, &home, k, self.settings.limits).await?;
+            let remote = match (&self.git, job.remote_bases) {
+                (Some(git), true) => Some(kustomize::RemoteBases {
+                    egress: &self.settings.egress,
+                    git,
+                }),
+                (None, true) if k.allow_remote_bases => {
+                    return Err(RenderError {
+                        what: format!("kustomization {}", k.path),
+                        file: None,
+                        message: "remote bases are allowed for this project, but kas found no git on its PATH to fetch them with".into(),
+                    });
+                }
+                _ => None,
+            };
+            let text = kustomize::build(
+                &self.kustomize,
+                &repo,
+                &home,
+                k,
+                remote,
+                self.settings.limits,
+            )
+            .await?;
             let name = flat(&k.path);
             for (n, part) in split_yaml(&text, FILE_BYTES).into_iter().enumerate() {
                 rendered.files.push(RenderedFile {
@@ -361,6 +391,15 @@ fn fetchable(
     let name = charts::ChartName::parse(name).map_err(|e| fail(e.to_string()))?;
     let version = charts::ChartVersion::parse(version).map_err(|e| fail(e.to_string()))?;
     Ok((repository, name, version))
+}
+
+/// `git` on kas's own `PATH`, as an absolute path with its links resolved.
+fn find_git() -> Option<PathBuf> {
+    let search = std::env::var_os("PATH")?;
+    std::env::split_paths(&search)
+        .map(|folder| folder.join("git"))
+        .find(|path| path.is_file())
+        .and_then(|path| path.canonicalize().ok())
 }
 
 /// Rendered files are cut to about this size: an agent takes files up to

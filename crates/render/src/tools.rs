@@ -217,6 +217,7 @@ impl Wanted {
             dir: home.path().to_owned(),
             env: sandbox::base_env(home.path()),
             folders: vec![home.path().to_owned()],
+            ..Invocation::default()
         };
         let limits = Limits {
             timeout: VERSION_TIMEOUT,

@@ -76,6 +76,7 @@ async fn run(
         dir: home.clone(),
         env: sandbox::base_env(&home),
         folders: vec![folder.to_owned()],
+        ..Invocation::default()
     };
     let limits = Limits {
         sandbox: mode,

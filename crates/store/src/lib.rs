@@ -136,6 +136,11 @@ pub trait Store: Send + Sync + 'static {
     /// The webhook secret of `project`, if one was set.
     async fn webhook_secret(&self, project: &str) -> Result<Option<String>>;
 
+    /// Gives or takes an administrator's consent to remote bases in the
+    /// project's kustomizations; the project as it is now, `NotFound` for
+    /// an unknown one.
+    async fn set_project_remote_bases(&self, id: &str, allow: bool) -> Result<Project>;
+
     /// The admin token every replica accepts (its hash) and when it was
     /// last rotated; `None` before the first kas recorded one.
     async fn admin_token(&self) -> Result<Option<AdminTokenRecord>>;

@@ -16,6 +16,9 @@ pub struct Project {
     pub created_at: UnixTime,
     /// Branch, tag or commit kas reads; `None`: the default branch.
     pub git_ref: Option<String>,
+    /// An administrator's consent to remote bases in this project's
+    /// kustomizations (fetched through kas's egress policy).
+    pub allow_remote_bases: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -147,6 +147,7 @@ CREATE TABLE ui_session_revocations (
     session_id  TEXT PRIMARY KEY,
     expires_at  BIGINT NOT NULL
 );
+ALTER TABLE projects ADD COLUMN allow_remote_bases BOOLEAN NOT NULL DEFAULT false;
 "#,
 ];
 
@@ -282,6 +283,7 @@ fn project_row(r: &PgRow) -> sqlx::Result<Project> {
         credentials_ref: r.try_get("credentials_ref")?,
         created_at: r.try_get("created_at")?,
         git_ref: r.try_get("git_ref")?,
+        allow_remote_bases: r.try_get("allow_remote_bases")?,
     })
 }
 
@@ -358,6 +360,7 @@ impl Store for PgStore {
             credentials_ref: p.credentials_ref,
             created_at: p.created_at,
             git_ref: p.git_ref,
+            allow_remote_bases: false,
         })
     }
 
@@ -619,6 +622,18 @@ impl Store for PgStore {
         .await
         .map_err(db)?;
         tx.commit().await.map_err(db)
+    }
+
+    async fn set_project_remote_bases(&self, id: &str, allow: bool) -> Result<Project> {
+        let row =
+            sqlx::query("UPDATE projects SET allow_remote_bases = $2 WHERE id = $1 RETURNING *")
+                .bind(id)
+                .bind(allow)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?
+                .ok_or_else(|| StoreError::NotFound(format!("project {id}")))?;
+        project_row(&row).map_err(db)
     }
 
     async fn admin_token(&self) -> Result<Option<AdminTokenRecord>> {

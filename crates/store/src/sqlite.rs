@@ -134,6 +134,7 @@ CREATE TABLE ui_session_revocations (
     session_id  TEXT PRIMARY KEY,
     expires_at  INTEGER NOT NULL
 );
+ALTER TABLE projects ADD COLUMN allow_remote_bases INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
 
@@ -281,7 +282,7 @@ fn query_one<T, P: rusqlite::Params>(
     conn.query_row(sql, params, row).optional().map_err(db)
 }
 
-const PROJECT_COLUMNS: &str = "id, url, credentials_ref, created_at, git_ref";
+const PROJECT_COLUMNS: &str = "id, url, credentials_ref, created_at, git_ref, allow_remote_bases";
 const AGENT_COLUMNS: &str = "id, name, config_project, created_at";
 const TOKEN_COLUMNS: &str = "id, agent_id, name, description, created_at, expires_at, revoked_at";
 
@@ -292,6 +293,7 @@ fn project_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Project> {
         credentials_ref: r.get(2)?,
         created_at: r.get(3)?,
         git_ref: r.get(4)?,
+        allow_remote_bases: r.get(5)?,
     })
 }
 
@@ -345,6 +347,7 @@ impl Store for SqliteStore {
                 credentials_ref: p.credentials_ref,
                 created_at: p.created_at,
                 git_ref: p.git_ref,
+                allow_remote_bases: false,
             })
         })
         .await
@@ -618,6 +621,25 @@ impl Store for SqliteStore {
             )
             .map_err(db)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn set_project_remote_bases(&self, id: &str, allow: bool) -> Result<Project> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            let changed = c
+                .execute(
+                    "UPDATE projects SET allow_remote_bases = ?2 WHERE id = ?1",
+                    params![id, allow],
+                )
+                .map_err(db)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!("project {id}")));
+            }
+            let sql = format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE id = ?1");
+            query_one(c, &sql, [&id], project_row)?
+                .ok_or_else(|| StoreError::NotFound(format!("project {id}")))
         })
         .await
     }

@@ -53,9 +53,97 @@ on_both_stores!(
     webhook_secrets_are_set_replaced_removed_and_go_with_their_project,
     status_targets_are_set_replaced_removed_and_go_with_their_project,
     notification_secrets_are_set_listed_and_removed,
+    remote_bases_consent_the_admin_token_and_ended_sessions_are_kept,
 );
 
 const T0: UnixTime = 1_800_000_000;
+
+async fn remote_bases_consent_the_admin_token_and_ended_sessions_are_kept(store: Shared) {
+    let (store, _) = store_with_agent(store).await;
+    let project = store
+        .get_project("team/config")
+        .await
+        .expect("read")
+        .expect("there");
+    assert!(
+        !project.allow_remote_bases,
+        "refused until an administrator allows"
+    );
+    let allowed = store
+        .set_project_remote_bases("team/config", true)
+        .await
+        .expect("set");
+    assert!(allowed.allow_remote_bases);
+    let read = store
+        .get_project("team/config")
+        .await
+        .expect("read")
+        .expect("there");
+    assert!(read.allow_remote_bases);
+    assert!(
+        !store
+            .set_project_remote_bases("team/config", false)
+            .await
+            .expect("set")
+            .allow_remote_bases
+    );
+    assert!(
+        store
+            .set_project_remote_bases("team/none", true)
+            .await
+            .is_err()
+    );
+
+    assert_eq!(store.admin_token().await.expect("read"), None);
+    let first = AdminTokenRecord {
+        hash: "a".repeat(64),
+        rotated_at_ms: 1,
+    };
+    assert!(
+        store
+            .set_admin_token(first.clone(), false)
+            .await
+            .expect("set")
+    );
+    let second = AdminTokenRecord {
+        hash: "b".repeat(64),
+        rotated_at_ms: 2,
+    };
+    assert!(
+        !store
+            .set_admin_token(second.clone(), false)
+            .await
+            .expect("kept"),
+        "a second first start records nothing"
+    );
+    assert_eq!(store.admin_token().await.expect("read"), Some(first));
+    assert!(
+        store
+            .set_admin_token(second.clone(), true)
+            .await
+            .expect("rotated")
+    );
+    assert_eq!(store.admin_token().await.expect("read"), Some(second));
+
+    assert!(!store.ui_session_revoked("s1").await.expect("read"));
+    store
+        .revoke_ui_session("s1", T0 + 10, T0)
+        .await
+        .expect("ended");
+    store
+        .revoke_ui_session("s1", T0 + 10, T0)
+        .await
+        .expect("ended twice");
+    assert!(store.ui_session_revoked("s1").await.expect("read"));
+    // Past its expiry it is dropped as another ends: bounded by the
+    // sessions that could still be presented.
+    store
+        .revoke_ui_session("s2", T0 + 100, T0 + 20)
+        .await
+        .expect("ended");
+    assert!(!store.ui_session_revoked("s1").await.expect("read"));
+    assert!(store.ui_session_revoked("s2").await.expect("read"));
+}
 
 async fn store_with_agent(store: Shared) -> (Shared, Agent) {
     store
@@ -259,7 +347,7 @@ async fn records_survive_a_reopen_and_migrations_run_once() {
             .expect("token");
     }
     let store = SqliteStore::open(&path).expect("reopens");
-    assert_eq!(store.schema_version().await.expect("version"), 7);
+    assert_eq!(store.schema_version().await.expect("version"), 8);
     assert_eq!(store.list_agents().await.expect("agents").len(), 1);
     let project = store.get_project("p").await.expect("get").expect("present");
     assert_eq!(project.credentials_ref.as_deref(), Some("deploy-key"));
@@ -450,7 +538,7 @@ async fn postgres_replicas_migrate_once_and_share_records() {
     });
     let replicas: Vec<PgStore> = futures_join_all(connects).await;
     for replica in &replicas {
-        assert_eq!(replica.schema_version().await.expect("version"), 4);
+        assert_eq!(replica.schema_version().await.expect("version"), 5);
     }
     let (a, b) = (&replicas[0], &replicas[2]);
     a.create_project(NewProject {

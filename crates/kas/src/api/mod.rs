@@ -78,7 +78,9 @@ pub fn router(state: ApiState) -> Router {
         )
         .route(
             "/api/v1/projects/{id}",
-            get(projects::show).delete(projects::remove),
+            get(projects::show)
+                .patch(projects::update)
+                .delete(projects::remove),
         )
         .route("/api/v1/projects/{id}/refresh", post(projects::refresh))
         .route(

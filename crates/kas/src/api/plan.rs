@@ -158,9 +158,15 @@ async fn plan_here(
         kube_version,
         api_versions,
     };
-    let files = manifests::collect(&spec, &source, &commit, &rendering)
-        .await
-        .map_err(|e| ApiError::Invalid(format!("commit {commit} cannot be planned: {e}")))?;
+    let files = manifests::collect(
+        &spec,
+        &source,
+        &commit,
+        &rendering,
+        state.repos.remote_bases_allowed(&spec.project).await,
+    )
+    .await
+    .map_err(|e| ApiError::Invalid(format!("commit {commit} cannot be planned: {e}")))?;
     let commit = commit.to_string();
     let mut report = state
         .connections

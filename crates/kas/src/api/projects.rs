@@ -20,7 +20,30 @@ pub(crate) fn project_view(p: Project) -> ProjectView {
         credentials_ref: p.credentials_ref,
         git_ref: p.git_ref,
         created_at: to_rfc3339(p.created_at),
+        allow_remote_bases: p.allow_remote_bases,
     }
+}
+
+/// Changes what an administrator decides for a project: its consent to
+/// remote bases (`kas project set ID --allow-remote-bases`).
+pub async fn update(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Json(settings): Json<tether_api::ProjectSettings>,
+) -> Result<Json<ProjectView>, ApiError> {
+    let project = match settings.allow_remote_bases {
+        Some(allow) => {
+            let project = state.store.set_project_remote_bases(&id, allow).await?;
+            tracing::info!(project = %id, allow, "remote bases consent changed");
+            project
+        }
+        None => state
+            .store
+            .get_project(&id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("project {id} not found")))?,
+    };
+    Ok(Json(project_view(project)))
 }
 
 pub async fn create(

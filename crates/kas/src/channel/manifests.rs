@@ -221,23 +221,25 @@ async fn run(
         if sent.as_deref() == Some(commit_text.as_str()) {
             continue;
         }
-        let (messages, status) = match collect(&spec, &source, &commit, &rendering).await {
-            Ok(files) => (
-                chunks(&spec.project, &commit_text, files),
-                (
-                    crate::statuses::State::Pending,
-                    "sent to the agent".to_owned(),
+        let remote_bases = repos.remote_bases_allowed(&spec.project).await;
+        let (messages, status) =
+            match collect(&spec, &source, &commit, &rendering, remote_bases).await {
+                Ok(files) => (
+                    chunks(&spec.project, &commit_text, files),
+                    (
+                        crate::statuses::State::Pending,
+                        "sent to the agent".to_owned(),
+                    ),
                 ),
-            ),
-            Err(e) => {
-                tracing::warn!(commit = %commit_text, error = %e, "manifests not sent");
-                let first = e.lines().next().unwrap_or_default().to_owned();
-                (
-                    vec![failure(&spec, &commit_text, &e)],
-                    (crate::statuses::State::Failure, first),
-                )
-            }
-        };
+                Err(e) => {
+                    tracing::warn!(commit = %commit_text, error = %e, "manifests not sent");
+                    let first = e.lines().next().unwrap_or_default().to_owned();
+                    (
+                        vec![failure(&spec, &commit_text, &e)],
+                        (crate::statuses::State::Failure, first),
+                    )
+                }
+            };
         let count = messages.len();
         for message in messages {
             if !send(&tx, message).await {
@@ -265,6 +267,7 @@ pub async fn collect(
     source: &tether_git::Source,
     commit: &CommitId,
     rendering: &Rendering,
+    remote_bases: bool,
 ) -> Result<Vec<v1::ManifestFile>, String> {
     let mut files = Vec::new();
     if !spec.globs.is_empty() {
@@ -297,6 +300,7 @@ pub async fn collect(
             helm_charts: &on_kas,
             kube_version: Some(rendering.kube_version.as_str()).filter(|v| !v.is_empty()),
             api_versions: &rendering.api_versions,
+            remote_bases,
         };
         let export = || async {
             select(source, commit, vec!["**".to_owned()], EXPORT_LIMITS)

@@ -106,6 +106,16 @@ pub enum ProjectCommand {
     Delete {
         id: String,
     },
+    /// Change what an administrator decides for a project.
+    Set {
+        id: String,
+        /// Let the project's kustomizations fetch remote bases (with
+        /// `allow_remote_bases: true` in the config), over https:// and
+        /// through kas's egress policy; `--allow-remote-bases=false` takes
+        /// the consent back.
+        #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+        allow_remote_bases: Option<bool>,
+    },
     /// Project access tokens, for the project's CI jobs.
     #[command(subcommand)]
     Token(ProjectTokenCommand),
@@ -439,7 +449,35 @@ async fn project(client: &ApiClient, command: ProjectCommand) -> anyhow::Result<
                 .await?;
             let text = table(
                 &serde_json::to_value([&p])?,
-                &["id", "url", "ref", "credentials_ref", "created_at"],
+                &[
+                    "id",
+                    "url",
+                    "ref",
+                    "credentials_ref",
+                    "allow_remote_bases",
+                    "created_at",
+                ],
+            );
+            printed(&p, text)
+        }
+        ProjectCommand::Set {
+            id,
+            allow_remote_bases,
+        } => {
+            let p: api::ProjectView = client
+                .patch_as(
+                    &format!("/api/v1/projects/{}", segment(&id)),
+                    &api::ProjectSettings { allow_remote_bases },
+                )
+                .await?;
+            let text = format!(
+                "project {}: remote bases {}\n",
+                p.id,
+                if p.allow_remote_bases {
+                    "allowed"
+                } else {
+                    "refused"
+                }
             );
             printed(&p, text)
         }

@@ -305,9 +305,15 @@ async fn manifest_diff(
             let spec = crate::api::plan::spec_at(agent, &spec, &source, &id)
                 .await
                 .map_err(|e| e.answer().1)?;
-            let files = manifests::collect(&spec, &source, &id, &rendering)
-                .await
-                .map_err(|e| format!("at {}: {e}", short(&commit)))?;
+            let files = manifests::collect(
+                &spec,
+                &source,
+                &id,
+                &rendering,
+                state.repos.remote_bases_allowed(&spec.project).await,
+            )
+            .await
+            .map_err(|e| format!("at {}: {e}", short(&commit)))?;
             Ok::<_, String>(
                 files
                     .into_iter()

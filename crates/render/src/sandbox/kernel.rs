@@ -35,11 +35,22 @@ pub struct Confinement {
     pub executables: Vec<PathBuf>,
     /// Folders it may read and write under, never execute from.
     pub folders: Vec<PathBuf>,
+    /// Files or folders it may read and execute under, never write: the
+    /// system's git and its libraries, for a render that fetches remote
+    /// bases.
+    pub system: Vec<PathBuf>,
+    /// Files it may read and write but not execute (`/dev/null`).
+    pub devices: Vec<PathBuf>,
+    /// The one TCP port on loopback it may connect to: kas's egress proxy
+    /// for this render, which decides every connection (`None`: no
+    /// network at all).
+    pub proxy_port: Option<u16>,
 }
 
 // Landlock's ABI (include/uapi/linux/landlock.h).
 const CREATE_RULESET_VERSION: u32 = 1;
 const RULE_PATH_BENEATH: libc::c_int = 1;
+const RULE_NET_PORT: libc::c_int = 2;
 const FS_EXECUTE: u64 = 1 << 0;
 const FS_WRITE_FILE: u64 = 1 << 1;
 const FS_READ_FILE: u64 = 1 << 2;
@@ -66,6 +77,12 @@ struct RulesetAttr {
 struct PathBeneathAttr {
     allowed_access: u64,
     parent_fd: i32,
+}
+
+#[repr(C)]
+struct NetPortAttr {
+    allowed_access: u64,
+    port: u64,
 }
 
 /// Why the kernel cannot confine a program here.
@@ -179,9 +196,31 @@ impl Prepared {
         for folder in &confinement.folders {
             allow(&ruleset, folder, fs & !FS_EXECUTE)?;
         }
+        let read_execute = FS_EXECUTE | FS_READ_FILE | (1 << 3); // READ_DIR
+        for path in &confinement.system {
+            let access = match path.is_dir() {
+                true => read_execute,
+                false => read_execute & FS_FILE_RIGHTS,
+            };
+            allow(&ruleset, path, access & fs)?;
+        }
+        for device in &confinement.devices {
+            allow(&ruleset, device, (FS_READ_FILE | FS_WRITE_FILE) & fs)?;
+        }
+        if let Some(port) = confinement.proxy_port {
+            if abi < 4 {
+                return Err(Unavailable::Call {
+                    what: "a render that reaches the network through kas's egress proxy".into(),
+                    error: io::Error::other(format!(
+                        "Landlock ABI {abi} cannot limit TCP to one port (ABI 4, Linux 6.7, can)"
+                    )),
+                });
+            }
+            allow_port(&ruleset, port)?;
+        }
         Ok(Prepared {
             ruleset,
-            filter: seccomp_program(),
+            filter: seccomp_program(confinement.proxy_port.is_some()),
         })
     }
 
@@ -255,6 +294,31 @@ fn allow(ruleset: &OwnedFd, path: &Path, access: u64) -> Result<(), Unavailable>
     Ok(())
 }
 
+/// Adds a rule: TCP connect to `port` (on any address: the program is
+/// given only `127.0.0.1:port`, kas's proxy, and has no resolver).
+fn allow_port(ruleset: &OwnedFd, port: u16) -> Result<(), Unavailable> {
+    let rule = NetPortAttr {
+        allowed_access: NET_CONNECT_TCP,
+        port: u64::from(port),
+    };
+    // SAFETY: rule outlives the call.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset.as_raw_fd(),
+            RULE_NET_PORT,
+            &rule as *const NetPortAttr,
+            0u32,
+        )
+    };
+    if done != 0 {
+        return Err(call(format!("a Landlock rule for TCP port {port}"))(
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(target_arch = "x86_64")]
 const AUDIT_ARCH: u32 = 0xC000_003E;
 #[cfg(target_arch = "aarch64")]
@@ -281,27 +345,31 @@ fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
 }
 
 /// The seccomp program: a system call of another architecture (or x32)
-/// kills the program; `socket` fails with `EACCES`, `io_uring_setup`
-/// with `ENOSYS` (its rings would do IO the filter never sees); anything
-/// else is allowed (the filesystem is Landlock's).
-fn seccomp_program() -> Vec<libc::sock_filter> {
+/// kills the program; `socket` fails with `EACCES` (with `stream`: but
+/// for an IPv4 or IPv6 stream socket, which Landlock then lets connect to
+/// one port only; never UDP, so no DNS of its own), `io_uring_setup` with
+/// `ENOSYS` (its rings would do IO the filter never sees); anything else
+/// is allowed (the filesystem is Landlock's).
+fn seccomp_program(stream: bool) -> Vec<libc::sock_filter> {
     use libc::{
-        BPF_ABS, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, EACCES, ENOSYS,
-        SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO, SECCOMP_RET_KILL_PROCESS,
+        AF_INET, AF_INET6, BPF_ABS, BPF_ALU, BPF_AND, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_K, BPF_LD,
+        BPF_RET, BPF_W, EACCES, ENOSYS, SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO,
+        SECCOMP_RET_KILL_PROCESS, SOCK_STREAM,
     };
-    // Offsets in struct seccomp_data.
+    // Offsets in struct seccomp_data (the low half of each argument, as
+    // both architectures are little-endian).
     const NR: u32 = 0;
     const ARCH: u32 = 4;
+    const ARG0: u32 = 16;
+    const ARG1: u32 = 24;
     let errno = |e: i32| SECCOMP_RET_ERRNO | (e as u32 & 0xffff);
-    vec![
+    let mut program = vec![
         statement(BPF_LD | BPF_W | BPF_ABS, ARCH),
         jump(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH, 1, 0),
         statement(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
         statement(BPF_LD | BPF_W | BPF_ABS, NR),
         jump(BPF_JMP | BPF_JGE | BPF_K, X32_SYSCALL_BIT, 0, 1),
         statement(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-        jump(BPF_JMP | BPF_JEQ | BPF_K, libc::SYS_socket as u32, 0, 1),
-        statement(BPF_RET | BPF_K, errno(EACCES)),
         jump(
             BPF_JMP | BPF_JEQ | BPF_K,
             libc::SYS_io_uring_setup as u32,
@@ -309,8 +377,30 @@ fn seccomp_program() -> Vec<libc::sock_filter> {
             1,
         ),
         statement(BPF_RET | BPF_K, errno(ENOSYS)),
-        statement(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    ]
+    ];
+    if stream {
+        program.extend([
+            // Not socket: allowed. Socket: the domain, then the type
+            // without its flags.
+            jump(BPF_JMP | BPF_JEQ | BPF_K, libc::SYS_socket as u32, 1, 0),
+            statement(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+            statement(BPF_LD | BPF_W | BPF_ABS, ARG0),
+            jump(BPF_JMP | BPF_JEQ | BPF_K, AF_INET as u32, 1, 0),
+            jump(BPF_JMP | BPF_JEQ | BPF_K, AF_INET6 as u32, 0, 3),
+            statement(BPF_LD | BPF_W | BPF_ABS, ARG1),
+            statement(BPF_ALU | BPF_AND | BPF_K, 0xf),
+            jump(BPF_JMP | BPF_JEQ | BPF_K, SOCK_STREAM as u32, 1, 0),
+            statement(BPF_RET | BPF_K, errno(EACCES)),
+            statement(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        ]);
+    } else {
+        program.extend([
+            jump(BPF_JMP | BPF_JEQ | BPF_K, libc::SYS_socket as u32, 0, 1),
+            statement(BPF_RET | BPF_K, errno(EACCES)),
+            statement(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        ]);
+    }
+    program
 }
 
 /// Shows that confinement holds on this kernel: a thread confined to a
@@ -332,8 +422,8 @@ pub fn probe() -> Result<(), String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let prepared = Prepared::new(&Confinement {
-        executables: Vec::new(),
         folders: vec![inside.path().to_owned()],
+        ..Confinement::default()
     })
     .map_err(|e| e.to_string())?;
     std::thread::scope(|scope| {
@@ -376,5 +466,41 @@ mod tests {
     #[test]
     fn the_probe_holds_on_this_kernel() {
         probe().expect("Landlock and seccomp confine a thread here");
+    }
+
+    /// With a proxy port, that port on loopback is the one way out: not
+    /// another port, not UDP (no DNS of its own), not a Unix socket.
+    #[test]
+    fn a_proxy_port_is_the_only_way_out() {
+        let folder = tempfile::tempdir().expect("a folder");
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let other = std::net::TcpListener::bind("127.0.0.1:0").expect("another port");
+        let (proxy_at, other_at) = (
+            proxy.local_addr().expect("its address"),
+            other.local_addr().expect("its address"),
+        );
+        let prepared = Prepared::new(&Confinement {
+            folders: vec![folder.path().to_owned()],
+            proxy_port: Some(proxy_at.port()),
+            ..Confinement::default()
+        })
+        .expect("prepared");
+        let outcome = std::thread::spawn(move || {
+            prepared.apply().expect("confined");
+            (
+                std::net::TcpStream::connect(proxy_at).is_ok(),
+                std::net::TcpStream::connect(other_at).is_ok(),
+                std::net::UdpSocket::bind("127.0.0.1:0").is_ok(),
+                std::os::unix::net::UnixStream::pair().is_ok(),
+                std::os::unix::net::UnixDatagram::unbound().is_ok(),
+            )
+        })
+        .join()
+        .expect("the thread");
+        assert_eq!(
+            outcome,
+            (true, false, false, true, false),
+            "(proxy, other port, UDP, socketpair, Unix socket)"
+        );
     }
 }

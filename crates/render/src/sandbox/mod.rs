@@ -68,7 +68,7 @@ const STDERR_HEAD: usize = 600;
 const STDERR_TAIL: usize = 600;
 
 /// One program to run in `dir`.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Invocation {
     pub program: PathBuf,
     pub args: Vec<OsString>,
@@ -78,6 +78,12 @@ pub struct Invocation {
     /// The folders it may read and write when confined: its export, its
     /// archive and its scratch folder, nothing else.
     pub folders: Vec<PathBuf>,
+    /// Beyond them, for a render that fetches remote bases: the system's
+    /// git and libraries (read, execute), devices (read, write), and the
+    /// port of kas's egress proxy (see [`kernel::Confinement`]).
+    pub system: Vec<PathBuf>,
+    pub devices: Vec<PathBuf>,
+    pub proxy_port: Option<u16>,
 }
 
 /// Why a run produced no output.
@@ -121,6 +127,9 @@ pub async fn run(invocation: &Invocation, limits: Limits) -> Result<Vec<u8>, Fai
             kernel::Prepared::new(&kernel::Confinement {
                 executables: vec![invocation.program.clone()],
                 folders: invocation.folders.clone(),
+                system: invocation.system.clone(),
+                devices: invocation.devices.clone(),
+                proxy_port: invocation.proxy_port,
             })
             .map_err(|error| Failure::Confine {
                 program: invocation.program.display().to_string(),
@@ -281,6 +290,7 @@ mod tests {
             dir: dir.path().to_owned(),
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
             folders: vec![dir.path().to_owned()],
+            ..Invocation::default()
         };
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
