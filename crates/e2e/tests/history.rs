@@ -111,7 +111,7 @@ async fn another_kas_on_the_same_postgres_shows_the_same() {
         let mut setup = Setup::start_with(&["--database", &url]);
         setup.pod_namespace = ns.clone();
         let (first, second) = two_syncs(&setup, &ns);
-        let other = Setup::start_with(&["--database", &url]);
+        let other = Setup::start_beside(&setup, &["--database", &url]);
         assert_shows(&other, &first, &second);
     })
     .await
