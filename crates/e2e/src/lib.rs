@@ -250,24 +250,30 @@ impl Setup {
     }
 
     /// Another kas on the database `first` uses (`serve_args` name it),
-    /// with `first`'s admin token, as replicas on one database share it
-    /// (the database holds the token every kas on it accepts).
+    /// with `first`'s admin token and secrets key, as kas processes on one
+    /// database share them (the database holds the admin token's record,
+    /// sealed with that key).
     pub fn start_beside(first: &Setup, serve_args: &[&str]) -> Self {
-        let token = first.dir.path().join("kas/admin-token");
-        Self::start_inner(serve_args, ToolsGiven::AsFlags, Some(&token))
+        Self::start_inner(
+            serve_args,
+            ToolsGiven::AsFlags,
+            Some(&first.dir.path().join("kas")),
+        )
     }
 
-    fn start_inner(serve_args: &[&str], tools: ToolsGiven, admin_token: Option<&Path>) -> Self {
+    fn start_inner(serve_args: &[&str], tools: ToolsGiven, beside: Option<&Path>) -> Self {
         let serve_args: Vec<String> = serve_args.iter().map(|s| s.to_string()).collect();
         for _ in 0..3 {
             let dir = tempfile::tempdir().expect("tempdir");
-            if let Some(token) = admin_token {
+            if let Some(first) = beside {
                 use std::os::unix::fs::PermissionsExt;
-                let copy = dir.path().join("kas/admin-token");
                 std::fs::create_dir_all(dir.path().join("kas")).expect("kas's folder");
-                std::fs::copy(token, &copy).expect("the admin token copied");
-                std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600))
-                    .expect("private");
+                for file in ["admin-token", "secrets-key"] {
+                    let copy = dir.path().join("kas").join(file);
+                    std::fs::copy(first.join(file), &copy).expect("copied from the first kas");
+                    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600))
+                        .expect("private");
+                }
             }
             let listen = [stable_port(), stable_port(), stable_port(), stable_port()];
             let kas = spawn_kas(dir.path(), listen, &serve_args, tools, "kas.log");

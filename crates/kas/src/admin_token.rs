@@ -52,6 +52,13 @@ impl AdminAuth {
             .set_admin_token(record, false)
             .await
             .context("cannot record the admin token")?;
+        // A record this kas cannot open (sealed with another key) would
+        // lock the administrator out without saying why: refuse to start.
+        store.admin_token().await.context(
+            "the admin token's record in the database cannot be opened: every kas on one \
+             database needs the same --secrets-key-file (or, with replicas, the same \
+             --private-secret-file)",
+        )?;
         let auth = Arc::new(AdminAuth {
             store,
             file: file.to_owned(),

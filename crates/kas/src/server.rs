@@ -181,6 +181,7 @@ impl Server {
                     replication.secret.clone(),
                     replication.tunnel_wait,
                     ca_pem.as_deref().map(str::as_bytes),
+                    &identity.cert_pem,
                 )?)
             }
             _ => None,

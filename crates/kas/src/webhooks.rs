@@ -197,9 +197,10 @@ pub fn concerns(refs: &[String], project_ref: Option<&str>) -> bool {
 /// interval.
 const BURST: u32 = 20;
 const REFILL: Duration = Duration::from_millis(500);
-/// Deliveries accepted per source address before they are verified (a
-/// git host sends from a few addresses; this bounds what a stranger's
-/// flood costs: a database lookup and a body read each).
+/// Refused deliveries (unknown project, bad signature) a source address
+/// may make: a stranger's flood is cut at it, while a git host whose
+/// deliveries verify spends nothing of it, even behind a balancer that
+/// shows every delivery from one address.
 const SOURCE_BURST: u32 = 60;
 const SOURCE_REFILL: Duration = Duration::from_millis(50);
 /// Keys tracked at most (the map is cleared past it).
@@ -235,6 +236,18 @@ impl Limiter {
     /// Per source address, for deliveries not yet verified.
     pub fn per_source() -> Self {
         Limiter::new(SOURCE_BURST, SOURCE_REFILL)
+    }
+
+    /// Whether `key` has no budget left now (nothing is taken).
+    pub fn exhausted(&self, key: &str) -> bool {
+        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        match buckets.get(key) {
+            None => false,
+            Some((tokens, since)) => {
+                let refilled = (since.elapsed().as_millis() / self.refill.as_millis()) as u32;
+                tokens.saturating_add(refilled) == 0
+            }
+        }
     }
 
     /// Takes one delivery of `key`; false when over the limit.

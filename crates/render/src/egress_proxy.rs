@@ -161,10 +161,60 @@ async fn serve(mut client: TcpStream, policy: Egress, refusals: Arc<Mutex<Vec<St
         {
             return;
         }
-    } else if origin.write_all(&head).await.is_err() {
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut origin).await;
         return;
     }
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut origin).await;
+    // Plain http: exactly this one request reaches the origin (its head,
+    // marked `Connection: close`, and its body by `Content-Length`), then
+    // only the answer flows back: a second request on the same connection,
+    // for another host, never reaches the origin decided for the first.
+    let Some((head, body_length)) = one_request(&text) else {
+        return answer(
+            &mut client,
+            "400 Bad Request",
+            "one request per connection, its body by Content-Length",
+        )
+        .await;
+    };
+    if origin.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    let (mut from_client, mut to_client) = client.split();
+    let (mut from_origin, mut to_origin) = origin.split();
+    let body = async {
+        let mut body = (&mut from_client).take(body_length);
+        tokio::io::copy(&mut body, &mut to_origin).await
+    };
+    let back = tokio::io::copy(&mut from_origin, &mut to_client);
+    let _ = tokio::join!(body, back);
+}
+
+/// A request head made to go alone: every `Connection` header replaced by
+/// `Connection: close`; the body's length. `None` for a body whose length
+/// is not given by `Content-Length` (chunked, or two lengths).
+fn one_request(head: &str) -> Option<(String, u64)> {
+    let mut lines = head.trim_end_matches("\r\n").split("\r\n");
+    let mut out = format!("{}\r\n", lines.next()?);
+    let mut length = None;
+    for line in lines {
+        let (name, value) = line.split_once(':')?;
+        let name = name.trim().to_ascii_lowercase();
+        match name.as_str() {
+            "connection" | "proxy-connection" | "keep-alive" => continue,
+            "transfer-encoding" => return None,
+            "content-length" => {
+                if length.is_some() {
+                    return None;
+                }
+                length = Some(value.trim().parse::<u64>().ok()?);
+            }
+            _ => {}
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str("connection: close\r\n\r\n");
+    Some((out, length.unwrap_or(0)))
 }
 
 /// The request head: up to and with the blank line, at most [`MAX_HEAD`]
@@ -213,6 +263,26 @@ mod tests {
 
     /// Only loopback: 127.0.0.2 is the forbidden server that counts, and
     /// 127.0.0.1 one an administrator allowed.
+    #[test]
+    fn a_plain_request_goes_alone() {
+        let (head, length) = one_request(
+            "POST http://h/x HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nContent-Length: 5\r\n\r\n",
+        )
+        .expect("one request");
+        assert_eq!(
+            head,
+            "POST http://h/x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nconnection: close\r\n\r\n"
+        );
+        assert_eq!(length, 5);
+        for refused in [
+            "POST http://h/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST http://h/x HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST http://h/x HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+        ] {
+            assert_eq!(one_request(refused), None, "{refused}");
+        }
+    }
+
     #[tokio::test]
     async fn the_policy_decides_every_tunnel_and_request() {
         let forbidden = std::net::TcpListener::bind("127.0.0.2:0").expect("a port");
@@ -261,9 +331,10 @@ mod tests {
         let (mut second, _) = allowed.accept().await.expect("the request reached it");
         let mut got = vec![0u8; 1024];
         let n = second.read(&mut got).await.expect("read");
+        let got = String::from_utf8_lossy(&got[..n]).into_owned();
         assert!(
-            String::from_utf8_lossy(&got[..n]).starts_with("GET http://"),
-            "the request as it came"
+            got.starts_with("GET http://") && got.ends_with("connection: close\r\n\r\n"),
+            "the request alone: {got}"
         );
         drop(origin.write_all(b"x").await);
         let _proxy = plain.await.expect("the client");

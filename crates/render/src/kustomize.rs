@@ -34,7 +34,7 @@ const GIT_SYSTEM: [&str; 11] = [
     "/usr/share/git-core",
     "/usr/lib",
     "/usr/lib64",
-    "/etc/ssl",
+    "/etc/ssl/certs",
     "/usr/share/ca-certificates",
     "/etc/ca-certificates",
     "/etc/ld.so.cache",

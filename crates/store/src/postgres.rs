@@ -642,13 +642,15 @@ impl Store for PgStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db)?;
-        Ok(row.map(|(hash, rotated_at_ms)| AdminTokenRecord {
-            hash,
-            rotated_at_ms,
-        }))
+        self.sealer
+            .open_admin_token(row.map(|(hash, rotated_at_ms)| AdminTokenRecord {
+                hash,
+                rotated_at_ms,
+            }))
     }
 
     async fn set_admin_token(&self, record: AdminTokenRecord, replace: bool) -> Result<bool> {
+        let record = self.sealer.seal_admin_token(record);
         let sql = if replace {
             "INSERT INTO admin_token (id, hash, rotated_at_ms) VALUES (1, $1, $2)
              ON CONFLICT (id) DO UPDATE SET hash = EXCLUDED.hash, rotated_at_ms = EXCLUDED.rotated_at_ms"

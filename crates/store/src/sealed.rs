@@ -14,7 +14,7 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::error::{Result, StoreError};
-use crate::model::{NotificationSecret, StatusTarget};
+use crate::model::{AdminTokenRecord, NotificationSecret, StatusTarget};
 
 const PREFIX: &str = "sealed:v1:";
 /// Sealed with every field that gives the secret its meaning bound in
@@ -159,6 +159,31 @@ impl Sealer {
             .transpose()
     }
 
+    /// The admin token's hash, sealed with the time it was set: whoever
+    /// can write the database cannot put a token of theirs there (nor move
+    /// the time back to revive ended sessions) without kas's key.
+    pub(crate) fn seal_admin_token(&self, mut r: AdminTokenRecord) -> AdminTokenRecord {
+        r.hash = self.seal_as(PREFIX_BOUND, &r.hash, &admin_record(r.rotated_at_ms));
+        r
+    }
+
+    pub(crate) fn open_admin_token(
+        &self,
+        stored: Option<AdminTokenRecord>,
+    ) -> Result<Option<AdminTokenRecord>> {
+        stored
+            .map(|mut r| {
+                if self.0.is_some() && !r.hash.starts_with(PREFIX_BOUND) {
+                    return Err(StoreError::Invalid(
+                        "the admin token's record is not sealed: kas did not write it".into(),
+                    ));
+                }
+                r.hash = self.open_as(PREFIX_BOUND, r.hash, &admin_record(r.rotated_at_ms))?;
+                Ok(r)
+            })
+            .transpose()
+    }
+
     pub(crate) fn seal_notification(&self, mut n: NotificationSecret) -> NotificationSecret {
         let record = format!("notification_secrets/{}", n.name);
         n.url = self.seal(&n.url, &format!("{record}/url"));
@@ -184,6 +209,11 @@ impl Sealer {
             })
             .transpose()
     }
+}
+
+/// What the admin token's record is bound to.
+fn admin_record(rotated_at_ms: i64) -> String {
+    format!("admin_token\nrotated_at_ms={rotated_at_ms}")
 }
 
 /// What a status target's token is bound to.
@@ -315,6 +345,33 @@ mod tests {
         );
         // And a bound seal is no webhook secret.
         assert!(sealer.open_webhook("team/app", Some(sealed.token)).is_err());
+    }
+
+    #[test]
+    fn the_admin_token_record_opens_only_as_kas_sealed_it() {
+        let sealer = Sealer::new(b"0123456789abcdef0123456789abcdef");
+        let record = AdminTokenRecord {
+            hash: "ab".repeat(32),
+            rotated_at_ms: 1_000,
+        };
+        let sealed = sealer.seal_admin_token(record.clone());
+        assert_ne!(sealed.hash, record.hash);
+        assert_eq!(
+            sealer
+                .open_admin_token(Some(sealed.clone()))
+                .expect("opens"),
+            Some(record.clone())
+        );
+        // A database writer's own hash, or the time moved back: refused.
+        assert!(
+            sealer.open_admin_token(Some(record.clone())).is_err(),
+            "plain"
+        );
+        let moved = AdminTokenRecord {
+            rotated_at_ms: 1,
+            ..sealed
+        };
+        assert!(sealer.open_admin_token(Some(moved)).is_err(), "time moved");
     }
 
     #[test]

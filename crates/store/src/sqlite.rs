@@ -645,23 +645,26 @@ impl Store for SqliteStore {
     }
 
     async fn admin_token(&self) -> Result<Option<AdminTokenRecord>> {
-        self.call(|c| {
-            query_one(
-                c,
-                "SELECT hash, rotated_at_ms FROM admin_token WHERE id = 1",
-                [],
-                |r| {
-                    Ok(AdminTokenRecord {
-                        hash: r.get(0)?,
-                        rotated_at_ms: r.get(1)?,
-                    })
-                },
-            )
-        })
-        .await
+        let stored = self
+            .call(|c| {
+                query_one(
+                    c,
+                    "SELECT hash, rotated_at_ms FROM admin_token WHERE id = 1",
+                    [],
+                    |r| {
+                        Ok(AdminTokenRecord {
+                            hash: r.get(0)?,
+                            rotated_at_ms: r.get(1)?,
+                        })
+                    },
+                )
+            })
+            .await?;
+        self.sealer.open_admin_token(stored)
     }
 
     async fn set_admin_token(&self, record: AdminTokenRecord, replace: bool) -> Result<bool> {
+        let record = self.sealer.seal_admin_token(record);
         self.call(move |c| {
             let sql = if replace {
                 "INSERT INTO admin_token (id, hash, rotated_at_ms) VALUES (1, ?1, ?2)

@@ -28,10 +28,11 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const PROVIDERS: [&str; 5] = ["github", "gitlab", "gitea", "bitbucket", "generic"];
 
 /// One git host delivery. In this order, each step bounded by the one
-/// before: the source's budget for unverified deliveries, the project's
+/// before: the source's budget of refused deliveries, the project's
 /// secret (no body is read for a project without one), the body (3 MiB,
 /// 10 s), the signature, and only then the project's budget, so a
-/// stranger's unsigned flood never spends a project's deliveries.
+/// stranger's unsigned flood never spends a project's deliveries, nor a
+/// git host's verified ones its address's.
 pub async fn deliver(
     State(state): State<ApiState>,
     Path((id, provider)): Path<(String, String)>,
@@ -43,16 +44,22 @@ pub async fn deliver(
         Err(e) => return refuse(StatusCode::NOT_FOUND, e),
     };
     let source = webhooks::source_key(peer.ip());
-    if !state.webhook_sources.admit(&source) {
-        tracing::warn!(source = %source, "webhook deliveries from one source over the limit: refused");
+    if state.webhook_sources.exhausted(&source) {
+        tracing::warn!(source = %source, "refused webhook deliveries from one source over the limit");
         return refuse(
             StatusCode::TOO_MANY_REQUESTS,
-            "too many deliveries from this address; try again shortly".into(),
+            "too many refused deliveries from this address; try again shortly".into(),
         );
     }
+    // Each refusal below spends the source's budget; a verified delivery
+    // does not.
+    let charge = || {
+        state.webhook_sources.admit(&source);
+    };
     // Unknown project and project without a webhook answer alike: a
     // stranger learns nothing of which projects exist.
     let no_hook = || {
+        charge();
         refuse(
             StatusCode::NOT_FOUND,
             format!("no webhook is set up for project {id}"),
@@ -73,12 +80,14 @@ pub async fn deliver(
     {
         Ok(Ok(body)) => body,
         Ok(Err(_)) => {
+            charge();
             return refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the delivery is larger than {MAX_BODY} bytes, or broke off"),
             );
         }
         Err(_) => {
+            charge();
             return refuse(
                 StatusCode::REQUEST_TIMEOUT,
                 "the body did not arrive in time".into(),
@@ -86,6 +95,7 @@ pub async fn deliver(
         }
     };
     if let Err(refusal) = webhooks::verify(provider, &parts.headers, &body, &secret) {
+        charge();
         tracing::warn!(project = %id, provider = ?provider, reason = %refusal, "webhook delivery refused");
         return refuse(StatusCode::UNAUTHORIZED, refusal.to_string());
     }

@@ -81,16 +81,23 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Router {
-    /// `ca_pem` verifies the other replicas' certificate (the web roots
-    /// without it).
+    /// `ca_pem` verifies the other replicas' certificate; without it, a
+    /// replica must present kas's own certificate (`own_cert_pem`: every
+    /// replica is given the same one), never merely one the web trusts:
+    /// replica URLs come from the shared database, and a request forwarded
+    /// there carries its caller's credentials.
     pub fn new(
         replicas: Arc<dyn Replicas>,
         me: ReplicaId,
         secret: Secret,
         tunnel_wait: Duration,
         ca_pem: Option<&[u8]>,
+        own_cert_pem: &str,
     ) -> anyhow::Result<Arc<Self>> {
-        let connector = crate::client::https_connector(ca_pem)?;
+        let connector = match ca_pem {
+            Some(ca) => crate::client::https_connector(Some(ca))?,
+            None => pinned_connector(own_cert_pem)?,
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
@@ -414,6 +421,89 @@ impl Router {
     }
 }
 
+/// HTTPS to replicas that present exactly `cert_pem`'s first certificate.
+fn pinned_connector(cert_pem: &str) -> anyhow::Result<HttpsConnector<HttpConnector>> {
+    use anyhow::Context as _;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let leaf = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .next()
+        .context("kas's certificate PEM holds no certificate")?
+        .context("invalid certificate PEM")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned { leaf, provider }))
+        .with_no_client_auth();
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1()
+        .build())
+}
+
+/// Accepts exactly one certificate (kas's own), and checks that the peer
+/// holds its key.
+#[derive(Debug)]
+struct Pinned {
+    leaf: rustls::pki_types::CertificateDer<'static>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match end_entity.as_ref() == self.leaf.as_ref() {
+            true => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            false => Err(rustls::Error::General(
+                "the replica does not present kas's own certificate".into(),
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 /// Why a forward failed.
 enum Failed {
     /// Nothing reached the replica; here is the request back.
@@ -422,4 +512,70 @@ enum Failed {
     Missed(Box<Request<Body>>),
     /// The replica failed after the request was sent.
     Sent(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params");
+        let cert = params.self_signed(&key).expect("a certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A TLS server on loopback with `(cert, key)`, answering each request
+    /// 200; its address.
+    async fn serve((cert, key): (String, String)) -> std::net::SocketAddr {
+        let acceptor = crate::listen::acceptor(&cert, &key).expect("an acceptor");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let address = listener.local_addr().expect("its address");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(|_request| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(tether_tunnel::empty()))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        address
+    }
+
+    /// Without a CA, a replica URL from the database reaches only a
+    /// server presenting kas's own certificate, not one the web (or
+    /// anyone) might trust.
+    #[tokio::test]
+    async fn without_a_ca_only_kas_own_certificate_is_accepted() {
+        let own = identity("kas.internal");
+        let other = identity("kas.internal");
+        let (own_at, other_at) = (serve(own.clone()).await, serve(other).await);
+        let client: Client<_, Body> =
+            Client::builder(TokioExecutor::new()).build(pinned_connector(&own.0).expect("pinned"));
+        let get = |at: std::net::SocketAddr| {
+            let request = Request::get(format!("https://{at}/"))
+                .body(tether_tunnel::empty())
+                .expect("a request");
+            client.request(request)
+        };
+
+        let ours = get(own_at).await;
+        let theirs = get(other_at).await;
+
+        assert_eq!(
+            ours.expect("kas's own certificate").status(),
+            StatusCode::OK
+        );
+        assert!(theirs.is_err(), "another certificate for the same name");
+    }
 }

@@ -362,6 +362,7 @@ fn seccomp_program(stream: bool) -> Vec<libc::sock_filter> {
     const ARCH: u32 = 4;
     const ARG0: u32 = 16;
     const ARG1: u32 = 24;
+    const ARG2: u32 = 32;
     let errno = |e: i32| SECCOMP_RET_ERRNO | (e as u32 & 0xffff);
     let mut program = vec![
         statement(BPF_LD | BPF_W | BPF_ABS, ARCH),
@@ -380,16 +381,20 @@ fn seccomp_program(stream: bool) -> Vec<libc::sock_filter> {
     ];
     if stream {
         program.extend([
-            // Not socket: allowed. Socket: the domain, then the type
-            // without its flags.
+            // Not socket: allowed. Socket: the domain, the type without
+            // its flags, then the protocol: 0 or TCP only (MPTCP, SCTP and
+            // SMC are stream sockets Landlock's TCP port rule may not see).
             jump(BPF_JMP | BPF_JEQ | BPF_K, libc::SYS_socket as u32, 1, 0),
             statement(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
             statement(BPF_LD | BPF_W | BPF_ABS, ARG0),
             jump(BPF_JMP | BPF_JEQ | BPF_K, AF_INET as u32, 1, 0),
-            jump(BPF_JMP | BPF_JEQ | BPF_K, AF_INET6 as u32, 0, 3),
+            jump(BPF_JMP | BPF_JEQ | BPF_K, AF_INET6 as u32, 0, 6),
             statement(BPF_LD | BPF_W | BPF_ABS, ARG1),
             statement(BPF_ALU | BPF_AND | BPF_K, 0xf),
-            jump(BPF_JMP | BPF_JEQ | BPF_K, SOCK_STREAM as u32, 1, 0),
+            jump(BPF_JMP | BPF_JEQ | BPF_K, SOCK_STREAM as u32, 0, 3),
+            statement(BPF_LD | BPF_W | BPF_ABS, ARG2),
+            jump(BPF_JMP | BPF_JEQ | BPF_K, 0, 2, 0),
+            jump(BPF_JMP | BPF_JEQ | BPF_K, libc::IPPROTO_TCP as u32, 1, 0),
             statement(BPF_RET | BPF_K, errno(EACCES)),
             statement(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
         ]);
@@ -487,6 +492,19 @@ mod tests {
         .expect("prepared");
         let outcome = std::thread::spawn(move || {
             prepared.apply().expect("confined");
+            // SAFETY: socket(2) on integers; a descriptor returned is
+            // closed at once.
+            let mptcp = unsafe {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_MPTCP);
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+                fd >= 0
+            };
+            assert!(
+                !mptcp,
+                "an MPTCP socket, which Landlock's TCP rule may not see"
+            );
             (
                 std::net::TcpStream::connect(proxy_at).is_ok(),
                 std::net::TcpStream::connect(other_at).is_ok(),
