@@ -3,24 +3,51 @@
 //! It is kept apart from the agent and API listeners so that a probe never
 //! waits behind agent traffic, as in linkerd's admin server.
 //!
-//! `/readyz` answers `ok`; `/readyz?verbose` lists what kas runs with, one
-//! `[+]check detail` line each, as Kubernetes' API server does. Those
-//! details never make kas unready: a missing render tool only means
-//! charts and kustomizations fail with its reason, so it is said, not
-//! failed.
+//! `/readyz` answers `ok` while every live check passes (its database
+//! answers within 2 s), and 503 naming the failed check otherwise, so a
+//! load balancer sends agents and clients to a replica that can serve
+//! them. `/readyz?verbose` lists each check and what kas runs with, one
+//! `[+]check detail` (or `[-]check reason`) line each, as Kubernetes' API
+//! server does. The details never make kas unready: a missing render tool
+//! only means charts and kustomizations fail with its reason, so it is
+//! said, not failed.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::RawQuery;
+use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::{Router, routing::get};
 
 use crate::metrics::Metrics;
 
-/// Details `/readyz?verbose` lists, fixed at start.
-#[derive(Clone, Debug, Default)]
+/// How long a live check may take before it counts as failed.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A live check: `Ok` with a detail, or `Err` with why kas cannot serve.
+pub type Check =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
+
+/// What `/readyz` checks on each probe, and the details it lists.
+#[derive(Clone, Default)]
 pub struct Readiness {
+    checks: Arc<Vec<(&'static str, Check)>>,
     details: Arc<Vec<(&'static str, String)>>,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field(
+                "checks",
+                &self.checks.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("details", &self.details)
+            .finish()
+    }
 }
 
 /// Routes of the admin listener.
@@ -30,8 +57,8 @@ pub fn router(metrics: Metrics, readiness: Readiness) -> Router {
         .route(
             "/readyz",
             get(move |RawQuery(query): RawQuery| {
-                let answer = readiness.answer(query.as_deref());
-                async move { answer }
+                let readiness = readiness.clone();
+                async move { readiness.answer(query.as_deref()).await }
             }),
         )
         .route(
@@ -54,26 +81,60 @@ pub fn router(metrics: Metrics, readiness: Readiness) -> Router {
 // === impl Readiness ===
 
 impl Readiness {
+    /// Adds a live check, run on every probe (within [`CHECK_TIMEOUT`]).
+    pub fn with_check(mut self, name: &'static str, check: Check) -> Self {
+        Arc::make_mut(&mut self.checks).push((name, check));
+        self
+    }
+
     /// Adds a line `[+]check detail` to the verbose answer.
     pub fn with_detail(mut self, check: &'static str, detail: impl Into<String>) -> Self {
         Arc::make_mut(&mut self.details).push((check, detail.into()));
         self
     }
 
-    /// The body for `/readyz` with `query`: `ok`, or with `verbose` each
-    /// detail and Kubernetes' closing line.
-    fn answer(&self, query: Option<&str>) -> String {
+    /// The answer to `/readyz` with `query`: 200 `ok` while every live
+    /// check passes, 503 naming the failures otherwise; with `verbose`,
+    /// each check and detail and Kubernetes' closing line.
+    async fn answer(&self, query: Option<&str>) -> (StatusCode, String) {
+        let mut lines = Vec::new();
+        let mut failed = Vec::new();
+        for (name, check) in self.checks.iter() {
+            let outcome = tokio::time::timeout(CHECK_TIMEOUT, check())
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {CHECK_TIMEOUT:?}")));
+            match outcome {
+                Ok(detail) => lines.push(format!("[+]{name} {detail}")),
+                Err(why) => {
+                    lines.push(format!("[-]{name} {why}"));
+                    failed.push(*name);
+                }
+            }
+        }
+        for (check, detail) in self.details.iter() {
+            lines.push(format!("[+]{check} {detail}"));
+        }
+        let status = match failed.is_empty() {
+            true => StatusCode::OK,
+            false => StatusCode::SERVICE_UNAVAILABLE,
+        };
         if !is_verbose(query) {
-            return "ok\n".into();
+            return match failed.is_empty() {
+                true => (status, "ok\n".into()),
+                false => (status, format!("not ready: {}\n", failed.join(", "))),
+            };
         }
         let mut text = String::new();
-        for (check, detail) in self.details.iter() {
+        for line in lines {
             // One line each, whatever a tool's message holds.
-            let detail = detail.replace(['\r', '\n'], " ");
-            text.push_str(&format!("[+]{check} {detail}\n"));
+            text.push_str(&line.replace(['\r', '\n'], " "));
+            text.push('\n');
         }
-        text.push_str("readyz check passed\n");
-        text
+        text.push_str(match failed.is_empty() {
+            true => "readyz check passed\n",
+            false => "readyz check failed\n",
+        });
+        (status, text)
     }
 }
 
@@ -119,6 +180,41 @@ mod tests {
             let (status, _) = get(router(Metrics::default(), Readiness::default()), path).await;
             assert_eq!(status, want, "{path}");
         }
+    }
+
+    #[tokio::test]
+    async fn readyz_fails_while_a_live_check_fails_and_says_which() {
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let probe = up.clone();
+        let check: Check = Arc::new(move || {
+            let up = probe.load(std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move {
+                match up {
+                    true => Ok("answers".to_owned()),
+                    false => Err("connection refused".to_owned()),
+                }
+            })
+        });
+        let app = router(
+            Metrics::default(),
+            Readiness::default().with_check("database", check),
+        );
+        assert_eq!(
+            get(app.clone(), "/readyz").await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: database\n".into()
+            )
+        );
+        assert_eq!(
+            get(app.clone(), "/readyz?verbose").await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "[-]database connection refused\nreadyz check failed\n".into()
+            )
+        );
+        up.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(get(app, "/readyz").await, (StatusCode::OK, "ok\n".into()));
     }
 
     #[tokio::test]

@@ -147,7 +147,21 @@ impl Server {
             },
             (_, Err(e)) => format!("no renders: {e}"),
         };
+        let database: admin::Check = {
+            let store = store.clone();
+            Arc::new(move || {
+                let store = store.clone();
+                Box::pin(async move {
+                    store
+                        .admin_token()
+                        .await
+                        .map(|_| "answers".to_owned())
+                        .map_err(|e| e.to_string())
+                })
+            })
+        };
         let readiness = admin::Readiness::default()
+            .with_check("database", database)
             .with_detail("render-tools", tools.summary())
             .with_detail("render-sandbox", sandbox)
             .with_detail("egress", settings.render.egress.to_string());

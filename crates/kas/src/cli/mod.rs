@@ -96,16 +96,13 @@ pub enum ProjectCommand {
     },
     /// Read the project's repository now and push what changed to its
     /// agents (what a git hook or webhook calls).
-    Refresh {
-        id: String,
-    },
+    Refresh { id: String },
+    /// Every registered project.
     List,
-    Show {
-        id: String,
-    },
-    Delete {
-        id: String,
-    },
+    /// The project: URL (any password redacted), ref, credentials, consent to remote bases.
+    Show { id: String },
+    /// Delete a project that no agent uses.
+    Delete { id: String },
     /// Change what an administrator decides for a project.
     Set {
         id: String,
@@ -133,9 +130,7 @@ pub enum ProjectCommand {
         agent: String,
     },
     /// The agents granted this project.
-    Grants {
-        id: String,
-    },
+    Grants { id: String },
     /// The project's push webhook secret, for git hosts to sign deliveries.
     #[command(subcommand)]
     Webhook(WebhookCommand),
@@ -163,13 +158,10 @@ pub enum StatusesCommand {
         #[arg(long)]
         token_file: std::path::PathBuf,
     },
-    Show {
-        id: String,
-    },
+    /// Where the project's statuses go (the token is never shown).
+    Show { id: String },
     /// Stop posting statuses.
-    Delete {
-        id: String,
-    },
+    Delete { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,14 +183,12 @@ pub enum AgentCommand {
         #[arg(long)]
         project: String,
     },
+    /// Every agent, with its config project and whether it is connected.
     List,
-    Show {
-        name: String,
-    },
+    /// One agent: its connections, cluster and config status.
+    Show { name: String },
     /// The last sync of each of the agent's manifest projects.
-    Gitops {
-        name: String,
-    },
+    Gitops { name: String },
     /// The last syncs of one manifest project, newest first.
     History {
         name: String,
@@ -222,9 +212,8 @@ pub enum AgentCommand {
         #[arg(long)]
         project: Option<String>,
     },
-    Delete {
-        name: String,
-    },
+    /// Delete an agent and its tokens.
+    Delete { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -316,9 +305,8 @@ pub enum NotificationSecretCommand {
     },
     /// The secrets' names.
     List,
-    Delete {
-        name: String,
-    },
+    /// Remove a notification secret.
+    Delete { name: String },
 }
 
 /// Runs one client command and prints its result on stdout.
