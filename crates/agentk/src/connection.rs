@@ -145,12 +145,7 @@ async fn session(options: &ConnectOptions, mut shutdown: Shutdown) -> End {
             Some(status) if status.code() == tonic::Code::Unauthenticated => {
                 End::Refused(status.message().to_owned())
             }
-            Some(status)
-                if status.code() == tonic::Code::Unavailable
-                    && status.message() == tether_proto::DRAINING =>
-            {
-                End::Drained
-            }
+            Some(status) if tether_proto::is_draining(status) => End::Drained,
             // A status with a source was made here, from a transport
             // error; one kas sent has none.
             Some(status)

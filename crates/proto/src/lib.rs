@@ -25,4 +25,40 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The message of the UNAVAILABLE status kas ends sessions with when it
 /// shuts down: the agent reconnects at once (to another replica behind the
 /// load balancer, or to this one when it is back), not after a backoff.
+/// For people; agentk matches [`DRAINING_DETAIL`].
 pub const DRAINING: &str = "kas is shutting down: reconnect";
+
+/// The status detail that marks kas's shutdown: what agentk matches, so
+/// that rewording the message changes nothing.
+pub const DRAINING_DETAIL: &[u8] = b"tether.v1.Draining";
+
+/// The status kas ends a session with when it shuts down.
+pub fn draining() -> tonic::Status {
+    tonic::Status::with_details(
+        tonic::Code::Unavailable,
+        DRAINING,
+        bytes::Bytes::from_static(DRAINING_DETAIL),
+    )
+}
+
+/// Whether `status` is kas's shutdown ([`draining`]), by its detail.
+pub fn is_draining(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable && status.details() == DRAINING_DETAIL
+}
+
+#[cfg(test)]
+mod draining_tests {
+    #[test]
+    fn draining_is_told_by_its_detail_not_its_words() {
+        assert!(super::is_draining(&super::draining()));
+        assert!(!super::is_draining(&tonic::Status::unavailable(
+            super::DRAINING
+        )));
+        let detail_only = tonic::Status::with_details(
+            tonic::Code::Unavailable,
+            "reworded",
+            bytes::Bytes::from_static(super::DRAINING_DETAIL),
+        );
+        assert!(super::is_draining(&detail_only));
+    }
+}

@@ -106,7 +106,7 @@ impl AgentChannelService {
     }
 
     /// Ends every session when `drain` fires, telling each agent to
-    /// reconnect ([`tether_proto::DRAINING`]), so that kas stops promptly
+    /// reconnect ([`tether_proto::draining`]), so that kas stops promptly
     /// and agents move before it is gone.
     pub fn with_drain(mut self, drain: tether_runtime::Shutdown) -> Self {
         self.drain = Some(drain);
@@ -338,7 +338,7 @@ impl Session {
         let reason = loop {
             tokio::select! {
                 _ = &mut draining => {
-                    let _ = self.tx.try_send(Err(Status::unavailable(tether_proto::DRAINING)));
+                    let _ = self.tx.try_send(Err(tether_proto::draining()));
                     break "kas is shutting down".to_owned();
                 }
                 _ = closed.changed() => {
