@@ -84,7 +84,7 @@ fn main() -> anyhow::Result<()> {
     let (_, metrics) = tether_e2e::http_get(setup.admin, "/metrics").unwrap_or_default();
     let renders: Vec<&str> = metrics
         .lines()
-        .filter(|l| l.starts_with("kas_render"))
+        .filter(|l| l.starts_with("tether_kas_render"))
         .filter(|l| !l.contains("_bucket"))
         .collect();
     println!(

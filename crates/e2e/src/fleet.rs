@@ -293,7 +293,7 @@ impl Fleet {
         let (_, metrics) = super::http_get(self.replicas[i].admin, "/metrics").expect("metrics");
         metrics
             .lines()
-            .find_map(|l| l.strip_prefix("kas_git_polls_total{result=\"ok\"} "))
+            .find_map(|l| l.strip_prefix("tether_kas_git_polls_total{result=\"ok\"} "))
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or(0)
     }

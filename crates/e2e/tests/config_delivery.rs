@@ -116,10 +116,10 @@ fn config_follows_git(wss: bool) {
     let (status, metrics) = support::http_get(setup.admin, "/metrics").expect("metrics");
     assert_eq!(status, 200);
     for expected in [
-        "kas_agent_sessions 1",
-        "kas_agent_configs_sent_total 3",
-        "kas_agent_configs_rejected_total 1",
-        "kas_git_polls_total{result=\"ok\"}",
+        "tether_kas_agent_sessions 1",
+        "tether_kas_agent_configs_sent_total 3",
+        "tether_kas_agent_configs_rejected_total 1",
+        "tether_kas_git_polls_total{result=\"ok\"}",
     ] {
         assert!(metrics.contains(expected), "{expected} in\n{metrics}");
     }

@@ -552,7 +552,7 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "tether:pro
         .expect("metrics")
         .1;
     assert!(
-        metrics.contains("kas_proxy_requests_total{caller=\"ci\",code=\"403\"}"),
+        metrics.contains("tether_kas_proxy_requests_total{caller=\"ci\",code=\"403\"}"),
         "{metrics}"
     );
 

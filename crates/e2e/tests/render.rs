@@ -560,7 +560,7 @@ fn tools_on_path(ns: &str) {
 fn metrics(setup: &Setup) -> BTreeMap<String, f64> {
     let (_, text) = support::http_get(setup.admin, "/metrics").expect("metrics");
     text.lines()
-        .filter(|l| l.starts_with("kas_"))
+        .filter(|l| l.starts_with("tether_kas_"))
         .filter_map(|l| {
             let (name, value) = l.rsplit_once(' ')?;
             Some((name.to_owned(), value.parse().ok()?))
@@ -647,8 +647,15 @@ async fn a_hundred_agents_at_one_commit_cost_one_render() {
     let delta = |name: &str| {
         after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0)
     };
-    assert_eq!(delta("kas_renders_total{result=\"ok\"}"), 1.0, "{after:#?}");
-    assert_eq!(delta("kas_render_cache_hits_total"), (AGENTS - 1) as f64);
+    assert_eq!(
+        delta("tether_kas_renders_total{result=\"ok\"}"),
+        1.0,
+        "{after:#?}"
+    );
+    assert_eq!(
+        delta("tether_kas_render_cache_hits_total"),
+        (AGENTS - 1) as f64
+    );
     drop(setup);
 }
 

@@ -59,7 +59,7 @@ impl Default for Metrics {
 impl Metrics {
     /// The text exposition format, as `/metrics` serves it.
     pub fn encode(&self) -> String {
-        let mut registry = Registry::with_prefix("kas");
+        let mut registry = Registry::with_prefix("tether_kas");
         registry.register(
             "agent_sessions",
             "Agent sessions open now",
@@ -112,12 +112,15 @@ mod tests {
             .get_or_create(&PollResult { result: "ok" })
             .inc();
         let text = m.encode();
-        assert!(text.contains("kas_agent_sessions 1"), "{text}");
+        assert!(text.contains("tether_kas_agent_sessions 1"), "{text}");
         assert!(
-            text.contains("kas_git_polls_total{result=\"ok\"} 1"),
+            text.contains("tether_kas_git_polls_total{result=\"ok\"} 1"),
             "{text}"
         );
-        assert!(text.contains("kas_git_poll_seconds_bucket"), "{text}");
+        assert!(
+            text.contains("tether_kas_git_poll_seconds_bucket"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }
