@@ -276,3 +276,39 @@ fn beyond_loopback_the_api_speaks_tls_only() {
         "an untrusted certificate was accepted"
     );
 }
+
+/// The help says what each command does, and `kas serve --help` lists
+/// only what serve takes (the client commands' `--server`, `--ca-cert`
+/// and `--output` are theirs alone).
+#[test]
+fn help_describes_every_command_and_serve_lists_only_its_own_options() {
+    let help = |args: &[&str]| {
+        let out = Command::new(kas_binary())
+            .args(args)
+            .arg("--help")
+            .output()
+            .expect("kas runs");
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let serve = help(&["serve"]);
+    for client_only in ["--server", "--ca-cert", "--output"] {
+        assert!(!serve.contains(client_only), "serve lists {client_only}");
+    }
+    assert!(serve.contains("--egress-allow") && serve.contains("--render-sandbox"));
+    for group in ["agent", "project"] {
+        let text = help(&[group]);
+        for line in text.lines().filter(|l| {
+            let word = l.split_whitespace().next().unwrap_or_default();
+            l.starts_with("  ")
+                && !l.trim_start().starts_with('-')
+                && ["list", "show", "delete"].contains(&word)
+        }) {
+            assert!(
+                line.split_whitespace().count() > 1,
+                "{group}: {line:?} has no help text"
+            );
+        }
+        assert!(text.contains("  list "), "{group}: {text}");
+    }
+}

@@ -61,6 +61,15 @@ struct ServeArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     settings: SettingsFile,
+    /// The client commands' options (global, for `kas --server … project
+    /// list`), kept out of `kas serve --help`: serve ignores them, and an
+    /// environment that sets `KAS_SERVER` for the CLI must not stop it.
+    #[arg(long, hide = true)]
+    server: Option<String>,
+    #[arg(long, hide = true)]
+    ca_cert: Option<PathBuf>,
+    #[arg(long, short, hide = true)]
+    output: Option<cli::Output>,
 }
 
 impl ServeArgs {
