@@ -674,6 +674,18 @@ fn sessions_end_and_plans_work_on_every_replica() {
                 .is_some_and(|c| !c.is_empty())
         },
     );
+    // Ready means: the database answers, every listener accepts, and the
+    // changes of the other replicas are heard.
+    let (status, checks) =
+        support::http_get(fleet.replicas[1].admin, "/readyz?verbose").expect("readyz");
+    assert_eq!(status, 200, "{checks}");
+    for check in [
+        "[+]database answers",
+        "[+]listeners api, agent, k8s-proxy, private",
+        "[+]change-feed following",
+    ] {
+        assert!(checks.contains(check), "{check}: {checks}");
+    }
     let admin = std::fs::read_to_string(fleet.admin_token_file()).expect("admin token");
     let (first, second) = (fleet.replicas[0].api, fleet.replicas[1].api);
     let csrf_of = |page: &str| {

@@ -4,7 +4,9 @@
 //! waits behind agent traffic, as in linkerd's admin server.
 //!
 //! `/readyz` answers `ok` while every live check passes (its database
-//! answers within 2 s), and 503 naming the failed check otherwise, so a
+//! answers, every listener accepts a connection, and with replicas it
+//! follows the others' changes; within 2 s), and 503 naming the failed
+//! check otherwise, so a
 //! load balancer sends agents and clients to a replica that can serve
 //! them. `/readyz?verbose` lists each check and what kas runs with, one
 //! `[+]check detail` (or `[-]check reason`) line each, as Kubernetes' API

@@ -84,6 +84,9 @@ pub struct Changes {
     feed: Option<Arc<dyn ChangeFeed>>,
     repos: Option<Arc<Repos>>,
     origin: u64,
+    /// Whether [`Self::follow`] is subscribed to the feed now, for
+    /// readiness: a replica that does not hear revocations must not serve.
+    following: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Changes {
@@ -108,7 +111,13 @@ impl Changes {
             feed: None,
             repos: None,
             origin: rand::random(),
+            following: Arc::default(),
         }
+    }
+
+    /// Whether this kas follows the other kas processes' changes now.
+    pub fn following(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.following.clone()
     }
 
     /// Tells `repos` of the heads other replicas find.
@@ -172,13 +181,20 @@ impl Changes {
             }
         };
         tracing::info!("following the changes of the other kas processes");
+        self.following
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         loop {
             let event = tokio::select! {
                 event = events.recv() => event,
                 _ = stop.signalled() => return,
             };
             match event {
-                None => return,
+                None => {
+                    self.following
+                        .store(false, std::sync::atomic::Ordering::SeqCst);
+                    tracing::error!("the change feed ended: this kas no longer hears the others");
+                    return;
+                }
                 Some(FeedEvent::Message(payload)) => {
                     match serde_json::from_str::<Published>(&payload) {
                         Ok(p) if p.origin == self.origin => {}

@@ -219,8 +219,24 @@ impl Server {
             changes = changes.with_router(router.clone());
         }
         let mut tasks = tokio::task::JoinSet::new();
+        let mut readiness = readiness.with_check("listeners", listeners_check(&settings));
         if let Some(feed) = feed {
             changes = changes.with_feed(feed);
+            let following = changes.following();
+            readiness = readiness.with_check(
+                "change-feed",
+                Arc::new(move || {
+                    let following = following.load(std::sync::atomic::Ordering::SeqCst);
+                    Box::pin(async move {
+                        match following {
+                            true => Ok("following the other kas processes".to_owned()),
+                            false => {
+                                Err("not following the other kas processes' changes".to_owned())
+                            }
+                        }
+                    })
+                }),
+            );
             tasks.spawn(changes.clone().follow(shutdown.clone()));
             tasks.spawn(crate::ui::tell_replicas(
                 connections.clone(),
@@ -389,6 +405,48 @@ impl Server {
         tracing::info!("kas stopped");
         Ok(())
     }
+}
+
+/// A live check that every listener accepts connections: a TCP connect to
+/// each configured address (the loopback address of its family when it
+/// listens on all; one with port 0 is not checked).
+fn listeners_check(settings: &Settings) -> admin::Check {
+    let mut listeners = vec![
+        ("api", settings.api_listen),
+        ("agent", settings.agent_listen),
+        ("k8s-proxy", settings.k8s_proxy_listen),
+    ];
+    if let Some(replication) = &settings.replication {
+        listeners.push(("private", replication.listen));
+    }
+    let listeners: Vec<(&'static str, std::net::SocketAddr)> = listeners
+        .into_iter()
+        .filter(|(_, addr)| addr.port() != 0)
+        .map(|(name, mut addr)| {
+            if addr.ip().is_unspecified() {
+                addr.set_ip(match addr {
+                    std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            (name, addr)
+        })
+        .collect();
+    let listeners = Arc::new(listeners);
+    Arc::new(move || {
+        let listeners = listeners.clone();
+        Box::pin(async move {
+            for (name, addr) in listeners.iter() {
+                if tokio::net::TcpStream::connect(addr).await.is_err() {
+                    return Err(format!(
+                        "the {name} listener ({addr}) accepts no connection"
+                    ));
+                }
+            }
+            let names: Vec<&str> = listeners.iter().map(|(name, _)| *name).collect();
+            Ok(names.join(", "))
+        })
+    })
 }
 
 /// helm and kustomize as `settings` name them, resolved on kas's own
