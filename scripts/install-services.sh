@@ -12,7 +12,8 @@ missing=()
 if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
   missing+=(postgresql)
 fi
-for tool in haproxy skopeo umoci file; do
+# git: the tests make repositories with it, and kas clones remote bases with it.
+for tool in git haproxy skopeo umoci file; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     missing+=("$tool")
   fi

@@ -389,6 +389,24 @@ impl Setup {
         self.sync_of_agent("prod", commit)
     }
 
+    /// Waits (up to a minute) until agent `prod`'s sync of `commit` has
+    /// failed with an error holding every one of `needles`; the error.
+    pub fn wait_sync_failed(&self, commit: &str, needles: &[&str]) -> String {
+        wait(
+            &format!("{needles:?} to be reported"),
+            Duration::from_secs(60),
+            || {
+                self.sync_of(commit).is_some_and(|s| {
+                    let error = s["error"].as_str().unwrap_or_default();
+                    s["state"] == "failed" && needles.iter().all(|n| error.contains(n))
+                })
+            },
+        );
+        self.sync_of(commit)
+            .and_then(|s| s["error"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
     /// The last sync of `agent` at `commit`, as `kas agent gitops` shows it.
     pub fn sync_of_agent(&self, agent: &str, commit: &str) -> Option<serde_json::Value> {
         let text = self.cli(&["agent", "gitops", agent, "-o", "json"])?;

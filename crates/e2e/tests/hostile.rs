@@ -16,50 +16,12 @@ use tether_e2e as support;
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use support::{Setup, commit, kubectl_get, new_repo, wait};
+use tether_testenv::counting::Counter;
 
 const CONFIG: &str = ".gitlab/agents/prod/config.yaml";
-
-/// A server that counts connections and answers every request with 200
-/// and `body`, so a tool that reached it would have succeeded.
-struct Counter {
-    address: std::net::SocketAddr,
-    connections: Arc<AtomicUsize>,
-}
-
-impl Counter {
-    fn start(bind: &str, body: &'static str) -> Self {
-        let listener = std::net::TcpListener::bind(bind).expect("a loopback port");
-        let address = listener.local_addr().expect("its address");
-        let connections = Arc::new(AtomicUsize::new(0));
-        let counted = connections.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
-                counted.fetch_add(1, Ordering::SeqCst);
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf);
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        Counter {
-            address,
-            connections,
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-}
 
 /// An honest chart repository on 127.0.0.1 (allowed) whose index points
 /// the chart's archive at `archive_url`.
@@ -124,7 +86,7 @@ async fn a_hostile_repository_reaches_nothing_but_itself() {
 }
 
 fn hostile(ns: &str) {
-    let forbidden = Counter::start("127.0.0.2:0", "{\"type\": \"object\"}");
+    let forbidden = Counter::start("127.0.0.2:0");
     let at = format!("http://{}", forbidden.address);
     let mut setup = Setup::start_with(&["--poll-interval", "60s", "--egress-allow", "127.0.0.1"]);
     setup.pod_namespace = ns.to_owned();
@@ -248,19 +210,8 @@ fn hostile(ns: &str) {
     let mut failed_with = |commit: &str, needles: &[&str]| {
         tried += 1;
         refresh();
-        wait(
-            &format!("{needles:?} to be reported"),
-            Duration::from_secs(60),
-            || {
-                setup.sync_of(commit).is_some_and(|s| {
-                    let error = s["error"].as_str().unwrap_or_default();
-                    s["state"] == "failed" && needles.iter().all(|n| error.contains(n))
-                })
-            },
-        );
-        if let Some(sync) = setup.sync_of(commit) {
-            eprintln!("reported: {}", sync["error"]);
-        }
+        let reported = setup.wait_sync_failed(commit, needles);
+        eprintln!("reported: {reported}");
         assert!(
             kubectl_get(&["configmap", "running", "-n", ns]).is_some(),
             "what runs is never pruned by a refused commit"

@@ -11,12 +11,10 @@
 
 use tether_e2e as support;
 
-use std::io::Read;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use support::{Setup, commit, kubectl_get, new_repo, wait};
+use tether_testenv::counting::Counter;
 use tether_testenv::git::git;
 
 const CONFIG: &str = ".gitlab/agents/prod/config.yaml";
@@ -61,17 +59,8 @@ fn remote_bases(host: &tether_testenv::gitea::GitHost, ns: &str) {
     let remote = format!("{}//deploy?ref=main", host.clone_url("base"));
 
     // A forbidden address that counts what reaches it.
-    let forbidden = std::net::TcpListener::bind("127.0.0.2:0").expect("a port");
-    let forbidden_at = forbidden.local_addr().expect("its address");
-    let reached = Arc::new(AtomicUsize::new(0));
-    let counted = reached.clone();
-    std::thread::spawn(move || {
-        for stream in forbidden.incoming() {
-            let Ok(mut stream) = stream else { return };
-            counted.fetch_add(1, Ordering::SeqCst);
-            let _ = stream.read(&mut [0u8; 1024]);
-        }
-    });
+    let forbidden = Counter::start("127.0.0.2:0");
+    let forbidden_at = forbidden.address;
 
     let repo = setup.dir.path().join("repo");
     new_repo(&repo);
@@ -93,16 +82,7 @@ fn remote_bases(host: &tether_testenv::gitea::GitHost, ns: &str) {
     let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
     let _agentk = setup.agentk(&token);
     let failed_with = |commit: &str, needles: &[&str]| {
-        wait(
-            &format!("{needles:?} to be reported"),
-            Duration::from_secs(60),
-            || {
-                setup.sync_of(commit).is_some_and(|s| {
-                    let error = s["error"].as_str().unwrap_or_default();
-                    s["state"] == "failed" && needles.iter().all(|n| error.contains(n))
-                })
-            },
-        );
+        setup.wait_sync_failed(commit, needles);
     };
 
     // The config asks; no administrator allowed it: nothing fetched.
@@ -155,11 +135,7 @@ fn remote_bases(host: &tether_testenv::gitea::GitHost, ns: &str) {
         .cli(&["project", "refresh", "team/config"])
         .expect("refresh");
     failed_with(&elsewhere, &["kustomization app", "127.0.0.2", "loopback"]);
-    assert_eq!(
-        reached.load(Ordering::SeqCst),
-        0,
-        "connections to the forbidden address"
-    );
+    assert_eq!(forbidden.count(), 0, "connections to the forbidden address");
     assert!(
         kubectl_get(&["configmap", "from-remote-base", "-n", ns]).is_some(),
         "what runs stays"

@@ -211,19 +211,8 @@ fn render(ns: &str) {
             .expect("refresh");
     };
     let failed_with = |commit: &str, needles: &[&str]| {
-        wait(
-            &format!("{needles:?} to be reported"),
-            Duration::from_secs(60),
-            || {
-                setup.sync_of(commit).is_some_and(|s| {
-                    let error = s["error"].as_str().unwrap_or_default();
-                    s["state"] == "failed" && needles.iter().all(|n| error.contains(n))
-                })
-            },
-        );
-        if let Some(sync) = setup.sync_of(commit) {
-            eprintln!("reported: {}", sync["error"]);
-        }
+        let reported = setup.wait_sync_failed(commit, needles);
+        eprintln!("reported: {reported}");
         let still = kubectl_get(&["configmap", "web-settings", "-n", ns]).expect("still there");
         assert_eq!(still["data"]["colour"], "green", "unchanged");
         assert!(kubectl_get(&[&format!("widgets{kind}.tether.test"), "w1", "-n", ns]).is_some());

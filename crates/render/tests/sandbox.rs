@@ -9,46 +9,9 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tether_render::sandbox::{self, Invocation, Limits, Mode};
-
-/// A TCP server on 127.0.0.1 that counts connections and answers each
-/// with a small HTTP body, so a tool that reached it would succeed.
-struct Counting {
-    url: String,
-    connections: Arc<AtomicUsize>,
-}
-
-impl Counting {
-    fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-        let url = format!("http://{}", listener.local_addr().expect("its address"));
-        let connections = Arc::new(AtomicUsize::new(0));
-        let counted = connections.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
-                counted.fetch_add(1, Ordering::SeqCst);
-                use std::io::{Read, Write};
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf);
-                let body = "{\"type\": \"object\"}";
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        Counting { url, connections }
-    }
-
-    fn count(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-}
+use tether_testenv::counting::Counter;
 
 fn tools() -> PathBuf {
     tether_testenv::render_tools().expect("helm and kustomize (scripts/render-tools.sh)")
@@ -99,11 +62,11 @@ fn kas_secret() -> (tempfile::TempDir, PathBuf) {
 
 #[tokio::test]
 async fn kustomize_reaches_neither_the_network_nor_files_outside_its_folder() {
-    let server = Counting::start();
+    let server = Counter::start("127.0.0.1:0");
     let (_data, secret) = kas_secret();
     let url = format!(
         "{}/latest/meta-data/iam/security-credentials/role",
-        server.url
+        server.url()
     );
     let cases = [
         format!("configMapGenerator: [{{name: x, files: [{url}]}}]"),
@@ -146,10 +109,10 @@ async fn kustomize_reaches_neither_the_network_nor_files_outside_its_folder() {
 
 #[tokio::test]
 async fn a_values_schema_ref_reaches_neither_the_network_nor_kas_files() {
-    let server = Counting::start();
+    let server = Counter::start("127.0.0.1:0");
     let (_data, secret) = kas_secret();
     for reference in [
-        format!("{}/schema.json", server.url),
+        format!("{}/schema.json", server.url()),
         format!("file://{}", secret.display()),
     ] {
         let folder = tempfile::tempdir().expect("a folder");
@@ -191,7 +154,7 @@ async fn a_values_schema_ref_reaches_neither_the_network_nor_kas_files() {
 /// server: the sandbox, not the input, is what stops them above.
 #[tokio::test]
 async fn unconfined_the_same_input_reaches_the_server() {
-    let server = Counting::start();
+    let server = Counter::start("127.0.0.1:0");
     let folder = tempfile::tempdir().expect("a folder");
     write(
         folder.path(),
@@ -199,7 +162,7 @@ async fn unconfined_the_same_input_reaches_the_server() {
             "repo/kustomization.yaml",
             format!(
                 "configMapGenerator: [{{name: x, files: [{}/data]}}]",
-                server.url
+                server.url()
             ),
         )],
     );
@@ -227,7 +190,7 @@ async fn unconfined_the_same_input_reaches_the_server() {
             ),
             (
                 "repo/chart/values.schema.json",
-                format!("{{\"$ref\": \"{}/schema.json\"}}", server.url),
+                format!("{{\"$ref\": \"{}/schema.json\"}}", server.url()),
             ),
         ],
     );

@@ -26,6 +26,7 @@
 
 mod binaries;
 mod cluster;
+pub mod counting;
 mod error;
 pub mod git;
 pub mod gitea;
