@@ -469,3 +469,28 @@ impl std::fmt::Debug for KubeconfigRequest {
         f.debug_struct("KubeconfigRequest").finish_non_exhaustive()
     }
 }
+
+/// Percent-encodes one path segment of the API's URLs: a project id's `/`
+/// must not split it (`/api/v1/projects/team%2Fconfig`).
+pub fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_keep_slashes_inside() {
+        assert_eq!(segment("team/platform-config"), "team%2Fplatform-config");
+        assert_eq!(segment("a b?#"), "a%20b%3F%23");
+        assert_eq!(segment("plain-1.2_x~"), "plain-1.2_x~");
+    }
+}

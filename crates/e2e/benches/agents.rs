@@ -14,8 +14,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kas::client::ApiClient;
 use serde_json::json;
+use tether_cli::client::ApiClient;
 use tether_credentials::Token;
 use tether_e2e::bench::sim::{self, Endpoints, Event, Options};
 use tether_e2e::bench::{cpu_time, memory_kib, register_agents};

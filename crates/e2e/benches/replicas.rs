@@ -161,8 +161,9 @@ fn fleet_of(runtime: &tokio::runtime::Runtime, n: usize) {
             .trim(),
     )
     .expect("admin token");
-    let api = kas::client::ApiClient::new(&format!("http://{}", fleet.replicas[0].api), &admin)
-        .expect("client");
+    let api =
+        tether_cli::client::ApiClient::new(&format!("http://{}", fleet.replicas[0].api), &admin)
+            .expect("client");
     let tokens: Vec<String> = runtime
         .block_on(async {
             use serde_json::json;

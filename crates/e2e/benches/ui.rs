@@ -46,7 +46,7 @@ fn main() -> anyhow::Result<()> {
     let admin_text = std::fs::read_to_string(setup.dir.path().join("kas/admin-token"))?;
     let admin = Token::parse(admin_text.trim())?;
     let api: SocketAddr = setup.api.trim_start_matches("http://").parse()?;
-    let client = kas::client::ApiClient::new(&setup.api, &admin)?;
+    let client = tether_cli::client::ApiClient::new(&setup.api, &admin)?;
     let names: Vec<String> = (0..AGENTS - 1)
         .map(|i| format!("agent-{i:04}"))
         .chain(["big".to_owned()])

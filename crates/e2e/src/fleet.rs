@@ -43,7 +43,16 @@ impl Fleet {
         let dir = tempfile::tempdir().expect("tempdir");
         let pki = dir.path().join("pki");
         std::fs::create_dir_all(&pki).expect("pki folder");
-        kas::channel::tls::load_or_generate(None, None, &[], &pki).expect("a shared certificate");
+        // Every replica serves one certificate (kas's development
+        // identity's file names, so each loads it instead of making its own).
+        let shared = tether_testenv::pki::generate(&dir.path().join("ca")).expect("certificates");
+        for (from, to) in [
+            (&shared.ca_cert, "agent-ca.crt"),
+            (&shared.serving.cert, "agent-tls.crt"),
+            (&shared.serving.key, "agent-tls.key"),
+        ] {
+            std::fs::copy(from, pki.join(to)).expect("a shared certificate");
+        }
         std::fs::write(
             dir.path().join("private-secret"),
             "0123456789abcdef".repeat(3),

@@ -19,16 +19,15 @@
 //! - [`settings`]: `kas serve`'s flags and settings file, one type.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`admin`]: the health listener and `/metrics`.
-//! - [`cli`] and [`client`]: the CLI's commands against a running kas.
+//!
+//! The CLI's commands against a running kas are `tether-cli`; the `kas`
+//! binary links both, and nothing here imports the CLI.
 
 pub mod admin;
 pub mod admin_token;
 pub mod api;
 pub mod changes;
 pub mod channel;
-pub mod cli;
-pub mod client;
-mod files;
 pub mod hex;
 pub mod listen;
 pub mod metrics;

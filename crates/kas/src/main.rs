@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use kas::cli;
 use kas::settings::{Settings, SettingsFile};
+use tether_cli as cli;
 use tether_runtime::{Shutdown, logging};
 
 #[derive(Debug, Parser)]

@@ -166,7 +166,7 @@ impl Notifier {
     ) -> anyhow::Result<Self> {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(crate::client::https_connector(ca_pem)?);
+            .build(tether_runtime::https::connector(ca_pem)?);
         Ok(Notifier {
             inner: Some(Arc::new(Inner {
                 store,

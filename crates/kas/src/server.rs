@@ -550,7 +550,7 @@ fn secrets_sealer(settings: &Settings, data: &std::path::Path) -> anyhow::Result
                 Ok(key) if key.trim().len() >= 32 => key.trim().to_owned(),
                 _ => {
                     let key = crate::hex::random::<32>();
-                    crate::files::write_private(&path, &key)?;
+                    tether_runtime::files::write_private(&path, &key)?;
                     key
                 }
             }
@@ -573,7 +573,7 @@ fn ui_sessions(
         Ok(key) if key.trim().len() >= 32 => key.trim().to_owned(),
         _ => {
             let key = crate::hex::random::<32>();
-            crate::files::write_private(&path, &key)?;
+            tether_runtime::files::write_private(&path, &key)?;
             key
         }
     };

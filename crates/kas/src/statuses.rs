@@ -107,7 +107,7 @@ impl Statuses {
     pub fn new(store: Arc<dyn Store>, ca_pem: Option<&[u8]>) -> anyhow::Result<Self> {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(crate::client::https_connector(ca_pem)?);
+            .build(tether_runtime::https::connector(ca_pem)?);
         Ok(Statuses {
             inner: Some(Arc::new(Inner {
                 store,
@@ -266,7 +266,7 @@ pub fn request(target: &StatusTarget, event: &StatusEvent) -> Result<Request<Ful
             (
                 format!(
                     "{api}/projects/{}/statuses/{}",
-                    crate::client::segment(&target.repository),
+                    tether_api::segment(&target.repository),
                     event.commit
                 ),
                 header::HeaderName::from_static("private-token"),

@@ -4,12 +4,16 @@
 //! - [`logging::init`] installs the `tracing` subscriber once per process.
 //! - [`limits::raise_open_files`] lets a server hold as many connections
 //!   as the system allows.
+//! - [`files::write_private`] writes a secret readable by its owner only.
+//! - [`https::connector`] is the one HTTPS client setup (rustls, ring).
 //! - [`shutdown::Shutdown`] turns SIGINT/SIGTERM into a drain signal that every
 //!   long-running task can observe; a second signal forces the exit.
 //!
 //! Architecture invariant: this crate knows nothing of Kubernetes, git or the
 //! agent protocol.
 
+pub mod files;
+pub mod https;
 pub mod limits;
 pub mod logging;
 pub mod shutdown;

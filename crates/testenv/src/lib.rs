@@ -33,7 +33,7 @@ pub mod gitea;
 pub mod haproxy;
 mod kubeconfig;
 mod namespace;
-mod pki;
+pub mod pki;
 pub mod postgres;
 pub mod supervisor;
 mod wait;

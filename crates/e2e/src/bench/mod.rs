@@ -8,8 +8,8 @@ pub mod sim;
 
 use std::time::Duration;
 
-use kas::client::ApiClient;
 use serde_json::json;
+use tether_cli::client::ApiClient;
 
 /// A multi-threaded runtime and a client of the shared test cluster
 /// (made inside the runtime, which its connections need).

@@ -271,15 +271,13 @@ pub(crate) async fn plan_anywhere(
         && let Some(router) = &state.router
     {
         let body = serde_json::to_vec(&asked).map_err(|e| ApiError::Internal(e.into()))?;
-        let (parts, ()) = http::Request::post(format!(
-            "/api/v1/agents/{}/plan",
-            crate::client::segment(name)
-        ))
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header(crate::ui::session::FORWARDED_HEADER, session)
-        .body(())
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .into_parts();
+        let (parts, ()) =
+            http::Request::post(format!("/api/v1/agents/{}/plan", tether_api::segment(name)))
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .header(crate::ui::session::FORWARDED_HEADER, session)
+                .body(())
+                .map_err(|e| ApiError::Internal(e.into()))?
+                .into_parts();
         if let Some(answer) = router.ask_peers(name, &parts, body.into()).await {
             let status = answer.status();
             let bytes = axum::body::to_bytes(

@@ -105,7 +105,7 @@ fn generate(hostnames: &[String], data_dir: &Path) -> anyhow::Result<ServingIden
         key_pem: key.serialize_pem(),
     };
     let (cert_path, key_path, ca_path) = dev_paths(data_dir);
-    crate::files::write_private(&key_path, &identity.key_pem)?;
+    tether_runtime::files::write_private(&key_path, &identity.key_pem)?;
     std::fs::write(&cert_path, &identity.cert_pem)
         .with_context(|| format!("cannot write {}", cert_path.display()))?;
     // Written last: its presence means the set is complete.

@@ -95,7 +95,7 @@ impl Router {
         own_cert_pem: &str,
     ) -> anyhow::Result<Arc<Self>> {
         let connector = match ca_pem {
-            Some(ca) => crate::client::https_connector(Some(ca))?,
+            Some(ca) => tether_runtime::https::connector(Some(ca))?,
             None => pinned_connector(own_cert_pem)?,
         };
         let client = Client::builder(TokioExecutor::new())

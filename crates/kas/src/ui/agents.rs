@@ -17,7 +17,7 @@ use super::view::{
     Page, Viewer, admin_form, agent_for, connection, health_counts, pager, refused, render, short,
     shown_once, syncs_of, time, tunnels_elsewhere, unavailable,
 };
-use crate::client::segment;
+use tether_api::segment;
 
 /// Agents per page.
 const AGENTS_PER_PAGE: usize = 50;

@@ -16,7 +16,7 @@ use super::session::{Session, Who};
 use super::signed_in;
 use super::view::{Page, admin_form, agent_for, forbidden, refused, render};
 use crate::channel::manifests::ManifestSpec;
-use crate::client::segment;
+use tether_api::segment;
 
 /// Unchanged objects listed before the rest are folded away.
 const UNCHANGED_SHOWN: usize = 200;

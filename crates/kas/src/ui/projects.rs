@@ -24,7 +24,7 @@ use super::signed_in;
 use super::view::{
     Page, Viewer, admin_form, not_found, refused, render, short, shown_once, time, unavailable,
 };
-use crate::client::segment;
+use tether_api::segment;
 
 /// The projects a session may see, with the agents (that it may see)
 /// whose config each holds. The admin sees every project.

@@ -19,7 +19,7 @@ use super::session::Who;
 use super::signed_in;
 use super::view::{Page, agent_for, not_found, pager, render, short, syncs_of};
 use crate::channel::manifests::{self, ManifestSpec};
-use crate::client::segment;
+use tether_api::segment;
 
 /// Objects per sync page.
 const OBJECTS_PER_PAGE: usize = 500;

@@ -22,7 +22,7 @@ use super::view::{
     unavailable,
 };
 use crate::api::ApiError;
-use crate::client::segment;
+use tether_api::segment;
 
 /// Longest lifetime of a token a user makes for themself.
 const MAX_USER_TOKEN_DAYS: i64 = 365;

@@ -11,6 +11,8 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tether_credentials::Token;
 
+pub use tether_api::segment;
+
 /// Talks to one kas with the admin token.
 #[derive(Clone)]
 pub struct ApiClient {
@@ -28,8 +30,6 @@ impl std::fmt::Debug for ApiClient {
     }
 }
 
-/// HTTPS (and plain HTTP for loopback) with `ca_pem`'s CA, or the web
-/// roots.
 fn typed<T: serde::de::DeserializeOwned>(
     value: Value,
     method: &str,
@@ -37,35 +37,6 @@ fn typed<T: serde::de::DeserializeOwned>(
 ) -> anyhow::Result<T> {
     serde_json::from_value(value)
         .with_context(|| format!("kas answered {method} {path} with an unexpected shape"))
-}
-
-pub(crate) fn https_connector(
-    ca_pem: Option<&[u8]>,
-) -> anyhow::Result<HttpsConnector<HttpConnector>> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_pem {
-        Some(pem) => {
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                roots
-                    .add(cert.context("invalid CA certificate PEM")?)
-                    .context("unusable CA certificate")?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS versions")?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_or_http()
-        .enable_http1()
-        .build())
 }
 
 impl ApiClient {
@@ -89,7 +60,8 @@ impl ApiClient {
         Ok(ApiClient {
             base,
             authorization: format!("Bearer {}", admin_token.expose_secret()),
-            http: Client::builder(TokioExecutor::new()).build(https_connector(ca_pem)?),
+            http: Client::builder(TokioExecutor::new())
+                .build(tether_runtime::https::connector(ca_pem)?),
         })
     }
 
@@ -206,28 +178,9 @@ impl ApiClient {
     }
 }
 
-/// Percent-encodes one path segment: a project id's `/` must not split it.
-pub fn segment(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn segments_keep_slashes_inside() {
-        assert_eq!(segment("team/platform-config"), "team%2Fplatform-config");
-        assert_eq!(segment("a b?#"), "a%20b%3F%23");
-        assert_eq!(segment("plain-1.2_x~"), "plain-1.2_x~");
-    }
 
     #[test]
     fn debug_output_hides_the_admin_token() {

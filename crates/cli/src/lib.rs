@@ -19,6 +19,7 @@ use tether_api as api;
 
 mod access;
 pub mod check;
+pub mod client;
 
 pub use access::{KubeconfigArgs, ProjectTokenCommand, UserCommand, UserTokenCommand};
 

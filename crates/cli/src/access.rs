@@ -202,7 +202,7 @@ pub async fn kubeconfig(client: &ApiClient, args: KubeconfigArgs) -> anyhow::Res
     let k: api::KubeconfigView = client.post_as(&path, &request).await?;
     let text = match &args.out {
         Some(out) => {
-            crate::files::write_private(out, &k.kubeconfig)?;
+            tether_runtime::files::write_private(out, &k.kubeconfig)?;
             format!(
                 "kubeconfig for agent {} written to {} (context {})\n",
                 args.agent,
