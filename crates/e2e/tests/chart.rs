@@ -1,7 +1,8 @@
-//! The kas Helm chart: rendered by the real helm and accepted by the real
-//! API server (`kubectl apply --dry-run=server`), for replicas and for one
-//! kas; a replicated install missing what replicas must share is refused at
-//! render time with the reason.
+//! The kas Helm chart: installed with its defaults by the real helm (one kas
+//! on SQLite with a volume), rendered for replicas and accepted by the real
+//! API server (`kubectl apply --dry-run=server`); a replicated install
+//! missing what replicas must share is refused at render time with the
+//! reason.
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -44,13 +45,61 @@ fn dry_run(namespace: &str, yaml: &str) -> Output {
     child.wait_with_output().expect("kubectl ends")
 }
 
+/// `helm install` (not a template): what an operator types first.
+fn helm_install(namespace: &str, release: &str) -> Output {
+    let cluster = tether_testenv::shared();
+    Command::new(cluster.binaries().helm())
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig_path())
+        .args(["install", release, CHART, "--namespace", namespace])
+        .output()
+        .expect("helm runs")
+}
+
 #[tokio::test]
-async fn the_kas_chart_renders_replicas_and_one_kas_and_passes_a_dry_run() {
+async fn helm_install_with_the_defaults_runs_one_kas_on_sqlite_with_a_volume() {
+    let cluster = tether_testenv::shared();
+    let ns = cluster
+        .namespace("kas-helm-default")
+        .await
+        .expect("namespace");
+    let installed = helm_install(ns.name(), "kas");
+    assert!(
+        installed.status.success(),
+        "helm install with the defaults failed: {}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let sts = cluster
+        .get_json(&["statefulset", "kas", "-n", ns.name()])
+        .expect("the StatefulSet exists");
+    assert_eq!(sts["spec"]["replicas"], 1, "{sts}");
+    let claims = &sts["spec"]["volumeClaimTemplates"];
+    assert_eq!(claims[0]["metadata"]["name"], "data", "{sts}");
+    assert_eq!(
+        claims[0]["spec"]["resources"]["requests"]["storage"], "1Gi",
+        "{sts}"
+    );
+    let args = sts["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(!args.contains("--private-listen"), "{args}");
+    assert!(args.contains("--data-dir=/var/lib/kas"), "{args}");
+    let env = sts["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    assert!(
+        !env.contains("KAS_DATABASE_URL"),
+        "SQLite by default: {env}"
+    );
+}
+
+#[tokio::test]
+async fn replicas_render_with_what_they_share_and_pass_a_dry_run() {
     let cluster = tether_testenv::shared();
     let ns = cluster.namespace("kas-helm").await.expect("namespace");
     let replicated = helm(&[
         "--namespace",
         ns.name(),
+        "--set",
+        "replicas=3",
+        "--set",
+        "persistence.enabled=false",
         "--set",
         "database.url=postgres://kas:secret@db:5432/kas",
         "--set",
@@ -85,9 +134,11 @@ async fn the_kas_chart_renders_replicas_and_one_kas_and_passes_a_dry_run() {
         "replicas: 3",
         "maxUnavailable: 1",
         "name: KAS_DATABASE_URL",
+        "emptyDir",
     ] {
         assert!(yaml.contains(flag), "{flag} missing:\n{yaml}");
     }
+    assert!(!yaml.contains("volumeClaimTemplates"), "{yaml}");
     let applied = dry_run(ns.name(), &yaml);
     assert!(
         applied.status.success(),
@@ -99,30 +150,28 @@ async fn the_kas_chart_renders_replicas_and_one_kas_and_passes_a_dry_run() {
         out.contains("statefulset.apps/kas created (server dry run)"),
         "{out}"
     );
+}
 
-    // One kas on its embedded SQLite: no private listener, no shared secrets.
-    let single = helm(&["--namespace", ns.name(), "--set", "replicas=1"]);
-    assert!(single.status.success());
-    let yaml = String::from_utf8(single.stdout).expect("UTF-8");
-    assert!(!yaml.contains("--private-listen"), "{yaml}");
-    let applied = dry_run(ns.name(), &yaml);
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
-
+#[test]
+fn replicas_without_what_they_share_are_refused_naming_it() {
     // Replicas without a database, a shared secret, certificate or admin
     // token: refused, each with what to set.
     for (missing, args) in [
-        ("database.url", vec![]),
+        ("database.url", vec!["--set", "replicas=3"]),
         (
             "private.secretName",
-            vec!["--set", "database.url=postgres://db/kas"],
+            vec![
+                "--set",
+                "replicas=3",
+                "--set",
+                "database.url=postgres://db/kas",
+            ],
         ),
         (
             "tls.secretName",
             vec![
+                "--set",
+                "replicas=3",
                 "--set",
                 "database.url=postgres://db/kas",
                 "--set",
@@ -132,6 +181,8 @@ async fn the_kas_chart_renders_replicas_and_one_kas_and_passes_a_dry_run() {
         (
             "adminToken.secretName",
             vec![
+                "--set",
+                "replicas=3",
                 "--set",
                 "database.url=postgres://db/kas",
                 "--set",
