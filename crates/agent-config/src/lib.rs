@@ -7,6 +7,9 @@
 //! with its location. kas runs it before sending a config to an agent: a file
 //! that does not parse or validate is never sent.
 //!
+//! [`policy`] says which projects and notification secrets a config may
+//! name.
+//!
 //! Architecture invariant: this crate does no IO. It knows nothing of git,
 //! Kubernetes clients or the network.
 
@@ -15,6 +18,7 @@ mod error;
 mod findings;
 mod locate;
 mod names;
+pub mod policy;
 mod renders;
 mod schema;
 mod validate;

@@ -483,9 +483,33 @@ pub fn segment(text: &str) -> String {
         .collect()
 }
 
+/// The phase an agent reported, if it is one Tether knows; an agent's
+/// text never reaches a page, a status or the database as it came.
+pub fn known_phase(phase: &str) -> &'static str {
+    const PHASES: [&str; 6] = [
+        "applying",
+        "waiting_for_dependencies",
+        "waiting_for_hooks",
+        "pruning",
+        "waiting_for_health",
+        "done",
+    ];
+    PHASES
+        .into_iter()
+        .find(|p| *p == phase)
+        .unwrap_or(if phase.is_empty() { "" } else { "unknown" })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_known_phases_are_kept() {
+        assert_eq!(known_phase("waiting_for_hooks"), "waiting_for_hooks");
+        assert_eq!(known_phase(""), "");
+        assert_eq!(known_phase(&"x".repeat(10_000)), "unknown");
+    }
 
     #[test]
     fn segments_keep_slashes_inside() {

@@ -12,6 +12,8 @@
 //!
 //! Architecture invariant: no IO beyond reading randomness; no storage.
 
+pub mod hex;
+
 use std::fmt;
 
 use rand::Rng;

@@ -160,7 +160,7 @@ fn notified(ns: &str) {
     for (event, body, signature) in &deliveries {
         assert_eq!(
             signature,
-            &kas::notifications::sign(KEY, body),
+            &tether_notify::notifications::sign(KEY, body),
             "{event}: signed with the secret's key"
         );
         let json: serde_json::Value = serde_json::from_slice(body).expect("JSON");

@@ -9,9 +9,6 @@
 //! - [`repos`]: one git poller per project with connected agents.
 //! - [`webhooks`]: git hosts' push webhooks: signatures, events, limits.
 //! - [`ui`]: the web UI under `/ui`.
-//! - [`statuses`]: commit statuses of every agent's sync on the git host.
-//! - [`notifications`]: an agent's events told to Slack, Teams or a
-//!   signed webhook.
 //! - [`replicas`]: kas among replicas: the tunnel tracker, routing
 //!   between replicas.
 //! - [`server`]: `kas serve`: every listener and task, and the drain.
@@ -28,16 +25,12 @@ pub mod admin_token;
 pub mod api;
 pub mod changes;
 pub mod channel;
-pub mod hex;
 pub mod listen;
 pub mod metrics;
-pub mod notifications;
-mod ordered;
 pub mod proxy;
 pub mod replicas;
 pub mod repos;
 pub mod server;
 pub mod settings;
-pub mod statuses;
 pub mod ui;
 pub mod webhooks;

@@ -263,7 +263,7 @@ impl Server {
                 shutdown.clone(),
             ));
         }
-        let notifier = crate::notifications::Notifier::new(
+        let notifier = tether_notify::notifications::Notifier::new(
             store.clone(),
             settings.notifications.clone(),
             settings.notify_disconnected_after,
@@ -384,7 +384,7 @@ impl Server {
             identity,
             channel::AgentChannelService::new(store.clone(), connections, repos)
                 .with_renderer(renderer)
-                .with_statuses(crate::statuses::Statuses::new(store, None)?)
+                .with_statuses(tether_notify::statuses::Statuses::new(store, None)?)
                 .with_notifier(notifier)
                 .with_drain(shutdown.clone()),
             shutdown.clone(),
@@ -549,7 +549,7 @@ fn secrets_sealer(settings: &Settings, data: &std::path::Path) -> anyhow::Result
             match std::fs::read_to_string(&path) {
                 Ok(key) if key.trim().len() >= 32 => key.trim().to_owned(),
                 _ => {
-                    let key = crate::hex::random::<32>();
+                    let key = tether_credentials::hex::random::<32>();
                     tether_runtime::files::write_private(&path, &key)?;
                     key
                 }
@@ -572,7 +572,7 @@ fn ui_sessions(
     let key = match std::fs::read_to_string(&path) {
         Ok(key) if key.trim().len() >= 32 => key.trim().to_owned(),
         _ => {
-            let key = crate::hex::random::<32>();
+            let key = tether_credentials::hex::random::<32>();
             tether_runtime::files::write_private(&path, &key)?;
             key
         }

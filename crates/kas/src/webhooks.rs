@@ -77,7 +77,8 @@ pub fn verify(
                 .ok_or(Refusal::BadSignature(name))?,
             false => value,
         };
-        let tag = crate::hex::decode(hex.trim(), 64).ok_or(Refusal::BadSignature(name))?;
+        let tag =
+            tether_credentials::hex::decode(hex.trim(), 64).ok_or(Refusal::BadSignature(name))?;
         let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
         hmac::verify(&key, body, &tag).map_err(|_| Refusal::BadSignature(name))
     };

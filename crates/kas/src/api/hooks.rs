@@ -192,5 +192,5 @@ pub(crate) async fn remove_secret(state: &ApiState, id: &str) -> Result<(), ApiE
 
 /// 32 random bytes as hex: what git hosts accept as a secret.
 fn new_secret() -> String {
-    crate::hex::random::<32>()
+    tether_credentials::hex::random::<32>()
 }

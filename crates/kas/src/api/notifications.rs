@@ -3,7 +3,7 @@
 //!
 //! A secret named `GROUP/NAME` is for the agents configured in that
 //! top-level group's projects; one named `NAME` alone is kas-wide, for
-//! kas's settings file only (see [`crate::channel::policy::may_use_secret`]).
+//! kas's settings file only (see [`tether_agent_config::policy::may_use_secret`]).
 
 use axum::Json;
 use axum::extract::{Path, State};

@@ -22,7 +22,7 @@ use super::ApiState;
 use super::error::ApiError;
 use crate::channel::manifests::{self, ManifestSpec};
 use crate::channel::plans::PlanError;
-use crate::channel::policy;
+use tether_agent_config::policy;
 
 /// How long the agent may take to dry-run a commit.
 const PLAN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -124,7 +124,7 @@ async fn plan_here(
         .map(|g| g.project)
         .collect();
     policy::may_read(&name, &agent.config_project, &spec.project, &granted)
-        .map_err(ApiError::Conflict)?;
+        .map_err(|refused| ApiError::Conflict(refused.to_string()))?;
 
     // Held while planning, so that the project's poller stays up.
     let head = state.repos.subscribe(&spec.project);

@@ -12,7 +12,7 @@ use tether_store::Store;
 
 use super::config::{ConfigProblem, ConfigStatus};
 use super::stored::StoredConfigs;
-use crate::notifications::AgentDestinations;
+use tether_notify::notifications::AgentDestinations;
 
 /// The agents' configs, by agent name.
 #[derive(Default)]

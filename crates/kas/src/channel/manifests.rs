@@ -165,7 +165,7 @@ impl Drop for Follower {
 pub struct Recipient {
     pub tx: Outbound,
     pub agent: String,
-    pub statuses: crate::statuses::Statuses,
+    pub statuses: tether_notify::statuses::Statuses,
     /// The commits given to the session, which its reports may speak of.
     pub sent: super::sent::SentCommits,
 }
@@ -227,7 +227,7 @@ async fn run(
                 Ok(files) => (
                     chunks(&spec.project, &commit_text, files),
                     (
-                        crate::statuses::State::Pending,
+                        tether_notify::statuses::State::Pending,
                         "sent to the agent".to_owned(),
                     ),
                 ),
@@ -236,7 +236,7 @@ async fn run(
                     let first = e.lines().next().unwrap_or_default().to_owned();
                     (
                         vec![failure(&spec, &commit_text, &e)],
-                        (crate::statuses::State::Failure, first),
+                        (tether_notify::statuses::State::Failure, first),
                     )
                 }
             };
@@ -248,7 +248,7 @@ async fn run(
         }
         tracing::info!(commit = %commit_text, messages = count, "manifests sent");
         let (state, description) = status;
-        to.statuses.report(crate::statuses::StatusEvent {
+        to.statuses.report(tether_notify::statuses::StatusEvent {
             project: spec.project.clone(),
             commit: commit_text.clone(),
             agent: to.agent.clone(),

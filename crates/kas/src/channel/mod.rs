@@ -19,8 +19,6 @@
 //! - [`listener`]: one TLS port for gRPC and gRPC-over-WebSocket.
 //! - [`auth`]: the one door for sessions and tunnels: agent tokens checked
 //!   first, failures counted and delayed.
-//! - [`policy`]: which manifest projects and notification secrets an
-//!   agent's config may name.
 //! - [`ratelimit`]: failed authentications per address and token prefix.
 //! - [`tunnels`]: the door for agentk's tunnels on the same endpoint.
 
@@ -31,7 +29,6 @@ pub mod listener;
 pub mod manifests;
 pub mod outbound;
 pub mod plans;
-pub mod policy;
 pub mod ratelimit;
 pub mod registry;
 pub mod reports;

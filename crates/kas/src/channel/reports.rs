@@ -17,7 +17,7 @@ pub fn sync_view(report: tether_proto::v1::SyncReport, reported_at: i64) -> Sync
             }
             .to_owned(),
             health: health_summary(&report.objects),
-            phase: known_phase(&report.phase).to_owned(),
+            phase: tether_api::known_phase(&report.phase).to_owned(),
             phase_since: non_empty(report.phase_since.chars().take(40).collect()),
             waiting: report
                 .waiting
@@ -53,23 +53,6 @@ pub fn sync_view(report: tether_proto::v1::SyncReport, reported_at: i64) -> Sync
                 .collect(),
         }
     }
-}
-
-/// The phase an agent reported, if it is one Tether knows; an agent's
-/// text never reaches a page, a status or the database as it came.
-pub fn known_phase(phase: &str) -> &'static str {
-    const PHASES: [&str; 6] = [
-        "applying",
-        "waiting_for_dependencies",
-        "waiting_for_hooks",
-        "pruning",
-        "waiting_for_health",
-        "done",
-    ];
-    PHASES
-        .into_iter()
-        .find(|p| *p == phase)
-        .unwrap_or(if phase.is_empty() { "" } else { "unknown" })
 }
 
 fn object_view(o: tether_proto::v1::ObjectResult) -> ObjectView {
@@ -130,12 +113,5 @@ mod tests {
         assert_eq!(health_summary(&objects), "1/3 Current, 1 Failed");
         assert_eq!(health_summary(&objects[..1]), "1/1 Current");
         assert_eq!(health_summary(&objects[3..]), "");
-    }
-
-    #[test]
-    fn only_known_phases_are_kept() {
-        assert_eq!(known_phase("waiting_for_hooks"), "waiting_for_hooks");
-        assert_eq!(known_phase(""), "");
-        assert_eq!(known_phase(&"x".repeat(10_000)), "unknown");
     }
 }

@@ -21,9 +21,9 @@ use super::auth::{AgentAuth, Refusal};
 use super::config::{self, ConfigProblem};
 use super::manifests::{self, Follower, ManifestSpec};
 use super::outbound::{self, OUTBOUND_QUEUE, Outbound};
-use super::policy;
 use super::registry::{ConnectionRegistry, ConnectionView, Registration};
 use crate::repos::{Head, Repos};
+use tether_agent_config::policy;
 use tether_store::time::{now, to_rfc3339};
 
 /// How often agents ping; a session silent for three intervals is dropped.
@@ -53,9 +53,9 @@ pub struct AgentChannelService {
     /// Renders charts and kustomizations, or why kas cannot.
     renderer: Result<Arc<tether_render::Renderer>, String>,
     /// Posts commit statuses of the agents' syncs.
-    statuses: crate::statuses::Statuses,
+    statuses: tether_notify::statuses::Statuses,
     /// Tells of the agents' events.
-    notifier: crate::notifications::Notifier,
+    notifier: tether_notify::notifications::Notifier,
 }
 
 impl std::fmt::Debug for AgentChannelService {
@@ -81,19 +81,19 @@ impl AgentChannelService {
             auth,
             drain: None,
             renderer: Err("no renderer was set up".into()),
-            statuses: crate::statuses::Statuses::disabled(),
-            notifier: crate::notifications::Notifier::disabled(),
+            statuses: tether_notify::statuses::Statuses::disabled(),
+            notifier: tether_notify::notifications::Notifier::disabled(),
         }
     }
 
     /// Tells of the agents' events with `notifier`.
-    pub fn with_notifier(mut self, notifier: crate::notifications::Notifier) -> Self {
+    pub fn with_notifier(mut self, notifier: tether_notify::notifications::Notifier) -> Self {
         self.notifier = notifier;
         self
     }
 
     /// Posts commit statuses of the agents' syncs with `statuses`.
-    pub fn with_statuses(mut self, statuses: crate::statuses::Statuses) -> Self {
+    pub fn with_statuses(mut self, statuses: tether_notify::statuses::Statuses) -> Self {
         self.statuses = statuses;
         self
     }
@@ -296,8 +296,8 @@ struct Session {
     tx: Outbound,
     registration: Registration,
     /// Commit statuses on the git host, for each sync.
-    statuses: crate::statuses::Statuses,
-    notifier: crate::notifications::Notifier,
+    statuses: tether_notify::statuses::Statuses,
+    notifier: tether_notify::notifications::Notifier,
     /// What this session told already: once per commit and event.
     told: std::collections::HashSet<(String, String, tether_agent_config::NotificationEvent)>,
 }
@@ -412,7 +412,7 @@ impl Session {
 
     /// The notification destinations of the agent's config in use that it
     /// may use.
-    fn own_notifications(&self) -> crate::notifications::AgentDestinations {
+    fn own_notifications(&self) -> tether_notify::notifications::AgentDestinations {
         self.registry.configs().destinations(&self.agent)
     }
 
@@ -481,7 +481,7 @@ impl Session {
         tracing::warn!(
             agent = %agent,
             project = %report.project_id.chars().take(200).collect::<String>(),
-            commit = %crate::statuses::loggable(&report.commit_id),
+            commit = %tether_notify::statuses::loggable(&report.commit_id),
             "sync report dropped: {why}"
         );
     }
@@ -500,14 +500,15 @@ impl Session {
         self.synced
             .insert(report.project_id.clone(), report.commit_id.clone());
         let own = self.own_notifications();
-        for notice in crate::notifications::of_report(&self.agent, &report, &mut self.told) {
+        for notice in tether_notify::notifications::of_report(&self.agent, &report, &mut self.told)
+        {
             self.notifier.notify(&own, notice);
         }
         // An empty commit is a ref kas could not resolve: no commit to
         // post on.
         if !report.commit_id.is_empty() {
-            let (state, description) = crate::statuses::of_report(&report);
-            self.statuses.report(crate::statuses::StatusEvent {
+            let (state, description) = tether_notify::statuses::of_report(&report);
+            self.statuses.report(tether_notify::statuses::StatusEvent {
                 project: report.project_id.clone(),
                 commit: report.commit_id.clone(),
                 agent: self.agent.clone(),
@@ -575,7 +576,7 @@ impl Session {
             Ok(loaded) => {
                 let commit = commit.to_string();
                 let specs = ManifestSpec::from_config(&loaded.config, &self.project);
-                let (destinations, refused) = crate::notifications::AgentDestinations::of(
+                let (destinations, refused) = tether_notify::notifications::AgentDestinations::of(
                     &self.agent,
                     &self.project,
                     &loaded.config.notifications,
@@ -654,7 +655,7 @@ impl Session {
                 Ok(()) => allowed.push(spec.clone()),
                 Err(reason) => {
                     tracing::warn!(project = %spec.project, "{reason}");
-                    refused.push(reason);
+                    refused.push(reason.to_string());
                 }
             }
         }

@@ -62,11 +62,11 @@ impl RouteKey {
 
     /// The header for `method` on `path_and_query`, at `now` (Unix seconds).
     pub fn sign(&self, method: &Method, path_and_query: &str, now: u64) -> HeaderValue {
-        let nonce = crate::hex::random::<16>();
+        let nonce = tether_credentials::hex::random::<16>();
         let tag = hmac::sign(&self.0, &message(method, path_and_query, now, &nonce));
         let value = format!(
             "v1 t={now} n={nonce} m={}",
-            crate::hex::encode(tag.as_ref())
+            tether_credentials::hex::encode(tag.as_ref())
         );
         HeaderValue::from_str(&value).expect("ASCII")
     }
@@ -92,7 +92,7 @@ impl RouteKey {
             match part.split_once('=') {
                 Some(("t", t)) => time = t.parse::<u64>().ok(),
                 Some(("n", n)) if n.len() == 32 => nonce = Some(n),
-                Some(("m", m)) => tag = crate::hex::decode(m, 64),
+                Some(("m", m)) => tag = tether_credentials::hex::decode(m, 64),
                 _ => return Err(Refused::Malformed),
             }
         }

@@ -182,7 +182,7 @@ async fn login_form(State(state): State<UiState>, headers: HeaderMap) -> Respons
 }
 
 fn login_page(error: Option<&str>) -> Response {
-    let csrf = crate::hex::random::<16>();
+    let csrf = tether_credentials::hex::random::<16>();
     let body = html! {
         h1 { "Sign in" }
         @if let Some(error) = error {

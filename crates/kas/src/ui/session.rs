@@ -50,11 +50,11 @@ pub struct Session {
 impl Session {
     pub fn new(who: Who) -> Self {
         Session {
-            id: crate::hex::random::<16>(),
+            id: tether_credentials::hex::random::<16>(),
             issued_at_ms: crate::admin_token::now_ms(),
             who,
             expires_at: now() + LIFETIME_SECS,
-            csrf: crate::hex::random::<16>(),
+            csrf: tether_credentials::hex::random::<16>(),
         }
     }
 
@@ -90,17 +90,27 @@ impl Sessions {
 
     /// The cookie's value for `session`.
     pub fn seal(&self, session: &Session) -> String {
-        let payload = crate::hex::encode(&serde_json::to_vec(session).unwrap_or_default());
+        let payload =
+            tether_credentials::hex::encode(&serde_json::to_vec(session).unwrap_or_default());
         let tag = hmac::sign(&self.key, payload.as_bytes());
-        format!("{payload}.{}", crate::hex::encode(tag.as_ref()))
+        format!(
+            "{payload}.{}",
+            tether_credentials::hex::encode(tag.as_ref())
+        )
     }
 
     /// The session in a cookie's value, if kas signed it and it has not
     /// expired.
     pub fn open(&self, value: &str) -> Option<Session> {
         let (payload, tag) = value.split_once('.')?;
-        hmac::verify(&self.key, payload.as_bytes(), &crate::hex::decode(tag, 64)?).ok()?;
-        let session: Session = serde_json::from_slice(&crate::hex::decode(payload, 4096)?).ok()?;
+        hmac::verify(
+            &self.key,
+            payload.as_bytes(),
+            &tether_credentials::hex::decode(tag, 64)?,
+        )
+        .ok()?;
+        let session: Session =
+            serde_json::from_slice(&tether_credentials::hex::decode(payload, 4096)?).ok()?;
         (session.expires_at > now()).then_some(session)
     }
 
@@ -157,7 +167,7 @@ mod tests {
             who: Who::Admin,
             ..session.clone()
         };
-        let payload = crate::hex::encode(&serde_json::to_vec(&forged).expect("json"));
+        let payload = tether_credentials::hex::encode(&serde_json::to_vec(&forged).expect("json"));
         assert_eq!(sessions.open(&format!("{payload}.{tag}")), None);
         let expired = Session {
             expires_at: now() - 1,

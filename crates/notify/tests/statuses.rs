@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{receiver, wait_for};
-use kas::statuses::{State, StatusEvent, Statuses};
+use tether_notify::statuses::{State, StatusEvent, Statuses};
 use tether_store::{NewProject, SqliteStore, StatusTarget, Store};
 
 async fn store_with(targets: &[(&str, &str, &str)]) -> Arc<SqliteStore> {

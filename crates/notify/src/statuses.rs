@@ -13,7 +13,7 @@
 //!
 //! The commit goes into the host's URL, and with a sync report it comes
 //! from the agent: a session posts only for a commit kas gave it
-//! ([`crate::channel::sent`]), and nothing but a full commit id (40 or 64
+//! (the channel's record of commits sent), and nothing but a full commit id (40 or 64
 //! lower-case hex digits) ever reaches a URL here ([`is_commit_id`]).
 
 use std::collections::HashMap;
@@ -332,7 +332,7 @@ pub fn of_report(report: &tether_proto::v1::SyncReport) -> (State, String) {
             State::Pending,
             format!(
                 "syncing: {}",
-                crate::channel::reports::known_phase(&report.phase).replace('_', " ")
+                tether_api::known_phase(&report.phase).replace('_', " ")
             ),
         ),
         SyncState::Unspecified => (State::Pending, "syncing".to_owned()),

@@ -15,6 +15,12 @@
 
 use std::collections::BTreeSet;
 
+/// Why a config may not name a project or a secret: the message says what
+/// was refused, why, and the administrator's command that would allow it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(String);
+
 /// The top-level group of a project id; a one-segment id has none.
 pub fn top_level_group(project: &str) -> Option<&str> {
     project.split_once('/').map(|(group, _)| group)
@@ -27,7 +33,7 @@ pub fn may_read(
     config_project: &str,
     project: &str,
     granted: &BTreeSet<String>,
-) -> Result<(), String> {
+) -> Result<(), Refused> {
     if project == config_project || granted.contains(project) {
         return Ok(());
     }
@@ -39,17 +45,17 @@ pub fn may_read(
         Some(group) => format!("outside the agent's top-level group {group}"),
         None => format!("not the agent's configuration project {config_project}"),
     };
-    Err(format!(
+    Err(Refused(format!(
         "manifest project {project} is refused: it is {scope} and no administrator granted it \
          (kas project grant {project} --agent {agent})"
-    ))
+    )))
 }
 
 /// Why the config of `agent`, configured in `config_project`, may not use
 /// the notification secret `secret`, or `Ok` if it may.
-pub fn may_use_secret(agent: &str, config_project: &str, secret: &str) -> Result<(), String> {
+pub fn may_use_secret(agent: &str, config_project: &str, secret: &str) -> Result<(), Refused> {
     let own = top_level_group(config_project);
-    let group = tether_agent_config::notification_secret_group(secret);
+    let group = crate::notification_secret_group(secret);
     if own.is_some() && own == group {
         return Ok(());
     }
@@ -67,9 +73,9 @@ pub fn may_use_secret(agent: &str, config_project: &str, secret: &str) -> Result
              so its config may name no notification secret"
         ),
     };
-    Err(format!(
+    Err(Refused(format!(
         "notification secret {secret} is refused: {whose}; {allowed}; nothing is sent with it"
-    ))
+    )))
 }
 
 #[cfg(test)]
@@ -80,21 +86,26 @@ mod tests {
     fn a_config_uses_only_its_own_groups_notification_secrets() {
         assert!(may_use_secret("prod", "team/config", "team/alerts").is_ok());
         assert!(may_use_secret("prod", "team/apps/config", "team/alerts").is_ok());
-        let other =
-            may_use_secret("prod", "team/config", "other-team/slack").expect_err("another group's");
+        let other = may_use_secret("prod", "team/config", "other-team/slack")
+            .expect_err("another group's")
+            .to_string();
         assert!(
             other.contains("other-team/slack")
                 && other.contains("top-level group other-team")
                 && other.contains("kas notifications secret set team/NAME"),
             "{other}"
         );
-        let wide = may_use_secret("prod", "team/config", "audit").expect_err("kas-wide");
+        let wide = may_use_secret("prod", "team/config", "audit")
+            .expect_err("kas-wide")
+            .to_string();
         assert!(wide.contains("kas-wide"), "{wide}");
         // A group name is not a prefix match.
         assert!(may_use_secret("prod", "team/config", "team-b/alerts").is_err());
         assert!(may_use_secret("prod", "team-b/config", "team/alerts").is_err());
         // A project without a group has no secrets of its own.
-        let ungrouped = may_use_secret("a", "platform", "platform/alerts").expect_err("no group");
+        let ungrouped = may_use_secret("a", "platform", "platform/alerts")
+            .expect_err("no group")
+            .to_string();
         assert!(ungrouped.contains("no top-level group"), "{ungrouped}");
         assert!(may_use_secret("a", "platform", "platform").is_err());
     }
@@ -109,7 +120,8 @@ mod tests {
         assert!(may_read("prod", "team/config", "team/config", &none).is_ok());
         assert!(may_read("prod", "team/config", "team/apps/web", &none).is_ok());
         let refused = may_read("prod", "team/config", "other-team/secrets", &none)
-            .expect_err("another group");
+            .expect_err("another group")
+            .to_string();
         assert!(
             refused.contains("other-team/secrets") && refused.contains("top-level group team"),
             "{refused}"

@@ -17,10 +17,20 @@ pub enum Dropped {
     TooManyKeys,
 }
 
+/// One bounded queue and task per key (a project, a destination).
 pub struct KeyedQueues<T> {
     queues: Mutex<HashMap<String, mpsc::Sender<T>>>,
     queue: usize,
     max_keys: usize,
+}
+
+impl<T> std::fmt::Debug for KeyedQueues<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedQueues")
+            .field("queue", &self.queue)
+            .field("max_keys", &self.max_keys)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T> KeyedQueues<T> {

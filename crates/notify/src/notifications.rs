@@ -7,7 +7,7 @@
 //! A destination names a notification secret held by kas (URLs of Slack
 //! and Teams webhooks are secrets themselves; nothing of them is in git).
 //! An agent's config may name only secrets of its own top-level group
-//! ([`crate::channel::policy::may_use_secret`]): the notifier takes an
+//! ([`tether_agent_config::policy::may_use_secret`]): the notifier takes an
 //! agent's destinations only as [`AgentDestinations`], which holds those
 //! that passed the rule, so no path can send with another team's secret.
 //! Delivery never holds anything up: one bounded queue and task per
@@ -105,13 +105,13 @@ impl AgentDestinations {
         let mut allowed = Vec::new();
         let mut refused = Vec::new();
         for destination in named {
-            match crate::channel::policy::may_use_secret(
+            match tether_agent_config::policy::may_use_secret(
                 agent,
                 config_project,
                 &destination.url_secret,
             ) {
                 Ok(()) => allowed.push(destination.clone()),
-                Err(reason) => refused.push(reason),
+                Err(reason) => refused.push(reason.to_string()),
             }
         }
         (AgentDestinations(allowed), refused)
@@ -487,7 +487,7 @@ pub fn request(
 pub fn sign(key: &str, body: &[u8]) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, key.as_bytes());
     let tag = hmac::sign(&key, body);
-    format!("sha256={}", crate::hex::encode(tag.as_ref()))
+    format!("sha256={}", tether_credentials::hex::encode(tag.as_ref()))
 }
 
 fn provider_name(p: NotificationProvider) -> &'static str {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{dead_url, receiver, wait_for};
-use kas::notifications::{AgentDestinations, Notice, Notifier, sign};
 use tether_agent_config::{Notification, NotificationEvent, NotificationProvider};
+use tether_notify::notifications::{AgentDestinations, Notice, Notifier, sign};
 use tether_store::{NotificationSecret, SqliteStore, Store};
 
 async fn secret(store: &SqliteStore, name: &str, url: &str, key: Option<&str>) {
