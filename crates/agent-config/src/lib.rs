@@ -26,7 +26,7 @@ mod validate;
 pub use duration::parse as parse_duration;
 pub use error::{ConfigError, Problem, Warning};
 pub use names::{
-    AgentNameError, ChartSegmentError, MAX_CHART_SEGMENT_LEN, config_path,
+    AgentName, AgentNameError, ChartSegmentError, MAX_CHART_SEGMENT_LEN, config_path,
     notification_secret_group, notification_secret_name_problem, validate_agent_name,
     validate_chart_name, validate_chart_version, validate_project_id,
 };

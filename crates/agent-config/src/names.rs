@@ -25,6 +25,54 @@ pub fn validate_agent_name(name: &str) -> Result<(), AgentNameError> {
     }
 }
 
+/// An agent's name, checked once where it enters (an API request, a
+/// token's record, a session): code that holds one need not check again.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AgentName(String);
+
+impl AgentName {
+    pub fn new(name: &str) -> Result<Self, AgentNameError> {
+        validate_agent_name(name)?;
+        Ok(AgentName(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for AgentName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for AgentName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for AgentName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for AgentName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl std::str::FromStr for AgentName {
+    type Err = AgentNameError;
+    fn from_str(name: &str) -> Result<Self, AgentNameError> {
+        AgentName::new(name)
+    }
+}
+
 /// Why `s` is not an RFC 1123 label (agent names, namespaces), if it is not.
 pub(crate) fn dns_label_problem(s: &str) -> Option<&'static str> {
     if s.is_empty() {
@@ -338,5 +386,20 @@ mod tests {
     #[test]
     fn config_lives_under_dot_gitlab() {
         assert_eq!(config_path("prod"), ".gitlab/agents/prod/config.yaml");
+    }
+}
+
+#[cfg(test)]
+mod agent_name_tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_name_is_checked_once_where_it_is_made() {
+        let name = AgentName::new("prod-eu-1").expect("valid");
+        assert_eq!(name, "prod-eu-1");
+        assert_eq!(name.to_string(), "prod-eu-1");
+        assert!(AgentName::new("Prod").is_err());
+        assert!(AgentName::new("../x").is_err());
+        assert!("-a".parse::<AgentName>().is_err());
     }
 }

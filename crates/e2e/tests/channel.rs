@@ -138,7 +138,7 @@ async fn repeated_bad_tokens_from_one_address_are_rate_limited() {
     let mut client = AgentChannelClient::new(channel);
 
     let mut codes = Vec::new();
-    for _ in 0..(kas::channel::ratelimit::MAX_FAILURES + 1) {
+    for _ in 0..(tether_channel::ratelimit::MAX_FAILURES + 1) {
         let bogus = tether_credentials::Token::generate(tether_credentials::TokenKind::Agent);
         let mut request = tonic::Request::new(tokio_stream::iter(Vec::<
             tether_proto::v1::AgentMessage,

@@ -126,11 +126,11 @@ fn three_replicas_behind_haproxy_route_revoke_and_fail_over() {
     // a proof for another path, not an old one.
     let private = fleet.replicas[0].private;
     let secret = std::fs::read_to_string(fleet.dir.path().join("private-secret")).expect("secret");
-    let key = kas::replicas::auth::RouteKey::new(
-        &kas::replicas::Secret::new(secret.trim()).expect("a secret"),
+    let key = tether_replicas::auth::RouteKey::new(
+        &tether_replicas::Secret::new(secret.trim()).expect("a secret"),
     );
     let namespaces = "/k8s-proxy/api/v1/namespaces";
-    let now = kas::replicas::auth::now();
+    let now = tether_replicas::auth::now();
     // The listener's own refusal names it; past it, the proxy answers
     // (here 401 too: the request carries no agent credentials).
     let refused_by_listener = |header: String| {

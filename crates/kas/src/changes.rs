@@ -15,12 +15,12 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tether_store::{ChangeFeed, FeedEvent, Store, TokenOwner};
 
-use crate::channel::ConnectionRegistry;
+use tether_channel::{LiveAgents, SessionControl};
 use tether_proxy::Proxy;
 use tether_proxy::streams::Opener;
 
-use crate::replicas::router::Router;
-use crate::repos::{NewHead, Repos};
+use tether_channel::repos::{NewHead, Repos};
+use tether_replicas::router::Router;
 
 /// Something that happened to kas's records.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,7 +77,11 @@ struct Published {
 /// Applies changes to the live state, here and on every other kas.
 #[derive(Clone)]
 pub struct Changes {
-    connections: Arc<ConnectionRegistry>,
+    live: Arc<dyn LiveAgents>,
+    sessions: Arc<dyn SessionControl>,
+    /// Bumped when another replica says something the web UI shows
+    /// changed there.
+    elsewhere: Arc<tokio::sync::watch::Sender<u64>>,
     proxy: Arc<Proxy>,
     store: Arc<dyn Store>,
     router: Option<Arc<Router>>,
@@ -99,12 +103,15 @@ impl std::fmt::Debug for Changes {
 
 impl Changes {
     pub fn new(
-        connections: Arc<ConnectionRegistry>,
+        live: Arc<dyn LiveAgents>,
+        sessions: Arc<dyn SessionControl>,
         proxy: Arc<Proxy>,
         store: Arc<dyn Store>,
     ) -> Self {
         Changes {
-            connections,
+            live,
+            sessions,
+            elsewhere: Arc::new(tokio::sync::watch::channel(0).0),
             proxy,
             store,
             router: None,
@@ -113,6 +120,12 @@ impl Changes {
             origin: rand::random(),
             following: Arc::default(),
         }
+    }
+
+    /// Follows what other replicas say changed there that the web UI
+    /// shows.
+    pub fn watch_elsewhere(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.elsewhere.subscribe()
     }
 
     /// Whether this kas follows the other kas processes' changes now.
@@ -213,11 +226,13 @@ impl Changes {
         self.proxy.forget_admissions();
         let now = tether_store::time::now();
         let mut closed = 0;
-        for agent in self.connections.connected_agents() {
+        for agent in self.live.connected_agents() {
             let tokens = match self.store.list_tokens(&agent).await {
                 Ok(tokens) => tokens,
                 Err(tether_store::StoreError::NotFound(_)) => {
-                    self.apply_here(&Change::AgentDeleted { name: agent });
+                    self.apply_here(&Change::AgentDeleted {
+                        name: agent.to_string(),
+                    });
                     continue;
                 }
                 Err(e) => {
@@ -227,7 +242,7 @@ impl Changes {
             };
             for token in tokens.iter().filter(|t| !t.is_active(now)) {
                 closed += self
-                    .connections
+                    .sessions
                     .close_token(token.id, "agent token is no longer valid");
             }
         }
@@ -241,7 +256,7 @@ impl Changes {
         // News, not narrowing: nothing to close or forget.
         match change {
             Change::UiChanged => {
-                self.connections.changed_elsewhere();
+                self.elsewhere.send_modify(|n| *n = n.wrapping_add(1));
                 return;
             }
             Change::TunnelsUp { agent } => {
@@ -263,13 +278,12 @@ impl Changes {
         }
         let (sessions, exchanges) = match change {
             Change::AgentTokenRevoked { token_id, reason } => {
-                (self.connections.close_token(*token_id, reason), 0)
+                (self.sessions.close_token(*token_id, reason), 0)
             }
             Change::AgentDeleted { name } => {
                 let closed = self
-                    .connections
+                    .sessions
                     .close_agent(name, &format!("agent {name} was deleted"));
-                self.connections.configs().forget(name);
                 let ended = self.proxy.streams.stop_where(|agent, _| agent == name);
                 (closed, ended)
             }
@@ -300,7 +314,7 @@ impl Changes {
                 (0, ended)
             }
             Change::ManifestGrantsChanged => {
-                self.connections.grants_changed();
+                self.sessions.grants_changed();
                 (0, 0)
             }
             Change::TunnelsUp { .. } | Change::NewHead { .. } | Change::UiChanged => (0, 0),

@@ -4,32 +4,28 @@
 //! - [`api`]: the REST API (projects, agents, tokens) behind admin
 //!   authentication.
 //! - [`admin_token`]: the admin token created on first start.
-//! - [`channel`]: the agent endpoint (gRPC over TLS) and live connections.
 //! - [`proxy`]: where kas serves `tether_proxy`, and the private listener.
-//! - [`repos`]: one git poller per project with connected agents.
 //! - [`webhooks`]: git hosts' push webhooks: signatures, events, limits.
 //! - [`ui`]: the web UI under `/ui`.
-//! - [`replicas`]: kas among replicas: the tunnel tracker, routing
-//!   between replicas.
 //! - [`server`]: `kas serve`: every listener and task, and the drain.
 //! - [`listen`]: every listener's accept loop, TLS handshake and drain.
 //! - [`settings`]: `kas serve`'s flags and settings file, one type.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`admin`]: the health listener and `/metrics`.
 //!
-//! The CLI's commands against a running kas are `tether-cli`; the `kas`
+//! The agent endpoint (sessions, config and manifest delivery, git
+//! pollers) is `tether-channel`; commit statuses and notifications are
+//! `tether-notify`; kas among replicas (the tunnel tracker, routing) is
+//! `tether-replicas`. The CLI's commands against a running kas are `tether-cli`; the `kas`
 //! binary links both, and nothing here imports the CLI.
 
 pub mod admin;
 pub mod admin_token;
 pub mod api;
 pub mod changes;
-pub mod channel;
 pub mod listen;
 pub mod metrics;
 pub mod proxy;
-pub mod replicas;
-pub mod repos;
 pub mod server;
 pub mod settings;
 pub mod ui;

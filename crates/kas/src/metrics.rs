@@ -3,94 +3,23 @@
 //! Each metric is a cheap handle (an `Arc` inside); the components that
 //! update one hold a clone, and [`Metrics::encode`] reads them all.
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-/// Outcome label of a git poll.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PollResult {
-    pub result: &'static str,
-}
-
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Metrics {
     /// The Kubernetes API proxy's.
     pub proxy: tether_proxy::ProxyMetrics,
     /// Chart and kustomization renders.
     pub render: tether_render::RenderMetrics,
-    /// Agent sessions open now.
-    pub agent_sessions: Gauge,
-    /// Agent sessions opened since start.
-    pub agent_sessions_opened: Counter,
-    /// Connections refused for an unknown, revoked or expired token.
-    pub auth_failures: Counter,
-    /// Configurations sent to agents.
-    pub configs_sent: Counter,
-    /// Config files that failed to parse or validate (never sent).
-    pub configs_rejected: Counter,
-    /// Git polls by outcome.
-    pub git_polls: Family<PollResult, Counter>,
-    /// Time a git poll takes (fetch and resolve).
-    pub git_poll_seconds: Histogram,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics {
-            proxy: Default::default(),
-            render: Default::default(),
-            agent_sessions: Gauge::default(),
-            agent_sessions_opened: Counter::default(),
-            auth_failures: Counter::default(),
-            configs_sent: Counter::default(),
-            configs_rejected: Counter::default(),
-            git_polls: Family::default(),
-            git_poll_seconds: Histogram::new([
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
-        }
-    }
+    /// The agent endpoint's: sessions, authentication, configs, git polls.
+    pub channel: tether_channel::ChannelMetrics,
 }
 
 impl Metrics {
     /// The text exposition format, as `/metrics` serves it.
     pub fn encode(&self) -> String {
         let mut registry = Registry::with_prefix("tether_kas");
-        registry.register(
-            "agent_sessions",
-            "Agent sessions open now",
-            self.agent_sessions.clone(),
-        );
-        registry.register(
-            "agent_sessions_opened",
-            "Agent sessions opened since start",
-            self.agent_sessions_opened.clone(),
-        );
-        registry.register(
-            "agent_auth_failures",
-            "Agent connections refused for an unknown, revoked or expired token",
-            self.auth_failures.clone(),
-        );
-        registry.register(
-            "agent_configs_sent",
-            "Configurations sent to agents",
-            self.configs_sent.clone(),
-        );
-        registry.register(
-            "agent_configs_rejected",
-            "Agent config files that did not parse or validate",
-            self.configs_rejected.clone(),
-        );
-        registry.register("git_polls", "Git polls by result", self.git_polls.clone());
-        registry.register(
-            "git_poll_seconds",
-            "Time a git poll takes, fetch and resolve",
-            self.git_poll_seconds.clone(),
-        );
+        self.channel.register(&mut registry);
         self.proxy.register(&mut registry);
         self.render.register(&mut registry);
         let mut text = String::new();
@@ -107,9 +36,10 @@ mod tests {
     #[test]
     fn encodes_every_metric_with_its_value() {
         let m = Metrics::default();
-        m.agent_sessions.inc();
-        m.git_polls
-            .get_or_create(&PollResult { result: "ok" })
+        m.channel.agent_sessions.inc();
+        m.channel
+            .git_polls
+            .get_or_create(&tether_channel::metrics::PollResult { result: "ok" })
             .inc();
         let text = m.encode();
         assert!(text.contains("tether_kas_agent_sessions 1"), "{text}");

@@ -18,9 +18,11 @@ use tether_store::{ChangeFeed, PgStore, ReplicaId, Replicas, Sealer, SqliteStore
 
 use crate::changes::{Change, Changes};
 use crate::metrics::Metrics;
-use crate::repos::Repos;
 use crate::settings::{Database, Settings};
-use crate::{admin, admin_token, api, channel, listen, proxy, replicas};
+use crate::{admin, admin_token, api, listen, proxy};
+use tether_channel::repos::Repos;
+use tether_channel::{AgentChannelService, ChannelState};
+use tether_replicas as replicas;
 
 /// kas's records, and with PostgreSQL, what the replicas share through it.
 struct Stores {
@@ -106,12 +108,13 @@ impl Server {
         }
         let admin_token = admin_token::load_or_create(&settings.admin_token_file)?;
         let metrics = Metrics::default();
-        let connections = Arc::new(channel::ConnectionRegistry::with_metrics(metrics.clone()));
+        // The agent endpoint's parts, each handed below to what needs it.
+        let channel = ChannelState::new(metrics.channel.clone());
         let repos = Repos::new(
             store.clone(),
             data.git_mirrors(),
             settings.poll_interval,
-            metrics.clone(),
+            metrics.channel.clone(),
         );
         // Without helm or kustomize kas still serves plain manifests; a
         // project that asks for a render is told why there is none.
@@ -165,7 +168,7 @@ impl Server {
             .with_detail("render-tools", tools.summary())
             .with_detail("render-sandbox", sandbox)
             .with_detail("egress", settings.render.egress.to_string());
-        let identity = channel::tls::load_or_generate(
+        let identity = crate::listen::identity::load_or_generate(
             settings.tls.as_ref().map(|(cert, _)| cert.as_path()),
             settings.tls.as_ref().map(|(_, key)| key.as_path()),
             &settings.hostnames,
@@ -208,13 +211,20 @@ impl Server {
                 .map(|r| r as Arc<dyn tether_proxy::Elsewhere>),
             drain: Some(shutdown.clone()),
             ..proxy::over(
-                &connections,
+                channel.tunnels.clone(),
+                channel.configs.clone(),
                 store.clone(),
                 settings.k8s_proxy_external_url.clone(),
+                metrics.proxy.clone(),
             )
         });
-        let mut changes = Changes::new(connections.clone(), proxy.clone(), store.clone())
-            .with_repos(repos.clone());
+        let mut changes = Changes::new(
+            channel.live(),
+            channel.control(),
+            proxy.clone(),
+            store.clone(),
+        )
+        .with_repos(repos.clone());
         if let Some(router) = &router {
             changes = changes.with_router(router.clone());
         }
@@ -239,7 +249,7 @@ impl Server {
             );
             tasks.spawn(changes.clone().follow(shutdown.clone()));
             tasks.spawn(crate::ui::tell_replicas(
-                connections.clone(),
+                channel.live(),
                 changes.clone(),
                 shutdown.clone(),
             ));
@@ -258,7 +268,7 @@ impl Server {
             }));
             tasks.spawn(replicas::tracker::run(
                 router.clone(),
-                connections.tunnels().clone(),
+                channel.tunnels.clone(),
                 tunnels_up,
                 shutdown.clone(),
             ));
@@ -297,8 +307,8 @@ impl Server {
                     }
                 }
             };
-            let registry = connections.clone();
-            let destinations_of = move |agent: &str| registry.configs().destinations(agent);
+            let configs = channel.configs.clone();
+            let destinations_of = move |agent: &str| configs.destinations(agent);
             tasks.spawn(notifier.clone().watch_token_expiry(
                 destinations_of,
                 lead,
@@ -313,7 +323,10 @@ impl Server {
             store: store.clone(),
             admin,
             ui_sessions: sessions.clone(),
-            connections: connections.clone(),
+            live: channel.live(),
+            configs: channel.configs.clone(),
+            tunnels: channel.tunnels.clone(),
+            plans: channel.plans.clone(),
             agent_external_address: settings.agent_external_address.clone(),
             repos: repos.clone(),
             changes: changes.clone(),
@@ -382,7 +395,7 @@ impl Server {
         let agents = serve_agents(
             settings.agent_listen,
             identity,
-            channel::AgentChannelService::new(store.clone(), connections, repos)
+            AgentChannelService::new(store.clone(), channel, repos)
                 .with_renderer(renderer)
                 .with_statuses(tether_notify::statuses::Statuses::new(store, None)?)
                 .with_notifier(notifier)
@@ -492,15 +505,15 @@ async fn announce<T>(
 /// port, until the drain signal.
 async fn serve_agents(
     addr: SocketAddr,
-    identity: channel::tls::ServingIdentity,
-    service: channel::AgentChannelService,
+    identity: crate::listen::identity::ServingIdentity,
+    service: AgentChannelService,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     use tonic::transport::Server;
     let acceptor = identity.acceptor()?;
     let listener = listen::bind("agent", addr).await?;
     let incoming =
-        channel::listener::incoming(listener, acceptor, service.tunnel_gate(), shutdown.clone());
+        listen::agent::incoming(listener, acceptor, service.tunnel_gate(), shutdown.clone());
     let mut drain = shutdown;
     Server::builder()
         // An agent behind a silent partition sends no FIN: a PING after
@@ -515,7 +528,7 @@ async fn serve_agents(
         .http2_adaptive_window(Some(true))
         // agentk opens one session per connection; more is a client
         // pinning kas's memory.
-        .max_concurrent_streams(Some(channel::service::MAX_STREAMS_PER_CONNECTION))
+        .max_concurrent_streams(Some(tether_channel::service::MAX_STREAMS_PER_CONNECTION))
         .add_service(tether_proto::v1::agent_channel_server::AgentChannelServer::new(service))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::ReceiverStream::new(incoming),

@@ -192,7 +192,7 @@ pub struct Settings {
     /// The key stored secrets are sealed with, when given.
     pub secrets_key_file: Option<PathBuf>,
     /// With replicas: the private listener and the shared secret.
-    pub replication: Option<crate::replicas::Replication>,
+    pub replication: Option<tether_replicas::Replication>,
     /// How charts and kustomizations are rendered.
     pub render: tether_render::Settings,
     /// kas's own notification destinations, for every agent.
@@ -298,7 +298,7 @@ impl Settings {
         let poll_interval = duration(
             "poll_interval",
             flags.poll_interval.or(file.poll_interval),
-            crate::repos::DEFAULT_POLL_INTERVAL,
+            tether_channel::repos::DEFAULT_POLL_INTERVAL,
         );
         let tunnel_wait = duration(
             "tunnel_wait",
@@ -459,7 +459,7 @@ fn replication(
     tunnel_wait: Duration,
     database: &Database,
     problems: &mut Vec<String>,
-) -> Option<crate::replicas::Replication> {
+) -> Option<tether_replicas::Replication> {
     let Some(listen) = listen else {
         if url.is_some() || secret_file.is_some() {
             problems.push("private_url and private_secret_file need private_listen".into());
@@ -484,7 +484,7 @@ fn replication(
         }
     };
     let secret = match secret_file {
-        Some(path) => match crate::replicas::Secret::load(&path) {
+        Some(path) => match tether_replicas::Secret::load(&path) {
             Ok(secret) => Some(secret),
             Err(e) => {
                 problems.push(format!("{e:#}"));
@@ -498,7 +498,7 @@ fn replication(
             None
         }
     };
-    Some(crate::replicas::Replication {
+    Some(tether_replicas::Replication {
         listen,
         url: url?,
         secret: secret?,

@@ -6,8 +6,9 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use kas::api::{ApiState, router};
-use kas::repos::{DEFAULT_POLL_INTERVAL, Repos};
 use serde_json::{Value, json};
+use tether_channel::ChannelState;
+use tether_channel::repos::{DEFAULT_POLL_INTERVAL, Repos};
 use tether_credentials::{Token, TokenKind};
 use tether_store::{SqliteStore, Store, TokenStatus};
 use tower::ServiceExt;
@@ -22,14 +23,21 @@ impl Api {
     async fn new() -> Self {
         let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
         let admin = Token::generate(TokenKind::Admin);
-        let connections: Arc<kas::channel::ConnectionRegistry> = Default::default();
+        let channel = ChannelState::default();
         let proxy = Arc::new(kas::proxy::over(
-            &connections,
+            channel.tunnels.clone(),
+            channel.configs.clone(),
             store.clone(),
             "https://kas.example.com:8154/k8s-proxy".into(),
+            Default::default(),
         ));
         let router = router(ApiState {
-            changes: kas::changes::Changes::new(connections.clone(), proxy.clone(), store.clone()),
+            changes: kas::changes::Changes::new(
+                channel.live(),
+                channel.control(),
+                proxy.clone(),
+                store.clone(),
+            ),
             proxy,
             store: store.clone(),
             admin: kas::admin_token::AdminAuth::start(
@@ -43,7 +51,10 @@ impl Api {
             .await
             .expect("the admin token recorded"),
             ui_sessions: kas::ui::session::Sessions::new(b"a key for the tests' UI sessions"),
-            connections,
+            live: channel.live(),
+            configs: channel.configs.clone(),
+            tunnels: channel.tunnels.clone(),
+            plans: channel.plans.clone(),
             agent_external_address: "grpcs://kas.example.com:443".into(),
             repos: Repos::new(
                 store.clone(),

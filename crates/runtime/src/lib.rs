@@ -6,6 +6,7 @@
 //!   as the system allows.
 //! - [`files::write_private`] writes a secret readable by its owner only.
 //! - [`https::connector`] is the one HTTPS client setup (rustls, ring).
+//! - [`tls::acceptor`] is the one TLS server setup of kas's listeners.
 //! - [`shutdown::Shutdown`] turns SIGINT/SIGTERM into a drain signal that every
 //!   long-running task can observe; a second signal forces the exit.
 //!
@@ -17,5 +18,6 @@ pub mod https;
 pub mod limits;
 pub mod logging;
 pub mod shutdown;
+pub mod tls;
 
 pub use shutdown::Shutdown;

@@ -9,8 +9,8 @@ use axum::http::StatusCode;
 use tether_store::Agent;
 
 use super::{ApiError, ApiState};
-use crate::channel::ConfigStatus;
 pub use tether_api::{AgentView, CreateAgent, HistoryQuery};
+use tether_channel::ConfigStatus;
 use tether_store::time::{now, to_rfc3339};
 
 /// `a` as the API shows it; `stored` is the config status in the store:
@@ -20,14 +20,13 @@ fn agent_view(a: Agent, state: &ApiState, stored: Option<ConfigStatus>) -> Agent
     AgentView {
         id: a.id,
         config_path: tether_agent_config::config_path(&a.name),
-        connections: state.connections.connections(&a.name),
+        connections: state.live.connections(&a.name),
         config: state
-            .connections
-            .configs()
+            .configs
             .status_if_read(&a.name)
             .or(stored)
             .unwrap_or_default(),
-        tunnels: state.connections.tunnels().count(&a.name),
+        tunnels: state.tunnels.count(&a.name),
         name: a.name,
         config_project: a.config_project,
         created_at: to_rfc3339(a.created_at),
@@ -99,7 +98,7 @@ pub async fn remove(
 pub async fn gitops(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-) -> Result<Json<Vec<crate::channel::SyncView>>, ApiError> {
+) -> Result<Json<Vec<tether_channel::SyncView>>, ApiError> {
     let syncs = state
         .store
         .latest_syncs(&name)
@@ -114,11 +113,11 @@ pub async fn gitops_history(
     State(state): State<ApiState>,
     Path(name): Path<String>,
     Query(query): Query<HistoryQuery>,
-) -> Result<Json<Vec<crate::channel::SyncView>>, ApiError> {
+) -> Result<Json<Vec<tether_channel::SyncView>>, ApiError> {
     let limit = query
         .limit
-        .unwrap_or(crate::channel::service::SYNC_HISTORY_PER_PROJECT)
-        .clamp(1, crate::channel::service::SYNC_HISTORY_PER_PROJECT);
+        .unwrap_or(tether_channel::service::SYNC_HISTORY_PER_PROJECT)
+        .clamp(1, tether_channel::service::SYNC_HISTORY_PER_PROJECT);
     let syncs = state
         .store
         .sync_history(&name, &query.project, limit)
@@ -137,7 +136,7 @@ fn not_found_agent(e: tether_store::StoreError, name: &str) -> ApiError {
 }
 
 /// Stored reports as the API shows them (an unreadable one is skipped).
-fn views(records: Vec<tether_store::SyncRecord>) -> Vec<crate::channel::SyncView> {
+fn views(records: Vec<tether_store::SyncRecord>) -> Vec<tether_channel::SyncView> {
     records
         .into_iter()
         .filter_map(|r| serde_json::from_str(&r.report).ok())

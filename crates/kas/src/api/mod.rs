@@ -28,8 +28,10 @@ use tether_store::Store;
 
 pub use error::ApiError;
 
-use crate::channel::ConnectionRegistry;
-use crate::repos::Repos;
+use tether_channel::LiveAgents;
+use tether_channel::configs::AgentConfigs;
+use tether_channel::repos::Repos;
+use tether_tunnel::server::Tunnels;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -41,8 +43,14 @@ pub struct ApiState {
     /// Reads web UI sessions: a plan the UI of another replica forwards
     /// here carries the admin's session, checked like the UI checks it.
     pub ui_sessions: crate::ui::session::Sessions,
-    /// Live agent connections, shown on agents and closed on revocation.
-    pub connections: Arc<ConnectionRegistry>,
+    /// Who is connected here, shown on agents.
+    pub live: Arc<dyn LiveAgents>,
+    /// What kas made of each agent's config file.
+    pub configs: Arc<AgentConfigs>,
+    /// The agents' tunnels here, counted on agents.
+    pub tunnels: Arc<Tunnels>,
+    /// Plans asked of the sessions here.
+    pub plans: Arc<tether_channel::plans::Plans>,
     /// The agent endpoint as clusters reach it (`grpcs://kas.example.com:443`),
     /// for the install command shown with a new token.
     pub agent_external_address: String,
@@ -56,7 +64,7 @@ pub struct ApiState {
     pub renderer: Result<Arc<tether_render::Renderer>, String>,
     /// The other replicas, when there are any: a plan asked here of an
     /// agent whose session is elsewhere is answered there.
-    pub router: Option<Arc<crate::replicas::router::Router>>,
+    pub router: Option<Arc<tether_replicas::router::Router>>,
     /// Verified deliveries per project.
     pub webhook_limiter: Arc<crate::webhooks::Limiter>,
     /// Deliveries per source address, before they are verified.

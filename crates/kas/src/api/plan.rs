@@ -20,9 +20,9 @@ use tether_api::{FieldChangeView, PlanRequest, PlanView, PlannedObjectView};
 
 use super::ApiState;
 use super::error::ApiError;
-use crate::channel::manifests::{self, ManifestSpec};
-use crate::channel::plans::PlanError;
 use tether_agent_config::policy;
+use tether_channel::manifests::{self, ManifestSpec};
+use tether_channel::plans::PlanError;
 
 /// How long the agent may take to dry-run a commit.
 const PLAN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -54,14 +54,14 @@ pub async fn plan(
         .map_err(|e| ApiError::Invalid(format!("cannot read the request: {e}")))?;
     let asked: PlanRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::Invalid(format!("the request is not a plan request: {e}")))?;
-    if state.connections.configs().in_use(&name).is_none() {
+    if state.configs.in_use(&name).is_none() {
         if routed {
             let mut answer = ApiError::Conflict(format!(
                 "agent {name} has no session on this kas replica either"
             ))
             .into_response();
             answer.headers_mut().insert(
-                crate::replicas::router::NO_SESSION,
+                tether_replicas::router::NO_SESSION,
                 http::HeaderValue::from_static("1"),
             );
             return Ok(answer);
@@ -87,7 +87,7 @@ async fn plan_here(
         .get_agent(&name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("agent {name} not found")))?;
-    let config = state.connections.configs().in_use(&name).ok_or_else(|| {
+    let config = state.configs.in_use(&name).ok_or_else(|| {
         ApiError::Conflict(format!(
             "agent {name} has no session on this kas: a plan needs the agent connected"
         ))
@@ -152,7 +152,7 @@ async fn plan_here(
         .clone()
         .ok_or_else(|| ApiError::Upstream(format!("{} has not been read yet", spec.project)))?;
     let spec = spec_at(&agent, spec, &source, &commit).await?;
-    let (kube_version, api_versions) = state.connections.cluster_of(&name).unwrap_or_default();
+    let (kube_version, api_versions) = state.live.cluster_of(&name).unwrap_or_default();
     let rendering = manifests::Rendering {
         renderer: state.renderer.clone(),
         kube_version,
@@ -169,8 +169,7 @@ async fn plan_here(
     .map_err(|e| ApiError::Invalid(format!("commit {commit} cannot be planned: {e}")))?;
     let commit = commit.to_string();
     let mut report = state
-        .connections
-        .plans()
+        .plans
         .ask(&name, &spec.project, &commit, files, PLAN_TIMEOUT)
         .await
         .map_err(|e| match e {
@@ -230,7 +229,7 @@ pub(crate) async fn spec_at(
     if spec.project != agent.config_project {
         return Ok(spec.clone());
     }
-    let loaded = crate::channel::config::load(
+    let loaded = tether_channel::config::load(
         source.clone(),
         commit.clone(),
         &agent.name,
@@ -267,7 +266,7 @@ pub(crate) async fn plan_anywhere(
     asked: PlanRequest,
     session: &str,
 ) -> Result<PlanView, ApiError> {
-    if state.connections.configs().in_use(name).is_none()
+    if state.configs.in_use(name).is_none()
         && let Some(router) = &state.router
     {
         let body = serde_json::to_vec(&asked).map_err(|e| ApiError::Internal(e.into()))?;

@@ -8,8 +8,8 @@ use tether_store::{NewProject, Project};
 
 use super::{ApiError, ApiState};
 use crate::changes::Change;
-use crate::repos::RefreshError;
 pub use tether_api::{CreateProject, GrantRequest, GrantView, ProjectView, Refreshed};
+use tether_channel::repos::RefreshError;
 use tether_store::time::{now, to_rfc3339};
 
 pub(crate) fn project_view(p: Project) -> ProjectView {

@@ -11,15 +11,16 @@
 //! process that will never accept it.
 //!
 //! The REST API, admin, Kubernetes API proxy and private listeners serve
-//! HTTP ([`http::serve`]); the agent endpoint (`channel::listener`) tells
+//! HTTP ([`http::serve`]); the agent endpoint ([`agent`]) tells
 //! gRPC from WebSocket and tunnel upgrades by ALPN on the same loop.
 
+pub mod agent;
 pub mod http;
+pub mod identity;
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -60,22 +61,7 @@ pub async fn bind(name: &'static str, addr: SocketAddr) -> anyhow::Result<TcpLis
 /// The TLS settings of every listener: kas's certificate (chain) and key,
 /// PEM; HTTP/2 and HTTP/1.1 by ALPN.
 pub fn acceptor(cert_pem: &str, key_pem: &str) -> anyhow::Result<TlsAcceptor> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .context("invalid certificate PEM for kas's listeners")?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .context("invalid private key PEM for kas's listeners")?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS versions")?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("kas's certificate and key do not match")?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    tether_runtime::tls::acceptor(cert_pem, key_pem).context("kas's listeners cannot serve TLS")
 }
 
 /// The server side of a TLS handshake, within [`HANDSHAKE_TIMEOUT`].

@@ -17,12 +17,13 @@ use tether_store::Store;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use crate::channel::ConnectionRegistry;
+use tether_channel::configs::AgentConfigs;
+use tether_tunnel::server::Tunnels;
 
 /// The configs the proxy authorizes against: the one an agent's session
 /// here read, or the one its session's replica stored.
 pub struct SessionConfigs {
-    pub registry: Arc<ConnectionRegistry>,
+    pub configs: Arc<AgentConfigs>,
     pub store: Arc<dyn Store>,
 }
 
@@ -35,8 +36,7 @@ impl std::fmt::Debug for SessionConfigs {
 #[async_trait]
 impl ConfigsInUse for SessionConfigs {
     async fn in_use(&self, agent: &str) -> Option<Arc<AgentConfig>> {
-        self.registry
-            .configs()
+        self.configs
             .in_use_anywhere(self.store.as_ref(), agent)
             .await
     }
@@ -45,17 +45,16 @@ impl ConfigsInUse for SessionConfigs {
 /// The proxy over this kas's sessions and tunnels, with nothing else: no
 /// OIDC issuer, no other replica, no drain. The server sets those.
 pub fn over(
-    registry: &Arc<ConnectionRegistry>,
+    tunnels: Arc<Tunnels>,
+    configs: Arc<AgentConfigs>,
     store: Arc<dyn Store>,
     external_url: String,
+    metrics: tether_proxy::ProxyMetrics,
 ) -> Proxy {
     Proxy {
         store: store.clone(),
-        tunnels: registry.tunnels().clone(),
-        configs: Arc::new(SessionConfigs {
-            registry: registry.clone(),
-            store,
-        }),
+        tunnels,
+        configs: Arc::new(SessionConfigs { configs, store }),
         oidc: Default::default(),
         external_url,
         ca_pem: None,
@@ -63,7 +62,7 @@ pub fn over(
         streams: Default::default(),
         elsewhere: None,
         drain: None,
-        metrics: registry.metrics().proxy.clone(),
+        metrics,
     }
 }
 

@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use tether_proxy::Proxy;
 
-use crate::replicas::router::{ROUTE_HEADER, Router};
+use tether_replicas::router::{ROUTE_HEADER, Router};
 
 /// Largest API answer relayed (a plan of thousands of objects with their
 /// field changes).

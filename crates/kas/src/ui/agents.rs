@@ -64,7 +64,7 @@ pub async fn agents(
         .skip(page_no * AGENTS_PER_PAGE)
         .take(AGENTS_PER_PAGE)
     {
-        let connections = state.connections.connections(&agent.name);
+        let connections = state.live.connections(&agent.name);
         let syncs = syncs_of(
             state
                 .store
@@ -88,7 +88,7 @@ pub async fn agents(
             @for (agent, connections, syncs) in &rows {
                 tr data-agent=(agent.name) {
                     td { a href={"/ui/agents/" (segment(&agent.name))} { (agent.name) } br; span class="dim" { (agent.config_project) } }
-                    td class="connection" { (connection(connections.len(), state.connections.tunnels().count(&agent.name), elsewhere.get(&agent.name).copied().unwrap_or(0))) }
+                    td class="connection" { (connection(connections.len(), state.tunnels.count(&agent.name), elsewhere.get(&agent.name).copied().unwrap_or(0))) }
                     td { @if let Some(c) = connections.first() { "agentk " (c.agent_version) br; span class="dim" { "cluster " (c.cluster_version) } } }
                     td {
                         @for sync in syncs {
@@ -113,8 +113,8 @@ pub async fn agent(
 ) -> Page {
     let session = signed_in(&state, &headers).await?;
     let agent = agent_for(&state, &session, &name).await?;
-    let connections = state.connections.connections(&name);
-    let status = match state.connections.configs().status_if_read(&name) {
+    let connections = state.live.connections(&name);
+    let status = match state.configs.status_if_read(&name) {
         Some(status) => Some(status),
         None => state
             .store
@@ -135,7 +135,7 @@ pub async fn agent(
             .unwrap_or_default();
         history.push((sync.project.clone(), syncs_of(records)));
     }
-    let tunnels = state.connections.tunnels().count(&name);
+    let tunnels = state.tunnels.count(&name);
     let elsewhere = tunnels_elsewhere(&state)
         .await
         .get(&name)

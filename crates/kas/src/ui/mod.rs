@@ -21,6 +21,8 @@ mod view;
 use std::convert::Infallible;
 use std::time::Duration;
 
+use tokio::sync::broadcast;
+
 use axum::Router;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -332,17 +334,23 @@ async fn events(
         )
             .into_response());
     };
-    let here = state.connections.watch_changes();
-    let elsewhere = state.connections.watch_changes_elsewhere();
+    let here = state.live.events();
+    let elsewhere = state.changes.watch_elsewhere();
     let stream = futures_util::stream::unfold(
         (here, elsewhere, slot),
         |(mut here, mut elsewhere, slot)| async move {
             tokio::select! {
-                changed = here.changed() => changed.ok()?,
+                // A follower that lagged refreshes as for any change.
+                event = here.recv() => match event {
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
                 changed = elsewhere.changed() => changed.ok()?,
             }
+            // One refresh for a burst: what came within half a second
+            // is in the page it loads.
             tokio::time::sleep(Duration::from_millis(500)).await;
-            here.borrow_and_update();
+            here = here.resubscribe();
             elsewhere.borrow_and_update();
             // An event with no data is not dispatched by browsers.
             Some((
@@ -358,18 +366,18 @@ async fn events(
 /// something the web UI shows changed here, so that a page served by
 /// another replica updates too. Runs until `stop`.
 pub async fn tell_replicas(
-    connections: std::sync::Arc<crate::channel::ConnectionRegistry>,
+    live: std::sync::Arc<dyn tether_channel::LiveAgents>,
     changes: crate::changes::Changes,
     mut stop: tether_runtime::Shutdown,
 ) {
-    let mut here = connections.watch_changes();
+    let mut here = live.events();
     loop {
         tokio::select! {
-            changed = here.changed() => if changed.is_err() { return },
+            event = here.recv() => if let Err(broadcast::error::RecvError::Closed) = event { return },
             _ = stop.signalled() => return,
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        here.borrow_and_update();
+        here = here.resubscribe();
         changes.tell_others(crate::changes::Change::UiChanged).await;
     }
 }

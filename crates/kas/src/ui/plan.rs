@@ -15,8 +15,8 @@ use super::UiState;
 use super::session::{Session, Who};
 use super::signed_in;
 use super::view::{Page, admin_form, agent_for, forbidden, refused, render};
-use crate::channel::manifests::ManifestSpec;
 use tether_api::segment;
+use tether_channel::manifests::ManifestSpec;
 
 /// Unchanged objects listed before the rest are folded away.
 const UNCHANGED_SHOWN: usize = 200;

@@ -18,8 +18,8 @@ use super::layout::state as state_word;
 use super::session::Who;
 use super::signed_in;
 use super::view::{Page, agent_for, not_found, pager, render, short, syncs_of};
-use crate::channel::manifests::{self, ManifestSpec};
 use tether_api::segment;
+use tether_channel::manifests::{self, ManifestSpec};
 
 /// Objects per sync page.
 const OBJECTS_PER_PAGE: usize = 500;
@@ -288,10 +288,7 @@ async fn manifest_diff(
                 .ok_or_else(|| format!("{project} has not been read yet"))?
         }
     };
-    let (kube_version, api_versions) = state
-        .connections
-        .cluster_of(&agent.name)
-        .unwrap_or_default();
+    let (kube_version, api_versions) = state.live.cluster_of(&agent.name).unwrap_or_default();
     let rendering = manifests::Rendering {
         renderer: state.renderer.clone(),
         kube_version,

@@ -33,8 +33,8 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use tether_runtime::Shutdown;
 
-use super::tunnels::{Framing, TunnelGate};
 use crate::listen::{self, HANDSHAKE_TIMEOUT};
+use tether_channel::tunnels::{Framing, TunnelGate};
 
 /// Connections accepted but not yet taken by the gRPC server.
 const ACCEPT_QUEUE: usize = 1024;

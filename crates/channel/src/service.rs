@@ -17,13 +17,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use super::auth::{AgentAuth, Refusal};
-use super::config::{self, ConfigProblem};
-use super::manifests::{self, Follower, ManifestSpec};
-use super::outbound::{self, OUTBOUND_QUEUE, Outbound};
-use super::registry::{ConnectionRegistry, ConnectionView, Registration};
+use crate::auth::{AgentAuth, Refusal};
+use crate::config::{self, ConfigProblem};
+use crate::manifests::{self, Follower, ManifestSpec};
+use crate::outbound::{self, OUTBOUND_QUEUE, Outbound};
 use crate::repos::{Head, Repos};
+use crate::sessions::Registration;
+use crate::state::ChannelState;
+use tether_agent_config::AgentName;
 use tether_agent_config::policy;
+use tether_api::ConnectionView;
 use tether_store::time::{now, to_rfc3339};
 
 /// How often agents ping; a session silent for three intervals is dropped.
@@ -44,7 +47,7 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 8;
 #[derive(Clone)]
 pub struct AgentChannelService {
     store: Arc<dyn Store>,
-    registry: Arc<ConnectionRegistry>,
+    state: ChannelState,
     repos: Arc<Repos>,
     auth: Arc<AgentAuth>,
     /// kas is shutting down: sessions end, telling their agents to
@@ -68,15 +71,11 @@ impl std::fmt::Debug for AgentChannelService {
 type ServerStream = Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + Send>>;
 
 impl AgentChannelService {
-    pub fn new(
-        store: Arc<dyn Store>,
-        registry: Arc<ConnectionRegistry>,
-        repos: Arc<Repos>,
-    ) -> Self {
-        let auth = Arc::new(AgentAuth::new(store.clone(), registry.metrics().clone()));
+    pub fn new(store: Arc<dyn Store>, state: ChannelState, repos: Arc<Repos>) -> Self {
+        let auth = Arc::new(AgentAuth::new(store.clone(), state.metrics.clone()));
         Self {
             store,
-            registry,
+            state,
             repos,
             auth,
             drain: None,
@@ -114,8 +113,8 @@ impl AgentChannelService {
     }
 
     /// The door for tunnels: the same token check and failure limits.
-    pub fn tunnel_gate(&self) -> super::tunnels::TunnelGate {
-        super::tunnels::TunnelGate::new(self.auth.clone(), self.registry.clone())
+    pub fn tunnel_gate(&self) -> crate::tunnels::TunnelGate {
+        crate::tunnels::TunnelGate::new(self.auth.clone(), self.state.tunnels.clone())
     }
 }
 
@@ -149,7 +148,7 @@ impl AgentChannel for AgentChannelService {
                 return Err(status);
             }
         };
-        if self.registry.session_count(&admitted.agent.name) >= MAX_SESSIONS_PER_AGENT {
+        if self.state.sessions.session_count(&admitted.agent.name) >= MAX_SESSIONS_PER_AGENT {
             return Err(Status::resource_exhausted(format!(
                 "agent {} already has {MAX_SESSIONS_PER_AGENT} sessions; close some first",
                 admitted.agent.name
@@ -173,8 +172,12 @@ impl AgentChannel for AgentChannelService {
         }
         let pod = hello.pod.clone().unwrap_or_default();
         let connected_at = to_rfc3339(now());
-        let registration = self.registry.register(
-            &agent.name,
+        // The store holds only names that were checked when the agent was
+        // created; one that no longer passes is refused, not trusted.
+        let name =
+            AgentName::new(&agent.name).map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let registration = self.state.sessions.register(
+            &name,
             token_id,
             ConnectionView {
                 pod_namespace: pod.namespace.clone(),
@@ -214,14 +217,14 @@ impl AgentChannel for AgentChannelService {
         tx.send(Ok(welcome))
             .await
             .map_err(|_| Status::cancelled("agent left during the handshake"))?;
-        let plan_slot = self.registry.plans().open(&agent.name, tx.clone());
+        let plan_slot = self.state.plans.open(&agent.name, tx.clone());
         let api_versions = manifests::api_versions(hello.api_versions);
         registration.set_api_versions(api_versions.clone());
         let session = Session {
             _plans: plan_slot,
             drain: self.drain.clone(),
             store: self.store.clone(),
-            grants: self.registry.watch_grants(),
+            grants: self.state.grants.watch(),
             specs: Vec::new(),
             expires_in: admitted.expires_in(),
             head: self.repos.subscribe(&agent.config_project),
@@ -235,8 +238,8 @@ impl AgentChannel for AgentChannelService {
                 .map(|s| (s.project_id.clone(), s.commit_id.clone()))
                 .collect(),
             project: agent.config_project,
-            agent: agent.name,
-            registry: self.registry.clone(),
+            agent: name,
+            state: self.state.clone(),
             rendering: manifests::Rendering {
                 renderer: self.renderer.clone(),
                 kube_version: hello.cluster_version.clone(),
@@ -267,12 +270,12 @@ struct Session {
     /// How its followers render charts and kustomizations.
     rendering: manifests::Rendering,
     /// Lets the session take plans while it lives.
-    _plans: super::plans::PlanSlot,
+    _plans: crate::plans::PlanSlot,
     /// Time left on the session's token, if it expires.
     expires_in: Option<Duration>,
-    agent: String,
+    agent: AgentName,
     project: String,
-    registry: Arc<ConnectionRegistry>,
+    state: ChannelState,
     /// The head of the agent's configuration project.
     head: watch::Receiver<Head>,
     /// Commit of the configuration the agent has.
@@ -284,7 +287,7 @@ struct Session {
     followers: Vec<Follower>,
     /// The manifest commits the followers gave this session: the only
     /// ones its reports may speak of.
-    sent: super::sent::SentCommits,
+    sent: crate::sent::SentCommits,
     /// Reports that named a project or commit the session had not resolved
     /// yet: an agent reports its last state as soon as it connects, before
     /// the followers have read the refs. The newest per project, at most
@@ -391,7 +394,7 @@ impl Session {
                             }
                             Some(agent_message::Message::SyncReport(report)) => self.record(report).await,
                             Some(agent_message::Message::PlanReport(report)) => {
-                                self.registry.plans().answered(&self.agent, report);
+                                self.state.plans.answered(&self.agent, report);
                             }
                             Some(agent_message::Message::ClusterInfo(info)) => self.cluster_changed(info),
                             Some(agent_message::Message::Hello(_)) | None => {}
@@ -401,10 +404,10 @@ impl Session {
             }
         };
         tracing::info!(reason = %reason, "agent disconnected");
-        let registry = self.registry.clone();
+        let sessions = self.state.sessions.clone();
         self.notifier.watch_disconnect(
-            move |agent| registry.session_count(agent) > 0,
-            self.agent.clone(),
+            move |agent| sessions.session_count(agent) > 0,
+            self.agent.to_string(),
             self.own_notifications(),
             reason,
         );
@@ -413,7 +416,7 @@ impl Session {
     /// The notification destinations of the agent's config in use that it
     /// may use.
     fn own_notifications(&self) -> tether_notify::notifications::AgentDestinations {
-        self.registry.configs().destinations(&self.agent)
+        self.state.configs.destinations(&self.agent)
     }
 
     /// Keeps a sync report, if it is of a manifest project this agent
@@ -511,7 +514,7 @@ impl Session {
             self.statuses.report(tether_notify::statuses::StatusEvent {
                 project: report.project_id.clone(),
                 commit: report.commit_id.clone(),
-                agent: self.agent.clone(),
+                agent: self.agent.to_string(),
                 state,
                 description,
             });
@@ -534,12 +537,12 @@ impl Session {
         {
             tracing::error!(error = ?e, "cannot record a sync report");
         }
-        self.registry.changed();
+        self.state.sessions.reported(&self.agent);
     }
 
     /// Stores what kas made of the agent's config, as the API shows it.
     async fn persist_config_status(&self) {
-        let status = self.registry.configs().status(&self.agent);
+        let status = self.state.configs.status(&self.agent);
         let json = serde_json::to_string(&status).unwrap_or_default();
         if let Err(e) = self.store.set_config_status(&self.agent, json).await {
             tracing::error!(error = ?e, "cannot record the config status");
@@ -550,7 +553,7 @@ impl Session {
     /// commit's file is valid and the agent does not have it yet.
     async fn deliver(&mut self, head: Head) -> Result<(), String> {
         if let Some(error) = head.error {
-            self.registry.configs().rejected(
+            self.state.configs.rejected(
                 &self.agent,
                 ConfigProblem {
                     commit: head.commit.as_ref().map(ToString::to_string),
@@ -584,14 +587,14 @@ impl Session {
                 for reason in &refused {
                     tracing::warn!("{reason}");
                 }
-                let new_here = self.registry.configs().accepted(
+                let new_here = self.state.configs.accepted(
                     &self.agent,
                     &commit,
                     loaded.warnings,
                     loaded.config,
                 );
-                self.registry
-                    .configs()
+                self.state
+                    .configs
                     .set_destinations(&self.agent, destinations, refused);
                 // A connect storm of the same commit costs no writes: the
                 // store already has what this kas accepted before.
@@ -610,7 +613,7 @@ impl Session {
                         message: Some(server_message::Message::Configuration(loaded.message)),
                     };
                     self.send(message).await?;
-                    self.registry.metrics().configs_sent.inc();
+                    self.state.metrics.configs_sent.inc();
                     tracing::info!(commit = %commit, "configuration sent");
                     self.sent_commit = commit;
                 }
@@ -624,8 +627,8 @@ impl Session {
                     error = %problem.message,
                     "config not sent: it does not validate"
                 );
-                self.registry.metrics().configs_rejected.inc();
-                self.registry.configs().rejected(&self.agent, problem);
+                self.state.metrics.configs_rejected.inc();
+                self.state.configs.rejected(&self.agent, problem);
                 self.persist_config_status().await;
             }
         }
@@ -659,8 +662,8 @@ impl Session {
                 }
             }
         }
-        self.registry
-            .configs()
+        self.state
+            .configs
             .set_manifest_refusals(&self.agent, refused);
         self.persist_config_status().await;
         self.follow_manifests(allowed);
@@ -702,7 +705,7 @@ impl Session {
     fn recipient(&self) -> manifests::Recipient {
         manifests::Recipient {
             tx: self.tx.clone(),
-            agent: self.agent.clone(),
+            agent: self.agent.to_string(),
             statuses: self.statuses.clone(),
             sent: self.sent.clone(),
         }

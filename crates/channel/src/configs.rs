@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use tether_agent_config::AgentConfig;
 use tether_store::Store;
 
-use super::config::{ConfigProblem, ConfigStatus};
-use super::stored::StoredConfigs;
+use crate::config::{ConfigProblem, ConfigStatus};
+use crate::stored::StoredConfigs;
 use tether_notify::notifications::AgentDestinations;
 
 /// The agents' configs, by agent name.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tether_proto::v1::{self, ServerMessage, server_message};
 use tokio::sync::oneshot;
 
-use super::outbound::{self, Outbound};
+use crate::outbound::{self, Outbound};
 
 /// Plans waiting for their answer at once, service-wide.
 const MAX_WAITING: usize = 64;
@@ -153,7 +153,7 @@ fn requests(
     commit: &str,
     files: Vec<v1::ManifestFile>,
 ) -> Vec<ServerMessage> {
-    let groups = super::manifests::by_size(files);
+    let groups = crate::manifests::by_size(files);
     let last = groups.len() - 1;
     groups
         .into_iter()

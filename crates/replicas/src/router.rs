@@ -528,7 +528,7 @@ mod tests {
     /// A TLS server on loopback with `(cert, key)`, answering each request
     /// 200; its address.
     async fn serve((cert, key): (String, String)) -> std::net::SocketAddr {
-        let acceptor = crate::listen::acceptor(&cert, &key).expect("an acceptor");
+        let acceptor = tether_runtime::tls::acceptor(&cert, &key).expect("an acceptor");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a port");

@@ -4,10 +4,10 @@
 //! picks), and so may a `kubectl` request for that agent. Each replica
 //! records which agents' tunnels it holds ([`tracker`]); a proxy request at
 //! a replica without a tunnel of its agent is forwarded over the private
-//! kas-to-kas listener (`proxy::private`) to one that has one ([`router`]),
+//! kas-to-kas listener (kas's `proxy::private`) to one that has one ([`router`]),
 //! and the receiving replica serves it from its own tunnels or answers 503:
 //! it never routes again, so a request makes one hop at most and never
-//! loops. This module knows the store and the tunnels, nothing of the proxy
+//! loops. This crate knows the store and the tunnels, nothing of the proxy
 //! or of kas's changes: what it has to announce leaves on a channel.
 //!
 //! Without `--private-listen` none of this runs and kas serves only its own
@@ -87,7 +87,9 @@ impl Secret {
         Ok(Secret(text.to_owned()))
     }
 
-    pub(crate) fn expose(&self) -> &str {
+    /// The secret's text, for deriving keys from it: kas's UI session and
+    /// sealing keys, this crate's route key. Never for a log line.
+    pub fn expose(&self) -> &str {
         &self.0
     }
 }

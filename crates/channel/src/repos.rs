@@ -19,7 +19,7 @@ use tether_store::{ReplicaId, Replicas, Store};
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::Instrument;
 
-use crate::metrics::{Metrics, PollResult};
+use crate::metrics::{ChannelMetrics, PollResult};
 
 /// Default time between two polls of one project.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
@@ -94,7 +94,7 @@ pub struct Repos {
     mirrors: PathBuf,
     poll_interval: Duration,
     pollers: Mutex<HashMap<String, Arc<Poller>>>,
-    metrics: Metrics,
+    metrics: ChannelMetrics,
     peers: std::sync::OnceLock<Peers>,
 }
 
@@ -140,7 +140,7 @@ impl Repos {
         store: Arc<dyn Store>,
         mirrors: PathBuf,
         poll_interval: Duration,
-        metrics: Metrics,
+        metrics: ChannelMetrics,
     ) -> Arc<Self> {
         Arc::new(Repos {
             store,

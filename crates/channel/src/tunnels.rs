@@ -15,8 +15,8 @@ use hyper_util::rt::TokioIo;
 use tether_proto::websocket::{self, Role, Ws, WsIo};
 use tether_tunnel::server::TunnelInfo;
 
-use super::auth::{AgentAuth, Refusal};
-use super::registry::ConnectionRegistry;
+use crate::auth::{AgentAuth, Refusal};
+use tether_tunnel::server::Tunnels;
 
 /// Tunnels one agent may hold at once (agentk keeps two per pod); past it
 /// a new one is refused, so one token cannot pin kas's memory with them.
@@ -35,7 +35,7 @@ pub enum Framing {
 #[derive(Clone)]
 pub struct TunnelGate {
     auth: Arc<AgentAuth>,
-    registry: Arc<ConnectionRegistry>,
+    tunnels: Arc<Tunnels>,
 }
 
 impl std::fmt::Debug for TunnelGate {
@@ -45,8 +45,8 @@ impl std::fmt::Debug for TunnelGate {
 }
 
 impl TunnelGate {
-    pub fn new(auth: Arc<AgentAuth>, registry: Arc<ConnectionRegistry>) -> Self {
-        Self { auth, registry }
+    pub fn new(auth: Arc<AgentAuth>, tunnels: Arc<Tunnels>) -> Self {
+        Self { auth, tunnels }
     }
 
     /// Answers a tunnel upgrade: 101 and a new tunnel, or why not.
@@ -72,7 +72,7 @@ impl TunnelGate {
                 return text(status, reason);
             }
         };
-        let tunnels = self.registry.tunnels().clone();
+        let tunnels = self.tunnels.clone();
         if tunnels.count(&admitted.agent.name) >= MAX_TUNNELS_PER_AGENT {
             return text(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -13,7 +13,7 @@ use tether_proto::v1::{self, ServerMessage, server_message};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::outbound::Outbound;
+use crate::outbound::Outbound;
 use crate::repos::Repos;
 
 /// Files go out in messages of about this size (a single larger file, up to
@@ -167,7 +167,7 @@ pub struct Recipient {
     pub agent: String,
     pub statuses: tether_notify::statuses::Statuses,
     /// The commits given to the session, which its reports may speak of.
-    pub sent: super::sent::SentCommits,
+    pub sent: crate::sent::SentCommits,
 }
 
 /// Starts following `spec` for an agent that has `synced` applied.
@@ -496,7 +496,7 @@ async fn send(tx: &Outbound, manifests: v1::Manifests) -> bool {
     let message = ServerMessage {
         message: Some(server_message::Message::Manifests(manifests)),
     };
-    super::outbound::send(tx, message).await.is_ok()
+    crate::outbound::send(tx, message).await.is_ok()
 }
 
 #[cfg(test)]

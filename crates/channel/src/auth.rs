@@ -15,8 +15,8 @@ use tether_credentials::{Token, TokenHash, TokenKind};
 use tether_store::{Agent, Store, TokenStatus};
 use tokio::sync::Semaphore;
 
-use super::ratelimit::FailedAuthLimiter;
-use crate::metrics::Metrics;
+use crate::metrics::ChannelMetrics;
+use crate::ratelimit::FailedAuthLimiter;
 use tether_store::time::{now, to_rfc3339};
 
 /// How long a failure past the limit waits before its answer.
@@ -62,7 +62,7 @@ pub struct AgentAuth {
     store: Arc<dyn Store>,
     failures: FailedAuthLimiter,
     delayed: Semaphore,
-    metrics: Metrics,
+    metrics: ChannelMetrics,
 }
 
 impl std::fmt::Debug for AgentAuth {
@@ -72,7 +72,7 @@ impl std::fmt::Debug for AgentAuth {
 }
 
 impl AgentAuth {
-    pub fn new(store: Arc<dyn Store>, metrics: Metrics) -> Self {
+    pub fn new(store: Arc<dyn Store>, metrics: ChannelMetrics) -> Self {
         AgentAuth {
             store,
             failures: FailedAuthLimiter::default(),
