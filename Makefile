@@ -1,5 +1,5 @@
 # Every command a Tether developer needs. Each installs what it needs itself.
-.PHONY: help build test demo cluster cluster-binaries bench fmt lint ci images
+.PHONY: help build test demo cluster cluster-binaries bench fmt lint ci images docs
 
 help:
 	@echo "make demo              build everything, start a local cluster, kas and agentk; Ctrl-C stops all"
@@ -8,6 +8,7 @@ help:
 	@echo "make bench             run the benchmarks (see BENCHMARKS.md)"
 	@echo "make images            OCI images of kas and agentk in target/images (no daemon), checked"
 	@echo "make fmt | make lint   format | rustfmt check and clippy -D warnings"
+	@echo "make docs              the documentation book in docs/book (mdBook), links checked"
 	@echo "make cluster-binaries  build etcd, kube-*, kwok; install kubectl and helm (cached)"
 
 cluster-binaries:
@@ -31,6 +32,9 @@ bench:
 images:
 	bash scripts/install-services.sh
 	bash scripts/build-images.sh
+
+docs:
+	bash scripts/docs.sh
 
 fmt:
 	cargo fmt --all

@@ -20,6 +20,7 @@ use tether_api as api;
 mod access;
 pub mod check;
 pub mod client;
+pub mod docs;
 
 pub use access::{KubeconfigArgs, ProjectTokenCommand, UserCommand, UserTokenCommand};
 

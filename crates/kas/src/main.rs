@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use kas::settings::{Settings, SettingsFile};
 use tether_cli as cli;
 use tether_runtime::{Shutdown, logging};
@@ -51,6 +51,17 @@ enum Command {
     /// Work with agent config files locally (no server needed).
     #[command(subcommand)]
     Config(cli::ConfigCommand),
+    /// The book's generated reference pages, as Markdown (scripts/docs.sh).
+    #[command(hide = true)]
+    Docs { page: DocsPage },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DocsPage {
+    /// Every command and flag of this program.
+    Cli,
+    /// Every operation and schema of the REST API (openapi.yaml).
+    Api,
 }
 
 /// `kas serve`'s flags: the settings (each also a key of the --config file).
@@ -97,6 +108,14 @@ async fn main() -> anyhow::Result<()> {
             cli::run(&cli.connection, cli::Command::Notifications(c)).await
         }
         Command::Admin(c) => cli::run(&cli.connection, cli::Command::Admin(c)).await,
+        Command::Docs { page } => {
+            let text = match page {
+                DocsPage::Cli => cli::docs::cli_reference(&Cli::command()),
+                DocsPage::Api => cli::docs::api_reference(include_str!("../openapi.yaml"))?,
+            };
+            print!("{text}");
+            Ok(())
+        }
         Command::Config(cli::ConfigCommand::Check { files }) => {
             let output = cli.connection.output();
             let ok = cli::check::run(&files, output, &mut std::io::stdout().lock())?;
