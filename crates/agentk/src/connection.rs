@@ -89,16 +89,25 @@ pub async fn run(options: ConnectOptions, mut shutdown: Shutdown) {
             end = session(&options, shutdown.clone()) => end,
             _ = shutdown.signalled() => End::Shutdown,
         };
-        options.connected.set(false);
         let lasted = started.elapsed();
         let wait = match end {
-            End::Shutdown => return,
+            End::Shutdown => {
+                options.connected.set(false);
+                return;
+            }
             End::Refused(reason) => {
+                options.connected.ended(
+                    "refused",
+                    &format!("kas rejected the agent token: {reason}"),
+                );
                 let wait = reconnect.wait_after(Ended::Refused, lasted);
                 tracing::error!(reason = %reason, retry_in = ?wait.at_most(), "kas rejected the agent token");
                 wait
             }
             End::Unreachable(e) => {
+                options
+                    .connected
+                    .ended("unreachable", &format!("kas is unreachable: {e:#}"));
                 let wait = reconnect.wait_after(Ended::Unreachable, lasted);
                 tracing::warn!(
                     error = format!("{e:#}"),
@@ -108,11 +117,17 @@ pub async fn run(options: ConnectOptions, mut shutdown: Shutdown) {
                 wait
             }
             End::Failed(e) => {
+                options
+                    .connected
+                    .ended("failed", &format!("the connection to kas failed: {e:#}"));
                 let wait = reconnect.wait_after(Ended::Failed, lasted);
                 tracing::warn!(error = format!("{e:#}"), retry_in = ?wait.at_most(), "connection to kas failed");
                 wait
             }
             End::Drained => {
+                options
+                    .connected
+                    .ended("drained", "kas is shutting down; reconnecting");
                 let wait = reconnect.wait_after(Ended::Drained, lasted);
                 tracing::info!(retry_in = ?wait.at_most(), "kas is shutting down; reconnecting");
                 wait
@@ -248,7 +263,7 @@ async fn open_session(
                             ping = tokio::time::interval(Duration::from_secs(interval.max(1)));
                             ping.tick().await;
                         }
-                        options.connected.set(true);
+                        options.connected.opened();
                         agent_name = welcome.agent_name.clone();
                         for report in options.gitops.last_reports() {
                             let message = AgentMessage { message: Some(agent_message::Message::SyncReport(report)) };

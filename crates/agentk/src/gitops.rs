@@ -116,6 +116,8 @@ pub struct GitOps {
     renderer: Option<Arc<AgentRenderer>>,
     /// Started with the first set, once the agent's name is known.
     leadership: Arc<std::sync::OnceLock<Leadership>>,
+    /// Where sets received and applied, and leadership, are counted.
+    observed: Option<crate::observability::Connected>,
 }
 
 /// This replica's part in the GitOps election.
@@ -159,7 +161,14 @@ impl GitOps {
             election,
             renderer: None,
             leadership: Arc::default(),
+            observed: None,
         }
+    }
+
+    /// Counts sets and leadership into `observed` (agentk's `/metrics`).
+    pub fn with_observed(mut self, observed: crate::observability::Connected) -> Self {
+        self.observed = Some(observed);
+        self
     }
 
     /// Renders charts that a project asks to render on the agent.
@@ -193,17 +202,32 @@ impl GitOps {
     /// Whether this replica may apply, and its changes.
     fn leading(&self, agent: &str) -> watch::Receiver<bool> {
         let Some(election) = &self.election else {
+            if let Some(observed) = &self.observed {
+                observed.set_leader(true);
+            }
             return watch::channel(true).1;
         };
         self.leadership
             .get_or_init(|| {
-                Leadership::start(
+                let leadership = Leadership::start(
                     self.client.clone(),
                     &self.inventory_namespace,
                     format!("tether-gitops-{agent}"),
                     election.identity.clone(),
                     election.shutdown.clone(),
-                )
+                );
+                if let Some(observed) = self.observed.clone() {
+                    let mut leading = leadership.watch();
+                    tokio::spawn(async move {
+                        loop {
+                            observed.set_leader(*leading.borrow_and_update());
+                            if leading.changed().await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+                leadership
             })
             .watch()
     }
@@ -277,6 +301,9 @@ impl GitOps {
             spec,
         };
         tracing::info!(project = %project, commit = %job.commit, files = job.files.len(), "manifests received");
+        if let Some(observed) = &self.observed {
+            observed.set_received();
+        }
         let leading = self.leading(agent);
         let mut workers = lock(&self.workers);
         let worker = workers.entry(project.clone()).or_insert_with(|| {
@@ -623,6 +650,9 @@ impl GitOps {
                 }
             }
         };
+        if let Some(observed) = &self.observed {
+            observed.set_applied();
+        }
         match &outcome.error {
             None => tracing::info!(
                 commit = %job.commit,

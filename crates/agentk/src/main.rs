@@ -261,7 +261,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     shutdown: shutdown.clone(),
                 }),
             )
-            .with_renderer(renderer);
+            .with_renderer(renderer)
+            .with_observed(connected.clone());
             let token = match args.token_file {
                 Some(path) => TokenSource::File(path),
                 None => TokenSource::Env("AGENTK_TOKEN".into()),

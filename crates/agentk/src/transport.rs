@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hyper_util::rt::TokioIo;
-use tether_proto::websocket::{self, IntoClientRequest, WsIo};
+use tether_tunnel::websocket::{self, IntoClientRequest, WsIo};
 use tokio::net::TcpStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 

@@ -179,8 +179,10 @@ pub fn follow(
     to: Recipient,
 ) -> Follower {
     let span = tracing::info_span!("manifests", project = %spec.project);
-    let task =
-        tokio::spawn(run(repos.clone(), spec.clone(), synced, rendering, to).instrument(span));
+    // On the drain, like the session that owns it (and aborts it on drop).
+    let task = repos
+        .drain()
+        .spawn(run(repos.clone(), spec.clone(), synced, rendering, to).instrument(span));
     Follower { spec, task }
 }
 

@@ -96,6 +96,9 @@ pub struct Repos {
     pollers: Mutex<HashMap<String, Arc<Poller>>>,
     metrics: ChannelMetrics,
     peers: std::sync::OnceLock<Peers>,
+    /// Pollers run on it, and stop when it starts (after a fetch in
+    /// flight).
+    drain: tether_runtime::Drain,
 }
 
 /// With replicas: who polls which project, and how new heads are told.
@@ -141,6 +144,7 @@ impl Repos {
         mirrors: PathBuf,
         poll_interval: Duration,
         metrics: ChannelMetrics,
+        drain: tether_runtime::Drain,
     ) -> Arc<Self> {
         Arc::new(Repos {
             store,
@@ -149,6 +153,7 @@ impl Repos {
             pollers: Mutex::default(),
             metrics,
             peers: std::sync::OnceLock::new(),
+            drain,
         })
     }
 
@@ -227,6 +232,11 @@ impl Repos {
         }
     }
 
+    /// The drain pollers run on, and what follows their heads.
+    pub fn drain(&self) -> &tether_runtime::Drain {
+        &self.drain
+    }
+
     pub fn subscribe(self: &Arc<Self>, project: &str) -> watch::Receiver<Head> {
         let mut pollers = self.lock();
         let poller = pollers.entry(project.to_owned()).or_insert_with(|| {
@@ -236,7 +246,7 @@ impl Repos {
                 head: watch::Sender::new(Head::default()),
             });
             let span = tracing::info_span!("git_poller", project = %project);
-            tokio::spawn(
+            self.drain.spawn(
                 self.clone()
                     .poll_loop(project.to_owned(), poller.clone())
                     .instrument(span),
@@ -349,13 +359,20 @@ impl Repos {
     /// Waits for the next poll; true when the poller is to stop (nobody
     /// follows the project any more).
     async fn wait_or_stop(&self, project: &str, poller: &Poller) -> bool {
+        let mut signal = self.drain.signal();
         tokio::select! {
             _ = tokio::time::sleep(self.poll_interval) => {}
             _ = poller.wake.notified() => {}
+            _ = signal.signalled() => {}
         }
         // Under the lock, so that a new subscriber either finds this
         // poller still listed and running, or starts a new one.
         let mut pollers = self.lock();
+        if self.drain.is_draining() {
+            pollers.remove(project);
+            tracing::debug!("kas drains; poller stops");
+            return true;
+        }
         if poller.head.receiver_count() == 0 {
             pollers.remove(project);
             tracing::debug!("no agent follows the project; poller stops");

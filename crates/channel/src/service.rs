@@ -50,9 +50,10 @@ pub struct AgentChannelService {
     state: ChannelState,
     repos: Arc<Repos>,
     auth: Arc<AgentAuth>,
-    /// kas is shutting down: sessions end, telling their agents to
-    /// reconnect.
-    drain: Option<tether_runtime::Shutdown>,
+    /// Sessions run on it; when it starts they end, telling their agents
+    /// to reconnect ([`tether_proto::draining`]), so that kas stops
+    /// promptly and agents move before it is gone.
+    drain: tether_runtime::Drain,
     /// Renders charts and kustomizations, or why kas cannot.
     renderer: Result<Arc<tether_render::Renderer>, String>,
     /// Posts commit statuses of the agents' syncs.
@@ -71,14 +72,19 @@ impl std::fmt::Debug for AgentChannelService {
 type ServerStream = Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + Send>>;
 
 impl AgentChannelService {
-    pub fn new(store: Arc<dyn Store>, state: ChannelState, repos: Arc<Repos>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        state: ChannelState,
+        repos: Arc<Repos>,
+        drain: tether_runtime::Drain,
+    ) -> Self {
         let auth = Arc::new(AgentAuth::new(store.clone(), state.metrics.clone()));
         Self {
             store,
             state,
             repos,
             auth,
-            drain: None,
+            drain,
             renderer: Err("no renderer was set up".into()),
             statuses: tether_notify::statuses::Statuses::disabled(),
             notifier: tether_notify::notifications::Notifier::disabled(),
@@ -104,17 +110,13 @@ impl AgentChannelService {
         self
     }
 
-    /// Ends every session when `drain` fires, telling each agent to
-    /// reconnect ([`tether_proto::draining`]), so that kas stops promptly
-    /// and agents move before it is gone.
-    pub fn with_drain(mut self, drain: tether_runtime::Shutdown) -> Self {
-        self.drain = Some(drain);
-        self
-    }
-
     /// The door for tunnels: the same token check and failure limits.
     pub fn tunnel_gate(&self) -> crate::tunnels::TunnelGate {
-        crate::tunnels::TunnelGate::new(self.auth.clone(), self.state.tunnels.clone())
+        crate::tunnels::TunnelGate::new(
+            self.auth.clone(),
+            self.state.tunnels.clone(),
+            self.drain.clone(),
+        )
     }
 }
 
@@ -222,7 +224,7 @@ impl AgentChannel for AgentChannelService {
         registration.set_api_versions(api_versions.clone());
         let session = Session {
             _plans: plan_slot,
-            drain: self.drain.clone(),
+            drain: self.drain.signal(),
             store: self.store.clone(),
             grants: self.state.grants.watch(),
             specs: Vec::new(),
@@ -254,14 +256,14 @@ impl AgentChannel for AgentChannelService {
             told: Default::default(),
         };
         let span = tracing::info_span!("session", agent = %session.agent);
-        tokio::spawn(session.run(incoming).instrument(span));
+        self.drain.spawn(session.run(incoming).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
 /// A live session, after the handshake.
 struct Session {
-    drain: Option<tether_runtime::Shutdown>,
+    drain: tether_runtime::Shutdown,
     store: Arc<dyn Store>,
     /// Bumped whenever an administrator grants or revokes a manifest project.
     grants: watch::Receiver<u64>,
@@ -330,13 +332,8 @@ impl Session {
             }
         };
         tokio::pin!(expired);
-        let drain = self.drain.clone();
-        let draining = async move {
-            match drain {
-                Some(mut drain) => drain.signalled().await,
-                None => std::future::pending().await,
-            }
-        };
+        let mut drain = self.drain.clone();
+        let draining = async move { drain.signalled().await };
         tokio::pin!(draining);
         let reason = loop {
             tokio::select! {

@@ -12,8 +12,8 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tether_proto::websocket::{self, Role, Ws, WsIo};
 use tether_tunnel::server::TunnelInfo;
+use tether_tunnel::websocket::{self, Role, Ws, WsIo};
 
 use crate::auth::{AgentAuth, Refusal};
 use tether_tunnel::server::Tunnels;
@@ -36,6 +36,8 @@ pub enum Framing {
 pub struct TunnelGate {
     auth: Arc<AgentAuth>,
     tunnels: Arc<Tunnels>,
+    /// A tunnel's handshake runs on it, not detached from the drain.
+    drain: tether_runtime::Drain,
 }
 
 impl std::fmt::Debug for TunnelGate {
@@ -45,8 +47,12 @@ impl std::fmt::Debug for TunnelGate {
 }
 
 impl TunnelGate {
-    pub fn new(auth: Arc<AgentAuth>, tunnels: Arc<Tunnels>) -> Self {
-        Self { auth, tunnels }
+    pub fn new(auth: Arc<AgentAuth>, tunnels: Arc<Tunnels>, drain: tether_runtime::Drain) -> Self {
+        Self {
+            auth,
+            tunnels,
+            drain,
+        }
     }
 
     /// Answers a tunnel upgrade: 101 and a new tunnel, or why not.
@@ -122,7 +128,7 @@ impl TunnelGate {
             expires_in: admitted.expires_in(),
         };
         let auth = self.auth.clone();
-        tokio::spawn(async move {
+        self.drain.spawn(async move {
             let upgraded = match on_upgrade.await {
                 Ok(upgraded) => TokioIo::new(upgraded),
                 Err(e) => {

@@ -295,7 +295,10 @@ mod tests {
         assert!(text.contains("## `kas serve`"), "{text}");
         assert!(text.contains("`--listen`"), "{text}");
         assert!(text.contains("Where \\| to listen"), "{text}");
-        assert_eq!(prose("a <NAME> and `<CODE>`"), "a &lt;NAME&gt; and `<CODE>`");
+        assert_eq!(
+            prose("a <NAME> and `<CODE>`"),
+            "a &lt;NAME&gt; and `<CODE>`"
+        );
         assert!(!text.contains("--secret"), "{text}");
         assert!(!text.contains("kas docs"), "{text}");
     }

@@ -233,6 +233,15 @@ impl Fleet {
         panic!("replica {i} did not exit within {within:?}: {}", kas.log());
     }
 
+    /// The sum of replica `i`'s samples of `query` on its `/metrics`
+    /// (see [`crate::metric_sum`]); 0 when it shows none.
+    pub fn metric(&self, i: usize, query: &str) -> f64 {
+        match crate::http_get(self.replicas[i].admin, "/metrics") {
+            Some((200, text)) => crate::metric_sum(&text, query),
+            _ => 0.0,
+        }
+    }
+
     pub fn log(&self, i: usize) -> String {
         self.replicas[i]
             .kas

@@ -64,6 +64,8 @@ fn workspace_binary(name: &str) -> PathBuf {
 pub struct Proc {
     pub child: Child,
     log: PathBuf,
+    /// An agentk's observability listener (`/readiness`, `/metrics`).
+    pub probes: Option<std::net::SocketAddr>,
 }
 
 impl Proc {
@@ -89,7 +91,25 @@ impl Proc {
             .stderr(file)
             .spawn()
             .expect("process starts");
-        Proc { child, log }
+        Proc {
+            child,
+            log,
+            probes: None,
+        }
+    }
+
+    /// The sum of the samples of agentk's metric `name` (0 when it shows
+    /// none, or this is not an agentk).
+    pub fn metric(&self, name: &str) -> f64 {
+        match self.probes.and_then(|addr| http_get(addr, "/metrics")) {
+            Some((200, text)) => metric_sum(&text, name),
+            _ => 0.0,
+        }
+    }
+
+    /// What agentk's `/readiness` answers: status and why.
+    pub fn readiness(&self) -> Option<(u16, String)> {
+        self.probes.and_then(|addr| http_get(addr, "/readiness"))
     }
 
     pub fn log(&self) -> String {
@@ -291,29 +311,31 @@ impl Setup {
                 kas,
                 dir,
             };
-            if setup.wait_for_api_or_exit() {
+            let Some(exited) = setup.wait_for_api_or_exit() else {
                 return setup;
-            }
-            let log = setup.kas.log();
-            assert!(
-                log.contains("cannot listen on"),
-                "kas exited at start: {log}"
+            };
+            // 98: an address was taken between picking it and binding it.
+            assert_eq!(
+                exited.code(),
+                Some(98),
+                "kas exited at start: {}",
+                setup.kas.log()
             );
         }
         panic!("kas could not bind free ports three times");
     }
 
-    /// Waits for the API; false if kas exited first.
-    fn wait_for_api_or_exit(&mut self) -> bool {
+    /// Waits for the API; how kas exited if it did first.
+    fn wait_for_api_or_exit(&mut self) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if self.dir.path().join("kas/admin-token").exists()
                 && self.cli(&["agent", "list"]).is_some()
             {
-                return true;
+                return None;
             }
-            if let Ok(Some(_)) = self.kas.child.try_wait() {
-                return false;
+            if let Ok(Some(exited)) = self.kas.child.try_wait() {
+                return Some(exited);
             }
             assert!(
                 Instant::now() < deadline,
@@ -374,6 +396,15 @@ impl Setup {
             "kas-restarted.log",
         );
         self.wait_for_api();
+    }
+
+    /// The sum of every sample of the metric `name` (with any labels) on
+    /// kas's `/metrics`; 0 when kas does not show it.
+    pub fn metric(&self, name: &str) -> f64 {
+        let Some((200, text)) = http_get(self.admin, "/metrics") else {
+            return 0.0;
+        };
+        metric_sum(&text, name)
     }
 
     pub fn cli(&self, args: &[&str]) -> Option<String> {
@@ -515,16 +546,19 @@ impl Setup {
     /// port and log.
     pub fn agentk_replica(&self, token: &str, pod: &str) -> Proc {
         let token_file = self.dir.path().join(format!("agent-token-{pod}"));
+        let probes = free_port();
         let cmd = agentk_command(&AgentkSpec {
             token,
             token_file: &token_file,
             address: &self.agent_addr,
             ca: &self.dir.path().join("kas/agent-ca.crt"),
-            probes: free_port(),
+            probes,
             namespace: &self.pod_namespace,
             pod,
         });
-        Proc::spawn(cmd, self.dir.path().join(format!("agentk-{pod}.log")))
+        let mut agentk = Proc::spawn(cmd, self.dir.path().join(format!("agentk-{pod}.log")));
+        agentk.probes = Some(probes);
+        agentk
     }
 
     /// agentk dialing `address` (`grpcs://…` or `wss://…`).
@@ -538,7 +572,9 @@ impl Setup {
             namespace: &self.pod_namespace,
             pod: "agentk-0",
         });
-        Proc::spawn(cmd, self.dir.path().join("agentk.log"))
+        let mut agentk = Proc::spawn(cmd, self.dir.path().join("agentk.log"));
+        agentk.probes = Some(self.probes);
+        agentk
     }
 }
 
@@ -649,3 +685,45 @@ pub fn wait(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) 
 
 #[allow(unused_imports)] // each test file uses its own subset
 pub use tether_testenv::git::{commit, new_repo};
+
+/// The sum of the samples of `query` in a Prometheus text exposition:
+/// a metric name, optionally with labels every counted sample must carry
+/// (`tether_kas_proxy_requests_total{route="forwarded"}`).
+pub fn metric_sum(text: &str, query: &str) -> f64 {
+    let (name, wanted): (&str, Vec<&str>) = match query.split_once('{') {
+        Some((name, labels)) => (
+            name,
+            labels
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .collect(),
+        ),
+        None => (query, Vec::new()),
+    };
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(rest) => rest.split_once('}')?,
+                None if rest.starts_with(' ') => ("", rest),
+                None => return None,
+            };
+            let carried = wanted.iter().all(|w| labels.split(',').any(|l| l == *w));
+            carried.then(|| value.split_whitespace().next()?.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn samples_are_summed_by_name_and_labels() {
+        let text = "# TYPE x counter\nx_total{route=\"local\",code=\"200\"} 2\nx_total{route=\"forwarded\",code=\"200\"} 3\nx_total_other 7\ny 1\n";
+        assert_eq!(super::metric_sum(text, "x_total"), 5.0);
+        assert_eq!(super::metric_sum(text, "x_total{route=\"forwarded\"}"), 3.0);
+        assert_eq!(super::metric_sum(text, "y"), 1.0);
+        assert_eq!(super::metric_sum(text, "z"), 0.0);
+    }
+}

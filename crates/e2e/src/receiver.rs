@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// Largest body kept; kas's requests are a few KiB.
@@ -44,33 +44,65 @@ pub struct Receiver {
     pub url: String,
     got: Arc<Mutex<Vec<Received>>>,
     stop: Arc<AtomicBool>,
+    /// Whether answers are held (see [`Receiver::held`]).
+    gate: Arc<(Mutex<bool>, Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Receiver {
     pub fn start() -> Self {
+        Self::start_gated(false)
+    }
+
+    /// A receiver that records each request as it arrives but answers none
+    /// until [`Receiver::release`]: its sender's queue fills behind the
+    /// first request, as behind a slow host.
+    pub fn held() -> Self {
+        Self::start_gated(true)
+    }
+
+    fn start_gated(held: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let url = format!("http://{}", listener.local_addr().expect("address"));
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (log, stopped) = (got.clone(), stop.clone());
+        let gate = Arc::new((Mutex::new(held), Condvar::new()));
+        let (log, stopped, waiting) = (got.clone(), stop.clone(), gate.clone());
         let thread = std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopped.load(Ordering::SeqCst) {
                     return;
                 }
                 let Ok(stream) = stream else { continue };
-                if let Some(request) = serve(stream) {
-                    log.lock().expect("log").push(request);
+                let Some((request, mut stream)) = read(stream) else {
+                    continue;
+                };
+                log.lock().expect("log").push(request);
+                let (held, opened) = &*waiting;
+                let mut held = held.lock().expect("gate");
+                while *held && !stopped.load(Ordering::SeqCst) {
+                    held = opened.wait(held).expect("gate");
                 }
+                drop(held);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                );
             }
         });
         Receiver {
             url,
             got,
             stop,
+            gate,
             thread: Some(thread),
         }
+    }
+
+    /// Answers the held request and every later one.
+    pub fn release(&self) {
+        let (held, opened) = &*self.gate;
+        *held.lock().expect("gate") = false;
+        opened.notify_all();
     }
 
     /// Every request so far, in arrival order.
@@ -82,6 +114,7 @@ impl Receiver {
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.release();
         // Wake the accept loop so that it sees the flag.
         if let Some(addr) = self.url.strip_prefix("http://") {
             let _ = TcpStream::connect(addr);
@@ -92,8 +125,8 @@ impl Drop for Receiver {
     }
 }
 
-/// Reads one request from `stream` and answers 201.
-fn serve(stream: TcpStream) -> Option<Received> {
+/// Reads one request from `stream`; the caller answers it.
+fn read(stream: TcpStream) -> Option<(Received, TcpStream)> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
@@ -120,14 +153,13 @@ fn serve(stream: TcpStream) -> Option<Received> {
         .min(MAX_BODY);
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
-    let mut stream = reader.into_inner();
-    let _ = stream.write_all(
-        b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
-    );
-    Some(Received {
-        method,
-        target,
-        headers,
-        body,
-    })
+    Some((
+        Received {
+            method,
+            target,
+            headers,
+            body,
+        },
+        reader.into_inner(),
+    ))
 }

@@ -103,3 +103,38 @@ fn only_the_process_level_tests_link_the_test_support_crate() {
         }
     }
 }
+
+/// Every long task of kas runs on its drain (`tether_runtime::Drain`),
+/// which kas waits for when it stops: in the server's crates no production
+/// code detaches one with a bare `tokio::spawn`.
+#[test]
+fn the_servers_crates_spawn_no_task_outside_the_drain() {
+    let mut detached = Vec::new();
+    for dir in ["kas", "channel", "notify", "replicas"] {
+        let mut stack = vec![root().join("crates").join(dir).join("src")];
+        while let Some(path) = stack.pop() {
+            for entry in std::fs::read_dir(&path).expect("source folder").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).expect("source");
+                // Unit tests come last in a file, after `#[cfg(test)]`.
+                let production = text.split("#[cfg(test)]").next().unwrap_or_default();
+                for (n, line) in production.lines().enumerate() {
+                    if line.contains("tokio::spawn(") && !line.trim_start().starts_with("//") {
+                        detached.push(format!("{}:{}", path.display(), n + 1));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        detached.is_empty(),
+        "tasks spawned outside the drain: {detached:?}"
+    );
+}

@@ -37,21 +37,27 @@ fn a_connected_agent_shows_and_a_revoked_token_drops_it_within_two_seconds() {
         || setup.connections("prod").is_empty(),
     );
     eprintln!("dropped {:?} after revocation", revoked_at.elapsed());
+    // agentk's readiness says why it is cut off, as `kubectl describe pod`
+    // would show it.
     wait(
         "agentk to report the rejection",
         Duration::from_secs(10),
         || {
-            agentk.log().contains("kas rejected the agent token")
-                && agentk.log().contains("revoked")
+            agentk.readiness().is_some_and(|(status, why)| {
+                status == 503
+                    && why.contains("kas rejected the agent token")
+                    && why.contains("revoked")
+            })
         },
     );
-    // Its reconnect (after a few seconds of backoff) is refused with the reason.
+    // Its reconnect (after a few seconds of backoff) is refused too, and
+    // kas counts the refusal.
     wait(
         "the reconnect to be refused",
         Duration::from_secs(20),
         || {
-            setup.kas.log().contains("agent connection refused")
-                && setup.kas.log().contains("was revoked")
+            agentk.metric("tether_agentk_sessions_ended_total{reason=\"refused\"}") >= 2.0
+                && setup.metric("tether_kas_agent_auth_failures_total") >= 1.0
         },
     );
     assert!(setup.connections("prod").is_empty());
@@ -79,8 +85,11 @@ fn an_unknown_token_is_refused_with_a_clear_message() {
         "agentk to report the refusal",
         Duration::from_secs(60),
         || {
-            agentk.log().contains("kas rejected the agent token")
-                && agentk.log().contains("unknown agent token")
+            agentk.readiness().is_some_and(|(status, why)| {
+                status == 503
+                    && why.contains("kas rejected the agent token")
+                    && why.contains("unknown agent token")
+            })
         },
     );
     assert!(!agentk.log().contains(stranger.expose_secret()));
@@ -109,11 +118,12 @@ fn agents_reconnect_by_themselves_after_kas_is_killed_and_restarted() {
         Some(1),
         "no duplicate agent records: {agents}"
     );
-    // kas registers a session before it sends Welcome; agentk logs on Welcome.
+    // kas registers a session before it sends Welcome; agentk counts it
+    // on Welcome.
     wait(
-        "agentk to log its second session",
+        "agentk to count its second session",
         Duration::from_secs(10),
-        || agentk.log().matches("connected to kas").count() == 2,
+        || agentk.metric("tether_agentk_sessions_opened_total") == 2.0,
     );
 }
 

@@ -91,22 +91,18 @@ fn run(ns: &str) {
         "agentk-b" => (&mut b, &mut a),
         other => panic!("unexpected holder {other}"),
     };
-    // Exactly one applies: the follower held the set and applied nothing.
-    assert!(
-        leading.log().contains("synced commit="),
-        "{}",
-        leading.log()
+    // Exactly one applies: the follower held the set and applied nothing
+    // (each replica's own /metrics).
+    assert!(leading.metric("tether_agentk_sets_applied_total") >= 1.0);
+    assert_eq!(leading.metric("tether_agentk_gitops_leader"), 1.0);
+    wait(
+        "the follower to hold the set",
+        Duration::from_secs(10),
+        || following.metric("tether_agentk_sets_received_total") >= 1.0,
     );
-    assert!(
-        following.log().contains("another replica leads GitOps"),
-        "{}",
-        following.log()
-    );
-    assert!(
-        !following.log().contains("synced commit="),
-        "{}",
-        following.log()
-    );
+    assert_eq!(following.metric("tether_agentk_gitops_leader"), 0.0);
+    assert_eq!(following.metric("tether_agentk_sets_applied_total"), 0.0);
+    let received = leading.metric("tether_agentk_sets_received_total");
 
     // A new commit replaces every object; the leader dies as it syncs it.
     let second = commit(&repo, &[("manifests/cm.yaml", Some(&configmaps("new")))]);
@@ -116,7 +112,7 @@ fn run(ns: &str) {
     wait(
         "the leader to receive the new set",
         Duration::from_secs(30),
-        || leading.log().contains(&format!("commit={second}")),
+        || leading.metric("tether_agentk_sets_received_total") > received,
     );
     let _ = leading.child.kill();
     let killed = Instant::now();

@@ -98,7 +98,16 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging::init(&cli.log_level, logging::LogFormat::Text);
     match cli.command {
-        Command::Serve(args) => serve(*args).await,
+        Command::Serve(args) => match serve(*args).await {
+            Ok(()) => Ok(()),
+            // A listener's address taken is its own exit status, so that a
+            // supervisor (or a test picking free ports) can tell it apart.
+            Err(e) if address_in_use(&e) => {
+                eprintln!("Error: {e:?}");
+                std::process::exit(EXIT_ADDRESS_IN_USE);
+            }
+            Err(e) => Err(e),
+        },
         Command::Project(c) => cli::run(&cli.connection, cli::Command::Project(c)).await,
         Command::Agent(c) => cli::run(&cli.connection, cli::Command::Agent(c)).await,
         Command::Token(c) => cli::run(&cli.connection, cli::Command::Token(c)).await,
@@ -122,6 +131,18 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(if ok { 0 } else { 1 });
         }
     }
+}
+
+/// `kas serve`'s exit status when an address it must listen on is taken
+/// (EADDRINUSE's number on Linux).
+const EXIT_ADDRESS_IN_USE: i32 = 98;
+
+fn address_in_use(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+    })
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

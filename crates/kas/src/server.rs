@@ -24,6 +24,11 @@ use tether_channel::repos::Repos;
 use tether_channel::{AgentChannelService, ChannelState};
 use tether_replicas as replicas;
 
+/// How long kas waits, once its listeners are closed, for the tasks on its
+/// drain (sessions telling agents to move, pollers, queued statuses and
+/// notices): within Kubernetes' default grace period of 30 s.
+const DRAIN_TASKS: Duration = Duration::from_secs(20);
+
 /// kas's records, and with PostgreSQL, what the replicas share through it.
 struct Stores {
     store: Arc<dyn Store>,
@@ -109,12 +114,15 @@ impl Server {
         let admin_token = admin_token::load_or_create(&settings.admin_token_file)?;
         let metrics = Metrics::default();
         // The agent endpoint's parts, each handed below to what needs it.
+        // Every long task of kas runs on this drain; it is waited for below.
+        let drain = tether_runtime::Drain::new(shutdown.clone());
         let channel = ChannelState::new(metrics.channel.clone());
         let repos = Repos::new(
             store.clone(),
             data.git_mirrors(),
             settings.poll_interval,
             metrics.channel.clone(),
+            drain.clone(),
         );
         // Without helm or kustomize kas still serves plain manifests; a
         // project that asks for a render is told why there is none.
@@ -199,6 +207,7 @@ impl Server {
                     replication.tunnel_wait,
                     ca_pem.as_deref().map(str::as_bytes),
                     &identity.cert_pem,
+                    drain.clone(),
                 )?)
             }
             _ => None,
@@ -209,13 +218,13 @@ impl Server {
             elsewhere: router
                 .clone()
                 .map(|r| r as Arc<dyn tether_proxy::Elsewhere>),
-            drain: Some(shutdown.clone()),
             ..proxy::over(
                 channel.tunnels.clone(),
                 channel.configs.clone(),
                 store.clone(),
                 settings.k8s_proxy_external_url.clone(),
                 metrics.proxy.clone(),
+                shutdown.clone(),
             )
         });
         let mut changes = Changes::new(
@@ -228,7 +237,6 @@ impl Server {
         if let Some(router) = &router {
             changes = changes.with_router(router.clone());
         }
-        let mut tasks = tokio::task::JoinSet::new();
         let mut readiness = readiness.with_check("listeners", listeners_check(&settings));
         if let Some(feed) = feed {
             changes = changes.with_feed(feed);
@@ -247,8 +255,8 @@ impl Server {
                     })
                 }),
             );
-            tasks.spawn(changes.clone().follow(shutdown.clone()));
-            tasks.spawn(crate::ui::tell_replicas(
+            drain.spawn(changes.clone().follow(shutdown.clone()));
+            drain.spawn(crate::ui::tell_replicas(
                 channel.live(),
                 changes.clone(),
                 shutdown.clone(),
@@ -256,17 +264,17 @@ impl Server {
         }
         if let Some(router) = &router {
             let heads = repos.share_with(router.replicas().clone(), router.me().clone());
-            tasks.spawn(announce(heads, changes.clone(), shutdown.clone(), |head| {
+            drain.spawn(announce(heads, changes.clone(), shutdown.clone(), |head| {
                 Change::NewHead {
                     project: head.project,
                     commit: head.commit,
                 }
             }));
             let (tunnels_up, up) = tokio::sync::mpsc::channel(replicas::tracker::ANNOUNCE_BUFFER);
-            tasks.spawn(announce(up, changes.clone(), shutdown.clone(), |agent| {
+            drain.spawn(announce(up, changes.clone(), shutdown.clone(), |agent| {
                 Change::TunnelsUp { agent }
             }));
-            tasks.spawn(replicas::tracker::run(
+            drain.spawn(replicas::tracker::run(
                 router.clone(),
                 channel.tunnels.clone(),
                 tunnels_up,
@@ -278,6 +286,7 @@ impl Server {
             settings.notifications.clone(),
             settings.notify_disconnected_after,
             None,
+            drain.clone(),
         )?;
         if let Some(router) = &router {
             let router = router.clone();
@@ -309,7 +318,7 @@ impl Server {
             };
             let configs = channel.configs.clone();
             let destinations_of = move |agent: &str| configs.destinations(agent);
-            tasks.spawn(notifier.clone().watch_token_expiry(
+            drain.spawn(notifier.clone().watch_token_expiry(
                 destinations_of,
                 lead,
                 shutdown.clone(),
@@ -329,6 +338,7 @@ impl Server {
             plans: channel.plans.clone(),
             agent_external_address: settings.agent_external_address.clone(),
             repos: repos.clone(),
+            drain: drain.clone(),
             changes: changes.clone(),
             proxy: proxy.clone(),
             renderer: renderer.clone(),
@@ -395,12 +405,15 @@ impl Server {
         let agents = serve_agents(
             settings.agent_listen,
             identity,
-            AgentChannelService::new(store.clone(), channel, repos)
+            AgentChannelService::new(store.clone(), channel, repos, drain.clone())
                 .with_renderer(renderer)
-                .with_statuses(tether_notify::statuses::Statuses::new(store, None)?)
-                .with_notifier(notifier)
-                .with_drain(shutdown.clone()),
-            shutdown.clone(),
+                .with_statuses(tether_notify::statuses::Statuses::new(
+                    store,
+                    None,
+                    drain.clone(),
+                )?)
+                .with_notifier(notifier),
+            drain.clone(),
         );
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
@@ -409,11 +422,17 @@ impl Server {
             "kas started"
         );
         let served = tokio::try_join!(api, health, agents, k8s_proxy, private);
-        // The listeners are done; the background tasks saw the same signal.
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
+        // The listeners are done; every task on the drain saw the same
+        // signal and ends, or hands over what it holds (queued statuses and
+        // notices are sent), within the grace period.
+        let running = drain.running();
+        match drain.wait(DRAIN_TASKS).await {
+            0 => tracing::info!(tasks = running, "every task ended"),
+            left => tracing::warn!(
+                left,
+                "tasks still running at exit: the grace period is over"
+            ),
+        }
         served?;
         tracing::info!("kas stopped");
         Ok(())
@@ -507,14 +526,14 @@ async fn serve_agents(
     addr: SocketAddr,
     identity: crate::listen::identity::ServingIdentity,
     service: AgentChannelService,
-    shutdown: Shutdown,
+    drain: tether_runtime::Drain,
 ) -> anyhow::Result<()> {
     use tonic::transport::Server;
     let acceptor = identity.acceptor()?;
     let listener = listen::bind("agent", addr).await?;
     let incoming =
-        listen::agent::incoming(listener, acceptor, service.tunnel_gate(), shutdown.clone());
-    let mut drain = shutdown;
+        listen::agent::incoming(listener, acceptor, service.tunnel_gate(), drain.clone());
+    let mut signal = drain.signal();
     Server::builder()
         // An agent behind a silent partition sends no FIN: a PING after
         // 5 s without a frame, unanswered for 5 s more, ends its connection,
@@ -532,7 +551,7 @@ async fn serve_agents(
         .add_service(tether_proto::v1::agent_channel_server::AgentChannelServer::new(service))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::ReceiverStream::new(incoming),
-            async move { drain.signalled().await },
+            async move { signal.signalled().await },
         )
         .await
         .context("agent listener failed")

@@ -15,6 +15,8 @@ use tower::ServiceExt;
 
 struct Api {
     router: axum::Router,
+    /// Kept: dropping it starts the drain.
+    _running: tether_runtime::shutdown::ShutdownTrigger,
     store: Arc<SqliteStore>,
     admin: Token,
 }
@@ -24,12 +26,14 @@ impl Api {
         let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
         let admin = Token::generate(TokenKind::Admin);
         let channel = ChannelState::default();
+        let (running, drain) = tether_runtime::Drain::manual();
         let proxy = Arc::new(kas::proxy::over(
             channel.tunnels.clone(),
             channel.configs.clone(),
             store.clone(),
             "https://kas.example.com:8154/k8s-proxy".into(),
             Default::default(),
+            drain.signal(),
         ));
         let router = router(ApiState {
             changes: kas::changes::Changes::new(
@@ -61,7 +65,9 @@ impl Api {
                 std::env::temp_dir().join("tether-api-test-mirrors"),
                 DEFAULT_POLL_INTERVAL,
                 Default::default(),
+                drain.clone(),
             ),
+            drain,
             renderer: Err("no renderer in these tests".into()),
             router: None,
             webhook_limiter: Default::default(),
@@ -69,6 +75,7 @@ impl Api {
         });
         Api {
             router,
+            _running: running,
             store,
             admin,
         }

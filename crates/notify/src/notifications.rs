@@ -28,7 +28,8 @@ use hyper_util::rt::TokioExecutor;
 use ring::hmac;
 use tether_agent_config::{Notification, NotificationEvent, NotificationProvider};
 use tether_store::{NotificationSecret, Store};
-use tokio::sync::mpsc;
+
+use crate::ordered::Worker;
 
 /// Notices waiting per destination at most.
 const QUEUE: usize = 256;
@@ -37,8 +38,10 @@ const MAX_DESTINATIONS: usize = 1000;
 /// A destination's task ends after this long without notices.
 const IDLE: Duration = Duration::from_secs(120);
 const TIMEOUT: Duration = Duration::from_secs(10);
-/// Waits before the second, third and fourth tries.
-const BACKOFF: [Duration; 3] = [
+/// While kas drains: retries that end within its grace period.
+const DRAIN_BACKOFF: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(2)];
+/// Waits before the second, third and fourth tries (not draining).
+pub const BACKOFF: [Duration; 3] = [
     Duration::from_secs(1),
     Duration::from_secs(5),
     Duration::from_secs(25),
@@ -133,6 +136,7 @@ pub struct Notifier {
 
 struct Inner {
     store: Arc<dyn Store>,
+    drain: tether_runtime::Drain,
     client: HttpsClient,
     /// kas's own destinations, for every agent.
     global: Vec<Notification>,
@@ -158,11 +162,14 @@ impl std::fmt::Debug for Notifier {
 }
 
 impl Notifier {
+    /// Each destination's sender, and each wait for a disconnected agent,
+    /// runs on `drain`: queued notices are delivered before kas exits.
     pub fn new(
         store: Arc<dyn Store>,
         global: Vec<Notification>,
         disconnected_after: Duration,
         ca_pem: Option<&[u8]>,
+        drain: tether_runtime::Drain,
     ) -> anyhow::Result<Self> {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
@@ -170,6 +177,7 @@ impl Notifier {
         Ok(Notifier {
             inner: Some(Arc::new(Inner {
                 store,
+                drain,
                 client,
                 global,
                 disconnected_after,
@@ -212,7 +220,10 @@ impl Notifier {
                 continue;
             }
             let pushed = inner.queues.push(&name, notice.clone(), |rx| {
-                tokio::spawn(deliver_in_order(inner.clone(), destination.clone(), rx));
+                let worker = Worker::new(rx, inner.drain.signal(), IDLE);
+                inner
+                    .drain
+                    .spawn(deliver_in_order(inner.clone(), destination.clone(), worker));
             });
             if let Err(why) = pushed {
                 tracing::warn!(destination = %name, why = ?why, "notice dropped");
@@ -238,8 +249,13 @@ impl Notifier {
         };
         let after = inner.disconnected_after;
         let this = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(after).await;
+        let mut signal = inner.drain.signal();
+        inner.drain.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(after) => {}
+                // kas is stopping, not the agent: it reconnects to another.
+                _ = signal.signalled() => return,
+            }
             if connected(&agent) {
                 return;
             }
@@ -368,16 +384,8 @@ impl Inner {
     }
 }
 
-async fn deliver_in_order(
-    inner: Arc<Inner>,
-    destination: Notification,
-    mut rx: mpsc::Receiver<Notice>,
-) {
-    loop {
-        let notice = match tokio::time::timeout(IDLE, rx.recv()).await {
-            Ok(Some(notice)) => notice,
-            Ok(None) | Err(_) => return,
-        };
+async fn deliver_in_order(inner: Arc<Inner>, destination: Notification, mut queue: Worker<Notice>) {
+    while let Some(notice) = queue.next().await {
         let secret = match inner
             .store
             .notification_secret(&destination.url_secret)
@@ -393,7 +401,20 @@ async fn deliver_in_order(
                 continue;
             }
         };
-        if let Err(e) = deliver(&inner.client, destination.provider, &secret, &notice).await {
+        // Draining, a notice gets the retries that fit in the grace period.
+        let backoff: &[Duration] = match queue.draining() {
+            true => &DRAIN_BACKOFF,
+            false => &BACKOFF,
+        };
+        if let Err(e) = deliver(
+            &inner.client,
+            destination.provider,
+            &secret,
+            &notice,
+            backoff,
+        )
+        .await
+        {
             tracing::warn!(secret = %destination.url_secret, event = notice.event.as_str(), error = %e, "notification not delivered");
         }
     }
@@ -406,8 +427,9 @@ pub async fn deliver(
     provider: NotificationProvider,
     secret: &NotificationSecret,
     notice: &Notice,
+    backoff: &[Duration],
 ) -> Result<(), String> {
-    let mut waits = BACKOFF.iter();
+    let mut waits = backoff.iter();
     loop {
         let request = request(provider, secret, notice)?;
         let failed = match tokio::time::timeout(TIMEOUT, client.request(request)).await {

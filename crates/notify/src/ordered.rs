@@ -2,11 +2,60 @@
 //! without holding anything up (commit statuses per project, notifications
 //! per destination): a full queue or too many keys drop the item, and a
 //! task that ended after being idle is started again by the next item.
+//!
+//! When the program drains, a key's task takes what is queued already and
+//! sends it before it ends ([`Worker`]); the drain waits for it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
+use tether_runtime::Shutdown;
 use tokio::sync::mpsc;
+
+/// The receiving end of one key's queue, as its task reads it.
+#[derive(Debug)]
+pub struct Worker<T> {
+    rx: mpsc::Receiver<T>,
+    signal: Shutdown,
+    idle: Duration,
+    draining: bool,
+}
+
+impl<T> Worker<T> {
+    /// A task reading `rx` that ends after `idle` without an item, or once
+    /// `signal` fired and the queue is empty.
+    pub fn new(rx: mpsc::Receiver<T>, signal: Shutdown, idle: Duration) -> Self {
+        Worker {
+            rx,
+            signal,
+            idle,
+            draining: false,
+        }
+    }
+
+    /// The next item, or `None` when the task should end. Once the drain
+    /// started the queue takes nothing new, and what it holds still comes.
+    pub async fn next(&mut self) -> Option<T> {
+        if !self.draining {
+            tokio::select! {
+                biased;
+                item = tokio::time::timeout(self.idle, self.rx.recv()) => return item.ok().flatten(),
+                _ = self.signal.signalled() => {
+                    self.draining = true;
+                    self.rx.close();
+                }
+            }
+        }
+        self.rx.recv().await
+    }
+
+    /// Whether the drain started: the task sends with fewer, shorter
+    /// retries, to finish within it.
+    pub fn draining(&self) -> bool {
+        self.draining
+    }
+}
 
 /// Why an item was dropped.
 #[derive(Debug, PartialEq, Eq)]
@@ -69,6 +118,25 @@ impl<T> KeyedQueues<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_worker_hands_over_what_was_queued_when_the_drain_starts() {
+        let (trigger, signal) = tether_runtime::shutdown::channel();
+        let (tx, rx) = mpsc::channel(4);
+        let mut worker = Worker::new(rx, signal, Duration::from_secs(3600));
+        tx.try_send(1).expect("queued");
+        assert_eq!(worker.next().await, Some(1));
+        tx.try_send(2).expect("queued");
+        tx.try_send(3).expect("queued");
+        trigger.trigger();
+        // Queued before the drain: still delivered, in order.
+        assert_eq!(worker.next().await, Some(2));
+        assert_eq!(worker.next().await, Some(3));
+        assert_eq!(worker.next().await, None);
+        assert!(worker.draining());
+        // Nothing new is taken once draining.
+        assert!(tx.try_send(4).is_err());
+    }
 
     #[test]
     fn items_are_kept_per_key_and_bounded() {

@@ -27,7 +27,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tether_store::{StatusTarget, Store};
-use tokio::sync::mpsc;
+
+use crate::ordered::Worker;
 
 /// Events waiting per project at most.
 const QUEUE: usize = 256;
@@ -90,6 +91,7 @@ pub struct Statuses {
 
 struct Inner {
     store: Arc<dyn Store>,
+    drain: tether_runtime::Drain,
     client: HttpsClient,
     queues: crate::ordered::KeyedQueues<StatusEvent>,
 }
@@ -103,14 +105,20 @@ impl std::fmt::Debug for Statuses {
 }
 
 impl Statuses {
-    /// Posts with the web's CA roots (`ca_pem` for a private CA).
-    pub fn new(store: Arc<dyn Store>, ca_pem: Option<&[u8]>) -> anyhow::Result<Self> {
+    /// Posts with the web's CA roots (`ca_pem` for a private CA); each
+    /// project's poster runs on `drain`, which waits for what is queued.
+    pub fn new(
+        store: Arc<dyn Store>,
+        ca_pem: Option<&[u8]>,
+        drain: tether_runtime::Drain,
+    ) -> anyhow::Result<Self> {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(tether_runtime::https::connector(ca_pem)?);
         Ok(Statuses {
             inner: Some(Arc::new(Inner {
                 store,
+                drain,
                 client,
                 queues: crate::ordered::KeyedQueues::new(QUEUE, MAX_PROJECTS),
             })),
@@ -139,7 +147,10 @@ impl Statuses {
         }
         let project = event.project.clone();
         let pushed = inner.queues.push(&project, event, |rx| {
-            tokio::spawn(post_in_order(inner.clone(), project.clone(), rx));
+            let worker = Worker::new(rx, inner.drain.signal(), IDLE);
+            inner
+                .drain
+                .spawn(post_in_order(inner.clone(), project.clone(), worker));
         });
         if let Err(why) = pushed {
             tracing::warn!(project = %project, why = ?why, "commit status dropped");
@@ -147,14 +158,11 @@ impl Statuses {
     }
 }
 
-/// One project's poster: its events in order, until idle.
-async fn post_in_order(inner: Arc<Inner>, project: String, mut rx: mpsc::Receiver<StatusEvent>) {
+/// One project's poster: its events in order, until idle or, once kas
+/// drains, until what was queued is posted.
+async fn post_in_order(inner: Arc<Inner>, project: String, mut queue: Worker<StatusEvent>) {
     let mut posted: HashMap<(String, String), State> = HashMap::new();
-    loop {
-        let event = match tokio::time::timeout(IDLE, rx.recv()).await {
-            Ok(Some(event)) => event,
-            Ok(None) | Err(_) => return,
-        };
+    while let Some(event) = queue.next().await {
         let key = (event.agent.clone(), event.commit.clone());
         if posted.get(&key) == Some(&event.state) {
             continue;

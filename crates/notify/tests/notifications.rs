@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{dead_url, receiver, wait_for};
+use common::{dead_url, never_drained, receiver, wait_for};
 use tether_agent_config::{Notification, NotificationEvent, NotificationProvider};
 use tether_notify::notifications::{AgentDestinations, Notice, Notifier, sign};
 use tether_store::{NotificationSecret, SqliteStore, Store};
@@ -65,8 +65,14 @@ async fn notices_reach_each_destination_signed_once_and_despite_one_down() {
     secret(&store, "team/audit", &generic_url, Some("signing-key")).await;
     secret(&store, "team/ops-slack", &slack_url, None).await;
     secret(&store, "team/ops-teams", &dead_url(), None).await;
-    let notifier =
-        Notifier::new(store, Vec::new(), Duration::from_secs(300), None).expect("notifier");
+    let notifier = Notifier::new(
+        store,
+        Vec::new(),
+        Duration::from_secs(300),
+        None,
+        never_drained(),
+    )
+    .expect("notifier");
     let own = own(&[
         destination(NotificationProvider::Teams, "team/ops-teams", &[]),
         destination(NotificationProvider::Generic, "team/audit", &[]),
@@ -116,8 +122,14 @@ async fn a_destination_without_its_secret_is_skipped() {
     let (url, received) = receiver(0).await;
     let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
     secret(&store, "team/known", &url, None).await;
-    let notifier =
-        Notifier::new(store, Vec::new(), Duration::from_secs(300), None).expect("notifier");
+    let notifier = Notifier::new(
+        store,
+        Vec::new(),
+        Duration::from_secs(300),
+        None,
+        never_drained(),
+    )
+    .expect("notifier");
     let own = own(&[
         destination(NotificationProvider::Slack, "team/unknown", &[]),
         destination(NotificationProvider::Slack, "team/known", &[]),
@@ -135,8 +147,14 @@ async fn an_agent_that_moved_to_another_replica_is_not_told_as_gone() {
     let (url, got) = receiver(0).await;
     let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
     secret(&store, "team/audit", &url, Some("k")).await;
-    let notifier =
-        Notifier::new(store, Vec::new(), Duration::from_millis(100), None).expect("notifier");
+    let notifier = Notifier::new(
+        store,
+        Vec::new(),
+        Duration::from_millis(100),
+        None,
+        never_drained(),
+    )
+    .expect("notifier");
     notifier.set_elsewhere(Arc::new(|agent: String| {
         Box::pin(async move { agent == "moved" })
     }));
@@ -172,8 +190,14 @@ async fn a_config_sends_only_with_its_own_groups_secrets() {
     secret(&store, "audit", &wide_url, Some("kas-key")).await;
     secret(&store, "team/alerts", &ours_url, None).await;
     let settings = vec![destination(NotificationProvider::Generic, "audit", &[])];
-    let notifier =
-        Notifier::new(store, settings, Duration::from_secs(300), None).expect("notifier");
+    let notifier = Notifier::new(
+        store,
+        settings,
+        Duration::from_secs(300),
+        None,
+        never_drained(),
+    )
+    .expect("notifier");
     let (own, refused) = AgentDestinations::of(
         "prod",
         "team/config",

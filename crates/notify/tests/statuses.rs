@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{receiver, wait_for};
+use common::{never_drained, receiver, wait_for};
 use tether_notify::statuses::{State, StatusEvent, Statuses};
 use tether_store::{NewProject, SqliteStore, StatusTarget, Store};
 
@@ -58,7 +58,7 @@ fn event(project: &str, agent: &str, state: State) -> StatusEvent {
 async fn statuses_arrive_in_order_once_each_and_survive_a_503() {
     let (url, received) = receiver(1).await;
     let store = store_with(&[("team/app", "github", &url)]).await;
-    let statuses = Statuses::new(store, None).expect("statuses");
+    let statuses = Statuses::new(store, None, never_drained()).expect("statuses");
     statuses.report(event("team/app", "prod", State::Pending));
     statuses.report(event("team/app", "prod", State::Success));
     statuses.report(event("team/app", "prod", State::Success));
@@ -96,7 +96,7 @@ async fn a_host_that_is_down_holds_up_no_other_project() {
     let (url, received) = receiver(0).await;
     let dead = common::dead_url();
     let store = store_with(&[("team/down", "gitlab", &dead), ("team/up", "gitlab", &url)]).await;
-    let statuses = Statuses::new(store, None).expect("statuses");
+    let statuses = Statuses::new(store, None, never_drained()).expect("statuses");
     for _ in 0..10 {
         statuses.report(event("team/down", "prod", State::Pending));
         statuses.report(event("team/down", "prod", State::Success));
@@ -119,7 +119,7 @@ async fn a_host_that_is_down_holds_up_no_other_project() {
 async fn only_a_full_commit_id_is_posted() {
     let (url, received) = receiver(0).await;
     let store = store_with(&[("team/app", "github", &url)]).await;
-    let statuses = Statuses::new(store, None).expect("statuses");
+    let statuses = Statuses::new(store, None, never_drained()).expect("statuses");
     for commit in [
         format!("{COMMIT}/../../../../other/repo/statuses/{COMMIT}"),
         format!("{COMMIT}?state=success"),
@@ -136,4 +136,48 @@ async fn only_a_full_commit_id_is_posted() {
     let got = wait_for(&received, 1).await;
     assert_eq!(got.len(), 1, "{got:#?}");
     assert_eq!(got[0].path, format!("/repos/team/app/statuses/{COMMIT}"));
+}
+
+#[tokio::test]
+async fn statuses_queued_when_kas_drains_are_posted_before_the_drain_ends() {
+    // Two 503s first: the first event waits in its retries while the
+    // others queue behind it.
+    let (url, received) = receiver(2).await;
+    let store = store_with(&[("team/app", "github", &url)]).await;
+    let (stop, drain) = tether_runtime::Drain::manual();
+    let statuses = Statuses::new(store, None, drain.clone()).expect("statuses");
+    statuses.report(event("team/app", "prod", State::Pending));
+    statuses.report(event("team/app", "prod", State::Success));
+    statuses.report(event("team/app", "staging", State::Failure));
+    stop.trigger();
+    assert_eq!(
+        drain.wait(std::time::Duration::from_secs(20)).await,
+        0,
+        "the poster ended within the drain"
+    );
+    let got = received.lock().expect("log").clone();
+    let delivered: Vec<(String, String)> = got
+        .iter()
+        .skip(2)
+        .map(|r| {
+            (
+                r.body["context"].as_str().unwrap_or_default().to_owned(),
+                r.body["state"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    // Every queued status reached the host (after the two refused tries).
+    assert_eq!(got.len(), 5, "{got:#?}");
+    for expected in [
+        ("tether/prod", "pending"),
+        ("tether/prod", "success"),
+        ("tether/staging", "failure"),
+    ] {
+        assert!(
+            delivered
+                .iter()
+                .any(|(c, s)| (c.as_str(), s.as_str()) == expected),
+            "{expected:?} not posted: {delivered:?}"
+        );
+    }
 }

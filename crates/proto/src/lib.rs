@@ -7,10 +7,11 @@
 //!   `tether-agent-config`, without loss.
 //!
 //! Architecture invariant: only this crate knows the wire format; kas and
-//! agentk exchange these types and convert at their edges.
+//! agentk exchange these types and convert at their edges. It holds types
+//! and their conversions only, no IO: the WebSocket transport the channel
+//! may ride is `tether_tunnel::websocket`.
 
 pub mod convert;
-pub mod websocket;
 
 /// Generated from `proto/tether/agent/v1/agent.proto`.
 #[allow(missing_debug_implementations, clippy::all)]

@@ -5,7 +5,9 @@
 //! every agent.
 
 use tether_credentials::{Token, TokenKind};
-use tether_store::{AccessTokenStatus, Store, TokenOwner};
+use tether_store::{AccessTokenStatus, TokenOwner};
+
+use super::needs::Credentials;
 
 use super::oidc::Oidc;
 use super::principal::{CiJob, Principal, User};
@@ -78,7 +80,7 @@ impl Credential {
     /// Who presents this credential at `now`, or why it is refused.
     pub async fn authenticate(
         &self,
-        store: &dyn Store,
+        store: &dyn Credentials,
         oidc: &Oidc,
         now: i64,
     ) -> Result<Principal, Refused> {
@@ -103,7 +105,7 @@ impl Credential {
 
     async fn access_token(
         &self,
-        store: &dyn Store,
+        store: &dyn Credentials,
         kind: TokenKind,
         now: i64,
     ) -> Result<Principal, Refused> {
@@ -113,13 +115,10 @@ impl Credential {
         };
         let token = Token::parse_kind(&self.secret, kind)
             .map_err(|_| Refused::Unauthorized(format!("malformed {what}")))?;
-        let status = store
-            .authenticate_access(&token.hash(), now)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = ?e, "cannot check an access token");
-                Refused::Unavailable
-            })?;
+        let status = store.access_token(&token.hash(), now).await.map_err(|e| {
+            tracing::error!(error = ?e, "cannot check an access token");
+            Refused::Unavailable
+        })?;
         let record = match status {
             AccessTokenStatus::Active(record) => record,
             AccessTokenStatus::Revoked { revoked_at } => {
@@ -152,10 +151,7 @@ impl Credential {
                 expires_at: record.expires_at,
             })),
             (TokenKind::User, TokenOwner::User(name)) => {
-                let user = store
-                    .get_user(&name)
-                    .await
-                    .map_err(|_| Refused::Unavailable)?;
+                let user = store.user(&name).await.map_err(|_| Refused::Unavailable)?;
                 let user = user.ok_or_else(|| {
                     Refused::Unauthorized(format!("user {name} no longer exists"))
                 })?;

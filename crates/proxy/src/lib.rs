@@ -33,7 +33,7 @@ pub mod streams;
 mod target;
 
 pub use metrics::ProxyMetrics;
-pub use needs::{ConfigsInUse, Elsewhere, Routed};
-pub use proxy::Proxy;
+pub use needs::{ConfigsInUse, Credentials, Elsewhere, FromStore, Routed};
+pub use proxy::{Arrival, Proxy};
 pub use rejection::ROUTE_MISS;
 pub use target::{PATH_PREFIX, is_watch};

@@ -12,6 +12,10 @@ pub struct ProxyLabels {
     /// `ci`, `user`, `routed`, or `none` when authentication failed.
     pub caller: &'static str,
     pub code: u16,
+    /// `local` (served from a tunnel here), `forwarded` (to the replica
+    /// holding the agent's tunnels) or `from_peer` (served here for
+    /// another replica).
+    pub route: &'static str,
 }
 
 /// Cheap handles (an `Arc` inside each): clones count into the same metric.

@@ -1,13 +1,57 @@
-//! What the proxy needs from the rest of kas: two narrow traits, and what
-//! a request sent elsewhere came to.
+//! What the proxy needs from the rest of kas: three narrow traits, and
+//! what a request sent elsewhere came to.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::{Request, Response, StatusCode};
 use tether_agent_config::AgentConfig;
+use tether_credentials::TokenHash;
+use tether_store::{AccessTokenStatus, Agent, Store, StoreError, User as UserRecord};
 use tether_tunnel::Body;
 use tether_tunnel::server::Tunnels;
+
+/// The records a credential is checked against: access tokens, their
+/// users, and the agent a request is for. Every [`tether_store::Store`]
+/// is one ([`FromStore`]); the proxy needs nothing else of it.
+#[async_trait]
+pub trait Credentials: Send + Sync {
+    async fn access_token(
+        &self,
+        hash: &TokenHash,
+        now: i64,
+    ) -> Result<AccessTokenStatus, StoreError>;
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError>;
+    async fn agent(&self, name: &str) -> Result<Option<Agent>, StoreError>;
+}
+
+/// A store's records, as the proxy reads them.
+pub struct FromStore(pub Arc<dyn Store>);
+
+impl std::fmt::Debug for FromStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FromStore").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Credentials for FromStore {
+    async fn access_token(
+        &self,
+        hash: &TokenHash,
+        now: i64,
+    ) -> Result<AccessTokenStatus, StoreError> {
+        self.0.authenticate_access(hash, now).await
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.0.get_user(name).await
+    }
+
+    async fn agent(&self, name: &str) -> Result<Option<Agent>, StoreError> {
+        self.0.get_agent(name).await
+    }
+}
 
 /// The configs agents run with, which requests are authorized against.
 #[async_trait]

@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use tether_store::Store;
 use tether_store::time::now;
 use tether_tunnel::Body;
 use tether_tunnel::server::Tunnels;
@@ -14,16 +13,26 @@ use crate::access::{self, AgentRef, Grant};
 use crate::admissions::{self, Admissions};
 use crate::credentials::{Credential, Refused};
 use crate::metrics::{ProxyLabels, ProxyMetrics};
-use crate::needs::{ConfigsInUse, Elsewhere, Routed};
+use crate::needs::{ConfigsInUse, Credentials, Elsewhere, Routed};
 use crate::oidc::Oidc;
 use crate::principal::Principal;
 use crate::rejection::Rejection;
 use crate::streams::{self, LiveStreams};
 use crate::target::{is_watch, target};
 
+/// Where a request to the proxy came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arrival {
+    /// A client (kubectl, a CI job) on the proxy's own listener.
+    Client,
+    /// Another replica, on the private listener, which routed it here.
+    Peer,
+}
+
 /// The proxy and what it needs.
 pub struct Proxy {
-    pub store: Arc<dyn Store>,
+    /// Access tokens, users and agents, as credentials are checked.
+    pub credentials: Arc<dyn Credentials>,
     /// The agents' tunnels that end in this process.
     pub tunnels: Arc<Tunnels>,
     /// The configs agents run with.
@@ -42,7 +51,7 @@ pub struct Proxy {
     pub elsewhere: Option<Arc<dyn Elsewhere>>,
     /// kas's drain signal: watches end cleanly when it fires, so their
     /// clients re-watch through another replica.
-    pub drain: Option<tether_runtime::Shutdown>,
+    pub drain: tether_runtime::Shutdown,
     pub metrics: ProxyMetrics,
 }
 
@@ -68,7 +77,7 @@ impl Proxy {
 
     async fn admit_inner(&self, credential: &Credential) -> Result<(Principal, Grant), Rejection> {
         let principal = credential
-            .authenticate(self.store.as_ref(), &self.oidc, now())
+            .authenticate(self.credentials.as_ref(), &self.oidc, now())
             .await
             .map_err(|refused| match refused {
                 Refused::Unauthorized(reason) => Rejection::new(StatusCode::UNAUTHORIZED, reason),
@@ -78,8 +87,8 @@ impl Proxy {
                 ),
             })?;
         let agent = self
-            .store
-            .get_agent(&credential.agent)
+            .credentials
+            .agent(&credential.agent)
             .await
             .map_err(|_| {
                 Rejection::new(
@@ -131,13 +140,14 @@ impl Proxy {
         self.admissions.clear();
     }
 
-    /// Handles one client request; `routed`: another replica forwarded it
-    /// (it is served from this replica's tunnels or not at all).
+    /// Handles one request, from a client or forwarded by another replica
+    /// (which is served from this replica's tunnels or not at all).
     pub async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
-        routed: bool,
+        from: Arrival,
     ) -> Response<Body> {
+        let routed = from == Arrival::Peer;
         let started = Instant::now();
         let method = request.method().clone();
         let path = request
@@ -169,14 +179,19 @@ impl Proxy {
         // A watch ends cleanly when kas drains, served here or routed: its
         // client re-watches from its resourceVersion through another
         // replica.
-        let response = match &self.drain {
-            Some(drain) if is_watch(&path) => {
-                let mut drain = drain.clone();
+        let response = match is_watch(&path) {
+            true => {
+                let mut drain = self.drain.clone();
                 response.map(|body| {
                     tether_tunnel::stop::ends_when(body, async move { drain.signalled().await })
                 })
             }
-            _ => response,
+            false => response,
+        };
+        let route = match (from, caller) {
+            (Arrival::Peer, _) => "from_peer",
+            (Arrival::Client, "routed") => "forwarded",
+            (Arrival::Client, _) => "local",
         };
         let status = response.status();
         let elapsed = started.elapsed();
@@ -185,6 +200,7 @@ impl Proxy {
             .get_or_create(&ProxyLabels {
                 caller,
                 code: status.as_u16(),
+                route,
             })
             .inc();
         self.metrics.request_seconds.observe(elapsed.as_secs_f64());

@@ -59,6 +59,8 @@ pub struct Router {
     waiters: Mutex<HashMap<String, watch::Sender<u64>>>,
     /// Itself, for the waiter tasks it starts.
     this: Weak<Router>,
+    /// Waiters and spliced upgrades run on it, ended when kas drains.
+    drain: tether_runtime::Drain,
 }
 
 impl std::fmt::Debug for Router {
@@ -93,6 +95,7 @@ impl Router {
         tunnel_wait: Duration,
         ca_pem: Option<&[u8]>,
         own_cert_pem: &str,
+        drain: tether_runtime::Drain,
     ) -> anyhow::Result<Arc<Self>> {
         let connector = match ca_pem {
             Some(ca) => tether_runtime::https::connector(Some(ca))?,
@@ -112,6 +115,7 @@ impl Router {
             dead: Mutex::default(),
             waiters: Mutex::default(),
             this: this.clone(),
+            drain,
         }))
     }
 
@@ -311,9 +315,18 @@ impl Router {
         };
         waiters.insert(agent.to_owned(), tx.clone());
         let agent = agent.to_owned();
-        tokio::spawn(async move {
+        let mut signal = this.drain.signal();
+        let drain = this.drain.clone();
+        drain.spawn(async move {
             loop {
-                tokio::time::sleep(BACKSTOP_POLL).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(BACKSTOP_POLL) => {}
+                    // Its waiters end with their requests as kas drains.
+                    _ = signal.signalled() => {
+                        lock(&this.waiters).remove(&agent);
+                        return;
+                    }
+                }
                 {
                     let mut waiters = lock(&this.waiters);
                     if tx.receiver_count() == 0 {
@@ -403,11 +416,17 @@ impl Router {
             && response.status() == StatusCode::SWITCHING_PROTOCOLS
         {
             let peer_side = hyper::upgrade::on(&mut response);
-            tokio::spawn(async move {
+            let mut signal = self.drain.signal();
+            self.drain.spawn(async move {
                 match tokio::try_join!(client_side, peer_side) {
                     Ok((client, peer)) => {
                         let (mut client, mut peer) = (TokioIo::new(client), TokioIo::new(peer));
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut peer).await;
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut peer) => {}
+                            // An exec or port-forward through this replica
+                            // ends with it; its client opens another.
+                            _ = signal.signalled() => {}
+                        }
                     }
                     Err(e) => tracing::debug!(error = %e, "routed upgrade not completed"),
                 }

@@ -32,6 +32,7 @@ pub mod headers;
 pub mod identity;
 pub mod server;
 pub mod stop;
+pub mod websocket;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;

@@ -123,7 +123,9 @@ pub async fn deliver(
         Event::Push(refs) => {
             tracing::info!(project = %id, refs = ?refs, "push webhook: reading the repository");
             let (repos, project) = (state.repos.clone(), id.clone());
-            tokio::spawn(async move {
+            // On the drain: kas waits for the refresh (bounded by its
+            // own timeout) instead of leaving it detached.
+            state.drain.spawn(async move {
                 if let Err(e) = repos.refresh(&project).await {
                     tracing::warn!(project = %project, error = %e, "refresh after a push webhook failed");
                 }

@@ -56,6 +56,9 @@ pub struct ApiState {
     pub agent_external_address: String,
     /// Git pollers, woken by a project refresh.
     pub repos: Arc<Repos>,
+    /// Where a handler starts what outlives its request (a webhook's
+    /// refresh): kas waits for it when it stops.
+    pub drain: tether_runtime::Drain,
     /// The Kubernetes API proxy, for kubeconfigs.
     pub proxy: Arc<tether_proxy::Proxy>,
     /// Turns what a handler changed into its consequences.

@@ -3,7 +3,7 @@
 //! After the TLS handshake, ALPN tells them apart: `h2` is gRPC directly;
 //! `http/1.1` must be a WebSocket upgrade (`wss://host:port/any/path`), whose
 //! messages then carry the same HTTP/2 bytes (see
-//! [`tether_proto::websocket`]). Both kinds of connection are handed to one
+//! [`tether_tunnel::websocket`]). Both kinds of connection are handed to one
 //! tonic server as plain byte streams, so the gRPC service does not know or
 //! care which transport an agent used.
 //!
@@ -23,15 +23,13 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tether_proto::websocket::{self, Role, Ws, WsIo};
+use tether_tunnel::websocket::{self, Role, Ws, WsIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
-
-use tether_runtime::Shutdown;
 
 use crate::listen::{self, HANDSHAKE_TIMEOUT};
 use tether_channel::tunnels::{Framing, TunnelGate};
@@ -63,21 +61,23 @@ pub fn incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     gate: TunnelGate,
-    shutdown: Shutdown,
+    drain: tether_runtime::Drain,
 ) -> mpsc::Receiver<io::Result<AgentIo>> {
     let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
     // A connection's task ends once its transport is handed on: the linger
     // covers a handshake or an upgrade under way.
-    tokio::spawn(listen::accept_until(
+    let handoffs = drain.clone();
+    drain.spawn(listen::accept_until(
         "agent",
         listener,
-        shutdown,
+        drain.signal(),
         HANDSHAKE_TIMEOUT,
         listen::caps::AGENT,
         move |tcp, peer| {
             let (acceptor, tx, gate) = (acceptor.clone(), tx.clone(), gate.clone());
+            let handoffs = handoffs.clone();
             async move {
-                if let Err(e) = establish(tcp, peer, acceptor, tx, gate).await {
+                if let Err(e) = establish(tcp, peer, acceptor, tx, gate, handoffs).await {
                     tracing::debug!(peer = %peer, error = %e, "agent connection not established");
                 }
             }
@@ -92,6 +92,7 @@ async fn establish(
     acceptor: TlsAcceptor,
     tx: mpsc::Sender<io::Result<AgentIo>>,
     gate: TunnelGate,
+    handoffs: tether_runtime::Drain,
 ) -> anyhow::Result<()> {
     let info = TcpConnectInfo {
         local_addr: tcp.local_addr().ok(),
@@ -109,10 +110,11 @@ async fn establish(
     // HTTP/1.1: serve exactly one request, which must be an upgrade.
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let (tx, info, gate) = (tx.clone(), info.clone(), gate.clone());
+        let handoffs = handoffs.clone();
         async move {
             Ok::<_, io::Error>(match tunnel_framing(&request) {
                 Some(framing) => gate.accept(request, peer, framing).await,
-                None => upgrade(request, tx, info),
+                None => upgrade(request, tx, info, &handoffs),
             })
         }
     });
@@ -149,6 +151,7 @@ fn upgrade(
     request: Request<Incoming>,
     tx: mpsc::Sender<io::Result<AgentIo>>,
     info: TcpConnectInfo,
+    handoffs: &tether_runtime::Drain,
 ) -> Response<Full<Bytes>> {
     let headers = request.headers();
     let is_upgrade = headers
@@ -169,7 +172,7 @@ fn upgrade(
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == websocket::SUBPROTOCOL);
-    tokio::spawn(async move {
+    handoffs.spawn(async move {
         match hyper::upgrade::on(request).await {
             Ok(upgraded) => {
                 let ws = Ws::from_raw_socket(

@@ -42,17 +42,19 @@ impl ConfigsInUse for SessionConfigs {
     }
 }
 
-/// The proxy over this kas's sessions and tunnels, with nothing else: no
-/// OIDC issuer, no other replica, no drain. The server sets those.
+/// The proxy over this kas's sessions and tunnels, ending its watches when
+/// `drain` fires, with nothing else: no OIDC issuer, no other replica. The
+/// server sets those.
 pub fn over(
     tunnels: Arc<Tunnels>,
     configs: Arc<AgentConfigs>,
     store: Arc<dyn Store>,
     external_url: String,
     metrics: tether_proxy::ProxyMetrics,
+    drain: Shutdown,
 ) -> Proxy {
     Proxy {
-        store: store.clone(),
+        credentials: Arc::new(tether_proxy::FromStore(store.clone())),
         tunnels,
         configs: Arc::new(SessionConfigs { configs, store }),
         oidc: Default::default(),
@@ -61,7 +63,7 @@ pub fn over(
         admissions: Default::default(),
         streams: Default::default(),
         elsewhere: None,
-        drain: None,
+        drain,
         metrics,
     }
 }
@@ -86,8 +88,12 @@ pub async fn serve(
                 let proxy = proxy.clone();
                 let span =
                     tracing::info_span!("proxy", peer = %peer, agent = tracing::field::Empty);
-                async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, false).await) }
-                    .instrument(span)
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        proxy.handle(request, tether_proxy::Arrival::Client).await,
+                    )
+                }
+                .instrument(span)
             })
         },
     )

@@ -74,7 +74,7 @@ pub async fn serve(
                             .unwrap_or_default();
                         return Ok(http::Response::from_parts(parts, tether_tunnel::full(body)));
                     }
-                    Ok(proxy.handle(request, true).await)
+                    Ok(proxy.handle(request, tether_proxy::Arrival::Peer).await)
                 }
                 .instrument(span)
             })

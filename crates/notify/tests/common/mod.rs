@@ -115,3 +115,10 @@ pub fn dead_url() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     format!("http://{}", listener.local_addr().expect("addr"))
 }
+
+/// A drain that never starts: for the tests of sending, not of stopping.
+pub fn never_drained() -> tether_runtime::Drain {
+    let (trigger, drain) = tether_runtime::Drain::manual();
+    std::mem::forget(trigger);
+    drain
+}
