@@ -5,7 +5,6 @@
 //!   authentication.
 //! - [`admin_token`]: the admin token created on first start.
 //! - [`proxy`]: where kas serves `tether_proxy`, and the private listener.
-//! - [`webhooks`]: git hosts' push webhooks: signatures, events, limits.
 //! - [`ui`]: the web UI under `/ui`.
 //! - [`server`]: `kas serve`: every listener and task, and the drain.
 //! - [`listen`]: every listener's accept loop, TLS handshake and drain.
@@ -16,7 +15,8 @@
 //! The agent endpoint (sessions, config and manifest delivery, git
 //! pollers) is `tether-channel`; commit statuses and notifications are
 //! `tether-notify`; kas among replicas (the tunnel tracker, routing) is
-//! `tether-replicas`. The CLI's commands against a running kas are `tether-cli`; the `kas`
+//! `tether-replicas`; git hosts' push webhooks (signatures, events, limits)
+//! are `tether-webhooks`. The CLI's commands against a running kas are `tether-cli`; the `kas`
 //! binary links both, and nothing here imports the CLI.
 
 pub mod admin;
@@ -29,4 +29,3 @@ pub mod proxy;
 pub mod server;
 pub mod settings;
 pub mod ui;
-pub mod webhooks;

@@ -344,7 +344,7 @@ impl Server {
             renderer: renderer.clone(),
             router: router.clone(),
             webhook_limiter: std::sync::Arc::default(),
-            webhook_sources: std::sync::Arc::new(crate::webhooks::Limiter::per_source()),
+            webhook_sources: std::sync::Arc::new(tether_webhooks::Limiter::per_source()),
         };
         let ui = crate::ui::UiState {
             api: state.clone(),

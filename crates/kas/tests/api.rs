@@ -71,7 +71,7 @@ impl Api {
             renderer: Err("no renderer in these tests".into()),
             router: None,
             webhook_limiter: Default::default(),
-            webhook_sources: std::sync::Arc::new(kas::webhooks::Limiter::per_source()),
+            webhook_sources: std::sync::Arc::new(tether_webhooks::Limiter::per_source()),
         });
         Api {
             router,

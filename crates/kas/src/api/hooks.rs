@@ -17,8 +17,8 @@ use tether_api::{WebhookAnswer, WebhookCreated};
 
 use super::ApiState;
 use super::error::ApiError;
-use crate::webhooks::{self, Event, Provider};
 use tether_api::segment;
+use tether_webhooks::{self as webhooks, Event, Provider};
 
 /// Largest delivery read (GitHub caps its payloads at 25 MB, but a push
 /// event of thousands of commits is far below this; more is refused).

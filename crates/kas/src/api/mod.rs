@@ -69,9 +69,9 @@ pub struct ApiState {
     /// agent whose session is elsewhere is answered there.
     pub router: Option<Arc<tether_replicas::router::Router>>,
     /// Verified deliveries per project.
-    pub webhook_limiter: Arc<crate::webhooks::Limiter>,
+    pub webhook_limiter: Arc<tether_webhooks::Limiter>,
     /// Deliveries per source address, before they are verified.
-    pub webhook_sources: Arc<crate::webhooks::Limiter>,
+    pub webhook_sources: Arc<tether_webhooks::Limiter>,
 }
 
 impl std::fmt::Debug for ApiState {
