@@ -148,36 +148,15 @@ pub struct Setup {
     pub pod_namespace: String,
 }
 
+/// A loopback port for a server started once (`tether_testenv::ports`).
 pub fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
+    tether_testenv::ports::free().expect("a free port")
 }
 
-/// A free loopback port below the kernel's ephemeral range (32768 and
-/// up), for a server restarted on the same address: an ephemeral port can
-/// be taken meanwhile by any outgoing connection on the machine, and then
-/// the restart cannot bind it.
-///
-/// The port is free when picked but not held until the server binds it,
-/// so each is handed out once per test process: tests running in parallel
-/// (a fleet of three replicas asks for fifteen) would otherwise pick the
-/// same one now and then.
+/// A loopback port for a server restarted on the same address
+/// (`tether_testenv::ports::stable`).
 pub fn stable_port() -> std::net::SocketAddr {
-    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    for _ in 0..1000 {
-        let port = 20_000 + (rand::random::<u16>() % 12_000);
-        if handed_out.contains(&port) {
-            continue;
-        }
-        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-            handed_out.insert(port);
-            return listener.local_addr().expect("port");
-        }
-    }
-    free_port()
+    tether_testenv::ports::stable().expect("a free port")
 }
 
 /// The status code agentk's probe listener answers for `path`.

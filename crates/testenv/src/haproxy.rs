@@ -114,9 +114,7 @@ fn rand_suffix() -> u32 {
 }
 
 fn free_port() -> Result<SocketAddr> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(Error::io("find a free port"))
+    crate::ports::free().map_err(Error::io("find a free port"))
 }
 
 fn which(program: &str) -> Result<PathBuf> {

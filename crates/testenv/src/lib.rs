@@ -34,6 +34,7 @@ pub mod haproxy;
 mod kubeconfig;
 mod namespace;
 pub mod pki;
+pub mod ports;
 pub mod postgres;
 pub mod supervisor;
 mod wait;

@@ -232,10 +232,7 @@ fn postgres_user() -> Result<Option<(u32, u32)>> {
 }
 
 fn free_port() -> Result<u16> {
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").map_err(Error::io("find a free port"))?;
-    Ok(listener
-        .local_addr()
+    Ok(crate::ports::free()
         .map_err(Error::io("find a free port"))?
         .port())
 }
