@@ -147,6 +147,11 @@ impl Changes {
 
     /// Publishes every change on `feed`, for the other kas processes of a
     /// shared database; [`Self::follow`] applies theirs.
+    /// Whether changes are shared with other kas processes (a feed).
+    pub fn is_shared(&self) -> bool {
+        self.feed.is_some()
+    }
+
     pub fn with_feed(mut self, feed: Arc<dyn ChangeFeed>) -> Self {
         self.feed = Some(feed);
         self

@@ -1,0 +1,311 @@
+//! The parts of a running kas that [`super::Server::run`] composes, each
+//! built from the settings and the parts it needs, and nothing else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tether_channel::ChannelState;
+use tether_channel::repos::Repos;
+use tether_replicas::router::Router;
+use tether_runtime::{Drain, Shutdown};
+use tether_store::{ReplicaId, Replicas, Store};
+
+use crate::admin;
+use crate::changes::{Change, Changes};
+use crate::listen::identity::ServingIdentity;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+
+use super::data::DataDir;
+
+/// The renderer of charts and kustomizations, or why kas has none, and
+/// what `/readyz?verbose` says of it.
+#[derive(Debug)]
+pub struct Rendering {
+    pub renderer: Result<Arc<tether_render::Renderer>, String>,
+    pub tools: String,
+    pub sandbox: String,
+}
+
+/// Without helm or kustomize kas still serves plain manifests; a project
+/// that asks for a render is told why there is none.
+pub async fn rendering(settings: &Settings, metrics: &Metrics) -> Rendering {
+    let tools = render_tools(&settings.render).await;
+    if settings.render.limits.sandbox == tether_render::SandboxMode::Off {
+        tracing::warn!(
+            "--render-sandbox=off: helm and kustomize run without the kernel's sandbox; a tenant's \
+             chart or kustomization can read kas's files and reach its network"
+        );
+    }
+    let renderer =
+        match tether_render::Renderer::new(settings.render.clone(), &tools, metrics.render.clone())
+        {
+            Ok(renderer) => {
+                tracing::info!(
+                    tools = renderer.versions(),
+                    "rendering charts and kustomizations"
+                );
+                Ok(Arc::new(renderer))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "charts and kustomizations cannot be rendered");
+                Err(e)
+            }
+        };
+    let sandbox = match (settings.render.limits.sandbox, &renderer) {
+        (tether_render::SandboxMode::Off, _) => "off (--render-sandbox=off)".to_owned(),
+        (_, Ok(_)) => match tether_render::sandbox::kernel::landlock_abi() {
+            Ok(abi) => format!("kernel (Landlock ABI {abi}, seccomp)"),
+            Err(e) => e.to_string(),
+        },
+        (_, Err(e)) => format!("no renders: {e}"),
+    };
+    Rendering {
+        renderer,
+        tools: tools.summary(),
+        sandbox,
+    }
+}
+
+/// Readiness: the database answers, every listener accepts; the details
+/// `/readyz?verbose` shows.
+pub fn readiness(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+    rendering: &Rendering,
+) -> admin::Readiness {
+    let store = store.clone();
+    let database: admin::Check = Arc::new(move || {
+        let store = store.clone();
+        Box::pin(async move {
+            store
+                .admin_token()
+                .await
+                .map(|_| "answers".to_owned())
+                .map_err(|e| e.to_string())
+        })
+    });
+    admin::Readiness::default()
+        .with_check("database", database)
+        .with_check("listeners", super::serve::listeners_check(settings))
+        .with_detail("render-tools", rendering.tools.clone())
+        .with_detail("render-sandbox", rendering.sandbox.clone())
+        .with_detail("egress", settings.render.egress.to_string())
+}
+
+/// The CA kubeconfigs carry and replicas trust: `--tls-ca`, or the
+/// development CA when kas made its own certificate.
+pub fn ca_pem(settings: &Settings, data: &DataDir) -> anyhow::Result<Option<String>> {
+    let path = match (&settings.tls, &settings.tls_ca) {
+        (_, Some(ca)) => Some(ca.clone()),
+        (None, None) => Some(data.development_ca()),
+        (Some(_), None) => None,
+    };
+    path.map(|p| {
+        std::fs::read_to_string(&p).with_context(|| format!("cannot read CA {}", p.display()))
+    })
+    .transpose()
+}
+
+/// With replicas: this replica's router to the others.
+pub fn router(
+    settings: &Settings,
+    replicas: Option<&Arc<dyn Replicas>>,
+    ca_pem: Option<&str>,
+    identity: &ServingIdentity,
+    drain: &Drain,
+) -> anyhow::Result<Option<Arc<Router>>> {
+    let (Some(replication), Some(replicas)) = (&settings.replication, replicas) else {
+        return Ok(None);
+    };
+    let me = ReplicaId {
+        id: format!("{:032x}", rand::random::<u128>()),
+        url: replication.url.clone(),
+    };
+    tracing::info!(replica = %me.id, url = %me.url, "running as one of several kas replicas");
+    Router::new(
+        replicas.clone(),
+        me,
+        replication.secret.clone(),
+        replication.tunnel_wait,
+        ca_pem.map(str::as_bytes),
+        &identity.cert_pem,
+        drain.clone(),
+    )
+    .map(Some)
+}
+
+/// The Kubernetes API proxy over this kas's tunnels (and, with replicas,
+/// the others').
+pub fn proxy(
+    settings: &Settings,
+    channel: &ChannelState,
+    store: &Arc<dyn Store>,
+    metrics: &Metrics,
+    ca_pem: Option<String>,
+    router: Option<Arc<Router>>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<tether_proxy::Proxy> {
+    Ok(tether_proxy::Proxy {
+        oidc: tether_proxy::oidc::Oidc::new(settings.oidc_issuers.clone())?,
+        ca_pem,
+        elsewhere: router.map(|r| r as Arc<dyn tether_proxy::Elsewhere>),
+        ..crate::proxy::over(
+            channel.tunnels.clone(),
+            channel.configs.clone(),
+            store.clone(),
+            settings.k8s_proxy_external_url.clone(),
+            metrics.proxy.clone(),
+            shutdown.clone(),
+        )
+    })
+}
+
+/// With a shared database: follows the other kas processes' changes (kas
+/// is not ready while it does not) and tells them of its own; with
+/// replicas, announces new git heads and tunnels, and tracks its tunnels.
+pub fn among_others(
+    changes: &Changes,
+    readiness: admin::Readiness,
+    channel: &ChannelState,
+    repos: &Repos,
+    router: Option<&Arc<Router>>,
+    drain: &Drain,
+) -> admin::Readiness {
+    let mut readiness = readiness;
+    if changes.is_shared() {
+        let following = changes.following();
+        readiness = readiness.with_check(
+            "change-feed",
+            Arc::new(move || {
+                let following = following.load(std::sync::atomic::Ordering::SeqCst);
+                Box::pin(async move {
+                    match following {
+                        true => Ok("following the other kas processes".to_owned()),
+                        false => Err("not following the other kas processes' changes".to_owned()),
+                    }
+                })
+            }),
+        );
+        drain.spawn(changes.clone().follow(drain.signal()));
+        drain.spawn(crate::ui::tell_replicas(
+            channel.live(),
+            changes.clone(),
+            drain.signal(),
+        ));
+    }
+    if let Some(router) = router {
+        let heads = repos.share_with(router.replicas().clone(), router.me().clone());
+        drain.spawn(announce(heads, changes.clone(), drain.signal(), |head| {
+            Change::NewHead {
+                project: head.project,
+                commit: head.commit,
+            }
+        }));
+        let (tunnels_up, up) =
+            tokio::sync::mpsc::channel(tether_replicas::tracker::ANNOUNCE_BUFFER);
+        drain.spawn(announce(up, changes.clone(), drain.signal(), |agent| {
+            Change::TunnelsUp { agent }
+        }));
+        drain.spawn(tether_replicas::tracker::run(
+            router.clone(),
+            channel.tunnels.clone(),
+            tunnels_up,
+            drain.signal(),
+        ));
+    }
+    readiness
+}
+
+/// Notifications, with (on one replica) the hourly check of tokens about
+/// to expire.
+pub fn notifier(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+    channel: &ChannelState,
+    router: Option<&Arc<Router>>,
+    drain: &Drain,
+) -> anyhow::Result<tether_notify::notifications::Notifier> {
+    let notifier = tether_notify::notifications::Notifier::new(
+        store.clone(),
+        settings.notifications.clone(),
+        settings.notify_disconnected_after,
+        None,
+        drain.clone(),
+    )?;
+    if let Some(router) = router {
+        let router = router.clone();
+        notifier.set_elsewhere(Arc::new(move |agent: String| {
+            let router = router.clone();
+            Box::pin(async move { router.tunnels_elsewhere().await.contains_key(&agent) })
+        }));
+    }
+    // One replica checks token expiry (the lease of a pseudo project); a
+    // single kas always does.
+    let router = router.cloned();
+    let lead = move || {
+        let router = router.clone();
+        async move {
+            match &router {
+                None => true,
+                Some(r) => r
+                    .replicas()
+                    .lead_poll(
+                        "tether:notify-token-expiry",
+                        r.me(),
+                        Duration::from_secs(7200),
+                    )
+                    .await
+                    .unwrap_or(false),
+            }
+        }
+    };
+    let configs = channel.configs.clone();
+    let destinations_of = move |agent: &str| configs.destinations(agent);
+    drain.spawn(
+        notifier
+            .clone()
+            .watch_token_expiry(destinations_of, lead, drain.signal()),
+    );
+    Ok(notifier)
+}
+
+/// helm and kustomize as `settings` name them, resolved on kas's own
+/// `PATH` once, each logged with its path and version, or with why it
+/// cannot be used.
+async fn render_tools(settings: &tether_render::Settings) -> tether_render::RenderTools {
+    let (helm, kustomize) = settings.wanted();
+    let search = std::env::var_os("PATH");
+    let tools = tether_render::RenderTools::resolve(helm, kustomize, search.as_deref()).await;
+    for (name, tool) in [("helm", &tools.helm), ("kustomize", &tools.kustomize)] {
+        match tool {
+            Ok(tool) => tracing::info!(
+                tool = name,
+                path = %tool.path.display(),
+                target = tool.target.as_ref().map(|t| t.display().to_string()),
+                version = %tool.version,
+                "render tool found"
+            ),
+            Err(e) => tracing::warn!(tool = name, error = %e, "render tool cannot be used"),
+        }
+    }
+    tools
+}
+
+/// Announces what this replica found (new git heads, new tunnels) to the
+/// others, as changes.
+async fn announce<T>(
+    mut found: tokio::sync::mpsc::Receiver<T>,
+    changes: Changes,
+    mut stop: Shutdown,
+    change: impl Fn(T) -> Change,
+) {
+    loop {
+        let next = tokio::select! {
+            next = found.recv() => match next { Some(next) => next, None => return },
+            _ = stop.signalled() => return,
+        };
+        changes.apply(change(next)).await;
+    }
+}
