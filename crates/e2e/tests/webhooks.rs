@@ -72,8 +72,15 @@ fn through_gitea(host: &tether_testenv::gitea::GitHost, ns: &str) {
     // A hook signed with another secret: Gitea delivers it, kas refuses
     // it, and nothing is read.
     let forged = pipeline.add_hook(host, "not-the-secret");
+    let refused = "tether_kas_webhook_deliveries_total{provider=\"gitea\",result=\"unauthorized\"}";
+    let refused_before = pipeline.setup.metric(refused);
     pipeline.push_value(1);
-    std::thread::sleep(Duration::from_secs(3));
+    // kas counts the delivery it refused: once it has, nothing was read.
+    wait(
+        "the forged delivery to be refused",
+        Duration::from_secs(30),
+        || pipeline.setup.metric(refused) > refused_before,
+    );
     assert_eq!(
         value(ns).expect("configmap"),
         "0",

@@ -3,7 +3,20 @@
 //! Each metric is a cheap handle (an `Arc` inside); the components that
 //! update one hold a clone, and [`Metrics::encode`] reads them all.
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+
+/// A webhook delivery's labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// `github`, `gitlab`, `gitea`, `bitbucket`, `generic`, or `unknown`.
+    pub provider: &'static str,
+    /// `accepted`, `unauthorized`, `unknown_project`, `malformed`,
+    /// `throttled` or `error`.
+    pub result: &'static str,
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
@@ -13,6 +26,8 @@ pub struct Metrics {
     pub render: tether_render::RenderMetrics,
     /// The agent endpoint's: sessions, authentication, configs, git polls.
     pub channel: tether_channel::ChannelMetrics,
+    /// Push webhook deliveries by provider and result.
+    pub webhook_deliveries: Family<WebhookLabels, Counter>,
 }
 
 impl Metrics {
@@ -22,6 +37,11 @@ impl Metrics {
         self.channel.register(&mut registry);
         self.proxy.register(&mut registry);
         self.render.register(&mut registry);
+        registry.register(
+            "webhook_deliveries",
+            "Push webhook deliveries by provider and result",
+            self.webhook_deliveries.clone(),
+        );
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &registry);

@@ -71,6 +71,7 @@ impl Api {
             renderer: Err("no renderer in these tests".into()),
             router: None,
             webhook_limiter: Default::default(),
+            metrics: Default::default(),
             webhook_sources: std::sync::Arc::new(tether_webhooks::Limiter::per_source()),
         });
         Api {

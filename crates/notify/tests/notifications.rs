@@ -147,15 +147,21 @@ async fn an_agent_that_moved_to_another_replica_is_not_told_as_gone() {
     let (url, got) = receiver(0).await;
     let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
     secret(&store, "team/audit", &url, Some("k")).await;
+    let (stop, drain) = tether_runtime::Drain::manual();
     let notifier = Notifier::new(
         store,
         Vec::new(),
         Duration::from_millis(100),
         None,
-        never_drained(),
+        drain.clone(),
     )
     .expect("notifier");
-    notifier.set_elsewhere(Arc::new(|agent: String| {
+    let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asked_elsewhere = asked.clone();
+    notifier.set_elsewhere(Arc::new(move |agent: String| {
+        if agent == "moved" {
+            asked_elsewhere.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         Box::pin(async move { agent == "moved" })
     }));
     let own = own(&[destination(
@@ -167,7 +173,14 @@ async fn an_agent_that_moved_to_another_replica_is_not_told_as_gone() {
         notifier.watch_disconnect(|_| false, agent.into(), own.clone(), "EOF".into());
     }
     wait_for(&got, 1).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every watcher and sender has ended once the drain returns: what was
+    // told is all that will be.
+    stop.trigger();
+    assert_eq!(drain.wait(Duration::from_secs(10)).await, 0);
+    assert!(
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        "the moved agent was looked for on the other replicas"
+    );
     let told: Vec<String> = got
         .lock()
         .expect("log")

@@ -39,6 +39,38 @@ pub async fn deliver(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
+    let label = PROVIDERS
+        .iter()
+        .find(|p| **p == provider)
+        .copied()
+        .unwrap_or("unknown");
+    let metrics = state.metrics.clone();
+    let response = deliver_counted(state, id, provider, peer, request).await;
+    let result = match response.status() {
+        s if s.is_success() => "accepted",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::NOT_FOUND => "unknown_project",
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT => "malformed",
+        StatusCode::TOO_MANY_REQUESTS => "throttled",
+        _ => "error",
+    };
+    metrics
+        .webhook_deliveries
+        .get_or_create(&crate::metrics::WebhookLabels {
+            provider: label,
+            result,
+        })
+        .inc();
+    response
+}
+
+async fn deliver_counted(
+    state: ApiState,
+    id: String,
+    provider: String,
+    peer: SocketAddr,
+    request: Request,
+) -> Response {
     let provider: Provider = match provider.parse() {
         Ok(p) => p,
         Err(e) => return refuse(StatusCode::NOT_FOUND, e),

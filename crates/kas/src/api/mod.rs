@@ -70,6 +70,8 @@ pub struct ApiState {
     pub router: Option<Arc<tether_replicas::router::Router>>,
     /// Verified deliveries per project.
     pub webhook_limiter: Arc<tether_webhooks::Limiter>,
+    /// kas's metrics (webhook deliveries are counted here).
+    pub metrics: crate::metrics::Metrics,
     /// Deliveries per source address, before they are verified.
     pub webhook_sources: Arc<tether_webhooks::Limiter>,
 }

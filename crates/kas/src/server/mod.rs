@@ -134,6 +134,7 @@ impl Server {
             renderer: rendering.renderer.clone(),
             router: router.clone(),
             webhook_limiter: Arc::default(),
+            metrics: metrics.clone(),
             webhook_sources: Arc::new(tether_webhooks::Limiter::per_source()),
         };
         drop(admin_token);
