@@ -26,8 +26,8 @@ mod validate;
 pub use duration::parse as parse_duration;
 pub use error::{ConfigError, Problem, Warning};
 pub use names::{
-    AgentName, AgentNameError, ChartSegmentError, MAX_CHART_SEGMENT_LEN, config_path,
-    notification_secret_group, notification_secret_name_problem, validate_agent_name,
+    AgentName, AgentNameError, ChartSegmentError, MAX_CHART_SEGMENT_LEN, ProjectId, ProjectIdError,
+    config_path, notification_secret_group, notification_secret_name_problem, validate_agent_name,
     validate_chart_name, validate_chart_version, validate_project_id,
 };
 pub use renders::{MAX_RENDERS_PER_PROJECT, MAX_VALUES_FILES};

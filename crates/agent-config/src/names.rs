@@ -111,32 +111,89 @@ pub(crate) fn dns_subdomain_problem(s: &str) -> Option<&'static str> {
     })
 }
 
+/// Why a text cannot be a project id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProjectIdError {
+    #[error("project id is empty")]
+    Empty,
+    #[error("project id {0:?} is longer than 255 characters")]
+    TooLong(String),
+    #[error("project id {0:?} has an empty, '.' or '..' segment")]
+    BadSegment(String),
+    #[error("project id {0:?} may hold only letters, digits, '.', '_', '-' and '/'")]
+    BadCharacter(String),
+}
+
 /// Project ids are path-like (`team/platform-config`): segments of letters,
 /// digits, `.`, `_` and `-`, joined by `/`. No empty, `.` or `..` segment, so
 /// an id can never be read as a path that leaves its folder.
-pub fn validate_project_id(id: &str) -> Result<(), String> {
+pub fn validate_project_id(id: &str) -> Result<(), ProjectIdError> {
     if id.is_empty() {
-        return Err("project id is empty".into());
+        return Err(ProjectIdError::Empty);
     }
     if id.len() > 255 {
-        return Err(format!("project id {id:?} is longer than 255 characters"));
+        return Err(ProjectIdError::TooLong(id.to_owned()));
     }
     for segment in id.split('/') {
         if segment.is_empty() || segment == "." || segment == ".." {
-            return Err(format!(
-                "project id {id:?} has an empty, '.' or '..' segment"
-            ));
+            return Err(ProjectIdError::BadSegment(id.to_owned()));
         }
         if !segment
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         {
-            return Err(format!(
-                "project id {id:?} may hold only letters, digits, '.', '_', '-' and '/'"
-            ));
+            return Err(ProjectIdError::BadCharacter(id.to_owned()));
         }
     }
     Ok(())
+}
+
+/// A project's id, checked once where it enters (an API request, a config
+/// file): code that holds one need not check again, and can use it in a
+/// path without leaving its folder.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProjectId(String);
+
+impl ProjectId {
+    pub fn new(id: &str) -> Result<Self, ProjectIdError> {
+        validate_project_id(id)?;
+        Ok(ProjectId(id.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The top-level group (the part before the first `/`), if any.
+    pub fn group(&self) -> Option<&str> {
+        self.0.split_once('/').map(|(group, _)| group)
+    }
+}
+
+impl std::ops::Deref for ProjectId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ProjectId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for ProjectId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl std::str::FromStr for ProjectId {
+    type Err = ProjectIdError;
+    fn from_str(id: &str) -> Result<Self, ProjectIdError> {
+        ProjectId::new(id)
+    }
 }
 
 /// Longest top-level group a notification secret is scoped to (a project
@@ -288,6 +345,7 @@ mod tests {
     fn project_ids_are_safe_paths() {
         for ok in ["platform", "team/platform-config", "a/b/c.d_e"] {
             assert_eq!(validate_project_id(ok), Ok(()), "{ok}");
+            assert_eq!(ProjectId::new(ok).expect("valid").as_str(), ok.to_string());
         }
         for bad in [
             "",
@@ -301,6 +359,7 @@ mod tests {
             "trailing/",
         ] {
             assert!(validate_project_id(bad).is_err(), "{bad}");
+            assert!(bad.parse::<ProjectId>().is_err(), "{bad}");
         }
     }
 

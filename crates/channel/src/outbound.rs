@@ -17,11 +17,20 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// The sending end of one agent's queue.
 pub type Outbound = mpsc::Sender<Result<ServerMessage, Status>>;
 
+/// Why a message did not reach an agent's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotSent {
+    #[error("agent went away")]
+    Gone,
+    #[error("agent read nothing for {SEND_TIMEOUT:?}")]
+    Stalled,
+}
+
 /// Queues `message` for the agent, or says why it could not.
-pub async fn send(tx: &Outbound, message: ServerMessage) -> Result<(), String> {
+pub async fn send(tx: &Outbound, message: ServerMessage) -> Result<(), NotSent> {
     match tokio::time::timeout(SEND_TIMEOUT, tx.send(Ok(message))).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err("agent went away".to_owned()),
-        Err(_) => Err(format!("agent read nothing for {SEND_TIMEOUT:?}")),
+        Ok(Err(_)) => Err(NotSent::Gone),
+        Err(_) => Err(NotSent::Stalled),
     }
 }

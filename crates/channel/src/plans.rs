@@ -131,7 +131,7 @@ impl Plans {
             for message in requests(plan_id, project, commit, files) {
                 outbound::send(&tx, message)
                     .await
-                    .map_err(PlanError::Gone)?;
+                    .map_err(|e| PlanError::Gone(e.to_string()))?;
             }
             answered
                 .await

@@ -382,7 +382,7 @@ impl Session {
                                     message: Some(server_message::Message::Pong(v1::Pong { sequence: ping.sequence })),
                                 };
                                 if let Err(reason) = self.send(pong).await {
-                                    break reason;
+                                    break reason.to_string();
                                 }
                             }
                             Some(agent_message::Message::ConfigApplied(applied)) => {
@@ -609,7 +609,7 @@ impl Session {
                     let message = ServerMessage {
                         message: Some(server_message::Message::Configuration(loaded.message)),
                     };
-                    self.send(message).await?;
+                    self.send(message).await.map_err(|e| e.to_string())?;
                     self.state.metrics.configs_sent.inc();
                     tracing::info!(commit = %commit, "configuration sent");
                     self.sent_commit = commit;
@@ -738,7 +738,7 @@ impl Session {
 
     /// Queues `message` for the agent. An agent that does not read for
     /// the send timeout is dropped rather than allowed to pin its session.
-    async fn send(&self, message: ServerMessage) -> Result<(), String> {
+    async fn send(&self, message: ServerMessage) -> Result<(), outbound::NotSent> {
         outbound::send(&self.tx, message).await
     }
 }

@@ -176,23 +176,35 @@ pub fn is_remote(url: &str) -> bool {
     url.contains("://") || scp_like(url)
 }
 
+/// Why a URL cannot be a project's repository.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlRefused {
+    #[error("the repository URL is empty")]
+    Empty,
+    #[error("repository URL {0:?} starts with '-'")]
+    Option(String),
+    #[error(
+        "repository URL {0:?} uses a git remote helper ('::'); only file, git, http, https and ssh are allowed"
+    )]
+    RemoteHelper(String),
+    #[error("repository URL scheme {0}:// is not allowed; use file, git, http, https or ssh")]
+    Scheme(String),
+}
+
 /// Why `url` cannot be a project's repository: only a local path and
 /// `file://`, `http(s)://`, `ssh://`, `git://` and `user@host:path` are
 /// accepted. git's `ext::` (and `fd::`) transports run commands on kas's
 /// machine; whoever may register a project must not get that.
-pub fn check_url(url: &str) -> Result<(), String> {
+pub fn check_url(url: &str) -> Result<(), UrlRefused> {
     let url = url.trim();
     if url.is_empty() {
-        return Err("the repository URL is empty".into());
+        return Err(UrlRefused::Empty);
     }
     if url.starts_with('-') {
-        return Err(format!("repository URL {url:?} starts with '-'"));
+        return Err(UrlRefused::Option(url.to_owned()));
     }
     if url.contains("::") {
-        return Err(format!(
-            "repository URL {:?} uses a git remote helper ('::'); only file, git, http, https and ssh are allowed",
-            redact(url)
-        ));
+        return Err(UrlRefused::RemoteHelper(redact(url)));
     }
     if let Some((scheme, _)) = url.split_once("://") {
         let scheme = scheme.to_ascii_lowercase();
@@ -200,9 +212,7 @@ pub fn check_url(url: &str) -> Result<(), String> {
             scheme.as_str(),
             "file" | "git" | "http" | "https" | "ssh" | "git+ssh" | "ssh+git"
         ) {
-            return Err(format!(
-                "repository URL scheme {scheme}:// is not allowed; use file, git, http, https or ssh"
-            ));
+            return Err(UrlRefused::Scheme(scheme));
         }
     }
     Ok(())

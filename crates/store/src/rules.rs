@@ -8,7 +8,8 @@ use crate::error::{Result, StoreError};
 use crate::model::*;
 
 pub(crate) fn check_new_project(p: &NewProject) -> Result<()> {
-    tether_agent_config::validate_project_id(&p.id).map_err(StoreError::Invalid)?;
+    tether_agent_config::validate_project_id(&p.id)
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
     if p.url.trim().is_empty() {
         return Err(StoreError::Invalid(format!(
             "project {} needs a repository URL",

@@ -37,10 +37,12 @@ pub async fn create(
     State(state): State<ApiState>,
     Json(body): Json<CreateAgent>,
 ) -> Result<(StatusCode, Json<AgentView>), ApiError> {
-    let agent = state
-        .store
-        .create_agent(&body.name, &body.config_project, now())
-        .await?;
+    // Checked here, where they enter.
+    let name = tether_agent_config::AgentName::new(&body.name)
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let project = tether_agent_config::ProjectId::new(&body.config_project)
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let agent = state.store.create_agent(&name, &project, now()).await?;
     tracing::info!(agent = %agent.name, project = %agent.config_project, "agent created");
     Ok((StatusCode::CREATED, Json(agent_view(agent, &state, None))))
 }

@@ -50,11 +50,14 @@ pub async fn create(
     State(state): State<ApiState>,
     Json(body): Json<CreateProject>,
 ) -> Result<(StatusCode, Json<ProjectView>), ApiError> {
-    tether_git::check_url(&body.url).map_err(ApiError::Invalid)?;
+    // Checked here, where the id enters: past this point it is a ProjectId.
+    let id = tether_agent_config::ProjectId::new(&body.id)
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    tether_git::check_url(&body.url).map_err(|e| ApiError::Invalid(e.to_string()))?;
     let project = state
         .store
         .create_project(NewProject {
-            id: body.id,
+            id: id.to_string(),
             url: body.url,
             credentials_ref: body.credentials_ref,
             created_at: now(),
