@@ -17,21 +17,13 @@ use tokio::sync::{broadcast, watch};
 
 use crate::manifests::ApiVersions;
 use crate::metrics::ChannelMetrics;
+pub use crate::traits::SessionEvent;
 use tether_agent_config::AgentName;
 pub use tether_api::ConnectionView;
 
 /// How many events a slow follower may fall behind before it is told it
 /// lagged (and refreshes everything, as after a reconnect).
 const EVENTS: usize = 64;
-
-/// Something a page showing agents would redraw for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SessionEvent {
-    Opened(AgentName),
-    Closed(AgentName),
-    /// A sync report arrived.
-    Reported(AgentName),
-}
 
 struct Entry {
     agent: AgentName,

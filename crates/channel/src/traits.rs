@@ -4,9 +4,17 @@
 use tokio::sync::broadcast;
 
 use crate::manifests::ApiVersions;
-use crate::sessions::SessionEvent;
 use tether_agent_config::AgentName;
 use tether_api::ConnectionView;
+
+/// Something a page showing agents would redraw for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionEvent {
+    Opened(AgentName),
+    Closed(AgentName),
+    /// A sync report arrived.
+    Reported(AgentName),
+}
 
 /// Who is connected here, and to what cluster: for the API and the web UI.
 pub trait LiveAgents: Send + Sync {
