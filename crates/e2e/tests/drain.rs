@@ -86,10 +86,13 @@ fn a_stopping_kas_ends_a_watch_in_flight_cleanly() {
 }
 
 /// SIGTERM while kas is busy with every kind of long task: a git poller, a
-/// session streaming manifests, a watch through the proxy, a commit status
-/// and a notice each waiting behind a held request to a slow host. Each
-/// ends or hands over within the drain: the watch ends cleanly, and what
-/// was queued when the signal came reaches its host before kas exits.
+/// session streaming manifests, a kustomization rendering, a webhook's
+/// refresh, a watch through the proxy, a commit status and a notice each
+/// waiting behind a held request to a slow host. Each ends or hands over
+/// within the drain: the watch ends cleanly, what was queued when the
+/// signal came reaches its host, and kas exits 0. (A watch routed through
+/// another replica is ended at each drain by `replicas.rs`'s rolling
+/// restart under load.)
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_while_busy_ends_or_hands_over_every_task_and_loses_nothing_queued() {
     let cluster = tether_testenv::shared();
@@ -120,7 +123,7 @@ fn busy_drain(ns: &str) {
     let repo = setup.dir.path().join("repo");
     support::new_repo(&repo);
     let config = format!(
-        "gitops:\n  manifest_projects:\n  - id: team/config\n    default_namespace: {ns}\n    paths: [{{glob: 'manifests/*.yaml'}}]\n\
+        "gitops:\n  manifest_projects:\n  - id: team/config\n    default_namespace: {ns}\n    paths: [{{glob: 'manifests/*.yaml'}}]\n    kustomizations:\n    - path: deploy\n\
          user_access:\n  projects:\n  - id: team/config\n\
          notifications:\n- provider: generic\n  url_secret: team/audit\n  events: [sync_succeeded]\n"
     );
@@ -134,6 +137,7 @@ fn busy_drain(ns: &str) {
                     "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: drained}\ndata: {a: '1'}\n",
                 ),
             ),
+            ("deploy/kustomization.yaml", Some(&kustomization("1"))),
         ],
     );
     let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
@@ -187,6 +191,22 @@ fn busy_drain(ns: &str) {
     let posted_before = statuses_host.requests().len();
     assert_eq!(posted_before, 1, "the status host answers nothing yet");
 
+    // A new commit to render, and a push webhook that refreshes the
+    // project: both under way as the signal comes.
+    let created: serde_json::Value = serde_json::from_str(
+        &setup
+            .cli(&["project", "webhook", "create", "team/config", "-o", "json"])
+            .expect("webhook secret"),
+    )
+    .expect("JSON");
+    let secret = created["secret"].as_str().expect("secret").to_owned();
+    support::commit(
+        &repo,
+        &[("deploy/kustomization.yaml", Some(&kustomization("2")))],
+    );
+    let refreshing = deliver_push(&setup.api, &secret);
+    assert_eq!(refreshing, 202, "the webhook's refresh was started");
+
     // SAFETY: kill(2) on our own child, which has not been reaped.
     unsafe { libc::kill(setup.kas.child.id() as libc::pid_t, libc::SIGTERM) };
     // The hosts answer again a moment into the drain.
@@ -239,4 +259,38 @@ fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process:
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A kustomization generating one ConfigMap whose value is `value`.
+fn kustomization(value: &str) -> String {
+    format!(
+        "configMapGenerator:\n- name: rendered\n  literals: [value={value}]\ngeneratorOptions: {{disableNameSuffixHash: true}}\n"
+    )
+}
+
+/// A signed generic push delivery for `team/config`: the status code.
+fn deliver_push(api: &str, secret: &str) -> u16 {
+    use std::io::{Read, Write};
+    let body = r#"{"ref": "refs/heads/main"}"#;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let signature: String = ring::hmac::sign(&key, body.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut stream =
+        std::net::TcpStream::connect(api.trim_start_matches("http://")).expect("the API");
+    write!(
+        stream,
+        "POST /api/v1/projects/team%2Fconfig/hooks/generic HTTP/1.1\r\nhost: kas\r\ncontent-type: application/json\r\nx-tether-signature: sha256={signature}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("sent");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
 }
