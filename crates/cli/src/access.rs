@@ -5,9 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
-use serde_json::{Value, json};
 
-use super::{NewTokenArgs, Printed, printed, table};
+use super::{NewTokenArgs, Printed, printed, said, table};
 use crate::client::{ApiClient, segment};
 use tether_api as api;
 
@@ -104,7 +103,7 @@ pub async fn user(client: &ApiClient, command: UserCommand) -> anyhow::Result<Pr
         }
         UserCommand::List => {
             let list: Vec<api::UserView> = client.get_as("/api/v1/users").await?;
-            let text = table(&with_joined(&list)?, &["name", "memberships", "created_at"]);
+            let text = table(&with_joined(&list), &["name", "memberships", "created_at"])?;
             printed(&list, text)
         }
         UserCommand::Show { name } => {
@@ -112,9 +111,9 @@ pub async fn user(client: &ApiClient, command: UserCommand) -> anyhow::Result<Pr
                 .get_as(&format!("/api/v1/users/{}", segment(&name)))
                 .await?;
             let text = table(
-                &with_joined(std::slice::from_ref(&u))?,
+                &with_joined(std::slice::from_ref(&u)),
                 &["name", "memberships", "created_at"],
-            );
+            )?;
             printed(&u, text)
         }
         UserCommand::SetMemberships { name, member_of } => {
@@ -133,7 +132,7 @@ pub async fn user(client: &ApiClient, command: UserCommand) -> anyhow::Result<Pr
             client
                 .delete(&format!("/api/v1/users/{}", segment(&name)))
                 .await?;
-            Ok((Value::Null, format!("user {name} deleted\n")))
+            Ok(said(format!("user {name} deleted\n")))
         }
         UserCommand::Token(UserTokenCommand::Create { user, token }) => {
             let path = format!("/api/v1/users/{}/tokens", segment(&user));
@@ -236,7 +235,7 @@ fn created(t: &api::CreatedAccessToken, owner: &str) -> anyhow::Result<Printed> 
 
 fn listed(list: &[api::AccessTokenView]) -> anyhow::Result<Printed> {
     let text = table(
-        &serde_json::to_value(list)?,
+        list,
         &[
             "id",
             "name",
@@ -245,7 +244,7 @@ fn listed(list: &[api::AccessTokenView]) -> anyhow::Result<Printed> {
             "expires_at",
             "revoked_at",
         ],
-    );
+    )?;
     printed(&list, text)
 }
 
@@ -258,11 +257,21 @@ fn revoked(t: &api::AccessTokenView, owner: &str) -> anyhow::Result<Printed> {
     printed(t, text)
 }
 
-/// The users as table rows, memberships as one comma-separated column.
-fn with_joined(users: &[api::UserView]) -> anyhow::Result<Value> {
-    let mut rows = serde_json::to_value(users)?;
-    for (row, user) in rows.as_array_mut().into_iter().flatten().zip(users) {
-        row["memberships"] = json!(user.memberships.join(","));
-    }
-    Ok(rows)
+/// A user as a table row: memberships as one comma-separated column.
+#[derive(serde::Serialize)]
+struct UserRow<'a> {
+    name: &'a str,
+    memberships: String,
+    created_at: &'a str,
+}
+
+fn with_joined(users: &[api::UserView]) -> Vec<UserRow<'_>> {
+    users
+        .iter()
+        .map(|user| UserRow {
+            name: &user.name,
+            memberships: user.memberships.join(","),
+            created_at: &user.created_at,
+        })
+        .collect()
 }

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Deserialize;
-use serde_json::{Value, json};
 use tether_credentials::{Token, TokenKind};
 
 use crate::client::{ApiClient, segment};
@@ -314,7 +313,7 @@ pub enum NotificationSecretCommand {
 /// Runs one client command and prints its result on stdout.
 pub async fn run(connection: &Connection, command: Command) -> anyhow::Result<()> {
     let client = connect(connection)?;
-    let (result, text) = match command {
+    let printed = match command {
         Command::Project(c) => project(&client, c).await?,
         Command::Agent(c) => agent(&client, c).await?,
         Command::Token(c) => token(&client, c).await?,
@@ -324,18 +323,20 @@ pub async fn run(connection: &Connection, command: Command) -> anyhow::Result<()
             notification_secret(&client, c).await?
         }
         Command::Admin(AdminCommand::RotateToken) => {
-            let rotated: Value = client.post_as("/api/v1/admin/token", &json!({})).await?;
-            let token = rotated["token"].as_str().unwrap_or_default().to_owned();
+            let rotated: Rotated = client
+                .post_as("/api/v1/admin/token", &serde_json::Map::new())
+                .await?;
             let text = format!(
-                "new admin token (shown once; the old one and every admin web UI session have ended):\n{token}\n"
+                "new admin token (shown once; the old one and every admin web UI session have ended):\n{}\n",
+                rotated.token
             );
-            (rotated, text)
+            printed(&rotated, text)?
         }
     };
-    match connection.output {
-        Output::Json if !result.is_null() => println!("{}", serde_json::to_string_pretty(&result)?),
-        Output::Json => {}
-        Output::Text => print!("{text}"),
+    match (connection.output, printed.json) {
+        (Output::Json, Some(json)) => println!("{json}"),
+        (Output::Json, None) => {}
+        (Output::Text, _) => print!("{}", printed.text),
     }
     Ok(())
 }
@@ -400,14 +401,34 @@ fn load_config(explicit: Option<&Path>) -> anyhow::Result<CliConfig> {
     }
 }
 
-type Printed = (Value, String);
+/// What a command prints: its typed answer as JSON for `-o json`, text
+/// for people otherwise.
+#[derive(Debug)]
+pub(crate) struct Printed {
+    json: Option<String>,
+    text: String,
+}
 
-/// What a command prints: `value` for `-o json`, `text` otherwise.
+/// The answer `value`, and `text` for people.
 pub(crate) fn printed<T: serde::Serialize + ?Sized>(
     value: &T,
     text: String,
 ) -> anyhow::Result<Printed> {
-    Ok((serde_json::to_value(value)?, text))
+    Ok(Printed {
+        json: Some(serde_json::to_string_pretty(value)?),
+        text,
+    })
+}
+
+/// A command with no answer but what it says (`-o json` prints nothing).
+pub(crate) fn said(text: String) -> Printed {
+    Printed { json: None, text }
+}
+
+/// The answer kas gives to an admin token's rotation.
+#[derive(Debug, serde::Deserialize, serde::Serialize)]
+struct Rotated {
+    token: String,
 }
 
 async fn project(client: &ApiClient, command: ProjectCommand) -> anyhow::Result<Printed> {
@@ -430,7 +451,7 @@ async fn project(client: &ApiClient, command: ProjectCommand) -> anyhow::Result<
         }
         ProjectCommand::List => {
             let list: Vec<api::ProjectView> = client.get_as("/api/v1/projects").await?;
-            let text = table(&serde_json::to_value(&list)?, &["id", "url", "created_at"]);
+            let text = table(&list, &["id", "url", "created_at"])?;
             printed(&list, text)
         }
         ProjectCommand::Show { id } => {
@@ -438,7 +459,7 @@ async fn project(client: &ApiClient, command: ProjectCommand) -> anyhow::Result<
                 .get_as(&format!("/api/v1/projects/{}", segment(&id)))
                 .await?;
             let text = table(
-                &serde_json::to_value([&p])?,
+                &[&p],
                 &[
                     "id",
                     "url",
@@ -447,7 +468,7 @@ async fn project(client: &ApiClient, command: ProjectCommand) -> anyhow::Result<
                     "allow_remote_bases",
                     "created_at",
                 ],
-            );
+            )?;
             printed(&p, text)
         }
         ProjectCommand::Set {
@@ -475,7 +496,7 @@ async fn project(client: &ApiClient, command: ProjectCommand) -> anyhow::Result<
             let r: api::Refreshed = client
                 .post_as(
                     &format!("/api/v1/projects/{}/refresh", segment(&id)),
-                    &json!({}),
+                    &serde_json::Map::new(),
                 )
                 .await?;
             let text = format!("project {id} is at commit {}\n", r.commit);
@@ -502,26 +523,22 @@ async fn project(client: &ApiClient, command: ProjectCommand) -> anyhow::Result<
                     segment(&agent)
                 ))
                 .await?;
-            Ok((
-                Value::Null,
-                format!("agent {agent} may no longer sync manifests from project {id}\n"),
-            ))
+            Ok(said(format!(
+                "agent {agent} may no longer sync manifests from project {id}\n"
+            )))
         }
         ProjectCommand::Grants { id } => {
             let list: Vec<api::GrantView> = client
                 .get_as(&format!("/api/v1/projects/{}/grants", segment(&id)))
                 .await?;
-            let text = table(
-                &serde_json::to_value(&list)?,
-                &["project", "agent", "created_at"],
-            );
+            let text = table(&list, &["project", "agent", "created_at"])?;
             printed(&list, text)
         }
         ProjectCommand::Webhook(WebhookCommand::Create { id }) => {
             let created: api::WebhookCreated = client
                 .post_as(
                     &format!("/api/v1/projects/{}/webhook", segment(&id)),
-                    &json!({}),
+                    &serde_json::Map::new(),
                 )
                 .await?;
             let mut text = format!(
@@ -564,34 +581,32 @@ async fn project(client: &ApiClient, command: ProjectCommand) -> anyhow::Result<
                 .get_as(&format!("/api/v1/projects/{}/statuses", segment(&id)))
                 .await?;
             let text = table(
-                &serde_json::to_value([&target])?,
+                &[&target],
                 &["project", "provider", "api_url", "repository", "created_at"],
-            );
+            )?;
             printed(&target, text)
         }
         ProjectCommand::Statuses(StatusesCommand::Delete { id }) => {
             client
                 .delete(&format!("/api/v1/projects/{}/statuses", segment(&id)))
                 .await?;
-            Ok((
-                Value::Null,
-                format!("project {id} posts no commit statuses any more\n"),
-            ))
+            Ok(said(format!(
+                "project {id} posts no commit statuses any more\n"
+            )))
         }
         ProjectCommand::Webhook(WebhookCommand::Delete { id }) => {
             client
                 .delete(&format!("/api/v1/projects/{}/webhook", segment(&id)))
                 .await?;
-            Ok((
-                Value::Null,
-                format!("project {id} takes no webhook deliveries any more\n"),
-            ))
+            Ok(said(format!(
+                "project {id} takes no webhook deliveries any more\n"
+            )))
         }
         ProjectCommand::Delete { id } => {
             client
                 .delete(&format!("/api/v1/projects/{}", segment(&id)))
                 .await?;
-            Ok((Value::Null, format!("project {id} deleted\n")))
+            Ok(said(format!("project {id} deleted\n")))
         }
     }
 }
@@ -613,9 +628,9 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
         AgentCommand::List => {
             let list: Vec<api::AgentView> = client.get_as("/api/v1/agents").await?;
             let text = table(
-                &with_connected(&list)?,
+                &with_connected(&list),
                 &["name", "config_project", "connected", "created_at"],
-            );
+            )?;
             printed(&list, text)
         }
         AgentCommand::Show { name } => {
@@ -623,7 +638,7 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
                 .get_as(&format!("/api/v1/agents/{}", segment(&name)))
                 .await?;
             let mut text = table(
-                &with_connected(std::slice::from_ref(&a))?,
+                &with_connected(std::slice::from_ref(&a)),
                 &[
                     "name",
                     "config_project",
@@ -631,9 +646,9 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
                     "connected",
                     "tunnels",
                 ],
-            );
+            )?;
             text.push_str(&table(
-                &serde_json::to_value(&a.connections)?,
+                &a.connections,
                 &[
                     "pod_namespace",
                     "pod_name",
@@ -643,7 +658,7 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
                     "connected_at",
                     "last_seen",
                 ],
-            ));
+            )?);
             if let Some(error) = &a.config.error {
                 text.push_str(&format!(
                     "config error: {} line {}: {}\n",
@@ -659,7 +674,7 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
                 .get_as(&format!("/api/v1/agents/{}/gitops", segment(&name)))
                 .await?;
             let mut text = table(
-                &serde_json::to_value(&syncs)?,
+                &syncs,
                 &[
                     "project",
                     "commit",
@@ -671,7 +686,7 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
                     "duration_ms",
                     "error",
                 ],
-            );
+            )?;
             for sync in &syncs {
                 if !sync.waiting.is_empty() {
                     text.push_str(&format!(
@@ -681,15 +696,15 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
                         sync.phase_since.as_deref().unwrap_or("-")
                     ));
                     text.push_str(&table(
-                        &serde_json::to_value(&sync.waiting)?,
+                        &sync.waiting,
                         &["kind", "namespace", "name", "health", "message"],
-                    ));
+                    )?);
                 }
                 text.push_str(&format!("\n{}:\n", sync.project));
                 text.push_str(&table(
-                    &serde_json::to_value(&sync.objects)?,
+                    &sync.objects,
                     &["kind", "namespace", "name", "action", "health", "message"],
-                ));
+                )?);
             }
             printed(&syncs, text)
         }
@@ -715,7 +730,7 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
                 ))
                 .await?;
             let text = table(
-                &serde_json::to_value(&syncs)?,
+                &syncs,
                 &[
                     "commit",
                     "state",
@@ -727,7 +742,7 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
                     "reported_at",
                     "error",
                 ],
-            );
+            )?;
             printed(&syncs, text)
         }
         AgentCommand::Plan {
@@ -748,7 +763,7 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
             client
                 .delete(&format!("/api/v1/agents/{}", segment(&name)))
                 .await?;
-            Ok((Value::Null, format!("agent {name} deleted\n")))
+            Ok(said(format!("agent {name} deleted\n")))
         }
     }
 }
@@ -774,9 +789,9 @@ async fn token(client: &ApiClient, command: TokenCommand) -> anyhow::Result<Prin
                 .get_as(&format!("/api/v1/agents/{}/tokens", segment(&agent)))
                 .await?;
             let text = table(
-                &serde_json::to_value(&list)?,
+                &list,
                 &["id", "name", "created_at", "expires_at", "revoked_at"],
-            );
+            )?;
             printed(&list, text)
         }
         TokenCommand::Revoke { agent, id } => {
@@ -792,37 +807,43 @@ async fn token(client: &ApiClient, command: TokenCommand) -> anyhow::Result<Prin
     }
 }
 
-/// The agents as table rows, with a `connected` column: how many pods of
-/// each are connected.
-fn with_connected(agents: &[api::AgentView]) -> anyhow::Result<Value> {
-    let mut rows = serde_json::to_value(agents)?;
-    if let Some(list) = rows.as_array_mut() {
-        for (row, agent) in list.iter_mut().zip(agents) {
-            row["connected"] = json!(agent.connections.len());
-        }
-    }
-    Ok(rows)
+/// An agent as a table row: with how many of its pods are connected.
+#[derive(serde::Serialize)]
+struct AgentRow<'a> {
+    #[serde(flatten)]
+    agent: &'a api::AgentView,
+    connected: usize,
 }
 
-fn str(v: &Value) -> String {
+fn with_connected(agents: &[api::AgentView]) -> Vec<AgentRow<'_>> {
+    agents
+        .iter()
+        .map(|agent| AgentRow {
+            agent,
+            connected: agent.connections.len(),
+        })
+        .collect()
+}
+
+/// One cell: text as it is, `-` for nothing, anything else as JSON.
+fn cell(v: &serde_json::Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
         other => other.to_string(),
     }
 }
 
-/// Aligned columns with a header, one row per array item.
-fn table(list: &Value, columns: &[&str]) -> String {
-    let rows: Vec<Vec<String>> = list
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|item| columns.iter().map(|c| str(&item[*c])).collect())
-                .collect()
+/// Aligned columns with a header, one row per typed answer: `columns`
+/// are the answer's field names.
+fn table<T: serde::Serialize>(rows: &[T], columns: &[&str]) -> anyhow::Result<String> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            let fields = serde_json::to_value(row)?;
+            Ok(columns.iter().map(|c| cell(&fields[*c])).collect())
         })
-        .unwrap_or_default();
+        .collect::<anyhow::Result<_>>()?;
     let widths: Vec<usize> = columns
         .iter()
         .enumerate()
@@ -846,7 +867,7 @@ fn table(list: &Value, columns: &[&str]) -> String {
     for row in rows {
         out.push_str(&line(row));
     }
-    out
+    Ok(out)
 }
 
 async fn notification_secret(
@@ -880,14 +901,14 @@ async fn notification_secret(
         NotificationSecretCommand::List => {
             let list: Vec<api::NotificationSecretView> =
                 client.get_as("/api/v1/notification-secrets").await?;
-            let text = table(&serde_json::to_value(&list)?, &["name", "created_at"]);
+            let text = table(&list, &["name", "created_at"])?;
             printed(&list, text)
         }
         NotificationSecretCommand::Delete { name } => {
             client
                 .delete(&format!("/api/v1/notification-secrets/{}", segment(&name)))
                 .await?;
-            Ok((Value::Null, format!("notification secret {name} deleted\n")))
+            Ok(said(format!("notification secret {name} deleted\n")))
         }
     }
 }
@@ -953,9 +974,23 @@ mod tests {
 
     #[test]
     fn tables_align_their_columns() {
-        let list = json!([{ "id": "a/b", "url": "/x" }, { "id": "long/project-id", "url": null }]);
+        #[derive(serde::Serialize)]
+        struct Row {
+            id: &'static str,
+            url: Option<&'static str>,
+        }
+        let list = [
+            Row {
+                id: "a/b",
+                url: Some("/x"),
+            },
+            Row {
+                id: "long/project-id",
+                url: None,
+            },
+        ];
         assert_eq!(
-            table(&list, &["id", "url"]),
+            table(&list, &["id", "url"]).expect("a table"),
             "ID               URL\na/b              /x\nlong/project-id  -\n"
         );
     }
