@@ -6,12 +6,29 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serializer};
 
+/// Why a text is not a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("empty duration")]
+    Empty,
+    #[error("duration {0:?} lacks a unit (e.g. 10s, 5m, 1h)")]
+    NoUnit(String),
+    #[error("duration {0:?} is not a number followed by a unit")]
+    NotANumber(String),
+    #[error("duration {0:?} has an invalid number")]
+    BadNumber(String),
+    #[error("duration {text:?} has unknown unit {unit:?}")]
+    UnknownUnit { text: String, unit: String },
+    #[error("duration {0:?} is out of range")]
+    OutOfRange(String),
+}
+
 /// Parses a Go duration string. Negative durations are refused: no timeout in
 /// the schema can be negative.
-pub fn parse(text: &str) -> Result<Duration, String> {
+pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let s = text.trim();
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err(DurationError::Empty);
     }
     if s == "0" {
         return Ok(Duration::ZERO);
@@ -21,15 +38,13 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let number_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("duration {text:?} lacks a unit (e.g. 10s, 5m, 1h)"))?;
+            .ok_or_else(|| DurationError::NoUnit(text.to_owned()))?;
         if number_len == 0 {
-            return Err(format!(
-                "duration {text:?} is not a number followed by a unit"
-            ));
+            return Err(DurationError::NotANumber(text.to_owned()));
         }
         let value: f64 = rest[..number_len]
             .parse()
-            .map_err(|_| format!("duration {text:?} has an invalid number"))?;
+            .map_err(|_| DurationError::BadNumber(text.to_owned()))?;
         rest = &rest[number_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
@@ -41,12 +56,17 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            unit => return Err(format!("duration {text:?} has unknown unit {unit:?}")),
+            unit => {
+                return Err(DurationError::UnknownUnit {
+                    text: text.to_owned(),
+                    unit: unit.to_owned(),
+                });
+            }
         };
         rest = &rest[unit_len..];
         total += value * seconds_per_unit;
     }
-    Duration::try_from_secs_f64(total).map_err(|_| format!("duration {text:?} is out of range"))
+    Duration::try_from_secs_f64(total).map_err(|_| DurationError::OutOfRange(text.to_owned()))
 }
 
 /// Formats as whole or fractional seconds (`3600s`), the protobuf JSON form.

@@ -23,7 +23,7 @@ mod renders;
 mod schema;
 mod validate;
 
-pub use duration::parse as parse_duration;
+pub use duration::{DurationError, parse as parse_duration};
 pub use error::{ConfigError, Problem, Warning};
 pub use names::{
     AgentName, AgentNameError, ChartSegmentError, MAX_CHART_SEGMENT_LEN, ProjectId, ProjectIdError,

@@ -361,7 +361,7 @@ impl Settings {
         };
         match tether_render::egress::Egress::parse(&egress_allow) {
             Ok(egress) => render.egress = egress,
-            Err(e) => problems.push(e),
+            Err(e) => problems.push(e.to_string()),
         }
         render.concurrency = render_concurrency;
         if tunnel_wait > MAX_TUNNEL_WAIT {

@@ -44,31 +44,39 @@ pub enum Refused {
     Unavailable,
 }
 
+/// Why an `Authorization` header holds no credential the proxy reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unreadable {
+    #[error("no credentials: send Authorization: Bearer ci:<agent>:<token> or pat:<agent>:<token>")]
+    Missing,
+    #[error("the Authorization header is not Bearer")]
+    NotBearer,
+    #[error("the bearer token is not <kind>:<agent>:<token> (kind ci or pat)")]
+    Shape,
+    #[error("unknown credential kind {0:?}: use ci or pat")]
+    Kind(String),
+}
+
 impl Credential {
     /// Reads an `Authorization` header value.
-    pub fn from_header(value: Option<&str>) -> Result<Self, String> {
-        let value = value.ok_or(
-            "no credentials: send Authorization: Bearer ci:<agent>:<token> or pat:<agent>:<token>",
-        )?;
-        let (scheme, rest) = value
-            .trim()
-            .split_once(' ')
-            .ok_or("the Authorization header is not Bearer")?;
+    pub fn from_header(value: Option<&str>) -> Result<Self, Unreadable> {
+        let value = value.ok_or(Unreadable::Missing)?;
+        let (scheme, rest) = value.trim().split_once(' ').ok_or(Unreadable::NotBearer)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err("the Authorization header is not Bearer".into());
+            return Err(Unreadable::NotBearer);
         }
         let mut parts = rest.trim().splitn(3, ':');
         let (Some(kind), Some(agent), Some(secret)) = (parts.next(), parts.next(), parts.next())
         else {
-            return Err("the bearer token is not <kind>:<agent>:<token> (kind ci or pat)".into());
+            return Err(Unreadable::Shape);
         };
         let kind = match kind {
             "ci" => Kind::Ci,
             "pat" => Kind::Pat,
-            other => return Err(format!("unknown credential kind {other:?}: use ci or pat")),
+            other => return Err(Unreadable::Kind(other.to_owned())),
         };
         if agent.is_empty() || secret.is_empty() {
-            return Err("the bearer token is not <kind>:<agent>:<token> (kind ci or pat)".into());
+            return Err(Unreadable::Shape);
         }
         Ok(Credential {
             kind,

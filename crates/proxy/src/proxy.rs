@@ -273,8 +273,12 @@ impl Proxy {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let credential = Credential::from_header(header)
-            .map_err(|reason| (Rejection::new(StatusCode::UNAUTHORIZED, reason), None))?;
+        let credential = Credential::from_header(header).map_err(|reason| {
+            (
+                Rejection::new(StatusCode::UNAUTHORIZED, reason.to_string()),
+                None,
+            )
+        })?;
         let key = admissions::key(header.unwrap_or_default());
         let config = self.access_config(&credential.agent).await;
         let remembered = config.as_ref().and_then(|c| self.admissions.get(&key, c));

@@ -65,20 +65,34 @@ impl fmt::Display for Refusal {
     }
 }
 
+/// Why an `--egress-allow` entry is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryRefused {
+    #[error("--egress-allow {0:?}: not a CIDR range")]
+    NotCidr(String),
+    #[error("--egress-allow {entry:?}: the prefix must be 0 to {max}")]
+    Prefix { entry: String, max: u8 },
+    #[error("--egress-allow {0:?}: neither a CIDR range, an address nor a host name")]
+    Neither(String),
+}
+
 impl Egress {
     /// `--egress-allow` entries: `CIDR` (`10.20.0.0/16`, `fd00::/8`), an
     /// address, or a host name matched exactly.
-    pub fn parse(entries: &[String]) -> Result<Self, String> {
+    pub fn parse(entries: &[String]) -> Result<Self, EntryRefused> {
         let mut allowed = Vec::new();
         for entry in entries {
             let entry = entry.trim();
             if let Some((network, prefix)) = entry.split_once('/') {
                 let network: IpAddr = network
                     .parse()
-                    .map_err(|_| format!("--egress-allow {entry:?}: not a CIDR range"))?;
+                    .map_err(|_| EntryRefused::NotCidr(entry.to_owned()))?;
                 let max = if network.is_ipv4() { 32 } else { 128 };
                 let prefix: u8 = prefix.parse().ok().filter(|p| *p <= max).ok_or_else(|| {
-                    format!("--egress-allow {entry:?}: the prefix must be 0 to {max}")
+                    EntryRefused::Prefix {
+                        entry: entry.to_owned(),
+                        max,
+                    }
                 })?;
                 allowed.push(Allowed::Range { network, prefix });
             } else if let Ok(address) = entry.parse::<IpAddr>() {
@@ -94,9 +108,7 @@ impl Egress {
             {
                 allowed.push(Allowed::Host(entry.to_ascii_lowercase()));
             } else {
-                return Err(format!(
-                    "--egress-allow {entry:?}: neither a CIDR range, an address nor a host name"
-                ));
+                return Err(EntryRefused::Neither(entry.to_owned()));
             }
         }
         Ok(Egress {

@@ -16,10 +16,15 @@ pub fn to_rfc3339(t: UnixTime) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
-pub fn from_rfc3339(text: &str) -> Result<UnixTime, String> {
+/// A text that is not an RFC 3339 time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an RFC 3339 time such as 2027-01-31T12:00:00Z")]
+pub struct NotATime(pub String);
+
+pub fn from_rfc3339(text: &str) -> Result<UnixTime, NotATime> {
     OffsetDateTime::parse(text, &Rfc3339)
         .map(OffsetDateTime::unix_timestamp)
-        .map_err(|_| format!("{text:?} is not an RFC 3339 time such as 2027-01-31T12:00:00Z"))
+        .map_err(|_| NotATime(text.to_owned()))
 }
 
 #[cfg(test)]

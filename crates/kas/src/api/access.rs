@@ -266,8 +266,8 @@ pub async fn kubeconfig(
         "ci"
     };
     let bearer = format!("{form}:{agent}:{secret}");
-    let credential =
-        Credential::from_header(Some(&format!("Bearer {bearer}"))).map_err(ApiError::Invalid)?;
+    let credential = Credential::from_header(Some(&format!("Bearer {bearer}")))
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
     let (_, grant) =
         state
             .proxy

@@ -116,5 +116,5 @@ pub(crate) async fn revoke_token(
 pub(super) fn parse_expiry(text: Option<&str>) -> Result<Option<UnixTime>, ApiError> {
     text.map(from_rfc3339)
         .transpose()
-        .map_err(ApiError::Invalid)
+        .map_err(|e| ApiError::Invalid(e.to_string()))
 }
