@@ -190,6 +190,12 @@ def markdown_links(path: Path) -> list[str]:
     return links
 
 
+def split_target(target: str) -> tuple[str, str]:
+    """A link's file (without its query) and fragment, percent-decoded."""
+    file_part, _, frag = target.partition("#")
+    return urllib.parse.unquote(file_part.split("?", 1)[0]), urllib.parse.unquote(frag)
+
+
 def check_markdown(path: Path, report: Report) -> None:
     for raw in markdown_links(path):
         target = raw.strip()
@@ -198,9 +204,7 @@ def check_markdown(path: Path, report: Report) -> None:
         if not target or is_external(target):
             continue
         report.checked += 1
-        file_part, _, frag = target.partition("#")
-        file_part = urllib.parse.unquote(file_part.split("?", 1)[0])
-        frag = urllib.parse.unquote(frag)
+        file_part, frag = split_target(target)
         if file_part:
             if file_part.startswith("/"):
                 report.fail(path, raw, "an absolute path: write it relative to the file")
@@ -285,9 +289,7 @@ def check_html(path: Path, root: Path, report: Report) -> None:
         if not target or is_external(target) or target.startswith(("javascript:", "data:")):
             continue
         report.checked += 1
-        file_part, _, frag = target.partition("#")
-        file_part = urllib.parse.unquote(file_part.split("?", 1)[0])
-        frag = urllib.parse.unquote(frag)
+        file_part, frag = split_target(target)
         if file_part:
             if file_part.startswith("/"):
                 dest = (root / file_part.lstrip("/")).resolve()

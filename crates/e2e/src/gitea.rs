@@ -102,25 +102,12 @@ impl Pipeline {
     /// Makes kas post commit statuses to Gitea with a token of its own.
     pub fn post_statuses(&self, host: &GitHost) {
         let token = host.create_token("kas-statuses").expect("token");
-        let file = self.setup.dir.path().join("gitea-token");
-        std::fs::write(&file, token).expect("token file");
-        let api_url = format!("{}/api/v1", host.url());
-        self.setup
-            .cli(&[
-                "project",
-                "statuses",
-                "set",
-                "team/config",
-                "--provider",
-                "gitea",
-                "--api-url",
-                &api_url,
-                "--repository",
-                &format!("{}/{REPO}", tether_testenv::gitea::USER),
-                "--token-file",
-                file.to_str().expect("utf-8"),
-            ])
-            .expect("status target");
+        self.setup.set_status_target(
+            "gitea",
+            &format!("{}/api/v1", host.url()),
+            &format!("{}/{REPO}", tether_testenv::gitea::USER),
+            &token,
+        );
     }
 
     /// The commit statuses Gitea holds for `commit`: (context, state).

@@ -164,6 +164,33 @@ pub fn probe(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
     http_get(addr, path).map(|(status, _)| status)
 }
 
+/// One HTTP/1.1 POST of `body` with `headers` on `stream` (its
+/// `Connection: close`): the status code, 0 when none came.
+pub fn post_raw(
+    mut stream: std::net::TcpStream,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> u16 {
+    use std::io::{Read, Write};
+    let mut request = format!("POST {path} HTTP/1.1\r\nhost: kas\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    stream.write_all(request.as_bytes()).expect("sent");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A plain HTTP/1.0 GET: status and body.
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
@@ -384,6 +411,56 @@ impl Setup {
             return 0.0;
         };
         metric_sum(&text, name)
+    }
+
+    /// `kas project statuses set team/config`: the project's commit
+    /// statuses go to `api_url` as `provider`'s API for `repository`, with
+    /// `token`.
+    pub fn set_status_target(&self, provider: &str, api_url: &str, repository: &str, token: &str) {
+        let file = self.dir.path().join(format!("status-token-{provider}"));
+        std::fs::write(&file, token).expect("token file");
+        self.cli(&[
+            "project",
+            "statuses",
+            "set",
+            "team/config",
+            "--provider",
+            provider,
+            "--api-url",
+            api_url,
+            "--repository",
+            repository,
+            "--token-file",
+            file.to_str().expect("utf-8"),
+        ])
+        .expect("status target");
+    }
+
+    /// `kas notifications secret set NAME`: a destination's URL, and the key
+    /// its payloads are signed with if any.
+    pub fn set_notification_secret(&self, name: &str, url: &str, signing_key: Option<&str>) {
+        let file_of = |what: &str, text: &str| {
+            let file = self
+                .dir
+                .path()
+                .join(format!("{}-{what}", name.replace('/', "-")));
+            std::fs::write(&file, text).expect("secret file");
+            file.to_str().expect("utf-8").to_owned()
+        };
+        let url_file = file_of("url", url);
+        let mut args = vec![
+            "notifications".to_owned(),
+            "secret".into(),
+            "set".into(),
+            name.into(),
+            "--url-file".into(),
+            url_file,
+        ];
+        if let Some(key) = signing_key {
+            args.extend(["--signing-key-file".into(), file_of("key", key)]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.cli(&args).expect("notification secret");
     }
 
     pub fn cli(&self, args: &[&str]) -> Option<String> {

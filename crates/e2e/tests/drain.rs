@@ -51,23 +51,7 @@ fn a_stopping_kas_ends_a_watch_in_flight_cleanly() {
     let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
     let _agentk = setup.agentk(&token);
     setup.wait_for_tunnels();
-    let (_, kubeconfig) = support::user_with_kubeconfig(&setup, "alice");
-    let proxied_before = setup.metric("tether_kas_proxy_requests_total");
-    let watch = support::kubectl(&kubeconfig)
-        .args([
-            "get",
-            "--raw",
-            "/k8s-proxy/api/v1/namespaces?watch=1&timeoutSeconds=3",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    // A proxied request is counted once its response has started: the
-    // watch is open.
-    wait("the watch to be proxied", Duration::from_secs(10), || {
-        setup.metric("tether_kas_proxy_requests_total") > proxied_before
-    });
+    let watch = open_watch(&setup, 3);
     let took = setup.terminate_kas(Duration::from_secs(15));
     let out = watch.wait_with_output().expect("kubectl ends");
     assert!(
@@ -108,18 +92,7 @@ fn busy_drain(ns: &str) {
     let notices_host = support::receiver::Receiver::held();
     let mut setup = Setup::start_with(&["--poll-interval", "1s"]);
     setup.pod_namespace = ns.to_owned();
-    let url_file = setup.dir.path().join("url");
-    std::fs::write(&url_file, format!("{}/hook", notices_host.url)).expect("url file");
-    setup
-        .cli(&[
-            "notifications",
-            "secret",
-            "set",
-            "team/audit",
-            "--url-file",
-            url_file.to_str().expect("utf-8"),
-        ])
-        .expect("notification secret");
+    setup.set_notification_secret("team/audit", &format!("{}/hook", notices_host.url), None);
     let repo = setup.dir.path().join("repo");
     support::new_repo(&repo);
     let config = format!(
@@ -141,24 +114,7 @@ fn busy_drain(ns: &str) {
         ],
     );
     let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
-    let token_file = setup.dir.path().join("status-token");
-    std::fs::write(&token_file, "t0ken").expect("token file");
-    setup
-        .cli(&[
-            "project",
-            "statuses",
-            "set",
-            "team/config",
-            "--provider",
-            "github",
-            "--api-url",
-            &statuses_host.url,
-            "--repository",
-            "team/config",
-            "--token-file",
-            token_file.to_str().expect("utf-8"),
-        ])
-        .expect("status target");
+    setup.set_status_target("github", &statuses_host.url, "team/config", "t0ken");
     let _agentk = setup.agentk(&token);
     wait("the commit synced", Duration::from_secs(90), || {
         setup
@@ -166,21 +122,7 @@ fn busy_drain(ns: &str) {
             .is_some_and(|s| s["state"] == "synced")
     });
     setup.wait_for_tunnels();
-    let (_, kubeconfig) = support::user_with_kubeconfig(&setup, "alice");
-    let proxied_before = setup.metric("tether_kas_proxy_requests_total");
-    let watch = support::kubectl(&kubeconfig)
-        .args([
-            "get",
-            "--raw",
-            "/k8s-proxy/api/v1/namespaces?watch=1&timeoutSeconds=60",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    wait("the watch to be proxied", Duration::from_secs(10), || {
-        setup.metric("tether_kas_proxy_requests_total") > proxied_before
-    });
+    let watch = open_watch(&setup, 60);
     // The first status (pending) and the notice are held at their hosts:
     // what came after them is queued in kas.
     wait(
@@ -270,7 +212,6 @@ fn kustomization(value: &str) -> String {
 
 /// A signed generic push delivery for `team/config`: the status code.
 fn deliver_push(api: &str, secret: &str) -> u16 {
-    use std::io::{Read, Write};
     let body = r#"{"ref": "refs/heads/main"}"#;
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
     let signature: String = ring::hmac::sign(&key, body.as_bytes())
@@ -278,19 +219,37 @@ fn deliver_push(api: &str, secret: &str) -> u16 {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let mut stream =
-        std::net::TcpStream::connect(api.trim_start_matches("http://")).expect("the API");
-    write!(
+    let stream = std::net::TcpStream::connect(api.trim_start_matches("http://")).expect("the API");
+    support::post_raw(
         stream,
-        "POST /api/v1/projects/team%2Fconfig/hooks/generic HTTP/1.1\r\nhost: kas\r\ncontent-type: application/json\r\nx-tether-signature: sha256={signature}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
+        "/api/v1/projects/team%2Fconfig/hooks/generic",
+        &[
+            ("content-type", "application/json"),
+            ("x-tether-signature", &format!("sha256={signature}")),
+        ],
+        body,
     )
-    .expect("sent");
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0)
+}
+
+/// A user's watch of namespaces through kas's proxy, for `seconds` at most,
+/// once kas has started answering it.
+fn open_watch(setup: &Setup, seconds: u32) -> std::process::Child {
+    let (_, kubeconfig) = support::user_with_kubeconfig(setup, "alice");
+    let proxied_before = setup.metric("tether_kas_proxy_requests_total");
+    let watch = support::kubectl(&kubeconfig)
+        .args([
+            "get",
+            "--raw",
+            &format!("/k8s-proxy/api/v1/namespaces?watch=1&timeoutSeconds={seconds}"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    // A proxied request is counted once its response has started: the
+    // watch is open.
+    wait("the watch to be proxied", Duration::from_secs(10), || {
+        setup.metric("tether_kas_proxy_requests_total") > proxied_before
+    });
+    watch
 }

@@ -84,22 +84,7 @@ fn notified(ns: &str) {
         "2s",
     ]);
     setup.pod_namespace = ns.to_owned();
-    let url_file = setup.dir.path().join("url");
-    let key_file = setup.dir.path().join("key");
-    std::fs::write(&url_file, &url).expect("url file");
-    std::fs::write(&key_file, KEY).expect("key file");
-    setup
-        .cli(&[
-            "notifications",
-            "secret",
-            "set",
-            "team/audit",
-            "--url-file",
-            url_file.to_str().expect("utf-8"),
-            "--signing-key-file",
-            key_file.to_str().expect("utf-8"),
-        ])
-        .expect("notification secret");
+    setup.set_notification_secret("team/audit", &url, Some(KEY));
     let listed = setup
         .cli(&["notifications", "secret", "list", "-o", "json"])
         .expect("list");

@@ -475,24 +475,7 @@ async fn a_report_of_a_commit_kas_never_sent_posts_no_status() {
     );
     tether_testenv::git::git(&repo, &["checkout", "-q", "main"]);
     let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
-    let token_file = setup.dir.path().join("status-token");
-    std::fs::write(&token_file, "t0ken").expect("token file");
-    setup
-        .cli(&[
-            "project",
-            "statuses",
-            "set",
-            "team/config",
-            "--provider",
-            "github",
-            "--api-url",
-            &host.url,
-            "--repository",
-            "team/config",
-            "--token-file",
-            token_file.to_str().expect("utf-8"),
-        ])
-        .expect("status target");
+    setup.set_status_target("github", &host.url, "team/config", "t0ken");
 
     let channel = raw::connect(&setup).await;
     let mut session = raw::session(channel, &token, Some(raw::hello("raw-0")))

@@ -29,7 +29,6 @@ async fn a_push_to_gitea_reaches_the_cluster_through_its_signed_webhook() {
 /// POSTs `count` unsigned push deliveries to `path` of kas's API (`api`:
 /// `http://…`) from 127.0.0.2, one connection each; their status codes.
 fn flood(api: &str, path: &str, count: usize) -> Vec<u16> {
-    use std::io::{Read, Write};
     let address: std::net::SocketAddr = api
         .trim_start_matches("http://")
         .parse()
@@ -41,21 +40,15 @@ fn flood(api: &str, path: &str, count: usize) -> Vec<u16> {
             let from: std::net::SocketAddr = "127.0.0.2:0".parse().expect("an address");
             socket.bind(&from.into()).expect("bound to 127.0.0.2");
             socket.connect(&address.into()).expect("connected");
-            let mut stream: std::net::TcpStream = socket.into();
-            let body = "{\"ref\": \"refs/heads/main\"}";
-            write!(
-                stream,
-                "POST {path} HTTP/1.1\r\nhost: kas\r\nx-gitea-event: push\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
+            support::post_raw(
+                socket.into(),
+                path,
+                &[
+                    ("x-gitea-event", "push"),
+                    ("content-type", "application/json"),
+                ],
+                "{\"ref\": \"refs/heads/main\"}",
             )
-            .expect("sent");
-            let mut answer = String::new();
-            let _ = stream.read_to_string(&mut answer);
-            answer
-                .split(' ')
-                .nth(1)
-                .and_then(|code| code.parse().ok())
-                .unwrap_or(0)
         })
         .collect()
 }
