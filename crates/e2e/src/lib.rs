@@ -159,6 +159,56 @@ pub fn stable_port() -> std::net::SocketAddr {
     tether_testenv::ports::stable().expect("a free port")
 }
 
+/// The addresses a kas bound, as it names them in `listening.json` in its
+/// data folder.
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    pub api: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+    pub agent: std::net::SocketAddr,
+    pub proxy: std::net::SocketAddr,
+}
+
+impl Bound {
+    /// What kas with data folder `data` bound, once it has said so.
+    pub fn read(data: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(data.join("listening.json")).ok()?;
+        let bound: serde_json::Value = serde_json::from_str(&text).expect("listening.json");
+        let addr = |name: &str| {
+            bound[name]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("listening.json names no {name} address: {text}"))
+        };
+        Some(Bound {
+            api: addr("api"),
+            admin: addr("admin"),
+            agent: addr("agent"),
+            proxy: addr("k8s-proxy"),
+        })
+    }
+
+    /// Waits until kas `child` with data folder `data` names what it
+    /// bound; panics with `log()` if it exits first.
+    pub fn wait(data: &Path, child: &mut std::process::Child, log: impl Fn() -> String) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(bound) = Self::read(data) {
+                return bound;
+            }
+            if let Ok(Some(exited)) = child.try_wait() {
+                panic!("kas exited at start ({exited}): {}", log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kas named no bound addresses within 30s: {}",
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// The status code agentk's probe listener answers for `path`.
 pub fn probe(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
     http_get(addr, path).map(|(status, _)| status)
@@ -261,10 +311,8 @@ impl Setup {
         Self::start_with(&[])
     }
 
-    /// Starts kas with extra `kas serve` flags. A port picked free can be
-    /// taken by another process before kas binds it (an outgoing
-    /// connection's source port, say): then kas exits at once saying so,
-    /// and it is started again on other ports.
+    /// Starts kas with extra `kas serve` flags, on ports the kernel picks
+    /// as kas binds them (kas names them in `listening.json`).
     pub fn start_with(serve_args: &[&str]) -> Self {
         Self::start_with_tools(serve_args, ToolsGiven::AsFlags)
     }
@@ -289,46 +337,71 @@ impl Setup {
 
     fn start_inner(serve_args: &[&str], tools: ToolsGiven, beside: Option<&Path>) -> Self {
         let serve_args: Vec<String> = serve_args.iter().map(|s| s.to_string()).collect();
-        for _ in 0..3 {
-            let dir = tempfile::tempdir().expect("tempdir");
-            if let Some(first) = beside {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::create_dir_all(dir.path().join("kas")).expect("kas's folder");
-                for file in ["admin-token", "secrets-key"] {
-                    let copy = dir.path().join("kas").join(file);
-                    std::fs::copy(first.join(file), &copy).expect("copied from the first kas");
-                    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600))
-                        .expect("private");
-                }
+        let dir = tempfile::tempdir().expect("tempdir");
+        if let Some(first) = beside {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::create_dir_all(dir.path().join("kas")).expect("kas's folder");
+            for file in ["admin-token", "secrets-key"] {
+                let copy = dir.path().join("kas").join(file);
+                std::fs::copy(first.join(file), &copy).expect("copied from the first kas");
+                std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600))
+                    .expect("private");
             }
-            let listen = [stable_port(), stable_port(), stable_port(), stable_port()];
-            let kas = spawn_kas(dir.path(), listen, &serve_args, tools, "kas.log");
-            let mut setup = Setup {
-                api: format!("http://{}", listen[0]),
-                agent_endpoint: listen[2],
-                admin: listen[1],
-                agent_addr: format!("grpcs://{}", listen[2]),
-                proxy: listen[3],
-                listen,
-                serve_args: serve_args.clone(),
-                tools,
-                probes: free_port(),
-                pod_namespace: "tether-test".into(),
-                kas,
-                dir,
-            };
-            let Some(exited) = setup.wait_for_api_or_exit() else {
-                return setup;
-            };
-            // 98: an address was taken between picking it and binding it.
-            assert_eq!(
-                exited.code(),
-                Some(98),
-                "kas exited at start: {}",
-                setup.kas.log()
-            );
         }
-        panic!("kas could not bind free ports three times");
+        // Port 0 everywhere: the kernel picks each port as kas binds it,
+        // and kas says which in its data folder. No window between picking
+        // a port and binding it.
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("an address");
+        let mut kas = spawn_kas(dir.path(), [any; 4], &serve_args, tools, "kas.log");
+        let Bound {
+            api,
+            admin,
+            agent,
+            proxy,
+        } = {
+            let log = kas.log.clone();
+            Bound::wait(&dir.path().join("kas"), &mut kas.child, move || {
+                std::fs::read_to_string(&log).unwrap_or_default()
+            })
+        };
+        let listen = [api, admin, agent, proxy];
+        let setup = Setup {
+            api: format!("http://{}", listen[0]),
+            agent_endpoint: listen[2],
+            admin: listen[1],
+            agent_addr: format!("grpcs://{}", listen[2]),
+            proxy: listen[3],
+            listen,
+            serve_args,
+            tools,
+            probes: free_port(),
+            pod_namespace: "tether-test".into(),
+            kas,
+            dir,
+        };
+        setup.wait_for_api();
+        setup
+    }
+
+    /// Starts kas again on the same data folder and addresses, its log
+    /// `log`. While kas was down, a short-lived outgoing connection may
+    /// hold one of its ports as its own source port (the kernel hands
+    /// them out from the same range): kas then exits with 98 and is
+    /// started again once that connection is gone.
+    fn start_again(&mut self, log: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.kas = spawn_kas(self.dir.path(), self.listen, &self.serve_args, self.tools, log);
+            let Some(exited) = self.wait_for_api_or_exit() else {
+                return;
+            };
+            assert!(
+                exited.code() == Some(98) && Instant::now() < deadline,
+                "kas exited at start ({exited}): {}",
+                self.kas.log()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     /// Waits for the API; how kas exited if it did first.
@@ -364,14 +437,7 @@ impl Setup {
     pub fn kill_and_restart_kas(&mut self) {
         let _ = self.kas.child.kill();
         let _ = self.kas.child.wait();
-        self.kas = spawn_kas(
-            self.dir.path(),
-            self.listen,
-            &self.serve_args,
-            self.tools,
-            "kas-restarted.log",
-        );
-        self.wait_for_api();
+        self.start_again("kas-restarted.log");
     }
 
     /// Stops kas as an orchestrator does (SIGTERM) and waits for it to
@@ -394,14 +460,7 @@ impl Setup {
 
     /// Starts kas again on the same data folder and addresses.
     pub fn restart_kas(&mut self) {
-        self.kas = spawn_kas(
-            self.dir.path(),
-            self.listen,
-            &self.serve_args,
-            self.tools,
-            "kas-restarted.log",
-        );
-        self.wait_for_api();
+        self.start_again("kas-restarted.log");
     }
 
     /// The sum of every sample of the metric `name` (with any labels) on

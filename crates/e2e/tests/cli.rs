@@ -25,24 +25,20 @@ impl Server {
     fn start_api_on(ip: &str) -> Self {
         let data = tempfile::tempdir().expect("tempdir");
         let log = data.path().join("kas.log");
-        let port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-        };
-        let (api, admin, agent) = (port(), port(), port());
-        let listen = format!("{ip}:{}", api.port());
-        let child = Command::new(kas_binary())
+        let mut child = Command::new(kas_binary())
             .args(["serve", "--data-dir"])
             .arg(data.path().join("kas"))
-            .arg(format!("--api-listen={listen}"))
-            .arg(format!("--admin-listen={admin}"))
-            .arg(format!("--agent-listen={agent}"))
-            .arg(format!("--k8s-proxy-listen={}", port()))
+            .arg(format!("--api-listen={ip}:0"))
+            .args(["--admin-listen=127.0.0.1:0", "--agent-listen=127.0.0.1:0"])
+            .arg("--k8s-proxy-listen=127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("kas starts");
+        let api = tether_e2e::Bound::wait(&data.path().join("kas"), &mut child, || {
+            std::fs::read_to_string(&log).unwrap_or_default()
+        })
+        .api;
         let scheme = if ip.starts_with("127.") {
             "http"
         } else {

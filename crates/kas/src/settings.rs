@@ -168,6 +168,20 @@ pub struct SettingsFile {
     pub notify_disconnected_after: Option<String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Derived {
+    proxy_url: bool,
+    agent_address: bool,
+}
+
+fn derived_proxy_url(listen: SocketAddr) -> String {
+    format!("https://{listen}{}", tether_proxy::PATH_PREFIX)
+}
+
+fn derived_agent_address(listen: SocketAddr) -> String {
+    format!("grpcs://{listen}")
+}
+
 /// Settings as `kas serve` runs with them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -184,6 +198,9 @@ pub struct Settings {
     pub k8s_proxy_listen: SocketAddr,
     /// The proxy as clients reach it, for kubeconfigs.
     pub k8s_proxy_external_url: String,
+    /// Which of the addresses above were made from a listen address, not
+    /// given: [`Settings::bound_to`] makes them again from the bound one.
+    derived: Derived,
     /// The CA that signed the TLS certificate, for kubeconfigs.
     pub tls_ca: Option<PathBuf>,
     pub oidc_issuers: Vec<tether_proxy::oidc::IssuerSettings>,
@@ -265,6 +282,33 @@ impl SettingsFile {
 pub type Overrides = SettingsFile;
 
 impl Settings {
+    /// These settings with each listen address the one bound (`bound`
+    /// names them as `Bound::addresses` does), and the addresses made from
+    /// one made again: port 0 becomes the port the kernel gave.
+    pub fn bound_to(mut self, bound: &[(&str, SocketAddr)]) -> Self {
+        for (name, addr) in bound.iter().copied() {
+            match name {
+                "api" => self.api_listen = addr,
+                "admin" => self.admin_listen = addr,
+                "agent" => self.agent_listen = addr,
+                "k8s-proxy" => self.k8s_proxy_listen = addr,
+                "private" => {
+                    if let Some(replication) = &mut self.replication {
+                        replication.listen = addr;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if self.derived.proxy_url {
+            self.k8s_proxy_external_url = derived_proxy_url(self.k8s_proxy_listen);
+        }
+        if self.derived.agent_address {
+            self.agent_external_address = derived_agent_address(self.agent_listen);
+        }
+        self
+    }
+
     /// Merges flags over the file over the defaults, and checks the result.
     /// Every problem is reported at once, not the first one only.
     pub fn resolve(flags: Overrides, file: SettingsFile) -> anyhow::Result<Self> {
@@ -371,10 +415,14 @@ impl Settings {
             .k8s_proxy_listen
             .or(file.k8s_proxy_listen)
             .unwrap_or_else(|| addr("127.0.0.1:8154"));
-        let k8s_proxy_external_url = flags
-            .k8s_proxy_external_url
-            .or(file.k8s_proxy_external_url)
-            .unwrap_or_else(|| format!("https://{k8s_proxy_listen}{}", tether_proxy::PATH_PREFIX));
+        let given_proxy_url = flags.k8s_proxy_external_url.or(file.k8s_proxy_external_url);
+        let given_agent_address = flags.agent_external_address.or(file.agent_external_address);
+        let derived = Derived {
+            proxy_url: given_proxy_url.is_none(),
+            agent_address: given_agent_address.is_none(),
+        };
+        let k8s_proxy_external_url =
+            given_proxy_url.unwrap_or_else(|| derived_proxy_url(k8s_proxy_listen));
         if !k8s_proxy_external_url.starts_with("https://") {
             problems.push(format!(
                 "k8s_proxy_external_url {k8s_proxy_external_url:?} must be an https:// URL"
@@ -427,10 +475,9 @@ impl Settings {
                 .admin_listen
                 .or(file.admin_listen)
                 .unwrap_or_else(|| addr("127.0.0.1:8151")),
-            agent_external_address: flags
-                .agent_external_address
-                .or(file.agent_external_address)
-                .unwrap_or_else(|| format!("grpcs://{agent_listen}")),
+            agent_external_address: given_agent_address
+                .unwrap_or_else(|| derived_agent_address(agent_listen)),
+            derived,
             agent_listen,
             tls,
             hostnames: if flags.hostnames.is_empty() {
@@ -512,6 +559,27 @@ mod tests {
 
     fn file(text: &str) -> SettingsFile {
         serde_saphyr::from_str(text).expect("parses")
+    }
+
+    #[test]
+    fn port_zero_becomes_the_bound_port_in_what_is_derived_and_nothing_given_changes() {
+        let f = file("agent_listen: 127.0.0.1:0\nk8s_proxy_listen: 127.0.0.1:0\n");
+        let s = Settings::resolve(Overrides::default(), f).expect("valid");
+        let bound = [
+            ("agent", "127.0.0.1:41001".parse().expect("addr")),
+            ("k8s-proxy", "127.0.0.1:41002".parse().expect("addr")),
+        ];
+        let s = s.bound_to(&bound);
+        assert_eq!(s.agent_external_address, "grpcs://127.0.0.1:41001");
+        assert_eq!(s.k8s_proxy_external_url, "https://127.0.0.1:41002/k8s-proxy");
+
+        let f = file(
+            "k8s_proxy_listen: 127.0.0.1:0\nk8s_proxy_external_url: https://kas.example.com/k8s-proxy\n",
+        );
+        let s = Settings::resolve(Overrides::default(), f).expect("valid");
+        let s = s.bound_to(&bound);
+        assert_eq!(s.k8s_proxy_listen.port(), 41002);
+        assert_eq!(s.k8s_proxy_external_url, "https://kas.example.com/k8s-proxy");
     }
 
     #[test]

@@ -1,10 +1,10 @@
-//! Loopback ports for the servers a test starts: the one place tests pick
-//! them.
+//! Loopback ports for the servers a test starts that cannot bind port 0
+//! and say what they bound (kas can: it writes `listening.json`, and the
+//! harness starts it on port 0): the one place tests pick them.
 //!
 //! A port is free when picked and not held until the server binds it, so
 //! a server started on one must tell a taken address apart (kas exits with
-//! status 98) and the caller picks again; nothing here can close that
-//! window short of handing the bound socket over.
+//! status 98) and the caller picks again.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::OnceLock;

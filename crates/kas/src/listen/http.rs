@@ -24,11 +24,12 @@ const DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// as idle would fail that request.
 const DRAIN_SETTLE: Duration = Duration::from_millis(1000);
 
-/// Serves `service_for(peer)` on every connection to `addr` until the drain
-/// signal, at most `cap` connections at once; over TLS when `tls` is given.
+/// Serves `service_for(peer)` on every connection to `listener` until the
+/// drain signal, at most `cap` connections at once; over TLS when `tls` is
+/// given.
 pub async fn serve<F, S, B>(
     name: &'static str,
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     tls: Option<TlsAcceptor>,
     cap: usize,
     shutdown: Shutdown,
@@ -44,7 +45,6 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let listener = super::bind(name, addr).await?;
     let service_for = std::sync::Arc::new(service_for);
     let linger = DRAIN_SETTLE + DRAIN_GRACE + Duration::from_secs(1);
     let drain = shutdown.clone();

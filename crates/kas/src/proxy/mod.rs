@@ -4,7 +4,6 @@
 
 pub mod private;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -71,14 +70,14 @@ pub fn over(
 /// Serves the proxy on `addr` over TLS (HTTP/2 and HTTP/1.1 with upgrades)
 /// until the drain signal.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     acceptor: TlsAcceptor,
     proxy: Arc<Proxy>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     crate::listen::http::serve(
         "k8s-proxy",
-        addr,
+        listener,
         Some(acceptor),
         crate::listen::caps::PROXY,
         shutdown,

@@ -5,7 +5,6 @@
 //! (`replicas::auth`), and is then served from this replica's own tunnels
 //! and sessions only (never routed again).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Request, StatusCode};
@@ -25,7 +24,7 @@ const MAX_ANSWER_BYTES: usize = 256 << 20;
 
 /// Serves the private listener until the drain signal.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     acceptor: TlsAcceptor,
     proxy: Arc<Proxy>,
     router: Arc<Router>,
@@ -34,7 +33,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     crate::listen::http::serve(
         "private",
-        addr,
+        listener,
         Some(acceptor),
         crate::listen::caps::PRIVATE,
         shutdown,

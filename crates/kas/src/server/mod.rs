@@ -40,6 +40,8 @@ impl Server {
     /// Runs kas with `settings` until `shutdown`, then drains.
     pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
         let data = DataDir::create(&settings.data_dir)?;
+        let bound = serve::Bound::bind(&settings, data.path()).await?;
+        let settings = settings.bound_to(&bound.addresses()?);
         let sealer = data::secrets_sealer(&settings, data.path())?;
         let stores = data::open(&settings.database, sealer).await?;
         let store = stores.store.clone();
@@ -100,7 +102,7 @@ impl Server {
         if let Some(feed) = stores.feed {
             changes = changes.with_feed(feed);
         }
-        let readiness = parts::readiness(&settings, &store, &rendering);
+        let readiness = parts::readiness(&settings, &store, &rendering, bound.addresses()?);
         let readiness = parts::among_others(
             &changes,
             readiness,
@@ -161,7 +163,7 @@ impl Server {
             admin: admin::router(metrics, readiness),
             agents,
         };
-        let served = listeners.serve(&settings, drain.clone());
+        let served = listeners.serve(&settings, bound, drain.clone());
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             data = %data.path().display(),

@@ -74,6 +74,7 @@ pub fn readiness(
     settings: &Settings,
     store: &Arc<dyn Store>,
     rendering: &Rendering,
+    bound: Vec<(&'static str, std::net::SocketAddr)>,
 ) -> admin::Readiness {
     let store = store.clone();
     let database: admin::Check = Arc::new(move || {
@@ -88,7 +89,7 @@ pub fn readiness(
     });
     admin::Readiness::default()
         .with_check("database", database)
-        .with_check("listeners", super::serve::listeners_check(settings))
+        .with_check("listeners", super::serve::listeners_check(bound))
         .with_detail("render-tools", rendering.tools.clone())
         .with_detail("render-sandbox", rendering.sandbox.clone())
         .with_detail("egress", settings.render.egress.to_string())

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use tokio::net::TcpListener;
 use tether_channel::AgentChannelService;
 
 use crate::settings::Settings;
@@ -31,19 +32,86 @@ impl std::fmt::Debug for Listeners {
     }
 }
 
+/// kas's sockets, bound before anything else starts: a listen address
+/// with port 0 gets its port from the kernel here, and what was bound is
+/// written to [`LISTENING_FILE`] in the data folder, so a supervisor or a
+/// test learns it with no window between picking a port and binding it;
+/// the settings derived from an address (the proxy's external URL) are
+/// made from the bound one.
+#[derive(Debug)]
+pub struct Bound {
+    api: TcpListener,
+    admin: TcpListener,
+    agent: TcpListener,
+    proxy: TcpListener,
+    private: Option<TcpListener>,
+}
+
+/// The file in the data folder naming the bound addresses, one JSON
+/// object: `{"api": "127.0.0.1:8153", "agent": …}`.
+pub const LISTENING_FILE: &str = "listening.json";
+
+impl Bound {
+    /// Binds every listener `settings` names, then writes
+    /// [`LISTENING_FILE`] in `data`.
+    pub async fn bind(settings: &Settings, data: &std::path::Path) -> anyhow::Result<Self> {
+        let listening = data.join(LISTENING_FILE);
+        match std::fs::remove_file(&listening) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).context("cannot remove the last run's listening.json"),
+        }
+        let private = match &settings.replication {
+            Some(replication) => Some(listen::bind("private", replication.listen).await?),
+            None => None,
+        };
+        let bound = Bound {
+            api: listen::bind("api", settings.api_listen).await?,
+            admin: listen::bind("admin", settings.admin_listen).await?,
+            agent: listen::bind("agent", settings.agent_listen).await?,
+            proxy: listen::bind("k8s-proxy", settings.k8s_proxy_listen).await?,
+            private,
+        };
+        write_listening(&listening, &bound.addresses()?)?;
+        Ok(bound)
+    }
+
+    /// Each listener's name and the address it is bound to.
+    pub fn addresses(&self) -> std::io::Result<Vec<(&'static str, SocketAddr)>> {
+        let mut addresses = vec![
+            ("api", self.api.local_addr()?),
+            ("admin", self.admin.local_addr()?),
+            ("agent", self.agent.local_addr()?),
+            ("k8s-proxy", self.proxy.local_addr()?),
+        ];
+        if let Some(private) = &self.private {
+            addresses.push(("private", private.local_addr()?));
+        }
+        Ok(addresses)
+    }
+}
+
 impl Listeners {
-    /// Serves every listener until the drain signal; each finishes what is
-    /// in flight within its grace.
+    /// Serves every listener of `bound` until the drain signal; each
+    /// finishes what is in flight within its grace.
     pub async fn serve(
         self,
         settings: &Settings,
+        bound: Bound,
         drain: tether_runtime::Drain,
     ) -> anyhow::Result<()> {
+        let Bound {
+            api: api_listener,
+            admin: admin_listener,
+            agent: agent_listener,
+            proxy: proxy_listener,
+            private: private_listener,
+        } = bound;
         let shutdown = drain.signal();
         let private = {
-            let serving = match (&settings.replication, self.private) {
-                (Some(replication), Some((router, api))) => Some(proxy::private::serve(
-                    replication.listen,
+            let serving = match (private_listener, self.private) {
+                (Some(listener), Some((router, api))) => Some(proxy::private::serve(
+                    listener,
                     self.identity.acceptor()?,
                     self.proxy.clone(),
                     router,
@@ -60,7 +128,7 @@ impl Listeners {
             }
         };
         let k8s_proxy = proxy::serve(
-            settings.k8s_proxy_listen,
+            proxy_listener,
             self.identity.acceptor()?,
             self.proxy,
             shutdown.clone(),
@@ -73,7 +141,7 @@ impl Listeners {
         };
         let api = listen::http::serve(
             "api",
-            settings.api_listen,
+            api_listener,
             api_tls,
             listen::caps::API,
             shutdown.clone(),
@@ -81,28 +149,40 @@ impl Listeners {
         );
         let health = listen::http::serve(
             "admin",
-            settings.admin_listen,
+            admin_listener,
             None,
             listen::caps::ADMIN,
             shutdown,
             listen::http::router_service(self.admin),
         );
-        let agents = serve_agents(settings.agent_listen, self.identity, self.agents, drain);
+        let agents = serve_agents(agent_listener, self.identity, self.agents, drain);
         tokio::try_join!(api, health, agents, k8s_proxy, private).map(|_| ())
     }
+}
+
+/// Writes the bound addresses as one JSON object, by a rename, so a reader
+/// never sees half of it.
+fn write_listening(path: &std::path::Path, addresses: &[(&str, SocketAddr)]) -> anyhow::Result<()> {
+    let object: serde_json::Map<String, serde_json::Value> = addresses
+        .iter()
+        .map(|(name, addr)| (name.to_string(), addr.to_string().into()))
+        .collect();
+    let partial = path.with_extension("json.partial");
+    std::fs::write(&partial, serde_json::Value::Object(object).to_string())
+        .and_then(|()| std::fs::rename(&partial, path))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Serves the agent endpoint, gRPC over TLS and over WebSocket on the same
 /// port, until the drain signal.
 pub async fn serve_agents(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     identity: crate::listen::identity::ServingIdentity,
     service: AgentChannelService,
     drain: tether_runtime::Drain,
 ) -> anyhow::Result<()> {
     use tonic::transport::Server;
     let acceptor = identity.acceptor()?;
-    let listener = listen::bind("agent", addr).await?;
     let incoming =
         listen::agent::incoming(listener, acceptor, service.tunnel_gate(), drain.clone());
     let mut signal = drain.signal();
@@ -130,25 +210,16 @@ pub async fn serve_agents(
 }
 
 /// A live check that every listener accepts connections: a TCP connect to
-/// each configured address (the loopback address of its family when it
-/// listens on all; one with port 0 is not checked).
-pub fn listeners_check(settings: &Settings) -> admin::Check {
-    let mut listeners = vec![
-        ("api", settings.api_listen),
-        ("agent", settings.agent_listen),
-        ("k8s-proxy", settings.k8s_proxy_listen),
-    ];
-    if let Some(replication) = &settings.replication {
-        listeners.push(("private", replication.listen));
-    }
-    let listeners: Vec<(&'static str, std::net::SocketAddr)> = listeners
+/// each bound address (the loopback address of its family when it listens
+/// on all).
+pub fn listeners_check(bound: Vec<(&'static str, SocketAddr)>) -> admin::Check {
+    let listeners: Vec<(&'static str, SocketAddr)> = bound
         .into_iter()
-        .filter(|(_, addr)| addr.port() != 0)
         .map(|(name, mut addr)| {
             if addr.ip().is_unspecified() {
                 addr.set_ip(match addr {
-                    std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                    std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
                 });
             }
             (name, addr)
@@ -158,7 +229,7 @@ pub fn listeners_check(settings: &Settings) -> admin::Check {
     Arc::new(move || {
         let listeners = listeners.clone();
         Box::pin(async move {
-            for (name, addr) in listeners.iter() {
+            for (name, addr) in listeners.iter().copied() {
                 if tokio::net::TcpStream::connect(addr).await.is_err() {
                     return Err(format!(
                         "the {name} listener ({addr}) accepts no connection"
