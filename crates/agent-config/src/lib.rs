@@ -16,6 +16,8 @@
 mod duration;
 mod error;
 mod findings;
+pub mod image_updates;
+mod image_repository;
 mod locate;
 mod names;
 pub mod policy;
@@ -25,6 +27,7 @@ mod validate;
 
 pub use duration::{DurationError, parse as parse_duration};
 pub use error::{ConfigError, Problem, Warning};
+pub use image_repository::{ImageRepository, ImageRepositoryError};
 pub use names::{
     AgentName, AgentNameError, ChartSegmentError, MAX_CHART_SEGMENT_LEN, ProjectId, ProjectIdError,
     config_path, notification_secret_group, notification_secret_name_problem, validate_agent_name,
@@ -105,13 +108,13 @@ pub fn parse(text: &str) -> Result<Parsed, ConfigError> {
     Ok(Parsed { config, warnings })
 }
 
-fn split(at: Option<(usize, usize)>) -> (Option<usize>, Option<usize>) {
+pub(crate) fn split(at: Option<(usize, usize)>) -> (Option<usize>, Option<usize>) {
     (at.map(|a| a.0), at.map(|a| a.1))
 }
 
 /// serde_ignored's path in the syntax every other message uses:
 /// `gitops.manifest_projects[0].colour`.
-fn display_path(path: &serde_ignored::Path<'_>) -> String {
+pub(crate) fn display_path(path: &serde_ignored::Path<'_>) -> String {
     use serde_ignored::Path;
     match path {
         Path::Root => String::new(),
@@ -132,7 +135,7 @@ fn display_path(path: &serde_ignored::Path<'_>) -> String {
 
 /// Bounds far below the parser's defaults, sized for a 128 KiB file: a
 /// billion-laughs document fails fast instead of expanding.
-fn parse_options() -> serde_saphyr::Options {
+pub(crate) fn parse_options() -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
     budget.max_reader_input_bytes = Some(MAX_CONFIG_BYTES);
     budget.max_aliases = 1_000;
