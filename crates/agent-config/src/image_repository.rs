@@ -32,15 +32,18 @@ impl ImageRepository {
         if text.is_empty() || text.len() > MAX_LEN {
             return Err(refuse("it must be 1 to 255 characters"));
         }
-        if text.contains(['@', ' ']) || text.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+        if text.contains(['@', ' '])
+            || text
+                .rsplit('/')
+                .next()
+                .is_some_and(|last| last.contains(':'))
+        {
             return Err(refuse("give the repository without a tag or digest"));
         }
         let (host, path) = match text.split_once('/') {
             // The first part is a host when it looks like one, as Docker
             // decides: a dot, a port, or localhost.
-            Some((first, rest))
-                if first.contains(['.', ':']) || first == "localhost" =>
-            {
+            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
                 (first.to_owned(), rest.to_owned())
             }
             Some(_) => ("docker.io".to_owned(), text.to_owned()),
@@ -50,7 +53,9 @@ impl ImageRepository {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
         {
-            return Err(refuse("its registry host has characters a host cannot have"));
+            return Err(refuse(
+                "its registry host has characters a host cannot have",
+            ));
         }
         if path.is_empty() || !path.split('/').all(component_ok) {
             return Err(refuse(
@@ -65,7 +70,10 @@ impl ImageRepository {
     /// registry for tests and development), HTTPS anywhere else; Docker
     /// Hub's API host for `docker.io`.
     pub fn api_base(&self) -> String {
-        let name = self.host.rsplit_once(':').map_or(self.host.as_str(), |(h, _)| h);
+        let name = self
+            .host
+            .rsplit_once(':')
+            .map_or(self.host.as_str(), |(h, _)| h);
         let host = match self.host.as_str() {
             "docker.io" | "index.docker.io" => "registry-1.docker.io",
             other => other,
@@ -128,7 +136,10 @@ mod tests {
     #[test]
     fn hosts_are_told_from_paths_as_docker_does() {
         let r = ImageRepository::parse("nginx").expect("valid");
-        assert_eq!((r.host.as_str(), r.path.as_str()), ("docker.io", "library/nginx"));
+        assert_eq!(
+            (r.host.as_str(), r.path.as_str()),
+            ("docker.io", "library/nginx")
+        );
         assert_eq!(r.api_base(), "https://registry-1.docker.io");
         let r = ImageRepository::parse("bitnami/redis").expect("valid");
         assert_eq!(r.full_name(), "docker.io/bitnami/redis");
@@ -137,7 +148,15 @@ mod tests {
         assert_eq!(r.path, "team/app");
         let r = ImageRepository::parse("ghcr.io/fluxcd/source-controller").expect("valid");
         assert_eq!(r.api_base(), "https://ghcr.io");
-        for bad in ["", "App", "ghcr.io/team/app:1.0", "ghcr.io/x@sha256:ab", "ghcr.io/a//b", "ghcr.io/-a", "a b"] {
+        for bad in [
+            "",
+            "App",
+            "ghcr.io/team/app:1.0",
+            "ghcr.io/x@sha256:ab",
+            "ghcr.io/a//b",
+            "ghcr.io/-a",
+            "a b",
+        ] {
             assert!(ImageRepository::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -159,7 +159,10 @@ fn check(raw: raw::File, problems: &mut Vec<(String, String)>) -> ImageUpdates {
     if raw.images.len() > MAX_IMAGES {
         problem(
             "images".into(),
-            format!("{} images, more than the limit of {MAX_IMAGES}", raw.images.len()),
+            format!(
+                "{} images, more than the limit of {MAX_IMAGES}",
+                raw.images.len()
+            ),
         );
     }
     let mut images: Vec<ImagePolicy> = Vec::new();
@@ -216,7 +219,9 @@ fn check(raw: raw::File, problems: &mut Vec<(String, String)>) -> ImageUpdates {
                     {
                         problem(
                             at("filter_tags.extract"),
-                            format!("{extract:?} names group {group:?}, which the pattern does not have"),
+                            format!(
+                                "{extract:?} names group {group:?}, which the pattern does not have"
+                            ),
                         );
                     }
                     Some(TagFilter {
@@ -225,7 +230,10 @@ fn check(raw: raw::File, problems: &mut Vec<(String, String)>) -> ImageUpdates {
                     })
                 }
                 Err(e) => {
-                    problem(at("filter_tags.pattern"), format!("not a regular expression: {e}"));
+                    problem(
+                        at("filter_tags.pattern"),
+                        format!("not a regular expression: {e}"),
+                    );
                     None
                 }
             },
@@ -451,7 +459,9 @@ fn comparators(text: &str) -> Result<String, String> {
     while i < tokens.len() {
         let token = tokens[i];
         if tokens.get(i + 1) == Some(&"-") {
-            let upper = tokens.get(i + 2).ok_or("a hyphen range without its upper end")?;
+            let upper = tokens
+                .get(i + 2)
+                .ok_or("a hyphen range without its upper end")?;
             out.push(format!(">={}", token.trim_start_matches(['v', 'V'])));
             out.push(format!("<={}", upper.trim_start_matches(['v', 'V'])));
             i += 3;
@@ -472,7 +482,10 @@ fn comparators(text: &str) -> Result<String, String> {
         if operator == "!=" {
             return Err("!= is not supported".into());
         }
-        out.push(format!("{operator}{}", version.trim_start_matches(['v', 'V'])));
+        out.push(format!(
+            "{operator}{}",
+            version.trim_start_matches(['v', 'V'])
+        ));
         i += 1;
     }
     Ok(out.join(", "))
@@ -727,7 +740,16 @@ update:
     #[test]
     fn semver_takes_the_greatest_match_and_ignores_prereleases_and_non_versions() {
         let p = policy("    policy: {semver: {range: \">=1.2.0 <2.0.0\"}}\n");
-        let tags = ["1.1.9", "1.2.0", "v1.3.0", "1.4.0-rc.1", "2.0.0", "latest", "main-abc", "1.3"];
+        let tags = [
+            "1.1.9",
+            "1.2.0",
+            "v1.3.0",
+            "1.4.0-rc.1",
+            "2.0.0",
+            "latest",
+            "main-abc",
+            "1.3",
+        ];
         assert_eq!(p.latest(tags), Some("v1.3.0"));
         assert_eq!(p.latest(["2.0.0", "latest"]), None);
         let p = policy("    policy: {semver: {range: \">=1.0.0-0\"}}\n");
@@ -747,13 +769,21 @@ update:
         let p = policy(
             "    policy: {numerical: {order: asc}}\n    filter_tags: {pattern: '^main-[a-f0-9]+-(?P<ts>[0-9]+)$', extract: '$ts'}\n",
         );
-        let tags = ["main-abc123-1700000009", "main-def456-1700000100", "dev-0a-1800000000", "main-zz-1"];
+        let tags = [
+            "main-abc123-1700000009",
+            "main-def456-1700000100",
+            "dev-0a-1800000000",
+            "main-zz-1",
+        ];
         assert_eq!(p.latest(tags), Some("main-def456-1700000100"));
         let p = policy(
             "    policy: {alphabetical: {order: desc}}\n    filter_tags: {pattern: '^rc-'}\n",
         );
         assert_eq!(p.latest(["rc-b", "rc-a", "x"]), Some("rc-a"));
         let p = policy("    policy: {alphabetical: {}}\n");
-        assert_eq!(p.latest(["2024-01-02", "2024-10-01", "2024-09-30"]), Some("2024-10-01"));
+        assert_eq!(
+            p.latest(["2024-01-02", "2024-10-01", "2024-09-30"]),
+            Some("2024-10-01")
+        );
     }
 }

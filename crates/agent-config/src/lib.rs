@@ -16,8 +16,8 @@
 mod duration;
 mod error;
 mod findings;
-pub mod image_updates;
 mod image_repository;
+pub mod image_updates;
 mod locate;
 mod names;
 pub mod policy;

@@ -11,6 +11,7 @@
 //! Every function here blocks: callers run them on a blocking thread.
 
 mod mirror;
+pub mod push;
 mod read;
 
 use std::path::{Path, PathBuf};

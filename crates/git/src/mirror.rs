@@ -143,19 +143,46 @@ fn run(
     password: Option<&str>,
     timeout: Duration,
 ) -> Result<(), GitError> {
-    let fail = |message: String| GitError::Fetch {
-        url: shown.to_owned(),
+    run_git(command, password, timeout)
+        .map(drop)
+        .map_err(|failed| GitError::Fetch {
+            url: shown.to_owned(),
+            message: failed.message,
+        })
+}
+
+/// How a run of git failed: its last line of stderr (passwords redacted),
+/// and the whole of it (up to 64 KiB, redacted too) for callers that tell
+/// one refusal from another.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub message: String,
+    pub stderr: String,
+}
+
+/// Runs git to completion within `timeout` (its environment set for a
+/// tenant's remote: no prompt, only real transports, the password through
+/// the credential helper) and returns its stdout (up to 1 MiB).
+pub(crate) fn run_git(
+    command: &mut Command,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Result<String, Failed> {
+    let fail = |message: String| Failed {
         message,
+        stderr: String::new(),
     };
+    if !command.get_envs().any(|(key, _)| key == "GIT_SSH_COMMAND") {
+        command.env("GIT_SSH_COMMAND", ssh_command());
+    }
     command
         // Never wait for a password on a terminal kas does not have.
         .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_SSH_COMMAND", ssh_command())
         // `ext::` and `fd::` would run commands: only real transports.
         .env("GIT_ALLOW_PROTOCOL", ALLOWED_PROTOCOLS)
         .env("GIT_PROTOCOL_FROM_USER", "0")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Its own process group, so that a timeout reaches its children.
         .process_group(0);
@@ -181,6 +208,16 @@ fn run(
         }
         text
     });
+    let mut stdout_pipe = child.stdout.take();
+    let out_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(pipe) = stdout_pipe.as_mut() {
+            let _ = pipe.take(1 << 20).read_to_string(&mut text);
+            // Drain the rest so git never blocks on a full pipe.
+            let _ = std::io::copy(pipe, &mut std::io::sink());
+        }
+        text
+    });
     let started = Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -194,29 +231,35 @@ fn run(
     let Some(status) = status else {
         stop_group(&mut child);
         let _ = reader.join();
+        let _ = out_reader.join();
         return Err(fail(format!(
             "git did not finish within {timeout:?} and was stopped"
         )));
     };
     let stderr = reader.join().unwrap_or_default();
+    let stdout = out_reader.join().unwrap_or_default();
     if status.success() {
-        return Ok(());
+        return Ok(stdout);
     }
     // git may echo the URL it was given, password and all.
+    let redacted = |line: &str| {
+        line.split_whitespace()
+            .map(|word| {
+                let w = word.trim_matches(|c| c == '\'' || c == '"');
+                if w.contains("://") {
+                    crate::redact(w)
+                } else {
+                    word.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     let last = stderr.trim().lines().last().unwrap_or("failed");
-    let message = last
-        .split_whitespace()
-        .map(|word| {
-            let w = word.trim_matches(|c| c == '\'' || c == '"');
-            if w.contains("://") {
-                crate::redact(w)
-            } else {
-                word.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
-    Err(fail(message))
+    Err(Failed {
+        message: redacted(last),
+        stderr: stderr.lines().map(redacted).collect::<Vec<_>>().join("\n"),
+    })
 }
 
 /// SIGTERM to git's process group, then SIGKILL after [`KILL_GRACE`].

@@ -18,6 +18,8 @@
 //!   kas replicas.
 //! - [`gitea::GitHost`] runs a real git host (Gitea) with signed push
 //!   webhooks and commit statuses.
+//! - [`registry::Registry`] runs a real OCI registry (distribution) and
+//!   pushes images to it with skopeo.
 //!
 //! Architecture invariant: no cluster process outlives its owner. Every child
 //! is forked by a supervisor thread with `PR_SET_PDEATHSIG`, so they die with
@@ -36,6 +38,7 @@ mod namespace;
 pub mod pki;
 pub mod ports;
 pub mod postgres;
+pub mod registry;
 pub mod supervisor;
 mod wait;
 
