@@ -201,6 +201,23 @@ pub trait Store: Send + Sync + 'static {
     async fn set_agent_config(&self, agent: &str, config: StoredConfig) -> Result<()>;
     /// The config file `agent` runs with, once a kas has accepted one.
     async fn agent_config(&self, agent: &str) -> Result<Option<StoredConfig>>;
+
+    /// Sets (or replaces) the credentials for an image registry host.
+    async fn set_registry_login(&self, login: RegistryLogin) -> Result<()>;
+    async fn registry_login(&self, host: &str) -> Result<Option<RegistryLogin>>;
+    /// Hosts with credentials, with their usernames and when set.
+    async fn list_registry_logins(&self) -> Result<Vec<(String, String, UnixTime)>>;
+    async fn delete_registry_login(&self, host: &str) -> Result<()>;
+    /// Sets (or replaces) how kas pushes to a project; it goes with the
+    /// project when the project is deleted.
+    async fn set_push_credential(&self, credential: PushCredential) -> Result<()>;
+    async fn push_credential(&self, project: &str) -> Result<Option<PushCredential>>;
+    async fn delete_push_credential(&self, project: &str) -> Result<()>;
+    /// Writes image automation's record `key`.
+    async fn put_image_record(&self, record: ImageRecord) -> Result<()>;
+    /// Every record whose key starts with `prefix`, by key.
+    async fn image_records(&self, prefix: &str) -> Result<Vec<ImageRecord>>;
+    async fn delete_image_record(&self, key: &str) -> Result<()>;
 }
 
 /// One kas process among the replicas that share a database.

@@ -208,3 +208,75 @@ pub struct AdminTokenRecord {
     pub hash: String,
     pub rotated_at_ms: i64,
 }
+
+/// Credentials for one image registry host: image automation scans its
+/// tags with them. The password is never shown again once set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryLogin {
+    /// `ghcr.io`, `registry.example.com:5000`, `docker.io`.
+    pub host: String,
+    pub username: String,
+    pub password: String,
+    pub created_at: UnixTime,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryLogin")
+            .field("host", &self.host)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How kas pushes to a project: an HTTPS token or an SSH private key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushSecretKind {
+    Token,
+    SshKey,
+}
+
+impl PushSecretKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushSecretKind::Token => "token",
+            PushSecretKind::SshKey => "ssh_key",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "token" => Some(PushSecretKind::Token),
+            "ssh_key" => Some(PushSecretKind::SshKey),
+            _ => None,
+        }
+    }
+}
+
+/// The credential kas pushes image updates to a project with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PushCredential {
+    pub project: String,
+    pub kind: PushSecretKind,
+    pub secret: String,
+    pub created_at: UnixTime,
+}
+
+impl std::fmt::Debug for PushCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushCredential")
+            .field("project", &self.project)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One record of image automation (a repository's tags, a policy's
+/// status), opaque JSON under a key the automation chooses, so what it
+/// keeps can grow without a migration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRecord {
+    pub key: String,
+    pub value: String,
+    pub updated_at: UnixTime,
+}

@@ -149,6 +149,25 @@ CREATE TABLE ui_session_revocations (
 );
 ALTER TABLE projects ADD COLUMN allow_remote_bases BOOLEAN NOT NULL DEFAULT false;
 "#,
+    r#"
+CREATE TABLE registry_logins (
+    host        TEXT PRIMARY KEY,
+    username    TEXT NOT NULL,
+    password    TEXT NOT NULL,
+    created_at  BIGINT NOT NULL
+);
+CREATE TABLE push_credentials (
+    project_id  TEXT PRIMARY KEY REFERENCES projects(id) ON DELETE CASCADE,
+    kind        TEXT NOT NULL,
+    secret      TEXT NOT NULL,
+    created_at  BIGINT NOT NULL
+);
+CREATE TABLE image_records (
+    key         TEXT PRIMARY KEY,
+    value       TEXT NOT NULL,
+    updated_at  BIGINT NOT NULL
+);
+"#,
 ];
 
 /// The advisory lock replicas take while migrating (an arbitrary constant:
@@ -930,5 +949,167 @@ impl Store for PgStore {
 
     async fn agent_config(&self, agent: &str) -> Result<Option<StoredConfig>> {
         self.agent_config_impl(agent).await
+    }
+    async fn set_registry_login(&self, login: RegistryLogin) -> Result<()> {
+        let l = self.sealer.seal_registry(login);
+        sqlx::query(
+            "INSERT INTO registry_logins (host, username, password, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (host) DO UPDATE SET username = EXCLUDED.username,
+               password = EXCLUDED.password, created_at = EXCLUDED.created_at",
+        )
+        .bind(&l.host)
+        .bind(&l.username)
+        .bind(&l.password)
+        .bind(l.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn registry_login(&self, host: &str) -> Result<Option<RegistryLogin>> {
+        let row = sqlx::query(
+            "SELECT host, username, password, created_at FROM registry_logins WHERE host = $1",
+        )
+        .bind(host)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        let stored = row
+            .map(|r| {
+                Ok(RegistryLogin {
+                    host: r.try_get(0).map_err(db)?,
+                    username: r.try_get(1).map_err(db)?,
+                    password: r.try_get(2).map_err(db)?,
+                    created_at: r.try_get(3).map_err(db)?,
+                })
+            })
+            .transpose()?;
+        self.sealer.open_registry(stored)
+    }
+
+    async fn list_registry_logins(&self) -> Result<Vec<(String, String, UnixTime)>> {
+        let rows =
+            sqlx::query("SELECT host, username, created_at FROM registry_logins ORDER BY host")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(db)?,
+                    r.try_get(1).map_err(db)?,
+                    r.try_get(2).map_err(db)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn delete_registry_login(&self, host: &str) -> Result<()> {
+        self.delete_one(
+            "DELETE FROM registry_logins WHERE host = $1",
+            host,
+            format!("registry login for {host}"),
+        )
+        .await
+    }
+
+    async fn set_push_credential(&self, credential: PushCredential) -> Result<()> {
+        let p = self.sealer.seal_push(credential);
+        sqlx::query(
+            "INSERT INTO push_credentials (project_id, kind, secret, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (project_id) DO UPDATE SET kind = EXCLUDED.kind,
+               secret = EXCLUDED.secret, created_at = EXCLUDED.created_at",
+        )
+        .bind(&p.project)
+        .bind(p.kind.as_str())
+        .bind(&p.secret)
+        .bind(p.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+                StoreError::NotFound(format!("project {}", p.project))
+            }
+            _ => db(e),
+        })?;
+        Ok(())
+    }
+
+    async fn push_credential(&self, project: &str) -> Result<Option<PushCredential>> {
+        let row = sqlx::query(
+            "SELECT project_id, kind, secret, created_at FROM push_credentials WHERE project_id = $1",
+        )
+        .bind(project)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        let stored = row
+            .map(|r| {
+                let kind: String = r.try_get(1).map_err(db)?;
+                Ok(PushCredential {
+                    project: r.try_get(0).map_err(db)?,
+                    kind: PushSecretKind::parse(&kind).ok_or_else(|| {
+                        StoreError::Invalid(format!(
+                            "push credential of {project}: unknown kind {kind:?}"
+                        ))
+                    })?,
+                    secret: r.try_get(2).map_err(db)?,
+                    created_at: r.try_get(3).map_err(db)?,
+                })
+            })
+            .transpose()?;
+        self.sealer.open_push(stored)
+    }
+
+    async fn delete_push_credential(&self, project: &str) -> Result<()> {
+        self.delete_one(
+            "DELETE FROM push_credentials WHERE project_id = $1",
+            project,
+            format!("push credential of {project}"),
+        )
+        .await
+    }
+
+    async fn put_image_record(&self, record: ImageRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO image_records (key, value, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at",
+        )
+        .bind(&record.key)
+        .bind(&record.value)
+        .bind(record.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn image_records(&self, prefix: &str) -> Result<Vec<ImageRecord>> {
+        let rows = sqlx::query(
+            "SELECT key, value, updated_at FROM image_records WHERE left(key, length($1)) = $1 ORDER BY key",
+        )
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(ImageRecord {
+                    key: r.try_get(0).map_err(db)?,
+                    value: r.try_get(1).map_err(db)?,
+                    updated_at: r.try_get(2).map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_image_record(&self, key: &str) -> Result<()> {
+        self.delete_one(
+            "DELETE FROM image_records WHERE key = $1",
+            key,
+            format!("image record {key}"),
+        )
+        .await
     }
 }

@@ -14,7 +14,9 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::error::{Result, StoreError};
-use crate::model::{AdminTokenRecord, NotificationSecret, StatusTarget};
+use crate::model::{
+    AdminTokenRecord, NotificationSecret, PushCredential, RegistryLogin, StatusTarget,
+};
 
 const PREFIX: &str = "sealed:v1:";
 /// Sealed with every field that gives the secret its meaning bound in
@@ -209,6 +211,55 @@ impl Sealer {
             })
             .transpose()
     }
+}
+
+impl Sealer {
+    /// A registry password, bound to its host and username.
+    pub(crate) fn seal_registry(&self, mut l: RegistryLogin) -> RegistryLogin {
+        l.password = self.seal_as(PREFIX_BOUND, &l.password, &registry_record(&l));
+        l
+    }
+
+    pub(crate) fn open_registry(
+        &self,
+        stored: Option<RegistryLogin>,
+    ) -> Result<Option<RegistryLogin>> {
+        stored
+            .map(|mut l| {
+                let record = registry_record(&l);
+                l.password =
+                    self.open_as(PREFIX_BOUND, std::mem::take(&mut l.password), &record)?;
+                Ok(l)
+            })
+            .transpose()
+    }
+
+    /// A push credential, bound to its project and kind.
+    pub(crate) fn seal_push(&self, mut p: PushCredential) -> PushCredential {
+        p.secret = self.seal_as(PREFIX_BOUND, &p.secret, &push_record(&p));
+        p
+    }
+
+    pub(crate) fn open_push(
+        &self,
+        stored: Option<PushCredential>,
+    ) -> Result<Option<PushCredential>> {
+        stored
+            .map(|mut p| {
+                let record = push_record(&p);
+                p.secret = self.open_as(PREFIX_BOUND, std::mem::take(&mut p.secret), &record)?;
+                Ok(p)
+            })
+            .transpose()
+    }
+}
+
+fn registry_record(l: &RegistryLogin) -> String {
+    format!("registry_credentials/{}\nusername={}", l.host, l.username)
+}
+
+fn push_record(p: &PushCredential) -> String {
+    format!("push_credentials/{}\nkind={}", p.project, p.kind.as_str())
 }
 
 /// What the admin token's record is bound to.

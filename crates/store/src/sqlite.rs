@@ -136,6 +136,25 @@ CREATE TABLE ui_session_revocations (
 );
 ALTER TABLE projects ADD COLUMN allow_remote_bases INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+CREATE TABLE registry_logins (
+    host        TEXT PRIMARY KEY,
+    username    TEXT NOT NULL,
+    password    TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE push_credentials (
+    project_id  TEXT PRIMARY KEY REFERENCES projects(id) ON DELETE CASCADE,
+    kind        TEXT NOT NULL,
+    secret      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE image_records (
+    key         TEXT PRIMARY KEY,
+    value       TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+"#,
 ];
 
 /// kas's records in one SQLite file.
@@ -901,5 +920,164 @@ impl Store for SqliteStore {
 
     async fn agent_config(&self, agent: &str) -> Result<Option<StoredConfig>> {
         self.agent_config_impl(agent).await
+    }
+    async fn set_registry_login(&self, login: RegistryLogin) -> Result<()> {
+        let l = self.sealer.seal_registry(login);
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO registry_logins (host, username, password, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (host) DO UPDATE SET username = excluded.username,
+                   password = excluded.password, created_at = excluded.created_at",
+                params![l.host, l.username, l.password, l.created_at],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn registry_login(&self, host: &str) -> Result<Option<RegistryLogin>> {
+        let host = host.to_owned();
+        let stored = self
+            .call(move |c| {
+                query_one(
+                    c,
+                    "SELECT host, username, password, created_at FROM registry_logins WHERE host = ?1",
+                    [&host],
+                    |r| {
+                        Ok(RegistryLogin {
+                            host: r.get(0)?,
+                            username: r.get(1)?,
+                            password: r.get(2)?,
+                            created_at: r.get(3)?,
+                        })
+                    },
+                )
+            })
+            .await?;
+        self.sealer.open_registry(stored)
+    }
+
+    async fn list_registry_logins(&self) -> Result<Vec<(String, String, UnixTime)>> {
+        self.call(move |c| {
+            query_all(
+                c,
+                "SELECT host, username, created_at FROM registry_logins ORDER BY host",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+        })
+        .await
+    }
+
+    async fn delete_registry_login(&self, host: &str) -> Result<()> {
+        self.delete_one(
+            "DELETE FROM registry_logins WHERE host = ?1",
+            host,
+            format!("registry login for {host}"),
+        )
+        .await
+    }
+
+    async fn set_push_credential(&self, credential: PushCredential) -> Result<()> {
+        let p = self.sealer.seal_push(credential);
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO push_credentials (project_id, kind, secret, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (project_id) DO UPDATE SET kind = excluded.kind,
+                   secret = excluded.secret, created_at = excluded.created_at",
+                params![p.project, p.kind.as_str(), p.secret, p.created_at],
+            )
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    StoreError::NotFound(format!("project {}", p.project))
+                }
+                e => db(e),
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn push_credential(&self, project: &str) -> Result<Option<PushCredential>> {
+        let project = project.to_owned();
+        let stored = self
+            .call(move |c| {
+                query_one(
+                    c,
+                    "SELECT project_id, kind, secret, created_at FROM push_credentials WHERE project_id = ?1",
+                    [&project],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, UnixTime>(3)?)),
+                )
+            })
+            .await?;
+        let stored = stored
+            .map(|(project, kind, secret, created_at)| {
+                let kind = PushSecretKind::parse(&kind).ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "push credential of {project}: unknown kind {kind:?}"
+                    ))
+                })?;
+                Ok::<_, StoreError>(PushCredential {
+                    project,
+                    kind,
+                    secret,
+                    created_at,
+                })
+            })
+            .transpose()?;
+        self.sealer.open_push(stored)
+    }
+
+    async fn delete_push_credential(&self, project: &str) -> Result<()> {
+        self.delete_one(
+            "DELETE FROM push_credentials WHERE project_id = ?1",
+            project,
+            format!("push credential of {project}"),
+        )
+        .await
+    }
+
+    async fn put_image_record(&self, record: ImageRecord) -> Result<()> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO image_records (key, value, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                params![record.key, record.value, record.updated_at],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn image_records(&self, prefix: &str) -> Result<Vec<ImageRecord>> {
+        let prefix = prefix.to_owned();
+        self.call(move |c| {
+            query_all(
+                c,
+                "SELECT key, value, updated_at FROM image_records WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
+                [&prefix],
+                |r| {
+                    Ok(ImageRecord {
+                        key: r.get(0)?,
+                        value: r.get(1)?,
+                        updated_at: r.get(2)?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    async fn delete_image_record(&self, key: &str) -> Result<()> {
+        self.delete_one(
+            "DELETE FROM image_records WHERE key = ?1",
+            key,
+            format!("image record {key}"),
+        )
+        .await
     }
 }

@@ -54,6 +54,7 @@ on_both_stores!(
     status_targets_are_set_replaced_removed_and_go_with_their_project,
     notification_secrets_are_set_listed_and_removed,
     remote_bases_consent_the_admin_token_and_ended_sessions_are_kept,
+    image_automation_keeps_logins_push_credentials_and_records,
 );
 
 const T0: UnixTime = 1_800_000_000;
@@ -347,7 +348,7 @@ async fn records_survive_a_reopen_and_migrations_run_once() {
             .expect("token");
     }
     let store = SqliteStore::open(&path).expect("reopens");
-    assert_eq!(store.schema_version().await.expect("version"), 8);
+    assert_eq!(store.schema_version().await.expect("version"), 9);
     assert_eq!(store.list_agents().await.expect("agents").len(), 1);
     let project = store.get_project("p").await.expect("get").expect("present");
     assert_eq!(project.credentials_ref.as_deref(), Some("deploy-key"));
@@ -538,7 +539,7 @@ async fn postgres_replicas_migrate_once_and_share_records() {
     });
     let replicas: Vec<PgStore> = futures_join_all(connects).await;
     for replica in &replicas {
-        assert_eq!(replica.schema_version().await.expect("version"), 5);
+        assert_eq!(replica.schema_version().await.expect("version"), 6);
     }
     let (a, b) = (&replicas[0], &replicas[2]);
     a.create_project(NewProject {
@@ -1041,6 +1042,41 @@ async fn secrets_are_sealed_at_rest_on_both_databases() {
             .await
             .expect("notification");
 
+        sealed
+            .set_registry_login(RegistryLogin {
+                host: "registry.example.com".into(),
+                username: "robot".into(),
+                password: "registry-pass-1".into(),
+                created_at: T0,
+            })
+            .await
+            .expect("registry login");
+        sealed
+            .set_push_credential(PushCredential {
+                project: "team/app".into(),
+                kind: PushSecretKind::Token,
+                secret: "push-token-1".into(),
+                created_at: T0,
+            })
+            .await
+            .expect("push credential");
+        let login = sealed
+            .registry_login("registry.example.com")
+            .await
+            .expect(name);
+        assert_eq!(
+            login.map(|l| l.password).as_deref(),
+            Some("registry-pass-1")
+        );
+        let push = sealed.push_credential("team/app").await.expect(name);
+        assert_eq!(push.map(|p| p.secret).as_deref(), Some("push-token-1"));
+        for store in [&bare, &wrong] {
+            assert!(
+                store.registry_login("registry.example.com").await.is_err(),
+                "{name}"
+            );
+            assert!(store.push_credential("team/app").await.is_err(), "{name}");
+        }
         // The same key gives them back.
         assert_eq!(
             sealed.webhook_secret("team/app").await.expect(name),
@@ -1081,8 +1117,106 @@ async fn secrets_are_sealed_at_rest_on_both_databases() {
             "status-token-1",
             "notify-url-1",
             "signing-key-1",
+            "registry-pass-1",
+            "push-token-1",
         ] {
             assert!(!text.contains(secret), "{secret} in {file}");
         }
     }
+}
+
+async fn image_automation_keeps_logins_push_credentials_and_records(store: Shared) {
+    let login = |password: &str| RegistryLogin {
+        host: "ghcr.io".into(),
+        username: "robot".into(),
+        password: password.into(),
+        created_at: T0,
+    };
+    store.set_registry_login(login("one")).await.expect("set");
+    store
+        .set_registry_login(login("two"))
+        .await
+        .expect("replaced");
+    assert_eq!(
+        store.registry_login("ghcr.io").await.expect("read"),
+        Some(login("two"))
+    );
+    assert_eq!(
+        store.list_registry_logins().await.expect("list"),
+        vec![("ghcr.io".to_owned(), "robot".to_owned(), T0)]
+    );
+    store
+        .delete_registry_login("ghcr.io")
+        .await
+        .expect("deleted");
+    assert!(matches!(
+        store.delete_registry_login("ghcr.io").await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    let credential = PushCredential {
+        project: "team/app".into(),
+        kind: PushSecretKind::SshKey,
+        secret: "-----BEGIN OPENSSH PRIVATE KEY-----".into(),
+        created_at: T0,
+    };
+    assert!(
+        matches!(
+            store.set_push_credential(credential.clone()).await,
+            Err(StoreError::NotFound(_))
+        ),
+        "no such project"
+    );
+    store
+        .create_project(NewProject {
+            id: "team/app".into(),
+            url: "/srv/git/app".into(),
+            credentials_ref: None,
+            created_at: T0,
+            git_ref: None,
+        })
+        .await
+        .expect("project");
+    store
+        .set_push_credential(credential.clone())
+        .await
+        .expect("set");
+    assert_eq!(
+        store.push_credential("team/app").await.expect("read"),
+        Some(credential)
+    );
+    store.delete_project("team/app").await.expect("deleted");
+    assert_eq!(store.push_credential("team/app").await.expect("read"), None);
+
+    for (key, value) in [("tags/a", "1"), ("tags/b", "2"), ("status/a", "3")] {
+        store
+            .put_image_record(ImageRecord {
+                key: key.into(),
+                value: value.into(),
+                updated_at: T0,
+            })
+            .await
+            .expect("put");
+    }
+    store
+        .put_image_record(ImageRecord {
+            key: "tags/a".into(),
+            value: "1b".into(),
+            updated_at: T0 + 1,
+        })
+        .await
+        .expect("replaced");
+    let tags = store.image_records("tags/").await.expect("records");
+    assert_eq!(
+        tags.iter()
+            .map(|r| (r.key.as_str(), r.value.as_str()))
+            .collect::<Vec<_>>(),
+        [("tags/a", "1b"), ("tags/b", "2")]
+    );
+    store.delete_image_record("tags/a").await.expect("deleted");
+    assert_eq!(
+        store.image_records("tags/").await.expect("records").len(),
+        1
+    );
+    assert_eq!(store.image_records("").await.expect("records").len(), 2);
 }
