@@ -594,7 +594,7 @@ impl GitOps {
                         })
                         .collect();
                 }
-                Err(e) => report.error = e,
+                Err(e) => report.error = e.to_string(),
             }
             report
         })

@@ -16,8 +16,15 @@ use crate::manifest::Object;
 
 pub const DEPENDS_ON_ANNOTATION: &str = "config.kubernetes.io/depends-on";
 
+/// A reference in a depends-on annotation that names no object.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}: cannot read {reference:?}", DEPENDS_ON_ANNOTATION)]
+pub struct UnreadableReference {
+    pub reference: String,
+}
+
 /// The objects `object` depends on, or why its annotation is unreadable.
-pub fn dependencies(object: &Object) -> Result<Vec<ObjRef>, String> {
+pub fn dependencies(object: &Object) -> Result<Vec<ObjRef>, UnreadableReference> {
     let Some(text) = object
         .body
         .get("metadata")
@@ -30,7 +37,11 @@ pub fn dependencies(object: &Object) -> Result<Vec<ObjRef>, String> {
     text.split(',')
         .map(str::trim)
         .filter(|r| !r.is_empty())
-        .map(|r| parse(r).ok_or_else(|| format!("{DEPENDS_ON_ANNOTATION}: cannot read {r:?}")))
+        .map(|r| {
+            parse(r).ok_or_else(|| UnreadableReference {
+                reference: r.to_owned(),
+            })
+        })
         .collect()
 }
 

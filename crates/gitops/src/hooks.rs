@@ -73,13 +73,25 @@ impl DeletePolicy {
     }
 }
 
+/// Why a hook was not deleted, or not seen gone.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DeleteError {
+    #[error("cannot delete it: {0}")]
+    Delete(#[source] kube::Error),
+    #[error("cannot read it: {0}")]
+    Read(#[source] kube::Error),
+    /// Its finalizers hold it, or a controller made it again.
+    #[error("still there {}s after its deletion", after.as_secs())]
+    StillThere { after: Duration },
+}
+
 /// Deletes `object` through `api` (its resource, in its namespace; its
 /// dependents go in the background) and waits until it is gone, so that
 /// it can be created again under the same name.
 pub(crate) async fn delete_and_wait(
     api: &kube::Api<kube::api::DynamicObject>,
     object: &ObjRef,
-) -> Result<(), String> {
+) -> Result<(), DeleteError> {
     let params = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Background),
         ..DeleteParams::default()
@@ -87,7 +99,7 @@ pub(crate) async fn delete_and_wait(
     match api.delete(&object.name, &params).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
-        Err(e) => return Err(format!("cannot delete it: {e}")),
+        Err(e) => return Err(DeleteError::Delete(e)),
     }
     let deadline = Instant::now() + GONE_TIMEOUT;
     loop {
@@ -97,12 +109,11 @@ pub(crate) async fn delete_and_wait(
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Ok(Some(_)) => {
-                return Err(format!(
-                    "still there {}s after its deletion",
-                    GONE_TIMEOUT.as_secs()
-                ));
+                return Err(DeleteError::StillThere {
+                    after: GONE_TIMEOUT,
+                });
             }
-            Err(e) => return Err(format!("cannot read it: {e}")),
+            Err(e) => return Err(DeleteError::Read(e)),
         }
     }
 }

@@ -314,34 +314,60 @@ fn collect(
             location,
             body,
         }),
-        Err(message) => problems.push(invalid(message)),
+        Err(unnamed) => problems.push(invalid(unnamed.to_string())),
     }
 }
 
-fn identity(body: &Map<String, Value>) -> Result<(ObjectKey, String), String> {
-    let text = |v: Option<&Value>, what: &str| -> Result<String, String> {
-        match v {
-            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-            Some(_) => Err(format!("{what} must be a non-empty string")),
-            None => Err(format!("{what} is missing")),
-        }
-    };
+/// A field of an object's identity that is not a non-empty string.
+#[derive(Debug, thiserror::Error)]
+enum FieldError {
+    #[error("{0} must be a non-empty string")]
+    NotAString(&'static str),
+    #[error("{0} is missing")]
+    Missing(&'static str),
+}
+
+/// Why a document does not say which object it is.
+#[derive(Debug, thiserror::Error)]
+enum IdentityError {
+    #[error(transparent)]
+    Field(#[from] FieldError),
+    #[error("{kind}: metadata is missing")]
+    NoMetadata { kind: String },
+    #[error("{kind}: {source} (server-side apply needs a name)")]
+    Name {
+        kind: String,
+        #[source]
+        source: FieldError,
+    },
+    #[error("{kind} {name}: metadata.namespace must be a string")]
+    Namespace { kind: String, name: String },
+}
+
+/// The non-empty string `field` holds.
+fn text(value: Option<&Value>, field: &'static str) -> Result<String, FieldError> {
+    match value {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(_) => Err(FieldError::NotAString(field)),
+        None => Err(FieldError::Missing(field)),
+    }
+}
+
+fn identity(body: &Map<String, Value>) -> Result<(ObjectKey, String), IdentityError> {
     let api_version = text(body.get("apiVersion"), "apiVersion")?;
     let kind = text(body.get("kind"), "kind")?;
     let meta = match body.get("metadata") {
         Some(Value::Object(m)) => m,
-        _ => return Err(format!("{kind}: metadata is missing")),
+        _ => return Err(IdentityError::NoMetadata { kind }),
     };
-    let name = text(meta.get("name"), "metadata.name")
-        .map_err(|e| format!("{kind}: {e} (server-side apply needs a name)"))?;
+    let name = match text(meta.get("name"), "metadata.name") {
+        Ok(name) => name,
+        Err(source) => return Err(IdentityError::Name { kind, source }),
+    };
     let namespace = match meta.get("namespace") {
         None | Some(Value::Null) => None,
         Some(Value::String(ns)) if !ns.is_empty() => Some(ns.clone()),
-        Some(_) => {
-            return Err(format!(
-                "{kind} {name}: metadata.namespace must be a string"
-            ));
-        }
+        Some(_) => return Err(IdentityError::Namespace { kind, name }),
     };
     let group = match api_version.split_once('/') {
         Some((group, _)) => group.to_owned(),

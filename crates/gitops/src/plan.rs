@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::hooks::DeletePolicy;
 use crate::inventory::{FIELD_MANAGER, ON_REMOVE_ANNOTATION, ObjRef};
-use crate::manifest::{self, ManifestFile};
+use crate::manifest::{self, ManifestError, ManifestFile};
 use crate::sync::{
     AppliedState, SyncOptions, api_for, check_ownership, current_fields, fingerprint, mark_owner,
     resolve_set, unchanged_since,
@@ -83,6 +83,31 @@ pub struct Plan {
     pub dry_runs: usize,
 }
 
+/// Why no plan was made: what a sync would fail with before touching
+/// anything.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// Every problem of the manifests at once.
+    #[error("{}", join_problems(.0))]
+    Manifests(Vec<ManifestError>),
+    #[error("API discovery failed: {0}")]
+    Discovery(#[source] kube::Error),
+    /// Objects whose kind the cluster does not serve, and cycles of
+    /// depends-on annotations.
+    #[error("{}", .0.join("; "))]
+    Unresolved(Vec<String>),
+    #[error("cannot read the inventory: {0}")]
+    Inventory(#[source] kube::Error),
+}
+
+fn join_problems(problems: &[ManifestError]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Plans `files` against the cluster; `applied` is what the project's
 /// syncs last applied (empty: every object is dry-run). An error is what a
 /// sync would fail with before touching anything (a parse error, an
@@ -92,25 +117,19 @@ pub async fn plan(
     options: &SyncOptions,
     files: &[ManifestFile],
     applied: &AppliedState,
-) -> Result<Plan, String> {
-    let objects = manifest::parse(files, &options.limits).map_err(|problems| {
-        problems
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    })?;
+) -> Result<Plan, PlanError> {
+    let objects = manifest::parse(files, &options.limits).map_err(PlanError::Manifests)?;
     let discovery = Discovery::new(client.clone())
         .run()
         .await
-        .map_err(|e| format!("API discovery failed: {e}"))?;
+        .map_err(PlanError::Discovery)?;
     let resolved = resolve_set(&discovery, objects, &options.default_namespace)
-        .map_err(|problems| problems.join("; "))?;
+        .map_err(PlanError::Unresolved)?;
     let old = options
         .inventory
         .load(client)
         .await
-        .map_err(|e| format!("cannot read the inventory: {e}"))?;
+        .map_err(PlanError::Inventory)?;
     let new: BTreeSet<ObjRef> = resolved
         .iter()
         .map(|(o, _)| ObjRef::from_key(&o.key))
@@ -128,10 +147,8 @@ pub async fn plan(
                     message,
                     fields: Vec::new(),
                 };
-                if let Err(message) =
-                    check_ownership(client, options, old, &object, &resolved).await
-                {
-                    return refused(message);
+                if let Err(why) = check_ownership(client, options, old, &object, &resolved).await {
+                    return refused(why.to_string());
                 }
                 if resolved.pending_crd {
                     return PlannedObject {

@@ -210,11 +210,11 @@ pub async fn sync_observed(
     for (object, resolved) in planned {
         match check_ownership(client, options, &old, &object, &resolved).await {
             Ok(()) => owned.push((object, resolved)),
-            Err(message) => outcome.objects.push(ObjectOutcome {
+            Err(refused) => outcome.objects.push(ObjectOutcome {
                 object: ObjRef::from_key(&object.key),
                 action: Action::Failed,
                 health: None,
-                message,
+                message: refused.to_string(),
                 resource: None,
                 record: None,
             }),
@@ -674,6 +674,21 @@ pub(crate) fn api_for(
     }
 }
 
+/// Why this inventory may not apply an object.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OwnershipError {
+    #[error("cannot read it: {0}")]
+    Read(#[source] kube::Error),
+    #[error(
+        "exists and belongs to inventory {id}; not taken over (inventory_policy: adopt_all would)"
+    )]
+    OtherInventory { id: String },
+    #[error(
+        "exists and no inventory owns it; not taken over (inventory_policy: adopt_if_no_inventory would)"
+    )]
+    NoInventory,
+}
+
 /// Whether this inventory may apply `object`, by `inventory_policy`.
 pub(crate) async fn check_ownership(
     client: &kube::Client,
@@ -681,7 +696,7 @@ pub(crate) async fn check_ownership(
     old: &BTreeSet<ObjRef>,
     object: &Object,
     resolved: &Resolved,
-) -> Result<(), String> {
+) -> Result<(), OwnershipError> {
     if resolved.pending_crd || old.contains(&ObjRef::from_key(&object.key)) {
         return Ok(());
     }
@@ -695,7 +710,7 @@ pub(crate) async fn check_ownership(
         Ok(existing) => existing,
         // A namespace the set creates: nothing can exist in it yet.
         Err(kube::Error::Api(e)) if e.code == 404 => None,
-        Err(e) => return Err(format!("cannot read it: {e}")),
+        Err(e) => return Err(OwnershipError::Read(e)),
     };
     let Some(existing) = existing else {
         return Ok(());
@@ -710,13 +725,8 @@ pub(crate) async fn check_ownership(
         (Some(id), _) if id == options.inventory.id => Ok(()),
         (_, InventoryPolicy::AdoptAll) => Ok(()),
         (None, InventoryPolicy::AdoptIfNoInventory) => Ok(()),
-        (Some(id), _) => Err(format!(
-            "exists and belongs to inventory {id}; not taken over (inventory_policy: adopt_all would)"
-        )),
-        (None, _) => Err(
-            "exists and no inventory owns it; not taken over (inventory_policy: adopt_if_no_inventory would)"
-                .to_owned(),
-        ),
+        (Some(id), _) => Err(OwnershipError::OtherInventory { id }),
+        (None, _) => Err(OwnershipError::NoInventory),
     }
 }
 
@@ -751,7 +761,7 @@ async fn apply_all(
             // A depends-on wave: what came before must be Current first.
             wave = key.0;
             if let Err(why) = wait_for_wave(client, options, &mut outcomes, observe).await {
-                return (outcomes, Some(why));
+                return (outcomes, Some(why.to_string()));
             }
             observe(Progress {
                 phase: Phase::Applying,
@@ -777,6 +787,16 @@ async fn apply_all(
     (outcomes, None)
 }
 
+/// Why the next depends-on wave did not start.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped before the next wave: {what} {not_done}")]
+struct WaveStopped {
+    /// `a Helm hook` or `a dependency`.
+    what: &'static str,
+    /// What was not Current in time, and the setting that gave the time.
+    not_done: String,
+}
+
 /// Waits until everything applied so far is Current: under the hook
 /// timeout while a Helm hook is among what is awaited, else under the
 /// reconcile timeout. Why not, if it is not.
@@ -785,7 +805,7 @@ async fn wait_for_wave(
     options: &SyncOptions,
     outcomes: &mut [ObjectOutcome],
     observe: Observer<'_>,
-) -> Result<(), String> {
+) -> Result<(), WaveStopped> {
     let members: Vec<usize> = (0..outcomes.len())
         .filter(|&i| outcomes[i].resource.is_some() && outcomes[i].health != Some(Health::Current))
         .collect();
@@ -820,11 +840,10 @@ async fn wait_for_wave(
     {
         return Ok(());
     }
-    let what = if hooks { "a Helm hook" } else { "a dependency" };
-    Err(format!(
-        "stopped before the next wave: {what} {}",
-        not_done(outcomes, &members, Until::Current, setting, timeout)
-    ))
+    Err(WaveStopped {
+        what: if hooks { "a Helm hook" } else { "a dependency" },
+        not_done: not_done(outcomes, &members, Until::Current, setting, timeout),
+    })
 }
 
 async fn apply_one(
@@ -1057,7 +1076,7 @@ async fn prune(
             .map(|object| async move {
                 let (action, message) = match prune_one(client, discovery, options, &object).await {
                     Ok(result) => result,
-                    Err(message) => (Action::Failed, message),
+                    Err(failed) => (Action::Failed, failed.to_string()),
                 };
                 ObjectOutcome {
                     object,
@@ -1076,12 +1095,21 @@ async fn prune(
     outcomes
 }
 
+/// Why an object gone from git was not pruned.
+#[derive(Debug, thiserror::Error)]
+enum PruneError {
+    #[error("cannot read it: {0}")]
+    Read(#[source] kube::Error),
+    #[error("cannot delete it: {0}")]
+    Delete(#[source] kube::Error),
+}
+
 async fn prune_one(
     client: &kube::Client,
     discovery: &Discovery,
     options: &SyncOptions,
     object: &ObjRef,
-) -> Result<(Action, String), String> {
+) -> Result<(Action, String), PruneError> {
     let Some((resource, caps)) = discovery
         .get(&object.group)
         .and_then(|g| g.recommended_kind(&object.kind))
@@ -1094,7 +1122,7 @@ async fn prune_one(
     let Some(existing) = api
         .get_metadata_opt(&object.name)
         .await
-        .map_err(|e| format!("cannot read it: {e}"))?
+        .map_err(PruneError::Read)?
     else {
         return Ok((Action::Pruned, "already gone".into()));
     };
@@ -1124,7 +1152,7 @@ async fn prune_one(
     match api.delete(&object.name, &params).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 404 => return Ok((Action::Pruned, String::new())),
-        Err(e) => return Err(format!("cannot delete it: {e}")),
+        Err(e) => return Err(PruneError::Delete(e)),
     }
     let deadline = Instant::now() + options.prune_timeout;
     while Instant::now() < deadline {

@@ -420,6 +420,33 @@ async fn deliver_in_order(inner: Arc<Inner>, destination: Notification, mut queu
     }
 }
 
+/// Why a notice was not delivered: what the last try met. Nothing of the
+/// destination's URL is kept, since the URL is a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("request failed: {0}")]
+    Failed(#[source] hyper_util::client::legacy::Error),
+    #[error("answered {0}")]
+    Answered(http::StatusCode),
+}
+
+impl DeliveryError {
+    /// Whether another try may succeed: a transport error, a 5xx or a 429.
+    fn is_transient(&self) -> bool {
+        match self {
+            DeliveryError::Request(_) => false,
+            DeliveryError::Timeout(_) | DeliveryError::Failed(_) => true,
+            DeliveryError::Answered(status) => {
+                status.is_server_error() || *status == http::StatusCode::TOO_MANY_REQUESTS
+            }
+        }
+    }
+}
+
 /// Delivers one notice, trying again with backoff after a transport error,
 /// a 5xx or a 429.
 pub async fn deliver(
@@ -428,22 +455,19 @@ pub async fn deliver(
     secret: &NotificationSecret,
     notice: &Notice,
     backoff: &[Duration],
-) -> Result<(), String> {
+) -> Result<(), DeliveryError> {
     let mut waits = backoff.iter();
     loop {
         let request = request(provider, secret, notice)?;
         let failed = match tokio::time::timeout(TIMEOUT, client.request(request)).await {
-            Err(_) => format!("no answer within {TIMEOUT:?}"),
-            Ok(Err(e)) => format!("request failed: {e}"),
+            Err(_) => DeliveryError::Timeout(TIMEOUT),
+            Ok(Err(e)) => DeliveryError::Failed(e),
             Ok(Ok(response)) if response.status().is_success() => return Ok(()),
-            Ok(Ok(response)) => {
-                let status = response.status();
-                if !(status.is_server_error() || status.as_u16() == 429) {
-                    return Err(format!("answered {status}"));
-                }
-                format!("answered {status}")
-            }
+            Ok(Ok(response)) => DeliveryError::Answered(response.status()),
         };
+        if !failed.is_transient() {
+            return Err(failed);
+        }
         match waits.next() {
             Some(wait) => tokio::time::sleep(*wait).await,
             None => return Err(failed),
@@ -451,12 +475,23 @@ pub async fn deliver(
     }
 }
 
+/// Why a notice cannot be made into a request.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    Serialize(#[from] serde_json::Error),
+    /// The URL or a header is not one `http` takes; which part is not said
+    /// (the URL is a secret).
+    #[error("cannot build the notification: {0}")]
+    Build(#[source] http::Error),
+}
+
 /// The request each destination takes.
 pub fn request(
     provider: NotificationProvider,
     secret: &NotificationSecret,
     notice: &Notice,
-) -> Result<Request<Full<Bytes>>, String> {
+) -> Result<Request<Full<Bytes>>, RequestError> {
     let text = notice.text();
     let body = match provider {
         NotificationProvider::Generic => {
@@ -466,7 +501,7 @@ pub fn request(
                     .map(|d| d.as_secs() as i64)
                     .unwrap_or_default(),
             );
-            let mut json = serde_json::to_value(notice).map_err(|e| e.to_string())?;
+            let mut json = serde_json::to_value(notice)?;
             json["text"] = text.into();
             json["at"] = at.into();
             json
@@ -500,9 +535,7 @@ pub fn request(
             builder = builder.header("x-tether-signature", sign(key, &body));
         }
     }
-    builder
-        .body(Full::new(body))
-        .map_err(|e| format!("cannot build the notification: {e}"))
+    builder.body(Full::new(body)).map_err(RequestError::Build)
 }
 
 /// `sha256=<hex HMAC-SHA256 of body>`, as the generic provider signs.

@@ -194,19 +194,51 @@ async fn post_in_order(inner: Arc<Inner>, project: String, mut queue: Worker<Sta
     }
 }
 
+/// Why a status was not posted: what the last try met.
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("request failed: {0}")]
+    Failed(#[source] hyper_util::client::legacy::Error),
+    /// The host refused; `said` is the start of its answer, which usually
+    /// says why (a token without the scope, a repository it cannot see).
+    #[error("{provider} answered {status}: {said}")]
+    Answered {
+        provider: String,
+        status: http::StatusCode,
+        said: String,
+    },
+}
+
+impl PostError {
+    /// Whether another try may succeed: a transport error, a 5xx or a 429.
+    fn is_transient(&self) -> bool {
+        match self {
+            PostError::Request(_) => false,
+            PostError::Timeout(_) | PostError::Failed(_) => true,
+            PostError::Answered { status, .. } => {
+                status.is_server_error() || *status == http::StatusCode::TOO_MANY_REQUESTS
+            }
+        }
+    }
+}
+
 /// Posts one status, trying again after a transport error or a 5xx/429.
 pub async fn post(
     client: &HttpsClient,
     target: &StatusTarget,
     event: &StatusEvent,
-) -> Result<(), String> {
+) -> Result<(), PostError> {
     let mut waits = RETRIES.iter();
     loop {
         let request = request(target, event)?;
         let outcome = tokio::time::timeout(TIMEOUT, client.request(request)).await;
-        let retry = match outcome {
-            Err(_) => format!("no answer within {TIMEOUT:?}"),
-            Ok(Err(e)) => format!("request failed: {e}"),
+        let failed = match outcome {
+            Err(_) => PostError::Timeout(TIMEOUT),
+            Ok(Err(e)) => PostError::Failed(e),
             Ok(Ok(response)) => {
                 let status = response.status();
                 if status.is_success() {
@@ -218,28 +250,44 @@ pub async fn post(
                     .and_then(Result::ok)
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
-                let said = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-                let message = format!("{} answered {status}: {said}", target.provider);
-                if !(status.is_server_error() || status.as_u16() == 429) {
-                    return Err(message);
+                PostError::Answered {
+                    provider: target.provider.clone(),
+                    status,
+                    said: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
                 }
-                message
             }
         };
+        if !failed.is_transient() {
+            return Err(failed);
+        }
         match waits.next() {
             Some(wait) => tokio::time::sleep(*wait).await,
-            None => return Err(retry),
+            None => return Err(failed),
         }
     }
 }
 
+/// Why a status cannot be made into a request. Nothing of the target's
+/// token is kept.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The commit as it may be logged ([`loggable`]): it came from an
+    /// agent.
+    #[error("{0:?} is not a full commit id (40 or 64 lower-case hex digits)")]
+    NotACommit(String),
+    #[error("unknown commit status provider {0:?}")]
+    UnknownProvider(String),
+    #[error("cannot build the status request: {0}")]
+    Build(#[source] http::Error),
+}
+
 /// The request each host documents for a commit status.
-pub fn request(target: &StatusTarget, event: &StatusEvent) -> Result<Request<Full<Bytes>>, String> {
+pub fn request(
+    target: &StatusTarget,
+    event: &StatusEvent,
+) -> Result<Request<Full<Bytes>>, RequestError> {
     if !is_commit_id(&event.commit) {
-        return Err(format!(
-            "{:?} is not a full commit id (40 or 64 lower-case hex digits)",
-            loggable(&event.commit)
-        ));
+        return Err(RequestError::NotACommit(loggable(&event.commit)));
     }
     let api = target.api_url.trim_end_matches('/');
     let context = format!("tether/{}", event.agent);
@@ -282,7 +330,7 @@ pub fn request(target: &StatusTarget, event: &StatusEvent) -> Result<Request<Ful
                 serde_json::json!({ "state": state, "name": context, "description": description }),
             )
         }
-        other => return Err(format!("unknown commit status provider {other:?}")),
+        other => return Err(RequestError::UnknownProvider(other.to_owned())),
     };
     let mut builder = Request::builder()
         .method(Method::POST)
@@ -300,7 +348,7 @@ pub fn request(target: &StatusTarget, event: &StatusEvent) -> Result<Request<Ful
     }
     builder
         .body(Full::new(Bytes::from(body.to_string())))
-        .map_err(|e| format!("cannot build the status request: {e}"))
+        .map_err(RequestError::Build)
 }
 
 /// What a sync report amounts to as a status: success once synced and
@@ -420,7 +468,10 @@ mod tests {
             body(&request(&target("gitlab"), &event(State::Failure)).expect("gitlab"))["state"],
             "failed"
         );
-        assert!(request(&target("svn"), &event(State::Success)).is_err());
+        assert!(matches!(
+            request(&target("svn"), &event(State::Success)),
+            Err(RequestError::UnknownProvider(p)) if p == "svn"
+        ));
     }
 
     #[test]
@@ -448,7 +499,13 @@ mod tests {
             let mut e = event(State::Success);
             e.commit = bad.into();
             for provider in ["github", "gitea", "gitlab"] {
-                assert!(request(&target(provider), &e).is_err(), "{provider} {bad}");
+                assert!(
+                    matches!(
+                        request(&target(provider), &e),
+                        Err(RequestError::NotACommit(_))
+                    ),
+                    "{provider} {bad}"
+                );
             }
         }
         assert_eq!(loggable(&"x".repeat(10_000)).len(), LOGGED_COMMIT);

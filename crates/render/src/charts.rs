@@ -19,9 +19,13 @@ use http_body_util::{BodyExt, Limited};
 use ring::digest;
 use tether_agent_config::{ChartSegmentError, validate_chart_name, validate_chart_version};
 
-use crate::chart_archive;
+use crate::chart_archive::{self, ArchiveError};
 use crate::client::{FETCH_TIMEOUT, Https, MAX_CHART_BYTES};
+use crate::objects::NotYaml;
 use serde_json::Value;
+
+pub use crate::client::GetError;
+pub use crate::oci::{LocateError, PullError};
 
 /// An index larger than this is refused (Bitnami's, the largest public
 /// one, is about 15 MiB).
@@ -132,6 +136,61 @@ pub fn archive_file_name(chart: &ChartName, version: &ChartVersion) -> String {
     format!("{chart}-{version}.tgz")
 }
 
+/// Why a chart's archive was not fetched, or not for an agent.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Get(#[from] GetError),
+    #[error(transparent)]
+    Pull(#[from] PullError),
+    #[error("index.yaml is not text")]
+    IndexNotText,
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(
+        "chart {chart} {version} has no digest in {index}: a chart an agent renders (render_on: agent) is sent only once kas has checked its digest"
+    )]
+    NoDigest {
+        chart: ChartName,
+        version: ChartVersion,
+        /// The index's URL.
+        index: String,
+    },
+    #[error("{url}: digest {actual} is not the {expected} that index.yaml gives")]
+    DigestMismatch {
+        url: String,
+        actual: String,
+        expected: String,
+    },
+    #[error("checking the archive was interrupted")]
+    CheckInterrupted(#[source] tokio::task::JoinError),
+    #[error("the archive of chart {chart} {version} is not sent to the agent: {source}")]
+    NotTheChart {
+        chart: ChartName,
+        version: ChartVersion,
+        #[source]
+        source: ArchiveError,
+    },
+}
+
+/// Why a repository's index does not lead to the chart.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error(transparent)]
+    NotYaml(#[from] NotYaml),
+    #[error("the repository has no chart {chart}")]
+    NoChart { chart: String },
+    /// `known`: a few of the versions the index has, sorted.
+    #[error("chart {chart} has no version {version} (it has {})", known.join(", "))]
+    NoVersion {
+        chart: String,
+        version: String,
+        known: Vec<String>,
+    },
+    #[error("chart {chart} {version} has no URL in index.yaml")]
+    NoUrl { chart: String, version: String },
+}
+
 // === impl Fetcher ===
 
 impl Fetcher {
@@ -144,7 +203,7 @@ impl Fetcher {
         repository: &str,
         chart: &ChartName,
         version: &ChartVersion,
-    ) -> Result<Arc<Vec<u8>>, String> {
+    ) -> Result<Arc<Vec<u8>>, FetchError> {
         let kept = self
             .fetch(repository, chart, version, Digest::IfGiven)
             .await?;
@@ -160,7 +219,7 @@ impl Fetcher {
         repository: &str,
         chart: &ChartName,
         version: &ChartVersion,
-    ) -> Result<Arc<Vec<u8>>, String> {
+    ) -> Result<Arc<Vec<u8>>, FetchError> {
         let kept = self
             .fetch(repository, chart, version, Digest::Required)
             .await?;
@@ -170,9 +229,11 @@ impl Fetcher {
                 chart_archive::check(&archive, &name, chart_archive::Bounds::default())
             })
             .await
-            .map_err(|_| "checking the archive was interrupted".to_owned())?
-            .map_err(|e| {
-                format!("the archive of chart {chart} {version} is not sent to the agent: {e}")
+            .map_err(FetchError::CheckInterrupted)?
+            .map_err(|source| FetchError::NotTheChart {
+                chart: chart.clone(),
+                version: version.clone(),
+                source,
             })?;
             // Only the very bytes checked: the entry may have been evicted
             // and fetched again meanwhile.
@@ -205,7 +266,7 @@ impl Fetcher {
         chart: &ChartName,
         version: &ChartVersion,
         needs: Digest,
-    ) -> Result<Kept, String> {
+    ) -> Result<Kept, FetchError> {
         let key = key(repository, chart, version);
         if let Some(kept) = lock(&self.kept).get(&key)
             && (kept.digest_checked || needs == Digest::IfGiven)
@@ -254,17 +315,18 @@ impl Fetcher {
         chart: &ChartName,
         version: &ChartVersion,
         needs: Digest,
-    ) -> Result<(Vec<u8>, bool), String> {
+    ) -> Result<(Vec<u8>, bool), FetchError> {
         let base = repository.trim_end_matches('/');
-        let index = self
-            .get(&format!("{base}/index.yaml"), MAX_INDEX_BYTES)
-            .await?;
-        let index = std::str::from_utf8(&index).map_err(|_| "index.yaml is not text".to_owned())?;
+        let index_url = format!("{base}/index.yaml");
+        let index = self.get(&index_url, MAX_INDEX_BYTES).await?;
+        let index = std::str::from_utf8(&index).map_err(|_| FetchError::IndexNotText)?;
         let (url, expected) = find(index, chart.as_str(), version.as_str())?;
         if expected.is_none() && needs == Digest::Required {
-            return Err(format!(
-                "chart {chart} {version} has no digest in {base}/index.yaml: a chart an agent renders (render_on: agent) is sent only once kas has checked its digest"
-            ));
+            return Err(FetchError::NoDigest {
+                chart: chart.clone(),
+                version: version.clone(),
+                index: index_url,
+            });
         }
         let url = if url.contains("://") {
             url
@@ -275,46 +337,66 @@ impl Fetcher {
         if let Some(expected) = &expected {
             let actual = hex(digest::digest(&digest::SHA256, &archive).as_ref());
             if !actual.eq_ignore_ascii_case(expected) {
-                return Err(format!(
-                    "{url}: digest {actual} is not the {expected} that index.yaml gives"
-                ));
+                return Err(FetchError::DigestMismatch {
+                    url,
+                    actual,
+                    expected: expected.clone(),
+                });
             }
         }
         Ok((archive, expected.is_some()))
     }
 
-    async fn get(&self, url: &str, limit: usize) -> Result<Vec<u8>, String> {
-        let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    async fn get(&self, url: &str, limit: usize) -> Result<Vec<u8>, GetError> {
+        let uri: http::Uri = url.parse().map_err(|source| GetError::Uri {
+            url: url.to_owned(),
+            source,
+        })?;
         let exchange = async {
             let response = self
                 .client
                 .get(uri)
                 .await
-                .map_err(|e| format!("{url}: {}", crate::egress::error_chain(&e)))?;
+                .map_err(|source| GetError::Connect {
+                    url: url.to_owned(),
+                    source,
+                })?;
             if !response.status().is_success() {
-                return Err(format!("{url} answered {}", response.status()));
+                return Err(GetError::Status {
+                    url: url.to_owned(),
+                    status: response.status(),
+                });
             }
             Limited::new(response.into_body(), limit)
                 .collect()
                 .await
                 .map(|b| b.to_bytes().to_vec())
-                .map_err(|e| format!("{url}: {e} (more than {limit} bytes?)"))
+                .map_err(|source| GetError::Body {
+                    url: url.to_owned(),
+                    limit,
+                    source,
+                })
         };
         tokio::time::timeout(FETCH_TIMEOUT, exchange)
             .await
-            .map_err(|_| format!("{url} did not answer within {FETCH_TIMEOUT:?}"))?
+            .map_err(|_| GetError::Timeout {
+                url: url.to_owned(),
+                after: FETCH_TIMEOUT,
+            })?
     }
 }
 
 /// The URL and digest of `chart` at `version` in an index.
-fn find(index: &str, chart: &str, version: &str) -> Result<(String, Option<String>), String> {
+fn find(index: &str, chart: &str, version: &str) -> Result<(String, Option<String>), IndexError> {
     let docs = crate::objects::parse_documents(index)?;
     let entries = docs
         .first()
         .and_then(|d| d.get("entries"))
         .and_then(|e| e.get(chart))
         .and_then(Value::as_array)
-        .ok_or_else(|| format!("the repository has no chart {chart}"))?;
+        .ok_or_else(|| IndexError::NoChart {
+            chart: chart.to_owned(),
+        })?;
     let wanted = version.trim_start_matches('v');
     let entry = entries
         .iter()
@@ -324,23 +406,28 @@ fn find(index: &str, chart: &str, version: &str) -> Result<(String, Option<Strin
                 .is_some_and(|v| v.trim_start_matches('v') == wanted)
         })
         .ok_or_else(|| {
-            let mut known: Vec<&str> = entries
+            let mut known: Vec<String> = entries
                 .iter()
                 .filter_map(|e| e.get("version").and_then(Value::as_str))
                 .take(5)
+                .map(str::to_owned)
                 .collect();
             known.sort_unstable();
-            format!(
-                "chart {chart} has no version {version} (it has {})",
-                known.join(", ")
-            )
+            IndexError::NoVersion {
+                chart: chart.to_owned(),
+                version: version.to_owned(),
+                known,
+            }
         })?;
     let url = entry
         .get("urls")
         .and_then(Value::as_array)
         .and_then(|u| u.first())
         .and_then(Value::as_str)
-        .ok_or_else(|| format!("chart {chart} {version} has no URL in index.yaml"))?;
+        .ok_or_else(|| IndexError::NoUrl {
+            chart: chart.to_owned(),
+            version: version.to_owned(),
+        })?;
     let digest = entry
         .get("digest")
         .and_then(Value::as_str)
@@ -360,22 +447,22 @@ mod tests {
     fn the_index_names_the_archive_and_its_digest() {
         let index = "apiVersion: v1\nentries:\n  web:\n  - version: 1.2.0\n    urls: [web-1.2.0.tgz]\n    digest: abc\n  - version: 1.1.0\n    urls: ['https://cdn.example.com/web-1.1.0.tgz']\n";
         assert_eq!(
-            find(index, "web", "1.2.0"),
-            Ok(("web-1.2.0.tgz".to_owned(), Some("abc".to_owned())))
+            find(index, "web", "1.2.0").expect("listed"),
+            ("web-1.2.0.tgz".to_owned(), Some("abc".to_owned()))
         );
         assert_eq!(
-            find(index, "web", "v1.1.0"),
-            Ok(("https://cdn.example.com/web-1.1.0.tgz".to_owned(), None))
+            find(index, "web", "v1.1.0").expect("listed"),
+            ("https://cdn.example.com/web-1.1.0.tgz".to_owned(), None)
         );
-        assert!(
+        assert_eq!(
             find(index, "web", "9.9.9")
                 .expect_err("missing")
-                .contains("1.1.0, 1.2.0")
+                .to_string(),
+            "chart web has no version 9.9.9 (it has 1.1.0, 1.2.0)"
         );
-        assert!(
-            find(index, "db", "1.0.0")
-                .expect_err("missing")
-                .contains("no chart db")
-        );
+        assert!(matches!(
+            find(index, "db", "1.0.0"),
+            Err(IndexError::NoChart { chart }) if chart == "db"
+        ));
     }
 }

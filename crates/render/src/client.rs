@@ -17,6 +17,47 @@ pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) type Https = Client<hyper_rustls::HttpsConnector<Connector>, Empty<Bytes>>;
 
+/// Why a GET of a chart repository's or a registry's URL failed; each
+/// names the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    #[error("{url}: {source}")]
+    Uri {
+        url: String,
+        #[source]
+        source: http::uri::InvalidUri,
+    },
+    #[error("{url}: {source}")]
+    Request {
+        url: String,
+        #[source]
+        source: http::Error,
+    },
+    /// No connection: the network, TLS, or the egress policy (then the
+    /// chain holds an [`crate::egress::Refusal`]). The message is the whole
+    /// chain, since hyper's own says only "client error (Connect)".
+    #[error("{url}: {}", crate::egress::error_chain(source))]
+    Connect {
+        url: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("{url} answered {status}")]
+    Status {
+        url: String,
+        status: http::StatusCode,
+    },
+    #[error("{url}: {source} (more than {limit} bytes?)")]
+    Body {
+        url: String,
+        limit: usize,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{url} did not answer within {after:?}")]
+    Timeout { url: String, after: Duration },
+}
+
 /// HTTP/1.1 and HTTP/2, TLS with the web's roots, every connection (a
 /// redirect's and a token realm's too) decided by `egress` on the address
 /// it goes to; plain HTTP only where the policy allows the address.

@@ -2,6 +2,7 @@
 //! chart repository by kas (helm itself never reaches the network).
 
 use std::ffi::OsString;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -123,7 +124,7 @@ pub async fn template(t: &Template<'_>) -> Result<Vec<Value>, RenderError> {
         args,
         dir: t.home.to_owned(),
         env: sandbox::base_env(t.home),
-        folders: confined_to(&[t.repo, t.home]).map_err(|e| fail(None, e))?,
+        folders: confined_to(&[t.repo, t.home]).map_err(|e| fail(None, e.to_string()))?,
         ..Invocation::default()
     };
     let out = sandbox::run(&invocation, t.limits).await.map_err(|e| {
@@ -137,22 +138,36 @@ pub async fn template(t: &Template<'_>) -> Result<Vec<Value>, RenderError> {
     })?;
     let text =
         String::from_utf8(out).map_err(|_| fail(None, "printed text that is not UTF-8".into()))?;
-    let mut objects = objects::parse_documents(&text).map_err(|e| fail(None, e))?;
+    let mut objects = objects::parse_documents(&text).map_err(|e| fail(None, e.to_string()))?;
     objects::place_in_namespace(&mut objects, t.namespace);
     objects::order_hooks(&mut objects);
     Ok(objects)
 }
 
+/// A folder a render runs in that cannot be made. The message leaves the
+/// path out: it is kas's scratch space, not something of the project.
+#[derive(Debug, thiserror::Error)]
+#[error("a folder to render in: {source}")]
+pub struct NoFolder {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// `folder` and its parents, made if missing.
+pub(crate) fn make_folder(folder: &Path) -> Result<(), NoFolder> {
+    std::fs::create_dir_all(folder).map_err(|source| NoFolder {
+        path: folder.to_owned(),
+        source,
+    })
+}
+
 /// The folders a confined run is given, made if missing (an agent's
 /// export of a chart from a repository has no files).
-pub(crate) fn confined_to(folders: &[&Path]) -> Result<Vec<PathBuf>, String> {
+pub(crate) fn confined_to(folders: &[&Path]) -> Result<Vec<PathBuf>, NoFolder> {
     folders
         .iter()
-        .map(|folder| {
-            std::fs::create_dir_all(folder)
-                .map(|()| folder.to_path_buf())
-                .map_err(|e| format!("a folder to render in: {e}"))
-        })
+        .map(|folder| make_folder(folder).map(|()| folder.to_path_buf()))
         .collect()
 }
 

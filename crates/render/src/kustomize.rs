@@ -80,7 +80,7 @@ pub async fn build(
         program: kustomize.to_owned(),
         args: vec![OsString::from("build"), dir.into_os_string()],
         dir: home.to_owned(),
-        folders: crate::helm::confined_to(&[repo, home]).map_err(|e| fail(None, e))?,
+        folders: crate::helm::confined_to(&[repo, home]).map_err(|e| fail(None, e.to_string()))?,
         ..Invocation::default()
     };
     let proxy = match remote {

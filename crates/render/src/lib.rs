@@ -118,6 +118,21 @@ impl Settings {
     }
 }
 
+/// Why kas cannot render at all.
+#[derive(Debug, thiserror::Error)]
+pub enum RendererError {
+    /// Each tool that cannot be used, as its [`ToolError`] says (the
+    /// errors stay with the [`RenderTools`] they were resolved into).
+    #[error("{}", .0.join("; "))]
+    Tools(Vec<String>),
+    #[error(
+        "renders run in a sandbox the kernel enforces, and this one does not hold: {0}. \
+         Run kas on Linux 5.13 or later with Landlock enabled (lsm=landlock,… on the kernel's \
+         command line) and seccomp, or pass --render-sandbox=off to render unconfined"
+    )]
+    Sandbox(#[source] sandbox::kernel::ProbeFailed),
+}
+
 /// Renders jobs, once per content.
 #[derive(Debug)]
 pub struct Renderer {
@@ -143,20 +158,22 @@ impl Renderer {
         settings: Settings,
         tools: &RenderTools,
         metrics: RenderMetrics,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, RendererError> {
         let (helm, kustomize) = match (&tools.helm, &tools.kustomize) {
             (Ok(helm), Ok(kustomize)) => (helm, kustomize),
-            (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e.to_string()),
-            (Err(helm), Err(kustomize)) => return Err(format!("{helm}; {kustomize}")),
+            (helm, kustomize) => {
+                let missing = [helm.as_ref().err(), kustomize.as_ref().err()];
+                return Err(RendererError::Tools(
+                    missing
+                        .into_iter()
+                        .flatten()
+                        .map(ToString::to_string)
+                        .collect(),
+                ));
+            }
         };
         match settings.limits.sandbox {
-            sandbox::Mode::Kernel => sandbox::kernel::probe().map_err(|why| {
-                format!(
-                    "renders run in a sandbox the kernel enforces, and this one does not hold: {why}. \
-                     Run kas on Linux 5.13 or later with Landlock enabled (lsm=landlock,… on the kernel's \
-                     command line) and seccomp, or pass --render-sandbox=off to render unconfined"
-                )
-            })?,
+            sandbox::Mode::Kernel => sandbox::kernel::probe().map_err(RendererError::Sandbox)?,
             sandbox::Mode::Off => {
                 metrics.sandbox_off.set(1);
             }
@@ -238,10 +255,11 @@ impl Renderer {
             sandbox::workspace().map_err(|e| whole(format!("a folder to render in: {e}")))?;
         let repo = work.path().join("repo");
         let files = files().await.map_err(whole)?;
-        export(&repo, files).map_err(whole)?;
+        export(&repo, files).map_err(|e| whole(e.to_string()))?;
         let mut rendered = Rendered::default();
         for (i, k) in job.kustomizations.iter().enumerate() {
-            let home = run_home(work.path(), &format!("kustomize-{i}")).map_err(whole)?;
+            let home = run_home(work.path(), &format!("kustomize-{i}"))
+                .map_err(|e| whole(e.to_string()))?;
             let remote = match (&self.git, job.remote_bases) {
                 (Some(git), true) => Some(kustomize::RemoteBases {
                     egress: &self.settings.egress,
@@ -274,7 +292,8 @@ impl Renderer {
             }
         }
         for (i, chart) in job.helm_charts.iter().enumerate() {
-            let home = run_home(work.path(), &format!("helm-{i}")).map_err(whole)?;
+            let home =
+                run_home(work.path(), &format!("helm-{i}")).map_err(|e| whole(e.to_string()))?;
             let source = self.chart_source(&repo, &home, chart).await?;
             let namespace = chart.namespace.as_deref().unwrap_or(job.default_namespace);
             let objects = helm::template(&helm::Template {
@@ -330,7 +349,7 @@ impl Renderer {
             .fetcher
             .archive(repository, &name, &version)
             .await
-            .map_err(fail)?;
+            .map_err(|e| fail(e.to_string()))?;
         let file = home.join(charts::archive_file_name(&name, &version));
         if file.parent() != Some(home) {
             return Err(fail(format!("refusing to write the archive as {file:?}")));
@@ -368,7 +387,7 @@ impl Renderer {
         self.fetcher
             .archive_for_agent(repository, &name, &version)
             .await
-            .map_err(fail)
+            .map_err(|e| fail(e.to_string()))
     }
 }
 
@@ -452,30 +471,50 @@ fn flat(path: &str) -> String {
     path.replace('/', "-")
 }
 
-fn run_home(work: &Path, name: &str) -> Result<PathBuf, String> {
+fn run_home(work: &Path, name: &str) -> Result<PathBuf, helm::NoFolder> {
     let home = work.join(name);
-    std::fs::create_dir_all(&home).map_err(|e| format!("a folder to render in: {e}"))?;
+    helm::make_folder(&home)?;
     Ok(home)
+}
+
+/// Why the repository was not written out to render from.
+#[derive(Debug, thiserror::Error)]
+enum ExportError {
+    /// A path that is not plain names: absolute, or with `..`.
+    #[error("refusing to export {path:?}")]
+    Unsafe { path: String },
+    #[error("exporting {path}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("exporting: {0}")]
+    Folder(#[source] std::io::Error),
 }
 
 /// Writes the repository's files under `repo`. Paths come from git trees,
 /// but are checked again: nothing is written outside the folder.
-fn export(repo: &Path, files: Files) -> Result<(), String> {
+fn export(repo: &Path, files: Files) -> Result<(), ExportError> {
     for (path, bytes) in files {
         let relative = Path::new(&path);
         let safe = relative
             .components()
             .all(|c| matches!(c, std::path::Component::Normal(_)));
         if !safe {
-            return Err(format!("refusing to export {path:?}"));
+            return Err(ExportError::Unsafe { path });
         }
         let target = repo.join(relative);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("exporting {path}: {e}"))?;
+        let written = match target.parent() {
+            Some(parent) => std::fs::create_dir_all(parent),
+            None => Ok(()),
         }
-        std::fs::write(&target, bytes).map_err(|e| format!("exporting {path}: {e}"))?;
+        .and_then(|()| std::fs::write(&target, bytes));
+        if let Err(source) = written {
+            return Err(ExportError::Write { path, source });
+        }
     }
-    std::fs::create_dir_all(repo).map_err(|e| format!("exporting: {e}"))
+    std::fs::create_dir_all(repo).map_err(ExportError::Folder)
 }
 
 #[cfg(test)]

@@ -39,8 +39,14 @@ const CLUSTER_SCOPED: &[&str] = &[
     "DeviceClass",
 ];
 
+/// A renderer's output (or a chart repository's index) that does not parse
+/// as YAML within the bounds.
+#[derive(Debug, thiserror::Error)]
+#[error("the output is not YAML: {0}")]
+pub struct NotYaml(#[source] pub serde_saphyr::Error);
+
 /// Parses multi-document YAML into objects; empty documents are dropped.
-pub fn parse_documents(text: &str) -> Result<Vec<Value>, String> {
+pub fn parse_documents(text: &str) -> Result<Vec<Value>, NotYaml> {
     let mut budget = serde_saphyr::Budget::default();
     budget.max_aliases = 10_000;
     budget.max_anchors = 10_000;
@@ -49,8 +55,8 @@ pub fn parse_documents(text: &str) -> Result<Vec<Value>, String> {
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
     options.alias_limits.max_total_replayed_events = 1_000_000;
-    let docs: Vec<Option<Value>> = serde_saphyr::from_multiple_with_options(text, options)
-        .map_err(|e| format!("the output is not YAML: {e}"))?;
+    let docs: Vec<Option<Value>> =
+        serde_saphyr::from_multiple_with_options(text, options).map_err(NotYaml)?;
     Ok(docs
         .into_iter()
         .flatten()

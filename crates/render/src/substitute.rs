@@ -8,9 +8,20 @@
 
 use std::collections::BTreeMap;
 
+/// A variable with neither a value nor a default: its name and the line
+/// (from 1) of its first use.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "line {line}: variable {name} has no value: set it under substitute, or give a default as ${{{name}:=value}}"
+)]
+pub struct Undefined {
+    pub name: String,
+    pub line: usize,
+}
+
 /// Substitutes the variables of `text`; the error names the first
 /// undefined variable and its line.
-pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> Result<String, Undefined> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find('$') {
@@ -48,9 +59,10 @@ pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> Result<String,
             (None, Some(default)) => out.push_str(default),
             (None, None) => {
                 let line = text[..text.len() - tail.len()].matches('\n').count() + 1;
-                return Err(format!(
-                    "line {line}: variable {name} has no value: set it under substitute, or give a default as ${{{name}:=value}}"
-                ));
+                return Err(Undefined {
+                    name: name.to_owned(),
+                    line,
+                });
             }
         }
         rest = &inner[end + 1..];
@@ -106,6 +118,16 @@ mod tests {
     #[test]
     fn an_undefined_variable_is_named_with_its_line() {
         let e = substitute("a: 1\nb: ${MISSING}\n", &vars(&[])).expect_err("undefined");
-        assert!(e.contains("line 2") && e.contains("MISSING"), "{e}");
+        assert_eq!(
+            e,
+            Undefined {
+                name: "MISSING".into(),
+                line: 2
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "line 2: variable MISSING has no value: set it under substitute, or give a default as ${MISSING:=value}"
+        );
     }
 }

@@ -30,7 +30,7 @@ async fn run(
     args: Vec<OsString>,
     folder: &Path,
     mode: Mode,
-) -> Result<String, String> {
+) -> Result<String, sandbox::Failure> {
     let home = folder.join("home");
     std::fs::create_dir_all(&home).expect("a folder");
     let invocation = Invocation {
@@ -48,7 +48,6 @@ async fn run(
     sandbox::run(&invocation, limits)
         .await
         .map(|out| String::from_utf8_lossy(&out).into_owned())
-        .map_err(|e| e.to_string())
 }
 
 /// A file of kas's that a render must not read: outside the render's
@@ -144,7 +143,9 @@ async fn a_values_schema_ref_reaches_neither_the_network_nor_kas_files() {
         )
         .await;
 
-        let error = confined.expect_err(&format!("the schema's $ref {reference} is not loaded"));
+        let error = confined
+            .expect_err(&format!("the schema's $ref {reference} is not loaded"))
+            .to_string();
         assert!(!error.contains("kas-secret-value"), "{error}");
     }
     assert_eq!(server.count(), 0, "connections that reached the server");

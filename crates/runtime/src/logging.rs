@@ -21,6 +21,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// Why a log level was not changed.
+#[derive(Debug, thiserror::Error)]
+pub enum LevelError {
+    /// The directive is not a filter `tracing_subscriber` reads.
+    #[error(transparent)]
+    Directive(#[from] tracing_subscriber::filter::ParseError),
+    /// The subscriber the filter belongs to is gone.
+    #[error(transparent)]
+    Reload(#[from] reload::Error),
+}
+
 /// Changes the level of the installed subscriber.
 #[derive(Clone, Debug)]
 pub struct LogLevel {
@@ -31,10 +42,10 @@ impl LogLevel {
     /// Replaces the filter with `directive` (`info`, `debug`,
     /// `warn,kube=debug`). A no-op when another subscriber was installed
     /// first.
-    pub fn set(&self, directive: &str) -> Result<(), String> {
-        let filter = EnvFilter::try_new(directive).map_err(|e| e.to_string())?;
+    pub fn set(&self, directive: &str) -> Result<(), LevelError> {
+        let filter = EnvFilter::try_new(directive)?;
         match &self.handle {
-            Some(handle) => handle.reload(filter).map_err(|e| e.to_string()),
+            Some(handle) => Ok(handle.reload(filter)?),
             None => Ok(()),
         }
     }

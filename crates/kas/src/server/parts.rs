@@ -50,7 +50,7 @@ pub async fn rendering(settings: &Settings, metrics: &Metrics) -> Rendering {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "charts and kustomizations cannot be rendered");
-                Err(e)
+                Err(e.to_string())
             }
         };
     let sandbox = match (settings.render.limits.sandbox, &renderer) {

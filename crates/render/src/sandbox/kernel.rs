@@ -408,46 +408,65 @@ fn seccomp_program(stream: bool) -> Vec<libc::sock_filter> {
     program
 }
 
+/// Why the probe does not show confinement holding: what it could not
+/// set up, or what a confined thread could still do.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeFailed {
+    #[error("a folder for the probe: {0}")]
+    Folder(#[source] io::Error),
+    /// A file or the loopback listener the probe tries to reach.
+    #[error(transparent)]
+    Setup(io::Error),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+    #[error("confining a thread: {0}")]
+    Confining(#[source] io::Error),
+    #[error("a confined thread could not read its own folder")]
+    OwnFolderUnreadable,
+    #[error("a confined thread read {} outside its folder", .0.display())]
+    ReadOutside(PathBuf),
+    #[error("a confined thread connected to {0}")]
+    Connected(std::net::SocketAddr),
+    #[error("a confined thread opened a socket")]
+    OpenedSocket,
+    #[error("the probe's thread panicked")]
+    Panicked,
+}
+
 /// Shows that confinement holds on this kernel: a thread confined to a
 /// fresh folder reads inside it, and fails to read a file outside it,
 /// to connect to a listener on loopback and to open a socket at all. The
 /// thread ends with its confinement; the process is untouched.
-pub fn probe() -> Result<(), String> {
+pub fn probe() -> Result<(), ProbeFailed> {
     let inside = tempfile::Builder::new()
         .prefix("tether-probe-")
         .tempdir()
-        .map_err(|e| format!("a folder for the probe: {e}"))?;
+        .map_err(ProbeFailed::Folder)?;
     let outside = tempfile::Builder::new()
         .prefix("tether-probe-outside-")
         .tempdir()
-        .map_err(|e| format!("a folder for the probe: {e}"))?;
+        .map_err(ProbeFailed::Folder)?;
     let (readable, secret) = (inside.path().join("in"), outside.path().join("secret"));
-    std::fs::write(&readable, b"in").map_err(|e| e.to_string())?;
-    std::fs::write(&secret, b"secret").map_err(|e| e.to_string())?;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    std::fs::write(&readable, b"in").map_err(ProbeFailed::Setup)?;
+    std::fs::write(&secret, b"secret").map_err(ProbeFailed::Setup)?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(ProbeFailed::Setup)?;
+    let address = listener.local_addr().map_err(ProbeFailed::Setup)?;
     let prepared = Prepared::new(&Confinement {
         folders: vec![inside.path().to_owned()],
         ..Confinement::default()
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                prepared
-                    .apply()
-                    .map_err(|e| format!("confining a thread: {e}"))?;
+                prepared.apply().map_err(ProbeFailed::Confining)?;
                 if std::fs::read(&readable).is_err() {
-                    return Err("a confined thread could not read its own folder".to_owned());
+                    return Err(ProbeFailed::OwnFolderUnreadable);
                 }
                 if std::fs::read(&secret).is_ok() {
-                    return Err(format!(
-                        "a confined thread read {} outside its folder",
-                        secret.display()
-                    ));
+                    return Err(ProbeFailed::ReadOutside(secret.clone()));
                 }
                 if std::net::TcpStream::connect(address).is_ok() {
-                    return Err(format!("a confined thread connected to {address}"));
+                    return Err(ProbeFailed::Connected(address));
                 }
                 // SAFETY: socket(2) on integers; a descriptor it returns
                 // is closed at once.
@@ -455,12 +474,12 @@ pub fn probe() -> Result<(), String> {
                 if fd >= 0 {
                     // SAFETY: the descriptor just returned.
                     unsafe { libc::close(fd) };
-                    return Err("a confined thread opened a socket".to_owned());
+                    return Err(ProbeFailed::OpenedSocket);
                 }
                 Ok(())
             })
             .join()
-            .unwrap_or_else(|_| Err("the probe's thread panicked".to_owned()))
+            .unwrap_or(Err(ProbeFailed::Panicked))
     })
 }
 
