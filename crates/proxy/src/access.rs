@@ -29,13 +29,69 @@ pub struct AgentRef<'a> {
     pub config_project: &'a str,
 }
 
+/// Why an agent's config does not let a principal through. Its message is
+/// the body of the 403 kubectl prints, so it names the config file or the
+/// entry (`place`: `ci_access.projects[0]`) to change; `file` is
+/// `<config project>:<config path>`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error(
+        "project {project} may not use agent {agent}: neither it nor a group of it is in ci_access of {file}"
+    )]
+    ProjectNotListed {
+        project: String,
+        agent: String,
+        file: String,
+    },
+    #[error(
+        "{place} ({entry}) allows environments [{}] only; this job's environment is {}",
+        .allowed.join(", "),
+        .environment.as_deref().unwrap_or("(none)")
+    )]
+    Environment {
+        place: String,
+        entry: String,
+        allowed: Vec<String>,
+        environment: Option<String>,
+    },
+    #[error(
+        "{place} ({entry}) of agent {agent} allows protected branches only; this job's ref {} is not protected",
+        .git_ref.as_deref().unwrap_or("(unknown)")
+    )]
+    UnprotectedRef {
+        place: String,
+        entry: String,
+        agent: String,
+        git_ref: Option<String>,
+    },
+    #[error(
+        "{place} ({entry}) of agent {agent} runs jobs as their user (ci_user), and this job's credential names no user"
+    )]
+    NoCiUser {
+        place: String,
+        entry: String,
+        agent: String,
+    },
+    #[error("agent {agent} has no user_access in {file}: users may not use it")]
+    NoUserAccess { agent: String, file: String },
+    #[error(
+        "user {user} is a member of no project or group in user_access of {file} (member of: [{}])",
+        .memberships.join(", ")
+    )]
+    NotAMember {
+        user: String,
+        file: String,
+        memberships: Vec<String>,
+    },
+}
+
 /// Decides what `principal` may do through `agent`, whose config is
 /// `config`; `Err` is the reason, for a 403.
 pub fn authorize(
     principal: &Principal,
     agent: AgentRef<'_>,
     config: &AgentConfig,
-) -> Result<Grant, String> {
+) -> Result<Grant, Denied> {
     match principal {
         Principal::CiJob(job) => authorize_job(job, agent, config),
         Principal::User(user) => authorize_user(user, agent, config),
@@ -50,7 +106,7 @@ fn is_under(path: &str, prefix: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
-fn authorize_job(job: &CiJob, agent: AgentRef<'_>, config: &AgentConfig) -> Result<Grant, String> {
+fn authorize_job(job: &CiJob, agent: AgentRef<'_>, config: &AgentConfig) -> Result<Grant, Denied> {
     let file = format!("{}:{}", agent.config_project, config_path(agent.name));
     // The project's own entry wins; else the most specific group.
     let (entry, place) = match config
@@ -74,22 +130,23 @@ fn authorize_job(job: &CiJob, agent: AgentRef<'_>, config: &AgentConfig) -> Resu
             match group {
                 Some((i, g)) => (g, format!("ci_access.groups[{i}]")),
                 None => {
-                    return Err(format!(
-                        "project {} may not use agent {}: neither it nor a group of it is in ci_access of {file}",
-                        job.project, agent.name
-                    ));
+                    return Err(Denied::ProjectNotListed {
+                        project: job.project.clone(),
+                        agent: agent.name.to_owned(),
+                        file,
+                    });
                 }
             }
         }
     };
     check_environment(job, entry, &place)?;
     if entry.protected_branches_only && !job.ref_protected {
-        return Err(format!(
-            "{place} ({}) of agent {} allows protected branches only; this job's ref {} is not protected",
-            entry.id,
-            agent.name,
-            job.git_ref.as_deref().unwrap_or("(unknown)")
-        ));
+        return Err(Denied::UnprotectedRef {
+            place,
+            entry: entry.id.clone(),
+            agent: agent.name.to_owned(),
+            git_ref: job.git_ref.clone(),
+        });
     }
     let identity = match &entry.access_as {
         CiAccessAs::Agent {} => None,
@@ -111,10 +168,11 @@ fn authorize_job(job: &CiJob, agent: AgentRef<'_>, config: &AgentConfig) -> Resu
         CiAccessAs::CiUser {} => match &job.user {
             Some(user) => Some(job_identity(job, agent, format!("tether:ci_user:{user}"))),
             None => {
-                return Err(format!(
-                    "{place} ({}) of agent {} runs jobs as their user (ci_user), and this job's credential names no user",
-                    entry.id, agent.name
-                ));
+                return Err(Denied::NoCiUser {
+                    place,
+                    entry: entry.id.clone(),
+                    agent: agent.name.to_owned(),
+                });
             }
         },
     };
@@ -124,7 +182,7 @@ fn authorize_job(job: &CiJob, agent: AgentRef<'_>, config: &AgentConfig) -> Resu
     })
 }
 
-fn check_environment(job: &CiJob, entry: &CiAccessEntry, place: &str) -> Result<(), String> {
+fn check_environment(job: &CiJob, entry: &CiAccessEntry, place: &str) -> Result<(), Denied> {
     if entry.environments.is_empty() {
         return Ok(());
     }
@@ -137,12 +195,12 @@ fn check_environment(job: &CiJob, entry: &CiAccessEntry, place: &str) -> Result<
     if allowed {
         return Ok(());
     }
-    Err(format!(
-        "{place} ({}) allows environments [{}] only; this job's environment is {}",
-        entry.id,
-        entry.environments.join(", "),
-        job.environment.as_deref().unwrap_or("(none)")
-    ))
+    Err(Denied::Environment {
+        place: place.to_owned(),
+        entry: entry.id.clone(),
+        allowed: entry.environments.clone(),
+        environment: job.environment.clone(),
+    })
 }
 
 /// `*` matches any run of characters, as in GitLab's environment scopes.
@@ -206,13 +264,13 @@ fn ancestors(project: &str) -> impl Iterator<Item = &str> {
     project.match_indices('/').map(move |(i, _)| &project[..i])
 }
 
-fn authorize_user(user: &User, agent: AgentRef<'_>, config: &AgentConfig) -> Result<Grant, String> {
+fn authorize_user(user: &User, agent: AgentRef<'_>, config: &AgentConfig) -> Result<Grant, Denied> {
     let file = format!("{}:{}", agent.config_project, config_path(agent.name));
     let Some(access) = &config.user_access else {
-        return Err(format!(
-            "agent {} has no user_access in {file}: users may not use it",
-            agent.name
-        ));
+        return Err(Denied::NoUserAccess {
+            agent: agent.name.to_owned(),
+            file,
+        });
     };
     let member_of = |target: &str| user.memberships.iter().any(|m| is_under(target, m));
     let mut groups = vec!["tether:user".to_owned()];
@@ -223,11 +281,11 @@ fn authorize_user(user: &User, agent: AgentRef<'_>, config: &AgentConfig) -> Res
         groups.push(format!("tether:group:{}", g.id));
     }
     if groups.len() == 1 {
-        return Err(format!(
-            "user {} is a member of no project or group in user_access of {file} (member of: [{}])",
-            user.name,
-            user.memberships.join(", ")
-        ));
+        return Err(Denied::NotAMember {
+            user: user.name.clone(),
+            file,
+            memberships: user.memberships.clone(),
+        });
     }
     let identity = match access.access_as {
         UserAccessAs::Agent {} => None,
@@ -321,13 +379,13 @@ ci_access:
         assert_eq!(grant.identity, None, "group `team` runs as the agent");
 
         let err = authorize(&Principal::CiJob(job("teamster/app")), AGENT, &c).expect_err("denied");
-        assert!(
-            err.contains("project teamster/app may not use agent prod"),
-            "{err}"
-        );
-        assert!(
-            err.contains("platform/config:.gitlab/agents/prod/config.yaml"),
-            "{err}"
+        assert_eq!(
+            err,
+            Denied::ProjectNotListed {
+                project: "teamster/app".into(),
+                agent: "prod".into(),
+                file: "platform/config:.gitlab/agents/prod/config.yaml".into(),
+            }
         );
     }
 
@@ -345,7 +403,10 @@ ci_access:
         let mut j = job("team/app");
         j.ref_protected = true;
         let err = authorize(&Principal::CiJob(j.clone()), AGENT, &c).expect_err("no environment");
-        assert!(err.contains("environments [production, review/*]"), "{err}");
+        assert!(
+            matches!(&err, Denied::Environment { allowed, .. } if allowed == &["production", "review/*"]),
+            "{err}"
+        );
         j.environment = Some("review/feature-1".into());
         authorize(&Principal::CiJob(j.clone()), AGENT, &c).expect("review/* matches");
         j.environment = Some("staging".into());
@@ -353,7 +414,7 @@ ci_access:
         j.environment = Some("production".into());
         j.ref_protected = false;
         let err = authorize(&Principal::CiJob(j), AGENT, &c).expect_err("unprotected");
-        assert!(err.contains("protected branches only"), "{err}");
+        assert!(matches!(err, Denied::UnprotectedRef { .. }), "{err}");
     }
 
     #[test]
@@ -387,9 +448,74 @@ ci_access:
         );
         authorize(&user(&["ops"]), AGENT, &c).expect("member of the group");
         let err = authorize(&user(&["team/other", "ops-team"]), AGENT, &c).expect_err("denied");
-        assert!(err.contains("member of no project or group"), "{err}");
+        assert!(matches!(err, Denied::NotAMember { .. }), "{err}");
         let err = authorize(&user(&["team"]), AGENT, &config("")).expect_err("no user_access");
-        assert!(err.contains("has no user_access"), "{err}");
+        assert!(matches!(err, Denied::NoUserAccess { .. }), "{err}");
+    }
+
+    /// The refusal is the body of the 403 kubectl prints: its wording is
+    /// part of the interface, pinned here byte for byte.
+    #[test]
+    fn refusals_keep_their_exact_wording() {
+        let refusal = |principal: Principal, yaml: &str| {
+            authorize(&principal, AGENT, &config(yaml))
+                .expect_err("refused")
+                .to_string()
+        };
+        let file = "platform/config:.gitlab/agents/prod/config.yaml";
+        assert_eq!(
+            refusal(
+                Principal::CiJob(job("other/app")),
+                "ci_access:\n  groups: [{ id: team }]\n"
+            ),
+            format!(
+                "project other/app may not use agent prod: neither it nor a group of it is in ci_access of {file}"
+            )
+        );
+        let envs =
+            "ci_access:\n  groups:\n    - id: team\n      environments: [production, review/*]\n";
+        assert_eq!(
+            refusal(Principal::CiJob(job("team/app")), envs),
+            "ci_access.groups[0] (team) allows environments [production, review/*] only; this job's environment is (none)"
+        );
+        let mut staging = job("team/app");
+        staging.environment = Some("staging".into());
+        assert_eq!(
+            refusal(Principal::CiJob(staging), envs),
+            "ci_access.groups[0] (team) allows environments [production, review/*] only; this job's environment is staging"
+        );
+        let protected =
+            "ci_access:\n  projects:\n    - id: team/app\n      protected_branches_only: true\n";
+        assert_eq!(
+            refusal(Principal::CiJob(job("team/app")), protected),
+            "ci_access.projects[0] (team/app) of agent prod allows protected branches only; this job's ref main is not protected"
+        );
+        let mut no_ref = job("team/app");
+        no_ref.git_ref = None;
+        assert_eq!(
+            refusal(Principal::CiJob(no_ref), protected),
+            "ci_access.projects[0] (team/app) of agent prod allows protected branches only; this job's ref (unknown) is not protected"
+        );
+        assert_eq!(
+            refusal(
+                Principal::CiJob(job("team/app")),
+                "ci_access:\n  projects:\n    - id: team/app\n      access_as: { ci_user: {} }\n"
+            ),
+            "ci_access.projects[0] (team/app) of agent prod runs jobs as their user (ci_user), and this job's credential names no user"
+        );
+        assert_eq!(
+            refusal(user(&["team"]), ""),
+            format!("agent prod has no user_access in {file}: users may not use it")
+        );
+        assert_eq!(
+            refusal(
+                user(&["ops-team", "team/other"]),
+                "user_access:\n  projects: [{ id: team/app }]\n"
+            ),
+            format!(
+                "user alice is a member of no project or group in user_access of {file} (member of: [ops-team, team/other])"
+            )
+        );
     }
 
     #[test]

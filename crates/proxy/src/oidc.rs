@@ -259,10 +259,22 @@ impl Oidc {
     }
 }
 
-/// Keys must come over HTTPS; plain HTTP only from this machine
-/// (loopback), where nobody can change them on the way.
-fn check_jwks_url(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+/// Why an issuer's `jwks_url` is refused: keys must come over HTTPS, plain
+/// HTTP only from this machine (loopback), where nobody can change them on
+/// the way. Said at start, after the issuer and the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksUrlError {
+    #[error("not a URL: {0}")]
+    NotAUrl(#[source] http::uri::InvalidUri),
+    #[error("keys must be fetched over https:// (plain http:// only from loopback)")]
+    PlainHttp { host: String },
+    /// Another scheme, or none.
+    #[error("keys must be fetched over https://")]
+    NotHttps { scheme: Option<String> },
+}
+
+fn check_jwks_url(url: &str) -> Result<(), JwksUrlError> {
+    let uri: http::Uri = url.parse().map_err(JwksUrlError::NotAUrl)?;
     match uri.scheme_str() {
         Some("https") => Ok(()),
         Some("http") => {
@@ -274,10 +286,14 @@ fn check_jwks_url(url: &str) -> Result<(), String> {
             if loopback {
                 Ok(())
             } else {
-                Err("keys must be fetched over https:// (plain http:// only from loopback)".into())
+                Err(JwksUrlError::PlainHttp {
+                    host: host.to_owned(),
+                })
             }
         }
-        _ => Err("keys must be fetched over https://".into()),
+        scheme => Err(JwksUrlError::NotHttps {
+            scheme: scheme.map(str::to_owned),
+        }),
     }
 }
 
@@ -757,6 +773,22 @@ mod tests {
             let err = Oidc::new(vec![settings("i", bad, &[])]).expect_err(bad);
             assert!(err.to_string().contains("https://"), "{err}");
         }
+    }
+
+    /// Said at start in kas's error; pinned byte for byte.
+    #[test]
+    fn refused_jwks_urls_keep_their_exact_wording() {
+        let refusal = |url: &str| check_jwks_url(url).expect_err(url).to_string();
+        assert_eq!(
+            refusal("http://ci.example.com/jwks"),
+            "keys must be fetched over https:// (plain http:// only from loopback)"
+        );
+        assert_eq!(
+            refusal("ftp://x/jwks"),
+            "keys must be fetched over https://"
+        );
+        assert_eq!(refusal("/jwks"), "keys must be fetched over https://");
+        assert_eq!(refusal("a b"), "not a URL: invalid uri character");
     }
 
     #[test]

@@ -116,7 +116,7 @@ impl Proxy {
             config_project: &agent.config_project,
         };
         let grant = access::authorize(&principal, agent_ref, &config)
-            .map_err(|reason| Rejection::new(StatusCode::FORBIDDEN, reason))?;
+            .map_err(|denied| Rejection::new(StatusCode::FORBIDDEN, denied.to_string()))?;
         if let Some(identity) = &grant.identity
             && let Err(e) = identity.validate()
         {
