@@ -45,6 +45,7 @@ pub mod traits;
 pub mod tunnels;
 
 pub use config::{ConfigProblem, ConfigStatus};
+pub use manifests::NoRenderer;
 pub use metrics::ChannelMetrics;
 pub use service::AgentChannelService;
 pub use sessions::{SessionEvent, Sessions};

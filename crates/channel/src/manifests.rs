@@ -81,11 +81,87 @@ impl ManifestSpec {
 #[derive(Clone, Debug)]
 pub struct Rendering {
     /// kas's renderer, or why it has none (a tool is missing).
-    pub renderer: Result<Arc<tether_render::Renderer>, String>,
+    pub renderer: Result<Arc<tether_render::Renderer>, NoRenderer>,
     /// The agent's cluster version, for `.Capabilities.KubeVersion`.
     pub kube_version: String,
     /// What the agent's cluster serves, for `.Capabilities.APIVersions`.
     pub api_versions: ApiVersions,
+}
+
+/// Why kas cannot render charts and kustomizations.
+///
+/// `Clone`, because every session and plan holds a copy of kas's renderer
+/// or of this reason. kas decides it once at start from a
+/// `tether_render::RendererError`, which is not `Clone`, and keeps only its
+/// message (as the readiness page does): nothing branches on the cause.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NoRenderer {
+    /// The service was built without
+    /// [`AgentChannelService::with_renderer`](crate::AgentChannelService::with_renderer).
+    #[error("no renderer was set up")]
+    NotSetUp,
+    /// kas could not start its renderer (a tool is missing, the sandbox
+    /// does not hold): the reason kas gave at start.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// kas keeps the reason it gave at start as text (its readiness page and
+/// API state show it), and hands it over as such.
+impl From<String> for NoRenderer {
+    fn from(reason: String) -> Self {
+        NoRenderer::Unavailable(reason)
+    }
+}
+
+/// Why files could not be read from a manifest project at a commit.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    /// The blocking read did not finish (it panicked, or kas stops).
+    #[error("reading the repository was interrupted")]
+    Interrupted(#[source] tokio::task::JoinError),
+    #[error(transparent)]
+    Git(#[from] tether_git::GitError),
+}
+
+/// Why the files of a manifest project at a commit were not sent. The
+/// message goes to the agent as the manifests' error, and its first line
+/// to the commit status, so each names the chart or values file to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    /// The project's globs could not select its files.
+    #[error(transparent)]
+    Select(#[from] SelectError),
+    #[error("this manifest project has charts or kustomizations, and kas cannot render: {0}")]
+    CannotRender(#[source] NoRenderer),
+    /// A chart or kustomization rendered on kas failed, or a chart for the
+    /// agent could not be fetched.
+    #[error(transparent)]
+    Render(#[from] tether_render::RenderError),
+    /// `chart` is a chart as `tether_render::helm::describe` names it.
+    #[error("{chart}: {source}")]
+    ChartFolder {
+        chart: String,
+        #[source]
+        source: SelectError,
+    },
+    #[error("{chart}: no such folder at this commit")]
+    NoChartFolder { chart: String, path: String },
+    #[error("{chart}: kas cannot fetch charts: {source}")]
+    CannotFetchCharts {
+        chart: String,
+        #[source]
+        source: NoRenderer,
+    },
+    #[error("{chart}: {values}: {source}")]
+    ValuesFile {
+        chart: String,
+        values: String,
+        #[source]
+        source: SelectError,
+    },
+    #[error("{chart} ({values}): the values file is not in the repository at this commit")]
+    NoValuesFile { chart: String, values: String },
 }
 
 /// `group/version` and `group/version/Kind` entries an agent reported.
@@ -204,6 +280,7 @@ async fn run(
         let commit: CommitId = match head.resolve(spec.git_ref.as_deref()).await {
             Ok(commit) => commit,
             Err(error) => {
+                let error = error.to_string();
                 if last_error.as_ref() != Some(&error) {
                     tracing::warn!(error = %error, "cannot resolve the manifest ref");
                     to.sent.record(&spec.project, "");
@@ -235,6 +312,7 @@ async fn run(
                 ),
                 Err(e) => {
                     tracing::warn!(commit = %commit_text, error = %e, "manifests not sent");
+                    let e = e.to_string();
                     let first = e.lines().next().unwrap_or_default().to_owned();
                     (
                         vec![failure(&spec, &commit_text, &e)],
@@ -270,7 +348,7 @@ pub async fn collect(
     commit: &CommitId,
     rendering: &Rendering,
     remote_bases: bool,
-) -> Result<Vec<v1::ManifestFile>, String> {
+) -> Result<Vec<v1::ManifestFile>, CollectError> {
     let mut files = Vec::new();
     if !spec.globs.is_empty() {
         files = select(source, commit, spec.globs.clone(), SelectLimits::default())
@@ -288,11 +366,10 @@ pub async fn collect(
         .cloned()
         .partition(|chart| chart.render_on == RenderOn::Agent);
     if !spec.kustomizations.is_empty() || !on_kas.is_empty() {
-        let renderer = rendering.renderer.as_ref().map_err(|why| {
-            format!(
-                "this manifest project has charts or kustomizations, and kas cannot render: {why}"
-            )
-        })?;
+        let renderer = rendering
+            .renderer
+            .as_ref()
+            .map_err(|why| CollectError::CannotRender(why.clone()))?;
         let commit_text = commit.to_string();
         let job = tether_render::Job {
             project: &spec.project,
@@ -304,16 +381,14 @@ pub async fn collect(
             api_versions: &rendering.api_versions,
             remote_bases,
         };
+        // A message: `tether_render` takes the files' error as text.
         let export = || async {
             select(source, commit, vec!["**".to_owned()], EXPORT_LIMITS)
                 .await
                 .map(|matched| matched.into_iter().map(|m| (m.path, m.bytes)).collect())
                 .map_err(|e| format!("exporting the repository: {e}"))
         };
-        let rendered = renderer
-            .render(&job, export)
-            .await
-            .map_err(|e| e.to_string())?;
+        let rendered = renderer.render(&job, export).await?;
         files.extend(
             rendered
                 .files
@@ -340,7 +415,7 @@ async fn release_files(
     source: &tether_git::Source,
     commit: &CommitId,
     rendering: &Rendering,
-) -> Result<Vec<v1::ManifestFile>, String> {
+) -> Result<Vec<v1::ManifestFile>, CollectError> {
     let what = tether_render::helm::describe(chart);
     let namespace = chart
         .namespace
@@ -356,22 +431,29 @@ async fn release_files(
             };
             let chart_files = select(source, commit, vec![glob], EXPORT_LIMITS)
                 .await
-                .map_err(|e| format!("{what}: {e}"))?;
+                .map_err(|source| CollectError::ChartFolder {
+                    chart: what.clone(),
+                    source,
+                })?;
             if chart_files.is_empty() {
-                return Err(format!("{what}: no such folder at this commit"));
+                return Err(CollectError::NoChartFolder {
+                    chart: what,
+                    path: path.clone(),
+                });
             }
             files.extend(chart_files.into_iter().map(|m| (m.path, m.bytes)));
         }
         None => {
-            let renderer = rendering
-                .renderer
-                .as_ref()
-                .map_err(|why| format!("{what}: kas cannot fetch charts: {why}"))?;
+            let renderer =
+                rendering
+                    .renderer
+                    .as_ref()
+                    .map_err(|why| CollectError::CannotFetchCharts {
+                        chart: what.clone(),
+                        source: why.clone(),
+                    })?;
             // Digest-checked, checked to be the chart, under a render slot.
-            let archive = renderer
-                .fetch_chart_for_agent(chart)
-                .await
-                .map_err(|e| e.to_string())?;
+            let archive = renderer.fetch_chart_for_agent(chart).await?;
             files.push((CHART_ARCHIVE.to_owned(), archive.to_vec()));
         }
     }
@@ -383,11 +465,16 @@ async fn release_files(
             SelectLimits::default(),
         )
         .await
-        .map_err(|e| format!("{what}: {values}: {e}"))?;
+        .map_err(|source| CollectError::ValuesFile {
+            chart: what.clone(),
+            values: values.clone(),
+            source,
+        })?;
         if found.is_empty() {
-            return Err(format!(
-                "{what} ({values}): the values file is not in the repository at this commit"
-            ));
+            return Err(CollectError::NoValuesFile {
+                chart: what,
+                values: values.clone(),
+            });
         }
         files.extend(found.into_iter().map(|m| (m.path, m.bytes)));
     }
@@ -425,12 +512,12 @@ async fn select(
     commit: &CommitId,
     globs: Vec<String>,
     limits: SelectLimits,
-) -> Result<Vec<tether_git::Matched>, String> {
+) -> Result<Vec<tether_git::Matched>, SelectError> {
     let (source, at) = (source.clone(), commit.clone());
-    tokio::task::spawn_blocking(move || source.select_files(&at, &globs, &limits))
+    let matched = tokio::task::spawn_blocking(move || source.select_files(&at, &globs, &limits))
         .await
-        .map_err(|_| "reading the repository was interrupted".to_owned())?
-        .map_err(|e| e.to_string())
+        .map_err(SelectError::Interrupted)??;
+    Ok(matched)
 }
 
 fn manifest(path: String, content: Vec<u8>) -> v1::ManifestFile {
@@ -507,6 +594,87 @@ mod tests {
 
     fn file(path: &str, size: usize) -> v1::ManifestFile {
         manifest(path.into(), vec![b'x'; size])
+    }
+
+    /// A repository with one chart folder, and its head commit.
+    fn repository(tmp: &tempfile::TempDir) -> (tether_git::Source, CommitId) {
+        let repo = tmp.path().join("manifests");
+        tether_testenv::git::new_repo(&repo);
+        tether_testenv::git::commit(&repo, &[("charts/web/Chart.yaml", Some("name: web\n"))]);
+        let source =
+            tether_git::Source::new(repo.to_str().expect("utf-8"), &tmp.path().join("mirrors"));
+        let commit = source.resolve(None).expect("HEAD resolves");
+        (source, commit)
+    }
+
+    fn agent_chart(path: Option<&str>, values_files: &[&str]) -> HelmChart {
+        HelmChart {
+            path: path.map(str::to_owned),
+            repository: path
+                .is_none()
+                .then(|| "https://charts.example.com".to_owned()),
+            chart: Some("web".into()),
+            version: Some("1.0.0".into()),
+            release_name: "web".into(),
+            values_files: values_files.iter().map(|v| (*v).to_owned()).collect(),
+            render_on: RenderOn::Agent,
+            ..HelmChart::default()
+        }
+    }
+
+    /// What the agent is told (and the commit status's first line): pinned
+    /// byte for byte.
+    #[tokio::test]
+    async fn failures_to_collect_keep_their_exact_wording() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (source, commit) = repository(&tmp);
+        let rendering = Rendering {
+            renderer: Err(NoRenderer::NotSetUp),
+            kube_version: String::new(),
+            api_versions: Arc::default(),
+        };
+        let spec =
+            |globs: &[&str], kustomizations: usize, helm_charts: Vec<HelmChart>| ManifestSpec {
+                project: "team/manifests".into(),
+                git_ref: None,
+                globs: globs.iter().map(|g| (*g).to_owned()).collect(),
+                default_namespace: "default".into(),
+                kustomizations: vec![tether_agent_config::Kustomization::default(); kustomizations],
+                helm_charts,
+            };
+        let refusal = |spec: ManifestSpec| {
+            let (source, commit, rendering) = (&source, &commit, &rendering);
+            async move {
+                collect(&spec, source, commit, rendering, false)
+                    .await
+                    .expect_err("refused")
+                    .to_string()
+            }
+        };
+        let said = vec![
+            refusal(spec(&["["], 0, vec![])).await,
+            refusal(spec(&[], 1, vec![])).await,
+            refusal(spec(&[], 0, vec![agent_chart(Some("charts/gone"), &[])])).await,
+            refusal(spec(&[], 0, vec![agent_chart(Some("charts/["), &[])])).await,
+            refusal(spec(
+                &[],
+                0,
+                vec![agent_chart(Some("charts/web"), &["values/prod.yaml"])],
+            ))
+            .await,
+            refusal(spec(&[], 0, vec![agent_chart(None, &[])])).await,
+        ];
+        assert_eq!(
+            said,
+            [
+                "glob \"[\" is invalid: unclosed character class; missing ']'",
+                "this manifest project has charts or kustomizations, and kas cannot render: no renderer was set up",
+                "helm chart web (charts/gone): no such folder at this commit",
+                "helm chart web (charts/[): glob \"charts/[/**\" is invalid: unclosed character class; missing ']'",
+                "helm chart web (charts/web) (values/prod.yaml): the values file is not in the repository at this commit",
+                "helm chart web (https://charts.example.com/web@1.0.0): kas cannot fetch charts: no renderer was set up",
+            ]
+        );
     }
 
     #[test]

@@ -43,29 +43,45 @@ pub struct Head {
     pub source: Option<Source>,
     /// Other refs resolved since this poll, shared by every follower of the
     /// project: one resolve per ref and poll, however many agents follow it.
-    pub resolved: Arc<Mutex<HashMap<String, Result<CommitId, String>>>>,
+    pub resolved: Arc<Mutex<HashMap<String, Result<CommitId, ResolveError>>>>,
+}
+
+/// Why a ref could not be resolved at a poll.
+///
+/// `Clone`, because one result per ref and poll is cached in [`Head`] and
+/// handed to every follower of the project; the sources that are not
+/// `Clone` are shared behind an `Arc`.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// No poll of the project has read its repository yet.
+    #[error("the repository has not been read yet")]
+    NotRead,
+    #[error(transparent)]
+    Git(Arc<tether_git::GitError>),
+    #[error("resolving panicked: {0}")]
+    Panicked(#[source] Arc<tokio::task::JoinError>),
 }
 
 impl Head {
     /// The commit `reference` points to at this poll (`None`: the default
     /// branch), resolved once per poll.
-    pub async fn resolve(&self, reference: Option<&str>) -> Result<CommitId, String> {
+    pub async fn resolve(&self, reference: Option<&str>) -> Result<CommitId, ResolveError> {
         let key = reference.unwrap_or("HEAD").to_owned();
         let cached = lock(&self.resolved).get(&key).cloned();
         if let Some(result) = cached {
             return result;
         }
         let Some(source) = self.source.clone() else {
-            return Err("the repository has not been read yet".to_owned());
+            return Err(ResolveError::NotRead);
         };
         let reference = reference.map(str::to_owned);
         let result = tokio::task::spawn_blocking(move || {
             source
                 .resolve(reference.as_deref())
-                .map_err(|e| e.to_string())
+                .map_err(|e| ResolveError::Git(Arc::new(e)))
         })
         .await
-        .unwrap_or_else(|e| Err(format!("resolving panicked: {e}")));
+        .unwrap_or_else(|e| Err(ResolveError::Panicked(Arc::new(e))));
         lock(&self.resolved).insert(key, result.clone());
         result
     }
@@ -86,6 +102,23 @@ pub enum RefreshError {
     Timeout(Duration),
     #[error("cannot load the project: {0}")]
     Store(#[from] tether_store::StoreError),
+}
+
+/// Why a poll could not read a project's repository. Only its message
+/// outlives the poll: it is kept as [`Head::error`] for the API, the agent's
+/// config status and [`RefreshError::Git`], and nothing branches on it.
+#[derive(Debug, thiserror::Error)]
+enum PollError {
+    #[error("cannot load project {project}: {source}")]
+    Load {
+        project: String,
+        #[source]
+        source: tether_store::StoreError,
+    },
+    #[error("git poll panicked: {0}")]
+    Panicked(#[source] tokio::task::JoinError),
+    #[error(transparent)]
+    Git(#[from] tether_git::GitError),
 }
 
 /// All pollers of this kas.
@@ -346,7 +379,7 @@ impl Repos {
                     tracing::warn!(error = %error, "cannot read the project's repository");
                     poller.head.send_modify(|h| {
                         h.finished = h.started;
-                        h.error = Some(error);
+                        h.error = Some(error.to_string());
                     });
                 }
             }
@@ -382,28 +415,79 @@ impl Repos {
     }
 
     /// One fetch and resolve; `Ok(None)` when the project no longer exists.
-    async fn poll(&self, project: &str) -> Result<Option<(Source, CommitId)>, String> {
-        let Some(record) = self
-            .store
-            .get_project(project)
-            .await
-            .map_err(|e| format!("cannot load project {project}: {e}"))?
+    async fn poll(&self, project: &str) -> Result<Option<(Source, CommitId)>, PollError> {
+        let Some(record) =
+            self.store
+                .get_project(project)
+                .await
+                .map_err(|source| PollError::Load {
+                    project: project.to_owned(),
+                    source,
+                })?
         else {
             return Ok(None);
         };
         let source = Source::for_project(&record.id, &record.url, &self.mirrors);
-        tokio::task::spawn_blocking(move || {
+        let polled = tokio::task::spawn_blocking(move || {
             source.update()?;
             let commit = source.resolve(record.git_ref.as_deref())?;
-            Ok((source, commit))
+            Ok::<_, tether_git::GitError>((source, commit))
         })
         .await
-        .map_err(|e| format!("git poll panicked: {e}"))?
-        .map(Some)
-        .map_err(|e: tether_git::GitError| e.to_string())
+        .map_err(PollError::Panicked)??;
+        Ok(Some(polled))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Poller>>> {
         self.pollers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Said to the agent as its manifests' error: pinned byte for byte.
+    #[tokio::test]
+    async fn failures_to_resolve_keep_their_exact_wording_and_are_cached() {
+        let unread = Head::default();
+        let said = vec![unread.resolve(None).await.expect_err("unread").to_string()];
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = tmp.path().join("config");
+        tether_testenv::git::new_repo(&repo);
+        tether_testenv::git::commit(&repo, &[("README", Some("hello\n"))]);
+        let head = Head {
+            source: Some(Source::new(
+                repo.to_str().expect("utf-8"),
+                &tmp.path().join("mirrors"),
+            )),
+            ..Head::default()
+        };
+        let first = head
+            .resolve(Some("nope"))
+            .await
+            .expect_err("no such ref")
+            .to_string();
+        let again = head
+            .resolve(Some("nope"))
+            .await
+            .expect_err("cached")
+            .to_string();
+        assert_eq!(first, again);
+        assert!(
+            lock(&head.resolved).contains_key("nope"),
+            "kept for the poll"
+        );
+        let said: Vec<String> = said
+            .into_iter()
+            .chain([first.replace(repo.to_str().unwrap_or_default(), "<repo>")])
+            .collect();
+        assert_eq!(
+            said,
+            [
+                "the repository has not been read yet",
+                "ref \"nope\" not found in <repo>"
+            ]
+        );
     }
 }

@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use crate::auth::{AgentAuth, Refusal};
 use crate::config::{self, ConfigProblem};
-use crate::manifests::{self, Follower, ManifestSpec};
+use crate::manifests::{self, Follower, ManifestSpec, NoRenderer};
 use crate::outbound::{self, OUTBOUND_QUEUE, Outbound};
 use crate::repos::{Head, Repos};
 use crate::sessions::Registration;
@@ -55,7 +55,7 @@ pub struct AgentChannelService {
     /// promptly and agents move before it is gone.
     drain: tether_runtime::Drain,
     /// Renders charts and kustomizations, or why kas cannot.
-    renderer: Result<Arc<tether_render::Renderer>, String>,
+    renderer: Result<Arc<tether_render::Renderer>, NoRenderer>,
     /// Posts commit statuses of the agents' syncs.
     statuses: tether_notify::statuses::Statuses,
     /// Tells of the agents' events.
@@ -85,7 +85,7 @@ impl AgentChannelService {
             repos,
             auth,
             drain,
-            renderer: Err("no renderer was set up".into()),
+            renderer: Err(NoRenderer::NotSetUp),
             statuses: tether_notify::statuses::Statuses::disabled(),
             notifier: tether_notify::notifications::Notifier::disabled(),
         }
@@ -105,7 +105,10 @@ impl AgentChannelService {
 
     /// Renders manifest projects' charts and kustomizations with
     /// `renderer`, or says why kas cannot.
-    pub fn with_renderer(mut self, renderer: Result<Arc<tether_render::Renderer>, String>) -> Self {
+    pub fn with_renderer(
+        mut self,
+        renderer: Result<Arc<tether_render::Renderer>, NoRenderer>,
+    ) -> Self {
         self.renderer = renderer;
         self
     }
@@ -362,7 +365,7 @@ impl Session {
                     }
                     let head = self.head.borrow_and_update().clone();
                     if let Err(reason) = self.deliver(head).await {
-                        break reason;
+                        break reason.to_string();
                     }
                 }
                 changed = self.grants.changed() => {
@@ -547,8 +550,9 @@ impl Session {
     }
 
     /// Sends the agent its config from the project's new head, if that
-    /// commit's file is valid and the agent does not have it yet.
-    async fn deliver(&mut self, head: Head) -> Result<(), String> {
+    /// commit's file is valid and the agent does not have it yet. Fails
+    /// only when the agent cannot be sent to: the session then ends.
+    async fn deliver(&mut self, head: Head) -> Result<(), outbound::NotSent> {
         if let Some(error) = head.error {
             self.state.configs.rejected(
                 &self.agent,
@@ -609,7 +613,7 @@ impl Session {
                     let message = ServerMessage {
                         message: Some(server_message::Message::Configuration(loaded.message)),
                     };
-                    self.send(message).await.map_err(|e| e.to_string())?;
+                    self.send(message).await?;
                     self.state.metrics.configs_sent.inc();
                     tracing::info!(commit = %commit, "configuration sent");
                     self.sent_commit = commit;

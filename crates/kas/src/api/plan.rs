@@ -154,7 +154,7 @@ async fn plan_here(
     let spec = spec_at(&agent, spec, &source, &commit).await?;
     let (kube_version, api_versions) = state.live.cluster_of(&name).unwrap_or_default();
     let rendering = manifests::Rendering {
-        renderer: state.renderer.clone(),
+        renderer: state.renderer.clone().map_err(manifests::NoRenderer::from),
         kube_version,
         api_versions,
     };

@@ -151,7 +151,7 @@ impl Server {
             },
         };
         let agents = AgentChannelService::new(store, channel, repos, drain.clone())
-            .with_renderer(rendering.renderer)
+            .with_renderer(rendering.renderer.map_err(tether_channel::NoRenderer::from))
             .with_statuses(statuses)
             .with_notifier(notifier);
 

@@ -290,7 +290,7 @@ async fn manifest_diff(
     };
     let (kube_version, api_versions) = state.live.cluster_of(&agent.name).unwrap_or_default();
     let rendering = manifests::Rendering {
-        renderer: state.renderer.clone(),
+        renderer: state.renderer.clone().map_err(manifests::NoRenderer::from),
         kube_version,
         api_versions,
     };
