@@ -3,7 +3,7 @@
 //! is.
 
 /// A repository of an OCI registry.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ImageRepository {
     /// The registry host as written, with its port (`docker.io` when none
     /// is written, as Docker and Flux read it).

@@ -84,6 +84,14 @@ pub struct SemverRange {
     alternatives: Vec<semver::VersionReq>,
 }
 
+/// Why a semver range is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a semver range: {reason}")]
+pub struct SemverRangeError {
+    text: String,
+    reason: String,
+}
+
 /// How kas writes the change back.
 #[derive(Clone, Debug)]
 pub struct UpdateSettings {
@@ -185,7 +193,7 @@ fn check(raw: raw::File, problems: &mut Vec<(String, String)>) -> ImageUpdates {
             } => match SemverRange::parse(&semver.range) {
                 Ok(range) => Some(TagPolicy::Semver(range)),
                 Err(reason) => {
-                    problem(at("policy.semver.range"), reason);
+                    problem(at("policy.semver.range"), reason.to_string());
                     None
                 }
             },
@@ -381,13 +389,15 @@ fn unknown_group(pattern: &regex::Regex, extract: &str) -> Option<String> {
 // === impl SemverRange ===
 
 impl SemverRange {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, SemverRangeError> {
+        let refuse = |reason: String| SemverRangeError {
+            text: text.to_owned(),
+            reason,
+        };
         let mut alternatives = Vec::new();
         for alternative in text.split("||") {
-            let comparators = comparators(alternative.trim())
-                .map_err(|e| format!("{text:?} is not a semver range: {e}"))?;
-            let req = semver::VersionReq::parse(&comparators)
-                .map_err(|e| format!("{text:?} is not a semver range: {e}"))?;
+            let comparators = comparators(alternative.trim()).map_err(|e| refuse(e.to_owned()))?;
+            let req = semver::VersionReq::parse(&comparators).map_err(|e| refuse(e.to_string()))?;
             alternatives.push(req);
         }
         Ok(SemverRange {
@@ -446,7 +456,7 @@ fn compares(c: &semver::Comparator, version: &semver::Version) -> bool {
 
 /// Masterminds' comparator list as the semver crate's: `>= 1.2 <2` becomes
 /// `>=1.2, <2`; `1.2 - 1.4` becomes `>=1.2, <=1.4`; empty or `*` any.
-fn comparators(text: &str) -> Result<String, String> {
+fn comparators(text: &str) -> Result<String, &'static str> {
     let tokens: Vec<&str> = text
         .split(|c: char| c.is_whitespace() || c == ',')
         .filter(|t| !t.is_empty())
@@ -480,7 +490,7 @@ fn comparators(text: &str) -> Result<String, String> {
         let (operator, version) = token.split_at(split);
         let operator = if operator == "=" { "=" } else { operator };
         if operator == "!=" {
-            return Err("!= is not supported".into());
+            return Err("!= is not supported");
         }
         out.push(format!(
             "{operator}{}",

@@ -518,3 +518,98 @@ mod tests {
         assert_eq!(segment("plain-1.2_x~"), "plain-1.2_x~");
     }
 }
+
+// === Image automation ===
+
+/// One project's image automation, as `GET /api/v1/images` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ImageProjectStatus {
+    pub project: String,
+    /// The commit `.tether/image-updates.yaml` was read at.
+    pub commit: Option<String>,
+    /// Why the project's automation does nothing now (its file refused, a
+    /// marker naming no policy, the last push refused); `None` when well.
+    pub error: Option<String>,
+    /// The branch updates go to.
+    pub branch: Option<String>,
+    pub policies: Vec<ImagePolicyStatus>,
+    /// The last commit kas pushed, if any.
+    pub last_update: Option<ImageUpdateRecord>,
+}
+
+/// One image policy.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ImagePolicyStatus {
+    pub name: String,
+    pub repository: String,
+    /// The rule, as written: `semver >=1.2.0 <2.0.0`, `numerical asc`.
+    pub policy: String,
+    /// The latest tag the rule picks from the last scan.
+    pub latest: Option<String>,
+    /// What that tag pointed at when scanned (only with `digest: true` or
+    /// a `:digest` marker).
+    pub digest: Option<String>,
+    /// The values git holds where markers name this policy.
+    pub in_git: Vec<String>,
+    /// `up_to_date`, `pending` (a change waits for its batch window),
+    /// `no_match` (no tag satisfies the rule), `not_scanned`, `error`.
+    pub state: String,
+    pub message: Option<String>,
+    pub scanned_at: Option<String>,
+    /// Tags the repository had at the last scan (at most 10,000).
+    pub tags: usize,
+    /// The listing stopped at 10,000 tags.
+    pub cut: bool,
+}
+
+/// A commit kas pushed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageUpdateRecord {
+    pub at: String,
+    pub commit: String,
+    pub branch: String,
+    /// `policy: old -> new`, one per value changed.
+    pub changes: Vec<String>,
+}
+
+/// `POST /api/v1/images/scan`: scan now (every repository, or the one of
+/// policy `name`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ScanImages {
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// What a scan request or a registry delivery started.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ScanQueued {
+    /// The image repositories to be scanned.
+    pub repositories: Vec<String>,
+}
+
+/// `PUT /api/v1/registry/logins/{host}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SetRegistryLogin {
+    pub username: String,
+    pub password: String,
+}
+
+/// A registry host kas has credentials for (never the password).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RegistryLoginView {
+    pub host: String,
+    pub username: String,
+    pub created_at: String,
+}
+
+/// `PUT /api/v1/projects/{id}/push-credentials`: exactly one of them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SetPushCredential {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub ssh_key: Option<String>,
+}

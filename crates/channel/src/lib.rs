@@ -13,10 +13,12 @@
 //! - [`config`]: reading and validating an agent's config file at a commit;
 //!   [`configs`]: what kas made of each agent's config, and the one in use;
 //!   [`stored`]: the one another replica accepted.
-//! - [`repos`]: one git poller per project with connected agents.
+//! - [`repos`]: one git poller per project with connected agents;
+//!   [`followed`]: the projects as image automation follows them.
 //! - [`manifests`]: following an agent's manifest projects and streaming
 //!   their files; [`sent`]: the commits given to a session, which its
-//!   reports may speak of; [`reports`]: sync reports as kas records them.
+//!   reports may speak of; [`reports`]: sync reports as kas records them;
+//!   [`changed`]: what changed between two of them.
 //! - [`plans`]: what a commit would change, asked of an agent's session.
 //! - [`outbound`]: the bounded queue towards one agent, and its send.
 //! - [`tunnels`]: the door for agentk's tunnels on the same endpoint.
@@ -27,8 +29,10 @@
 //! to it through [`traits`].
 
 pub mod auth;
+pub mod changed;
 pub mod config;
 pub mod configs;
+pub mod followed;
 pub mod manifests;
 pub mod metrics;
 pub mod outbound;

@@ -18,6 +18,8 @@ use tether_api as api;
 
 mod access;
 pub mod check;
+mod images;
+pub use images::{ImageCommand, RegistryCommand};
 pub mod client;
 pub mod docs;
 
@@ -138,6 +140,19 @@ pub enum ProjectCommand {
     /// Where kas posts the commit statuses of the project's syncs.
     #[command(subcommand)]
     Statuses(StatusesCommand),
+    /// How kas pushes image updates to the project: an HTTPS token (the
+    /// password for https:// URLs) or an SSH private key; from a file.
+    PushCredentials {
+        id: String,
+        #[arg(
+            long,
+            conflicts_with = "ssh_key_file",
+            required_unless_present = "ssh_key_file"
+        )]
+        token_file: Option<std::path::PathBuf>,
+        #[arg(long)]
+        ssh_key_file: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -270,6 +285,8 @@ pub enum Command {
     Kubeconfig(KubeconfigArgs),
     Notifications(NotificationsCommand),
     Admin(AdminCommand),
+    Image(ImageCommand),
+    Registry(RegistryCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -319,6 +336,8 @@ pub async fn run(connection: &Connection, command: Command) -> anyhow::Result<()
         Command::Token(c) => token(&client, c).await?,
         Command::User(c) => access::user(&client, c).await?,
         Command::Kubeconfig(args) => access::kubeconfig(&client, args).await?,
+        Command::Image(c) => images::image(&client, c).await?,
+        Command::Registry(c) => images::registry(&client, c).await?,
         Command::Notifications(NotificationsCommand::Secret(c)) => {
             notification_secret(&client, c).await?
         }
@@ -503,6 +522,11 @@ async fn project(client: &ApiClient, command: ProjectCommand) -> anyhow::Result<
             printed(&r, text)
         }
         ProjectCommand::Token(c) => access::project_token(client, c).await,
+        ProjectCommand::PushCredentials {
+            id,
+            token_file,
+            ssh_key_file,
+        } => images::push_credentials(client, &id, token_file, ssh_key_file).await,
         ProjectCommand::Grant { id, agent } => {
             let g: api::GrantView = client
                 .post_as(

@@ -391,7 +391,13 @@ impl Setup {
     fn start_again(&mut self, log: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            self.kas = spawn_kas(self.dir.path(), self.listen, &self.serve_args, self.tools, log);
+            self.kas = spawn_kas(
+                self.dir.path(),
+                self.listen,
+                &self.serve_args,
+                self.tools,
+                log,
+            );
             let Some(exited) = self.wait_for_api_or_exit() else {
                 return;
             };

@@ -124,6 +124,24 @@ impl Source {
         }
     }
 
+    /// The branch the repository's HEAD names (the remote's default branch,
+    /// for a mirror), `None` when HEAD is detached or unreadable.
+    pub fn default_branch(&self) -> Option<String> {
+        let dir = self.git_dir();
+        let head = std::fs::read_to_string(dir.join(".git").join("HEAD"))
+            .or_else(|_| std::fs::read_to_string(dir.join("HEAD")))
+            .ok()?;
+        head.trim()
+            .strip_prefix("ref: refs/heads/")
+            .filter(|b| !b.is_empty())
+            .map(str::to_owned)
+    }
+
+    /// The URL as given (with any password it carries): for git itself.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// The commit `reference` (a branch, a tag or a full commit id) points
     /// to, or the default branch's when `None`.
     pub fn resolve(&self, reference: Option<&str>) -> Result<CommitId, GitError> {

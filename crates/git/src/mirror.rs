@@ -21,8 +21,12 @@ const ALLOWED_PROTOCOLS: &str = "file:git:http:https:ssh";
 const PASSWORD_ENV: &str = "TETHER_GIT_PASSWORD";
 /// A credential helper that answers git's `get` with the password from
 /// the environment; it holds no secret itself.
-const CREDENTIAL_HELPER: &str =
-    "!f() { test \"$1\" = get && echo \"password=${TETHER_GIT_PASSWORD}\"; }; f";
+const CREDENTIAL_HELPER: &str = "!f() { test \"$1\" = get || exit 0; \
+     test -n \"${TETHER_GIT_USERNAME}\" && echo \"username=${TETHER_GIT_USERNAME}\"; \
+     echo \"password=${TETHER_GIT_PASSWORD}\"; }; f";
+/// The username the helper gives, for a URL that names none (a token
+/// pushed to `https://host/repo.git`).
+pub(crate) const USERNAME_ENV: &str = "TETHER_GIT_USERNAME";
 /// After the timeout git gets SIGTERM, and this long later SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 

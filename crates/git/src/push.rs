@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::mirror::{Failed, run_git, split_password};
+use crate::mirror::{Failed, USERNAME_ENV, run_git, split_password};
 
 /// How kas authenticates to push.
 #[derive(Clone, Default)]
@@ -256,6 +256,14 @@ impl Worktree {
     fn command(&self) -> Command {
         let mut command = Command::new("git");
         command.arg("-C").arg(&self.dir);
+        // A token for a URL without a user: git asks for a username too,
+        // and any non-empty one works on GitHub, GitLab, Gitea and
+        // Bitbucket with a token.
+        if self.password.is_some() && !has_user(&self.url) {
+            command.env(USERNAME_ENV, "tether");
+        } else {
+            command.env_remove(USERNAME_ENV);
+        }
         if let Some(key) = &self.ssh_key {
             command.env(
                 "GIT_SSH_COMMAND",
@@ -281,4 +289,11 @@ impl Worktree {
             message: failed.message,
         })
     }
+}
+
+/// Whether `url` names a user (`https://user@host/…`).
+fn has_user(url: &str) -> bool {
+    url.split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or_default().contains('@'))
+        .unwrap_or(false)
 }

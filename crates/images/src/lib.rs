@@ -5,6 +5,8 @@
 //!   the OCI distribution API, through the egress policy.
 //! - [`markers`]: Flux's `$imagepolicy` markers found and their values
 //!   rewritten, every other byte kept.
+//! - [`service`]: the loop kas runs: files read at each new commit,
+//!   repositories scanned, writes when git is behind.
 //! - [`write`]: a project's files rewritten for the latest images, checked,
 //!   committed and pushed, again on a branch that moved.
 //!
@@ -14,4 +16,5 @@
 
 pub mod markers;
 pub mod registry;
+pub mod service;
 pub mod write;

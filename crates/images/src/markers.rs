@@ -112,14 +112,28 @@ pub fn rewrite(text: &str, latest: &BTreeMap<String, Latest>) -> Rewritten {
 
 /// Every marker of `text`: its line (1-based) and what it names.
 pub fn markers(text: &str) -> Vec<(usize, Marker)> {
+    values(text)
+        .into_iter()
+        .map(|(line, marker, _)| (line, marker))
+        .collect()
+}
+
+/// Every marker of `text` with the value it marks (`None` when the value
+/// cannot be placed on its line).
+pub fn values(text: &str) -> Vec<(usize, Marker, Option<String>)> {
     text.split_inclusive('\n')
         .enumerate()
-        .filter_map(|(i, line)| find(line).map(|(marker, _)| (i + 1, marker)))
+        .filter_map(|(i, line)| {
+            let (marker, comment_at) = find(line)?;
+            let value = value_span(&line[..comment_at]).map(|span| line[span].to_owned());
+            Some((i + 1, marker, value))
+        })
         .collect()
 }
 
 impl Latest {
-    fn value(&self, field: Field) -> Option<String> {
+    /// What a marker of `field` should hold; `None` for a digest not known.
+    pub fn value(&self, field: Field) -> Option<String> {
         let pinned = |tag: &str| match (&self.digest, self.pin) {
             (Some(digest), true) => format!("{tag}@{digest}"),
             _ => tag.to_owned(),

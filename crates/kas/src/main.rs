@@ -48,6 +48,12 @@ enum Command {
     /// The administrator's own credentials.
     #[command(subcommand)]
     Admin(cli::AdminCommand),
+    /// Image automation: what each policy found, scans on demand.
+    #[command(subcommand)]
+    Image(cli::ImageCommand),
+    /// Credentials kas scans image registries with.
+    #[command(subcommand)]
+    Registry(cli::RegistryCommand),
     /// Work with agent config files locally (no server needed).
     #[command(subcommand)]
     Config(cli::ConfigCommand),
@@ -111,6 +117,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Project(c) => cli::run(&cli.connection, cli::Command::Project(c)).await,
         Command::Agent(c) => cli::run(&cli.connection, cli::Command::Agent(c)).await,
         Command::Token(c) => cli::run(&cli.connection, cli::Command::Token(c)).await,
+        Command::Image(c) => cli::run(&cli.connection, cli::Command::Image(c)).await,
+        Command::Registry(c) => cli::run(&cli.connection, cli::Command::Registry(c)).await,
         Command::User(c) => cli::run(&cli.connection, cli::Command::User(c)).await,
         Command::Kubeconfig(a) => cli::run(&cli.connection, cli::Command::Kubeconfig(a)).await,
         Command::Notifications(c) => {

@@ -166,6 +166,15 @@ pub struct SettingsFile {
     /// is told (Go duration). Default: 5m.
     #[arg(long, env = "KAS_NOTIFY_DISCONNECTED_AFTER")]
     pub notify_disconnected_after: Option<String>,
+    /// Time between two scans of an image repository that a project's
+    /// .tether/image-updates.yaml names (Go duration). Default: 5m.
+    #[arg(long, env = "KAS_IMAGE_SCAN_INTERVAL")]
+    pub image_scan_interval: Option<String>,
+    /// File holding the secret image registries authenticate their push
+    /// notifications with (POST /api/v1/registry/hooks/{provider}).
+    /// Without it, registry notifications are refused.
+    #[arg(long, env = "KAS_REGISTRY_HOOK_SECRET_FILE")]
+    pub registry_hook_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -216,6 +225,8 @@ pub struct Settings {
     pub notifications: Vec<tether_agent_config::Notification>,
     /// How long an agent is gone before it is told.
     pub notify_disconnected_after: Duration,
+    pub image_scan_interval: Duration,
+    pub registry_hook_secret_file: Option<PathBuf>,
 }
 
 /// Where kas's records are kept.
@@ -361,6 +372,11 @@ impl Settings {
                 .or(file.notify_disconnected_after),
             Duration::from_secs(300),
         );
+        let image_scan_interval = duration(
+            "image_scan_interval",
+            flags.image_scan_interval.or(file.image_scan_interval),
+            tether_images::service::DEFAULT_SCAN_INTERVAL,
+        );
         if poll_interval < MIN_POLL_INTERVAL {
             problems.push(format!(
                 "poll_interval must be at least {MIN_POLL_INTERVAL:?}; use the refresh endpoint for instant updates"
@@ -370,6 +386,12 @@ impl Settings {
             problems.push(format!(
                 "render_timeout must be more than 0 and at most {MAX_RENDER_TIMEOUT:?}"
             ));
+        }
+        if image_scan_interval < Duration::from_secs(10) {
+            problems.push(
+                "image_scan_interval must be at least 10s; registry notifications scan at once"
+                    .into(),
+            );
         }
         if notify_disconnected_after < Duration::from_secs(1) {
             problems.push("notify_disconnected_after must be at least 1s".into());
@@ -466,6 +488,10 @@ impl Settings {
             oidc_issuers: file.oidc_issuers,
             notifications: file.notifications,
             notify_disconnected_after,
+            image_scan_interval,
+            registry_hook_secret_file: flags
+                .registry_hook_secret_file
+                .or(file.registry_hook_secret_file),
             data_dir,
             api_listen: flags
                 .api_listen
@@ -571,7 +597,10 @@ mod tests {
         ];
         let s = s.bound_to(&bound);
         assert_eq!(s.agent_external_address, "grpcs://127.0.0.1:41001");
-        assert_eq!(s.k8s_proxy_external_url, "https://127.0.0.1:41002/k8s-proxy");
+        assert_eq!(
+            s.k8s_proxy_external_url,
+            "https://127.0.0.1:41002/k8s-proxy"
+        );
 
         let f = file(
             "k8s_proxy_listen: 127.0.0.1:0\nk8s_proxy_external_url: https://kas.example.com/k8s-proxy\n",
@@ -579,7 +608,10 @@ mod tests {
         let s = Settings::resolve(Overrides::default(), f).expect("valid");
         let s = s.bound_to(&bound);
         assert_eq!(s.k8s_proxy_listen.port(), 41002);
-        assert_eq!(s.k8s_proxy_external_url, "https://kas.example.com/k8s-proxy");
+        assert_eq!(
+            s.k8s_proxy_external_url,
+            "https://kas.example.com/k8s-proxy"
+        );
     }
 
     #[test]

@@ -35,6 +35,13 @@ impl Api {
             Default::default(),
             drain.signal(),
         ));
+        let repos = Repos::new(
+            store.clone(),
+            std::env::temp_dir().join("tether-api-test-mirrors"),
+            DEFAULT_POLL_INTERVAL,
+            Default::default(),
+            drain.clone(),
+        );
         let router = router(ApiState {
             changes: kas::changes::Changes::new(
                 channel.live(),
@@ -60,19 +67,27 @@ impl Api {
             tunnels: channel.tunnels.clone(),
             plans: channel.plans.clone(),
             agent_external_address: "grpcs://kas.example.com:443".into(),
-            repos: Repos::new(
-                store.clone(),
-                std::env::temp_dir().join("tether-api-test-mirrors"),
-                DEFAULT_POLL_INTERVAL,
-                Default::default(),
-                drain.clone(),
-            ),
+            repos: repos.clone(),
             drain,
             renderer: Err("no renderer in these tests".into()),
             router: None,
             webhook_limiter: Default::default(),
             metrics: Default::default(),
             webhook_sources: std::sync::Arc::new(tether_webhooks::Limiter::per_source()),
+            images: std::sync::Arc::new(tether_images::service::Service::new(
+                store.clone(),
+                std::sync::Arc::new(tether_channel::followed::Followed::new(
+                    store.clone(),
+                    repos,
+                )),
+                tether_images::registry::Registries::new(Default::default()),
+                tether_images::service::Settings {
+                    interval: tether_images::service::DEFAULT_SCAN_INTERVAL,
+                    work: std::env::temp_dir().join("tether-api-test-image-updates"),
+                    git_timeout: std::time::Duration::from_secs(10),
+                },
+            )),
+            registry_hook_secret: None,
         });
         Api {
             router,

@@ -36,9 +36,15 @@ impl Registry {
     /// Starts a registry keeping its files in `dir`; ready when `/v2/`
     /// answers.
     pub async fn start(dir: &Path, options: RegistryOptions) -> Result<Self> {
+        let addr = crate::ports::free().map_err(Error::io("find a free port"))?;
+        Self::start_on(dir, addr, options).await
+    }
+
+    /// Starts a registry on `addr` with the files in `dir`: the one a test
+    /// stopped, again (with other options, say).
+    pub async fn start_on(dir: &Path, addr: SocketAddr, options: RegistryOptions) -> Result<Self> {
         let program = crate::binaries::oci_registry()?.join("registry");
         std::fs::create_dir_all(dir).map_err(Error::io("create the registry's folder"))?;
-        let addr = crate::ports::free().map_err(Error::io("find a free port"))?;
         let mut config = format!(
             "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\nlog:\n  level: error\n",
             dir.join("data").display()

@@ -1,4 +1,5 @@
-//! Push webhooks from git hosts: who signed the request, and what it says.
+//! Push webhooks from git hosts (and, in [`registry`], push notifications
+//! from image registries): who signed the request, and what it says.
 //!
 //! A webhook only ever tells kas "something changed": nothing in the
 //! payload is trusted beyond the pushed ref's name, which decides whether
@@ -13,6 +14,8 @@
 //! | `bitbucket` | `X-Hub-Signature: sha256=<hex>` | HMAC-SHA256 of the body |
 //! | `gitlab` | `X-Gitlab-Token: <secret>` | the secret itself, compared in constant time |
 //! | `generic` | `X-Tether-Signature: sha256=<hex>` | HMAC-SHA256 of the body |
+
+pub mod registry;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -24,7 +24,7 @@ use tether_webhooks::{self as webhooks, Event, Provider};
 /// event of thousands of commits is far below this; more is refused).
 pub const MAX_BODY: usize = 3 << 20;
 /// How long a sender may take to send the body.
-const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const PROVIDERS: [&str; 5] = ["github", "gitlab", "gitea", "bitbucket", "generic"];
 
 /// One git host delivery. In this order, each step bounded by the one
@@ -171,7 +171,7 @@ async fn deliver_counted(
     (StatusCode::ACCEPTED, Json(answer)).into_response()
 }
 
-fn refuse(status: StatusCode, message: String) -> Response {
+pub(crate) fn refuse(status: StatusCode, message: String) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 

@@ -8,6 +8,7 @@ pub(crate) mod access;
 mod agents;
 mod error;
 pub(crate) mod hooks;
+mod images;
 mod notifications;
 pub mod plan;
 pub(crate) mod projects;
@@ -74,6 +75,10 @@ pub struct ApiState {
     pub metrics: crate::metrics::Metrics,
     /// Deliveries per source address, before they are verified.
     pub webhook_sources: Arc<tether_webhooks::Limiter>,
+    /// Image automation: statuses and scan requests.
+    pub images: Arc<tether_images::service::Service>,
+    /// What registries authenticate their push notifications with.
+    pub registry_hook_secret: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -163,6 +168,17 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/projects/{id}/tokens/{token_id}",
             delete(access::revoke_project_token),
         )
+        .route("/api/v1/images", get(images::list))
+        .route("/api/v1/images/scan", post(images::scan))
+        .route("/api/v1/registry/logins", get(images::list_logins))
+        .route(
+            "/api/v1/registry/logins/{host}",
+            put(images::set_login).delete(images::delete_login),
+        )
+        .route(
+            "/api/v1/projects/{id}/push-credentials",
+            put(images::set_push).delete(images::delete_push),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), require_admin))
         // Signed by the git host with the project's webhook secret, not
         // the admin token.
@@ -170,6 +186,8 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/projects/{id}/hooks/{provider}",
             post(hooks::deliver),
         )
+        // Authenticated with the registry hook secret.
+        .route("/api/v1/registry/hooks/{provider}", post(images::deliver))
         .with_state(state)
 }
 

@@ -114,6 +114,8 @@ impl Server {
         let notifier = parts::notifier(&settings, &store, &channel, router.as_ref(), &drain)?;
         let statuses = tether_notify::statuses::Statuses::new(store.clone(), None, drain.clone())?;
 
+        let (images, registry_hook_secret) =
+            parts::images(&settings, &store, &repos, router.as_ref(), &data, &drain)?;
         let sessions = data::ui_sessions(&settings, data.path())?;
         let state = api::ApiState {
             store: store.clone(),
@@ -138,6 +140,8 @@ impl Server {
             webhook_limiter: Arc::default(),
             metrics: metrics.clone(),
             webhook_sources: Arc::new(tether_webhooks::Limiter::per_source()),
+            images,
+            registry_hook_secret,
         };
         drop(admin_token);
         let ui = crate::ui::UiState {

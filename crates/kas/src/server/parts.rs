@@ -219,6 +219,53 @@ pub fn among_others(
     readiness
 }
 
+/// Image automation, running on the drain (one replica at a time, by
+/// lease), and the secret registries' notifications carry.
+pub fn images(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+    repos: &Arc<Repos>,
+    router: Option<&Arc<Router>>,
+    data: &DataDir,
+    drain: &Drain,
+) -> anyhow::Result<(Arc<tether_images::service::Service>, Option<Arc<str>>)> {
+    let projects = Arc::new(tether_channel::followed::Followed::new(
+        store.clone(),
+        repos.clone(),
+    ));
+    let mut service = tether_images::service::Service::new(
+        store.clone(),
+        projects,
+        tether_images::registry::Registries::new(settings.render.egress.clone()),
+        tether_images::service::Settings {
+            interval: settings.image_scan_interval,
+            work: data.path().join("image-updates"),
+            git_timeout: tether_git::DEFAULT_FETCH_TIMEOUT,
+        },
+    );
+    if let Some(router) = router {
+        service = service.with_peers(router.replicas().clone(), router.me().clone());
+    }
+    let service = Arc::new(service);
+    drain.spawn(service.clone().run(drain.clone()));
+    let secret = match &settings.registry_hook_secret_file {
+        None => None,
+        Some(file) => {
+            let text = std::fs::read_to_string(file).with_context(|| {
+                format!("cannot read the registry hook secret {}", file.display())
+            })?;
+            let secret = text.trim();
+            anyhow::ensure!(
+                secret.len() >= 16,
+                "the registry hook secret in {} must be at least 16 characters",
+                file.display()
+            );
+            Some(Arc::from(secret))
+        }
+    };
+    Ok((service, secret))
+}
+
 /// Notifications, with (on one replica) the hourly check of tokens about
 /// to expire.
 pub fn notifier(

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
 use tether_channel::AgentChannelService;
+use tokio::net::TcpListener;
 
 use crate::settings::Settings;
 use crate::{admin, listen, proxy};

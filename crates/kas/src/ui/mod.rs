@@ -9,7 +9,6 @@
 //! would ([`tether_proxy::access::authorize`]).
 
 mod agents;
-mod diff;
 mod layout;
 mod plan;
 mod projects;

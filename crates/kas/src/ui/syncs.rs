@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tether_api::{ObjectView, SyncView};
 
 use super::UiState;
-use super::diff::{self, FileChange, ObjectChange};
+use tether_channel::changed::{self as diff, FileChange, ObjectChange};
 use super::layout::state as state_word;
 use super::session::Who;
 use super::signed_in;

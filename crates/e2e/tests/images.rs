@@ -1,0 +1,393 @@
+//! Image automation on real parts: distribution's registry (with and
+//! without htpasswd), images pushed with skopeo, the repository on Gitea,
+//! agentk applying what kas pushed. A new tag becomes one commit changing
+//! exactly the marked lines of a plain manifest, a Helm values file and a
+//! kustomization, and then the Deployment in the cluster.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tether_e2e::{Proc, Setup, commit, kubectl_get, new_repo, wait};
+use tether_testenv::git::git;
+use tether_testenv::gitea::GitHost;
+use tether_testenv::registry::{Registry, RegistryOptions};
+
+const REPO: &str = "config";
+const CONFIG: &str = ".gitlab/agents/prod/config.yaml";
+
+fn deployment(name: &str, image: &str, policy: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n        - name: {name}\n          image: \"{image}\" # {{\"$imagepolicy\": \"{policy}\"}}\n"
+    )
+}
+
+/// A team's repository on Gitea, kas reading it, agent `prod` applying
+/// `deploy/*.yaml`, kas allowed to push with a Gitea token.
+struct World {
+    setup: Setup,
+    local: std::path::PathBuf,
+    _agentk: Proc,
+}
+
+impl World {
+    fn start(
+        host: &GitHost,
+        ns: &str,
+        files: &[(&str, &str)],
+        hook_secret: &std::path::Path,
+    ) -> World {
+        let mut setup = Setup::start_with(&[
+            "--poll-interval",
+            "1h",
+            "--egress-allow",
+            "127.0.0.1",
+            "--image-scan-interval",
+            "1h",
+            "--registry-hook-secret-file",
+            hook_secret.to_str().expect("utf-8"),
+        ]);
+        setup.pod_namespace = ns.to_owned();
+        host.create_repo(REPO).expect("repository");
+        let local = setup.dir.path().join("local");
+        new_repo(&local);
+        let config = format!(
+            "gitops:\n  manifest_projects:\n  - id: team/config\n    default_namespace: {ns}\n    paths: [{{glob: 'deploy/*.yaml'}}]\n"
+        );
+        let mut changes: Vec<(&str, Option<&str>)> = vec![(CONFIG, Some(config.as_str()))];
+        changes.extend(files.iter().map(|(path, text)| (*path, Some(*text))));
+        commit(&local, &changes);
+        git(&local, &["remote", "add", "origin", &host.push_url(REPO)]);
+        git(&local, &["push", "-q", "-u", "origin", "main"]);
+        let token = setup.register_agent_in("prod", &host.clone_url(REPO));
+        let push_token = setup.dir.path().join("push-token");
+        std::fs::write(
+            &push_token,
+            host.create_token("kas-image-updates").expect("token"),
+        )
+        .expect("token file");
+        setup
+            .cli(&[
+                "project",
+                "push-credentials",
+                "team/config",
+                "--token-file",
+                push_token.to_str().expect("utf-8"),
+            ])
+            .expect("push credentials");
+        let agentk = setup.agentk(&token);
+        World {
+            setup,
+            local,
+            _agentk: agentk,
+        }
+    }
+
+    fn images(&self) -> Vec<Value> {
+        self.setup
+            .cli(&["image", "list", "-o", "json"])
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default()
+    }
+
+    fn policy(&self, name: &str) -> Value {
+        self.images()
+            .iter()
+            .flat_map(|p| p["policies"].as_array().cloned().unwrap_or_default())
+            .find(|p| p["name"] == name)
+            .unwrap_or_default()
+    }
+
+    /// Gitea's `main`, fetched into the working copy.
+    fn pull(&self) -> String {
+        git(&self.local, &["pull", "-q", "--ff-only", "origin", "main"]);
+        git(&self.local, &["rev-parse", "HEAD"]).trim().to_owned()
+    }
+
+    fn remote_head(&self) -> String {
+        let out = git(&self.local, &["ls-remote", "origin", "refs/heads/main"]);
+        out.split_whitespace().next().unwrap_or_default().to_owned()
+    }
+}
+
+fn image_of(ns: &str, name: &str) -> Option<String> {
+    let deployment = kubectl_get(&["deployment", name, "-n", ns])?;
+    deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn secret_file(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+    let secret = "registry-hook-secret-0123456789".to_owned();
+    let file = dir.join("registry-hook-secret");
+    std::fs::write(&file, &secret).expect("secret file");
+    (file, secret)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pushed_tag_becomes_one_commit_on_gitea_and_the_deployment_runs_it() {
+    let cluster = tether_testenv::shared();
+    let ns = cluster.namespace("e2e-images").await.expect("namespace");
+    let ns = ns.name().to_owned();
+    let host = GitHost::start().await.expect("Gitea");
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || pushed_tag(&runtime, &host, &ns))
+        .await
+        .expect("test body");
+}
+
+fn pushed_tag(runtime: &tokio::runtime::Handle, host: &GitHost, ns: &str) {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (hook_secret_file, hook_secret) = secret_file(scratch.path());
+    // The registry's port is needed in the files before kas starts, and
+    // kas's address in the registry's notifications: a first registry
+    // holds the images, started again with notifications once kas runs.
+    let auth = ("pusher".to_owned(), "registry-pass-1".to_owned());
+    let data = scratch.path().join("registry");
+    let registry = runtime
+        .block_on(Registry::start(
+            &data,
+            RegistryOptions {
+                auth: Some(auth.clone()),
+                ..Default::default()
+            },
+        ))
+        .expect("registry");
+    let addr = registry.addr();
+    registry
+        .push("team/app", "1.2.0", "one-two")
+        .expect("pushed");
+    let image = format!("{addr}/team/app");
+    let values = format!(
+        "image:\n  repository: {image} # {{\"$imagepolicy\": \"app:name\"}}\n  tag: \"1.2.0\" # {{\"$imagepolicy\": \"app:tag\"}}\n"
+    );
+    let kustomization = "resources: [app.yaml]\nimages:\n- name: app\n  newTag: 1.2.0 # {\"$imagepolicy\": \"flux-system:app:tag\"}\n".to_owned();
+    let policy = format!(
+        "images:\n  - name: app\n    repository: {image}\n    policy:\n      semver: {{range: \">=1.2.0 <2.0.0\"}}\nupdate:\n  paths: [deploy/]\n  commit:\n    author: {{name: Tether, email: tether@example.com}}\n"
+    );
+    let manifest = deployment("app", &format!("{image}:1.2.0"), "app");
+    let world = World::start(
+        host,
+        ns,
+        &[
+            (".tether/image-updates.yaml", &policy),
+            ("deploy/app.yaml", &manifest),
+            ("deploy/chart/values.yaml", &values),
+            ("deploy/kustomization/kustomization.yaml", &kustomization),
+        ],
+        &hook_secret_file,
+    );
+    let password = scratch.path().join("registry-password");
+    std::fs::write(&password, &auth.1).expect("password file");
+    // Without credentials the scan is refused, and says how to fix it.
+    wait(
+        "the scan refused without credentials",
+        Duration::from_secs(60),
+        || {
+            world.policy("app")["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("kas registry login"))
+        },
+    );
+    world
+        .setup
+        .cli(&[
+            "registry",
+            "login",
+            &addr.to_string(),
+            "--username",
+            &auth.0,
+            "--password-file",
+            password.to_str().expect("utf-8"),
+        ])
+        .expect("login");
+    world.setup.cli(&["image", "scan"]).expect("scan");
+    wait(
+        "the policy up to date at 1.2.0",
+        Duration::from_secs(60),
+        || {
+            let p = world.policy("app");
+            p["state"] == "up_to_date" && p["latest"] == "1.2.0"
+        },
+    );
+    wait("the Deployment at 1.2.0", Duration::from_secs(90), || {
+        image_of(ns, "app") == Some(format!("{image}:1.2.0"))
+    });
+    let before = world.remote_head();
+
+    // The registry again, now telling kas of every push.
+    drop(registry);
+    let registry = runtime
+        .block_on(Registry::start_on(
+            &data,
+            addr,
+            RegistryOptions {
+                auth: Some(auth.clone()),
+                notify: Some((
+                    format!("{}/api/v1/registry/hooks/distribution", world.setup.api),
+                    format!("Bearer {hook_secret}"),
+                )),
+            },
+        ))
+        .expect("registry with notifications");
+    let pushed = Instant::now();
+    // A prerelease and a tag outside the range are ignored.
+    registry
+        .push("team/app", "1.3.0-rc.1", "rc")
+        .expect("pushed");
+    registry.push("team/app", "2.0.0", "two").expect("pushed");
+    registry
+        .push("team/app", "1.3.0", "one-three")
+        .expect("pushed");
+    wait("kas's commit on Gitea", Duration::from_secs(60), || {
+        world.remote_head() != before
+    });
+    let committed = pushed.elapsed();
+    wait("the Deployment at 1.3.0", Duration::from_secs(90), || {
+        image_of(ns, "app") == Some(format!("{image}:1.3.0"))
+    });
+    let applied = pushed.elapsed();
+    eprintln!("push to commit {committed:?}, push to Deployment updated {applied:?}");
+
+    let head = world.pull();
+    assert_eq!(
+        git(
+            &world.local,
+            &["rev-list", "--count", &format!("{before}..{head}")]
+        )
+        .trim(),
+        "1"
+    );
+    let log = git(&world.local, &["log", "-1", "--format=%an <%ae>%n%B"]);
+    assert!(log.starts_with("Tether <tether@example.com>"), "{log}");
+    assert!(log.contains("app: 1.2.0 -> 1.3.0"), "{log}");
+    let read = |path: &str| std::fs::read_to_string(world.local.join(path)).expect("file");
+    assert_eq!(
+        read("deploy/app.yaml"),
+        manifest.replace(":1.2.0\"", ":1.3.0\"")
+    );
+    assert_eq!(
+        read("deploy/chart/values.yaml"),
+        values.replace("\"1.2.0\"", "\"1.3.0\"")
+    );
+    assert_eq!(
+        read("deploy/kustomization/kustomization.yaml"),
+        kustomization.replace("1.2.0", "1.3.0")
+    );
+    let changed = git(&world.local, &["diff", "--numstat", &before, &head]);
+    assert_eq!(changed.lines().count(), 3, "{changed}");
+    wait(
+        "the update on kas image list",
+        Duration::from_secs(30),
+        || {
+            world
+                .images()
+                .iter()
+                .any(|p| p["last_update"]["commit"] == head.as_str())
+                && world.policy("app")["state"] == "up_to_date"
+        },
+    );
+    drop(registry);
+    drop(scratch);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn images_found_within_the_batch_window_go_in_one_commit_with_the_digest_pinned() {
+    let cluster = tether_testenv::shared();
+    let ns = cluster
+        .namespace("e2e-images-batch")
+        .await
+        .expect("namespace");
+    let ns = ns.name().to_owned();
+    let host = GitHost::start().await.expect("Gitea");
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || batched(&runtime, &host, &ns))
+        .await
+        .expect("test body");
+}
+
+fn batched(runtime: &tokio::runtime::Handle, host: &GitHost, ns: &str) {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (hook_secret_file, _) = secret_file(scratch.path());
+    let registry = runtime
+        .block_on(Registry::start(
+            &scratch.path().join("registry"),
+            RegistryOptions::default(),
+        ))
+        .expect("registry");
+    let addr = registry.addr();
+    registry
+        .push("team/api", "main-0a1b2c-1700000000", "api-old")
+        .expect("pushed");
+    registry
+        .push("team/web", "2.0.0", "web-old")
+        .expect("pushed");
+    let policy = format!(
+        "images:\n  - name: api\n    repository: {addr}/team/api\n    policy: {{numerical: {{order: asc}}}}\n    filter_tags: {{pattern: '^main-[a-f0-9]+-(?P<ts>[0-9]+)$', extract: '$ts'}}\n  - name: web\n    repository: {addr}/team/web\n    policy: {{semver: {{range: '^2'}}}}\n    digest: true\nupdate:\n  batch: 8s\n"
+    );
+    let api = deployment(
+        "api",
+        &format!("{addr}/team/api:main-0a1b2c-1700000000"),
+        "api",
+    );
+    let web = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web-image}}\ndata:\n  image: {addr}/team/web:2.0.0 # {{\"$imagepolicy\": \"web\"}}\n"
+    );
+    let world = World::start(
+        host,
+        ns,
+        &[
+            (".tether/image-updates.yaml", &policy),
+            ("deploy/api.yaml", &api),
+            ("deploy/web.yaml", &web),
+        ],
+        &hook_secret_file,
+    );
+    // web:2.0.0 is pinned to its digest at once: git holds no digest.
+    wait("the first pinning commit", Duration::from_secs(90), || {
+        world.policy("web")["in_git"][0]
+            .as_str()
+            .is_some_and(|v| v.contains("@sha256:"))
+    });
+    let before = world.remote_head();
+    // Two images within the window; a timestamped tag that sorts before
+    // the current one by text but after it by number, and one that does
+    // not match the filter.
+    registry
+        .push("team/api", "main-ffff00-1700000900", "api-new")
+        .expect("pushed");
+    registry
+        .push("team/api", "dev-999999-1800000000", "api-dev")
+        .expect("pushed");
+    world.setup.cli(&["image", "scan"]).expect("scan");
+    let web_digest = registry
+        .push("team/web", "2.1.0", "web-new")
+        .expect("pushed");
+    world.setup.cli(&["image", "scan", "web"]).expect("scan");
+    wait("one commit for both", Duration::from_secs(90), || {
+        world.remote_head() != before
+            && world.policy("web")["state"] == "up_to_date"
+            && world.policy("api")["state"] == "up_to_date"
+    });
+    let head = world.pull();
+    assert_eq!(
+        git(
+            &world.local,
+            &["rev-list", "--count", &format!("{before}..{head}")]
+        )
+        .trim(),
+        "1",
+        "both images in one commit"
+    );
+    let read = |path: &str| std::fs::read_to_string(world.local.join(path)).expect("file");
+    assert!(read("deploy/api.yaml").contains("team/api:main-ffff00-1700000900\""));
+    assert!(
+        read("deploy/web.yaml").contains(&format!("team/web:2.1.0@{web_digest} #")),
+        "{}",
+        read("deploy/web.yaml")
+    );
+    wait(
+        "the Deployment at the new tag",
+        Duration::from_secs(90),
+        || image_of(ns, "api") == Some(format!("{addr}/team/api:main-ffff00-1700000900")),
+    );
+}
