@@ -570,6 +570,9 @@ pub struct ImageUpdateRecord {
     pub branch: String,
     /// `policy: old -> new`, one per value changed.
     pub changes: Vec<String>,
+    /// The pull (merge) request it is shown in, with `pull_request: true`.
+    #[serde(default)]
+    pub pull_request: Option<String>,
 }
 
 /// `POST /api/v1/images/scan`: scan now (every repository, or the one of

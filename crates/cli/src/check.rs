@@ -1,6 +1,6 @@
-//! `kas config check FILE...`: validates agent config files locally, with
-//! the same parser kas runs before sending a config, for a CI job or a
-//! pre-commit hook. Every problem and warning is printed with its place, as
+//! `kas config check FILE...`: validates agent config files (and
+//! `.tether/image-updates.yaml`, told by its name) locally, with the same
+//! parsers kas runs, for a CI job or a pre-commit hook. Every problem and warning is printed with its place, as
 //! `file:line:column: error|warning: path: message`; the exit status is
 //! non-zero only when a file would be refused.
 
@@ -80,9 +80,13 @@ fn check(file: &PathBuf) -> Vec<Finding> {
         Ok(text) => text,
         Err(message) => return vec![finding("error", None, None, None, message)],
     };
-    match tether_agent_config::parse(&text) {
-        Ok(parsed) => parsed
-            .warnings
+    let image_updates = file.file_name().is_some_and(|n| n == "image-updates.yaml");
+    let parsed = match image_updates {
+        true => tether_agent_config::image_updates::parse(&text).map(|(_, warnings)| warnings),
+        false => tether_agent_config::parse(&text).map(|parsed| parsed.warnings),
+    };
+    match parsed {
+        Ok(warnings) => warnings
             .into_iter()
             .map(|w| finding("warning", Some(w.path), w.line, w.column, w.message))
             .collect(),
@@ -141,5 +145,25 @@ mod tests {
             file.display()
         );
         assert!(printed.contains(&expected), "{printed}");
+    }
+
+    #[test]
+    fn an_image_updates_file_is_checked_as_one() {
+        let dir = tempfile::tempdir().expect("a folder");
+        let file = dir.path().join("image-updates.yaml");
+        std::fs::write(
+            &file,
+            "images:\n  - name: app\n    repository: ghcr.io/team/app\n    policy: {semver: {range: '>=1.0 <x'}}\n",
+        )
+        .expect("written");
+        let mut out = Vec::new();
+        let ok = run(std::slice::from_ref(&file), Output::Text, &mut out).expect("checked");
+        let printed = String::from_utf8(out).expect("text");
+        assert!(!ok, "refused: {printed}");
+        assert!(
+            printed.contains(&format!("{}:4:", file.display()))
+                && printed.contains("images[0].policy.semver.range"),
+            "{printed}"
+        );
     }
 }

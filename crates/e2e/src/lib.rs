@@ -20,6 +20,7 @@ pub mod bench;
 pub mod browser;
 pub mod fleet;
 pub mod gitea;
+pub mod images;
 pub mod raw;
 pub mod receiver;
 pub mod ui_client;

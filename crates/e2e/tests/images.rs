@@ -7,121 +7,11 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tether_e2e::{Proc, Setup, commit, kubectl_get, new_repo, wait};
+use tether_e2e::images::{World, deployment, image_of, secret_file};
+use tether_e2e::wait;
 use tether_testenv::git::git;
 use tether_testenv::gitea::GitHost;
 use tether_testenv::registry::{Registry, RegistryOptions};
-
-const REPO: &str = "config";
-const CONFIG: &str = ".gitlab/agents/prod/config.yaml";
-
-fn deployment(name: &str, image: &str, policy: &str) -> String {
-    format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n        - name: {name}\n          image: \"{image}\" # {{\"$imagepolicy\": \"{policy}\"}}\n"
-    )
-}
-
-/// A team's repository on Gitea, kas reading it, agent `prod` applying
-/// `deploy/*.yaml`, kas allowed to push with a Gitea token.
-struct World {
-    setup: Setup,
-    local: std::path::PathBuf,
-    _agentk: Proc,
-}
-
-impl World {
-    fn start(
-        host: &GitHost,
-        ns: &str,
-        files: &[(&str, &str)],
-        hook_secret: &std::path::Path,
-    ) -> World {
-        let mut setup = Setup::start_with(&[
-            "--poll-interval",
-            "1h",
-            "--egress-allow",
-            "127.0.0.1",
-            "--image-scan-interval",
-            "1h",
-            "--registry-hook-secret-file",
-            hook_secret.to_str().expect("utf-8"),
-        ]);
-        setup.pod_namespace = ns.to_owned();
-        host.create_repo(REPO).expect("repository");
-        let local = setup.dir.path().join("local");
-        new_repo(&local);
-        let config = format!(
-            "gitops:\n  manifest_projects:\n  - id: team/config\n    default_namespace: {ns}\n    paths: [{{glob: 'deploy/*.yaml'}}]\n"
-        );
-        let mut changes: Vec<(&str, Option<&str>)> = vec![(CONFIG, Some(config.as_str()))];
-        changes.extend(files.iter().map(|(path, text)| (*path, Some(*text))));
-        commit(&local, &changes);
-        git(&local, &["remote", "add", "origin", &host.push_url(REPO)]);
-        git(&local, &["push", "-q", "-u", "origin", "main"]);
-        let token = setup.register_agent_in("prod", &host.clone_url(REPO));
-        let push_token = setup.dir.path().join("push-token");
-        std::fs::write(
-            &push_token,
-            host.create_token("kas-image-updates").expect("token"),
-        )
-        .expect("token file");
-        setup
-            .cli(&[
-                "project",
-                "push-credentials",
-                "team/config",
-                "--token-file",
-                push_token.to_str().expect("utf-8"),
-            ])
-            .expect("push credentials");
-        let agentk = setup.agentk(&token);
-        World {
-            setup,
-            local,
-            _agentk: agentk,
-        }
-    }
-
-    fn images(&self) -> Vec<Value> {
-        self.setup
-            .cli(&["image", "list", "-o", "json"])
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or_default()
-    }
-
-    fn policy(&self, name: &str) -> Value {
-        self.images()
-            .iter()
-            .flat_map(|p| p["policies"].as_array().cloned().unwrap_or_default())
-            .find(|p| p["name"] == name)
-            .unwrap_or_default()
-    }
-
-    /// Gitea's `main`, fetched into the working copy.
-    fn pull(&self) -> String {
-        git(&self.local, &["pull", "-q", "--ff-only", "origin", "main"]);
-        git(&self.local, &["rev-parse", "HEAD"]).trim().to_owned()
-    }
-
-    fn remote_head(&self) -> String {
-        let out = git(&self.local, &["ls-remote", "origin", "refs/heads/main"]);
-        out.split_whitespace().next().unwrap_or_default().to_owned()
-    }
-}
-
-fn image_of(ns: &str, name: &str) -> Option<String> {
-    let deployment = kubectl_get(&["deployment", name, "-n", ns])?;
-    deployment["spec"]["template"]["spec"]["containers"][0]["image"]
-        .as_str()
-        .map(str::to_owned)
-}
-
-fn secret_file(dir: &std::path::Path) -> (std::path::PathBuf, String) {
-    let secret = "registry-hook-secret-0123456789".to_owned();
-    let file = dir.join("registry-hook-secret");
-    std::fs::write(&file, &secret).expect("secret file");
-    (file, secret)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pushed_tag_becomes_one_commit_on_gitea_and_the_deployment_runs_it() {
@@ -175,6 +65,7 @@ fn pushed_tag(runtime: &tokio::runtime::Handle, host: &GitHost, ns: &str) {
             ("deploy/kustomization/kustomization.yaml", &kustomization),
         ],
         &hook_secret_file,
+        &[],
     );
     let password = scratch.path().join("registry-password");
     std::fs::write(&password, &auth.1).expect("password file");
@@ -341,6 +232,7 @@ fn batched(runtime: &tokio::runtime::Handle, host: &GitHost, ns: &str) {
             ("deploy/web.yaml", &web),
         ],
         &hook_secret_file,
+        &[],
     );
     // web:2.0.0 is pinned to its digest at once: git holds no digest.
     wait("the first pinning commit", Duration::from_secs(90), || {
@@ -389,5 +281,125 @@ fn batched(runtime: &tokio::runtime::Handle, host: &GitHost, ns: &str) {
         "the Deployment at the new tag",
         Duration::from_secs(90),
         || image_of(ns, "api") == Some(format!("{addr}/team/api:main-ffff00-1700000900")),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_pull_request_one_request_is_opened_and_kept_up_to_date() {
+    let cluster = tether_testenv::shared();
+    let ns = cluster.namespace("e2e-images-pr").await.expect("namespace");
+    let ns = ns.name().to_owned();
+    let host = GitHost::start().await.expect("Gitea");
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || pull_request(&runtime, &host, &ns))
+        .await
+        .expect("test body");
+}
+
+fn pull_request(runtime: &tokio::runtime::Handle, host: &GitHost, ns: &str) {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (hook_secret_file, _) = secret_file(scratch.path());
+    let registry = runtime
+        .block_on(Registry::start(
+            &scratch.path().join("registry"),
+            RegistryOptions::default(),
+        ))
+        .expect("registry");
+    let addr = registry.addr();
+    registry.push("team/app", "1.0.0", "one").expect("pushed");
+    let policy = format!(
+        "images:\n  - name: app\n    repository: {addr}/team/app\n    policy: {{semver: {{range: '^1'}}}}\nupdate:\n  push_branch: tether/images\n  pull_request: true\n"
+    );
+    let manifest = deployment("app", &format!("{addr}/team/app:1.0.0"), "app");
+    let world = World::start(
+        host,
+        ns,
+        &[
+            (".tether/image-updates.yaml", &policy),
+            ("deploy/app.yaml", &manifest),
+        ],
+        &hook_secret_file,
+        &[],
+    );
+    let token = host.create_token("kas-pull-requests").expect("token");
+    world.setup.set_status_target(
+        "gitea",
+        &format!("{}/api/v1", host.url()),
+        "tether/config",
+        &token,
+    );
+    let main = world.remote_head();
+    let open = || -> Vec<Value> {
+        host.api("GET", "/api/v1/repos/tether/config/pulls?state=open", None)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    };
+    registry
+        .push("team/app", "1.1.0", "one-one")
+        .expect("pushed");
+    world.setup.cli(&["image", "scan"]).expect("scan");
+    wait("a pull request", Duration::from_secs(90), || {
+        open().len() == 1
+    });
+    let first = open()[0].clone();
+    assert_eq!(first["head"]["ref"], "tether/images");
+    assert_eq!(first["base"]["ref"], "main");
+    assert!(
+        first["title"]
+            .as_str()
+            .is_some_and(|t| t.contains("app: 1.0.0 -> 1.1.0")),
+        "{first}"
+    );
+    assert_eq!(
+        world.remote_head(),
+        main,
+        "the project's branch is left to the reviewer"
+    );
+
+    registry
+        .push("team/app", "1.2.0", "one-two")
+        .expect("pushed");
+    world.setup.cli(&["image", "scan"]).expect("scan");
+    wait(
+        "the request's branch at 1.2.0",
+        Duration::from_secs(90),
+        || {
+            let pulls = open();
+            pulls.len() == 1 && pulls[0]["head"]["sha"] != first["head"]["sha"]
+        },
+    );
+    let pulls = open();
+    assert_eq!(
+        pulls[0]["number"], first["number"],
+        "the same request, kept up to date"
+    );
+    let branch = git(
+        &world.local,
+        &["ls-remote", "origin", "refs/heads/tether/images"],
+    );
+    let sha = branch
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    git(&world.local, &["fetch", "-q", "origin", "tether/images"]);
+    let shown = git(&world.local, &["show", &format!("{sha}:deploy/app.yaml")]);
+    assert!(shown.contains("team/app:1.2.0\""), "{shown}");
+    assert_eq!(
+        git(
+            &world.local,
+            &["rev-list", "--count", &format!("{main}..{sha}")]
+        )
+        .trim(),
+        "1",
+        "one commit on top of main"
+    );
+    let listed = world.images();
+    assert!(
+        listed[0]["last_update"]["pull_request"]
+            .as_str()
+            .is_some_and(|u| u.contains("/pulls/")),
+        "{listed:?}"
     );
 }

@@ -7,6 +7,8 @@
 //!   rewritten, every other byte kept.
 //! - [`service`]: the loop kas runs: files read at each new commit,
 //!   repositories scanned, writes when git is behind.
+//! - [`pull_request`]: one pull/merge request per project, opened once
+//!   and kept while kas replaces its branch.
 //! - [`write`]: a project's files rewritten for the latest images, checked,
 //!   committed and pushed, again on a branch that moved.
 //!
@@ -15,6 +17,8 @@
 //! them.
 
 pub mod markers;
+pub mod metrics;
+pub mod pull_request;
 pub mod registry;
 pub mod service;
 pub mod write;

@@ -31,7 +31,7 @@ const MAX_SMALL_BYTES: usize = 1 << 20;
 /// One request's deadline.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A whole listing's deadline.
-const LISTING_TIMEOUT: Duration = Duration::from_secs(120);
+const LISTING_TIMEOUT: Duration = Duration::from_secs(60);
 /// The manifest types a tag may point at, for its digest.
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json, \

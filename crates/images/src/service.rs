@@ -45,8 +45,11 @@ pub const REQUEST: &str = "request/";
 pub const TICK: Duration = Duration::from_secs(1);
 /// The default time between two scans of a repository.
 pub const DEFAULT_SCAN_INTERVAL: Duration = Duration::from_secs(300);
-/// Repositories scanned at once.
-const SCAN_CONCURRENCY: usize = 8;
+/// Registry hosts scanned at once.
+const SCAN_CONCURRENCY: usize = 16;
+/// Repositories of one host scanned at once: a slow or hostile registry
+/// named by one tenant holds at most this many of the slots.
+const PER_HOST: usize = 2;
 /// Digests remembered (by repository and tag) at most.
 const MAX_DIGESTS: usize = 10_000;
 /// The lease one replica holds to run the automation.
@@ -86,6 +89,8 @@ pub struct Service {
     settings: Settings,
     state: Mutex<State>,
     wake: Notify,
+    metrics: crate::metrics::ImageMetrics,
+    pull_requests: crate::pull_request::PullRequests,
 }
 
 impl std::fmt::Debug for Service {
@@ -146,7 +151,15 @@ impl Service {
             settings,
             state: Mutex::new(State::default()),
             wake: Notify::new(),
+            metrics: Default::default(),
+            pull_requests: Default::default(),
         }
+    }
+
+    /// Counts into `metrics` (kas's registry shows them).
+    pub fn with_metrics(mut self, metrics: crate::metrics::ImageMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// With replicas: only the replica holding the lease runs it.
@@ -379,17 +392,50 @@ impl Service {
             })
             .cloned()
             .collect();
-        let scans = futures_util::stream::iter(due)
-            .map(|repository| async move {
-                let credentials = self.credentials(&repository.host).await;
-                let started = Instant::now();
-                let listed = self.registries.tags(&repository, credentials.as_ref()).await;
-                tracing::debug!(repository = %repository, took = ?started.elapsed(), ok = listed.is_ok(), "scanned");
-                (repository, listed)
+        // By host, each host's repositories PER_HOST at a time.
+        let mut by_host: BTreeMap<String, Vec<ImageRepository>> = BTreeMap::new();
+        for repository in due {
+            by_host
+                .entry(repository.host.clone())
+                .or_default()
+                .push(repository);
+        }
+        let scans: Vec<_> = futures_util::stream::iter(by_host.into_values())
+            .map(|repositories| async move {
+                let credentials = self.credentials(&repositories[0].host).await;
+                let credentials = &credentials;
+                futures_util::stream::iter(repositories)
+                    .map(|repository| async move {
+                        let started = Instant::now();
+                        let listed = self
+                            .registries
+                            .tags(&repository, credentials.as_ref())
+                            .await;
+                        self.metrics
+                            .scan_seconds
+                            .observe(started.elapsed().as_secs_f64());
+                        let result = if listed.is_ok() { "ok" } else { "error" };
+                        self.metrics
+                            .scans
+                            .get_or_create(&crate::metrics::Result { result })
+                            .inc();
+                        if let Ok(tags) = &listed {
+                            self.metrics
+                                .registry_requests
+                                .inc_by(u64::from(tags.requests));
+                        }
+                        (repository, listed)
+                    })
+                    .buffer_unordered(PER_HOST)
+                    .collect::<Vec<_>>()
+                    .await
             })
             .buffer_unordered(SCAN_CONCURRENCY)
-            .collect::<Vec<_>>()
-            .await;
+            .collect::<Vec<Vec<_>>>()
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         for (repository, listed) in scans {
             let record = match listed {
                 Ok(tags) => {
@@ -422,6 +468,9 @@ impl Service {
                 .await;
             records.insert(repository, record);
         }
+        self.metrics
+            .tags_kept
+            .set(records.values().map(|r| r.tags.len() as i64).sum());
         records
     }
 
@@ -588,6 +637,7 @@ impl Service {
             state.projects.get(project).and_then(|p| p.branch.clone())
         };
         let Some(base) = base else { return };
+        let base_branch = base.clone();
         let record = match self.projects.list().await {
             Ok(list) => list.into_iter().find(|p| p.id == project),
             Err(_) => None,
@@ -638,12 +688,40 @@ impl Service {
         .await;
         match written {
             Ok(Ok(written)) => {
+                let wants = file.update.pull_request && written.branch != base_branch;
+                let pull_request = match wants && !written.files.is_empty() {
+                    false => None,
+                    true => match self
+                        .open_pull_request(project, &written, file, &base_branch)
+                        .await
+                    {
+                        Ok(url) => Some(url),
+                        Err(e) => {
+                            self.failed(project, e).await;
+                            return;
+                        }
+                    },
+                };
                 let mut state = self.state.lock().await;
                 let Some(p) = state.projects.get_mut(project) else {
                     return;
                 };
                 p.pending_since = None;
                 p.failed = None;
+                let result = if written.commit.is_some() {
+                    "pushed"
+                } else {
+                    "up_to_date"
+                };
+                self.metrics
+                    .updates
+                    .get_or_create(&crate::metrics::Result { result })
+                    .inc();
+                if written.commit.is_none()
+                    && let (Some(url), Some(last)) = (&pull_request, &mut p.last_update)
+                {
+                    last.pull_request = Some(url.clone());
+                }
                 if let Some(commit) = &written.commit {
                     tracing::info!(project, commit, branch = %written.branch, "image update pushed");
                     p.last_update = Some(ImageUpdateRecord {
@@ -659,6 +737,7 @@ impl Service {
                                     .map(|c| format!("{}: {} -> {}", c.policy, c.old, c.new))
                             })
                             .collect(),
+                        pull_request,
                     });
                     drop(state);
                     self.projects.refresh(project).await;
@@ -672,8 +751,43 @@ impl Service {
         }
     }
 
+    /// Opens (or finds) the request from the update's branch into the
+    /// project's, on the host its commit statuses go to.
+    async fn open_pull_request(
+        &self,
+        project: &str,
+        written: &write::Written,
+        file: &ImageUpdates,
+        base: &str,
+    ) -> Result<String, String> {
+        let target = match self.store.status_target(project).await {
+            Ok(Some(target)) => target,
+            Ok(None) => {
+                return Err("pull_request: true needs the project's git host settings \
+                     (kas project statuses set)"
+                    .to_owned());
+            }
+            Err(e) => return Err(format!("cannot read the project's git host settings: {e}")),
+        };
+        let message = write::message(&file.update.message, &written.files);
+        let title = message.lines().next().unwrap_or("Update images").to_owned();
+        let opened = self
+            .pull_requests
+            .ensure(&target, &written.branch, base, &title, &message)
+            .await
+            .map_err(|e| format!("cannot open the pull request: {e}"))?;
+        if opened.created {
+            tracing::info!(project, url = %opened.url, "pull request opened");
+        }
+        Ok(opened.url)
+    }
+
     async fn failed(&self, project: &str, error: String) {
         tracing::warn!(project, error = %error, "image update not pushed");
+        self.metrics
+            .updates
+            .get_or_create(&crate::metrics::Result { result: "failed" })
+            .inc();
         if let Some(p) = self.state.lock().await.projects.get_mut(project) {
             p.failed = Some(error);
         }

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub channel: tether_channel::ChannelMetrics,
     /// Push webhook deliveries by provider and result.
     pub webhook_deliveries: Family<WebhookLabels, Counter>,
+    /// Image automation's scans and write-backs.
+    pub images: tether_images::metrics::ImageMetrics,
 }
 
 impl Metrics {
@@ -37,6 +39,7 @@ impl Metrics {
         self.channel.register(&mut registry);
         self.proxy.register(&mut registry);
         self.render.register(&mut registry);
+        self.images.register(&mut registry);
         registry.register(
             "webhook_deliveries",
             "Push webhook deliveries by provider and result",

@@ -115,7 +115,7 @@ impl Server {
         let statuses = tether_notify::statuses::Statuses::new(store.clone(), None, drain.clone())?;
 
         let (images, registry_hook_secret) =
-            parts::images(&settings, &store, &repos, router.as_ref(), &data, &drain)?;
+            parts::images(&settings, &metrics, &store, &repos, router.as_ref(), &data, &drain)?;
         let sessions = data::ui_sessions(&settings, data.path())?;
         let state = api::ApiState {
             store: store.clone(),

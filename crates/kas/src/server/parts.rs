@@ -223,6 +223,7 @@ pub fn among_others(
 /// lease), and the secret registries' notifications carry.
 pub fn images(
     settings: &Settings,
+    metrics: &Metrics,
     store: &Arc<dyn Store>,
     repos: &Arc<Repos>,
     router: Option<&Arc<Router>>,
@@ -246,7 +247,7 @@ pub fn images(
     if let Some(router) = router {
         service = service.with_peers(router.replicas().clone(), router.me().clone());
     }
-    let service = Arc::new(service);
+    let service = Arc::new(service.with_metrics(metrics.images.clone()));
     drain.spawn(service.clone().run(drain.clone()));
     let secret = match &settings.registry_hook_secret_file {
         None => None,
