@@ -54,6 +54,12 @@ impl std::fmt::Display for AgentName {
     }
 }
 
+impl From<AgentName> for String {
+    fn from(name: AgentName) -> String {
+        name.0
+    }
+}
+
 impl PartialEq<str> for AgentName {
     fn eq(&self, other: &str) -> bool {
         self.0 == other
@@ -460,5 +466,11 @@ mod agent_name_tests {
         assert!(AgentName::new("Prod").is_err());
         assert!(AgentName::new("../x").is_err());
         assert!("-a".parse::<AgentName>().is_err());
+    }
+
+    #[test]
+    fn an_agent_name_gives_up_its_text_unchanged() {
+        let name = AgentName::new("prod-eu-1").expect("valid");
+        assert_eq!(String::from(name), "prod-eu-1");
     }
 }

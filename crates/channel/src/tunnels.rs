@@ -12,6 +12,7 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tether_agent_config::AgentName;
 use tether_tunnel::server::TunnelInfo;
 use tether_tunnel::websocket::{self, Role, Ws, WsIo};
 
@@ -78,14 +79,17 @@ impl TunnelGate {
                 return text(status, reason);
             }
         };
+        // The store holds only names that were checked when the agent was
+        // created; one that no longer passes is refused, not trusted.
+        let agent = match AgentName::new(&admitted.agent.name) {
+            Ok(agent) => agent,
+            Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+        };
         let tunnels = self.tunnels.clone();
-        if tunnels.count(&admitted.agent.name) >= MAX_TUNNELS_PER_AGENT {
+        if tunnels.count(&agent) >= MAX_TUNNELS_PER_AGENT {
             return text(
                 StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "agent {} already has {MAX_TUNNELS_PER_AGENT} tunnels",
-                    admitted.agent.name
-                ),
+                format!("agent {agent} already has {MAX_TUNNELS_PER_AGENT} tunnels"),
             );
         }
         let mut response = Response::builder()
@@ -122,7 +126,7 @@ impl TunnelGate {
             .filter(|s| !s.is_empty())
             .collect();
         let info = TunnelInfo {
-            agent: admitted.agent.name.clone(),
+            agent,
             token_id: admitted.token_id,
             serves,
             expires_in: admitted.expires_in(),

@@ -289,7 +289,10 @@ impl Changes {
                 let closed = self
                     .sessions
                     .close_agent(name, &format!("agent {name} was deleted"));
-                let ended = self.proxy.streams.stop_where(|agent, _| agent == name);
+                let ended = self
+                    .proxy
+                    .streams
+                    .stop_where(|agent, _| agent.as_str() == name);
                 (closed, ended)
             }
             Change::AccessTokenRevoked { owner, token_id } => {

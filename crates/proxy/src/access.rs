@@ -8,7 +8,9 @@
 
 use std::collections::BTreeMap;
 
-use tether_agent_config::{AgentConfig, CiAccessAs, CiAccessEntry, UserAccessAs, config_path};
+use tether_agent_config::{
+    AgentConfig, AgentName, CiAccessAs, CiAccessEntry, UserAccessAs, config_path,
+};
 use tether_tunnel::identity::Identity;
 
 use super::principal::{CiJob, Principal, User};
@@ -25,7 +27,7 @@ pub struct Grant {
 /// The agent a request is for.
 #[derive(Clone, Copy, Debug)]
 pub struct AgentRef<'a> {
-    pub name: &'a str,
+    pub name: &'a AgentName,
     pub config_project: &'a str,
 }
 
@@ -40,7 +42,7 @@ pub enum Denied {
     )]
     ProjectNotListed {
         project: String,
-        agent: String,
+        agent: AgentName,
         file: String,
     },
     #[error(
@@ -61,7 +63,7 @@ pub enum Denied {
     UnprotectedRef {
         place: String,
         entry: String,
-        agent: String,
+        agent: AgentName,
         git_ref: Option<String>,
     },
     #[error(
@@ -70,10 +72,10 @@ pub enum Denied {
     NoCiUser {
         place: String,
         entry: String,
-        agent: String,
+        agent: AgentName,
     },
     #[error("agent {agent} has no user_access in {file}: users may not use it")]
-    NoUserAccess { agent: String, file: String },
+    NoUserAccess { agent: AgentName, file: String },
     #[error(
         "user {user} is a member of no project or group in user_access of {file} (member of: [{}])",
         .memberships.join(", ")
@@ -237,7 +239,7 @@ fn job_identity(job: &CiJob, agent: AgentRef<'_>, username: String) -> Identity 
         groups.push(format!("tether:project_env:{}:{env}", job.project));
     }
     let mut extra = BTreeMap::from([
-        ("tether.dev/agent".to_owned(), vec![agent.name.to_owned()]),
+        ("tether.dev/agent".to_owned(), vec![agent.name.to_string()]),
         (
             "tether.dev/config_project".to_owned(),
             vec![agent.config_project.to_owned()],
@@ -294,7 +296,7 @@ fn authorize_user(user: &User, agent: AgentRef<'_>, config: &AgentConfig) -> Res
             uid: None,
             groups,
             extra: BTreeMap::from([
-                ("tether.dev/agent".to_owned(), vec![agent.name.to_owned()]),
+                ("tether.dev/agent".to_owned(), vec![agent.name.to_string()]),
                 ("tether.dev/username".to_owned(), vec![user.name.clone()]),
             ]),
         }),
@@ -309,10 +311,15 @@ fn authorize_user(user: &User, agent: AgentRef<'_>, config: &AgentConfig) -> Res
 mod tests {
     use super::*;
 
-    const AGENT: AgentRef<'static> = AgentRef {
-        name: "prod",
-        config_project: "platform/config",
-    };
+    static PROD: std::sync::LazyLock<AgentName> =
+        std::sync::LazyLock::new(|| AgentName::new("prod").expect("valid"));
+
+    fn agent() -> AgentRef<'static> {
+        AgentRef {
+            name: &PROD,
+            config_project: "platform/config",
+        }
+    }
 
     fn config(yaml: &str) -> AgentConfig {
         tether_agent_config::parse(yaml)
@@ -356,7 +363,7 @@ ci_access:
       access_as: { impersonate: { username: deployer, groups: [deployers] } }
 "#,
         );
-        let grant = authorize(&Principal::CiJob(job("team/app")), AGENT, &c).expect("allowed");
+        let grant = authorize(&Principal::CiJob(job("team/app")), agent(), &c).expect("allowed");
         let identity = grant.identity.expect("ci_job identity");
         assert_eq!(identity.username, "tether:ci_job:42");
         assert!(
@@ -373,17 +380,18 @@ ci_access:
         assert_eq!(grant.default_namespace.as_deref(), Some("app"));
 
         let grant =
-            authorize(&Principal::CiJob(job("team/platform/db")), AGENT, &c).expect("allowed");
+            authorize(&Principal::CiJob(job("team/platform/db")), agent(), &c).expect("allowed");
         assert_eq!(grant.identity.expect("impersonation").username, "deployer");
-        let grant = authorize(&Principal::CiJob(job("team/other")), AGENT, &c).expect("allowed");
+        let grant = authorize(&Principal::CiJob(job("team/other")), agent(), &c).expect("allowed");
         assert_eq!(grant.identity, None, "group `team` runs as the agent");
 
-        let err = authorize(&Principal::CiJob(job("teamster/app")), AGENT, &c).expect_err("denied");
+        let err =
+            authorize(&Principal::CiJob(job("teamster/app")), agent(), &c).expect_err("denied");
         assert_eq!(
             err,
             Denied::ProjectNotListed {
                 project: "teamster/app".into(),
-                agent: "prod".into(),
+                agent: PROD.clone(),
                 file: "platform/config:.gitlab/agents/prod/config.yaml".into(),
             }
         );
@@ -402,18 +410,18 @@ ci_access:
         );
         let mut j = job("team/app");
         j.ref_protected = true;
-        let err = authorize(&Principal::CiJob(j.clone()), AGENT, &c).expect_err("no environment");
+        let err = authorize(&Principal::CiJob(j.clone()), agent(), &c).expect_err("no environment");
         assert!(
             matches!(&err, Denied::Environment { allowed, .. } if allowed == &["production", "review/*"]),
             "{err}"
         );
         j.environment = Some("review/feature-1".into());
-        authorize(&Principal::CiJob(j.clone()), AGENT, &c).expect("review/* matches");
+        authorize(&Principal::CiJob(j.clone()), agent(), &c).expect("review/* matches");
         j.environment = Some("staging".into());
-        assert!(authorize(&Principal::CiJob(j.clone()), AGENT, &c).is_err());
+        assert!(authorize(&Principal::CiJob(j.clone()), agent(), &c).is_err());
         j.environment = Some("production".into());
         j.ref_protected = false;
-        let err = authorize(&Principal::CiJob(j), AGENT, &c).expect_err("unprotected");
+        let err = authorize(&Principal::CiJob(j), agent(), &c).expect_err("unprotected");
         assert!(matches!(err, Denied::UnprotectedRef { .. }), "{err}");
     }
 
@@ -423,9 +431,9 @@ ci_access:
             "ci_access:\n  projects:\n    - id: team/app\n      access_as: { ci_user: {} }\n",
         );
         let mut j = job("team/app");
-        assert!(authorize(&Principal::CiJob(j.clone()), AGENT, &c).is_err());
+        assert!(authorize(&Principal::CiJob(j.clone()), agent(), &c).is_err());
         j.user = Some("bob".into());
-        let grant = authorize(&Principal::CiJob(j), AGENT, &c).expect("allowed");
+        let grant = authorize(&Principal::CiJob(j), agent(), &c).expect("allowed");
         assert_eq!(
             grant.identity.expect("identity").username,
             "tether:ci_user:bob"
@@ -438,7 +446,7 @@ ci_access:
             "user_access:\n  access_as: { user: {} }\n  projects: [{ id: team/app }]\n  groups: [{ id: ops }]\n",
         );
         let grant =
-            authorize(&user(&["team"]), AGENT, &c).expect("member of team/app through team");
+            authorize(&user(&["team"]), agent(), &c).expect("member of team/app through team");
         let identity = grant.identity.expect("user identity");
         assert_eq!(identity.username, "tether:user:alice");
         assert!(
@@ -446,10 +454,10 @@ ci_access:
                 .groups
                 .contains(&"tether:project:team/app".to_owned())
         );
-        authorize(&user(&["ops"]), AGENT, &c).expect("member of the group");
-        let err = authorize(&user(&["team/other", "ops-team"]), AGENT, &c).expect_err("denied");
+        authorize(&user(&["ops"]), agent(), &c).expect("member of the group");
+        let err = authorize(&user(&["team/other", "ops-team"]), agent(), &c).expect_err("denied");
         assert!(matches!(err, Denied::NotAMember { .. }), "{err}");
-        let err = authorize(&user(&["team"]), AGENT, &config("")).expect_err("no user_access");
+        let err = authorize(&user(&["team"]), agent(), &config("")).expect_err("no user_access");
         assert!(matches!(err, Denied::NoUserAccess { .. }), "{err}");
     }
 
@@ -458,7 +466,7 @@ ci_access:
     #[test]
     fn refusals_keep_their_exact_wording() {
         let refusal = |principal: Principal, yaml: &str| {
-            authorize(&principal, AGENT, &config(yaml))
+            authorize(&principal, agent(), &config(yaml))
                 .expect_err("refused")
                 .to_string()
         };

@@ -4,6 +4,7 @@
 //! token). The agent is named in the credential, so one proxy URL serves
 //! every agent.
 
+use tether_agent_config::{AgentName, AgentNameError};
 use tether_credentials::{Token, TokenKind};
 use tether_store::{AccessTokenStatus, TokenOwner};
 
@@ -16,7 +17,8 @@ use tether_store::time::to_rfc3339;
 /// A parsed credential. Its `Debug` never shows the secret.
 pub struct Credential {
     pub kind: Kind,
-    pub agent: String,
+    /// Checked as the header is read: nothing after it parses the name again.
+    pub agent: AgentName,
     secret: String,
 }
 
@@ -55,6 +57,9 @@ pub enum Unreadable {
     Shape,
     #[error("unknown credential kind {0:?}: use ci or pat")]
     Kind(String),
+    /// The agent part is not an agent name, so no agent can have it.
+    #[error(transparent)]
+    Agent(#[from] AgentNameError),
 }
 
 impl Credential {
@@ -80,7 +85,7 @@ impl Credential {
         }
         Ok(Credential {
             kind,
-            agent: agent.to_owned(),
+            agent: AgentName::new(agent)?,
             secret: secret.to_owned(),
         })
     }
@@ -196,6 +201,15 @@ mod tests {
             Some("Bearer ci::x"),
         ] {
             assert!(Credential::from_header(bad).is_err(), "{bad:?}");
+        }
+        for bad_name in ["Bearer pat:Prod:x", "Bearer ci:../x:y", "Bearer ci:a b:y"] {
+            assert!(
+                matches!(
+                    Credential::from_header(Some(bad_name)),
+                    Err(Unreadable::Agent(_))
+                ),
+                "{bad_name}"
+            );
         }
     }
 }

@@ -3,13 +3,14 @@
 //! context named `<config project>:<agent>`.
 
 use serde_json::json;
+use tether_agent_config::AgentName;
 
 /// What a kubeconfig holds.
 #[derive(Debug)]
 pub struct KubeconfigSpec<'a> {
     pub server: &'a str,
     pub ca_pem: Option<&'a str>,
-    pub agent: &'a str,
+    pub agent: &'a AgentName,
     pub config_project: &'a str,
     /// `ci:<agent>:<token>` or `pat:<agent>:<token>`.
     pub bearer: &'a str,
@@ -49,7 +50,7 @@ mod tests {
         let yaml = render(&KubeconfigSpec {
             server: "https://kas:8154/k8s-proxy",
             ca_pem: Some("PEM"),
-            agent: "prod",
+            agent: &AgentName::new("prod").expect("valid"),
             config_project: "team/config",
             bearer: "pat:prod:tthr_user_x",
             namespace: Some("apps"),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::{Request, Response, StatusCode};
-use tether_agent_config::AgentConfig;
+use tether_agent_config::{AgentConfig, AgentName};
 use tether_credentials::TokenHash;
 use tether_store::{AccessTokenStatus, Agent, Store, StoreError, User as UserRecord};
 use tether_tunnel::Body;
@@ -22,7 +22,7 @@ pub trait Credentials: Send + Sync {
         now: i64,
     ) -> Result<AccessTokenStatus, StoreError>;
     async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError>;
-    async fn agent(&self, name: &str) -> Result<Option<Agent>, StoreError>;
+    async fn agent(&self, name: &AgentName) -> Result<Option<Agent>, StoreError>;
 }
 
 /// A store's records, as the proxy reads them.
@@ -48,7 +48,7 @@ impl Credentials for FromStore {
         self.0.get_user(name).await
     }
 
-    async fn agent(&self, name: &str) -> Result<Option<Agent>, StoreError> {
+    async fn agent(&self, name: &AgentName) -> Result<Option<Agent>, StoreError> {
         self.0.get_agent(name).await
     }
 }
@@ -57,7 +57,7 @@ impl Credentials for FromStore {
 #[async_trait]
 pub trait ConfigsInUse: Send + Sync {
     /// The config `agent` runs with, if kas has read one.
-    async fn in_use(&self, agent: &str) -> Option<Arc<AgentConfig>>;
+    async fn in_use(&self, agent: &AgentName) -> Option<Arc<AgentConfig>>;
 }
 
 /// The other kas replicas, one of which may hold an agent's tunnels.
@@ -65,7 +65,7 @@ pub trait ConfigsInUse: Send + Sync {
 pub trait Elsewhere: Send + Sync {
     /// Sends `request` for `agent` to a replica holding its tunnels, waiting
     /// a while for one to come up, here (`here`) or anywhere.
-    async fn route(&self, agent: &str, request: Request<Body>, here: &Tunnels) -> Routed;
+    async fn route(&self, agent: &AgentName, request: Request<Body>, here: &Tunnels) -> Routed;
 }
 
 /// Where a request sent [`Elsewhere`] went.

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
+use tether_agent_config::AgentName;
 use tether_store::time::now;
 use tether_tunnel::Body;
 use tether_tunnel::server::Tunnels;
@@ -102,7 +103,7 @@ impl Proxy {
                     format!("agent {} does not exist", credential.agent),
                 )
             })?;
-        let config = self.access_config(&agent.name).await.ok_or_else(|| {
+        let config = self.access_config(&credential.agent).await.ok_or_else(|| {
             Rejection::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
@@ -112,7 +113,7 @@ impl Proxy {
             )
         })?;
         let agent_ref = AgentRef {
-            name: &agent.name,
+            name: &credential.agent,
             config_project: &agent.config_project,
         };
         let grant = access::authorize(&principal, agent_ref, &config)
@@ -130,7 +131,10 @@ impl Proxy {
 
     /// The config `agent` runs with: the one its session here read, or the
     /// one stored by the replica that holds its session.
-    async fn access_config(&self, agent: &str) -> Option<Arc<tether_agent_config::AgentConfig>> {
+    async fn access_config(
+        &self,
+        agent: &AgentName,
+    ) -> Option<Arc<tether_agent_config::AgentConfig>> {
         self.configs.in_use(agent).await
     }
 

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tether_agent_config::AgentName;
 use tether_tunnel::stop::Stop;
 use tokio::sync::watch;
 
@@ -44,7 +45,7 @@ impl Opener {
 }
 
 struct Entry {
-    agent: String,
+    agent: AgentName,
     opener: Opener,
     stop: watch::Sender<bool>,
 }
@@ -79,13 +80,13 @@ impl Drop for Registered {
 impl LiveStreams {
     /// Registers an exchange; the returned [`Stop`] ends it when stopped,
     /// and unregisters it when the exchange ends.
-    pub fn open(self: &Arc<Self>, agent: &str, opener: Opener) -> Stop {
+    pub fn open(self: &Arc<Self>, agent: &AgentName, opener: Opener) -> Stop {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (stop, signal) = watch::channel(false);
         lock(&self.entries).insert(
             id,
             Entry {
-                agent: agent.to_owned(),
+                agent: agent.clone(),
                 opener,
                 stop,
             },
@@ -100,7 +101,7 @@ impl LiveStreams {
     }
 
     /// Ends every exchange whose agent and opener match; returns how many.
-    pub fn stop_where(&self, matches: impl Fn(&str, &Opener) -> bool) -> usize {
+    pub fn stop_where(&self, matches: impl Fn(&AgentName, &Opener) -> bool) -> usize {
         let entries = lock(&self.entries);
         let mut n = 0;
         for entry in entries.values().filter(|e| matches(&e.agent, &e.opener)) {
@@ -131,8 +132,9 @@ mod tests {
     #[tokio::test]
     async fn stopping_ends_only_the_matching_exchanges_and_ended_ones_leave() {
         let streams = Arc::new(LiveStreams::default());
-        let mut alice = streams.open("prod", Opener::User("alice".into()));
-        let bob = streams.open("prod", Opener::User("bob".into()));
+        let prod = AgentName::new("prod").expect("valid");
+        let mut alice = streams.open(&prod, Opener::User("alice".into()));
+        let bob = streams.open(&prod, Opener::User("bob".into()));
         assert_eq!(streams.len(), 2);
         let stopped = streams.stop_where(|_, o| *o == Opener::User("alice".into()));
         assert_eq!(stopped, 1);

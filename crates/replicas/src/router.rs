@@ -17,6 +17,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tether_agent_config::AgentName;
 use tether_proxy::{Elsewhere, ROUTE_MISS, Routed};
 use tether_store::{ReplicaId, Replicas};
 use tether_tunnel::headers::{is_upgrade, strip_hop_by_hop};
@@ -73,7 +74,7 @@ impl std::fmt::Debug for Router {
 
 #[async_trait::async_trait]
 impl Elsewhere for Router {
-    async fn route(&self, agent: &str, request: Request<Body>, here: &Tunnels) -> Routed {
+    async fn route(&self, agent: &AgentName, request: Request<Body>, here: &Tunnels) -> Routed {
         Router::route(self, agent, request, here).await
     }
 }
@@ -193,7 +194,7 @@ impl Router {
 
     /// Sends `request` for `agent` to a replica holding its tunnels, waiting
     /// up to the bound for one to come up (here or anywhere).
-    pub async fn route(&self, agent: &str, request: Request<Body>, here: &Tunnels) -> Routed {
+    pub async fn route(&self, agent: &AgentName, request: Request<Body>, here: &Tunnels) -> Routed {
         let deadline = tokio::time::Instant::now() + self.tunnel_wait;
         let mut woken: Option<watch::Receiver<u64>> = None;
         let mut request = request;
@@ -218,7 +219,7 @@ impl Router {
                     Ok(response) => return Routed::Answered { response, via: url },
                     Err(Failed::Missed(back)) => {
                         // Its tunnels moved on: look again, shortly.
-                        lock(&self.holders).remove(agent);
+                        lock(&self.holders).remove(agent.as_str());
                         request = *back;
                         tokio::time::sleep(MISS_PAUSE).await;
                         continue;
@@ -228,13 +229,13 @@ impl Router {
                         // say). Skip it, and try another with the request.
                         tracing::info!(replica = %url, error = %e, "replica unreachable; skipping it");
                         lock(&self.dead).insert(url, Instant::now());
-                        lock(&self.holders).remove(agent);
+                        lock(&self.holders).remove(agent.as_str());
                         request = *back;
                         continue;
                     }
                     Err(Failed::Sent(e)) => {
                         lock(&self.dead).insert(url.clone(), Instant::now());
-                        lock(&self.holders).remove(agent);
+                        lock(&self.holders).remove(agent.as_str());
                         return Routed::Unavailable(
                             StatusCode::BAD_GATEWAY,
                             format!(

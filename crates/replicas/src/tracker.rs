@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tether_agent_config::AgentName;
 use tether_runtime::Shutdown;
 use tether_tunnel::server::Tunnels;
 
@@ -29,9 +30,9 @@ pub async fn run(
 ) {
     let replicas = router.replicas().clone();
     let me = router.me().clone();
-    let mut written: HashMap<String, usize> = HashMap::new();
+    let mut written: HashMap<AgentName, usize> = HashMap::new();
     // Counts that could not be written, retried at the next heartbeat.
-    let mut pending: HashMap<String, usize> = HashMap::new();
+    let mut pending: HashMap<AgentName, usize> = HashMap::new();
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut beats = 0u64;
@@ -68,7 +69,7 @@ pub async fn run(
                     }
                     if before == 0 && count > 0 {
                         router.tunnel_up(&agent);
-                        let _ = tunnels_up.try_send(agent);
+                        let _ = tunnels_up.try_send(agent.into());
                     }
                 }
                 Err(e) => {

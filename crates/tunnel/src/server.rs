@@ -10,6 +10,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tether_agent_config::AgentName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
@@ -23,7 +24,8 @@ use crate::{Body, empty, incoming};
 /// What kas knows about a tunnel's owner.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TunnelInfo {
-    pub agent: String,
+    /// Checked where the tunnel's token was: nothing here parses it again.
+    pub agent: AgentName,
     /// The agent token it authenticated with, so revoking it closes the
     /// tunnel.
     pub token_id: i64,
@@ -47,10 +49,10 @@ struct Tunnel {
 #[derive(Default)]
 pub struct Tunnels {
     next_id: AtomicU64,
-    agents: Mutex<HashMap<String, Vec<Arc<Tunnel>>>>,
+    agents: Mutex<HashMap<AgentName, Vec<Arc<Tunnel>>>>,
     /// Agents whose tunnel count changed since [`Tunnels::take_changed`]
     /// (bounded by the agents that had tunnels), for kas's replica tracker.
-    changed: Mutex<HashSet<String>>,
+    changed: Mutex<HashSet<AgentName>>,
     changes: tokio::sync::Notify,
 }
 
@@ -126,7 +128,7 @@ impl Tunnels {
     }
 
     /// The least busy open tunnel of `agent` that serves `service`.
-    pub fn pick(&self, agent: &str, service: &str) -> Option<Lease> {
+    pub fn pick(&self, agent: &AgentName, service: &str) -> Option<Lease> {
         let agents = self.lock();
         let tunnel = agents
             .get(agent)?
@@ -146,8 +148,8 @@ impl Tunnels {
 
     /// The agents whose tunnel count changed since the last call, with
     /// their count now.
-    pub fn take_changed(&self) -> Vec<(String, usize)> {
-        let agents: Vec<String> =
+    pub fn take_changed(&self) -> Vec<(AgentName, usize)> {
+        let agents: Vec<AgentName> =
             std::mem::take(&mut *self.changed.lock().unwrap_or_else(|p| p.into_inner()))
                 .into_iter()
                 .collect();
@@ -160,16 +162,16 @@ impl Tunnels {
             .collect()
     }
 
-    fn mark_changed(&self, agent: &str) {
+    fn mark_changed(&self, agent: &AgentName) {
         self.changed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(agent.to_owned());
+            .insert(agent.clone());
         self.changes.notify_one();
     }
 
     /// Live tunnels of `agent`.
-    pub fn count(&self, agent: &str) -> usize {
+    pub fn count(&self, agent: &AgentName) -> usize {
         self.lock().get(agent).map_or(0, Vec::len)
     }
 
@@ -184,7 +186,7 @@ impl Tunnels {
         n
     }
 
-    fn remove(&self, agent: &str, id: u64) {
+    fn remove(&self, agent: &AgentName, id: u64) {
         {
             let mut agents = self.lock();
             if let Some(list) = agents.get_mut(agent) {
@@ -197,7 +199,7 @@ impl Tunnels {
         self.mark_changed(agent);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Arc<Tunnel>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentName, Vec<Arc<Tunnel>>>> {
         self.agents.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

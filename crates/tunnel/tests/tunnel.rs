@@ -15,6 +15,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
+use tether_agent_config::AgentName;
 use tether_tunnel::agent::{Upstream, UpstreamFuture};
 use tether_tunnel::identity::Identity;
 use tether_tunnel::server::{TunnelInfo, Tunnels};
@@ -150,15 +151,16 @@ async fn setup() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
             tether_tunnel::agent::serve(tcp, Arc::new(Plain(api)), std::future::pending()).await;
     });
     let (tcp, _) = kas_side.accept().await.expect("accept");
+    let agent = AgentName::new("a").expect("valid");
     let info = TunnelInfo {
-        agent: "a".into(),
+        agent: agent.clone(),
         token_id: 1,
         serves: vec![tether_tunnel::KUBERNETES_API.into()],
         expires_in: None,
     };
     tunnels.attach(info, tcp).await.expect("handshake");
-    assert_eq!(tunnels.count("a"), 1);
-    assert!(tunnels.pick("a", "something-else").is_none());
+    assert_eq!(tunnels.count(&agent), 1);
+    assert!(tunnels.pick(&agent, "something-else").is_none());
 
     let front = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let front_addr = front.local_addr().expect("addr");
@@ -166,9 +168,11 @@ async fn setup() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
         loop {
             let (tcp, _) = front.accept().await.expect("accept");
             let tunnels = tunnels.clone();
+            let agent = agent.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let tunnels = tunnels.clone();
+                    let agent = agent.clone();
                     async move {
                         let identity = Identity {
                             username: "alice".into(),
@@ -181,7 +185,7 @@ async fn setup() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
                             .map(|p| p.to_string())
                             .unwrap_or_default();
                         let lease = tunnels
-                            .pick("a", tether_tunnel::KUBERNETES_API)
+                            .pick(&agent, tether_tunnel::KUBERNETES_API)
                             .expect("a tunnel");
                         let response = lease
                             .forward(

@@ -287,7 +287,7 @@ pub async fn kubeconfig(
     let spec = KubeconfigSpec {
         server: &state.proxy.external_url,
         ca_pem: state.proxy.ca_pem.as_deref(),
-        agent: &agent,
+        agent: &credential.agent,
         config_project: &config_project,
         bearer: &bearer,
         namespace: grant.default_namespace.as_deref(),

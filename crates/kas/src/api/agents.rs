@@ -26,7 +26,10 @@ fn agent_view(a: Agent, state: &ApiState, stored: Option<ConfigStatus>) -> Agent
             .status_if_read(&a.name)
             .or(stored)
             .unwrap_or_default(),
-        tunnels: state.tunnels.count(&a.name),
+        // A stored name that no longer passes has no tunnel: none is
+        // attached under it.
+        tunnels: tether_agent_config::AgentName::new(&a.name)
+            .map_or(0, |name| state.tunnels.count(&name)),
         name: a.name,
         config_project: a.config_project,
         created_at: to_rfc3339(a.created_at),

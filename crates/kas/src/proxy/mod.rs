@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use http::Request;
 use hyper::body::Incoming;
-use tether_agent_config::AgentConfig;
+use tether_agent_config::{AgentConfig, AgentName};
 use tether_proxy::{ConfigsInUse, Proxy};
 use tether_runtime::Shutdown;
 use tether_store::Store;
@@ -34,7 +34,7 @@ impl std::fmt::Debug for SessionConfigs {
 
 #[async_trait]
 impl ConfigsInUse for SessionConfigs {
-    async fn in_use(&self, agent: &str) -> Option<Arc<AgentConfig>> {
+    async fn in_use(&self, agent: &AgentName) -> Option<Arc<AgentConfig>> {
         self.configs
             .in_use_anywhere(self.store.as_ref(), agent)
             .await

@@ -15,7 +15,7 @@ use super::session::Who;
 use super::signed_in;
 use super::view::{
     Page, Viewer, admin_form, agent_for, connection, health_counts, pager, refused, render, short,
-    shown_once, syncs_of, time, tunnels_elsewhere, unavailable,
+    shown_once, syncs_of, time, tunnels_elsewhere, tunnels_here, unavailable,
 };
 use tether_api::segment;
 
@@ -88,7 +88,7 @@ pub async fn agents(
             @for (agent, connections, syncs) in &rows {
                 tr data-agent=(agent.name) {
                     td { a href={"/ui/agents/" (segment(&agent.name))} { (agent.name) } br; span class="dim" { (agent.config_project) } }
-                    td class="connection" { (connection(connections.len(), state.tunnels.count(&agent.name), elsewhere.get(&agent.name).copied().unwrap_or(0))) }
+                    td class="connection" { (connection(connections.len(), tunnels_here(&state, &agent.name), elsewhere.get(&agent.name).copied().unwrap_or(0))) }
                     td { @if let Some(c) = connections.first() { "agentk " (c.agent_version) br; span class="dim" { "cluster " (c.cluster_version) } } }
                     td {
                         @for sync in syncs {
@@ -135,7 +135,7 @@ pub async fn agent(
             .unwrap_or_default();
         history.push((sync.project.clone(), syncs_of(records)));
     }
-    let tunnels = state.tunnels.count(&name);
+    let tunnels = tunnels_here(&state, &name);
     let elsewhere = tunnels_elsewhere(&state)
         .await
         .get(&name)

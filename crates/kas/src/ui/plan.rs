@@ -14,7 +14,7 @@ use tether_api::{PlanRequest, PlanView, PlannedObjectView};
 use super::UiState;
 use super::session::{Session, Who};
 use super::signed_in;
-use super::view::{Page, admin_form, agent_for, forbidden, refused, render};
+use super::view::{Page, admin_form, agent_for, config_in_use, forbidden, refused, render};
 use tether_api::segment;
 use tether_channel::manifests::ManifestSpec;
 
@@ -23,7 +23,7 @@ const UNCHANGED_SHOWN: usize = 200;
 
 /// The manifest projects of the agent's config in use.
 async fn projects_of(state: &UiState, agent: &tether_store::Agent) -> Vec<ManifestSpec> {
-    match state.proxy.configs.in_use(&agent.name).await {
+    match config_in_use(state, agent).await {
         Some(config) => ManifestSpec::from_config(&config, &agent.config_project),
         None => Vec::new(),
     }

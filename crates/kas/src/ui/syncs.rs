@@ -13,12 +13,12 @@ use serde::Deserialize;
 use tether_api::{ObjectView, SyncView};
 
 use super::UiState;
-use tether_channel::changed::{self as diff, FileChange, ObjectChange};
 use super::layout::state as state_word;
 use super::session::Who;
 use super::signed_in;
-use super::view::{Page, agent_for, not_found, pager, render, short, syncs_of};
+use super::view::{Page, agent_for, config_in_use, not_found, pager, render, short, syncs_of};
 use tether_api::segment;
+use tether_channel::changed::{self as diff, FileChange, ObjectChange};
 use tether_channel::manifests::{self, ManifestSpec};
 
 /// Objects per sync page.
@@ -262,10 +262,7 @@ async fn manifest_diff(
     earlier: &SyncView,
     later: &SyncView,
 ) -> Result<diff::Files, String> {
-    let config = state
-        .proxy
-        .configs
-        .in_use(&agent.name)
+    let config = config_in_use(state, agent)
         .await
         .ok_or("kas has no config of this agent in use: only the objects are compared")?;
     let spec = ManifestSpec::from_config(&config, &agent.config_project)

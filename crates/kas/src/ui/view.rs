@@ -3,10 +3,12 @@
 //! (not found, forbidden), and small pieces of markup.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use maud::{Markup, html};
+use tether_agent_config::{AgentConfig, AgentName};
 use tether_api::SyncView;
 
 use super::UiState;
@@ -51,11 +53,16 @@ impl Viewer {
             Viewer::Nobody => return false,
             Viewer::User(principal) => principal,
         };
-        let Some(config) = state.proxy.configs.in_use(&agent.name).await else {
+        // A stored name that no longer passes has no session, so no config
+        // in use: nobody but the admin sees it.
+        let Ok(name) = AgentName::new(&agent.name) else {
+            return false;
+        };
+        let Some(config) = state.proxy.configs.in_use(&name).await else {
             return false;
         };
         let target = tether_proxy::access::AgentRef {
-            name: &agent.name,
+            name: &name,
             config_project: &agent.config_project,
         };
         tether_proxy::access::authorize(principal, target, &config).is_ok()
@@ -170,6 +177,22 @@ pub fn pager(page_no: usize, pages: usize, what: &str, link: impl Fn(usize) -> S
             @if page_no + 1 < pages { " " a href=(link(page_no + 1)) { "next →" } }
         }
     }
+}
+
+/// The config `agent` runs with, if kas has read one. A stored name that
+/// no longer passes as an agent name has none: no session takes it.
+pub async fn config_in_use(
+    state: &UiState,
+    agent: &tether_store::Agent,
+) -> Option<Arc<AgentConfig>> {
+    let name = AgentName::new(&agent.name).ok()?;
+    state.proxy.configs.in_use(&name).await
+}
+
+/// The tunnels of agent `name` that end here. A stored name that no longer
+/// passes as an agent name has none: no tunnel is attached under it.
+pub fn tunnels_here(state: &UiState, name: &str) -> usize {
+    AgentName::new(name).map_or(0, |name| state.tunnels.count(&name))
 }
 
 /// Tunnels other live replicas hold, by agent: with replicas, an agent
