@@ -177,6 +177,14 @@ fn pushed_tag(runtime: &tokio::runtime::Handle, host: &GitHost, ns: &str) {
                 && world.policy("app")["state"] == "up_to_date"
         },
     );
+    // The web UI's Images page shows the same.
+    let token = std::fs::read_to_string(world.setup.dir.path().join("kas/admin-token")).expect("token");
+    let api: std::net::SocketAddr = world.setup.api.trim_start_matches("http://").parse().expect("address");
+    let cookie = tether_e2e::ui_client::sign_in(api, token.trim()).expect("signed in");
+    let (status, page) = tether_e2e::ui_client::get(api, "/ui/images", &cookie).expect("page");
+    assert_eq!(status, 200);
+    assert!(page.contains("data-policy=\"app\""), "{page}");
+    assert!(page.contains(&head[..10]), "the last update's commit: {page}");
     drop(registry);
     drop(scratch);
 }

@@ -20,6 +20,7 @@ pub mod files;
 pub mod https;
 pub mod limits;
 pub mod logging;
+pub mod serve;
 pub mod shutdown;
 pub mod tls;
 

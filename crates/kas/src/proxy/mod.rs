@@ -96,5 +96,6 @@ pub async fn serve(
             })
         },
     )
-    .await
+    .await;
+    Ok(())
 }

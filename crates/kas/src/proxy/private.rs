@@ -79,5 +79,6 @@ pub async fn serve(
             })
         },
     )
-    .await
+    .await;
+    Ok(())
 }

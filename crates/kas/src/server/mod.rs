@@ -114,8 +114,15 @@ impl Server {
         let notifier = parts::notifier(&settings, &store, &channel, router.as_ref(), &drain)?;
         let statuses = tether_notify::statuses::Statuses::new(store.clone(), None, drain.clone())?;
 
-        let (images, registry_hook_secret) =
-            parts::images(&settings, &metrics, &store, &repos, router.as_ref(), &data, &drain)?;
+        let (images, registry_hook_secret) = parts::images(
+            &settings,
+            &metrics,
+            &store,
+            &repos,
+            router.as_ref(),
+            &data,
+            &drain,
+        )?;
         let sessions = data::ui_sessions(&settings, data.path())?;
         let state = api::ApiState {
             store: store.clone(),

@@ -155,6 +155,14 @@ impl Listeners {
             shutdown,
             listen::http::router_service(self.admin),
         );
+        let api = async move {
+            api.await;
+            anyhow::Ok(())
+        };
+        let health = async move {
+            health.await;
+            anyhow::Ok(())
+        };
         let agents = serve_agents(agent_listener, self.identity, self.agents, drain);
         tokio::try_join!(api, health, agents, k8s_proxy, private).map(|_| ())
     }

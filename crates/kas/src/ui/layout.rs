@@ -81,6 +81,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                     @if let Some(session) = session {
                         a href="/ui/" { "Agents" }
                         a href="/ui/projects" { "Projects" }
+                        a href="/ui/images" { "Images" }
                         @match &session.who {
                             Who::Admin => a href="/ui/users" { "Users" },
                             Who::User { name, .. } => a href={"/ui/users/" (name)} { "My tokens" },

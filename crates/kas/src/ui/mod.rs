@@ -9,6 +9,7 @@
 //! would ([`tether_proxy::access::authorize`]).
 
 mod agents;
+mod images;
 mod layout;
 mod plan;
 mod projects;
@@ -84,6 +85,8 @@ pub fn router(state: UiState) -> Router {
             post(agents::revoke_token),
         )
         .route("/ui/projects", get(projects::list))
+        .route("/ui/images", get(images::list))
+        .route("/ui/images/scan", post(images::scan))
         .route("/ui/project", get(projects::show))
         .route("/ui/project/refresh", post(projects::refresh))
         .route("/ui/project/webhook", post(projects::create_webhook))

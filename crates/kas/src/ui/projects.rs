@@ -28,7 +28,7 @@ use tether_api::segment;
 
 /// The projects a session may see, with the agents (that it may see)
 /// whose config each holds. The admin sees every project.
-async fn visible(
+pub(super) async fn visible(
     state: &UiState,
     session: &Session,
 ) -> Result<Vec<(Project, Vec<String>)>, Response> {
@@ -174,7 +174,7 @@ pub async fn show(
 
 #[derive(Deserialize)]
 pub struct CsrfForm {
-    csrf: String,
+    pub(super) csrf: String,
 }
 
 pub async fn refresh(
