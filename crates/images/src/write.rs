@@ -253,8 +253,9 @@ pub fn rewrite_tree(
     Ok(changed)
 }
 
-/// The commit message: the template with `{{summary}}` (`app 1.2.0 →
-/// 1.3.0, web …`) and `{{changes}}` (one line per value changed).
+/// The commit message: the template with `{{summary}}` (`app: 1.2.0 ->
+/// 1.3.0, web: …`, the tags) and `{{changes}}` (one line per value
+/// changed, as written).
 pub fn message(template: &str, files: &[FileChanges]) -> String {
     let mut summary: Vec<String> = Vec::new();
     let mut lines = Vec::new();
@@ -265,7 +266,12 @@ pub fn message(template: &str, files: &[FileChanges]) -> String {
                 .iter()
                 .any(|s| s.starts_with(&format!("{}: ", change.policy)))
             {
-                summary.push(moved.clone());
+                summary.push(format!(
+                    "{}: {} -> {}",
+                    change.policy,
+                    tag_of(&change.old),
+                    tag_of(&change.new)
+                ));
             }
             lines.push(format!("- {}:{}: {moved}", file.path, change.line));
         }
@@ -273,6 +279,16 @@ pub fn message(template: &str, files: &[FileChanges]) -> String {
     template
         .replace("{{summary}}", &summary.join(", "))
         .replace("{{changes}}", &lines.join("\n"))
+}
+
+/// The tag part of a marked value: `1.3.0` of
+/// `registry:5000/team/app:1.3.0`; a tag or a name as it is.
+fn tag_of(value: &str) -> &str {
+    let name_end = value.rfind('/').map_or(0, |i| i + 1);
+    match value[name_end..].find(':') {
+        Some(colon) => &value[name_end + colon + 1..],
+        None => value,
+    }
 }
 
 fn is_yaml(text: &str) -> bool {
@@ -305,5 +321,19 @@ fn collect(root: &Path, at: &Path, out: &mut Vec<PathBuf>) {
         {
             out.push(path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_summary_names_tags_not_whole_references() {
+        assert_eq!(super::tag_of("127.0.0.1:5000/team/app:1.3.0"), "1.3.0");
+        assert_eq!(
+            super::tag_of("ghcr.io/a/b:1.3.0@sha256:ab"),
+            "1.3.0@sha256:ab"
+        );
+        assert_eq!(super::tag_of("1.3.0"), "1.3.0");
+        assert_eq!(super::tag_of("ghcr.io/team/app"), "ghcr.io/team/app");
     }
 }
