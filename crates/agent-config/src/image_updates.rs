@@ -218,7 +218,8 @@ fn check(raw: raw::File, problems: &mut Vec<(String, String)>) -> ImageUpdates {
         let filter = match image.filter_tags {
             None => None,
             Some(filter) => match regex::RegexBuilder::new(&filter.pattern)
-                .size_limit(1 << 20)
+                .size_limit(256 << 10)
+                .dfa_size_limit(256 << 10)
                 .build()
             {
                 Ok(pattern) => {
@@ -338,6 +339,8 @@ fn name_problem(name: &str) -> Option<String> {
 /// What git's check-ref-format refuses, in short.
 fn branch_problem(branch: &str) -> Option<String> {
     let bad = branch.is_empty()
+        || branch == "HEAD"
+        || branch.starts_with("refs/")
         || branch.len() > 200
         || branch.starts_with(['-', '/', '.'])
         || branch.ends_with(['/', '.'])

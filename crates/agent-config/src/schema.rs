@@ -89,6 +89,10 @@ pub enum NotificationEvent {
     DriftCorrected,
     AgentDisconnected,
     TokenExpiring,
+    /// kas pushed an image update to the agent's configuration project.
+    ImageUpdated,
+    /// An image update of the agent's configuration project was not pushed.
+    ImageUpdateFailed,
 }
 
 impl NotificationEvent {
@@ -100,6 +104,8 @@ impl NotificationEvent {
             NotificationEvent::DriftCorrected => "drift_corrected",
             NotificationEvent::AgentDisconnected => "agent_disconnected",
             NotificationEvent::TokenExpiring => "token_expiring",
+            NotificationEvent::ImageUpdated => "image_updated",
+            NotificationEvent::ImageUpdateFailed => "image_update_failed",
         }
     }
 }

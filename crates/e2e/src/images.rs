@@ -96,6 +96,14 @@ impl World {
             .unwrap_or_default()
     }
 
+    /// The first project's error, `""` when none.
+    pub fn error(&self) -> String {
+        self.images()
+            .first()
+            .and_then(|p| p["error"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
     pub fn policy(&self, name: &str) -> Value {
         self.images()
             .iter()

@@ -178,13 +178,22 @@ fn pushed_tag(runtime: &tokio::runtime::Handle, host: &GitHost, ns: &str) {
         },
     );
     // The web UI's Images page shows the same.
-    let token = std::fs::read_to_string(world.setup.dir.path().join("kas/admin-token")).expect("token");
-    let api: std::net::SocketAddr = world.setup.api.trim_start_matches("http://").parse().expect("address");
+    let token =
+        std::fs::read_to_string(world.setup.dir.path().join("kas/admin-token")).expect("token");
+    let api: std::net::SocketAddr = world
+        .setup
+        .api
+        .trim_start_matches("http://")
+        .parse()
+        .expect("address");
     let cookie = tether_e2e::ui_client::sign_in(api, token.trim()).expect("signed in");
     let (status, page) = tether_e2e::ui_client::get(api, "/ui/images", &cookie).expect("page");
     assert_eq!(status, 200);
     assert!(page.contains("data-policy=\"app\""), "{page}");
-    assert!(page.contains(&head[..10]), "the last update's commit: {page}");
+    assert!(
+        page.contains(&head[..10]),
+        "the last update's commit: {page}"
+    );
     drop(registry);
     drop(scratch);
 }
@@ -409,5 +418,166 @@ fn pull_request(runtime: &tokio::runtime::Handle, host: &GitHost, ns: &str) {
             .as_str()
             .is_some_and(|u| u.contains("/pulls/")),
         "{listed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_a_clear_status_pushes_nothing_and_is_told() {
+    let cluster = tether_testenv::shared();
+    let ns = cluster
+        .namespace("e2e-images-bad")
+        .await
+        .expect("namespace");
+    let ns = ns.name().to_owned();
+    let host = GitHost::start().await.expect("Gitea");
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || bad_input(&runtime, &host, &ns))
+        .await
+        .expect("test body");
+}
+
+fn bad_input(runtime: &tokio::runtime::Handle, host: &GitHost, ns: &str) {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (hook_secret_file, _) = secret_file(scratch.path());
+    let registry = runtime
+        .block_on(Registry::start(
+            &scratch.path().join("registry"),
+            RegistryOptions::default(),
+        ))
+        .expect("registry");
+    let addr = registry.addr();
+    registry.push("team/app", "1.0.0", "one").expect("pushed");
+    registry
+        .push("team/app", "latest", "latest")
+        .expect("pushed");
+    // Nothing listens on the down registry's port (found free, not bound).
+    let down = tether_e2e::free_port();
+    let receiver = tether_e2e::receiver::Receiver::start();
+    let config = format!(
+        "gitops:\n  manifest_projects:\n  - id: team/config\n    default_namespace: {ns}\n    paths: [{{glob: 'deploy/*.yaml'}}]\nnotifications:\n- provider: generic\n  url_secret: team/images\n  events: [image_updated, image_update_failed]\n"
+    );
+    // No tag satisfies the rule; a marker names a policy the file lacks;
+    // a repository on a registry that is down.
+    let policy = format!(
+        "images:\n  - name: app\n    repository: {addr}/team/app\n    policy: {{semver: {{range: '>=5.0.0'}}}}\n  - name: web\n    repository: {down}/team/web\n    policy: {{semver: {{range: '^1'}}}}\n"
+    );
+    let app = deployment("app", &format!("{addr}/team/app:0.9.0"), "app");
+    let ghost = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ghost}\ndata:\n  image: x:1 # {\"$imagepolicy\": \"ghost\"}\n";
+    let world = World::start(
+        host,
+        ns,
+        &[
+            (".gitlab/agents/prod/config.yaml", &config),
+            (".tether/image-updates.yaml", &policy),
+            ("deploy/app.yaml", &app),
+            ("deploy/ghost.yaml", ghost),
+        ],
+        &hook_secret_file,
+        &[],
+    );
+    world
+        .setup
+        .set_notification_secret("team/images", &receiver.url, Some("images-signing-key"));
+    let head = world.remote_head();
+    wait("each problem shown", Duration::from_secs(60), || {
+        let error = world.error();
+        error.contains("deploy/ghost.yaml:5")
+            && error.contains("\"ghost\"")
+            && world.policy("app")["state"] == "no_match"
+            && world.policy("web")["state"] == "error"
+            && world.policy("web")["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&down.to_string()))
+    });
+    assert_eq!(world.remote_head(), head, "nothing pushed");
+
+    // The file fixed (and the ghost gone): app is updated though web's
+    // registry is still down; pushing is refused (a token that cannot
+    // write), said on the project and told.
+    let fixed = policy.replace(">=5.0.0", ">=1.0.0");
+    let local = &world.local;
+    tether_e2e::commit(
+        local,
+        &[
+            (".tether/image-updates.yaml", Some(&fixed)),
+            ("deploy/ghost.yaml", None),
+        ],
+    );
+    tether_testenv::git::git(local, &["push", "-q", "origin", "main"]);
+    let reader = scratch.path().join("read-only-token");
+    std::fs::write(&reader, "not-a-token-gitea-knows").expect("token file");
+    world
+        .setup
+        .cli(&[
+            "project",
+            "push-credentials",
+            "team/config",
+            "--token-file",
+            reader.to_str().expect("utf-8"),
+        ])
+        .expect("push credentials");
+    world
+        .setup
+        .cli(&["project", "refresh", "team/config"])
+        .expect("refresh");
+    world.setup.cli(&["image", "scan"]).expect("scan");
+    wait("the refused push shown", Duration::from_secs(60), || {
+        world.error().contains("push")
+    });
+    let pushed_meanwhile = world.remote_head();
+    wait("image_update_failed told", Duration::from_secs(30), || {
+        receiver
+            .requests()
+            .iter()
+            .any(|r| r.json()["event"] == "image_update_failed")
+    });
+
+    // With a token that can write, the next scan pushes, and it is told.
+    let token = scratch.path().join("token");
+    std::fs::write(
+        &token,
+        host.create_token("kas-image-updates-2").expect("token"),
+    )
+    .expect("token file");
+    world
+        .setup
+        .cli(&[
+            "project",
+            "push-credentials",
+            "team/config",
+            "--token-file",
+            token.to_str().expect("utf-8"),
+        ])
+        .expect("push credentials");
+    world.setup.cli(&["image", "scan"]).expect("scan");
+    wait(
+        "the update pushed and told",
+        Duration::from_secs(60),
+        || {
+            world.remote_head() != pushed_meanwhile
+                && receiver
+                    .requests()
+                    .iter()
+                    .any(|r| r.json()["event"] == "image_updated")
+        },
+    );
+    let told = receiver
+        .requests()
+        .into_iter()
+        .find(|r| r.json()["event"] == "image_updated")
+        .expect("told");
+    assert_eq!(told.json()["project"], "team/config");
+    assert_eq!(told.json()["commit"], world.remote_head());
+    assert!(
+        told.json()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("app: 0.9.0 -> 1.0.0")),
+        "{}",
+        told.json()
+    );
+    assert_eq!(
+        world.policy("app")["latest"],
+        "1.0.0",
+        "`latest` is not a semver tag: ignored"
     );
 }

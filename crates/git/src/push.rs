@@ -72,7 +72,6 @@ pub enum Pushed {
 }
 
 /// A scratch working copy of one remote.
-#[derive(Debug)]
 pub struct Worktree {
     dir: PathBuf,
     url: String,
@@ -80,6 +79,15 @@ pub struct Worktree {
     password: Option<String>,
     ssh_key: Option<PathBuf>,
     timeout: Duration,
+}
+
+impl std::fmt::Debug for Worktree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worktree")
+            .field("dir", &self.dir)
+            .field("url", &self.shown)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Worktree {

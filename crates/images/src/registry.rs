@@ -24,6 +24,9 @@ pub const MAX_TAGS: usize = 10_000;
 /// Tags asked for per page.
 const PAGE: usize = 1000;
 
+/// Pages of one listing at most (10,000 tags at 1,000 a page, and room
+/// for registries that send fewer).
+const MAX_PAGES: usize = 100;
 /// Largest page of a tag listing (1000 tags of up to 128 bytes, quoted).
 const MAX_PAGE_BYTES: usize = 256 << 10;
 /// Largest token answer or manifest read.
@@ -71,7 +74,12 @@ pub enum RegistryError {
 /// One listing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tags {
+    /// The tags that are tags: the distribution spec's grammar
+    /// (`[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`); anything else a registry
+    /// sends (a newline that would become YAML, a megabyte) is dropped.
     pub tags: Vec<String>,
+    /// Entries dropped for not being tags.
+    pub dropped: usize,
     /// The registry had more than [`MAX_TAGS`]; the rest were not read.
     pub cut: bool,
     /// Requests made, token requests included.
@@ -126,6 +134,8 @@ impl Registries {
         let mut session = Session::new(self, repository, credentials);
         let listing = async {
             let mut tags = Vec::new();
+            let mut dropped = 0;
+            let mut pages = 0;
             let mut next = Some(first.clone());
             let mut cut = false;
             while let Some(url) = next.take() {
@@ -135,16 +145,28 @@ impl Registries {
                         url: url.clone(),
                         reason: format!("not a tag list: {e}"),
                     })?;
-                tags.extend(page.tags.unwrap_or_default());
+                for tag in page.tags.unwrap_or_default() {
+                    match is_tag(&tag) {
+                        true => tags.push(tag),
+                        false => dropped += 1,
+                    }
+                }
                 if tags.len() >= MAX_TAGS {
                     cut = tags.len() > MAX_TAGS || link_next(&headers).is_some();
                     tags.truncate(MAX_TAGS);
+                    break;
+                }
+                pages += 1;
+                // A registry that sends empty pages with a next link forever.
+                if pages >= MAX_PAGES {
+                    cut = link_next(&headers).is_some();
                     break;
                 }
                 next = link_next(&headers).map(|link| resolve(&base, &link));
             }
             Ok::<_, RegistryError>(Tags {
                 tags,
+                dropped,
                 cut,
                 requests: 0,
             })
@@ -166,6 +188,9 @@ impl Registries {
         tag: &str,
         credentials: Option<&Credentials>,
     ) -> Result<String, RegistryError> {
+        if !is_tag(tag) {
+            return Err(invalid(tag, "not a tag"));
+        }
         let url = format!(
             "{}/v2/{}/manifests/{tag}",
             repository.api_base(),
@@ -244,7 +269,7 @@ impl<'a> Session<'a> {
             }
             // Credentials go to the registry itself, never to where it
             // redirects.
-            if target.starts_with(&base) {
+            if same_origin(&target, &base) {
                 if let Some(token) = &self.token {
                     request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
                 } else if challenged && let Some(basic) = self.basic() {
@@ -261,7 +286,7 @@ impl<'a> Session<'a> {
                 let body = read(response, &target, limit).await?;
                 return Ok((headers, body));
             }
-            if status == StatusCode::UNAUTHORIZED && !challenged && target.starts_with(&base) {
+            if status == StatusCode::UNAUTHORIZED && !challenged && same_origin(&target, &base) {
                 challenged = true;
                 let challenge = response.headers().get(header::WWW_AUTHENTICATE).cloned();
                 self.answer(challenge.as_ref()).await?;
@@ -472,6 +497,27 @@ fn resolve(base: &str, link: &str) -> String {
     }
 }
 
+/// A tag as the distribution spec writes it.
+pub fn is_tag(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 128
+        && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Whether `url` is on the registry `base` (scheme, host and port): only
+/// there do credentials and tokens go, never to a redirect elsewhere or a
+/// host that merely starts with the same text.
+fn same_origin(url: &str, base: &str) -> bool {
+    let (Ok(url), Ok(base)) = (url.parse::<http::Uri>(), base.parse::<http::Uri>()) else {
+        return false;
+    };
+    url.scheme() == base.scheme() && url.authority() == base.authority()
+}
+
 fn is_digest(text: &str) -> bool {
     text.strip_prefix("sha256:")
         .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -510,5 +556,15 @@ mod tests {
         assert_eq!(percent("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
         assert!(is_digest(&format!("sha256:{}", "a".repeat(64))));
         assert!(!is_digest("sha256:zz"));
+        assert!(is_tag("1.3.0") && is_tag("main-abc_1") && is_tag(&"a".repeat(128)));
+        for bad in ["", "-x", ".x", "a b", "a\nb: c", "x:y", &"a".repeat(129)] {
+            assert!(!is_tag(bad), "{bad:?}");
+        }
+        assert!(same_origin("https://ghcr.io/v2/x", "https://ghcr.io"));
+        assert!(!same_origin(
+            "https://ghcr.io.evil.net/v2/x",
+            "https://ghcr.io"
+        ));
+        assert!(!same_origin("http://ghcr.io/v2/x", "https://ghcr.io"));
     }
 }

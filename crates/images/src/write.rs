@@ -41,6 +41,10 @@ pub struct Job<'a> {
     pub work: &'a Path,
     /// Each run of git's deadline.
     pub timeout: Duration,
+    /// The commit kas last pushed to the push branch, when it is a branch
+    /// of kas's own: kas replaces that branch only while it is still there
+    /// (never a branch someone else made or moved).
+    pub owned: Option<&'a str>,
 }
 
 /// What an update did.
@@ -87,6 +91,12 @@ pub enum WriteError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "branch {branch:?} exists and is not the one kas pushed last: kas replaces only a push branch of its own (delete it, or name another push_branch)"
+    )]
+    NotOurs { branch: String },
+    #[error("update.paths[{index}] leads out of the repository (through a symbolic link)")]
+    Escapes { index: usize },
     #[error("branch {branch:?} kept moving: {attempts} pushes were refused")]
     KeptMoving { branch: String, attempts: u32 },
 }
@@ -117,6 +127,11 @@ pub fn write_with(job: &Job<'_>, mut before_push: impl FnMut(u32)) -> Result<Wri
             true => tree.fetch(&branch)?,
             false => None,
         };
+        if let Some(tip) = &existing
+            && job.owned != Some(tip.as_str())
+        {
+            return Err(WriteError::NotOurs { branch });
+        }
         tree.checkout(&base)?;
         let files = rewrite_tree(tree.path(), &job.settings.paths, job.latest)?;
         let message = message(&job.settings.message, &files);
@@ -178,6 +193,12 @@ pub fn rewrite_tree(
     latest: &BTreeMap<String, Latest>,
 ) -> Result<Vec<FileChanges>, WriteError> {
     let mut files = Vec::new();
+    // A path through a symbolic link of the repository (`link/.`) must not
+    // lead the walk out of it: every start is resolved and must stay in.
+    let root = &root.canonicalize().map_err(|source| WriteError::Read {
+        path: ".".into(),
+        source,
+    })?;
     let starts: Vec<PathBuf> = match paths.is_empty() {
         true => vec![root.to_owned()],
         false => paths
@@ -185,8 +206,14 @@ pub fn rewrite_tree(
             .map(|p| root.join(p.trim_end_matches('/')))
             .collect(),
     };
-    for start in starts {
-        collect(root, &start, &mut files);
+    for (index, start) in starts.into_iter().enumerate() {
+        let Ok(resolved) = start.canonicalize() else {
+            continue;
+        };
+        if !resolved.starts_with(root) {
+            return Err(WriteError::Escapes { index });
+        }
+        collect(root, &resolved, &mut files);
     }
     files.sort();
     files.dedup();
@@ -257,28 +284,35 @@ pub fn rewrite_tree(
 /// 1.3.0, web: …`, the tags) and `{{changes}}` (one line per value
 /// changed, as written).
 pub fn message(template: &str, files: &[FileChanges]) -> String {
-    let mut summary: Vec<String> = Vec::new();
     let mut lines = Vec::new();
     for file in files {
         for change in &file.changes {
-            let moved = format!("{}: {} -> {}", change.policy, change.old, change.new);
-            if !summary
-                .iter()
-                .any(|s| s.starts_with(&format!("{}: ", change.policy)))
-            {
-                summary.push(format!(
-                    "{}: {} -> {}",
-                    change.policy,
-                    tag_of(&change.old),
-                    tag_of(&change.new)
-                ));
-            }
-            lines.push(format!("- {}:{}: {moved}", file.path, change.line));
+            lines.push(format!(
+                "- {}:{}: {}: {} -> {}",
+                file.path, change.line, change.policy, change.old, change.new
+            ));
         }
     }
     template
-        .replace("{{summary}}", &summary.join(", "))
+        .replace("{{summary}}", &summary(files).join(", "))
         .replace("{{changes}}", &lines.join("\n"))
+}
+
+/// One `policy: old -> new` per policy changed, in tags (`app: 1.2.0 ->
+/// 1.3.0`), in the order the files name them.
+pub fn summary(files: &[FileChanges]) -> Vec<String> {
+    let mut summary: Vec<String> = Vec::new();
+    for change in files.iter().flat_map(|f| &f.changes) {
+        let prefix = format!("{}: ", change.policy);
+        if !summary.iter().any(|s| s.starts_with(&prefix)) {
+            summary.push(format!(
+                "{prefix}{} -> {}",
+                tag_of(&change.old),
+                tag_of(&change.new)
+            ));
+        }
+    }
+    summary
 }
 
 /// The tag part of a marked value: `1.3.0` of

@@ -96,6 +96,10 @@ fn latest(tags: &[(&str, &str)]) -> BTreeMap<String, Latest> {
         .collect()
 }
 
+fn settings_of(yaml: &str) -> image_updates::UpdateSettings {
+    settings(yaml)
+}
+
 fn settings(yaml: &str) -> image_updates::UpdateSettings {
     let text = format!("images: []\nupdate:\n{yaml}");
     image_updates::parse(&text).expect("valid").0.update
@@ -114,6 +118,7 @@ fn job<'a>(
         latest,
         work: &remote.work,
         timeout: Duration::from_secs(60),
+        owned: None,
     }
 }
 
@@ -211,29 +216,31 @@ fn a_branch_that_moved_underneath_is_built_on_not_overwritten() {
 }
 
 #[test]
-fn a_push_branch_is_made_from_the_base_and_replaced_only_as_fetched() {
+fn a_push_branch_is_made_from_the_base_and_replaced_only_while_it_is_kas_own() {
     let remote = remote();
     let settings = settings("  paths: [deploy/]\n  push_branch: tether/images\n");
     let first = latest(&[("app", "1.3.0"), ("sidecar", "0.9.0")]);
     let written = write(&job(&remote, &settings, &first)).expect("written");
     assert_eq!(written.branch, "tether/images");
-    assert!(written.commit.is_some());
+    let pushed = written.commit.expect("a commit");
     assert_eq!(
         git(&remote.bare, &["rev-list", "--count", "main"]).trim(),
         "1",
         "the project's branch is untouched"
     );
+    let owned = |tip: &str| {
+        let mut job = job(&remote, &settings, &first);
+        job.owned = Some(tip);
+        write(&job)
+    };
     // The same images again: the branch already holds them.
-    assert_eq!(
-        write(&job(&remote, &settings, &first))
-            .expect("written")
-            .commit,
-        None
-    );
+    assert_eq!(owned(&pushed).expect("written").commit, None);
     // A newer image: the branch is made again from main, one commit ahead.
     let second = latest(&[("app", "1.4.0"), ("sidecar", "0.9.0")]);
-    let written = write(&job(&remote, &settings, &second)).expect("written");
-    assert!(written.commit.is_some());
+    let mut newer = job(&remote, &settings, &second);
+    newer.owned = Some(&pushed);
+    let written = write(&newer).expect("written");
+    let pushed = written.commit.expect("a commit");
     assert_eq!(
         git(
             &remote.bare,
@@ -243,6 +250,21 @@ fn a_push_branch_is_made_from_the_base_and_replaced_only_as_fetched() {
         "1"
     );
     assert!(show(&remote, "tether/images:deploy/deployment.yaml").contains("app:1.4.0'"));
+    // Someone moved the branch since: kas does not replace it.
+    git(
+        &remote.clone,
+        &["push", "--quiet", "--force", "origin", "main:tether/images"],
+    );
+    let refused = owned(&pushed).expect_err("not replaced");
+    assert!(matches!(refused, WriteError::NotOurs { .. }), "{refused}");
+    // Nor a branch it never made (another team's, say).
+    git(
+        &remote.clone,
+        &["push", "--quiet", "origin", "main:release"],
+    );
+    let theirs = settings_of("  push_branch: release\n");
+    let refused = write(&job(&remote, &theirs, &first)).expect_err("not replaced");
+    assert!(matches!(refused, WriteError::NotOurs { .. }), "{refused}");
 }
 
 #[test]
@@ -265,5 +287,29 @@ fn bad_input_pushes_nothing() {
         git(&remote.bare, &["rev-parse", "main"]),
         head,
         "nothing pushed"
+    );
+}
+
+#[test]
+fn a_path_through_a_symbolic_link_cannot_lead_out_of_the_repository() {
+    let remote = remote();
+    let outside = remote.bare.parent().expect("parent").join("outside");
+    std::fs::create_dir_all(&outside).expect("folder");
+    let victim = "image: x:1 # {\"$imagepolicy\": \"app\"}\n";
+    std::fs::write(outside.join("victim.yaml"), victim).expect("file");
+    std::os::unix::fs::symlink(&outside, remote.clone.join("link")).expect("symlink");
+    git(&remote.clone, &["add", "link"]);
+    git(&remote.clone, &["commit", "--quiet", "-m", "a link out"]);
+    git(&remote.clone, &["push", "--quiet", "origin", "main"]);
+    let settings = settings("  paths: [link/., deploy/]\n");
+    let latest = latest(&[("app", "9.9.9"), ("sidecar", "1.0.0")]);
+    let refused = write(&job(&remote, &settings, &latest)).expect_err("refused");
+    assert!(
+        matches!(refused, WriteError::Escapes { index: 0 }),
+        "{refused}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.join("victim.yaml")).expect("file"),
+        victim
     );
 }

@@ -76,6 +76,8 @@ impl Notice {
             NotificationEvent::DriftCorrected => "drift corrected",
             NotificationEvent::AgentDisconnected => "agent disconnected",
             NotificationEvent::TokenExpiring => "token expiring",
+            NotificationEvent::ImageUpdated => "image updated",
+            NotificationEvent::ImageUpdateFailed => "image update failed",
         };
         let mut text = format!("Tether: agent {}: {what}", self.agent);
         if !self.project.is_empty() {

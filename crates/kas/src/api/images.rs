@@ -197,6 +197,13 @@ pub async fn deliver(
         tracing::warn!(provider = %provider, reason = %refusal, "registry delivery refused");
         return refuse(StatusCode::UNAUTHORIZED, refusal.to_string());
     }
+    // Accepted deliveries have a budget of their own, per provider.
+    if !state.webhook_limiter.admit(&format!("registry:{provider}")) {
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many registry deliveries; try again shortly".into(),
+        );
+    }
     let pushed: Vec<(Option<String>, String)> = hooks::pushed(registry, &body)
         .into_iter()
         .map(|p| (p.host, p.path))

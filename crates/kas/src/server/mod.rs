@@ -119,6 +119,8 @@ impl Server {
             &metrics,
             &store,
             &repos,
+            &channel,
+            &notifier,
             router.as_ref(),
             &data,
             &drain,

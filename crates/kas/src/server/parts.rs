@@ -221,11 +221,14 @@ pub fn among_others(
 
 /// Image automation, running on the drain (one replica at a time, by
 /// lease), and the secret registries' notifications carry.
+#[allow(clippy::too_many_arguments)]
 pub fn images(
     settings: &Settings,
     metrics: &Metrics,
     store: &Arc<dyn Store>,
     repos: &Arc<Repos>,
+    channel: &ChannelState,
+    notifier: &tether_notify::notifications::Notifier,
     router: Option<&Arc<Router>>,
     data: &DataDir,
     drain: &Drain,
@@ -247,7 +250,19 @@ pub fn images(
     if let Some(router) = router {
         service = service.with_peers(router.replicas().clone(), router.me().clone());
     }
-    let service = Arc::new(service.with_metrics(metrics.images.clone()));
+    let (events, told) = tokio::sync::mpsc::channel(tether_images::service::EVENTS);
+    let service = Arc::new(
+        service
+            .with_metrics(metrics.images.clone())
+            .with_events(events),
+    );
+    drain.spawn(tell_image_events(
+        told,
+        store.clone(),
+        channel.configs.clone(),
+        notifier.clone(),
+        drain.signal(),
+    ));
     drain.spawn(service.clone().run(drain.clone()));
     let secret = match &settings.registry_hook_secret_file {
         None => None,
@@ -265,6 +280,67 @@ pub fn images(
         }
     };
     Ok((service, secret))
+}
+
+/// Image automation's updates and failures, told to the destinations of
+/// the agents configured in the project (`image_updated`,
+/// `image_update_failed`) and kas-wide ones.
+async fn tell_image_events(
+    mut told: tokio::sync::mpsc::Receiver<tether_images::service::ImageEvent>,
+    store: Arc<dyn Store>,
+    configs: Arc<tether_channel::configs::AgentConfigs>,
+    notifier: tether_notify::notifications::Notifier,
+    mut signal: Shutdown,
+) {
+    use tether_agent_config::NotificationEvent;
+    use tether_images::service::ImageEvent;
+    use tether_notify::notifications::{AgentDestinations, Notice};
+    loop {
+        let event = tokio::select! {
+            event = told.recv() => match event { Some(event) => event, None => return },
+            _ = signal.signalled() => return,
+        };
+        let (event, project, commit, message) = match event {
+            ImageEvent::Updated {
+                project,
+                commit,
+                branch,
+                changes,
+                pull_request,
+            } => {
+                let mut message = format!("{} on {branch}", changes.join(", "));
+                if let Some(url) = pull_request {
+                    message.push_str(&format!(" · {url}"));
+                }
+                (NotificationEvent::ImageUpdated, project, commit, message)
+            }
+            ImageEvent::Failed { project, error } => (
+                NotificationEvent::ImageUpdateFailed,
+                project,
+                String::new(),
+                error,
+            ),
+        };
+        let agents = store.list_agents().await.unwrap_or_default();
+        for agent in agents.iter().filter(|a| a.config_project == project) {
+            let named = configs
+                .in_use(&agent.name)
+                .map(|c| c.notifications.clone())
+                .unwrap_or_default();
+            let (own, _) = AgentDestinations::of(&agent.name, &agent.config_project, &named);
+            notifier.notify(
+                &own,
+                Notice {
+                    event,
+                    agent: agent.name.clone(),
+                    project: project.clone(),
+                    commit: commit.clone(),
+                    object: String::new(),
+                    message: message.clone(),
+                },
+            );
+        }
+    }
 }
 
 /// Notifications, with (on one replica) the hourly check of tokens about
