@@ -181,8 +181,14 @@ struct State {
     digesting: HashSet<(String, String)>,
     writing: HashSet<String>,
     next_full: Option<Instant>,
-    /// Something changed since the last decision.
+    /// Every project must be decided again (tags loaded).
     dirty: bool,
+    /// Projects whose commit, write-back or failure changed since the last
+    /// decision; repositories whose tags or digests did. Only the projects
+    /// they concern are decided again: a fleet's worth of policies is not
+    /// evaluated at every listing that comes in.
+    dirty_projects: HashSet<String>,
+    dirty_repos: HashSet<ImageRepository>,
 }
 
 #[derive(Default)]
@@ -200,8 +206,10 @@ struct ProjectState {
     /// request.
     failed: Option<String>,
     last_update: Option<ImageUpdateRecord>,
-    /// The policies' statuses at the last decision.
+    /// The policies' statuses at the last decision, and the images they
+    /// picked.
     policies: Vec<ImagePolicyStatus>,
+    latest: BTreeMap<String, Latest>,
     /// The status last written to the store.
     written: Option<ImageProjectStatus>,
 }
@@ -459,8 +467,10 @@ impl Service {
                     if state.digests.len() >= MAX_DIGESTS {
                         state.digests.clear();
                     }
+                    if let Ok(repository) = ImageRepository::parse(&key.0) {
+                        state.dirty_repos.insert(repository);
+                    }
                     state.digests.insert(key, (found, Instant::now()));
-                    state.dirty = true;
                 }
                 Done::Written {
                     project,
@@ -517,7 +527,7 @@ impl Service {
             entry.in_git = read.in_git;
             entry.marker_problem = read.marker_problem;
             entry.branch = read.branch;
-            state.dirty = true;
+            state.dirty_projects.insert(project.id.clone());
         }
     }
 
@@ -648,7 +658,7 @@ impl Service {
         };
         let value = serde_json::to_string(&record).unwrap_or_default();
         state.tags.insert(repository.clone(), record);
-        state.dirty = true;
+        state.dirty_repos.insert(repository.clone());
         self.metrics
             .tags_kept
             .set(state.tags.values().map(|r| r.tags.len() as i64).sum());
@@ -683,12 +693,24 @@ impl Service {
     async fn decide(self: &Arc<Self>, retry: bool) {
         let mut guard = self.state.lock().await;
         let state = &mut *guard;
-        let pending = state.projects.values().any(|p| p.pending_since.is_some());
-        if !(state.dirty || pending || retry) {
+        let all = std::mem::take(&mut state.dirty) || retry;
+        let dirty_projects = std::mem::take(&mut state.dirty_projects);
+        let dirty_repos = std::mem::take(&mut state.dirty_repos);
+        let ids: Vec<String> = state
+            .projects
+            .iter()
+            .filter(|(id, p)| {
+                all || p.pending_since.is_some()
+                    || dirty_projects.contains(*id)
+                    || matches!(&p.file, Some(Ok(file)) if file.images.iter().any(|i| {
+                        ImageRepository::parse(&i.repository).is_ok_and(|r| dirty_repos.contains(&r))
+                    }))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        if ids.is_empty() {
             return;
         }
-        state.dirty = false;
-        let ids: Vec<String> = state.projects.keys().cloned().collect();
         let mut lookups = Vec::new();
         let mut writes = Vec::new();
         for id in &ids {
@@ -699,9 +721,24 @@ impl Service {
                 continue;
             };
             let file = file.clone();
+            // A policy whose repository, digests and project did not change
+            // keeps what it was decided last time.
+            let whole =
+                all || dirty_projects.contains(id) || project.policies.len() != file.images.len();
             let mut latest = BTreeMap::new();
             let mut statuses = Vec::new();
-            for policy in &file.images {
+            for (i, policy) in file.images.iter().enumerate() {
+                let unchanged = !whole
+                    && project.policies[i].name == policy.name
+                    && ImageRepository::parse(&policy.repository)
+                        .is_ok_and(|r| !dirty_repos.contains(&r));
+                if unchanged {
+                    if let Some(picked) = project.latest.get(&policy.name) {
+                        latest.insert(policy.name.clone(), picked.clone());
+                    }
+                    statuses.push(project.policies[i].clone());
+                    continue;
+                }
                 let (status, picked, lookup) =
                     evaluate(policy, &project.in_git, &state.tags, &state.digests);
                 if let Some(picked) = picked {
@@ -726,6 +763,7 @@ impl Service {
                 .pending_since
                 .is_some_and(|since| since.elapsed() >= file.update.batch);
             project.policies = statuses;
+            project.latest = latest.clone();
             if behind
                 && ripe
                 && project.failed.is_none()
@@ -919,7 +957,7 @@ impl Service {
             },
         };
         let mut state = self.state.lock().await;
-        state.dirty = true;
+        state.dirty_projects.insert(project.to_owned());
         let Some(p) = state.projects.get_mut(project) else {
             return;
         };
@@ -1003,7 +1041,7 @@ impl Service {
             .get_or_create(&crate::metrics::Result { result: "failed" })
             .inc();
         let mut state = self.state.lock().await;
-        state.dirty = true;
+        state.dirty_projects.insert(project.to_owned());
         if let Some(p) = state.projects.get_mut(project) {
             p.failed = Some(error.clone());
         }
