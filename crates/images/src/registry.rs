@@ -14,10 +14,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tether_agent_config::ImageRepository;
-use tether_render::egress::{Connector, Egress, error_chain};
+use tether_render::egress::{Egress, error_chain};
 
 /// Tags kept of one repository; a listing stops there.
 pub const MAX_TAGS: usize = 10_000;
@@ -89,7 +87,7 @@ pub struct Tags {
 /// The client, shared by every scan.
 #[derive(Clone, Debug)]
 pub struct Registries {
-    client: Client<hyper_rustls::HttpsConnector<Connector>, Empty<Bytes>>,
+    client: tether_render::Https,
     page: usize,
 }
 
@@ -105,14 +103,8 @@ struct Session<'a> {
 impl Registries {
     /// Every connection decided by `egress`.
     pub fn new(egress: Egress) -> Self {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(Connector::new(egress));
         Registries {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: tether_render::https(egress),
             page: PAGE,
         }
     }

@@ -15,7 +15,9 @@ pub(crate) const MAX_CHART_BYTES: usize = 16 << 20;
 /// One request's deadline.
 pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub(crate) type Https = Client<hyper_rustls::HttpsConnector<Connector>, Empty<Bytes>>;
+/// The client for what a tenant names: charts here, image registries in
+/// tether-images.
+pub type Https = Client<hyper_rustls::HttpsConnector<Connector>, Empty<Bytes>>;
 
 /// Why a GET of a chart repository's or a registry's URL failed; each
 /// names the URL.
@@ -61,7 +63,7 @@ pub enum GetError {
 /// HTTP/1.1 and HTTP/2, TLS with the web's roots, every connection (a
 /// redirect's and a token realm's too) decided by `egress` on the address
 /// it goes to; plain HTTP only where the policy allows the address.
-pub(crate) fn https(egress: Egress) -> Https {
+pub fn https(egress: Egress) -> Https {
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
         .https_or_http()

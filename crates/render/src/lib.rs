@@ -25,6 +25,7 @@ pub mod cache;
 pub mod chart_archive;
 pub mod charts;
 mod client;
+pub use client::{Https, https};
 pub mod egress;
 pub mod egress_proxy;
 #[cfg(test)]
