@@ -288,6 +288,39 @@ mod tests {
         assert_eq!(out.unknown, vec![(3, "other".to_owned())]);
     }
 
+    /// Shapes found in public Flux repositories: a kustomize Component with
+    /// tag and digest markers, a HelmRelease's values with name, tag and
+    /// digest, two spaces before the comment, a quoted timestamp tag.
+    #[test]
+    fn markers_as_flux_repositories_write_them() {
+        let latest = BTreeMap::from([(
+            "web".to_owned(),
+            Latest {
+                repository: "registry.example.com/team/web".into(),
+                tag: "1800000000-0a1b2c3".into(),
+                digest: Some(format!("sha256:{}", "b".repeat(64))),
+                pin: false,
+            },
+        )]);
+        let component = format!(
+            "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\nimages:\n  - name: registry.example.com/team/web\n    newTag: 1700000000-9f8e7d6 # {{\"$imagepolicy\": \"flux-system:web:tag\"}}\n    digest: sha256:{} # {{\"$imagepolicy\": \"flux-system:web:digest\"}}\n",
+            "a".repeat(64)
+        );
+        let out = rewrite(&component, &latest);
+        assert_eq!(out.changes.len(), 2, "{out:?}");
+        assert!(out.text.contains("newTag: 1800000000-0a1b2c3 #"));
+        assert!(out.text.contains(&format!("digest: sha256:{} #", "b".repeat(64))));
+        let release = "spec:\n  values:\n    image:\n      repository: docker.io/team/web # {\"$imagepolicy\": \"flux-system:web:name\"}\n      tag: \"1700000000-9f8e7d6\"  # {\"$imagepolicy\": \"flux-system:web:tag\"}\n";
+        let out = rewrite(release, &latest);
+        assert_eq!(
+            out.text,
+            "spec:\n  values:\n    image:\n      repository: registry.example.com/team/web # {\"$imagepolicy\": \"flux-system:web:name\"}\n      tag: \"1800000000-0a1b2c3\"  # {\"$imagepolicy\": \"flux-system:web:tag\"}\n"
+        );
+        // Text after the marker: not a marker (Flux does not read it either).
+        let annotated = "image: web:0 # {\"$imagepolicy\": \"flux-system:web\"} <=== add this\n";
+        assert_eq!(rewrite(annotated, &latest).text, annotated);
+    }
+
     #[test]
     fn what_is_not_a_marker_is_left_alone() {
         let text = "a: b#{\"$imagepolicy\": \"app\"}\nc: d # {\"$imagepolicy\": 3}\ne: f # {\"$imagepolicy\": \"app\"\ng: |  # {\"$imagepolicy\": \"app\"}\n";
