@@ -597,6 +597,9 @@ pub struct ScanQueued {
 pub struct SetRegistryLogin {
     pub username: String,
     pub password: String,
+    /// Top-level groups whose projects may use it; empty: every project.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// A registry host kas has credentials for (never the password).
@@ -604,6 +607,9 @@ pub struct SetRegistryLogin {
 pub struct RegistryLoginView {
     pub host: String,
     pub username: String,
+    /// Top-level groups whose projects may use it; empty: every project.
+    #[serde(default)]
+    pub groups: Vec<String>,
     pub created_at: String,
 }
 

@@ -30,6 +30,11 @@ pub enum RegistryCommand {
         username: String,
         #[arg(long)]
         password_file: PathBuf,
+        /// Only projects of this top-level group may use it (repeat, or
+        /// comma-separate). Without it every project may: give it only for
+        /// a registry every team may list.
+        #[arg(long = "for", value_delimiter = ',')]
+        groups: Vec<String>,
     },
     /// Forget HOST's credentials: its repositories are scanned anonymously.
     Logout { host: String },
@@ -65,6 +70,7 @@ pub(crate) async fn registry(
             host,
             username,
             password_file,
+            groups,
         } => {
             let password = std::fs::read_to_string(&password_file)
                 .with_context(|| format!("cannot read {}", password_file.display()))?
@@ -73,7 +79,11 @@ pub(crate) async fn registry(
             let view: api::RegistryLoginView = client
                 .put_as(
                     &format!("/api/v1/registry/logins/{}", segment(&host)),
-                    &api::SetRegistryLogin { username, password },
+                    &api::SetRegistryLogin {
+                        username,
+                        password,
+                        groups,
+                    },
                 )
                 .await?;
             let text = format!("credentials for {host} set ({})\n", view.username);
@@ -88,7 +98,7 @@ pub(crate) async fn registry(
         RegistryCommand::List => {
             let list: Vec<api::RegistryLoginView> =
                 client.get_as("/api/v1/registry/logins").await?;
-            let text = super::table(&list, &["host", "username", "created_at"])?;
+            let text = super::table(&list, &["host", "username", "groups", "created_at"])?;
             printed(&list, text)
         }
     }

@@ -79,6 +79,9 @@ fn pushed_tag(runtime: &tokio::runtime::Handle, host: &GitHost, ns: &str) {
                 .is_some_and(|m| m.contains("kas registry login"))
         },
     );
+    // A login for another group's projects is not used for this one: the
+    // next scan is still anonymous, and still refused.
+    let scans = world.setup.metric("tether_kas_image_scans_total");
     world
         .setup
         .cli(&[
@@ -89,6 +92,33 @@ fn pushed_tag(runtime: &tokio::runtime::Handle, host: &GitHost, ns: &str) {
             &auth.0,
             "--password-file",
             password.to_str().expect("utf-8"),
+            "--for",
+            "other-team",
+        ])
+        .expect("login for another group");
+    world.setup.cli(&["image", "scan"]).expect("scan");
+    wait(
+        "a scan without the other group's login",
+        Duration::from_secs(60),
+        || {
+            world.setup.metric("tether_kas_image_scans_total") > scans
+                && world.policy("app")["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("kas registry login"))
+        },
+    );
+    world
+        .setup
+        .cli(&[
+            "registry",
+            "login",
+            &addr.to_string(),
+            "--username",
+            &auth.0,
+            "--password-file",
+            password.to_str().expect("utf-8"),
+            "--for",
+            "team",
         ])
         .expect("login");
     world.setup.cli(&["image", "scan"]).expect("scan");

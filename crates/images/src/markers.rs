@@ -309,7 +309,10 @@ mod tests {
         let out = rewrite(&component, &latest);
         assert_eq!(out.changes.len(), 2, "{out:?}");
         assert!(out.text.contains("newTag: 1800000000-0a1b2c3 #"));
-        assert!(out.text.contains(&format!("digest: sha256:{} #", "b".repeat(64))));
+        assert!(
+            out.text
+                .contains(&format!("digest: sha256:{} #", "b".repeat(64)))
+        );
         let release = "spec:\n  values:\n    image:\n      repository: docker.io/team/web # {\"$imagepolicy\": \"flux-system:web:name\"}\n      tag: \"1700000000-9f8e7d6\"  # {\"$imagepolicy\": \"flux-system:web:tag\"}\n";
         let out = rewrite(release, &latest);
         assert_eq!(

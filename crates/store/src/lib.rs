@@ -205,8 +205,8 @@ pub trait Store: Send + Sync + 'static {
     /// Sets (or replaces) the credentials for an image registry host.
     async fn set_registry_login(&self, login: RegistryLogin) -> Result<()>;
     async fn registry_login(&self, host: &str) -> Result<Option<RegistryLogin>>;
-    /// Hosts with credentials, with their usernames and when set.
-    async fn list_registry_logins(&self) -> Result<Vec<(String, String, UnixTime)>>;
+    /// Hosts with credentials: usernames, groups and when set.
+    async fn list_registry_logins(&self) -> Result<Vec<RegistryLoginInfo>>;
     async fn delete_registry_login(&self, host: &str) -> Result<()>;
     /// Sets (or replaces) how kas pushes to a project; it goes with the
     /// project when the project is deleted.

@@ -217,7 +217,38 @@ pub struct RegistryLogin {
     pub host: String,
     pub username: String,
     pub password: String,
+    /// The top-level groups whose projects' policies may use it; empty:
+    /// every project (a registry every team may list).
+    pub groups: Vec<String>,
     pub created_at: UnixTime,
+}
+
+impl RegistryLogin {
+    /// Whether the policies of project `project` may be scanned with it.
+    pub fn serves(&self, project: &str) -> bool {
+        serves(&self.groups, project)
+    }
+}
+
+/// A registry login as listed: never its password.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryLoginInfo {
+    pub host: String,
+    pub username: String,
+    pub groups: Vec<String>,
+    pub created_at: UnixTime,
+}
+
+impl RegistryLoginInfo {
+    /// As [`RegistryLogin::serves`].
+    pub fn serves(&self, project: &str) -> bool {
+        serves(&self.groups, project)
+    }
+}
+
+fn serves(groups: &[String], project: &str) -> bool {
+    let group = project.split('/').next().unwrap_or(project);
+    groups.is_empty() || groups.iter().any(|g| g == group)
 }
 
 impl std::fmt::Debug for RegistryLogin {
@@ -225,6 +256,7 @@ impl std::fmt::Debug for RegistryLogin {
         f.debug_struct("RegistryLogin")
             .field("host", &self.host)
             .field("username", &self.username)
+            .field("groups", &self.groups)
             .finish_non_exhaustive()
     }
 }

@@ -154,6 +154,7 @@ CREATE TABLE registry_logins (
     host        TEXT PRIMARY KEY,
     username    TEXT NOT NULL,
     password    TEXT NOT NULL,
+    groups      TEXT NOT NULL DEFAULT '',
     created_at  BIGINT NOT NULL
 );
 CREATE TABLE push_credentials (
@@ -953,13 +954,14 @@ impl Store for PgStore {
     async fn set_registry_login(&self, login: RegistryLogin) -> Result<()> {
         let l = self.sealer.seal_registry(login);
         sqlx::query(
-            "INSERT INTO registry_logins (host, username, password, created_at) VALUES ($1, $2, $3, $4)
+            "INSERT INTO registry_logins (host, username, password, groups, created_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (host) DO UPDATE SET username = EXCLUDED.username,
-               password = EXCLUDED.password, created_at = EXCLUDED.created_at",
+               password = EXCLUDED.password, groups = EXCLUDED.groups, created_at = EXCLUDED.created_at",
         )
         .bind(&l.host)
         .bind(&l.username)
         .bind(&l.password)
+        .bind(l.groups.join(","))
         .bind(l.created_at)
         .execute(&self.pool)
         .await
@@ -969,7 +971,7 @@ impl Store for PgStore {
 
     async fn registry_login(&self, host: &str) -> Result<Option<RegistryLogin>> {
         let row = sqlx::query(
-            "SELECT host, username, password, created_at FROM registry_logins WHERE host = $1",
+            "SELECT host, username, password, created_at, groups FROM registry_logins WHERE host = $1",
         )
         .bind(host)
         .fetch_optional(&self.pool)
@@ -977,30 +979,43 @@ impl Store for PgStore {
         .map_err(db)?;
         let stored = row
             .map(|r| {
+                let groups: String = r.try_get(4).map_err(db)?;
                 Ok(RegistryLogin {
                     host: r.try_get(0).map_err(db)?,
                     username: r.try_get(1).map_err(db)?,
                     password: r.try_get(2).map_err(db)?,
                     created_at: r.try_get(3).map_err(db)?,
+                    groups: groups
+                        .split(',')
+                        .filter(|g| !g.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
                 })
             })
             .transpose()?;
         self.sealer.open_registry(stored)
     }
 
-    async fn list_registry_logins(&self) -> Result<Vec<(String, String, UnixTime)>> {
-        let rows =
-            sqlx::query("SELECT host, username, created_at FROM registry_logins ORDER BY host")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
+    async fn list_registry_logins(&self) -> Result<Vec<RegistryLoginInfo>> {
+        let rows = sqlx::query(
+            "SELECT host, username, created_at, groups FROM registry_logins ORDER BY host",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
         rows.iter()
             .map(|r| {
-                Ok((
-                    r.try_get(0).map_err(db)?,
-                    r.try_get(1).map_err(db)?,
-                    r.try_get(2).map_err(db)?,
-                ))
+                let groups: String = r.try_get(3).map_err(db)?;
+                Ok(RegistryLoginInfo {
+                    host: r.try_get(0).map_err(db)?,
+                    username: r.try_get(1).map_err(db)?,
+                    created_at: r.try_get(2).map_err(db)?,
+                    groups: groups
+                        .split(',')
+                        .filter(|g| !g.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                })
             })
             .collect()
     }

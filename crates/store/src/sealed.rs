@@ -255,7 +255,12 @@ impl Sealer {
 }
 
 fn registry_record(l: &RegistryLogin) -> String {
-    format!("registry_credentials/{}\nusername={}", l.host, l.username)
+    format!(
+        "registry_credentials/{}\nusername={}\ngroups={}",
+        l.host,
+        l.username,
+        l.groups.join(",")
+    )
 }
 
 fn push_record(p: &PushCredential) -> String {

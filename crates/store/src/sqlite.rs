@@ -141,6 +141,7 @@ CREATE TABLE registry_logins (
     host        TEXT PRIMARY KEY,
     username    TEXT NOT NULL,
     password    TEXT NOT NULL,
+    groups      TEXT NOT NULL DEFAULT '',
     created_at  INTEGER NOT NULL
 );
 CREATE TABLE push_credentials (
@@ -925,10 +926,10 @@ impl Store for SqliteStore {
         let l = self.sealer.seal_registry(login);
         self.call(move |c| {
             c.execute(
-                "INSERT INTO registry_logins (host, username, password, created_at) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO registry_logins (host, username, password, groups, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (host) DO UPDATE SET username = excluded.username,
-                   password = excluded.password, created_at = excluded.created_at",
-                params![l.host, l.username, l.password, l.created_at],
+                   password = excluded.password, groups = excluded.groups, created_at = excluded.created_at",
+                params![l.host, l.username, l.password, l.groups.join(","), l.created_at],
             )
             .map_err(db)?;
             Ok(())
@@ -942,7 +943,7 @@ impl Store for SqliteStore {
             .call(move |c| {
                 query_one(
                     c,
-                    "SELECT host, username, password, created_at FROM registry_logins WHERE host = ?1",
+                    "SELECT host, username, password, created_at, groups FROM registry_logins WHERE host = ?1",
                     [&host],
                     |r| {
                         Ok(RegistryLogin {
@@ -950,6 +951,7 @@ impl Store for SqliteStore {
                             username: r.get(1)?,
                             password: r.get(2)?,
                             created_at: r.get(3)?,
+                            groups: split_groups(&r.get::<_, String>(4)?),
                         })
                     },
                 )
@@ -958,13 +960,20 @@ impl Store for SqliteStore {
         self.sealer.open_registry(stored)
     }
 
-    async fn list_registry_logins(&self) -> Result<Vec<(String, String, UnixTime)>> {
+    async fn list_registry_logins(&self) -> Result<Vec<RegistryLoginInfo>> {
         self.call(move |c| {
             query_all(
                 c,
-                "SELECT host, username, created_at FROM registry_logins ORDER BY host",
+                "SELECT host, username, created_at, groups FROM registry_logins ORDER BY host",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| {
+                    Ok(RegistryLoginInfo {
+                        host: r.get(0)?,
+                        username: r.get(1)?,
+                        created_at: r.get(2)?,
+                        groups: split_groups(&r.get::<_, String>(3)?),
+                    })
+                },
             )
         })
         .await
@@ -1080,4 +1089,12 @@ impl Store for SqliteStore {
         )
         .await
     }
+}
+
+/// Groups as stored: comma-separated, empty for none.
+fn split_groups(text: &str) -> Vec<String> {
+    text.split(',')
+        .filter(|g| !g.is_empty())
+        .map(str::to_owned)
+        .collect()
 }

@@ -1047,6 +1047,7 @@ async fn secrets_are_sealed_at_rest_on_both_databases() {
                 host: "registry.example.com".into(),
                 username: "robot".into(),
                 password: "registry-pass-1".into(),
+                groups: vec!["team".into()],
                 created_at: T0,
             })
             .await
@@ -1130,6 +1131,7 @@ async fn image_automation_keeps_logins_push_credentials_and_records(store: Share
         host: "ghcr.io".into(),
         username: "robot".into(),
         password: password.into(),
+        groups: vec!["team-a".into(), "team-b".into()],
         created_at: T0,
     };
     store.set_registry_login(login("one")).await.expect("set");
@@ -1143,8 +1145,15 @@ async fn image_automation_keeps_logins_push_credentials_and_records(store: Share
     );
     assert_eq!(
         store.list_registry_logins().await.expect("list"),
-        vec![("ghcr.io".to_owned(), "robot".to_owned(), T0)]
+        vec![RegistryLoginInfo {
+            host: "ghcr.io".into(),
+            username: "robot".into(),
+            groups: vec!["team-a".into(), "team-b".into()],
+            created_at: T0,
+        }]
     );
+    let scoped = login("x");
+    assert!(scoped.serves("team-a/app") && !scoped.serves("team-c/app"));
     store
         .delete_registry_login("ghcr.io")
         .await

@@ -146,10 +146,42 @@ impl std::fmt::Debug for Service {
     }
 }
 
+/// One listing kas keeps: a repository, read with the host's login or
+/// without. A login serves only the projects of its groups, so a project
+/// outside them is decided on the anonymous listing of the same
+/// repository, never on what the login saw.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Scan {
+    repository: ImageRepository,
+    login: bool,
+}
+
+impl Scan {
+    /// Its name in records and digests: `host/path`, `@login` after it
+    /// when read with the login.
+    fn key(&self) -> String {
+        match self.login {
+            true => format!("{}@login", self.repository.full_name()),
+            false => self.repository.full_name(),
+        }
+    }
+
+    fn parse(key: &str) -> Option<Self> {
+        let (name, login) = match key.strip_suffix("@login") {
+            Some(name) => (name, true),
+            None => (key, false),
+        };
+        Some(Scan {
+            repository: ImageRepository::parse(name).ok()?,
+            login,
+        })
+    }
+}
+
 /// A task's result.
 enum Done {
     Scanned {
-        repository: ImageRepository,
+        scan: Scan,
         listed: Result<Tags, RegistryError>,
         took: Duration,
     },
@@ -172,9 +204,12 @@ type Digests = HashMap<(String, String), (Result<String, String>, Instant)>;
 struct State {
     projects: HashMap<String, ProjectState>,
     /// Each repository's last listing (the store holds the same).
-    tags: HashMap<ImageRepository, TagsRecord>,
+    tags: HashMap<Scan, TagsRecord>,
     tags_loaded: bool,
-    scanning: HashSet<ImageRepository>,
+    scanning: HashSet<Scan>,
+    /// Registry hosts with a login, and the groups it serves (read each
+    /// tick).
+    logins: HashMap<String, tether_store::RegistryLoginInfo>,
     /// The digest of a repository's tag, or why it could not be read, and
     /// when: a failure is tried again at the next full scan.
     digests: Digests,
@@ -188,7 +223,7 @@ struct State {
     /// they concern are decided again: a fleet's worth of policies is not
     /// evaluated at every listing that comes in.
     dirty_projects: HashSet<String>,
-    dirty_repos: HashSet<ImageRepository>,
+    dirty_repos: HashSet<Scan>,
 }
 
 #[derive(Default)]
@@ -357,7 +392,7 @@ impl Service {
     /// registry delivery to be matched against).
     pub async fn repositories(&self) -> BTreeSet<ImageRepository> {
         let state = self.state.lock().await;
-        wanted(&state)
+        wanted(&state).into_iter().map(|s| s.repository).collect()
     }
 
     /// Runs until the drain signal; its tasks run on the drain too.
@@ -410,6 +445,15 @@ impl Service {
             due
         };
         let requested = self.take_requests().await;
+        if let Ok(logins) = self.store.list_registry_logins().await {
+            let logins: HashMap<String, tether_store::RegistryLoginInfo> =
+                logins.into_iter().map(|l| (l.host.clone(), l)).collect();
+            let mut state = self.state.lock().await;
+            if state.logins != logins {
+                state.logins = logins;
+                state.dirty = true;
+            }
+        }
         self.collect().await;
         self.read_projects().await;
         self.load_tags(full).await;
@@ -456,19 +500,15 @@ impl Service {
         }
         for done in finished {
             match done {
-                Done::Scanned {
-                    repository,
-                    listed,
-                    took,
-                } => self.scanned(repository, listed, took).await,
+                Done::Scanned { scan, listed, took } => self.scanned(scan, listed, took).await,
                 Done::Digest { key, found } => {
                     let mut state = self.state.lock().await;
                     state.digesting.remove(&key);
                     if state.digests.len() >= MAX_DIGESTS {
                         state.digests.clear();
                     }
-                    if let Ok(repository) = ImageRepository::parse(&key.0) {
-                        state.dirty_repos.insert(repository);
+                    if let Some(scan) = Scan::parse(&key.0) {
+                        state.dirty_repos.insert(scan);
                     }
                     state.digests.insert(key, (found, Instant::now()));
                 }
@@ -543,12 +583,12 @@ impl Service {
         let mut state = self.state.lock().await;
         for record in stored {
             let name = &record.key[TAGS.len()..];
-            match ImageRepository::parse(name) {
-                Ok(repository) if wanted.contains(&repository) => {
+            match Scan::parse(name) {
+                Some(scan) if wanted.contains(&scan) => {
                     if !state.tags_loaded
                         && let Ok(tags) = serde_json::from_str(&record.value)
                     {
-                        state.tags.insert(repository, tags);
+                        state.tags.insert(scan, tags);
                     }
                 }
                 _ => {
@@ -569,48 +609,49 @@ impl Service {
     async fn start_scans(self: &Arc<Self>, full: bool, requested: &BTreeSet<String>) {
         let mut state = self.state.lock().await;
         let wanted = wanted(&state);
-        let due: Vec<ImageRepository> = wanted
+        let due: Vec<Scan> = wanted
             .into_iter()
-            .filter(|r| {
-                !state.scanning.contains(r)
+            .filter(|s| {
+                !state.scanning.contains(s)
                     && (full
                         || requested.contains("*")
-                        || requested.contains(&r.full_name())
-                        || !state.tags.contains_key(r))
+                        || requested.contains(&s.repository.full_name())
+                        || !state.tags.contains_key(s))
             })
             .collect();
         let mut per_host: HashMap<String, usize> = HashMap::new();
-        for r in &state.scanning {
-            *per_host.entry(r.host.to_ascii_lowercase()).or_default() += 1;
+        for s in &state.scanning {
+            *per_host
+                .entry(s.repository.host.to_ascii_lowercase())
+                .or_default() += 1;
         }
-        for repository in due {
+        for scan in due {
             if state.scanning.len() >= MAX_SCANS {
                 break;
             }
             let host = per_host
-                .entry(repository.host.to_ascii_lowercase())
+                .entry(scan.repository.host.to_ascii_lowercase())
                 .or_default();
             if *host >= PER_HOST {
                 continue;
             }
             *host += 1;
-            state.scanning.insert(repository.clone());
+            state.scanning.insert(scan.clone());
             let service = self.clone();
             self.spawn(async move {
-                let credentials = service.credentials(&repository.host).await;
+                let credentials = match scan.login {
+                    true => service.credentials(&scan.repository.host).await,
+                    false => None,
+                };
                 let started = Instant::now();
                 let listed = service
                     .registries
-                    .tags(&repository, credentials.as_ref())
+                    .tags(&scan.repository, credentials.as_ref())
                     .await;
                 let took = started.elapsed();
                 let _ = service
                     .done
-                    .send(Done::Scanned {
-                        repository,
-                        listed,
-                        took,
-                    })
+                    .send(Done::Scanned { scan, listed, took })
                     .await;
                 service.wake.notify_one();
             });
@@ -618,12 +659,8 @@ impl Service {
     }
 
     /// A listing done: kept in memory and in the store.
-    async fn scanned(
-        &self,
-        repository: ImageRepository,
-        listed: Result<Tags, RegistryError>,
-        took: Duration,
-    ) {
+    async fn scanned(&self, scan: Scan, listed: Result<Tags, RegistryError>, took: Duration) {
+        let repository = scan.repository.clone();
         self.metrics.scan_seconds.observe(took.as_secs_f64());
         let result = if listed.is_ok() { "ok" } else { "error" };
         self.metrics
@@ -631,7 +668,7 @@ impl Service {
             .get_or_create(&crate::metrics::Result { result })
             .inc();
         let mut state = self.state.lock().await;
-        state.scanning.remove(&repository);
+        state.scanning.remove(&scan);
         let record = match listed {
             Ok(tags) => {
                 self.metrics
@@ -650,15 +687,15 @@ impl Service {
             // The tags of the last good scan stay; the error is shown.
             Err(e) => {
                 tracing::warn!(repository = %repository, error = %e, "image scan failed");
-                let mut kept = state.tags.get(&repository).cloned().unwrap_or_default();
+                let mut kept = state.tags.get(&scan).cloned().unwrap_or_default();
                 kept.error = Some(e.to_string());
                 kept.scanned_at = now();
                 kept
             }
         };
         let value = serde_json::to_string(&record).unwrap_or_default();
-        state.tags.insert(repository.clone(), record);
-        state.dirty_repos.insert(repository.clone());
+        state.tags.insert(scan.clone(), record);
+        state.dirty_repos.insert(scan.clone());
         self.metrics
             .tags_kept
             .set(state.tags.values().map(|r| r.tags.len() as i64).sum());
@@ -666,7 +703,7 @@ impl Service {
         let _ = self
             .store
             .put_image_record(ImageRecord {
-                key: format!("{TAGS}{}", repository.full_name()),
+                key: format!("{TAGS}{}", scan.key()),
                 value,
                 updated_at: now(),
             })
@@ -703,7 +740,7 @@ impl Service {
                 all || p.pending_since.is_some()
                     || dirty_projects.contains(*id)
                     || matches!(&p.file, Some(Ok(file)) if file.images.iter().any(|i| {
-                        ImageRepository::parse(&i.repository).is_ok_and(|r| dirty_repos.contains(&r))
+                        scan_of(&state.logins, id, &i.repository).is_some_and(|s| dirty_repos.contains(&s))
                     }))
             })
             .map(|(id, _)| id.clone())
@@ -728,10 +765,10 @@ impl Service {
             let mut latest = BTreeMap::new();
             let mut statuses = Vec::new();
             for (i, policy) in file.images.iter().enumerate() {
+                let scan = scan_of(&state.logins, id, &policy.repository);
                 let unchanged = !whole
                     && project.policies[i].name == policy.name
-                    && ImageRepository::parse(&policy.repository)
-                        .is_ok_and(|r| !dirty_repos.contains(&r));
+                    && scan.as_ref().is_some_and(|s| !dirty_repos.contains(s));
                 if unchanged {
                     if let Some(picked) = project.latest.get(&policy.name) {
                         latest.insert(policy.name.clone(), picked.clone());
@@ -739,8 +776,13 @@ impl Service {
                     statuses.push(project.policies[i].clone());
                     continue;
                 }
-                let (status, picked, lookup) =
-                    evaluate(policy, &project.in_git, &state.tags, &state.digests);
+                let (status, picked, lookup) = evaluate(
+                    policy,
+                    scan.as_ref(),
+                    &project.in_git,
+                    &state.tags,
+                    &state.digests,
+                );
                 if let Some(picked) = picked {
                     latest.insert(policy.name.clone(), picked);
                 }
@@ -820,9 +862,13 @@ impl Service {
     }
 
     /// The digest of `(repository, tag)`, within [`DIGEST_TIMEOUT`].
-    async fn digest(&self, (repository, tag): &(String, String)) -> Result<String, String> {
-        let repository = ImageRepository::parse(repository).map_err(|e| e.to_string())?;
-        let credentials = self.credentials(&repository.host).await;
+    async fn digest(&self, (key, tag): &(String, String)) -> Result<String, String> {
+        let scan = Scan::parse(key).ok_or_else(|| format!("{key:?} is not a repository"))?;
+        let repository = scan.repository;
+        let credentials = match scan.login {
+            true => self.credentials(&repository.host).await,
+            false => None,
+        };
         match tokio::time::timeout(
             DIGEST_TIMEOUT,
             self.registries
@@ -1105,8 +1151,9 @@ impl Service {
 /// first (when it pins digests and the digest is not known yet).
 fn evaluate(
     policy: &ImagePolicy,
+    scan: Option<&Scan>,
     in_git: &BTreeMap<String, Vec<(Field, String)>>,
-    tags: &HashMap<ImageRepository, TagsRecord>,
+    tags: &HashMap<Scan, TagsRecord>,
     digests: &Digests,
 ) -> (ImagePolicyStatus, Option<Latest>, Option<(String, String)>) {
     let marked = in_git.get(&policy.name).cloned().unwrap_or_default();
@@ -1122,11 +1169,11 @@ fn evaluate(
         state: "not_scanned".into(),
         ..Default::default()
     };
-    let Ok(repository) = ImageRepository::parse(&policy.repository) else {
+    let Some(scan) = scan else {
         status.state = "error".into();
         return (status, None, None);
     };
-    let Some(record) = tags.get(&repository) else {
+    let Some(record) = tags.get(scan) else {
         return (status, None, None);
     };
     status.tags = record.tags.len();
@@ -1151,7 +1198,7 @@ fn evaluate(
     let wants_digest = policy.digest || marked.iter().any(|(f, _)| *f == Field::Digest);
     let mut digest = None;
     if wants_digest {
-        let key = (repository.full_name(), tag.to_owned());
+        let key = (scan.key(), tag.to_owned());
         match digests.get(&key) {
             Some((Ok(found), _)) => digest = Some(found.clone()),
             Some((Err(e), _)) => {
@@ -1182,17 +1229,35 @@ fn evaluate(
     (status, Some(latest), None)
 }
 
-fn wanted(state: &State) -> BTreeSet<ImageRepository> {
+/// Every listing the projects' policies need.
+fn wanted(state: &State) -> BTreeSet<Scan> {
     state
         .projects
-        .values()
-        .filter_map(|p| match &p.file {
-            Some(Ok(file)) => Some(file),
+        .iter()
+        .filter_map(|(id, p)| match &p.file {
+            Some(Ok(file)) => Some((id, file)),
             _ => None,
         })
-        .flat_map(|file| file.images.iter())
-        .filter_map(|policy| ImageRepository::parse(&policy.repository).ok())
+        .flat_map(|(id, file)| {
+            file.images
+                .iter()
+                .filter_map(|policy| scan_of(&state.logins, id, &policy.repository))
+        })
         .collect()
+}
+
+/// The listing project `project`'s policy on `repository` is decided on:
+/// with the host's login when the login serves the project's group.
+fn scan_of(
+    logins: &HashMap<String, tether_store::RegistryLoginInfo>,
+    project: &str,
+    repository: &str,
+) -> Option<Scan> {
+    let repository = ImageRepository::parse(repository).ok()?;
+    let login = logins
+        .get(&repository.host)
+        .is_some_and(|l| l.serves(project));
+    Some(Scan { repository, login })
 }
 
 fn describe(policy: &TagPolicy) -> String {

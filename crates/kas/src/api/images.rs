@@ -68,6 +68,15 @@ pub async fn set_login(
             )));
         }
     }
+    if let Some(bad) = request
+        .groups
+        .iter()
+        .find(|g| g.is_empty() || g.contains(['/', ',']) || g.len() > 255)
+    {
+        return Err(ApiError::Invalid(format!(
+            "{bad:?} is not a top-level group"
+        )));
+    }
     if request.username.is_empty() || request.password.is_empty() {
         return Err(ApiError::Invalid(
             "username and password must not be empty".into(),
@@ -77,11 +86,13 @@ pub async fn set_login(
         host: host.clone(),
         username: request.username,
         password: request.password,
+        groups: request.groups,
         created_at: now(),
     };
     let view = RegistryLoginView {
         host: host.clone(),
         username: login.username.clone(),
+        groups: login.groups.clone(),
         created_at: to_rfc3339(login.created_at),
     };
     state.store.set_registry_login(login).await?;
@@ -96,10 +107,11 @@ pub async fn list_logins(
     Ok(Json(
         logins
             .into_iter()
-            .map(|(host, username, at)| RegistryLoginView {
-                host,
-                username,
-                created_at: to_rfc3339(at),
+            .map(|l| RegistryLoginView {
+                host: l.host,
+                username: l.username,
+                groups: l.groups,
+                created_at: to_rfc3339(l.created_at),
             })
             .collect(),
     ))
