@@ -15,14 +15,32 @@ use tether_testenv::registry::{Registry, RegistryOptions};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pushed_tag_becomes_one_commit_on_gitea_and_the_deployment_runs_it() {
+    on_real_parts("e2e-images", pushed_tag).await;
+}
+
+/// Runs `body` on a blocking thread (it drives blocking clients) with a
+/// namespace of its own and a Gitea.
+async fn on_real_parts(prefix: &str, body: fn(&tokio::runtime::Handle, &GitHost, &str)) {
     let cluster = tether_testenv::shared();
-    let ns = cluster.namespace("e2e-images").await.expect("namespace");
-    let ns = ns.name().to_owned();
+    let ns = cluster.namespace(prefix).await.expect("namespace");
+    let name = ns.name().to_owned();
     let host = GitHost::start().await.expect("Gitea");
     let runtime = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || pushed_tag(&runtime, &host, &ns))
+    tokio::task::spawn_blocking(move || body(&runtime, &host, &name))
         .await
         .expect("test body");
+    drop(ns);
+}
+
+/// A registry keeping its files in `dir/registry`.
+fn registry(
+    runtime: &tokio::runtime::Handle,
+    dir: &std::path::Path,
+    options: RegistryOptions,
+) -> Registry {
+    runtime
+        .block_on(Registry::start(&dir.join("registry"), options))
+        .expect("registry")
 }
 
 fn pushed_tag(runtime: &tokio::runtime::Handle, host: &GitHost, ns: &str) {
@@ -82,21 +100,25 @@ fn pushed_tag(runtime: &tokio::runtime::Handle, host: &GitHost, ns: &str) {
     // A login for another group's projects is not used for this one: the
     // next scan is still anonymous, and still refused.
     let scans = world.setup.metric("tether_kas_image_scans_total");
-    world
-        .setup
-        .cli(&[
-            "registry",
-            "login",
-            &addr.to_string(),
-            "--username",
-            &auth.0,
-            "--password-file",
-            password.to_str().expect("utf-8"),
-            "--for",
-            "other-team",
-        ])
-        .expect("login for another group");
-    world.setup.cli(&["image", "scan"]).expect("scan");
+    // `kas registry login` for the projects of `group`, then a scan.
+    let login_for = |group: &str| {
+        world
+            .setup
+            .cli(&[
+                "registry",
+                "login",
+                &addr.to_string(),
+                "--username",
+                &auth.0,
+                "--password-file",
+                password.to_str().expect("utf-8"),
+                "--for",
+                group,
+            ])
+            .expect("login");
+        world.setup.cli(&["image", "scan"]).expect("scan");
+    };
+    login_for("other-team");
     wait(
         "a scan without the other group's login",
         Duration::from_secs(60),
@@ -107,21 +129,7 @@ fn pushed_tag(runtime: &tokio::runtime::Handle, host: &GitHost, ns: &str) {
                     .is_some_and(|m| m.contains("kas registry login"))
         },
     );
-    world
-        .setup
-        .cli(&[
-            "registry",
-            "login",
-            &addr.to_string(),
-            "--username",
-            &auth.0,
-            "--password-file",
-            password.to_str().expect("utf-8"),
-            "--for",
-            "team",
-        ])
-        .expect("login");
-    world.setup.cli(&["image", "scan"]).expect("scan");
+    login_for("team");
     wait(
         "the policy up to date at 1.2.0",
         Duration::from_secs(60),
@@ -230,28 +238,13 @@ fn pushed_tag(runtime: &tokio::runtime::Handle, host: &GitHost, ns: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn images_found_within_the_batch_window_go_in_one_commit_with_the_digest_pinned() {
-    let cluster = tether_testenv::shared();
-    let ns = cluster
-        .namespace("e2e-images-batch")
-        .await
-        .expect("namespace");
-    let ns = ns.name().to_owned();
-    let host = GitHost::start().await.expect("Gitea");
-    let runtime = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || batched(&runtime, &host, &ns))
-        .await
-        .expect("test body");
+    on_real_parts("e2e-images-batch", batched).await;
 }
 
 fn batched(runtime: &tokio::runtime::Handle, host: &GitHost, ns: &str) {
     let scratch = tempfile::tempdir().expect("tempdir");
     let (hook_secret_file, _) = secret_file(scratch.path());
-    let registry = runtime
-        .block_on(Registry::start(
-            &scratch.path().join("registry"),
-            RegistryOptions::default(),
-        ))
-        .expect("registry");
+    let registry = registry(runtime, scratch.path(), RegistryOptions::default());
     let addr = registry.addr();
     registry
         .push("team/api", "main-0a1b2c-1700000000", "api-old")
@@ -333,25 +326,13 @@ fn batched(runtime: &tokio::runtime::Handle, host: &GitHost, ns: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_pull_request_one_request_is_opened_and_kept_up_to_date() {
-    let cluster = tether_testenv::shared();
-    let ns = cluster.namespace("e2e-images-pr").await.expect("namespace");
-    let ns = ns.name().to_owned();
-    let host = GitHost::start().await.expect("Gitea");
-    let runtime = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || pull_request(&runtime, &host, &ns))
-        .await
-        .expect("test body");
+    on_real_parts("e2e-images-pr", pull_request).await;
 }
 
 fn pull_request(runtime: &tokio::runtime::Handle, host: &GitHost, ns: &str) {
     let scratch = tempfile::tempdir().expect("tempdir");
     let (hook_secret_file, _) = secret_file(scratch.path());
-    let registry = runtime
-        .block_on(Registry::start(
-            &scratch.path().join("registry"),
-            RegistryOptions::default(),
-        ))
-        .expect("registry");
+    let registry = registry(runtime, scratch.path(), RegistryOptions::default());
     let addr = registry.addr();
     registry.push("team/app", "1.0.0", "one").expect("pushed");
     let policy = format!(
@@ -453,28 +434,13 @@ fn pull_request(runtime: &tokio::runtime::Handle, host: &GitHost, ns: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_is_a_clear_status_pushes_nothing_and_is_told() {
-    let cluster = tether_testenv::shared();
-    let ns = cluster
-        .namespace("e2e-images-bad")
-        .await
-        .expect("namespace");
-    let ns = ns.name().to_owned();
-    let host = GitHost::start().await.expect("Gitea");
-    let runtime = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || bad_input(&runtime, &host, &ns))
-        .await
-        .expect("test body");
+    on_real_parts("e2e-images-bad", bad_input).await;
 }
 
 fn bad_input(runtime: &tokio::runtime::Handle, host: &GitHost, ns: &str) {
     let scratch = tempfile::tempdir().expect("tempdir");
     let (hook_secret_file, _) = secret_file(scratch.path());
-    let registry = runtime
-        .block_on(Registry::start(
-            &scratch.path().join("registry"),
-            RegistryOptions::default(),
-        ))
-        .expect("registry");
+    let registry = registry(runtime, scratch.path(), RegistryOptions::default());
     let addr = registry.addr();
     registry.push("team/app", "1.0.0", "one").expect("pushed");
     registry
