@@ -44,6 +44,15 @@ cargo bench -q -p tether-e2e --bench charts
 # Tether on the same 1,000 objects.
 cargo bench -q -p tether-e2e --bench engines
 
+# Image updates: registry push to Deployment updated (distribution, skopeo,
+# Gitea), with notifications and with polling; the cost of scanning 1,000
+# repositories of 500 tags.
+TETHER_REGISTRY_BIN=$(bash scripts/oci-registry.sh)
+TETHER_GITEA_BIN=$(bash scripts/gitea.sh)
+export TETHER_REGISTRY_BIN TETHER_GITEA_BIN
+cargo bench -q -p tether-e2e --bench images
+cargo bench -q -p tether-images --bench scan
+
 # The Kubernetes API proxy against direct access, on the same cluster.
 cargo bench -q -p tether-e2e --bench proxy
 
