@@ -20,15 +20,32 @@ const ALLOWED_PROTOCOLS: &str = "file:git:http:https:ssh";
 /// The environment variable the credential helper reads the password from.
 const PASSWORD_ENV: &str = "TETHER_GIT_PASSWORD";
 /// A credential helper that answers git's `get` with the password from
-/// the environment; it holds no secret itself.
-const CREDENTIAL_HELPER: &str = "!f() { test \"$1\" = get || exit 0; \
+/// the environment, for the remote's own host only (a redirect to another
+/// host, or anything else git asks about, gets nothing); it holds no
+/// secret itself.
+const CREDENTIAL_HELPER: &str = "!f() { test \"$1\" = get || exit 0; h=; \
+     while IFS= read -r l && test -n \"$l\"; do case \"$l\" in host=*) h=\"${l#host=}\";; esac; done; \
+     test \"$h\" = \"${TETHER_GIT_HOST}\" || exit 0; \
      test -n \"${TETHER_GIT_USERNAME}\" && echo \"username=${TETHER_GIT_USERNAME}\"; \
      echo \"password=${TETHER_GIT_PASSWORD}\"; }; f";
+/// The host the helper answers for.
+const HOST_ENV: &str = "TETHER_GIT_HOST";
 /// The username the helper gives, for a URL that names none (a token
 /// pushed to `https://host/repo.git`).
 pub(crate) const USERNAME_ENV: &str = "TETHER_GIT_USERNAME";
 /// After the timeout git gets SIGTERM, and this long later SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// The host (and port) of a URL as git names it to a credential helper:
+/// `git.example.com:3000` of `https://user@git.example.com:3000/team/app`.
+pub(crate) fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or_default();
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
+        .to_owned()
+}
 
 /// A URL without its password, and the password.
 pub(crate) fn split_password(url: &str) -> (String, Option<String>) {
@@ -147,7 +164,8 @@ fn run(
     password: Option<&str>,
     timeout: Duration,
 ) -> Result<(), GitError> {
-    run_git(command, password, timeout)
+    let host = host_of(shown);
+    run_git(command, password.map(|p| (p, host.as_str())), timeout)
         .map(drop)
         .map_err(|failed| GitError::Fetch {
             url: shown.to_owned(),
@@ -169,7 +187,7 @@ pub(crate) struct Failed {
 /// the credential helper) and returns its stdout (up to 1 MiB).
 pub(crate) fn run_git(
     command: &mut Command,
-    password: Option<&str>,
+    password: Option<(&str, &str)>,
     timeout: Duration,
 ) -> Result<String, Failed> {
     let fail = |message: String| Failed {
@@ -190,14 +208,15 @@ pub(crate) fn run_git(
         .stderr(Stdio::piped())
         // Its own process group, so that a timeout reaches its children.
         .process_group(0);
-    if let Some(password) = password {
+    if let Some((password, host)) = password {
         command
             .env("GIT_CONFIG_COUNT", "1")
             .env("GIT_CONFIG_KEY_0", "credential.helper")
             .env("GIT_CONFIG_VALUE_0", CREDENTIAL_HELPER)
-            .env(PASSWORD_ENV, password);
+            .env(PASSWORD_ENV, password)
+            .env(HOST_ENV, host);
     } else {
-        command.env_remove(PASSWORD_ENV);
+        command.env_remove(PASSWORD_ENV).env_remove(HOST_ENV);
     }
     let mut child = command
         .spawn()
@@ -308,6 +327,49 @@ mod tests {
         assert!(name("git@host:x/../../etc").starts_with("etc-"));
         let url = "https://example.com/shared.git";
         assert_ne!(folder_name(url, "team-a\nx"), folder_name(url, "team-b\nx"));
+    }
+
+    /// The helper as git runs it (`sh -c '<helper> "$@"' - get`), asked
+    /// for the remote's host and for another one.
+    #[test]
+    fn the_credential_helper_answers_for_the_remote_host_only() {
+        use std::io::Write as _;
+        let ask = |host: &str| {
+            let script = format!("{} \"$@\"", CREDENTIAL_HELPER.trim_start_matches('!'));
+            let mut child = Command::new("sh")
+                .args(["-c", &script, "helper", "get"])
+                .env(PASSWORD_ENV, "s3cret")
+                .env(HOST_ENV, "git.example.com:3000")
+                .env(USERNAME_ENV, "tether")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("sh runs");
+            let mut stdin = child.stdin.take().expect("stdin");
+            write!(stdin, "protocol=https\nhost={host}\n\n").expect("asked");
+            drop(stdin);
+            let out = child.wait_with_output().expect("answered");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        assert_eq!(
+            ask("git.example.com:3000"),
+            "username=tether\npassword=s3cret\n"
+        );
+        assert_eq!(ask("git.example.com.evil.net"), "");
+        assert_eq!(ask("evil.net"), "");
+    }
+
+    #[test]
+    fn hosts_are_named_as_git_names_them() {
+        assert_eq!(
+            host_of("https://deploy@git.example.com:3000/a.git"),
+            "git.example.com:3000"
+        );
+        assert_eq!(
+            host_of("http://127.0.0.1:8080/team/app.git"),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(host_of("https://deploy:***@github.com/a"), "github.com");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::mirror::{Failed, USERNAME_ENV, run_git, split_password};
+use crate::mirror::{Failed, USERNAME_ENV, host_of, run_git, split_password};
 
 /// How kas authenticates to push.
 #[derive(Clone, Default)]
@@ -237,7 +237,13 @@ impl Worktree {
         args.extend(["origin".into(), target]);
         let mut command = self.command();
         command.args(&args);
-        match run_git(&mut command, self.password.as_deref(), self.timeout) {
+        match run_git(
+            &mut command,
+            self.secret()
+                .as_ref()
+                .map(|(p, h)| (p.as_str(), h.as_str())),
+            self.timeout,
+        ) {
             Ok(_) => self.rev("HEAD").map(|commit| Pushed::Done { commit }),
             Err(Failed { stderr, message }) => {
                 if stderr.contains("[rejected]")
@@ -254,6 +260,11 @@ impl Worktree {
                 }
             }
         }
+    }
+
+    /// The password and the host it is for.
+    fn secret(&self) -> Option<(String, String)> {
+        self.password.clone().map(|p| (p, host_of(&self.url)))
     }
 
     fn rev(&self, rev: &str) -> Result<String, PushError> {
@@ -291,7 +302,14 @@ impl Worktree {
     }
 
     fn run(&self, step: &'static str, command: &mut Command) -> Result<String, PushError> {
-        run_git(command, self.password.as_deref(), self.timeout).map_err(|failed| PushError::Git {
+        run_git(
+            command,
+            self.secret()
+                .as_ref()
+                .map(|(p, h)| (p.as_str(), h.as_str())),
+            self.timeout,
+        )
+        .map_err(|failed| PushError::Git {
             step,
             url: self.shown.clone(),
             message: failed.message,
