@@ -66,6 +66,15 @@ pub trait Store: Send + Sync + 'static {
     async fn get_agent(&self, name: &str) -> Result<Option<Agent>>;
     /// Deletes the agent and all its tokens.
     async fn delete_agent(&self, name: &str) -> Result<()>;
+    /// Replaces the agent's labels with `labels` (all of them: a label left
+    /// out is removed), in one transaction; the agent as it is now,
+    /// `NotFound` for an unknown one. The caller checks the labels' syntax:
+    /// the store keeps what it is given.
+    async fn set_agent_labels(
+        &self,
+        name: &str,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Result<Agent>;
 
     /// Records a token by its hash; the caller shows the text once.
     async fn create_token(&self, agent: &str, token: NewToken) -> Result<TokenRecord>;
@@ -191,6 +200,10 @@ pub trait Store: Send + Sync + 'static {
         project: &str,
         limit: usize,
     ) -> Result<Vec<SyncRecord>>;
+    /// Where `project` stands across the fleet: for every agent that
+    /// reported a sync of it, the agent's name and its newest entry, by
+    /// agent name. One query, whatever the number of agents.
+    async fn project_syncs(&self, project: &str) -> Result<Vec<(String, SyncRecord)>>;
     /// Replaces what kas made of `agent`'s config file (kas's JSON).
     async fn set_config_status(&self, agent: &str, status: String) -> Result<()>;
     /// Every agent's config status, by agent name.
@@ -218,6 +231,21 @@ pub trait Store: Send + Sync + 'static {
     /// Every record whose key starts with `prefix`, by key.
     async fn image_records(&self, prefix: &str) -> Result<Vec<ImageRecord>>;
     async fn delete_image_record(&self, key: &str) -> Result<()>;
+
+    /// Writes fleet rollouts' record `record.key`, replacing any.
+    async fn put_fleet_record(&self, record: FleetRecord) -> Result<()>;
+    /// Every fleet record whose key starts with `prefix` (taken literally:
+    /// no character is a wildcard), by key in byte order.
+    async fn fleet_records(&self, prefix: &str) -> Result<Vec<FleetRecord>>;
+    async fn fleet_record(&self, key: &str) -> Result<Option<FleetRecord>>;
+    /// Removes a fleet record; nothing to do (no error) when there is none,
+    /// so that two replicas finishing the same work both succeed.
+    async fn delete_fleet_record(&self, key: &str) -> Result<()>;
+    /// Removes and returns up to `limit` fleet records whose key starts
+    /// with `prefix`, the first by key, in one transaction: a request
+    /// queued as a record is taken by exactly one of the replicas polling
+    /// for it, however many take at once.
+    async fn take_fleet_records(&self, prefix: &str, limit: usize) -> Result<Vec<FleetRecord>>;
 }
 
 /// One kas process among the replicas that share a database.

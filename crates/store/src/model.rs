@@ -1,5 +1,7 @@
 //! The records, as the REST API and the agent server see them.
 
+use std::collections::BTreeMap;
+
 use tether_credentials::TokenHash;
 
 /// Seconds since the Unix epoch, UTC.
@@ -38,6 +40,10 @@ pub struct Agent {
     /// The project holding `.gitlab/agents/<name>/config.yaml`.
     pub config_project: String,
     pub created_at: UnixTime,
+    /// Labels an administrator gave the agent (`env=prod`, `region=eu`), by
+    /// which fleet rollouts choose agents. The caller checks their syntax;
+    /// the store keeps them as given.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A token to record. It carries the hash only.
@@ -308,6 +314,19 @@ impl std::fmt::Debug for PushCredential {
 /// keeps can grow without a migration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageRecord {
+    pub key: String,
+    pub value: String,
+    pub updated_at: UnixTime,
+}
+
+/// One record of fleet rollouts: a rollout's state per project, the commit
+/// each agent was given, pins, control requests waiting for a replica to
+/// act on them. The value is kas's JSON under a key kas chooses (the store
+/// neither reads nor checks it), so what a rollout keeps can grow without a
+/// migration; keys share prefixes so that one kind of record is listed, or
+/// taken, at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetRecord {
     pub key: String,
     pub value: String,
     pub updated_at: UnixTime,

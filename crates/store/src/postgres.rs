@@ -20,6 +20,7 @@ use crate::{Result, Store, StoreError};
 
 mod access;
 mod feed;
+mod fleet;
 mod replicas;
 mod status;
 
@@ -169,6 +170,19 @@ CREATE TABLE image_records (
     updated_at  BIGINT NOT NULL
 );
 "#,
+    r#"
+ALTER TABLE agents ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+-- "C": keys compare as bytes whatever the database's locale, as on SQLite,
+-- which fleet_records' prefix ranges and their order rely on.
+CREATE TABLE fleet_records (
+    key         TEXT COLLATE "C" PRIMARY KEY,
+    value       TEXT NOT NULL,
+    updated_at  BIGINT NOT NULL
+);
+-- project_syncs: one project's newest entry per agent, without reading
+-- every agent's history.
+CREATE INDEX sync_history_by_project_agent ON sync_history(project, agent_id, id);
+"#,
 ];
 
 /// The advisory lock replicas take while migrating (an arbitrary constant:
@@ -221,6 +235,11 @@ impl PgStore {
     }
 
     async fn migrate(&self) -> Result<()> {
+        self.migrate_to(MIGRATIONS.len()).await
+    }
+
+    /// Runs the migrations up to `target` (the tests make older databases).
+    async fn migrate_to(&self, target: usize) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(MIGRATION_LOCK)
@@ -251,7 +270,7 @@ impl PgStore {
                 MIGRATIONS.len()
             )));
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        for (i, sql) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
             sqlx::raw_sql(*sql).execute(&mut *tx).await.map_err(db)?;
             sqlx::query("UPDATE tether_schema SET version = $1")
                 .bind(i32::try_from(i + 1).unwrap_or(i32::MAX))
@@ -308,11 +327,22 @@ fn project_row(r: &PgRow) -> sqlx::Result<Project> {
 }
 
 fn agent_row(r: &PgRow) -> sqlx::Result<Agent> {
+    let name: String = r.try_get("name")?;
     Ok(Agent {
         id: r.try_get("id")?,
-        name: r.try_get("name")?,
         config_project: r.try_get("config_project")?,
         created_at: r.try_get("created_at")?,
+        labels: agent_labels(r, &name)?,
+        name,
+    })
+}
+
+/// The labels of agent `name` from the row's `labels` column.
+fn agent_labels(r: &PgRow, name: &str) -> sqlx::Result<std::collections::BTreeMap<String, String>> {
+    let json: String = r.try_get("labels")?;
+    rules::labels_from_json(name, &json).map_err(|e| sqlx::Error::ColumnDecode {
+        index: "labels".into(),
+        source: Box::new(e),
     })
 }
 
@@ -450,6 +480,7 @@ impl Store for PgStore {
             name: name.to_owned(),
             config_project: config_project.to_owned(),
             created_at,
+            labels: Default::default(),
         })
     }
 
@@ -477,6 +508,24 @@ impl Store for PgStore {
             format!("agent {name}"),
         )
         .await
+    }
+
+    async fn set_agent_labels(
+        &self,
+        name: &str,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Result<Agent> {
+        let json = rules::labels_to_json(&labels)?;
+        // One statement: the write and the agent it returns are one
+        // transaction.
+        let row = sqlx::query("UPDATE agents SET labels = $2 WHERE name = $1 RETURNING *")
+            .bind(name)
+            .bind(json)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| StoreError::NotFound(format!("agent {name}")))?;
+        agent_row(&row).map_err(db)
     }
 
     async fn create_token(&self, agent: &str, t: NewToken) -> Result<TokenRecord> {
@@ -543,7 +592,7 @@ impl Store for PgStore {
         let row = sqlx::query(
             "SELECT t.token_hash, t.id, t.agent_id, t.name, t.description, t.created_at,
                     t.expires_at, t.revoked_at, a.name AS agent_name, a.config_project,
-                    a.created_at AS agent_created_at
+                    a.created_at AS agent_created_at, a.labels
              FROM agent_tokens t JOIN agents a ON a.id = t.agent_id
              WHERE t.token_hash = $1",
         )
@@ -556,11 +605,13 @@ impl Store for PgStore {
         };
         let stored: String = row.try_get("token_hash").map_err(db)?;
         let token = token_row(&row).map_err(db)?;
+        let name: String = row.try_get("agent_name").map_err(db)?;
         let agent = Agent {
             id: token.agent_id,
-            name: row.try_get("agent_name").map_err(db)?,
             config_project: row.try_get("config_project").map_err(db)?,
             created_at: row.try_get("agent_created_at").map_err(db)?,
+            labels: agent_labels(&row, &name).map_err(db)?,
+            name,
         };
         Ok(
             match rules::verdict(&stored, hash, token.revoked_at, token.expires_at, now) {
@@ -936,6 +987,10 @@ impl Store for PgStore {
         self.sync_history_impl(agent, project, limit).await
     }
 
+    async fn project_syncs(&self, project: &str) -> Result<Vec<(String, SyncRecord)>> {
+        self.project_syncs_impl(project).await
+    }
+
     async fn set_config_status(&self, agent: &str, status: String) -> Result<()> {
         self.set_config_status_impl(agent, status).await
     }
@@ -1126,5 +1181,66 @@ impl Store for PgStore {
             format!("image record {key}"),
         )
         .await
+    }
+
+    async fn put_fleet_record(&self, record: FleetRecord) -> Result<()> {
+        self.put_fleet_record_impl(record).await
+    }
+
+    async fn fleet_records(&self, prefix: &str) -> Result<Vec<FleetRecord>> {
+        self.fleet_records_impl(prefix).await
+    }
+
+    async fn fleet_record(&self, key: &str) -> Result<Option<FleetRecord>> {
+        self.fleet_record_impl(key).await
+    }
+
+    async fn delete_fleet_record(&self, key: &str) -> Result<()> {
+        self.delete_fleet_record_impl(key).await
+    }
+
+    async fn take_fleet_records(&self, prefix: &str, limit: usize) -> Result<Vec<FleetRecord>> {
+        self.take_fleet_records_impl(prefix, limit).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema version before agents had labels.
+    const BEFORE_LABELS: usize = 6;
+
+    #[tokio::test]
+    async fn agents_of_a_database_from_before_labels_have_none() {
+        let url = tether_testenv::shared_postgres()
+            .create_database()
+            .expect("a fresh database");
+        let old = PgStore {
+            pool: PgPool::connect(&url).await.expect("connects"),
+            sealer: crate::Sealer::none(),
+        };
+        old.migrate_to(BEFORE_LABELS).await.expect("old schema");
+        sqlx::raw_sql(
+            "INSERT INTO projects (id, url, created_at) VALUES ('team/config', '/git/config', 1);
+             INSERT INTO agents (name, config_project, created_at) VALUES ('prod', 'team/config', 2);",
+        )
+        .execute(&old.pool)
+        .await
+        .expect("an old agent");
+        old.pool.close().await;
+
+        let store = PgStore::connect(&url).await.expect("migrates");
+        assert_eq!(
+            store.schema_version().await.expect("version"),
+            MIGRATIONS.len()
+        );
+        let agent = store.get_agent("prod").await.expect("read").expect("kept");
+        assert_eq!(
+            (agent.config_project.as_str(), agent.created_at),
+            ("team/config", 2)
+        );
+        assert!(agent.labels.is_empty());
+        assert_eq!(store.list_agents().await.expect("list"), [agent]);
     }
 }

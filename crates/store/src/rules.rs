@@ -2,6 +2,8 @@
 //! validation of new records and the verdict on a presented token. Kept
 //! here once, so SQLite and PostgreSQL cannot drift apart.
 
+use std::collections::BTreeMap;
+
 use tether_credentials::TokenHash;
 
 use crate::error::{Result, StoreError};
@@ -101,4 +103,122 @@ pub(crate) fn owner_not_found(owner: &TokenOwner) -> StoreError {
         TokenOwner::Project(p) => format!("project {p}"),
         TokenOwner::User(u) => format!("user {u}"),
     })
+}
+
+/// An agent's labels as stored: a JSON object of strings, which the
+/// database's own JSON functions read too (an operator's query, a report).
+pub(crate) fn labels_to_json(labels: &BTreeMap<String, String>) -> Result<String> {
+    serde_json::to_string(labels)
+        .map_err(|e| StoreError::Invalid(format!("agent labels cannot be written as JSON: {e}")))
+}
+
+/// The labels of `agent` from their column.
+pub(crate) fn labels_from_json(
+    agent: &str,
+    json: &str,
+) -> std::result::Result<BTreeMap<String, String>, UnreadableLabels> {
+    serde_json::from_str(json).map_err(|source| UnreadableLabels {
+        agent: agent.to_owned(),
+        source,
+    })
+}
+
+/// An agent's labels column that is not a JSON object of strings: written
+/// by hand in the database, since the store writes only what it can read.
+#[derive(Debug, thiserror::Error)]
+#[error("the labels of agent {agent} are not a JSON object of strings; set them again")]
+pub(crate) struct UnreadableLabels {
+    agent: String,
+    #[source]
+    source: serde_json::Error,
+}
+
+/// Where the keys that start with `prefix` end: they are exactly the keys
+/// in `prefix..end`, with `end` the prefix whose last character is
+/// incremented (a last U+10FFFF, which has no successor, is dropped first);
+/// `None`, no end, for an empty prefix. Code point order is UTF-8's byte
+/// order, which is how SQLite's BINARY and PostgreSQL's "C" collation
+/// compare, so the range is answered from the key's index and no character
+/// of the prefix is a wildcard (as `%` and `_` would be in `LIKE`).
+pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        // Surrogates are not characters: after U+D7FF comes U+E000.
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(u32::from(c) + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn starts_within_range(key: &str, prefix: &str) -> bool {
+        key >= prefix && prefix_end(prefix).is_none_or(|end| key < end.as_str())
+    }
+
+    #[test]
+    fn the_prefix_range_ends_at_the_next_string_of_the_same_length() {
+        assert_eq!(prefix_end("rollout/"), Some("rollout0".to_owned()));
+        assert_eq!(prefix_end("a%"), Some("a&".to_owned()));
+        assert_eq!(prefix_end(""), None);
+        assert_eq!(prefix_end("a\u{10FFFF}"), Some("b".to_owned()));
+        assert_eq!(prefix_end("\u{10FFFF}\u{10FFFF}"), None);
+        assert_eq!(prefix_end("x\u{D7FF}"), Some("x\u{E000}".to_owned()));
+    }
+
+    #[test]
+    fn a_key_is_in_the_prefix_range_exactly_when_it_starts_with_the_prefix() {
+        let keys = [
+            "",
+            "a",
+            "a%",
+            "a%b",
+            "a&",
+            "a_",
+            "ab",
+            "a\u{10FFFF}",
+            "a\u{10FFFF}z",
+            "b",
+            "req/",
+            "req/1",
+            "req0",
+            "req.",
+            "é",
+            "\u{D7FF}",
+            "\u{E000}",
+        ];
+        for prefix in keys {
+            for key in keys {
+                assert_eq!(
+                    starts_within_range(key, prefix),
+                    key.starts_with(prefix),
+                    "key {key:?}, prefix {prefix:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn labels_round_trip_and_a_foreign_value_names_its_agent() {
+        let labels = BTreeMap::from([
+            ("env".to_owned(), "prod".to_owned()),
+            ("note".to_owned(), "a \"quoted\" ünïcode value".to_owned()),
+        ]);
+        let json = labels_to_json(&labels).expect("written");
+        assert_eq!(labels_from_json("prod", &json).expect("read"), labels);
+        assert_eq!(
+            labels_from_json("prod", "{}").expect("read"),
+            BTreeMap::new()
+        );
+        let e = labels_from_json("prod", r#"{"env": 1}"#).expect_err("not a string");
+        assert!(e.to_string().contains("agent prod"), "{e}");
+    }
 }

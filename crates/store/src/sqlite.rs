@@ -6,6 +6,7 @@
 //! (authenticating a connecting agent) is one indexed lookup, so a pool would
 //! buy nothing but SQLite lock contention.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +19,7 @@ use crate::rules::{self, Verdict};
 use crate::{Result, Store, StoreError};
 
 mod access;
+mod fleet;
 mod grants;
 mod status;
 
@@ -156,6 +158,18 @@ CREATE TABLE image_records (
     updated_at  INTEGER NOT NULL
 );
 "#,
+    r#"
+ALTER TABLE agents ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+-- Keys compare as bytes (BINARY), which fleet_records' prefix ranges rely on.
+CREATE TABLE fleet_records (
+    key         TEXT PRIMARY KEY,
+    value       TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+-- project_syncs: one project's newest entry per agent, without reading
+-- every agent's history.
+CREATE INDEX sync_history_by_project_agent ON sync_history(project, agent_id, id);
+"#,
 ];
 
 /// kas's records in one SQLite file.
@@ -229,6 +243,11 @@ fn schema_version(conn: &Connection) -> Result<usize> {
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
+    migrate_to(conn, MIGRATIONS.len())
+}
+
+/// Runs the migrations up to `target` (the tests make older databases).
+fn migrate_to(conn: &mut Connection, target: usize) -> Result<()> {
     let current = schema_version(conn)?;
     if current > MIGRATIONS.len() {
         return Err(StoreError::Invalid(format!(
@@ -236,7 +255,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             MIGRATIONS.len()
         )));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
         let tx = conn.transaction().map_err(db)?;
         tx.execute_batch(sql).map_err(db)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)
@@ -303,7 +322,7 @@ fn query_one<T, P: rusqlite::Params>(
 }
 
 const PROJECT_COLUMNS: &str = "id, url, credentials_ref, created_at, git_ref, allow_remote_bases";
-const AGENT_COLUMNS: &str = "id, name, config_project, created_at";
+const AGENT_COLUMNS: &str = "id, name, config_project, created_at, labels";
 const TOKEN_COLUMNS: &str = "id, agent_id, name, description, created_at, expires_at, revoked_at";
 
 fn project_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Project> {
@@ -318,11 +337,26 @@ fn project_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Project> {
 }
 
 fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Agent> {
+    agent_at(r, 0)
+}
+
+/// The agent whose [`AGENT_COLUMNS`] start at column `first`.
+fn agent_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Agent> {
+    let name: String = r.get(first + 1)?;
+    let labels: String = r.get(first + 4)?;
+    let labels = rules::labels_from_json(&name, &labels).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            first + 4,
+            rusqlite::types::Type::Text,
+            Box::new(e),
+        )
+    })?;
     Ok(Agent {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        config_project: r.get(2)?,
-        created_at: r.get(3)?,
+        id: r.get(first)?,
+        name,
+        config_project: r.get(first + 2)?,
+        created_at: r.get(first + 3)?,
+        labels,
     })
 }
 
@@ -437,6 +471,7 @@ impl Store for SqliteStore {
                 name,
                 config_project: project,
                 created_at,
+                labels: Default::default(),
             };
             tx.commit().map_err(db)?;
             Ok(agent)
@@ -467,6 +502,24 @@ impl Store for SqliteStore {
             name,
             format!("agent {name}"),
         )
+        .await
+    }
+
+    async fn set_agent_labels(
+        &self,
+        name: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Agent> {
+        let json = rules::labels_to_json(&labels)?;
+        let name = name.to_owned();
+        self.call(move |c| {
+            // One statement: the write and the agent it returns are one
+            // transaction.
+            let sql =
+                format!("UPDATE agents SET labels = ?2 WHERE name = ?1 RETURNING {AGENT_COLUMNS}");
+            query_one(c, &sql, params![name, json], agent_row)?
+                .ok_or_else(|| StoreError::NotFound(format!("agent {name}")))
+        })
         .await
     }
 
@@ -534,7 +587,8 @@ impl Store for SqliteStore {
             let found = c
                 .query_row(
                     "SELECT t.token_hash, t.id, t.agent_id, t.name, t.description, t.created_at,
-                            t.expires_at, t.revoked_at, a.id, a.name, a.config_project, a.created_at
+                            t.expires_at, t.revoked_at,
+                            a.id, a.name, a.config_project, a.created_at, a.labels
                      FROM agent_tokens t JOIN agents a ON a.id = t.agent_id
                      WHERE t.token_hash = ?1",
                     [presented.to_hex()],
@@ -548,12 +602,7 @@ impl Store for SqliteStore {
                             expires_at: r.get(6)?,
                             revoked_at: r.get(7)?,
                         };
-                        let agent = Agent {
-                            id: r.get(8)?,
-                            name: r.get(9)?,
-                            config_project: r.get(10)?,
-                            created_at: r.get(11)?,
-                        };
+                        let agent = agent_at(r, 8)?;
                         Ok((r.get::<_, String>(0)?, token, agent))
                     },
                 )
@@ -907,6 +956,10 @@ impl Store for SqliteStore {
         self.sync_history_impl(agent, project, limit).await
     }
 
+    async fn project_syncs(&self, project: &str) -> Result<Vec<(String, SyncRecord)>> {
+        self.project_syncs_impl(project).await
+    }
+
     async fn set_config_status(&self, agent: &str, status: String) -> Result<()> {
         self.set_config_status_impl(agent, status).await
     }
@@ -1089,6 +1142,26 @@ impl Store for SqliteStore {
         )
         .await
     }
+
+    async fn put_fleet_record(&self, record: FleetRecord) -> Result<()> {
+        self.put_fleet_record_impl(record).await
+    }
+
+    async fn fleet_records(&self, prefix: &str) -> Result<Vec<FleetRecord>> {
+        self.fleet_records_impl(prefix).await
+    }
+
+    async fn fleet_record(&self, key: &str) -> Result<Option<FleetRecord>> {
+        self.fleet_record_impl(key).await
+    }
+
+    async fn delete_fleet_record(&self, key: &str) -> Result<()> {
+        self.delete_fleet_record_impl(key).await
+    }
+
+    async fn take_fleet_records(&self, prefix: &str, limit: usize) -> Result<Vec<FleetRecord>> {
+        self.take_fleet_records_impl(prefix, limit).await
+    }
 }
 
 /// Groups as stored: comma-separated, empty for none.
@@ -1097,4 +1170,35 @@ fn split_groups(text: &str) -> Vec<String> {
         .filter(|g| !g.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema version before agents had labels.
+    const BEFORE_LABELS: usize = 9;
+
+    #[tokio::test]
+    async fn agents_of_a_database_from_before_labels_have_none() {
+        let mut conn = Connection::open_in_memory().expect("opens");
+        migrate_to(&mut conn, BEFORE_LABELS).expect("old schema");
+        conn.execute_batch(
+            "INSERT INTO projects (id, url, created_at) VALUES ('team/config', '/git/config', 1);
+             INSERT INTO agents (name, config_project, created_at) VALUES ('prod', 'team/config', 2);",
+        )
+        .expect("an old agent");
+        let store = SqliteStore::init(conn).expect("migrates");
+        assert_eq!(
+            store.schema_version().await.expect("version"),
+            MIGRATIONS.len()
+        );
+        let agent = store.get_agent("prod").await.expect("read").expect("kept");
+        assert_eq!(
+            (agent.config_project.as_str(), agent.created_at),
+            ("team/config", 2)
+        );
+        assert!(agent.labels.is_empty());
+        assert_eq!(store.list_agents().await.expect("list"), [agent]);
+    }
 }

@@ -55,6 +55,13 @@ on_both_stores!(
     notification_secrets_are_set_listed_and_removed,
     remote_bases_consent_the_admin_token_and_ended_sessions_are_kept,
     image_automation_keeps_logins_push_credentials_and_records,
+    labels_are_replaced_whole_and_read_back_wherever_the_agent_is,
+    labels_of_an_unknown_agent_are_not_found,
+    fleet_records_are_put_replaced_read_listed_by_prefix_and_deleted,
+    a_fleet_prefix_is_literal_even_with_like_wildcards,
+    taking_fleet_records_removes_at_most_the_limit_in_key_order,
+    concurrent_takes_never_hand_out_a_fleet_record_twice,
+    project_syncs_give_each_agents_newest_entry_of_that_project,
 );
 
 const T0: UnixTime = 1_800_000_000;
@@ -348,7 +355,7 @@ async fn records_survive_a_reopen_and_migrations_run_once() {
             .expect("token");
     }
     let store = SqliteStore::open(&path).expect("reopens");
-    assert_eq!(store.schema_version().await.expect("version"), 9);
+    assert_eq!(store.schema_version().await.expect("version"), 10);
     assert_eq!(store.list_agents().await.expect("agents").len(), 1);
     let project = store.get_project("p").await.expect("get").expect("present");
     assert_eq!(project.credentials_ref.as_deref(), Some("deploy-key"));
@@ -539,7 +546,7 @@ async fn postgres_replicas_migrate_once_and_share_records() {
     });
     let replicas: Vec<PgStore> = futures_join_all(connects).await;
     for replica in &replicas {
-        assert_eq!(replica.schema_version().await.expect("version"), 6);
+        assert_eq!(replica.schema_version().await.expect("version"), 7);
     }
     let (a, b) = (&replicas[0], &replicas[2]);
     a.create_project(NewProject {
@@ -1228,4 +1235,302 @@ async fn image_automation_keeps_logins_push_credentials_and_records(store: Share
         1
     );
     assert_eq!(store.image_records("").await.expect("records").len(), 2);
+}
+
+fn labels(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+async fn labels_are_replaced_whole_and_read_back_wherever_the_agent_is(store: Shared) {
+    let (store, agent) = store_with_agent(store).await;
+    assert!(agent.labels.is_empty(), "a new agent has none");
+    let token = Token::generate(TokenKind::Agent);
+    store
+        .create_token("prod", new_token(&token, None))
+        .await
+        .expect("token");
+
+    let first = labels(&[("env", "prod"), ("region", "eu-west")]);
+    let set = store
+        .set_agent_labels("prod", first.clone())
+        .await
+        .expect("set");
+    assert_eq!(set.labels, first);
+    assert_eq!((set.id, set.name.as_str()), (agent.id, "prod"));
+
+    // Replaced whole: a label left out is gone.
+    let second = labels(&[("env", "staging"), ("tier", "a \"quoted\" välue")]);
+    let set = store
+        .set_agent_labels("prod", second.clone())
+        .await
+        .expect("replaced");
+    assert_eq!(set.labels, second);
+    let read = store.get_agent("prod").await.expect("read").expect("there");
+    assert_eq!(read, set);
+    assert_eq!(store.list_agents().await.expect("list"), [set]);
+    match store
+        .authenticate(&token.hash(), T0 + 1)
+        .await
+        .expect("lookup")
+    {
+        TokenStatus::Active { agent, .. } => assert_eq!(agent.labels, second),
+        other => panic!("expected active, got {other:?}"),
+    }
+
+    let cleared = store
+        .set_agent_labels("prod", Default::default())
+        .await
+        .expect("cleared");
+    assert!(cleared.labels.is_empty());
+}
+
+async fn labels_of_an_unknown_agent_are_not_found(store: Shared) {
+    let (store, _) = store_with_agent(store).await;
+    let err = store
+        .set_agent_labels("nobody", labels(&[("env", "prod")]))
+        .await
+        .expect_err("no such agent");
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(err.to_string().contains("nobody"), "{err}");
+}
+
+fn fleet(key: &str, value: &str, at: UnixTime) -> FleetRecord {
+    FleetRecord {
+        key: key.into(),
+        value: value.into(),
+        updated_at: at,
+    }
+}
+
+fn keys(records: &[FleetRecord]) -> Vec<&str> {
+    records.iter().map(|r| r.key.as_str()).collect()
+}
+
+async fn fleet_records_are_put_replaced_read_listed_by_prefix_and_deleted(store: Shared) {
+    for key in [
+        "rollout/team/b",
+        "rollout/team/a",
+        "given/prod",
+        "rollout0",
+        "rollout",
+    ] {
+        store
+            .put_fleet_record(fleet(key, "{}", T0))
+            .await
+            .expect("put");
+    }
+    store
+        .put_fleet_record(fleet("rollout/team/a", r#"{"step":2}"#, T0 + 1))
+        .await
+        .expect("replaced");
+    assert_eq!(
+        store.fleet_record("rollout/team/a").await.expect("read"),
+        Some(fleet("rollout/team/a", r#"{"step":2}"#, T0 + 1))
+    );
+    assert_eq!(
+        store.fleet_record("rollout/none").await.expect("read"),
+        None
+    );
+
+    let listed = store.fleet_records("rollout/").await.expect("listed");
+    assert_eq!(
+        keys(&listed),
+        ["rollout/team/a", "rollout/team/b"],
+        "by key"
+    );
+    assert_eq!(listed[0].value, r#"{"step":2}"#);
+    assert_eq!(
+        keys(&store.fleet_records("").await.expect("all")),
+        [
+            "given/prod",
+            "rollout",
+            "rollout/team/a",
+            "rollout/team/b",
+            "rollout0"
+        ]
+    );
+    assert!(store.fleet_records("pins/").await.expect("none").is_empty());
+
+    store
+        .delete_fleet_record("rollout/team/a")
+        .await
+        .expect("deleted");
+    store
+        .delete_fleet_record("rollout/team/a")
+        .await
+        .expect("deleting what is gone is no error");
+    assert_eq!(
+        store.fleet_record("rollout/team/a").await.expect("read"),
+        None
+    );
+    assert_eq!(
+        keys(&store.fleet_records("rollout/").await.expect("listed")),
+        ["rollout/team/b"]
+    );
+}
+
+async fn a_fleet_prefix_is_literal_even_with_like_wildcards(store: Shared) {
+    for key in [
+        "pin/100%",
+        "pin/100%/a",
+        "pin/1000",
+        "pin/a_b",
+        "pin/axb",
+        "pin/a_b/c",
+    ] {
+        store
+            .put_fleet_record(fleet(key, "{}", T0))
+            .await
+            .expect("put");
+    }
+    assert_eq!(
+        keys(&store.fleet_records("pin/100%").await.expect("listed")),
+        ["pin/100%", "pin/100%/a"],
+        "% is a percent sign, not any text"
+    );
+    assert_eq!(
+        keys(&store.fleet_records("pin/a_").await.expect("listed")),
+        ["pin/a_b", "pin/a_b/c"],
+        "_ is an underscore, not any character"
+    );
+    let taken = store.take_fleet_records("pin/a_", 10).await.expect("taken");
+    assert_eq!(keys(&taken), ["pin/a_b", "pin/a_b/c"]);
+    assert!(store.fleet_record("pin/axb").await.expect("read").is_some());
+}
+
+async fn taking_fleet_records_removes_at_most_the_limit_in_key_order(store: Shared) {
+    for i in [4, 1, 5, 3, 2] {
+        store
+            .put_fleet_record(fleet(
+                &format!("control/{i}"),
+                &format!("{{\"n\":{i}}}"),
+                T0 + i,
+            ))
+            .await
+            .expect("put");
+    }
+    store
+        .put_fleet_record(fleet("controls", "{}", T0))
+        .await
+        .expect("put");
+
+    let first = store
+        .take_fleet_records("control/", 3)
+        .await
+        .expect("taken");
+    assert_eq!(keys(&first), ["control/1", "control/2", "control/3"]);
+    assert_eq!(first[0], fleet("control/1", r#"{"n":1}"#, T0 + 1));
+    assert_eq!(
+        keys(&store.fleet_records("control/").await.expect("listed")),
+        ["control/4", "control/5"],
+        "what was taken is gone"
+    );
+    assert!(
+        store
+            .take_fleet_records("control/", 0)
+            .await
+            .expect("none")
+            .is_empty()
+    );
+    let rest = store
+        .take_fleet_records("control/", 3)
+        .await
+        .expect("taken");
+    assert_eq!(keys(&rest), ["control/4", "control/5"]);
+    assert!(
+        store
+            .take_fleet_records("control/", 3)
+            .await
+            .expect("taken")
+            .is_empty()
+    );
+    assert!(
+        store
+            .fleet_record("controls")
+            .await
+            .expect("read")
+            .is_some(),
+        "outside the prefix, untouched"
+    );
+}
+
+/// Replicas poll the same queue of control requests: each request goes to
+/// exactly one of them.
+async fn concurrent_takes_never_hand_out_a_fleet_record_twice(store: Shared) {
+    let all: Vec<String> = (0..40).map(|i| format!("request/{i:02}")).collect();
+    for key in &all {
+        store
+            .put_fleet_record(fleet(key, "{}", T0))
+            .await
+            .expect("put");
+    }
+    let takers = (0..4).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let taken = store
+                    .take_fleet_records("request/", 3)
+                    .await
+                    .expect("taken");
+                if taken.is_empty() {
+                    return mine;
+                }
+                mine.extend(taken.into_iter().map(|r| r.key));
+            }
+        })
+    });
+    let mut handed_out = Vec::new();
+    for taker in takers.collect::<Vec<_>>() {
+        handed_out.extend(taker.await.expect("taker"));
+    }
+    handed_out.sort();
+    assert_eq!(handed_out, all, "every request once, none twice");
+}
+
+async fn project_syncs_give_each_agents_newest_entry_of_that_project(store: Shared) {
+    let (store, _) = store_with_agent(store).await;
+    for name in ["dev", "idle"] {
+        store
+            .create_agent(name, "team/config", T0)
+            .await
+            .expect("agent");
+    }
+    assert!(
+        store
+            .project_syncs("team/app")
+            .await
+            .expect("none yet")
+            .is_empty()
+    );
+    for (agent, record) in [
+        ("prod", sync("team/app", "c1", "synced", T0)),
+        ("dev", sync("team/app", "c1", "synced", T0 + 1)),
+        ("prod", sync("team/app", "c2", "failed", T0 + 2)),
+        ("dev", sync("team/app", "c2", "synced", T0 + 3)),
+        ("dev", sync("team/app", "c3", "synced", T0 + 4)),
+        ("prod", sync("team/other", "x9", "synced", T0 + 5)),
+        ("idle", sync("team/other", "x9", "synced", T0 + 6)),
+    ] {
+        store.record_sync(agent, record, 50).await.expect("record");
+    }
+    let syncs = store.project_syncs("team/app").await.expect("syncs");
+    assert_eq!(
+        syncs,
+        [
+            ("dev".to_owned(), sync("team/app", "c3", "synced", T0 + 4)),
+            ("prod".to_owned(), sync("team/app", "c2", "failed", T0 + 2)),
+        ],
+        "by agent name, the newest entry each; other projects ignored"
+    );
+    assert!(
+        store
+            .project_syncs("team/none")
+            .await
+            .expect("unknown project")
+            .is_empty()
+    );
 }

@@ -113,6 +113,29 @@ impl PgStore {
         all(rows, sync_row)
     }
 
+    pub(super) async fn project_syncs_impl(
+        &self,
+        project: &str,
+    ) -> Result<Vec<(String, SyncRecord)>> {
+        // The newest entry per agent comes from the (project, agent_id, id)
+        // index; only those are joined to their agents.
+        let rows = sqlx::query(
+            "SELECT a.name AS agent, h.* FROM
+               (SELECT DISTINCT ON (agent_id) * FROM sync_history WHERE project = $1
+                ORDER BY agent_id, id DESC) h
+             JOIN agents a ON a.id = h.agent_id
+             ORDER BY a.name",
+        )
+        .bind(project)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("agent")?, sync_row(r)?)))
+            .collect::<sqlx::Result<_>>()
+            .map_err(db)
+    }
+
     // Both writes below skip a row that already says the same: an agent
     // reconnecting (a replica's thousands, after it died) sends the same
     // config again, and an unchanged row costs no new row version.

@@ -96,6 +96,28 @@ impl SqliteStore {
         .await
     }
 
+    pub(super) async fn project_syncs_impl(
+        &self,
+        project: &str,
+    ) -> Result<Vec<(String, SyncRecord)>> {
+        let project = project.to_owned();
+        self.call(move |c| {
+            // The newest id per agent comes from the (project, agent_id, id)
+            // index alone; only those rows are then read.
+            query_all(
+                c,
+                "SELECT h.project, h.commit_id, h.state, h.reported_at, h.report, a.name
+                 FROM (SELECT MAX(id) AS id FROM sync_history WHERE project = ?1 GROUP BY agent_id) newest
+                 JOIN sync_history h ON h.id = newest.id
+                 JOIN agents a ON a.id = h.agent_id
+                 ORDER BY a.name",
+                [project],
+                |r| Ok((r.get(5)?, sync_row(r)?)),
+            )
+        })
+        .await
+    }
+
     pub(super) async fn set_config_status_impl(&self, agent: &str, status: String) -> Result<()> {
         let agent = agent.to_owned();
         self.call(move |c| {
