@@ -10,6 +10,11 @@
 //! [`policy`] says which projects and notification secrets a config may
 //! name.
 //!
+//! Two files of a manifest project are read here too, with the same
+//! guarantees: [`image_updates`] (`.tether/image-updates.yaml`) and
+//! [`rollout`] (`.tether/rollout.yaml`, the waves a commit reaches agents
+//! in, picked by [`labels`]).
+//!
 //! Architecture invariant: this crate does no IO. It knows nothing of git,
 //! Kubernetes clients or the network.
 
@@ -18,10 +23,12 @@ mod error;
 mod findings;
 mod image_repository;
 pub mod image_updates;
+pub mod labels;
 mod locate;
 mod names;
 pub mod policy;
 mod renders;
+pub mod rollout;
 mod schema;
 mod validate;
 

@@ -1,6 +1,7 @@
 //! `kas config check FILE...`: validates agent config files (and
-//! `.tether/image-updates.yaml`, told by its name) locally, with the same
-//! parsers kas runs, for a CI job or a pre-commit hook. Every problem and warning is printed with its place, as
+//! `.tether/image-updates.yaml` and `.tether/rollout.yaml`, told by their
+//! names) locally, with the same parsers kas runs, for a CI job or a
+//! pre-commit hook. Every problem and warning is printed with its place, as
 //! `file:line:column: error|warning: path: message`; the exit status is
 //! non-zero only when a file would be refused.
 
@@ -80,10 +81,14 @@ fn check(file: &PathBuf) -> Vec<Finding> {
         Ok(text) => text,
         Err(message) => return vec![finding("error", None, None, None, message)],
     };
-    let image_updates = file.file_name().is_some_and(|n| n == "image-updates.yaml");
-    let parsed = match image_updates {
-        true => tether_agent_config::image_updates::parse(&text).map(|(_, warnings)| warnings),
-        false => tether_agent_config::parse(&text).map(|parsed| parsed.warnings),
+    let parsed = match file.file_name().and_then(|n| n.to_str()) {
+        Some("image-updates.yaml") => {
+            tether_agent_config::image_updates::parse(&text).map(|(_, warnings)| warnings)
+        }
+        Some("rollout.yaml") => {
+            tether_agent_config::rollout::parse(&text).map(|(_, warnings)| warnings)
+        }
+        _ => tether_agent_config::parse(&text).map(|parsed| parsed.warnings),
     };
     match parsed {
         Ok(warnings) => warnings
@@ -163,6 +168,26 @@ mod tests {
         assert!(
             printed.contains(&format!("{}:4:", file.display()))
                 && printed.contains("images[0].policy.semver.range"),
+            "{printed}"
+        );
+    }
+
+    #[test]
+    fn a_rollout_file_is_checked_as_one() {
+        let dir = tempfile::tempdir().expect("a folder");
+        let file = dir.path().join("rollout.yaml");
+        std::fs::write(
+            &file,
+            "waves:\n  - name: canary\n    agents: {match_labels: {env: canary}}\n    max_parallel: 150%\n",
+        )
+        .expect("written");
+        let mut out = Vec::new();
+        let ok = run(std::slice::from_ref(&file), Output::Text, &mut out).expect("checked");
+        let printed = String::from_utf8(out).expect("text");
+        assert!(!ok, "refused: {printed}");
+        assert!(
+            printed.contains(&format!("{}:4:", file.display()))
+                && printed.contains("waves[0].max_parallel"),
             "{printed}"
         );
     }
