@@ -93,6 +93,16 @@ pub enum NotificationEvent {
     ImageUpdated,
     /// An image update of the agent's configuration project was not pushed.
     ImageUpdateFailed,
+    /// A rollout of a manifest project the agent follows started.
+    RolloutStarted,
+    /// A wave of that rollout passed.
+    WavePassed,
+    /// That rollout halted on a failed wave (or its file is invalid).
+    RolloutHalted,
+    /// That rollout gave the agents it reached their previous commit back.
+    RolloutRolledBack,
+    /// That rollout reached every agent.
+    RolloutCompleted,
 }
 
 impl NotificationEvent {
@@ -106,6 +116,11 @@ impl NotificationEvent {
             NotificationEvent::TokenExpiring => "token_expiring",
             NotificationEvent::ImageUpdated => "image_updated",
             NotificationEvent::ImageUpdateFailed => "image_update_failed",
+            NotificationEvent::RolloutStarted => "rollout_started",
+            NotificationEvent::WavePassed => "wave_passed",
+            NotificationEvent::RolloutHalted => "rollout_halted",
+            NotificationEvent::RolloutRolledBack => "rollout_rolled_back",
+            NotificationEvent::RolloutCompleted => "rollout_completed",
         }
     }
 }

@@ -6,6 +6,7 @@
 //! Architecture invariant: data only (serde), no behaviour, no IO.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 // === Projects ===
 
@@ -151,6 +152,9 @@ pub struct GrantView {
 pub struct CreateAgent {
     pub name: String,
     pub config_project: String,
+    /// Labels rollouts select agents by (`env=prod`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -168,6 +172,9 @@ pub struct AgentView {
     pub config: ConfigStatus,
     /// Tunnels the agent keeps open to this kas, for the API proxy.
     pub tunnels: usize,
+    /// Labels rollouts select agents by.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// `?project=` (required) and `limit` (default and most: 50).
@@ -246,7 +253,7 @@ pub struct ConnectionView {
 }
 
 /// The last sync of one manifest project, as the agent reported it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncView {
     pub project: String,
     pub commit: String,
@@ -293,7 +300,7 @@ pub struct DriftView {
 }
 
 /// One object of a sync.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectView {
     pub group: String,
     pub kind: String,
@@ -621,4 +628,120 @@ pub struct SetPushCredential {
     pub token: Option<String>,
     #[serde(default)]
     pub ssh_key: Option<String>,
+}
+
+/// `PATCH /api/v1/agents/{name}/labels`: labels set and removed at once.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LabelChanges {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// A project's rollout of one commit to the agents that follow it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RolloutView {
+    pub project: String,
+    pub commit: String,
+    /// running, completed, halted, rolled_back, superseded, invalid or
+    /// unneeded (the commit changes no file an agent receives).
+    pub phase: String,
+    pub paused: bool,
+    /// The rollout in a line.
+    pub summary: String,
+    /// Why it is as it is (who aborted it, what superseded it).
+    pub message: String,
+    pub failure: Option<RolloutFailureView>,
+    /// halt or rollback.
+    pub on_failure: String,
+    pub agent_timeout_seconds: u64,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub waves: Vec<WaveView>,
+    pub agents: Vec<RolloutAgentView>,
+}
+
+/// What failed a wave.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RolloutFailureView {
+    pub wave: String,
+    pub agent: String,
+    /// `Kind namespace/name`, when an object failed.
+    pub object: Option<String>,
+    pub message: String,
+}
+
+/// One wave of a rollout.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WaveView {
+    pub name: String,
+    /// pending, running, soaking, passed or failed.
+    pub phase: String,
+    pub agents: Vec<String>,
+    pub max_parallel: usize,
+    pub soak_seconds: u64,
+    pub started_at: Option<String>,
+    pub soak_since: Option<String>,
+    /// Seconds of soak left, while soaking.
+    pub soak_left_seconds: Option<u64>,
+    pub ended_at: Option<String>,
+}
+
+/// One agent in a rollout: which commit it is on, and why.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RolloutAgentView {
+    pub name: String,
+    /// Its wave; none when pinned.
+    pub wave: Option<String>,
+    /// waiting, updating, healthy, failed, pinned or rolled_back.
+    pub phase: String,
+    /// The commit it is given now (none: it keeps its previous one).
+    pub commit: Option<String>,
+    /// The commit it had when the rollout started.
+    pub from: Option<String>,
+    pub message: String,
+    pub admitted_at: Option<String>,
+    pub healthy_at: Option<String>,
+}
+
+/// `PUT /api/v1/agents/{name}/pins/{project}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PinRequest {
+    pub commit: String,
+}
+
+/// An agent held on a commit of a project.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PinView {
+    pub agent: String,
+    pub project: String,
+    pub commit: String,
+    pub pinned_at: String,
+}
+
+/// `?commit=` and `timeout` (seconds, at most 60) of a wait.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    pub commit: String,
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<u64>,
+}
+
+/// What a wait found when it answered.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WaitView {
+    /// done, pending (the long poll's time ran out), failed (a sync
+    /// failed or an object is Failed), halted (the rollout halted or
+    /// rolled back, or the agent is pinned elsewhere) or superseded.
+    pub outcome: String,
+    pub message: String,
+    pub agent: Option<String>,
+    pub object: Option<String>,
+    pub rollout: Option<RolloutView>,
 }

@@ -1,4 +1,4 @@
-//! kas's projects as image automation sees them: listed from the store,
+//! kas's projects as image automation and the rollout driver see them: listed from the store,
 //! their heads read from the pollers (each project followed from its first
 //! look on, so its poller runs while the automation needs it).
 
@@ -59,5 +59,16 @@ impl tether_images::service::Projects for Followed {
         if let Err(e) = self.repos.refresh(project).await {
             tracing::warn!(project, error = %e, "cannot poll the project after an image update");
         }
+    }
+}
+
+#[async_trait]
+impl tether_rollouts::driver::Heads for Followed {
+    async fn projects(&self) -> Result<Vec<tether_store::Project>, tether_store::StoreError> {
+        tether_images::service::Projects::list(self).await
+    }
+
+    async fn head(&self, project: &str) -> Option<(CommitId, Source)> {
+        tether_images::service::Projects::head(self, project).await
     }
 }

@@ -3,6 +3,11 @@
 //! agent), resolves the manifest project's own ref after each poll, and when
 //! the commit differs from what the agent has, selects the files with the
 //! globs (straight from the git tree) and streams them in bounded messages.
+//!
+//! Which commit: the fleet's ([`tether_rollouts::Fleet::decide`]). With a
+//! rollout the agent may be given an older commit than the head, or keep
+//! the one it has until its wave comes; the follower decides again
+//! whenever the head or a rollout moves.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,6 +79,27 @@ impl ManifestSpec {
 
     pub fn renders(&self) -> bool {
         !self.kustomizations.is_empty() || !self.helm_charts.is_empty()
+    }
+
+    /// Globs of every path whose change changes what the agent receives:
+    /// its globs, its charts' and kustomizations' folders, its values
+    /// files. A rollout starts only for a commit that changes one.
+    pub fn received_paths(&self) -> Vec<String> {
+        let folder = |path: &str| match path.trim_matches('/') {
+            "" | "." => "**".to_owned(),
+            path => format!("{}/**", glob_escape(path)),
+        };
+        let mut paths = self.globs.clone();
+        for chart in &self.helm_charts {
+            if let Some(path) = &chart.path {
+                paths.push(folder(path));
+            }
+            paths.extend(chart.values_files.iter().map(|v| glob_escape(v)));
+        }
+        paths.extend(self.kustomizations.iter().map(|k| folder(&k.path)));
+        paths.sort();
+        paths.dedup();
+        paths
     }
 }
 
@@ -244,6 +270,8 @@ pub struct Recipient {
     pub statuses: tether_notify::statuses::Statuses,
     /// The commits given to the session, which its reports may speak of.
     pub sent: crate::sent::SentCommits,
+    /// Which commit of the project the agent is given (fleet rollouts).
+    pub fleet: Arc<tether_rollouts::Fleet>,
 }
 
 /// Starts following `spec` for an agent that has `synced` applied.
@@ -270,14 +298,36 @@ async fn run(
     to: Recipient,
 ) {
     let tx = to.tx.clone();
-    let mut head = repos.subscribe(&spec.project);
+    let mut heads = repos.subscribe(&spec.project);
+    let mut fleet = to.fleet.watch();
     let mut last_error: Option<String> = None;
-    while head.changed().await.is_ok() {
-        let head = head.borrow_and_update().clone();
+    let paths = spec.received_paths();
+    // What the agent was last given: kas remembers it across reconnects
+    // and replicas; what the agent says it synced comes second.
+    let mut given = to
+        .fleet
+        .last_given(&spec.project, &to.agent)
+        .await
+        .or(sent.clone());
+    to.fleet
+        .record_given(
+            &spec.project,
+            &to.agent,
+            given.as_deref().unwrap_or_default(),
+            &paths,
+        )
+        .await;
+    let mut held: Option<String> = None;
+    loop {
+        tokio::select! {
+            changed = heads.changed() => if changed.is_err() { return },
+            changed = fleet.changed() => if changed.is_err() { return },
+        }
+        let head = heads.borrow_and_update().clone();
         let Some(source) = head.source.clone() else {
             continue;
         };
-        let commit: CommitId = match head.resolve(spec.git_ref.as_deref()).await {
+        let resolved: CommitId = match head.resolve(spec.git_ref.as_deref()).await {
             Ok(commit) => commit,
             Err(error) => {
                 let error = error.to_string();
@@ -293,11 +343,54 @@ async fn run(
             }
         };
         last_error = None;
+        let at_head = head.commit.as_ref() == Some(&resolved);
+        let decision = to
+            .fleet
+            .decide(
+                &to.agent,
+                &spec.project,
+                &resolved,
+                at_head,
+                &source,
+                given.as_deref(),
+            )
+            .await;
+        let commit = match decision {
+            tether_rollouts::Decision::Give { commit, why } => match CommitId::parse(&commit) {
+                Some(commit) => {
+                    if commit != resolved && held.as_deref() != Some(why.as_str()) {
+                        tracing::info!(head = %resolved, given = %commit, why = %why, "the agent keeps another commit than the head");
+                        held = Some(why);
+                    }
+                    commit
+                }
+                None => {
+                    tracing::warn!(commit = %commit, "not a commit id: nothing sent");
+                    continue;
+                }
+            },
+            tether_rollouts::Decision::Hold { why } => {
+                if held.as_deref() != Some(why.as_str()) {
+                    tracing::info!(head = %resolved, why = %why, "nothing sent yet");
+                    held = Some(why);
+                }
+                continue;
+            }
+        };
         let commit_text = commit.to_string();
         // Before the send, so that the agent's answer finds it; also when
         // the agent has this commit already and nothing is sent.
         to.sent.record(&spec.project, &commit_text);
+        // A pin is not what the rollout gave: unpinned, the agent goes
+        // back to that.
+        let pinned = to.fleet.pin(&spec.project, &to.agent).is_some();
         if sent.as_deref() == Some(commit_text.as_str()) {
+            if !pinned && given.as_deref() != Some(commit_text.as_str()) {
+                to.fleet
+                    .record_given(&spec.project, &to.agent, &commit_text, &paths)
+                    .await;
+                given = Some(commit_text);
+            }
             continue;
         }
         let remote_bases = repos.remote_bases_allowed(&spec.project).await;
@@ -327,6 +420,12 @@ async fn run(
             }
         }
         tracing::info!(commit = %commit_text, messages = count, "manifests sent");
+        if !pinned && given.as_deref() != Some(commit_text.as_str()) {
+            to.fleet
+                .record_given(&spec.project, &to.agent, &commit_text, &paths)
+                .await;
+            given = Some(commit_text.clone());
+        }
         let (state, description) = status;
         to.statuses.report(tether_notify::statuses::StatusEvent {
             project: spec.project.clone(),

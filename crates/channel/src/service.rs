@@ -60,6 +60,8 @@ pub struct AgentChannelService {
     statuses: tether_notify::statuses::Statuses,
     /// Tells of the agents' events.
     notifier: tether_notify::notifications::Notifier,
+    /// Which commit of each manifest project each agent is given.
+    fleet: Arc<tether_rollouts::Fleet>,
 }
 
 impl std::fmt::Debug for AgentChannelService {
@@ -88,7 +90,14 @@ impl AgentChannelService {
             renderer: Err(NoRenderer::NotSetUp),
             statuses: tether_notify::statuses::Statuses::disabled(),
             notifier: tether_notify::notifications::Notifier::disabled(),
+            fleet: tether_rollouts::Fleet::disabled(),
         }
+    }
+
+    /// Gives each agent the commit `fleet` decides (fleet rollouts).
+    pub fn with_fleet(mut self, fleet: Arc<tether_rollouts::Fleet>) -> Self {
+        self.fleet = fleet;
+        self
     }
 
     /// Tells of the agents' events with `notifier`.
@@ -256,6 +265,7 @@ impl AgentChannel for AgentChannelService {
             registration,
             statuses: self.statuses.clone(),
             notifier: self.notifier.clone(),
+            fleet: self.fleet.clone(),
             told: Default::default(),
         };
         let span = tracing::info_span!("session", agent = %session.agent);
@@ -306,6 +316,7 @@ struct Session {
     /// Commit statuses on the git host, for each sync.
     statuses: tether_notify::statuses::Statuses,
     notifier: tether_notify::notifications::Notifier,
+    fleet: Arc<tether_rollouts::Fleet>,
     /// What this session told already: once per commit and event.
     told: std::collections::HashSet<(String, String, tether_agent_config::NotificationEvent)>,
 }
@@ -709,6 +720,7 @@ impl Session {
             agent: self.agent.to_string(),
             statuses: self.statuses.clone(),
             sent: self.sent.clone(),
+            fleet: self.fleet.clone(),
         }
     }
 
@@ -718,6 +730,22 @@ impl Session {
     fn follow_manifests(&mut self, specs: Vec<ManifestSpec>) {
         self.sent
             .retain_projects(|project| specs.iter().any(|s| s.project == project));
+        // A project the config no longer names: rollouts stop counting
+        // the agent among its followers.
+        for gone in self
+            .followers
+            .iter()
+            .filter(|f| !specs.iter().any(|s| s.project == f.spec.project))
+        {
+            let (fleet, project, agent) = (
+                self.fleet.clone(),
+                gone.spec.project.clone(),
+                self.agent.to_string(),
+            );
+            self.repos.drain().spawn(async move {
+                fleet.forget_given(&project, &agent).await;
+            });
+        }
         let mut old = std::mem::take(&mut self.followers);
         for spec in specs {
             if let Some(i) = old.iter().position(|f| f.spec == spec) {

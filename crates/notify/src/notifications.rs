@@ -78,6 +78,11 @@ impl Notice {
             NotificationEvent::TokenExpiring => "token expiring",
             NotificationEvent::ImageUpdated => "image updated",
             NotificationEvent::ImageUpdateFailed => "image update failed",
+            NotificationEvent::RolloutStarted => "rollout started",
+            NotificationEvent::WavePassed => "wave passed",
+            NotificationEvent::RolloutHalted => "rollout halted",
+            NotificationEvent::RolloutRolledBack => "rollout rolled back",
+            NotificationEvent::RolloutCompleted => "rollout completed",
         };
         let mut text = format!("Tether: agent {}: {what}", self.agent);
         if !self.project.is_empty() {
@@ -124,6 +129,19 @@ impl AgentDestinations {
 
     pub fn as_slice(&self) -> &[Notification] {
         &self.0
+    }
+
+    /// Those not in `told` (by URL secret and provider), which takes
+    /// them: a fleet-wide event goes once to a destination many agents
+    /// of the fleet name.
+    pub fn not_in(&self, told: &mut std::collections::HashSet<String>) -> Self {
+        AgentDestinations(
+            self.0
+                .iter()
+                .filter(|d| told.insert(format!("{}:{}", provider_name(d.provider), d.url_secret)))
+                .cloned()
+                .collect(),
+        )
     }
 }
 
@@ -206,10 +224,24 @@ impl Notifier {
     /// Queues `notice` for the agent's destinations (`own`, those of its
     /// config it may use) and kas's; never waits.
     pub fn notify(&self, own: &AgentDestinations, notice: Notice) {
+        self.notify_some(own, true, notice);
+    }
+
+    /// Queues `notice` for `own` only, not kas's destinations: the other
+    /// agents of a fleet-wide event, once kas's were told.
+    pub fn notify_own(&self, own: &AgentDestinations, notice: Notice) {
+        self.notify_some(own, false, notice);
+    }
+
+    fn notify_some(&self, own: &AgentDestinations, global: bool, notice: Notice) {
         let Some(inner) = &self.inner else {
             return;
         };
-        for destination in own.as_slice().iter().chain(&inner.global) {
+        let global = match global {
+            true => inner.global.as_slice(),
+            false => &[],
+        };
+        for destination in own.as_slice().iter().chain(global) {
             if !destination.wants(notice.event) {
                 continue;
             }
