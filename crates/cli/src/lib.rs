@@ -20,6 +20,8 @@ mod access;
 pub mod check;
 mod images;
 pub use images::{ImageCommand, RegistryCommand};
+mod rollouts;
+pub use rollouts::{RolloutCommand, WaitEnded};
 pub mod client;
 pub mod docs;
 
@@ -198,6 +200,46 @@ pub enum AgentCommand {
         /// Project holding .gitlab/agents/<name>/config.yaml.
         #[arg(long)]
         project: String,
+        /// KEY=VALUE, repeatable: what rollouts select the agent by.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    /// Set (`KEY=VALUE`) and remove (`KEY-`) labels; rollouts that start
+    /// from now select by them.
+    Label {
+        name: String,
+        #[arg(required = true)]
+        changes: Vec<String>,
+    },
+    /// Hold the agent on one commit of a manifest project (a rollback by
+    /// hand); rollouts skip it, and say so.
+    Pin {
+        name: String,
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        commit: String,
+    },
+    /// Let the project's rollouts decide the agent's commit again.
+    Unpin {
+        name: String,
+        #[arg(long)]
+        project: String,
+    },
+    /// Block until the agent synced COMMIT of PROJECT with every object
+    /// Current (exit 0), or it failed (2), will not get it (3: halted,
+    /// rolled back, pinned), timed out (4) or was superseded (5). Takes
+    /// the admin token, or a project access token of PROJECT in
+    /// KAS_PROJECT_TOKEN.
+    Wait {
+        name: String,
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        commit: String,
+        /// Go duration: 90s, 5m.
+        #[arg(long, default_value = "5m")]
+        timeout: String,
     },
     /// Every agent, with its config project and whether it is connected.
     List,
@@ -287,6 +329,7 @@ pub enum Command {
     Admin(AdminCommand),
     Image(ImageCommand),
     Registry(RegistryCommand),
+    Rollout(RolloutCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -338,6 +381,7 @@ pub async fn run(connection: &Connection, command: Command) -> anyhow::Result<()
         Command::Kubeconfig(args) => access::kubeconfig(&client, args).await?,
         Command::Image(c) => images::image(&client, c).await?,
         Command::Registry(c) => images::registry(&client, c).await?,
+        Command::Rollout(c) => rollouts::rollout(&client, c).await?,
         Command::Notifications(NotificationsCommand::Secret(c)) => {
             notification_secret(&client, c).await?
         }
@@ -367,7 +411,14 @@ fn connect(c: &Connection) -> anyhow::Result<ApiClient> {
         .clone()
         .or(config.server)
         .unwrap_or_else(|| DEFAULT_SERVER.into());
+    // A CI job's project access token: only the waits take it.
+    let project_token = std::env::var("KAS_PROJECT_TOKEN").ok();
     let token = match std::env::var("KAS_ADMIN_TOKEN") {
+        _ if project_token.is_some() && c.admin_token_file.is_none() => Token::parse_kind(
+            project_token.as_deref().unwrap_or_default(),
+            TokenKind::Project,
+        )
+        .context("KAS_PROJECT_TOKEN holds no project access token")?,
         Ok(text) if c.admin_token_file.is_none() => Token::parse_kind(&text, TokenKind::Admin)
             .context("KAS_ADMIN_TOKEN holds no admin token")?,
         _ => {
@@ -637,10 +688,20 @@ async fn project(client: &ApiClient, command: ProjectCommand) -> anyhow::Result<
 
 async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Printed> {
     match command {
-        AgentCommand::Create { name, project } => {
+        AgentCommand::Create {
+            name,
+            project,
+            labels,
+        } => {
+            let labels = tether_agent_config::labels::parse_changes(&labels)?;
+            anyhow::ensure!(
+                labels.remove.is_empty(),
+                "--label takes KEY=VALUE; KEY- removes a label with `kas agent label`"
+            );
             let body = api::CreateAgent {
                 name: name.clone(),
                 config_project: project.clone(),
+                labels: labels.set,
             };
             let a: api::AgentView = client.post_as("/api/v1/agents", &body).await?;
             let text = format!(
@@ -653,9 +714,37 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
             let list: Vec<api::AgentView> = client.get_as("/api/v1/agents").await?;
             let text = table(
                 &with_connected(&list),
-                &["name", "config_project", "connected", "created_at"],
+                &[
+                    "name",
+                    "config_project",
+                    "connected",
+                    "labels",
+                    "created_at",
+                ],
             )?;
             printed(&list, text)
+        }
+        AgentCommand::Label { name, changes } => rollouts::label(client, &name, &changes).await,
+        AgentCommand::Pin {
+            name,
+            project,
+            commit,
+        } => rollouts::pin(client, &name, &project, &commit).await,
+        AgentCommand::Unpin { name, project } => rollouts::unpin(client, &name, &project).await,
+        AgentCommand::Wait {
+            name,
+            project,
+            commit,
+            timeout,
+        } => {
+            let path = format!("/api/v1/agents/{}/wait", segment(&name));
+            rollouts::wait(
+                client,
+                &path,
+                &[("project", &project), ("commit", &commit)],
+                &timeout,
+            )
+            .await
         }
         AgentCommand::Show { name } => {
             let a: api::AgentView = client
@@ -669,6 +758,7 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
                     "config_path",
                     "connected",
                     "tunnels",
+                    "labels",
                 ],
             )?;
             text.push_str(&table(
@@ -854,6 +944,17 @@ fn cell(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Null => "-".into(),
+        // Labels: `env=prod,region=eu`.
+        serde_json::Value::Object(map) if map.values().all(|v| v.is_string()) => {
+            match map.is_empty() {
+                true => "-".into(),
+                false => map
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            }
+        }
         other => other.to_string(),
     }
 }

@@ -63,6 +63,11 @@ pub enum Change {
     /// Something the web UI shows (a session, a sync report) changed on
     /// a replica: pages open on the others fetch themselves again.
     UiChanged,
+    /// A project's rollout, an agent's pin or labels changed: every
+    /// replica reads the rollouts again, and its followers decide again.
+    FleetChanged {
+        project: String,
+    },
 }
 
 /// A change as it travels between kas processes.
@@ -87,6 +92,8 @@ pub struct Changes {
     router: Option<Arc<Router>>,
     feed: Option<Arc<dyn ChangeFeed>>,
     repos: Option<Arc<Repos>>,
+    /// Wakes this replica's view of the rollouts.
+    fleet: Option<tokio::sync::mpsc::Sender<()>>,
     origin: u64,
     /// Whether [`Self::follow`] is subscribed to the feed now, for
     /// readiness: a replica that does not hear revocations must not serve.
@@ -117,6 +124,7 @@ impl Changes {
             router: None,
             feed: None,
             repos: None,
+            fleet: None,
             origin: rand::random(),
             following: Arc::default(),
         }
@@ -136,6 +144,12 @@ impl Changes {
     /// Tells `repos` of the heads other replicas find.
     pub fn with_repos(mut self, repos: Arc<Repos>) -> Self {
         self.repos = Some(repos);
+        self
+    }
+
+    /// Wakes this replica's view of the rollouts on a fleet change.
+    pub fn with_fleet(mut self, fleet: tokio::sync::mpsc::Sender<()>) -> Self {
+        self.fleet = Some(fleet);
         self
     }
 
@@ -264,6 +278,14 @@ impl Changes {
                 self.elsewhere.send_modify(|n| *n = n.wrapping_add(1));
                 return;
             }
+            Change::FleetChanged { .. } => {
+                if let Some(fleet) = &self.fleet {
+                    // One wake-up is as good as many.
+                    let _ = fleet.try_send(());
+                }
+                self.elsewhere.send_modify(|n| *n = n.wrapping_add(1));
+                return;
+            }
             Change::TunnelsUp { agent } => {
                 if let Some(router) = &self.router {
                     router.tunnel_up(agent);
@@ -325,7 +347,10 @@ impl Changes {
                 self.sessions.grants_changed();
                 (0, 0)
             }
-            Change::TunnelsUp { .. } | Change::NewHead { .. } | Change::UiChanged => (0, 0),
+            Change::TunnelsUp { .. }
+            | Change::NewHead { .. }
+            | Change::UiChanged
+            | Change::FleetChanged { .. } => (0, 0),
         };
         // Every change can narrow what a remembered credential may do.
         self.proxy.forget_admissions();

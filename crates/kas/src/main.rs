@@ -54,6 +54,10 @@ enum Command {
     /// Credentials kas scans image registries with.
     #[command(subcommand)]
     Registry(cli::RegistryCommand),
+    /// Fleet rollouts: each project's waves, their control, and waiting
+    /// for a commit from CI.
+    #[command(subcommand)]
+    Rollout(cli::RolloutCommand),
     /// Work with agent config files locally (no server needed).
     #[command(subcommand)]
     Config(cli::ConfigCommand),
@@ -115,10 +119,11 @@ async fn main() -> anyhow::Result<()> {
             Err(e) => Err(e),
         },
         Command::Project(c) => cli::run(&cli.connection, cli::Command::Project(c)).await,
-        Command::Agent(c) => cli::run(&cli.connection, cli::Command::Agent(c)).await,
+        Command::Agent(c) => waited(cli::run(&cli.connection, cli::Command::Agent(c)).await),
         Command::Token(c) => cli::run(&cli.connection, cli::Command::Token(c)).await,
         Command::Image(c) => cli::run(&cli.connection, cli::Command::Image(c)).await,
         Command::Registry(c) => cli::run(&cli.connection, cli::Command::Registry(c)).await,
+        Command::Rollout(c) => waited(cli::run(&cli.connection, cli::Command::Rollout(c)).await),
         Command::User(c) => cli::run(&cli.connection, cli::Command::User(c)).await,
         Command::Kubeconfig(a) => cli::run(&cli.connection, cli::Command::Kubeconfig(a)).await,
         Command::Notifications(c) => {
@@ -138,6 +143,18 @@ async fn main() -> anyhow::Result<()> {
             let ok = cli::check::run(&files, output, &mut std::io::stdout().lock())?;
             std::process::exit(if ok { 0 } else { 1 });
         }
+    }
+}
+
+/// A wait that ended otherwise than done exits with its own code, for CI.
+fn waited(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    match result {
+        Err(e) if e.downcast_ref::<cli::WaitEnded>().is_some() => {
+            let code = e.downcast_ref::<cli::WaitEnded>().map_or(1, |w| w.code);
+            eprintln!("{e}");
+            std::process::exit(code);
+        }
+        other => other,
     }
 }
 

@@ -88,6 +88,7 @@ impl Api {
                 },
             )),
             registry_hook_secret: None,
+            fleet: tether_rollouts::Fleet::new(store.clone()),
         });
         Api {
             router,
@@ -405,7 +406,9 @@ async fn the_openapi_document_matches_the_routes() {
         let path = template
             .replace("{id}", "1")
             .replace("{token_id}", "1")
-            .replace("{name}", "no-such-agent");
+            .replace("{name}", "no-such-agent")
+            .replace("{project}", "team%2Fnone")
+            .replace("{action}", "pause");
         let documented: Vec<String> = item
             .as_object()
             .expect("path item")

@@ -33,6 +33,7 @@ fn agent_view(a: Agent, state: &ApiState, stored: Option<ConfigStatus>) -> Agent
         name: a.name,
         config_project: a.config_project,
         created_at: to_rfc3339(a.created_at),
+        labels: a.labels,
     }
 }
 
@@ -45,7 +46,11 @@ pub async fn create(
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
     let project = tether_agent_config::ProjectId::new(&body.config_project)
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
-    let agent = state.store.create_agent(&name, &project, now()).await?;
+    check_labels(&body.labels)?;
+    let mut agent = state.store.create_agent(&name, &project, now()).await?;
+    if !body.labels.is_empty() {
+        agent = state.store.set_agent_labels(&name, body.labels).await?;
+    }
     tracing::info!(agent = %agent.name, project = %agent.config_project, "agent created");
     Ok((StatusCode::CREATED, Json(agent_view(agent, &state, None))))
 }
@@ -146,4 +151,50 @@ fn views(records: Vec<tether_store::SyncRecord>) -> Vec<tether_channel::SyncView
         .into_iter()
         .filter_map(|r| serde_json::from_str(&r.report).ok())
         .collect()
+}
+
+/// Labels as Kubernetes takes them, and no more than an agent may carry.
+fn check_labels(labels: &std::collections::BTreeMap<String, String>) -> Result<(), ApiError> {
+    use tether_agent_config::labels;
+    if labels.len() > labels::MAX_LABELS {
+        return Err(ApiError::Invalid(format!(
+            "an agent carries at most {} labels",
+            labels::MAX_LABELS
+        )));
+    }
+    for (key, value) in labels {
+        labels::check_key(key).map_err(|e| ApiError::Invalid(e.to_string()))?;
+        labels::check_value(value).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// `PATCH /api/v1/agents/{name}/labels`: sets and removes labels at once;
+/// rollouts starting from now select by them, on every replica.
+pub async fn label(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Json(body): Json<tether_api::LabelChanges>,
+) -> Result<Json<AgentView>, ApiError> {
+    let agent = state
+        .store
+        .get_agent(&name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("agent {name} not found")))?;
+    let mut labels = agent.labels;
+    for key in &body.remove {
+        labels.remove(key);
+    }
+    labels.extend(body.set);
+    check_labels(&labels)?;
+    let agent = state.store.set_agent_labels(&name, labels).await?;
+    tracing::info!(agent = %name, labels = ?agent.labels, "agent labels changed");
+    state
+        .changes
+        .apply(Change::FleetChanged {
+            project: String::new(),
+        })
+        .await;
+    let stored = stored_statuses(&state).await?.remove(&name);
+    Ok(Json(agent_view(agent, &state, stored)))
 }

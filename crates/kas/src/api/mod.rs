@@ -12,6 +12,7 @@ mod images;
 mod notifications;
 pub mod plan;
 pub(crate) mod projects;
+mod rollouts;
 mod statuses;
 pub(crate) mod tokens;
 
@@ -23,7 +24,7 @@ use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use tether_credentials::{Token, TokenKind};
 use tether_store::Store;
 
@@ -79,6 +80,8 @@ pub struct ApiState {
     pub images: Arc<tether_images::service::Service>,
     /// What registries authenticate their push notifications with.
     pub registry_hook_secret: Option<Arc<str>>,
+    /// Fleet rollouts and pins, as this replica knows them.
+    pub fleet: Arc<tether_rollouts::Fleet>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -179,7 +182,26 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/projects/{id}/push-credentials",
             put(images::set_push).delete(images::delete_push),
         )
+        .route("/api/v1/agents/{name}/labels", patch(agents::label))
+        .route("/api/v1/rollouts", get(rollouts::list))
+        .route("/api/v1/projects/{id}/rollout", get(rollouts::show))
+        .route(
+            "/api/v1/projects/{id}/rollout/{action}",
+            post(rollouts::control),
+        )
+        .route("/api/v1/pins", get(rollouts::pins))
+        .route(
+            "/api/v1/agents/{name}/pins/{project}",
+            put(rollouts::pin).delete(rollouts::unpin),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), require_admin))
+        // The admin token, or a project access token of the project: CI
+        // jobs wait for their own commit.
+        .route(
+            "/api/v1/projects/{id}/rollout/wait",
+            get(rollouts::wait_rollout),
+        )
+        .route("/api/v1/agents/{name}/wait", get(rollouts::wait_agent))
         // Signed by the git host with the project's webhook secret, not
         // the admin token.
         .route(

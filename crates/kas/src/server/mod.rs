@@ -96,6 +96,11 @@ impl Server {
             store.clone(),
         )
         .with_repos(repos.clone());
+        // Every replica's view of the rollouts, woken when one changes.
+        let fleet = tether_rollouts::Fleet::new(store.clone());
+        let (fleet_changed, fleet_told) = tokio::sync::mpsc::channel(1);
+        changes = changes.with_fleet(fleet_changed);
+        drain.spawn(fleet.clone().follow(fleet_told, drain.signal()));
         if let Some(router) = &router {
             changes = changes.with_router(router.clone());
         }
@@ -125,6 +130,17 @@ impl Server {
             &data,
             &drain,
         )?;
+        parts::rollouts(
+            &fleet,
+            &store,
+            &repos,
+            &channel,
+            &notifier,
+            &statuses,
+            &changes,
+            router.as_ref(),
+            &drain,
+        );
         let sessions = data::ui_sessions(&settings, data.path())?;
         let state = api::ApiState {
             store: store.clone(),
@@ -151,6 +167,7 @@ impl Server {
             webhook_sources: Arc::new(tether_webhooks::Limiter::per_source()),
             images,
             registry_hook_secret,
+            fleet: fleet.clone(),
         };
         drop(admin_token);
         let ui = crate::ui::UiState {
@@ -166,7 +183,8 @@ impl Server {
         let agents = AgentChannelService::new(store, channel, repos, drain.clone())
             .with_renderer(rendering.renderer.map_err(tether_channel::NoRenderer::from))
             .with_statuses(statuses)
-            .with_notifier(notifier);
+            .with_notifier(notifier)
+            .with_fleet(fleet);
 
         let listeners = serve::Listeners {
             identity,

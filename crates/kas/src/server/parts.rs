@@ -434,3 +434,135 @@ async fn announce<T>(
         changes.apply(change(next)).await;
     }
 }
+
+/// Fleet rollouts: the driver (one replica at a time, by lease) and what
+/// rollouts tell, to the notifications of the agents they reach and the
+/// commit status `tether/rollout`.
+#[allow(clippy::too_many_arguments)]
+pub fn rollouts(
+    fleet: &Arc<tether_rollouts::Fleet>,
+    store: &Arc<dyn Store>,
+    repos: &Arc<Repos>,
+    channel: &ChannelState,
+    notifier: &tether_notify::notifications::Notifier,
+    statuses: &tether_notify::statuses::Statuses,
+    changes: &Changes,
+    router: Option<&Arc<Router>>,
+    drain: &Drain,
+) {
+    let heads = Arc::new(tether_channel::followed::Followed::new(
+        store.clone(),
+        repos.clone(),
+    ));
+    let mut driver = tether_rollouts::driver::Driver::new(store.clone(), fleet.clone(), heads);
+    if let Some(router) = router {
+        driver = driver.with_peers(router.replicas().clone(), router.me().clone());
+    }
+    let (tell, mut told_changes) = tokio::sync::mpsc::channel::<String>(256);
+    let mut driver = driver.with_publish(Arc::new(move |project| {
+        // Dropped when full: the others reload every few seconds anyway.
+        let _ = tell.try_send(project);
+    }));
+    let told = driver.telling();
+    let others = changes.clone();
+    let mut stop = drain.signal();
+    drain.spawn(async move {
+        loop {
+            let project = tokio::select! {
+                p = told_changes.recv() => match p { Some(p) => p, None => return },
+                _ = stop.signalled() => return,
+            };
+            others.tell_others(Change::FleetChanged { project }).await;
+        }
+    });
+    drain.spawn(tell_rollout_events(
+        told,
+        store.clone(),
+        channel.configs.clone(),
+        notifier.clone(),
+        statuses.clone(),
+        drain.signal(),
+    ));
+    drain.spawn(driver.run(drain.signal()));
+}
+
+/// A rollout's events as the commit status `tether/rollout` and as
+/// notifications: once to each destination the rollout's agents name,
+/// and once to kas's own.
+async fn tell_rollout_events(
+    mut told: tokio::sync::mpsc::Receiver<tether_rollouts::driver::Told>,
+    store: Arc<dyn Store>,
+    configs: Arc<tether_channel::configs::AgentConfigs>,
+    notifier: tether_notify::notifications::Notifier,
+    statuses: tether_notify::statuses::Statuses,
+    mut signal: Shutdown,
+) {
+    use tether_agent_config::NotificationEvent;
+    use tether_notify::notifications::{AgentDestinations, Notice};
+    use tether_notify::statuses::{State, StatusEvent};
+    use tether_rollouts::advance::Event;
+    loop {
+        let told = tokio::select! {
+            told = told.recv() => match told { Some(told) => told, None => return },
+            _ = signal.signalled() => return,
+        };
+        let (event, state, message) = match &told.event {
+            Event::Started => (
+                NotificationEvent::RolloutStarted,
+                State::Pending,
+                told.summary.clone(),
+            ),
+            Event::WavePassed { wave } => (
+                NotificationEvent::WavePassed,
+                State::Pending,
+                format!("wave {wave} passed · {}", told.summary),
+            ),
+            Event::Halted { failure } => (
+                NotificationEvent::RolloutHalted,
+                State::Failure,
+                format!("halted: {failure}"),
+            ),
+            Event::RolledBack { why } => (
+                NotificationEvent::RolloutRolledBack,
+                State::Failure,
+                format!("rolled back: {why}"),
+            ),
+            Event::Completed => (
+                NotificationEvent::RolloutCompleted,
+                State::Success,
+                told.summary.clone(),
+            ),
+        };
+        statuses.report(StatusEvent {
+            project: told.project.clone(),
+            commit: told.commit.clone(),
+            agent: "rollout".to_owned(),
+            state,
+            description: message.clone(),
+        });
+        let mut sent = std::collections::HashSet::new();
+        let mut first = true;
+        let agents = store.list_agents().await.unwrap_or_default();
+        for agent in agents.iter().filter(|a| told.agents.contains(&a.name)) {
+            let named = configs
+                .in_use(&agent.name)
+                .map(|c| c.notifications.clone())
+                .unwrap_or_default();
+            let (own, _) = AgentDestinations::of(&agent.name, &agent.config_project, &named);
+            let own = own.not_in(&mut sent);
+            let notice = Notice {
+                event,
+                agent: agent.name.clone(),
+                project: told.project.clone(),
+                commit: told.commit.clone(),
+                object: String::new(),
+                message: message.clone(),
+            };
+            match std::mem::take(&mut first) {
+                true => notifier.notify(&own, notice),
+                false if own.as_slice().is_empty() => {}
+                false => notifier.notify_own(&own, notice),
+            }
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! Fleet rollouts with real agentk processes on the test cluster: one
+//! canary and four prod agents, each in its own namespace, follow one
+//! manifest project whose `.tether/rollout.yaml` sends each commit to the
+//! canary first and to prod after the soak, two at a time. A good commit
+//! goes wave by wave; a commit that fails on the canary is rolled back
+//! there with prod never touched; pause, promote, resume, abort and pins
+//! do what they say; `kas rollout wait` and `kas agent wait` exit with
+//! their codes.
+
+use tether_e2e as support;
+
+use std::time::Duration;
+
+use support::{Proc, Setup, commit, new_repo, wait};
+
+const AGENTS: [(&str, &str); 5] = [
+    ("canary", "canary"),
+    ("prod-1", "prod"),
+    ("prod-2", "prod"),
+    ("prod-3", "prod"),
+    ("prod-4", "prod"),
+];
+
+fn rollout_file(soak: &str) -> String {
+    format!(
+        "waves:\n  - name: canary\n    agents: {{match_labels: {{env: canary}}}}\n    soak: {soak}\n  - name: prod\n    agents: {{match_labels: {{env: prod}}}}\n    max_parallel: 2\non_failure: rollback\nagent_timeout: 60s\n"
+    )
+}
+
+fn config_map(version: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web}}\ndata: {{version: \"{version}\"}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_goes_wave_by_wave_fails_back_on_the_canary_and_obeys_its_operators() {
+    let cluster = tether_testenv::shared();
+    let mut namespaces = Vec::new();
+    for (name, _) in AGENTS {
+        let ns = cluster
+            .namespace(&format!("e2e-rollout-{name}"))
+            .await
+            .expect("namespace");
+        namespaces.push(ns.name().to_owned());
+    }
+    tokio::task::spawn_blocking(move || run(&namespaces))
+        .await
+        .expect("test body");
+}
+
+/// The `version` of ConfigMap `web` in `ns`, if there is one.
+fn version_in(ns: &str) -> Option<String> {
+    let cm = support::kubectl_get(&["configmap", "web", "-n", ns])?;
+    cm["data"]["version"].as_str().map(str::to_owned)
+}
+
+fn versions(namespaces: &[String]) -> Vec<Option<String>> {
+    namespaces.iter().map(|ns| version_in(ns)).collect()
+}
+
+fn rollout(setup: &Setup) -> serde_json::Value {
+    let text = setup
+        .cli(&["rollout", "show", "team/apps", "-o", "json"])
+        .expect("rollout shown");
+    serde_json::from_str(&text).expect("JSON")
+}
+
+fn run(namespaces: &[String]) {
+    let setup = Setup::start_with(&["--poll-interval", "1s"]);
+    let config = setup.dir.path().join("config");
+    new_repo(&config);
+    let files: Vec<(String, String)> = AGENTS
+        .iter()
+        .zip(namespaces)
+        .map(|((name, _), ns)| {
+            (
+                format!(".gitlab/agents/{name}/config.yaml"),
+                format!(
+                    "gitops:\n  manifest_projects:\n  - id: team/apps\n    default_namespace: {ns}\n    paths: [{{glob: 'manifests/*.yaml'}}]\n"
+                ),
+            )
+        })
+        .collect();
+    commit(
+        &config,
+        &files
+            .iter()
+            .map(|(p, c)| (p.as_str(), Some(c.as_str())))
+            .collect::<Vec<_>>(),
+    );
+    let apps = setup.dir.path().join("apps");
+    new_repo(&apps);
+    let rollout_yaml = rollout_file("3s");
+    let first = commit(
+        &apps,
+        &[
+            (".tether/rollout.yaml", Some(rollout_yaml.as_str())),
+            ("manifests/web.yaml", Some(config_map("1").as_str())),
+        ],
+    );
+    setup
+        .cli(&[
+            "project",
+            "add",
+            "team/config",
+            "--url",
+            config.to_str().expect("utf-8"),
+        ])
+        .expect("project");
+    setup
+        .cli(&[
+            "project",
+            "add",
+            "team/apps",
+            "--url",
+            apps.to_str().expect("utf-8"),
+        ])
+        .expect("project");
+    let mut agents: Vec<Proc> = Vec::new();
+    for ((name, env), ns) in AGENTS.iter().zip(namespaces) {
+        setup
+            .cli(&[
+                "agent",
+                "create",
+                name,
+                "--project",
+                "team/config",
+                "--label",
+                &format!("env={env}"),
+            ])
+            .expect("agent");
+        let created = setup
+            .cli(&["token", "create", name, "--name", "first"])
+            .expect("token");
+        let token = created
+            .lines()
+            .last()
+            .expect("token line")
+            .trim()
+            .to_owned();
+        let probes = support::free_port();
+        let cmd = support::agentk_command(&support::AgentkSpec {
+            token: &token,
+            token_file: &setup.dir.path().join(format!("token-{name}")),
+            address: &setup.agent_addr,
+            ca: &setup.dir.path().join("kas/agent-ca.crt"),
+            probes,
+            namespace: ns,
+            pod: &format!("agentk-{name}"),
+        });
+        agents.push(Proc::spawn(
+            cmd,
+            setup.dir.path().join(format!("agentk-{name}.log")),
+        ));
+    }
+    let listed = setup.cli(&["agent", "list"]).expect("agents listed");
+    assert!(
+        listed.contains("env=canary") && listed.contains("env=prod"),
+        "{listed}"
+    );
+
+    // The first commit reaches everyone (at first sight, or through the
+    // waves once the agents are known).
+    wait(
+        "every agent on the first commit",
+        Duration::from_secs(120),
+        || {
+            versions(namespaces)
+                .iter()
+                .all(|v| v.as_deref() == Some("1"))
+        },
+    );
+    wait("the first rollout to end", Duration::from_secs(60), || {
+        let r = rollout(&setup);
+        r["commit"] == first.as_str() && r["phase"] == "completed"
+            || setup.cli(&["rollout", "show", "team/apps"]).is_none()
+    });
+
+    // A good commit: the canary first, prod after its soak, two at once.
+    let second = commit(
+        &apps,
+        &[("manifests/web.yaml", Some(config_map("2").as_str()))],
+    );
+    wait(
+        "the canary on the second commit",
+        Duration::from_secs(60),
+        || version_in(&namespaces[0]).as_deref() == Some("2"),
+    );
+    assert!(
+        versions(&namespaces[1..])
+            .iter()
+            .all(|v| v.as_deref() == Some("1")),
+        "prod waits for the canary's soak: {:?}",
+        versions(namespaces)
+    );
+    let mut most_updating = 0;
+    wait(
+        "prod on the second commit",
+        Duration::from_secs(120),
+        || {
+            let r = rollout(&setup);
+            let updating = r["agents"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|a| a["phase"] == "updating" && a["wave"] == "prod")
+                        .count()
+                })
+                .unwrap_or_default();
+            most_updating = most_updating.max(updating);
+            r["phase"] == "completed" && r["commit"] == second.as_str()
+        },
+    );
+    assert!(
+        most_updating <= 2,
+        "at most two prod agents at once: saw {most_updating}"
+    );
+    assert_eq!(
+        versions(namespaces),
+        vec![Some("2".to_owned()); 5],
+        "every agent on the second commit"
+    );
+    let waited = setup.cli_output(&[
+        "rollout",
+        "wait",
+        "team/apps",
+        "--commit",
+        &second,
+        "--timeout",
+        "30s",
+    ]);
+    assert_eq!(waited.status.code(), Some(0), "{waited:?}");
+    let waited = setup.cli_output(&[
+        "agent",
+        "wait",
+        "prod-3",
+        "--project",
+        "team/apps",
+        "--commit",
+        &second,
+        "--timeout",
+        "30s",
+    ]);
+    assert_eq!(waited.status.code(), Some(0), "{waited:?}");
+
+    // A commit that fails its sync on the canary: rolled back there,
+    // prod never given it.
+    let third = commit(
+        &apps,
+        &[
+            ("manifests/web.yaml", Some(config_map("3").as_str())),
+            (
+                "manifests/broken.yaml",
+                Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Not_A_Name}\n"),
+            ),
+        ],
+    );
+    let waited = setup.cli_output(&[
+        "rollout",
+        "wait",
+        "team/apps",
+        "--commit",
+        &third,
+        "--timeout",
+        "90s",
+    ]);
+    assert_eq!(
+        waited.status.code(),
+        Some(3),
+        "rolled back: {}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&waited.stderr).contains("canary"),
+        "{waited:?}"
+    );
+    let r = rollout(&setup);
+    assert_eq!(r["phase"], "rolled_back", "{r}");
+    assert_eq!(r["failure"]["agent"], "canary", "{r}");
+    wait(
+        "the canary back on the second commit",
+        Duration::from_secs(60),
+        || {
+            setup
+                .sync_of_agent("canary", &second)
+                .is_some_and(|s| s["state"] == "synced")
+                && version_in(&namespaces[0]).as_deref() == Some("2")
+        },
+    );
+    assert_eq!(
+        versions(namespaces),
+        vec![Some("2".to_owned()); 5],
+        "prod never left it"
+    );
+    let prod_syncs = setup
+        .cli(&["agent", "gitops", "prod-1", "-o", "json"])
+        .expect("syncs");
+    assert!(
+        !prod_syncs.contains(&third),
+        "prod never saw the failed commit: {prod_syncs}"
+    );
+    let waited = setup.cli_output(&[
+        "agent",
+        "wait",
+        "prod-1",
+        "--project",
+        "team/apps",
+        "--commit",
+        &third,
+        "--timeout",
+        "10s",
+    ]);
+    assert_eq!(waited.status.code(), Some(3), "{waited:?}");
+
+    // Pin one prod agent to the first commit: it goes back there, and
+    // the next rollout skips it.
+    setup
+        .cli(&[
+            "agent",
+            "pin",
+            "prod-4",
+            "--project",
+            "team/apps",
+            "--commit",
+            &first,
+        ])
+        .expect("pinned");
+    wait("prod-4 on its pin", Duration::from_secs(60), || {
+        version_in(&namespaces[4]).as_deref() == Some("1")
+    });
+
+    // A good commit with a long soak: paused, promoted, resumed, aborted.
+    let slow = rollout_file("10m");
+    let fourth = commit(
+        &apps,
+        &[
+            ("manifests/web.yaml", Some(config_map("4").as_str())),
+            ("manifests/broken.yaml", None),
+            (".tether/rollout.yaml", Some(slow.as_str())),
+        ],
+    );
+    wait(
+        "the canary soaking the fourth commit",
+        Duration::from_secs(60),
+        || {
+            let r = rollout(&setup);
+            r["commit"] == fourth.as_str() && r["waves"][0]["phase"] == "soaking"
+        },
+    );
+    assert_eq!(version_in(&namespaces[0]).as_deref(), Some("4"));
+    let r = rollout(&setup);
+    let pinned = r["agents"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["name"] == "prod-4"))
+        .cloned()
+        .expect("prod-4 listed");
+    assert_eq!(pinned["phase"], "pinned", "{pinned}");
+    setup
+        .cli(&["rollout", "pause", "team/apps"])
+        .expect("paused");
+    setup
+        .cli(&["rollout", "promote", "team/apps"])
+        .expect("promoted");
+    std::thread::sleep(Duration::from_secs(3));
+    let r = rollout(&setup);
+    assert_eq!(r["paused"], true, "{r}");
+    assert_eq!(
+        r["waves"][0]["phase"], "soaking",
+        "paused: the promotion waits"
+    );
+    assert!(
+        versions(&namespaces[1..4])
+            .iter()
+            .all(|v| v.as_deref() == Some("2"))
+    );
+    setup
+        .cli(&["rollout", "resume", "team/apps"])
+        .expect("resumed");
+    wait(
+        "prod agents given the fourth commit",
+        Duration::from_secs(60),
+        || {
+            versions(&namespaces[1..4])
+                .iter()
+                .any(|v| v.as_deref() == Some("4"))
+        },
+    );
+    setup
+        .cli(&["rollout", "abort", "team/apps"])
+        .expect("aborted");
+    wait(
+        "every agent the rollout reached back on the second commit",
+        Duration::from_secs(90),
+        || {
+            versions(&namespaces[..4])
+                .iter()
+                .all(|v| v.as_deref() == Some("2"))
+        },
+    );
+    assert_eq!(
+        version_in(&namespaces[4]).as_deref(),
+        Some("1"),
+        "the pin held"
+    );
+    let r = rollout(&setup);
+    assert_eq!(r["phase"], "rolled_back", "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("aborted"),
+        "{r}"
+    );
+
+    // Unpinned, prod-4 follows the project again: the commit it was last
+    // given by a rollout.
+    setup
+        .cli(&["agent", "unpin", "prod-4", "--project", "team/apps"])
+        .expect("unpinned");
+    wait(
+        "prod-4 back on the second commit",
+        Duration::from_secs(60),
+        || version_in(&namespaces[4]).as_deref() == Some("2"),
+    );
+    let waited = setup.cli_output(&[
+        "rollout",
+        "wait",
+        "team/apps",
+        "--commit",
+        &"0".repeat(40),
+        "--timeout",
+        "2s",
+    ]);
+    assert_eq!(waited.status.code(), Some(4), "timed out: {waited:?}");
+    drop(agents);
+}
