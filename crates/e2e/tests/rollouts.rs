@@ -11,6 +11,7 @@ use tether_e2e as support;
 
 use std::time::Duration;
 
+use support::receiver::Receiver;
 use support::{Proc, Setup, commit, new_repo, wait};
 
 const AGENTS: [(&str, &str); 5] = [
@@ -68,6 +69,9 @@ fn rollout(setup: &Setup) -> serde_json::Value {
 
 fn run(namespaces: &[String]) {
     let setup = Setup::start_with(&["--poll-interval", "1s"]);
+    let statuses = Receiver::start();
+    let notices = Receiver::start();
+    setup.set_notification_secret("team/audit", &notices.url, Some("0123456789abcdef"));
     let config = setup.dir.path().join("config");
     new_repo(&config);
     let files: Vec<(String, String)> = AGENTS
@@ -77,7 +81,7 @@ fn run(namespaces: &[String]) {
             (
                 format!(".gitlab/agents/{name}/config.yaml"),
                 format!(
-                    "gitops:\n  manifest_projects:\n  - id: team/apps\n    default_namespace: {ns}\n    paths: [{{glob: 'manifests/*.yaml'}}]\n"
+                    "gitops:\n  manifest_projects:\n  - id: team/apps\n    default_namespace: {ns}\n    paths: [{{glob: 'manifests/*.yaml'}}]\nnotifications:\n- provider: generic\n  url_secret: team/audit\n  events: [rollout_started, wave_passed, rollout_halted, rollout_rolled_back, rollout_completed]\n"
                 ),
             )
         })
@@ -117,6 +121,25 @@ fn run(namespaces: &[String]) {
             apps.to_str().expect("utf-8"),
         ])
         .expect("project");
+    // Every agent names the same destination: each event reaches it once.
+    let token_file = setup.dir.path().join("status-token");
+    std::fs::write(&token_file, "t0ken").expect("token file");
+    setup
+        .cli(&[
+            "project",
+            "statuses",
+            "set",
+            "team/apps",
+            "--provider",
+            "github",
+            "--api-url",
+            &statuses.url,
+            "--repository",
+            "team/apps",
+            "--token-file",
+            token_file.to_str().expect("utf-8"),
+        ])
+        .expect("status target");
     let mut agents: Vec<Proc> = Vec::new();
     for ((name, env), ns) in AGENTS.iter().zip(namespaces) {
         setup
@@ -243,6 +266,82 @@ fn run(namespaces: &[String]) {
         "30s",
     ]);
     assert_eq!(waited.status.code(), Some(0), "{waited:?}");
+    // A CI job waits with its project's token, not the admin's.
+    let ci =
+        support::last_line(setup.cli(&["project", "token", "create", "team/apps", "--name", "ci"]));
+    let wait_as = |token: &str, timeout: &str| {
+        std::process::Command::new(support::kas_binary())
+            .args([
+                "rollout",
+                "wait",
+                "team/apps",
+                "--commit",
+                &second,
+                "--timeout",
+                timeout,
+            ])
+            .args(["--server", &setup.api])
+            .env("KAS_PROJECT_TOKEN", token)
+            .env_remove("KAS_ADMIN_TOKEN")
+            .output()
+            .expect("CLI runs")
+    };
+    let waited = wait_as(&ci, "30s");
+    assert_eq!(waited.status.code(), Some(0), "{waited:?}");
+    setup
+        .cli(&["project", "add", "team/other", "--url", "/srv/git/none"])
+        .expect("project");
+    let other = support::last_line(setup.cli(&[
+        "project",
+        "token",
+        "create",
+        "team/other",
+        "--name",
+        "ci",
+    ]));
+    let refused = wait_as(&other, "5s");
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "another project's token: {refused:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "{refused:?}"
+    );
+    wait(
+        "the rollout's commit status and notices",
+        Duration::from_secs(30),
+        || {
+            let posted = statuses.requests().iter().any(|r| {
+                r.target.contains(&second)
+                    && r.json()["context"] == "tether/rollout"
+                    && r.json()["state"] == "success"
+            });
+            let told: Vec<String> = notices
+                .requests()
+                .iter()
+                .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+                .filter(|body| body.contains(&second[..12]))
+                .collect();
+            posted
+                && ["rollout started", "wave passed", "rollout completed"]
+                    .iter()
+                    .all(|e| told.iter().any(|t| t.contains(e)))
+        },
+    );
+    let completed = notices
+        .requests()
+        .iter()
+        .filter(|r| {
+            let body = String::from_utf8_lossy(&r.body);
+            body.contains("rollout completed") && body.contains(&second[..12])
+        })
+        .count();
+    assert_eq!(
+        completed, 1,
+        "five agents name the destination; it hears once"
+    );
 
     // A commit that fails its sync on the canary: rolled back there,
     // prod never given it.
@@ -422,6 +521,33 @@ fn run(namespaces: &[String]) {
         "prod-4 back on the second commit",
         Duration::from_secs(60),
         || version_in(&namespaces[4]).as_deref() == Some("2"),
+    );
+    // A commit that changes no file an agent receives starts no rollout:
+    // every agent is given it at once.
+    let readme = commit(&apps, &[("README.md", Some("# apps\n"))]);
+    wait(
+        "the commit given to every agent",
+        Duration::from_secs(60),
+        || {
+            let r = rollout(&setup);
+            r["commit"] == readme.as_str() && r["phase"] == "unneeded"
+        },
+    );
+    let waited = setup.cli_output(&[
+        "rollout",
+        "wait",
+        "team/apps",
+        "--commit",
+        &readme,
+        "--timeout",
+        "10s",
+    ]);
+    assert_eq!(waited.status.code(), Some(0), "{waited:?}");
+    assert!(
+        statuses.requests().iter().any(|r| r.target.contains(&third)
+            && r.json()["context"] == "tether/rollout"
+            && r.json()["state"] == "failure"),
+        "the failed commit's status"
     );
     let waited = setup.cli_output(&[
         "rollout",
