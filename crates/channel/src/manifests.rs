@@ -303,20 +303,22 @@ async fn run(
     let mut last_error: Option<String> = None;
     let paths = spec.received_paths();
     // What the agent was last given: kas remembers it across reconnects
-    // and replicas; what the agent says it synced comes second.
-    let mut given = to
-        .fleet
-        .last_given(&spec.project, &to.agent)
-        .await
-        .or(sent.clone());
-    to.fleet
-        .record_given(
-            &spec.project,
-            &to.agent,
-            given.as_deref().unwrap_or_default(),
-            &paths,
-        )
-        .await;
+    // and replicas; what the agent says it synced comes second. A store
+    // that cannot answer is asked again: guessing would lose the commit
+    // a rollback gives back.
+    let remembered = loop {
+        match to.fleet.last_given(&spec.project, &to.agent).await {
+            Ok(remembered) => break remembered,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the commit the agent was given; asking again");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        }
+    };
+    let mut given = remembered.clone().or(sent.clone());
+    // Followers of the project's own ref are counted among its agents
+    // (rollouts wait for them) from their first look on.
+    let mut counted = remembered.is_some();
     let mut held: Option<String> = None;
     loop {
         tokio::select! {
@@ -344,6 +346,17 @@ async fn run(
         };
         last_error = None;
         let at_head = head.commit.as_ref() == Some(&resolved);
+        if at_head && !counted {
+            to.fleet
+                .record_given(
+                    &spec.project,
+                    &to.agent,
+                    given.as_deref().unwrap_or_default(),
+                    &paths,
+                )
+                .await;
+            counted = true;
+        }
         let decision = to
             .fleet
             .decide(
@@ -383,7 +396,9 @@ async fn run(
         to.sent.record(&spec.project, &commit_text);
         // A pin is not what the rollout gave: unpinned, the agent goes
         // back to that.
-        let pinned = to.fleet.pin(&spec.project, &to.agent).is_some();
+        // Only a follower of the project's own ref is one of its
+        // rollout's agents.
+        let pinned = !at_head || to.fleet.pin(&spec.project, &to.agent).is_some();
         if sent.as_deref() == Some(commit_text.as_str()) {
             if !pinned && given.as_deref() != Some(commit_text.as_str()) {
                 to.fleet
@@ -394,25 +409,28 @@ async fn run(
             continue;
         }
         let remote_bases = repos.remote_bases_allowed(&spec.project).await;
-        let (messages, status) =
-            match collect(&spec, &source, &commit, &rendering, remote_bases).await {
-                Ok(files) => (
-                    chunks(&spec.project, &commit_text, files),
-                    (
-                        tether_notify::statuses::State::Pending,
-                        "sent to the agent".to_owned(),
-                    ),
+        let collected = collect(&spec, &source, &commit, &rendering, remote_bases).await;
+        // A commit whose files could not be sent is not what the agent
+        // runs: a rollback must not give it back.
+        let delivered = collected.is_ok();
+        let (messages, status) = match collected {
+            Ok(files) => (
+                chunks(&spec.project, &commit_text, files),
+                (
+                    tether_notify::statuses::State::Pending,
+                    "sent to the agent".to_owned(),
                 ),
-                Err(e) => {
-                    tracing::warn!(commit = %commit_text, error = %e, "manifests not sent");
-                    let e = e.to_string();
-                    let first = e.lines().next().unwrap_or_default().to_owned();
-                    (
-                        vec![failure(&spec, &commit_text, &e)],
-                        (tether_notify::statuses::State::Failure, first),
-                    )
-                }
-            };
+            ),
+            Err(e) => {
+                tracing::warn!(commit = %commit_text, error = %e, "manifests not sent");
+                let e = e.to_string();
+                let first = e.lines().next().unwrap_or_default().to_owned();
+                (
+                    vec![failure(&spec, &commit_text, &e)],
+                    (tether_notify::statuses::State::Failure, first),
+                )
+            }
+        };
         let count = messages.len();
         for message in messages {
             if !send(&tx, message).await {
@@ -420,7 +438,7 @@ async fn run(
             }
         }
         tracing::info!(commit = %commit_text, messages = count, "manifests sent");
-        if !pinned && given.as_deref() != Some(commit_text.as_str()) {
+        if delivered && !pinned && given.as_deref() != Some(commit_text.as_str()) {
             to.fleet
                 .record_given(&spec.project, &to.agent, &commit_text, &paths)
                 .await;

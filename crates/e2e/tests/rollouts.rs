@@ -343,6 +343,28 @@ fn run(namespaces: &[String]) {
         "five agents name the destination; it hears once"
     );
 
+    // A commit that changes no file an agent receives starts no rollout:
+    // every agent is given it at once.
+    let readme = commit(&apps, &[("README.md", Some("# apps\n"))]);
+    wait(
+        "the commit given to every agent",
+        Duration::from_secs(60),
+        || {
+            let r = rollout(&setup);
+            r["commit"] == readme.as_str() && r["phase"] == "unneeded"
+        },
+    );
+    let waited = setup.cli_output(&[
+        "rollout",
+        "wait",
+        "team/apps",
+        "--commit",
+        &readme,
+        "--timeout",
+        "10s",
+    ]);
+    assert_eq!(waited.status.code(), Some(0), "{waited:?}");
+
     // A commit that fails its sync on the canary: rolled back there,
     // prod never given it.
     let third = commit(
@@ -378,11 +400,11 @@ fn run(namespaces: &[String]) {
     assert_eq!(r["phase"], "rolled_back", "{r}");
     assert_eq!(r["failure"]["agent"], "canary", "{r}");
     wait(
-        "the canary back on the second commit",
+        "the canary back on the commit it had (the second's files)",
         Duration::from_secs(60),
         || {
             setup
-                .sync_of_agent("canary", &second)
+                .sync_of_agent("canary", &readme)
                 .is_some_and(|s| s["state"] == "synced")
                 && version_in(&namespaces[0]).as_deref() == Some("2")
         },
@@ -522,27 +544,6 @@ fn run(namespaces: &[String]) {
         Duration::from_secs(60),
         || version_in(&namespaces[4]).as_deref() == Some("2"),
     );
-    // A commit that changes no file an agent receives starts no rollout:
-    // every agent is given it at once.
-    let readme = commit(&apps, &[("README.md", Some("# apps\n"))]);
-    wait(
-        "the commit given to every agent",
-        Duration::from_secs(60),
-        || {
-            let r = rollout(&setup);
-            r["commit"] == readme.as_str() && r["phase"] == "unneeded"
-        },
-    );
-    let waited = setup.cli_output(&[
-        "rollout",
-        "wait",
-        "team/apps",
-        "--commit",
-        &readme,
-        "--timeout",
-        "10s",
-    ]);
-    assert_eq!(waited.status.code(), Some(0), "{waited:?}");
     assert!(
         statuses.requests().iter().any(|r| r.target.contains(&third)
             && r.json()["context"] == "tether/rollout"

@@ -191,6 +191,8 @@ pub fn start(
         failure: None,
         message: String::new(),
         supersedes: Vec::new(),
+        base: None,
+        rev: 0,
     };
     let mut events = vec![Event::Started];
     events.extend(advance(&mut rollout, &BTreeMap::new(), now));
@@ -216,6 +218,8 @@ pub fn settled(project: &str, commit: &str, phase: Phase, message: String, now: 
         failure: None,
         message,
         supersedes: Vec::new(),
+        base: None,
+        rev: 0,
     }
 }
 

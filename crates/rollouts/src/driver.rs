@@ -31,6 +31,18 @@ const SURVEY: Duration = Duration::from_secs(1);
 const LEASE: &str = ":rollouts";
 /// Requests taken per tick at most.
 const MAX_REQUESTS: usize = 100;
+/// Why a new head was not looked at: tried again at the next survey.
+#[derive(Debug, thiserror::Error)]
+enum ConsiderError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Retry(String),
+}
+
+/// Distinct (commit, paths) pairs compared at most before a commit is
+/// taken to change what agents receive.
+const MAX_DIFF_GROUPS: usize = 16;
 /// Superseded commits a rollout remembers at most.
 const MAX_SUPERSEDED: usize = 20;
 /// Events waiting to be told at most; past it the newest are dropped.
@@ -55,6 +67,9 @@ pub struct Told {
     pub agents: Vec<String>,
     /// The rollout's state in a line, for a commit status.
     pub summary: String,
+    /// What failed a wave, when one did: told in full only to whom may
+    /// see that agent.
+    pub failure: Option<Failure>,
 }
 
 /// One replica's driver.
@@ -140,6 +155,7 @@ impl Driver {
             self.led = true;
             self.seen.clear();
         }
+        let started = tokio::time::Instant::now();
         let now = now_ms();
         let mut changed: BTreeMap<String, (Rollout, Vec<Event>)> = BTreeMap::new();
         self.take_requests(&mut changed, now).await;
@@ -172,6 +188,13 @@ impl Driver {
             if rollout_moved(&before, &rollout) || !events.is_empty() {
                 changed.insert(rollout.project.clone(), (rollout, events));
             }
+        }
+        // A long tick (reading big repositories) may have outlived the
+        // lease: write only while still holding it.
+        if started.elapsed() > Duration::from_secs(2) && !self.leads().await {
+            tracing::warn!("the rollouts' lease was lost during a look: nothing written");
+            self.led = false;
+            return;
         }
         for (_, (rollout, events)) in changed {
             self.write(rollout, events).await;
@@ -285,7 +308,7 @@ impl Driver {
                 Ok(None) => {}
                 // Tried again at the next survey.
                 Err(e) => {
-                    tracing::warn!(project = %project.id, error = %e, "cannot start the rollout");
+                    tracing::warn!(project = %project.id, error = %e, "cannot look at the new head yet");
                     continue;
                 }
             }
@@ -301,7 +324,7 @@ impl Driver {
         source: &Source,
         current: Option<&Rollout>,
         now: Millis,
-    ) -> Result<Option<(Rollout, Vec<Event>)>, StoreError> {
+    ) -> Result<Option<(Rollout, Vec<Event>)>, ConsiderError> {
         let head_text = head.to_string();
         let file = read_rollout_file(source, head).await;
         let text = match file {
@@ -321,9 +344,11 @@ impl Driver {
                     (r, Vec::new())
                 }));
             }
-            Err(why) => {
-                let rollout =
+            Err(FileProblem::Unreadable(why)) => return Err(ConsiderError::Retry(why)),
+            Err(FileProblem::Invalid(why)) => {
+                let mut rollout =
                     advance::settled(project, &head_text, Phase::Invalid, why.clone(), now);
+                rollout.base = base_of(current);
                 return Ok(Some((
                     rollout,
                     vec![Event::Halted {
@@ -341,8 +366,9 @@ impl Driver {
             Ok((spec, _warnings)) => spec,
             Err(e) => {
                 let why = format!("{ROLLOUT_PATH} is invalid: {e}");
-                let rollout =
+                let mut rollout =
                     advance::settled(project, &head_text, Phase::Invalid, why.clone(), now);
+                rollout.base = base_of(current);
                 return Ok(Some((
                     rollout,
                     vec![Event::Halted {
@@ -357,23 +383,16 @@ impl Driver {
             }
         };
         let candidates = self.candidates(project).await?;
-        // What the agents have: the previous rollout's commit, or the one
-        // most of them were given.
-        let previous = current
-            .map(|r| r.commit.clone())
-            .or_else(|| most_given(&candidates.1));
-        if let Some(previous) = previous.as_deref().and_then(CommitId::parse)
-            && previous != *head
-            && !changes_received_files(source, &previous, head, &candidates.1).await
-        {
+        // Unneeded only when no agent would receive anything other than
+        // what it has: each compared from its own commit, so a halted
+        // rollout's commit is never let through by a later one that
+        // changes nothing more.
+        if !candidates.1.is_empty() && !changes_received_files(source, head, &candidates.1).await {
             let mut rollout = advance::settled(
                 project,
                 &head_text,
                 Phase::Unneeded,
-                format!(
-                    "changes no file an agent receives since {}: given to every agent",
-                    advance::short(&previous.to_string())
-                ),
+                "changes no file any agent receives: given to every agent".to_owned(),
                 now,
             );
             rollout.started_at = now;
@@ -385,7 +404,8 @@ impl Driver {
         if let Some(r) = current.filter(|r| r.phase == Phase::Running) {
             tracing::info!(project, superseded = %r.commit, commit = %head_text, "rollout superseded by a newer commit");
         }
-        let (rollout, events) = advance::start(project, &head_text, spec, candidates.0, now);
+        let (mut rollout, events) = advance::start(project, &head_text, spec, candidates.0, now);
+        rollout.base = base_of(current).or_else(|| most_given(&candidates.1));
         tracing::info!(project, commit = %head_text, waves = rollout.waves.len(), agents = rollout.agents.len(), "rollout started");
         Ok(Some((rollout, events)))
     }
@@ -429,6 +449,25 @@ impl Driver {
         let Ok((candidates, _)) = self.candidates(&rollout.project).await else {
             return;
         };
+        // Agents deleted, or whose config no longer names the project,
+        // are not waited for.
+        let following: BTreeSet<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
+        let gone: Vec<String> = rollout
+            .agents
+            .iter()
+            .filter(|(name, a)| {
+                !following.contains(name.as_str())
+                    && matches!(a.phase, AgentPhase::Waiting | AgentPhase::Updating)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            tracing::info!(project = %rollout.project, agent = %name, "no longer follows the project: left out of the rollout");
+            rollout.agents.remove(&name);
+            for wave in &mut rollout.waves {
+                wave.agents.retain(|a| a != &name);
+            }
+        }
         for candidate in candidates {
             let known = rollout.agents.get(&candidate.name).cloned();
             match (known, &candidate.pinned) {
@@ -465,7 +504,11 @@ impl Driver {
             .collect())
     }
 
-    async fn write(&self, rollout: Rollout, events: Vec<Event>) {
+    async fn write(&self, mut rollout: Rollout, events: Vec<Event>) {
+        // One count per project across its rollouts: a new rollout's
+        // record must read as newer than the one it replaces.
+        let known = self.fleet.rollout(&rollout.project).map_or(0, |r| r.rev);
+        rollout.rev = rollout.rev.max(known) + 1;
         let value = match serde_json::to_string(&rollout) {
             Ok(value) => value,
             Err(e) => {
@@ -488,6 +531,7 @@ impl Driver {
         let summary = summary(&rollout);
         let agents: Vec<String> = rollout.agents.keys().cloned().collect();
         let commit = rollout.commit.clone();
+        let failure = rollout.failure.clone();
         self.fleet.put(rollout);
         if let Some(publish) = &self.publish {
             publish(project.clone());
@@ -502,6 +546,7 @@ impl Driver {
                         event,
                         agents: agents.clone(),
                         summary: summary.clone(),
+                        failure: failure.clone(),
                     })
                     .is_err()
             {
@@ -557,30 +602,32 @@ fn most_given(given: &[Given]) -> Option<String> {
         .map(|(c, _)| c.to_owned())
 }
 
-/// Whether any agent receives a file that differs between `from` and `to`
-/// (by its paths; the rollout file itself does not count). When in doubt
-/// (a read fails, an agent's paths are unknown), it does.
-async fn changes_received_files(
-    source: &Source,
-    from: &CommitId,
-    to: &CommitId,
-    given: &[Given],
-) -> bool {
-    let mut sets: BTreeSet<Vec<String>> = BTreeSet::new();
+/// Whether any agent would receive a file at `to` that differs from what
+/// it has (its given commit, by its paths; the rollout file itself does
+/// not count). When in doubt (a read fails, an agent has no commit or no
+/// paths known), it would.
+async fn changes_received_files(source: &Source, to: &CommitId, given: &[Given]) -> bool {
+    let mut groups: BTreeSet<(String, Vec<String>)> = BTreeSet::new();
     for g in given {
-        if g.paths.is_empty() {
+        if g.paths.is_empty() || g.commit.is_empty() {
             return true;
         }
         let mut paths = g.paths.clone();
         paths.sort();
         paths.dedup();
-        sets.insert(paths);
+        groups.insert((g.commit.clone(), paths));
     }
-    if sets.is_empty() {
+    if groups.len() > MAX_DIFF_GROUPS {
         return true;
     }
-    for globs in sets {
-        let (source, from, to) = (source.clone(), from.clone(), to.clone());
+    for (from, globs) in groups {
+        let Some(from) = CommitId::parse(&from) else {
+            return true;
+        };
+        if from == *to {
+            continue;
+        }
+        let (source, to) = (source.clone(), to.clone());
         let differs = tokio::task::spawn_blocking(move || {
             let limits = SelectLimits {
                 max_file_bytes: 5 << 20,
@@ -611,20 +658,47 @@ async fn changes_received_files(
     false
 }
 
-/// The rollout file at `commit`: `Ok(None)` when there is none, `Err`
-/// with why it cannot be used.
-async fn read_rollout_file(source: &Source, commit: &CommitId) -> Result<Option<String>, String> {
+/// The rollout file at `commit`: `Ok(None)` when there is none.
+async fn read_rollout_file(
+    source: &Source,
+    commit: &CommitId,
+) -> Result<Option<String>, FileProblem> {
     let (source, at) = (source.clone(), commit.clone());
     let read = tokio::task::spawn_blocking(move || {
         source.read_file(&at, ROLLOUT_PATH, MAX_ROLLOUT_BYTES as u64)
     })
     .await
-    .map_err(|e| format!("reading {ROLLOUT_PATH} was interrupted: {e}"))?;
+    .map_err(|e| FileProblem::Unreadable(format!("reading {ROLLOUT_PATH} was interrupted: {e}")))?;
     match read {
         Ok(None) => Ok(None),
         Ok(Some(file)) => String::from_utf8(file.bytes)
             .map(Some)
-            .map_err(|_| format!("{ROLLOUT_PATH} is not UTF-8")),
-        Err(e) => Err(format!("cannot read {ROLLOUT_PATH}: {e}")),
+            .map_err(|_| FileProblem::Invalid(format!("{ROLLOUT_PATH} is not UTF-8"))),
+        Err(e @ tether_git::GitError::TooLarge { .. }) => {
+            Err(FileProblem::Invalid(format!("{ROLLOUT_PATH}: {e}")))
+        }
+        Err(e) => Err(FileProblem::Unreadable(format!(
+            "cannot read {ROLLOUT_PATH}: {e}"
+        ))),
+    }
+}
+
+/// Why a rollout file could not be used.
+#[derive(Debug)]
+enum FileProblem {
+    /// The commit's file is wrong: the commit goes to no agent.
+    Invalid(String),
+    /// It could not be read now (the repository is being fetched): tried
+    /// again at the next look.
+    Unreadable(String),
+}
+
+/// The commit agents with nothing to keep are given while a rollout has
+/// not reached them: what the last completed rollout gave.
+fn base_of(current: Option<&Rollout>) -> Option<String> {
+    let current = current?;
+    match current.phase {
+        Phase::Completed | Phase::Unneeded => Some(current.commit.clone()),
+        _ => current.base.clone(),
     }
 }

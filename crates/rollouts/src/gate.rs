@@ -162,12 +162,13 @@ impl Fleet {
         let differs = {
             let mut known = self.lock();
             // A rollout this replica's driver wrote while the store was
-            // read is newer than what was read: keep it.
+            // read is newer than what was read: keep it (one gone from
+            // the store goes).
             for (project, mine) in &known.rollouts {
                 if fresh
                     .rollouts
                     .get(project)
-                    .is_none_or(|read| read.updated_at < mine.updated_at)
+                    .is_some_and(|read| read.rev < mine.rev)
                 {
                     fresh.rollouts.insert(project.clone(), mine.clone());
                 }
@@ -211,18 +212,20 @@ impl Fleet {
 
     /// The commit `agent` was last given of `project`, as the store
     /// remembers it across reconnects and replicas.
-    pub async fn last_given(&self, project: &str, agent: &str) -> Option<String> {
-        let store = self.store.as_ref()?;
-        match store.fleet_record(&keys::given(project, agent)).await {
-            Ok(record) => record
-                .and_then(|r| serde_json::from_str::<Given>(&r.value).ok())
-                .map(|g| g.commit)
-                .filter(|c| !c.is_empty()),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the commit the agent was given");
-                None
-            }
-        }
+    pub async fn last_given(
+        &self,
+        project: &str,
+        agent: &str,
+    ) -> Result<Option<String>, tether_store::StoreError> {
+        let Some(store) = self.store.as_ref() else {
+            return Ok(None);
+        };
+        Ok(store
+            .fleet_record(&keys::given(project, agent))
+            .await?
+            .and_then(|r| serde_json::from_str::<Given>(&r.value).ok())
+            .map(|g| g.commit)
+            .filter(|c| !c.is_empty()))
     }
 
     /// Remembers that `agent` was given `commit` of `project` (empty: it
@@ -232,6 +235,11 @@ impl Fleet {
         let Some(store) = &self.store else {
             return;
         };
+        // A config's project id is checked where it is read, but only
+        // warned about: a key must never take another project's prefix.
+        if tether_agent_config::ProjectId::new(project).is_err() {
+            return;
+        }
         let given = Given {
             commit: commit.to_owned(),
             paths: paths.to_vec(),
@@ -271,19 +279,27 @@ impl Fleet {
         if !at_head {
             return give(head_text, "follows its own ref");
         }
-        let keep = |why: &str| match has {
-            Some(commit) if !commit.is_empty() => give(commit.to_owned(), why),
+        let rollout = self.rollout(project);
+        let base = rollout.as_ref().and_then(|r| r.base.clone());
+        let keep = |why: &str| match (has, &base) {
+            (Some(commit), _) if !commit.is_empty() => give(commit.to_owned(), why),
+            (_, Some(base)) => give(
+                base.clone(),
+                &format!("{why}; it had no commit: the last rollout's"),
+            ),
             _ => Decision::Hold {
                 why: format!("{why}, and it was given no commit before"),
             },
         };
-        let rollout = self.rollout(project);
         if let Some(rollout) = rollout.as_ref().filter(|r| r.commit == head_text) {
             return match rollout.agents.get(agent) {
                 // Pinned when the rollout looked, not now: what a
                 // rollout gave it last.
                 Some(state) if state.phase == crate::state::AgentPhase::Pinned => {
-                    keep(&format!("rollout of {}: unpinned", short(&head_text)))
+                    match rollout.phase {
+                        Phase::Completed | Phase::Unneeded => give(head_text, "rollout done"),
+                        _ => keep(&format!("rollout of {}: unpinned", short(&head_text))),
+                    }
                 }
                 Some(state) => match &state.gets {
                     Some(commit) => give(
@@ -368,6 +384,37 @@ impl Fleet {
         }
     }
 
+    /// Forgets everything of `agent` (it was deleted): its given commits
+    /// and pins, so that an agent made again under its name starts afresh.
+    pub async fn forget_agent(&self, agent: &str) -> Result<(), tether_store::StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        for prefix in [keys::GIVEN, keys::PIN] {
+            for record in store.fleet_records(prefix).await? {
+                if keys::split(prefix, &record.key).is_some_and(|(_, a)| a == agent) {
+                    store.delete_fleet_record(&record.key).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets everything of `project` (it was deleted).
+    pub async fn forget_project(&self, project: &str) -> Result<(), tether_store::StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        store.delete_fleet_record(&keys::rollout(project)).await?;
+        for prefix in [keys::given_of(project), format!("{}{project} ", keys::PIN)] {
+            for record in store.fleet_records(&prefix).await? {
+                store.delete_fleet_record(&record.key).await?;
+            }
+        }
+        self.lock().rollouts.remove(project);
+        Ok(())
+    }
+
     fn bump(&self) {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -390,4 +437,136 @@ fn short(commit: &str) -> &str {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::advance::{self, Candidate};
+    use tether_agent_config::rollout::RolloutSpec;
+
+    /// A repository with a commit without a rollout file and one with.
+    fn repository(tmp: &tempfile::TempDir) -> (Source, CommitId, CommitId) {
+        let repo = tmp.path().join("apps");
+        tether_testenv::git::new_repo(&repo);
+        let plain = tether_testenv::git::commit(&repo, &[("manifests/a.yaml", Some("a: 1\n"))]);
+        let with = tether_testenv::git::commit(
+            &repo,
+            &[(ROLLOUT_PATH, Some("waves:\n- name: all\n  agents: {}\n"))],
+        );
+        let source = Source::new(repo.to_str().expect("utf-8"), &tmp.path().join("mirrors"));
+        let id = |c: &str| CommitId::parse(c).expect("a commit id");
+        (source, id(&plain), id(&with))
+    }
+
+    fn commit_of(decision: &Decision) -> Option<&str> {
+        match decision {
+            Decision::Give { commit, .. } => Some(commit),
+            Decision::Hold { .. } => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_rule_pin_then_own_ref_then_rollout_then_head() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (source, plain, with) = repository(&tmp);
+        let store: Arc<dyn Store> =
+            Arc::new(tether_store::SqliteStore::open_in_memory().expect("store"));
+        let fleet = Fleet::new(store);
+        let old = "a".repeat(40);
+        let decide = |head: &CommitId, at_head: bool, has: Option<&'static str>| {
+            let (fleet, source, head) = (fleet.clone(), source.clone(), head.clone());
+            async move {
+                fleet
+                    .decide("prod", "team/apps", &head, at_head, &source, has)
+                    .await
+            }
+        };
+        // No rollout file: the head, to everyone at once.
+        assert_eq!(
+            commit_of(&decide(&plain, true, None).await),
+            Some(plain.to_string().as_str())
+        );
+        // A rollout file, no rollout yet: keep what it has, or hold.
+        let has: &'static str = Box::leak(old.clone().into_boxed_str());
+        assert_eq!(commit_of(&decide(&with, true, Some(has)).await), Some(has));
+        assert_eq!(commit_of(&decide(&with, true, None).await), None);
+        // Another ref than the project's: that ref's commit.
+        assert_eq!(
+            commit_of(&decide(&with, false, Some(has)).await),
+            Some(with.to_string().as_str())
+        );
+
+        let spec: RolloutSpec =
+            tether_agent_config::rollout::parse("waves:\n- name: all\n  agents: {}\n")
+                .expect("valid")
+                .0;
+        let candidate = |name: &str| Candidate {
+            name: name.into(),
+            labels: Default::default(),
+            given: Some(old.clone()),
+            pinned: None,
+        };
+        let (mut rollout, _) = advance::start(
+            "team/apps",
+            &with.to_string(),
+            spec,
+            vec![candidate("prod"), candidate("other")],
+            0,
+        );
+        rollout.waves[0].parallel = 1;
+        rollout.agents.get_mut("other").expect("other").gets = None;
+        rollout.agents.get_mut("other").expect("other").phase = crate::state::AgentPhase::Waiting;
+        rollout.base = Some("b".repeat(40));
+        fleet.put(rollout.clone());
+        assert_eq!(
+            commit_of(&decide(&with, true, Some(has)).await),
+            Some(with.to_string().as_str()),
+            "admitted"
+        );
+        let other = fleet
+            .decide("other", "team/apps", &with, true, &source, None)
+            .await;
+        assert_eq!(
+            commit_of(&other),
+            Some("b".repeat(40).as_str()),
+            "nothing of its own: the base"
+        );
+        let newcomer = fleet
+            .decide("new", "team/apps", &with, true, &source, Some(has))
+            .await;
+        assert_eq!(
+            commit_of(&newcomer),
+            Some(has),
+            "not in the running rollout: keeps its commit"
+        );
+
+        // A pin wins over all.
+        fleet.lock().pins.insert(
+            ("team/apps".into(), "prod".into()),
+            Pin {
+                commit: "c".repeat(40),
+                at: 0,
+            },
+        );
+        assert_eq!(
+            commit_of(&decide(&with, true, Some(has)).await),
+            Some("c".repeat(40).as_str())
+        );
+        fleet.lock().pins.clear();
+
+        // Done: everyone not listed, and anyone pinned when it started,
+        // gets the head.
+        rollout.phase = Phase::Completed;
+        rollout.agents.get_mut("prod").expect("prod").phase = crate::state::AgentPhase::Pinned;
+        fleet.put(rollout);
+        assert_eq!(
+            commit_of(&decide(&with, true, Some(has)).await),
+            Some(with.to_string().as_str())
+        );
+        let newcomer = fleet
+            .decide("new", "team/apps", &with, true, &source, Some(has))
+            .await;
+        assert_eq!(commit_of(&newcomer), Some(with.to_string().as_str()));
+    }
 }

@@ -52,6 +52,14 @@ pub struct Rollout {
     /// for one of them ends: it will not finish as such).
     #[serde(default)]
     pub supersedes: Vec<String>,
+    /// What an agent with no commit of its own is given while the rollout
+    /// has not reached it: the commit the last completed rollout gave.
+    #[serde(default)]
+    pub base: Option<String>,
+    /// Written this many times: a replica keeps its own newer copy over
+    /// an older one read back from the store.
+    #[serde(default)]
+    pub rev: u64,
 }
 
 /// Where a rollout is.

@@ -46,6 +46,13 @@ pub async fn create(
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
     let project = tether_agent_config::ProjectId::new(&body.config_project)
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    // `tether/rollout` is the rollouts' commit status: an agent of that
+    // name would post on it.
+    if name.as_str() == "rollout" {
+        return Err(ApiError::Invalid(
+            "the name rollout is kept for the rollouts' commit status (tether/rollout)".to_owned(),
+        ));
+    }
     check_labels(&body.labels)?;
     let mut agent = state.store.create_agent(&name, &project, now()).await?;
     if !body.labels.is_empty() {
@@ -99,6 +106,9 @@ pub async fn remove(
 ) -> Result<StatusCode, ApiError> {
     state.store.delete_agent(&name).await?;
     tracing::info!(agent = %name, "agent deleted");
+    if let Err(e) = state.fleet.forget_agent(&name).await {
+        tracing::warn!(agent = %name, error = %e, "cannot forget the agent's rollout records");
+    }
     state.changes.apply(Change::AgentDeleted { name }).await;
     Ok(StatusCode::NO_CONTENT)
 }

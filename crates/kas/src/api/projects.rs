@@ -89,6 +89,9 @@ pub async fn remove(
 ) -> Result<StatusCode, ApiError> {
     state.store.delete_project(&id).await?;
     tracing::info!(project = %id, "project deleted");
+    if let Err(e) = state.fleet.forget_project(&id).await {
+        tracing::warn!(project = %id, error = %e, "cannot forget the project's rollout records");
+    }
     // Its access tokens went with it.
     state.changes.apply(Change::ProjectDeleted { id }).await;
     Ok(StatusCode::NO_CONTENT)

@@ -23,6 +23,28 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// How long a control request waits for the driver to apply it.
 const APPLIED_WITHIN: Duration = Duration::from_secs(3);
+/// Waits held at once by this replica, for every caller together: a
+/// leaked CI token cannot hold every connection or load the database.
+const MAX_WAITS: usize = 256;
+
+static WAITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_WAITS);
+
+/// Who asked for a wait.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Admin,
+    /// A CI job of the project: told the outcome, not every other
+    /// agent's state.
+    ProjectToken,
+}
+
+fn slot() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
+    WAITS.try_acquire().map_err(|_| {
+        ApiError::Conflict(format!(
+            "{MAX_WAITS} waits are held already: ask again shortly"
+        ))
+    })
+}
 
 pub async fn list(State(state): State<ApiState>) -> Json<Vec<RolloutView>> {
     let now = now_ms();
@@ -204,7 +226,11 @@ pub async fn wait_rollout(
     Path(id): Path<String>,
     Query(query): Query<WaitQuery>,
 ) -> Result<Json<WaitView>, ApiError> {
-    authorize_wait(&state, &headers, &id).await?;
+    let caller = authorize_wait(&state, &headers, &id).await?;
+    let _slot = slot()?;
+    let view_for = |r: &tether_rollouts::state::Rollout| {
+        (caller == Caller::Admin).then(|| rollout_view(r, now_ms()))
+    };
     let deadline = tokio::time::Instant::now() + timeout(&query);
     let mut changed = state.fleet.watch();
     loop {
@@ -221,7 +247,7 @@ pub async fn wait_rollout(
             });
         }
         if let Some(mut answer) = answer {
-            answer.rollout = rollout.map(|r| rollout_view(&r, now_ms()));
+            answer.rollout = rollout.as_deref().and_then(view_for);
             return Ok(Json(answer));
         }
         if tokio::time::timeout_at(deadline, changed.changed())
@@ -234,7 +260,7 @@ pub async fn wait_rollout(
                     Some(r) if r.commit == query.commit => tether_rollouts::driver::summary(r),
                     _ => format!("no rollout of {} yet", query.commit),
                 },
-                rollout: rollout.map(|r| rollout_view(&r, now_ms())),
+                rollout: rollout.as_deref().and_then(view_for),
                 ..WaitView::default()
             }));
         }
@@ -254,7 +280,19 @@ pub async fn wait_agent(
         .project
         .clone()
         .ok_or_else(|| ApiError::Invalid("?project= is required".to_owned()))?;
-    authorize_wait(&state, &headers, &project).await?;
+    let caller = authorize_wait(&state, &headers, &project).await?;
+    let _slot = slot()?;
+    // A project's token asks only of the agents that follow the project.
+    let follows = state
+        .store
+        .fleet_record(&keys::given(&project, &name))
+        .await?
+        .is_some();
+    if caller == Caller::ProjectToken && !follows {
+        return Err(ApiError::NotFound(format!(
+            "no agent {name} follows {project}"
+        )));
+    }
     state
         .store
         .get_agent(&name)
@@ -310,14 +348,14 @@ async fn authorize_wait(
     state: &ApiState,
     headers: &HeaderMap,
     project: &str,
-) -> Result<(), ApiError> {
+) -> Result<Caller, ApiError> {
     let token = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| Token::from_bearer(v).ok())
         .ok_or(ApiError::Unauthorized)?;
     match token.kind() {
-        TokenKind::Admin if state.admin.matches(&token).await => Ok(()),
+        TokenKind::Admin if state.admin.matches(&token).await => Ok(Caller::Admin),
         TokenKind::Project => match state
             .store
             .authenticate_access(&token.hash(), tether_store::time::now())
@@ -326,7 +364,7 @@ async fn authorize_wait(
             AccessTokenStatus::Active(record)
                 if record.owner == TokenOwner::Project(project.to_owned()) =>
             {
-                Ok(())
+                Ok(Caller::ProjectToken)
             }
             _ => Err(ApiError::Unauthorized),
         },

@@ -540,28 +540,52 @@ async fn tell_rollout_events(
             state,
             description: message.clone(),
         });
+        let agents = store.list_agents().await.unwrap_or_default();
+        // A failure names another tenant's agent, object and error: told
+        // in full to kas's own destinations and to those of agents of the
+        // failing agent's top-level group; to the others, that a wave
+        // failed.
+        let group = |project: &str| project.split('/').next().unwrap_or_default().to_owned();
+        let failing_group = told.failure.as_ref().and_then(|f| {
+            agents
+                .iter()
+                .find(|a| a.name == f.agent)
+                .map(|a| group(&a.config_project))
+        });
+        let redacted = match (&told.event, &told.failure) {
+            (Event::Halted { .. }, Some(f)) => format!("halted: wave {} failed", f.wave),
+            (Event::RolledBack { .. }, Some(f)) => {
+                format!("rolled back: wave {} failed", f.wave)
+            }
+            _ => message.clone(),
+        };
         let mut sent = std::collections::HashSet::new();
         let mut first = true;
-        let agents = store.list_agents().await.unwrap_or_default();
         for agent in agents.iter().filter(|a| told.agents.contains(&a.name)) {
+            let told_here = match &failing_group {
+                Some(g) if *g != group(&agent.config_project) => redacted.clone(),
+                _ => message.clone(),
+            };
             let named = configs
                 .in_use(&agent.name)
                 .map(|c| c.notifications.clone())
                 .unwrap_or_default();
             let (own, _) = AgentDestinations::of(&agent.name, &agent.config_project, &named);
             let own = own.not_in(&mut sent);
-            let notice = Notice {
+            let notice = |message: &str| Notice {
                 event,
                 agent: agent.name.clone(),
                 project: told.project.clone(),
                 commit: told.commit.clone(),
                 object: String::new(),
-                message: message.clone(),
+                message: message.to_owned(),
             };
-            match std::mem::take(&mut first) {
-                true => notifier.notify(&own, notice),
-                false if own.as_slice().is_empty() => {}
-                false => notifier.notify_own(&own, notice),
+            // kas's own destinations once, in full.
+            if std::mem::take(&mut first) {
+                notifier.notify(&AgentDestinations::default(), notice(&message));
+            }
+            if !own.as_slice().is_empty() {
+                notifier.notify_own(&own, notice(&told_here));
             }
         }
     }
