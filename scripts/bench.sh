@@ -60,3 +60,6 @@ cargo bench -q -p tether-e2e --bench proxy
 # HAProxy (PostgreSQL at rest, kill -9 failover).
 bash scripts/install-services.sh
 cargo bench -q -p tether-e2e --bench replicas -- 1000
+
+# Fleet rollouts: 1,000 simulated agents in 10 waves vs all at once (PostgreSQL).
+cargo bench -q -p tether-e2e --bench rollouts -- 1000

@@ -6,6 +6,7 @@ pub mod load;
 pub mod objects;
 pub mod sim;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::json;
@@ -75,19 +76,37 @@ pub async fn register_agents(
     names: &[String],
     project: &str,
 ) -> anyhow::Result<Vec<String>> {
-    let mut tokens = vec![String::new(); names.len()];
-    let indexed: Vec<(usize, String)> = names.iter().cloned().enumerate().collect();
+    let agents: Vec<(String, Labels)> = names
+        .iter()
+        .map(|name| (name.clone(), Labels::new()))
+        .collect();
+    register_labelled_agents(client, &agents, project).await
+}
+
+/// Agent labels, by key (what rollouts select agents by).
+pub type Labels = BTreeMap<String, String>;
+
+/// Registers agents with their labels, as [`register_agents`] does: one
+/// request creates each agent labelled, so no agent is ever seen by a
+/// rollout without its labels.
+pub async fn register_labelled_agents(
+    client: &ApiClient,
+    agents: &[(String, Labels)],
+    project: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut tokens = vec![String::new(); agents.len()];
+    let indexed: Vec<(usize, (String, Labels))> = agents.iter().cloned().enumerate().collect();
     for chunk in indexed.chunks(16) {
         let mut batch = tokio::task::JoinSet::new();
-        for (i, name) in chunk.iter().cloned() {
+        for (i, (name, labels)) in chunk.iter().cloned() {
             let (client, project) = (client.clone(), project.to_owned());
             batch.spawn(async move {
-                client
-                    .post(
-                        "/api/v1/agents",
-                        json!({ "name": name, "config_project": project }),
-                    )
-                    .await?;
+                let mut body = json!({ "name": name, "config_project": project });
+                // Without labels the request is the one kas always took.
+                if !labels.is_empty() {
+                    body["labels"] = json!(labels);
+                }
+                client.post("/api/v1/agents", body).await?;
                 let created = client
                     .post(
                         &format!("/api/v1/agents/{name}/tokens"),

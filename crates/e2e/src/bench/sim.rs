@@ -1,7 +1,9 @@
 //! Simulated agents: thousands in one process, each with its own token, a
 //! session (TCP+TLS, gRPC) and, when asked, a tunnel answering for a fake
 //! cluster; reconnecting with jitter whenever either ends, as agentk does.
-//! kas cannot tell them from agentk on the wire.
+//! kas cannot tell them from agentk on the wire. Started with
+//! [`syncing_agent`], they also answer each set of manifests with a sync
+//! report, as agentk does once it applied them (see [`Syncs`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +17,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tether_proto::v1::{AgentMessage, Ping, agent_message, server_message};
+use tether_proto::v1::{
+    AgentMessage, Manifests, Ping, SyncReport, SyncState, agent_message, server_message,
+};
 use tether_tunnel::agent::{Upstream, UpstreamFuture};
 use tokio::sync::{Semaphore, mpsc};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
@@ -69,6 +73,36 @@ pub struct Options {
     pub handshakes: Option<Arc<Semaphore>>,
 }
 
+/// Simulated agents that act on the manifests kas sends, as an agentk
+/// whose cluster applies everything at once would: the last message of
+/// each set is answered at once with a report that the commit synced
+/// (phase `done`, no objects, so every object is Current vacuously), which
+/// is what a rollout's health gate waits for; a set kas could not read is
+/// reported failed, as agentk reports it. A separate value rather than a
+/// field of [`Options`], which other benches build field by field: a new
+/// field would break them, and a report they never asked for would change
+/// what they measure.
+///
+/// In-process agents only: [`Workers`] do not carry it (a bench that needs
+/// workers for its fleet would add it to their spec file).
+#[derive(Clone, Debug)]
+pub struct Syncs {
+    /// Told of each report, after it was queued to kas.
+    pub reported: mpsc::UnboundedSender<Synced>,
+}
+
+/// A sync report a simulated agent sent.
+#[derive(Debug)]
+pub struct Synced {
+    pub agent: usize,
+    pub project: String,
+    pub commit: String,
+    /// Whether it reported the commit synced (not failed).
+    pub synced: bool,
+    /// When the set's last message arrived; the report left right after.
+    pub at: Instant,
+}
+
 /// What simulated agents report.
 #[derive(Debug)]
 pub enum Event {
@@ -90,10 +124,43 @@ pub async fn agent(
     options: Options,
     events: mpsc::UnboundedSender<Event>,
 ) {
+    run(i, token, endpoints, options, None, events).await;
+}
+
+/// Runs agent `i` as [`agent`] does, answering each set of manifests with
+/// a sync report (see [`Syncs`]).
+pub async fn syncing_agent(
+    i: usize,
+    token: String,
+    endpoints: Arc<Endpoints>,
+    options: Options,
+    syncs: Syncs,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    run(i, token, endpoints, options, Some(syncs), events).await;
+}
+
+async fn run(
+    i: usize,
+    token: String,
+    endpoints: Arc<Endpoints>,
+    options: Options,
+    syncs: Option<Syncs>,
+    events: mpsc::UnboundedSender<Event>,
+) {
     let mut attempt = 0usize;
     loop {
         let addr = endpoints.addrs[(i + attempt) % endpoints.addrs.len()];
-        let ended = connect_once(i, &token, addr, &endpoints, &options, &events).await;
+        let ended = connect_once(
+            i,
+            &token,
+            addr,
+            &endpoints,
+            &options,
+            syncs.as_ref(),
+            &events,
+        )
+        .await;
         let why = match ended {
             Ok(()) => "ended".to_owned(),
             Err(e) => format!("{e:#}"),
@@ -117,6 +184,7 @@ async fn connect_once(
     addr: SocketAddr,
     endpoints: &Endpoints,
     options: &Options,
+    syncs: Option<&Syncs>,
     events: &mpsc::UnboundedSender<Event>,
 ) -> anyhow::Result<()> {
     let permit = match &options.handshakes {
@@ -172,12 +240,42 @@ async fn connect_once(
                 Some(server_message::Message::Configuration(_)) => {
                     let _ = events.send(Event::Configured(i));
                 }
+                // A set is complete with its last message (kas never mixes
+                // two sends' chunks on one session).
+                Some(server_message::Message::Manifests(set)) if set.last => {
+                    if let Some(syncs) = syncs {
+                        let at = Instant::now();
+                        let (report, synced) = sync_report(set);
+                        let (project, commit) = (report.project_id.clone(), report.commit_id.clone());
+                        tx.send(AgentMessage { message: Some(agent_message::Message::SyncReport(report)) }).await?;
+                        let _ = syncs.reported.send(Synced { agent: i, project, commit, synced, at });
+                    }
+                }
                 Some(_) => {}
                 None => anyhow::bail!("kas ended the session"),
             },
             ended = &mut tunnel => { ended?; anyhow::bail!("tunnel ended") },
         }
     }
+}
+
+/// The report an agent whose cluster applied `set` at once sends, and
+/// whether it says synced: a set kas could not read changes nothing and
+/// fails the sync, as in agentk.
+fn sync_report(set: Manifests) -> (SyncReport, bool) {
+    let (state, error) = match set.error.is_empty() {
+        true => (SyncState::Synced, String::new()),
+        false => (SyncState::Failed, set.error),
+    };
+    let report = SyncReport {
+        project_id: set.project_id,
+        commit_id: set.commit_id,
+        state: state as i32,
+        error,
+        phase: "done".into(),
+        ..Default::default()
+    };
+    (report, state == SyncState::Synced)
 }
 
 /// Upgrades a new connection to a tunnel; the future serves it until it
