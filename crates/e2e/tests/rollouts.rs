@@ -24,7 +24,7 @@ const AGENTS: [(&str, &str); 5] = [
 
 fn rollout_file(soak: &str) -> String {
     format!(
-        "waves:\n  - name: canary\n    agents: {{match_labels: {{env: canary}}}}\n    soak: {soak}\n  - name: prod\n    agents: {{match_labels: {{env: prod}}}}\n    max_parallel: 2\non_failure: rollback\nagent_timeout: 60s\n"
+        "waves:\n  - name: canary\n    agents: {{match_labels: {{env: canary}}}}\n    soak: {soak}\n  - name: prod\n    agents: {{match_labels: {{env: prod}}}}\n    max_parallel: 2\n    soak: {soak}\non_failure: rollback\nagent_timeout: 60s\n"
     )
 }
 
@@ -495,9 +495,52 @@ fn run(namespaces: &[String]) {
             .iter()
             .all(|v| v.as_deref() == Some("2"))
     );
-    setup
-        .cli(&["rollout", "resume", "team/apps"])
-        .expect("resumed");
+    // The web UI's Rollouts page shows the same, and updates live; the
+    // admin sets an agent's labels there.
+    let token = std::fs::read_to_string(setup.dir.path().join("kas/admin-token")).expect("token");
+    let api: std::net::SocketAddr = setup
+        .api
+        .trim_start_matches("http://")
+        .parse()
+        .expect("address");
+    let cookie = support::ui_client::sign_in(api, token.trim()).expect("signed in");
+    let (status, page) = support::ui_client::get(api, "/ui/rollouts", &cookie).expect("page");
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("data-project=\"team/apps\"") && page.contains("(paused)"),
+        "{page}"
+    );
+    let pinned_row = page
+        .split("data-agent=\"prod-4\"")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(pinned_row.contains("pinned"), "{page}");
+    let (_, agent_page) = support::ui_client::get(api, "/ui/agents/prod-1", &cookie).expect("page");
+    let csrf = agent_page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a form's csrf")
+        .to_owned();
+    let (status, _, _) = support::ui_client::request(
+        api,
+        "POST",
+        "/ui/agents/prod-1/labels",
+        &cookie,
+        &format!("csrf={csrf}&labels=env%3Dprod%2Ctier%3Dweb"),
+    )
+    .expect("labels set");
+    assert_eq!(status, 303, "the form redirects back");
+    let shown = setup.cli(&["agent", "show", "prod-1"]).expect("agent");
+    assert!(shown.contains("env=prod,tier=web"), "{shown}");
+    let told =
+        support::ui_client::changed_event_after(api, &cookie, Duration::from_secs(20), || {
+            setup
+                .cli(&["rollout", "resume", "team/apps"])
+                .expect("resumed");
+        })
+        .expect("event stream");
+    assert!(told, "the page is told the rollout moved");
     wait(
         "prod agents given the fourth commit",
         Duration::from_secs(60),

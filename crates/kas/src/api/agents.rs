@@ -196,8 +196,19 @@ pub async fn label(
         labels.remove(key);
     }
     labels.extend(body.set);
+    let agent = set_labels(&state, &name, labels).await?;
+    let stored = stored_statuses(&state).await?.remove(&name);
+    Ok(Json(agent_view(agent, &state, stored)))
+}
+
+/// Replaces the agent's labels (checked), on every replica.
+pub(crate) async fn set_labels(
+    state: &ApiState,
+    name: &str,
+    labels: std::collections::BTreeMap<String, String>,
+) -> Result<Agent, ApiError> {
     check_labels(&labels)?;
-    let agent = state.store.set_agent_labels(&name, labels).await?;
+    let agent = state.store.set_agent_labels(name, labels).await?;
     tracing::info!(agent = %name, labels = ?agent.labels, "agent labels changed");
     state
         .changes
@@ -205,6 +216,5 @@ pub async fn label(
             project: String::new(),
         })
         .await;
-    let stored = stored_statuses(&state).await?.remove(&name);
-    Ok(Json(agent_view(agent, &state, stored)))
+    Ok(agent)
 }

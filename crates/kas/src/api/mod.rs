@@ -5,14 +5,14 @@
 //! test checks that the two agree.
 
 pub(crate) mod access;
-mod agents;
+pub(crate) mod agents;
 mod error;
 pub(crate) mod hooks;
 mod images;
 mod notifications;
 pub mod plan;
 pub(crate) mod projects;
-mod rollouts;
+pub(crate) mod rollouts;
 mod statuses;
 pub(crate) mod tokens;
 

@@ -76,7 +76,22 @@ pub async fn control(
     State(state): State<ApiState>,
     Path((id, action)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<RolloutView>), ApiError> {
-    let action = match action.as_str() {
+    let (applied, view) = request(&state, &id, &action).await?;
+    let status = match applied {
+        true => StatusCode::OK,
+        false => StatusCode::ACCEPTED,
+    };
+    Ok((status, Json(view)))
+}
+
+/// Writes an operator's request for the driving replica, and waits a
+/// little for it to be applied: whether it was, and the rollout.
+pub(crate) async fn request(
+    state: &ApiState,
+    id: &str,
+    action: &str,
+) -> Result<(bool, RolloutView), ApiError> {
+    let action = match action {
         "pause" => Action::Pause,
         "resume" => Action::Resume,
         "promote" => Action::Promote,
@@ -89,7 +104,7 @@ pub async fn control(
     };
     let before = state
         .fleet
-        .rollout(&id)
+        .rollout(id)
         .ok_or_else(|| ApiError::NotFound(format!("project {id} has no rollout")))?;
     if before.phase != Phase::Running {
         return Err(ApiError::Conflict(format!(
@@ -103,7 +118,7 @@ pub async fn control(
     state
         .store
         .put_fleet_record(FleetRecord {
-            key: keys::request(&id),
+            key: keys::request(id),
             value,
             updated_at: tether_store::time::now(),
         })
@@ -112,16 +127,16 @@ pub async fn control(
     let mut changed = state.fleet.watch();
     let deadline = tokio::time::Instant::now() + APPLIED_WITHIN;
     loop {
-        if let Some(now) = state.fleet.rollout(&id)
-            && now.updated_at != before.updated_at
+        if let Some(now) = state.fleet.rollout(id)
+            && now.rev != before.rev
         {
-            return Ok((StatusCode::OK, Json(rollout_view(&now, now_ms()))));
+            return Ok((true, rollout_view(&now, now_ms())));
         }
         if tokio::time::timeout_at(deadline, changed.changed())
             .await
             .is_err()
         {
-            return Ok((StatusCode::ACCEPTED, Json(rollout_view(&before, now_ms()))));
+            return Ok((false, rollout_view(&before, now_ms())));
         }
     }
 }

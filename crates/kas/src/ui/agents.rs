@@ -148,6 +148,19 @@ pub async fn agent(
     let body = html! {
         h1 { "Agent " (agent.name) }
         p class="dim" { "config project " (agent.config_project) " · " (tunnels) " tunnel(s) here" }
+        p id="labels" { "labels: "
+            @if agent.labels.is_empty() { span class="dim" { "none" } }
+            @for (k, v) in &agent.labels { span class="pill" { (k) "=" (v) } " " }
+        }
+        @if session.who == Who::Admin {
+            form method="post" action={"/ui/agents/" (segment(&name)) "/labels"} {
+                input type="hidden" name="csrf" value=(session.csrf);
+                input name="labels" id="labels-input" size="40" placeholder="env=prod,region=eu"
+                    value=(agent.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","));
+                " " button type="submit" id="set-labels" { "Set labels" }
+                span class="dim" { " what rollouts select the agent by; all of them, comma-separated" }
+            }
+        }
         h2 { "Connections" }
         @if connections.is_empty() { p id="connection" { (connection(0, tunnels, elsewhere)) } }
         @else {
@@ -302,6 +315,52 @@ pub async fn revoke_token(
     let session = admin_form(&state, &headers, &form.csrf, "manages agent tokens").await?;
     let back = format!("/ui/agents/{}", segment(&name));
     match crate::api::tokens::revoke_token(&state.api, &name, id).await {
+        Ok(_) => Ok(axum::response::Redirect::to(&back).into_response()),
+        Err(e) => Err(refused(&session, e, &back)),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct LabelsForm {
+    csrf: String,
+    /// `env=prod,region=eu`: the agent's labels, all of them.
+    labels: String,
+}
+
+/// The admin replaces the agent's labels (an empty field clears them).
+pub async fn labels(
+    State(state): State<UiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    axum::extract::Form(form): axum::extract::Form<LabelsForm>,
+) -> Page {
+    let session = admin_form(&state, &headers, &form.csrf, "labels agents").await?;
+    let back = format!("/ui/agents/{}", segment(&name));
+    let args: Vec<String> = form
+        .labels
+        .split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let set = match tether_agent_config::labels::parse_changes(&args) {
+        Ok(changes) if changes.remove.is_empty() => changes.set,
+        Ok(_) => {
+            return Err(refused(
+                &session,
+                crate::api::ApiError::Invalid("write each label as KEY=VALUE".to_owned()),
+                &back,
+            ));
+        }
+        Err(e) => {
+            return Err(refused(
+                &session,
+                crate::api::ApiError::Invalid(e.to_string()),
+                &back,
+            ));
+        }
+    };
+    match crate::api::agents::set_labels(&state.api, &name, set).await {
         Ok(_) => Ok(axum::response::Redirect::to(&back).into_response()),
         Err(e) => Err(refused(&session, e, &back)),
     }

@@ -82,6 +82,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                         a href="/ui/" { "Agents" }
                         a href="/ui/projects" { "Projects" }
                         a href="/ui/images" { "Images" }
+                        a href="/ui/rollouts" { "Rollouts" }
                         @match &session.who {
                             Who::Admin => a href="/ui/users" { "Users" },
                             Who::User { name, .. } => a href={"/ui/users/" (name)} { "My tokens" },

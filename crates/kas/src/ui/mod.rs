@@ -13,6 +13,7 @@ mod images;
 mod layout;
 mod plan;
 mod projects;
+mod rollouts;
 pub mod session;
 mod syncs;
 mod users;
@@ -87,6 +88,9 @@ pub fn router(state: UiState) -> Router {
         .route("/ui/projects", get(projects::list))
         .route("/ui/images", get(images::list))
         .route("/ui/images/scan", post(images::scan))
+        .route("/ui/rollouts", get(rollouts::list))
+        .route("/ui/rollouts/action", post(rollouts::action))
+        .route("/ui/agents/{name}/labels", post(agents::labels))
         .route("/ui/project", get(projects::show))
         .route("/ui/project/refresh", post(projects::refresh))
         .route("/ui/project/webhook", post(projects::create_webhook))
@@ -338,10 +342,13 @@ async fn events(
     };
     let here = state.live.events();
     let elsewhere = state.changes.watch_elsewhere();
+    let fleet = state.fleet.watch();
     let stream = futures_util::stream::unfold(
-        (here, elsewhere, slot),
-        |(mut here, mut elsewhere, slot)| async move {
+        (here, elsewhere, fleet, slot),
+        |(mut here, mut elsewhere, mut fleet, slot)| async move {
             tokio::select! {
+                // A rollout moved here (this replica drives it).
+                changed = fleet.changed() => changed.ok()?,
                 // A follower that lagged refreshes as for any change.
                 event = here.recv() => match event {
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -354,10 +361,11 @@ async fn events(
             tokio::time::sleep(Duration::from_millis(500)).await;
             here = here.resubscribe();
             elsewhere.borrow_and_update();
+            fleet.borrow_and_update();
             // An event with no data is not dispatched by browsers.
             Some((
                 Ok(Event::default().event("changed").data("1")),
-                (here, elsewhere, slot),
+                (here, elsewhere, fleet, slot),
             ))
         },
     );
