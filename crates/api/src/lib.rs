@@ -214,6 +214,10 @@ pub struct PlanView {
     #[serde(default)]
     pub dry_runs: usize,
     pub duration_ms: u64,
+    /// With a rollout of the project: which commit the agent is on, and
+    /// why (`rollout of 1a2b3c: waiting, keeps 4d5e6f`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

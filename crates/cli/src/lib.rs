@@ -1045,6 +1045,9 @@ fn plan_text(plan: &api::PlanView) -> String {
         "agent {} · {} at {}\n",
         plan.agent, plan.project, plan.commit
     );
+    if let Some(rollout) = &plan.rollout {
+        text.push_str(&format!("{rollout}\n"));
+    }
     for o in plan.objects.iter().filter(|o| o.change != "unchanged") {
         let sign = match o.change.as_str() {
             "create" => "+",

@@ -421,6 +421,25 @@ fn run(namespaces: &[String]) {
         !prod_syncs.contains(&third),
         "prod never saw the failed commit: {prod_syncs}"
     );
+    // The plan says which commit the agent is on, and why.
+    let plan = setup
+        .cli(&[
+            "agent",
+            "plan",
+            "prod-1",
+            "--project",
+            "team/apps",
+            "--commit",
+            &second,
+        ])
+        .expect("plan");
+    assert!(
+        plan.contains(&format!(
+            "rollout of {} (rolled_back): waiting",
+            &third[..12]
+        )),
+        "{plan}"
+    );
     let waited = setup.cli_output(&[
         "agent",
         "wait",

@@ -154,3 +154,39 @@ pub fn agent_outcome(
         _ => None,
     }
 }
+
+/// Which commit `agent` is on in `rollout`, and why, in a line (a plan
+/// shows it).
+pub fn agent_line(rollout: &Rollout, agent: &str, pin: Option<&Pin>) -> String {
+    let short = crate::advance::short;
+    if let Some(pin) = pin {
+        return format!("pinned to {}: rollouts skip it", short(&pin.commit));
+    }
+    let head = format!(
+        "rollout of {} ({})",
+        short(&rollout.commit),
+        rollout.phase.as_str()
+    );
+    match rollout.agents.get(agent) {
+        None => match rollout.phase {
+            Phase::Completed | Phase::Unneeded => format!("{head}: given it"),
+            _ => format!("{head}: not among its agents yet; keeps its commit"),
+        },
+        Some(a) => {
+            let on = a
+                .gets
+                .as_deref()
+                .or(a.from.as_deref())
+                .map_or("nothing yet".to_owned(), |c| short(c).to_owned());
+            let wave = a
+                .wave
+                .and_then(|w| rollout.waves.get(w))
+                .map_or(String::new(), |w| format!(", wave {}", w.name));
+            let why = match a.message.is_empty() {
+                true => String::new(),
+                false => format!(" ({})", a.message),
+            };
+            format!("{head}: {}{wave}, on {on}{why}", a.phase.as_str())
+        }
+    }
+}

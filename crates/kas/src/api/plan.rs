@@ -206,6 +206,10 @@ async fn plan_here(
     for o in &objects {
         *counts.entry(o.change.clone()).or_insert(0) += 1;
     }
+    let rollout = state.fleet.rollout(&spec.project).map(|r| {
+        let pin = state.fleet.pin(&spec.project, &name);
+        tether_rollouts::view::agent_line(&r, &name, pin.as_ref())
+    });
     Ok(PlanView {
         agent: name,
         project: spec.project.clone(),
@@ -214,6 +218,7 @@ async fn plan_here(
         objects,
         dry_runs: report.dry_runs as usize,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        rollout,
     })
 }
 

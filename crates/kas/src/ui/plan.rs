@@ -118,6 +118,7 @@ fn plan_view(plan: &PlanView) -> Markup {
         plan.objects.iter().partition(|o| o.change != "unchanged");
     html! {
         h2 { (plan.project) " at " code { (plan.commit) } }
+        @if let Some(rollout) = &plan.rollout { p id="plan-rollout" { (rollout) } }
         p id="plan-counts" {
             @for (change, n) in &plan.counts { span class="pill" data-change=(change) { (n) " " (change) } " " }
             span class="dim" { (plan.dry_runs) " dry run(s), " (plan.duration_ms) " ms" }
