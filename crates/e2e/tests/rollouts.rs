@@ -28,6 +28,10 @@ fn rollout_file(soak: &str) -> String {
     )
 }
 
+/// A Deployment no node fits, whose progress deadline passes at once: the
+/// controller marks it ProgressDeadlineExceeded, a Failed object.
+const STUCK: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: stuck}\nspec:\n  progressDeadlineSeconds: 1\n  selector: {matchLabels: {app: stuck}}\n  template:\n    metadata: {labels: {app: stuck}}\n    spec:\n      nodeSelector: {tether.dev/no-such-node: \"true\"}\n      containers: [{name: app, image: registry.example/app:1}]\n";
+
 fn config_map(version: &str) -> String {
     format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web}}\ndata: {{version: \"{version}\"}}\n"
@@ -365,16 +369,18 @@ fn run(namespaces: &[String]) {
     ]);
     assert_eq!(waited.status.code(), Some(0), "{waited:?}");
 
-    // A commit that fails its sync on the canary: rolled back there,
-    // prod never given it.
+    // A commit whose Deployment fails its health on the canary (no node
+    // fits it; its progress deadline passes): rolled back there, what it
+    // added pruned, prod never given it.
     let third = commit(
         &apps,
         &[
             ("manifests/web.yaml", Some(config_map("3").as_str())),
             (
-                "manifests/broken.yaml",
-                Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Not_A_Name}\n"),
+                "manifests/extra.yaml",
+                Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra}\n"),
             ),
+            ("manifests/stuck.yaml", Some(STUCK)),
         ],
     );
     let waited = setup.cli_output(&[
@@ -399,6 +405,11 @@ fn run(namespaces: &[String]) {
     let r = rollout(&setup);
     assert_eq!(r["phase"], "rolled_back", "{r}");
     assert_eq!(r["failure"]["agent"], "canary", "{r}");
+    assert_eq!(
+        r["failure"]["object"],
+        format!("Deployment {}/stuck", namespaces[0]),
+        "{r}"
+    );
     wait(
         "the canary back on the commit it had (the second's files)",
         Duration::from_secs(60),
@@ -414,6 +425,45 @@ fn run(namespaces: &[String]) {
         vec![Some("2".to_owned()); 5],
         "prod never left it"
     );
+    // Back exactly: what the commit added is gone, and kubectl finds
+    // nothing to change against the commit the canary had.
+    wait(
+        "what the rolled back commit added pruned",
+        Duration::from_secs(60),
+        || {
+            support::kubectl_get(&["configmap", "extra", "-n", &namespaces[0]]).is_none()
+                && support::kubectl_get(&["deployment", "stuck", "-n", &namespaces[0]]).is_none()
+        },
+    );
+    // The old commit's file as agentk applies it: with the annotation
+    // naming its inventory, which agentk adds to every object.
+    let live = support::kubectl_get(&["configmap", "web", "-n", &namespaces[0]]).expect("web");
+    let inventory = live["metadata"]["annotations"]["config.k8s.io/owning-inventory"]
+        .as_str()
+        .expect("the inventory annotation")
+        .to_owned();
+    let old = setup.dir.path().join("old-web.yaml");
+    std::fs::write(
+        &old,
+        config_map("2").replace(
+            "metadata: {name: web}",
+            &format!("metadata: {{name: web, annotations: {{config.k8s.io/owning-inventory: {inventory}}}}}"),
+        ),
+    )
+    .expect("file");
+    let diff = support::kubectl(tether_testenv::shared().kubeconfig_path())
+        .args([
+            "diff",
+            "--server-side",
+            "--field-manager=agentk",
+            "-n",
+            &namespaces[0],
+            "-f",
+        ])
+        .arg(&old)
+        .output()
+        .expect("kubectl runs");
+    assert_eq!(diff.status.code(), Some(0), "kubectl diff: {diff:?}");
     let prod_syncs = setup
         .cli(&["agent", "gitops", "prod-1", "-o", "json"])
         .expect("syncs");
@@ -476,7 +526,8 @@ fn run(namespaces: &[String]) {
         &apps,
         &[
             ("manifests/web.yaml", Some(config_map("4").as_str())),
-            ("manifests/broken.yaml", None),
+            ("manifests/extra.yaml", None),
+            ("manifests/stuck.yaml", None),
             (".tether/rollout.yaml", Some(slow.as_str())),
         ],
     );
@@ -612,6 +663,55 @@ fn run(namespaces: &[String]) {
             && r.json()["state"] == "failure"),
         "the failed commit's status"
     );
+    // A commit that fails its sync on the canary under `on_failure:
+    // halt`: halted, prod exactly where it was; the canary keeps what
+    // it got (its objects the API server took are applied).
+    let halting = rollout_file("3s").replace("on_failure: rollback", "on_failure: halt");
+    let halted = commit(
+        &apps,
+        &[
+            (".tether/rollout.yaml", Some(halting.as_str())),
+            ("manifests/web.yaml", Some(config_map("5").as_str())),
+            (
+                "manifests/broken.yaml",
+                Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Not_A_Name}\n"),
+            ),
+        ],
+    );
+    let waited = setup.cli_output(&[
+        "rollout",
+        "wait",
+        "team/apps",
+        "--commit",
+        &halted,
+        "--timeout",
+        "90s",
+    ]);
+    assert_eq!(waited.status.code(), Some(3), "halted: {waited:?}");
+    let r = rollout(&setup);
+    assert_eq!(r["phase"], "halted", "{r}");
+    assert_eq!(
+        versions(&namespaces[1..]),
+        vec![Some("2".to_owned()); 4],
+        "prod exactly where it was"
+    );
+    let waited = setup.cli_output(&[
+        "agent",
+        "wait",
+        "canary",
+        "--project",
+        "team/apps",
+        "--commit",
+        &halted,
+        "--timeout",
+        "20s",
+    ]);
+    assert_eq!(
+        waited.status.code(),
+        Some(2),
+        "the canary's own sync failed: {waited:?}"
+    );
+
     let waited = setup.cli_output(&[
         "rollout",
         "wait",

@@ -43,16 +43,18 @@ impl Observed {
         let bad = followed
             .iter()
             .find(|o| matches!(o.health.as_str(), "Failed" | "Degraded"));
+        // The object that failed, when one did (agentk also fails the
+        // sync for it), else the sync's own error.
         let failed = match (view.state.as_str(), bad) {
-            ("failed", _) => Some((
+            (_, Some(o)) => Some((
+                Some(describe(o)),
+                o.message.clone().unwrap_or_else(|| o.health.clone()),
+            )),
+            ("failed", None) => Some((
                 None,
                 view.error
                     .clone()
                     .unwrap_or_else(|| "the sync failed".to_owned()),
-            )),
-            (_, Some(o)) => Some((
-                Some(describe(o)),
-                o.message.clone().unwrap_or_else(|| o.health.clone()),
             )),
             _ => None,
         };
