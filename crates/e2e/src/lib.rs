@@ -23,6 +23,7 @@ pub mod gitea;
 pub mod images;
 pub mod raw;
 pub mod receiver;
+pub mod rollouts;
 pub mod ui_client;
 
 use std::path::{Path, PathBuf};

@@ -12,6 +12,7 @@ use tether_e2e as support;
 use std::time::Duration;
 
 use support::receiver::Receiver;
+use support::rollouts::{commit_configs, config_map, namespaces, version_in};
 use support::{Proc, Setup, commit, new_repo, wait};
 
 const AGENTS: [(&str, &str); 5] = [
@@ -32,32 +33,12 @@ fn rollout_file(soak: &str) -> String {
 /// controller marks it ProgressDeadlineExceeded, a Failed object.
 const STUCK: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: stuck}\nspec:\n  progressDeadlineSeconds: 1\n  selector: {matchLabels: {app: stuck}}\n  template:\n    metadata: {labels: {app: stuck}}\n    spec:\n      nodeSelector: {tether.dev/no-such-node: \"true\"}\n      containers: [{name: app, image: registry.example/app:1}]\n";
 
-fn config_map(version: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web}}\ndata: {{version: \"{version}\"}}\n"
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_commit_goes_wave_by_wave_fails_back_on_the_canary_and_obeys_its_operators() {
-    let cluster = tether_testenv::shared();
-    let mut namespaces = Vec::new();
-    for (name, _) in AGENTS {
-        let ns = cluster
-            .namespace(&format!("e2e-rollout-{name}"))
-            .await
-            .expect("namespace");
-        namespaces.push(ns.name().to_owned());
-    }
+    let namespaces = namespaces("e2e-rollout", &AGENTS).await;
     tokio::task::spawn_blocking(move || run(&namespaces))
         .await
         .expect("test body");
-}
-
-/// The `version` of ConfigMap `web` in `ns`, if there is one.
-fn version_in(ns: &str) -> Option<String> {
-    let cm = support::kubectl_get(&["configmap", "web", "-n", ns])?;
-    cm["data"]["version"].as_str().map(str::to_owned)
 }
 
 fn versions(namespaces: &[String]) -> Vec<Option<String>> {
@@ -78,24 +59,11 @@ fn run(namespaces: &[String]) {
     setup.set_notification_secret("team/audit", &notices.url, Some("0123456789abcdef"));
     let config = setup.dir.path().join("config");
     new_repo(&config);
-    let files: Vec<(String, String)> = AGENTS
-        .iter()
-        .zip(namespaces)
-        .map(|((name, _), ns)| {
-            (
-                format!(".gitlab/agents/{name}/config.yaml"),
-                format!(
-                    "gitops:\n  manifest_projects:\n  - id: team/apps\n    default_namespace: {ns}\n    paths: [{{glob: 'manifests/*.yaml'}}]\nnotifications:\n- provider: generic\n  url_secret: team/audit\n  events: [rollout_started, wave_passed, rollout_halted, rollout_rolled_back, rollout_completed]\n"
-                ),
-            )
-        })
-        .collect();
-    commit(
+    commit_configs(
         &config,
-        &files
-            .iter()
-            .map(|(p, c)| (p.as_str(), Some(c.as_str())))
-            .collect::<Vec<_>>(),
+        &AGENTS,
+        namespaces,
+        "notifications:\n- provider: generic\n  url_secret: team/audit\n  events: [rollout_started, wave_passed, rollout_halted, rollout_rolled_back, rollout_completed]\n",
     );
     let apps = setup.dir.path().join("apps");
     new_repo(&apps);

@@ -10,6 +10,7 @@ use tether_e2e as support;
 use std::time::Duration;
 
 use support::fleet::Fleet;
+use support::rollouts::{commit_configs, config_map, namespaces, version_in};
 use support::{last_line, wait};
 use tether_testenv::git::{commit, new_repo};
 
@@ -19,17 +20,6 @@ fn rollout_file(canary_soak: &str) -> String {
     format!(
         "waves:\n  - name: canary\n    agents: {{match_labels: {{env: canary}}}}\n    soak: {canary_soak}\n  - name: prod\n    agents: {{match_labels: {{env: prod}}}}\n    max_parallel: 1\nagent_timeout: 120s\n"
     )
-}
-
-fn config_map(version: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web}}\ndata: {{version: \"{version}\"}}\n"
-    )
-}
-
-fn version_in(ns: &str) -> Option<String> {
-    let cm = support::kubectl_get(&["configmap", "web", "-n", ns])?;
-    cm["data"]["version"].as_str().map(str::to_owned)
 }
 
 /// The rollout as the first running replica shows it.
@@ -44,15 +34,7 @@ fn rollout(fleet: &Fleet) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replica_killed_mid_wave_loses_nothing_and_another_completes_the_rollout() {
-    let cluster = tether_testenv::shared();
-    let mut namespaces = Vec::new();
-    for (name, _) in AGENTS {
-        let ns = cluster
-            .namespace(&format!("e2e-rollout-ha-{name}"))
-            .await
-            .expect("namespace");
-        namespaces.push(ns.name().to_owned());
-    }
+    let namespaces = namespaces("e2e-rollout-ha", &AGENTS).await;
     tokio::task::spawn_blocking(move || run(&namespaces))
         .await
         .expect("test body");
@@ -62,25 +44,7 @@ fn run(namespaces: &[String]) {
     let mut fleet = Fleet::start(3, &["--poll-interval", "1s"]);
     let config = fleet.dir.path().join("config");
     new_repo(&config);
-    let files: Vec<(String, String)> = AGENTS
-        .iter()
-        .zip(namespaces)
-        .map(|((name, _), ns)| {
-            (
-                format!(".gitlab/agents/{name}/config.yaml"),
-                format!(
-                    "gitops:\n  manifest_projects:\n  - id: team/apps\n    default_namespace: {ns}\n    paths: [{{glob: 'manifests/*.yaml'}}]\n"
-                ),
-            )
-        })
-        .collect();
-    commit(
-        &config,
-        &files
-            .iter()
-            .map(|(p, c)| (p.as_str(), Some(c.as_str())))
-            .collect::<Vec<_>>(),
-    );
+    commit_configs(&config, &AGENTS, namespaces, "");
     let apps = fleet.dir.path().join("apps");
     new_repo(&apps);
     let quick = rollout_file("1s");

@@ -113,18 +113,7 @@ pub fn start(
     let mut states = BTreeMap::new();
     for agent in agents {
         if let Some(pinned) = agent.pinned {
-            states.insert(
-                agent.name,
-                AgentState {
-                    wave: None,
-                    from: agent.given,
-                    gets: Some(pinned.clone()),
-                    phase: AgentPhase::Pinned,
-                    admitted_at: None,
-                    healthy_at: None,
-                    message: format!("pinned to {}: skipped", short(&pinned)),
-                },
-            );
+            states.insert(agent.name, pinned_state(agent.given, pinned));
             continue;
         }
         let wave = spec
@@ -425,18 +414,9 @@ pub fn join(rollout: &mut Rollout, candidate: Candidate) {
         return;
     }
     if let Some(pinned) = candidate.pinned {
-        rollout.agents.insert(
-            candidate.name,
-            AgentState {
-                wave: None,
-                from: candidate.given,
-                gets: Some(pinned.clone()),
-                phase: AgentPhase::Pinned,
-                admitted_at: None,
-                healthy_at: None,
-                message: format!("pinned to {}: skipped", short(&pinned)),
-            },
-        );
+        rollout
+            .agents
+            .insert(candidate.name, pinned_state(candidate.given, pinned));
         return;
     }
     let spec_waves = rollout
@@ -487,6 +467,19 @@ pub fn join(rollout: &mut Rollout, candidate: Candidate) {
             message: String::new(),
         },
     );
+}
+
+/// An agent an operator holds on `pinned`: in no wave, given its pin.
+fn pinned_state(given: Option<String>, pinned: String) -> AgentState {
+    AgentState {
+        wave: None,
+        from: given,
+        message: format!("pinned to {}: skipped", short(&pinned)),
+        gets: Some(pinned),
+        phase: AgentPhase::Pinned,
+        admitted_at: None,
+        healthy_at: None,
+    }
 }
 
 /// The first 12 characters of a commit id.

@@ -346,40 +346,14 @@ impl Driver {
             }
             Err(FileProblem::Unreadable(why)) => return Err(ConsiderError::Retry(why)),
             Err(FileProblem::Invalid(why)) => {
-                let mut rollout =
-                    advance::settled(project, &head_text, Phase::Invalid, why.clone(), now);
-                rollout.base = base_of(current);
-                return Ok(Some((
-                    rollout,
-                    vec![Event::Halted {
-                        failure: Failure {
-                            wave: String::new(),
-                            agent: String::new(),
-                            object: None,
-                            message: why,
-                        },
-                    }],
-                )));
+                return Ok(Some(invalid(project, &head_text, why, current, now)));
             }
         };
         let spec = match tether_agent_config::rollout::parse(&text) {
             Ok((spec, _warnings)) => spec,
             Err(e) => {
                 let why = format!("{ROLLOUT_PATH} is invalid: {e}");
-                let mut rollout =
-                    advance::settled(project, &head_text, Phase::Invalid, why.clone(), now);
-                rollout.base = base_of(current);
-                return Ok(Some((
-                    rollout,
-                    vec![Event::Halted {
-                        failure: Failure {
-                            wave: String::new(),
-                            agent: String::new(),
-                            object: None,
-                            message: why,
-                        },
-                    }],
-                )));
+                return Ok(Some(invalid(project, &head_text, why, current, now)));
             }
         };
         let candidates = self.candidates(project).await?;
@@ -691,6 +665,26 @@ enum FileProblem {
     /// It could not be read now (the repository is being fetched): tried
     /// again at the next look.
     Unreadable(String),
+}
+
+/// A commit whose rollout file cannot be used: it goes to no agent, and
+/// that is told as a halt.
+fn invalid(
+    project: &str,
+    commit: &str,
+    why: String,
+    current: Option<&Rollout>,
+    now: Millis,
+) -> (Rollout, Vec<Event>) {
+    let mut rollout = advance::settled(project, commit, Phase::Invalid, why.clone(), now);
+    rollout.base = base_of(current);
+    let failure = Failure {
+        wave: String::new(),
+        agent: String::new(),
+        object: None,
+        message: why,
+    };
+    (rollout, vec![Event::Halted { failure }])
 }
 
 /// The commit agents with nothing to keep are given while a rollout has
