@@ -152,43 +152,37 @@ mod tests {
         assert!(printed.contains(&expected), "{printed}");
     }
 
-    #[test]
-    fn an_image_updates_file_is_checked_as_one() {
+    /// `name` holding `text` is refused, with a problem at line 4 whose
+    /// path holds `field`.
+    fn refused_at_line_4(name: &str, text: &str, field: &str) {
         let dir = tempfile::tempdir().expect("a folder");
-        let file = dir.path().join("image-updates.yaml");
-        std::fs::write(
-            &file,
-            "images:\n  - name: app\n    repository: ghcr.io/team/app\n    policy: {semver: {range: '>=1.0 <x'}}\n",
-        )
-        .expect("written");
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).expect("written");
         let mut out = Vec::new();
         let ok = run(std::slice::from_ref(&file), Output::Text, &mut out).expect("checked");
         let printed = String::from_utf8(out).expect("text");
         assert!(!ok, "refused: {printed}");
         assert!(
-            printed.contains(&format!("{}:4:", file.display()))
-                && printed.contains("images[0].policy.semver.range"),
+            printed.contains(&format!("{}:4:", file.display())) && printed.contains(field),
             "{printed}"
         );
     }
 
     #[test]
+    fn an_image_updates_file_is_checked_as_one() {
+        refused_at_line_4(
+            "image-updates.yaml",
+            "images:\n  - name: app\n    repository: ghcr.io/team/app\n    policy: {semver: {range: '>=1.0 <x'}}\n",
+            "images[0].policy.semver.range",
+        );
+    }
+
+    #[test]
     fn a_rollout_file_is_checked_as_one() {
-        let dir = tempfile::tempdir().expect("a folder");
-        let file = dir.path().join("rollout.yaml");
-        std::fs::write(
-            &file,
+        refused_at_line_4(
+            "rollout.yaml",
             "waves:\n  - name: canary\n    agents: {match_labels: {env: canary}}\n    max_parallel: 150%\n",
-        )
-        .expect("written");
-        let mut out = Vec::new();
-        let ok = run(std::slice::from_ref(&file), Output::Text, &mut out).expect("checked");
-        let printed = String::from_utf8(out).expect("text");
-        assert!(!ok, "refused: {printed}");
-        assert!(
-            printed.contains(&format!("{}:4:", file.display()))
-                && printed.contains("waves[0].max_parallel"),
-            "{printed}"
+            "waves[0].max_parallel",
         );
     }
 }
