@@ -631,6 +631,62 @@ fn run(namespaces: &[String]) {
             && r.json()["state"] == "failure"),
         "the failed commit's status"
     );
+    // A newer commit during a rollout supersedes it and starts again from
+    // the first wave; a wait for the older one ends with 5.
+    let slow = rollout_file("10m");
+    let superseded = commit(
+        &apps,
+        &[
+            (".tether/rollout.yaml", Some(slow.as_str())),
+            ("manifests/web.yaml", Some(config_map("6").as_str())),
+        ],
+    );
+    wait(
+        "the canary soaking the sixth",
+        Duration::from_secs(60),
+        || {
+            let r = rollout(&setup);
+            r["commit"] == superseded.as_str() && r["waves"][0]["phase"] == "soaking"
+        },
+    );
+    let newer = commit(
+        &apps,
+        &[("manifests/web.yaml", Some(config_map("7").as_str()))],
+    );
+    wait(
+        "the canary on the newer commit, its wave first",
+        Duration::from_secs(60),
+        || {
+            let r = rollout(&setup);
+            r["commit"] == newer.as_str()
+                && r["waves"][0]["phase"] == "soaking"
+                && r["waves"][1]["phase"] == "pending"
+                && version_in(&namespaces[0]).as_deref() == Some("7")
+        },
+    );
+    assert!(
+        versions(&namespaces[1..])
+            .iter()
+            .all(|v| v.as_deref() == Some("2")),
+        "prod untouched by either"
+    );
+    let waited = setup.cli_output(&[
+        "rollout",
+        "wait",
+        "team/apps",
+        "--commit",
+        &superseded,
+        "--timeout",
+        "10s",
+    ]);
+    assert_eq!(waited.status.code(), Some(5), "superseded: {waited:?}");
+    setup
+        .cli(&["rollout", "abort", "team/apps"])
+        .expect("aborted");
+    wait("the canary back", Duration::from_secs(60), || {
+        version_in(&namespaces[0]).as_deref() == Some("6")
+    });
+
     // A commit that fails its sync on the canary under `on_failure:
     // halt`: halted, prod exactly where it was; the canary keeps what
     // it got (its objects the API server took are applied).
