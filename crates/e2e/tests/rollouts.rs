@@ -473,6 +473,20 @@ fn run(namespaces: &[String]) {
 
     // Pin one prod agent to the first commit: it goes back there, and
     // the next rollout skips it.
+    let unknown = setup.cli_output(&[
+        "agent",
+        "pin",
+        "prod-4",
+        "--project",
+        "team/apps",
+        "--commit",
+        &"f".repeat(40),
+    ]);
+    assert!(
+        !unknown.status.success()
+            && String::from_utf8_lossy(&unknown.stderr).contains("is not a commit of team/apps"),
+        "a commit the repository does not hold: {unknown:?}"
+    );
     setup
         .cli(&[
             "agent",

@@ -179,8 +179,10 @@ pub async fn pin(
         .get_project(&project)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("project {project} not found")))?;
+    let commit = body.commit.to_ascii_lowercase();
+    known_commit(&state, &project, &commit).await?;
     let pin = Pin {
-        commit: body.commit.to_ascii_lowercase(),
+        commit,
         at: now_ms(),
     };
     let value = serde_json::to_string(&pin).map_err(|e| ApiError::Internal(e.into()))?;
@@ -384,5 +386,32 @@ async fn authorize_wait(
             _ => Err(ApiError::Unauthorized),
         },
         _ => Err(ApiError::Unauthorized),
+    }
+}
+
+/// Refuses a commit the project's repository does not hold: a pin to it
+/// would only fail the agent's sync.
+async fn known_commit(state: &ApiState, project: &str, commit: &str) -> Result<(), ApiError> {
+    let mut source = state.repos.subscribe(project).borrow().source.clone();
+    if source.is_none() {
+        state
+            .repos
+            .refresh(project)
+            .await
+            .map_err(|e| ApiError::Upstream(e.to_string()))?;
+        source = state.repos.subscribe(project).borrow().source.clone();
+    }
+    let source = source.ok_or_else(|| {
+        ApiError::Upstream(format!("kas has not read {project}'s repository yet"))
+    })?;
+    let wanted = commit.to_owned();
+    let found = tokio::task::spawn_blocking(move || source.resolve(Some(&wanted)))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    match found {
+        Ok(found) if found.to_string() == commit => Ok(()),
+        _ => Err(ApiError::Invalid(format!(
+            "{commit} is not a commit of {project}'s repository"
+        ))),
     }
 }
