@@ -22,16 +22,16 @@ use crate::advance::{self, Candidate, Event, Observed};
 use crate::gate::Fleet;
 use crate::state::*;
 
-/// How often the driver looks.
+/// How often the driver looks: at the projects' heads, the requests and
+/// the reports of every running rollout.
 pub const TICK: Duration = Duration::from_millis(250);
-/// How often it lists the projects and their heads, and looks for agents
-/// that joined a running rollout.
+/// How often it looks for agents that joined or left a running rollout.
 const SURVEY: Duration = Duration::from_secs(1);
 /// The lease one replica holds to drive rollouts.
 const LEASE: &str = ":rollouts";
 /// Requests taken per tick at most.
 const MAX_REQUESTS: usize = 100;
-/// Why a new head was not looked at: tried again at the next survey.
+/// Why a new head was not looked at: tried again at the next tick.
 #[derive(Debug, thiserror::Error)]
 enum ConsiderError {
     #[error(transparent)]
@@ -159,10 +159,12 @@ impl Driver {
         let now = now_ms();
         let mut changed: BTreeMap<String, (Rollout, Vec<Event>)> = BTreeMap::new();
         self.take_requests(&mut changed, now).await;
+        // New heads at every tick (the heads are in memory: one query
+        // for the project list); newcomers to running rollouts less often.
+        self.survey(&mut changed, now).await;
         let survey = self.last_survey.is_none_or(|at| at.elapsed() >= SURVEY);
         if survey {
             self.last_survey = Some(tokio::time::Instant::now());
-            self.survey(&mut changed, now).await;
         }
         for rollout in self.fleet.rollouts() {
             if rollout.phase != Phase::Running {
@@ -306,7 +308,7 @@ impl Driver {
                     changed.insert(project.id.clone(), (rollout, events));
                 }
                 Ok(None) => {}
-                // Tried again at the next survey.
+                // Tried again at the next tick.
                 Err(e) => {
                     tracing::warn!(project = %project.id, error = %e, "cannot look at the new head yet");
                     continue;

@@ -46,6 +46,10 @@ pub struct Fleet {
     changed: watch::Sender<u64>,
     /// Whether a commit of a project has a rollout file.
     files: Mutex<HashMap<(String, String), bool>>,
+    /// Held while one follower reads a file the others then find
+    /// remembered: a head that moves under a thousand followers is read
+    /// once, not a thousand times at once.
+    reading: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -71,6 +75,7 @@ impl Fleet {
             known: Mutex::default(),
             changed: watch::Sender::new(0),
             files: Mutex::default(),
+            reading: tokio::sync::Mutex::const_new(()),
         })
     }
 
@@ -80,6 +85,7 @@ impl Fleet {
             known: Mutex::default(),
             changed: watch::Sender::new(0),
             files: Mutex::default(),
+            reading: tokio::sync::Mutex::const_new(()),
         })
     }
 
@@ -344,6 +350,10 @@ impl Fleet {
         source: &Source,
     ) -> Option<bool> {
         let key = (project.to_owned(), commit.to_string());
+        if let Some(known) = lock(&self.files).get(&key) {
+            return Some(*known);
+        }
+        let _reading = self.reading.lock().await;
         if let Some(known) = lock(&self.files).get(&key) {
             return Some(*known);
         }
