@@ -721,7 +721,7 @@ fn print(n: usize, rest: &Rest, at_once: &AtOnce, waves: &InWaves) {
     );
     if let Some(started) = waves.seen_started {
         println!(
-            "The rollout was first seen {:.0} ms after the commit (the driver looks for new heads every second).",
+            "The rollout was first seen {:.0} ms after the commit (the driver looks for new heads at every 250 ms tick).",
             ms(started)
         );
     }
