@@ -547,6 +547,21 @@ fn run(namespaces: &[String]) {
             .iter()
             .all(|v| v.as_deref() == Some("2"))
     );
+    let shown = setup.cli(&["rollout", "show", "team/apps"]).expect("shown");
+    assert!(
+        shown.contains("(paused)")
+            && shown.contains("WAVE")
+            && shown.contains("pinned to")
+            && shown
+                .lines()
+                .any(|l| l.starts_with("canary") && l.contains("soaking")),
+        "{shown}"
+    );
+    let listed = setup.cli(&["rollout", "list"]).expect("listed");
+    assert!(
+        listed.contains("team/apps") && listed.contains("running"),
+        "{listed}"
+    );
     // The web UI's Rollouts page shows the same, and updates live; the
     // admin sets an agent's labels there.
     let token = std::fs::read_to_string(setup.dir.path().join("kas/admin-token")).expect("token");
