@@ -53,6 +53,10 @@ struct RunArgs {
     /// Log level when RUST_LOG is unset.
     #[arg(long, env = "AGENTK_LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// Log lines as text, or as one JSON object each (for log
+    /// collectors).
+    #[arg(long, env = "AGENTK_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     /// kas's agent endpoint: grpcs://host:port, or wss://host[:port]/path
     /// where only HTTP/1.1 passes proxies (grpc:// and ws:// without TLS,
     /// for development only). Without it agentk only checks its cluster.
@@ -204,7 +208,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let log_level = logging::init(&args.log_level, logging::LogFormat::Text);
+    let log_level = logging::init(&args.log_level, logging::LogFormat::named(&args.log_format));
     let mut shutdown = Shutdown::on_signal();
     // Check the connection settings before anything else: a typo should fail
     // at start, not on the first reconnect.

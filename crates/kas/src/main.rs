@@ -17,6 +17,10 @@ struct Cli {
     /// Log level when RUST_LOG is unset.
     #[arg(long, env = "KAS_LOG_LEVEL", default_value = "info", global = true)]
     log_level: String,
+    /// Log lines as text, or as one JSON object each (for log
+    /// collectors).
+    #[arg(long, env = "KAS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
+    log_format: String,
     /// Where the client commands find kas (ignored by `serve`).
     #[command(flatten)]
     connection: cli::Connection,
@@ -106,7 +110,7 @@ impl ServeArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging::init(&cli.log_level, logging::LogFormat::Text);
+    logging::init(&cli.log_level, logging::LogFormat::named(&cli.log_format));
     match cli.command {
         Command::Serve(args) => match serve(*args).await {
             Ok(()) => Ok(()),

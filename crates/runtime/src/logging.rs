@@ -21,6 +21,16 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// `json`, or anything else (`text`, what the flags allow) as text.
+    pub fn named(name: &str) -> Self {
+        match name {
+            "json" => LogFormat::Json,
+            _ => LogFormat::Text,
+        }
+    }
+}
+
 /// Why a log level was not changed.
 #[derive(Debug, thiserror::Error)]
 pub enum LevelError {
