@@ -208,6 +208,11 @@ fn run(namespaces: &[String]) {
         },
     );
     assert!(
+        setup.metric("tether_kas_rollout_waves_passed_total") >= 2.0
+            && setup.metric("tether_kas_rollouts_started_total") >= 1.0,
+        "the rollout's metrics"
+    );
+    assert!(
         most_updating <= 2,
         "at most two prod agents at once: saw {most_updating}"
     );

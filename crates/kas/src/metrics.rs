@@ -30,6 +30,8 @@ pub struct Metrics {
     pub webhook_deliveries: Family<WebhookLabels, Counter>,
     /// Image automation's scans and write-backs.
     pub images: tether_images::metrics::ImageMetrics,
+    /// Fleet rollouts: started, ended, waves passed.
+    pub rollouts: tether_rollouts::metrics::RolloutMetrics,
 }
 
 impl Metrics {
@@ -40,6 +42,7 @@ impl Metrics {
         self.proxy.register(&mut registry);
         self.render.register(&mut registry);
         self.images.register(&mut registry);
+        self.rollouts.register(&mut registry);
         registry.register(
             "webhook_deliveries",
             "Push webhook deliveries by provider and result",

@@ -85,6 +85,7 @@ pub struct Driver {
     seen: HashMap<String, String>,
     led: bool,
     last_survey: Option<tokio::time::Instant>,
+    metrics: crate::metrics::RolloutMetrics,
 }
 
 impl std::fmt::Debug for Driver {
@@ -105,12 +106,19 @@ impl Driver {
             seen: HashMap::new(),
             led: false,
             last_survey: None,
+            metrics: crate::metrics::RolloutMetrics::default(),
         }
     }
 
     /// With replicas: only the replica holding the lease drives.
     pub fn with_peers(mut self, replicas: Arc<dyn Replicas>, me: ReplicaId) -> Self {
         self.peers = Some((replicas, me));
+        self
+    }
+
+    /// Counts into `metrics` (kas's registry shows them).
+    pub fn with_metrics(mut self, metrics: crate::metrics::RolloutMetrics) -> Self {
+        self.metrics = metrics;
         self
     }
 
@@ -258,6 +266,7 @@ impl Driver {
                     )),
                 }
                 rollout.updated_at = now;
+                self.metrics.requests.inc();
                 tracing::info!(project, action = action.as_str(), "rollout request applied");
             }
             changed.insert(project.to_owned(), (rollout, events));
@@ -503,6 +512,7 @@ impl Driver {
             tracing::warn!(project = %rollout.project, error = %e, "cannot record the rollout");
             return;
         }
+        self.count(&rollout, &events);
         let project = rollout.project.clone();
         let summary = summary(&rollout);
         let agents: Vec<String> = rollout.agents.keys().cloned().collect();
@@ -527,6 +537,52 @@ impl Driver {
                     .is_err()
             {
                 tracing::warn!("rollout events are not taken: one dropped");
+            }
+        }
+    }
+}
+
+impl Driver {
+    /// Counts what `rollout`, about to be written, did since the record it
+    /// replaces.
+    fn count(&self, rollout: &Rollout, events: &[Event]) {
+        let previous = self.fleet.rollout(&rollout.project);
+        let replaces = previous.as_ref().filter(|p| p.commit != rollout.commit);
+        if replaces.is_some_and(|p| p.phase == Phase::Running) {
+            self.metrics
+                .ended
+                .get_or_create(&crate::metrics::Ended {
+                    phase: Phase::Superseded.as_str(),
+                })
+                .inc();
+        }
+        let was_running = previous
+            .as_ref()
+            .is_none_or(|p| p.commit != rollout.commit || p.phase == Phase::Running);
+        if rollout.phase.ended() && was_running {
+            self.metrics
+                .ended
+                .get_or_create(&crate::metrics::Ended {
+                    phase: rollout.phase.as_str(),
+                })
+                .inc();
+        }
+        for event in events {
+            match event {
+                Event::Started => {
+                    self.metrics.started.inc();
+                }
+                Event::WavePassed { wave } => {
+                    self.metrics.waves_passed.inc();
+                    if let Some(w) = rollout.waves.iter().find(|w| &w.name == wave)
+                        && let (Some(start), Some(end)) = (w.started_at, w.ended_at)
+                    {
+                        self.metrics
+                            .wave_seconds
+                            .observe(end.saturating_sub(start) as f64 / 1000.0);
+                    }
+                }
+                _ => {}
             }
         }
     }

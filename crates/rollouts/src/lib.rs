@@ -16,6 +16,7 @@
 pub mod advance;
 pub mod driver;
 pub mod gate;
+pub mod metrics;
 pub mod state;
 pub mod view;
 

@@ -139,6 +139,7 @@ impl Server {
             &statuses,
             &changes,
             router.as_ref(),
+            &metrics,
             &drain,
         );
         let sessions = data::ui_sessions(&settings, data.path())?;

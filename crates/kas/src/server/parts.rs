@@ -448,13 +448,15 @@ pub fn rollouts(
     statuses: &tether_notify::statuses::Statuses,
     changes: &Changes,
     router: Option<&Arc<Router>>,
+    metrics: &Metrics,
     drain: &Drain,
 ) {
     let heads = Arc::new(tether_channel::followed::Followed::new(
         store.clone(),
         repos.clone(),
     ));
-    let mut driver = tether_rollouts::driver::Driver::new(store.clone(), fleet.clone(), heads);
+    let mut driver = tether_rollouts::driver::Driver::new(store.clone(), fleet.clone(), heads)
+        .with_metrics(metrics.rollouts.clone());
     if let Some(router) = router {
         driver = driver.with_peers(router.replicas().clone(), router.me().clone());
     }
