@@ -147,18 +147,8 @@ pub fn parse(text: &str) -> Result<(ImageUpdates, Vec<Warning>), ConfigError> {
                 .collect(),
         ));
     }
-    let warnings = unknown
-        .into_iter()
-        .map(|path| {
-            let (line, column) = crate::split(locations.find(&path));
-            Warning {
-                message: format!("unknown field {path} is ignored"),
-                path,
-                line,
-                column,
-            }
-        })
-        .collect();
+    let mut warnings = crate::locate::unknown_fields(unknown);
+    locations.place_warnings(&mut warnings);
     Ok((checked, warnings))
 }
 

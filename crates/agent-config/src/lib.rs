@@ -88,20 +88,10 @@ pub fn parse(text: &str) -> Result<Parsed, ConfigError> {
         warnings: found,
     } = validate::validate(&mut config);
     if !problems.is_empty() {
-        for problem in &mut problems {
-            (problem.line, problem.column) = split(locations.find(&problem.path));
-        }
+        locations.place_problems(&mut problems);
         return Err(ConfigError::Invalid(problems));
     }
-    let mut warnings: Vec<Warning> = unknown
-        .into_iter()
-        .map(|path| Warning {
-            message: format!("unknown field {path} is ignored"),
-            path,
-            line: None,
-            column: None,
-        })
-        .collect();
+    let mut warnings = locate::unknown_fields(unknown);
     warnings.extend(config.unsupported_sections().map(|section| Warning {
         path: section.to_owned(),
         line: None,
@@ -109,9 +99,7 @@ pub fn parse(text: &str) -> Result<Parsed, ConfigError> {
         message: format!("section {section} is accepted but Tether does not act on it"),
     }));
     warnings.extend(found);
-    for warning in &mut warnings {
-        (warning.line, warning.column) = split(locations.find(&warning.path));
-    }
+    locations.place_warnings(&mut warnings);
     Ok(Parsed { config, warnings })
 }
 

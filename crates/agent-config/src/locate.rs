@@ -92,6 +92,20 @@ impl Locations {
         self.0.contains_key(path)
     }
 
+    /// Sets each problem's line and column from its path.
+    pub(crate) fn place_problems(&self, problems: &mut [crate::error::Problem]) {
+        for problem in problems {
+            (problem.line, problem.column) = crate::split(self.find(&problem.path));
+        }
+    }
+
+    /// Sets each warning's line and column from its path.
+    pub(crate) fn place_warnings(&self, warnings: &mut [crate::error::Warning]) {
+        for warning in warnings {
+            (warning.line, warning.column) = crate::split(self.find(&warning.path));
+        }
+    }
+
     pub(crate) fn find(&self, path: &str) -> Option<(usize, usize)> {
         let mut path = path;
         loop {
@@ -131,6 +145,19 @@ fn join_key(path: &str, key: &str) -> String {
 fn parent(path: &str) -> Option<&str> {
     let cut = path.rfind(['.', '['])?;
     Some(&path[..cut])
+}
+
+/// Each field serde ignored, as a warning (placed later, with the rest).
+pub(crate) fn unknown_fields(unknown: Vec<String>) -> Vec<crate::error::Warning> {
+    unknown
+        .into_iter()
+        .map(|path| crate::error::Warning {
+            message: format!("unknown field {path} is ignored"),
+            path,
+            line: None,
+            column: None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

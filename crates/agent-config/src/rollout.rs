@@ -129,26 +129,14 @@ pub fn parse(text: &str) -> Result<(RolloutSpec, Vec<Warning>), ConfigError> {
         warnings: found,
     } = findings;
     if !problems.is_empty() {
-        for problem in &mut problems {
-            (problem.line, problem.column) = crate::split(locations.find(&problem.path));
-        }
+        locations.place_problems(&mut problems);
         // Top to bottom, as the user reads the file.
         problems.sort_by_key(|p| (p.line.is_none(), p.line, p.column));
         return Err(ConfigError::Invalid(problems));
     }
-    let mut warnings: Vec<Warning> = unknown
-        .into_iter()
-        .map(|path| Warning {
-            message: format!("unknown field {path} is ignored"),
-            path,
-            line: None,
-            column: None,
-        })
-        .collect();
+    let mut warnings = crate::locate::unknown_fields(unknown);
     warnings.extend(found);
-    for warning in &mut warnings {
-        (warning.line, warning.column) = crate::split(locations.find(&warning.path));
-    }
+    locations.place_warnings(&mut warnings);
     Ok((spec, warnings))
 }
 
