@@ -93,6 +93,11 @@ fn run(namespaces: &[String]) {
         },
     );
 
+    // Which replica drives is told by its metrics: the one whose count of
+    // rollouts started grows with this commit.
+    const STARTED: &str = "tether_kas_rollouts_started_total";
+    const COMPLETED: &str = "tether_kas_rollouts_ended_total{phase=\"completed\"}";
+    let started_before: Vec<f64> = (0..3).map(|i| fleet.metric(i, STARTED)).collect();
     // A commit whose canary soaks long enough to kill the driver in it.
     let slow = rollout_file("15s");
     let second = commit(
@@ -120,12 +125,9 @@ fn run(namespaces: &[String]) {
     let driver = fleet
         .running()
         .into_iter()
-        .find(|&i| {
-            let log = fleet.log(i);
-            log.lines()
-                .any(|l| l.contains("rollout started") && l.contains(second.as_str()))
-        })
-        .expect("one replica says it started the rollout");
+        .find(|&i| fleet.metric(i, STARTED) > started_before[i])
+        .expect("one replica counts the rollout it started");
+    let completed_before: Vec<f64> = (0..3).map(|i| fleet.metric(i, COMPLETED)).collect();
     fleet.kill(driver);
 
     wait(
@@ -155,12 +157,10 @@ fn run(namespaces: &[String]) {
         soak_since < ended,
         "the soak kept its start across the takeover: {r}"
     );
-    let took_over = fleet.running().into_iter().any(|i| {
-        fleet
-            .log(i)
-            .lines()
-            .any(|l| l.contains("Completed") && l.contains(second.as_str()))
-    });
-    assert!(took_over, "a survivor completed it");
+    let took_over = fleet
+        .running()
+        .into_iter()
+        .any(|i| fleet.metric(i, COMPLETED) > completed_before[i]);
+    assert!(took_over, "a survivor counts the rollout it completed");
     drop(agentks);
 }
