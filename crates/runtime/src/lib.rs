@@ -22,6 +22,7 @@ pub mod limits;
 pub mod logging;
 pub mod serve;
 pub mod shutdown;
+pub mod telemetry;
 pub mod tls;
 
 pub use drain::Drain;

@@ -68,6 +68,22 @@ impl LogLevel {
 /// Calling it twice is harmless: the second call keeps the first subscriber
 /// and returns a handle that changes nothing.
 pub fn init(default_directive: &str, format: LogFormat) -> LogLevel {
+    match init_traced(default_directive, format, None) {
+        Ok((level, _)) => level,
+        // Without OTLP settings nothing can fail.
+        Err(_) => LogLevel { handle: None },
+    }
+}
+
+/// [`init`], and with `otlp` settings, spans exported over OTLP as well
+/// (see [`crate::telemetry`]); JSON lines then carry the trace and span
+/// ids of the span they were written in. Must run inside a Tokio runtime
+/// when `otlp` is given.
+pub fn init_traced(
+    default_directive: &str,
+    format: LogFormat,
+    otlp: Option<&crate::telemetry::Settings>,
+) -> Result<(LogLevel, crate::telemetry::Tracing), crate::telemetry::TelemetryError> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_directive));
     let (filter, handle) = reload::Layer::new(filter);
@@ -77,14 +93,83 @@ pub fn init(default_directive: &str, format: LogFormat) -> LogLevel {
         .with_ansi(std::io::stderr().is_terminal());
     let output = match format {
         LogFormat::Text => output.boxed(),
-        LogFormat::Json => output.json().boxed(),
+        LogFormat::Json => output
+            .event_format(WithTraceIds(
+                tracing_subscriber::fmt::format()
+                    .json()
+                    .flatten_event(false),
+            ))
+            .boxed(),
+    };
+    let (otel, tracing) = match otlp {
+        Some(settings) => {
+            let (provider, tracer) =
+                crate::telemetry::provider(settings, |k| std::env::var(k).ok())?;
+            (
+                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
+                crate::telemetry::tracing_for(provider),
+            )
+        }
+        None => (None, crate::telemetry::Tracing::default()),
     };
     let installed = tracing_subscriber::registry()
         .with(filter)
+        .with(otel)
         .with(output)
         .try_init()
         .is_ok();
-    LogLevel {
-        handle: installed.then_some(handle),
+    if installed {
+        let _ = INSTALLED.set(tracing::dispatcher::get_default(Clone::clone));
+    }
+    Ok((
+        LogLevel {
+            handle: installed.then_some(handle),
+        },
+        tracing,
+    ))
+}
+
+/// The subscriber [`init_traced`] installed, for [`WithTraceIds`].
+static INSTALLED: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+
+/// The JSON format, with `trace_id` and `span_id` added to a line written
+/// inside a traced span, so that a log search finds the lines of a trace.
+struct WithTraceIds<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.0.format_event(
+            ctx,
+            tracing_subscriber::fmt::format::Writer::new(&mut line),
+            event,
+        )?;
+        // The dispatcher cannot be asked for while it dispatches this
+        // event (it answers with none): the one installed is kept.
+        let ids = ctx.lookup_current().and_then(|span| {
+            INSTALLED
+                .get()
+                .and_then(|d| crate::telemetry::current_ids(&span.id(), d))
+        });
+        match ids {
+            Some((trace, span)) if line.ends_with("}\n") => {
+                line.truncate(line.len() - 2);
+                write!(
+                    writer,
+                    "{line},\"trace_id\":\"{trace}\",\"span_id\":\"{span}\"}}\n"
+                )
+            }
+            _ => writer.write_str(&line),
+        }
     }
 }
