@@ -288,6 +288,9 @@ pub struct SyncView {
     /// Corrections since the sync: who changed what, and whether it was
     /// put back.
     pub drift: Vec<DriftView>,
+    /// The sync's trace (32 hex digits), when it was sampled and exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// One drift correction.

@@ -202,6 +202,7 @@ mod tests {
             reported_at: String::new(),
             objects,
             drift: Vec::new(),
+            trace_id: None,
         }
     }
 

@@ -45,6 +45,8 @@ pub mod service;
 pub mod sessions;
 pub mod state;
 pub mod stored;
+pub mod sync_metrics;
+pub mod traces;
 pub mod traits;
 pub mod tunnels;
 

@@ -17,6 +17,7 @@ use tether_git::{CommitId, SelectLimits};
 use tether_proto::v1::{self, ServerMessage, server_message};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::outbound::Outbound;
 use crate::repos::Repos;
@@ -270,6 +271,8 @@ pub struct Recipient {
     pub statuses: tether_notify::statuses::Statuses,
     /// The commits given to the session, which its reports may speak of.
     pub sent: crate::sent::SentCommits,
+    /// The traces of the commits given (see [`crate::traces`]).
+    pub traces: crate::traces::SyncTraces,
     /// Which commit of the project the agent is given (fleet rollouts).
     pub fleet: Arc<tether_rollouts::Fleet>,
 }
@@ -408,8 +411,22 @@ async fn run(
             }
             continue;
         }
+        // The trace of this commit and agent, from how the commit was
+        // found (when it is the head just found) to the agent's report.
+        let found = head
+            .found
+            .as_ref()
+            .filter(|_| head.commit.as_ref() == Some(&commit));
+        let trace = to
+            .traces
+            .begin(&spec.project, &commit_text, &to.agent, found);
+        let delivery = tracing::info_span!("deliver", commit = %commit_text);
+        let _ = delivery.set_parent(trace.clone());
+        let traceparent = tether_runtime::telemetry::inject_context(&trace);
         let remote_bases = repos.remote_bases_allowed(&spec.project).await;
-        let collected = collect(&spec, &source, &commit, &rendering, remote_bases).await;
+        let collected = collect(&spec, &source, &commit, &rendering, remote_bases)
+            .instrument(tracing::info_span!(parent: &delivery, "collect"))
+            .await;
         // A commit whose files could not be sent is not what the agent
         // runs: a rollback must not give it back.
         let delivered = collected.is_ok();
@@ -432,12 +449,18 @@ async fn run(
             }
         };
         let count = messages.len();
-        for message in messages {
-            if !send(&tx, message).await {
+        let sending = tracing::info_span!(parent: &delivery, "send", messages = count);
+        for mut message in messages {
+            message.traceparent.clone_from(&traceparent);
+            if !send(&tx, message).instrument(sending.clone()).await {
                 return;
             }
         }
-        tracing::info!(commit = %commit_text, messages = count, "manifests sent");
+        drop(sending);
+        // In the delivery's span: the line carries the trace's id.
+        delivery
+            .in_scope(|| tracing::info!(commit = %commit_text, messages = count, "manifests sent"));
+        drop(delivery);
         if delivered && !pinned && given.as_deref() != Some(commit_text.as_str()) {
             to.fleet
                 .record_given(&spec.project, &to.agent, &commit_text, &paths)
@@ -654,6 +677,7 @@ fn failure(spec: &ManifestSpec, commit: &str, error: &str) -> v1::Manifests {
         error: error.to_owned(),
         transfer_id: next_transfer_id(),
         chunk: 0,
+        traceparent: String::new(),
     }
 }
 
@@ -673,6 +697,7 @@ fn chunks(project: &str, commit: &str, files: Vec<v1::ManifestFile>) -> Vec<v1::
             error: String::new(),
             transfer_id,
             chunk: u32::try_from(i).unwrap_or(u32::MAX),
+            traceparent: String::new(),
         })
         .collect()
 }

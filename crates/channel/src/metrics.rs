@@ -18,6 +18,10 @@ pub struct PollResult {
 /// clone.
 #[derive(Clone, Debug)]
 pub struct ChannelMetrics {
+    /// What each agent's last report says, under `tether_sync_…`.
+    pub syncs: crate::sync_metrics::SyncMetrics,
+    /// Git polls that found a new commit, and fetch time.
+    pub git_fetch_seconds: Histogram,
     /// Agent sessions open now.
     pub agent_sessions: Gauge,
     /// Agent sessions opened since start.
@@ -37,6 +41,10 @@ pub struct ChannelMetrics {
 impl Default for ChannelMetrics {
     fn default() -> Self {
         ChannelMetrics {
+            syncs: crate::sync_metrics::SyncMetrics::default(),
+            git_fetch_seconds: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
             agent_sessions: Gauge::default(),
             agent_sessions_opened: Counter::default(),
             auth_failures: Counter::default(),
@@ -78,6 +86,11 @@ impl ChannelMetrics {
             self.configs_rejected.clone(),
         );
         registry.register("git_polls", "Git polls by result", self.git_polls.clone());
+        registry.register(
+            "git_fetch_seconds",
+            "Time a git poll that found a new commit took, fetch and resolve",
+            self.git_fetch_seconds.clone(),
+        );
         registry.register(
             "git_poll_seconds",
             "Time a git poll takes, fetch and resolve",

@@ -36,6 +36,11 @@ pub fn sync_view(report: tether_proto::v1::SyncReport, reported_at: i64) -> Sync
                 .map(|d| d.seconds.max(0) as u64 * 1000 + d.nanos.max(0) as u64 / 1_000_000)
                 .unwrap_or_default(),
             reported_at: tether_store::time::to_rfc3339(reported_at),
+            // From the agent: kept only when shaped like a trace id, as it
+            // goes into links.
+            trace_id: Some(report.trace_id)
+                .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+                .map(|t| t.to_ascii_lowercase()),
             objects: report.objects.into_iter().map(object_view).collect(),
             drift: report
                 .drift

@@ -44,6 +44,8 @@ pub struct Head {
     /// Other refs resolved since this poll, shared by every follower of the
     /// project: one resolve per ref and poll, however many agents follow it.
     pub resolved: Arc<Mutex<HashMap<String, Result<CommitId, ResolveError>>>>,
+    /// How `commit` was found, for the traces of its deliveries.
+    pub found: Option<crate::traces::Found>,
 }
 
 /// Why a ref could not be resolved at a poll.
@@ -158,7 +160,36 @@ struct Poller {
     /// Poll at the next turn even when another replica leads the project:
     /// a refresh here, or a head announced by the leader.
     force: AtomicBool,
+    /// Why the next poll runs early, and since when: the webhook (or
+    /// call) that asked for it.
+    cause: Mutex<Option<Cause>>,
     head: watch::Sender<Head>,
+}
+
+/// What asked for a poll.
+#[derive(Clone, Debug)]
+pub struct Cause {
+    /// `webhook`, `refresh` or `peer`.
+    pub via: &'static str,
+    pub at: std::time::SystemTime,
+    /// The span of the request that asked, linked from the traces.
+    pub link: Option<opentelemetry::trace::SpanContext>,
+}
+
+impl Cause {
+    /// A cause arriving now, within the current span.
+    pub fn now(via: &'static str) -> Self {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let cx = tracing::Span::current().context();
+        let span = cx.span();
+        let link = span.span_context();
+        Cause {
+            via,
+            at: std::time::SystemTime::now(),
+            link: link.is_valid().then(|| link.clone()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Repos {
@@ -222,6 +253,7 @@ impl Repos {
             .map(ToString::to_string);
         if known.as_deref() != Some(head.commit.as_str()) {
             poller.force.store(true, Ordering::Relaxed);
+            lock(&poller.cause).get_or_insert_with(|| Cause::now("peer"));
             poller.wake.notify_one();
         }
     }
@@ -276,6 +308,7 @@ impl Repos {
             let poller = Arc::new(Poller {
                 wake: Notify::new(),
                 force: AtomicBool::new(false),
+                cause: Mutex::new(None),
                 head: watch::Sender::new(Head::default()),
             });
             let span = tracing::info_span!("git_poller", project = %project);
@@ -303,12 +336,23 @@ impl Repos {
     /// connected agent of the project is sent its configuration from that
     /// commit as soon as the poll publishes it.
     pub async fn refresh(self: &Arc<Self>, project: &str) -> Result<CommitId, RefreshError> {
+        self.refresh_for(project, Cause::now("refresh")).await
+    }
+
+    /// [`Repos::refresh`], for `cause` (a push webhook's delivery), which
+    /// the traces of what it finds start from.
+    pub async fn refresh_for(
+        self: &Arc<Self>,
+        project: &str,
+        cause: Cause,
+    ) -> Result<CommitId, RefreshError> {
         if self.store.get_project(project).await?.is_none() {
             return Err(RefreshError::NotFound(project.to_owned()));
         }
         let mut head = self.subscribe(project);
         let after = head.borrow().started;
         if let Some(poller) = self.lock().get(project) {
+            *lock(&poller.cause) = Some(cause);
             poller.force.store(true, Ordering::Relaxed);
             poller.wake.notify_one();
         }
@@ -344,10 +388,14 @@ impl Repos {
                 continue;
             }
             let started = std::time::Instant::now();
-            let polled = self.poll(&project).await;
-            self.metrics
-                .git_poll_seconds
-                .observe(started.elapsed().as_secs_f64());
+            let fetch_start = std::time::SystemTime::now();
+            let cause = lock(&poller.cause).take();
+            let polled = self
+                .poll(&project)
+                .instrument(tracing::info_span!("git fetch"))
+                .await;
+            let took = started.elapsed().as_secs_f64();
+            self.metrics.git_poll_seconds.observe(took);
             let result = if polled.is_ok() { "ok" } else { "error" };
             self.metrics
                 .git_polls
@@ -357,6 +405,18 @@ impl Repos {
                 Ok(Some((source, commit))) => poller.head.send_modify(|h| {
                     if h.commit.as_ref() != Some(&commit) {
                         tracing::info!(commit = %commit, "new commit");
+                        self.metrics.git_fetch_seconds.observe(took);
+                        let cause = cause.clone().unwrap_or(Cause {
+                            via: "poll",
+                            at: fetch_start,
+                            link: None,
+                        });
+                        h.found = Some(crate::traces::Found {
+                            via: cause.via,
+                            at: cause.at.min(fetch_start),
+                            fetch: (fetch_start, std::time::SystemTime::now()),
+                            link: cause.link,
+                        });
                         if let Some(peers) = self.peers.get() {
                             let _ = peers.announce.try_send(NewHead {
                                 project: project.clone(),

@@ -245,6 +245,7 @@ impl AgentChannel for AgentChannelService {
             repos: self.repos.clone(),
             followers: Vec::new(),
             sent: Default::default(),
+            traces: Default::default(),
             held: HashMap::new(),
             synced: hello
                 .synced
@@ -303,6 +304,8 @@ struct Session {
     /// The manifest commits the followers gave this session: the only
     /// ones its reports may speak of.
     sent: crate::sent::SentCommits,
+    /// The traces of the commits given, open until their syncs finish.
+    traces: crate::traces::SyncTraces,
     /// Reports that named a project or commit the session had not resolved
     /// yet: an agent reports its last state as soon as it connects, before
     /// the followers have read the refs. The newest per project, at most
@@ -531,6 +534,20 @@ impl Session {
             });
         }
         let reported_at = now();
+        self.state
+            .metrics
+            .syncs
+            .observe(&self.agent, &report, reported_at as f64);
+        self.traces.reported(
+            &report.project_id,
+            &report.commit_id,
+            report.phase == "done"
+                || matches!(
+                    report.state(),
+                    v1::SyncState::Failed | v1::SyncState::DryRun
+                ),
+            &report.error,
+        );
         let view = super::reports::sync_view(report, reported_at);
         let record = SyncRecord {
             project: view.project.clone(),
@@ -720,6 +737,7 @@ impl Session {
             agent: self.agent.to_string(),
             statuses: self.statuses.clone(),
             sent: self.sent.clone(),
+            traces: self.traces.clone(),
             fleet: self.fleet.clone(),
         }
     }
@@ -729,6 +747,8 @@ impl Session {
     /// files at the same commit, so the agent's synced commit says nothing).
     fn follow_manifests(&mut self, specs: Vec<ManifestSpec>) {
         self.sent
+            .retain_projects(|project| specs.iter().any(|s| s.project == project));
+        self.traces
             .retain_projects(|project| specs.iter().any(|s| s.project == project));
         // A project the config no longer names: rollouts stop counting
         // the agent among its followers.

@@ -199,7 +199,15 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.sessions.metrics.agent_sessions.dec();
-        self.sessions.lock().remove(&self.id);
+        let last = {
+            let mut sessions = self.sessions.lock();
+            sessions.remove(&self.id);
+            !sessions.values().any(|e| e.agent == self.agent)
+        };
+        if last {
+            // The replica it reconnects to shows its syncs from now on.
+            self.sessions.metrics.syncs.forget(&self.agent);
+        }
         self.sessions.tell(SessionEvent::Closed(self.agent.clone()));
     }
 }

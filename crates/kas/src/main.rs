@@ -110,9 +110,12 @@ impl ServeArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging::init(&cli.log_level, logging::LogFormat::named(&cli.log_format));
+    let format = logging::LogFormat::named(&cli.log_format);
+    if !matches!(cli.command, Command::Serve(_)) {
+        logging::init(&cli.log_level, format);
+    }
     match cli.command {
-        Command::Serve(args) => match serve(*args).await {
+        Command::Serve(args) => match serve(*args, &cli.log_level, format).await {
             Ok(()) => Ok(()),
             // A listener's address taken is its own exit status, so that a
             // supervisor (or a test picking free ports) can tell it apart.
@@ -174,12 +177,28 @@ fn address_in_use(error: &anyhow::Error) -> bool {
     })
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = args.settings()?;
+async fn serve(args: ServeArgs, level: &str, format: logging::LogFormat) -> anyhow::Result<()> {
+    // Before the settings, so that their errors are logged as the rest.
+    let settings = args.settings();
+    let otlp = match &settings {
+        Ok(s) => {
+            tether_runtime::telemetry::Settings::from_env(s.otlp_endpoint.as_deref(), "kas", |k| {
+                std::env::var(k).ok()
+            })?
+        }
+        Err(_) => None,
+    };
+    let (_, traces) = logging::init_traced(level, format, otlp.as_ref())?;
+    if let Some(otlp) = &otlp {
+        tracing::info!(url = %otlp.url, protocol = ?otlp.protocol, "exporting traces over OTLP");
+    }
+    let settings = settings?;
     let shutdown = Shutdown::on_signal();
     match tether_runtime::limits::raise_open_files() {
         Ok(limit) => tracing::debug!(limit, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
-    kas::server::Server::run(settings, shutdown).await
+    let ran = kas::server::Server::run(settings, shutdown).await;
+    traces.shutdown();
+    ran
 }

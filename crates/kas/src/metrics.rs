@@ -37,12 +37,17 @@ pub struct Metrics {
 impl Metrics {
     /// The text exposition format, as `/metrics` serves it.
     pub fn encode(&self) -> String {
-        let mut registry = Registry::with_prefix("tether_kas");
-        self.channel.register(&mut registry);
-        self.proxy.register(&mut registry);
-        self.render.register(&mut registry);
-        self.images.register(&mut registry);
-        self.rollouts.register(&mut registry);
+        // What agents report is `tether_sync_…`, the same name an agent's
+        // series has whichever replica holds its session; the rest is
+        // kas's own, `tether_kas_…`.
+        let mut root = Registry::with_prefix("tether");
+        self.channel.syncs.register(&mut root);
+        let registry = root.sub_registry_with_prefix("kas");
+        self.channel.register(registry);
+        self.proxy.register(registry);
+        self.render.register(registry);
+        self.images.register(registry);
+        self.rollouts.register(registry);
         registry.register(
             "webhook_deliveries",
             "Push webhook deliveries by provider and result",
@@ -50,7 +55,7 @@ impl Metrics {
         );
         let mut text = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        let _ = prometheus_client::encoding::text::encode(&mut text, &root);
         text
     }
 }

@@ -175,6 +175,22 @@ pub struct SettingsFile {
     /// Without it, registry notifications are refused.
     #[arg(long, env = "KAS_REGISTRY_HOOK_SECRET_FILE")]
     pub registry_hook_secret_file: Option<PathBuf>,
+    /// OTLP endpoint traces are exported to, as OTEL_EXPORTER_OTLP_ENDPOINT
+    /// means it (a base URL; `/v1/traces` is appended for HTTP; the
+    /// protocol from OTEL_EXPORTER_OTLP_PROTOCOL, grpc or http/protobuf).
+    /// Default: that variable; without either, no traces.
+    #[arg(long, env = "KAS_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Metrics per agent and project (tether_sync_info and the like).
+    /// `false` on very large fleets keeps only the fleet-wide counts.
+    /// Default: true.
+    #[arg(long, env = "KAS_METRICS_PER_AGENT")]
+    pub metrics_per_agent: Option<bool>,
+    /// Link to a trace in the web UI and CLI: a URL with `{trace_id}` in
+    /// it, e.g. https://jaeger.example.com/trace/{trace_id}. Default: the
+    /// trace id is shown, unlinked.
+    #[arg(long, env = "KAS_TRACE_URL")]
+    pub trace_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -227,6 +243,11 @@ pub struct Settings {
     pub notify_disconnected_after: Duration,
     pub image_scan_interval: Duration,
     pub registry_hook_secret_file: Option<PathBuf>,
+    /// Where traces go (see `tether_runtime::telemetry`).
+    pub otlp_endpoint: Option<String>,
+    pub metrics_per_agent: bool,
+    /// A trace's link, `{trace_id}` replaced.
+    pub trace_url: Option<String>,
 }
 
 /// Where kas's records are kept.
@@ -420,6 +441,15 @@ impl Settings {
             "off" => render.limits.sandbox = tether_render::SandboxMode::Off,
             other => problems.push(format!("render_sandbox must be on or off, not {other:?}")),
         }
+        let trace_url = flags.trace_url.clone().or(file.trace_url.clone());
+        if let Some(url) = &trace_url
+            && (!url.contains("{trace_id}")
+                || !(url.starts_with("https://") || url.starts_with("http://")))
+        {
+            problems.push(format!(
+                "trace_url {url:?} must be an http(s) URL with {{trace_id}} in it"
+            ));
+        }
         let egress_allow = if flags.egress_allow.is_empty() {
             file.egress_allow
         } else {
@@ -492,6 +522,12 @@ impl Settings {
             registry_hook_secret_file: flags
                 .registry_hook_secret_file
                 .or(file.registry_hook_secret_file),
+            otlp_endpoint: flags.otlp_endpoint.or(file.otlp_endpoint),
+            metrics_per_agent: flags
+                .metrics_per_agent
+                .or(file.metrics_per_agent)
+                .unwrap_or(true),
+            trace_url,
             data_dir,
             api_listen: flags
                 .api_listen

@@ -43,6 +43,7 @@ pub mod tools;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use ring::digest;
 use tether_agent_config::{HelmChart, Kustomization};
@@ -208,6 +209,12 @@ impl Renderer {
         Fut: Future<Output = Result<Files, String>>,
     {
         let key = self.key(job);
+        let span = tracing::info_span!(
+            "render",
+            project = %job.project,
+            commit = %job.commit,
+            cache_hit = tracing::field::Empty,
+        );
         let (outcome, hit) = self
             .cache
             .get_or_render(&key, || async {
@@ -216,7 +223,9 @@ impl Renderer {
                 self.metrics.observe(outcome.is_ok(), started.elapsed());
                 outcome.map(Arc::new)
             })
+            .instrument(span.clone())
             .await;
+        span.record("cache_hit", hit);
         self.metrics.looked_up(hit);
         outcome
     }

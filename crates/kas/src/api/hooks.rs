@@ -155,10 +155,14 @@ async fn deliver_counted(
         Event::Push(refs) => {
             tracing::info!(project = %id, refs = ?refs, "push webhook: reading the repository");
             let (repos, project) = (state.repos.clone(), id.clone());
+            // The delivery's span: each agent's trace of the commit it
+            // finds links to it and starts when it arrived.
+            let cause = tracing::info_span!("webhook", provider = ?provider, project = %id)
+                .in_scope(|| tether_channel::repos::Cause::now("webhook"));
             // On the drain: kas waits for the refresh (bounded by its
             // own timeout) instead of leaving it detached.
             state.drain.spawn(async move {
-                if let Err(e) = repos.refresh(&project).await {
+                if let Err(e) = repos.refresh_for(&project, cause).await {
                     tracing::warn!(project = %project, error = %e, "refresh after a push webhook failed");
                 }
             });

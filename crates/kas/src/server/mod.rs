@@ -54,6 +54,10 @@ impl Server {
         }
         let admin_token = admin_token::load_or_create(&settings.admin_token_file)?;
         let metrics = Metrics::default();
+        metrics
+            .channel
+            .syncs
+            .set_per_agent(settings.metrics_per_agent);
         // Every long task of kas runs on this drain; it is waited for below.
         let drain = Drain::new(shutdown.clone());
         // The agent endpoint's parts, each handed below to what needs it.
