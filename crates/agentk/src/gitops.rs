@@ -42,6 +42,8 @@ struct Job {
     /// As kas sent them: manifests, and releases to render here.
     files: Vec<v1::ManifestFile>,
     spec: cfg::ManifestProject,
+    /// The trace kas started for this commit and agent, continued here.
+    traceparent: String,
 }
 
 /// Plan requests assembled at once at most (kas sends one at a time per
@@ -118,6 +120,8 @@ pub struct GitOps {
     leadership: Arc<std::sync::OnceLock<Leadership>>,
     /// Where sets received and applied, and leadership, are counted.
     observed: Option<crate::observability::Connected>,
+    /// Kubernetes Events on what the syncs change.
+    events: crate::events::Recorder,
 }
 
 /// This replica's part in the GitOps election.
@@ -162,7 +166,14 @@ impl GitOps {
             renderer: None,
             leadership: Arc::default(),
             observed: None,
+            events: crate::events::Recorder::disabled(),
         }
+    }
+
+    /// Records Kubernetes Events on what syncs apply, prune and correct.
+    pub fn with_events(mut self, events: crate::events::Recorder) -> Self {
+        self.events = events;
+        self
     }
 
     /// Counts sets and leadership into `observed` (agentk's `/metrics`).
@@ -299,6 +310,7 @@ impl GitOps {
             error: (!message.error.is_empty()).then_some(message.error),
             files: complete.files,
             spec,
+            traceparent: message.traceparent,
         };
         tracing::info!(project = %project, commit = %job.commit, files = job.files.len(), "manifests received");
         if let Some(observed) = &self.observed {
@@ -407,6 +419,7 @@ impl GitOps {
                     None
                 }
                 Some(event) = drift_rx.recv() => {
+                    self.tell_drift(&event);
                     if let Some(f) = &mut last {
                         f.outcome.drift.push(event);
                         // Keep the report bounded: the newest corrections.
@@ -423,11 +436,23 @@ impl GitOps {
                 generation += 1;
                 let commit = job.commit.clone();
                 let reconcile_timeout = job.spec.reconcile_timeout;
+                // A root of its own unless kas's trace of the commit goes
+                // on here.
+                let span = tracing::info_span!(
+                    parent: None,
+                    "sync",
+                    project = %project,
+                    commit = %commit,
+                    agent = %job.agent,
+                    otel.status_code = tracing::field::Empty,
+                );
+                tether_runtime::telemetry::extract(&span, &job.traceparent);
+                let before = self.uids(&state);
                 // Losing the lease mid-sync stops applying at once; the
                 // new leader applies the whole set (the inventory is
                 // crash-safe).
                 let outcome = tokio::select! {
-                    outcome = self.run(&project, job, &mut state) => Some(outcome),
+                    outcome = self.run(&project, job, &mut state).instrument(span.clone()) => Some(outcome),
                     _ = leading.wait_for(|l| !*l) => None,
                 };
                 let Some((outcome, dry_run)) = outcome else {
@@ -437,12 +462,20 @@ impl GitOps {
                 lock(&self.applied).insert(project.clone(), state.clone());
                 release_free_memory();
                 let follows = outcome.error.is_none() && !dry_run;
+                if !dry_run {
+                    self.tell_outcome(&project, &commit, &outcome, &before);
+                }
                 let mut following = Following::new(
                     commit,
                     outcome,
                     dry_run,
                     follows.then_some(reconcile_timeout),
                 );
+                following.trace_id =
+                    tether_runtime::telemetry::sampled_trace_id(&span).unwrap_or_default();
+                let health =
+                    tracing::info_span!(parent: &span, "wait", phase = "waiting_for_health");
+                following.trace = Some((span, health));
                 self.report_following(&project, &mut following);
                 if follows {
                     let (tx, tag) = (health_tx.clone(), generation);
@@ -472,6 +505,15 @@ impl GitOps {
         if phase != f.phase {
             f.phase = phase;
             f.since = std::time::SystemTime::now();
+            if phase == Phase::Done
+                && let Some((sync, _health)) = f.trace.take()
+            {
+                // Ends the trace's agent part: every object Current, or
+                // why not.
+                if error.is_some() {
+                    sync.record("otel.status_code", "error");
+                }
+            }
             if phase == Phase::Done {
                 match &error {
                     None => {
@@ -487,8 +529,114 @@ impl GitOps {
         outcome.error = error;
         let waiting: Vec<&ObjectOutcome> = waiting.iter().collect();
         self.send_report(
-            project, &f.commit, &outcome, state, phase, f.since, &waiting,
+            project,
+            &f.commit,
+            &outcome,
+            state,
+            phase,
+            f.since,
+            &waiting,
+            &f.trace_id,
         );
+    }
+
+    /// The uid and apiVersion of each object applied so far, for the
+    /// Events of those a sync prunes (empty without Events).
+    fn uids(&self, state: &AppliedState) -> HashMap<ObjRef, (String, String)> {
+        if !self.events.enabled() {
+            return HashMap::new();
+        }
+        state
+            .records
+            .iter()
+            .map(|(o, r)| (o.clone(), (r.uid.clone(), r.resource.api_version.clone())))
+            .collect()
+    }
+
+    /// Events on what a sync changed: each object applied, pruned, or
+    /// failed.
+    fn tell_outcome(
+        &self,
+        project: &str,
+        commit: &str,
+        outcome: &SyncOutcome,
+        before: &HashMap<ObjRef, (String, String)>,
+    ) {
+        if !self.events.enabled() {
+            return;
+        }
+        let short = &commit[..commit.len().min(12)];
+        for o in &outcome.objects {
+            let known = before.get(&o.object);
+            let (kind, reason, message) = match o.action {
+                Action::Applied => (
+                    crate::events::Kind::Normal,
+                    "Applied",
+                    format!("Applied commit {short} of {project} (server-side apply)"),
+                ),
+                Action::Pruned => (
+                    crate::events::Kind::Normal,
+                    "Pruned",
+                    format!("Deleted: not in commit {short} of {project}"),
+                ),
+                Action::Failed => (
+                    crate::events::Kind::Warning,
+                    "SyncFailed",
+                    format!("Commit {short} of {project}: {}", o.message),
+                ),
+                _ => continue,
+            };
+            self.events.record(crate::events::Note {
+                api_version: o
+                    .api_version()
+                    .map(str::to_owned)
+                    .or_else(|| known.map(|k| k.1.clone()))
+                    .unwrap_or_default(),
+                kind: o.object.kind.clone(),
+                namespace: o.object.namespace.clone(),
+                name: o.object.name.clone(),
+                uid: o
+                    .uid()
+                    .map(str::to_owned)
+                    .or_else(|| known.map(|k| k.0.clone()))
+                    .unwrap_or_default(),
+                type_: kind,
+                reason,
+                message,
+            });
+        }
+    }
+
+    /// A drift correction: counted, and told on the object.
+    fn tell_drift(&self, event: &drift::DriftEvent) {
+        if let Some(observed) = &self.observed {
+            observed.drift_corrected(event.corrected.is_ok());
+        }
+        let (kind, reason, message) = match &event.corrected {
+            Ok(()) => (
+                crate::events::Kind::Normal,
+                "DriftCorrected",
+                format!("Applied again: {} by {}", event.what, event.who),
+            ),
+            Err(e) => (
+                crate::events::Kind::Warning,
+                "DriftCorrectionFailed",
+                format!(
+                    "{} by {}; applying again failed: {e}",
+                    event.what, event.who
+                ),
+            ),
+        };
+        self.events.record(crate::events::Note {
+            api_version: event.api_version.clone(),
+            kind: event.object.kind.clone(),
+            namespace: event.object.namespace.clone(),
+            name: event.object.name.clone(),
+            uid: event.uid.clone(),
+            type_: kind,
+            reason,
+            message,
+        });
     }
 
     /// How a manifest project is synced (and planned).
@@ -612,6 +760,8 @@ impl GitOps {
         }
         let options = self.sync_options(&job.spec, &job.agent, project);
         let throttle = Mutex::new(Throttle::default());
+        let trace_id = tether_runtime::telemetry::sampled_trace_id(&tracing::Span::current())
+            .unwrap_or_default();
         let started = std::time::SystemTime::now();
         let observe = |progress: Progress<'_>| {
             let mut t = lock(&throttle);
@@ -636,6 +786,7 @@ impl GitOps {
                 progress.phase,
                 t.since,
                 &waiting,
+                &trace_id,
             );
         };
         let outcome = match self.expand(job.files).await {
@@ -652,6 +803,8 @@ impl GitOps {
         };
         if let Some(observed) = &self.observed {
             observed.set_applied();
+            observed.applied_in(outcome.error.is_none(), outcome.duration);
+            observed.pruned(outcome.count(Action::Pruned) as u64);
         }
         match &outcome.error {
             None => tracing::info!(
@@ -681,6 +834,7 @@ impl GitOps {
         phase: Phase,
         since: std::time::SystemTime,
         waiting: &[&ObjectOutcome],
+        trace_id: &str,
     ) {
         let object = |o: &ObjectOutcome| v1::ObjectResult {
             group: o.object.group.clone(),
@@ -725,6 +879,7 @@ impl GitOps {
                 .take(MAX_WAITING_REPORTED)
                 .map(|o| object(o))
                 .collect(),
+            trace_id: trace_id.to_owned(),
         };
         lock(&self.last_reports).insert(project.to_owned(), report.clone());
         let _ = self.reports.send(report);
@@ -787,6 +942,10 @@ struct Following {
     dirty: bool,
     phase: Phase,
     since: std::time::SystemTime,
+    /// The sync's span and its health wait's, open until the sync is done.
+    trace: Option<(tracing::Span, tracing::Span)>,
+    /// The sync's trace id when it is exported, for its reports.
+    trace_id: String,
 }
 
 impl Following {
@@ -808,6 +967,8 @@ impl Following {
             dirty: false,
             phase: Phase::Applying,
             since: std::time::SystemTime::now(),
+            trace: None,
+            trace_id: String::new(),
         }
     }
 
@@ -957,6 +1118,7 @@ mod tests {
             error: String::new(),
             transfer_id,
             chunk,
+            traceparent: String::new(),
         }
     }
 

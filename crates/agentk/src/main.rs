@@ -12,6 +12,7 @@ mod backoff;
 mod cluster_info;
 mod config;
 mod connection;
+mod events;
 mod gitops;
 mod install;
 mod leader;
@@ -57,6 +58,17 @@ struct RunArgs {
     /// collectors).
     #[arg(long, env = "AGENTK_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// OTLP endpoint traces are exported to, as OTEL_EXPORTER_OTLP_ENDPOINT
+    /// means it (a base URL; `/v1/traces` is appended for HTTP; the
+    /// protocol from OTEL_EXPORTER_OTLP_PROTOCOL, grpc or http/protobuf).
+    /// Default: that variable; without either, no traces. A sync continues
+    /// the trace kas started for its commit.
+    #[arg(long, env = "AGENTK_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Record Kubernetes Events on the objects agentk applies, prunes and
+    /// corrects, and on failures.
+    #[arg(long, env = "AGENTK_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    events: bool,
     /// kas's agent endpoint: grpcs://host:port, or wss://host[:port]/path
     /// where only HTTP/1.1 passes proxies (grpc:// and ws:// without TLS,
     /// for development only). Without it agentk only checks its cluster.
@@ -208,7 +220,25 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let log_level = logging::init(&args.log_level, logging::LogFormat::named(&args.log_format));
+    let otlp = tether_runtime::telemetry::Settings::from_env(
+        args.otlp_endpoint.as_deref(),
+        "agentk",
+        |k| std::env::var(k).ok(),
+    )?;
+    let (log_level, traces) = logging::init_traced(
+        &args.log_level,
+        logging::LogFormat::named(&args.log_format),
+        otlp.as_ref(),
+    )?;
+    if let Some(otlp) = &otlp {
+        tracing::info!(url = %otlp.url, protocol = ?otlp.protocol, "exporting traces over OTLP");
+    }
+    let ran = run_traced(args, log_level).await;
+    traces.shutdown();
+    ran
+}
+
+async fn run_traced(args: RunArgs, log_level: logging::LogLevel) -> anyhow::Result<()> {
     let mut shutdown = Shutdown::on_signal();
     // Check the connection settings before anything else: a typo should fail
     // at start, not on the first reconnect.
@@ -219,8 +249,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .transpose()?;
 
     let cluster = cluster_config(args.kubeconfig.as_deref()).await?;
-    let client =
-        kube::Client::try_from(cluster.clone()).context("cannot build a Kubernetes client")?;
+    let connected = observability::Connected::default();
+    let client = kube::client::ClientBuilder::try_from(cluster.clone())
+        .context("cannot build a Kubernetes client")?
+        .with_layer(&observability::CountRequests(connected.clone()))
+        .build();
     let version = client
         .apiserver_version()
         .await
@@ -231,7 +264,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "agentk connected to its cluster"
     );
 
-    let connected = observability::Connected::default();
     let listener = tokio::net::TcpListener::bind(args.observability_listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.observability_listen))?;
@@ -266,7 +298,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }),
             )
             .with_renderer(renderer)
-            .with_observed(connected.clone());
+            .with_observed(connected.clone())
+            .with_events(if args.events {
+                events::Recorder::start(
+                    client.clone(),
+                    pod_identity().name,
+                    Some(connected.clone()),
+                )
+            } else {
+                events::Recorder::disabled()
+            });
             let token = match args.token_file {
                 Some(path) => TokenSource::File(path),
                 None => TokenSource::Env("AGENTK_TOKEN".into()),

@@ -30,7 +30,19 @@ pub struct DriftEvent {
     /// Whether applying again succeeded, and if not, why.
     pub corrected: Result<(), String>,
     pub at: SystemTime,
+    /// The object's uid after the correction (empty if it failed).
+    pub uid: String,
+    /// Its apiVersion.
+    pub api_version: String,
 }
+
+/// Drift watches reopened since the process started (the server ends
+/// each after its timeout; errors end them sooner), for agentk's metrics.
+pub fn watch_restarts() -> u64 {
+    WATCH_RESTARTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static WATCH_RESTARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// apiVersion, plural, namespace: one watch each.
 type WatchKey = (String, String, String);
@@ -96,7 +108,11 @@ async fn watch_one(
     let mut fields: HashMap<String, Option<u64>> = HashMap::new();
     // The health last told, per object.
     let mut told: HashMap<String, (Health, String)> = HashMap::new();
+    let mut first = true;
     loop {
+        if !std::mem::take(&mut first) {
+            WATCH_RESTARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         // From "0": the current state first, so drift that happened before
         // the watch started is found too.
         let stream = match api.watch(&params, "0").await {
@@ -170,12 +186,12 @@ async fn watch_one(
                     &Patch::Apply(&body),
                 )
                 .await;
-            let corrected = match applied {
+            let (corrected, uid) = match applied {
                 Ok(applied) => {
                     *owned = our_fields(&applied.metadata);
-                    Ok(())
+                    (Ok(()), applied.metadata.uid.unwrap_or_default())
                 }
-                Err(e) => Err(e.to_string()),
+                Err(e) => (Err(e.to_string()), String::new()),
             };
             let _ = events.send(DriftEvent {
                 object: reference,
@@ -183,6 +199,8 @@ async fn watch_one(
                 what,
                 corrected,
                 at: SystemTime::now(),
+                uid,
+                api_version: resource.api_version.clone(),
             });
         }
         // A watch the server ends at once is not reopened at once.

@@ -26,6 +26,9 @@ pub struct Record {
     pub namespaced: bool,
     /// The applied body as JSON, to apply again when someone drifts it.
     pub body: Arc<str>,
+    /// The object's uid after the apply, for the Events recorded on it
+    /// (`kubectl describe` finds an object's Events by uid).
+    pub uid: String,
 }
 
 /// What agentk last applied, by object.

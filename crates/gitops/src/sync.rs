@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use futures_util::{StreamExt, stream};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
@@ -181,7 +182,11 @@ pub async fn sync_observed(
     let discovery = loop {
         let discovery = match state.discovery.clone() {
             Some(cached) => cached,
-            None => match Discovery::new(client.clone()).run().await {
+            None => match Discovery::new(client.clone())
+                .run()
+                .instrument(tracing::info_span!("discover"))
+                .await
+            {
                 Ok(d) => {
                     fresh = true;
                     std::sync::Arc::new(d)
@@ -299,7 +304,9 @@ pub async fn sync_observed(
                 waiting: &[],
             });
         }
-        let pruned = prune(client, &discovery, options, gone).await;
+        let pruned = prune(client, &discovery, options, gone)
+            .instrument(tracing::info_span!("prune"))
+            .await;
         for p in &pruned {
             state.records.remove(&p.object);
             state.finished_hooks.remove(&p.object);
@@ -772,10 +779,12 @@ async fn apply_all(
         if key.1 > 0 && !crds_pending.is_empty() {
             wait_established(client, std::mem::take(&mut crds_pending)).await;
         }
+        let span = tracing::info_span!("apply", wave = key.0, stage = key.1, objects = batch.len());
         let applied: Vec<ObjectOutcome> = stream::iter(std::mem::take(&mut batch))
             .map(|(object, resolved)| apply_one(client, options, object, resolved, state, current))
             .buffer_unordered(APPLY_CONCURRENCY)
             .collect()
+            .instrument(span)
             .await;
         for o in &applied {
             if o.object.kind == "CustomResourceDefinition" && o.action != Action::Failed {
@@ -833,6 +842,11 @@ async fn wait_for_wave(
         timeout,
         observe,
     )
+    .instrument(tracing::info_span!(
+        "wait",
+        phase = phase.as_str(),
+        objects = members.len()
+    ))
     .await;
     if members
         .iter()
@@ -947,6 +961,7 @@ async fn apply_one(
                     resource: resolved.resource,
                     namespaced: resolved.namespaced,
                     body: Arc::from(text),
+                    uid: applied.metadata.uid.clone().unwrap_or_default(),
                 })),
             }
         }
@@ -961,6 +976,21 @@ async fn apply_one(
             resource: None,
             record: None,
         },
+    }
+}
+
+impl ObjectOutcome {
+    /// The object's uid as the apply returned it, when it was applied.
+    pub fn uid(&self) -> Option<&str> {
+        self.record
+            .as_ref()
+            .map(|r| r.uid.as_str())
+            .filter(|u| !u.is_empty())
+    }
+
+    /// The object's apiVersion, when known.
+    pub fn api_version(&self) -> Option<&str> {
+        self.resource.as_ref().map(|(r, _)| r.api_version.as_str())
     }
 }
 
