@@ -35,6 +35,25 @@ pub fn oci_registry() -> Result<PathBuf> {
     dir.clone().map_err(Error::Binaries)
 }
 
+/// Environment variable naming a folder that already holds Jaeger v2 and
+/// promtool (`jaeger`, `promtool`).
+pub const OBSERVABILITY_BIN_ENV: &str = "TETHER_OBSERVABILITY_BIN";
+const OBSERVABILITY_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../scripts/observability-tools.sh"
+);
+
+/// The folder holding Jaeger v2 and promtool
+/// (`scripts/observability-tools.sh`, a no-op when built), found once per
+/// process.
+pub fn observability_tools() -> Result<PathBuf> {
+    static FOUND: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    let dir = FOUND.get_or_init(|| {
+        run_script(OBSERVABILITY_BIN_ENV, OBSERVABILITY_SCRIPT).map_err(|e| e.to_string())
+    });
+    dir.clone().map_err(Error::Binaries)
+}
+
 /// Environment variable naming a folder that already holds Gitea
 /// (`gitea`, with its assets in `../share/gitea`).
 pub const GITEA_BIN_ENV: &str = "TETHER_GITEA_BIN";

@@ -33,6 +33,7 @@ mod error;
 pub mod git;
 pub mod gitea;
 pub mod haproxy;
+pub mod jaeger;
 mod kubeconfig;
 mod namespace;
 pub mod pki;
@@ -45,8 +46,8 @@ mod wait;
 use std::sync::OnceLock;
 
 pub use binaries::{
-    BIN_ENV, Binaries, GITEA_BIN_ENV, REGISTRY_BIN_ENV, RENDER_BIN_ENV, gitea, oci_registry,
-    pinned_kube_version, render_tools,
+    BIN_ENV, Binaries, GITEA_BIN_ENV, OBSERVABILITY_BIN_ENV, REGISTRY_BIN_ENV, RENDER_BIN_ENV,
+    gitea, observability_tools, oci_registry, pinned_kube_version, render_tools,
 };
 pub use cluster::{
     Cluster, ClusterOptions, SIMULATED_LOG_LINES, SIMULATED_NODE_ANNOTATION, StartTimings,
