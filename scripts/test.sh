@@ -15,6 +15,10 @@ export TETHER_REGISTRY_BIN
 # Gitea, the git host of the push webhook test.
 TETHER_GITEA_BIN=$(bash scripts/gitea.sh)
 export TETHER_GITEA_BIN
+# Jaeger v2 and promtool: the OpenTelemetry back end of the tracing test,
+# and the checker of both programs' /metrics.
+TETHER_OBSERVABILITY_BIN=$(bash scripts/observability-tools.sh)
+export TETHER_OBSERVABILITY_BIN
 # PostgreSQL for the store suite and kas on a shared database.
 bash scripts/install-services.sh
 

@@ -6,6 +6,7 @@
 //! `port-forward`) get a connection each, since it becomes theirs.
 
 use std::sync::Arc;
+use tracing::Instrument;
 
 use anyhow::Context;
 use http::{Request, Response, Uri, header};
@@ -103,6 +104,27 @@ impl ApiServer {
     fn call(&self, service: &Send, request: Request<Body>) -> UpstreamFuture {
         let service = service.clone();
         let (mut parts, body) = request.into_parts();
+        // kas's proxy span goes on here; the API server (with its tracing
+        // on) continues from this one.
+        let span = tracing::info_span!(
+            "kubernetes api",
+            http.request.method = %parts.method,
+        );
+        if let Some(traceparent) = parts
+            .headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+        {
+            tether_runtime::telemetry::extract(&span, traceparent);
+        }
+        match http::HeaderValue::from_str(&tether_runtime::telemetry::inject(&span)) {
+            Ok(value) if !value.is_empty() => {
+                parts.headers.insert("traceparent", value);
+            }
+            _ => {
+                parts.headers.remove("traceparent");
+            }
+        }
         let uri = format!(
             "{}{}",
             self.base,
@@ -111,7 +133,11 @@ impl ApiServer {
         match Uri::try_from(uri) {
             Ok(uri) => {
                 parts.uri = uri;
-                Box::pin(service.oneshot(Request::from_parts(parts, body)))
+                Box::pin(
+                    service
+                        .oneshot(Request::from_parts(parts, body))
+                        .instrument(span),
+                )
             }
             Err(e) => Box::pin(std::future::ready(Err(e.into()))),
         }

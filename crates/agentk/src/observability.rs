@@ -282,15 +282,15 @@ pub fn router(connected: Connected) -> Router {
         .route("/readiness", get(readiness))
         .route(
             "/metrics",
-            get(|State(c): State<Connected>| async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    c.encode(),
-                )
-            }),
+            get(
+                |State(c): State<Connected>, headers: axum::http::HeaderMap| async move {
+                    let accept = headers
+                        .get(axum::http::header::ACCEPT)
+                        .and_then(|v| v.to_str().ok());
+                    let (kind, text) = tether_runtime::exposition::negotiate(accept, c.encode());
+                    ([(axum::http::header::CONTENT_TYPE, kind)], text)
+                },
+            ),
         )
         .with_state(connected)
 }

@@ -854,6 +854,7 @@ async fn agent(client: &ApiClient, command: AgentCommand) -> anyhow::Result<Prin
                     "pruned",
                     "duration_ms",
                     "reported_at",
+                    "trace_id",
                     "error",
                 ],
             )?;

@@ -72,9 +72,16 @@ fn run(ns: &str, jaeger: &tether_testenv::jaeger::Jaeger) {
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
     let mut agentk = Proc::spawn(cmd, setup.dir.path().join("agentk.log"));
     agentk.probes = Some(setup.probes);
-    wait("the first sync", Duration::from_secs(60), || {
-        setup.sync_of(&base).is_some_and(|s| s["state"] == "synced")
-    });
+    let started = std::time::Instant::now();
+    while !setup.sync_of(&base).is_some_and(|s| s["state"] == "synced") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no first sync:\nkas: {}\nagentk: {}",
+            tail(&setup.kas.log()),
+            tail(&agentk.log())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // A push, told by a signed webhook.
     let first = commit(
@@ -381,4 +388,10 @@ fn promtool_check(what: &str, text: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The end of a log, for a failure's message.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }

@@ -65,17 +65,13 @@ pub fn router(metrics: Metrics, readiness: Readiness) -> Router {
         )
         .route(
             "/metrics",
-            get(move || {
-                let text = metrics.encode();
-                async move {
-                    (
-                        [(
-                            CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        text,
-                    )
-                }
+            get(move |headers: axum::http::HeaderMap| {
+                let accept = headers
+                    .get(axum::http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok());
+                let (kind, text) =
+                    tether_runtime::exposition::negotiate(accept, metrics.encode());
+                async move { ([(CONTENT_TYPE, kind)], text) }
             }),
         )
 }

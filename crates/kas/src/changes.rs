@@ -75,8 +75,18 @@ pub enum Change {
 struct Published {
     /// The kas that applied it first (which ignores its own echo).
     origin: u64,
+    /// When it was announced (Unix milliseconds), for the feed's lag.
+    #[serde(default)]
+    at_ms: u64,
     #[serde(flatten)]
     change: Change,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }
 
 /// Applies changes to the live state, here and on every other kas.
@@ -98,6 +108,8 @@ pub struct Changes {
     /// Whether [`Self::follow`] is subscribed to the feed now, for
     /// readiness: a replica that does not hear revocations must not serve.
     following: Arc<std::sync::atomic::AtomicBool>,
+    /// The feed's lag and gaps.
+    metrics: Option<crate::metrics::FeedMetrics>,
 }
 
 impl std::fmt::Debug for Changes {
@@ -127,6 +139,7 @@ impl Changes {
             fleet: None,
             origin: rand::random(),
             following: Arc::default(),
+            metrics: None,
         }
     }
 
@@ -166,6 +179,12 @@ impl Changes {
         self.feed.is_some()
     }
 
+    /// Counts the feed's lag and gaps into `metrics`.
+    pub fn with_feed_metrics(mut self, metrics: crate::metrics::FeedMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     pub fn with_feed(mut self, feed: Arc<dyn ChangeFeed>) -> Self {
         self.feed = Some(feed);
         self
@@ -186,6 +205,7 @@ impl Changes {
         };
         let published = Published {
             origin: self.origin,
+            at_ms: unix_ms(),
             change,
         };
         let payload = serde_json::to_string(&published).unwrap_or_default();
@@ -230,11 +250,24 @@ impl Changes {
                 Some(FeedEvent::Message(payload)) => {
                     match serde_json::from_str::<Published>(&payload) {
                         Ok(p) if p.origin == self.origin => {}
-                        Ok(p) => self.apply_here(&p.change),
+                        Ok(p) => {
+                            if let Some(m) = &self.metrics
+                                && p.at_ms > 0
+                            {
+                                let lag = unix_ms().saturating_sub(p.at_ms);
+                                m.lag_seconds.observe(lag as f64 / 1000.0);
+                            }
+                            self.apply_here(&p.change)
+                        }
                         Err(e) => tracing::warn!(error = %e, "unreadable change on the feed"),
                     }
                 }
-                Some(FeedEvent::Gap) => self.recheck().await,
+                Some(FeedEvent::Gap) => {
+                    if let Some(m) = &self.metrics {
+                        m.gaps.inc();
+                    }
+                    self.recheck().await
+                }
             }
         }
     }
@@ -430,6 +463,7 @@ mod tests {
         ] {
             let wire = serde_json::to_string(&Published {
                 origin: 1,
+                at_ms: 1,
                 change: change.clone(),
             })
             .expect("serializes");

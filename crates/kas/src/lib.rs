@@ -23,6 +23,7 @@ pub mod admin;
 pub mod admin_token;
 pub mod api;
 pub mod changes;
+pub mod expiry;
 pub mod listen;
 pub mod metrics;
 pub mod proxy;

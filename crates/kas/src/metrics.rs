@@ -6,6 +6,8 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// A webhook delivery's labels.
@@ -32,6 +34,36 @@ pub struct Metrics {
     pub images: tether_images::metrics::ImageMetrics,
     /// Fleet rollouts: started, ended, waves passed.
     pub rollouts: tether_rollouts::metrics::RolloutMetrics,
+    /// What the change feed from the other replicas brings, and how late.
+    pub feed: FeedMetrics,
+    /// When the TLS certificate and the agents' tokens expire.
+    pub expiry: crate::expiry::ExpiryMetrics,
+    /// The agents' tunnels here, counted at each scrape.
+    pub tunnels:
+        std::sync::Arc<std::sync::OnceLock<std::sync::Arc<tether_tunnel::server::Tunnels>>>,
+    /// The shared database, whose pool's use is read at each scrape.
+    pub database: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<tether_store::PgStore>>>,
+}
+
+/// The change feed's: changes heard from other replicas and their lag.
+#[derive(Clone, Debug)]
+pub struct FeedMetrics {
+    /// From a replica's publish to this replica's receipt (across
+    /// machines, clock skew included).
+    pub lag_seconds: Histogram,
+    /// Gaps (changes possibly lost, sessions re-checked).
+    pub gaps: Counter,
+}
+
+impl Default for FeedMetrics {
+    fn default() -> Self {
+        FeedMetrics {
+            lag_seconds: Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            gaps: Counter::default(),
+        }
+    }
 }
 
 impl Metrics {
@@ -53,6 +85,42 @@ impl Metrics {
             "Push webhook deliveries by provider and result",
             self.webhook_deliveries.clone(),
         );
+        self.expiry.register(registry);
+        if let Some(tunnels) = self.tunnels.get() {
+            registry.register(
+                "agent_tunnels",
+                "Tunnels agents hold open to this replica now",
+                ConstGauge::new(i64::try_from(tunnels.total()).unwrap_or(i64::MAX)),
+            );
+        }
+        registry.register(
+            "change_feed_lag_seconds",
+            "Time from another replica's announcement of a change to its receipt here",
+            self.feed.lag_seconds.clone(),
+        );
+        registry.register(
+            "change_feed_gaps",
+            "Times the change feed may have lost changes (sessions and tokens were re-checked)",
+            self.feed.gaps.clone(),
+        );
+        if let Some(pg) = self.database.get() {
+            let (open, idle, max) = pg.pool_use();
+            registry.register(
+                "database_connections_in_use",
+                "Connections of the PostgreSQL pool in use now",
+                ConstGauge::new(i64::from(open.saturating_sub(idle))),
+            );
+            registry.register(
+                "database_connections_idle",
+                "Connections of the PostgreSQL pool open and idle",
+                ConstGauge::new(i64::from(idle)),
+            );
+            registry.register(
+                "database_connections_max",
+                "Most connections the PostgreSQL pool opens",
+                ConstGauge::new(i64::from(max)),
+            );
+        }
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &root);

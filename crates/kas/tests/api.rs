@@ -89,6 +89,7 @@ impl Api {
             )),
             registry_hook_secret: None,
             fleet: tether_rollouts::Fleet::new(store.clone()),
+            trace_url: None,
         });
         Api {
             router,

@@ -24,17 +24,28 @@ pub struct ProxyMetrics {
     /// Requests by caller kind and status code.
     pub requests: Family<ProxyLabels, Counter>,
     /// Time from a request to its response headers (a watch counts until
-    /// its stream starts).
-    pub request_seconds: Histogram,
+    /// its stream starts), by route.
+    pub request_seconds: Family<RouteLabel, Histogram>,
+}
+
+/// A proxied request's route alone, for the latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// `local`, `forwarded` or `from_peer`, as [`ProxyLabels::route`].
+    pub route: &'static str,
+}
+
+fn latency_buckets() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+    ])
 }
 
 impl Default for ProxyMetrics {
     fn default() -> Self {
         ProxyMetrics {
             requests: Family::default(),
-            request_seconds: Histogram::new([
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-            ]),
+            request_seconds: Family::new_with_constructor(latency_buckets),
         }
     }
 }

@@ -153,6 +153,15 @@ impl Proxy {
     ) -> Response<Body> {
         let routed = from == Arrival::Peer;
         let started = Instant::now();
+        // A trace the caller (or the replica that routed it here) started
+        // goes on in this request's span.
+        if let Some(traceparent) = request
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+        {
+            tether_runtime::telemetry::extract(&tracing::Span::current(), traceparent);
+        }
         let method = request.method().clone();
         let path = request
             .uri()
@@ -207,7 +216,10 @@ impl Proxy {
                 route,
             })
             .inc();
-        self.metrics.request_seconds.observe(elapsed.as_secs_f64());
+        self.metrics
+            .request_seconds
+            .get_or_create(&crate::metrics::RouteLabel { route })
+            .observe(elapsed.as_secs_f64());
         tracing::info!(
             who = %who,
             verb = %method,
@@ -257,6 +269,8 @@ impl Proxy {
         {
             self.admit_inner(&credential).await?;
         }
+        let mut request = request;
+        traced(&mut request);
         match elsewhere.route(&credential.agent, request, tunnels).await {
             Routed::Here(request) => Ok(Ok(request)),
             Routed::Answered { response, via } => Ok(Err((response, via))),
@@ -356,6 +370,7 @@ impl Proxy {
                 }
             },
         };
+        traced(&mut request);
         match lease
             .forward(request, &target, grant.identity.as_ref(), stop)
             .await
@@ -368,6 +383,21 @@ impl Proxy {
                 ),
                 Some(principal),
             )),
+        }
+    }
+}
+
+/// Sets the request's `traceparent` to this request's span, so that the
+/// replica it is routed to and the agent it goes through continue its
+/// trace (and a caller's own value goes no further than this span).
+fn traced<B>(request: &mut Request<B>) {
+    let traceparent = tether_runtime::telemetry::inject(&tracing::Span::current());
+    match http::HeaderValue::from_str(&traceparent) {
+        Ok(value) if !traceparent.is_empty() => {
+            request.headers_mut().insert("traceparent", value);
+        }
+        _ => {
+            request.headers_mut().remove("traceparent");
         }
     }
 }

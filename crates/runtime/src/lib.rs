@@ -16,6 +16,7 @@
 //! agent protocol.
 
 pub mod drain;
+pub mod exposition;
 pub mod files;
 pub mod https;
 pub mod limits;

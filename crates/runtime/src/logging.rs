@@ -93,7 +93,9 @@ pub fn init_traced(
         .with_ansi(std::io::stderr().is_terminal());
     let output = match format {
         LogFormat::Text => output.boxed(),
+        // `json()` first: span fields must be recorded as JSON too.
         LogFormat::Json => output
+            .json()
             .event_format(WithTraceIds(
                 tracing_subscriber::fmt::format()
                     .json()

@@ -219,6 +219,16 @@ impl PgStore {
         Ok(store)
     }
 
+    /// Connections open (in use or idle), idle, and the most the pool
+    /// opens, for kas's metrics.
+    pub fn pool_use(&self) -> (u32, u32, u32) {
+        (
+            self.pool.size(),
+            u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            MAX_CONNECTIONS,
+        )
+    }
+
     /// Seals the secrets it stores with `sealer` (see [`crate::Sealer`]).
     pub fn sealed_with(mut self, sealer: crate::Sealer) -> Self {
         self.sealer = sealer;

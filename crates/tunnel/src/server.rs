@@ -170,6 +170,11 @@ impl Tunnels {
         self.changes.notify_one();
     }
 
+    /// Tunnels open now, of every agent.
+    pub fn total(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+
     /// Live tunnels of `agent`.
     pub fn count(&self, agent: &AgentName) -> usize {
         self.lock().get(agent).map_or(0, Vec::len)

@@ -82,6 +82,17 @@ pub struct ApiState {
     pub registry_hook_secret: Option<Arc<str>>,
     /// Fleet rollouts and pins, as this replica knows them.
     pub fleet: Arc<tether_rollouts::Fleet>,
+    /// A trace's link (`{trace_id}` replaced), from `--trace-url`.
+    pub trace_url: Option<Arc<str>>,
+}
+
+impl ApiState {
+    /// The link to trace `id`, when kas was told where traces are shown.
+    pub fn trace_link(&self, id: &str) -> Option<String> {
+        let template = self.trace_url.as_deref()?;
+        // An id is 32 hex digits (checked when the report arrived).
+        Some(template.replace("{trace_id}", id))
+    }
 }
 
 impl std::fmt::Debug for ApiState {

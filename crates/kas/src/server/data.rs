@@ -14,6 +14,8 @@ pub struct Stores {
     pub store: Arc<dyn Store>,
     pub feed: Option<Arc<dyn ChangeFeed>>,
     pub replicas: Option<Arc<dyn Replicas>>,
+    /// The PostgreSQL store, for its pool's metrics.
+    pub pg: Option<Arc<PgStore>>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -34,6 +36,7 @@ pub async fn open(database: &Database, sealer: Sealer) -> anyhow::Result<Stores>
             ),
             feed: None,
             replicas: None,
+            pg: None,
         },
         Database::Postgres(url) => {
             let pg = Arc::new(
@@ -45,7 +48,8 @@ pub async fn open(database: &Database, sealer: Sealer) -> anyhow::Result<Stores>
             Stores {
                 store: pg.clone(),
                 feed: Some(pg.clone()),
-                replicas: Some(pg),
+                replicas: Some(pg.clone()),
+                pg: Some(pg),
             }
         }
     })

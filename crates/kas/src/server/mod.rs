@@ -76,6 +76,15 @@ impl Server {
             &settings.hostnames,
             data.path(),
         )?;
+        if let Some(at) = crate::expiry::not_after(&identity.cert_pem) {
+            let _ = metrics.expiry.certificate.set(at);
+        }
+        drain.spawn(
+            metrics
+                .expiry
+                .clone()
+                .follow_tokens(store.clone(), drain.signal()),
+        );
         let ca_pem = parts::ca_pem(&settings, &data)?;
         let router = parts::router(
             &settings,
@@ -109,8 +118,14 @@ impl Server {
             changes = changes.with_router(router.clone());
         }
         if let Some(feed) = stores.feed {
-            changes = changes.with_feed(feed);
+            changes = changes
+                .with_feed(feed)
+                .with_feed_metrics(metrics.feed.clone());
         }
+        if let Some(pg) = stores.pg.clone() {
+            let _ = metrics.database.set(pg);
+        }
+        let _ = metrics.tunnels.set(channel.tunnels.clone());
         let readiness = parts::readiness(&settings, &store, &rendering, bound.addresses()?);
         let readiness = parts::among_others(
             &changes,
@@ -173,6 +188,7 @@ impl Server {
             images,
             registry_hook_secret,
             fleet: fleet.clone(),
+            trace_url: settings.trace_url.as_deref().map(Arc::from),
         };
         drop(admin_token);
         let ui = crate::ui::UiState {

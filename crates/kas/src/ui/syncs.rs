@@ -97,6 +97,9 @@ pub async fn sync(
             }
         }
         @if !sync.health.is_empty() { p { "health: " (sync.health) } }
+        @if let Some(id) = &sync.trace_id {
+            p class="trace" { "trace " @if let Some(url) = state.trace_link(id) { a href=(url) { code { (id) } } } @else { code { (id) } } }
+        }
         p class="dim" { (sync.applied) " applied, " (sync.unchanged) " unchanged, " (sync.pruned) " pruned; " (sync.objects.len()) " objects" }
         @for (namespace, kinds) in &tree {
             details open {
