@@ -54,7 +54,7 @@ fn run(ns: &str, jaeger: &tether_testenv::jaeger::Jaeger) {
     let repo = setup.dir.path().join("repo");
     new_repo(&repo);
     let config = format!(
-        "gitops:\n  manifest_projects:\n    - id: team/config\n      default_namespace: {ns}\n      paths: [{{glob: 'manifests/*.yaml'}}]\n"
+        "gitops:\n  manifest_projects:\n    - id: team/config\n      default_namespace: {ns}\n      paths: [{{glob: 'manifests/*.yaml'}}]\nci_access:\n  projects: [{{ id: team/admin }}]\n"
     );
     let base = commit(&repo, &[(CONFIG, Some(&config))]);
     let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
@@ -183,6 +183,35 @@ fn run(ns: &str, jaeger: &tether_testenv::jaeger::Jaeger) {
     };
     assert!(logged(&setup.kas.log(), "manifests sent"), "kas's line");
     assert!(logged(&agentk.log(), "synced"), "agentk's line");
+
+    // A proxied request is traced through the tunnel: kas's proxy span,
+    // agentk's call to the API server under it.
+    setup
+        .cli(&["project", "add", "team/admin", "--url", "/srv/git/none"])
+        .expect("project");
+    let ci = support::last_line(setup.cli(&["project", "token", "create", "team/admin", "--name", "ci"]));
+    let token_file = setup.dir.path().join("ci.token");
+    std::fs::write(&token_file, &ci).expect("token file");
+    let kubeconfig = setup.dir.path().join("ci.kubeconfig");
+    setup
+        .cli(&[
+            "kubeconfig",
+            "--agent",
+            "prod",
+            "--token-file",
+            token_file.to_str().expect("utf-8"),
+            "--out",
+            kubeconfig.to_str().expect("utf-8"),
+        ])
+        .expect("kubeconfig");
+    let got = support::kubectl(&kubeconfig)
+        .args(["get", "configmap", "settings", "-n", ns, "-o", "name"])
+        .output()
+        .expect("kubectl runs");
+    assert!(got.status.success(), "{}", String::from_utf8_lossy(&got.stderr));
+    wait("the proxied request's trace", Duration::from_secs(30), || {
+        proxied_trace(jaeger).is_some()
+    });
 
     // Metrics: the sync is synced, then a correction and a failure move
     // them; both expositions pass promtool.
@@ -394,4 +423,25 @@ fn promtool_check(what: &str, text: &str) {
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// A trace in which agentk's call to its API server is a child of kas's
+/// proxy span, if Jaeger holds one.
+fn proxied_trace(jaeger: &tether_testenv::jaeger::Jaeger) -> Option<Value> {
+    let (status, body) = http_get(
+        jaeger.query,
+        "/api/traces?service=agentk&operation=kubernetes%20api&limit=50",
+    )?;
+    if status != 200 {
+        return None;
+    }
+    let found: Value = serde_json::from_str(&body).ok()?;
+    found["data"].as_array()?.iter().find_map(|trace| {
+        let names = span_names(trace);
+        let proxy = names.get("proxy")?;
+        let call = names.get("kubernetes api")?;
+        let kas = &trace["processes"][proxy["processID"].as_str()?]["serviceName"];
+        let parent = call["references"][0]["spanID"].as_str()?;
+        (kas == "kas" && parent == proxy["spanID"].as_str()?).then(|| trace.clone())
+    })
 }
