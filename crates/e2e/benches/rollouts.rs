@@ -41,6 +41,14 @@
 //! replicas bench needs: PostgreSQL and HAProxy
 //! (`scripts/install-services.sh`). Prints figures; asserts nothing about
 //! them.
+//!
+//! With `--tracing=off,default,all` it measures instead what tracing costs
+//! (each mode on a fresh kas, in the order given, in one run): kas exports
+//! to a Jaeger v2 (`scripts/observability-tools.sh`) over OTLP/HTTP, with
+//! no endpoint (`off`), with Tether's default sampler (`default`: one
+//! trace in ten) or with every trace sampled (`all`); each mode times the
+//! agents' connection and first sync, and three commits sent to every
+//! agent at once (the median), with kas's CPU and RSS.
 
 use tether_e2e as support;
 
@@ -96,7 +104,12 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let mut bench = Bench::start(&runtime, n)?;
+    if let Some(modes) =
+        std::env::args().find_map(|a| a.strip_prefix("--tracing=").map(str::to_owned))
+    {
+        return tracing_cost(&runtime, n, &modes);
+    }
+    let mut bench = Bench::start(&runtime, n, &[])?;
     let rest = bench.at_rest();
     let at_once = bench.every_agent_at_once(&runtime, &rest)?;
     let waves = bench.in_waves(&runtime, &rest)?;
@@ -108,6 +121,9 @@ fn main() -> anyhow::Result<()> {
 /// kas on PostgreSQL, its projects, and the simulated fleet following
 /// them, every agent on the manifest project's first commit.
 struct Bench {
+    /// From the first agent's dial to every agent's report of the first
+    /// commit.
+    connected: Duration,
     fleet: Fleet,
     api: ApiClient,
     /// The manifest project's repository.
@@ -119,10 +135,12 @@ struct Bench {
 }
 
 impl Bench {
-    fn start(runtime: &tokio::runtime::Runtime, n: usize) -> anyhow::Result<Self> {
+    fn start(runtime: &tokio::runtime::Runtime, n: usize, extra: &[&str]) -> anyhow::Result<Self> {
         // One replica, so that kas's figures are one process's; polling
         // only when refreshed, so that what is timed starts at the refresh.
-        let fleet = Fleet::start(1, &["--poll-interval", "10m"]);
+        let mut args = vec!["--poll-interval", "10m"];
+        args.extend_from_slice(extra);
+        let fleet = Fleet::start(1, &args);
         let database = fleet
             .database
             .rsplit('/')
@@ -226,11 +244,13 @@ impl Bench {
             tasks,
         };
         runtime.block_on(sims.wait_all(&first, STEP_DEADLINE))?;
+        let connected = connecting.elapsed();
         eprintln!(
             "{n} agents connected and synced the first commit in {:.1} s",
-            connecting.elapsed().as_secs_f64()
+            connected.as_secs_f64()
         );
         Ok(Bench {
+            connected,
             fleet,
             api,
             apps,
@@ -260,9 +280,19 @@ impl Bench {
         runtime: &tokio::runtime::Runtime,
         rest: &Rest,
     ) -> anyhow::Result<AtOnce> {
+        self.at_once_with(runtime, rest, "2")
+    }
+
+    /// A commit setting the ConfigMap to `version`, to every agent at once.
+    fn at_once_with(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        rest: &Rest,
+        version: &str,
+    ) -> anyhow::Result<AtOnce> {
         let head = commit(
             &self.apps,
-            &[(MANIFEST_PATH, Some(config_map("2").as_str()))],
+            &[(MANIFEST_PATH, Some(config_map(version).as_str()))],
         );
         let ended_before = self.sims.ended;
         let meter = Meter::start(self.pid, &self.database);
@@ -782,4 +812,65 @@ fn print(n: usize, rest: &Rest, at_once: &AtOnce, waves: &InWaves) {
         "\n\"Gap\": from the previous wave's last report to this wave's first agent given the commit (kas records the report, the driver's next tick of 250 ms reads every report, passes the wave and admits the next, every follower decides again). \"Seen\" figures are ±{} ms.",
         POLL.as_millis()
     );
+}
+
+/// What tracing costs kas: each of `modes` (`off`, `default`, `all`) on a
+/// fresh kas with `n` simulated agents, in one run.
+fn tracing_cost(runtime: &tokio::runtime::Runtime, n: usize, modes: &str) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let jaeger = runtime.block_on(tether_testenv::jaeger::Jaeger::start(dir.path()))?;
+    let endpoint = format!("http://{}", jaeger.otlp_http);
+    let mut rows = Vec::new();
+    for mode in modes.split(',') {
+        // SAFETY: set while no thread of this process reads the
+        // environment: the kas started next inherits it.
+        unsafe {
+            match mode {
+                "all" => std::env::set_var("OTEL_TRACES_SAMPLER", "always_on"),
+                _ => std::env::remove_var("OTEL_TRACES_SAMPLER"),
+            }
+        }
+        let extra: Vec<&str> = match mode {
+            "off" => vec![],
+            "default" | "all" => vec!["--otlp-endpoint", endpoint.as_str()],
+            other => anyhow::bail!("tracing mode {other:?}: off, default or all"),
+        };
+        let mut bench = Bench::start(runtime, n, &extra)?;
+        let rest = bench.at_rest();
+        let mut runs = Vec::new();
+        for version in ["2", "3", "4"] {
+            runs.push(bench.at_once_with(runtime, &rest, version)?);
+        }
+        runs.sort_by_key(|r| r.last_reported);
+        let median = runs.swap_remove(1);
+        rows.push((mode.to_owned(), bench.connected, rest.cpu_percent, median));
+        bench.stop();
+    }
+    println!(
+        "## What tracing costs kas: {n} simulated agents, one commit to every agent at once (median of 3)\n"
+    );
+    println!(
+        "| tracing | agents connected and first commit synced | commit → last agent reported | kas CPU during the push | kas RSS | kas CPU at rest |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (mode, connected, rest_cpu, run) in &rows {
+        println!(
+            "| {mode} | {} | {} | {:.0} % | {} | {:.1} % |",
+            seconds(*connected),
+            seconds(run.last_reported),
+            run.spent.cpu_percent,
+            rss(&run.spent),
+            rest_cpu
+        );
+    }
+    if let Some(base) = rows.iter().find(|r| r.0 == "off") {
+        for (mode, _, _, run) in rows.iter().filter(|r| r.0 != "off") {
+            println!(
+                "\n{mode} against off: commit → last report ×{:.2}, kas CPU ×{:.2}",
+                run.last_reported.as_secs_f64() / base.3.last_reported.as_secs_f64().max(1e-9),
+                run.spent.cpu_percent / base.3.spent.cpu_percent.max(1e-9)
+            );
+        }
+    }
+    Ok(())
 }

@@ -189,7 +189,14 @@ fn run(ns: &str, jaeger: &tether_testenv::jaeger::Jaeger) {
     setup
         .cli(&["project", "add", "team/admin", "--url", "/srv/git/none"])
         .expect("project");
-    let ci = support::last_line(setup.cli(&["project", "token", "create", "team/admin", "--name", "ci"]));
+    let ci = support::last_line(setup.cli(&[
+        "project",
+        "token",
+        "create",
+        "team/admin",
+        "--name",
+        "ci",
+    ]));
     let token_file = setup.dir.path().join("ci.token");
     std::fs::write(&token_file, &ci).expect("token file");
     let kubeconfig = setup.dir.path().join("ci.kubeconfig");
@@ -208,10 +215,16 @@ fn run(ns: &str, jaeger: &tether_testenv::jaeger::Jaeger) {
         .args(["get", "configmap", "settings", "-n", ns, "-o", "name"])
         .output()
         .expect("kubectl runs");
-    assert!(got.status.success(), "{}", String::from_utf8_lossy(&got.stderr));
-    wait("the proxied request's trace", Duration::from_secs(30), || {
-        proxied_trace(jaeger).is_some()
-    });
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    wait(
+        "the proxied request's trace",
+        Duration::from_secs(30),
+        || proxied_trace(jaeger).is_some(),
+    );
 
     // Metrics: the sync is synced, then a correction and a failure move
     // them; both expositions pass promtool.
