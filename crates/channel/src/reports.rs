@@ -108,6 +108,27 @@ mod tests {
     }
 
     #[test]
+    fn only_a_trace_id_shaped_like_one_is_kept() {
+        let view = |id: &str| {
+            sync_view(
+                tether_proto::v1::SyncReport {
+                    trace_id: id.into(),
+                    ..Default::default()
+                },
+                0,
+            )
+            .trace_id
+        };
+        assert_eq!(
+            view("4BF92F3577B34DA6A3CE929D0E0E4736").as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(view(""), None);
+        assert_eq!(view("\"><script>alert(1)</script>0000000000"), None);
+        assert_eq!(view(&"a".repeat(33)), None);
+    }
+
+    #[test]
     fn the_summary_counts_what_health_is_followed_for() {
         let objects = [
             object("applied", "Current"),

@@ -198,3 +198,152 @@ fn replicas_without_what_they_share_are_refused_naming_it() {
         assert!(stderr.contains(missing), "{missing}: {stderr}");
     }
 }
+
+/// The monitoring values render a ServiceMonitor, alert rules that promtool
+/// accepts and whose unit tests pass, and a dashboard whose every metric is
+/// one Tether exports (as the book's table lists them); by default, none.
+#[test]
+fn monitoring_renders_rules_promtool_accepts_and_a_dashboard_of_real_metrics() {
+    let monitoring = [
+        "--set",
+        "monitoring.serviceMonitor.enabled=true",
+        "--set",
+        "monitoring.prometheusRules.enabled=true",
+        "--set",
+        "monitoring.grafanaDashboard.enabled=true",
+    ];
+    let defaults = helm(&[]);
+    assert!(defaults.status.success());
+    let default_kinds = kinds(&String::from_utf8_lossy(&defaults.stdout));
+    assert!(
+        !default_kinds
+            .iter()
+            .any(|k| k == "ServiceMonitor" || k == "PrometheusRule"),
+        "{default_kinds:?}"
+    );
+    let out = helm(&monitoring);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let docs: Vec<serde_json::Value> = text
+        .split("\n---")
+        .filter(|d| d.contains("kind:"))
+        .map(|d| serde_saphyr::from_str(d).expect("a YAML document"))
+        .collect();
+    let of_kind = |kind: &'static str| docs.iter().filter(move |d| d["kind"] == kind);
+    assert_eq!(of_kind("ServiceMonitor").count(), 1);
+
+    // The rules, as Prometheus would load them, checked and unit-tested.
+    let rule = of_kind("PrometheusRule").next().expect("a PrometheusRule");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        serde_json::to_string_pretty(&rule["spec"]).expect("JSON"),
+    )
+    .expect("rules written");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/alerts/rules-test.yaml"),
+        dir.path().join("rules-test.yaml"),
+    )
+    .expect("rule tests copied");
+    let promtool = tether_testenv::observability_tools()
+        .expect("promtool")
+        .join("promtool");
+    for args in [
+        ["check", "rules", "rules.yaml"],
+        ["test", "rules", "rules-test.yaml"],
+    ] {
+        let run = Command::new(&promtool)
+            .args(&args)
+            .current_dir(dir.path())
+            .output()
+            .expect("promtool runs");
+        assert!(
+            run.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    let alerts: Vec<&str> = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .filter_map(|r| r["alert"].as_str())
+        .collect();
+    for wanted in [
+        "TetherAgentDisconnected",
+        "TetherSyncFailing",
+        "TetherObjectsDegraded",
+        "TetherWebhookFailures",
+        "TetherAgentTokenExpiring",
+        "TetherCertificateExpiring",
+    ] {
+        assert!(alerts.contains(&wanted), "{wanted} in {alerts:?}");
+    }
+
+    // The dashboard: valid JSON, and no metric Tether does not export.
+    let dashboard = of_kind("ConfigMap")
+        .find_map(|cm| {
+            cm["data"]
+                .as_object()?
+                .iter()
+                .find(|(k, _)| k.ends_with(".json"))
+                .and_then(|(_, v)| v.as_str().map(str::to_owned))
+        })
+        .expect("the dashboard's ConfigMap");
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard JSON");
+    let book = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/src/observability.md"
+    ))
+    .expect("the book's observability chapter");
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 10, "{} expressions", exprs.len());
+    for expr in &exprs {
+        for name in metric_names(expr) {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(
+                book.contains(&format!("`{name}`")) || book.contains(&format!("`{base}`")),
+                "the dashboard queries {name}, which the metrics table does not list: {expr}"
+            );
+        }
+    }
+}
+
+fn collect_exprs(value: &serde_json::Value, into: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr", serde_json::Value::String(e)) => into.push(e.clone()),
+                    _ => collect_exprs(v, into),
+                }
+            }
+        }
+        serde_json::Value::Array(list) => list.iter().for_each(|v| collect_exprs(v, into)),
+        _ => {}
+    }
+}
+
+/// The `tether_…` names in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("tether_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        names.push(name);
+    }
+    names
+}

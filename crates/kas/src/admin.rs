@@ -69,8 +69,7 @@ pub fn router(metrics: Metrics, readiness: Readiness) -> Router {
                 let accept = headers
                     .get(axum::http::header::ACCEPT)
                     .and_then(|v| v.to_str().ok());
-                let (kind, text) =
-                    tether_runtime::exposition::negotiate(accept, metrics.encode());
+                let (kind, text) = tether_runtime::exposition::negotiate(accept, metrics.encode());
                 async move { ([(CONTENT_TYPE, kind)], text) }
             }),
         )
