@@ -32,9 +32,9 @@ fn main() -> anyhow::Result<()> {
     let jaeger = runtime.block_on(tether_testenv::jaeger::Jaeger::start(dir.path()))?;
     let endpoint = format!("http://{}", jaeger.otlp_http);
     println!(
-        "| tracing | push → applied p50 | p95 | max | kas CPU per push | agentk CPU per push |"
+        "| tracing | push → applied p50 | p95 | max | kas CPU per push | agentk CPU per push | commit traces in Jaeger |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     let mut p50s = Vec::new();
     for mode in modes.split(',') {
         // SAFETY: set while no thread of this process reads the
@@ -58,6 +58,9 @@ fn main() -> anyhow::Result<()> {
                 other => anyhow::bail!("tracing mode {other:?}: off, default or all"),
             }
         }
+        // The first sync's trace and the pushes': 21 when every trace is
+        // sampled.
+        let traces_before_mode = commit_traces(&jaeger);
         let ns = runtime.block_on(cluster.namespace("bench-tracing"))?;
         let ns = ns.name().to_owned();
         let mut setup = Setup::start_with(&["--poll-interval", "60s"]);
@@ -106,8 +109,21 @@ fn main() -> anyhow::Result<()> {
         latencies.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         p50s.push((mode.to_owned(), percentile(&latencies, 0.50)));
+        // The batch processors send every 5 s (OTEL_BSP_SCHEDULE_DELAY's
+        // default): the count is read until it holds for 8 s.
+        let mut traces = commit_traces(&jaeger);
+        let mut held = Instant::now();
+        while held.elapsed() < Duration::from_secs(8) {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = commit_traces(&jaeger);
+            if now != traces {
+                traces = now;
+                held = Instant::now();
+            }
+        }
+        let traces = traces.saturating_sub(traces_before_mode);
         println!(
-            "| {mode} | {:.0} ms | {:.0} ms | {:.0} ms | {:.1} ms | {:.1} ms |",
+            "| {mode} | {:.0} ms | {:.0} ms | {:.0} ms | {:.1} ms | {:.1} ms | {traces} |",
             ms(percentile(&latencies, 0.50)),
             ms(percentile(&latencies, 0.95)),
             ms(*latencies.last().unwrap_or(&Duration::ZERO)),
@@ -126,4 +142,16 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// How many commit traces Jaeger holds (each one's root, `commit to agent`).
+fn commit_traces(jaeger: &tether_testenv::jaeger::Jaeger) -> usize {
+    support::http_get(
+        jaeger.query,
+        "/api/traces?service=kas&operation=commit%20to%20agent&limit=1000",
+    )
+    .and_then(|(status, body)| (status == 200).then_some(body))
+    .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+    .and_then(|v| v["data"].as_array().map(Vec::len))
+    .unwrap_or(0)
 }
