@@ -102,8 +102,11 @@ impl Recorder {
     }
 
     /// Queues `note`; a full queue drops it.
-    pub fn record(&self, note: Note) {
+    pub fn record(&self, mut note: Note) {
         let Some(tx) = &self.tx else { return };
+        // The API server's words may be long: cut before they are queued
+        // and kept as aggregation keys.
+        truncate(&mut note.message, MESSAGE_BYTES);
         if tx.try_send(note).is_err()
             && let Some(observed) = &self.observed
         {
@@ -141,11 +144,16 @@ struct SpamFilter {
 impl SpamFilter {
     fn admit(&mut self, note: &Note, now: Instant) -> bool {
         if self.buckets.len() >= REMEMBERED {
-            // Forget the full ones first: they would admit anyway.
+            // Forget the full ones first: they would admit anyway. Then the
+            // least recently used half, never every bucket at once (which
+            // would give each object its burst again).
             self.buckets
                 .retain(|_, (tokens, at)| *tokens + refill(now - *at) < BURST);
             if self.buckets.len() >= REMEMBERED {
-                self.buckets.clear();
+                let mut ages: Vec<Instant> = self.buckets.values().map(|(_, at)| *at).collect();
+                ages.sort_unstable();
+                let cut = ages[ages.len() / 2];
+                self.buckets.retain(|_, (_, at)| *at > cut);
             }
         }
         let bucket = self
@@ -267,17 +275,18 @@ fn new_event(
 ) -> Event {
     let nanos = stamp.as_nanosecond();
     let mut message = note.message.clone();
-    if message.len() > MESSAGE_BYTES {
-        let mut end = MESSAGE_BYTES;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-    }
+    truncate(&mut message, MESSAGE_BYTES);
+    // As client-go names them: the object's name and a time, within a
+    // name's 253 characters.
+    let mut prefix = note.name.clone();
+    truncate(&mut prefix, 200);
     Event {
         metadata: ObjectMeta {
-            // As client-go names them: the object's name and a time.
-            name: Some(format!("{}.{:x}", note.name, nanos)),
+            name: Some(format!(
+                "{}.{:x}",
+                prefix.trim_end_matches(['.', '-']),
+                nanos
+            )),
             namespace: Some(namespace.to_owned()),
             ..ObjectMeta::default()
         },
@@ -304,6 +313,17 @@ fn new_event(
         reporting_component: Some("tether.dev/agentk".to_owned()),
         reporting_instance: Some(instance.chars().take(128).collect()),
         ..Event::default()
+    }
+}
+
+/// Cuts `text` to at most `bytes`, on a character boundary.
+fn truncate(text: &mut String, bytes: usize) {
+    if text.len() > bytes {
+        let mut end = bytes;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
     }
 }
 
@@ -345,6 +365,9 @@ mod tests {
         n.message = "é".repeat(1000);
         let e = new_event(&n, "ns", "agentk-0", k8s_openapi::jiff::Timestamp::now());
         assert!(e.metadata.name.unwrap().starts_with("web."));
+        n.name = "a".repeat(253);
+        let long = new_event(&n, "ns", "agentk-0", k8s_openapi::jiff::Timestamp::now());
+        assert!(long.metadata.name.unwrap().len() <= 253);
         assert_eq!(e.involved_object.uid.as_deref(), Some("u-1"));
         assert_eq!(e.reason.as_deref(), Some("Applied"));
         assert!(e.message.unwrap().len() <= MESSAGE_BYTES);

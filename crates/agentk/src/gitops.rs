@@ -565,7 +565,7 @@ impl GitOps {
         if !self.events.enabled() {
             return;
         }
-        let short = &commit[..commit.len().min(12)];
+        let short: String = commit.chars().take(12).collect();
         for o in &outcome.objects {
             let known = before.get(&o.object);
             let (kind, reason, message) = match o.action {
@@ -582,7 +582,10 @@ impl GitOps {
                 Action::Failed => (
                     crate::events::Kind::Warning,
                     "SyncFailed",
-                    format!("Commit {short} of {project}: {}", o.message),
+                    format!(
+                        "Commit {short} of {project}: {}",
+                        shown_reason(&o.object.kind, &o.message)
+                    ),
                 ),
                 _ => continue,
             };
@@ -622,8 +625,10 @@ impl GitOps {
                 crate::events::Kind::Warning,
                 "DriftCorrectionFailed",
                 format!(
-                    "{} by {}; applying again failed: {e}",
-                    event.what, event.who
+                    "{} by {}; applying again failed: {}",
+                    event.what,
+                    event.who,
+                    shown_reason(&event.object.kind, e)
                 ),
             ),
         };
@@ -883,6 +888,18 @@ impl GitOps {
         };
         lock(&self.last_reports).insert(project.to_owned(), report.clone());
         let _ = self.reports.send(report);
+    }
+}
+
+/// The API server's reason as an Event may show it. Events are read by
+/// roles that may not read Secrets (`view`), and an apply error can quote
+/// the value it refused: a Secret's reason stays in the sync report, which
+/// only kas's administrators see.
+fn shown_reason<'a>(kind: &str, message: &'a str) -> &'a str {
+    if kind == "Secret" {
+        "the API server refused it (its reason is in the sync report: Secrets' values stay out of Events)"
+    } else {
+        message
     }
 }
 

@@ -231,10 +231,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         otlp.as_ref(),
     )?;
     if let Some(otlp) = &otlp {
-        tracing::info!(url = %otlp.url, protocol = ?otlp.protocol, "exporting traces over OTLP");
+        tracing::info!(url = %otlp.shown_url(), protocol = ?otlp.protocol, "exporting traces over OTLP");
     }
     let ran = run_traced(args, log_level).await;
-    traces.shutdown();
+    traces.shutdown().await;
     ran
 }
 

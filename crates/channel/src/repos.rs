@@ -390,10 +390,9 @@ impl Repos {
             let started = std::time::Instant::now();
             let fetch_start = std::time::SystemTime::now();
             let cause = lock(&poller.cause).take();
-            let polled = self
-                .poll(&project)
-                .instrument(tracing::info_span!("git fetch"))
-                .await;
+            // (No span of its own: a poll that finds a commit is the `git
+            // fetch` span of each trace that commit starts.)
+            let polled = self.poll(&project).await;
             let took = started.elapsed().as_secs_f64();
             self.metrics.git_poll_seconds.observe(took);
             let result = if polled.is_ok() { "ok" } else { "error" };

@@ -750,6 +750,12 @@ impl Session {
             .retain_projects(|project| specs.iter().any(|s| s.project == project));
         self.traces
             .retain_projects(|project| specs.iter().any(|s| s.project == project));
+        self.state
+            .metrics
+            .syncs
+            .retain_projects(&self.agent, |project| {
+                specs.iter().any(|s| s.project == project)
+            });
         // A project the config no longer names: rollouts stop counting
         // the agent among its followers.
         for gone in self

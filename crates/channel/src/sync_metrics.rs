@@ -58,6 +58,9 @@ pub struct Outcome {
     pub result: &'static str,
 }
 
+/// Most drift corrections one report carries (agentk's bound).
+const MAX_DRIFT_PER_REPORT: usize = 50;
+
 const HEALTHS: [&str; 6] = [
     "Current",
     "InProgress",
@@ -174,10 +177,20 @@ impl SyncMetrics {
             }
             None => true,
         };
+        // The first report of a pair on this replica is most often the
+        // agent's last report sent again on a new session: what it says was
+        // counted where it was first received, so it sets the marks here
+        // and counts nothing.
+        let first = !current.contains_key(&key);
         let shown = current.entry(key).or_insert_with(|| Shown {
             info: info.clone(),
-            drift_seen: String::new(),
-            counted: None,
+            drift_seen: report
+                .drift
+                .iter()
+                .map(|d| d.at.clone())
+                .max()
+                .unwrap_or_default(),
+            counted: finished.then(|| report.commit_id.clone()),
         });
         if changed {
             self.agents.get_or_create(&StateLabel { state }).inc();
@@ -206,20 +219,37 @@ impl SyncMetrics {
                     .set(count as i64);
             }
             if matches!(state, "synced") && report.phase == "done" {
-                self.last_success.get_or_create(&pair).set(now);
+                // When the agent saw it done (a resent report keeps its
+                // time), not when this replica heard of it.
+                let at = tether_store::time::from_rfc3339(&report.phase_since)
+                    .ok()
+                    .map(|t| t as f64)
+                    .filter(|t| *t <= now)
+                    .unwrap_or(now);
+                self.last_success.get_or_create(&pair).set(at);
             }
         }
-        for d in &report.drift {
-            if d.at.as_str() > shown.drift_seen.as_str() {
-                self.drift.inc();
-            }
-        }
-        if let Some(newest) = report.drift.iter().map(|d| d.at.clone()).max()
+        // At most what a report carries, and none dated in the future (an
+        // agent cannot make one correction count again and again).
+        let latest = tether_store::time::to_rfc3339(now as i64 + 60);
+        let new = report
+            .drift
+            .iter()
+            .take(MAX_DRIFT_PER_REPORT)
+            .filter(|d| d.at.as_str() > shown.drift_seen.as_str() && d.at <= latest)
+            .count();
+        self.drift.inc_by(new as u64);
+        if let Some(newest) = report
+            .drift
+            .iter()
+            .map(|d| d.at.clone())
+            .filter(|at| *at <= latest)
+            .max()
             && newest > shown.drift_seen
         {
             shown.drift_seen = newest;
         }
-        if finished && shown.counted.as_deref() != Some(report.commit_id.as_str()) {
+        if !first && finished && shown.counted.as_deref() != Some(report.commit_id.as_str()) {
             shown.counted = Some(report.commit_id.clone());
             self.pruned.inc_by(u64::from(report.pruned));
             if let Some(d) = &report.duration {
@@ -239,9 +269,20 @@ impl SyncMetrics {
     /// The last session of `agent` on this replica ended: its series go,
     /// and the replica it reconnects to shows it.
     pub fn forget(&self, agent: &str) {
+        self.forget_where(|a, _| a == agent);
+    }
+
+    /// `agent` no longer syncs the projects `followed` says no to: their
+    /// series go (a failed sync of a project dropped from the config would
+    /// otherwise alert until the agent disconnects).
+    pub fn retain_projects(&self, agent: &str, followed: impl Fn(&str) -> bool) {
+        self.forget_where(|a, project| a == agent && !followed(project));
+    }
+
+    fn forget_where(&self, gone: impl Fn(&str, &str) -> bool) {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         current.retain(|(a, project), shown| {
-            if a != agent {
+            if !gone(a, project) {
                 return true;
             }
             self.agents
@@ -371,23 +412,62 @@ mod tests {
 
     #[test]
     fn drift_corrections_count_once_and_failed_health_is_degraded() {
+        let now = tether_store::time::from_rfc3339("2026-12-07T10:01:00Z").unwrap() as f64;
         let m = SyncMetrics::default();
         let mut r = report("c1", v1::SyncState::Synced, "done");
+        // What a new session's first report says was counted elsewhere.
+        r.drift.push(v1::DriftEvent {
+            at: "2026-12-07T09:00:00Z".into(),
+            ..Default::default()
+        });
+        m.observe("a", &r, now);
         r.drift.push(v1::DriftEvent {
             at: "2026-12-07T10:00:00Z".into(),
             ..Default::default()
         });
-        m.observe("a", &r, 1.0);
-        m.observe("a", &r, 2.0);
+        m.observe("a", &r, now);
+        m.observe("a", &r, now);
         r.drift.push(v1::DriftEvent {
             at: "2026-12-07T10:00:05Z".into(),
             ..Default::default()
         });
+        // Dated in the future: not counted, now or later.
+        r.drift.push(v1::DriftEvent {
+            at: "2099-01-01T00:00:00Z".into(),
+            ..Default::default()
+        });
         r.objects[0].health = "Failed".into();
-        m.observe("a", &r, 3.0);
+        m.observe("a", &r, now);
+        m.observe("a", &r, now);
         let t = text(&m);
         assert!(t.contains("tether_sync_drift_corrections_total 2"), "{t}");
         assert!(t.contains(r#"state="degraded""#), "{t}");
+    }
+
+    #[test]
+    fn a_resent_report_counts_nothing_again_and_keeps_its_time() {
+        let m = SyncMetrics::default();
+        let mut r = report("c1", v1::SyncState::Synced, "done");
+        r.pruned = 3;
+        r.phase_since = "2026-12-07T10:00:00Z".into();
+        let now = tether_store::time::from_rfc3339("2026-12-07T11:00:00Z").unwrap() as f64;
+        m.observe("a", &r, now);
+        let t = text(&m);
+        assert!(t.contains("tether_sync_pruned_objects_total 0"), "{t}");
+        assert!(
+            t.contains(
+                r#"tether_sync_last_success_timestamp_seconds{agent="a",project="p"} 1796637600.0"#
+            ),
+            "{t}"
+        );
+        // A new commit's sync, on the same session, counts.
+        let mut r2 = report("c2", v1::SyncState::Synced, "done");
+        r2.pruned = 2;
+        m.observe("a", &r2, now);
+        assert!(text(&m).contains("tether_sync_pruned_objects_total 2"));
+        // A project dropped from the agent's config loses its series.
+        m.retain_projects("a", |p| p != "p");
+        assert!(!text(&m).contains(r#"agent="a""#));
     }
 
     #[test]

@@ -168,16 +168,7 @@ fn main() -> anyhow::Result<()> {
         let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
             kube::Api::namespaced(client.clone(), &tether_ns);
         let want = i.to_string();
-        runtime.block_on(async {
-            loop {
-                if let Ok(Some(cm)) = api.get_opt("pushed").await
-                    && cm.data.and_then(|d| d.get("rev").cloned()) == Some(want.clone())
-                {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        });
+        runtime.block_on(tether_e2e::bench::pushed_rev(&api, &want));
         latencies.push(started.elapsed());
     }
     latencies.sort();

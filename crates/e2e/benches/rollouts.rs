@@ -835,6 +835,7 @@ fn tracing_cost(runtime: &tokio::runtime::Runtime, n: usize, modes: &str) -> any
             "default" | "all" => vec!["--otlp-endpoint", endpoint.as_str()],
             other => anyhow::bail!("tracing mode {other:?}: off, default or all"),
         };
+        let before = commit_traces(&jaeger);
         let mut bench = Bench::start(runtime, n, &extra)?;
         let rest = bench.at_rest();
         let mut runs = Vec::new();
@@ -843,34 +844,77 @@ fn tracing_cost(runtime: &tokio::runtime::Runtime, n: usize, modes: &str) -> any
         }
         runs.sort_by_key(|r| r.last_reported);
         let median = runs.swap_remove(1);
-        rows.push((mode.to_owned(), bench.connected, rest.cpu_percent, median));
+        let connected = bench.connected;
+        // The batch processor sends every 5 s: read until the count holds
+        // (kas still running).
+        let mut traces = commit_traces(&jaeger);
+        let mut held = Instant::now();
+        while held.elapsed() < Duration::from_secs(8) {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = commit_traces(&jaeger);
+            if now != traces {
+                traces = now;
+                held = Instant::now();
+            }
+        }
         bench.stop();
+        rows.push(Row {
+            mode: mode.to_owned(),
+            connected,
+            rest_cpu: rest.cpu_percent,
+            run: median,
+            traces: traces.saturating_sub(before),
+        });
     }
     println!(
         "## What tracing costs kas: {n} simulated agents, one commit to every agent at once (median of 3)\n"
     );
     println!(
-        "| tracing | agents connected and first commit synced | commit → last agent reported | kas CPU during the push | kas RSS | kas CPU at rest |"
+        "| tracing | agents connected and first commit synced | commit → last agent reported | kas CPU during the push | kas RSS | kas CPU at rest | commit traces in Jaeger |"
     );
-    println!("|---|---|---|---|---|---|");
-    for (mode, connected, rest_cpu, run) in &rows {
+    println!("|---|---|---|---|---|---|---|");
+    for r in &rows {
         println!(
-            "| {mode} | {} | {} | {:.0} % | {} | {:.1} % |",
-            seconds(*connected),
-            seconds(run.last_reported),
-            run.spent.cpu_percent,
-            rss(&run.spent),
-            rest_cpu
+            "| {} | {} | {} | {:.0} % | {} | {:.1} % | {} |",
+            r.mode,
+            seconds(r.connected),
+            seconds(r.run.last_reported),
+            r.run.spent.cpu_percent,
+            rss(&r.run.spent),
+            r.rest_cpu,
+            r.traces
         );
     }
-    if let Some(base) = rows.iter().find(|r| r.0 == "off") {
-        for (mode, _, _, run) in rows.iter().filter(|r| r.0 != "off") {
+    if let Some(base) = rows.iter().find(|r| r.mode == "off") {
+        for r in rows.iter().filter(|r| r.mode != "off") {
             println!(
-                "\n{mode} against off: commit → last report ×{:.2}, kas CPU ×{:.2}",
-                run.last_reported.as_secs_f64() / base.3.last_reported.as_secs_f64().max(1e-9),
-                run.spent.cpu_percent / base.3.spent.cpu_percent.max(1e-9)
+                "\n{} against off: commit → last report ×{:.2}, kas CPU ×{:.2}",
+                r.mode,
+                r.run.last_reported.as_secs_f64() / base.run.last_reported.as_secs_f64().max(1e-9),
+                r.run.spent.cpu_percent / base.run.spent.cpu_percent.max(1e-9)
             );
         }
     }
     Ok(())
+}
+
+/// One tracing mode's figures.
+struct Row {
+    mode: String,
+    connected: Duration,
+    rest_cpu: f64,
+    run: AtOnce,
+    traces: usize,
+}
+
+/// How many commit traces Jaeger holds (each one's root, `commit to agent`).
+fn commit_traces(jaeger: &tether_testenv::jaeger::Jaeger) -> usize {
+    support::http_get(
+        jaeger.query,
+        "/api/traces?service=kas&operation=commit%20to%20agent&limit=50000",
+    )
+    .and_then(|(status, body)| (status == 200).then_some(body))
+    .and_then(|body| serde_json::from_str::<Value>(&body).ok())
+    .and_then(|v| v["data"].as_array().map(Vec::len))
+    .unwrap_or(0)
 }

@@ -92,16 +92,7 @@ fn main() -> anyhow::Result<()> {
                 .cli(&["project", "refresh", "team/config"])
                 .expect("refresh");
             let want = i.to_string();
-            runtime.block_on(async {
-                loop {
-                    if let Ok(Some(cm)) = api.get_opt("pushed").await
-                        && cm.data.and_then(|d| d.get("rev").cloned()) == Some(want.clone())
-                    {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            });
+            runtime.block_on(support::bench::pushed_rev(&api, &want));
             latencies.push(started.elapsed());
         }
         let kas_cpu = cpu_time(setup.kas.child.id()).saturating_sub(kas_cpu);

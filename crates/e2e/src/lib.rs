@@ -634,6 +634,25 @@ impl Setup {
         (agent_token, token)
     }
 
+    /// The kubeconfig `kas kubeconfig --agent prod` writes for `token`
+    /// (saved as `<name>.token` beside it, `<name>.kubeconfig`).
+    pub fn kubeconfig_for(&self, token: &str, name: &str) -> PathBuf {
+        let token_file = self.dir.path().join(format!("{name}.token"));
+        std::fs::write(&token_file, token).expect("token file");
+        let kubeconfig = self.dir.path().join(format!("{name}.kubeconfig"));
+        let written = self.cli(&[
+            "kubeconfig",
+            "--agent",
+            "prod",
+            "--token-file",
+            token_file.to_str().expect("utf-8"),
+            "--out",
+            kubeconfig.to_str().expect("utf-8"),
+        ]);
+        assert!(written.is_some(), "kas kubeconfig refused the {name} token");
+        kubeconfig
+    }
+
     /// Waits until agent `prod` has its two tunnels to kas and kas has read
     /// its config, so the proxy can serve it.
     pub fn wait_for_tunnels(&self) {
@@ -750,21 +769,7 @@ pub fn user_with_kubeconfig(setup: &Setup, name: &str) -> (String, PathBuf) {
         .nth(1)
         .expect("token <id>")
         .to_owned();
-    let token_file = setup.dir.path().join(format!("{name}.token"));
-    std::fs::write(&token_file, last_line(Some(created))).expect("token file");
-    let kubeconfig = setup.dir.path().join(format!("{name}.kubeconfig"));
-    setup
-        .cli(&[
-            "kubeconfig",
-            "--agent",
-            "prod",
-            "--token-file",
-            token_file.to_str().expect("utf-8"),
-            "--out",
-            kubeconfig.to_str().expect("utf-8"),
-        ])
-        .expect("kubeconfig");
-    (id, kubeconfig)
+    (id, setup.kubeconfig_for(&last_line(Some(created)), name))
 }
 
 /// The last line of a command's output, trimmed: where the CLI prints a

@@ -42,6 +42,7 @@ async fn a_commit_is_traced_counted_and_told_from_push_to_healthy() {
 fn run(ns: &str, jaeger: &tether_testenv::jaeger::Jaeger) {
     // kas exports over OTLP/HTTP, agentk over OTLP/gRPC: both transports.
     let otlp_http = format!("http://{}", jaeger.otlp_http);
+    let trace_url = format!("http://{}/trace/{{trace_id}}", jaeger.query);
     let mut setup = Setup::start_with(&[
         "--poll-interval",
         "1h",
@@ -49,6 +50,8 @@ fn run(ns: &str, jaeger: &tether_testenv::jaeger::Jaeger) {
         "json",
         "--otlp-endpoint",
         &otlp_http,
+        "--trace-url",
+        &trace_url,
     ]);
     setup.pod_namespace = ns.to_owned();
     let repo = setup.dir.path().join("repo");
@@ -175,6 +178,29 @@ fn run(ns: &str, jaeger: &tether_testenv::jaeger::Jaeger) {
         "the root ends once the agent is done"
     );
 
+    // The history and the web UI's sync page show it, the page as a link.
+    let history = setup.cli(&["agent", "history", "prod"]).expect("history");
+    assert!(history.contains(&trace_id), "{history}");
+    let api: std::net::SocketAddr = setup
+        .api
+        .trim_start_matches("http://")
+        .parse()
+        .expect("address");
+    let admin = std::fs::read_to_string(setup.dir.path().join("kas/admin-token")).expect("token");
+    let cookie = support::ui_client::sign_in(api, admin.trim()).expect("signed in");
+    let (status, page) = support::ui_client::get(
+        api,
+        &format!("/ui/agents/prod/sync?project=team%2Fconfig&commit={first}"),
+        &cookie,
+    )
+    .expect("the sync page");
+    assert_eq!(status, 200);
+    let link = format!("href=\"http://{}/trace/{trace_id}\"", jaeger.query);
+    assert!(
+        page.contains(&link),
+        "the sync page links to the trace: {page}"
+    );
+
     // Log lines carry the trace id.
     let logged = |log: &str, message: &str| {
         log.lines()
@@ -197,20 +223,7 @@ fn run(ns: &str, jaeger: &tether_testenv::jaeger::Jaeger) {
         "--name",
         "ci",
     ]));
-    let token_file = setup.dir.path().join("ci.token");
-    std::fs::write(&token_file, &ci).expect("token file");
-    let kubeconfig = setup.dir.path().join("ci.kubeconfig");
-    setup
-        .cli(&[
-            "kubeconfig",
-            "--agent",
-            "prod",
-            "--token-file",
-            token_file.to_str().expect("utf-8"),
-            "--out",
-            kubeconfig.to_str().expect("utf-8"),
-        ])
-        .expect("kubeconfig");
+    let kubeconfig = setup.kubeconfig_for(&ci, "ci");
     let got = support::kubectl(&kubeconfig)
         .args(["get", "configmap", "settings", "-n", ns, "-o", "name"])
         .output()

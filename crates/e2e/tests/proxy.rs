@@ -139,24 +139,6 @@ fn run_ok(kubeconfig: &Path, args: &[&str]) -> String {
     out
 }
 
-/// Writes the kubeconfig `kas kubeconfig` makes for `token`.
-fn kubeconfig_for(setup: &Setup, token: &str, name: &str) -> PathBuf {
-    let token_file = setup.dir.path().join(format!("{name}.token"));
-    std::fs::write(&token_file, token).expect("token file");
-    let out = setup.dir.path().join(format!("{name}.kubeconfig"));
-    let written = setup.cli(&[
-        "kubeconfig",
-        "--agent",
-        "prod",
-        "--token-file",
-        token_file.to_str().expect("utf-8"),
-        "--out",
-        out.to_str().expect("utf-8"),
-    ]);
-    assert!(written.is_some(), "kas kubeconfig refused the {name} token");
-    out
-}
-
 /// A raw request to the proxy: status, body, and how long it took.
 async fn proxy_get(setup: &Setup, bearer: &str, path: &str) -> (u16, String, Duration) {
     use rustls::pki_types::CertificateDer;
@@ -354,7 +336,7 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "tether:pro
     }
 
     fn kubeconfig(&self, token: &str, name: &str) -> PathBuf {
-        kubeconfig_for(&self.setup, token, name)
+        self.setup.kubeconfig_for(token, name)
     }
 }
 
@@ -701,7 +683,7 @@ async fn tunnels_ride_websockets_and_close_when_the_token_is_revoked() {
     let address = format!("wss://{}/", setup.agent_endpoint);
     let _agentk = setup.agentk_at(&agent_token, &address);
     setup.wait_for_tunnels();
-    let kc = kubeconfig_for(&setup, &admin, "admin");
+    let kc = setup.kubeconfig_for(&admin, "admin");
     let out = run_ok(&kc, &["get", "ns", ns.name(), "-o", "name"]);
     assert_eq!(out.trim(), format!("namespace/{}", ns.name()));
 
@@ -754,7 +736,7 @@ async fn logs_exec_and_port_forward_cross_the_tunnel() {
         "--timeout=60s",
     ]);
     setup.wait_for_tunnels();
-    let kc = kubeconfig_for(&setup, &admin, "admin");
+    let kc = setup.kubeconfig_for(&admin, "admin");
 
     let logs = run_ok(&kc, &["logs", "sim", "-n", &ns]);
     for line in tether_testenv::SIMULATED_LOG_LINES {

@@ -190,7 +190,7 @@ async fn serve(args: ServeArgs, level: &str, format: logging::LogFormat) -> anyh
     };
     let (_, traces) = logging::init_traced(level, format, otlp.as_ref())?;
     if let Some(otlp) = &otlp {
-        tracing::info!(url = %otlp.url, protocol = ?otlp.protocol, "exporting traces over OTLP");
+        tracing::info!(url = %otlp.shown_url(), protocol = ?otlp.protocol, "exporting traces over OTLP");
     }
     let settings = settings?;
     let shutdown = Shutdown::on_signal();
@@ -199,6 +199,6 @@ async fn serve(args: ServeArgs, level: &str, format: logging::LogFormat) -> anyh
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
     let ran = kas::server::Server::run(settings, shutdown).await;
-    traces.shutdown();
+    traces.shutdown().await;
     ran
 }

@@ -153,15 +153,10 @@ impl Proxy {
     ) -> Response<Body> {
         let routed = from == Arrival::Peer;
         let started = Instant::now();
-        // A trace the caller (or the replica that routed it here) started
-        // goes on in this request's span.
-        if let Some(traceparent) = request
-            .headers()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-        {
-            tether_runtime::telemetry::extract(&tracing::Span::current(), traceparent);
-        }
+        // A client's `traceparent` is not followed: an unauthenticated
+        // caller would choose the sampling and the trace its spans join.
+        // The replica that routed a request here sets the parent of the
+        // private listener's span (kas's `proxy::private`).
         let method = request.method().clone();
         let path = request
             .uri()
@@ -220,10 +215,13 @@ impl Proxy {
             .request_seconds
             .get_or_create(&crate::metrics::RouteLabel { route })
             .observe(elapsed.as_secs_f64());
+        // The path without its query: an exec's command and its arguments
+        // are there, and this line reaches the logs and the trace back end.
+        let shown = path.split('?').next().unwrap_or_default();
         tracing::info!(
             who = %who,
             verb = %method,
-            path = %path,
+            path = %shown,
             status = status.as_u16(),
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             "proxied"

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -53,6 +53,8 @@ pub enum TelemetryError {
     Endpoint(String),
     #[error("cannot build the OTLP exporter: {0}")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error("OTEL_EXPORTER_OTLP_CERTIFICATE {path}: {why}")]
+    Certificate { path: String, why: String },
 }
 
 impl Settings {
@@ -103,6 +105,23 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// The URL without a user or password, for the log.
+    pub fn shown_url(&self) -> String {
+        match self.url.split_once("://") {
+            Some((scheme, rest)) => match rest.split_once('/').unwrap_or((rest, "")) {
+                (authority, path) if authority.contains('@') => {
+                    let host = authority.rsplit('@').next().unwrap_or_default();
+                    let slash = if rest.contains('/') { "/" } else { "" };
+                    format!("{scheme}://***@{host}{slash}{path}")
+                }
+                _ => self.url.clone(),
+            },
+            None => self.url.clone(),
+        }
+    }
+}
+
 /// The tracer provider while traces are exported; [`Tracing::shutdown`]
 /// sends what is still batched.
 #[derive(Debug, Default)]
@@ -111,12 +130,16 @@ pub struct Tracing {
 }
 
 impl Tracing {
-    /// Exports the spans still batched (within the exporter's timeout).
-    pub fn shutdown(&self) {
-        if let Some(provider) = &self.provider
-            && let Err(e) = provider.shutdown()
-        {
-            tracing::warn!(error = %e, "traces not all exported at shutdown");
+    /// Exports the spans still batched (within the exporter's timeout),
+    /// off the runtime's workers: the SDK blocks while it flushes.
+    pub async fn shutdown(&self) {
+        let Some(provider) = self.provider.clone() else {
+            return;
+        };
+        match tokio::task::spawn_blocking(move || provider.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "traces not all exported at shutdown"),
+            Err(e) => tracing::warn!(error = %e, "traces not all exported at shutdown"),
         }
     }
 }
@@ -128,16 +151,52 @@ pub(crate) fn provider(
     settings: &Settings,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<(SdkTracerProvider, opentelemetry_sdk::trace::Tracer), TelemetryError> {
+    // A private CA for the back end, as the specification names it; the
+    // web's roots otherwise.
+    let ca = match env("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE")
+        .or_else(|| env("OTEL_EXPORTER_OTLP_CERTIFICATE"))
+        .filter(|p| !p.is_empty())
+    {
+        Some(path) => Some(
+            std::fs::read(&path).map_err(|e| TelemetryError::Certificate {
+                path: path.clone(),
+                why: e.to_string(),
+            })?,
+        ),
+        None => None,
+    };
     let exporter = match settings.protocol {
-        Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(&settings.url)
-            .build()?,
-        Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_endpoint(&settings.url)
-            .with_headers(HashMap::new())
-            .build()?,
+        Protocol::Grpc => {
+            let mut builder = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(&settings.url);
+            if settings.url.starts_with("https://") {
+                let tls = tonic::transport::ClientTlsConfig::new();
+                builder = builder.with_tls_config(match &ca {
+                    Some(pem) => tls.ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+                    None => tls.with_webpki_roots(),
+                });
+            }
+            builder.build()?
+        }
+        Protocol::HttpProtobuf => {
+            let connector = crate::https::connector(ca.as_deref()).map_err(|e| {
+                TelemetryError::Certificate {
+                    path: "(the CA given)".into(),
+                    why: e.to_string(),
+                }
+            })?;
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(&settings.url)
+                .with_http_client(OtlpHttp {
+                    client: hyper_util::client::legacy::Client::builder(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .build(connector),
+                })
+                .build()?
+        }
     };
     let mut resource = opentelemetry_sdk::Resource::builder();
     if env("OTEL_SERVICE_NAME").is_none_or(|v| v.is_empty()) {
@@ -147,6 +206,22 @@ pub(crate) fn provider(
         "service.version",
         env!("CARGO_PKG_VERSION"),
     ));
+    // Replicas of one service told apart (the pod, else the host, and the
+    // process), unless the operator names the instance.
+    if !env("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| a.contains("service.instance.id")) {
+        let host = env("POD_NAME")
+            .filter(|p| !p.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+            })
+            .unwrap_or_default();
+        resource = resource.with_attribute(opentelemetry::KeyValue::new(
+            "service.instance.id",
+            format!("{host}/{}", std::process::id()),
+        ));
+    }
     let processor =
         opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
             exporter,
@@ -166,6 +241,46 @@ pub(crate) fn provider(
     opentelemetry::global::set_tracer_provider(provider.clone());
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     Ok((provider, tracer))
+}
+
+/// Exports over HTTP(S) with the connector every other outgoing call uses
+/// (rustls; the web's roots or the CA given), bounded in time and size.
+#[derive(Clone, Debug)]
+struct OtlpHttp {
+    client: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+}
+
+/// An export's longest wait, for the answer and its body.
+const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The most of an answer read (the back end says little).
+const ANSWER_BYTES: usize = 1 << 20;
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for OtlpHttp {
+    async fn send_bytes(
+        &self,
+        request: http::Request<bytes::Bytes>,
+    ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
+        use http_body_util::BodyExt;
+        let request = request.map(http_body_util::Full::new);
+        let answer = tokio::time::timeout(EXPORT_TIMEOUT, async {
+            let response = self.client.request(request).await?;
+            let (parts, body) = response.into_parts();
+            let body = http_body_util::Limited::new(body, ANSWER_BYTES)
+                .collect()
+                .await?
+                .to_bytes();
+            Ok::<_, opentelemetry_http::HttpError>(http::Response::from_parts(parts, body))
+        })
+        .await;
+        match answer {
+            Ok(answer) => answer,
+            Err(_) => Err("the OTLP back end did not answer in time".into()),
+        }
+    }
 }
 
 pub(crate) fn tracing_for(provider: SdkTracerProvider) -> Tracing {
@@ -301,6 +416,18 @@ mod tests {
         assert!(err.to_string().contains("http/json"), "{err}");
         let err = Settings::from_env(Some("127.0.0.1:4318"), "kas", env(&[])).unwrap_err();
         assert!(err.to_string().contains("not an http"), "{err}");
+    }
+
+    #[test]
+    fn a_password_in_the_endpoint_is_not_shown() {
+        let s = Settings::from_env(Some("https://user:pw@otel.example:4318"), "kas", env(&[]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.shown_url(), "https://***@otel.example:4318/v1/traces");
+        let plain = Settings::from_env(Some("http://127.0.0.1:4318"), "kas", env(&[]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(plain.shown_url(), "http://127.0.0.1:4318/v1/traces");
     }
 
     #[test]

@@ -18,7 +18,8 @@ pub struct Jaeger {
     pub otlp_grpc: SocketAddr,
     /// OTLP over HTTP (base URL `http://127.0.0.1:<port>`).
     pub otlp_http: SocketAddr,
-    /// The query API (`/api/traces/{id}`, `/api/services`).
+    /// The query API (`/api/traces/{id}`, `/api/services`; a search's
+    /// `limit` must stay under the 100,000 traces it keeps).
     pub query: SocketAddr,
     log: PathBuf,
 }
@@ -58,7 +59,7 @@ extensions:
     backends:
       memstore:
         memory:
-          max_traces: 10000
+          max_traces: 100000
 receivers:
   otlp:
     protocols:

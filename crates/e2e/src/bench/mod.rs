@@ -124,3 +124,16 @@ pub async fn register_labelled_agents(
     }
     Ok(tokens)
 }
+
+/// Waits (every 5 ms) until the ConfigMap `pushed` that a bench's commits
+/// change holds `rev: <want>`: a push's end, as the API server shows it.
+pub async fn pushed_rev(api: &kube::Api<k8s_openapi::api::core::v1::ConfigMap>, want: &str) {
+    loop {
+        if let Ok(Some(cm)) = api.get_opt("pushed").await
+            && cm.data.and_then(|d| d.get("rev").cloned()).as_deref() == Some(want)
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

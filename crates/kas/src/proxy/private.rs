@@ -43,6 +43,17 @@ pub async fn serve(
                 let (proxy, router, api) = (proxy.clone(), router.clone(), api.clone());
                 let span =
                     tracing::info_span!("routed", peer = %peer, agent = tracing::field::Empty);
+                // The routing replica's trace goes on here, once the
+                // replicas' proof says it is one (a parent is set before the
+                // span is first entered, or not at all).
+                if router.authenticate(&request).is_ok()
+                    && let Some(traceparent) = request
+                        .headers()
+                        .get("traceparent")
+                        .and_then(|v| v.to_str().ok())
+                {
+                    tether_runtime::telemetry::extract(&span, traceparent);
+                }
                 async move {
                     if let Err(why) = router.authenticate(&request) {
                         tracing::warn!(
