@@ -364,13 +364,13 @@ mod tests {
         n.uid = "u-1".into();
         n.message = "é".repeat(1000);
         let e = new_event(&n, "ns", "agentk-0", k8s_openapi::jiff::Timestamp::now());
-        assert!(e.metadata.name.unwrap().starts_with("web."));
+        assert!(e.metadata.name.expect("a test value").starts_with("web."));
         n.name = "a".repeat(253);
         let long = new_event(&n, "ns", "agentk-0", k8s_openapi::jiff::Timestamp::now());
-        assert!(long.metadata.name.unwrap().len() <= 253);
+        assert!(long.metadata.name.expect("a test value").len() <= 253);
         assert_eq!(e.involved_object.uid.as_deref(), Some("u-1"));
         assert_eq!(e.reason.as_deref(), Some("Applied"));
-        assert!(e.message.unwrap().len() <= MESSAGE_BYTES);
+        assert!(e.message.expect("a test value").len() <= MESSAGE_BYTES);
         assert_eq!(e.count, Some(1));
     }
 }

@@ -479,8 +479,8 @@ mod verb_tests {
     fn verbs_are_told_apart_as_the_audit_log_names_them() {
         let v = |m: &str, u: &str| {
             verb_of(
-                &axum::http::Method::from_bytes(m.as_bytes()).unwrap(),
-                &u.parse().unwrap(),
+                &axum::http::Method::from_bytes(m.as_bytes()).expect("a test value"),
+                &u.parse().expect("a test value"),
             )
         };
         assert_eq!(v("GET", "/api/v1/namespaces/a/pods"), "list");

@@ -372,7 +372,7 @@ mod tests {
         let mut registry = Registry::with_prefix("tether");
         m.register(&mut registry);
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("a test value");
         text
     }
 
@@ -412,7 +412,8 @@ mod tests {
 
     #[test]
     fn drift_corrections_count_once_and_failed_health_is_degraded() {
-        let now = tether_store::time::from_rfc3339("2026-12-07T10:01:00Z").unwrap() as f64;
+        let now =
+            tether_store::time::from_rfc3339("2026-12-07T10:01:00Z").expect("a test value") as f64;
         let m = SyncMetrics::default();
         let mut r = report("c1", v1::SyncState::Synced, "done");
         // What a new session's first report says was counted elsewhere.
@@ -450,7 +451,8 @@ mod tests {
         let mut r = report("c1", v1::SyncState::Synced, "done");
         r.pruned = 3;
         r.phase_since = "2026-12-07T10:00:00Z".into();
-        let now = tether_store::time::from_rfc3339("2026-12-07T11:00:00Z").unwrap() as f64;
+        let now =
+            tether_store::time::from_rfc3339("2026-12-07T11:00:00Z").expect("a test value") as f64;
         m.observe("a", &r, now);
         let t = text(&m);
         assert!(t.contains("tether_sync_pruned_objects_total 0"), "{t}");

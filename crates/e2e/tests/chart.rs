@@ -257,7 +257,7 @@ fn monitoring_renders_rules_promtool_accepts_and_a_dashboard_of_real_metrics() {
         ["test", "rules", "rules-test.yaml"],
     ] {
         let run = Command::new(&promtool)
-            .args(&args)
+            .args(args)
             .current_dir(dir.path())
             .output()
             .expect("promtool runs");

@@ -172,7 +172,10 @@ fn run(ns: &str, jaeger: &tether_testenv::jaeger::Jaeger) {
         trace["processes"][sync["processID"].as_str().expect("process")]["serviceName"],
         "agentk"
     );
-    let end = |s: &Value| s["startTime"].as_u64().unwrap() + s["duration"].as_u64().unwrap();
+    let end = |s: &Value| {
+        s["startTime"].as_u64().expect("a test value")
+            + s["duration"].as_u64().expect("a test value")
+    };
     assert!(
         end(root) >= end(sync),
         "the root ends once the agent is done"

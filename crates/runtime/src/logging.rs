@@ -166,9 +166,9 @@ where
         match ids {
             Some((trace, span)) if line.ends_with("}\n") => {
                 line.truncate(line.len() - 2);
-                write!(
+                writeln!(
                     writer,
-                    "{line},\"trace_id\":\"{trace}\",\"span_id\":\"{span}\"}}\n"
+                    "{line},\"trace_id\":\"{trace}\",\"span_id\":\"{span}\"}}"
                 )
             }
             _ => writer.write_str(&line),

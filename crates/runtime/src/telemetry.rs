@@ -360,8 +360,8 @@ mod tests {
     #[test]
     fn the_endpoint_is_a_base_url_for_http_and_as_given_for_grpc() {
         let http = Settings::from_env(Some("http://127.0.0.1:4318/"), "kas", env(&[]))
-            .unwrap()
-            .unwrap();
+            .expect("a test value")
+            .expect("a test value");
         assert_eq!(http.url, "http://127.0.0.1:4318/v1/traces");
         assert_eq!(http.protocol, Protocol::HttpProtobuf);
         let grpc = Settings::from_env(
@@ -372,8 +372,8 @@ mod tests {
                 ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ]),
         )
-        .unwrap()
-        .unwrap();
+        .expect("a test value")
+        .expect("a test value");
         assert_eq!(grpc.url, "http://127.0.0.1:4317");
         assert_eq!(grpc.protocol, Protocol::Grpc);
         let signal = Settings::from_env(
@@ -381,21 +381,24 @@ mod tests {
             "kas",
             env(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/custom")]),
         )
-        .unwrap()
-        .unwrap();
+        .expect("a test value")
+        .expect("a test value");
         assert_eq!(signal.url, "http://c:4318/custom");
     }
 
     #[test]
     fn off_without_an_endpoint_or_when_disabled_and_strict_on_bad_values() {
-        assert_eq!(Settings::from_env(None, "kas", env(&[])).unwrap(), None);
+        assert_eq!(
+            Settings::from_env(None, "kas", env(&[])).expect("a test value"),
+            None
+        );
         assert_eq!(
             Settings::from_env(
                 Some("http://127.0.0.1:4318"),
                 "kas",
                 env(&[("OTEL_SDK_DISABLED", "true")])
             )
-            .unwrap(),
+            .expect("a test value"),
             None
         );
         assert_eq!(
@@ -404,7 +407,7 @@ mod tests {
                 "kas",
                 env(&[("OTEL_TRACES_EXPORTER", "none")])
             )
-            .unwrap(),
+            .expect("a test value"),
             None
         );
         let err = Settings::from_env(
@@ -412,21 +415,21 @@ mod tests {
             "kas",
             env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]),
         )
-        .unwrap_err();
+        .expect_err("refused");
         assert!(err.to_string().contains("http/json"), "{err}");
-        let err = Settings::from_env(Some("127.0.0.1:4318"), "kas", env(&[])).unwrap_err();
+        let err = Settings::from_env(Some("127.0.0.1:4318"), "kas", env(&[])).expect_err("refused");
         assert!(err.to_string().contains("not an http"), "{err}");
     }
 
     #[test]
     fn a_password_in_the_endpoint_is_not_shown() {
         let s = Settings::from_env(Some("https://user:pw@otel.example:4318"), "kas", env(&[]))
-            .unwrap()
-            .unwrap();
+            .expect("a test value")
+            .expect("a test value");
         assert_eq!(s.shown_url(), "https://***@otel.example:4318/v1/traces");
         let plain = Settings::from_env(Some("http://127.0.0.1:4318"), "kas", env(&[]))
-            .unwrap()
-            .unwrap();
+            .expect("a test value")
+            .expect("a test value");
         assert_eq!(plain.shown_url(), "http://127.0.0.1:4318/v1/traces");
     }
 
