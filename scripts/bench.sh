@@ -63,3 +63,11 @@ cargo bench -q -p tether-e2e --bench replicas -- 1000
 
 # Fleet rollouts: 1,000 simulated agents in 10 waves vs all at once (PostgreSQL).
 cargo bench -q -p tether-e2e --bench rollouts -- 1000
+
+# What tracing costs: push to applied with a real agentk, and one commit to
+# 1,000 simulated agents, off against the default sampler and every trace
+# (Jaeger v2 as the back end).
+TETHER_OBSERVABILITY_BIN=$(bash scripts/observability-tools.sh)
+export TETHER_OBSERVABILITY_BIN
+cargo bench -q -p tether-e2e --bench tracing
+cargo bench -q -p tether-e2e --bench rollouts -- 1000 --tracing=off,default,all,off

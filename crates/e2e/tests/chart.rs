@@ -8,6 +8,7 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/helm/kas");
+const AGENTK_CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/helm/agentk");
 
 fn helm(args: &[&str]) -> Output {
     Command::new(tether_testenv::shared().binaries().helm())
@@ -346,4 +347,100 @@ fn metric_names(expr: &str) -> Vec<String> {
         names.push(name);
     }
     names
+}
+
+/// The monitoring objects of both charts are what the Prometheus operator
+/// accepts: its own CRDs (from its Go module, `scripts/observability-tools.sh`)
+/// installed in the test cluster, the rendered charts pass the API server's
+/// validation (`kubectl apply --dry-run=server`).
+#[tokio::test]
+async fn monitoring_objects_pass_the_prometheus_operators_own_schemas() {
+    let cluster = tether_testenv::shared();
+    let ns = cluster
+        .namespace("kas-helm-monitoring")
+        .await
+        .expect("namespace");
+    let crds = tether_testenv::observability_tools()
+        .expect("observability tools")
+        .parent()
+        .expect("the tools' folder")
+        .join("share/crds");
+    // Cluster-wide, as the operator's installation makes them; applying
+    // the same definitions again (another run) changes nothing.
+    let installed = cluster
+        .kubectl()
+        .args(["apply", "--server-side", "--force-conflicts", "-f"])
+        .arg(&crds)
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let established = cluster
+        .kubectl()
+        .args([
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/servicemonitors.monitoring.coreos.com",
+            "crd/podmonitors.monitoring.coreos.com",
+            "crd/prometheusrules.monitoring.coreos.com",
+        ])
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        established.status.success(),
+        "{}",
+        String::from_utf8_lossy(&established.stderr)
+    );
+    let kas = helm(&[
+        "--namespace",
+        ns.name(),
+        "--set",
+        "monitoring.serviceMonitor.enabled=true",
+        "--set",
+        "monitoring.prometheusRules.enabled=true",
+        "--set",
+        "monitoring.grafanaDashboard.enabled=true",
+    ]);
+    assert!(
+        kas.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kas.stderr)
+    );
+    let agentk = Command::new(tether_testenv::shared().binaries().helm())
+        .args(["template", "agentk", AGENTK_CHART, "--namespace", ns.name()])
+        .args([
+            "--set",
+            "config.kasAddress=grpcs://kas.example.com:443",
+            "--set",
+            "config.token=not-a-real-token",
+            "--set",
+            "monitoring.podMonitor.enabled=true",
+        ])
+        .output()
+        .expect("helm runs");
+    assert!(
+        agentk.status.success(),
+        "{}",
+        String::from_utf8_lossy(&agentk.stderr)
+    );
+    for (chart, out, kinds_wanted) in [
+        ("kas", &kas, &["ServiceMonitor", "PrometheusRule"][..]),
+        ("agentk", &agentk, &["PodMonitor"][..]),
+    ] {
+        let yaml = String::from_utf8_lossy(&out.stdout).into_owned();
+        let rendered = kinds(&yaml);
+        for kind in kinds_wanted {
+            assert!(rendered.iter().any(|k| k == kind), "{chart}: {rendered:?}");
+        }
+        let checked = dry_run(ns.name(), &yaml);
+        assert!(
+            checked.status.success(),
+            "the {chart} chart's objects refused: {}",
+            String::from_utf8_lossy(&checked.stderr)
+        );
+    }
 }

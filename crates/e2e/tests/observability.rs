@@ -255,6 +255,43 @@ fn run(ns: &str, jaeger: &tether_testenv::jaeger::Jaeger) {
         agentk.metric("tether_agentk_drift_corrections_total{result=\"ok\"}") >= 1.0
             && setup.metric("tether_sync_drift_corrections_total") >= 1.0
     });
+    // One object changed twice the same way: one Event, its count raised
+    // (as the kubelet aggregates; a deleted object comes back with another
+    // uid, so it is another object's Event).
+    for round in 1..=2 {
+        let before = agentk.metric("tether_agentk_drift_corrections_total{result=\"ok\"}");
+        cluster_kubectl(&[
+            "patch",
+            "configmap",
+            "settings",
+            "-n",
+            ns,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"data":{"mode":"slow"}}"#,
+        ]);
+        wait(
+            &format!("correction {round} of settings"),
+            Duration::from_secs(15),
+            || agentk.metric("tether_agentk_drift_corrections_total{result=\"ok\"}") > before,
+        );
+    }
+    wait(
+        "one DriftCorrected Event counted twice",
+        Duration::from_secs(15),
+        || {
+            let corrected: Vec<Value> = kubectl_get(&["events", "-n", ns, "-o", "json"])
+                .and_then(|e| e["items"].as_array().cloned())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| {
+                    e["involvedObject"]["name"] == "settings" && e["reason"] == "DriftCorrected"
+                })
+                .collect();
+            corrected.len() == 1 && corrected[0]["count"] == 2
+        },
+    );
     let second = commit(
         &repo,
         &[(
