@@ -847,16 +847,7 @@ fn tracing_cost(runtime: &tokio::runtime::Runtime, n: usize, modes: &str) -> any
         let connected = bench.connected;
         // The batch processor sends every 5 s: read until the count holds
         // (kas still running).
-        let mut traces = commit_traces(&jaeger);
-        let mut held = Instant::now();
-        while held.elapsed() < Duration::from_secs(8) {
-            std::thread::sleep(Duration::from_millis(500));
-            let now = commit_traces(&jaeger);
-            if now != traces {
-                traces = now;
-                held = Instant::now();
-            }
-        }
+        let traces = commit_traces(&jaeger);
         bench.stop();
         rows.push(Row {
             mode: mode.to_owned(),
@@ -907,14 +898,11 @@ struct Row {
     traces: usize,
 }
 
-/// How many commit traces Jaeger holds (each one's root, `commit to agent`).
+/// How many commit traces (their roots, `commit to agent`) Jaeger holds
+/// once the count holds.
 fn commit_traces(jaeger: &tether_testenv::jaeger::Jaeger) -> usize {
-    support::http_get(
-        jaeger.query,
-        "/api/traces?service=kas&operation=commit%20to%20agent&limit=50000",
+    support::traces::settled_count(
+        jaeger,
+        "service=kas&operation=commit%20to%20agent&limit=50000",
     )
-    .and_then(|(status, body)| (status == 200).then_some(body))
-    .and_then(|body| serde_json::from_str::<Value>(&body).ok())
-    .and_then(|v| v["data"].as_array().map(Vec::len))
-    .unwrap_or(0)
 }

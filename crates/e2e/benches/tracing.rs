@@ -102,16 +102,7 @@ fn main() -> anyhow::Result<()> {
         p50s.push((mode.to_owned(), percentile(&latencies, 0.50)));
         // The batch processors send every 5 s (OTEL_BSP_SCHEDULE_DELAY's
         // default): the count is read until it holds for 8 s.
-        let mut traces = commit_traces(&jaeger);
-        let mut held = Instant::now();
-        while held.elapsed() < Duration::from_secs(8) {
-            std::thread::sleep(Duration::from_millis(500));
-            let now = commit_traces(&jaeger);
-            if now != traces {
-                traces = now;
-                held = Instant::now();
-            }
-        }
+        let traces = commit_traces(&jaeger);
         let traces = traces.saturating_sub(traces_before_mode);
         println!(
             "| {mode} | {:.0} ms | {:.0} ms | {:.0} ms | {:.1} ms | {:.1} ms | {traces} |",
@@ -135,14 +126,11 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How many commit traces Jaeger holds (each one's root, `commit to agent`).
+/// How many commit traces (their roots, `commit to agent`) Jaeger holds
+/// once the count holds.
 fn commit_traces(jaeger: &tether_testenv::jaeger::Jaeger) -> usize {
-    support::http_get(
-        jaeger.query,
-        "/api/traces?service=kas&operation=commit%20to%20agent&limit=1000",
+    support::traces::settled_count(
+        jaeger,
+        "service=kas&operation=commit%20to%20agent&limit=50000",
     )
-    .and_then(|(status, body)| (status == 200).then_some(body))
-    .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
-    .and_then(|v| v["data"].as_array().map(Vec::len))
-    .unwrap_or(0)
 }

@@ -24,6 +24,7 @@ pub mod images;
 pub mod raw;
 pub mod receiver;
 pub mod rollouts;
+pub mod traces;
 pub mod ui_client;
 
 use std::path::{Path, PathBuf};

@@ -11,11 +11,10 @@
 
 use tether_e2e as support;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Proc, Setup, commit, http_get, kubectl_get, new_repo, wait};
+use support::{Proc, Setup, commit, http_get, kubectl_get, new_repo, traces, wait};
 
 const CONFIG: &str = ".gitlab/agents/prod/config.yaml";
 
@@ -117,8 +116,8 @@ fn run(ns: &str, jaeger: &tether_testenv::jaeger::Jaeger) {
     // names the agent and the commit.
     let mut trace = Value::Null;
     wait("the whole trace in Jaeger", Duration::from_secs(30), || {
-        trace = jaeger_trace(jaeger, &trace_id);
-        let names = span_names(&trace);
+        trace = traces::trace(jaeger, &trace_id);
+        let names = traces::by_name(&trace);
         [
             "commit to agent",
             "git fetch",
@@ -141,12 +140,22 @@ fn run(ns: &str, jaeger: &tether_testenv::jaeger::Jaeger) {
         services.contains(&"kas") && services.contains(&"agentk"),
         "spans of both programs: {services:?}"
     );
-    let names = span_names(&trace);
+    let names = traces::by_name(&trace);
     let root = names["commit to agent"];
-    assert_eq!(tag(root, "tether.agent"), Some("prod".into()), "{root}");
-    assert_eq!(tag(root, "tether.project"), Some("team/config".into()));
-    assert_eq!(tag(root, "vcs.ref.head.revision"), Some(first.clone()));
-    assert_eq!(tag(root, "tether.found_by"), Some("webhook".into()));
+    assert_eq!(
+        traces::tag(root, "tether.agent"),
+        Some("prod".into()),
+        "{root}"
+    );
+    assert_eq!(
+        traces::tag(root, "tether.project"),
+        Some("team/config".into())
+    );
+    assert_eq!(
+        traces::tag(root, "vcs.ref.head.revision"),
+        Some(first.clone())
+    );
+    assert_eq!(traces::tag(root, "tether.found_by"), Some("webhook".into()));
     assert!(
         root["references"].as_array().is_some_and(|r| r
             .iter()
@@ -426,37 +435,6 @@ fn cluster_kubectl(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The trace `id` as Jaeger's query API returns it (`Null` until it has
-/// it).
-fn jaeger_trace(jaeger: &tether_testenv::jaeger::Jaeger, id: &str) -> Value {
-    match http_get(jaeger.query, &format!("/api/traces/{id}")) {
-        Some((200, body)) => serde_json::from_str::<Value>(&body)
-            .ok()
-            .map(|v| v["data"][0].clone())
-            .unwrap_or(Value::Null),
-        _ => Value::Null,
-    }
-}
-
-/// Each span by its name (the first of a name).
-fn span_names(trace: &Value) -> HashMap<String, &Value> {
-    let mut names = HashMap::new();
-    for span in trace["spans"].as_array().into_iter().flatten() {
-        if let Some(name) = span["operationName"].as_str() {
-            names.entry(name.to_owned()).or_insert(span);
-        }
-    }
-    names
-}
-
-fn tag(span: &Value, key: &str) -> Option<String> {
-    span["tags"]
-        .as_array()?
-        .iter()
-        .find(|t| t["key"] == key)
-        .and_then(|t| t["value"].as_str().map(str::to_owned))
-}
-
 /// `promtool check metrics` on `text`: no problem found.
 fn promtool_check(what: &str, text: &str) {
     use std::io::Write;
@@ -494,20 +472,15 @@ fn tail(log: &str) -> String {
 /// A trace in which agentk's call to its API server is a child of kas's
 /// proxy span, if Jaeger holds one.
 fn proxied_trace(jaeger: &tether_testenv::jaeger::Jaeger) -> Option<Value> {
-    let (status, body) = http_get(
-        jaeger.query,
-        "/api/traces?service=agentk&operation=kubernetes%20api&limit=50",
-    )?;
-    if status != 200 {
-        return None;
-    }
-    let found: Value = serde_json::from_str(&body).ok()?;
-    found["data"].as_array()?.iter().find_map(|trace| {
-        let names = span_names(trace);
-        let proxy = names.get("proxy")?;
-        let call = names.get("kubernetes api")?;
-        let kas = &trace["processes"][proxy["processID"].as_str()?]["serviceName"];
-        let parent = call["references"][0]["spanID"].as_str()?;
-        (kas == "kas" && parent == proxy["spanID"].as_str()?).then(|| trace.clone())
-    })
+    traces::find(jaeger, "service=agentk&operation=kubernetes%20api&limit=50")
+        .into_iter()
+        .find(|trace| {
+            let names = traces::by_name(trace);
+            let (Some(proxy), Some(call)) = (names.get("proxy"), names.get("kubernetes api"))
+            else {
+                return false;
+            };
+            traces::service(trace, proxy) == Some("kas")
+                && traces::parent(call) == proxy["spanID"].as_str()
+        })
 }

@@ -9,12 +9,11 @@
 
 use tether_e2e as support;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
 use support::fleet::Fleet;
-use support::{http_get, wait};
+use support::{http_get, traces, wait};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_proxied_request_is_traced_across_the_replica_hop_and_the_tunnel() {
@@ -75,57 +74,39 @@ fn run(jaeger: &tether_testenv::jaeger::Jaeger, endpoint: &str) {
 /// api`, each the parent of the next, the two kas spans from two processes
 /// (`service.instance.id` tells replicas apart), if Jaeger holds one.
 fn routed_trace(jaeger: &tether_testenv::jaeger::Jaeger) -> Option<Value> {
-    let (status, body) = http_get(
-        jaeger.query,
-        "/api/traces?service=agentk&operation=kubernetes%20api&limit=50",
-    )?;
-    if status != 200 {
-        return None;
-    }
-    let found: Value = serde_json::from_str(&body).ok()?;
-    found["data"].as_array()?.iter().find_map(|trace| {
-        let mut names: HashMap<&str, &Value> = HashMap::new();
-        for span in trace["spans"].as_array()? {
-            names.entry(span["operationName"].as_str()?).or_insert(span);
-        }
-        let (proxy, routed, call) = (
-            names.get("proxy")?,
-            names.get("routed")?,
-            names.get("kubernetes api")?,
-        );
-        let parent = |s: &Value| s["references"][0]["spanID"].as_str().map(str::to_owned);
-        let service = |s: &Value| {
-            trace["processes"][s["processID"].as_str().unwrap_or_default()]["serviceName"]
-                .as_str()
-                .map(str::to_owned)
-        };
-        (parent(routed)? == proxy["spanID"].as_str()?
-            && parent(call)? == routed["spanID"].as_str()?
-            && service(proxy)? == "kas"
-            && service(routed)? == "kas"
-            && service(call)? == "agentk"
-            && proxy["processID"] != routed["processID"])
-            .then(|| trace.clone())
-    })
+    traces::find(jaeger, "service=agentk&operation=kubernetes%20api&limit=50")
+        .into_iter()
+        .find(|trace| {
+            let names = traces::by_name(trace);
+            let (Some(proxy), Some(routed), Some(call)) = (
+                names.get("proxy"),
+                names.get("routed"),
+                names.get("kubernetes api"),
+            ) else {
+                return false;
+            };
+            traces::parent(routed) == proxy["spanID"].as_str()
+                && traces::parent(call) == routed["spanID"].as_str()
+                && traces::service(trace, proxy) == Some("kas")
+                && traces::service(trace, routed) == Some("kas")
+                && traces::service(trace, call) == Some("agentk")
+                && proxy["processID"] != routed["processID"]
+        })
 }
 
 /// Each trace of agentk's in Jaeger, as its spans' names, services and
 /// parents, for a failure's message.
 fn outline(jaeger: &tether_testenv::jaeger::Jaeger) -> String {
-    let Some((_, body)) = http_get(jaeger.query, "/api/traces?service=agentk&limit=20") else {
-        return "(no answer)".into();
-    };
-    let found: Value = serde_json::from_str(&body).unwrap_or_default();
     let mut text = String::new();
-    for trace in found["data"].as_array().into_iter().flatten() {
+    for trace in traces::find(jaeger, "service=agentk&limit=20") {
         text.push_str("\n-");
         for span in trace["spans"].as_array().into_iter().flatten() {
             text.push_str(&format!(
-                " [{} {} {} parent {}]",
+                " [{} {:?} {} parent {:?}]",
                 span["operationName"],
-                trace["processes"][span["processID"].as_str().unwrap_or_default()]["serviceName"],
+                traces::service(&trace, span),
                 span["spanID"],
-                span["references"][0]["spanID"]
+                traces::parent(span)
             ));
         }
     }
