@@ -61,6 +61,7 @@ pub struct Outcome {
 /// Most drift corrections one report carries (agentk's bound).
 const MAX_DRIFT_PER_REPORT: usize = 50;
 
+/// kstatus's; `Unknown` last, where a health none of the others names counts.
 const HEALTHS: [&str; 6] = [
     "Current",
     "InProgress",
@@ -200,16 +201,19 @@ impl SyncMetrics {
             shown.info = info;
         }
         if self.per_agent() {
-            for health in HEALTHS {
-                let count = report
-                    .objects
-                    .iter()
-                    .filter(|o| matches!(o.action.as_str(), "applied" | "unchanged"))
-                    .filter(|o| {
-                        o.health == health
-                            || (health == "Unknown" && !HEALTHS.contains(&o.health.as_str()))
-                    })
-                    .count();
+            // One pass over the objects: a report of thousands comes every
+            // second while a sync waits for health.
+            let mut counts = [0usize; HEALTHS.len()];
+            for o in &report.objects {
+                if matches!(o.action.as_str(), "applied" | "unchanged") {
+                    let at = HEALTHS
+                        .iter()
+                        .position(|h| *h == o.health)
+                        .unwrap_or(HEALTHS.len() - 1);
+                    counts[at] += 1;
+                }
+            }
+            for (health, count) in HEALTHS.into_iter().zip(counts) {
                 self.objects
                     .get_or_create(&ObjectsByHealth {
                         agent: agent.to_owned(),
