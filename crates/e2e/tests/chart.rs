@@ -8,6 +8,15 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/helm/kas");
+/// The kas chart's monitoring values, all on.
+const MONITORING: [&str; 6] = [
+    "--set",
+    "monitoring.serviceMonitor.enabled=true",
+    "--set",
+    "monitoring.prometheusRules.enabled=true",
+    "--set",
+    "monitoring.grafanaDashboard.enabled=true",
+];
 const AGENTK_CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/helm/agentk");
 
 fn helm(args: &[&str]) -> Output {
@@ -205,14 +214,6 @@ fn replicas_without_what_they_share_are_refused_naming_it() {
 /// one Tether exports (as the book's table lists them); by default, none.
 #[test]
 fn monitoring_renders_rules_promtool_accepts_and_a_dashboard_of_real_metrics() {
-    let monitoring = [
-        "--set",
-        "monitoring.serviceMonitor.enabled=true",
-        "--set",
-        "monitoring.prometheusRules.enabled=true",
-        "--set",
-        "monitoring.grafanaDashboard.enabled=true",
-    ];
     let defaults = helm(&[]);
     assert!(defaults.status.success());
     let default_kinds = kinds(&String::from_utf8_lossy(&defaults.stdout));
@@ -222,7 +223,7 @@ fn monitoring_renders_rules_promtool_accepts_and_a_dashboard_of_real_metrics() {
             .any(|k| k == "ServiceMonitor" || k == "PrometheusRule"),
         "{default_kinds:?}"
     );
-    let out = helm(&monitoring);
+    let out = helm(&MONITORING);
     assert!(
         out.status.success(),
         "{}",
@@ -367,44 +368,22 @@ async fn monitoring_objects_pass_the_prometheus_operators_own_schemas() {
         .join("share/crds");
     // Cluster-wide, as the operator's installation makes them; applying
     // the same definitions again (another run) changes nothing.
-    let installed = cluster
-        .kubectl()
-        .args(["apply", "--server-side", "--force-conflicts", "-f"])
-        .arg(&crds)
-        .output()
-        .expect("kubectl runs");
-    assert!(
-        installed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&installed.stderr)
-    );
-    let established = cluster
-        .kubectl()
-        .args([
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/servicemonitors.monitoring.coreos.com",
-            "crd/podmonitors.monitoring.coreos.com",
-            "crd/prometheusrules.monitoring.coreos.com",
-        ])
-        .output()
-        .expect("kubectl runs");
-    assert!(
-        established.status.success(),
-        "{}",
-        String::from_utf8_lossy(&established.stderr)
-    );
-    let kas = helm(&[
-        "--namespace",
-        ns.name(),
-        "--set",
-        "monitoring.serviceMonitor.enabled=true",
-        "--set",
-        "monitoring.prometheusRules.enabled=true",
-        "--set",
-        "monitoring.grafanaDashboard.enabled=true",
+    cluster.kubectl_ok(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        crds.to_str().expect("utf-8"),
     ]);
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/servicemonitors.monitoring.coreos.com",
+        "crd/podmonitors.monitoring.coreos.com",
+        "crd/prometheusrules.monitoring.coreos.com",
+    ]);
+    let kas = helm(&[&["--namespace", ns.name()][..], &MONITORING[..]].concat());
     assert!(
         kas.status.success(),
         "{}",

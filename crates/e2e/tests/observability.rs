@@ -39,6 +39,7 @@ async fn a_commit_is_traced_counted_and_told_from_push_to_healthy() {
 }
 
 fn run(ns: &str, jaeger: &tether_testenv::jaeger::Jaeger) {
+    let cluster = tether_testenv::shared();
     // kas exports over OTLP/HTTP, agentk over OTLP/gRPC: both transports.
     let otlp_http = format!("http://{}", jaeger.otlp_http);
     let trace_url = format!("http://{}/trace/{{trace_id}}", jaeger.query);
@@ -259,7 +260,7 @@ fn run(ns: &str, jaeger: &tether_testenv::jaeger::Jaeger) {
     wait("tether_sync_info synced", Duration::from_secs(10), || {
         setup.metric(&synced) == 1.0
     });
-    cluster_kubectl(&["delete", "configmap", "extra", "-n", ns]);
+    cluster.kubectl_ok(&["delete", "configmap", "extra", "-n", ns]);
     wait("the correction to count", Duration::from_secs(15), || {
         agentk.metric("tether_agentk_drift_corrections_total{result=\"ok\"}") >= 1.0
             && setup.metric("tether_sync_drift_corrections_total") >= 1.0
@@ -269,7 +270,7 @@ fn run(ns: &str, jaeger: &tether_testenv::jaeger::Jaeger) {
     // uid, so it is another object's Event).
     for round in 1..=2 {
         let before = agentk.metric("tether_agentk_drift_corrections_total{result=\"ok\"}");
-        cluster_kubectl(&[
+        cluster.kubectl_ok(&[
             "patch",
             "configmap",
             "settings",
@@ -382,7 +383,7 @@ fn run(ns: &str, jaeger: &tether_testenv::jaeger::Jaeger) {
             .iter()
             .any(|e| e.1 == "Pruned" && e.2.contains(&second[..12]))
     );
-    let described = cluster_kubectl(&["describe", "deployment", "web", "-n", ns]);
+    let described = cluster.kubectl_ok(&["describe", "deployment", "web", "-n", ns]);
     assert!(
         described.contains("Applied") && described.contains(&first[..12]),
         "kubectl describe shows the apply: {described}"
@@ -419,20 +420,6 @@ fn push_webhook(setup: &Setup) {
         body,
     );
     assert_eq!(status, 202, "the webhook is accepted");
-}
-
-fn cluster_kubectl(args: &[&str]) -> String {
-    let out = tether_testenv::shared()
-        .kubectl()
-        .args(args)
-        .output()
-        .expect("kubectl runs");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `promtool check metrics` on `text`: no problem found.
