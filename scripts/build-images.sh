@@ -3,7 +3,8 @@
 # checks them with Debian's skopeo and umoci:
 #   1. static (musl) release binaries;
 #   2. an OCI image layout each under target/images/<name> (scripts/oci-image.py:
-#      the binary on a minimal base; kas also gets git and ssh, and helm and
+#      the binary on a minimal base; kas also gets git and ssh, ssh-keygen
+#      and gpg that git verifies commit and tag signatures with, and helm and
 #      kustomize from scripts/render-tools.sh to render charts with);
 #   3. skopeo inspects each image, umoci unpacks it, and each program runs
 #      --version inside its own unpacked root (chroot as root), so a missing
@@ -66,6 +67,12 @@ PY
     if [ "$program" = kas ]; then
       chroot "$rootfs" /usr/bin/git --version
       chroot "$rootfs" /usr/bin/ssh -V
+      # ssh-keygen has no --version: it fingerprints a key made here instead.
+      ssh-keygen -q -t ed25519 -N "" -C build-images -f "$work/check-key"
+      cp "$work/check-key.pub" "$rootfs/tmp/check-key.pub"
+      chroot "$rootfs" /usr/bin/ssh-keygen -l -f /tmp/check-key.pub
+      rm "$rootfs/tmp/check-key.pub"
+      chroot "$rootfs" /usr/bin/gpg --version | sed -n 1p
       chroot "$rootfs" /usr/local/bin/helm version --short
       chroot "$rootfs" /usr/local/bin/kustomize version
     fi

@@ -3,7 +3,9 @@
 # PostgreSQL (the replicated kas's store), HAProxy (the load balancer in
 # front of kas replicas), skopeo and umoci (to check the OCI images),
 # musl-tools and file (to build and check the static binaries in them),
-# Chromium and its WebDriver (the web UI's browser tests). A no-op when
+# Chromium and its WebDriver (the web UI's browser tests), gpg and
+# ssh-keygen (gnupg, openssh-client: they sign the commits of the
+# signed-commit tests, and git verifies them with them). A no-op when
 # they are there.
 # Needs root (apt-get) only when something is missing.
 set -euo pipefail
@@ -26,6 +28,12 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 if ! command -v chromedriver >/dev/null 2>&1; then
   missing+=(chromium-driver)
+fi
+if ! command -v gpg >/dev/null 2>&1; then
+  missing+=(gnupg)
+fi
+if ! command -v ssh-keygen >/dev/null 2>&1; then
+  missing+=(openssh-client)
 fi
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-services: up to date"

@@ -2,8 +2,9 @@
 """Writes an OCI image layout for one of Tether's programs, without a
 container daemon: one layer holding the program (a static binary), the
 files it needs at run time (CA certificates, a passwd entry for the
-non-root user; for kas, git and ssh with their shared libraries, copied
-from this Debian machine), and a config that runs it as 65532:65532.
+non-root user; for kas, git and ssh, and ssh-keygen and gpg that git
+verifies commit and tag signatures with, with their shared libraries,
+copied from this Debian machine), and a config that runs it as 65532:65532.
 
 The layer is reproducible: entries sorted, times zero, owners root (the
 data folder excepted), gzip without a timestamp.
@@ -45,8 +46,10 @@ def shared_libraries(program):
 
 
 def git_files():
-    """git (with https and ssh transports) and what it loads."""
-    programs = ["/usr/bin/git", "/usr/bin/ssh"]
+    """git (with https and ssh transports), the programs `git verify-commit`
+    and `git verify-tag` run (ssh-keygen for SSH signatures, gpg for OpenPGP
+    ones), and what they load."""
+    programs = ["/usr/bin/git", "/usr/bin/ssh", "/usr/bin/ssh-keygen", "/usr/bin/gpg"]
     core = "/usr/lib/git-core"
     for name in ["git", "git-remote-http", "git-remote-https", "git-upload-pack"]:
         path = os.path.join(core, name)

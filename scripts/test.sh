@@ -19,6 +19,9 @@ export TETHER_GITEA_BIN
 # and the checker of both programs' /metrics.
 TETHER_OBSERVABILITY_BIN=$(bash scripts/observability-tools.sh)
 export TETHER_OBSERVABILITY_BIN
+# sops and age, which encrypt the secrets of the SOPS tests.
+TETHER_SIGNING_BIN=$(bash scripts/signing-tools.sh)
+export TETHER_SIGNING_BIN
 # PostgreSQL for the store suite and kas on a shared database.
 bash scripts/install-services.sh
 

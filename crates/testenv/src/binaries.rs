@@ -54,6 +54,25 @@ pub fn observability_tools() -> Result<PathBuf> {
     dir.clone().map_err(Error::Binaries)
 }
 
+/// Environment variable naming a folder that already holds sops and age
+/// (`sops`, `age`, `age-keygen`).
+pub const SIGNING_BIN_ENV: &str = "TETHER_SIGNING_BIN";
+const SIGNING_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../scripts/signing-tools.sh"
+);
+
+/// The folder holding sops, age and age-keygen, which encrypt the secrets
+/// of the SOPS tests (`scripts/signing-tools.sh`, a no-op when built),
+/// found once per process. The signed-commit tests' `ssh-keygen` and `gpg`
+/// are Debian's, on the PATH.
+pub fn signing_tools() -> Result<PathBuf> {
+    static FOUND: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    let dir = FOUND
+        .get_or_init(|| run_script(SIGNING_BIN_ENV, SIGNING_SCRIPT).map_err(|e| e.to_string()));
+    dir.clone().map_err(Error::Binaries)
+}
+
 /// Environment variable naming a folder that already holds Gitea
 /// (`gitea`, with its assets in `../share/gitea`).
 pub const GITEA_BIN_ENV: &str = "TETHER_GITEA_BIN";

@@ -47,7 +47,8 @@ use std::sync::OnceLock;
 
 pub use binaries::{
     BIN_ENV, Binaries, GITEA_BIN_ENV, OBSERVABILITY_BIN_ENV, REGISTRY_BIN_ENV, RENDER_BIN_ENV,
-    gitea, observability_tools, oci_registry, pinned_kube_version, render_tools,
+    SIGNING_BIN_ENV, gitea, observability_tools, oci_registry, pinned_kube_version, render_tools,
+    signing_tools,
 };
 pub use cluster::{
     Cluster, ClusterOptions, SIMULATED_LOG_LINES, SIMULATED_NODE_ANNOTATION, StartTimings,
