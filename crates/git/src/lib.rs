@@ -13,11 +13,15 @@
 mod mirror;
 pub mod push;
 mod read;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use read::{CommitId, FileRead, Matched, SelectLimits};
+pub use verify::{
+    Object, ObjectKind, SignatureFormat, Signed, TrustedKeys, Unverified, Verifier, VerifyError,
+};
 
 /// Why a repository could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -30,10 +30,15 @@ pub struct FileRead {
 }
 
 fn open(dir: &Path, location: &str) -> Result<gix::Repository, GitError> {
-    gix::open(dir).map_err(|e| GitError::Open {
+    let mut repo = gix::open(dir).map_err(|e| GitError::Open {
         location: location.to_owned(),
         message: e.to_string(),
-    })
+    })?;
+    // `refs/replace/*` in a tenant's repository would serve one commit's
+    // files under another's id, the one whose signature was verified
+    // (git verifies with replacements off, and so kas reads).
+    repo.objects.ignore_replacements = true;
+    Ok(repo)
 }
 
 pub(crate) fn resolve(
