@@ -34,6 +34,63 @@ pub struct ProjectView {
     /// kustomizations.
     #[serde(default)]
     pub allow_remote_bases: bool,
+    /// How its commits are verified, and what verification last found;
+    /// absent: not verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyView>,
+}
+
+/// `PUT /api/v1/projects/{id}/verify`: the signatures a project's commits
+/// must carry before agents get anything of them (`kas project verify`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VerifySettings {
+    /// `head` (the commit given to agents), `strict` (also every commit
+    /// since the last verified one) or `off`.
+    pub mode: String,
+    /// git's allowed-signers file, for SSH signatures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_allowed_signers: Option<String>,
+    /// Armored OpenPGP public keys, for GPG signatures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpg_keys: Option<String>,
+    /// `strict`: the full commit id whose history is trusted; the first
+    /// verification walks from it. Absent: the first head is checked alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_base: Option<String>,
+}
+
+/// A project's signature policy and what verification last found.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VerifyView {
+    /// `head` or `strict`.
+    pub mode: String,
+    /// The principals of the allowed-signers file.
+    #[serde(default)]
+    pub ssh_signers: Vec<String>,
+    /// Whether OpenPGP keys are given.
+    #[serde(default)]
+    pub gpg_keys: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_base: Option<String>,
+    pub set_at: String,
+    /// The last commit that verified: what agents may be given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<String>,
+    /// Who signed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// The newest commit refused, and why (which key or signer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<RefusedCommit>,
+}
+
+/// A commit whose signature did not verify.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RefusedCommit {
+    pub commit: String,
+    pub reason: String,
+    pub at: String,
 }
 
 /// What `PATCH /api/v1/projects/{id}` changes.
@@ -218,6 +275,10 @@ pub struct PlanView {
     /// why (`rollout of 1a2b3c: waiting, keeps 4d5e6f`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<String>,
+    /// Under a signature policy: why agents would not be given this
+    /// commit (it does not verify). Absent: it verifies, or no policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unverified: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -43,6 +43,7 @@ pub mod repos;
 pub mod sent;
 pub mod service;
 pub mod sessions;
+pub mod signatures;
 pub mod state;
 pub mod stored;
 pub mod sync_metrics;

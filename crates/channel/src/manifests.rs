@@ -393,6 +393,19 @@ async fn run(
                 continue;
             }
         };
+        // Under a signature policy nothing unverified is sent: the head
+        // verified at its poll, and any other commit (a pin, a rollback,
+        // another ref) is checked here, the one place commits are sent.
+        if let Some(gate) = &head.gate
+            && head.commit.as_ref() != Some(&commit)
+            && let Err(reason) = gate.check(&source, &commit).await
+        {
+            if held.as_deref() != Some(reason.as_str()) {
+                tracing::warn!(commit = %commit, reason = %reason, "not sent: the commit does not verify");
+                held = Some(reason);
+            }
+            continue;
+        }
         let commit_text = commit.to_string();
         // Before the send, so that the agent's answer finds it; also when
         // the agent has this commit already and nothing is sent.

@@ -46,7 +46,30 @@ pub struct Head {
     pub resolved: Arc<Mutex<HashMap<String, Result<CommitId, ResolveError>>>>,
     /// How `commit` was found, for the traces of its deliveries.
     pub found: Option<crate::traces::Found>,
+    /// The project's signature policy, when it has one: `commit` is then
+    /// the last commit that verified, and every other commit an agent is
+    /// given passes it too.
+    pub gate: Option<crate::signatures::Gate>,
+    /// Why the project's newest head was refused (it did not verify), while
+    /// agents keep `commit`.
+    pub refused: Option<String>,
 }
+
+/// A head that verified or was refused: what kas tells the outside (the
+/// commit status `tether/verify`, the `commit_unverified` notification).
+/// Sent once per change of a project's status, by whichever replica
+/// recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub project: String,
+    pub commit: String,
+    /// `Ok(signer)`, or why it was refused.
+    pub outcome: Result<String, String>,
+}
+
+/// Verdicts waiting to be told at most; past it the newest are dropped
+/// (the project's status in the store keeps them).
+pub const VERDICT_BUFFER: usize = 256;
 
 /// Why a ref could not be resolved at a poll.
 ///
@@ -62,12 +85,48 @@ pub enum ResolveError {
     Git(Arc<tether_git::GitError>),
     #[error("resolving panicked: {0}")]
     Panicked(#[source] Arc<tokio::task::JoinError>),
+    /// The commit does not verify under the project's signature policy.
+    #[error("{0}")]
+    Unverified(String),
 }
 
 impl Head {
     /// The commit `reference` points to at this poll (`None`: the default
     /// branch), resolved once per poll.
     pub async fn resolve(&self, reference: Option<&str>) -> Result<CommitId, ResolveError> {
+        let Some(gate) = &self.gate else {
+            return self.resolve_unverified(reference).await;
+        };
+        let Some(reference) = reference else {
+            // The head the poller verified (or kept when a newer one was
+            // refused), never what the ref points to now.
+            return self.commit.clone().ok_or_else(|| {
+                ResolveError::Unverified(
+                    self.refused
+                        .clone()
+                        .unwrap_or_else(|| "no commit of the project has verified yet".to_owned()),
+                )
+            });
+        };
+        let commit = self.resolve_unverified(Some(reference)).await?;
+        if self.commit.as_ref() == Some(&commit) {
+            return Ok(commit);
+        }
+        let Some(source) = &self.source else {
+            return Err(ResolveError::NotRead);
+        };
+        gate.check(source, &commit)
+            .await
+            .map(|()| commit)
+            .map_err(ResolveError::Unverified)
+    }
+
+    /// The commit `reference` points to, whether or not it verifies: for
+    /// a plan, which says so, never for what agents are given.
+    pub async fn resolve_unverified(
+        &self,
+        reference: Option<&str>,
+    ) -> Result<CommitId, ResolveError> {
         let key = reference.unwrap_or("HEAD").to_owned();
         let cached = lock(&self.resolved).get(&key).cloned();
         if let Some(result) = cached {
@@ -104,6 +163,9 @@ pub enum RefreshError {
     Timeout(Duration),
     #[error("cannot load the project: {0}")]
     Store(#[from] tether_store::StoreError),
+    /// The head does not verify; agents keep the last verified commit.
+    #[error("{0}")]
+    Unverified(String),
 }
 
 /// Why a poll could not read a project's repository. Only its message
@@ -123,6 +185,15 @@ enum PollError {
     Git(#[from] tether_git::GitError),
 }
 
+/// What a poll gives agents: the commit (`None`: nothing verified yet) and
+/// the policy every other commit passes.
+struct Verified {
+    source: Source,
+    commit: Option<CommitId>,
+    gate: Option<crate::signatures::Gate>,
+    refused: Option<String>,
+}
+
 /// All pollers of this kas.
 pub struct Repos {
     store: Arc<dyn Store>,
@@ -134,6 +205,10 @@ pub struct Repos {
     /// Pollers run on it, and stop when it starts (after a fetch in
     /// flight).
     drain: tether_runtime::Drain,
+    /// Keyrings of projects under a signature policy.
+    signatures: Arc<crate::signatures::Signatures>,
+    /// Where verdicts on heads go (kas's statuses and notifications).
+    verdicts: std::sync::OnceLock<mpsc::Sender<Verdict>>,
 }
 
 /// With replicas: who polls which project, and how new heads are told.
@@ -212,13 +287,35 @@ impl Repos {
     ) -> Arc<Self> {
         Arc::new(Repos {
             store,
+            // Keyrings beside the mirrors (a mirror's folder name always
+            // has a hash suffix, so none is called this).
+            signatures: crate::signatures::Signatures::new(mirrors.join(".keyrings")),
             mirrors,
             poll_interval,
             pollers: Mutex::default(),
             metrics,
             peers: std::sync::OnceLock::new(),
             drain,
+            verdicts: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Verdicts on heads of projects under a signature policy, once each
+    /// is recorded: for the commit status `tether/verify` and the
+    /// `commit_unverified` notification.
+    pub fn verdicts(&self) -> mpsc::Receiver<Verdict> {
+        let (tx, rx) = mpsc::channel(VERDICT_BUFFER);
+        let _ = self.verdicts.set(tx);
+        rx
+    }
+
+    /// Polls `project` soon if this kas follows it (a new signature
+    /// policy takes effect without waiting for the interval).
+    pub fn wake(&self, project: &str) {
+        if let Some(poller) = self.lock().get(project) {
+            poller.force.store(true, Ordering::Relaxed);
+            poller.wake.notify_one();
+        }
     }
 
     /// Shares polling with the other replicas: each project is polled by
@@ -363,6 +460,9 @@ impl Repos {
             .clone();
         match (head.error, head.commit) {
             (Some(error), _) => Err(RefreshError::Git(error)),
+            (None, _) if head.refused.is_some() => {
+                Err(RefreshError::Unverified(head.refused.unwrap_or_default()))
+            }
             (None, Some(commit)) => Ok(commit),
             (None, None) => Err(RefreshError::Git("no commit".to_owned())),
         }
@@ -400,8 +500,35 @@ impl Repos {
                 .git_polls
                 .get_or_create(&PollResult { result })
                 .inc();
+            let polled = match polled {
+                Ok(Some((source, commit, record))) => {
+                    Ok(Some(self.verify(record, source, commit).await))
+                }
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            };
             match polled {
-                Ok(Some((source, commit))) => poller.head.send_modify(|h| {
+                Ok(Some(Verified {
+                    source,
+                    commit: None,
+                    gate,
+                    refused,
+                })) => poller.head.send_modify(|h| {
+                    // Nothing of the project has verified: agents get nothing.
+                    h.finished = h.started;
+                    h.commit = None;
+                    h.error = None;
+                    h.source = Some(source);
+                    h.resolved = Arc::default();
+                    h.gate = gate;
+                    h.refused = refused;
+                }),
+                Ok(Some(Verified {
+                    source,
+                    commit: Some(commit),
+                    gate,
+                    refused,
+                })) => poller.head.send_modify(|h| {
                     if h.commit.as_ref() != Some(&commit) {
                         tracing::info!(commit = %commit, "new commit");
                         self.metrics.git_fetch_seconds.observe(took);
@@ -428,6 +555,8 @@ impl Repos {
                     h.error = None;
                     h.source = Some(source);
                     h.resolved = Arc::default();
+                    h.gate = gate;
+                    h.refused = refused;
                 }),
                 Ok(None) => {
                     tracing::info!("project deleted; poller stops");
@@ -473,8 +602,104 @@ impl Repos {
         false
     }
 
+    /// What of `head` (the commit the project's ref points to) agents may
+    /// be given: all of it without a policy; under one, `head` if it
+    /// verifies, else the last commit that did (or nothing). A new verdict
+    /// is recorded in the store and told once.
+    async fn verify(
+        &self,
+        record: tether_store::Project,
+        source: Source,
+        head: CommitId,
+    ) -> Verified {
+        let Some(policy) = record.verify.clone() else {
+            return Verified {
+                source,
+                commit: Some(head),
+                gate: None,
+                refused: None,
+            };
+        };
+        let gate = self.signatures.gate(policy, record.git_ref.clone());
+        let status = record.verification;
+        let head_text = head.to_string();
+        let checked = if status.verified.as_deref() == Some(head_text.as_str()) {
+            crate::signatures::Checked::Verified {
+                signer: status.signer.clone().unwrap_or_default(),
+            }
+        } else {
+            gate.check_head(&source, &head, status.verified.as_deref())
+                .await
+        };
+        let (recorded, commit, refused, outcome) = match checked {
+            crate::signatures::Checked::Verified { signer } => (
+                tether_store::VerifyStatus {
+                    verified: Some(head_text.clone()),
+                    signer: Some(signer.clone()),
+                    refused: None,
+                },
+                Some(head),
+                None,
+                Ok(signer),
+            ),
+            crate::signatures::Checked::Refused { reason } => {
+                tracing::warn!(commit = %head_text, reason = %reason, "commit refused: it does not verify; agents keep the last verified commit");
+                let kept = status.verified.as_deref().and_then(CommitId::parse);
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                // The same refusal again keeps its first time.
+                let at = match &status.refused {
+                    Some(r) if r.commit == head_text && r.reason == reason => r.at,
+                    _ => at,
+                };
+                (
+                    tether_store::VerifyStatus {
+                        verified: status.verified.clone(),
+                        signer: status.signer.clone(),
+                        refused: Some(tether_store::Refusal {
+                            commit: head_text.clone(),
+                            reason: reason.clone(),
+                            at,
+                        }),
+                    },
+                    kept,
+                    Some(format!("commit {head_text} is refused: {reason}")),
+                    Err(reason),
+                )
+            }
+            crate::signatures::Checked::Unchecked => {
+                (status.clone(), Some(head), None, Ok(String::new()))
+            }
+        };
+        if recorded != status {
+            match self.store.record_verification(&record.id, &recorded).await {
+                Ok(true) => {
+                    if let Some(verdicts) = self.verdicts.get() {
+                        let _ = verdicts.try_send(Verdict {
+                            project: record.id.clone(),
+                            commit: head_text,
+                            outcome,
+                        });
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot record the verification"),
+            }
+        }
+        Verified {
+            source,
+            commit,
+            gate: Some(gate),
+            refused,
+        }
+    }
+
     /// One fetch and resolve; `Ok(None)` when the project no longer exists.
-    async fn poll(&self, project: &str) -> Result<Option<(Source, CommitId)>, PollError> {
+    async fn poll(
+        &self,
+        project: &str,
+    ) -> Result<Option<(Source, CommitId, tether_store::Project)>, PollError> {
         let Some(record) =
             self.store
                 .get_project(project)
@@ -490,7 +715,7 @@ impl Repos {
         let polled = tokio::task::spawn_blocking(move || {
             source.update()?;
             let commit = source.resolve(record.git_ref.as_deref())?;
-            Ok::<_, tether_git::GitError>((source, commit))
+            Ok::<_, tether_git::GitError>((source, commit, record))
         })
         .await
         .map_err(PollError::Panicked)??;

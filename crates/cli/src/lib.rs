@@ -118,6 +118,31 @@ pub enum ProjectCommand {
         #[arg(long, num_args = 0..=1, default_missing_value = "true")]
         allow_remote_bases: Option<bool>,
     },
+    /// Require signed commits: agents get nothing of a commit (config,
+    /// manifests, renders) whose signature does not verify against these
+    /// keys, and keep the last verified commit. Run again with new files to
+    /// rotate keys (no restart); `--mode off` clears the policy.
+    Verify {
+        id: String,
+        /// `head`: the commit given to agents must verify; `strict`: so
+        /// must every commit since the last verified one; `off`.
+        #[arg(long, value_parser = ["head", "strict", "off"])]
+        mode: String,
+        /// An allowed-signers file (git's `gpg.ssh.allowedSignersFile`
+        /// format: `principal [valid-after=…,valid-before=…] ssh-ed25519
+        /// AAAA…`), for SSH-signed commits.
+        #[arg(long, value_name = "FILE")]
+        ssh_allowed_signers: Option<std::path::PathBuf>,
+        /// Armored OpenPGP public keys (`gpg --armor --export`), for
+        /// GPG-signed commits.
+        #[arg(long, value_name = "FILE")]
+        gpg_keys: Option<std::path::PathBuf>,
+        /// `strict`: a full commit id whose history you trust; the first
+        /// verification walks every commit from it to the head. Without
+        /// it, the first head is checked alone.
+        #[arg(long, value_name = "COMMIT")]
+        trust_base: Option<String>,
+    },
     /// Project access tokens, for the project's CI jobs.
     #[command(subcommand)]
     Token(ProjectTokenCommand),
@@ -539,6 +564,39 @@ async fn project(client: &ApiClient, command: ProjectCommand) -> anyhow::Result<
                     "created_at",
                 ],
             )?;
+            let text = text + &verify_text(&p);
+            printed(&p, text)
+        }
+        ProjectCommand::Verify {
+            id,
+            mode,
+            ssh_allowed_signers,
+            gpg_keys,
+            trust_base,
+        } => {
+            let read = |file: Option<std::path::PathBuf>| {
+                file.map(|f| {
+                    std::fs::read_to_string(&f)
+                        .with_context(|| format!("cannot read {}", f.display()))
+                })
+                .transpose()
+            };
+            let settings = api::VerifySettings {
+                mode,
+                ssh_allowed_signers: read(ssh_allowed_signers)?,
+                gpg_keys: read(gpg_keys)?,
+                trust_base,
+            };
+            let p: api::ProjectView = client
+                .put_as(
+                    &format!("/api/v1/projects/{}/verify", segment(&id)),
+                    &settings,
+                )
+                .await?;
+            let text = match &p.verify {
+                None => format!("project {}: commits are not verified\n", p.id),
+                Some(_) => verify_text(&p),
+            };
             printed(&p, text)
         }
         ProjectCommand::Set {
@@ -962,6 +1020,44 @@ fn cell(v: &serde_json::Value) -> String {
 
 /// Aligned columns with a header, one row per typed answer: `columns`
 /// are the answer's field names.
+/// A project's signature policy and what verification last found, as
+/// `kas project show` and `kas project verify` print them.
+fn verify_text(p: &api::ProjectView) -> String {
+    let Some(v) = &p.verify else {
+        return "signed commits: not required\n".to_owned();
+    };
+    let mut keys = Vec::new();
+    if !v.ssh_signers.is_empty() {
+        keys.push(format!("SSH: {}", v.ssh_signers.join(", ")));
+    }
+    if v.gpg_keys {
+        keys.push("OpenPGP keys".to_owned());
+    }
+    let mut text = format!(
+        "signed commits: {} ({}), set {}\n",
+        v.mode,
+        keys.join("; "),
+        v.set_at
+    );
+    if let Some(base) = &v.trust_base {
+        text.push_str(&format!("  trust base: {base}\n"));
+    }
+    match (&v.verified, &v.signer) {
+        (Some(commit), Some(signer)) => {
+            text.push_str(&format!("  verified: {commit} (signed: {signer})\n"));
+        }
+        (Some(commit), None) => text.push_str(&format!("  verified: {commit}\n")),
+        _ => text.push_str("  verified: no commit yet\n"),
+    }
+    if let Some(r) = &v.refused {
+        text.push_str(&format!(
+            "  REFUSED: {} at {}: {}\n",
+            r.commit, r.at, r.reason
+        ));
+    }
+    text
+}
+
 fn table<T: serde::Serialize>(rows: &[T], columns: &[&str]) -> anyhow::Result<String> {
     let rows: Vec<Vec<String>> = rows
         .iter()
@@ -1048,6 +1144,11 @@ fn plan_text(plan: &api::PlanView) -> String {
     );
     if let Some(rollout) = &plan.rollout {
         text.push_str(&format!("{rollout}\n"));
+    }
+    if let Some(why) = &plan.unverified {
+        text.push_str(&format!(
+            "UNVERIFIED: agents will not be given this commit: {why}\n"
+        ));
     }
     for o in plan.objects.iter().filter(|o| o.change != "unchanged") {
         let sign = match o.change.as_str() {

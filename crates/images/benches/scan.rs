@@ -167,6 +167,8 @@ fn main() -> anyhow::Result<()> {
                 created_at: 0,
                 git_ref: None,
                 allow_remote_bases: false,
+                verify: None,
+                verification: Default::default(),
             },
             repo,
         ));

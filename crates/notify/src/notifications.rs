@@ -83,6 +83,7 @@ impl Notice {
             NotificationEvent::RolloutHalted => "rollout halted",
             NotificationEvent::RolloutRolledBack => "rollout rolled back",
             NotificationEvent::RolloutCompleted => "rollout completed",
+            NotificationEvent::CommitUnverified => "commit refused: not verified",
         };
         let mut text = format!("Tether: agent {}: {what}", self.agent);
         if !self.project.is_empty() {

@@ -21,6 +21,73 @@ pub struct Project {
     /// An administrator's consent to remote bases in this project's
     /// kustomizations (fetched through kas's egress policy).
     pub allow_remote_bases: bool,
+    /// The signatures its commits must carry (set by an administrator,
+    /// never by the repository it protects); `None`: not verified.
+    pub verify: Option<VerifyPolicy>,
+    /// What verification last found.
+    pub verification: VerifyStatus,
+}
+
+/// How kas verifies a project's commits before agents get anything of
+/// them (`kas project verify`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VerifyPolicy {
+    pub mode: VerifyMode,
+    /// git's allowed-signers file (`gpg.ssh.allowedSignersFile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_allowed_signers: Option<String>,
+    /// Armored OpenPGP public keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpg_keys: Option<String>,
+    /// Under `strict`, the commit the first verification walks from (its
+    /// history is trusted); `None`: the first head is checked alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_base: Option<String>,
+    pub set_at: UnixTime,
+}
+
+/// Which commits must verify.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyMode {
+    /// The commit given to agents.
+    Head,
+    /// It and every commit since the last verified one.
+    Strict,
+}
+
+impl VerifyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyMode::Head => "head",
+            VerifyMode::Strict => "strict",
+        }
+    }
+}
+
+/// What verification of a project last found: shared by every replica,
+/// so that `strict` walks from the last verified commit after a restart.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VerifyStatus {
+    /// The last commit that verified (agents may be given it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<String>,
+    /// Who signed it: `ssh alice@example.com SHA256:…`, `gpg Alice <…> FPR`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// The newest commit refused, and why; cleared by the next one that
+    /// verifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Refusal>,
+}
+
+/// A commit that did not verify.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Refusal {
+    pub commit: String,
+    /// Which commit, why, and which key or signer.
+    pub reason: String,
+    pub at: UnixTime,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -183,6 +183,10 @@ CREATE TABLE fleet_records (
 -- every agent's history.
 CREATE INDEX sync_history_by_project_agent ON sync_history(project, agent_id, id);
 "#,
+    r#"
+ALTER TABLE projects ADD COLUMN verify_policy TEXT;
+ALTER TABLE projects ADD COLUMN verify_status TEXT;
+"#,
 ];
 
 /// The advisory lock replicas take while migrating (an arbitrary constant:
@@ -333,6 +337,12 @@ fn project_row(r: &PgRow) -> sqlx::Result<Project> {
         created_at: r.try_get("created_at")?,
         git_ref: r.try_get("git_ref")?,
         allow_remote_bases: r.try_get("allow_remote_bases")?,
+        verify: crate::rules::verify_policy(
+            r.try_get::<Option<String>, _>("verify_policy")?.as_deref(),
+        ),
+        verification: crate::rules::verify_status(
+            r.try_get::<Option<String>, _>("verify_status")?.as_deref(),
+        ),
     })
 }
 
@@ -421,6 +431,8 @@ impl Store for PgStore {
             created_at: p.created_at,
             git_ref: p.git_ref,
             allow_remote_bases: false,
+            verify: None,
+            verification: VerifyStatus::default(),
         })
     }
 
@@ -703,6 +715,43 @@ impl Store for PgStore {
         .await
         .map_err(db)?;
         tx.commit().await.map_err(db)
+    }
+
+    async fn set_project_verify(&self, id: &str, policy: Option<VerifyPolicy>) -> Result<Project> {
+        let text = policy
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Invalid(format!("cannot store the policy: {e}")))?;
+        let sql = match text {
+            Some(_) => "UPDATE projects SET verify_policy = $2 WHERE id = $1 RETURNING *",
+            // Off: what was verified no longer binds a later policy.
+            None => {
+                "UPDATE projects SET verify_policy = $2, verify_status = NULL WHERE id = $1 RETURNING *"
+            }
+        };
+        let row = sqlx::query(sql)
+            .bind(id)
+            .bind(text)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| StoreError::NotFound(format!("project {id}")))?;
+        project_row(&row).map_err(db)
+    }
+
+    async fn record_verification(&self, id: &str, status: &VerifyStatus) -> Result<bool> {
+        let text = serde_json::to_string(status)
+            .map_err(|e| StoreError::Invalid(format!("cannot store the status: {e}")))?;
+        let done = sqlx::query(
+            "UPDATE projects SET verify_status = $2 WHERE id = $1 AND verify_status IS DISTINCT FROM $2",
+        )
+        .bind(id)
+        .bind(text)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn set_project_remote_bases(&self, id: &str, allow: bool) -> Result<Project> {

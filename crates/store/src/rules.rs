@@ -156,6 +156,31 @@ pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
     None
 }
 
+/// A project's stored signature policy. One that cannot be read (a newer
+/// kas's, a damaged row) fails closed: a policy with no keys, which
+/// verifies nothing, rather than no policy, which would verify nothing
+/// and give agents everything.
+pub(crate) fn verify_policy(text: Option<&str>) -> Option<VerifyPolicy> {
+    let text = text?;
+    Some(serde_json::from_str(text).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "unreadable signature policy: every commit is refused");
+        VerifyPolicy {
+            mode: VerifyMode::Strict,
+            ssh_allowed_signers: None,
+            gpg_keys: None,
+            trust_base: None,
+            set_at: 0,
+        }
+    }))
+}
+
+/// A project's stored verification status; an unreadable one is empty
+/// (`strict` then walks from its trust base again: stricter, not looser).
+pub(crate) fn verify_status(text: Option<&str>) -> VerifyStatus {
+    text.and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,3 +247,4 @@ mod tests {
         assert!(e.to_string().contains("agent prod"), "{e}");
     }
 }
+

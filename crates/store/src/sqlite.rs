@@ -170,6 +170,10 @@ CREATE TABLE fleet_records (
 -- every agent's history.
 CREATE INDEX sync_history_by_project_agent ON sync_history(project, agent_id, id);
 "#,
+    r#"
+ALTER TABLE projects ADD COLUMN verify_policy TEXT;
+ALTER TABLE projects ADD COLUMN verify_status TEXT;
+"#,
 ];
 
 /// kas's records in one SQLite file.
@@ -321,7 +325,7 @@ fn query_one<T, P: rusqlite::Params>(
     conn.query_row(sql, params, row).optional().map_err(db)
 }
 
-const PROJECT_COLUMNS: &str = "id, url, credentials_ref, created_at, git_ref, allow_remote_bases";
+const PROJECT_COLUMNS: &str = "id, url, credentials_ref, created_at, git_ref, allow_remote_bases, verify_policy, verify_status";
 const AGENT_COLUMNS: &str = "id, name, config_project, created_at, labels";
 const TOKEN_COLUMNS: &str = "id, agent_id, name, description, created_at, expires_at, revoked_at";
 
@@ -333,6 +337,8 @@ fn project_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Project> {
         created_at: r.get(3)?,
         git_ref: r.get(4)?,
         allow_remote_bases: r.get(5)?,
+        verify: crate::rules::verify_policy(r.get::<_, Option<String>>(6)?.as_deref()),
+        verification: crate::rules::verify_status(r.get::<_, Option<String>>(7)?.as_deref()),
     })
 }
 
@@ -402,6 +408,8 @@ impl Store for SqliteStore {
                 created_at: p.created_at,
                 git_ref: p.git_ref,
                 allow_remote_bases: false,
+                verify: None,
+                verification: VerifyStatus::default(),
             })
         })
         .await
@@ -690,6 +698,48 @@ impl Store for SqliteStore {
             )
             .map_err(db)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn set_project_verify(&self, id: &str, policy: Option<VerifyPolicy>) -> Result<Project> {
+        let id = id.to_owned();
+        let text = policy
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Invalid(format!("cannot store the policy: {e}")))?;
+        self.call(move |c| {
+            let sql = match text {
+                Some(_) => "UPDATE projects SET verify_policy = ?2 WHERE id = ?1",
+                // Off: what was verified no longer binds a later policy.
+                None => {
+                    "UPDATE projects SET verify_policy = ?2, verify_status = NULL WHERE id = ?1"
+                }
+            };
+            let changed = c.execute(sql, params![id, text]).map_err(db)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!("project {id}")));
+            }
+            let sql = format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE id = ?1");
+            query_one(c, &sql, [&id], project_row)?
+                .ok_or_else(|| StoreError::NotFound(format!("project {id}")))
+        })
+        .await
+    }
+
+    async fn record_verification(&self, id: &str, status: &VerifyStatus) -> Result<bool> {
+        let id = id.to_owned();
+        let text = serde_json::to_string(status)
+            .map_err(|e| StoreError::Invalid(format!("cannot store the status: {e}")))?;
+        self.call(move |c| {
+            let changed = c
+                .execute(
+                    "UPDATE projects SET verify_status = ?2 WHERE id = ?1 AND verify_status IS NOT ?2",
+                    params![id, text],
+                )
+                .map_err(db)?;
+            Ok(changed > 0)
         })
         .await
     }

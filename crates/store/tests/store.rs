@@ -62,6 +62,7 @@ on_both_stores!(
     taking_fleet_records_removes_at_most_the_limit_in_key_order,
     concurrent_takes_never_hand_out_a_fleet_record_twice,
     project_syncs_give_each_agents_newest_entry_of_that_project,
+    signature_policies_and_verification_status_are_kept_and_told_once,
 );
 
 const T0: UnixTime = 1_800_000_000;
@@ -355,7 +356,7 @@ async fn records_survive_a_reopen_and_migrations_run_once() {
             .expect("token");
     }
     let store = SqliteStore::open(&path).expect("reopens");
-    assert_eq!(store.schema_version().await.expect("version"), 10);
+    assert_eq!(store.schema_version().await.expect("version"), 11);
     assert_eq!(store.list_agents().await.expect("agents").len(), 1);
     let project = store.get_project("p").await.expect("get").expect("present");
     assert_eq!(project.credentials_ref.as_deref(), Some("deploy-key"));
@@ -546,7 +547,7 @@ async fn postgres_replicas_migrate_once_and_share_records() {
     });
     let replicas: Vec<PgStore> = futures_join_all(connects).await;
     for replica in &replicas {
-        assert_eq!(replica.schema_version().await.expect("version"), 7);
+        assert_eq!(replica.schema_version().await.expect("version"), 8);
     }
     let (a, b) = (&replicas[0], &replicas[2]);
     a.create_project(NewProject {
@@ -1533,4 +1534,69 @@ async fn project_syncs_give_each_agents_newest_entry_of_that_project(store: Shar
             .expect("unknown project")
             .is_empty()
     );
+}
+
+async fn signature_policies_and_verification_status_are_kept_and_told_once(store: Shared) {
+    let (store, _) = store_with_agent(store).await;
+    let policy = VerifyPolicy {
+        mode: VerifyMode::Strict,
+        ssh_allowed_signers: Some("alice@example.com ssh-ed25519 AAAA\n".into()),
+        gpg_keys: None,
+        trust_base: Some("a".repeat(40)),
+        set_at: T0,
+    };
+    let set = store
+        .set_project_verify("team/config", Some(policy.clone()))
+        .await
+        .expect("set");
+    assert_eq!(set.verify.as_ref(), Some(&policy));
+    assert_eq!(set.verification, VerifyStatus::default());
+    let refused = VerifyStatus {
+        verified: Some("b".repeat(40)),
+        signer: Some("ssh alice@example.com SHA256:x".into()),
+        refused: Some(Refusal {
+            commit: "c".repeat(40),
+            reason: "not signed".into(),
+            at: T0,
+        }),
+    };
+    assert!(
+        store
+            .record_verification("team/config", &refused)
+            .await
+            .expect("record"),
+        "a new status is told"
+    );
+    assert!(
+        !store
+            .record_verification("team/config", &refused)
+            .await
+            .expect("record"),
+        "the same status again (another replica's) is not"
+    );
+    // Rotating keys keeps what strict walks from.
+    let rotated = VerifyPolicy {
+        gpg_keys: Some("-----BEGIN PGP PUBLIC KEY BLOCK-----".into()),
+        ..policy
+    };
+    let read = store
+        .set_project_verify("team/config", Some(rotated.clone()))
+        .await
+        .expect("rotate");
+    assert_eq!(read.verify, Some(rotated));
+    assert_eq!(read.verification, refused);
+    let read = store
+        .get_project("team/config")
+        .await
+        .expect("read")
+        .expect("there");
+    assert_eq!(read.verification, refused);
+    // Off forgets both.
+    let off = store
+        .set_project_verify("team/config", None)
+        .await
+        .expect("off");
+    assert_eq!(off.verify, None);
+    assert_eq!(off.verification, VerifyStatus::default());
+    assert!(store.set_project_verify("team/none", None).await.is_err());
 }

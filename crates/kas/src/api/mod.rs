@@ -115,6 +115,7 @@ pub fn router(state: ApiState) -> Router {
                 .delete(projects::remove),
         )
         .route("/api/v1/projects/{id}/refresh", post(projects::refresh))
+        .route("/api/v1/projects/{id}/verify", put(projects::verify))
         .route(
             "/api/v1/projects/{id}/webhook",
             post(hooks::create).delete(hooks::remove),

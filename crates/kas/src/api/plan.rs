@@ -129,7 +129,9 @@ async fn plan_here(
     // Held while planning, so that the project's poller stays up.
     let head = state.repos.subscribe(&spec.project);
     let mut current = head.borrow().clone();
-    let commit = match current.resolve(Some(&request.commit)).await {
+    // A plan changes nothing, so an unverified commit is planned, and the
+    // plan says that agents would not be given it.
+    let commit = match current.resolve_unverified(Some(&request.commit)).await {
         Ok(commit) => commit,
         Err(_) => {
             // Not fetched yet, perhaps: read the repository once more.
@@ -139,18 +141,27 @@ async fn plan_here(
                 .await
                 .map_err(|e| ApiError::Upstream(e.to_string()))?;
             current = head.borrow().clone();
-            current.resolve(Some(&request.commit)).await.map_err(|e| {
-                ApiError::NotFound(format!(
-                    "commit {} of {}: {e}",
-                    request.commit, spec.project
-                ))
-            })?
+            current
+                .resolve_unverified(Some(&request.commit))
+                .await
+                .map_err(|e| {
+                    ApiError::NotFound(format!(
+                        "commit {} of {}: {e}",
+                        request.commit, spec.project
+                    ))
+                })?
         }
     };
     let source = current
         .source
         .clone()
         .ok_or_else(|| ApiError::Upstream(format!("{} has not been read yet", spec.project)))?;
+    let unverified = match &current.gate {
+        Some(gate) if current.commit.as_ref() != Some(&commit) => {
+            gate.check(&source, &commit).await.err()
+        }
+        _ => None,
+    };
     let spec = spec_at(&agent, spec, &source, &commit).await?;
     let (kube_version, api_versions) = state.live.cluster_of(&name).unwrap_or_default();
     let rendering = manifests::Rendering {
@@ -219,6 +230,7 @@ async fn plan_here(
         dry_runs: report.dry_runs as usize,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         rollout,
+        unverified,
     })
 }
 

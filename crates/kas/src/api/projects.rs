@@ -13,7 +13,26 @@ use tether_channel::repos::RefreshError;
 use tether_store::time::{now, to_rfc3339};
 
 pub(crate) fn project_view(p: Project) -> ProjectView {
+    let verify = p.verify.as_ref().map(|policy| tether_api::VerifyView {
+        mode: policy.mode.as_str().to_owned(),
+        ssh_signers: principals(policy.ssh_allowed_signers.as_deref().unwrap_or_default()),
+        gpg_keys: policy.gpg_keys.is_some(),
+        trust_base: policy.trust_base.clone(),
+        set_at: to_rfc3339(policy.set_at),
+        verified: p.verification.verified.clone(),
+        signer: p.verification.signer.clone(),
+        refused: p
+            .verification
+            .refused
+            .as_ref()
+            .map(|r| tether_api::RefusedCommit {
+                commit: r.commit.clone(),
+                reason: r.reason.clone(),
+                at: to_rfc3339(r.at),
+            }),
+    });
     ProjectView {
+        verify,
         id: p.id,
         // A password written into the URL never leaves kas.
         url: tether_git::redact(&p.url),
@@ -22,6 +41,98 @@ pub(crate) fn project_view(p: Project) -> ProjectView {
         created_at: to_rfc3339(p.created_at),
         allow_remote_bases: p.allow_remote_bases,
     }
+}
+
+/// The principals an allowed-signers file names (its first field), for
+/// the project's page; the keys themselves are not shown.
+fn principals(allowed_signers: &str) -> Vec<String> {
+    allowed_signers
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Largest key file taken (an allowed-signers file or armored keys).
+const MAX_KEYS_BYTES: usize = 256 << 10;
+
+/// Sets how the project's commits are verified (`kas project verify`):
+/// checked here, so that a file git or gpg cannot read is refused now,
+/// not at the next poll; the project's poller applies it at once.
+pub async fn verify(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Json(settings): Json<tether_api::VerifySettings>,
+) -> Result<Json<ProjectView>, ApiError> {
+    let mode = match settings.mode.as_str() {
+        "off" => None,
+        "head" => Some(tether_store::VerifyMode::Head),
+        "strict" => Some(tether_store::VerifyMode::Strict),
+        other => {
+            return Err(ApiError::Invalid(format!(
+                "mode {other:?}: head, strict or off"
+            )));
+        }
+    };
+    let policy = match mode {
+        None => None,
+        Some(mode) => {
+            let nonempty = |text: Option<String>| text.filter(|t| !t.trim().is_empty());
+            let ssh = nonempty(settings.ssh_allowed_signers);
+            let gpg = nonempty(settings.gpg_keys);
+            if ssh.is_none() && gpg.is_none() {
+                return Err(ApiError::Invalid(
+                    "a policy needs keys: an SSH allowed-signers file, OpenPGP public keys, or both"
+                        .to_owned(),
+                ));
+            }
+            for text in [&ssh, &gpg].into_iter().flatten() {
+                if text.len() > MAX_KEYS_BYTES {
+                    return Err(ApiError::Invalid(format!(
+                        "a key file is {} bytes, more than the limit of {MAX_KEYS_BYTES}",
+                        text.len()
+                    )));
+                }
+            }
+            if let Some(base) = &settings.trust_base
+                && !tether_notify::statuses::is_commit_id(base)
+            {
+                return Err(ApiError::Invalid(
+                    "trust_base must be a full commit id (40 or 64 hex digits)".to_owned(),
+                ));
+            }
+            let keys = tether_git::TrustedKeys {
+                ssh_allowed_signers: ssh.clone(),
+                gpg_keys: gpg.clone(),
+            };
+            tokio::task::spawn_blocking(move || {
+                let scratch = tempfile::tempdir()?;
+                tether_git::Verifier::new(&keys, scratch.path())
+                    .map(drop)
+                    .map_err(|e| anyhow::anyhow!(e.to_string()))
+            })
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?
+            .map_err(|e| ApiError::Invalid(format!("the keys cannot be used: {e}")))?;
+            Some(tether_store::VerifyPolicy {
+                mode,
+                ssh_allowed_signers: ssh,
+                gpg_keys: gpg,
+                trust_base: settings.trust_base,
+                set_at: now(),
+            })
+        }
+    };
+    let project = state.store.set_project_verify(&id, policy).await?;
+    tracing::info!(
+        project = %id,
+        mode = %settings.mode,
+        "signature policy changed"
+    );
+    state.repos.wake(&id);
+    Ok(Json(project_view(project)))
 }
 
 /// Changes what an administrator decides for a project: its consent to
@@ -124,6 +235,9 @@ pub(crate) async fn refresh_project(
             Err(ApiError::NotFound(format!("project {id} not found")))
         }
         Err(RefreshError::Store(e)) => Err(e.into()),
+        Err(RefreshError::Unverified(reason)) => Err(ApiError::Conflict(format!(
+            "project {id}: agents keep the last verified commit: {reason}"
+        ))),
         Err(e) => Err(ApiError::Upstream(format!("cannot read project {id}: {e}"))),
     }
 }

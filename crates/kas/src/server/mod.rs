@@ -161,6 +161,7 @@ impl Server {
             &metrics,
             &drain,
         );
+        parts::verdicts(&repos, &store, &channel, &notifier, &statuses, &drain);
         let sessions = data::ui_sessions(&settings, data.path())?;
         let state = api::ApiState {
             store: store.clone(),

@@ -592,3 +592,87 @@ async fn tell_rollout_events(
         }
     }
 }
+
+/// Verdicts on heads of projects under a signature policy: the commit
+/// status `tether/verify` (success with the signer, failure with why),
+/// and, for a refused one, `commit_unverified` to kas's destinations and
+/// to those of every agent that follows the project.
+pub fn verdicts(
+    repos: &Arc<Repos>,
+    store: &Arc<dyn Store>,
+    channel: &ChannelState,
+    notifier: &tether_notify::notifications::Notifier,
+    statuses: &tether_notify::statuses::Statuses,
+    drain: &Drain,
+) {
+    drain.spawn(tell_verdicts(
+        repos.verdicts(),
+        store.clone(),
+        channel.configs.clone(),
+        notifier.clone(),
+        statuses.clone(),
+        drain.signal(),
+    ));
+}
+
+async fn tell_verdicts(
+    mut told: tokio::sync::mpsc::Receiver<tether_channel::repos::Verdict>,
+    store: Arc<dyn Store>,
+    configs: Arc<tether_channel::configs::AgentConfigs>,
+    notifier: tether_notify::notifications::Notifier,
+    statuses: tether_notify::statuses::Statuses,
+    mut signal: Shutdown,
+) {
+    use tether_agent_config::NotificationEvent;
+    use tether_notify::notifications::{AgentDestinations, Notice};
+    use tether_notify::statuses::{State, StatusEvent};
+    loop {
+        let verdict = tokio::select! {
+            told = told.recv() => match told { Some(told) => told, None => return },
+            _ = signal.signalled() => return,
+        };
+        let (state, description) = match &verdict.outcome {
+            Ok(signer) => (State::Success, format!("signed: {signer}")),
+            Err(reason) => (State::Failure, format!("refused: {reason}")),
+        };
+        statuses.report(StatusEvent {
+            project: verdict.project.clone(),
+            commit: verdict.commit.clone(),
+            agent: "verify".to_owned(),
+            state,
+            description,
+        });
+        let Err(reason) = &verdict.outcome else {
+            continue;
+        };
+        let notice = |agent: &str| Notice {
+            event: NotificationEvent::CommitUnverified,
+            agent: agent.to_owned(),
+            project: verdict.project.clone(),
+            commit: verdict.commit.clone(),
+            object: String::new(),
+            message: format!("not given to agents, which keep the last verified commit: {reason}"),
+        };
+        notifier.notify(&AgentDestinations::default(), notice("(all)"));
+        let agents = store.list_agents().await.unwrap_or_default();
+        let mut sent = std::collections::HashSet::new();
+        for agent in &agents {
+            let Some(config) = configs.in_use(&agent.name) else {
+                continue;
+            };
+            let follows = agent.config_project == verdict.project
+                || config.gitops.manifest_projects.iter().any(|p| {
+                    p.id.as_deref().unwrap_or(agent.config_project.as_str()) == verdict.project
+                });
+            if !follows {
+                continue;
+            }
+            let (own, _) =
+                AgentDestinations::of(&agent.name, &agent.config_project, &config.notifications);
+            let own = own.not_in(&mut sent);
+            if !own.as_slice().is_empty() {
+                notifier.notify_own(&own, notice(&agent.name));
+            }
+        }
+    }
+}

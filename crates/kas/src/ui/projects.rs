@@ -77,19 +77,44 @@ fn head_cell(state: &UiState, id: &str) -> maud::Markup {
     }
 }
 
+/// The project's signature policy and what verification last found: the
+/// commit agents keep, and the newest one refused with why.
+fn signatures_cell(project: &tether_store::Project) -> maud::Markup {
+    html! {
+        @match &project.verify {
+            None => span class="dim" { "not required" },
+            Some(policy) => {
+                (policy.mode.as_str()) " · "
+                @match &project.verification.verified {
+                    Some(commit) => {
+                        span class="ok" { "verified " } code { (short(commit)) }
+                        @if let Some(signer) = &project.verification.signer { " " span class="dim" { (signer) } }
+                    },
+                    None => span class="dim" { "no commit verified yet" },
+                }
+                @if let Some(refused) = &project.verification.refused {
+                    br;
+                    span class="bad" id="refused" { "refused " code { (short(&refused.commit)) } ": " (refused.reason) }
+                }
+            }
+        }
+    }
+}
+
 pub async fn list(State(state): State<UiState>, headers: HeaderMap) -> Page {
     let session = signed_in(&state, &headers).await?;
     let projects = visible(&state, &session).await?;
     let body = html! {
         h1 { "Projects" }
         table id="projects" {
-            tr { th { "Project" } th { "Repository" } th { "Ref" } th { "Last read" } th { "Config of" } }
+            tr { th { "Project" } th { "Repository" } th { "Ref" } th { "Last read" } th { "Signed commits" } th { "Config of" } }
             @for (p, agents) in &projects {
                 tr data-project=(p.id) {
                     td { a href=(project_link(&p.id)) { (p.id) } }
                     td { code { (tether_git::redact(&p.url)) } }
                     td { (p.git_ref.as_deref().unwrap_or("default branch")) }
                     td { (head_cell(&state, &p.id)) }
+                    td { (signatures_cell(p)) }
                     td { @for a in agents { a href={"/ui/agents/" (segment(a))} { (a) } " " } }
                 }
             }
@@ -133,6 +158,7 @@ pub async fn show(
             tr { th { "Repository" } td { code { (tether_git::redact(&project.url)) } } }
             tr { th { "Ref" } td { (project.git_ref.as_deref().unwrap_or("default branch")) } }
             tr { th { "Last read" } td id="head" { (head_cell(&state, id)) } }
+            tr { th { "Signed commits" } td id="signatures" { (signatures_cell(&project)) } }
             @if let Some(c) = &project.credentials_ref { tr { th { "Credentials" } td { (c) } } }
             tr { th { "Registered" } td { (time(project.created_at)) } }
             tr { th { "Config of" } td { @for a in &agents { a href={"/ui/agents/" (segment(a))} { (a) } " " } } }
