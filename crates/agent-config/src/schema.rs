@@ -103,6 +103,9 @@ pub enum NotificationEvent {
     RolloutRolledBack,
     /// That rollout reached every agent.
     RolloutCompleted,
+    /// A commit of a project the agent follows did not verify under the
+    /// project's signature policy; the agent keeps the last verified one.
+    CommitUnverified,
 }
 
 impl NotificationEvent {
@@ -121,6 +124,7 @@ impl NotificationEvent {
             NotificationEvent::RolloutHalted => "rollout_halted",
             NotificationEvent::RolloutRolledBack => "rollout_rolled_back",
             NotificationEvent::RolloutCompleted => "rollout_completed",
+            NotificationEvent::CommitUnverified => "commit_unverified",
         }
     }
 }
@@ -168,6 +172,29 @@ pub struct ManifestProject {
     /// Tether extension: Helm charts rendered on kas (`helm template`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub helm_charts: Vec<HelmChart>,
+    /// Tether extension: SOPS-encrypted files in this project, decrypted
+    /// by the agent with a key in its own namespace (kas never holds one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decryption: Option<Decryption>,
+}
+
+/// How the agent decrypts a manifest project's encrypted files, as Flux's
+/// `spec.decryption`: the Secret is read from the agent's own namespace
+/// only, so a config can name a Secret but never another namespace's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decryption {
+    pub provider: DecryptionProvider,
+    /// The Secret holding the keys (`*.agekey`: age identities, `*.asc`:
+    /// OpenPGP secret keys), in the agent's namespace.
+    pub secret: String,
+}
+
+/// The only decryption provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecryptionProvider {
+    Sops,
 }
 
 impl ManifestProject {
@@ -368,6 +395,7 @@ impl Default for ManifestProject {
             inventory_policy: InventoryPolicy::default(),
             kustomizations: Vec::new(),
             helm_charts: Vec::new(),
+            decryption: None,
         }
     }
 }

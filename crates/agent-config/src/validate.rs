@@ -94,6 +94,19 @@ fn manifest_project(found: &mut Findings, at: &str, project: &mut ManifestProjec
         &project.default_namespace,
     );
     crate::renders::check(found, at, project);
+    if let Some(decryption) = &project.decryption
+        && let Some(reason) = crate::names::dns_subdomain_problem(&decryption.secret)
+    {
+        // A name only: the Secret is read from the agent's own namespace,
+        // so `other-namespace/key` is refused rather than read.
+        found.problem(
+            format!("{at}.decryption.secret"),
+            format!(
+                "{:?} is not a Secret's name ({reason}); the Secret is read from the agent's own namespace",
+                decryption.secret
+            ),
+        );
+    }
     // A project that renders charts or kustomizations and names no paths
     // applies only what it renders (`parse` empties the default it got).
     if project.paths.is_empty() && !project.renders() {

@@ -674,3 +674,49 @@ fn notifications_name_a_secret_and_pick_events() {
     }
     assert!(parse("notifications: [{provider: pager, url_secret: a}]\n").is_err());
 }
+
+/// `decryption` (a Tether extension, as Flux's `spec.decryption`) names a
+/// Secret of the agent's own namespace; another namespace cannot be named,
+/// and an unknown provider or field fails rather than being ignored.
+#[test]
+fn sops_decryption_names_a_secret_of_the_agents_own_namespace_only() {
+    let text = r#"
+gitops:
+  manifest_projects:
+  - id: team/secrets
+    decryption:
+      provider: sops
+      secret: sops-age
+    paths:
+    - glob: '**/*.yaml'
+"#;
+    let parsed = parse(text).expect("valid");
+    assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+    let project = &parsed.config.gitops.manifest_projects[0];
+    assert_eq!(
+        project.decryption,
+        Some(Decryption {
+            provider: DecryptionProvider::Sops,
+            secret: "sops-age".into()
+        })
+    );
+    let Err(ConfigError::Invalid(problems)) = parse(&text.replace("sops-age", "kube-system/keys"))
+    else {
+        panic!("another namespace's Secret is refused");
+    };
+    assert_eq!(
+        problems[0].path,
+        "gitops.manifest_projects[0].decryption.secret"
+    );
+    assert!(
+        problems[0].message.contains("agent's own namespace"),
+        "{}",
+        problems[0].message
+    );
+    parse(&text.replace("provider: sops", "provider: vault")).expect_err("sops only");
+    parse(&text.replace(
+        "secret: sops-age",
+        "secret: sops-age\n      namespace: other",
+    ))
+    .expect_err("no namespace field");
+}

@@ -72,16 +72,37 @@ fn planned_message(p: tether_gitops::plan::PlannedObject) -> v1::PlannedObject {
 
 /// Keeps which fields of an object rendered with values from Secrets
 /// would change, but not their values: a plan's answer leaves the cluster.
-fn hide_values(planned: &mut v1::PlannedObject) {
-    const HIDDEN: &str = "\"(from a Secret: not shown)\"";
+fn hide_values(planned: &mut v1::PlannedObject, hidden: &str) {
     for field in &mut planned.fields {
         for value in [&mut field.before, &mut field.after] {
             if value.is_some() {
-                *value = Some(HIDDEN.to_owned());
+                *value = Some(hidden.to_owned());
             }
         }
     }
 }
+
+/// A sync's error as a report carries it: one that names an object
+/// holding decrypted values may quote them (an apply error), so it says
+/// which object failed and no more.
+fn hide_in_error(error: &str, hidden: &crate::decrypt::Sensitive) -> String {
+    match hidden
+        .iter()
+        .find(|(_, _, name)| !name.is_empty() && error.contains(name.as_str()))
+    {
+        Some((kind, namespace, name)) => {
+            format!("{kind} {namespace}/{name}: {ENCRYPTED_REFUSED}")
+        }
+        None => error.to_owned(),
+    }
+}
+
+/// What a plan shows of a value from a Secret (`values_from`).
+const HIDDEN_FROM_SECRET: &str = "\"(from a Secret: not shown)\"";
+/// What a report and an Event say of an object holding decrypted values
+/// that the API server refused: its message may quote them.
+const ENCRYPTED_REFUSED: &str =
+    "the API server refused it (its message is not shown: the object holds decrypted values)";
 
 /// Chunks of a set being received: one send of kas, by its transfer id.
 #[derive(Debug, Default)]
@@ -122,6 +143,9 @@ pub struct GitOps {
     observed: Option<crate::observability::Connected>,
     /// Kubernetes Events on what the syncs change.
     events: crate::events::Recorder,
+    /// By project: the objects of its last set that hold decrypted values,
+    /// whose messages reports and Events never show.
+    encrypted: Arc<Mutex<HashMap<String, crate::decrypt::Sensitive>>>,
 }
 
 /// This replica's part in the GitOps election.
@@ -167,6 +191,7 @@ impl GitOps {
             leadership: Arc::default(),
             observed: None,
             events: crate::events::Recorder::disabled(),
+            encrypted: Arc::default(),
         }
     }
 
@@ -189,7 +214,27 @@ impl GitOps {
     }
 
     /// Renders the releases among `files` (if any), leaving the rest.
-    async fn expand(&self, files: Vec<v1::ManifestFile>) -> Result<Expanded, String> {
+    /// The set as it is applied: encrypted files decrypted (with the
+    /// project's `decryption`), charts rendered, and the objects holding
+    /// decrypted values named.
+    async fn expand(
+        &self,
+        spec: &cfg::ManifestProject,
+        files: Vec<v1::ManifestFile>,
+    ) -> Result<Expanded, String> {
+        let decryptor = crate::decrypt::Decryptor {
+            client: self.client.clone(),
+            namespace: self.inventory_namespace.clone(),
+        };
+        let (mut opened, keys) = decryptor.open(spec.decryption.as_ref(), files).await?;
+        let files = std::mem::take(&mut opened.files);
+        let mut expanded = self.render(files).await?;
+        expanded.encrypted = crate::decrypt::finish(&mut expanded.files, keys.as_ref(), &opened)?;
+        Ok(expanded)
+    }
+
+    /// Renders the charts of a set (`render_on: agent`).
+    async fn render(&self, files: Vec<v1::ManifestFile>) -> Result<Expanded, String> {
         if files.iter().all(|f| f.render.is_empty()) {
             return Ok(Expanded {
                 files: files
@@ -584,7 +629,12 @@ impl GitOps {
                     "SyncFailed",
                     format!(
                         "Commit {short} of {project}: {}",
-                        shown_reason(&o.object.kind, &o.message)
+                        if self.holds_decrypted(&o.object.kind, &o.object.namespace, &o.object.name)
+                        {
+                            ENCRYPTED_REFUSED
+                        } else {
+                            shown_reason(&o.object.kind, &o.message)
+                        }
                     ),
                 ),
                 _ => continue,
@@ -610,6 +660,12 @@ impl GitOps {
         }
     }
 
+    /// Whether an object of any project's last set holds decrypted values.
+    fn holds_decrypted(&self, kind: &str, namespace: &str, name: &str) -> bool {
+        let key = (kind.to_owned(), namespace.to_owned(), name.to_owned());
+        lock(&self.encrypted).values().any(|set| set.contains(&key))
+    }
+
     /// A drift correction: counted, and told on the object.
     fn tell_drift(&self, event: &drift::DriftEvent) {
         if let Some(observed) = &self.observed {
@@ -628,7 +684,15 @@ impl GitOps {
                     "{} by {}; applying again failed: {}",
                     event.what,
                     event.who,
-                    shown_reason(&event.object.kind, e)
+                    if self.holds_decrypted(
+                        &event.object.kind,
+                        &event.object.namespace,
+                        &event.object.name,
+                    ) {
+                        ENCRYPTED_REFUSED
+                    } else {
+                        shown_reason(&event.object.kind, e)
+                    }
                 ),
             ),
         };
@@ -720,7 +784,11 @@ impl GitOps {
                 );
                 return report;
             };
-            let expanded = match this.expand(files).await {
+            let Some(spec) = this.config.manifest_project(&project) else {
+                report.error = format!("project {project} is no longer in the configuration");
+                return report;
+            };
+            let expanded = match this.expand(&spec, files).await {
                 Ok(expanded) => expanded,
                 Err(e) => {
                     report.error = e;
@@ -740,8 +808,10 @@ impl GitOps {
                                 p.object.name.clone(),
                             );
                             let mut planned = planned_message(p);
-                            if expanded.secret_backed.contains(&key) {
-                                hide_values(&mut planned);
+                            if expanded.encrypted.contains(&key) {
+                                hide_values(&mut planned, crate::decrypt::HIDDEN);
+                            } else if expanded.secret_backed.contains(&key) {
+                                hide_values(&mut planned, HIDDEN_FROM_SECRET);
                             }
                             planned
                         })
@@ -794,8 +864,9 @@ impl GitOps {
                 &trace_id,
             );
         };
-        let outcome = match self.expand(job.files).await {
+        let outcome = match self.expand(&job.spec, job.files).await {
             Ok(expanded) => {
+                lock(&self.encrypted).insert(project.to_owned(), expanded.encrypted.clone());
                 sync::sync_observed(&self.client, &options, &expanded.files, state, &observe).await
             }
             Err(error) => {
@@ -841,6 +912,10 @@ impl GitOps {
         waiting: &[&ObjectOutcome],
         trace_id: &str,
     ) {
+        let hidden = lock(&self.encrypted)
+            .get(project)
+            .cloned()
+            .unwrap_or_default();
         let object = |o: &ObjectOutcome| v1::ObjectResult {
             group: o.object.group.clone(),
             kind: o.object.kind.clone(),
@@ -851,13 +926,26 @@ impl GitOps {
                 .health
                 .map(|h| h.to_string())
                 .unwrap_or_else(|| "Unknown".into()),
-            message: bounded(&o.message),
+            message: if o.action == Action::Failed
+                && hidden.contains(&(
+                    o.object.kind.clone(),
+                    o.object.namespace.clone(),
+                    o.object.name.clone(),
+                )) {
+                ENCRYPTED_REFUSED.to_owned()
+            } else {
+                bounded(&o.message)
+            },
         };
         let report = v1::SyncReport {
             project_id: project.to_owned(),
             commit_id: commit.to_owned(),
             state: state as i32,
-            error: outcome.error.clone().unwrap_or_default(),
+            error: outcome
+                .error
+                .as_deref()
+                .map(|e| hide_in_error(e, &hidden))
+                .unwrap_or_default(),
             applied: outcome.count(Action::Applied) as u32,
             unchanged: outcome.count(Action::Unchanged) as u32,
             pruned: outcome.count(Action::Pruned) as u32,

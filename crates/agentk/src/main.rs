@@ -12,6 +12,7 @@ mod backoff;
 mod cluster_info;
 mod config;
 mod connection;
+mod decrypt;
 mod events;
 mod gitops;
 mod install;

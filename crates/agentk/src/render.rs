@@ -46,6 +46,10 @@ pub struct AgentRenderer {
 pub struct Expanded {
     pub files: Vec<ManifestFile>,
     pub secret_backed: BTreeSet<(String, String, String)>,
+    /// The objects holding values decrypted from SOPS files: a plan shows
+    /// `(encrypted)` for theirs, and reports and Events no message that
+    /// could quote them.
+    pub encrypted: BTreeSet<(String, String, String)>,
 }
 
 impl AgentRenderer {

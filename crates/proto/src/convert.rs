@@ -112,6 +112,11 @@ fn manifest_project(p: &cfg::ManifestProject) -> v1::ManifestProject {
         path_globs: p.paths.iter().map(|g| g.glob.clone()).collect(),
         reconcile_timeout: Some(duration(p.reconcile_timeout)),
         hook_timeout: Some(duration(p.hook_timeout)),
+        sops_secret: p
+            .decryption
+            .as_ref()
+            .map(|d| d.secret.clone())
+            .unwrap_or_default(),
         dry_run_strategy: match p.dry_run_strategy {
             cfg::DryRunStrategy::None => v1::DryRunStrategy::None,
             cfg::DryRunStrategy::Client => v1::DryRunStrategy::Client,
@@ -197,6 +202,10 @@ fn manifest_project_from(p: &v1::ManifestProject) -> Result<cfg::ManifestProject
         // Rendered on kas: the agent receives the objects, not the charts.
         kustomizations: Vec::new(),
         helm_charts: Vec::new(),
+        decryption: (!p.sops_secret.is_empty()).then(|| cfg::Decryption {
+            provider: cfg::DecryptionProvider::Sops,
+            secret: p.sops_secret.clone(),
+        }),
     })
 }
 

@@ -105,6 +105,14 @@ pub async fn template(t: &Template<'_>) -> Result<Vec<Value>, RenderError> {
                 "the values file is not in the repository at this commit".into(),
             ));
         }
+        // kas holds no decryption key, and rendering ciphertext would
+        // apply it: the agent decrypts, so the chart renders there.
+        if std::fs::read(&path).is_ok_and(|bytes| tether_sops::is_encrypted(file, &bytes)) {
+            return Err(fail(
+                Some(file.clone()),
+                "the values file is encrypted with SOPS, and kas never decrypts: render the chart on the agent (render_on: agent, with the project's decryption)".into(),
+            ));
+        }
         args.push("--values".into());
         args.push(path.into_os_string());
     }

@@ -293,6 +293,13 @@ impl Renderer {
                 self.settings.limits,
             )
             .await?;
+            if let Some(why) = encrypted_in_output(&text) {
+                return Err(RenderError {
+                    what: format!("kustomization {}", k.path),
+                    file: None,
+                    message: why.into(),
+                });
+            }
             let name = flat(&k.path);
             for (n, part) in split_yaml(&text, FILE_BYTES).into_iter().enumerate() {
                 rendered.files.push(RenderedFile {
@@ -437,6 +444,28 @@ pub const FILE_BYTES: usize = 1 << 20;
 
 /// Objects in groups whose JSON is about `limit` bytes at most (an object
 /// larger than that alone); no group is empty, and there is at least one.
+/// Why a kustomization's output cannot be sent: an encrypted manifest
+/// among its resources (kustomize edits objects, which breaks a SOPS
+/// file's MAC, and kas cannot decrypt), or an encrypted dotenv file read by
+/// a generator. An encrypted file a generator takes whole (`files:`)
+/// passes: it arrives as a Secret's value, which the agent decrypts.
+fn encrypted_in_output(text: &str) -> Option<&'static str> {
+    for line in text.lines() {
+        if line.starts_with("sops:") {
+            return Some(
+                "a resource of the kustomization is encrypted with SOPS: kas never decrypts, and kustomize would change what the file's MAC covers; list encrypted manifests outside kustomizations, or make them a secretGenerator's files: entry",
+            );
+        }
+        let line = line.trim_start();
+        if line.starts_with("sops_mac:") || line.starts_with("sops_version:") {
+            return Some(
+                "a generator reads a SOPS-encrypted dotenv file, which is not supported: encrypt a YAML or JSON file and name it in the generator's files:",
+            );
+        }
+    }
+    None
+}
+
 pub fn split_objects(objects: Vec<serde_json::Value>, limit: usize) -> Vec<Vec<serde_json::Value>> {
     let mut groups = vec![Vec::new()];
     let mut size = 0;
