@@ -21,8 +21,15 @@ use tether_proto::v1;
 /// What a plan shows instead of a decrypted value.
 pub const HIDDEN: &str = "\"(encrypted)\"";
 
-/// Objects whose values came decrypted: (kind, namespace, name).
+/// Objects whose values came decrypted: (kind, "", name). The namespace
+/// is left out on purpose: the sync defaults it later, and hiding an
+/// object of the same kind and name in another namespace costs nothing.
 pub type Sensitive = BTreeSet<(String, String, String)>;
+
+/// Whether an object of `kind` named `name` holds decrypted values.
+pub fn is_sensitive(set: &Sensitive, kind: &str, name: &str) -> bool {
+    set.contains(&(kind.to_owned(), String::new(), name.to_owned()))
+}
 
 /// Reads the keys and decrypts.
 #[derive(Clone)]
@@ -212,11 +219,7 @@ fn key_of(object: &Value) -> (String, String, String) {
             .unwrap_or_default()
             .to_owned()
     };
-    (
-        at(&["kind"]),
-        at(&["metadata", "namespace"]),
-        at(&["metadata", "name"]),
-    )
+    (at(&["kind"]), String::new(), at(&["metadata", "name"]))
 }
 
 /// A Secret's `data` entries that hold a whole SOPS file (a generator's
@@ -235,7 +238,14 @@ fn open_secret_data(object: &mut Value, keys: &tether_sops::Keys) -> Result<bool
         let Some(encoded) = value.as_str() else {
             continue;
         };
-        let Ok(bytes) = engine.decode(encoded) else {
+        // kustomize writes a long value as a block scalar wrapped every
+        // 70 characters; the API server's decoder (Go's) skips the line
+        // breaks, and so must this one, or the ciphertext is applied.
+        let encoded: String = encoded
+            .chars()
+            .filter(|c| !matches!(c, '\n' | '\r'))
+            .collect();
+        let Ok(bytes) = engine.decode(&encoded) else {
             continue;
         };
         if !tether_sops::is_encrypted(key, &bytes) {

@@ -90,8 +90,8 @@ fn hide_in_error(error: &str, hidden: &crate::decrypt::Sensitive) -> String {
         .iter()
         .find(|(_, _, name)| !name.is_empty() && error.contains(name.as_str()))
     {
-        Some((kind, namespace, name)) => {
-            format!("{kind} {namespace}/{name}: {ENCRYPTED_REFUSED}")
+        Some((kind, _, name)) => {
+            format!("{kind} {name}: {ENCRYPTED_REFUSED}")
         }
         None => error.to_owned(),
     }
@@ -661,9 +661,10 @@ impl GitOps {
     }
 
     /// Whether an object of any project's last set holds decrypted values.
-    fn holds_decrypted(&self, kind: &str, namespace: &str, name: &str) -> bool {
-        let key = (kind.to_owned(), namespace.to_owned(), name.to_owned());
-        lock(&self.encrypted).values().any(|set| set.contains(&key))
+    fn holds_decrypted(&self, kind: &str, _namespace: &str, name: &str) -> bool {
+        lock(&self.encrypted)
+            .values()
+            .any(|set| crate::decrypt::is_sensitive(set, kind, name))
     }
 
     /// A drift correction: counted, and told on the object.
@@ -808,8 +809,12 @@ impl GitOps {
                                 p.object.name.clone(),
                             );
                             let mut planned = planned_message(p);
-                            if expanded.encrypted.contains(&key) {
+                            if crate::decrypt::is_sensitive(&expanded.encrypted, &key.0, &key.2) {
                                 hide_values(&mut planned, crate::decrypt::HIDDEN);
+                                // A dry run's refusal may quote a value.
+                                if !planned.message.is_empty() {
+                                    planned.message = ENCRYPTED_REFUSED.to_owned();
+                                }
                             } else if expanded.secret_backed.contains(&key) {
                                 hide_values(&mut planned, HIDDEN_FROM_SECRET);
                             }
@@ -891,7 +896,13 @@ impl GitOps {
                 duration = ?outcome.duration,
                 "synced"
             ),
-            Some(e) => tracing::warn!(commit = %job.commit, error = %e, "sync failed"),
+            Some(e) => {
+                let hidden = lock(&self.encrypted)
+                    .get(project)
+                    .cloned()
+                    .unwrap_or_default();
+                tracing::warn!(commit = %job.commit, error = %hide_in_error(e, &hidden), "sync failed");
+            }
         }
         let dry_run = options.server_dry_run || options.client_dry_run;
         if outcome.error.is_none() && !dry_run {
@@ -927,11 +938,8 @@ impl GitOps {
                 .map(|h| h.to_string())
                 .unwrap_or_else(|| "Unknown".into()),
             message: if o.action == Action::Failed
-                && hidden.contains(&(
-                    o.object.kind.clone(),
-                    o.object.namespace.clone(),
-                    o.object.name.clone(),
-                )) {
+                && crate::decrypt::is_sensitive(&hidden, &o.object.kind, &o.object.name)
+            {
                 ENCRYPTED_REFUSED.to_owned()
             } else {
                 bounded(&o.message)
@@ -961,7 +969,18 @@ impl GitOps {
                     name: d.object.name.clone(),
                     who: d.who.clone(),
                     what: d.what.clone(),
-                    error: d.corrected.clone().err().unwrap_or_default(),
+                    error: match d.corrected.clone().err() {
+                        Some(_)
+                            if crate::decrypt::is_sensitive(
+                                &hidden,
+                                &d.object.kind,
+                                &d.object.name,
+                            ) =>
+                        {
+                            ENCRYPTED_REFUSED.to_owned()
+                        }
+                        other => other.unwrap_or_default(),
+                    },
                     at: rfc3339(d.at),
                 })
                 .collect(),

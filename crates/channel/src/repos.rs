@@ -476,7 +476,11 @@ impl Repos {
             });
             let forced = poller.force.swap(false, Ordering::Relaxed);
             let known = poller.head.borrow().commit.clone();
-            if !forced && known.is_some() && !self.leads(&project).await {
+            if !forced
+                && known.is_some()
+                && !self.policy_changed(&project, &poller).await
+                && !self.leads(&project).await
+            {
                 // Another replica polls it and announces what it finds.
                 poller.head.send_if_modified(|h| {
                     h.finished = h.started;
@@ -574,6 +578,20 @@ impl Repos {
             if self.wait_or_stop(&project, &poller).await {
                 return;
             }
+        }
+    }
+
+    /// Whether the project's signature policy in the store is not the one
+    /// its head was published under (set through another replica, or
+    /// rotated): such a head is read and verified again here.
+    async fn policy_changed(&self, project: &str, poller: &Poller) -> bool {
+        let Ok(Some(record)) = self.store.get_project(project).await else {
+            return false;
+        };
+        let head = poller.head.borrow();
+        match &head.gate {
+            Some(gate) => !gate.is_for(record.verify.as_ref()),
+            None => record.verify.is_some(),
         }
     }
 

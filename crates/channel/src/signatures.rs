@@ -199,16 +199,13 @@ impl Gate {
             None => None,
         };
         let signer = match self.policy.mode {
-            VerifyMode::Head => {
-                if let Some(tag) = &tag {
-                    signer_text(tag)
-                } else {
-                    match self.verify_one(source, &keyring, head) {
-                        Ok(signer) => signer,
-                        Err(reason) => return Checked::Refused { reason },
-                    }
-                }
-            }
+            // The tag (when the ref is one) and the commit must both
+            // verify: a tag is looked up after the head was resolved, so it
+            // alone cannot vouch for the commit.
+            VerifyMode::Head => match self.verify_one(source, &keyring, head) {
+                Ok(signer) => signer,
+                Err(reason) => return Checked::Refused { reason },
+            },
             VerifyMode::Strict => {
                 let base = verified
                     .as_deref()
@@ -228,6 +225,14 @@ impl Gate {
                     None => vec![head.clone()],
                 };
                 let mut signer = String::new();
+                // A head that is not among them (the branch moved back to
+                // an ancestor of the base) is checked by its own signature.
+                if !commits.contains(head) {
+                    match self.verify_one(source, &keyring, head) {
+                        Ok(who) => signer = who,
+                        Err(reason) => return Checked::Refused { reason },
+                    }
+                }
                 for commit in &commits {
                     match self.verify_one(source, &keyring, commit) {
                         Ok(who) => signer = who,
@@ -249,7 +254,6 @@ impl Gate {
                 }
             }
         };
-        self.signatures.remember(self.key, &head_text);
         Checked::Verified { signer }
     }
 
@@ -295,6 +299,12 @@ impl Gate {
     /// The policy's mode.
     pub fn mode(&self) -> VerifyMode {
         self.policy.mode
+    }
+
+    /// Whether `policy` is this gate's (keys and mode): a replica that
+    /// does not poll compares, so a new policy reaches every replica.
+    pub fn is_for(&self, policy: Option<&VerifyPolicy>) -> bool {
+        policy.is_some_and(|p| policy_key(p) == self.key)
     }
 }
 

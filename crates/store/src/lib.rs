@@ -149,10 +149,9 @@ pub trait Store: Send + Sync + 'static {
     /// project's kustomizations; the project as it is now, `NotFound` for
     /// an unknown one.
     async fn set_project_remote_bases(&self, id: &str, allow: bool) -> Result<Project>;
-    /// Sets (or, `None`, clears with its status) how the project's
-    /// commits are verified; the project as it is now, `NotFound` for an
-    /// unknown one. A new policy keeps the status: rotating keys never
-    /// resets what `strict` walks from.
+    /// Sets (or, `None`, clears) how the project's commits are verified,
+    /// forgetting what the old policy verified; the project as it is now,
+    /// `NotFound` for an unknown one.
     async fn set_project_verify(&self, id: &str, policy: Option<VerifyPolicy>) -> Result<Project>;
     /// Records what verification found; whether it differs from what was
     /// recorded (so that of several replicas only one tells of a refusal).

@@ -723,13 +723,9 @@ impl Store for PgStore {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| StoreError::Invalid(format!("cannot store the policy: {e}")))?;
-        let sql = match text {
-            Some(_) => "UPDATE projects SET verify_policy = $2 WHERE id = $1 RETURNING *",
-            // Off: what was verified no longer binds a later policy.
-            None => {
-                "UPDATE projects SET verify_policy = $2, verify_status = NULL WHERE id = $1 RETURNING *"
-            }
-        };
+        // What the old keys verified binds no new policy: a commit signed
+        // by a key just removed must verify again.
+        let sql = "UPDATE projects SET verify_policy = $2, verify_status = NULL WHERE id = $1 RETURNING *";
         let row = sqlx::query(sql)
             .bind(id)
             .bind(text)

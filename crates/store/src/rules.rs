@@ -247,4 +247,3 @@ mod tests {
         assert!(e.to_string().contains("agent prod"), "{e}");
     }
 }
-

@@ -710,13 +710,9 @@ impl Store for SqliteStore {
             .transpose()
             .map_err(|e| StoreError::Invalid(format!("cannot store the policy: {e}")))?;
         self.call(move |c| {
-            let sql = match text {
-                Some(_) => "UPDATE projects SET verify_policy = ?2 WHERE id = ?1",
-                // Off: what was verified no longer binds a later policy.
-                None => {
-                    "UPDATE projects SET verify_policy = ?2, verify_status = NULL WHERE id = ?1"
-                }
-            };
+            // What the old keys verified binds no new policy: a commit
+            // signed by a key just removed must verify again.
+            let sql = "UPDATE projects SET verify_policy = ?2, verify_status = NULL WHERE id = ?1";
             let changed = c.execute(sql, params![id, text]).map_err(db)?;
             if changed == 0 {
                 return Err(StoreError::NotFound(format!("project {id}")));

@@ -162,6 +162,21 @@ async fn plan_here(
         }
         _ => None,
     };
+    if let Some(why) = unverified {
+        // Nothing of an unverified commit goes to the agent, not even for
+        // a dry run (it would decrypt and render it): the plan says why.
+        return Ok(PlanView {
+            agent: name,
+            project: spec.project.clone(),
+            commit: commit.to_string(),
+            counts: BTreeMap::new(),
+            objects: Vec::new(),
+            dry_runs: 0,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            rollout: None,
+            unverified: Some(why),
+        });
+    }
     let spec = spec_at(&agent, spec, &source, &commit).await?;
     let (kube_version, api_versions) = state.live.cluster_of(&name).unwrap_or_default();
     let rendering = manifests::Rendering {
@@ -230,7 +245,7 @@ async fn plan_here(
         dry_runs: report.dry_runs as usize,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         rollout,
-        unverified,
+        unverified: None,
     })
 }
 
