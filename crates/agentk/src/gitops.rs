@@ -86,13 +86,22 @@ fn hide_values(planned: &mut v1::PlannedObject, hidden: &str) {
 /// holding decrypted values may quote them (an apply error), so it says
 /// which object failed and no more.
 fn hide_in_error(error: &str, hidden: &crate::decrypt::Sensitive) -> String {
-    match hidden
-        .iter()
-        .find(|(_, _, name)| !name.is_empty() && error.contains(name.as_str()))
+    // The sync names a failed object `Kind[.group] [namespace/]name: …`;
+    // other errors (a file that does not decrypt, a missing key Secret)
+    // name files and Secrets, and never hold a value.
+    let named = |part: &str| -> Option<(String, String)> {
+        let (head, _) = part.split_once(": ")?;
+        let (kind, object) = head.split_once(' ')?;
+        let kind = kind.split_once('.').map_or(kind, |(kind, _)| kind);
+        let name = object.rsplit_once('/').map_or(object, |(_, name)| name);
+        Some((kind.to_owned(), name.to_owned()))
+    };
+    match error
+        .split("; ")
+        .filter_map(named)
+        .find(|(kind, name)| crate::decrypt::is_sensitive(hidden, kind, name))
     {
-        Some((kind, _, name)) => {
-            format!("{kind} {name}: {ENCRYPTED_REFUSED}")
-        }
+        Some((kind, name)) => format!("{kind} {name}: {ENCRYPTED_REFUSED}"),
         None => error.to_owned(),
     }
 }
