@@ -309,6 +309,12 @@ impl Repos {
         rx
     }
 
+    /// Whether signature verifications run in the kernel sandbox (kas's
+    /// render sandbox mode).
+    pub fn set_verification_sandbox(&self, mode: tether_render::SandboxMode) {
+        self.signatures.set_sandbox(mode);
+    }
+
     /// Polls `project` soon if this kas follows it (a new signature
     /// policy takes effect without waiting for the interval).
     pub fn wake(&self, project: &str) {

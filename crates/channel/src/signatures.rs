@@ -41,6 +41,9 @@ pub enum Checked {
 /// Keyrings and the commits they verified, shared by every poller.
 pub struct Signatures {
     scratch: PathBuf,
+    /// Whether verifications run in the render sandbox (kas's
+    /// `--render-sandbox`: off only on a kernel without Landlock).
+    sandbox: Mutex<tether_render::SandboxMode>,
     keyrings: Mutex<HashMap<u64, Arc<Verifier>>>,
     /// (policy, commit) pairs that verified: a commit is checked once per
     /// policy, not once per poll and follower.
@@ -103,9 +106,17 @@ impl Signatures {
     pub fn new(scratch: PathBuf) -> Arc<Self> {
         Arc::new(Signatures {
             scratch,
+            sandbox: Mutex::new(tether_render::SandboxMode::Kernel),
             keyrings: Mutex::default(),
             verified: Mutex::default(),
         })
+    }
+
+    /// Whether verifications are confined by the kernel (the render
+    /// sandbox's mode); keyrings built after this use it.
+    pub fn set_sandbox(&self, mode: tether_render::SandboxMode) {
+        *lock(&self.sandbox) = mode;
+        lock(&self.keyrings).clear();
     }
 
     /// The gate of a project under `policy` (following `git_ref`).
@@ -128,10 +139,12 @@ impl Signatures {
         };
         std::fs::create_dir_all(&self.scratch)
             .map_err(|e| format!("cannot create {}: {e}", self.scratch.display()))?;
-        let verifier = Arc::new(
-            Verifier::new(&keys, &self.scratch)
-                .map_err(|e| format!("the project's signature policy cannot be used: {e}"))?,
-        );
+        let mut verifier = Verifier::new(&keys, &self.scratch)
+            .map_err(|e| format!("the project's signature policy cannot be used: {e}"))?;
+        if *lock(&self.sandbox) == tether_render::SandboxMode::Kernel {
+            verifier = verifier.confined(Arc::new(confine));
+        }
+        let verifier = Arc::new(verifier);
         let mut keyrings = lock(&self.keyrings);
         if keyrings.len() >= MAX_KEYRINGS {
             keyrings.clear();
@@ -151,6 +164,42 @@ impl Signatures {
     fn known(&self, key: u64, commit: &str) -> bool {
         lock(&self.verified).contains(&(key, commit.to_owned()))
     }
+}
+
+/// What git and the ssh-keygen or gpg it runs on a tenant's signature need
+/// beside the system's git: the user and group names ssh-keygen looks up.
+const VERIFY_SYSTEM: [&str; 3] = ["/etc/passwd", "/etc/group", "/etc/nsswitch.conf"];
+
+/// A verification confined as a render is: it writes only the keyring's
+/// folder, reads the repository and the system's programs, and has no
+/// network at all. A signature is a tenant's input to ssh-keygen and gpg.
+pub fn confinement(
+    writable: &[PathBuf],
+    readable: &[PathBuf],
+) -> tether_render::sandbox::kernel::Confinement {
+    tether_render::sandbox::kernel::Confinement {
+        executables: Vec::new(),
+        folders: writable.to_vec(),
+        system: tether_render::sandbox::GIT_SYSTEM
+            .iter()
+            .chain(VERIFY_SYSTEM.iter())
+            .map(PathBuf::from)
+            .filter(|p| p.exists())
+            .chain(readable.iter().cloned())
+            .collect(),
+        devices: vec!["/dev/null".into(), "/dev/urandom".into()],
+        proxy_port: None,
+    }
+}
+
+/// Confines `command` by [`confinement`].
+pub fn confine(
+    command: &mut std::process::Command,
+    writable: &[PathBuf],
+    readable: &[PathBuf],
+) -> std::io::Result<()> {
+    tether_render::sandbox::confine(command, &confinement(writable, readable))
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 impl Gate {

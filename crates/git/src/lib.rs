@@ -20,7 +20,8 @@ use std::time::Duration;
 
 pub use read::{CommitId, FileRead, Matched, SelectLimits};
 pub use verify::{
-    Object, ObjectKind, SignatureFormat, Signed, TrustedKeys, Unverified, Verifier, VerifyError,
+    Confine, Object, ObjectKind, SignatureFormat, Signed, TrustedKeys, Unverified, Verifier,
+    VerifyError,
 };
 
 /// Why a repository could not be read.

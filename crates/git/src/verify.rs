@@ -111,7 +111,20 @@ pub struct Verifier {
     /// The primary fingerprints gpg imported: a good signature must name
     /// one, whatever else found its way into the keyring.
     gpg_fingerprints: Vec<String>,
+    /// Confines each verification (git, and the ssh-keygen or gpg it runs
+    /// on a tenant's signature) before it starts.
+    confine: Option<Confine>,
 }
+
+/// Confines a command that reads a tenant's signature: given the folder
+/// it may write (the keyring's) and those it may only read (the
+/// repository), it prepares the command so the kernel holds it to them.
+/// kas gives its render sandbox here; this crate knows no kernel rules.
+pub type Confine = std::sync::Arc<
+    dyn Fn(&mut Command, &[std::path::PathBuf], &[std::path::PathBuf]) -> std::io::Result<()>
+        + Send
+        + Sync,
+>;
 
 /// How a commit or tag was signed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -256,7 +269,14 @@ impl Verifier {
         Ok(Verifier {
             folder,
             gpg_fingerprints,
+            confine: None,
         })
+    }
+
+    /// Runs every verification confined by `confine`.
+    pub fn confined(mut self, confine: Confine) -> Self {
+        self.confine = Some(confine);
+        self
     }
 
     /// Runs `git <subcommand> --raw <id>` (verify-commit or verify-tag) in
@@ -278,6 +298,14 @@ impl Verifier {
         command
             .args(self.pinned_config())
             .args([subcommand, "--raw", &object.id]);
+        if let Some(confine) = &self.confine {
+            confine(
+                &mut command,
+                &[self.folder.path().to_owned()],
+                &[repo.to_owned()],
+            )
+            .map_err(|e| failed(format!("cannot confine the verification: {e}")))?;
+        }
         let stdout = run_git(&mut command, None, VERIFY_TIMEOUT)
             .map_err(|f: Failed| failed(clean(&f.message, MAX_DETAIL)))?;
         let Some((output, code)) = split_exit_code(&stdout) else {
@@ -359,6 +387,7 @@ impl fmt::Debug for Verifier {
         f.debug_struct("Verifier")
             .field("folder", &self.folder.path())
             .field("gpg_fingerprints", &self.gpg_fingerprints)
+            .field("confined", &self.confine.is_some())
             .finish()
     }
 }
@@ -608,6 +637,10 @@ fn isolate(command: &mut Command, verifier: Option<&Path>) {
         command
             .env("HOME", home)
             .env("XDG_CONFIG_HOME", home)
+            // git writes the signature and its payload to temporary files
+            // for ssh-keygen and gpg: in the keyring's private folder, the
+            // one a confined verification may write.
+            .env("TMPDIR", home)
             .env("GNUPGHOME", home.join(GNUPG_HOME));
     }
     command
@@ -1436,6 +1469,7 @@ mod tests {
         Verifier {
             folder: Folder(PathBuf::from("/nonexistent/tether-verifier")),
             gpg_fingerprints: fingerprints.iter().map(|f| (*f).to_owned()).collect(),
+            confine: None,
         }
     }
 

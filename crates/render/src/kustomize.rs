@@ -21,25 +21,6 @@ pub struct RemoteBases<'a> {
     pub git: &'a Path,
 }
 
-/// What the system's git needs to run, read-only, in the sandbox: its
-/// helpers (some are shell scripts, which run the system's utilities),
-/// its libraries, the certificate authorities, and its templates. Read
-/// and execute only: the sandbox's rules on the filesystem (nothing of
-/// kas's) and the network (the proxy's port) hold for whatever runs.
-const GIT_SYSTEM: [&str; 11] = [
-    "/usr/bin",
-    "/bin",
-    "/usr/lib/git-core",
-    "/usr/libexec/git-core",
-    "/usr/share/git-core",
-    "/usr/lib",
-    "/usr/lib64",
-    "/etc/ssl/certs",
-    "/usr/share/ca-certificates",
-    "/etc/ca-certificates",
-    "/etc/ld.so.cache",
-];
-
 const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
 /// Builds `k` in the repository exported at `repo`; the YAML it printed,
@@ -105,7 +86,11 @@ pub async fn build(
                 env.push((name.to_owned(), value));
             }
             invocation.system = std::iter::once(remote.git.to_owned())
-                .chain(GIT_SYSTEM.iter().map(std::path::PathBuf::from))
+                .chain(
+                    crate::sandbox::GIT_SYSTEM
+                        .iter()
+                        .map(std::path::PathBuf::from),
+                )
                 .filter(|path| path.exists())
                 .collect();
             invocation.devices = vec!["/dev/null".into(), "/dev/urandom".into()];

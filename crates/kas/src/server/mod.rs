@@ -69,6 +69,9 @@ impl Server {
             metrics.channel.clone(),
             drain.clone(),
         );
+        // A signature is a tenant's input to ssh-keygen and gpg: confined
+        // as renders are.
+        repos.set_verification_sandbox(settings.render.limits.sandbox);
         let rendering = parts::rendering(&settings, &metrics).await;
         let identity = listen::identity::load_or_generate(
             settings.tls.as_ref().map(|(cert, _)| cert.as_path()),

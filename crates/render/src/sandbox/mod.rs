@@ -17,6 +17,42 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+/// What the system's git needs to run, read-only, in the sandbox: its
+/// helpers (some are shell scripts, which run the system's utilities),
+/// its libraries, the certificate authorities, and its templates. Read
+/// and execute only: the sandbox's rules on the filesystem (nothing of
+/// kas's) and the network (the proxy's port) hold for whatever runs.
+pub const GIT_SYSTEM: [&str; 11] = [
+    "/usr/bin",
+    "/bin",
+    "/usr/lib/git-core",
+    "/usr/libexec/git-core",
+    "/usr/share/git-core",
+    "/usr/lib",
+    "/usr/lib64",
+    "/etc/ssl/certs",
+    "/usr/share/ca-certificates",
+    "/etc/ca-certificates",
+    "/etc/ld.so.cache",
+];
+
+/// Confines a blocking `command` (one kas runs on a tenant's data outside
+/// a render, such as `git verify-commit`) by the same kernel rules as a
+/// render: prepared here, applied between fork and exec.
+pub fn confine(
+    command: &mut std::process::Command,
+    confinement: &kernel::Confinement,
+) -> Result<(), kernel::Unavailable> {
+    use std::os::unix::process::CommandExt;
+    let prepared = kernel::Prepared::new(confinement)?;
+    // SAFETY: between fork and exec only the three async-signal-safe
+    // calls of `Prepared::apply` are made, on memory the closure owns.
+    unsafe {
+        command.pre_exec(move || prepared.apply());
+    }
+    Ok(())
+}
+
 /// Bounds on one run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
