@@ -168,7 +168,12 @@ fn a_confined_verification_reads_nothing_of_kas_and_reaches_no_network() {
             .args(args)
             .env("HOME", &keyring)
             .env("GIT_CONFIG_NOSYSTEM", "1");
-        confine(&mut command, &[keyring.clone()], &[repo.clone()]).expect("confined");
+        confine(
+            &mut command,
+            std::slice::from_ref(&keyring),
+            std::slice::from_ref(&repo),
+        )
+        .expect("confined");
         command.output().expect("runs")
     };
     let read = confined("cat", &[secret.to_str().expect("utf-8")]);
@@ -202,7 +207,7 @@ fn a_confined_verification_reads_nothing_of_kas_and_reaches_no_network() {
     assert!(!fetched.status.success(), "no network");
     assert!(listener.accept().is_err(), "the listener saw no connection");
     // The folders named are the whole of it.
-    let c = confinement(&[keyring.clone()], &[repo.clone()]);
+    let c = confinement(std::slice::from_ref(&keyring), std::slice::from_ref(&repo));
     assert_eq!(c.folders, vec![keyring]);
     assert_eq!(c.proxy_port, None);
 }
