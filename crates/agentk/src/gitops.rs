@@ -824,7 +824,11 @@ impl GitOps {
                                 if !planned.message.is_empty() {
                                     planned.message = ENCRYPTED_REFUSED.to_owned();
                                 }
-                            } else if expanded.secret_backed.contains(&key) {
+                            } else if crate::decrypt::is_sensitive(
+                                &expanded.secret_backed,
+                                &key.0,
+                                &key.2,
+                            ) {
                                 hide_values(&mut planned, HIDDEN_FROM_SECRET);
                             }
                             planned

@@ -5,7 +5,7 @@
 //! the cluster: they are never logged, never sent to kas, and a plan shows
 //! which fields of such a release would change but not their values.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -45,11 +45,11 @@ pub struct AgentRenderer {
 #[derive(Debug, Default)]
 pub struct Expanded {
     pub files: Vec<ManifestFile>,
-    pub secret_backed: BTreeSet<(String, String, String)>,
+    pub secret_backed: crate::decrypt::Sensitive,
     /// The objects holding values decrypted from SOPS files: a plan shows
     /// `(encrypted)` for theirs, and reports and Events no message that
     /// could quote them.
-    pub encrypted: BTreeSet<(String, String, String)>,
+    pub encrypted: crate::decrypt::Sensitive,
 }
 
 impl AgentRenderer {
@@ -80,9 +80,11 @@ impl AgentRenderer {
                             .unwrap_or_default()
                             .to_owned()
                     };
+                    // Without the namespace, as `decrypt::Sensitive`: the
+                    // sync defaults it later.
                     expanded.secret_backed.insert((
                         at(&["kind"]),
-                        at(&["metadata", "namespace"]),
+                        String::new(),
                         at(&["metadata", "name"]),
                     ));
                 }
