@@ -27,6 +27,7 @@ pub(crate) fn validate(config: &mut AgentConfig) -> Findings {
             project,
         );
     }
+    one_decryption_secret_per_project(&mut found, &config.gitops.manifest_projects);
     for (kind, entries) in [
         ("projects", &config.ci_access.projects),
         ("groups", &config.ci_access.groups),
@@ -78,6 +79,34 @@ pub(crate) fn validate(config: &mut AgentConfig) -> Findings {
 
 /// Notification destinations one agent may have.
 const MAX_NOTIFICATIONS: usize = 10;
+
+/// Two projects decrypted with one Secret would each have the other's
+/// encrypted files decrypted: whoever can push to one copies a file of
+/// the other into it (SOPS's MAC covers values, not where they sit). So
+/// each project (by id: one repository is one trust domain) has its own.
+fn one_decryption_secret_per_project(found: &mut Findings, projects: &[ManifestProject]) {
+    let mut first: std::collections::HashMap<&str, (usize, Option<&str>)> =
+        std::collections::HashMap::new();
+    for (i, project) in projects.iter().enumerate() {
+        let Some(decryption) = &project.decryption else {
+            continue;
+        };
+        let id = project.id.as_deref();
+        match first.get(decryption.secret.as_str()) {
+            Some((j, other)) if *other != id => found.problem(
+                format!("gitops.manifest_projects[{i}].decryption.secret"),
+                format!(
+                    "Secret {:?} already decrypts gitops.manifest_projects[{j}], another project: a file copied from one repository into the other would be decrypted; give each project its own Secret and key",
+                    decryption.secret
+                ),
+            ),
+            Some(_) => {}
+            None => {
+                first.insert(decryption.secret.as_str(), (i, id));
+            }
+        }
+    }
+}
 
 fn manifest_project(found: &mut Findings, at: &str, project: &mut ManifestProject) {
     if let Some(id) = &project.id {

@@ -714,6 +714,19 @@ gitops:
         problems[0].message
     );
     parse(&text.replace("provider: sops", "provider: vault")).expect_err("sops only");
+    // Another project may not share the Secret; the same project (other
+    // paths of one repository) may.
+    let shared =
+        format!("{text}  - id: team/other\n    decryption: {{provider: sops, secret: sops-age}}\n");
+    let Err(ConfigError::Invalid(problems)) = parse(&shared) else {
+        panic!("a Secret shared by two projects is refused");
+    };
+    assert_eq!(
+        problems[0].path,
+        "gitops.manifest_projects[1].decryption.secret"
+    );
+    let same = shared.replace("team/other", "team/secrets");
+    parse(&same).expect("one project, two entries, one Secret");
     parse(&text.replace(
         "secret: sops-age",
         "secret: sops-age\n      namespace: other",
