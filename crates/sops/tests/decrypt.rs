@@ -12,30 +12,9 @@ use tether_sops::{Decrypted, Keys, SopsError, ValueProblem, decrypt, is_encrypte
 
 // === fixtures ===
 
-/// The folder holding `sops` and `age-keygen`, found once per process:
-/// `TETHER_SIGNING_BIN`, or what `scripts/signing-tools.sh` prints (it builds
-/// them the first time).
-fn tools() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        if let Ok(dir) = std::env::var("TETHER_SIGNING_BIN") {
-            return PathBuf::from(dir);
-        }
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../scripts/signing-tools.sh"
-        );
-        let out = Command::new("bash")
-            .arg(script)
-            .output()
-            .expect("scripts/signing-tools.sh runs");
-        assert!(
-            out.status.success(),
-            "scripts/signing-tools.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8(out.stdout).expect("a UTF-8 path").trim())
-    })
+/// The folder holding `sops` and `age-keygen` (`scripts/signing-tools.sh`).
+fn tools() -> PathBuf {
+    tether_testenv::signing_tools().expect("the signing tools")
 }
 
 /// A folder of its own for each test, removed when the test ends.
