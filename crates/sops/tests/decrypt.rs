@@ -2,9 +2,8 @@
 //! decrypted by this crate: the format as sops writes it, not as we read its
 //! documentation.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
