@@ -242,11 +242,16 @@ pub(crate) fn run_git(
         text
     });
     let started = Instant::now();
+    // Polled from 1 ms, doubling to 20 ms: a verification or a resolve
+    // takes milliseconds and should not wait out a fixed 20 ms step; a
+    // fetch of minutes costs a poll every 20 ms.
+    let mut pause = Duration::from_millis(1);
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
             Ok(None) if started.elapsed() < timeout => {
-                std::thread::sleep(Duration::from_millis(20))
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
             }
             Ok(None) | Err(_) => break None,
         }
