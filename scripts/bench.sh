@@ -70,4 +70,7 @@ cargo bench -q -p tether-e2e --bench rollouts -- 1000
 TETHER_OBSERVABILITY_BIN=$(bash scripts/observability-tools.sh)
 export TETHER_OBSERVABILITY_BIN
 cargo bench -q -p tether-e2e --bench tracing
+# Signed commits and SOPS: against git verify-commit and sops --decrypt.
+cargo bench -q -p tether-git --bench verify
+cargo bench -q -p tether-sops --bench decrypt
 cargo bench -q -p tether-e2e --bench rollouts -- 1000 --tracing=off,default,all,off
