@@ -10,62 +10,14 @@
 
 use tether_e2e as support;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use support::receiver::Receiver;
 use support::{Setup, kubectl_get, new_repo, wait};
 
 const CONFIG: &str = ".gitlab/agents/prod/config.yaml";
-
-/// (request line, body) of each request the fake git host and the
-/// notification destination received.
-type Requests = Arc<Mutex<Vec<(String, String)>>>;
-
-/// A minimal HTTP server on a thread that records every request and
-/// answers 201 with `{}` (what a git host answers a status).
-fn receiver() -> (String, Requests) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let got: Requests = Arc::default();
-    let log = got.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream);
-            let mut request = String::new();
-            if reader.read_line(&mut request).unwrap_or(0) == 0 {
-                continue;
-            }
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some((name, value)) = line.split_once(':')
-                    && name.eq_ignore_ascii_case("content-length")
-                {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            if reader.read_exact(&mut body).is_err() {
-                continue;
-            }
-            log.lock().expect("log").push((
-                request.trim().to_owned(),
-                String::from_utf8_lossy(&body).into(),
-            ));
-            let mut stream = reader.into_inner();
-            let _ = stream.write_all(
-                b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
-            );
-        }
-    });
-    (url, got)
-}
 
 fn run(program: &str, args: &[&str], env: &[(&str, &Path)]) -> String {
     let mut command = Command::new(program);
@@ -235,8 +187,12 @@ fn signed(ns: &str) {
     std::fs::write(&bob_keys, run("gpg", &["--armor", "--export", &bob], &home)).expect("bob.asc");
 
     // Statuses go to a fake git host; `commit_unverified` to a receiver.
-    let (host, requests) = receiver();
-    setup.set_notification_secret("team/audit", &format!("{host}/hook"), Some("signing-key"));
+    let host = Receiver::start();
+    setup.set_notification_secret(
+        "team/audit",
+        &format!("{}/hook", host.url),
+        Some("signing-key"),
+    );
 
     let repo = setup.dir.path().join("repo");
     new_repo(&repo);
@@ -251,7 +207,7 @@ fn signed(ns: &str) {
     let token = setup.register_agent_in("prod", repo.to_str().expect("utf-8"));
     setup.set_status_target(
         "gitea",
-        &format!("{host}/api/v1"),
+        &format!("{}/api/v1", host.url),
         "team/config",
         "host-token",
     );
@@ -346,16 +302,18 @@ fn signed(ns: &str) {
         "the failed status and the notice",
         Duration::from_secs(20),
         || {
-            let got = requests.lock().expect("log");
-            let status = got.iter().any(|(line, body)| {
-                line.contains(&format!("/repos/team/config/statuses/{unsigned}"))
-                    && body.contains("\"failure\"")
-                    && body.contains("tether/verify")
+            let got = host.requests();
+            let status = got.iter().any(|r| {
+                let body = r.json();
+                r.target == format!("/api/v1/repos/team/config/statuses/{unsigned}")
+                    && body["state"] == "failure"
+                    && body["context"] == "tether/verify"
             });
-            let notice = got.iter().any(|(line, body)| {
-                line.contains("/hook")
-                    && body.contains("commit_unverified")
-                    && body.contains(&unsigned)
+            let notice = got.iter().any(|r| {
+                let body = r.json();
+                r.target == "/hook"
+                    && body["event"] == "commit_unverified"
+                    && body["commit"] == unsigned.as_str()
             });
             status && notice
         },
@@ -402,8 +360,8 @@ fn signed(ns: &str) {
         "{shown}"
     );
     wait("the success status", Duration::from_secs(20), || {
-        requests.lock().expect("log").iter().any(|(line, body)| {
-            line.contains(&format!("/statuses/{good}")) && body.contains("\"success\"")
+        host.requests().iter().any(|r| {
+            r.target.ends_with(&format!("/statuses/{good}")) && r.json()["state"] == "success"
         })
     });
 
