@@ -9,129 +9,34 @@ use std::sync::Arc;
 
 use tether_channel::signatures::{confine, confinement};
 use tether_git::{CommitId, Source, TrustedKeys, Verifier};
-
-fn run(program: &str, args: &[&str], env: &[(&str, &Path)]) -> String {
-    let mut command = Command::new(program);
-    command.args(args);
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let out = command.output().expect("runs");
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use tether_testenv::signing::{self, GpgHome};
 
 /// A repository with one commit signed by an SSH key and one by a GPG key;
 /// the keys as a policy gives them.
-fn signed_repo(dir: &Path) -> (TrustedKeys, CommitId, CommitId) {
+fn signed_repo(dir: &Path) -> (TrustedKeys, CommitId, CommitId, GpgHome) {
     let repo = dir.join("repo");
     tether_testenv::git::new_repo(&repo);
-    let key = dir.join("alice");
-    run(
-        "ssh-keygen",
-        &[
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "alice",
-            "-f",
-            key.to_str().expect("utf-8"),
-        ],
-        &[],
-    );
-    let gnupg = dir.join("gnupg");
-    std::fs::create_dir_all(&gnupg).expect("gnupg");
-    std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .expect("private");
-    let home = [("GNUPGHOME", gnupg.as_path())];
-    run(
-        "gpg",
-        &[
-            "--batch",
-            "--passphrase",
-            "",
-            "--quick-gen-key",
-            "Bob <bob@example.com>",
-            "ed25519",
-            "sign",
-            "1y",
-        ],
-        &home,
-    );
-    let bob = run("gpg", &["--list-keys", "--with-colons"], &home)
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("fpr:")
-                .map(|f| f.trim_matches(':').to_owned())
-        })
-        .expect("a fingerprint");
-    let repo_arg = repo.to_str().expect("utf-8");
-    let git = |args: &[&str], env: &[(&str, &Path)]| {
-        let mut all = vec![
-            "-C",
-            repo_arg,
-            "-c",
-            "user.name=Alice",
-            "-c",
-            "user.email=alice@example.com",
-        ];
-        all.extend_from_slice(args);
-        run("git", &all, env)
-    };
-    let signing_key = format!("user.signingkey={}", key.display());
-    git(
-        &[
-            "-c",
-            "gpg.format=ssh",
-            "-c",
-            &signing_key,
-            "commit",
-            "-q",
-            "-S",
-            "--allow-empty",
-            "-m",
-            "ssh",
-        ],
-        &[],
-    );
-    let ssh_commit = git(&["rev-parse", "HEAD"], &[]);
-    git(
-        &[
-            "-c",
-            &format!("user.signingkey={bob}"),
-            "commit",
-            "-q",
-            "-S",
-            "--allow-empty",
-            "-m",
-            "gpg",
-        ],
-        &home,
-    );
-    let gpg_commit = git(&["rev-parse", "HEAD"], &[]);
-    let public = std::fs::read_to_string(key.with_extension("pub")).expect("alice.pub");
+    let alice = signing::ssh_key(dir, "alice");
+    let home = GpgHome::new(dir, "gnupg");
+    let bob = home.generate("Bob <bob@example.com>", "1y", None);
+    let ssh_commit = signing::ssh_commit(&repo, &alice, "ssh", None);
+    let gpg_commit = signing::gpg_commit(&repo, &home, &bob, "gpg");
     let keys = TrustedKeys {
-        ssh_allowed_signers: Some(format!("alice@example.com {public}")),
-        gpg_keys: Some(run("gpg", &["--armor", "--export", &bob], &home)),
+        ssh_allowed_signers: Some(signing::allowed_signer("alice@example.com", "", &alice)),
+        gpg_keys: Some(home.export(&bob)),
     };
     (
         keys,
         CommitId::parse(&ssh_commit).expect("a commit id"),
         CommitId::parse(&gpg_commit).expect("a commit id"),
+        home,
     )
 }
 
 #[test]
 fn a_confined_verification_verifies_both_formats() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (keys, ssh_commit, gpg_commit) = signed_repo(dir.path());
+    let (keys, ssh_commit, gpg_commit, _home) = signed_repo(dir.path());
     let verifier = Verifier::new(&keys, dir.path())
         .expect("a keyring")
         .confined(Arc::new(confine));

@@ -11,39 +11,21 @@
 use tether_e2e as support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use support::receiver::Receiver;
 use support::{Setup, kubectl_get, new_repo, wait};
+use tether_testenv::git::git;
+use tether_testenv::signing::{self, GpgHome, SshKey};
 
 const CONFIG: &str = ".gitlab/agents/prod/config.yaml";
-
-fn run(program: &str, args: &[&str], env: &[(&str, &Path)]) -> String {
-    let mut command = Command::new(program);
-    command.args(args);
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let out = command.output().expect("runs");
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// How a commit is signed.
 enum Sign<'a> {
     Unsigned,
-    /// With this SSH private key file.
-    Ssh(&'a Path),
-    /// With this GPG key, from this GNUPGHOME.
-    Gpg {
-        home: &'a Path,
-        key: &'a str,
-    },
+    Ssh(&'a SshKey),
+    /// With this GPG key (its fingerprint) of this home.
+    Gpg(&'a GpgHome, &'a str),
 }
 
 /// Writes `files` and commits them with the real git, signed as asked.
@@ -53,62 +35,15 @@ fn commit(repo: &Path, files: &[(&str, &str)], sign: &Sign<'_>) -> String {
         std::fs::create_dir_all(file.parent().expect("a folder")).expect("folders");
         std::fs::write(file, text).expect("write");
     }
-    let git = |args: &[&str], env: &[(&str, &Path)]| {
-        let mut all = vec!["-C", repo.to_str().expect("utf-8")];
-        all.extend_from_slice(args);
-        let mut command = Command::new("git");
-        command
-            .args(&all)
-            .env("GIT_AUTHOR_NAME", "Alice")
-            .env("GIT_AUTHOR_EMAIL", "alice@example.com")
-            .env("GIT_COMMITTER_NAME", "Alice")
-            .env("GIT_COMMITTER_EMAIL", "alice@example.com");
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let out = command.output().expect("git runs");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
-    git(&["add", "-A"], &[]);
+    git(repo, &["add", "-A"]);
     match sign {
-        Sign::Unsigned => git(&["commit", "-q", "--allow-empty", "-m", "unsigned"], &[]),
-        Sign::Ssh(key) => git(
-            &[
-                "-c",
-                "gpg.format=ssh",
-                "-c",
-                &format!("user.signingkey={}", key.display()),
-                "commit",
-                "-q",
-                "-S",
-                "--allow-empty",
-                "-m",
-                "signed with ssh",
-            ],
-            &[],
-        ),
-        Sign::Gpg { home, key } => git(
-            &[
-                "-c",
-                "gpg.format=openpgp",
-                "-c",
-                &format!("user.signingkey={key}"),
-                "commit",
-                "-q",
-                "-S",
-                "--allow-empty",
-                "-m",
-                "signed with gpg",
-            ],
-            &[("GNUPGHOME", home)],
-        ),
-    };
-    git(&["rev-parse", "HEAD"], &[])
+        Sign::Unsigned => {
+            git(repo, &["commit", "-q", "--allow-empty", "-m", "unsigned"]);
+            git(repo, &["rev-parse", "HEAD"])
+        }
+        Sign::Ssh(key) => signing::ssh_commit(repo, key, "signed with ssh", None),
+        Sign::Gpg(home, key) => signing::gpg_commit(repo, home, key, "signed with gpg"),
+    }
 }
 
 fn config_map(value: &str) -> String {
@@ -135,56 +70,21 @@ fn signed(ns: &str) {
 
     // Alice signs with SSH, Bob with GPG; Mallory has an SSH key too,
     // which no one allowed.
-    let alice = keys.join("alice");
-    let mallory = keys.join("mallory");
-    for key in [&alice, &mallory] {
-        run(
-            "ssh-keygen",
-            &[
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                "test",
-                "-f",
-                key.to_str().expect("utf-8"),
-            ],
-            &[],
-        );
-    }
-    let alice_pub = std::fs::read_to_string(alice.with_extension("pub")).expect("alice.pub");
+    let alice = signing::ssh_key(&keys, "alice");
+    let mallory = signing::ssh_key(&keys, "mallory");
     let allowed = keys.join("allowed_signers");
-    std::fs::write(&allowed, format!("alice@example.com {alice_pub}")).expect("allowed");
-    let gnupg = keys.join("gnupg");
-    std::fs::create_dir_all(&gnupg).expect("gnupg");
-    std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .expect("private");
-    let home = [("GNUPGHOME", gnupg.as_path())];
-    run(
-        "gpg",
-        &[
-            "--batch",
-            "--passphrase",
-            "",
-            "--quick-gen-key",
-            "Bob <bob@example.com>",
-            "ed25519",
-            "sign",
-            "1y",
-        ],
-        &home,
-    );
-    let bob = run("gpg", &["--list-keys", "--with-colons"], &home)
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("fpr:")
-                .map(|f| f.trim_matches(':').to_owned())
-        })
-        .expect("Bob's fingerprint");
+    let allow_alice = |options: &str| {
+        std::fs::write(
+            &allowed,
+            signing::allowed_signer("alice@example.com", options, &alice),
+        )
+        .expect("allowed signers");
+    };
+    allow_alice("");
+    let gnupg = GpgHome::new(&keys, "gnupg");
+    let bob = gnupg.generate("Bob <bob@example.com>", "1y", None);
     let bob_keys = keys.join("bob.asc");
-    std::fs::write(&bob_keys, run("gpg", &["--armor", "--export", &bob], &home)).expect("bob.asc");
+    std::fs::write(&bob_keys, gnupg.export(&bob)).expect("bob.asc");
 
     // Statuses go to a fake git host; `commit_unverified` to a receiver.
     let host = Receiver::start();
@@ -267,7 +167,7 @@ fn signed(ns: &str) {
         );
         assert!(shown.contains(&format!("verified: {first}")), "{shown}");
     };
-    let reset = || tether_testenv::git::git(&repo, &["reset", "-q", "--hard", &first]);
+    let reset = || git(&repo, &["reset", "-q", "--hard", &first]);
     let foreign = commit(
         &repo,
         &[("manifests/cm.yaml", &config_map("3"))],
@@ -336,10 +236,7 @@ fn signed(ns: &str) {
     let good = commit(
         &repo,
         &[("manifests/cm.yaml", &config_map("5"))],
-        &Sign::Gpg {
-            home: &gnupg,
-            key: &bob,
-        },
+        &Sign::Gpg(&gnupg, &bob),
     );
     setup
         .cli(&["project", "refresh", "team/config"])
@@ -367,11 +264,7 @@ fn signed(ns: &str) {
 
     // Rotation without a restart: Alice's key expires (valid-before a
     // past date); a commit she signs now verifies nothing.
-    std::fs::write(
-        &allowed,
-        format!("alice@example.com valid-before=\"20200101\" {alice_pub}"),
-    )
-    .expect("rotated");
+    allow_alice(",valid-before=\"20200101\"");
     verify(&[]);
     let late = commit(
         &repo,

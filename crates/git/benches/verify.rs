@@ -7,29 +7,13 @@
 //! Run: `cargo bench -p tether-git --bench verify`. Prints figures;
 //! asserts nothing about them.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tether_git::{CommitId, Source, TrustedKeys, Verifier};
+use tether_testenv::signing::{self, GpgHome};
 
 /// Commits of each format.
 const COMMITS: usize = 20;
-
-fn run(program: &str, args: &[&str], env: &[(&str, &Path)]) -> String {
-    let mut command = Command::new(program);
-    command.args(args);
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let out = command.output().expect("runs");
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
@@ -40,111 +24,27 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = dir.path().join("repo");
     tether_testenv::git::new_repo(&repo);
-    let key = dir.path().join("alice");
-    run(
-        "ssh-keygen",
-        &[
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "alice",
-            "-f",
-            key.to_str().expect("utf-8"),
-        ],
-        &[],
-    );
-    let gnupg = dir.path().join("gnupg");
-    std::fs::create_dir_all(&gnupg).expect("gnupg");
-    std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .expect("private");
-    let home = [("GNUPGHOME", gnupg.as_path())];
-    run(
-        "gpg",
-        &[
-            "--batch",
-            "--passphrase",
-            "",
-            "--quick-gen-key",
-            "Bob <bob@example.com>",
-            "ed25519",
-            "sign",
-            "1y",
-        ],
-        &home,
-    );
-    let bob = run("gpg", &["--list-keys", "--with-colons"], &home)
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("fpr:")
-                .map(|f| f.trim_matches(':').to_owned())
-        })
-        .expect("a fingerprint");
-    let repo_arg = repo.to_str().expect("utf-8").to_owned();
-    let signing_key = format!("user.signingkey={}", key.display());
-    let bob_key = format!("user.signingkey={bob}");
+    let alice = signing::ssh_key(dir.path(), "alice");
+    let home = GpgHome::new(dir.path(), "gnupg");
+    let bob = home.generate("Bob <bob@example.com>", "1y", None);
     let mut ssh_commits = Vec::new();
     let mut gpg_commits = Vec::new();
     for i in 0..COMMITS {
         let message = format!("change {i}");
-        run(
-            "git",
-            &[
-                "-C",
-                &repo_arg,
-                "-c",
-                "user.name=Alice",
-                "-c",
-                "user.email=alice@example.com",
-                "-c",
-                "gpg.format=ssh",
-                "-c",
-                &signing_key,
-                "commit",
-                "-q",
-                "-S",
-                "--allow-empty",
-                "-m",
-                &message,
-            ],
-            &[],
-        );
-        ssh_commits.push(run("git", &["-C", &repo_arg, "rev-parse", "HEAD"], &[]));
-        run(
-            "git",
-            &[
-                "-C",
-                &repo_arg,
-                "-c",
-                "user.name=Bob",
-                "-c",
-                "user.email=bob@example.com",
-                "-c",
-                &bob_key,
-                "commit",
-                "-q",
-                "-S",
-                "--allow-empty",
-                "-m",
-                &message,
-            ],
-            &home,
-        );
-        gpg_commits.push(run("git", &["-C", &repo_arg, "rev-parse", "HEAD"], &[]));
+        ssh_commits.push(signing::ssh_commit(&repo, &alice, &message, None));
+        gpg_commits.push(signing::gpg_commit(&repo, &home, &bob, &message));
     }
-    let public = std::fs::read_to_string(key.with_extension("pub")).expect("alice.pub");
+    let allowed_line = signing::allowed_signer("alice@example.com", "", &alice);
     let allowed = dir.path().join("allowed_signers");
-    std::fs::write(&allowed, format!("alice@example.com {public}")).expect("allowed");
+    std::fs::write(&allowed, &allowed_line).expect("allowed");
     let keys = TrustedKeys {
-        ssh_allowed_signers: Some(format!("alice@example.com {public}")),
-        gpg_keys: Some(run("gpg", &["--armor", "--export", &bob], &home)),
+        ssh_allowed_signers: Some(allowed_line),
+        gpg_keys: Some(home.export(&bob)),
     };
     let built = Instant::now();
     let verifier = Verifier::new(&keys, dir.path()).expect("a keyring");
     let keyring = built.elapsed();
-    let source = Source::new(&repo_arg, &dir.path().join("mirrors"));
+    let source = Source::new(repo.to_str().expect("utf-8"), &dir.path().join("mirrors"));
     let allowed_arg = format!("gpg.ssh.allowedSignersFile={}", allowed.display());
 
     println!("verify: {COMMITS} commits of each format, median of each");
@@ -154,10 +54,11 @@ fn main() {
             .iter()
             .map(|c| {
                 let t = Instant::now();
-                run(
-                    "git",
-                    &["-C", &repo_arg, "-c", &allowed_arg, "verify-commit", c],
-                    &home,
+                let gnupg = home.dir.to_str().expect("utf-8");
+                signing::git_env(
+                    &repo,
+                    &[("GNUPGHOME", gnupg)],
+                    &["-c", &allowed_arg, "verify-commit", c],
                 );
                 t.elapsed()
             })

@@ -11,110 +11,7 @@ use tether_git::{
     VerifyError,
 };
 use tether_testenv::git::{commit, git, new_repo};
-
-// === keys ===
-
-/// An SSH key made with ssh-keygen.
-struct SshKey {
-    private: PathBuf,
-    /// `ssh-ed25519 AAAA…`
-    public: String,
-    /// `SHA256:…`
-    fingerprint: String,
-}
-
-fn ssh_key(dir: &Path, name: &str) -> SshKey {
-    let private = dir.join(name);
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&private));
-    let public = std::fs::read_to_string(private.with_extension("pub")).expect("public key");
-    let public = public
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ");
-    let listed = run(Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(private.with_extension("pub")));
-    let fingerprint = listed
-        .split_whitespace()
-        .nth(1)
-        .expect("a fingerprint")
-        .to_owned();
-    SshKey {
-        private,
-        public,
-        fingerprint,
-    }
-}
-
-/// An allowed-signers line for `key`.
-fn signer(principal: &str, options: &str, key: &SshKey) -> String {
-    format!("{principal} namespaces=\"git\"{options} {}\n", key.public)
-}
-
-/// A GNUPGHOME to sign with; gpg starts an agent in it, stopped on drop.
-struct GpgHome {
-    dir: PathBuf,
-}
-
-impl GpgHome {
-    fn new(parent: &Path, name: &str) -> Self {
-        let dir = parent.join(name);
-        std::fs::create_dir(&dir).expect("gnupg home");
-        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .expect("0700");
-        GpgHome { dir }
-    }
-
-    fn gpg(&self) -> Command {
-        let mut command = Command::new("gpg");
-        command
-            .env("GNUPGHOME", &self.dir)
-            .args(["--batch", "--passphrase", ""]);
-        command
-    }
-
-    /// A new ed25519 signing key; returns its fingerprint.
-    fn generate(&self, user_id: &str, expire: &str, at: Option<i64>) -> String {
-        let mut gpg = self.gpg();
-        if let Some(at) = at {
-            gpg.arg("--faked-system-time").arg(format!("{at}!"));
-        }
-        run(gpg.args(["--quick-gen-key", user_id, "ed25519", "sign", expire]));
-        let listed = run(self.gpg().args(["--with-colons", "--list-keys", user_id]));
-        listed
-            .lines()
-            .find_map(|l| l.strip_prefix("fpr:"))
-            .and_then(|l| l.split(':').nth(8))
-            .expect("a fingerprint")
-            .to_owned()
-    }
-
-    fn export(&self, fingerprint: &str) -> String {
-        run(self.gpg().args(["--armor", "--export", fingerprint]))
-    }
-
-    /// Makes gpg (as git runs it, to sign) believe it is `at`.
-    fn fake_time(&self, at: i64) {
-        std::fs::write(
-            self.dir.join("gpg.conf"),
-            format!("faked-system-time {at}!\n"),
-        )
-        .expect("gpg.conf");
-    }
-}
-
-impl Drop for GpgHome {
-    fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .arg("--homedir")
-            .arg(&self.dir)
-            .args(["--kill", "gpg-agent"])
-            .output();
-    }
-}
+use tether_testenv::signing::{self, GpgHome, SshKey, allowed_signer as signer, git_env, ssh_key};
 
 fn run(command: &mut Command) -> String {
     let out = command.output().expect("the tool runs");
@@ -136,69 +33,15 @@ fn now() -> i64 {
 
 // === repositories ===
 
-/// Runs git in `repo` with extra environment and returns its trimmed output.
-fn git_env(repo: &Path, env: &[(&str, &str)], args: &[&str]) -> String {
-    let mut command = Command::new("git");
-    command
-        .arg("-C")
-        .arg(repo)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "tether-test")
-        .env("GIT_AUTHOR_EMAIL", "test@tether.invalid")
-        .env("GIT_COMMITTER_NAME", "tether-test")
-        .env("GIT_COMMITTER_EMAIL", "test@tether.invalid");
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    run(&mut command).trim().to_owned()
-}
-
 /// An empty commit signed with an SSH key, committed at `date` (git's
 /// date syntax) or now.
 fn ssh_commit(repo: &Path, key: &SshKey, message: &str, date: Option<&str>) -> CommitId {
-    let signing_key = format!("user.signingkey={}", key.private.display());
-    let env: Vec<(&str, &str)> = date
-        .map(|d| ("GIT_COMMITTER_DATE", d))
-        .into_iter()
-        .collect();
-    git_env(
-        repo,
-        &env,
-        &[
-            "-c",
-            "gpg.format=ssh",
-            "-c",
-            &signing_key,
-            "commit",
-            "-q",
-            "--allow-empty",
-            "-S",
-            "-m",
-            message,
-        ],
-    );
-    head(repo)
+    CommitId::parse(&signing::ssh_commit(repo, key, message, date)).expect("a commit id")
 }
 
 /// An empty commit signed with a GPG key.
 fn gpg_commit(repo: &Path, home: &GpgHome, fingerprint: &str, message: &str) -> CommitId {
-    let signing_key = format!("user.signingkey={fingerprint}");
-    let gnupg = home.dir.to_str().expect("utf-8");
-    git_env(
-        repo,
-        &[("GNUPGHOME", gnupg)],
-        &[
-            "-c",
-            &signing_key,
-            "commit",
-            "-q",
-            "--allow-empty",
-            "-S",
-            "-m",
-            message,
-        ],
-    );
-    head(repo)
+    CommitId::parse(&signing::gpg_commit(repo, home, fingerprint, message)).expect("a commit id")
 }
 
 fn head(repo: &Path) -> CommitId {

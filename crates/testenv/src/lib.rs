@@ -40,6 +40,7 @@ pub mod pki;
 pub mod ports;
 pub mod postgres;
 pub mod registry;
+pub mod signing;
 pub mod supervisor;
 mod wait;
 
