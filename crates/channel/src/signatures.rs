@@ -9,7 +9,7 @@
 //! real `git verify-commit` against a keyring kas builds from the
 //! administrator's files, never from the repository.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -45,9 +45,9 @@ pub struct Signatures {
     /// `--render-sandbox`: off only on a kernel without Landlock).
     sandbox: Mutex<tether_render::SandboxMode>,
     keyrings: Mutex<HashMap<u64, Arc<Verifier>>>,
-    /// (policy, commit) pairs that verified: a commit is checked once per
-    /// policy, not once per poll and follower.
-    verified: Mutex<HashSet<(u64, String)>>,
+    /// Who signed each (policy, commit) that verified: a commit is checked
+    /// once per policy, not once per poll and follower.
+    verified: Mutex<HashMap<(u64, String), String>>,
 }
 
 impl std::fmt::Debug for Signatures {
@@ -153,16 +153,17 @@ impl Signatures {
         Ok(verifier)
     }
 
-    fn remember(&self, key: u64, commit: &str) {
+    fn remember(&self, key: u64, commit: &str, signer: &str) {
         let mut verified = lock(&self.verified);
         if verified.len() >= MAX_REMEMBERED {
             verified.clear();
         }
-        verified.insert((key, commit.to_owned()));
+        verified.insert((key, commit.to_owned()), signer.to_owned());
     }
 
-    fn known(&self, key: u64, commit: &str) -> bool {
-        lock(&self.verified).contains(&(key, commit.to_owned()))
+    /// Who signed `commit`, if it verified under the policy `key`.
+    fn known(&self, key: u64, commit: &str) -> Option<String> {
+        lock(&self.verified).get(&(key, commit.to_owned())).cloned()
     }
 }
 
@@ -235,7 +236,9 @@ impl Gate {
             Ok(keyring) => keyring,
             Err(reason) => return Checked::Refused { reason },
         };
-        // A signed tag speaks for the commit it names.
+        // The project's ref, when it is a signed tag, must verify too. It
+        // never vouches for the commit alone: it is looked up after the
+        // head was resolved, and could have moved since.
         let tag = match self.git_ref.as_deref() {
             Some(reference) => match source.verify_tag(&keyring, reference) {
                 Ok(tag) => tag,
@@ -247,62 +250,47 @@ impl Gate {
             },
             None => None,
         };
-        let signer = match self.policy.mode {
-            // The tag (when the ref is one) and the commit must both
-            // verify: a tag is looked up after the head was resolved, so it
-            // alone cannot vouch for the commit.
-            VerifyMode::Head => match self.verify_one(source, &keyring, head) {
-                Ok(signer) => signer,
-                Err(reason) => return Checked::Refused { reason },
-            },
-            VerifyMode::Strict => {
-                let base = verified
-                    .as_deref()
-                    .or(self.policy.trust_base.as_deref())
-                    .and_then(CommitId::parse);
-                let commits = match &base {
-                    Some(base) => match source.commits_between(Some(base), head, STRICT_LIMIT) {
-                        Ok(commits) => commits,
-                        Err(e) => {
-                            return Checked::Refused {
-                                reason: format!(
-                                    "commit {head_text}: cannot list the commits since {base}: {e}"
-                                ),
-                            };
-                        }
-                    },
-                    None => vec![head.clone()],
-                };
-                let mut signer = String::new();
-                // A head that is not among them (the branch moved back to
-                // an ancestor of the base) is checked by its own signature.
-                if !commits.contains(head) {
-                    match self.verify_one(source, &keyring, head) {
-                        Ok(who) => signer = who,
-                        Err(reason) => return Checked::Refused { reason },
+        // The head, and under `strict` every commit since the last
+        // verified one (or the trust base): oldest first, the head last,
+        // also when the branch moved back behind the base.
+        let base = verified
+            .as_deref()
+            .or(self.policy.trust_base.as_deref())
+            .and_then(CommitId::parse);
+        let mut commits = match (self.policy.mode, &base) {
+            (VerifyMode::Strict, Some(base)) => {
+                match source.commits_between(Some(base), head, STRICT_LIMIT) {
+                    Ok(commits) => commits,
+                    Err(e) => {
+                        return Checked::Refused {
+                            reason: format!(
+                                "commit {head_text}: cannot list the commits since {base}: {e}"
+                            ),
+                        };
                     }
-                }
-                for commit in &commits {
-                    match self.verify_one(source, &keyring, commit) {
-                        Ok(who) => signer = who,
-                        Err(reason) if commit == head => return Checked::Refused { reason },
-                        Err(reason) => {
-                            return Checked::Refused {
-                                reason: format!(
-                                    "{reason} (between the last verified commit and the head {head_text}; strict verifies every commit)"
-                                ),
-                            };
-                        }
-                    }
-                }
-                match (&tag, signer.is_empty()) {
-                    (Some(tag), _) => signer_text(tag),
-                    // The head is the base itself: nothing new to walk.
-                    (None, true) => "(verified before)".to_owned(),
-                    (None, false) => signer,
                 }
             }
+            _ => Vec::new(),
         };
+        commits.retain(|c| c != head);
+        commits.push(head.clone());
+        let mut signer = String::new();
+        for commit in &commits {
+            match self.verify_one(source, &keyring, commit) {
+                Ok(who) => signer = who,
+                Err(reason) if commit == head => return Checked::Refused { reason },
+                Err(reason) => {
+                    return Checked::Refused {
+                        reason: format!(
+                            "{reason} (between the last verified commit and the head {head_text}; strict verifies every commit)"
+                        ),
+                    };
+                }
+            }
+        }
+        if let Some(tag) = &tag {
+            signer = format!("{} (tag), {signer}", signer_text(tag));
+        }
         Checked::Verified { signer }
     }
 
@@ -314,13 +302,14 @@ impl Gate {
         commit: &CommitId,
     ) -> Result<String, String> {
         let text = commit.to_string();
-        if self.signatures.known(self.key, &text) {
-            return Ok("(verified before)".to_owned());
+        if let Some(signer) = self.signatures.known(self.key, &text) {
+            return Ok(signer);
         }
         match source.verify_commit(keyring, commit) {
             Ok(signed) => {
-                self.signatures.remember(self.key, &text);
-                Ok(signer_text(&signed))
+                let signer = signer_text(&signed);
+                self.signatures.remember(self.key, &text, &signer);
+                Ok(signer)
             }
             Err(refused) => Err(refused.to_string()),
         }
@@ -331,7 +320,11 @@ impl Gate {
     /// signature of the policy's keys. Its history is not walked: it is
     /// a commit an operator or a config chose by name.
     pub async fn check(&self, source: &Source, commit: &CommitId) -> Result<(), String> {
-        if self.signatures.known(self.key, &commit.to_string()) {
+        if self
+            .signatures
+            .known(self.key, &commit.to_string())
+            .is_some()
+        {
             return Ok(());
         }
         let gate = self.clone();
