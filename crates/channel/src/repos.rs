@@ -647,6 +647,9 @@ impl Repos {
         let gate = self.signatures.gate(policy, record.git_ref.clone());
         let status = record.verification;
         let head_text = head.to_string();
+        // A head verified under this policy (a new policy clears the
+        // status) is not checked again at every poll. A refused one is:
+        // its refusal may have been a tool that failed, not a signature.
         let checked = if status.verified.as_deref() == Some(head_text.as_str()) {
             crate::signatures::Checked::Verified {
                 signer: status.signer.clone().unwrap_or_default(),
@@ -667,15 +670,15 @@ impl Repos {
                 Ok(signer),
             ),
             crate::signatures::Checked::Refused { reason } => {
-                tracing::warn!(commit = %head_text, reason = %reason, "commit refused: it does not verify; agents keep the last verified commit");
                 let kept = status.verified.as_deref().and_then(CommitId::parse);
-                let at = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-                // The same refusal again keeps its first time.
+                // The same refusal again keeps its first time, and is
+                // logged once.
                 let at = match &status.refused {
                     Some(r) if r.commit == head_text && r.reason == reason => r.at,
-                    _ => at,
+                    _ => {
+                        tracing::warn!(commit = %head_text, reason = %reason, "commit refused: it does not verify; agents keep the last verified commit");
+                        tether_store::time::now()
+                    }
                 };
                 (
                     tether_store::VerifyStatus {
@@ -691,9 +694,6 @@ impl Repos {
                     Some(format!("commit {head_text} is refused: {reason}")),
                     Err(reason),
                 )
-            }
-            crate::signatures::Checked::Unchecked => {
-                (status.clone(), Some(head), None, Ok(String::new()))
             }
         };
         if recorded != status {

@@ -30,8 +30,6 @@ const MAX_REMEMBERED: usize = 20_000;
 /// What a check of a head found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Checked {
-    /// No policy: nothing to verify.
-    Unchecked,
     /// It verifies; who signed it (the head, or the tag naming it).
     Verified { signer: String },
     /// It does not; which commit, why, and which key or signer.
