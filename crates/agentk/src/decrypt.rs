@@ -156,6 +156,11 @@ pub fn finish(
         let Ok(text) = std::str::from_utf8(&file.bytes) else {
             continue;
         };
+        // Parsed here only if it can matter: decrypted, or holding a
+        // Secret (a generator's); the sync parses every file anyway.
+        if !whole && !text.contains("Secret") {
+            continue;
+        }
         let mut documents: Vec<Value> = match serde_saphyr::from_multiple::<Value>(text) {
             Ok(documents) => documents,
             // The sync's own parser names the problem.

@@ -387,10 +387,14 @@ fn sops(ns: &str) {
         ],
     );
     refresh();
+    // The commit may first sync under the config before it (configs and
+    // manifests travel apart), without the kustomization: wait for the
+    // Secret itself.
     wait("the generated Secret", Duration::from_secs(90), || {
         setup
             .sync_of(&generated)
             .is_some_and(|s| s["state"] == "synced")
+            && kubectl_get(&["secret", "app-config", "-n", ns]).is_some()
     });
     let secret = kubectl_get(&["secret", "app-config", "-n", ns]).expect("the generated Secret");
     let value = secret["data"]["config.enc.yaml"]
